@@ -1,0 +1,389 @@
+"""API for datasets: create, import JSONL, review examples, freeze versions, export."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Q, QuerySet
+from django.http import StreamingHttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils.http import content_disposition_header
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import renderers, serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ftportal.api import PAGINATION_PARAMETERS, acting_user, page_serializer, paginated_response
+from ftportal.errors import ApplicationError, ConflictError
+from ftportal.models import Project
+from ftportal.permissions import project_for
+from ftportal.roles import Action
+
+from .models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction, Split
+from .selectors import datasets_for_project, export_filename, status_counts, version_export_lines
+from .services import (
+    DEFAULT_VALIDATION_FRACTION,
+    dataset_version_freeze,
+    example_review,
+    examples_import_jsonl,
+)
+
+JSONL_CONTENT_TYPE = "application/jsonl"
+MAX_SEED = 2**31 - 1  # the seed column is a 32-bit integer
+
+
+def _dataset_in(project: Project, dataset_id: int) -> Dataset:
+    return get_object_or_404(Dataset, pk=dataset_id, project=project)
+
+
+def _example_in(project: Project, example_id: int) -> Example:
+    return get_object_or_404(Example, pk=example_id, dataset__project=project)
+
+
+def _version_in(project: Project, version_id: int) -> DatasetVersion:
+    return get_object_or_404(
+        DatasetVersion.objects.select_related("dataset", "created_by"),
+        pk=version_id,
+        dataset__project=project,
+    )
+
+
+def _datasets_with_counts(project: Project) -> QuerySet[Dataset]:
+    """One query for the list, rather than one status count query per dataset."""
+    per_status = {
+        f"{status_value}_count": Count("examples", filter=Q(examples__status=status_value))
+        for status_value in ExampleStatus.values
+    }
+    return datasets_for_project(project).annotate(example_count=Count("examples"), **per_status)
+
+
+def _dataset_create(*, project: Project, name: str, description: str) -> Dataset:
+    # TODO(services): this belongs in datasets.services.dataset_create, which does not exist yet.
+    name = name.strip()
+    if not name:
+        raise ApplicationError("name: a dataset needs a name.", extra={"field": "name"})
+    try:
+        # The savepoint keeps the outer transaction usable after a duplicate-name race.
+        with transaction.atomic():
+            return Dataset.objects.create(project=project, name=name, description=description)
+    except IntegrityError:
+        raise ConflictError(
+            f"A dataset named '{name}' already exists in this project.", extra={"field": "name"}
+        )
+
+
+class DatasetOutput(serializers.Serializer[Any]):
+    """Shared by the list and the create response, so both describe a dataset the same way."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class DatasetCollectionApi(APIView):
+    class DatasetListOutput(DatasetOutput):
+        example_count = serializers.IntegerField()
+        pending_count = serializers.IntegerField()
+        approved_count = serializers.IntegerField()
+        rejected_count = serializers.IntegerField()
+
+    class DatasetCreateInput(serializers.Serializer[Any]):
+        name = serializers.CharField(max_length=200)
+        description = serializers.CharField(required=False, allow_blank=True, default="")
+
+    @extend_schema(operation_id="datasets_list", responses=DatasetListOutput(many=True))
+    def get(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        datasets = _datasets_with_counts(project)
+        return Response(self.DatasetListOutput(datasets, many=True).data)
+
+    @extend_schema(
+        operation_id="datasets_create", request=DatasetCreateInput, responses={201: DatasetOutput}
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.IMPORT_EXAMPLES
+        )
+        payload = self.DatasetCreateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        dataset = _dataset_create(project=project, **payload.validated_data)
+        return Response(DatasetOutput(dataset).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetDetailApi(APIView):
+    class DatasetDetailOutput(DatasetOutput):
+        status_counts = serializers.DictField(child=serializers.IntegerField())
+
+    @extend_schema(operation_id="datasets_retrieve", responses=DatasetDetailOutput)
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        dataset = _dataset_in(project, dataset_id)
+        data = {**DatasetOutput(dataset).data, "status_counts": status_counts(dataset)}
+        return Response(self.DatasetDetailOutput(data).data)
+
+
+class LineErrorOutput(serializers.Serializer[Any]):
+    line = serializers.IntegerField(help_text="1-based; 0 means the whole file.")
+    field = serializers.CharField(help_text="Path such as messages[2].role; empty for the line.")
+    message = serializers.CharField()
+
+
+class ImportApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    class ImportInput(serializers.Serializer[Any]):
+        file = serializers.FileField()
+        valid_lines_only = serializers.BooleanField(
+            default=False,
+            help_text="Import the valid lines and report the rest, instead of all-or-nothing.",
+        )
+
+    class ImportOutput(serializers.Serializer[Any]):
+        id = serializers.IntegerField()
+        dataset = serializers.IntegerField(source="dataset_id")
+        filename = serializers.CharField()
+        line_count = serializers.IntegerField()
+        imported_count = serializers.IntegerField()
+        errors = LineErrorOutput(many=True)
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        operation_id="datasets_imports_create",
+        summary="Import chat examples from a JSONL file",
+        request={"multipart/form-data": ImportInput},
+        responses={
+            201: ImportOutput,
+            400: OpenApiResponse(
+                description="The file had errors; error.errors lists each {line, field, message}."
+            ),
+        },
+    )
+    def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.IMPORT_EXAMPLES
+        )
+        dataset = _dataset_in(project, dataset_id)
+        payload = self.ImportInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        upload = payload.validated_data["file"]
+        limit = settings.FTPORTAL_MAX_IMPORT_BYTES
+        if upload.size > limit:
+            # Checked before reading, so an oversized upload is never loaded into memory.
+            raise ApplicationError(
+                f"file: {upload.size} bytes is over the import limit of {limit} bytes.",
+                extra={"field": "file"},
+            )
+        outcome = examples_import_jsonl(
+            dataset=dataset,
+            data=upload.read(),
+            filename=upload.name or "upload.jsonl",
+            user=acting_user(request),
+            valid_lines_only=payload.validated_data["valid_lines_only"],
+        )
+        return Response(self.ImportOutput(outcome.batch).data, status=status.HTTP_201_CREATED)
+
+
+class ExampleOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    dataset = serializers.IntegerField(source="dataset_id")
+    status = serializers.CharField()
+    messages = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    source_line = serializers.IntegerField(allow_null=True)
+    import_batch = serializers.IntegerField(source="import_batch_id", allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+ExamplePage = page_serializer("ExamplePage", ExampleOutput)
+
+
+class ExampleListApi(APIView):
+    class ExampleFilter(serializers.Serializer[Any]):
+        status = serializers.ChoiceField(choices=ExampleStatus.choices, required=False)
+
+    @extend_schema(
+        operation_id="datasets_examples_list",
+        parameters=[ExampleFilter, *PAGINATION_PARAMETERS],
+        responses=ExamplePage,
+    )
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        dataset = _dataset_in(project, dataset_id)
+        filters = self.ExampleFilter(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        examples = dataset.examples.filter(**filters.validated_data).order_by("id")
+        return paginated_response(
+            request=request, view=self, queryset=examples, serializer_class=ExampleOutput
+        )
+
+
+class DecisionOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    reviewer = serializers.CharField(source="reviewer.get_username")
+    action = serializers.CharField()
+    previous_answer = serializers.CharField()
+    new_answer = serializers.CharField()
+    comment = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ExampleDetailOutput(ExampleOutput):
+    """An example with its review history; the review action answers with it too."""
+
+    decisions = DecisionOutput(many=True)
+
+
+def _example_with_decisions(example: Example) -> Example:
+    return Example.objects.prefetch_related("decisions__reviewer").get(pk=example.pk)
+
+
+class ExampleDetailApi(APIView):
+    @extend_schema(operation_id="examples_retrieve", responses=ExampleDetailOutput)
+    def get(self, request: Request, project_id: int, example_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        example = _example_in(project, example_id)
+        return Response(ExampleDetailOutput(_example_with_decisions(example)).data)
+
+
+class ExampleReviewApi(APIView):
+    class ReviewInput(serializers.Serializer[Any]):
+        action = serializers.ChoiceField(choices=ReviewAction.choices)
+        answer = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            trim_whitespace=False,
+            help_text="The corrected assistant answer; required when action is 'edit'.",
+        )
+        comment = serializers.CharField(required=False, allow_blank=True, default="")
+
+    @extend_schema(
+        operation_id="examples_review",
+        summary="Approve, reject, edit or reopen an example",
+        request=ReviewInput,
+        responses=ExampleDetailOutput,
+    )
+    def post(self, request: Request, project_id: int, example_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+        example = _example_in(project, example_id)
+        payload = self.ReviewInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        reviewed = example_review(
+            example=example,
+            user=acting_user(request),
+            action=ReviewAction(payload.validated_data["action"]),
+            new_answer=payload.validated_data.get("answer"),
+            comment=payload.validated_data["comment"],
+        )
+        return Response(ExampleDetailOutput(_example_with_decisions(reviewed)).data)
+
+
+class VersionOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    dataset = serializers.IntegerField(source="dataset_id")
+    dataset_name = serializers.CharField(source="dataset.name")
+    number = serializers.IntegerField()
+    content_hash = serializers.CharField()
+    seed = serializers.IntegerField()
+    validation_fraction = serializers.FloatField()
+    example_count = serializers.IntegerField()
+    train_count = serializers.IntegerField()
+    validation_count = serializers.IntegerField()
+    note = serializers.CharField()
+    created_by = serializers.CharField(source="created_by.get_username")
+    created_at = serializers.DateTimeField()
+
+
+class DatasetVersionCollectionApi(APIView):
+    class FreezeInput(serializers.Serializer[Any]):
+        seed = serializers.IntegerField(required=False, default=42, min_value=0, max_value=MAX_SEED)
+        # Bounds are the service's to enforce, so its message is the one the caller sees.
+        validation_fraction = serializers.FloatField(
+            required=False, default=DEFAULT_VALIDATION_FRACTION
+        )
+        note = serializers.CharField(required=False, allow_blank=True, default="")
+
+    @extend_schema(operation_id="datasets_versions_list", responses=VersionOutput(many=True))
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        dataset = _dataset_in(project, dataset_id)
+        versions = dataset.versions.select_related("dataset", "created_by").order_by("-number")
+        return Response(VersionOutput(versions, many=True).data)
+
+    @extend_schema(
+        operation_id="datasets_versions_freeze",
+        summary="Freeze the approved examples into a new immutable version",
+        request=FreezeInput,
+        responses={201: VersionOutput},
+    )
+    def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.FREEZE)
+        dataset = _dataset_in(project, dataset_id)
+        payload = self.FreezeInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        version = dataset_version_freeze(
+            dataset=dataset, user=acting_user(request), **payload.validated_data
+        )
+        return Response(VersionOutput(version).data, status=status.HTTP_201_CREATED)
+
+
+class DatasetVersionDetailApi(APIView):
+    @extend_schema(operation_id="dataset_versions_retrieve", responses=VersionOutput)
+    def get(self, request: Request, project_id: int, version_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return Response(VersionOutput(_version_in(project, version_id)).data)
+
+
+class JsonlRenderer(renderers.BaseRenderer):
+    """Lets clients ask for ``Accept: application/jsonl``; errors still come out as JSON."""
+
+    media_type = JSONL_CONTENT_TYPE
+    format = "jsonl"
+
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Any = None,
+    ) -> bytes:
+        return (json.dumps(data, ensure_ascii=False) + "\n").encode()
+
+
+class DatasetVersionExportApi(APIView):
+    renderer_classes = [renderers.JSONRenderer, JsonlRenderer]
+
+    class ExportFilter(serializers.Serializer[Any]):
+        split = serializers.ChoiceField(
+            choices=Split.choices,
+            required=False,
+            help_text="Only this split; both when left out.",
+        )
+
+    @extend_schema(
+        operation_id="dataset_versions_export",
+        summary="Download the version as chat JSONL (one {messages: [...]} per line)",
+        parameters=[ExportFilter],
+        responses={(200, JSONL_CONTENT_TYPE): OpenApiTypes.BINARY},
+    )
+    def get(
+        self, request: Request, project_id: int, version_id: int
+    ) -> StreamingHttpResponse | Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        version = _version_in(project, version_id)
+        filters = self.ExportFilter(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        split = filters.validated_data.get("split")
+        # Streamed so a large version is never held in memory as one string.
+        response = StreamingHttpResponse(
+            version_export_lines(version, split=split), content_type=JSONL_CONTENT_TYPE
+        )
+        response["Content-Disposition"] = content_disposition_header(
+            as_attachment=True, filename=export_filename(version, split=split)
+        )
+        return response

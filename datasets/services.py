@@ -1,0 +1,200 @@
+"""Writes for the datasets app: import, review, freeze."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Max
+
+from ftportal.errors import ApplicationError
+from ftportal.state import check_transition
+
+from .jsonl import LineError, parse_chat_jsonl
+from .models import (
+    EXAMPLE_TRANSITIONS,
+    Dataset,
+    DatasetVersion,
+    DatasetVersionExample,
+    Example,
+    ExampleStatus,
+    ImportBatch,
+    ReviewAction,
+    ReviewDecision,
+    Split,
+)
+
+MIN_VALIDATION_FRACTION = 0.10
+MAX_VALIDATION_FRACTION = 0.20
+DEFAULT_VALIDATION_FRACTION = 0.15
+
+
+class ImportRejected(ApplicationError):
+    """The file had errors and the user did not ask to import only the valid lines."""
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    batch: ImportBatch
+    errors: list[LineError]
+
+
+def _error_dicts(errors: list[LineError]) -> list[dict[str, object]]:
+    return [{"line": e.line, "field": e.field, "message": e.message} for e in errors]
+
+
+def examples_import_jsonl(
+    *,
+    dataset: Dataset,
+    data: bytes,
+    filename: str,
+    user: User,
+    valid_lines_only: bool = False,
+) -> ImportOutcome:
+    """Import chat examples; all-or-nothing unless ``valid_lines_only`` is set."""
+    report = parse_chat_jsonl(data, filename=filename)
+    error_dicts = _error_dicts(report.errors)
+    if report.errors and not (valid_lines_only and report.examples):
+        raise ImportRejected(
+            f"{filename}: {len(report.errors)} line(s) have errors; nothing was imported.",
+            extra={"errors": error_dicts, "valid_lines": len(report.examples)},
+        )
+    if not report.examples:
+        raise ImportRejected(f"{filename}: no examples found; nothing was imported.")
+    with transaction.atomic():
+        batch = ImportBatch.objects.create(
+            dataset=dataset,
+            filename=filename,
+            uploaded_by=user,
+            line_count=len(report.examples) + len(report.errors),
+            imported_count=len(report.examples),
+            errors=error_dicts,
+        )
+        Example.objects.bulk_create(
+            Example(
+                dataset=dataset,
+                messages=parsed.messages,
+                import_batch=batch,
+                source_line=parsed.line,
+            )
+            for parsed in report.examples
+        )
+    return ImportOutcome(batch=batch, errors=report.errors)
+
+
+def assistant_answer(messages: list[dict[str, str]]) -> str:
+    """The answer under review: the content of the final assistant message."""
+    return messages[-1]["content"] if messages else ""
+
+
+def example_review(
+    *,
+    example: Example,
+    user: User,
+    action: ReviewAction,
+    new_answer: str | None = None,
+    comment: str = "",
+) -> Example:
+    """Apply one review decision and keep it in the append-only decision log."""
+    target = {
+        ReviewAction.APPROVE: ExampleStatus.APPROVED,
+        ReviewAction.EDIT: ExampleStatus.APPROVED,
+        ReviewAction.REJECT: ExampleStatus.REJECTED,
+        ReviewAction.REOPEN: ExampleStatus.PENDING,
+    }[action]
+    with transaction.atomic():
+        example = Example.objects.select_for_update().get(pk=example.pk)
+        check_transition(
+            kind="example", current=example.status, target=target, allowed=EXAMPLE_TRANSITIONS
+        )
+        previous = assistant_answer(example.messages)
+        if action == ReviewAction.EDIT:
+            edited = (new_answer or "").strip()
+            if not edited:
+                raise ApplicationError("The edited answer is empty; write an answer or reject.")
+            messages = [dict(m) for m in example.messages]
+            messages[-1]["content"] = edited
+            example.messages = messages
+        example.status = target
+        example.save(update_fields=["messages", "status", "updated_at"])
+        ReviewDecision.objects.create(
+            example=example,
+            reviewer=user,
+            action=action,
+            previous_answer=previous,
+            new_answer=assistant_answer(example.messages),
+            comment=comment,
+        )
+    return example
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def content_hash(message_lists: list[list[dict[str, str]]]) -> str:
+    """Order-independent hash of the examples' content: same examples, same hash."""
+    digests = sorted(hashlib.sha256(canonical_json(m).encode()).hexdigest() for m in message_lists)
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def split_assignment(count: int, *, seed: int, validation_fraction: float) -> list[Split]:
+    """Seeded split: the same count, seed and fraction always give the same assignment."""
+    validation_count = max(1, round(count * validation_fraction))
+    indices = list(range(count))
+    random.Random(seed).shuffle(indices)
+    validation = set(indices[:validation_count])
+    return [Split.VALIDATION if i in validation else Split.TRAIN for i in range(count)]
+
+
+def dataset_version_freeze(
+    *,
+    dataset: Dataset,
+    user: User,
+    seed: int = 42,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+    note: str = "",
+) -> DatasetVersion:
+    """Freeze the approved examples into an immutable, hashed, split version."""
+    if not MIN_VALIDATION_FRACTION <= validation_fraction <= MAX_VALIDATION_FRACTION:
+        raise ApplicationError(
+            f"validation_fraction must be between {MIN_VALIDATION_FRACTION} and "
+            f"{MAX_VALIDATION_FRACTION} (the guide holds out 10 to 20 %); "
+            f"got {validation_fraction}."
+        )
+    with transaction.atomic():
+        # Lock the dataset row so two freezes cannot take the same version number.
+        Dataset.objects.select_for_update().get(pk=dataset.pk)
+        approved = list(
+            Example.objects.filter(dataset=dataset, status=ExampleStatus.APPROVED).order_by("id")
+        )
+        if len(approved) < 2:
+            raise ApplicationError(
+                f"Only {len(approved)} approved example(s); a version needs at least 2 "
+                "so that both train and validation splits have one."
+            )
+        splits = split_assignment(len(approved), seed=seed, validation_fraction=validation_fraction)
+        last = dataset.versions.aggregate(last=Max("number"))["last"] or 0
+        version = DatasetVersion.objects.create(
+            dataset=dataset,
+            number=last + 1,
+            content_hash=content_hash([e.messages for e in approved]),
+            seed=seed,
+            validation_fraction=validation_fraction,
+            example_count=len(approved),
+            train_count=splits.count(Split.TRAIN),
+            validation_count=splits.count(Split.VALIDATION),
+            note=note,
+            created_by=user,
+        )
+        DatasetVersionExample.objects.bulk_create(
+            DatasetVersionExample(
+                version=version, example=example, position=i, split=split, messages=example.messages
+            )
+            for i, (example, split) in enumerate(zip(approved, splits, strict=True))
+        )
+    return version

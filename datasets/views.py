@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from ftportal.errors import ApplicationError
+from ftportal.http import AppRequest
+from ftportal.permissions import project_for
+from ftportal.roles import Action, role_allows
+from training.models import BaseModel
+
+from .models import Dataset, DatasetVersion, Example, ReviewAction
+from .selectors import (
+    export_filename,
+    next_pending_example,
+    status_counts,
+    version_export_lines,
+)
+from .services import (
+    DEFAULT_VALIDATION_FRACTION,
+    ImportRejected,
+    assistant_answer,
+    dataset_version_freeze,
+    example_review,
+    examples_import_jsonl,
+)
+
+# The guide: start with 100 to 500 high-quality examples.
+RECOMMENDED_MIN_EXAMPLES = 100
+
+
+def _dataset_context(
+    request: AppRequest, project_id: int, dataset_id: int, action: Action
+) -> dict[str, object]:
+    project, role = project_for(user=request.user, project_id=project_id, action=action)
+    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    return {"project": project, "role": role, "dataset": dataset}
+
+
+def _render_dataset(
+    request: AppRequest, context: dict[str, object], status: int = 200
+) -> HttpResponse:
+    dataset = context["dataset"]
+    assert isinstance(dataset, Dataset)
+    role = str(context["role"])
+    counts = status_counts(dataset)
+    context.update(
+        {
+            "counts": counts,
+            "versions": dataset.versions.all(),
+            "imports": dataset.imports.order_by("-id")[:5],
+            "recent_examples": dataset.examples.order_by("-updated_at")[:20],
+            "can_import": role_allows(role, Action.IMPORT_EXAMPLES),
+            "can_review": role_allows(role, Action.REVIEW),
+            "can_freeze": role_allows(role, Action.FREEZE),
+            "default_validation_fraction": DEFAULT_VALIDATION_FRACTION,
+            "few_approved": counts["approved"] < RECOMMENDED_MIN_EXAMPLES,
+            "recommended_min": RECOMMENDED_MIN_EXAMPLES,
+        }
+    )
+    return render(request, "datasets/dataset_detail.html", context, status=status)
+
+
+@login_required
+def dataset_detail(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    return _render_dataset(request, _dataset_context(request, project_id, dataset_id, Action.VIEW))
+
+
+@login_required
+@require_POST
+def dataset_import(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    context = _dataset_context(request, project_id, dataset_id, Action.IMPORT_EXAMPLES)
+    upload = request.FILES.get("file")
+    if upload is None:
+        context["import_error"] = "Choose a JSONL file to import."
+        return _render_dataset(request, context, status=400)
+    try:
+        outcome = examples_import_jsonl(
+            dataset=context["dataset"],  # type: ignore[arg-type]
+            data=upload.read(),
+            filename=upload.name or "upload.jsonl",
+            user=request.user,
+            valid_lines_only=request.POST.get("valid_lines_only") == "on",
+        )
+    except ImportRejected as rejected:
+        context["import_error"] = rejected.message
+        context["import_line_errors"] = rejected.extra.get("errors", [])
+        return _render_dataset(request, context, status=400)
+    skipped = f", skipped {len(outcome.errors)} line(s) with errors" if outcome.errors else ""
+    batch = outcome.batch
+    messages.success(
+        request, f"Imported {batch.imported_count} example(s) from {batch.filename}{skipped}."
+    )
+    return redirect("dataset_detail", project_id, dataset_id)
+
+
+@login_required
+@require_POST
+def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    context = _dataset_context(request, project_id, dataset_id, Action.FREEZE)
+    try:
+        fraction = float(request.POST.get("validation_fraction") or DEFAULT_VALIDATION_FRACTION)
+        seed = int(request.POST.get("seed") or 42)
+    except ValueError:
+        context["freeze_error"] = "Seed must be a whole number and the fraction a decimal number."
+        return _render_dataset(request, context, status=400)
+    try:
+        version = dataset_version_freeze(
+            dataset=context["dataset"],  # type: ignore[arg-type]
+            user=request.user,
+            seed=seed,
+            validation_fraction=fraction,
+            note=request.POST.get("note", ""),
+        )
+    except ApplicationError as error:
+        context["freeze_error"] = error.message
+        return _render_dataset(request, context, status=400)
+    messages.success(request, f"Froze {version} ({version.example_count} examples).")
+    return redirect("version_detail", project_id, version.pk)
+
+
+def _review_card(
+    request: AppRequest, context: dict[str, object], example: Example | None
+) -> dict[str, object]:
+    dataset = context["dataset"]
+    assert isinstance(dataset, Dataset)
+    context.update(
+        {
+            "example": example,
+            "answer": assistant_answer(example.messages) if example else "",
+            "counts": status_counts(dataset),
+        }
+    )
+    return context
+
+
+@login_required
+def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    context = _dataset_context(request, project_id, dataset_id, Action.REVIEW)
+    dataset = context["dataset"]
+    assert isinstance(dataset, Dataset)
+    requested = request.GET.get("example")
+    if requested:
+        example: Example | None = get_object_or_404(Example, pk=requested, dataset=dataset)
+    else:
+        after = int(request.GET.get("after") or 0)
+        example = next_pending_example(dataset, after_id=after)
+    context = _review_card(request, context, example)
+    template = "datasets/review.html#review-card" if request.htmx else "datasets/review.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def review_decide(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    example = get_object_or_404(Example, pk=example_id, dataset__project=project)
+    context: dict[str, object] = {"project": project, "role": role, "dataset": example.dataset}
+    try:
+        action = ReviewAction(request.POST.get("action", ""))
+    except ValueError:
+        raise ApplicationError("Unknown review action; use approve, reject, edit or reopen.")
+    try:
+        example_review(
+            example=example,
+            user=request.user,
+            action=action,
+            new_answer=request.POST.get("answer"),
+            comment=request.POST.get("comment", ""),
+        )
+    except ApplicationError as error:
+        context = _review_card(request, context, example)
+        context["review_error"] = error.message
+        return render(request, "datasets/review.html#review-card", context, status=400)
+    next_example = next_pending_example(example.dataset, after_id=example.pk)
+    if not request.htmx:
+        return redirect("review_queue", project_id, example.dataset_id)
+    context = _review_card(request, context, next_example)
+    context["last_decision"] = f"Example {example.pk}: {action.label.lower()}."
+    return render(request, "datasets/review.html#review-card", context)
+
+
+@login_required
+def version_detail(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+    version = get_object_or_404(
+        DatasetVersion.objects.select_related("dataset", "created_by"),
+        pk=version_id,
+        dataset__project=project,
+    )
+    context = {
+        "project": project,
+        "role": role,
+        "version": version,
+        "items": version.items.all()[:50],
+        "jobs": version.training_jobs.select_related("base_model"),
+        "base_models": BaseModel.objects.filter(is_active=True),
+        "can_train": role_allows(role, Action.TRAIN),
+    }
+    return render(request, "datasets/version_detail.html", context)
+
+
+@login_required
+def version_export(request: AppRequest, project_id: int, version_id: int) -> StreamingHttpResponse:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+    version = get_object_or_404(DatasetVersion, pk=version_id, dataset__project=project)
+    split = request.GET.get("split") or None
+    if split not in (None, "train", "validation"):
+        raise ApplicationError("split must be 'train' or 'validation'.")
+    response = StreamingHttpResponse(
+        version_export_lines(version, split=split), content_type="application/jsonl"
+    )
+    filename = export_filename(version, split=split)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

@@ -1,0 +1,130 @@
+"""The JSON API, mounted at /api/. Everything about a project lives under its id."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, URLResolver, include, path
+from rest_framework.authtoken.views import obtain_auth_token
+
+from datasets import api as datasets_api
+from evaluation import api as evaluation_api
+from registry import api as registry_api
+from training import api as training_api
+
+from . import api as projects_api
+
+dataset_patterns = [
+    path("datasets/", datasets_api.DatasetCollectionApi.as_view(), name="dataset_list"),
+    path(
+        "datasets/<int:dataset_id>/",
+        datasets_api.DatasetDetailApi.as_view(),
+        name="dataset_detail",
+    ),
+    path(
+        "datasets/<int:dataset_id>/imports/",
+        datasets_api.ImportApi.as_view(),
+        name="dataset_import",
+    ),
+    path(
+        "datasets/<int:dataset_id>/examples/",
+        datasets_api.ExampleListApi.as_view(),
+        name="example_list",
+    ),
+    path(
+        "datasets/<int:dataset_id>/versions/",
+        datasets_api.DatasetVersionCollectionApi.as_view(),
+        name="dataset_version_list",
+    ),
+    path(
+        "examples/<int:example_id>/",
+        datasets_api.ExampleDetailApi.as_view(),
+        name="example_detail",
+    ),
+    path(
+        "examples/<int:example_id>/review/",
+        datasets_api.ExampleReviewApi.as_view(),
+        name="example_review",
+    ),
+    path(
+        "dataset-versions/<int:version_id>/",
+        datasets_api.DatasetVersionDetailApi.as_view(),
+        name="dataset_version_detail",
+    ),
+    path(
+        "dataset-versions/<int:version_id>/export/",
+        datasets_api.DatasetVersionExportApi.as_view(),
+        name="dataset_version_export",
+    ),
+]
+
+training_patterns = [
+    path("base-models/", training_api.BaseModelListApi.as_view(), name="base_model_list"),
+    path(
+        "training-jobs/",
+        training_api.TrainingJobCollectionApi.as_view(),
+        name="training_job_list",
+    ),
+    path(
+        "training-jobs/<int:job_id>/",
+        training_api.TrainingJobDetailApi.as_view(),
+        name="training_job_detail",
+    ),
+    path(
+        "training-jobs/<int:job_id>/cancel/",
+        training_api.TrainingJobCancelApi.as_view(),
+        name="training_job_cancel",
+    ),
+]
+
+registry_patterns = [
+    path("models/", registry_api.RegisteredModelListApi.as_view(), name="model_list"),
+    path(
+        "models/<int:model_id>/",
+        registry_api.RegisteredModelDetailApi.as_view(),
+        name="model_detail",
+    ),
+    path(
+        "models/<int:model_id>/rollback/",
+        registry_api.RegisteredModelRollbackApi.as_view(),
+        name="model_rollback",
+    ),
+    path(
+        "models/<int:model_id>/history/",
+        registry_api.AliasHistoryApi.as_view(),
+        name="model_alias_history",
+    ),
+    path(
+        "model-versions/<int:version_id>/promote/",
+        registry_api.ModelVersionPromoteApi.as_view(),
+        name="model_version_promote",
+    ),
+]
+
+evaluation_patterns = [
+    path(
+        "evaluations/",
+        evaluation_api.EvalRunCollectionApi.as_view(),
+        name="evaluation_list",
+    ),
+    path(
+        "evaluations/<int:run_id>/",
+        evaluation_api.EvalRunDetailApi.as_view(),
+        name="evaluation_detail",
+    ),
+]
+
+project_patterns = [
+    path("", projects_api.ProjectDetailApi.as_view(), name="project_detail"),
+    *dataset_patterns,
+    *training_patterns,
+    *registry_patterns,
+    *evaluation_patterns,
+]
+
+# Names are namespaced ("api:...") so they never clash with the page views' names.
+app_name = "api"
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("auth/token/", obtain_auth_token, name="auth_token"),
+    path("projects/", projects_api.ProjectListApi.as_view(), name="project_list"),
+    path("projects/<int:project_id>/", include(project_patterns)),
+]

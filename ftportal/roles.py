@@ -1,0 +1,40 @@
+"""Who may do what in a project: the one place that says it."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Role(models.TextChoices):
+    REVIEWER = "reviewer", "Reviewer"
+    ML_LEAD = "ml_lead", "ML lead"
+    MANAGER = "manager", "Manager"
+    ADMIN = "admin", "Admin"
+
+
+class Action(models.TextChoices):
+    VIEW = "view", "view the project"
+    IMPORT_EXAMPLES = "import_examples", "import examples"
+    REVIEW = "review", "review examples"
+    FREEZE = "freeze", "freeze a dataset version"
+    TRAIN = "train", "launch or cancel training"
+    EVALUATE = "evaluate", "run evaluations"
+    PROMOTE = "promote", "promote or roll back model versions"
+    MANAGE_MEMBERS = "manage_members", "manage members"
+
+
+_ALL = frozenset(Role)
+ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
+    Action.VIEW: _ALL,
+    Action.IMPORT_EXAMPLES: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
+    Action.REVIEW: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
+    Action.FREEZE: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.TRAIN: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.EVALUATE: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.PROMOTE: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.MANAGE_MEMBERS: frozenset({Role.ADMIN}),
+}
+
+
+def role_allows(role: str | None, action: Action) -> bool:
+    return role is not None and Role(role) in ALLOWED_ROLES[action]

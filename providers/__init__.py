@@ -1,0 +1,1 @@
+"""Provider adapters: plain Python, no Django. They take plain data and return plain data."""

@@ -1,0 +1,185 @@
+"""API for the registry: model versions with lineage, promotion, rollback and alias history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ftportal.api import acting_user
+from ftportal.models import Project
+from ftportal.permissions import project_for
+from ftportal.roles import Action
+
+from .models import PRODUCTION_ALIAS, Alias, AliasChange, ModelVersion, RegisteredModel
+from .services import model_version_promote, production_rollback
+
+# Attribute the prefetch puts the production alias rows on (zero or one per model).
+PRODUCTION_ALIASES_ATTR = "production_aliases"
+
+
+def _models_with_lineage(project: Project) -> QuerySet[RegisteredModel]:
+    """Models, their versions with lineage and the production alias, in a fixed few queries."""
+    versions = ModelVersion.objects.select_related(
+        "dataset_version__dataset", "base_model"
+    ).order_by("-number")
+    production = Alias.objects.filter(name=PRODUCTION_ALIAS).select_related("model_version")
+    return RegisteredModel.objects.filter(project=project).prefetch_related(
+        Prefetch("versions", queryset=versions),
+        Prefetch("aliases", queryset=production, to_attr=PRODUCTION_ALIASES_ATTR),
+    )
+
+
+def _model_in(project: Project, model_id: int) -> RegisteredModel:
+    return get_object_or_404(_models_with_lineage(project), pk=model_id)
+
+
+def _version_in(project: Project, version_id: int) -> ModelVersion:
+    return get_object_or_404(
+        ModelVersion.objects.select_related("registered_model"),
+        pk=version_id,
+        registered_model__project=project,
+    )
+
+
+def _history_of(registered_model: RegisteredModel) -> QuerySet[AliasChange]:
+    return registered_model.alias_changes.select_related(
+        "from_version", "to_version", "changed_by"
+    ).order_by("-id")
+
+
+class VersionRefOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    number = serializers.IntegerField()
+
+
+class DatasetLineageOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField(source="dataset_version_id")
+    number = serializers.IntegerField(source="dataset_version.number")
+    dataset = serializers.IntegerField(source="dataset_version.dataset_id")
+    dataset_name = serializers.CharField(source="dataset_version.dataset.name")
+    # The hash recorded when the version was registered, the one the model was trained on.
+    content_hash = serializers.CharField(source="dataset_hash")
+
+
+class ModelVersionOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    number = serializers.IntegerField()
+    training_job = serializers.IntegerField(source="training_job_id")
+    dataset_version = DatasetLineageOutput(source="*")
+    base_model = serializers.CharField(source="base_model.key")
+    hyperparameters = serializers.DictField()
+    adapter_dir = serializers.CharField()
+    final_train_loss = serializers.FloatField(allow_null=True)
+    final_val_loss = serializers.FloatField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class RegisteredModelOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    production_version = serializers.SerializerMethodField()
+    versions = ModelVersionOutput(many=True)
+
+    @extend_schema_field(VersionRefOutput(allow_null=True))
+    def get_production_version(self, registered_model: RegisteredModel) -> dict[str, int] | None:
+        aliases: list[Alias] = getattr(registered_model, PRODUCTION_ALIASES_ATTR, [])
+        if not aliases:
+            return None
+        version = aliases[0].model_version
+        return {"id": version.pk, "number": version.number}
+
+
+class AliasChangeOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    registered_model = serializers.IntegerField(source="registered_model_id")
+    alias = serializers.CharField()
+    kind = serializers.CharField()
+    from_version = VersionRefOutput(allow_null=True)
+    to_version = VersionRefOutput()
+    changed_by = serializers.CharField(source="changed_by.get_username")
+    reason = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ReasonInput(serializers.Serializer[Any]):
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class RegisteredModelListApi(APIView):
+    @extend_schema(
+        operation_id="models_list",
+        summary="Registered models, each version's lineage, and what production serves",
+        responses=RegisteredModelOutput(many=True),
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return Response(RegisteredModelOutput(_models_with_lineage(project), many=True).data)
+
+
+class RegisteredModelDetailApi(APIView):
+    @extend_schema(operation_id="models_retrieve", responses=RegisteredModelOutput)
+    def get(self, request: Request, project_id: int, model_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return Response(RegisteredModelOutput(_model_in(project, model_id)).data)
+
+
+class ModelVersionPromoteApi(APIView):
+    class PromoteInput(ReasonInput):
+        pass
+
+    @extend_schema(
+        operation_id="model_versions_promote",
+        summary="Point the production alias at this version",
+        request=PromoteInput,
+        responses=AliasChangeOutput,
+    )
+    def post(self, request: Request, project_id: int, version_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)
+        version = _version_in(project, version_id)
+        payload = self.PromoteInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        change = model_version_promote(
+            model_version=version, user=acting_user(request), **payload.validated_data
+        )
+        return Response(AliasChangeOutput(change).data)
+
+
+class RegisteredModelRollbackApi(APIView):
+    class RollbackInput(ReasonInput):
+        pass
+
+    @extend_schema(
+        operation_id="models_rollback",
+        summary="Move production back to the version it served before the current one",
+        request=RollbackInput,
+        responses=AliasChangeOutput,
+    )
+    def post(self, request: Request, project_id: int, model_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)
+        registered_model = _model_in(project, model_id)
+        payload = self.RollbackInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        change = production_rollback(
+            registered_model=registered_model, user=acting_user(request), **payload.validated_data
+        )
+        return Response(AliasChangeOutput(change).data)
+
+
+class AliasHistoryApi(APIView):
+    @extend_schema(
+        operation_id="models_alias_history",
+        summary="Every alias change of this model, newest first, with who and why",
+        responses=AliasChangeOutput(many=True),
+    )
+    def get(self, request: Request, project_id: int, model_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        registered_model = _model_in(project, model_id)
+        return Response(AliasChangeOutput(_history_of(registered_model), many=True).data)

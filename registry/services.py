@@ -1,0 +1,128 @@
+"""Writes for the registry: register versions, move aliases, roll back."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.db.models import Max
+
+from ftportal.errors import ConflictError
+from providers.base import TrainingResult
+from training.models import TrainingJob
+
+from .models import (
+    PRODUCTION_ALIAS,
+    Alias,
+    AliasChange,
+    AliasChangeKind,
+    ModelVersion,
+    RegisteredModel,
+)
+
+
+def model_version_register_from_job(*, job: TrainingJob, result: TrainingResult) -> ModelVersion:
+    """Record a finished job's output with its full lineage."""
+    with transaction.atomic():
+        registered, _ = RegisteredModel.objects.get_or_create(
+            project=job.project, name=job.model_name
+        )
+        # Lock the model so concurrent registrations cannot share a version number.
+        RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+        last = registered.versions.aggregate(last=Max("number"))["last"] or 0
+        return ModelVersion.objects.create(
+            registered_model=registered,
+            number=last + 1,
+            training_job=job,
+            dataset_version=job.dataset_version,
+            dataset_hash=job.dataset_version.content_hash,
+            base_model=job.base_model,
+            hyperparameters=job.hyperparameters,
+            adapter_dir=str(result.adapter_dir),
+            final_train_loss=result.train_loss,
+            final_val_loss=result.val_loss,
+        )
+
+
+def _move_alias(
+    *,
+    registered_model: RegisteredModel,
+    alias: str,
+    to_version: ModelVersion,
+    kind: AliasChangeKind,
+    user: User,
+    reason: str,
+) -> AliasChange:
+    current = (
+        Alias.objects.select_for_update()
+        .filter(registered_model=registered_model, name=alias)
+        .first()
+    )
+    from_version = current.model_version if current else None
+    if from_version == to_version:
+        raise ConflictError(f"'{alias}' already points at version {to_version.number}.")
+    Alias.objects.update_or_create(
+        registered_model=registered_model, name=alias, defaults={"model_version": to_version}
+    )
+    return AliasChange.objects.create(
+        registered_model=registered_model,
+        alias=alias,
+        kind=kind,
+        from_version=from_version,
+        to_version=to_version,
+        changed_by=user,
+        reason=reason,
+    )
+
+
+def model_version_promote(
+    *, model_version: ModelVersion, user: User, reason: str = ""
+) -> AliasChange:
+    registered = model_version.registered_model
+    with transaction.atomic():
+        RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+        return _move_alias(
+            registered_model=registered,
+            alias=PRODUCTION_ALIAS,
+            to_version=model_version,
+            kind=AliasChangeKind.PROMOTE,
+            user=user,
+            reason=reason,
+        )
+
+
+def rollback_target(registered_model: RegisteredModel) -> ModelVersion | None:
+    """The version production pointed at before the current version was promoted."""
+    current = Alias.objects.filter(registered_model=registered_model, name=PRODUCTION_ALIAS).first()
+    if current is None:
+        return None
+    promotion = (
+        AliasChange.objects.filter(
+            registered_model=registered_model,
+            alias=PRODUCTION_ALIAS,
+            kind=AliasChangeKind.PROMOTE,
+            to_version=current.model_version,
+        )
+        .order_by("-id")
+        .first()
+    )
+    return promotion.from_version if promotion else None
+
+
+def production_rollback(
+    *, registered_model: RegisteredModel, user: User, reason: str = ""
+) -> AliasChange:
+    with transaction.atomic():
+        RegisteredModel.objects.select_for_update().get(pk=registered_model.pk)
+        target = rollback_target(registered_model)
+        if target is None:
+            raise ConflictError(
+                f"'{registered_model.name}' has no earlier production version to roll back to."
+            )
+        return _move_alias(
+            registered_model=registered_model,
+            alias=PRODUCTION_ALIAS,
+            to_version=target,
+            kind=AliasChangeKind.ROLLBACK,
+            user=user,
+            reason=reason,
+        )

@@ -1,0 +1,111 @@
+"""Shared fixtures: users in each role, a project, and a real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from ftportal.models import Membership, Project
+from ftportal.roles import Role
+from training.models import BaseModel, Provider
+
+REPO = Path(__file__).resolve().parent.parent
+WORKER_START_TIMEOUT_S = 90
+
+
+@pytest.fixture
+def project(db: None) -> Project:
+    return Project.objects.create(name="Ticket triage", description="test project")
+
+
+@pytest.fixture
+def make_member(project: Project) -> Callable[[Role], User]:
+    def make(role: Role, *, target: Project | None = None) -> User:
+        user = User.objects.create_user(
+            username=f"{role.value}-{User.objects.count()}", password="pw"
+        )
+        Membership.objects.create(project=target or project, user=user, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def base_model(db: None) -> BaseModel:
+    # Transactional tests flush the seeded catalog, so make sure the row exists.
+    model, _ = BaseModel.objects.get_or_create(
+        key="smollm2-135m-instruct",
+        defaults={
+            "display_name": "SmolLM2-135M-Instruct",
+            "provider": Provider.LOCAL,
+            "parameter_count": 135_000_000,
+        },
+    )
+    return model
+
+
+def _flush_broker() -> None:
+    import redis
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real worker in its own process, on Redis, writing to the test database."""
+    _flush_broker()
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    test_db = settings.DATABASES["default"]["NAME"]
+    base_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"{base_url}/{test_db}",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "ftportal",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "--queues=default,training,inference",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while b" ready." not in log_path.read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"Celery worker did not start:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    sys.stderr.write(f"\n--- worker log tail ---\n{log_path.read_text()[-3000:]}\n")
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout}s waiting for {what}")
+        time.sleep(0.5)

@@ -1,0 +1,54 @@
+"""Small builders for test data; plain functions, no factory library."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib.auth.models import User
+
+from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus
+from datasets.services import dataset_version_freeze
+from ftportal.models import Project
+
+SYSTEM = "Triage the ticket. Reply with JSON only."
+TICKETS = [
+    ("I was charged twice this month", "billing", "high"),
+    ("The dashboard shows a blank page after login", "bug", "medium"),
+    ("How do I change my email address?", "account", "low"),
+    ("Please add dark mode", "feature_request", "low"),
+    ("Invoice total looks wrong", "billing", "medium"),
+    ("Upload fails with error 500", "bug", "high"),
+    ("I cannot reset my password", "account", "medium"),
+    ("Could you support SSO with Okta?", "feature_request", "low"),
+    ("Refund for the annual plan please", "billing", "medium"),
+    ("The API returns stale data", "bug", "medium"),
+    ("Close my account", "account", "low"),
+    ("Export to CSV would help", "feature_request", "low"),
+]
+
+
+def chat(ticket: str, category: str, priority: str) -> list[dict[str, str]]:
+    answer = json.dumps({"category": category, "priority": priority})
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": ticket},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def jsonl(conversations: list[list[dict[str, str]]]) -> bytes:
+    return "".join(json.dumps({"messages": c}) + "\n" for c in conversations).encode()
+
+
+def approved_examples(dataset: Dataset, count: int = len(TICKETS)) -> list[Example]:
+    return Example.objects.bulk_create(
+        Example(dataset=dataset, messages=chat(*TICKETS[i % len(TICKETS)]),
+                status=ExampleStatus.APPROVED)
+        for i in range(count)
+    )
+
+
+def frozen_version(project: Project, user: User, count: int = len(TICKETS)) -> DatasetVersion:
+    dataset = Dataset.objects.create(project=project, name=f"tickets-{Dataset.objects.count()}")
+    approved_examples(dataset, count)
+    return dataset_version_freeze(dataset=dataset, user=user, validation_fraction=0.2)
