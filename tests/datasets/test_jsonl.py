@@ -354,7 +354,8 @@ def test_the_last_message_must_be_from_the_assistant() -> None:
     assert errors_of_line(record) == [
         (
             "messages[2].role",
-            "the last message is 'user'; expected the conversation to end with an assistant message",
+            "the last message is 'user';"
+            " expected the conversation to end with an assistant message",
         )
     ]
 
