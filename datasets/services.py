@@ -7,11 +7,14 @@ import json
 import random
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 
-from ftportal.errors import ApplicationError
+from ftportal.errors import ApplicationError, ConflictError
+from ftportal.models import Project
 from ftportal.state import check_transition
 
 from .jsonl import LineError, parse_chat_jsonl
@@ -41,6 +44,35 @@ class ImportRejected(ApplicationError):
 class ImportOutcome:
     batch: ImportBatch
     errors: list[LineError]
+
+
+MAX_SEED = 2**31 - 1
+
+
+def dataset_create(*, project: Project, name: str, description: str = "") -> Dataset:
+    name = name.strip()
+    if not name:
+        raise ApplicationError("name: a dataset needs a name.", extra={"field": "name"})
+    try:
+        # The unique constraint decides, so two requests racing for one name cannot both win;
+        # the savepoint keeps an outer transaction usable after the IntegrityError.
+        with transaction.atomic():
+            return Dataset.objects.create(project=project, name=name, description=description)
+    except IntegrityError:
+        raise ConflictError(
+            f"A dataset named '{name}' already exists in this project.", extra={"field": "name"}
+        )
+
+
+def upload_read(upload: UploadedFile) -> bytes:
+    """Read an uploaded file, refusing it before reading when it is over the import limit."""
+    limit = settings.FTPORTAL_MAX_IMPORT_BYTES
+    if upload.size is not None and upload.size > limit:
+        raise ApplicationError(
+            f"file: {upload.name} is {upload.size} bytes, over the import limit of {limit} bytes.",
+            extra={"field": "file"},
+        )
+    return upload.read()
 
 
 def _error_dicts(errors: list[LineError]) -> list[dict[str, object]]:
@@ -164,7 +196,12 @@ def dataset_version_freeze(
         raise ApplicationError(
             f"validation_fraction must be between {MIN_VALIDATION_FRACTION} and "
             f"{MAX_VALIDATION_FRACTION} (the guide holds out 10 to 20 %); "
-            f"got {validation_fraction}."
+            f"got {validation_fraction}.",
+            extra={"field": "validation_fraction"},
+        )
+    if not 0 <= seed <= MAX_SEED:
+        raise ApplicationError(
+            f"seed must be between 0 and {MAX_SEED}; got {seed}.", extra={"field": "seed"}
         )
     with transaction.atomic():
         # Lock the dataset row so two freezes cannot take the same version number.

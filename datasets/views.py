@@ -26,6 +26,7 @@ from .services import (
     dataset_version_freeze,
     example_review,
     examples_import_jsonl,
+    upload_read,
 )
 
 # The guide: start with 100 to 500 high-quality examples.
@@ -80,7 +81,7 @@ def dataset_import(request: AppRequest, project_id: int, dataset_id: int) -> Htt
     try:
         outcome = examples_import_jsonl(
             dataset=context["dataset"],  # type: ignore[arg-type]
-            data=upload.read(),
+            data=upload_read(upload),
             filename=upload.name or "upload.jsonl",
             user=request.user,
             valid_lines_only=request.POST.get("valid_lines_only") == "on",

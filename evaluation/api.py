@@ -76,7 +76,8 @@ def _candidate_output(candidate: Candidate, result: EvalResult | None) -> dict[s
 class CandidateOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     position = serializers.IntegerField()
-    label = serializers.CharField()
+    # Shadows Field.label only for the type checker; DRF moves declared fields off the class.
+    label = serializers.CharField()  # type: ignore[assignment]
     base_model = serializers.CharField(source="base_model.key")
     model_version = serializers.IntegerField(source="model_version_id", allow_null=True)
     prompting = serializers.CharField()
@@ -164,9 +165,8 @@ class EvalRunDetailApi(APIView):
         @extend_schema_field(SideBySideRowOutput(many=True))
         def get_results(self, run: EvalRun) -> list[dict[str, Any]]:
             candidates, rows = side_by_side(run)
-            return SideBySideRowOutput(
-                [_row_data(row, candidates) for row in rows], many=True
-            ).data
+            shaped = SideBySideRowOutput([_row_data(row, candidates) for row in rows], many=True)
+            return list(shaped.data)
 
     @extend_schema(operation_id="evaluations_retrieve", responses=EvalRunDetailOutput)
     def get(self, request: Request, project_id: int, run_id: int) -> Response:

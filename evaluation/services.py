@@ -36,7 +36,11 @@ def eval_run_create(
     if model_version.registered_model.project_id != project.pk:
         raise ApplicationError("The model version belongs to another project.")
     if not 1 <= max_new_tokens <= 1024:
-        raise ApplicationError("max_new_tokens must be between 1 and 1024.")
+        raise ApplicationError(
+            "max_new_tokens must be between 1 and 1024.", extra={"field": "max_new_tokens"}
+        )
+    if not model_version.dataset_version.items.filter(split=Split.VALIDATION).exists():
+        raise ApplicationError(f"{model_version.dataset_version} has no validation examples.")
     with transaction.atomic():
         run = EvalRun.objects.create(
             project=project,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Model, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -33,11 +33,11 @@ PAGINATION_PARAMETERS = [
 ]
 
 
-def acting_user(request: Request) -> AbstractBaseUser:
+def acting_user(request: Request) -> User:
     """The authenticated caller, typed for services that record who did what."""
     user = request.user
     # IsAuthenticated already ran; this only narrows the type for the services.
-    if not isinstance(user, AbstractBaseUser) or not user.is_authenticated:
+    if isinstance(user, AnonymousUser) or not user.is_authenticated:
         raise NotAuthenticated()
     return user
 
@@ -87,7 +87,7 @@ class ProjectListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         # No project_for here: the list is by construction only the caller's memberships.
-        memberships = Membership.objects.filter(user_id=request.user.pk).select_related("project")
+        memberships = Membership.objects.filter(user=acting_user(request)).select_related("project")
         return Response(self.ProjectOutput(memberships.order_by("project__name"), many=True).data)
 
 

@@ -212,7 +212,7 @@ class LocalLoRAFineTuner:
         model = self._build_peft_model(config)
         trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
-        pad_token_id = int(tokenizer.pad_token_id)  # type: ignore[arg-type]
+        pad_token_id = int(tokenizer.pad_token_id)
 
         step = 0
         train_loss: float | None = None
@@ -221,16 +221,9 @@ class LocalLoRAFineTuner:
         for batch_examples in _shuffled_batches(train_examples, config, plan.total_steps):
             if should_stop():
                 raise TrainingCancelled(f"training stopped by request before step {step + 1}")
-            model.train()
             batch = collate(batch_examples, pad_token_id, self.device)
-            loss_sum, token_count = summed_token_loss(model, batch)
-            loss = loss_sum / token_count
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-            optimizer.step()
+            train_loss, token_count = _optimizer_step(model, optimizer, trainable, batch)
             step += 1
-            train_loss = loss.item()
             trained_tokens += token_count
 
             step_val_loss: float | None = None
@@ -248,7 +241,7 @@ class LocalLoRAFineTuner:
             )
 
         output_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(output_dir)
+        model.save_pretrained(str(output_dir))
         tokenizer.save_pretrained(output_dir)
         return TrainingResult(
             adapter_dir=output_dir,
@@ -287,7 +280,7 @@ class LocalLoRAFineTuner:
             )
         return usable
 
-    def _build_peft_model(self, config: TrainingConfig) -> torch.nn.Module:
+    def _build_peft_model(self, config: TrainingConfig) -> PeftModel:
         base = _load_base_model(self.base_model_dir, self.device)
         base.config.use_cache = False  # the KV cache only helps generation
         lora = LoraConfig(
@@ -297,7 +290,10 @@ class LocalLoRAFineTuner:
             target_modules=LORA_TARGET_MODULES,
             task_type="CAUSAL_LM",
         )
-        return get_peft_model(base, lora)  # type: ignore[no-any-return]
+        model = get_peft_model(base, lora)
+        if not isinstance(model, PeftModel):
+            raise ProviderError("peft returned a mixed-adapter model, which training does not use")
+        return model
 
     def _validation_loss(
         self,
@@ -312,11 +308,28 @@ class LocalLoRAFineTuner:
         total_tokens = 0
         with torch.no_grad():
             for chunk in _chunks(examples, config.batch_size):
-                batch = collate(chunk, int(tokenizer.pad_token_id), self.device)  # type: ignore[arg-type]
+                batch = collate(chunk, int(tokenizer.pad_token_id), self.device)
                 loss_sum, token_count = summed_token_loss(model, batch)
                 total_loss += loss_sum.item()
                 total_tokens += token_count
         return total_loss / total_tokens if total_tokens else None
+
+
+def _optimizer_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainable: list[torch.nn.Parameter],
+    batch: Batch,
+) -> tuple[float, int]:
+    """One update on a batch; returns its mean loss per reply token and the token count."""
+    model.train()
+    loss_sum, token_count = summed_token_loss(model, batch)
+    loss = loss_sum / token_count
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+    optimizer.step()
+    return loss.item(), token_count
 
 
 def _check_config(config: TrainingConfig) -> None:
@@ -430,6 +443,8 @@ def _to_generation(
     if tokenizer.eos_token_id in new_tokens:
         completion = new_tokens[: new_tokens.index(tokenizer.eos_token_id) + 1]
     text = tokenizer.decode(completion, skip_special_tokens=True)
+    if not isinstance(text, str):
+        raise ProviderError("the tokenizer decoded one sequence into several texts")
     return Generation(
         text=text.strip(), prompt_tokens=prompt_tokens, completion_tokens=len(completion)
     )

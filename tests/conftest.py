@@ -53,9 +53,13 @@ def base_model(db: None) -> BaseModel:
 
 
 def _flush_broker() -> None:
+    """Drop this run's leftover messages, leaving other runs' keys alone."""
     import redis
 
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
 
 
 @pytest.fixture(scope="session")

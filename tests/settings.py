@@ -6,8 +6,13 @@ import tempfile
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ftportal")
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 os.environ.setdefault("FTPORTAL_ARTIFACTS_DIR", tempfile.mkdtemp(prefix="ftportal-artifacts-"))
+# Test runs on one machine may overlap (a developer's and CI's); each gets its own database
+# and its own Redis key space. The worker subprocess inherits the run id through the env.
+TEST_RUN_ID = os.environ.setdefault("FTPORTAL_TEST_RUN_ID", str(os.getpid()))
 
 from ftportal.settings import *  # noqa: E402,F403
 
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+DATABASES["default"]["TEST"] = {"NAME": f"test_ftportal_{TEST_RUN_ID}"}  # noqa: F405
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"ftportal-test-{TEST_RUN_ID}:"}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

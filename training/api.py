@@ -43,7 +43,8 @@ class BaseModelListApi(APIView):
         display_name = serializers.CharField()
         provider = serializers.CharField()
         parameter_count = serializers.IntegerField(allow_null=True)
-        source = serializers.CharField()
+        # Shadows Field.source only for the type checker; DRF moves declared fields off the class.
+        source = serializers.CharField()  # type: ignore[assignment]
         retires_at = serializers.DateField(allow_null=True)
         is_active = serializers.BooleanField()
 

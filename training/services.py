@@ -37,29 +37,50 @@ HYPERPARAMETER_BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
+FLOAT_HYPERPARAMETERS = frozenset({"learning_rate", "lora_dropout"})
+
+
+def _as_number(value: Any) -> float | None:
+    # bool is an int to Python, but `"epochs": true` is a client bug, not 1 epoch.
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _hyperparameter(name: str, value: Any, *, integer: bool) -> float | int:
+    field = f"hyperparameters.{name}"
+    number = _as_number(value)
+    if number is None:
+        raise ApplicationError(
+            f"{field}: expected a number, got {value!r}.", extra={"field": field}
+        )
+    if integer and not number.is_integer():
+        raise ApplicationError(
+            f"{field}: expected a whole number, got {value!r}.", extra={"field": field}
+        )
+    low, high = HYPERPARAMETER_BOUNDS[name]
+    if not low <= number <= high:
+        raise ApplicationError(
+            f"{field}: {value} is outside the allowed range {low} to {high}.",
+            extra={"field": field},
+        )
+    return int(number) if integer else number
+
+
 def training_config_from(raw: dict[str, Any]) -> TrainingConfig:
     """Validate hyperparameters and fill in defaults; each error names the field."""
     known = {f.name: f for f in fields(TrainingConfig)}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ApplicationError(f"Unknown hyperparameter(s): {', '.join(unknown)}.")
-    defaults = TrainingConfig()
     values: dict[str, Any] = {}
     for name, value in raw.items():
         if value is None or value == "":
             continue
-        default = getattr(defaults, name)
-        kind = float if isinstance(default, float) else int
-        try:
-            number = kind(value)
-        except (TypeError, ValueError):
-            raise ApplicationError(f"hyperparameters.{name}: expected a number, got {value!r}.")
-        low, high = HYPERPARAMETER_BOUNDS[name]
-        if not low <= number <= high:
-            raise ApplicationError(
-                f"hyperparameters.{name}: {number} is outside the allowed range {low} to {high}."
-            )
-        values[name] = number
+        values[name] = _hyperparameter(name, value, integer=name not in FLOAT_HYPERPARAMETERS)
     return TrainingConfig(**values)
 
 

@@ -1,92 +1,18 @@
-"""Builders for API tests: token clients per role, JSONL files, and a project with one of
-everything (examples in each state, a frozen version, a queued job, a model in production)."""
+"""Fixtures for API tests; the plain builders they use live in builders.py."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction
-from datasets.services import dataset_version_freeze, example_review, examples_import_jsonl
 from ftportal.models import Project
 from ftportal.roles import Role
-from providers.base import TrainingResult
-from registry.models import ModelVersion, RegisteredModel
-from registry.services import model_version_promote, model_version_register_from_job
-from training.models import BaseModel, JobStatus, TrainingJob
-from training.services import training_job_create
+from training.models import BaseModel
 
-TICKETS = [
-    ("My printer is jammed again", "hardware"),
-    ("I cannot log in to the VPN", "network"),
-    ("Please reset my password", "account"),
-    ("The monitor flickers", "hardware"),
-    ("Wi-Fi drops every hour", "network"),
-    ("Add me to the sales group", "account"),
-]
-
-
-def chat(question: str, answer: str) -> dict[str, object]:
-    return {
-        "messages": [
-            {"role": "system", "content": "Classify the support ticket."},
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": answer},
-        ]
-    }
-
-
-def jsonl(*records: object) -> bytes:
-    return "".join(json.dumps(record) + "\n" for record in records).encode()
-
-
-def valid_file(count: int = len(TICKETS)) -> bytes:
-    return jsonl(*(chat(q, a) for q, a in TICKETS[:count]))
-
-
-def upload(data: bytes, name: str = "tickets.jsonl") -> SimpleUploadedFile:
-    return SimpleUploadedFile(name, data, content_type="application/jsonl")
-
-
-def token_client(user: User) -> APIClient:
-    """A client that authenticates the way API users do: with a token header."""
-    client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return client
-
-
-def register_model_version(
-    *, version: DatasetVersion, base_model: BaseModel, user: User, model_name: str
-) -> ModelVersion:
-    """What the worker does after training, without training: a finished job, registered."""
-    job = TrainingJob.objects.create(
-        project=version.dataset.project,
-        dataset_version=version,
-        base_model=base_model,
-        provider=base_model.provider,
-        hyperparameters={"epochs": 3, "learning_rate": 2e-4},
-        model_name=model_name,
-        status=JobStatus.SUCCEEDED,
-        created_by=user,
-    )
-    result = TrainingResult(
-        adapter_dir=Path(f"/artifacts/adapters/job-{job.pk}"),
-        steps=12,
-        train_loss=0.9,
-        val_loss=1.1,
-        device="cpu",
-        seconds=3.0,
-    )
-    return model_version_register_from_job(job=job, result=result)
+from .builders import World, build_world, token_client
 
 
 @pytest.fixture
@@ -95,55 +21,6 @@ def client_as(make_member: Callable[..., User]) -> Callable[..., APIClient]:
         return token_client(make_member(role, target=target))
 
     return make
-
-
-@dataclass
-class World:
-    """One project with something of every kind, for tests that try every action."""
-
-    project: Project
-    owner: User
-    dataset: Dataset
-    pending: Example
-    approved: Example
-    version: DatasetVersion
-    queued_job: TrainingJob
-    registered_model: RegisteredModel
-    first: ModelVersion
-    second: ModelVersion
-
-
-def build_world(*, project: Project, owner: User, base_model: BaseModel) -> World:
-    dataset = Dataset.objects.create(project=project, name="tickets")
-    examples_import_jsonl(dataset=dataset, data=valid_file(), filename="t.jsonl", user=owner)
-    examples = list(dataset.examples.order_by("id"))
-    for example in examples[:4]:
-        example_review(example=example, user=owner, action=ReviewAction.APPROVE)
-    version = dataset_version_freeze(dataset=dataset, user=owner, validation_fraction=0.2)
-    queued_job = training_job_create(
-        project=project, dataset_version=version, base_model=base_model, user=owner
-    )
-    first = register_model_version(
-        version=version, base_model=base_model, user=owner, model_name="triage"
-    )
-    second = register_model_version(
-        version=version, base_model=base_model, user=owner, model_name="triage"
-    )
-    # Production went first -> second, so a rollback has somewhere to go.
-    model_version_promote(model_version=first, user=owner)
-    model_version_promote(model_version=second, user=owner)
-    return World(
-        project=project,
-        owner=owner,
-        dataset=dataset,
-        pending=dataset.examples.filter(status=ExampleStatus.PENDING).first(),  # type: ignore[arg-type]
-        approved=examples[0],
-        version=version,
-        queued_job=queued_job,
-        registered_model=first.registered_model,
-        first=first,
-        second=second,
-    )
 
 
 @pytest.fixture

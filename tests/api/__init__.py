@@ -1,0 +1,1 @@
+"""Tests of the JSON API, through real HTTP requests to the Django test client."""

@@ -1,0 +1,631 @@
+"""The whole loop through the JSON API, without the worker: import, review, freeze, export,
+queue training, promote and roll back, queue an evaluation, read the results."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.http import StreamingHttpResponse
+from rest_framework.test import APIClient
+
+from datasets.models import (
+    Dataset,
+    DatasetVersion,
+    Example,
+    ExampleStatus,
+    ImportBatch,
+    ReviewDecision,
+)
+from evaluation.models import EvalResult, EvalRun, EvalStatus
+from ftportal.models import Project
+from ftportal.roles import Role
+from registry.models import AliasChange
+from training.models import BaseModel, JobStatus, TrainingJob, TrainingMetric
+
+from .builders import (
+    TICKETS,
+    World,
+    chat,
+    jsonl,
+    register_model_version,
+    token_client,
+    upload,
+    valid_file,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def api(project: Project, tail: str = "") -> str:
+    return f"/api/projects/{project.pk}/{tail}"
+
+
+@pytest.fixture
+def lead(make_member: Callable[..., User]) -> User:
+    return make_member(Role.ML_LEAD)
+
+
+@pytest.fixture
+def client(lead: User) -> APIClient:
+    return token_client(lead)
+
+
+def create_dataset(client: APIClient, project: Project, name: str = "tickets") -> dict[str, Any]:
+    response = client.post(api(project, "datasets/"), {"name": name}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def import_file(
+    client: APIClient, project: Project, dataset_id: int, data: bytes, **extra: Any
+) -> Any:
+    return client.post(
+        api(project, f"datasets/{dataset_id}/imports/"),
+        {"file": upload(data), **extra},
+        format="multipart",
+    )
+
+
+def review(client: APIClient, project: Project, example_id: int, **body: Any) -> Any:
+    return client.post(api(project, f"examples/{example_id}/review/"), body, format="json")
+
+
+def approve_all(client: APIClient, project: Project, dataset_id: int) -> None:
+    for example in Example.objects.filter(dataset_id=dataset_id):
+        assert review(client, project, example.pk, action="approve").status_code == 200
+
+
+def frozen_version(client: APIClient, project: Project, **body: Any) -> dict[str, Any]:
+    dataset = create_dataset(client, project)
+    assert import_file(client, project, dataset["id"], valid_file()).status_code == 201
+    approve_all(client, project, dataset["id"])
+    response = client.post(api(project, f"datasets/{dataset['id']}/versions/"), body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+# --- authentication -------------------------------------------------------------------------
+
+
+def test_a_token_obtained_with_username_and_password_authenticates_api_calls(
+    lead: User, project: Project
+) -> None:
+    anonymous = APIClient()
+    response = anonymous.post(
+        "/api/auth/token/", {"username": lead.username, "password": "pw"}, format="json"
+    )
+    assert response.status_code == 200
+    token = response.json()["token"]
+
+    anonymous.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    projects = anonymous.get("/api/projects/")
+
+    assert projects.status_code == 200
+    assert projects.json() == [
+        {
+            "id": project.pk,
+            "name": project.name,
+            "description": project.description,
+            "created_at": projects.json()[0]["created_at"],
+            "role": "ml_lead",
+        }
+    ]
+
+
+def test_a_wrong_password_gets_no_token(lead: User) -> None:
+    response = APIClient().post(
+        "/api/auth/token/", {"username": lead.username, "password": "nope"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "token" not in response.json()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/projects/", "/api/projects/{project}/", "/api/projects/{project}/datasets/"]
+)
+def test_requests_without_credentials_are_refused_with_the_error_shape(
+    project: Project, path: str
+) -> None:
+    response = APIClient().get(path.format(project=project.pk))
+    assert response.status_code == 401
+    assert response.json()["error"]["message"]
+
+
+def test_a_bad_token_is_refused(project: Project) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert client.get("/api/projects/").status_code == 401
+
+
+def test_the_project_list_shows_only_my_projects_with_my_role(
+    client: APIClient, project: Project, lead: User
+) -> None:
+    Project.objects.create(name="Someone else's")
+    response = client.get("/api/projects/")
+    assert [(p["name"], p["role"]) for p in response.json()] == [(project.name, "ml_lead")]
+
+    detail = client.get(api(project))
+    assert detail.status_code == 200
+    assert detail.json()["role"] == "ml_lead"
+
+
+# --- datasets and import --------------------------------------------------------------------
+
+
+def test_a_dataset_is_created_and_a_valid_file_imported(
+    client: APIClient, project: Project, lead: User
+) -> None:
+    dataset = create_dataset(client, project)
+
+    response = import_file(client, project, dataset["id"], valid_file())
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["imported_count"] == len(TICKETS)
+    assert body["line_count"] == len(TICKETS)
+    assert body["errors"] == []
+    batch = ImportBatch.objects.get(pk=body["id"])
+    assert batch.uploaded_by == lead
+    assert batch.examples.count() == len(TICKETS)
+    listing = client.get(api(project, "datasets/")).json()
+    assert listing[0]["pending_count"] == len(TICKETS)
+
+
+def test_a_second_dataset_with_the_same_name_is_a_conflict(
+    client: APIClient, project: Project
+) -> None:
+    create_dataset(client, project, "tickets")
+    response = client.post(api(project, "datasets/"), {"name": "tickets"}, format="json")
+    assert response.status_code == 409
+    assert Dataset.objects.filter(project=project).count() == 1
+
+
+BROKEN_FILE = jsonl(
+    chat("Printer jammed", "hardware"),
+    {"messages": [{"role": "user", "content": "No answer here"}]},
+    chat("VPN is down", "network"),
+    {"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]},
+)
+
+
+def test_a_file_with_errors_is_rejected_whole_with_every_line_error(
+    client: APIClient, project: Project
+) -> None:
+    dataset = create_dataset(client, project)
+
+    response = import_file(client, project, dataset["id"], BROKEN_FILE)
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "nothing was imported" in error["message"]
+    assert {(e["line"], e["field"]) for e in error["errors"]} == {
+        (2, "messages[0].role"),
+        (4, "messages[0].role"),
+    }
+    assert all(e["message"] for e in error["errors"])
+    assert not Example.objects.exists()
+    assert not ImportBatch.objects.exists()
+
+
+def test_valid_lines_only_imports_the_valid_lines_and_reports_the_rest(
+    client: APIClient, project: Project
+) -> None:
+    dataset = create_dataset(client, project)
+
+    response = import_file(client, project, dataset["id"], BROKEN_FILE, valid_lines_only="true")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["imported_count"] == 2
+    assert body["line_count"] == 4
+    assert [e["line"] for e in body["errors"]] == [2, 4]
+    stored = Example.objects.filter(dataset_id=dataset["id"]).order_by("source_line")
+    assert [e.source_line for e in stored] == [1, 3]
+
+
+def test_an_import_without_a_file_names_the_field(client: APIClient, project: Project) -> None:
+    dataset = create_dataset(client, project)
+    response = client.post(api(project, f"datasets/{dataset['id']}/imports/"), {})
+    assert response.status_code == 400
+    assert "file" in response.json()["error"]["fields"]
+
+
+# --- examples and review --------------------------------------------------------------------
+
+
+def test_examples_are_listed_by_status_one_page_at_a_time(
+    client: APIClient, project: Project
+) -> None:
+    dataset = create_dataset(client, project)
+    import_file(client, project, dataset["id"], valid_file())
+    first = Example.objects.order_by("id").first()
+    assert first is not None
+    review(client, project, first.pk, action="approve")
+    url = api(project, f"datasets/{dataset['id']}/examples/")
+
+    pending = client.get(url, {"status": "pending", "limit": "2"}).json()
+    approved = client.get(url, {"status": "approved"}).json()
+    second_page = client.get(url, {"status": "pending", "limit": "2", "offset": "2"}).json()
+
+    assert pending["count"] == len(TICKETS) - 1
+    assert len(pending["results"]) == 2
+    assert pending["next"] is not None
+    assert [e["id"] for e in approved["results"]] == [first.pk]
+    assert {e["id"] for e in second_page["results"]}.isdisjoint(
+        {e["id"] for e in pending["results"]}
+    )
+    assert client.get(url, {"status": "maybe"}).status_code == 400
+
+
+def test_review_decisions_are_stored_with_the_reviewer(
+    project: Project, make_member: Callable[..., User], client: APIClient
+) -> None:
+    dataset = create_dataset(client, project)
+    import_file(client, project, dataset["id"], valid_file(3))
+    one, two, three = Example.objects.order_by("id")
+    reviewer = make_member(Role.REVIEWER)
+    reviewer_client = token_client(reviewer)
+
+    approved = review(reviewer_client, project, one.pk, action="approve", comment="fine")
+    rejected = review(reviewer_client, project, two.pk, action="reject")
+    edited = review(reviewer_client, project, three.pk, action="edit", answer="  account  ")
+
+    assert approved.status_code == rejected.status_code == edited.status_code == 200
+    assert approved.json()["status"] == "approved"
+    assert rejected.json()["status"] == "rejected"
+    assert edited.json()["status"] == "approved"
+    assert edited.json()["messages"][-1]["content"] == "account"
+    decision = edited.json()["decisions"][0]
+    assert decision["action"] == "edit"
+    assert decision["previous_answer"] == TICKETS[2][1]
+    assert decision["new_answer"] == "account"
+    assert decision["reviewer"] == reviewer.username
+    stored = ReviewDecision.objects.order_by("id")
+    assert [(d.example_id, d.action, d.reviewer) for d in stored] == [
+        (one.pk, "approve", reviewer),
+        (two.pk, "reject", reviewer),
+        (three.pk, "edit", reviewer),
+    ]
+    detail = reviewer_client.get(api(project, f"examples/{one.pk}/")).json()
+    assert detail["decisions"][0]["comment"] == "fine"
+
+
+def test_an_edit_without_an_answer_changes_nothing(client: APIClient, project: Project) -> None:
+    dataset = create_dataset(client, project)
+    import_file(client, project, dataset["id"], valid_file(1))
+    example = Example.objects.get()
+
+    response = review(client, project, example.pk, action="edit", answer="   ")
+
+    assert response.status_code == 400
+    example.refresh_from_db()
+    assert example.status == ExampleStatus.PENDING
+    assert not ReviewDecision.objects.exists()
+
+
+def test_a_review_that_breaks_the_state_machine_is_a_conflict(
+    client: APIClient, project: Project
+) -> None:
+    dataset = create_dataset(client, project)
+    import_file(client, project, dataset["id"], valid_file(1))
+    example = Example.objects.get()
+    review(client, project, example.pk, action="reject")
+
+    response = review(client, project, example.pk, action="reject")
+
+    assert response.status_code == 409
+    assert ReviewDecision.objects.count() == 1
+
+
+# --- freeze and export ----------------------------------------------------------------------
+
+
+def test_freezing_records_hash_counts_and_a_seeded_split(
+    client: APIClient, project: Project
+) -> None:
+    version = frozen_version(client, project, seed=7, validation_fraction=0.2, note="first cut")
+
+    assert version["number"] == 1
+    assert len(version["content_hash"]) == 64
+    assert version["example_count"] == len(TICKETS)
+    assert version["train_count"] + version["validation_count"] == len(TICKETS)
+    assert version["validation_count"] == round(len(TICKETS) * 0.2)
+    assert (version["seed"], version["note"]) == (7, "first cut")
+    detail = client.get(api(project, f"dataset-versions/{version['id']}/")).json()
+    assert detail == version
+    listing = client.get(api(project, f"datasets/{version['dataset']}/versions/")).json()
+    assert [v["id"] for v in listing] == [version["id"]]
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.5])
+def test_a_validation_fraction_outside_the_guides_bounds_names_the_field(
+    client: APIClient, project: Project, fraction: float
+) -> None:
+    dataset = create_dataset(client, project)
+    import_file(client, project, dataset["id"], valid_file())
+    approve_all(client, project, dataset["id"])
+
+    response = client.post(
+        api(project, f"datasets/{dataset['id']}/versions/"),
+        {"validation_fraction": fraction},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "validation_fraction" in response.json()["error"]["message"]
+    assert not Dataset.objects.get(pk=dataset["id"]).versions.exists()
+
+
+@pytest.mark.parametrize("split", [None, "train", "validation"])
+def test_the_export_is_chat_jsonl_whose_lines_parse_and_match_the_counts(
+    client: APIClient, project: Project, split: str | None
+) -> None:
+    version = frozen_version(client, project, validation_fraction=0.2)
+    params = {"split": split} if split else {}
+
+    response = client.get(api(project, f"dataset-versions/{version['id']}/export/"), params)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/jsonl"
+    suffix = f"-{split}" if split else ""
+    assert response["Content-Disposition"] == (f'attachment; filename="tickets-v1{suffix}.jsonl"')
+    assert isinstance(response, StreamingHttpResponse)  # streamed, not built in memory
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    records = [json.loads(line) for line in lines]
+    expected = {
+        None: version["example_count"],
+        "train": version["train_count"],
+        "validation": version["validation_count"],
+    }[split]
+    assert len(records) == expected
+    assert all(record["messages"][-1]["role"] == "assistant" for record in records)
+
+
+def test_an_unknown_export_split_is_refused(client: APIClient, project: Project) -> None:
+    version = frozen_version(client, project)
+    response = client.get(
+        api(project, f"dataset-versions/{version['id']}/export/"), {"split": "test"}
+    )
+    assert response.status_code == 400
+    assert "split" in response.json()["error"]["fields"]
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def test_a_training_job_is_queued_with_validated_hyperparameters(
+    client: APIClient, project: Project, base_model: BaseModel
+) -> None:
+    version = frozen_version(client, project)
+
+    response = client.post(
+        api(project, "training-jobs/"),
+        {
+            "dataset_version": version["id"],
+            "base_model": base_model.key,
+            "hyperparameters": {"epochs": 4, "learning_rate": "0.0001"},
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["hyperparameters"]["epochs"] == 4
+    assert job["hyperparameters"]["learning_rate"] == 0.0001
+    assert job["model_name"] == "tickets-ft"
+    assert job["dataset_version"] == version["id"]
+    assert TrainingJob.objects.get(pk=job["id"]).status == JobStatus.QUEUED
+    listing = client.get(api(project, "training-jobs/")).json()
+    assert [j["id"] for j in listing] == [job["id"]]
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "named"),
+    [
+        ({"epochs": 0}, "hyperparameters.epochs"),
+        ({"epochs": "many"}, "hyperparameters.epochs"),
+        ({"warmup": 3}, "warmup"),
+    ],
+)
+def test_bad_hyperparameters_are_refused_naming_the_field(
+    client: APIClient,
+    project: Project,
+    base_model: BaseModel,
+    hyperparameters: dict[str, Any],
+    named: str,
+) -> None:
+    version = frozen_version(client, project)
+
+    response = client.post(
+        api(project, "training-jobs/"),
+        {
+            "dataset_version": version["id"],
+            "base_model": base_model.key,
+            "hyperparameters": hyperparameters,
+        },
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert named in response.json()["error"]["message"]
+    assert not TrainingJob.objects.exists()
+
+
+def test_an_unknown_base_model_names_the_field(
+    client: APIClient, project: Project, base_model: BaseModel
+) -> None:
+    version = frozen_version(client, project)
+    response = client.post(
+        api(project, "training-jobs/"),
+        {"dataset_version": version["id"], "base_model": "gpt-9"},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "base_model" in response.json()["error"]["fields"]
+
+
+def test_the_job_detail_carries_its_loss_curve(
+    client: APIClient, project: Project, world: World
+) -> None:
+    job = world.queued_job
+    TrainingMetric.objects.create(job=job, step=1, epoch=0.5, train_loss=2.0)
+    TrainingMetric.objects.create(job=job, step=2, epoch=1.0, train_loss=1.5, val_loss=1.7)
+
+    detail = client.get(api(project, f"training-jobs/{job.pk}/")).json()
+
+    assert detail["metrics"] == [
+        {"step": 1, "epoch": 0.5, "train_loss": 2.0, "val_loss": None},
+        {"step": 2, "epoch": 1.0, "train_loss": 1.5, "val_loss": 1.7},
+    ]
+
+
+def test_a_queued_job_is_cancelled_once(client: APIClient, project: Project, world: World) -> None:
+    url = api(project, f"training-jobs/{world.queued_job.pk}/cancel/")
+
+    first = client.post(url)
+    again = client.post(url)
+
+    assert first.status_code == 200
+    assert first.json()["status"] == "cancelled"
+    assert again.status_code == 409
+
+
+# --- registry -------------------------------------------------------------------------------
+
+
+def test_the_model_list_shows_lineage_and_what_production_serves(
+    client: APIClient, project: Project, world: World
+) -> None:
+    models = client.get(api(project, "models/")).json()
+
+    assert len(models) == 1
+    model = models[0]
+    assert model["production_version"] == {"id": world.second.pk, "number": 2}
+    newest = model["versions"][0]
+    assert newest["number"] == 2
+    assert newest["dataset_version"] == {
+        "id": world.version.pk,
+        "number": 1,
+        "dataset": world.dataset.pk,
+        "dataset_name": "tickets",
+        "content_hash": world.version.content_hash,
+    }
+    assert newest["base_model"] == "smollm2-135m-instruct"
+    assert newest["training_job"] == world.second.training_job_id
+    assert newest["hyperparameters"]["epochs"] == 3
+    assert newest["adapter_dir"].endswith(f"job-{world.second.training_job_id}")
+    assert (newest["final_train_loss"], newest["final_val_loss"]) == (0.9, 1.1)
+
+
+def test_promote_promote_rollback_and_a_second_rollback_conflicts(
+    project: Project,
+    client: APIClient,
+    lead: User,
+    base_model: BaseModel,
+) -> None:
+    frozen = DatasetVersion.objects.get(pk=frozen_version(client, project)["id"])
+    v1 = register_model_version(version=frozen, base_model=base_model, user=lead, model_name="m")
+    v2 = register_model_version(version=frozen, base_model=base_model, user=lead, model_name="m")
+    model_id = v1.registered_model_id
+
+    promote_1 = client.post(api(project, f"model-versions/{v1.pk}/promote/"), {"reason": "first"})
+    promote_2 = client.post(api(project, f"model-versions/{v2.pk}/promote/"), {"reason": "better"})
+    rollback = client.post(api(project, f"models/{model_id}/rollback/"), {"reason": "drift"})
+    rollback_again = client.post(api(project, f"models/{model_id}/rollback/"))
+
+    assert [promote_1.status_code, promote_2.status_code, rollback.status_code] == [200] * 3
+    assert rollback.json()["to_version"] == {"id": v1.pk, "number": 1}
+    assert rollback.json()["from_version"] == {"id": v2.pk, "number": 2}
+    assert rollback_again.status_code == 409
+    assert "roll back" in rollback_again.json()["error"]["message"]
+    history = client.get(api(project, f"models/{model_id}/history/")).json()
+    assert [(h["kind"], h["reason"], h["changed_by"]) for h in history] == [
+        ("rollback", "drift", lead.username),
+        ("promote", "better", lead.username),
+        ("promote", "first", lead.username),
+    ]
+    assert history[-1]["from_version"] is None
+    assert AliasChange.objects.count() == 3
+    model = client.get(api(project, f"models/{model_id}/")).json()
+    assert model["production_version"] == {"id": v1.pk, "number": 1}
+
+
+def test_promoting_the_version_already_in_production_is_a_conflict(
+    client: APIClient, project: Project, world: World
+) -> None:
+    response = client.post(api(project, f"model-versions/{world.second.pk}/promote/"))
+    assert response.status_code == 409
+
+
+# --- evaluation -----------------------------------------------------------------------------
+
+
+def test_an_evaluation_is_queued_with_the_version_and_its_base_as_candidates(
+    client: APIClient, project: Project, world: World
+) -> None:
+    response = client.post(
+        api(project, "evaluations/"),
+        {"model_version": world.second.pk, "max_new_tokens": 16},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    run = response.json()
+    assert run["status"] == "queued"
+    assert run["max_new_tokens"] == 16
+    assert run["split"] == "validation"
+    candidates = run["candidates"]
+    assert len(candidates) == 2
+    assert [c["model_version"] for c in candidates] == [world.second.pk, None]
+    assert all(c["base_model"] == "smollm2-135m-instruct" for c in candidates)
+    assert EvalRun.objects.get(pk=run["id"]).status == EvalStatus.QUEUED
+    listing = client.get(api(project, "evaluations/")).json()
+    assert [r["id"] for r in listing] == [run["id"], world.eval_run.pk]  # newest first
+
+
+def test_max_new_tokens_out_of_bounds_is_refused(
+    client: APIClient, project: Project, world: World
+) -> None:
+    response = client.post(
+        api(project, "evaluations/"),
+        {"model_version": world.second.pk, "max_new_tokens": 0},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert "max_new_tokens" in response.json()["error"]["message"]
+    assert list(EvalRun.objects.all()) == [world.eval_run]
+
+
+def test_the_evaluation_detail_puts_every_candidates_answer_side_by_side(
+    client: APIClient, project: Project, world: World
+) -> None:
+    created = client.post(
+        api(project, "evaluations/"), {"model_version": world.second.pk}, format="json"
+    ).json()
+    run = EvalRun.objects.get(pk=created["id"])
+    tuned, base = run.candidates.order_by("position")
+    items = list(world.version.items.filter(split="validation"))
+    for item in items:
+        reference = item.messages[-1]["content"]
+        EvalResult.objects.create(
+            candidate=tuned, item=item, output=reference, exact_match=True, token_f1=1.0
+        )
+        EvalResult.objects.create(
+            candidate=base, item=item, output="no idea", exact_match=False, token_f1=0.0
+        )
+
+    detail = client.get(api(project, f"evaluations/{run.pk}/")).json()
+
+    assert [row["position"] for row in detail["results"]] == [item.position for item in items]
+    row = detail["results"][0]
+    assert row["prompt"] == items[0].messages[:-1]
+    assert row["reference"] == items[0].messages[-1]["content"]
+    assert row["outputs"] == [
+        {"candidate": tuned.pk, "output": row["reference"], "exact_match": True, "token_f1": 1.0},
+        {"candidate": base.pk, "output": "no idea", "exact_match": False, "token_f1": 0.0},
+    ]

@@ -1,0 +1,299 @@
+"""Who may do what through the API: every action tried by every role, both ways.
+
+The expected roles are written out here rather than read from ftportal.roles, so a change to
+the role table that lets the wrong people act fails these tests. A refused request must also
+leave the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from rest_framework.test import APIClient
+
+from datasets.models import (
+    Dataset,
+    DatasetVersion,
+    Example,
+    ImportBatch,
+    ReviewDecision,
+)
+from evaluation.models import EvalRun
+from ftportal.models import Project
+from ftportal.roles import Role
+from registry.models import Alias, AliasChange
+from training.models import TrainingJob
+
+from .builders import World, token_client, upload, valid_file
+
+pytestmark = pytest.mark.django_db
+
+CURATORS = frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN})
+LEADS = frozenset({Role.ML_LEAD, Role.ADMIN})
+
+
+@dataclass(frozen=True)
+class Write:
+    """One changing request: where it goes, what it sends, who may send it, what success is."""
+
+    name: str
+    allowed: frozenset[Role]
+    path: Callable[[World], str]
+    body: Callable[[World], dict[str, Any]]
+    success: int
+    multipart: bool = False
+
+
+WRITES = [
+    Write(
+        "create dataset",
+        CURATORS,
+        lambda w: "datasets/",
+        lambda w: {"name": "new data"},
+        201,
+    ),
+    Write(
+        "import",
+        CURATORS,
+        lambda w: f"datasets/{w.dataset.pk}/imports/",
+        lambda w: {"file": upload(valid_file(2))},
+        201,
+        multipart=True,
+    ),
+    Write(
+        "review",
+        CURATORS,
+        lambda w: f"examples/{w.pending.pk}/review/",
+        lambda w: {"action": "approve"},
+        200,
+    ),
+    Write(
+        "freeze",
+        LEADS,
+        lambda w: f"datasets/{w.dataset.pk}/versions/",
+        lambda w: {"seed": 3},
+        201,
+    ),
+    Write(
+        "create job",
+        LEADS,
+        lambda w: "training-jobs/",
+        lambda w: {"dataset_version": w.version.pk, "base_model": "smollm2-135m-instruct"},
+        201,
+    ),
+    Write(
+        "cancel job",
+        LEADS,
+        lambda w: f"training-jobs/{w.queued_job.pk}/cancel/",
+        lambda w: {},
+        200,
+    ),
+    Write(
+        "create eval",
+        LEADS,
+        lambda w: "evaluations/",
+        lambda w: {"model_version": w.second.pk},
+        201,
+    ),
+    Write(
+        "promote",
+        LEADS,
+        lambda w: f"model-versions/{w.first.pk}/promote/",
+        lambda w: {"reason": "try"},
+        200,
+    ),
+    Write(
+        "rollback",
+        LEADS,
+        lambda w: f"models/{w.registered_model.pk}/rollback/",
+        lambda w: {"reason": "try"},
+        200,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class Read:
+    name: str
+    path: Callable[[World], str]
+    names_an_object: bool = True
+
+
+READS = [
+    Read("project", lambda w: "", names_an_object=False),
+    Read("base models", lambda w: "base-models/", names_an_object=False),
+    Read("datasets", lambda w: "datasets/", names_an_object=False),
+    Read("dataset", lambda w: f"datasets/{w.dataset.pk}/"),
+    Read("examples", lambda w: f"datasets/{w.dataset.pk}/examples/"),
+    Read("versions", lambda w: f"datasets/{w.dataset.pk}/versions/"),
+    Read("example", lambda w: f"examples/{w.approved.pk}/"),
+    Read("version", lambda w: f"dataset-versions/{w.version.pk}/"),
+    Read("export", lambda w: f"dataset-versions/{w.version.pk}/export/"),
+    Read("jobs", lambda w: "training-jobs/", names_an_object=False),
+    Read("job", lambda w: f"training-jobs/{w.queued_job.pk}/"),
+    Read("models", lambda w: "models/", names_an_object=False),
+    Read("model", lambda w: f"models/{w.registered_model.pk}/"),
+    Read("history", lambda w: f"models/{w.registered_model.pk}/history/"),
+    Read("evaluations", lambda w: "evaluations/", names_an_object=False),
+    Read("evaluation", lambda w: f"evaluations/{w.eval_run.pk}/"),
+]
+OBJECT_READS = [read for read in READS if read.names_an_object]
+# These name no object in their URL (job and eval creation name theirs in the body, tested
+# below); every other write acts on an object its URL names.
+CREATES = {"create dataset", "create job", "create eval"}
+WRITES_ON_OBJECTS = [w for w in WRITES if w.name not in CREATES]
+
+
+def read_name(read: Read) -> str:
+    return read.name
+
+
+def write_name(write: Write) -> str:
+    return write.name
+
+
+def db_state() -> dict[str, object]:
+    """Everything the API can change, so a refused request can be shown to change nothing."""
+    return {
+        "datasets": sorted(Dataset.objects.values_list("id", "name")),
+        "imports": ImportBatch.objects.count(),
+        "examples": sorted(Example.objects.values_list("id", "status", "messages")),
+        "decisions": ReviewDecision.objects.count(),
+        "versions": DatasetVersion.objects.count(),
+        "jobs": sorted(TrainingJob.objects.values_list("id", "status", "cancel_requested")),
+        "evals": EvalRun.objects.count(),
+        "aliases": sorted(Alias.objects.values_list("registered_model", "name", "model_version")),
+        "alias_changes": AliasChange.objects.count(),
+    }
+
+
+def send(client: APIClient, project: Project, write: Write, world: World) -> Any:
+    url = f"/api/projects/{project.pk}/{write.path(world)}"
+    body = write.body(world)
+    if write.multipart:
+        return client.post(url, body, format="multipart")
+    return client.post(url, body, format="json")
+
+
+@pytest.fixture
+def client_in(make_member: Callable[..., User]) -> Callable[[Role], APIClient]:
+    def make(role: Role) -> APIClient:
+        return token_client(make_member(role))
+
+    return make
+
+
+@pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
+@pytest.mark.parametrize("write", WRITES, ids=write_name)
+def test_each_role_may_take_exactly_its_actions(
+    world: World, client_in: Callable[[Role], APIClient], role: Role, write: Write
+) -> None:
+    client = client_in(role)
+    before = db_state()
+
+    response = send(client, world.project, write, world)
+
+    if role in write.allowed:
+        assert response.status_code == write.success, response.content
+        assert db_state() != before
+    else:
+        assert response.status_code == 403, response.content
+        assert role.value in response.json()["error"]["message"]
+        assert db_state() == before
+
+
+@pytest.mark.parametrize("role", [Role.REVIEWER, Role.MANAGER], ids=lambda r: r.value)
+@pytest.mark.parametrize("read", READS, ids=read_name)
+def test_every_member_may_read_everything(
+    world: World, client_in: Callable[[Role], APIClient], role: Role, read: Read
+) -> None:
+    response = client_in(role).get(f"/api/projects/{world.project.pk}/{read.path(world)}")
+    assert response.status_code == 200
+
+
+@pytest.fixture
+def outsider(world: World) -> APIClient:
+    """Signed in, and a member of nothing."""
+    return token_client(User.objects.create_user(username="outsider", password="pw"))
+
+
+@pytest.mark.parametrize("read", READS, ids=read_name)
+def test_a_non_member_reads_nothing_and_learns_nothing(
+    world: World, outsider: APIClient, read: Read
+) -> None:
+    response = outsider.get(f"/api/projects/{world.project.pk}/{read.path(world)}")
+    assert response.status_code == 404
+    assert response.json() == {"error": {"message": "Not found."}}
+
+
+@pytest.mark.parametrize("write", WRITES, ids=write_name)
+def test_a_non_member_changes_nothing(world: World, outsider: APIClient, write: Write) -> None:
+    before = db_state()
+    response = send(outsider, world.project, write, world)
+    assert response.status_code == 404
+    assert db_state() == before
+
+
+def test_a_project_that_does_not_exist_looks_like_one_you_are_not_in(outsider: APIClient) -> None:
+    assert outsider.get("/api/projects/999999/").status_code == 404
+
+
+@pytest.fixture
+def other_project(world: World, make_member: Callable[..., User]) -> tuple[Project, APIClient]:
+    """A second project in which the caller is an ML lead: full rights, wrong project."""
+    other = Project.objects.create(name="Other team")
+    lead = make_member(Role.ML_LEAD, target=other)
+    return other, token_client(lead)
+
+
+@pytest.mark.parametrize("read", OBJECT_READS, ids=read_name)
+def test_reading_another_projects_object_by_id_is_not_found(
+    world: World, other_project: tuple[Project, APIClient], read: Read
+) -> None:
+    other, client = other_project
+    response = client.get(f"/api/projects/{other.pk}/{read.path(world)}")
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize("write", WRITES_ON_OBJECTS, ids=write_name)
+def test_acting_on_another_projects_object_by_id_is_not_found(
+    world: World, other_project: tuple[Project, APIClient], write: Write
+) -> None:
+    other, client = other_project
+    before = db_state()
+    response = send(client, other, write, world)
+    assert response.status_code == 404, response.content
+    assert db_state() == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("training-jobs/", "dataset_version", "dataset_version"),
+        ("evaluations/", "model_version", "model_version"),
+    ],
+)
+def test_referring_to_another_projects_object_in_a_body_is_refused(
+    world: World,
+    other_project: tuple[Project, APIClient],
+    path: str,
+    body: str,
+    field: str,
+) -> None:
+    other, client = other_project
+    ids = {"dataset_version": world.version.pk, "model_version": world.second.pk}
+    before = db_state()
+
+    response = client.post(
+        f"/api/projects/{other.pk}/{path}",
+        {body: ids[body], "base_model": "smollm2-135m-instruct"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]["fields"]
+    assert db_state() == before
