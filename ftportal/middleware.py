@@ -8,6 +8,9 @@ from django.shortcuts import render
 from .errors import ApplicationError
 
 
+ERROR_HEADINGS = {403: "Not allowed", 409: "Not possible right now"}
+
+
 class ApplicationErrorPageMiddleware:
     """Pages show an ApplicationError as a page with its message and status.
 
@@ -23,9 +26,11 @@ class ApplicationErrorPageMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not isinstance(exception, ApplicationError):
             return None
-        return render(
-            request,
-            "error.html",
-            {"message": exception.message, "status": exception.status_code},
-            status=exception.status_code,
-        )
+        # An HTMX request swaps the answer into part of a page, so it gets the message alone.
+        template = "error.html#error-message" if getattr(request, "htmx", False) else "error.html"
+        context = {
+            "message": exception.message,
+            "status": exception.status_code,
+            "heading": ERROR_HEADINGS.get(exception.status_code, "Cannot do that"),
+        }
+        return render(request, template, context, status=exception.status_code)

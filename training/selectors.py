@@ -1,4 +1,4 @@
-"""Reads for training: loss curves as plain data for the job page and the API."""
+"""Reads for training: loss curves as plain data for the job page."""
 
 from __future__ import annotations
 
@@ -10,31 +10,46 @@ CHART_WIDTH = 640
 CHART_HEIGHT = 220
 CHART_PADDING = 30
 
+Point = tuple[float, float]
+
 
 @dataclass(frozen=True)
 class LossChart:
-    train_points: str
-    val_points: str
-    max_loss: float
+    train: list[Point]
+    val: list[Point]
+    low: float
+    high: float
     max_step: int
     latest_train: float | None
     latest_val: float | None
 
     @property
     def is_empty(self) -> bool:
-        return not self.train_points and not self.val_points
+        return not self.train and not self.val
+
+    @property
+    def train_points(self) -> str:
+        return " ".join(f"{x:.1f},{y:.1f}" for x, y in self.train)
+
+    @property
+    def val_points(self) -> str:
+        return " ".join(f"{x:.1f},{y:.1f}" for x, y in self.val)
 
 
-def _polyline(points: list[tuple[int, float]], max_step: int, max_loss: float) -> str:
-    """SVG polyline coordinates; y grows downward, so higher loss sits higher on the chart."""
+def _scale(
+    series: list[tuple[int, float]], max_step: int, low: float, high: float
+) -> list[Point]:
+    """Chart coordinates; SVG's y grows downward, so higher loss sits higher on the chart."""
     inner_w = CHART_WIDTH - 2 * CHART_PADDING
     inner_h = CHART_HEIGHT - 2 * CHART_PADDING
-    coords = []
-    for step, loss in points:
-        x = CHART_PADDING + inner_w * step / max(max_step, 1)
-        y = CHART_PADDING + inner_h * (1 - loss / max_loss if max_loss else 1)
-        coords.append(f"{x:.1f},{y:.1f}")
-    return " ".join(coords)
+    span = high - low
+    return [
+        (
+            CHART_PADDING + inner_w * step / max(max_step, 1),
+            CHART_PADDING + inner_h * (high - loss) / span,
+        )
+        for step, loss in series
+    ]
 
 
 def loss_chart(job: TrainingJob) -> LossChart:
@@ -42,12 +57,17 @@ def loss_chart(job: TrainingJob) -> LossChart:
     train = [(step, t) for step, t, _ in rows if t is not None]
     val = [(step, v) for step, _, v in rows if v is not None]
     losses = [loss for _, loss in train + val]
-    max_loss = max(losses) if losses else 0.0
+    # Fit the axis to the losses seen, so that a drop from 2.3 to 2.1 is visible, with a margin
+    # so a single point or a flat line does not sit on the frame.
+    low, high = (min(losses), max(losses)) if losses else (0.0, 1.0)
+    margin = max((high - low) * 0.1, 0.05)
+    low, high = max(low - margin, 0.0), high + margin
     max_step = max(job.total_steps, max((s for s, _, _ in rows), default=0))
     return LossChart(
-        train_points=_polyline(train, max_step, max_loss),
-        val_points=_polyline(val, max_step, max_loss),
-        max_loss=max_loss,
+        train=_scale(train, max_step, low, high),
+        val=_scale(val, max_step, low, high),
+        low=low,
+        high=high,
         max_step=max_step,
         latest_train=train[-1][1] if train else None,
         latest_val=val[-1][1] if val else None,

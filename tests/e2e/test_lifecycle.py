@@ -75,9 +75,21 @@ def card_example_id(page: Page) -> int:
     return int(page.locator("article.example").get_attribute("data-example-id") or 0)
 
 
+# htmx 2 wires up swapped-in content only when it settles, 20 ms after the swap. A key pressed
+# in between clicks a button of a form htmx does not handle yet: the browser submits it as a
+# plain GET to the page itself and the decision is silently lost. Wait as a reviewer's eye would.
+NEXT_CARD_READY_JS = """(previousId) => {
+  const card = document.querySelector('#review-card');
+  if (card.matches('.htmx-request, .htmx-swapping, .htmx-settling')) return false;
+  const example = card.querySelector('article.example');
+  return example === null || example.dataset.exampleId !== String(previousId);
+}"""
+
+
 def wait_for_card_after(page: Page, example_id: int) -> None:
     """HTMX swaps in the next card (or the empty queue) once the decision is saved."""
-    expect(page.locator(f'article.example[data-example-id="{example_id}"]')).to_have_count(0)
+    page.wait_for_function(NEXT_CARD_READY_JS, arg=example_id)
+    assert "/review/" in page.url and "?" not in page.url, f"the page navigated to {page.url}"
 
 
 def decide_by_key(page: Page, key: str) -> int:
