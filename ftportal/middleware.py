@@ -7,7 +7,6 @@ from django.shortcuts import render
 
 from .errors import ApplicationError
 
-
 ERROR_HEADINGS = {403: "Not allowed", 409: "Not possible right now"}
 
 
