@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import FilePayload, Page, Request, expect
 
 from datasets.models import Dataset, DatasetVersion, Example, ReviewAction, ReviewDecision
 from ftportal.roles import Role
@@ -58,7 +58,7 @@ def ticket_line(question: str, category: str, priority: str) -> str:
     return json.dumps({"messages": messages})
 
 
-def jsonl_file(name: str, lines: list[str]) -> dict[str, object]:
+def jsonl_file(name: str, lines: list[str]) -> FilePayload:
     return {"name": name, "mimeType": "application/jsonl", "buffer": "\n".join(lines).encode()}
 
 

