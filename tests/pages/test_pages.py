@@ -230,8 +230,15 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
 FORBIDDEN = {
     Role.REVIEWER: ["freeze", "train", "cancel", "evaluate", "promote", "rollback"],
     Role.MANAGER: [
-        "import", "open the review queue", "review", "freeze", "train", "cancel", "evaluate",
-        "promote", "rollback",
+        "import",
+        "open the review queue",
+        "review",
+        "freeze",
+        "train",
+        "cancel",
+        "evaluate",
+        "promote",
+        "rollback",
     ],
 }
 PAGES: dict[str, Callable[[World], str]] = {
@@ -417,9 +424,7 @@ def test_import_only_the_valid_lines_imports_the_rest_and_reports_the_skipped_li
     client: Client, dataset: Dataset, lead: User
 ) -> None:
     client.force_login(lead)
-    data = b"\n".join(
-        [jsonl_line("one"), jsonl_line("two"), b"{not json", jsonl_line("four")]
-    )
+    data = b"\n".join([jsonl_line("one"), jsonl_line("two"), b"{not json", jsonl_line("four")])
 
     response = client.post(
         reverse("dataset_import", args=[dataset.project_id, dataset.pk]),
@@ -472,7 +477,9 @@ def test_an_htmx_approval_returns_the_next_card_as_a_fragment_and_records_the_de
     first, second, _ = queue
 
     response = client.post(
-        reverse("review_decide", args=[dataset.project_id, first.pk]), {"action": "approve"}, headers=HTMX
+        reverse("review_decide", args=[dataset.project_id, first.pk]),
+        {"action": "approve"},
+        headers=HTMX,
     )
 
     assert response.status_code == 200
@@ -483,7 +490,9 @@ def test_an_htmx_approval_returns_the_next_card_as_a_fragment_and_records_the_de
     assert "2 pending · 1 approved · 0 rejected" in html
     [decision] = ReviewDecision.objects.all()
     assert (decision.example, decision.reviewer, decision.action) == (
-        first, reviewer, ReviewAction.APPROVE,
+        first,
+        reviewer,
+        ReviewAction.APPROVE,
     )
 
 
