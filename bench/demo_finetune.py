@@ -62,7 +62,8 @@ def score(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
+    parser.add_argument("--learning-rate", type=float, default=TrainingConfig.learning_rate)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
@@ -81,7 +82,7 @@ def main() -> None:
         result = LocalLoRAFineTuner(base_dir).train(
             train=train,
             validation=validation,
-            config=TrainingConfig(epochs=args.epochs),
+            config=TrainingConfig(epochs=args.epochs, learning_rate=args.learning_rate),
             output_dir=Path(out),
             on_progress=report,
             should_stop=lambda: False,
@@ -95,7 +96,8 @@ def main() -> None:
         f"base_exact_match={base_em:.3f} tuned_exact_match={tuned_em:.3f} "
         f"base_token_f1={base_f1:.3f} tuned_token_f1={tuned_f1:.3f} "
         f"f1_ratio={tuned_f1 / base_f1 if base_f1 else float('inf'):.2f} "
-        f"train_s={train_s:.1f} steps={result.steps} device={result.device}"
+        f"train_s={train_s:.1f} steps={result.steps} learning_rate={args.learning_rate} "
+        f"device={result.device}"
     )
 
 
