@@ -10,6 +10,7 @@ from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
+from providers.base import TrainingConfig
 from training.models import BaseModel
 
 from .models import Dataset, DatasetVersion, Example, ReviewAction
@@ -200,6 +201,7 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         "jobs": version.training_jobs.select_related("base_model"),
         "base_models": BaseModel.objects.filter(is_active=True),
         "can_train": role_allows(role, Action.TRAIN),
+        "defaults": TrainingConfig(),
     }
     return render(request, "datasets/version_detail.html", context)
 

@@ -27,7 +27,9 @@ class TrainingConfig:
     """Hyperparameters; defaults follow the guide (3 epochs, default settings otherwise)."""
 
     epochs: int = 3
-    learning_rate: float = 2e-4
+    # Measured on the demo (bench/demo_finetune.py): 1e-3 beat 2e-4 for LoRA on a 135M model,
+    # exact match 0.25 against 0.15 and validation loss 0.128 against 0.162, 3 epochs each.
+    learning_rate: float = 1e-3
     batch_size: int = 8
     lora_r: int = 8
     lora_alpha: int = 16
