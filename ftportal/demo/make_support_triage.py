@@ -12,6 +12,9 @@ one rule a small model can learn from about 130 examples:
 - priority low: questions, suggestions (every feature request) and cosmetic problems;
 - priority medium: everything else.
 
+Each ticket's own wording agrees with its priority ("This is urgent.", "No rush."), as real
+tickets often do; without it a 135M model learns the categories but not the priorities.
+
 A second file holds plausible tickets with deliberate content flaws for reviewers to catch. They
 are all valid chat JSONL; only their content is wrong.
 """
@@ -223,7 +226,7 @@ INTENTS: tuple[Intent, ...] = (
         [
             "Do you offer a discount if we pay for the {plan} plan yearly instead of monthly?"
             " Just comparing options for next year's budget.",
-            "Quick question - is annual billing cheaper than monthly for {plan}? No rush.",
+            "Quick question - is annual billing cheaper than monthly for {plan}?",
         ],
     ),
     intent(
@@ -402,7 +405,7 @@ INTENTS: tuple[Intent, ...] = (
             "Small thing: the storage page says 'Availble space' instead of 'Available space'.",
             "Just noticed the settings page says 'Notifcations'. Not a big deal, thought you'd"
             " want to know.",
-            "The button on the team page says 'Invite memebers'. Tiny typo, no rush.",
+            "The button on the team page says 'Invite memebers'. Tiny typo.",
         ],
     ),
     intent(
@@ -422,7 +425,7 @@ INTENTS: tuple[Intent, ...] = (
         ["Dark mode chart colors", "Hard to read graph in dark mode"],
         [
             "In dark mode the usage chart lines are almost invisible against the background."
-            " Not urgent, just hard to read.",
+            " Just hard to read.",
             "The grey labels on the bandwidth graph barely show up with the dark theme. Minor"
             " visual issue.",
         ],
@@ -534,12 +537,12 @@ INTENTS: tuple[Intent, ...] = (
         "account/medium",
         ["Password reset email not arriving", "No reset email"],
         [
-            "The password reset email never shows up, and I checked spam too. Not urgent, I'm"
-            " still logged in on my laptop.",
+            "The password reset email never shows up, and I checked spam too. I'm still logged in"
+            " on my laptop for now.",
             "I asked for a password reset twice today but nothing arrived. I can wait a day,"
             " just want it fixed.",
             "Password reset emails are not reaching me, I tried several times since yesterday."
-            " I'm still signed in on my phone, so no emergency.",
+            " I'm still signed in on my phone, so I can keep working.",
         ],
     ),
     intent(
@@ -589,8 +592,7 @@ INTENTS: tuple[Intent, ...] = (
             " how it works.",
             "Can our team log in with Microsoft accounts instead of separate passwords? Just"
             " exploring options.",
-            "Is single sign-on with Okta available for our team? Just curious before we plan"
-            " anything.",
+            "Is single sign-on with Okta available for our team? Asking before we plan anything.",
         ],
     ),
     intent(
@@ -864,6 +866,26 @@ PEOPLE = (
     "Sean",
 )
 
+# How customers word their urgency. Every ticket ends its body with one note that agrees with its
+# priority: the content rule alone is too subtle for a 135M model to learn from ~130 examples
+# (measured: it learned the categories but guessed the priorities), and real customers do say so.
+PRIORITY_NOTES: dict[str, tuple[str, ...]] = {
+    "high": (
+        "This is urgent.",
+        "Please help asap!",
+        "We need this fixed right now.",
+        "Please treat this as urgent.",
+        "Urgent, please escalate.",
+    ),
+    "medium": (
+        "Thanks for looking into it.",
+        "Let me know if you need more details.",
+        "Please let us know what you find.",
+        "Thanks in advance.",
+    ),
+    "low": ("No rush.", "Just curious.", "Not urgent at all.", "Whenever you have time."),
+}
+
 # Empty entries repeat on purpose: many real tickets skip the greeting or the sign-off.
 GREETINGS = ("", "", "", "", "Hi,\n\n", "Hello,\n\n", "Hi Northwind team,\n\n", "Hey,\n\n")
 SIGN_OFFS = (
@@ -895,6 +917,12 @@ def conversation(ticket: str, reply: str) -> dict[str, list[dict[str, str]]]:
     }
 
 
+def with_note(body: str, note: str) -> str:
+    # Bodies written without a final full stop (hurried, lower-case ones) still get one here.
+    separator = " " if body.endswith((".", "?", "!")) else ". "
+    return f"{body}{separator}{note}"
+
+
 class TicketWriter:
     """Writes tickets from intents, never the same text twice."""
 
@@ -919,8 +947,9 @@ class TicketWriter:
         slots = self._draw_slots()
         subject = self.rng.choice(source.subjects)
         greeting = self.rng.choice(GREETINGS)
+        note = self.rng.choice(PRIORITY_NOTES[source.priority])
         sign_off = self.rng.choice(SIGN_OFFS)
-        text = f"Subject: {subject}\n\n{greeting}{body}{sign_off}"
+        text = f"Subject: {subject}\n\n{greeting}{with_note(body, note)}{sign_off}"
         return text.format(**slots)
 
     def _draw_slots(self) -> dict[str, str]:
@@ -1096,7 +1125,8 @@ def readme(clean_count: int, flawed_count: int) -> str:
         f"- Categories: {', '.join(CATEGORIES)}.",
         "- Priority rule: high = outage, data loss, security problem, charged twice, or locked out"
         " before a deadline; low = questions, suggestions (every feature request) and cosmetic"
-        " issues; medium = everything else.",
+        ' issues; medium = everything else. Each ticket\'s wording agrees ("This is urgent.",'
+        ' "No rush.").',
         f"- `{CLEAN_FILENAME}`: {clean_count} clean examples,"
         f" {EXAMPLES_PER_CATEGORY} per category.",
         f"- `{FLAWED_FILENAME}`: {flawed_count} valid-looking examples a reviewer should catch:"
