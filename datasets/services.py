@@ -79,6 +79,16 @@ def _error_dicts(errors: list[LineError]) -> list[dict[str, object]]:
     return [{"line": e.line, "field": e.field, "message": e.message} for e in errors]
 
 
+def _with_weights(
+    messages: list[dict[str, str]], weights: dict[int, int]
+) -> list[dict[str, object]]:
+    """Keep OpenAI's per-message ``weight`` (0 = do not train on this reply) with the message."""
+    return [
+        {**message, "weight": weights[index]} if index in weights else dict(message)
+        for index, message in enumerate(messages)
+    ]
+
+
 def examples_import_jsonl(
     *,
     dataset: Dataset,
@@ -90,9 +100,11 @@ def examples_import_jsonl(
     """Import chat examples; all-or-nothing unless ``valid_lines_only`` is set."""
     report = parse_chat_jsonl(data, filename=filename)
     error_dicts = _error_dicts(report.errors)
+    # One line can have several problems; line 0 stands for the whole file.
+    bad_lines = len({error.line for error in report.errors if error.line > 0})
     if report.errors and not (valid_lines_only and report.examples):
         raise ImportRejected(
-            f"{filename}: {len(report.errors)} line(s) have errors; nothing was imported.",
+            f"{filename}: {bad_lines} line(s) have errors; nothing was imported.",
             extra={"errors": error_dicts, "valid_lines": len(report.examples)},
         )
     if not report.examples:
@@ -102,14 +114,14 @@ def examples_import_jsonl(
             dataset=dataset,
             filename=filename,
             uploaded_by=user,
-            line_count=len(report.examples) + len(report.errors),
+            line_count=len(report.examples) + bad_lines,
             imported_count=len(report.examples),
             errors=error_dicts,
         )
         Example.objects.bulk_create(
             Example(
                 dataset=dataset,
-                messages=parsed.messages,
+                messages=_with_weights(parsed.messages, parsed.weights),
                 import_batch=batch,
                 source_line=parsed.line,
             )

@@ -117,8 +117,11 @@ def encode_for_training(
             raise ProviderError("the chat template does not render conversations prefix-stably")
         prompt_ids = _token_ids(tokenizer, prompt[len(rendered) :])
         reply_ids = _token_ids(tokenizer, with_reply[len(prompt) :])
+        # OpenAI's format lets a reply carry weight 0: it stays as context but is not learned.
+        learned = str(message.get("weight", 1)) != "0"
         input_ids += prompt_ids + reply_ids
-        labels += [IGNORED_LABEL] * len(prompt_ids) + reply_ids
+        labels += [IGNORED_LABEL] * len(prompt_ids)
+        labels += reply_ids if learned else [IGNORED_LABEL] * len(reply_ids)
         rendered = with_reply
     return EncodedExample(input_ids[:max_seq_len], labels[:max_seq_len])
 

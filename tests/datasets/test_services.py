@@ -114,3 +114,23 @@ def test_export_writes_one_chat_per_line_for_the_requested_split(dataset, lead):
     lines = list(version_export_lines(version, split="validation"))
     assert len(lines) == version.validation_count
     assert all(json.loads(line)["messages"][-1]["role"] == "assistant" for line in lines)
+
+
+def test_a_reply_weight_survives_import_and_export(dataset, lead):
+    messages = chat(*TICKETS[0])
+    messages[-1] = {**messages[-1], "weight": 0}
+    line = json.dumps({"messages": messages}).encode() + b"\n"
+    examples_import_jsonl(
+        dataset=dataset, data=line + jsonl([chat(*TICKETS[1])]), filename="w.jsonl", user=lead
+    )
+    stored = dataset.examples.order_by("id").first()
+    assert stored.messages[-1]["weight"] == 0
+    assert "weight" not in dataset.examples.order_by("id").last().messages[-1]
+
+
+def test_a_line_with_two_problems_counts_as_one_bad_line(dataset, lead):
+    data = jsonl([chat(*TICKETS[0])]) + b'{"messages": [{"role": "robot", "content": ""}]}\n'
+    with pytest.raises(ImportRejected) as rejected:
+        examples_import_jsonl(dataset=dataset, data=data, filename="t.jsonl", user=lead)
+    assert len(rejected.value.extra["errors"]) >= 2
+    assert "1 line(s) have errors" in rejected.value.message

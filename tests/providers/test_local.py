@@ -260,3 +260,21 @@ def test_training_on_one_example_lowers_its_loss_and_changes_the_output(
     tuned_text = tuned.generate_batch(prompt, max_new_tokens=12)[0].text
     assert tuned_text != base_text
     assert "pomegranate" in tuned_text.lower()
+
+
+def test_a_reply_with_weight_zero_is_context_but_not_learned(base_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True)
+    conversation: Conversation = [
+        {"role": "user", "content": "My invoice is wrong."},
+        {"role": "assistant", "content": "billing", "weight": 0},  # type: ignore[dict-item]
+        {"role": "user", "content": "And the app crashes."},
+        {"role": "assistant", "content": "bug"},
+    ]
+
+    encoded = encode_for_training(tokenizer, conversation, max_seq_len=512)
+
+    labelled = [label for label in encoded.labels if label != IGNORED_LABEL]
+    assert tokenizer.decode(labelled) == "bug<|im_end|>\n"
+    assert "billing" in tokenizer.decode(encoded.input_ids)
