@@ -121,10 +121,6 @@ class DatasetVersion(models.Model):
     def __str__(self) -> str:
         return f"{self.dataset.name} v{self.number}"
 
-    @property
-    def project_id(self) -> int:
-        return self.dataset.project_id
-
 
 class DatasetVersionExample(models.Model):
     """A frozen copy of one example's messages; editing the example later does not touch it."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from django.db import models
-
 from .errors import ConflictError
 
 
@@ -18,7 +16,3 @@ def check_transition(
 ) -> None:
     if target not in allowed.get(current, frozenset()):
         raise ConflictError(f"A {kind} cannot go from '{current}' to '{target}'.")
-
-
-def choices_label(choices: type[models.TextChoices], value: str) -> str:
-    return str(choices(value).label)
