@@ -275,6 +275,7 @@ class VersionOutput(serializers.Serializer[Any]):
     train_count = serializers.IntegerField()
     validation_count = serializers.IntegerField()
     note = serializers.CharField()
+    split_carried_from = serializers.IntegerField(source="split_carried_from_id", allow_null=True)
     created_by = serializers.CharField(source="created_by.get_username")
     created_at = serializers.DateTimeField()
 
@@ -287,6 +288,12 @@ class DatasetVersionCollectionApi(APIView):
             required=False, default=DEFAULT_VALIDATION_FRACTION
         )
         note = serializers.CharField(required=False, allow_blank=True, default="")
+        resplit = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Draw a new split instead of keeping each example's side from the last "
+            "version.",
+        )
 
     @extend_schema(operation_id="datasets_versions_list", responses=VersionOutput(many=True))
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:

@@ -109,6 +109,10 @@ class DatasetVersion(models.Model):
     train_count = models.PositiveIntegerField()
     validation_count = models.PositiveIntegerField()
     note = models.TextField(blank=True)
+    # The version whose split this one carried over; None when the split was drawn afresh.
+    split_carried_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 

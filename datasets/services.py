@@ -186,13 +186,75 @@ def content_hash(message_lists: list[list[dict[str, str]]]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
+def validation_target(count: int, validation_fraction: float) -> int:
+    return max(1, round(count * validation_fraction))
+
+
 def split_assignment(count: int, *, seed: int, validation_fraction: float) -> list[Split]:
     """Seeded split: the same count, seed and fraction always give the same assignment."""
-    validation_count = max(1, round(count * validation_fraction))
     indices = list(range(count))
     random.Random(seed).shuffle(indices)
-    validation = set(indices[:validation_count])
+    validation = set(indices[: validation_target(count, validation_fraction)])
     return [Split.VALIDATION if i in validation else Split.TRAIN for i in range(count)]
+
+
+def _seeded_rank(seed: int, example_id: int) -> str:
+    # A per-example draw that does not depend on which other examples are present.
+    return hashlib.sha256(f"{seed}:{example_id}".encode()).hexdigest()
+
+
+def carried_split_assignment(
+    example_ids: list[int],
+    *,
+    previous: dict[int, str],
+    seed: int,
+    validation_fraction: float,
+) -> list[Split]:
+    """Keep each example on the side of the split it had before; place only new examples.
+
+    New examples go to validation, in a seeded order, until validation reaches its target share
+    of the whole version, so the held-out set never leaks into training from one version to the
+    next (which would make the next evaluation look better than it is).
+    """
+    kept_validation = sum(1 for i in example_ids if previous.get(i) == Split.VALIDATION)
+    new_ids = sorted(
+        (i for i in example_ids if i not in previous), key=lambda i: _seeded_rank(seed, i)
+    )
+    wanted = validation_target(len(example_ids), validation_fraction) - kept_validation
+    new_validation = set(new_ids[: max(0, wanted)])
+    return [
+        Split(previous[i])
+        if i in previous
+        else Split.VALIDATION
+        if i in new_validation
+        else Split.TRAIN
+        for i in example_ids
+    ]
+
+
+def _splits_for(
+    approved: list[Example],
+    previous: DatasetVersion | None,
+    *,
+    seed: int,
+    validation_fraction: float,
+) -> list[Split]:
+    if previous is None:
+        return split_assignment(len(approved), seed=seed, validation_fraction=validation_fraction)
+    earlier = dict(previous.items.filter(example__isnull=False).values_list("example_id", "split"))
+    splits = carried_split_assignment(
+        [e.pk for e in approved],
+        previous=earlier,
+        seed=seed,
+        validation_fraction=validation_fraction,
+    )
+    if Split.VALIDATION not in splits or Split.TRAIN not in splits:
+        raise ApplicationError(
+            f"Carrying over the split of {previous} would leave one side empty; "
+            "freeze with re-split to draw a new split.",
+            extra={"field": "resplit"},
+        )
+    return splits
 
 
 def dataset_version_freeze(
@@ -202,8 +264,12 @@ def dataset_version_freeze(
     seed: int = 42,
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     note: str = "",
+    resplit: bool = False,
 ) -> DatasetVersion:
-    """Freeze the approved examples into an immutable, hashed, split version."""
+    """Freeze the approved examples into an immutable, hashed, split version.
+
+    Examples keep their side of the previous version's split unless ``resplit`` is set.
+    """
     if not MIN_VALIDATION_FRACTION <= validation_fraction <= MAX_VALIDATION_FRACTION:
         raise ApplicationError(
             f"validation_fraction must be between {MIN_VALIDATION_FRACTION} and "
@@ -226,11 +292,13 @@ def dataset_version_freeze(
                 f"Only {len(approved)} approved example(s); a version needs at least 2 "
                 "so that both train and validation splits have one."
             )
-        splits = split_assignment(len(approved), seed=seed, validation_fraction=validation_fraction)
+        previous = None if resplit else dataset.versions.order_by("-number").first()
+        splits = _splits_for(approved, previous, seed=seed, validation_fraction=validation_fraction)
         last = dataset.versions.aggregate(last=Max("number"))["last"] or 0
         version = DatasetVersion.objects.create(
             dataset=dataset,
             number=last + 1,
+            split_carried_from=previous,
             content_hash=content_hash([e.messages for e in approved]),
             seed=seed,
             validation_fraction=validation_fraction,

@@ -116,6 +116,7 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
             seed=seed,
             validation_fraction=fraction,
             note=request.POST.get("note", ""),
+            resplit=request.POST.get("resplit") == "on",
         )
     except ApplicationError as error:
         context["freeze_error"] = error.message

@@ -134,3 +134,41 @@ def test_a_line_with_two_problems_counts_as_one_bad_line(dataset, lead):
         examples_import_jsonl(dataset=dataset, data=data, filename="t.jsonl", user=lead)
     assert len(rejected.value.extra["errors"]) >= 2
     assert "1 line(s) have errors" in rejected.value.message
+
+
+def sides(version):
+    return dict(version.items.values_list("example_id", "split"))
+
+
+def test_the_next_version_keeps_every_examples_side_and_places_only_new_ones(dataset, lead):
+    first_examples = approved_examples(dataset, 20)
+    v1 = dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.2)
+    example_review(example=first_examples[0], user=lead, action=ReviewAction.REJECT)
+    approved_examples(dataset, 20)
+    v2 = dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.2)
+    before, after = sides(v1), sides(v2)
+    assert all(after[i] == before[i] for i in before if i in after)
+    assert first_examples[0].pk not in after
+    assert v2.validation_count == 8  # 20 % of 39, rounded, reached by placing new examples
+    assert v2.split_carried_from == v1
+
+
+def test_resplit_draws_a_new_split_from_the_seed(dataset, lead):
+    approved_examples(dataset, 40)
+    v1 = dataset_version_freeze(dataset=dataset, user=lead, seed=1, validation_fraction=0.2)
+    v2 = dataset_version_freeze(
+        dataset=dataset, user=lead, seed=2, validation_fraction=0.2, resplit=True
+    )
+    assert v2.split_carried_from is None
+    assert sides(v1) != sides(v2)
+    assert v2.validation_count == 8
+
+
+def test_a_carried_split_that_would_empty_validation_asks_for_a_resplit(dataset, lead):
+    examples = approved_examples(dataset, 10)
+    v1 = dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.1)
+    [held_out] = [e for e in examples if sides(v1)[e.pk] == Split.VALIDATION]
+    example_review(example=held_out, user=lead, action=ReviewAction.REJECT)
+    with pytest.raises(ApplicationError, match="re-split"):
+        dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.1)
+    assert dataset.versions.count() == 1
