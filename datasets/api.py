@@ -10,7 +10,7 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import renderers, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
@@ -18,12 +18,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ftportal.api import PAGINATION_PARAMETERS, acting_user, page_serializer, paginated_response
+from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
 from .models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction, Split
-from .selectors import datasets_for_project, export_filename, status_counts, version_export_lines
+from .selectors import (
+    datasets_for_project,
+    export_filename,
+    previous_version,
+    status_counts,
+    version_diff,
+    version_export_lines,
+)
 from .services import (
     DEFAULT_VALIDATION_FRACTION,
     dataset_create,
@@ -324,6 +332,54 @@ class DatasetVersionDetailApi(APIView):
     def get(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         return Response(VersionOutput(_version_in(project, version_id)).data)
+
+
+class VersionDiffApi(APIView):
+    class DiffItemOutput(serializers.Serializer[Any]):
+        example = serializers.IntegerField(source="example_id", allow_null=True)
+        split = serializers.CharField()
+        messages = serializers.JSONField()
+
+    class ChangedOutput(serializers.Serializer[Any]):
+        before = serializers.JSONField(source="before.messages")
+        after = serializers.JSONField(source="after.messages")
+        example = serializers.IntegerField(source="after.example_id", allow_null=True)
+
+    class VersionDiffOutput(serializers.Serializer[Any]):
+        older = serializers.IntegerField(source="older.pk")
+        newer = serializers.IntegerField(source="newer.pk")
+        summary = serializers.CharField()
+        unchanged = serializers.IntegerField()
+
+    @extend_schema(
+        operation_id="dataset_versions_diff",
+        summary="Examples added, removed and changed since another version (default: previous)",
+        parameters=[
+            OpenApiParameter("against", int, description="Id of the version to compare with.")
+        ],
+        responses=VersionDiffOutput,
+    )
+    def get(self, request: Request, project_id: int, version_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        newer = _version_in(project, version_id)
+        against = request.query_params.get("against")
+        if against:
+            if not against.isdigit():
+                raise ApplicationError(
+                    "against: expected a version id.", extra={"field": "against"}
+                )
+            older = get_object_or_404(DatasetVersion, pk=int(against), dataset=newer.dataset)
+        else:
+            older = previous_version(newer) or newer
+        diff = version_diff(older, newer)
+        return Response(
+            {
+                **self.VersionDiffOutput(diff).data,
+                "added": self.DiffItemOutput(diff.added, many=True).data,
+                "removed": self.DiffItemOutput(diff.removed, many=True).data,
+                "changed": self.ChangedOutput(diff.changed, many=True).data,
+            }
+        )
 
 
 class JsonlRenderer(renderers.BaseRenderer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from django.db.models import Count, QuerySet
 
@@ -48,3 +49,61 @@ def export_filename(version: DatasetVersion, *, split: str | None = None) -> str
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", version.dataset.name).strip("_") or "dataset"
     suffix = f"-{split}" if split else ""
     return f"{stem}-v{version.number}{suffix}.jsonl"
+
+
+@dataclass(frozen=True)
+class ChangedExample:
+    before: DatasetVersionExample
+    after: DatasetVersionExample
+
+
+@dataclass(frozen=True)
+class VersionDiff:
+    older: DatasetVersion
+    newer: DatasetVersion
+    added: list[DatasetVersionExample]
+    removed: list[DatasetVersionExample]
+    changed: list[ChangedExample]
+    unchanged: int
+
+    @property
+    def summary(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.removed)} removed, "
+            f"{len(self.changed)} changed, {self.unchanged} unchanged"
+        )
+
+
+def _diff_key(item: DatasetVersionExample) -> str:
+    # Items are matched by the example they were frozen from; an example deleted since then
+    # can only be matched by its content.
+    if item.example_id is not None:
+        return f"example:{item.example_id}"
+    return "content:" + json.dumps(item.messages, sort_keys=True)
+
+
+def version_diff(older: DatasetVersion, newer: DatasetVersion) -> VersionDiff:
+    """What changed between two versions of one dataset: examples added, removed, edited."""
+    before = {_diff_key(item): item for item in older.items.all()}
+    after = {_diff_key(item): item for item in newer.items.all()}
+    changed = [
+        ChangedExample(before[key], after[key])
+        for key in after
+        if key in before and before[key].messages != after[key].messages
+    ]
+    return VersionDiff(
+        older=older,
+        newer=newer,
+        added=[item for key, item in after.items() if key not in before],
+        removed=[item for key, item in before.items() if key not in after],
+        changed=changed,
+        unchanged=sum(1 for key in after if key in before) - len(changed),
+    )
+
+
+def previous_version(version: DatasetVersion) -> DatasetVersion | None:
+    return (
+        DatasetVersion.objects.filter(dataset_id=version.dataset_id, number__lt=version.number)
+        .order_by("-number")
+        .first()
+    )

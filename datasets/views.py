@@ -17,7 +17,9 @@ from .models import Dataset, DatasetVersion, Example, ReviewAction
 from .selectors import (
     export_filename,
     next_pending_example,
+    previous_version,
     status_counts,
+    version_diff,
     version_export_lines,
 )
 from .services import (
@@ -194,6 +196,7 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         pk=version_id,
         dataset__project=project,
     )
+    previous = previous_version(version)
     context = {
         "project": project,
         "role": role,
@@ -203,8 +206,29 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         "base_models": BaseModel.objects.filter(is_active=True),
         "can_train": role_allows(role, Action.TRAIN),
         "defaults": TrainingConfig(),
+        "previous": previous,
+        "changes": version_diff(previous, version) if previous else None,
     }
     return render(request, "datasets/version_detail.html", context)
+
+
+@login_required
+def version_compare(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
+    """Diff of this version against another version of the same dataset (default: previous)."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+    newer = get_object_or_404(DatasetVersion, pk=version_id, dataset__project=project)
+    against = request.GET.get("against")
+    if against:
+        older = get_object_or_404(DatasetVersion, pk=against, dataset=newer.dataset)
+    else:
+        older = previous_version(newer) or newer
+    context = {
+        "project": project,
+        "role": role,
+        "diff": version_diff(older, newer),
+        "versions": newer.dataset.versions.all(),
+    }
+    return render(request, "datasets/version_compare.html", context)
 
 
 @login_required

@@ -50,6 +50,11 @@ dataset_patterns = [
         name="dataset_version_detail",
     ),
     path(
+        "dataset-versions/<int:version_id>/diff/",
+        datasets_api.VersionDiffApi.as_view(),
+        name="dataset_version_diff",
+    ),
+    path(
         "dataset-versions/<int:version_id>/export/",
         datasets_api.DatasetVersionExportApi.as_view(),
         name="dataset_version_export",

@@ -41,6 +41,11 @@ urlpatterns = [
         name="version_detail",
     ),
     path(
+        "projects/<int:project_id>/dataset-versions/<int:version_id>/compare/",
+        dataset_views.version_compare,
+        name="version_compare",
+    ),
+    path(
         "projects/<int:project_id>/dataset-versions/<int:version_id>/export/",
         dataset_views.version_export,
         name="version_export",
