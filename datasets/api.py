@@ -181,7 +181,8 @@ class ExampleOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     dataset = serializers.IntegerField(source="dataset_id")
     status = serializers.CharField()
-    messages = serializers.ListField(child=serializers.DictField(child=serializers.CharField()))
+    messages = serializers.ListField(child=serializers.DictField())
+    revision = serializers.IntegerField()
     source_line = serializers.IntegerField(allow_null=True)
     import_batch = serializers.IntegerField(source="import_batch_id", allow_null=True)
     created_at = serializers.DateTimeField()
@@ -249,6 +250,11 @@ class ExampleReviewApi(APIView):
             help_text="The corrected assistant answer; required when action is 'edit'.",
         )
         comment = serializers.CharField(required=False, allow_blank=True, default="")
+        revision = serializers.IntegerField(
+            required=False,
+            min_value=0,
+            help_text="The example revision the decision was made on; a stale one gets 409.",
+        )
 
     @extend_schema(
         operation_id="examples_review",
@@ -267,6 +273,7 @@ class ExampleReviewApi(APIView):
             action=ReviewAction(payload.validated_data["action"]),
             new_answer=payload.validated_data.get("answer"),
             comment=payload.validated_data["comment"],
+            expected_revision=payload.validated_data.get("revision"),
         )
         return Response(ExampleDetailOutput(_example_with_decisions(reviewed)).data)
 

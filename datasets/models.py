@@ -59,6 +59,9 @@ class Example(models.Model):
         ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="examples"
     )
     source_line = models.PositiveIntegerField(null=True, blank=True)
+    # Bumped by every review decision; a reviewer's save names the revision they saw, so two
+    # reviewers saving the same example at once cannot overwrite each other unnoticed.
+    revision = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

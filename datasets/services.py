@@ -135,6 +135,26 @@ def assistant_answer(messages: list[dict[str, str]]) -> str:
     return messages[-1]["content"] if messages else ""
 
 
+def _stale_review(example: Example) -> ConflictError:
+    latest = example.decisions.select_related("reviewer").order_by("-id").first()
+    who = (
+        f"{latest.reviewer.get_username()} ({latest.get_action_display().lower()})"
+        if latest
+        else "someone"
+    )
+    answer = assistant_answer(example.messages)
+    return ConflictError(
+        f"Example {example.pk} was changed by {who} while you had it open; nothing was saved. "
+        f"It is now {example.get_status_display().lower()} with the answer: {answer}",
+        extra={
+            "field": "revision",
+            "current_revision": example.revision,
+            "current_status": example.status,
+            "current_answer": answer,
+        },
+    )
+
+
 def example_review(
     *,
     example: Example,
@@ -142,8 +162,13 @@ def example_review(
     action: ReviewAction,
     new_answer: str | None = None,
     comment: str = "",
+    expected_revision: int | None = None,
 ) -> Example:
-    """Apply one review decision and keep it in the append-only decision log."""
+    """Apply one review decision and keep it in the append-only decision log.
+
+    With ``expected_revision`` (the revision the reviewer was shown), a decision made on a stale
+    view is refused with the other reviewer's change instead of silently replacing it.
+    """
     target = {
         ReviewAction.APPROVE: ExampleStatus.APPROVED,
         ReviewAction.EDIT: ExampleStatus.APPROVED,
@@ -152,6 +177,8 @@ def example_review(
     }[action]
     with transaction.atomic():
         example = Example.objects.select_for_update().get(pk=example.pk)
+        if expected_revision is not None and example.revision != expected_revision:
+            raise _stale_review(example)
         check_transition(
             kind="example", current=example.status, target=target, allowed=EXAMPLE_TRANSITIONS
         )
@@ -164,7 +191,8 @@ def example_review(
             messages[-1]["content"] = edited
             example.messages = messages
         example.status = target
-        example.save(update_fields=["messages", "status", "updated_at"])
+        example.revision += 1
+        example.save(update_fields=["messages", "status", "revision", "updated_at"])
         ReviewDecision.objects.create(
             example=example,
             reviewer=user,

@@ -168,6 +168,7 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
         action = ReviewAction(request.POST.get("action", ""))
     except ValueError:
         raise ApplicationError("Unknown review action; use approve, reject, edit or reopen.")
+    revision = request.POST.get("revision", "")
     try:
         example_review(
             example=example,
@@ -175,11 +176,15 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
             action=action,
             new_answer=request.POST.get("answer"),
             comment=request.POST.get("comment", ""),
+            expected_revision=int(revision) if revision.isdigit() else None,
         )
     except ApplicationError as error:
+        example.refresh_from_db()
         context = _review_card(request, context, example)
         context["review_error"] = error.message
-        return render(request, "datasets/review.html#review-card", context, status=400)
+        return render(
+            request, "datasets/review.html#review-card", context, status=error.status_code
+        )
     next_example = next_pending_example(example.dataset, after_id=example.pk)
     if not request.htmx:
         return redirect("review_queue", project_id, example.dataset_id)
