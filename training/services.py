@@ -72,8 +72,7 @@ def _hyperparameter(name: str, value: Any, *, integer: bool) -> float | int:
 
 def training_config_from(raw: dict[str, Any]) -> TrainingConfig:
     """Validate hyperparameters and fill in defaults; each error names the field."""
-    known = {f.name: f for f in fields(TrainingConfig)}
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(set(raw) - {f.name for f in fields(TrainingConfig)})
     if unknown:
         raise ApplicationError(f"Unknown hyperparameter(s): {', '.join(unknown)}.")
     values: dict[str, Any] = {}

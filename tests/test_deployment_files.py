@@ -1,0 +1,35 @@
+"""The deployment files cannot be run here (no Docker engine), so check what they promise."""
+
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_compose_runs_web_worker_beat_postgres_and_redis_with_health_checks():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) == {"web", "worker", "beat", "postgres", "redis"}
+    for name in ("web", "worker", "postgres", "redis"):
+        assert "healthcheck" in services[name], name
+    assert "gunicorn" in services["web"]["command"]
+    assert "celery" in services["worker"]["command"] and "beat" in services["beat"]["command"]
+    for name in ("web", "worker", "beat"):
+        environment = services[name]["environment"]
+        assert environment["DATABASE_URL"].startswith("postgres://")
+        assert environment["CELERY_BROKER_URL"].startswith("redis://")
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert set(compose["volumes"]) >= {"postgres-data", "redis-data"}
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    assert "make test" in readme
+    assert (REPO / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_the_health_check_answers_without_a_login(client, db):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.content == b"ok"
