@@ -10,14 +10,21 @@ class ExampleStatus(models.TextChoices):
     PENDING = "pending", "Pending review"
     APPROVED = "approved", "Approved"
     REJECTED = "rejected", "Rejected"
+    # Overlapping reviewers disagreed; an adjudicator decides.
+    DISPUTED = "disputed", "Disputed: needs adjudication"
 
 
 EXAMPLE_TRANSITIONS: dict[str, frozenset[str]] = {
-    ExampleStatus.PENDING: frozenset({ExampleStatus.APPROVED, ExampleStatus.REJECTED}),
+    ExampleStatus.PENDING: frozenset(
+        {ExampleStatus.APPROVED, ExampleStatus.REJECTED, ExampleStatus.DISPUTED}
+    ),
     ExampleStatus.APPROVED: frozenset(
         {ExampleStatus.APPROVED, ExampleStatus.REJECTED, ExampleStatus.PENDING}
     ),
     ExampleStatus.REJECTED: frozenset({ExampleStatus.APPROVED, ExampleStatus.PENDING}),
+    ExampleStatus.DISPUTED: frozenset(
+        {ExampleStatus.APPROVED, ExampleStatus.REJECTED, ExampleStatus.PENDING}
+    ),
 }
 
 
@@ -25,6 +32,11 @@ class Dataset(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    # Markdown shown beside every example in the review queue; rendered with raw HTML disabled.
+    guidelines = models.TextField(blank=True)
+    # How many reviewers must judge each example independently before it is decided (1 = no
+    # overlap); with more, disagreements go to an adjudicator.
+    review_overlap = models.PositiveSmallIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -37,6 +49,26 @@ class Dataset(models.Model):
         return self.name
 
 
+class ImportStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Importing"
+    SUCCEEDED = "succeeded", "Imported"
+    FAILED = "failed", "Failed"
+
+
+IMPORT_TRANSITIONS: dict[str, frozenset[str]] = {
+    ImportStatus.QUEUED: frozenset({ImportStatus.RUNNING, ImportStatus.FAILED}),
+    ImportStatus.RUNNING: frozenset({ImportStatus.SUCCEEDED, ImportStatus.FAILED}),
+}
+
+
+class ImportFormat(models.TextChoices):
+    OPENAI_CHAT = "openai_chat", "OpenAI chat JSONL"
+    PROMPT_COMPLETION = "prompt_completion", "Prompt/completion JSONL"
+    ANTHROPIC = "anthropic", "Anthropic / Bedrock JSONL"
+    CSV = "csv", "CSV with column mapping"
+
+
 class ImportBatch(models.Model):
     """One uploaded file: what came in, from whom, and what was wrong with it."""
 
@@ -47,6 +79,35 @@ class ImportBatch(models.Model):
     line_count = models.PositiveIntegerField(default=0)
     imported_count = models.PositiveIntegerField(default=0)
     errors = models.JSONField(default=list, blank=True)
+    format = models.CharField(
+        max_length=30, choices=ImportFormat.choices, default=ImportFormat.OPENAI_CHAT
+    )
+    # Rows imported before background imports existed were imported synchronously.
+    status = models.CharField(
+        max_length=20, choices=ImportStatus.choices, default=ImportStatus.SUCCEEDED
+    )
+    # Where the upload waits for the background import; removed once the import has finished.
+    stored_path = models.CharField(max_length=500, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    bytes_read = models.BigIntegerField(default=0)
+    # Import options as given: column mapping for CSV, valid_lines_only, and so on.
+    options = models.JSONField(default=dict, blank=True)
+    failure_message = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+
+class Tag(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "name"], name="tag_name_per_dataset")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 class Example(models.Model):
@@ -59,6 +120,9 @@ class Example(models.Model):
         ImportBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="examples"
     )
     source_line = models.PositiveIntegerField(null=True, blank=True)
+    # Free-form key/value pairs from the source (CSV metadata columns, a JSONL "metadata" object).
+    metadata = models.JSONField(default=dict, blank=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="examples")
     # Bumped by every review decision; a reviewer's save names the revision they saw, so two
     # reviewers saving the same example at once cannot overwrite each other unnoticed.
     revision = models.PositiveIntegerField(default=0)
@@ -95,6 +159,114 @@ class ReviewDecision(models.Model):
         ordering = ["id"]
 
 
+class ExampleAssignment(models.Model):
+    """An example put in a reviewer's queue; with overlap, several reviewers get the same one."""
+
+    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="assignments")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["example", "reviewer"], name="one_assignment_each")
+        ]
+        indexes = [models.Index(fields=["reviewer", "example"])]
+
+
+class Verdict(models.TextChoices):
+    APPROVE = "approve", "Approve"
+    REJECT = "reject", "Reject"
+
+
+class ReviewVote(models.Model):
+    """One reviewer's independent judgement of an example under overlapping review."""
+
+    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="votes")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    verdict = models.CharField(max_length=20, choices=Verdict.choices)
+    # The answer the reviewer would approve (their edit, or the answer as shown).
+    answer = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["example", "reviewer"], name="one_vote_each")
+        ]
+
+
+class ExampleComment(models.Model):
+    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class AnalysisStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Finished"
+    FAILED = "failed", "Failed"
+
+
+class AnalysisRun(models.Model):
+    """One pass of validation, token counting and the quality analyzers over a dataset."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="analyses")
+    # The catalog key of the base model whose tokenizer and context length were used.
+    base_model_key = models.CharField(max_length=100)
+    status = models.CharField(
+        max_length=20, choices=AnalysisStatus.choices, default=AnalysisStatus.QUEUED
+    )
+    # Token statistics (min, mean, p95, max of prompt and answer tokens, tokens per epoch,
+    # cost) and counts per finding kind.
+    stats = models.JSONField(default=dict, blank=True)
+    failure_message = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class Severity(models.TextChoices):
+    ERROR = "error", "Error"
+    WARNING = "warning", "Warning"
+
+
+class Finding(models.Model):
+    """A problem an analyzer found in one example, e.g. a near-duplicate or an e-mail address."""
+
+    run = models.ForeignKey(AnalysisRun, on_delete=models.CASCADE, related_name="findings")
+    example = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="findings")
+    kind = models.CharField(max_length=40)
+    severity = models.CharField(max_length=10, choices=Severity.choices)
+    message = models.TextField()
+    # Examples found together (one duplicate group, one conflict) share a group key.
+    group_key = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["run", "kind"]),
+            models.Index(fields=["example", "run"]),
+        ]
+
+
 class Split(models.TextChoices):
     TRAIN = "train", "Train"
     VALIDATION = "validation", "Validation"
@@ -116,6 +288,9 @@ class DatasetVersion(models.Model):
     split_carried_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # The readiness report (size against the guide's bands, quality findings counted), computed
+    # once for the frozen content; empty until first asked for.
+    readiness = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 

