@@ -9,8 +9,9 @@ Plain Python on purpose (no Django), so importers, the API and command-line tool
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 ALLOWED_ROLES = ("system", "user", "assistant")
@@ -55,6 +56,8 @@ class ParsedExample:
     line: int
     messages: list[dict[str, str]]
     weights: dict[int, int] = field(default_factory=dict)
+    # Free-form key/value pairs from the source: a JSONL line's "metadata" object, CSV columns.
+    metadata: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -70,39 +73,36 @@ class ParseReport:
         return not self.errors and bool(self.examples)
 
     def summary(self) -> str:
-        examples = _plural(len(self.examples), "valid example")
+        examples = plural(len(self.examples), "valid example")
         if not self.errors:
             return f"{self.filename}: {examples}, no errors"
         # The "more omitted" marker is not a problem of its own, so it is not counted as one.
         shown = len(self.errors) - (1 if self.omitted_error_count else 0)
-        errors = _plural(shown + self.omitted_error_count, "error")
+        errors = plural(shown + self.omitted_error_count, "error")
         return f"{self.filename}: {examples}, {errors}; first: {self.errors[0]}"
 
 
 def parse_chat_jsonl(data: bytes, *, filename: str, max_errors: int = 1000) -> ParseReport:
-    """Parse ``data`` and return every valid example and every problem found."""
-    if max_errors < 0:
-        raise ValueError(f"max_errors must be 0 or more, got {max_errors}")
-    data = data.removeprefix(UTF8_BOM)
-    if not data.strip():
-        return ParseReport(filename, [], [LineError(0, "", "file is empty")])
+    """Parse ``data`` and return every valid example and every problem found.
 
-    collector = _ErrorCollector(max_errors)
-    examples: list[ParsedExample] = []
-    for line_number, raw_line in _numbered_lines(data):
-        line_errors: list[LineError] = []
-        example = _parse_line(line_number, raw_line, line_errors)
-        collector.extend(line_errors)
-        if example is not None:
-            examples.append(example)
-    return ParseReport(filename, examples, collector.finish(), collector.omitted)
+    A convenience over the streaming parser in ``datasets.formats`` for data already in memory.
+    """
+    # Imported here: formats builds on this module's line checks.
+    from .formats import ImportOptions, parse_report
+
+    return parse_report(
+        io.BytesIO(data),
+        filename=filename,
+        options=ImportOptions(format="openai_chat"),
+        max_errors=max_errors,
+    )
 
 
-def _plural(count: int, noun: str) -> str:
+def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-class _ErrorCollector:
+class ErrorCollector:
     """Keeps the first ``limit`` errors and counts the rest."""
 
     def __init__(self, limit: int) -> None:
@@ -126,38 +126,27 @@ class _ErrorCollector:
         marker = LineError(
             self.first_omitted_line,
             "",
-            f"{_plural(self.omitted, 'more error')} omitted"
+            f"{plural(self.omitted, 'more error')} omitted"
             f" (only the first {self.limit} are listed)",
         )
         return [*self.kept, marker]
 
 
-def _numbered_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """Yield (1-based line number, line without its \\n or \\r\\n ending)."""
-    for index, line in enumerate(data.split(b"\n"), start=1):
-        yield index, line.removesuffix(b"\r")
+def check_chat_messages(
+    record: dict[str, object], fail: Fail
+) -> tuple[list[dict[str, str]], dict[int, int]] | None:
+    """Validate an OpenAI chat record's messages; return (messages, weights) when all are valid.
 
-
-def _parse_line(line_number: int, raw_line: bytes, errors: list[LineError]) -> ParsedExample | None:
-    """Validate one line, appending its problems to ``errors``; return the example if valid."""
-
-    def fail(field_path: str, message: str) -> None:
-        errors.append(LineError(line_number, field_path, message))
-
-    text = _decode_line(raw_line, fail)
-    if text is None or not text.strip():
-        return None
-    record = _load_json(text, fail)
-    if record is None:
-        return None
+    Every problem goes through ``fail``; None means at least one was recorded.
+    """
     raw_messages = _messages_list(record, fail)
     if raw_messages is None:
         return None
-
+    failures = _Counter(fail)
     messages: list[dict[str, str]] = []
     weights: dict[int, int] = {}
     for index, raw_message in enumerate(raw_messages):
-        message = _check_message(index, raw_message, fail)
+        message = _check_message(index, raw_message, failures)
         if message is None:
             continue
         messages.append(message)
@@ -169,13 +158,13 @@ def _parse_line(line_number: int, raw_line: bytes, errors: list[LineError]) -> P
     # bad role would also show up as confusing follow-on shape errors.
     roles = [_valid_role(raw_message) for raw_message in raw_messages]
     if None not in roles:
-        _check_conversation_shape([role for role in roles if role is not None], fail)
-    if errors:
+        _check_conversation_shape([role for role in roles if role is not None], failures)
+    if failures.count:
         return None
-    return ParsedExample(line_number, messages, weights)
+    return messages, weights
 
 
-def _decode_line(raw_line: bytes, fail: Fail) -> str | None:
+def decode_line(raw_line: bytes, fail: Fail) -> str | None:
     try:
         return raw_line.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -184,7 +173,9 @@ def _decode_line(raw_line: bytes, fail: Fail) -> str | None:
         return None
 
 
-def _load_json(text: str, fail: Fail) -> dict[str, object] | None:
+def load_json_object(
+    text: str, fail: Fail, *, expected: str = 'an object with a "messages" key'
+) -> dict[str, object] | None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
@@ -199,7 +190,7 @@ def _load_json(text: str, fail: Fail) -> dict[str, object] | None:
         fail("", "invalid JSON: nested too deeply; expected one JSON object on each line")
         return None
     if not isinstance(value, dict):
-        fail("", f'found {_describe(value)}; expected an object with a "messages" key')
+        fail("", f"found {describe(value)}; expected {expected}")
         return None
     return value
 
@@ -210,7 +201,7 @@ def _messages_list(record: dict[str, object], fail: Fail) -> list[object] | None
         return None
     raw_messages = record["messages"]
     if not isinstance(raw_messages, list):
-        fail("messages", f"found {_describe(raw_messages)}; expected a list of messages")
+        fail("messages", f"found {describe(raw_messages)}; expected a list of messages")
         return None
     if not raw_messages:
         fail("messages", "found an empty list; expected at least one message")
@@ -222,7 +213,7 @@ def _check_message(index: int, raw: object, fail: Fail) -> dict[str, str] | None
     """Return the message's string fields if it is valid, else record why and return None."""
     path = f"messages[{index}]"
     if not isinstance(raw, dict):
-        fail(path, f"found {_describe(raw)}; expected an object with role and content")
+        fail(path, f"found {describe(raw)}; expected an object with role and content")
         return None
 
     counted_fail = _Counter(fail)
@@ -273,7 +264,7 @@ def _check_role(path: str, raw: dict[str, object], fail: Fail) -> str | None:
         return None
     role = raw["role"]
     if not isinstance(role, str):
-        fail(f"{path}.role", f"found {_describe(role)}; expected one of: {allowed}")
+        fail(f"{path}.role", f"found {describe(role)}; expected one of: {allowed}")
         return None
     if role not in ALLOWED_ROLES:
         fail(f"{path}.role", f"role {role!r} is not allowed; expected one of: {allowed}")
@@ -287,7 +278,7 @@ def _check_content(path: str, raw: dict[str, object], fail: Fail) -> str | None:
         return None
     content = raw["content"]
     if not isinstance(content, str):
-        fail(f"{path}.content", f"found {_describe(content)}; expected a non-empty string")
+        fail(f"{path}.content", f"found {describe(content)}; expected a non-empty string")
         return None
     if not content.strip():
         described = "an empty string" if not content else "only whitespace"
@@ -305,14 +296,14 @@ def _check_optional_keys(path: str, raw: dict[str, object], role: str | None, fa
                 f"unknown key {key!r}; a message may only have: {', '.join(known)}",
             )
     if "name" in raw and not isinstance(raw["name"], str):
-        fail(f"{path}.name", f"found {_describe(raw['name'])}; expected a string")
+        fail(f"{path}.name", f"found {describe(raw['name'])}; expected a string")
     if "weight" in raw:
         _check_weight(path, raw["weight"], role, fail)
 
 
 def _check_weight(path: str, weight: object, role: str | None, fail: Fail) -> None:
     if not _is_allowed_weight(weight):
-        fail(f"{path}.weight", f"found {_describe(weight)}; expected 0 or 1")
+        fail(f"{path}.weight", f"found {describe(weight)}; expected 0 or 1")
     elif role is not None and role != "assistant":
         fail(
             f"{path}.weight", f"found weight on a {role} message; only assistant messages take one"
@@ -338,7 +329,7 @@ def _check_conversation_shape(roles: list[str], fail: Fail) -> None:
         )
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
     """Say what a decoded JSON value is, in JSON's words: scalars by value, the rest by type."""
     if isinstance(value, dict):
         return "an object"

@@ -4,3 +4,14 @@ Each task takes ids, loads its rows and calls a service; the service owns the wo
 """
 
 from __future__ import annotations
+
+from celery import shared_task
+
+
+# acks_late: a worker lost mid-import gets the task redelivered; the import claims its batch
+# under a row lock, so a redelivery of a finished or running import does nothing.
+@shared_task(acks_late=True)
+def run_import(batch_id: int) -> None:
+    from .importing import import_batch_run
+
+    import_batch_run(batch_id=batch_id)

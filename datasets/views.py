@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -13,6 +15,15 @@ from ftportal.roles import Action, role_allows
 from providers.base import TrainingConfig
 from training.models import BaseModel
 
+from .formats import AUTO
+from .importing import (
+    ImportRequest,
+    examples_import_upload,
+    import_batch_create,
+    import_batch_start,
+    import_format_check,
+    needs_column_mapping,
+)
 from .models import Dataset, DatasetVersion, Example, ReviewAction
 from .selectors import (
     export_filename,
@@ -28,8 +39,6 @@ from .services import (
     assistant_answer,
     dataset_version_freeze,
     example_review,
-    examples_import_jsonl,
-    upload_read,
 )
 
 # The guide: start with 100 to 500 high-quality examples.
@@ -76,25 +85,43 @@ def dataset_detail(request: AppRequest, project_id: int, dataset_id: int) -> Htt
 @login_required
 @require_POST
 def dataset_import(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    """Small JSONL files import at once; CSV goes to the column mapping, big files to the worker."""
     context = _dataset_context(request, project_id, dataset_id, Action.IMPORT_EXAMPLES)
+    dataset = context["dataset"]
+    assert isinstance(dataset, Dataset)
     upload = request.FILES.get("file")
     if upload is None:
         context["import_error"] = "Choose a JSONL file to import."
         return _render_dataset(request, context, status=400)
+    filename = upload.name or "upload.jsonl"
     try:
-        outcome = examples_import_jsonl(
-            dataset=context["dataset"],  # type: ignore[arg-type]
-            data=upload_read(upload),
-            filename=upload.name or "upload.jsonl",
-            user=request.user,
+        requested = ImportRequest(
+            format=import_format_check(request.POST.get("format") or AUTO),
             valid_lines_only=request.POST.get("valid_lines_only") == "on",
+        )
+        if needs_column_mapping(filename=filename, requested_format=requested.format):
+            batch = import_batch_create(
+                dataset=dataset, upload=upload, user=request.user, request=requested
+            )
+            return redirect("import_mapping", project_id, batch.pk)
+        if (upload.size or 0) > settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES:
+            with transaction.atomic():
+                batch = import_batch_create(
+                    dataset=dataset, upload=upload, user=request.user, request=requested
+                )
+                import_batch_start(batch=batch)
+            return redirect("import_detail", project_id, batch.pk)
+        batch = examples_import_upload(
+            dataset=dataset, upload=upload, user=request.user, request=requested
         )
     except ImportRejected as rejected:
         context["import_error"] = rejected.message
         context["import_line_errors"] = rejected.extra.get("errors", [])
         return _render_dataset(request, context, status=400)
-    skipped = f", skipped {len(outcome.errors)} line(s) with errors" if outcome.errors else ""
-    batch = outcome.batch
+    except ApplicationError as error:
+        context["import_error"] = error.message
+        return _render_dataset(request, context, status=error.status_code)
+    skipped = f", skipped {len(batch.errors)} line(s) with errors" if batch.errors else ""
     messages.success(
         request, f"Imported {batch.imported_count} example(s) from {batch.filename}{skipped}."
     )

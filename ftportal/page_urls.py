@@ -1,5 +1,6 @@
 from django.urls import path
 
+from datasets import import_views as dataset_import_views
 from datasets import views as dataset_views
 from evaluation import views as evaluation_views
 from registry import views as registry_views
@@ -85,5 +86,15 @@ urlpatterns = [
         "projects/<int:project_id>/evaluations/<int:run_id>/",
         evaluation_views.eval_detail,
         name="eval_detail",
+    ),
+    path(
+        "projects/<int:project_id>/imports/<int:batch_id>/",
+        dataset_import_views.import_detail,
+        name="import_detail",
+    ),
+    path(
+        "projects/<int:project_id>/imports/<int:batch_id>/columns/",
+        dataset_import_views.import_mapping,
+        name="import_mapping",
     ),
 ]

@@ -109,10 +109,20 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "project_list"
 LOGOUT_REDIRECT_URL = "login"
 
-# Uploads larger than this are refused with a clear message rather than read into memory.
+# Form fields (not files) larger than this are refused rather than read into memory.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
-FTPORTAL_MAX_IMPORT_BYTES = int(os.environ.get("FTPORTAL_MAX_IMPORT_BYTES", 20 * 1024 * 1024))
+# Uploads: up to 1 GiB. Anything over 2.5 MB streams to a temporary file in the uploads folder
+# (never into memory), so the import can move it into place rather than copy it.
+FTPORTAL_MAX_IMPORT_BYTES = int(os.environ.get("FTPORTAL_MAX_IMPORT_BYTES", 1024**3))
+FTPORTAL_UPLOADS_DIR = Path(os.environ.get("FTPORTAL_UPLOADS_DIR", VAR_DIR / "uploads"))
+FTPORTAL_UPLOADS_DIR.mkdir(parents=True, exist_ok=True)
+FILE_UPLOAD_TEMP_DIR = str(FTPORTAL_UPLOADS_DIR)
+FILE_UPLOAD_MAX_MEMORY_SIZE = int(2.5 * 1024 * 1024)
+# Files up to this size import inside the request, for instant feedback; bigger ones in the
+# background with a progress bar. Both go through the same streaming import.
+FTPORTAL_SYNC_IMPORT_MAX_BYTES = int(
+    os.environ.get("FTPORTAL_SYNC_IMPORT_MAX_BYTES", 2 * 1024 * 1024)
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -151,6 +161,30 @@ CELERY_TASK_ROUTES = {
     "evaluation.tasks.*": {"queue": "inference"},
 }
 CELERY_TASK_ALWAYS_EAGER = False
+
+# The cache carries import progress from the worker to the page while the import's transaction
+# is still open (its rows are not visible yet). Redis when the broker is Redis; otherwise files,
+# which the web server and the worker on one machine share.
+_CACHE_KEY_PREFIX = "ftportal" + os.environ.get("FTPORTAL_TEST_RUN_ID", "")
+_REDIS_URL = os.environ.get("REDIS_URL") or (
+    CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
+if _REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _REDIS_URL,
+            "KEY_PREFIX": _CACHE_KEY_PREFIX,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "KEY_PREFIX": _CACHE_KEY_PREFIX,
+        }
+    }
 
 # Where models live: the base-model cache (safetensors) and trained adapters.
 FTPORTAL_MODEL_CACHE = Path(os.environ.get("FTPORTAL_MODEL_CACHE", VAR_DIR / "models"))

@@ -1,0 +1,456 @@
+"""Import services: store an upload, stream it into examples, in the request or in the worker.
+
+One streaming core (``_import_into``) does the work for both paths: small files import inside
+the request for instant feedback, big ones wait on disk and a Celery task imports them while the
+page polls the progress. Either way the examples of one file go in inside ONE transaction, so a
+file with errors stores nothing (unless the user asked for the valid lines only).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.core.files.move import file_move_safe
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+from django.utils import timezone
+
+from ftportal.errors import ApplicationError
+from ftportal.state import check_transition
+
+from .formats import (
+    ALL_FORMATS,
+    AUTO,
+    CSV,
+    CsvMapping,
+    FatalInput,
+    ImportOptions,
+    StreamParser,
+    check_csv_mapping,
+    csv_preview,
+)
+from .jsonl import ErrorCollector, LineError, ParsedExample
+from .models import IMPORT_TRANSITIONS, Dataset, Example, ImportBatch, ImportStatus
+from .services import ImportRejected
+
+logger = logging.getLogger(__name__)
+
+# Rows go to the database this many at a time: memory is bounded by the chunk, not the file.
+CHUNK_SIZE = 2000
+MAX_KEPT_ERRORS = 1000
+PROGRESS_TTL_S = 24 * 3600
+SPREADSHEET_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".csv.zip")
+
+# (bytes of the upload read, lines read, examples so far, errors so far)
+ProgressSink = Callable[[int, int, int, int], None]
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """What the user asked for, as stored in ``ImportBatch.options``."""
+
+    format: str = AUTO
+    valid_lines_only: bool = False
+    csv_mapping: CsvMapping | None = None
+
+    def as_options(self) -> dict[str, object]:
+        options: dict[str, object] = {
+            "format": self.format,
+            "valid_lines_only": self.valid_lines_only,
+        }
+        if self.csv_mapping is not None:
+            options["csv"] = self.csv_mapping.as_options()
+        return options
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> ImportRequest:
+        mapping = options.get("csv")
+        return cls(
+            format=str(options.get("format") or AUTO),
+            valid_lines_only=bool(options.get("valid_lines_only")),
+            csv_mapping=CsvMapping.from_options(mapping) if isinstance(mapping, dict) else None,
+        )
+
+
+def import_format_check(requested: str) -> str:
+    if requested not in (AUTO, *ALL_FORMATS):
+        raise ApplicationError(
+            f"format: {requested!r} is not a format; use one of: {', '.join((AUTO, *ALL_FORMATS))}",
+            extra={"field": "format"},
+        )
+    return requested
+
+
+def needs_column_mapping(*, filename: str, requested_format: str) -> bool:
+    return requested_format == CSV or (
+        requested_format == AUTO and filename.lower().endswith(SPREADSHEET_SUFFIXES)
+    )
+
+
+def upload_size_check(*, filename: str, size: int | None) -> None:
+    """Refuse a file over the import limit before reading a byte of it."""
+    limit = settings.FTPORTAL_MAX_IMPORT_BYTES
+    if size is not None and size > limit:
+        raise ApplicationError(
+            f"file: {filename} is {size} bytes, over the import limit of {limit} bytes.",
+            extra={"field": "file"},
+        )
+
+
+def _error_dicts(errors: list[LineError]) -> list[dict[str, object]]:
+    return [{"line": e.line, "field": e.field, "message": e.message} for e in errors]
+
+
+def _with_weights(parsed: ParsedExample) -> list[dict[str, object]]:
+    """Keep OpenAI's per-message ``weight`` (0 = do not train on this reply) with the message."""
+    return [
+        {**message, "weight": parsed.weights[index]} if index in parsed.weights else dict(message)
+        for index, message in enumerate(parsed.messages)
+    ]
+
+
+def _parse_options(request: ImportRequest) -> ImportOptions:
+    return ImportOptions(
+        format=request.format,
+        csv_mapping=request.csv_mapping,
+        max_bytes=settings.FTPORTAL_MAX_IMPORT_BYTES,
+    )
+
+
+@dataclass
+class _Counts:
+    valid: int = 0
+    inserted: int = 0
+    bad_lines: int = 0
+    last_bad_line: int = 0
+
+
+def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | None) -> None:
+    """The streaming core: parse ``raw`` into ``batch``, inserting in chunks.
+
+    Must run inside the caller's transaction; raises ``ImportRejected`` (so the caller's
+    transaction rolls back) when the file may not be imported. Fills in the batch's counts and
+    format, but does not save it.
+    """
+    request = ImportRequest.from_options(batch.options)
+    parser = StreamParser(raw, filename=batch.filename, options=_parse_options(request))
+    collector = ErrorCollector(MAX_KEPT_ERRORS)
+    counts = _Counts()
+    pending: list[Example] = []
+
+    def flush() -> None:
+        Example.objects.bulk_create(pending)
+        counts.inserted += len(pending)
+        pending.clear()
+        if progress is not None:
+            progress(parser.progress(), parser.rows, counts.inserted, _error_total(collector))
+
+    for event in parser.events():
+        if isinstance(event, LineError):
+            collector.extend([event])
+            if event.line > 0 and event.line != counts.last_bad_line:
+                counts.bad_lines += 1
+                counts.last_bad_line = event.line
+            continue
+        counts.valid += 1
+        # Once a line is bad an all-or-nothing import will be refused: keep reading to report
+        # every error, but stop writing rows that would be rolled back anyway.
+        if collector.kept and not request.valid_lines_only:
+            continue
+        pending.append(
+            Example(
+                dataset_id=batch.dataset_id,
+                messages=_with_weights(event),
+                metadata=event.metadata,
+                import_batch=batch,
+                source_line=event.line,
+            )
+        )
+        if len(pending) >= CHUNK_SIZE:
+            flush()
+    flush()
+
+    errors = collector.finish()
+    batch.format = parser.format if parser.format in ALL_FORMATS else batch.format
+    batch.bytes_read = batch.size_bytes or parser.progress()
+    batch.line_count = counts.valid + counts.bad_lines
+    batch.imported_count = counts.inserted
+    batch.errors = _error_dicts(errors)
+    _refuse_if_rejected(batch, errors, counts, request, fatal=parser.fatal)
+
+
+def _error_total(collector: ErrorCollector) -> int:
+    return len(collector.kept) + collector.omitted
+
+
+def _refuse_if_rejected(
+    batch: ImportBatch,
+    errors: list[LineError],
+    counts: _Counts,
+    request: ImportRequest,
+    *,
+    fatal: bool,
+) -> None:
+    name = batch.filename
+    extra = {"errors": batch.errors, "valid_lines": counts.valid}
+    if fatal:
+        raise ImportRejected(f"{name}: {errors[-1]}; nothing was imported.", extra=extra)
+    if errors and not (request.valid_lines_only and counts.inserted):
+        what = f"{counts.bad_lines} line(s) have errors" if counts.bad_lines else str(errors[0])
+        raise ImportRejected(f"{name}: {what}; nothing was imported.", extra=extra)
+    if not counts.inserted:
+        raise ImportRejected(f"{name}: no examples found; nothing was imported.", extra=extra)
+
+
+# --- inside the request ------------------------------------------------------------------------
+
+
+def examples_import_upload(
+    *,
+    dataset: Dataset,
+    upload: UploadedFile,
+    user: User,
+    request: ImportRequest,
+) -> ImportBatch:
+    """Import a small upload now; all-or-nothing unless ``valid_lines_only``.
+
+    On refusal nothing is stored, not even the batch row: the caller shows the errors at once.
+    """
+    filename = upload.name or "upload.jsonl"
+    upload_size_check(filename=filename, size=upload.size)
+    upload.seek(0)
+    with transaction.atomic():
+        batch = ImportBatch.objects.create(
+            dataset=dataset,
+            filename=filename,
+            uploaded_by=user,
+            status=ImportStatus.RUNNING,
+            size_bytes=upload.size or 0,
+            options=request.as_options(),
+        )
+        _import_into(batch, upload.file, progress=None)  # type: ignore[arg-type]
+        _finish(batch, ImportStatus.SUCCEEDED)
+    return batch
+
+
+def _finish(batch: ImportBatch, status: ImportStatus, failure: str = "") -> None:
+    check_transition(kind="import", current=batch.status, target=status, allowed=IMPORT_TRANSITIONS)
+    batch.status = status
+    batch.failure_message = failure
+    batch.finished_at = timezone.now()
+    batch.save()
+
+
+# --- in the background -------------------------------------------------------------------------
+
+
+def _stored_path_for(filename: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", filename)[-100:] or "upload"
+    directory = Path(settings.FTPORTAL_UPLOADS_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{uuid.uuid4().hex}-{safe}"
+
+
+def _store_upload(upload: UploadedFile, destination: Path) -> None:
+    """Move a spooled upload into place (a rename on one disk); write small ones in chunks."""
+    temporary_path = getattr(upload, "temporary_file_path", None)
+    if callable(temporary_path):
+        file_move_safe(temporary_path(), str(destination), allow_overwrite=False)
+        return
+    with destination.open("wb") as out:
+        for chunk in upload.chunks():
+            out.write(chunk)
+
+
+def import_batch_create(
+    *,
+    dataset: Dataset,
+    upload: UploadedFile,
+    user: User,
+    request: ImportRequest,
+) -> ImportBatch:
+    """Keep the upload on disk and record a queued import; ``import_batch_start`` queues it."""
+    filename = upload.name or "upload"
+    upload_size_check(filename=filename, size=upload.size)
+    destination = _stored_path_for(filename)
+    _store_upload(upload, destination)
+    try:
+        return ImportBatch.objects.create(
+            dataset=dataset,
+            filename=filename,
+            uploaded_by=user,
+            status=ImportStatus.QUEUED,
+            stored_path=str(destination),
+            size_bytes=destination.stat().st_size,
+            options=request.as_options(),
+        )
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+
+
+def import_preview(batch: ImportBatch, rows: int = 5) -> tuple[list[str], list[list[str]]]:
+    """The header and first rows of a stored CSV upload, for choosing the columns."""
+    try:
+        with open(batch.stored_path, "rb") as raw:
+            return csv_preview(
+                raw,
+                filename=batch.filename,
+                max_bytes=settings.FTPORTAL_MAX_IMPORT_BYTES,
+                rows=rows,
+            )
+    except FatalInput as fatal:
+        raise ApplicationError(f"{batch.filename}: {fatal.message}", extra={"field": "file"})
+    except FileNotFoundError:
+        raise ApplicationError(f"{batch.filename}: the upload is gone; upload it again.")
+
+
+def import_batch_set_mapping(*, batch: ImportBatch, mapping: CsvMapping) -> ImportBatch:
+    """Record the columns chosen for a stored CSV upload, checked against its header."""
+    if batch.status != ImportStatus.QUEUED:
+        raise ApplicationError(f"Import {batch.pk} has already started; the columns are fixed.")
+    header, _ = import_preview(batch, rows=0)
+    try:
+        check_csv_mapping(mapping, header)
+    except FatalInput as fatal:
+        raise ApplicationError(
+            f"{fatal.field_path.replace('_', ' ')}: {fatal.message}",
+            extra={"field": fatal.field_path},
+        )
+    batch.options = {**batch.options, "format": CSV, "csv": mapping.as_options()}
+    batch.save(update_fields=["options"])
+    return batch
+
+
+def import_batch_start(*, batch: ImportBatch) -> None:
+    """Import a stored upload: now when it is small, otherwise on the worker after commit."""
+    if batch.size_bytes <= settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES:
+        import_batch_run(batch_id=batch.pk)
+        return
+    from .tasks import run_import
+
+    batch_id = batch.pk
+    transaction.on_commit(lambda: run_import.delay(batch_id))
+
+
+def _progress_key(batch_id: int) -> str:
+    return f"import-progress:{batch_id}"
+
+
+def _publish_progress(batch_id: int) -> ProgressSink:
+    def publish(bytes_read: int, lines: int, imported: int, errors: int) -> None:
+        cache.set(
+            _progress_key(batch_id),
+            {"bytes_read": bytes_read, "lines": lines, "imported": imported, "errors": errors},
+            PROGRESS_TTL_S,
+        )
+
+    return publish
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    status: str
+    bytes_read: int
+    size_bytes: int
+    lines: int
+    imported: int
+    errors: int
+
+    @property
+    def percent(self) -> int:
+        if self.status == ImportStatus.SUCCEEDED:
+            return 100
+        return min(100, self.bytes_read * 100 // self.size_bytes) if self.size_bytes else 0
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (ImportStatus.SUCCEEDED, ImportStatus.FAILED)
+
+
+def import_progress(batch: ImportBatch) -> ImportProgress:
+    """What the page shows: the row once finished, the worker's live figures while it runs.
+
+    The rows being inserted are invisible outside the import's open transaction, so the live
+    figures travel through the cache.
+    """
+    live = cache.get(_progress_key(batch.pk)) if batch.status == ImportStatus.RUNNING else None
+    if isinstance(live, dict):
+        return ImportProgress(
+            status=batch.status,
+            bytes_read=int(live.get("bytes_read", 0)),
+            size_bytes=batch.size_bytes,
+            lines=int(live.get("lines", 0)),
+            imported=int(live.get("imported", 0)),
+            errors=int(live.get("errors", 0)),
+        )
+    return ImportProgress(
+        status=batch.status,
+        bytes_read=batch.bytes_read,
+        size_bytes=batch.size_bytes,
+        lines=batch.line_count,
+        imported=batch.imported_count,
+        errors=len(batch.errors),
+    )
+
+
+def _claim(batch_id: int) -> ImportBatch | None:
+    """Move a queued import to running; None when another delivery of the task got it first."""
+    with transaction.atomic():
+        batch = ImportBatch.objects.select_for_update().get(pk=batch_id)
+        if batch.status != ImportStatus.QUEUED:
+            return None
+        check_transition(
+            kind="import",
+            current=batch.status,
+            target=ImportStatus.RUNNING,
+            allowed=IMPORT_TRANSITIONS,
+        )
+        batch.status = ImportStatus.RUNNING
+        batch.save(update_fields=["status"])
+    return batch
+
+
+def import_batch_run(*, batch_id: int) -> ImportBatch:
+    """Stream a stored upload into the dataset in one transaction; record how it ended.
+
+    Runs in the worker for big files and in the request for small ones. The stored upload is
+    deleted when done, whatever the outcome.
+    """
+    batch = _claim(batch_id)
+    if batch is None:
+        return ImportBatch.objects.get(pk=batch_id)
+    publish = _publish_progress(batch.pk)
+    publish(0, 0, 0, 0)
+    try:
+        with open(batch.stored_path, "rb") as raw, transaction.atomic():
+            _import_into(batch, raw, progress=publish)
+            # Saved in the same transaction as the examples: both appear together or neither.
+            _finish(batch, ImportStatus.SUCCEEDED)
+    except ImportRejected as rejected:
+        _fail(batch_id, rejected.message, rejected.extra.get("errors", []))
+    except FileNotFoundError:
+        _fail(batch_id, f"{batch.filename}: the stored upload is gone; upload it again.", [])
+    except Exception as error:
+        logger.exception("import %s failed", batch_id)
+        _fail(batch_id, f"{batch.filename}: the import failed ({error}); nothing was imported.", [])
+    finally:
+        Path(batch.stored_path).unlink(missing_ok=True)
+        cache.delete(_progress_key(batch_id))
+    return ImportBatch.objects.get(pk=batch_id)
+
+
+def _fail(batch_id: int, message: str, errors: list[dict[str, object]]) -> None:
+    batch = ImportBatch.objects.get(pk=batch_id)
+    batch.errors = errors
+    batch.imported_count = 0
+    _finish(batch, ImportStatus.FAILED, failure=message)
