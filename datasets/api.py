@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.conf import settings
+from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -23,13 +25,33 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
-from .models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction, Split
+from .formats import ALL_FORMATS, AUTO, EXPORT_FORMATS, OPENAI_CHAT, CsvMapping
+from .importing import (
+    ImportRequest,
+    examples_import_upload,
+    import_batch_create,
+    import_batch_set_mapping,
+    import_batch_start,
+    import_progress,
+    needs_column_mapping,
+)
+from .models import (
+    Dataset,
+    DatasetVersion,
+    Example,
+    ExampleStatus,
+    ImportBatch,
+    ReviewAction,
+    Split,
+)
 from .selectors import (
     datasets_for_project,
+    export_content_type,
     export_filename,
     previous_version,
     status_counts,
     version_diff,
+    version_export_check,
     version_export_lines,
 )
 from .services import (
@@ -37,8 +59,6 @@ from .services import (
     dataset_create,
     dataset_version_freeze,
     example_review,
-    examples_import_jsonl,
-    upload_read,
 )
 
 JSONL_CONTENT_TYPE = "application/jsonl"
@@ -127,6 +147,23 @@ class LineErrorOutput(serializers.Serializer[Any]):
     message = serializers.CharField()
 
 
+class ImportOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    dataset = serializers.IntegerField(source="dataset_id")
+    filename = serializers.CharField()
+    format = serializers.CharField(help_text="The format the file was read as.")
+    status = serializers.CharField(help_text="queued, running, succeeded or failed.")
+    size_bytes = serializers.IntegerField()
+    line_count = serializers.IntegerField()
+    imported_count = serializers.IntegerField()
+    # Shadows Serializer.errors only for the type checker: DRF's metaclass moves declared
+    # fields off the class, so the serializer's own .errors still works.
+    errors = LineErrorOutput(many=True)  # type: ignore[assignment]
+    failure_message = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
 class ImportApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
@@ -136,24 +173,28 @@ class ImportApi(APIView):
             default=False,
             help_text="Import the valid lines and report the rest, instead of all-or-nothing.",
         )
-
-    class ImportOutput(serializers.Serializer[Any]):
-        id = serializers.IntegerField()
-        dataset = serializers.IntegerField(source="dataset_id")
-        filename = serializers.CharField()
-        line_count = serializers.IntegerField()
-        imported_count = serializers.IntegerField()
-        # Shadows Serializer.errors only for the type checker: DRF's metaclass moves declared
-        # fields off the class, so the serializer's own .errors still works.
-        errors = LineErrorOutput(many=True)  # type: ignore[assignment]
-        created_at = serializers.DateTimeField()
+        format = serializers.ChoiceField(
+            choices=[AUTO, *ALL_FORMATS],
+            default=AUTO,
+            help_text="auto detects JSONL formats from the first line and CSV from the name.",
+        )
+        input_column = serializers.CharField(required=False, default="")
+        output_column = serializers.CharField(required=False, default="")
+        system_column = serializers.CharField(required=False, default="", allow_blank=True)
+        system_prompt = serializers.CharField(required=False, default="", allow_blank=True)
+        metadata_columns = serializers.ListField(
+            child=serializers.CharField(), required=False, default=list
+        )
 
     @extend_schema(
         operation_id="datasets_imports_create",
-        summary="Import chat examples from a JSONL file",
+        summary="Import examples from a JSONL or CSV file (gzip or one-file zip allowed)",
         request={"multipart/form-data": ImportInput},
         responses={
             201: ImportOutput,
+            202: OpenApiResponse(
+                ImportOutput, description="A big file: queued; follow it at imports/{id}/."
+            ),
             400: OpenApiResponse(
                 description="The file had errors; error.errors lists each {line, field, message}."
             ),
@@ -166,15 +207,56 @@ class ImportApi(APIView):
         dataset = _dataset_in(project, dataset_id)
         payload = self.ImportInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        upload = payload.validated_data["file"]
-        outcome = examples_import_jsonl(
-            dataset=dataset,
-            data=upload_read(upload),
-            filename=upload.name or "upload.jsonl",
-            user=acting_user(request),
-            valid_lines_only=payload.validated_data["valid_lines_only"],
+        data = payload.validated_data
+        upload = data["file"]
+        filename = upload.name or "upload.jsonl"
+        mapping = None
+        if needs_column_mapping(filename=filename, requested_format=data["format"]):
+            mapping = CsvMapping(
+                input_column=data["input_column"],
+                output_column=data["output_column"],
+                system_column=data["system_column"],
+                system_prompt=data["system_prompt"],
+                metadata_columns=tuple(data["metadata_columns"]),
+            )
+        import_request = ImportRequest(
+            format=data["format"], valid_lines_only=data["valid_lines_only"], csv_mapping=mapping
         )
-        return Response(self.ImportOutput(outcome.batch).data, status=status.HTTP_201_CREATED)
+        user = acting_user(request)
+        if (upload.size or 0) <= settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES:
+            batch = examples_import_upload(
+                dataset=dataset, upload=upload, user=user, request=import_request
+            )
+            return Response(ImportOutput(batch).data, status=status.HTTP_201_CREATED)
+        with transaction.atomic():
+            batch = import_batch_create(
+                dataset=dataset, upload=upload, user=user, request=import_request
+            )
+            if mapping is not None:
+                import_batch_set_mapping(batch=batch, mapping=mapping)
+            import_batch_start(batch=batch)
+        return Response(ImportOutput(batch).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImportDetailApi(APIView):
+    class ImportProgressOutput(serializers.Serializer[Any]):
+        bytes_read = serializers.IntegerField()
+        lines = serializers.IntegerField()
+        imported = serializers.IntegerField()
+        errors = serializers.IntegerField()  # type: ignore[assignment]
+        percent = serializers.IntegerField()
+        finished = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="imports_retrieve",
+        summary="An import's status, live progress while it runs, and its errors when done",
+        responses=ImportOutput,
+    )
+    def get(self, request: Request, project_id: int, batch_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        batch = get_object_or_404(ImportBatch, pk=batch_id, dataset__project=project)
+        progress = self.ImportProgressOutput(import_progress(batch)).data
+        return Response({**ImportOutput(batch).data, "progress": progress})
 
 
 class ExampleOutput(serializers.Serializer[Any]):
@@ -413,12 +495,22 @@ class DatasetVersionExportApi(APIView):
             required=False,
             help_text="Only this split; both when left out.",
         )
+        format = serializers.ChoiceField(
+            choices=list(EXPORT_FORMATS),
+            required=False,
+            default=OPENAI_CHAT,
+            help_text="openai_chat (default), anthropic (system at the top level, no weights), "
+            "prompt_completion (single-turn only) or csv (input, ideal_output, system, split).",
+        )
 
     @extend_schema(
         operation_id="dataset_versions_export",
-        summary="Download the version as chat JSONL (one {messages: [...]} per line)",
+        summary="Download the version in a provider's format (default: OpenAI chat JSONL)",
         parameters=[ExportFilter],
-        responses={(200, JSONL_CONTENT_TYPE): OpenApiTypes.BINARY},
+        responses={
+            (200, JSONL_CONTENT_TYPE): OpenApiTypes.BINARY,
+            (200, "text/csv"): OpenApiTypes.BINARY,
+        },
     )
     def get(
         self, request: Request, project_id: int, version_id: int
@@ -428,11 +520,14 @@ class DatasetVersionExportApi(APIView):
         filters = self.ExportFilter(data=request.query_params)
         filters.is_valid(raise_exception=True)
         split = filters.validated_data.get("split")
+        fmt = filters.validated_data["format"]
+        version_export_check(version, split=split, fmt=fmt)
         # Streamed so a large version is never held in memory as one string.
         response = StreamingHttpResponse(
-            version_export_lines(version, split=split), content_type=JSONL_CONTENT_TYPE
+            version_export_lines(version, split=split, fmt=fmt),
+            content_type=export_content_type(fmt),
         )
         response["Content-Disposition"] = content_disposition_header(
-            as_attachment=True, filename=export_filename(version, split=split)
+            as_attachment=True, filename=export_filename(version, split=split, fmt=fmt)
         )
         return response

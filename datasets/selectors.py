@@ -9,8 +9,18 @@ from dataclasses import dataclass
 
 from django.db.models import Count, QuerySet
 
+from ftportal.errors import ApplicationError
 from ftportal.models import Project
 
+from .formats import (
+    CSV,
+    CSV_EXPORT_HEADER,
+    EXPORT_FORMATS,
+    EXPORT_REQUIREMENT,
+    OPENAI_CHAT,
+    csv_line,
+    export_line,
+)
 from .models import Dataset, DatasetVersion, DatasetVersionExample, Example, ExampleStatus
 
 
@@ -38,17 +48,77 @@ def version_items(
     return items.filter(split=split) if split else items
 
 
-def version_export_lines(version: DatasetVersion, *, split: str | None = None) -> Iterator[str]:
-    """Chat JSONL as the OpenAI fine-tuning format expects: one {"messages": [...]} per line."""
-    for item in version_items(version, split=split).iterator():
-        yield json.dumps({"messages": item.messages}, ensure_ascii=False) + "\n"
+def version_export_check(
+    version: DatasetVersion, *, split: str | None = None, fmt: str = OPENAI_CHAT
+) -> None:
+    """Refuse, before the download starts, a format that cannot hold some of the examples.
+
+    The message names the examples (by position in the version, and example id), so the user
+    can fix or drop them rather than receive a file that silently lacks them.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ApplicationError(
+            f"format: {fmt!r} is not an export format; use one of: {', '.join(EXPORT_FORMATS)}.",
+            extra={"field": "format"},
+        )
+    requirement = EXPORT_REQUIREMENT[fmt]
+    if requirement is None:
+        return
+    fits, why = requirement
+    refused = [
+        (position, example_id)
+        for position, example_id, messages in version_items(version, split=split)
+        .values_list("position", "example_id", "messages")
+        .iterator()
+        if not fits(messages)
+    ]
+    if refused:
+        shown = ", ".join(
+            f"#{position}" + (f" (example {example_id})" if example_id else "")
+            for position, example_id in refused[:MAX_NAMED_REFUSALS]
+        )
+        more = (
+            f" and {len(refused) - MAX_NAMED_REFUSALS} more"
+            if len(refused) > MAX_NAMED_REFUSALS
+            else ""
+        )
+        raise ApplicationError(
+            f"format: {why}; {len(refused)} example(s) of {version} do not fit: {shown}{more}.",
+            extra={"field": "format", "positions": [position for position, _ in refused]},
+        )
 
 
-def export_filename(version: DatasetVersion, *, split: str | None = None) -> str:
+MAX_NAMED_REFUSALS = 20
+
+
+def version_export_lines(
+    version: DatasetVersion, *, split: str | None = None, fmt: str = OPENAI_CHAT
+) -> Iterator[str]:
+    """The version in a provider's format, one line at a time; call version_export_check first.
+
+    OpenAI chat JSONL: one {"messages": [...]} per line. Anthropic: system at the top level.
+    Prompt/completion: single-turn. CSV: input, ideal_output, system, split with a header.
+    """
+    if fmt == CSV:
+        yield csv_line(CSV_EXPORT_HEADER)
+    items = version_items(version, split=split).values_list("messages", "split")
+    for messages, item_split in items.iterator(chunk_size=2000):
+        yield export_line(fmt, messages, item_split)
+
+
+def export_filename(
+    version: DatasetVersion, *, split: str | None = None, fmt: str = OPENAI_CHAT
+) -> str:
     """A download name safe for a Content-Disposition header, whatever the dataset is called."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", version.dataset.name).strip("_") or "dataset"
     suffix = f"-{split}" if split else ""
-    return f"{stem}-v{version.number}{suffix}.jsonl"
+    kind = "" if fmt == OPENAI_CHAT else f"-{fmt.replace('_', '-')}"
+    extension = "csv" if fmt == CSV else "jsonl"
+    return f"{stem}-v{version.number}{suffix}{kind}.{extension}"
+
+
+def export_content_type(fmt: str) -> str:
+    return "text/csv; charset=utf-8" if fmt == CSV else "application/jsonl"
 
 
 @dataclass(frozen=True)

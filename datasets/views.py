@@ -15,7 +15,7 @@ from ftportal.roles import Action, role_allows
 from providers.base import TrainingConfig
 from training.models import BaseModel
 
-from .formats import AUTO
+from .formats import AUTO, EXPORT_FORMATS, EXPORT_LABELS, OPENAI_CHAT
 from .importing import (
     ImportRequest,
     examples_import_upload,
@@ -26,11 +26,13 @@ from .importing import (
 )
 from .models import Dataset, DatasetVersion, Example, ReviewAction
 from .selectors import (
+    export_content_type,
     export_filename,
     next_pending_example,
     previous_version,
     status_counts,
     version_diff,
+    version_export_check,
     version_export_lines,
 )
 from .services import (
@@ -240,6 +242,7 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         "defaults": TrainingConfig(),
         "previous": previous,
         "changes": version_diff(previous, version) if previous else None,
+        "export_formats": [(fmt, EXPORT_LABELS[fmt]) for fmt in EXPORT_FORMATS],
     }
     return render(request, "datasets/version_detail.html", context)
 
@@ -270,9 +273,13 @@ def version_export(request: AppRequest, project_id: int, version_id: int) -> Str
     split = request.GET.get("split") or None
     if split not in (None, "train", "validation"):
         raise ApplicationError("split must be 'train' or 'validation'.")
+    fmt = request.GET.get("format") or OPENAI_CHAT
+    version_export_check(version, split=split, fmt=fmt)
+    # Streamed so a large version is never held in memory as one string.
     response = StreamingHttpResponse(
-        version_export_lines(version, split=split), content_type="application/jsonl"
+        version_export_lines(version, split=split, fmt=fmt),
+        content_type=export_content_type(fmt),
     )
-    filename = export_filename(version, split=split)
+    filename = export_filename(version, split=split, fmt=fmt)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

@@ -59,6 +59,11 @@ dataset_patterns = [
         datasets_api.DatasetVersionExportApi.as_view(),
         name="dataset_version_export",
     ),
+    path(
+        "imports/<int:batch_id>/",
+        datasets_api.ImportDetailApi.as_view(),
+        name="import_detail",
+    ),
 ]
 
 training_patterns = [
