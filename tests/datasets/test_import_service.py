@@ -1,0 +1,228 @@
+"""The streaming import: in the request and from a stored upload, all-or-nothing, file removed."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import override_settings
+
+from datasets.formats import CsvMapping
+from datasets.importing import (
+    CHUNK_SIZE,
+    ImportRequest,
+    examples_import_upload,
+    import_batch_create,
+    import_batch_run,
+    import_batch_set_mapping,
+    import_progress,
+)
+from datasets.models import Dataset, Example, ImportBatch, ImportStatus
+from datasets.services import ImportRejected
+from ftportal.errors import ApplicationError
+from ftportal.models import Project
+from ftportal.roles import Role
+
+pytestmark = pytest.mark.django_db
+
+
+def chat_line(n: int, **extra: object) -> dict[str, object]:
+    return {
+        "messages": [
+            {"role": "user", "content": f"question {n}"},
+            {"role": "assistant", "content": f"answer {n}"},
+        ],
+        **extra,
+    }
+
+
+def jsonl(*records: object) -> bytes:
+    return "".join(json.dumps(record) + "\n" for record in records).encode()
+
+
+@pytest.fixture
+def dataset(project: Project) -> Dataset:
+    return Dataset.objects.create(project=project, name="tickets")
+
+
+@pytest.fixture
+def lead(make_member: Callable[[Role], User]) -> User:
+    return make_member(Role.ML_LEAD)
+
+
+@pytest.fixture
+def uploads(tmp_path: Path):
+    with override_settings(FTPORTAL_UPLOADS_DIR=tmp_path):
+        yield tmp_path
+
+
+def stored(dataset: Dataset, user: User, data: bytes, name: str, **request: object) -> ImportBatch:
+    return import_batch_create(
+        dataset=dataset,
+        upload=SimpleUploadedFile(name, data),
+        user=user,
+        request=ImportRequest(**request),  # type: ignore[arg-type]
+    )
+
+
+def test_a_stored_upload_imports_in_chunks_with_metadata_and_is_deleted(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    count = CHUNK_SIZE * 2 + 7
+    data = jsonl(*(chat_line(n, metadata={"n": n}) for n in range(count)))
+    batch = stored(dataset, lead, data, "big.jsonl")
+    assert batch.status == ImportStatus.QUEUED
+    assert Path(batch.stored_path).read_bytes() == data
+
+    batch = import_batch_run(batch_id=batch.pk)
+
+    assert batch.status == ImportStatus.SUCCEEDED
+    assert (batch.imported_count, batch.line_count, batch.size_bytes) == (count, count, len(data))
+    assert batch.format == "openai_chat"
+    assert batch.finished_at is not None
+    assert Example.objects.filter(dataset=dataset).count() == count
+    last = Example.objects.get(dataset=dataset, source_line=count)
+    assert last.metadata == {"n": count - 1}
+    assert not Path(batch.stored_path).exists()
+    assert list(uploads.iterdir()) == []
+    progress = import_progress(batch)
+    assert (progress.percent, progress.imported, progress.finished) == (100, count, True)
+
+
+def test_a_bad_line_after_many_good_chunks_stores_no_example(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    data = jsonl(*(chat_line(n) for n in range(CHUNK_SIZE + 5))) + b"{broken\n"
+    batch = stored(dataset, lead, data, "late-error.jsonl")
+
+    batch = import_batch_run(batch_id=batch.pk)
+
+    assert batch.status == ImportStatus.FAILED
+    assert "1 line(s) have errors; nothing was imported" in batch.failure_message
+    assert batch.errors[0]["line"] == CHUNK_SIZE + 6
+    assert Example.objects.count() == 0
+    assert batch.imported_count == 0
+    assert list(uploads.iterdir()) == []
+
+
+def test_valid_lines_only_keeps_the_good_lines_of_a_stored_upload(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    data = jsonl(chat_line(1)) + b"[1]\n" + jsonl(chat_line(3))
+    batch = stored(dataset, lead, data, "mixed.jsonl", valid_lines_only=True)
+
+    batch = import_batch_run(batch_id=batch.pk)
+
+    assert batch.status == ImportStatus.SUCCEEDED
+    assert sorted(e.source_line or 0 for e in Example.objects.all()) == [1, 3]
+    assert [e["line"] for e in batch.errors] == [2]
+
+
+def test_a_second_run_of_the_same_batch_does_nothing(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    batch = stored(dataset, lead, jsonl(chat_line(1)), "once.jsonl")
+    import_batch_run(batch_id=batch.pk)
+
+    again = import_batch_run(batch_id=batch.pk)
+
+    assert again.status == ImportStatus.SUCCEEDED
+    assert Example.objects.count() == 1
+
+
+def test_a_csv_upload_imports_after_its_columns_are_chosen(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    data = b"ticket,category,team\nPrinter jammed,hardware,ops\nVPN down,network,it\n"
+    batch = stored(dataset, lead, data, "tickets.csv")
+    mapping = CsvMapping(
+        input_column="ticket",
+        output_column="category",
+        system_prompt="Classify.",
+        metadata_columns=("team",),
+    )
+
+    import_batch_set_mapping(batch=batch, mapping=mapping)
+    batch = import_batch_run(batch_id=batch.pk)
+
+    assert batch.status == ImportStatus.SUCCEEDED
+    assert batch.format == "csv"
+    assert batch.options["csv"]["input_column"] == "ticket"
+    first = Example.objects.get(source_line=2)
+    assert first.messages == [
+        {"role": "system", "content": "Classify."},
+        {"role": "user", "content": "Printer jammed"},
+        {"role": "assistant", "content": "hardware"},
+    ]
+    assert first.metadata == {"team": "ops"}
+
+
+def test_a_mapping_naming_an_unknown_column_is_refused_and_changes_nothing(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    batch = stored(dataset, lead, b"ticket,category\na,b\n", "t.csv")
+
+    with pytest.raises(ApplicationError, match="'label' is not in the header") as refused:
+        import_batch_set_mapping(
+            batch=batch, mapping=CsvMapping(input_column="ticket", output_column="label")
+        )
+
+    assert refused.value.extra["field"] == "output_column"
+    batch.refresh_from_db()
+    assert "csv" not in batch.options
+
+
+def test_an_in_request_import_that_fails_stores_not_even_the_batch(
+    dataset: Dataset, lead: User
+) -> None:
+    upload = SimpleUploadedFile("t.jsonl", jsonl(chat_line(1)) + b"\xff\n")
+
+    with pytest.raises(ImportRejected) as rejected:
+        examples_import_upload(dataset=dataset, upload=upload, user=lead, request=ImportRequest())
+
+    assert rejected.value.extra["errors"][0]["line"] == 2
+    assert ImportBatch.objects.count() == 0
+    assert Example.objects.count() == 0
+
+
+def test_an_in_request_gzip_import_works(dataset: Dataset, lead: User) -> None:
+    upload = SimpleUploadedFile("t.jsonl.gz", gzip.compress(jsonl(chat_line(1), chat_line(2))))
+
+    batch = examples_import_upload(
+        dataset=dataset, upload=upload, user=lead, request=ImportRequest()
+    )
+
+    assert batch.status == ImportStatus.SUCCEEDED
+    assert batch.imported_count == 2
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_stored(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    with (
+        override_settings(FTPORTAL_MAX_IMPORT_BYTES=10),
+        pytest.raises(ApplicationError, match="over the import limit of 10 bytes"),
+    ):
+        stored(dataset, lead, jsonl(chat_line(1)), "big.jsonl")
+
+    assert ImportBatch.objects.count() == 0
+    assert list(uploads.iterdir()) == []
+
+
+def test_an_archive_bomb_fails_the_import_and_stores_nothing(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    bomb = gzip.compress(jsonl(chat_line(1)) * 20_000)
+    batch = stored(dataset, lead, bomb, "bomb.jsonl.gz")
+
+    with override_settings(FTPORTAL_MAX_IMPORT_BYTES=200_000):
+        batch = import_batch_run(batch_id=batch.pk)
+
+    assert batch.status == ImportStatus.FAILED
+    assert "expands to more than 200000 bytes" in batch.failure_message
+    assert Example.objects.count() == 0
