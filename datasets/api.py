@@ -14,6 +14,7 @@ from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import renderers, serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -486,8 +487,19 @@ class JsonlRenderer(renderers.BaseRenderer):
         return (json.dumps(data, ensure_ascii=False) + "\n").encode()
 
 
+class _QueryFormatIsOurs:
+    """DRF reads ``?format=`` as a renderer override; on the export it names the file format."""
+
+    URL_FORMAT_OVERRIDE = None
+
+
+class ExportNegotiation(DefaultContentNegotiation):
+    settings = _QueryFormatIsOurs()  # type: ignore[assignment]
+
+
 class DatasetVersionExportApi(APIView):
     renderer_classes = [renderers.JSONRenderer, JsonlRenderer]
+    content_negotiation_class = ExportNegotiation
 
     class ExportFilter(serializers.Serializer[Any]):
         split = serializers.ChoiceField(
