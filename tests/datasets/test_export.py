@@ -32,7 +32,7 @@ def single(n: int) -> list[dict[str, object]]:
     ]
 
 
-MULTI = [
+MULTI: list[dict[str, object]] = [
     {"role": "user", "content": "Hi"},
     {"role": "assistant", "content": "Hello", "weight": 0},
     {"role": "user", "content": "Reset my password"},
@@ -149,7 +149,7 @@ def test_the_export_api_takes_format_and_split_and_refuses_unknown_formats(
 
     response = client.get(url, {"format": "anthropic", "split": "train"})
     assert response.status_code == 200
-    lines = b"".join(response.streaming_content).decode().splitlines()
+    lines = body(response).splitlines()
     assert len(lines) == version.train_count
     assert json.loads(lines[0])["system"] == SYSTEM
 
