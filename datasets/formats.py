@@ -232,7 +232,7 @@ class _TooLong:
 
 
 def bounded_lines(
-    stream: BinaryReader, *, max_line_bytes: int = MAX_LINE_BYTES
+    stream: BinaryReader, *, max_line_bytes: int = MAX_LINE_BYTES, keep_ends: bool = False
 ) -> Iterator[tuple[int, bytes | _TooLong]]:
     """Yield (1-based line number, line without its ending) reading at most one bounded line.
 
@@ -256,7 +256,7 @@ def bounded_lines(
                     break
             yield number, _TooLong(skipped)
             continue
-        yield number, line.removesuffix(b"\n").removesuffix(b"\r")
+        yield number, line if keep_ends else line.removesuffix(b"\n").removesuffix(b"\r")
 
 
 def _too_long_message(too_long: _TooLong, limit: int) -> str:
@@ -582,14 +582,16 @@ def csv_rows(
     state = {"line": 0}
 
     def text_lines() -> Iterator[str]:
-        for number, line in bounded_lines(reader, max_line_bytes=max_line_bytes):
+        # Line ends stay: a quoted cell may hold a CRLF that is part of the text.
+        lines = bounded_lines(reader, max_line_bytes=max_line_bytes, keep_ends=True)
+        for number, line in lines:
             state["line"] = number
             if on_line is not None:
                 on_line(number)
             if isinstance(line, _TooLong):
                 raise FatalInput(f"line {number}: {_too_long_message(line, max_line_bytes)}")
             try:
-                yield line.decode("utf-8") + "\n"
+                yield line.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise FatalInput(
                     f"line {number} is not valid UTF-8 (byte 0x{line[error.start]:02x} at"
@@ -721,7 +723,8 @@ def to_csv_row(messages: list[dict[str, object]], split: str) -> list[str]:
 
 def csv_line(cells: list[str]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(cells)
+    # CRLF as RFC 4180 says; it also makes the writer quote cells holding a lone \r.
+    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
     return buffer.getvalue()
 
 
