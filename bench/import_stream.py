@@ -108,9 +108,10 @@ def main() -> None:
 
     rates = {name: args.examples / statistics.median(t) for name, t in times.items()}
     for name in ("stream", "baseline"):
+        median = statistics.median(times[name])
         print(
-            f"{name:9s} {rates[name]:>10,.0f} examples/s  median {statistics.median(times[name]):.2f}"
-            f" s  peak Python memory {peaks[name] / 1e6:8.1f} MB"
+            f"{name:9s} {rates[name]:>10,.0f} examples/s  median {median:.2f} s"
+            f"  peak Python memory {peaks[name] / 1e6:8.1f} MB"
         )
     speed_ratio = rates["stream"] / rates["baseline"]
     memory_ratio = peaks["baseline"] / max(1, peaks["stream"])
