@@ -36,7 +36,7 @@ CATEGORIES = ["billing", "account", "bug", "feature_request"]
 
 def write_jsonl(path: Path, examples: int, *, compress: bool) -> None:
     opener = gzip.open if compress else open
-    with opener(path, "wt", encoding="utf-8") as out:  # type: ignore[operator]
+    with opener(path, "wt", encoding="utf-8") as out:
         for n in range(examples):
             category = CATEGORIES[n % len(CATEGORIES)]
             record = {
