@@ -30,6 +30,7 @@ from .formats import ALL_FORMATS, AUTO, EXPORT_FORMATS, OPENAI_CHAT, CsvMapping
 from .importing import (
     ImportRequest,
     examples_import_upload,
+    import_batch_abandon,
     import_batch_create,
     import_batch_set_mapping,
     import_batch_start,
@@ -229,12 +230,16 @@ class ImportApi(APIView):
                 dataset=dataset, upload=upload, user=user, request=import_request
             )
             return Response(ImportOutput(batch).data, status=status.HTTP_201_CREATED)
-        with transaction.atomic():
-            batch = import_batch_create(
-                dataset=dataset, upload=upload, user=user, request=import_request
-            )
-            if mapping is not None:
+        batch = import_batch_create(
+            dataset=dataset, upload=upload, user=user, request=import_request
+        )
+        if mapping is not None:
+            try:
                 import_batch_set_mapping(batch=batch, mapping=mapping)
+            except ApplicationError as error:
+                import_batch_abandon(batch=batch, message=error.message)
+                raise
+        with transaction.atomic():
             import_batch_start(batch=batch)
         return Response(ImportOutput(batch).data, status=status.HTTP_202_ACCEPTED)
 

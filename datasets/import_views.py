@@ -15,6 +15,7 @@ from ftportal.roles import Action
 from .formats import CsvMapping
 from .importing import (
     ImportRequest,
+    import_batch_abandon,
     import_batch_set_mapping,
     import_batch_start,
     import_preview,
@@ -57,8 +58,9 @@ def import_mapping(request: AppRequest, project_id: int, batch_id: int) -> HttpR
     try:
         header, rows = import_preview(batch, rows=PREVIEW_ROWS)
     except ApplicationError as error:
-        context["mapping_error"] = error.message
-        return render(request, "datasets/import_mapping.html", context, status=400)
+        # No columns to choose from: the import cannot go on, so it ends here, with the reason.
+        import_batch_abandon(batch=batch, message=f"{error.message} Nothing was imported.")
+        return redirect("import_detail", project_id, batch.pk)
     chosen = ImportRequest.from_options(batch.options).csv_mapping or _guess_mapping(header)
     context.update({"header": header, "rows": rows, "chosen": chosen})
     if request.method != "POST":

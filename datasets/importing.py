@@ -331,6 +331,16 @@ def import_batch_set_mapping(*, batch: ImportBatch, mapping: CsvMapping) -> Impo
     return batch
 
 
+def import_batch_abandon(*, batch: ImportBatch, message: str) -> ImportBatch:
+    """A stored upload whose header cannot be read: fail the import and drop the file."""
+    with transaction.atomic():
+        batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status == ImportStatus.QUEUED:
+            _finish(batch, ImportStatus.FAILED, failure=message)
+    Path(batch.stored_path).unlink(missing_ok=True)
+    return batch
+
+
 def import_batch_start(*, batch: ImportBatch) -> None:
     """Import a stored upload: now when it is small, otherwise on the worker after commit."""
     if batch.size_bytes <= settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES:

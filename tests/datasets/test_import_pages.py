@@ -350,3 +350,49 @@ def test_a_manager_may_not_import_through_the_api_and_nothing_changes(
 
     assert response.status_code == 403
     assert ImportBatch.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "file is empty"),
+        (b"ticket,caf\xe9\nx,y\n", "line 1 is not valid UTF-8 (byte 0xe9"),
+        (b"ticket,ticket\nx,y\n", "names column 'ticket' twice"),
+    ],
+    ids=["empty", "not-utf8", "duplicate-column"],
+)
+def test_a_csv_whose_header_cannot_be_read_fails_with_the_reason(
+    client: Client, dataset: Dataset, lead: User, uploads: Path, data: bytes, reason: str
+) -> None:
+    client.force_login(lead)
+    post_file(client, dataset, "bad.csv", data)
+    [batch] = ImportBatch.objects.all()
+
+    response = client.get(mapping_url(batch), follow=True)
+
+    assert reason in text(response)
+    assert "Nothing was imported." in text(response)
+    batch.refresh_from_db()
+    assert batch.status == ImportStatus.FAILED
+    assert list(uploads.iterdir()) == []
+    assert Example.objects.count() == 0
+
+
+@override_settings(FTPORTAL_SYNC_IMPORT_MAX_BYTES=0)
+def test_the_api_refuses_a_big_csv_with_a_wrong_column_and_keeps_no_upload(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    response = api_import(
+        token_client(lead),
+        dataset,
+        "tickets.csv",
+        CSV_FILE,
+        input_column="ticket",
+        output_column="label",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "output_column"
+    assert ImportBatch.objects.get().status == ImportStatus.FAILED
+    assert list(uploads.iterdir()) == []
+    assert Example.objects.count() == 0
