@@ -488,6 +488,10 @@ class StreamParser:
                 yield from errors
                 continue
             messages, weights = parsed
+            _check_storable(messages, metadata, fail)
+            if errors:
+                yield from errors
+                continue
             yield ParsedExample(number, messages, weights, metadata)
         if not seen_content:
             yield LineError(0, "", "file is empty")
@@ -531,6 +535,21 @@ class StreamParser:
         self.rows = line
 
 
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored; remove it"
+
+
+def _check_storable(
+    messages: list[dict[str, str]], metadata: dict[str, object], fail: Fail
+) -> None:
+    """Postgres cannot store NUL in text or JSON; say where it is instead of failing later."""
+    for index, message in enumerate(messages):
+        for key, value in message.items():
+            if "\x00" in value:
+                fail(f"messages[{index}].{key}", NUL_MESSAGE)
+    if metadata and "\\u0000" in json.dumps(metadata):
+        fail("metadata", NUL_MESSAGE)
+
+
 def _collecting(number: int, errors: list[LineError]) -> Fail:
     def fail(field_path: str, message: str) -> None:
         errors.append(LineError(number, field_path, message))
@@ -566,6 +585,10 @@ def _csv_example(
     if system.strip():
         messages.insert(0, {"role": "system", "content": system})
     metadata: dict[str, object] = {name: row[index[name]] for name in mapping.metadata_columns}
+    _check_storable(messages, metadata, fail)
+    if errors:
+        yield from errors
+        return
     yield ParsedExample(number, messages, {}, metadata)
 
 

@@ -8,6 +8,7 @@ file with errors stores nothing (unless the user asked for the valid lines only)
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -21,7 +22,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.core.files.move import file_move_safe
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from ftportal.errors import ApplicationError
@@ -145,10 +146,10 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
     parser = StreamParser(raw, filename=batch.filename, options=_parse_options(request))
     collector = ErrorCollector(MAX_KEPT_ERRORS)
     counts = _Counts()
-    pending: list[Example] = []
+    pending: list[ParsedExample] = []
 
     def flush() -> None:
-        Example.objects.bulk_create(pending)
+        _insert_examples(batch, pending)
         counts.inserted += len(pending)
         pending.clear()
         if progress is not None:
@@ -166,15 +167,7 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
         # every error, but stop writing rows that would be rolled back anyway.
         if collector.kept and not request.valid_lines_only:
             continue
-        pending.append(
-            Example(
-                dataset_id=batch.dataset_id,
-                messages=_with_weights(event),
-                metadata=event.metadata,
-                import_batch=batch,
-                source_line=event.line,
-            )
-        )
+        pending.append(event)
         if len(pending) >= CHUNK_SIZE:
             flush()
     flush()
@@ -186,6 +179,52 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
     batch.imported_count = counts.inserted
     batch.errors = _error_dicts(errors)
     _refuse_if_rejected(batch, errors, counts, request, fatal=parser.fatal)
+
+
+# The fields that differ from row to row; every other column takes one value for the chunk.
+_ROW_FIELDS = ("messages", "metadata", "source_line")
+
+
+def _insert_examples(batch: ImportBatch, parsed: list[ParsedExample]) -> None:
+    """Insert a chunk of new examples; on Postgres with COPY, several times faster than INSERT.
+
+    The columns come from the model, so a field added later is copied too, with the value a new
+    Example would get (its default, auto_now timestamps), prepared by the field as for a save.
+    """
+    if not parsed:
+        return
+    if connection.vendor != "postgresql":
+        Example.objects.bulk_create(
+            Example(
+                dataset_id=batch.dataset_id,
+                messages=_with_weights(example),
+                metadata=example.metadata,
+                import_batch=batch,
+                source_line=example.line,
+            )
+            for example in parsed
+        )
+        return
+    template = Example(dataset_id=batch.dataset_id, import_batch=batch)
+    fields = [field for field in Example._meta.concrete_fields if not field.primary_key]
+    shared = {
+        field.name: field.get_db_prep_save(field.pre_save(template, add=True), connection)
+        for field in fields
+        if field.name not in _ROW_FIELDS
+    }
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(field.column)) for field in fields)
+    sql = f"COPY {quote(Example._meta.db_table)} ({columns}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for example in parsed:
+            # COPY's text format takes JSON as its text; Postgres parses it into jsonb.
+            row: dict[str, object] = {
+                **shared,
+                "messages": json.dumps(_with_weights(example), ensure_ascii=False),
+                "metadata": json.dumps(example.metadata, ensure_ascii=False),
+                "source_line": example.line,
+            }
+            copy.write_row([row[field.name] for field in fields])
 
 
 def _error_total(collector: ErrorCollector) -> int:

@@ -367,3 +367,18 @@ def test_a_truncated_gzip_is_a_clear_error() -> None:
     report = parse(gzip.compress(LINES)[:-12], filename="cut.jsonl.gz")
 
     assert "corrupt or truncated" in report.errors[-1].message
+
+
+def test_a_nul_character_is_refused_naming_the_field() -> None:
+    data = jsonl(
+        {"prompt": "a\u0000b", "completion": "c"},
+        {"prompt": "a", "completion": "c", "metadata": {"k": "x\u0000"}},
+    )
+
+    report = parse(data)
+
+    assert [(e.line, e.field) for e in report.errors] == [
+        (1, "messages[0].content"),
+        (2, "metadata"),
+    ]
+    assert "NUL character" in report.errors[0].message

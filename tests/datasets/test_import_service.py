@@ -226,3 +226,27 @@ def test_an_archive_bomb_fails_the_import_and_stores_nothing(
     assert batch.status == ImportStatus.FAILED
     assert "expands to more than 200000 bytes" in batch.failure_message
     assert Example.objects.count() == 0
+
+
+TRICKY = 'tab\there, "quotes", back\\slash \\N, new\nline, crlf\r\n, ünïcødé ✓ 🎉'
+
+
+def test_awkward_text_is_stored_exactly(dataset: Dataset, lead: User, uploads: Path) -> None:
+    record = {
+        "messages": [
+            {"role": "system", "content": TRICKY},
+            {"role": "user", "content": TRICKY, "name": "tab\tname"},
+            {"role": "assistant", "content": TRICKY, "weight": 1},
+        ],
+        "metadata": {"note": TRICKY, "nested": {"list": [1, None, True]}},
+    }
+    batch = stored(dataset, lead, jsonl(record), "tricky.jsonl")
+
+    import_batch_run(batch_id=batch.pk)
+
+    example = Example.objects.get(dataset=dataset)
+    assert example.messages == record["messages"]
+    assert example.metadata == record["metadata"]
+    assert example.status == "pending"
+    assert example.revision == 0
+    assert example.import_batch_id == batch.pk
