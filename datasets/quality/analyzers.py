@@ -145,6 +145,9 @@ class _UnionFind:
 
     def union(self, left: int, right: int) -> None:
         a, b = self.find(left), self.find(right)
+        # Roots are recorded too, so clusters() sees every member.
+        self.parent.setdefault(a, a)
+        self.parent.setdefault(b, b)
         if a != b:
             self.parent[max(a, b)] = min(a, b)
 
@@ -334,6 +337,7 @@ _PHONE = re.compile(
     r"\d{2,4}(?:[ .-]\d{2,5}){1,4}(?![\w.-]?\d)"
     r"|(?<![\w+])\+\d{8,15}(?!\d)"
 )
+_SSN_SHAPE = re.compile(r"^\d{3}-\d{2}-\d{4}$")  # SSN-shaped but invalid: not a phone either
 _DOTTED_QUAD = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _DATE = re.compile(r"^\d{4}[-./]\d{1,2}[-./]\d{1,2}$|^\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$")
 
@@ -407,7 +411,7 @@ def find_pii(text: str) -> list[PiiMatch]:
         least = 8 if value.startswith("+") else 9
         if not free(match.start(), match.end()) or not least <= digit_count <= 15:
             continue
-        if _DOTTED_QUAD.match(value) or _DATE.match(value):
+        if _DOTTED_QUAD.match(value) or _DATE.match(value) or _SSN_SHAPE.match(value):
             continue
         add(PII_PHONE, match, f"phone number {_mask(re.sub(r'[^0-9+]', '', value))}")
     return found

@@ -13,6 +13,7 @@ prompt and its short answers thousands of times) with the libraries' batch encod
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
@@ -293,7 +294,10 @@ def _tiktoken_encoding(name: str) -> Any:
     path = bundled_bpe_dir() / spec.bpe_file
     if not path.is_file():
         raise TokenizerUnavailable(f"the BPE file for {name} is missing: {path}")
-    # A local path is read directly; the hash check guards against a wrong or damaged file.
+    # tiktoken checks the hash only when it caches (not with TIKTOKEN_CACHE_DIR=""), so the
+    # file is checked here too: a wrong or damaged file must never give wrong counts.
+    if hashlib.sha256(path.read_bytes()).hexdigest() != spec.expected_hash:
+        raise TokenizerUnavailable(f"Hash mismatch for {path}: not tiktoken's {name} ranks")
     ranks = load_tiktoken_bpe(str(path), expected_hash=spec.expected_hash)
     return tiktoken.Encoding(
         name=name,
