@@ -129,13 +129,27 @@ class DuplicateFixApi(APIView):
         return Response(self.FixOutput({"rejected": rejected}).data)
 
 
+class ReadinessOutput(serializers.Serializer[Any]):
+    examples = serializers.IntegerField()
+    band = serializers.ChoiceField(choices=["insufficient", "recommended_start", "fine"])
+    label = serializers.CharField(help_text='In the guide\'s words, e.g. "insufficient data".')
+    advice = serializers.CharField()
+    validation_split = serializers.JSONField(help_text="present, train, validation, fraction")
+    base_model = serializers.CharField(help_text="Whose tokenizer and context length were used.")
+    tokens = serializers.JSONField(help_text="Prompt/answer token stats, tokens per epoch, cost.")
+    findings = serializers.JSONField(help_text="Per kind: examples, severity, label.")
+    examples_with_errors = serializers.IntegerField()
+    examples_with_findings = serializers.IntegerField()
+    computed_at = serializers.CharField()
+
+
 class VersionReadinessApi(APIView):
     @extend_schema(
         operation_id="dataset_versions_readiness",
         summary="Readiness report: size against the guide's bands, split, tokens, findings",
-        responses=serializers.JSONField(),
+        responses=ReadinessOutput,
     )
     def get(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         version = get_object_or_404(DatasetVersion, pk=version_id, dataset__project=project)
-        return Response(dataset_version_readiness(version=version))
+        return Response(ReadinessOutput(dataset_version_readiness(version=version)).data)
