@@ -56,7 +56,11 @@ def test_openai_counts_match_tiktoken_and_the_cookbook_overhead(name):
     assert counter.lengths(SAMPLES).tolist() == [len(encoding.encode(t)) for t in SAMPLES]
     conversation = convo(SAMPLES[0], SAMPLES[1])
     counted = count_conversations([conversation], counter)
-    expected = 3 + sum(3 + len(encoding.encode(m["content"])) for m in conversation)
+    # The cookbook: 3 per message, plus the tokens of every value (role and content), plus 3.
+    expected = 3 + sum(
+        3 + len(encoding.encode(m["role"])) + len(encoding.encode(m["content"]))
+        for m in conversation
+    )
     assert counted.total[0] == expected
     assert counted.answer[0] == len(encoding.encode(SAMPLES[1]))
 
