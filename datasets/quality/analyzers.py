@@ -394,17 +394,17 @@ def find_pii(text: str) -> list[PiiMatch]:
     if "@" in text:
         for match in _EMAIL.finditer(text):
             user, _, domain = match.group().partition("@")
-            add(PII_EMAIL, match, f"e-mail address {user[:1]}***@{domain}")
+            add(PII_EMAIL, match, f"an e-mail address {user[:1]}***@{domain}")
     for match in _IBAN.finditer(text):
         if free(match.start(), match.end()) and iban_valid(match.group()):
-            add(PII_ID, match, f"IBAN {match.group()[:2]}{_mask(match.group().replace(' ', ''))}")
+            add(PII_ID, match, f"an IBAN {_mask(match.group().replace(' ', ''))}")
     for match in _CARD.finditer(text):
         digits = re.sub(r"\D", "", match.group())
         if free(match.start(), match.end()) and 13 <= len(digits) <= 19 and luhn_valid(digits):
-            add(PII_CARD, match, f"payment card number {_mask(digits)}")
+            add(PII_CARD, match, f"a payment card number {_mask(digits)}")
     for match in _SSN.finditer(text):
         if free(match.start(), match.end()):
-            add(PII_ID, match, f"SSN-like number {_mask(match.group())}")
+            add(PII_ID, match, f"an SSN-like number {_mask(match.group())}")
     for match in _PHONE.finditer(text):
         value = match.group()
         digit_count = sum(ch.isdigit() for ch in value)
@@ -413,7 +413,7 @@ def find_pii(text: str) -> list[PiiMatch]:
             continue
         if _DOTTED_QUAD.match(value) or _DATE.match(value) or _SSN_SHAPE.match(value):
             continue
-        add(PII_PHONE, match, f"phone number {_mask(re.sub(r'[^0-9+]', '', value))}")
+        add(PII_PHONE, match, f"a phone number {_mask(re.sub(r'[^0-9+]', '', value))}")
     return found
 
 
@@ -440,7 +440,7 @@ def personal_data(conversations: Sequence[object]) -> list[Issue]:
                     index,
                     kind,
                     WARNING,
-                    f"messages[{position}].content: contains a {description}{more}; remove "
+                    f"messages[{position}].content: contains {description}{more}; remove "
                     "or mask personal data before training",
                 )
             )

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -118,22 +120,69 @@ class TemplateCost:
 
 @dataclass(frozen=True)
 class TokenCounter:
-    """Counts tokens of many strings at once; ``name`` says which tokenizer it is."""
+    """Counts tokens of many strings at once; ``name`` says which tokenizer it is.
+
+    ``word_additive`` says the tokenizer never lets a token cross a single space that sits
+    between two non-space characters (true of GPT-2-style byte-level BPE and of tiktoken's
+    cl100k/o200k patterns: every pre-token that holds a space starts with it). Then a text's
+    count is the sum of its space-separated words' counts, and a corpus has far fewer
+    distinct words than texts, so each distinct word is encoded once.
+    """
 
     name: str
     encode_lengths: Callable[[list[str]], list[int]]
     template: TemplateCost
+    word_additive: bool = False
 
     def lengths(self, texts: Sequence[str]) -> np.ndarray:
-        """Token count of each text, encoding every distinct text once."""
+        """Token count of each text, encoding every distinct text (or word) once."""
         positions: dict[str, int] = {}
         index = np.fromiter(
             (positions.setdefault(text, len(positions)) for text in texts),
             dtype=np.int64,
             count=len(texts),
         )
-        unique_lengths = np.asarray(self.encode_lengths(list(positions)), dtype=np.int64)
+        unique = list(positions)
+        counts = self._word_lengths(unique) if self.word_additive else self.encode_lengths(unique)
+        unique_lengths = np.asarray(counts, dtype=np.int64)
         return unique_lengths[index] if len(texts) else np.zeros(0, dtype=np.int64)
+
+    def _word_lengths(self, texts: list[str]) -> list[int]:
+        # A text with a space next to other whitespace, or at either end, is encoded whole:
+        # there a space may belong to a whitespace token rather than start the next word.
+        whole = [
+            text
+            for text in texts
+            if text[:1] == " " or text[-1:] == " " or _SPACE_BESIDE_WHITESPACE.search(text)
+        ]
+        first_words: set[str] = set()
+        later_words: set[str] = set()
+        for text in texts:
+            words = text.split(" ")
+            first_words.add(words[0])
+            later_words.update(words[1:])
+        first_list = list(first_words)
+        later_list = list(later_words)
+        encoded = self.encode_lengths([*whole, *first_list, *(" " + word for word in later_list)])
+        whole_counts = dict(zip(whole, encoded[: len(whole)], strict=True))
+        first_counts = dict(
+            zip(first_list, encoded[len(whole) : len(whole) + len(first_list)], strict=True)
+        )
+        later_counts = dict(zip(later_list, encoded[len(whole) + len(first_list) :], strict=True))
+        result: list[int] = []
+        for text in texts:
+            known = whole_counts.get(text)
+            if known is not None:
+                result.append(known)
+                continue
+            words = text.split(" ")
+            result.append(first_counts[words[0]] + sum(map(later_counts.__getitem__, words[1:])))
+        return result
+
+
+# A space beside another whitespace character (Python's \s is a superset of the tokenizers'
+# whitespace classes, so this errs towards encoding a text whole).
+_SPACE_BESIDE_WHITESPACE = re.compile(r"[ ]\s|\s[ ]")
 
 
 @dataclass(frozen=True)
@@ -223,11 +272,29 @@ def _local_counter(model_dir: str) -> TokenCounter:
             len(encoding) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)
         ]
 
+    word_additive = _byte_level_without_prefix_space(path)
     template_path = Path(model_dir) / "chat_template.jinja"
     template = template_path.read_text() if template_path.is_file() else CHATML_TEMPLATE
     cost = measure_template_cost(template, encode_lengths)
     return TokenCounter(
-        name=f"local:{Path(model_dir).name}", encode_lengths=encode_lengths, template=cost
+        name=f"local:{Path(model_dir).name}",
+        encode_lengths=encode_lengths,
+        template=cost,
+        word_additive=word_additive,
+    )
+
+
+def _byte_level_without_prefix_space(tokenizer_json: Path) -> bool:
+    """Whether the tokenizer splits text the GPT-2 way (byte-level regex, no prefix space, no
+    normalizer), the case in which counts add up over space-separated words."""
+    config = json.loads(tokenizer_json.read_text())
+    pre = config.get("pre_tokenizer") or {}
+    return (
+        config.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex") is True
+        and pre.get("add_prefix_space") is False
+        and not any(" " in token.get("content", "") for token in config.get("added_tokens", []))
     )
 
 
@@ -335,7 +402,10 @@ def tiktoken_counter(name: str) -> TokenCounter:
         per_conversation=OPENAI_REPLY_PRIMING,
         per_name=OPENAI_TOKENS_PER_NAME,
     )
-    return TokenCounter(name=f"tiktoken:{name}", encode_lengths=encode_lengths, template=cost)
+    # cl100k_base's and o200k_base's patterns only ever put a space at the start of a token.
+    return TokenCounter(
+        name=f"tiktoken:{name}", encode_lengths=encode_lengths, template=cost, word_additive=True
+    )
 
 
 def counter_for(*, tokenizer: str, model_dir: Path) -> TokenCounter:

@@ -165,7 +165,7 @@ def test_luhn():
 def test_personal_data_findings_name_the_field_and_mask_the_value():
     result = run([convo("I'm jane@example.com, card 4111111111111111", "ok thanks")])
     messages = {i.kind: i.message for i in result.issues}
-    assert messages[PII_EMAIL].startswith("messages[1].content: contains a e-mail address j***@")
+    assert messages[PII_EMAIL].startswith("messages[1].content: contains an e-mail address j***@")
     assert "4111111111111111" not in messages[PII_CARD]
     assert messages[PII_CARD].endswith("before training")
 

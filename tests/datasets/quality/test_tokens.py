@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from datasets.quality import tokens
@@ -141,3 +143,50 @@ def test_repeated_texts_are_encoded_once():
 
 def test_tiktoken_is_the_installed_version_we_read_constants_from():
     assert tiktoken.__version__.startswith("0.")
+
+
+TRICKY = [
+    "plain words here",
+    " leading space",
+    "trailing space ",
+    "double  space",
+    "tab\t and  newline \n here",
+    "don't you'll we've I'm",
+    "numbers 1234567 and 3.14 and -42",
+    "punctuation!! (yes) [no] {maybe}, ok...",
+    "Subject: refund\n\nHi team,\n\nPlease refund.\n\nThanks,\nAmara",
+    "unicode café naïve 日本語 テスト emoji 🎉🎉 done",
+    "nbsp\u00a0here and\u2003em space",
+    "<|im_start|>user special token <|im_end|> inside",
+    "a\r\nwindows\r\nlines",
+    "",
+    " ",
+    "x",
+]
+
+
+@pytest.fixture(scope="module")
+def counters(local):
+    return [local, tiktoken_counter("o200k_base"), tiktoken_counter("cl100k_base")]
+
+
+def whole_text_lengths(counter, texts):
+    return [counter.encode_lengths([text])[0] for text in texts]
+
+
+def test_counting_by_words_equals_encoding_whole_texts(counters):
+    for counter in counters:
+        assert counter.word_additive, counter.name
+        assert counter.lengths(TRICKY).tolist() == whole_text_lengths(counter, TRICKY), counter.name
+
+
+ALPHABET = "ab Z9'.,!-\n\t \u00a0é日🎉<|>_"
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(texts=st.lists(st.text(alphabet=ALPHABET, max_size=40), min_size=1, max_size=8))
+def test_counting_by_words_is_exact_for_any_text(counters, texts):
+    for counter in counters:
+        assert counter.lengths(texts).tolist() == whole_text_lengths(counter, texts), counter.name
