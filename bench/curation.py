@@ -403,7 +403,9 @@ def baseline_validate_and_count(
     return issues, totals
 
 
-def ours_validate_and_count(conversations, counter, context_window):
+def ours_validate_and_count(
+    conversations: Sequence[Any], counter: Any, context_window: int
+) -> tuple[set[tuple[int, str]], list[int]]:
     from datasets.quality.tokens import count_conversations
     from datasets.quality.validation import validate_conversations
 
@@ -414,7 +416,7 @@ def ours_validate_and_count(conversations, counter, context_window):
     return {(i.index, i.kind) for i in issues}, tokens.total.tolist()
 
 
-def duplicates(conversations):
+def duplicates(conversations: Sequence[Any]) -> tuple[list[Any], list[Any], int]:
     from datasets.quality import analyzers
 
     parts = analyzers.split_parts(conversations)
@@ -518,29 +520,29 @@ def run(args: argparse.Namespace, data: bytes, injected: dict[str, int]) -> None
         encode = _single_encoder(counter, name, settings)
         ours_times: list[float] = []
         base_times: list[float] = []
+
+        def ours(counter: Any = counter) -> tuple[set[tuple[int, str]], list[int]]:
+            return ours_validate_and_count(conversations, counter, args.context_window)
+
+        def base(
+            counter: Any = counter, encode: Any = encode, name: str = name
+        ) -> tuple[set[tuple[int, str]], list[int]]:
+            return baseline_validate_and_count(
+                conversations,
+                encode,
+                counter.template,
+                args.context_window,
+                encode_roles=name != "local",
+            )
+
         for repeat in range(args.repeats):
-            order = [("ours", None), ("base", None)]
-            if repeat % 2:
-                order.reverse()
-            for which, _ in order:
+            # Alternate which goes first, so background load hits both alike.
+            for which in ("ours", "base") if repeat % 2 == 0 else ("base", "ours"):
                 if which == "ours":
-                    seconds, (issues, totals) = timed(
-                        lambda c=counter: ours_validate_and_count(
-                            conversations, c, args.context_window
-                        )
-                    )
+                    seconds, ours_result = timed(ours)
                     ours_times.append(seconds)
-                    ours_result = (issues, totals)
                 else:
-                    seconds, base_result = timed(
-                        lambda c=counter, e=encode, n=name: baseline_validate_and_count(
-                            conversations,
-                            e,
-                            c.template,
-                            args.context_window,
-                            encode_roles=n != "local",
-                        )
-                    )
+                    seconds, base_result = timed(base)
                     base_times.append(seconds)
         # Same checks, same counts: the comparison is like for like.
         assert ours_result[1] == base_result[1], "token totals differ from the baseline"

@@ -132,7 +132,11 @@ class DuplicateFixApi(APIView):
 class ReadinessOutput(serializers.Serializer[Any]):
     examples = serializers.IntegerField()
     band = serializers.ChoiceField(choices=["insufficient", "recommended_start", "fine"])
-    label = serializers.CharField(help_text='In the guide\'s words, e.g. "insufficient data".')
+    # Shadows Field.label only for the type checker: DRF's metaclass moves declared fields off
+    # the class, as ImportOutput.errors does in api.py.
+    label = serializers.CharField(  # type: ignore[assignment]
+        help_text='In the guide\'s words, e.g. "insufficient data".'
+    )
     advice = serializers.CharField()
     validation_split = serializers.JSONField(help_text="present, train, validation, fraction")
     base_model = serializers.CharField(help_text="Whose tokenizer and context length were used.")
