@@ -48,6 +48,8 @@ NAMES_IN_MESSAGE = 3
 
 def normalize_text(text: str) -> str:
     """Unicode NFKC, case-folded, runs of whitespace collapsed: what "the same text" means."""
+    if text.isascii():  # NFKC leaves ASCII alone, and casefold is lower() there
+        return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
@@ -81,16 +83,34 @@ def split_parts(conversations: Sequence[object]) -> Parts:
     answer_keys: list[str] = []
     answers: list[str] = []
     user_texts: list[str] = []
+    # System prompts and answers repeat across a dataset: each distinct text is normalised once.
+    normalised_cache: dict[str, str] = {}
+
+    def normalised(text: str) -> str:
+        found = normalised_cache.get(text)
+        if found is None:
+            found = normalised_cache[text] = normalize_text(text)
+        return found
+
     for messages in conversations:
         items = messages if isinstance(messages, list) else []
-        normalised = [f"{_role(m)}\x1f{normalize_text(_content(m))}" for m in items]
-        has_answer = bool(items) and _role(items[-1]) == "assistant"
-        answer = _content(items[-1]) if has_answer else ""
-        conversation_keys.append("\x1e".join(normalised))
-        prompt_keys.append("\x1e".join(normalised[:-1] if has_answer else normalised))
-        answer_keys.append(normalize_text(answer))
+        roles = [_role(m) for m in items]
+        contents = [_content(m) for m in items]
+        keys = [
+            f"{role}\x1f{normalised(content)}"
+            for role, content in zip(roles, contents, strict=True)
+        ]
+        has_answer = bool(items) and roles[-1] == "assistant"
+        answer = contents[-1] if has_answer else ""
+        conversation_keys.append("\x1e".join(keys))
+        prompt_keys.append("\x1e".join(keys[:-1] if has_answer else keys))
+        answer_keys.append(normalised(answer))
         answers.append(answer)
-        user_texts.append("\n".join(_content(m) for m in items if _role(m) == "user"))
+        user_texts.append(
+            "\n".join(
+                content for role, content in zip(roles, contents, strict=True) if role == "user"
+            )
+        )
     return Parts(conversation_keys, prompt_keys, answer_keys, answers, user_texts)
 
 

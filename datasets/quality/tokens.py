@@ -150,11 +150,7 @@ class TokenCounter:
     def _word_lengths(self, texts: list[str]) -> list[int]:
         # A text with a space next to other whitespace, or at either end, is encoded whole:
         # there a space may belong to a whitespace token rather than start the next word.
-        whole = [
-            text
-            for text in texts
-            if text[:1] == " " or text[-1:] == " " or _SPACE_BESIDE_WHITESPACE.search(text)
-        ]
+        whole = [text for text in texts if _space_beside_whitespace(text)]
         first_words: set[str] = set()
         later_words: set[str] = set()
         for text in texts:
@@ -183,6 +179,19 @@ class TokenCounter:
 # A space beside another whitespace character (Python's \s is a superset of the tokenizers'
 # whitespace classes, so this errs towards encoding a text whole).
 _SPACE_BESIDE_WHITESPACE = re.compile(r"[ ]\s|\s[ ]")
+_RARE_ASCII_WHITESPACE = ("\t", "\r", "\x0b", "\x0c")
+
+
+def _space_beside_whitespace(text: str) -> bool:
+    """Whether a space sits at either end of ``text`` or beside other whitespace.
+
+    Plain substring tests settle the usual ASCII text; the regex runs only for the rest.
+    """
+    if text[:1] == " " or text[-1:] == " " or "  " in text or " \n" in text or "\n " in text:
+        return True
+    if text.isascii() and not any(mark in text for mark in _RARE_ASCII_WHITESPACE):
+        return False
+    return _SPACE_BESIDE_WHITESPACE.search(text) is not None
 
 
 @dataclass(frozen=True)
