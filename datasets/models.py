@@ -220,6 +220,12 @@ class AnalysisStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
+ANALYSIS_TRANSITIONS: dict[str, frozenset[str]] = {
+    AnalysisStatus.QUEUED: frozenset({AnalysisStatus.RUNNING, AnalysisStatus.FAILED}),
+    AnalysisStatus.RUNNING: frozenset({AnalysisStatus.SUCCEEDED, AnalysisStatus.FAILED}),
+}
+
+
 class AnalysisRun(models.Model):
     """One pass of validation, token counting and the quality analyzers over a dataset."""
 

@@ -15,3 +15,12 @@ def run_import(batch_id: int) -> None:
     from .importing import import_batch_run
 
     import_batch_run(batch_id=batch_id)
+# -- quality analysis (issue 3) ---------------------------------------------------------------
+
+
+@shared_task(acks_late=True)
+def run_analysis(run_id: int) -> None:
+    """Validate, count tokens and run the quality analyzers for one AnalysisRun."""
+    from .quality_services import analysis_run_execute
+
+    analysis_run_execute(run_id=run_id)

@@ -66,6 +66,33 @@ dataset_patterns = [
     ),
 ]
 
+# Quality analysis and readiness (issue 3).
+from datasets import quality_api  # noqa: E402
+
+dataset_patterns += [
+    path(
+        "datasets/<int:dataset_id>/analyses/",
+        quality_api.AnalysisCollectionApi.as_view(),
+        name="analysis_list",
+    ),
+    path("analyses/<int:run_id>/", quality_api.AnalysisDetailApi.as_view(), name="analysis_detail"),
+    path(
+        "analyses/<int:run_id>/findings/",
+        quality_api.FindingListApi.as_view(),
+        name="analysis_findings",
+    ),
+    path(
+        "analyses/<int:run_id>/fix-exact-duplicates/",
+        quality_api.DuplicateFixApi.as_view(),
+        name="analysis_fix_duplicates",
+    ),
+    path(
+        "dataset-versions/<int:version_id>/readiness/",
+        quality_api.VersionReadinessApi.as_view(),
+        name="dataset_version_readiness",
+    ),
+]
+
 training_patterns = [
     path("base-models/", training_api.BaseModelListApi.as_view(), name="base_model_list"),
     path(

@@ -98,3 +98,34 @@ urlpatterns = [
         name="import_mapping",
     ),
 ]
+
+# Quality analysis and readiness (issue 3).
+from datasets import quality_views  # noqa: E402
+
+urlpatterns += [
+    path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/quality/",
+        quality_views.dataset_quality,
+        name="dataset_quality",
+    ),
+    path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/quality/analyze/",
+        quality_views.analysis_start,
+        name="analysis_start",
+    ),
+    path(
+        "projects/<int:project_id>/analyses/<int:run_id>/",
+        quality_views.analysis_status,
+        name="analysis_status",
+    ),
+    path(
+        "projects/<int:project_id>/analyses/<int:run_id>/fix-duplicates/",
+        quality_views.analysis_fix_duplicates,
+        name="analysis_fix_duplicates",
+    ),
+    path(
+        "projects/<int:project_id>/dataset-versions/<int:version_id>/readiness/",
+        quality_views.version_readiness,
+        name="version_readiness",
+    ),
+]

@@ -1,0 +1,422 @@
+"""Token counts as the chosen base model sees them, offline.
+
+Two kinds of tokenizer:
+- the local model's own ``tokenizer.json``, loaded with the ``tokenizers`` library (never the
+  weights), plus the chat template's per-message overhead, measured once by rendering the
+  model's own template;
+- for OpenAI models a tiktoken encoding built from the BPE file that ships inside the litellm
+  package, checked against tiktoken's published hash, so nothing is ever downloaded.
+
+Counting is batched: every distinct string is encoded once (a dataset repeats its system
+prompt and its short answers thousands of times) with the libraries' batch encoders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+# tiktoken's own constants for the encodings OpenAI's fine-tunable models use, as written in
+# tiktoken_ext/openai_public.py (tiktoken 0.14); tests check they still match the installed
+# tiktoken. Only the BPE ranks come from a file, and that file ships in the litellm package
+# under the sha1 of the URL tiktoken would otherwise download it from.
+ENDOFTEXT = "<|endoftext|>"
+FIM_PREFIX = "<|fim_prefix|>"
+FIM_MIDDLE = "<|fim_middle|>"
+FIM_SUFFIX = "<|fim_suffix|>"
+ENDOFPROMPT = "<|endofprompt|>"
+
+
+@dataclass(frozen=True)
+class TiktokenSpec:
+    bpe_file: str  # file name inside litellm/litellm_core_utils/tokenizers/
+    expected_hash: str  # sha256 tiktoken expects for the ranks file
+    pat_str: str
+    special_tokens: dict[str, int]
+
+
+TIKTOKEN_SPECS: dict[str, TiktokenSpec] = {
+    "o200k_base": TiktokenSpec(
+        bpe_file="fb374d419588a4632f3f557e76b4b70aebbca790",
+        expected_hash="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        pat_str="|".join(
+            [
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+                r"""\p{N}{1,3}""",
+                r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+                r"""\s*[\r\n]+""",
+                r"""\s+(?!\S)""",
+                r"""\s+""",
+            ]
+        ),
+        special_tokens={ENDOFTEXT: 199999, ENDOFPROMPT: 200018},
+    ),
+    "cl100k_base": TiktokenSpec(
+        bpe_file="9b5ad71b2ce5302211f9c61530b329a4922fc6a4",
+        expected_hash="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        pat_str=r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",  # noqa: E501
+        special_tokens={
+            ENDOFTEXT: 100257,
+            FIM_PREFIX: 100258,
+            FIM_MIDDLE: 100259,
+            FIM_SUFFIX: 100260,
+            ENDOFPROMPT: 100276,
+        },
+    ),
+}
+
+# OpenAI's chat format costs a few tokens around each message; the OpenAI cookbook counts 3
+# per message plus the tokens of the role, 1 more for a name, and 3 that prime the reply.
+OPENAI_TOKENS_PER_MESSAGE = 3
+OPENAI_TOKENS_PER_NAME = 1
+OPENAI_REPLY_PRIMING = 3
+
+# Used when a local model folder has no chat template of its own: the ChatML layout SmolLM2
+# and many other small instruct models use.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+)
+
+
+# tiktoken's thread pool pays off only with several cores and many texts.
+BATCH_THREADS_FROM = 4
+BATCH_TEXTS_FROM = 1000
+
+
+class TokenizerUnavailable(Exception):
+    """The tokenizer for a base model cannot be loaded offline."""
+
+
+@dataclass(frozen=True)
+class TemplateCost:
+    """Tokens the chat format adds around the message texts."""
+
+    per_message: dict[str, int]
+    # Added once when the conversation does not start with a system message (a template that
+    # inserts a default system prompt, as SmolLM2's does).
+    implicit_system: int = 0
+    per_conversation: int = 0
+    per_name: int = 0
+
+    def message(self, role: object) -> int:
+        if isinstance(role, str) and role in self.per_message:
+            return self.per_message[role]
+        return max(self.per_message.values(), default=0)
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    """Counts tokens of many strings at once; ``name`` says which tokenizer it is.
+
+    ``word_additive`` says the tokenizer never lets a token cross a single space that sits
+    between two non-space characters (true of GPT-2-style byte-level BPE and of tiktoken's
+    cl100k/o200k patterns: every pre-token that holds a space starts with it). Then a text's
+    count is the sum of its space-separated words' counts, and a corpus has far fewer
+    distinct words than texts, so each distinct word is encoded once.
+    """
+
+    name: str
+    encode_lengths: Callable[[list[str]], list[int]]
+    template: TemplateCost
+    word_additive: bool = False
+
+    def lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Token count of each text, encoding every distinct text (or word) once."""
+        positions: dict[str, int] = {}
+        index = np.fromiter(
+            (positions.setdefault(text, len(positions)) for text in texts),
+            dtype=np.int64,
+            count=len(texts),
+        )
+        unique = list(positions)
+        counts = self._word_lengths(unique) if self.word_additive else self.encode_lengths(unique)
+        unique_lengths = np.asarray(counts, dtype=np.int64)
+        return unique_lengths[index] if len(texts) else np.zeros(0, dtype=np.int64)
+
+    def _word_lengths(self, texts: list[str]) -> list[int]:
+        # A text with a space next to other whitespace, or at either end, is encoded whole:
+        # there a space may belong to a whitespace token rather than start the next word.
+        whole = [text for text in texts if _space_beside_whitespace(text)]
+        first_words: set[str] = set()
+        later_words: set[str] = set()
+        for text in texts:
+            words = text.split(" ")
+            first_words.add(words[0])
+            later_words.update(words[1:])
+        first_list = list(first_words)
+        later_list = list(later_words)
+        encoded = self.encode_lengths([*whole, *first_list, *(" " + word for word in later_list)])
+        whole_counts = dict(zip(whole, encoded[: len(whole)], strict=True))
+        first_counts = dict(
+            zip(first_list, encoded[len(whole) : len(whole) + len(first_list)], strict=True)
+        )
+        later_counts = dict(zip(later_list, encoded[len(whole) + len(first_list) :], strict=True))
+        result: list[int] = []
+        for text in texts:
+            known = whole_counts.get(text)
+            if known is not None:
+                result.append(known)
+                continue
+            words = text.split(" ")
+            result.append(first_counts[words[0]] + sum(map(later_counts.__getitem__, words[1:])))
+        return result
+
+
+# A space beside another whitespace character (Python's \s is a superset of the tokenizers'
+# whitespace classes, so this errs towards encoding a text whole).
+_SPACE_BESIDE_WHITESPACE = re.compile(r"[ ]\s|\s[ ]")
+_RARE_ASCII_WHITESPACE = ("\t", "\r", "\x0b", "\x0c")
+
+
+def _space_beside_whitespace(text: str) -> bool:
+    """Whether a space sits at either end of ``text`` or beside other whitespace.
+
+    Plain substring tests settle the usual ASCII text; the regex runs only for the rest.
+    """
+    if text[:1] == " " or text[-1:] == " " or "  " in text or " \n" in text or "\n " in text:
+        return True
+    if text.isascii() and not any(mark in text for mark in _RARE_ASCII_WHITESPACE):
+        return False
+    return _SPACE_BESIDE_WHITESPACE.search(text) is not None
+
+
+@dataclass(frozen=True)
+class ConversationTokens:
+    """Per example: tokens before the answer (all earlier messages and the chat format's
+    overhead), tokens of the final assistant answer, and their sum (what training sees)."""
+
+    prompt: np.ndarray
+    answer: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.prompt + self.answer
+
+
+def count_conversations(
+    conversations: Sequence[object], counter: TokenCounter
+) -> ConversationTokens:
+    """Token counts of each conversation; malformed messages count what can be counted."""
+    texts: list[str] = []
+    owners: list[int] = []
+    answer_positions: list[int] = []
+    fixed = np.zeros(len(conversations), dtype=np.int64)
+    template = counter.template
+    for number, messages in enumerate(conversations):
+        if not isinstance(messages, list) or not messages:
+            continue
+        overhead = template.per_conversation
+        first = messages[0]
+        if not (isinstance(first, dict) and first.get("role") == "system"):
+            overhead += template.implicit_system
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            role = message.get("role")
+            overhead += template.message(role)
+            content = message.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+                owners.append(number)
+            name = message.get("name")
+            if isinstance(name, str):
+                overhead += template.per_name
+                texts.append(name)
+                owners.append(number)
+        last = messages[-1]
+        if (
+            isinstance(last, dict)
+            and last.get("role") == "assistant"
+            and isinstance(last.get("content"), str)
+        ):
+            # The answer is the last text appended for this conversation unless it had a name.
+            answer_positions.append(len(texts) - (2 if isinstance(last.get("name"), str) else 1))
+        fixed[number] = overhead
+    lengths = counter.lengths(texts)
+    answer = np.zeros(len(conversations), dtype=np.int64)
+    if answer_positions:
+        positions = np.asarray(answer_positions, dtype=np.int64)
+        answer[np.asarray(owners, dtype=np.int64)[positions]] = lengths[positions]
+    text_totals = np.bincount(
+        np.asarray(owners, dtype=np.int64), weights=lengths, minlength=len(conversations)
+    ).astype(np.int64)
+    return ConversationTokens(prompt=fixed + text_totals - answer, answer=answer)
+
+
+# -- local models: tokenizer.json and the chat template ---------------------------------------
+
+
+def local_counter(model_dir: Path) -> TokenCounter:
+    """The local model's tokenizer from ``model_dir/tokenizer.json`` (weights are not loaded)."""
+    return _local_counter(str(Path(model_dir).resolve()))
+
+
+@lru_cache(maxsize=4)
+def _local_counter(model_dir: str) -> TokenCounter:
+    from tokenizers import Tokenizer
+
+    path = Path(model_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise TokenizerUnavailable(f"no tokenizer at {path}; run `manage.py prepare_models`")
+    tokenizer = Tokenizer.from_file(str(path))
+
+    def encode_lengths(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [
+            len(encoding) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)
+        ]
+
+    word_additive = _byte_level_without_prefix_space(path)
+    template_path = Path(model_dir) / "chat_template.jinja"
+    template = template_path.read_text() if template_path.is_file() else CHATML_TEMPLATE
+    cost = measure_template_cost(template, encode_lengths)
+    return TokenCounter(
+        name=f"local:{Path(model_dir).name}",
+        encode_lengths=encode_lengths,
+        template=cost,
+        word_additive=word_additive,
+    )
+
+
+def _byte_level_without_prefix_space(tokenizer_json: Path) -> bool:
+    """Whether the tokenizer splits text the GPT-2 way (byte-level regex, no prefix space, no
+    normalizer), the case in which counts add up over space-separated words."""
+    config = json.loads(tokenizer_json.read_text())
+    pre = config.get("pre_tokenizer") or {}
+    return (
+        config.get("normalizer") is None
+        and pre.get("type") == "ByteLevel"
+        and pre.get("use_regex") is True
+        and pre.get("add_prefix_space") is False
+        and not any(" " in token.get("content", "") for token in config.get("added_tokens", []))
+    )
+
+
+def render_chat_template(template: str, messages: list[dict[str, str]]) -> str:
+    """Render a Hugging Face chat template the way transformers does, sandboxed."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TokenizerUnavailable(f"chat template refused the probe conversation: {message}")
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals["raise_exception"] = raise_exception
+    return environment.from_string(template).render(
+        messages=messages, add_generation_prompt=False, bos_token="", eos_token=""
+    )
+
+
+def measure_template_cost(
+    template: str, encode_lengths: Callable[[list[str]], list[int]]
+) -> TemplateCost:
+    """Measure how many tokens the template adds around each message.
+
+    Rendering a conversation with and without one more message, and subtracting the tokens of
+    that message's text, leaves the tokens of its role header and end marker.
+    """
+    probe = "probe"
+
+    def tokens(messages: list[dict[str, str]]) -> int:
+        return encode_lengths([render_chat_template(template, messages)])[0]
+
+    system = {"role": "system", "content": probe}
+    base = tokens([system])
+    probe_tokens = encode_lengths([probe])[0]
+    per_message = {
+        role: max(0, tokens([system, {"role": role, "content": probe}]) - base - probe_tokens)
+        for role in CHAT_ROLES
+    }
+    per_message["system"] = max(0, base - probe_tokens)
+    alone = tokens([{"role": "user", "content": probe}])
+    implicit_system = max(0, alone - per_message["user"] - probe_tokens)
+    return TemplateCost(per_message=per_message, implicit_system=implicit_system)
+
+
+# -- OpenAI models: tiktoken, offline ----------------------------------------------------------
+
+
+def bundled_bpe_dir() -> Path:
+    """Where litellm keeps its copies of tiktoken's BPE files, found without importing it."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        raise TokenizerUnavailable("the litellm package (for its bundled BPE files) is missing")
+    return Path(next(iter(spec.submodule_search_locations))) / "litellm_core_utils" / "tokenizers"
+
+
+def tiktoken_encoding(name: str) -> Any:
+    """A tiktoken Encoding built from the bundled BPE file; never touches the network."""
+    return _tiktoken_encoding(name)
+
+
+@lru_cache(maxsize=4)
+def _tiktoken_encoding(name: str) -> Any:
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    spec = TIKTOKEN_SPECS.get(name)
+    if spec is None:
+        known = ", ".join(TIKTOKEN_SPECS)
+        raise TokenizerUnavailable(f"unknown tokenizer {name!r}; offline encodings: {known}")
+    path = bundled_bpe_dir() / spec.bpe_file
+    if not path.is_file():
+        raise TokenizerUnavailable(f"the BPE file for {name} is missing: {path}")
+    # tiktoken checks the hash only when it caches (not with TIKTOKEN_CACHE_DIR=""), so the
+    # file is checked here too: a wrong or damaged file must never give wrong counts.
+    if hashlib.sha256(path.read_bytes()).hexdigest() != spec.expected_hash:
+        raise TokenizerUnavailable(f"Hash mismatch for {path}: not tiktoken's {name} ranks")
+    ranks = load_tiktoken_bpe(str(path), expected_hash=spec.expected_hash)
+    return tiktoken.Encoding(
+        name=name,
+        pat_str=spec.pat_str,
+        mergeable_ranks=ranks,
+        special_tokens=spec.special_tokens,
+    )
+
+
+def tiktoken_counter(name: str) -> TokenCounter:
+    encoding = tiktoken_encoding(name)
+    threads = os.cpu_count() or 1
+
+    def encode_lengths(texts: list[str]) -> list[int]:
+        # encode_ordinary_batch hands the texts to a thread pool; on a 2-core machine that
+        # measured 2 to 3 times slower than a plain loop (bench/curation.py), so the pool is
+        # used only where there are cores to spare.
+        if threads >= BATCH_THREADS_FROM and len(texts) >= BATCH_TEXTS_FROM:
+            batches = encoding.encode_ordinary_batch(texts, num_threads=threads)
+            return [len(ids) for ids in batches]
+        encode = encoding.encode_ordinary
+        return [len(encode(text)) for text in texts]
+
+    # The cookbook's 3 per message come on top of the role's own tokens.
+    cost = TemplateCost(
+        per_message={
+            role: OPENAI_TOKENS_PER_MESSAGE + len(encoding.encode_ordinary(role))
+            for role in CHAT_ROLES
+        },
+        per_conversation=OPENAI_REPLY_PRIMING,
+        per_name=OPENAI_TOKENS_PER_NAME,
+    )
+    # cl100k_base's and o200k_base's patterns only ever put a space at the start of a token.
+    return TokenCounter(
+        name=f"tiktoken:{name}", encode_lengths=encode_lengths, template=cost, word_additive=True
+    )
+
+
+def counter_for(*, tokenizer: str, model_dir: Path) -> TokenCounter:
+    """The counter for a catalog entry: "" is the local model's own tokenizer."""
+    return tiktoken_counter(tokenizer) if tokenizer else local_counter(model_dir)

@@ -1,0 +1,317 @@
+"""Writes for quality analysis: analysis runs, their findings, safe bulk fixes, readiness.
+
+The pure work (validation, token counting, analyzers) lives in ``datasets.quality``; these
+services load rows, call it and store what it found.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import transaction
+from django.utils import timezone
+
+from ftportal.errors import ApplicationError, ConflictError
+from ftportal.state import check_transition
+from training.models import BaseModel
+
+from .models import (
+    ANALYSIS_TRANSITIONS,
+    EXAMPLE_TRANSITIONS,
+    AnalysisRun,
+    AnalysisStatus,
+    Dataset,
+    DatasetVersion,
+    Example,
+    ExampleStatus,
+    Finding,
+    ReviewAction,
+    ReviewDecision,
+)
+from .quality.findings import EXACT_DUPLICATE
+from .quality.report import AnalysisResult, analyze_conversations
+from .quality.stats import readiness_band
+from .quality.tokens import TokenCounter, TokenizerUnavailable, counter_for, tiktoken_counter
+from .services import assistant_answer
+
+logger = logging.getLogger(__name__)
+
+# Rejected examples are out of the training data, so they are not analysed.
+ANALYZED_STATUSES = (ExampleStatus.PENDING, ExampleStatus.APPROVED, ExampleStatus.DISPUTED)
+# Providers whose chat format refuses two user or two assistant turns in a row.
+ALTERNATING_PROVIDERS = frozenset({"anthropic", "bedrock"})
+# When the local model's tokenizer is not on this machine, readiness still gives an estimate.
+FALLBACK_ENCODING = "o200k_base"
+FINDINGS_BATCH = 5000
+
+
+def token_counter_for(base_model: BaseModel) -> TokenCounter:
+    return counter_for(
+        tokenizer=base_model.tokenizer,
+        model_dir=settings.FTPORTAL_MODEL_CACHE / base_model.key,
+    )
+
+
+def analyze_for_model(
+    conversations: Sequence[object], *, base_model: BaseModel, names: Sequence[str]
+) -> AnalysisResult:
+    price = base_model.training_usd_per_million_tokens
+    result = analyze_conversations(
+        conversations,
+        counter=token_counter_for(base_model),
+        context_window=base_model.context_window,
+        strict_alternation=base_model.provider in ALTERNATING_PROVIDERS,
+        names=names,
+        usd_per_million_tokens=price,
+    )
+    result.stats["base_model"] = base_model.key
+    result.stats["base_model_name"] = base_model.display_name
+    return result
+
+
+def examples_fingerprint(rows: Sequence[tuple[int, Any, int, str]]) -> str:
+    """A digest of (id, messages, revision, status) of the analysed examples: if it differs
+    later, someone changed, added or decided an example since the analysis."""
+    digest = hashlib.sha256()
+    for pk, messages, revision, status in rows:
+        digest.update(f"{pk}:{revision}:{status}:".encode())
+        digest.update(json.dumps(messages, sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def _analyzed_rows(dataset: Dataset) -> list[tuple[int, Any, int, str]]:
+    return list(
+        Example.objects.filter(dataset=dataset, status__in=ANALYZED_STATUSES)
+        .order_by("id")
+        .values_list("id", "messages", "revision", "status")
+    )
+
+
+def analysis_run_create(*, dataset: Dataset, base_model: BaseModel, user: User) -> AnalysisRun:
+    """Queue an analysis of the dataset's pending, approved and disputed examples."""
+    run = AnalysisRun.objects.create(
+        dataset=dataset, base_model_key=base_model.key, created_by=user
+    )
+    from .tasks import run_analysis
+
+    # After commit, so the worker never looks for a run that is not there yet.
+    transaction.on_commit(lambda: run_analysis.delay(run.pk))
+    return run
+
+
+def _transition(run: AnalysisRun, target: AnalysisStatus, **changes: Any) -> None:
+    check_transition(
+        kind="analysis run", current=run.status, target=target, allowed=ANALYSIS_TRANSITIONS
+    )
+    run.status = target
+    for name, value in changes.items():
+        setattr(run, name, value)
+    run.save(update_fields=["status", *changes])
+
+
+def analysis_run_execute(*, run_id: int) -> AnalysisRun:
+    """Run the analysis and store its statistics and findings in one transaction."""
+    with transaction.atomic():
+        run = AnalysisRun.objects.select_for_update().get(pk=run_id)
+        _transition(run, AnalysisStatus.RUNNING)
+    try:
+        base_model = BaseModel.objects.filter(key=run.base_model_key).first()
+        if base_model is None:
+            raise ApplicationError(f"Base model '{run.base_model_key}' is not in the catalog.")
+        rows = _analyzed_rows(run.dataset)
+        result = analyze_for_model(
+            [messages for _, messages, _, _ in rows],
+            base_model=base_model,
+            names=[f"example {pk}" for pk, _, _, _ in rows],
+        )
+        result.stats["fingerprint"] = examples_fingerprint(rows)
+    except (ApplicationError, TokenizerUnavailable) as error:
+        return _fail(run_id, str(getattr(error, "message", error)))
+    except Exception as error:
+        logger.exception("analysis run %s failed", run_id)
+        return _fail(run_id, f"{type(error).__name__}: {error}")
+    ids = [pk for pk, _, _, _ in rows]
+    with transaction.atomic():
+        run = AnalysisRun.objects.select_for_update().get(pk=run_id)
+        Finding.objects.bulk_create(
+            (
+                Finding(
+                    run=run,
+                    example_id=ids[issue.index],
+                    kind=issue.kind,
+                    severity=issue.severity,
+                    message=issue.message,
+                    group_key=issue.group_key,
+                )
+                for issue in result.issues
+            ),
+            batch_size=FINDINGS_BATCH,
+        )
+        _transition(run, AnalysisStatus.SUCCEEDED, stats=result.stats, finished_at=timezone.now())
+    return run
+
+
+def _fail(run_id: int, message: str) -> AnalysisRun:
+    with transaction.atomic():
+        run = AnalysisRun.objects.select_for_update().get(pk=run_id)
+        _transition(run, AnalysisStatus.FAILED, failure_message=message, finished_at=timezone.now())
+    return run
+
+
+def exact_duplicate_groups(run: AnalysisRun) -> dict[str, list[int]]:
+    """The run's exact-duplicate groups: group key -> example ids, lowest id first."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    rows = run.findings.filter(kind=EXACT_DUPLICATE).values_list("group_key", "example_id")
+    for group_key, example_id in rows.order_by("example_id"):
+        groups[group_key].append(example_id)
+    return dict(groups)
+
+
+def exact_duplicates_reject(*, run: AnalysisRun, user: User) -> int:
+    """Reject all but one example of each exact-duplicate group found by ``run``.
+
+    Keeps the earliest approved example of a group, else the earliest one. Refused when any
+    analysed example changed since the run (the groups might no longer be duplicates).
+    Every rejection is an ordinary review decision, with a comment naming the kept example.
+    """
+    with transaction.atomic():
+        run = AnalysisRun.objects.select_for_update().get(pk=run.pk)
+        if run.status != AnalysisStatus.SUCCEEDED:
+            raise ConflictError(f"Analysis run {run.pk} has not finished; nothing was rejected.")
+        # Lock every analysed example so none changes between the check and the rejections.
+        locked = list(
+            Example.objects.select_for_update()
+            .filter(dataset_id=run.dataset_id, status__in=ANALYZED_STATUSES)
+            .order_by("id")
+        )
+        rows = [(e.pk, e.messages, e.revision, e.status) for e in locked]
+        if examples_fingerprint(rows) != run.stats.get("fingerprint"):
+            raise ConflictError(
+                f"Examples changed since analysis run {run.pk}; run the analysis again before "
+                "rejecting duplicates. Nothing was rejected.",
+                extra={"field": "run"},
+            )
+        by_id = {example.pk: example for example in locked}
+        now = timezone.now()
+        changed: list[Example] = []
+        decisions: list[ReviewDecision] = []
+        for members in exact_duplicate_groups(run).values():
+            approved = [pk for pk in members if by_id[pk].status == ExampleStatus.APPROVED]
+            kept = approved[0] if approved else members[0]
+            for pk in members:
+                if pk == kept:
+                    continue
+                example = by_id[pk]
+                check_transition(
+                    kind="example",
+                    current=example.status,
+                    target=ExampleStatus.REJECTED,
+                    allowed=EXAMPLE_TRANSITIONS,
+                )
+                answer = assistant_answer(example.messages)
+                example.status = ExampleStatus.REJECTED
+                example.revision += 1
+                example.updated_at = now
+                changed.append(example)
+                decisions.append(
+                    ReviewDecision(
+                        example=example,
+                        reviewer=user,
+                        action=ReviewAction.REJECT,
+                        previous_answer=answer,
+                        new_answer=answer,
+                        comment=f"Exact duplicate of example {kept}, which was kept "
+                        f"(bulk fix from analysis run {run.pk}).",
+                    )
+                )
+        Example.objects.bulk_update(changed, ["status", "revision", "updated_at"], batch_size=2000)
+        ReviewDecision.objects.bulk_create(decisions, batch_size=2000)
+    return len(changed)
+
+
+def _readiness_counter(base_model: BaseModel | None) -> tuple[TokenCounter, str]:
+    if base_model is not None:
+        try:
+            return token_counter_for(base_model), base_model.key
+        except TokenizerUnavailable:
+            logger.warning(
+                "tokenizer of %s unavailable; readiness uses %s", base_model.key, FALLBACK_ENCODING
+            )
+    return tiktoken_counter(FALLBACK_ENCODING), f"estimate with {FALLBACK_ENCODING}"
+
+
+def readiness_base_model(dataset_id: int) -> BaseModel | None:
+    """The model of the dataset's latest finished analysis, else the smallest active one."""
+    latest = (
+        AnalysisRun.objects.filter(dataset_id=dataset_id, status=AnalysisStatus.SUCCEEDED)
+        .order_by("-id")
+        .first()
+    )
+    if latest is not None:
+        model = BaseModel.objects.filter(key=latest.base_model_key).first()
+        if model is not None:
+            return model
+    return BaseModel.objects.filter(is_active=True).order_by("parameter_count", "key").first()
+
+
+def dataset_version_readiness(*, version: DatasetVersion) -> dict[str, Any]:
+    """The version's readiness report, computed from its frozen items on first use and kept.
+
+    The frozen content never changes, so neither does the report; it is stored once.
+    """
+    if version.readiness:
+        return version.readiness
+    items = list(
+        version.items.order_by("position").values_list("position", "example_id", "messages")
+    )
+    base_model = readiness_base_model(version.dataset_id)
+    counter, tokenizer_source = _readiness_counter(base_model)
+    result = analyze_conversations(
+        [messages for _, _, messages in items],
+        counter=counter,
+        context_window=base_model.context_window if base_model else None,
+        strict_alternation=bool(base_model and base_model.provider in ALTERNATING_PROVIDERS),
+        names=[f"example {pk}" if pk else f"item {pos}" for pos, pk, _ in items],
+        usd_per_million_tokens=base_model.training_usd_per_million_tokens if base_model else None,
+    )
+    stats = result.stats
+    report: dict[str, Any] = {
+        "examples": version.example_count,
+        **readiness_band(version.example_count),
+        "validation_split": {
+            "present": version.validation_count > 0,
+            "train": version.train_count,
+            "validation": version.validation_count,
+            "fraction": version.validation_fraction,
+        },
+        "base_model": tokenizer_source,
+        "tokens": {
+            key: stats[key]
+            for key in (
+                "tokenizer",
+                "prompt_tokens",
+                "answer_tokens",
+                "tokens_per_epoch",
+                "epochs",
+                "training_tokens",
+                "cost_usd",
+                "cost_note",
+            )
+        },
+        "findings": stats["findings"],
+        "examples_with_errors": stats["examples_with_errors"],
+        "examples_with_findings": stats["examples_with_findings"],
+        "computed_at": timezone.now().isoformat(),
+    }
+    # Only the first request stores it; a racing one computes the same report anyway.
+    DatasetVersion.objects.filter(pk=version.pk, readiness={}).update(readiness=report)
+    version.readiness = report
+    return report
