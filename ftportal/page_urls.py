@@ -1,5 +1,6 @@
 from django.urls import path
 
+from datasets import review_views as dataset_review_views
 from datasets import views as dataset_views
 from evaluation import views as evaluation_views
 from registry import views as registry_views
@@ -85,5 +86,25 @@ urlpatterns = [
         "projects/<int:project_id>/evaluations/<int:run_id>/",
         evaluation_views.eval_detail,
         name="eval_detail",
+    ),
+    path(
+        "projects/<int:project_id>/examples/<int:example_id>/comments/",
+        dataset_review_views.review_comment,
+        name="review_comment",
+    ),
+    path(
+        "projects/<int:project_id>/examples/<int:example_id>/answer-diff/",
+        dataset_review_views.review_diff,
+        name="review_diff",
+    ),
+    path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/review/bulk/",
+        dataset_review_views.review_bulk,
+        name="review_bulk",
+    ),
+    path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/review/setup/",
+        dataset_review_views.review_setup,
+        name="review_setup",
     ),
 ]
