@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import User
@@ -325,11 +326,34 @@ def reviewers_for(project: Project) -> QuerySet[User]:
 # --- agreement --------------------------------------------------------------------------------
 
 
-def vote_label(vote: ReviewVote) -> str:
-    """Two approvals with different answers disagree, as they do when deciding the example."""
-    if vote.verdict == Verdict.REJECT:
+def _shown_answers(example_ids: list[int], first_vote_at: dict[int, datetime]) -> dict[int, str]:
+    """The answer each example showed while it was voted on.
+
+    Votes are taken on pending examples, whose answer only changes through a decision, so it is
+    the answer before the first decision made after the votes began, or else today's answer.
+    """
+    shown: dict[int, str] = {}
+    decisions = ReviewDecision.objects.filter(example_id__in=example_ids).order_by("id")
+    for example_id, previous, created_at in decisions.values_list(
+        "example_id", "previous_answer", "created_at"
+    ):
+        if example_id not in shown and created_at >= first_vote_at[example_id]:
+            shown[example_id] = previous
+    missing = [pk for pk in example_ids if pk not in shown]
+    for pk, messages in Example.objects.filter(pk__in=missing).values_list("pk", "messages"):
+        shown[pk] = _answer(messages)
+    return shown
+
+
+def vote_label(verdict: str, answer: str, shown: str) -> str:
+    """approve (as shown), edit (approve with another answer) or reject.
+
+    Categories are shared by all items, as kappa needs. Two different edits both count as
+    "edit" here, although the example still goes to an adjudicator, who compares the answers.
+    """
+    if verdict == Verdict.REJECT:
         return "reject"
-    return "approve:" + hashlib.sha256(vote.answer.encode()).hexdigest()[:16]
+    return "approve" if answer == shown else "edit"
 
 
 @dataclass(frozen=True)
@@ -344,13 +368,19 @@ class AgreementSummary:
 
 def agreement_summary(dataset: Dataset) -> AgreementSummary:
     raters = max(dataset.review_overlap, 2)
-    by_example: dict[int, list[str]] = {}
+    by_example: dict[int, list[tuple[str, str]]] = {}
+    first_vote_at: dict[int, datetime] = {}
     votes = ReviewVote.objects.filter(example__dataset=dataset).order_by("example_id", "id")
-    for vote in votes.only("example_id", "verdict", "answer"):
-        labels = by_example.setdefault(vote.example_id, [])
-        if len(labels) < raters:  # the first n votes, so every item has the same count
-            labels.append(vote_label(vote))
-    items = [labels for labels in by_example.values() if len(labels) == raters]
+    for example_id, verdict, answer, created_at in votes.values_list(
+        "example_id", "verdict", "answer", "created_at"
+    ):
+        cast = by_example.setdefault(example_id, [])
+        first_vote_at.setdefault(example_id, created_at)
+        if len(cast) < raters:  # the first n votes, so every item has the same count
+            cast.append((verdict, answer))
+    complete = [pk for pk, cast in by_example.items() if len(cast) == raters]
+    shown = _shown_answers(complete, first_vote_at)
+    items = [[vote_label(v, a, shown[pk]) for v, a in by_example[pk]] for pk in complete]
     if raters == 2:
         kappa = cohen_kappa([i[0] for i in items], [i[1] for i in items])
         name = "Cohen's kappa"
