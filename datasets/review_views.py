@@ -273,7 +273,7 @@ def review_bulk(request: AppRequest, project_id: int, dataset_id: int) -> HttpRe
     # The selection is what the filter shows, decided or not (a bulk action can re-decide).
     examples = filtered_examples(dataset, filters, user=request.user)
     reviewers = _chosen_reviewers(request, project) if action == "assign" else []
-    tag = params.get("tag", "").strip()
+    tag = params.get("tag_name", "").strip()
     queue_url = _queue_url(project_id, dataset_id, filters)
     if request.method == "POST":
         token = request.POST.get("selection_token") or None

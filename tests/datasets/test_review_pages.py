@@ -114,7 +114,7 @@ WRITES = [
         REVIEWERS,
         lambda w: (
             page("review_bulk", w.project_id, w.dataset.pk, query="assignee=any"),
-            {"bulk_action": "tag", "tag": "urgent"},
+            {"bulk_action": "tag", "tag_name": "urgent"},
         ),
         302,
     ),
