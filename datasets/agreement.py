@@ -13,9 +13,10 @@ Edge cases, decided here once:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TypeVar
 
-Label = Hashable
+Label = TypeVar("Label", bound=Hashable)
 
 
 def percent_agreement(items: Sequence[Sequence[Label]]) -> float | None:
@@ -53,7 +54,7 @@ def category_counts(items: Sequence[Sequence[Label]]) -> list[dict[Label, int]]:
     return [dict(Counter(ratings)) for ratings in items]
 
 
-def fleiss_kappa(table: Sequence[dict[Label, int]]) -> float | None:
+def fleiss_kappa(table: Sequence[Mapping[Label, int]]) -> float | None:
     """Fleiss' kappa from per-item label counts; every item must have the same number of raters.
 
     ``table[i][label]`` is how many raters put item ``i`` in ``label`` (missing labels are 0).

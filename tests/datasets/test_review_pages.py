@@ -374,7 +374,7 @@ def test_an_edit_shows_the_diff_and_history_on_the_card(world: World, make_membe
     )
     html = client.get(
         page("review_queue", world.project_id, world.dataset.pk),
-        {"example": world.pending.pk, "status": "approved"},
+        {"example": str(world.pending.pk), "status": "approved"},
     ).content.decode()
     assert 'id="diff-to-original"' in html
     assert "<del>&quot;high&quot;}</del><ins>&quot;low&quot;}</ins>" in html
