@@ -129,15 +129,14 @@ def examples_assign(
 @dataclass(frozen=True)
 class DecideOutcome:
     example: Example
+    action: ReviewAction
     vote: ReviewVote | None  # set when the decision was recorded as one vote among several
     resolved: str = ""  # "unanimous" or "disputed" when this vote completed the set
 
     @property
     def summary(self) -> str:
         if self.vote is None:
-            action = self.example.decisions.order_by("-id").values_list("action", flat=True)[:1]
-            label = ReviewAction(action[0]).label.lower() if action else "saved"
-            return f"Example {self.example.pk}: {label}."
+            return f"Example {self.example.pk}: {self.action.label.lower()}."
         verdict = self.vote.get_verdict_display().lower()
         suffix = {
             "unanimous": " All votes agree: the example is decided.",
@@ -223,7 +222,8 @@ def example_vote(
         if len(votes) >= locked.dataset.review_overlap:
             resolved = _resolve_votes(locked, votes[: locked.dataset.review_overlap], user)
     locked.refresh_from_db()
-    return DecideOutcome(example=locked, vote=vote, resolved=resolved)
+    action = ReviewAction.REJECT if verdict == Verdict.REJECT else ReviewAction.APPROVE
+    return DecideOutcome(example=locked, action=action, vote=vote, resolved=resolved)
 
 
 def example_decide(
@@ -239,11 +239,10 @@ def example_decide(
     """What a reviewer's approve/reject/edit means for this example right now.
 
     Pending under overlap → a vote; disputed → an adjudication (only for adjudicators);
-    otherwise → a decision. The status is read under the row lock in the service that acts,
-    but the route is chosen here from a fresh read; a change in between is caught by the
-    revision check or the transition check there.
+    otherwise → a decision. The route is chosen from the example as the caller loaded it; a
+    change since is caught under the row lock by the revision or the transition check.
     """
-    fresh = Example.objects.select_related("dataset").get(pk=example.pk)
+    fresh = example  # as the caller loaded it, with its dataset; re-checked under the lock
     if fresh.status == ExampleStatus.DISPUTED and not may_adjudicate:
         raise PermissionDeniedError(
             f"Example {fresh.pk} is disputed; only an adjudicator (ML lead or admin) decides it."
@@ -271,7 +270,7 @@ def example_decide(
         comment=comment,
         expected_revision=expected_revision,
     )
-    return DecideOutcome(example=decided, vote=None)
+    return DecideOutcome(example=decided, action=action, vote=None)
 
 
 # --- bulk actions -----------------------------------------------------------------------------

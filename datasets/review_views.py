@@ -22,6 +22,7 @@ from .markdown import render_markdown
 from .models import Dataset, Example, ExampleStatus, ReviewAction
 from .review_selectors import (
     ANY,
+    COUNT_INLINE_LIMIT,
     ME,
     STATUS_CHOICES,
     UNASSIGNED,
@@ -60,6 +61,11 @@ def _filters(request: AppRequest, dataset: Dataset) -> QueueFilter:
     )
 
 
+def _matching(dataset: Dataset, filters: QueueFilter, user: User) -> int | None:
+    """How many examples the queue holds, worth saying only when a filter narrows it."""
+    return queue_examples(dataset, filters, user=user).count() if filters.narrowed else None
+
+
 def _queue_url(project_id: int, dataset_id: int, filters: QueueFilter, **extra: object) -> str:
     url = reverse("review_queue", args=[project_id, dataset_id])
     query = "&".join(part for part in [filters.query, urlencode(extra)] if part)
@@ -82,7 +88,7 @@ def _card_context(
     example: Example | None,
 ) -> dict[str, object]:
     user = request.user
-    counts = queue_counts(dataset, filters, user=user)
+    counts = queue_counts(dataset, filters, user=user, limit=COUNT_INLINE_LIMIT)
     return {
         "project": project,
         "role": role,
@@ -93,9 +99,7 @@ def _card_context(
         "card": example_card(example, user=user) if example else None,
         "answer": assistant_answer(example.messages) if example else "",
         "counts": counts,
-        "matching": queue_examples(dataset, filters, user=user).count()
-        if filters.narrowed
-        else None,
+        "matching": _matching(dataset, filters, user) if counts is not None else None,
         "voting": dataset.review_overlap > 1,
         "can_adjudicate": role_allows(role, Action.ADJUDICATE),
         "can_assign": role_allows(role, Action.ASSIGN),
@@ -136,6 +140,21 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
         }
     )
     return render(request, "datasets/review.html", context)
+
+
+@login_required
+def review_counts(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    """The counts line on its own, for a queue too large to count while loading the card."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    filters = _filters(request, dataset)
+    _check_queue_role(request, project, filters)
+    context = {
+        "filters": filters,
+        "counts": queue_counts(dataset, filters, user=request.user),
+        "matching": _matching(dataset, filters, request.user),
+    }
+    return render(request, "datasets/review.html#review-counts", context)
 
 
 def _decision_from_post(request: AppRequest) -> ReviewAction:

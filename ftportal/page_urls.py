@@ -107,4 +107,9 @@ urlpatterns = [
         dataset_review_views.review_setup,
         name="review_setup",
     ),
+    path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/review/counts/",
+        dataset_review_views.review_counts,
+        name="review_counts",
+    ),
 ]

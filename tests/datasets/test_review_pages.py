@@ -438,3 +438,20 @@ def test_the_api_queue_returns_the_next_example_and_the_counts(world: World, mak
     assert data["next"]["id"] == world.pending.pk
     assert data["matching"] == 1
     assert data["counts"]["pending"] == 1
+
+
+def test_a_queue_too_large_to_count_inline_fetches_its_counts_separately(
+    world: World, make_member, monkeypatch
+) -> None:
+    monkeypatch.setattr("datasets.review_views.COUNT_INLINE_LIMIT", 1)
+    client = Client()
+    client.force_login(make_member(Role.REVIEWER))
+    url = page("review_queue", world.project_id, world.dataset.pk)
+    card = client.get(url, {"q": "charged"}, headers=HTMX).content.decode()
+    assert "Counting…" in card
+    assert f'hx-get="{page("review_counts", world.project_id, world.dataset.pk)}?q=charged"' in card
+    counts = client.get(
+        page("review_counts", world.project_id, world.dataset.pk), {"q": "charged"}
+    ).content.decode()
+    assert "1 pending · 0 approved · 0 rejected" in counts
+    assert "1 pending example(s) match this filter" in counts

@@ -1,0 +1,274 @@
+"""Review queue latency under load: 100,000 examples against a 1,000-example baseline.
+
+    python bench/review_load.py [--requests 300] [--big 100000] [--small 1000]
+
+Creates its own throwaway Postgres database (next to DATABASE_URL's, default
+postgres://postgres@127.0.0.1:5432/ftportal), migrates it, bulk-loads two datasets with COPY,
+starts the real server (gunicorn, 2 sync workers, DEBUG off) as a subprocess, logs in through
+the login form and times, with one plain HTTP client session:
+
+- next: the htmx partial GET that loads the next example of the queue (?after=<id>), walking
+  the queue as a reviewer pressing "s" would;
+- decide: the htmx POST that approves an example and answers with the next card.
+
+Both run against the big and the small dataset in the same run; the last line is key=value
+with p50/p95 in milliseconds and the big/small p95 ratios. Target: p95 <= 50 ms at 100k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/ftportal"
+PASSWORD = "bench-pw"
+WARMUP = 20
+SERVER_START_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def admin_url(base: str) -> str:
+    return base.rsplit("/", 1)[0] + "/postgres"
+
+
+def create_database(base: str, name: str) -> str:
+    with psycopg.connect(admin_url(base), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(base: str, name: str) -> None:
+    with psycopg.connect(admin_url(base), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def env_for(database_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "DJANGO_SETTINGS_MODULE": "ftportal.settings",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": "bench-only-secret",
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    }
+
+
+SEED = r"""
+import django, sys
+django.setup()
+from django.contrib.auth.models import User
+from ftportal.models import Membership, Project
+from datasets.models import Dataset
+user = User.objects.create_user(username="bench", password=sys.argv[1])
+project = Project.objects.create(name="bench")
+Membership.objects.create(project=project, user=user, role="reviewer")
+big = Dataset.objects.create(project=project, name="big")
+small = Dataset.objects.create(project=project, name="small")
+print(project.pk, big.pk, small.pk)
+"""
+
+CATEGORIES = ["billing", "bug", "account", "feature_request"]
+
+
+def messages_for(n: int) -> str:
+    category = CATEGORIES[n % len(CATEGORIES)]
+    return json.dumps(
+        [
+            {"role": "system", "content": "Triage the ticket. Reply with JSON only."},
+            {"role": "user", "content": f"Ticket {n}: something about {category} went wrong."},
+            {"role": "assistant", "content": json.dumps({"category": category})},
+        ]
+    )
+
+
+def bulk_load(database_url: str, dataset_id: int, count: int) -> None:
+    """COPY is the fast path for 100k rows; the ORM's bulk_create would take far longer."""
+    columns = "dataset_id, messages, status, metadata, revision, created_at, updated_at"
+    with psycopg.connect(database_url) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY datasets_example ({columns}) FROM STDIN") as copy:
+            for n in range(count):
+                metadata = json.dumps({"source": "mail" if n % 3 else "chat"})
+                copy.write_row((dataset_id, messages_for(n), "pending", metadata, 0, "now", "now"))
+        conn.commit()
+    # A database in steady state has been vacuumed: the visibility map lets Postgres count
+    # from the index alone.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE datasets_example")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Reviewer:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.session = requests.Session()
+
+    def login(self) -> None:
+        page = self.session.get(f"{self.base}/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert token, "no CSRF token on the login page"
+        response = self.session.post(
+            f"{self.base}/login/",
+            data={"username": "bench", "password": PASSWORD, "csrfmiddlewaretoken": token[1]},
+            headers={"Referer": f"{self.base}/login/"},
+            allow_redirects=False,
+        )
+        assert response.status_code == 302, f"login failed: {response.status_code}"
+        self.csrf: str = self.session.cookies.get("csrftoken") or ""
+
+    def card_id(self, html: str) -> int:
+        found = re.search(r'data-example-id="(\d+)"', html)
+        return int(found[1]) if found else 0
+
+    def next_card(self, project: int, dataset: int, after: int) -> tuple[float, int]:
+        url = f"{self.base}/projects/{project}/datasets/{dataset}/review/?after={after}"
+        start = time.perf_counter()
+        response = self.session.get(url, headers={"HX-Request": "true"})
+        elapsed = time.perf_counter() - start
+        assert response.status_code == 200, response.status_code
+        return elapsed, self.card_id(response.text)
+
+    def decide(self, project: int, example: int) -> tuple[float, int]:
+        url = f"{self.base}/projects/{project}/examples/{example}/review/"
+        start = time.perf_counter()
+        response = self.session.post(
+            url,
+            data={"action": "approve", "revision": 0},
+            headers={"HX-Request": "true", "X-CSRFToken": self.csrf, "Referer": self.base},
+        )
+        elapsed = time.perf_counter() - start
+        assert response.status_code == 200, (response.status_code, response.text[:300])
+        return elapsed, self.card_id(response.text)
+
+
+def measure(reviewer: Reviewer, project: int, dataset: int, requests_each: int) -> dict[str, float]:
+    after = 0
+    next_times: list[float] = []
+    for i in range(WARMUP + requests_each):
+        elapsed, after = reviewer.next_card(project, dataset, after)
+        if i >= WARMUP:
+            next_times.append(elapsed)
+    # Decide examples from the start of the queue; each answer carries the next card's id.
+    _, current = reviewer.next_card(project, dataset, 0)
+    decide_times: list[float] = []
+    for i in range(WARMUP + requests_each):
+        elapsed, current = reviewer.decide(project, current)
+        if i >= WARMUP:
+            decide_times.append(elapsed)
+    ms = 1000.0
+    return {
+        "next_p50": statistics.median(next_times) * ms,
+        "next_p95": percentile(next_times, 0.95) * ms,
+        "decide_p50": statistics.median(decide_times) * ms,
+        "decide_p95": percentile(decide_times, 0.95) * ms,
+    }
+
+
+def wait_for_server(base: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError("the server exited during start-up")
+        try:
+            requests.get(f"{base}/login/", timeout=5)
+            return
+        except (requests.ConnectionError, requests.Timeout):
+            time.sleep(0.2)
+    raise RuntimeError("the server did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--big", type=int, default=100_000)
+    parser.add_argument("--small", type=int, default=1_000)
+    args = parser.parse_args()
+
+    base_url = os.environ.get("DATABASE_URL", DEFAULT_URL)
+    name = f"ftportal_bench_review_{os.getpid()}"
+    started = time.perf_counter()
+    database_url = create_database(base_url, name)
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        env = env_for(database_url)
+        python = sys.executable
+        subprocess.run(
+            [python, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=REPO, env=env, check=True
+        )
+        seeded = subprocess.run(
+            [python, "-c", SEED, PASSWORD], cwd=REPO, env=env, check=True, capture_output=True
+        )
+        project, big, small = (int(x) for x in seeded.stdout.split())
+        load_start = time.perf_counter()
+        bulk_load(database_url, big, args.big)
+        bulk_load(database_url, small, args.small)
+        print(
+            f"setup: {args.big} + {args.small} examples loaded in "
+            f"{time.perf_counter() - load_start:.1f} s (total setup "
+            f"{time.perf_counter() - started:.1f} s)"
+        )
+
+        port = free_port()
+        command = [
+            python, "-m", "gunicorn", "ftportal.wsgi:application",
+            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning",
+        ]  # fmt: skip
+        server = subprocess.Popen(command, cwd=REPO, env=env)
+        base = f"http://127.0.0.1:{port}"
+        wait_for_server(base, server)
+        reviewer = Reviewer(base)
+        reviewer.login()
+
+        results = {
+            "big": measure(reviewer, project, big, args.requests),
+            "small": measure(reviewer, project, small, args.requests),
+        }
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+        drop_database(base_url, name)
+
+    print(f"{'request':<10}{'dataset':>10}{'p50 ms':>10}{'p95 ms':>10}")
+    for kind in ("next", "decide"):
+        for label, count in (("big", args.big), ("small", args.small)):
+            r = results[label]
+            print(f"{kind:<10}{count:>10}{r[kind + '_p50']:>10.1f}{r[kind + '_p95']:>10.1f}")
+    big_r, small_r = results["big"], results["small"]
+    next_ratio = big_r["next_p95"] / small_r["next_p95"]
+    decide_ratio = big_r["decide_p95"] / small_r["decide_p95"]
+    target_met = big_r["next_p95"] <= 50 and big_r["decide_p95"] <= 50
+    print(
+        f"examples={args.big} baseline_examples={args.small} requests={args.requests} "
+        f"next_p50_ms={big_r['next_p50']:.1f} next_p95_ms={big_r['next_p95']:.1f} "
+        f"baseline_next_p95_ms={small_r['next_p95']:.1f} next_p95_ratio={next_ratio:.2f} "
+        f"decide_p50_ms={big_r['decide_p50']:.1f} decide_p95_ms={big_r['decide_p95']:.1f} "
+        f"baseline_decide_p95_ms={small_r['decide_p95']:.1f} decide_p95_ratio={decide_ratio:.2f} "
+        f"target_p95_ms=50 target_met={str(target_met).lower()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
