@@ -443,7 +443,7 @@ def test_the_api_queue_returns_the_next_example_and_the_counts(world: World, mak
 def test_a_queue_too_large_to_count_inline_fetches_its_counts_separately(
     world: World, make_member, monkeypatch
 ) -> None:
-    monkeypatch.setattr("datasets.review_views.COUNT_INLINE_LIMIT", 1)
+    monkeypatch.setattr("datasets.review_views.COUNT_INLINE_LIMIT", 0)
     client = Client()
     client.force_login(make_member(Role.REVIEWER))
     url = page("review_queue", world.project_id, world.dataset.pk)
