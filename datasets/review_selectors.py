@@ -160,10 +160,10 @@ def filtered_examples(
         )
     if filters.meta:
         key, _, value = filters.meta.partition("=")
-        # KeyTextTransform takes the key as a parameter, so a key with "__" in it is one key.
-        examples = examples.annotate(_meta_value=KeyTextTransform(key.strip(), "metadata")).filter(
-            _meta_value=value.strip()
-        )
+        # KeyTextTransform takes the key as a parameter, so a key with "__" in it is one key;
+        # the cast makes "=" a text comparison on SQLite too (and matches numbers as written).
+        value_text = Cast(KeyTextTransform(key.strip(), "metadata"), TextField())
+        examples = examples.annotate(_meta_value=value_text).filter(_meta_value=value.strip())
     if filters.tag:
         examples = examples.filter(
             Exists(

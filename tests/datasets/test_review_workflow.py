@@ -84,7 +84,7 @@ def answer_of(example: Example) -> str:
 def test_each_filter_narrows_the_queue(dataset, examples, reviewers, make_member):
     lead = make_member(Role.ML_LEAD)
     me = reviewers[0]
-    examples[1].metadata = {"lang": "de", "source": "mail"}
+    examples[1].metadata = {"lang": "de", "source": "mail", "n": 3}
     examples[1].save()
     urgent = Tag.objects.create(dataset=dataset, name="urgent")
     examples[2].tags.add(urgent)
@@ -107,6 +107,7 @@ def test_each_filter_narrows_the_queue(dataset, examples, reviewers, make_member
     assert matching(meta="lang=de") == [examples[1].pk]
     assert matching(meta="source=mail") == [examples[1].pk]
     assert matching(meta="lang=fr") == []
+    assert matching(meta="n=3") == [examples[1].pk]  # a number matches as written
     assert matching(tag="urgent") == [examples[2].pk]
     assert matching(finding="pii_email") == [examples[3].pk]
     assert matching(assignee="me") == [examples[4].pk]
