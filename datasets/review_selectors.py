@@ -118,9 +118,27 @@ def user_has_assignments(dataset: Dataset, user: User) -> bool:
     return ExampleAssignment.objects.filter(example__dataset=dataset, reviewer=user).exists()
 
 
+def dataset_for_review(project: Project, dataset_id: int, user: User) -> Dataset | None:
+    """The dataset with what every queue request needs, in one query: whether this reviewer
+    has assignments in it (``my_assignments``) and its latest finished analysis run's id
+    (``latest_run_id``, None when there is none)."""
+    mine = ExampleAssignment.objects.filter(example__dataset=OuterRef("pk"), reviewer=user)
+    runs = AnalysisRun.objects.filter(dataset=OuterRef("pk"), status=AnalysisStatus.SUCCEEDED)
+    return (
+        Dataset.objects.filter(pk=dataset_id, project=project)
+        .annotate(
+            my_assignments=Exists(mine),
+            latest_run_id=Subquery(runs.order_by("-id").values("id")[:1]),
+        )
+        .first()
+    )
+
+
 def default_assignee(dataset: Dataset, user: User) -> str:
     """A reviewer with assignments in this dataset sees their own queue unless they ask."""
-    return ME if user_has_assignments(dataset, user) else ANY
+    known = getattr(dataset, "my_assignments", None)
+    mine = known if known is not None else user_has_assignments(dataset, user)
+    return ME if mine else ANY
 
 
 def _assignee_filter(examples: QuerySet[Example], assignee: str, user: User) -> QuerySet[Example]:
@@ -184,7 +202,7 @@ def queue_examples(dataset: Dataset, filters: QueueFilter, *, user: User) -> Que
 
 def next_in_queue(examples: QuerySet[Example], *, after_id: int = 0) -> Example | None:
     """The next example after ``after_id`` in id order, wrapping around once."""
-    examples = examples.select_related("import_batch", "dataset")
+    examples = examples.select_related("import_batch")
     return examples.filter(id__gt=after_id).first() or examples.first()
 
 
@@ -265,19 +283,24 @@ def _answer(messages: list[dict[str, str]]) -> str:
 
 
 def example_card(example: Example, *, user: User) -> ExampleCard:
-    """Everything the card shows about one example; load it with select_related("dataset")."""
+    """Everything the card shows about one example.
+
+    Set ``example.dataset`` first, ideally from ``dataset_for_review`` (which knows the latest
+    analysis run, saving a query per card).
+    """
     decisions = list(example.decisions.select_related("reviewer").order_by("id"))
     answer = _answer(example.messages)
     # The first decision saw the answer as imported; with none yet, the answer is the original.
     original = decisions[0].previous_answer if decisions else answer
-    latest_run = (
-        AnalysisRun.objects.filter(dataset_id=example.dataset_id, status=AnalysisStatus.SUCCEEDED)
-        .order_by("-id")
-        .values("id")[:1]
-    )
-    findings = Finding.objects.filter(example=example, run_id=Subquery(latest_run))
+    dataset = example.dataset
+    if hasattr(dataset, "latest_run_id"):
+        run_id = dataset.latest_run_id
+    else:
+        run = latest_analysis_run(dataset)
+        run_id = run.pk if run else None
+    findings = Finding.objects.filter(example=example, run_id=run_id) if run_id else []
     # Votes matter under overlap and to the adjudicator; elsewhere the query is saved.
-    with_votes = example.dataset.review_overlap > 1 or example.status == ExampleStatus.DISPUTED
+    with_votes = dataset.review_overlap > 1 or example.status == ExampleStatus.DISPUTED
     votes = list(example.votes.select_related("reviewer").order_by("id")) if with_votes else []
     return ExampleCard(
         example=example,

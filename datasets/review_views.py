@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -30,6 +30,7 @@ from .review_selectors import (
     agreement_summary,
     answer_diff,
     assignment_counts,
+    dataset_for_review,
     default_assignee,
     example_card,
     filtered_examples,
@@ -53,6 +54,13 @@ from .services import assistant_answer
 
 CARD = "datasets/review.html#review-card"
 BULK_ACTIONS = ("approve", "reject", "tag", "assign")
+
+
+def _dataset(request: AppRequest, project: Project, dataset_id: int) -> Dataset:
+    dataset = dataset_for_review(project, dataset_id, request.user)
+    if dataset is None:
+        raise Http404("No such dataset")
+    return dataset
 
 
 def _filters(request: AppRequest, dataset: Dataset) -> QueueFilter:
@@ -88,6 +96,8 @@ def _card_context(
     example: Example | None,
 ) -> dict[str, object]:
     user = request.user
+    if example is not None:
+        example.dataset = dataset  # the annotated one: the card needs its latest analysis run
     counts = queue_counts(dataset, filters, user=user, limit=COUNT_INLINE_LIMIT)
     return {
         "project": project,
@@ -109,7 +119,7 @@ def _card_context(
 @login_required
 def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    dataset = _dataset(request, project, dataset_id)
     filters = _filters(request, dataset)
     _check_queue_role(request, project, filters)
     requested = request.GET.get("example")
@@ -146,7 +156,7 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
 def review_counts(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
     """The counts line on its own, for a queue too large to count while loading the card."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    dataset = _dataset(request, project, dataset_id)
     filters = _filters(request, dataset)
     _check_queue_role(request, project, filters)
     context = {
@@ -168,10 +178,9 @@ def _decision_from_post(request: AppRequest) -> ReviewAction:
 @require_POST
 def review_decide(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    example = get_object_or_404(
-        Example.objects.select_related("dataset"), pk=example_id, dataset__project=project
-    )
-    dataset = example.dataset
+    example = get_object_or_404(Example, pk=example_id, dataset__project=project)
+    dataset = _dataset(request, project, example.dataset_id)
+    example.dataset = dataset
     filters = _filters(request, dataset)
     action = _decision_from_post(request)
     if example.status == ExampleStatus.DISPUTED:
