@@ -240,9 +240,13 @@ def example_decide(
 
     Pending under overlap → a vote; disputed → an adjudication (only for adjudicators);
     otherwise → a decision. The route is chosen from the example as the caller loaded it; a
-    change since is caught under the row lock by the revision or the transition check.
+    change since is caught under the row lock by the revision check.
     """
-    fresh = example  # as the caller loaded it, with its dataset; re-checked under the lock
+    fresh = example  # as the caller loaded it, with its dataset
+    if expected_revision is None:
+        # The route below was chosen from this revision; pinning it makes a change since (a
+        # dispute, a decision) a conflict under the row lock instead of a wrongly routed save.
+        expected_revision = fresh.revision
     if fresh.status == ExampleStatus.DISPUTED and not may_adjudicate:
         raise PermissionDeniedError(
             f"Example {fresh.pk} is disputed; only an adjudicator (ML lead or admin) decides it."

@@ -455,3 +455,34 @@ def test_a_queue_too_large_to_count_inline_fetches_its_counts_separately(
     ).content.decode()
     assert "1 pending · 0 approved · 0 rejected" in counts
     assert "1 pending example(s) match this filter" in counts
+
+
+@pytest.mark.parametrize(
+    "read",
+    ["counts page", "diff page", "queue api"],
+)
+def test_a_manager_may_not_use_the_reviewers_reads(world: World, make_member, read: str) -> None:
+    client = Client()
+    client.force_login(make_member(Role.MANAGER))
+    before = db_state()
+    if read == "counts page":
+        response = client.get(page("review_counts", world.project_id, world.dataset.pk))
+    elif read == "diff page":
+        response = client.post(
+            page("review_diff", world.project_id, world.pending.pk), {"answer": "x"}
+        )
+    else:
+        response = client.get(api(world, f"datasets/{world.dataset.pk}/review-queue/"))
+    assert response.status_code == 403
+    assert db_state() == before
+
+
+def test_everyone_in_the_project_reads_agreement_settings_and_comments(
+    world: World, make_member
+) -> None:
+    client = Client()
+    client.force_login(make_member(Role.MANAGER))
+    for path in ("agreement/", "review-settings/"):
+        assert client.get(api(world, f"datasets/{world.dataset.pk}/{path}")).status_code == 200
+    comments = client.get(api(world, f"examples/{world.pending.pk}/comments/"))
+    assert comments.status_code == 200 and comments.json() == []
