@@ -38,6 +38,8 @@ from .review_selectors import (
     selection_preview,
 )
 from .review_services import (
+    BULK_ACTIONS,
+    bulk_action_permission,
     example_comment_add,
     example_decide,
     examples_bulk_assign,
@@ -532,7 +534,7 @@ class ReviewQueueApi(APIView):
 
 class ReviewBulkApi(APIView):
     class BulkInput(serializers.Serializer[Any]):
-        action = serializers.ChoiceField(choices=["approve", "reject", "tag", "assign"])
+        action = serializers.ChoiceField(choices=list(BULK_ACTIONS))
         filter = QueueFilterInput(required=False, default=dict)
         tag = serializers.CharField(required=False, allow_blank=True, default="")
         reviewers = serializers.ListField(
@@ -565,7 +567,9 @@ class ReviewBulkApi(APIView):
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
         action = data["action"]
-        project_for(user=request.user, project_id=project_id, action=_bulk_role(action, dataset))
+        project_for(
+            user=request.user, project_id=project_id, action=bulk_action_permission(action, dataset)
+        )
         user = acting_user(request)
         filters = _queue_filter(data["filter"], dataset=dataset, user=user)
         _check_disputed_role(request, project, filters)
@@ -603,14 +607,6 @@ class ReviewBulkApi(APIView):
             "changed": changed,
         }
         return Response(self.BulkOutput(output).data)
-
-
-def _bulk_role(action: str, dataset: Dataset) -> Action:
-    if action == "assign":
-        return Action.ASSIGN
-    if action in ("approve", "reject") and dataset.review_overlap > 1:
-        return Action.ADJUDICATE
-    return Action.REVIEW
 
 
 def _reviewers_named(project: Project, names: list[str]) -> list[User]:

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from ftportal.errors import ApplicationError, ConflictError, PermissionDeniedError
+from ftportal.roles import Action
 from ftportal.state import check_transition
 
 from .models import (
@@ -278,6 +279,18 @@ def example_decide(
 
 
 # --- bulk actions -----------------------------------------------------------------------------
+
+BULK_ACTIONS = ("approve", "reject", "tag", "assign")
+
+
+def bulk_action_permission(action: str, dataset: Dataset) -> Action:
+    """The project action a bulk action needs on this dataset."""
+    if action == "assign":
+        return Action.ASSIGN
+    if action in ("approve", "reject") and dataset.review_overlap > 1:
+        # Under overlap a bulk decision overrides the independent votes: an adjudicator's call.
+        return Action.ADJUDICATE
+    return Action.REVIEW
 
 
 def _locked_selection(examples: QuerySet[Example], expected_token: str | None) -> list[Example]:

@@ -42,6 +42,8 @@ from .review_selectors import (
     selection_preview,
 )
 from .review_services import (
+    BULK_ACTIONS,
+    bulk_action_permission,
     example_comment_add,
     example_decide,
     examples_bulk_assign,
@@ -53,7 +55,6 @@ from .review_services import (
 from .services import assistant_answer
 
 CARD = "datasets/review.html#review-card"
-BULK_ACTIONS = ("approve", "reject", "tag", "assign")
 
 
 def _dataset(request: AppRequest, project: Project, dataset_id: int) -> Dataset:
@@ -147,6 +148,8 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
             "assignee_choices": [ANY, ME, UNASSIGNED],
             "reviewers": reviewers_for(project),
             "bulk_actions": BULK_ACTIONS,
+            # Under overlap a bulk decision overrides the votes: an adjudicator's call.
+            "can_bulk_decide": dataset.review_overlap == 1 or role_allows(role, Action.ADJUDICATE),
         }
     )
     return render(request, "datasets/review.html", context)
@@ -263,15 +266,6 @@ def review_diff(request: AppRequest, project_id: int, example_id: int) -> HttpRe
 # --- bulk actions -----------------------------------------------------------------------------
 
 
-def _bulk_action_role(action: str, dataset: Dataset) -> Action:
-    if action == "assign":
-        return Action.ASSIGN
-    if action in ("approve", "reject") and dataset.review_overlap > 1:
-        # Under overlap a bulk decision overrides the independent votes: an adjudicator's call.
-        return Action.ADJUDICATE
-    return Action.REVIEW
-
-
 def _chosen_reviewers(request: AppRequest, project: Project) -> list[User]:
     names = [n for n in request.POST.getlist("reviewers") or request.GET.getlist("reviewers") if n]
     found = {u.username: u for u in reviewers_for(project).filter(username__in=names)}
@@ -295,7 +289,9 @@ def review_bulk(request: AppRequest, project_id: int, dataset_id: int) -> HttpRe
         raise ApplicationError(
             f"bulk_action: choose one of {', '.join(BULK_ACTIONS)}.", extra={"field": "bulk_action"}
         )
-    project_for(user=request.user, project_id=project_id, action=_bulk_action_role(action, dataset))
+    project_for(
+        user=request.user, project_id=project_id, action=bulk_action_permission(action, dataset)
+    )
     filters = _filters(request, dataset)
     _check_queue_role(request, project, filters)
     # The selection is what the filter shows, decided or not (a bulk action can re-decide).

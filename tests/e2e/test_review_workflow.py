@@ -4,6 +4,7 @@ reviewers vote by keyboard and disagree, the lead adjudicates, then filters and 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -35,6 +36,12 @@ CARD_CHANGED_JS = """(previousId) => {
 }"""
 
 
+def shot(page: Page, directory: Path, name: str) -> None:
+    path = directory / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
 def card_id(page: Page) -> int:
     return int(page.locator("article.example").get_attribute("data-example-id") or 0)
 
@@ -47,7 +54,7 @@ def press_and_wait(page: Page, key: str) -> int:
 
 
 def test_two_reviewers_disagree_and_the_lead_adjudicates_by_keyboard(
-    live_server, page: Page, project, make_member
+    live_server, page: Page, project, make_member, tmp_path: Path
 ) -> None:
     lead = make_member(Role.ML_LEAD)
     first, second = make_member(Role.REVIEWER), make_member(Role.REVIEWER)
@@ -97,6 +104,7 @@ def test_two_reviewers_disagree_and_the_lead_adjudicates_by_keyboard(
     page.keyboard.press("Control+Enter")
     expect(page.locator("#comment-list")).to_contain_text("Looks like billing to me.")
     assert card_id(page) == examples[0].pk
+    shot(page, tmp_path, "reviewer-card-with-comment")
 
     press_and_wait(page, "a")
     expect(page.locator("#last-decision")).to_contain_text("your vote (approve) is recorded")
@@ -133,10 +141,12 @@ def test_two_reviewers_disagree_and_the_lead_adjudicates_by_keyboard(
     page.goto(f"{live_server.url}/projects/{project.pk}/datasets/{dataset.pk}/review/setup/")
     expect(page.locator("#agreement-items")).to_have_text("4")
     expect(page.locator("#agreement-percent")).to_have_text("50 %")
+    shot(page, tmp_path, "agreement-panel")
     page.locator("#agreement-disputed a").click()
     expect(page.locator("#votes")).to_be_visible()
     assert card_id(page) == examples[0].pk
     expect(page.locator("#votes .vote")).to_have_count(2)
+    shot(page, tmp_path, "adjudicator-votes-side-by-side")
     press_and_wait(page, "1")  # approve with reviewer one's answer (the answer as shown)
     assert card_id(page) == examples[2].pk
     expect(page.locator("#votes")).to_contain_text(EDITED)
