@@ -56,6 +56,7 @@ class QueueFilter:
     @classmethod
     def from_query(cls, params: Mapping[str, str], *, default_assignee: str = ANY) -> QueueFilter:
         status = params.get("status") or ExampleStatus.PENDING
+        status = ANY if status == "all" else status  # links from elsewhere may say "all"
         if status not in STATUS_CHOICES:
             raise ApplicationError(
                 f"status: '{status}' is not one of {', '.join(STATUS_CHOICES)}.",

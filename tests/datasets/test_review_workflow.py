@@ -144,6 +144,7 @@ def test_filters_come_from_the_query_and_go_back_into_it(reviewers):
     )
     assert (filters.status, filters.q, filters.assignee) == ("approved", "refund", "me")
     assert filters.query == "status=approved&q=refund&tag=x"
+    assert QueueFilter.from_query({"status": "all", "finding": "pii_email"}).status == "any"
     with pytest.raises(ApplicationError, match="status: 'lost'"):
         QueueFilter.from_query({"status": "lost"})
     with pytest.raises(ApplicationError, match="key=value"):
