@@ -201,9 +201,23 @@ def queue_examples(dataset: Dataset, filters: QueueFilter, *, user: User) -> Que
     return examples.order_by("id")
 
 
+def with_card_flags(examples: QuerySet[Example]) -> QuerySet[Example]:
+    """Mark whether each example has decisions, comments, tags or assignments, in the same
+    query: a fresh example in a large queue has none, and its card then needs no more queries."""
+    related = {
+        "has_decisions": ReviewDecision.objects,
+        "has_comments": ExampleComment.objects,
+        "has_tags": Example.tags.through.objects,
+        "has_assignments": ExampleAssignment.objects,
+    }
+    return examples.select_related("import_batch").annotate(
+        **{flag: Exists(rows.filter(example=OuterRef("pk"))) for flag, rows in related.items()}
+    )
+
+
 def next_in_queue(examples: QuerySet[Example], *, after_id: int = 0) -> Example | None:
     """The next example after ``after_id`` in id order, wrapping around once."""
-    examples = examples.select_related("import_batch")
+    examples = with_card_flags(examples)
     return examples.filter(id__gt=after_id).first() or examples.first()
 
 
@@ -289,7 +303,16 @@ def example_card(example: Example, *, user: User) -> ExampleCard:
     Set ``example.dataset`` first, ideally from ``dataset_for_review`` (which knows the latest
     analysis run, saving a query per card).
     """
-    decisions = list(example.decisions.select_related("reviewer").order_by("id"))
+
+    def has(flag: str) -> bool:
+        # Without the flags (an example not loaded through with_card_flags), ask the database.
+        return bool(getattr(example, flag, True))
+
+    decisions = (
+        list(example.decisions.select_related("reviewer").order_by("id"))
+        if has("has_decisions")
+        else []
+    )
     answer = _answer(example.messages)
     # The first decision saw the answer as imported; with none yet, the answer is the original.
     original = decisions[0].previous_answer if decisions else answer
@@ -316,14 +339,18 @@ def example_card(example: Example, *, user: User) -> ExampleCard:
             )
             for d in decisions
         ],
-        comments=list(example.comments.select_related("author").order_by("id")),
+        comments=list(example.comments.select_related("author").order_by("id"))
+        if has("has_comments")
+        else [],
         votes=votes,
         findings=list(findings),
-        tags=list(example.tags.values_list("name", flat=True)),
+        tags=list(example.tags.values_list("name", flat=True)) if has("has_tags") else [],
         my_vote=next((v for v in votes if v.reviewer_id == user.pk), None),
         assignees=list(
             example.assignments.order_by("id").values_list("reviewer__username", flat=True)
-        ),
+        )
+        if has("has_assignments")
+        else [],
     )
 
 

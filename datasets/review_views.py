@@ -40,6 +40,7 @@ from .review_selectors import (
     queue_examples,
     reviewers_for,
     selection_preview,
+    with_card_flags,
 )
 from .review_services import (
     BULK_ACTIONS,
@@ -126,7 +127,7 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
     requested = request.GET.get("example")
     if requested:
         example: Example | None = get_object_or_404(
-            Example.objects.select_related("import_batch"), pk=requested, dataset=dataset
+            with_card_flags(Example.objects.all()), pk=requested, dataset=dataset
         )
     else:
         after = request.GET.get("after", "")
