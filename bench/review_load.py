@@ -10,6 +10,8 @@ the login form and times, with one plain HTTP client session:
 - next: the htmx partial GET that loads the next example of the queue (?after=<id>), walking
   the queue as a reviewer pressing "s" would;
 - decide: the htmx POST that approves an example and answers with the next card;
+- floor (for information): the login page, which runs no review code: what any request costs
+  on this machine at the time, since other work on a shared machine slows every figure;
 - counts (for information): the separate request a queue of more than 20,000 examples makes
   for its status counts after the card has loaded (smaller queues count inline).
 
@@ -153,6 +155,14 @@ class Reviewer:
         assert response.status_code == 200, response.status_code
         return elapsed, self.card_id(response.text)
 
+    def floor(self) -> float:
+        """The login page: no review code, for how fast this machine answers any request now."""
+        start = time.perf_counter()
+        response = self.session.get(f"{self.base}/login/")
+        elapsed = time.perf_counter() - start
+        assert response.status_code == 200, response.status_code
+        return elapsed
+
     def counts(self, project: int, dataset: int) -> float:
         url = f"{self.base}/projects/{project}/datasets/{dataset}/review/counts/"
         start = time.perf_counter()
@@ -257,6 +267,7 @@ def main() -> None:
         reviewer = Reviewer(base)
         reviewer.login()
 
+        floor_times = [reviewer.floor() for _ in range(WARMUP + args.requests)][WARMUP:]
         results = {
             "big": measure(reviewer, project, big, args.requests),
             "small": measure(reviewer, project, small, args.requests),
@@ -272,6 +283,10 @@ def main() -> None:
         for label, count in (("big", args.big), ("small", args.small)):
             r = results[label]
             print(f"{kind:<10}{count:>10}{r[kind + '_p50']:>10.1f}{r[kind + '_p95']:>10.1f}")
+    floor_p50 = statistics.median(floor_times) * 1000
+    floor_p95 = percentile(floor_times, 0.95) * 1000
+    print(f"{'floor':<10}{'(login)':>10}{floor_p50:>10.1f}{floor_p95:>10.1f}")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     big_r, small_r = results["big"], results["small"]
     next_ratio = big_r["next_p95"] / small_r["next_p95"]
     decide_ratio = big_r["decide_p95"] / small_r["decide_p95"]
@@ -282,7 +297,7 @@ def main() -> None:
         f"baseline_next_p95_ms={small_r['next_p95']:.1f} next_p95_ratio={next_ratio:.2f} "
         f"decide_p50_ms={big_r['decide_p50']:.1f} decide_p95_ms={big_r['decide_p95']:.1f} "
         f"baseline_decide_p95_ms={small_r['decide_p95']:.1f} decide_p95_ratio={decide_ratio:.2f} "
-        f"counts_p95_ms={big_r['counts_p95']:.1f} "
+        f"counts_p95_ms={big_r['counts_p95']:.1f} floor_p50_ms={floor_p50:.1f} "
         f"target_p95_ms=50 target_met={str(target_met).lower()}"
     )
 
