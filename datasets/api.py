@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import StreamingHttpResponse
@@ -24,7 +25,7 @@ from ftportal.api import PAGINATION_PARAMETERS, acting_user, page_serializer, pa
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.permissions import project_for
-from ftportal.roles import Action
+from ftportal.roles import Action, role_allows
 
 from .formats import ALL_FORMATS, AUTO, EXPORT_FORMATS, OPENAI_CHAT, CsvMapping
 from .importing import (
@@ -46,6 +47,29 @@ from .models import (
     ReviewAction,
     Split,
 )
+from .review_selectors import (
+    STATUS_CHOICES,
+    QueueFilter,
+    agreement_summary,
+    default_assignee,
+    filtered_examples,
+    next_in_queue,
+    queue_counts,
+    queue_examples,
+    reviewers_for,
+    selection_preview,
+)
+from .review_services import (
+    BULK_ACTIONS,
+    bulk_action_permission,
+    example_comment_add,
+    example_decide,
+    examples_bulk_assign,
+    examples_bulk_review,
+    examples_bulk_tag,
+    refused_statuses,
+    review_settings_update,
+)
 from .selectors import (
     datasets_for_project,
     export_content_type,
@@ -60,7 +84,6 @@ from .services import (
     DEFAULT_VALIDATION_FRACTION,
     dataset_create,
     dataset_version_freeze,
-    example_review,
 )
 
 JSONL_CONTENT_TYPE = "application/jsonl"
@@ -351,19 +374,23 @@ class ExampleReviewApi(APIView):
         responses=ExampleDetailOutput,
     )
     def post(self, request: Request, project_id: int, example_id: int) -> Response:
-        project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+        project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
         example = _example_in(project, example_id)
+        if example.status == ExampleStatus.DISPUTED:
+            project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
         payload = self.ReviewInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        reviewed = example_review(
+        # Under overlap a pending example takes this as one vote; see review_services.
+        outcome = example_decide(
             example=example,
             user=acting_user(request),
             action=ReviewAction(payload.validated_data["action"]),
             new_answer=payload.validated_data.get("answer"),
             comment=payload.validated_data["comment"],
             expected_revision=payload.validated_data.get("revision"),
+            may_adjudicate=role_allows(role, Action.ADJUDICATE),
         )
-        return Response(ExampleDetailOutput(_example_with_decisions(reviewed)).data)
+        return Response(ExampleDetailOutput(_example_with_decisions(outcome.example)).data)
 
 
 class VersionOutput(serializers.Serializer[Any]):
@@ -548,3 +575,253 @@ class DatasetVersionExportApi(APIView):
             as_attachment=True, filename=export_filename(version, split=split, fmt=fmt)
         )
         return response
+
+
+# --- review workflow --------------------------------------------------------------------------
+
+
+class QueueFilterInput(serializers.Serializer[Any]):
+    """The review queue's filter, as in the page's URL."""
+
+    status = serializers.ChoiceField(choices=STATUS_CHOICES, required=False, default="pending")
+    finding = serializers.CharField(required=False, allow_blank=True, default="")
+    q = serializers.CharField(required=False, allow_blank=True, default="")
+    meta = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="key=value on the metadata"
+    )
+    tag = serializers.CharField(required=False, allow_blank=True, default="")
+    assignee = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="any, me, unassigned or a username; default: me if you have assignments.",
+    )
+
+
+def _queue_filter(data: Any, *, dataset: Dataset, user: User) -> QueueFilter:
+    filters = QueueFilterInput(data=data)
+    filters.is_valid(raise_exception=True)
+    return QueueFilter.from_query(
+        filters.validated_data, default_assignee=default_assignee(dataset, user)
+    )
+
+
+def _check_disputed_role(request: Request, project: Project, filters: QueueFilter) -> None:
+    if filters.status == ExampleStatus.DISPUTED:
+        project_for(user=request.user, project_id=project.pk, action=Action.ADJUDICATE)
+
+
+class ReviewQueueApi(APIView):
+    class QueueInput(QueueFilterInput):
+        after = serializers.IntegerField(required=False, default=0, min_value=0)
+
+    class QueueOutput(serializers.Serializer[Any]):
+        counts = serializers.DictField(child=serializers.IntegerField())
+        matching = serializers.IntegerField()
+        next = ExampleDetailOutput(allow_null=True)
+
+    @extend_schema(
+        operation_id="datasets_review_queue",
+        summary="The next example in the filtered review queue, and the counts",
+        parameters=[QueueInput],
+        responses=QueueOutput,
+    )
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+        dataset = _dataset_in(project, dataset_id)
+        user = acting_user(request)
+        filters = _queue_filter(request.query_params, dataset=dataset, user=user)
+        _check_disputed_role(request, project, filters)
+        after = self.QueueInput(data=request.query_params)
+        after.is_valid(raise_exception=True)
+        examples = queue_examples(dataset, filters, user=user)
+        example = next_in_queue(examples, after_id=after.validated_data["after"])
+        data = {
+            "counts": queue_counts(dataset, filters, user=user),
+            "matching": examples.count(),
+            "next": _example_with_decisions(example) if example else None,
+        }
+        return Response(self.QueueOutput(data).data)
+
+
+class ReviewBulkApi(APIView):
+    class BulkInput(serializers.Serializer[Any]):
+        action = serializers.ChoiceField(choices=list(BULK_ACTIONS))
+        filter = QueueFilterInput(required=False, default=dict)
+        tag = serializers.CharField(required=False, allow_blank=True, default="")
+        reviewers = serializers.ListField(
+            child=serializers.CharField(), required=False, default=list, help_text="usernames"
+        )
+        selection_token = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="From a dry run: refused with 409 if the selection changed since.",
+        )
+        dry_run = serializers.BooleanField(required=False, default=False)
+
+    class BulkOutput(serializers.Serializer[Any]):
+        count = serializers.IntegerField(help_text="Examples in the selection.")
+        selection_token = serializers.CharField()
+        refused = serializers.ListField(child=serializers.IntegerField())
+        changed = serializers.IntegerField(help_text="Decisions, tags or assignments made.")
+
+    @extend_schema(
+        operation_id="datasets_review_bulk",
+        summary="Approve, reject, tag or assign every example matching a filter, all or nothing",
+        request=BulkInput,
+        responses=BulkOutput,
+    )
+    def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+        dataset = _dataset_in(project, dataset_id)
+        payload = self.BulkInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        action = data["action"]
+        project_for(
+            user=request.user, project_id=project_id, action=bulk_action_permission(action, dataset)
+        )
+        user = acting_user(request)
+        filters = _queue_filter(data["filter"], dataset=dataset, user=user)
+        _check_disputed_role(request, project, filters)
+        examples = filtered_examples(dataset, filters, user=user)
+        reviewers = _reviewers_named(project, data["reviewers"]) if action == "assign" else []
+        refused = (
+            refused_statuses(ReviewAction(action))
+            if action in ("approve", "reject")
+            else frozenset()
+        )
+        selection = selection_preview(examples, refused_statuses=refused)
+        changed = 0
+        if not data["dry_run"]:
+            token = data["selection_token"] or None
+            if action in ("approve", "reject"):
+                changed = examples_bulk_review(
+                    examples=examples, user=user, action=ReviewAction(action), expected_token=token
+                )
+            elif action == "tag":
+                changed = examples_bulk_tag(
+                    dataset=dataset, examples=examples, tag_name=data["tag"], expected_token=token
+                )
+            else:
+                changed = examples_bulk_assign(
+                    dataset=dataset,
+                    examples=examples,
+                    reviewers=reviewers,
+                    assigned_by=user,
+                    expected_token=token,
+                )
+        output = {
+            "count": selection.count,
+            "selection_token": selection.token,
+            "refused": [pk for pk, _ in selection.refused],
+            "changed": changed,
+        }
+        return Response(self.BulkOutput(output).data)
+
+
+def _reviewers_named(project: Project, names: list[str]) -> list[User]:
+    found = {u.username: u for u in reviewers_for(project).filter(username__in=names)}
+    missing = [name for name in names if name not in found]
+    if missing or not names:
+        raise ApplicationError(
+            f"reviewers: {', '.join(missing) or 'none given'}: name project members who review.",
+            extra={"field": "reviewers"},
+        )
+    return [found[name] for name in names]
+
+
+class ReviewSettingsOutput(serializers.Serializer[Any]):
+    review_overlap = serializers.IntegerField()
+    guidelines = serializers.CharField()
+
+
+class ReviewSettingsApi(APIView):
+    class SettingsInput(serializers.Serializer[Any]):
+        review_overlap = serializers.IntegerField()
+        guidelines = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+    @extend_schema(operation_id="datasets_review_settings", responses=ReviewSettingsOutput)
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return Response(ReviewSettingsOutput(_dataset_in(project, dataset_id)).data)
+
+    @extend_schema(
+        operation_id="datasets_review_settings_update",
+        request=SettingsInput,
+        responses=ReviewSettingsOutput,
+    )
+    def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.ASSIGN)
+        dataset = _dataset_in(project, dataset_id)
+        payload = self.SettingsInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        dataset = review_settings_update(dataset=dataset, **payload.validated_data)
+        return Response(ReviewSettingsOutput(dataset).data)
+
+
+class AgreementApi(APIView):
+    class AgreementOutput(serializers.Serializer[Any]):
+        raters_per_item = serializers.IntegerField()
+        items = serializers.IntegerField(help_text="Examples with complete votes.")
+        percent = serializers.FloatField(allow_null=True, help_text="Share of unanimous items.")
+        kappa = serializers.FloatField(allow_null=True)
+        kappa_name = serializers.CharField()
+        disputed = serializers.IntegerField()
+
+    @extend_schema(operation_id="datasets_review_agreement", responses=AgreementOutput)
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        summary = agreement_summary(_dataset_in(project, dataset_id))
+        return Response(self.AgreementOutput(summary).data)
+
+
+class CommentOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    author = serializers.CharField(source="author.get_username")
+    body = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ExampleCommentsApi(APIView):
+    class CommentInput(serializers.Serializer[Any]):
+        body = serializers.CharField(allow_blank=True, trim_whitespace=False)
+
+    @extend_schema(operation_id="examples_comments_list", responses=CommentOutput(many=True))
+    def get(self, request: Request, project_id: int, example_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        example = _example_in(project, example_id)
+        comments = example.comments.select_related("author").order_by("id")
+        return Response(CommentOutput(comments, many=True).data)
+
+    @extend_schema(
+        operation_id="examples_comments_create",
+        request=CommentInput,
+        responses={201: CommentOutput},
+    )
+    def post(self, request: Request, project_id: int, example_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+        example = _example_in(project, example_id)
+        payload = self.CommentInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        comment = example_comment_add(
+            example=example, user=acting_user(request), body=payload.validated_data["body"]
+        )
+        return Response(CommentOutput(comment).data, status=status.HTTP_201_CREATED)
+
+
+class ExampleVotesApi(APIView):
+    class VoteOutput(serializers.Serializer[Any]):
+        reviewer = serializers.CharField(source="reviewer.get_username")
+        verdict = serializers.CharField()
+        answer = serializers.CharField()
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(operation_id="examples_votes_list", responses=VoteOutput(many=True))
+    def get(self, request: Request, project_id: int, example_id: int) -> Response:
+        # Votes are the adjudicator's to compare; reviewers vote without seeing each other's.
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
+        example = _example_in(project, example_id)
+        votes = example.votes.select_related("reviewer").order_by("id")
+        return Response(self.VoteOutput(votes, many=True).data)

@@ -15,7 +15,6 @@ def run_import(batch_id: int) -> None:
     from .importing import import_batch_run
 
     import_batch_run(batch_id=batch_id)
-# -- quality analysis (issue 3) ---------------------------------------------------------------
 
 
 @shared_task(acks_late=True)

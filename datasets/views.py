@@ -24,11 +24,10 @@ from .importing import (
     import_format_check,
     needs_column_mapping,
 )
-from .models import Dataset, DatasetVersion, Example, ReviewAction
+from .models import Dataset, DatasetVersion
 from .selectors import (
     export_content_type,
     export_filename,
-    next_pending_example,
     previous_version,
     status_counts,
     version_diff,
@@ -38,9 +37,7 @@ from .selectors import (
 from .services import (
     DEFAULT_VALIDATION_FRACTION,
     ImportRejected,
-    assistant_answer,
     dataset_version_freeze,
-    example_review,
 )
 
 # The guide: start with 100 to 500 high-quality examples.
@@ -154,72 +151,6 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
         return _render_dataset(request, context, status=400)
     messages.success(request, f"Froze {version} ({version.example_count} examples).")
     return redirect("version_detail", project_id, version.pk)
-
-
-def _review_card(
-    request: AppRequest, context: dict[str, object], example: Example | None
-) -> dict[str, object]:
-    dataset = context["dataset"]
-    assert isinstance(dataset, Dataset)
-    context.update(
-        {
-            "example": example,
-            "answer": assistant_answer(example.messages) if example else "",
-            "counts": status_counts(dataset),
-        }
-    )
-    return context
-
-
-@login_required
-def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
-    context = _dataset_context(request, project_id, dataset_id, Action.REVIEW)
-    dataset = context["dataset"]
-    assert isinstance(dataset, Dataset)
-    requested = request.GET.get("example")
-    if requested:
-        example: Example | None = get_object_or_404(Example, pk=requested, dataset=dataset)
-    else:
-        after = int(request.GET.get("after") or 0)
-        example = next_pending_example(dataset, after_id=after)
-    context = _review_card(request, context, example)
-    template = "datasets/review.html#review-card" if request.htmx else "datasets/review.html"
-    return render(request, template, context)
-
-
-@login_required
-@require_POST
-def review_decide(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
-    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    example = get_object_or_404(Example, pk=example_id, dataset__project=project)
-    context: dict[str, object] = {"project": project, "role": role, "dataset": example.dataset}
-    try:
-        action = ReviewAction(request.POST.get("action", ""))
-    except ValueError:
-        raise ApplicationError("Unknown review action; use approve, reject, edit or reopen.")
-    revision = request.POST.get("revision", "")
-    try:
-        example_review(
-            example=example,
-            user=request.user,
-            action=action,
-            new_answer=request.POST.get("answer"),
-            comment=request.POST.get("comment", ""),
-            expected_revision=int(revision) if revision.isdigit() else None,
-        )
-    except ApplicationError as error:
-        example.refresh_from_db()
-        context = _review_card(request, context, example)
-        context["review_error"] = error.message
-        return render(
-            request, "datasets/review.html#review-card", context, status=error.status_code
-        )
-    next_example = next_pending_example(example.dataset, after_id=example.pk)
-    if not request.htmx:
-        return redirect("review_queue", project_id, example.dataset_id)
-    context = _review_card(request, context, next_example)
-    context["last_decision"] = f"Example {example.pk}: {action.label.lower()}."
-    return render(request, "datasets/review.html#review-card", context)
 
 
 @login_required

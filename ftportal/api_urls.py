@@ -165,3 +165,38 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("projects/", projects_api.ProjectListApi.as_view(), name="project_list"),
     path("projects/<int:project_id>/", include(project_patterns)),
 ]
+
+# The review workflow (issue 3): queue, bulk actions, settings, agreement, comments, votes.
+review_patterns = [
+    path(
+        "datasets/<int:dataset_id>/review-queue/",
+        datasets_api.ReviewQueueApi.as_view(),
+        name="review_queue",
+    ),
+    path(
+        "datasets/<int:dataset_id>/review-bulk/",
+        datasets_api.ReviewBulkApi.as_view(),
+        name="review_bulk",
+    ),
+    path(
+        "datasets/<int:dataset_id>/review-settings/",
+        datasets_api.ReviewSettingsApi.as_view(),
+        name="review_settings",
+    ),
+    path(
+        "datasets/<int:dataset_id>/agreement/",
+        datasets_api.AgreementApi.as_view(),
+        name="review_agreement",
+    ),
+    path(
+        "examples/<int:example_id>/comments/",
+        datasets_api.ExampleCommentsApi.as_view(),
+        name="example_comments",
+    ),
+    path(
+        "examples/<int:example_id>/votes/",
+        datasets_api.ExampleVotesApi.as_view(),
+        name="example_votes",
+    ),
+]
+urlpatterns += [path("projects/<int:project_id>/", include(review_patterns))]

@@ -1,6 +1,8 @@
 from django.urls import path
 
 from datasets import import_views as dataset_import_views
+from datasets import quality_views
+from datasets import review_views as dataset_review_views
 from datasets import views as dataset_views
 from evaluation import views as evaluation_views
 from registry import views as registry_views
@@ -28,12 +30,12 @@ urlpatterns = [
     ),
     path(
         "projects/<int:project_id>/datasets/<int:dataset_id>/review/",
-        dataset_views.review_queue,
+        dataset_review_views.review_queue,
         name="review_queue",
     ),
     path(
         "projects/<int:project_id>/examples/<int:example_id>/review/",
-        dataset_views.review_decide,
+        dataset_review_views.review_decide,
         name="review_decide",
     ),
     path(
@@ -97,12 +99,6 @@ urlpatterns = [
         dataset_import_views.import_mapping,
         name="import_mapping",
     ),
-]
-
-# Quality analysis and readiness (issue 3).
-from datasets import quality_views  # noqa: E402
-
-urlpatterns += [
     path(
         "projects/<int:project_id>/datasets/<int:dataset_id>/quality/",
         quality_views.dataset_quality,
@@ -127,5 +123,30 @@ urlpatterns += [
         "projects/<int:project_id>/dataset-versions/<int:version_id>/readiness/",
         quality_views.version_readiness,
         name="version_readiness",
+    ),
+    path(
+        "projects/<int:project_id>/examples/<int:example_id>/comments/",
+        dataset_review_views.review_comment,
+        name="review_comment",
+    ),
+    path(
+        "projects/<int:project_id>/examples/<int:example_id>/answer-diff/",
+        dataset_review_views.review_diff,
+        name="review_diff",
+    ),
+    path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/review/bulk/",
+        dataset_review_views.review_bulk,
+        name="review_bulk",
+    ),
+    path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/review/setup/",
+        dataset_review_views.review_setup,
+        name="review_setup",
+    ),
+    path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/review/counts/",
+        dataset_review_views.review_counts,
+        name="review_counts",
     ),
 ]

@@ -1,41 +1,50 @@
 // Keyboard shortcuts for the review queue: a key clicks the element carrying data-key.
+// Special cases: e opens the answer editor, an element with data-opens="#form" reveals that
+// form and focuses its first field, a data-key input (the search box) takes the focus.
 (function () {
   "use strict";
 
   function editForm() { return document.querySelector(".edit-form"); }
 
-  function openEditor() {
-    var form = editForm();
+  function reveal(form) {
     if (!form) { return; }
     form.hidden = false;
-    var area = form.querySelector("textarea");
-    area.focus();
-    area.setSelectionRange(area.value.length, area.value.length);
+    var field = form.querySelector("textarea, input:not([type=hidden])");
+    if (!field) { return; }
+    field.focus();
+    if (field.setSelectionRange) { field.setSelectionRange(field.value.length, field.value.length); }
   }
 
-  function closeEditor() {
-    var form = editForm();
-    if (form) { form.hidden = true; }
+  function openEditor() { reveal(editForm()); }
+
+  function closeForms() {
+    document.querySelectorAll(".key-submit").forEach(function (form) { form.hidden = true; });
   }
 
   document.addEventListener("click", function (event) {
-    if (event.target.closest("#edit-button")) { openEditor(); }
+    if (event.target.closest("#edit-button")) { openEditor(); return; }
+    var opener = event.target.closest("[data-opens]");
+    if (opener) { reveal(document.querySelector(opener.getAttribute("data-opens"))); }
   });
 
   document.addEventListener("keydown", function (event) {
     var typing = event.target.closest("textarea, input, select");
     if (typing) {
-      if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && event.target.closest(".edit-form")) {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && event.target.closest(".key-submit")) {
         event.preventDefault();
         event.target.closest("form").requestSubmit();
       } else if (event.key === "Escape") {
-        closeEditor();
+        closeForms();
+        event.target.blur();
       }
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey) { return; }
     if (event.key === "e") { event.preventDefault(); openEditor(); return; }
-    var target = document.querySelector('[data-key="' + event.key + '"]');
-    if (target) { event.preventDefault(); target.click(); }
+    var target = document.querySelector('[data-key="' + CSS.escape(event.key) + '"]');
+    if (!target) { return; }
+    event.preventDefault();
+    if (target.matches("input, textarea, select")) { target.focus(); target.select(); return; }
+    target.click();
   });
 })();

@@ -1,0 +1,480 @@
+"""Reads for the review workflow: the filtered queue, the card, agreement, the selection."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from urllib.parse import urlencode
+
+from django.contrib.auth.models import User
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
+
+from ftportal.errors import ApplicationError
+from ftportal.models import Membership, Project
+from ftportal.roles import ALLOWED_ROLES, Action
+
+from .agreement import cohen_kappa, fleiss_kappa_from_ratings, percent_agreement
+from .models import (
+    AnalysisRun,
+    AnalysisStatus,
+    Dataset,
+    Example,
+    ExampleAssignment,
+    ExampleComment,
+    ExampleStatus,
+    Finding,
+    ReviewDecision,
+    ReviewVote,
+    Verdict,
+)
+
+ANY = "any"
+ME = "me"
+UNASSIGNED = "unassigned"
+STATUS_CHOICES = [*ExampleStatus.values, ANY]
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """What the reviewer narrowed the queue to; lives in the URL so skip/next keep it."""
+
+    status: str = ExampleStatus.PENDING
+    finding: str = ""
+    q: str = ""
+    meta: str = ""  # "key=value" on Example.metadata
+    tag: str = ""
+    assignee: str = ANY  # "any", "me", "unassigned" or a username
+    # What this viewer gets with no assignee in the URL ("me" once they have assignments).
+    assignee_default: str = field(default=ANY, compare=False)
+
+    @classmethod
+    def from_query(cls, params: Mapping[str, str], *, default_assignee: str = ANY) -> QueueFilter:
+        status = params.get("status") or ExampleStatus.PENDING
+        status = ANY if status == "all" else status  # links from elsewhere may say "all"
+        if status not in STATUS_CHOICES:
+            raise ApplicationError(
+                f"status: '{status}' is not one of {', '.join(STATUS_CHOICES)}.",
+                extra={"field": "status"},
+            )
+        meta = (params.get("meta") or "").strip()
+        if meta and "=" not in meta:
+            raise ApplicationError(
+                f"meta: '{meta}' should read key=value.", extra={"field": "meta"}
+            )
+        return cls(
+            status=status,
+            finding=(params.get("finding") or "").strip(),
+            q=(params.get("q") or "").strip(),
+            meta=meta,
+            tag=(params.get("tag") or "").strip(),
+            assignee=(params.get("assignee") or "").strip() or default_assignee,
+            assignee_default=default_assignee,
+        )
+
+    def as_params(self) -> dict[str, str]:
+        """Every field, so a link built from it means the same queue for every viewer."""
+        return {
+            "status": self.status,
+            "finding": self.finding,
+            "q": self.q,
+            "meta": self.meta,
+            "tag": self.tag,
+            "assignee": self.assignee,
+        }
+
+    @property
+    def query(self) -> str:
+        """The URL query for this filter, leaving out what the viewer gets by default."""
+        defaults = {"status": ExampleStatus.PENDING, "assignee": self.assignee_default}
+        return urlencode({k: v for k, v in self.as_params().items() if v and v != defaults.get(k)})
+
+    @property
+    def narrowed(self) -> bool:
+        """True when anything besides the status narrows the queue."""
+        return replace(self, status=ExampleStatus.PENDING) != QueueFilter()
+
+
+def latest_analysis_run(dataset: Dataset) -> AnalysisRun | None:
+    return (
+        AnalysisRun.objects.filter(dataset=dataset, status=AnalysisStatus.SUCCEEDED)
+        .order_by("-id")
+        .first()
+    )
+
+
+def finding_kinds(dataset: Dataset) -> list[str]:
+    run = latest_analysis_run(dataset)
+    if run is None:
+        return []
+    return list(run.findings.values_list("kind", flat=True).distinct().order_by("kind"))
+
+
+def user_has_assignments(dataset: Dataset, user: User) -> bool:
+    return ExampleAssignment.objects.filter(example__dataset=dataset, reviewer=user).exists()
+
+
+def dataset_for_review(project: Project, dataset_id: int, user: User) -> Dataset | None:
+    """The dataset with what every queue request needs, in one query: whether this reviewer
+    has assignments in it (``my_assignments``) and its latest finished analysis run's id
+    (``latest_run_id``, None when there is none)."""
+    mine = ExampleAssignment.objects.filter(example__dataset=OuterRef("pk"), reviewer=user)
+    runs = AnalysisRun.objects.filter(dataset=OuterRef("pk"), status=AnalysisStatus.SUCCEEDED)
+    return (
+        Dataset.objects.filter(pk=dataset_id, project=project)
+        .annotate(
+            my_assignments=Exists(mine),
+            latest_run_id=Subquery(runs.order_by("-id").values("id")[:1]),
+        )
+        .first()
+    )
+
+
+def default_assignee(dataset: Dataset, user: User) -> str:
+    """A reviewer with assignments in this dataset sees their own queue unless they ask."""
+    known = getattr(dataset, "my_assignments", None)
+    mine = known if known is not None else user_has_assignments(dataset, user)
+    return ME if mine else ANY
+
+
+def _assignee_filter(examples: QuerySet[Example], assignee: str, user: User) -> QuerySet[Example]:
+    if assignee == ANY:
+        return examples
+    if assignee == UNASSIGNED:
+        return examples.filter(~Exists(ExampleAssignment.objects.filter(example=OuterRef("pk"))))
+    reviewer_id = (
+        user.pk
+        if assignee == ME
+        else User.objects.filter(username=assignee).values_list("pk", flat=True).first()
+    )
+    if reviewer_id is None:
+        return examples.none()
+    assigned = ExampleAssignment.objects.filter(example=OuterRef("pk"), reviewer_id=reviewer_id)
+    return examples.filter(Exists(assigned))
+
+
+def filtered_examples(
+    dataset: Dataset, filters: QueueFilter, *, user: User, with_status: bool = True
+) -> QuerySet[Example]:
+    """The examples matching the filter; ``with_status=False`` leaves the status open."""
+    examples = Example.objects.filter(dataset=dataset)
+    if with_status and filters.status != ANY:
+        examples = examples.filter(status=filters.status)
+    if filters.finding:
+        run = latest_analysis_run(dataset)
+        if run is None:
+            return examples.none()
+        found = Finding.objects.filter(example=OuterRef("pk"), run=run, kind=filters.finding)
+        examples = examples.filter(Exists(found))
+    if filters.q:
+        # The JSON cast to text is what both Postgres (jsonb) and SQLite can search; a
+        # case-insensitive substring match is what a reviewer typing a word expects.
+        examples = examples.annotate(_messages_text=Cast("messages", TextField())).filter(
+            _messages_text__icontains=filters.q
+        )
+    if filters.meta:
+        key, _, value = filters.meta.partition("=")
+        # KeyTextTransform takes the key as a parameter, so a key with "__" in it is one key;
+        # the cast makes "=" a text comparison on SQLite too (and matches numbers as written).
+        value_text = Cast(KeyTextTransform(key.strip(), "metadata"), TextField())
+        examples = examples.annotate(_meta_value=value_text).filter(_meta_value=value.strip())
+    if filters.tag:
+        examples = examples.filter(
+            Exists(
+                Example.tags.through.objects.filter(example=OuterRef("pk"), tag__name=filters.tag)
+            )
+        )
+    return _assignee_filter(examples, filters.assignee, user)
+
+
+def queue_examples(dataset: Dataset, filters: QueueFilter, *, user: User) -> QuerySet[Example]:
+    """The queue a reviewer works through: under overlap, what they already voted on leaves it."""
+    examples = filtered_examples(dataset, filters, user=user)
+    if dataset.review_overlap > 1 and filters.status == ExampleStatus.PENDING:
+        voted = ReviewVote.objects.filter(example=OuterRef("pk"), reviewer=user)
+        examples = examples.filter(~Exists(voted))
+    return examples.order_by("id")
+
+
+def with_card_flags(examples: QuerySet[Example]) -> QuerySet[Example]:
+    """Mark whether each example has decisions, comments, tags or assignments, in the same
+    query: a fresh example in a large queue has none, and its card then needs no more queries."""
+    related = {
+        "has_decisions": ReviewDecision.objects,
+        "has_comments": ExampleComment.objects,
+        "has_tags": Example.tags.through.objects,
+        "has_assignments": ExampleAssignment.objects,
+    }
+    return examples.select_related("import_batch").annotate(
+        **{flag: Exists(rows.filter(example=OuterRef("pk"))) for flag, rows in related.items()}
+    )
+
+
+def next_in_queue(examples: QuerySet[Example], *, after_id: int = 0) -> Example | None:
+    """The next example after ``after_id`` in id order, wrapping around once."""
+    examples = with_card_flags(examples)
+    return examples.filter(id__gt=after_id).first() or examples.first()
+
+
+# Counting a filter's examples by status reads every matching row: about 25 ms at 100,000 rows.
+# Up to this many the counts come with the card; above it the page fetches them separately, so
+# the next example never waits for them.
+COUNT_INLINE_LIMIT = 20_000
+
+
+def queue_counts(
+    dataset: Dataset, filters: QueueFilter, *, user: User, limit: int | None = None
+) -> dict[str, int] | None:
+    """Examples per status among those matching every filter but the status.
+
+    With ``limit``: None when more than ``limit`` examples match (checked with a bounded count).
+    """
+    examples = filtered_examples(dataset, filters, user=user, with_status=False).order_by()
+    if limit is not None and examples.values("id")[: limit + 1].count() > limit:
+        return None
+    counts = {status.value: 0 for status in ExampleStatus}
+    rows = examples.values("status").annotate(n=Count("id"))
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts
+
+
+# --- the card ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiffSegment:
+    kind: str  # "equal", "insert" or "delete"
+    text: str
+
+
+_TOKENS = re.compile(r"\s+|[^\s]+")
+
+
+def answer_diff(before: str, after: str) -> list[DiffSegment]:
+    """Word-level diff; the template wraps inserts and deletes in <ins>/<del>, text escaped."""
+    old, new = _TOKENS.findall(before), _TOKENS.findall(after)
+    segments: list[DiffSegment] = []
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    for op, a1, a2, b1, b2 in matcher.get_opcodes():
+        if op == "equal":
+            segments.append(DiffSegment("equal", "".join(old[a1:a2])))
+            continue
+        if a2 > a1:
+            segments.append(DiffSegment("delete", "".join(old[a1:a2])))
+        if b2 > b1:
+            segments.append(DiffSegment("insert", "".join(new[b1:b2])))
+    return segments
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    decision: ReviewDecision
+    diff: list[DiffSegment]
+    changed_answer: bool
+
+
+@dataclass(frozen=True)
+class ExampleCard:
+    example: Example
+    answer: str
+    original_answer: str
+    diff_to_original: list[DiffSegment]
+    history: list[HistoryEntry]
+    comments: list[ExampleComment]
+    votes: list[ReviewVote]
+    findings: list[Finding]
+    tags: list[str]
+    my_vote: ReviewVote | None = None
+    assignees: list[str] = field(default_factory=list)
+
+
+def _answer(messages: list[dict[str, str]]) -> str:
+    return messages[-1]["content"] if messages else ""
+
+
+def example_card(example: Example, *, user: User) -> ExampleCard:
+    """Everything the card shows about one example.
+
+    Set ``example.dataset`` first, ideally from ``dataset_for_review`` (which knows the latest
+    analysis run, saving a query per card).
+    """
+
+    def has(flag: str) -> bool:
+        # Without the flags (an example not loaded through with_card_flags), ask the database.
+        return bool(getattr(example, flag, True))
+
+    decisions = (
+        list(example.decisions.select_related("reviewer").order_by("id"))
+        if has("has_decisions")
+        else []
+    )
+    answer = _answer(example.messages)
+    # The first decision saw the answer as imported; with none yet, the answer is the original.
+    original = decisions[0].previous_answer if decisions else answer
+    dataset = example.dataset
+    if hasattr(dataset, "latest_run_id"):
+        run_id = dataset.latest_run_id
+    else:
+        run = latest_analysis_run(dataset)
+        run_id = run.pk if run else None
+    findings = Finding.objects.filter(example=example, run_id=run_id) if run_id else []
+    # Votes matter under overlap and to the adjudicator; elsewhere the query is saved.
+    with_votes = dataset.review_overlap > 1 or example.status == ExampleStatus.DISPUTED
+    votes = list(example.votes.select_related("reviewer").order_by("id")) if with_votes else []
+    return ExampleCard(
+        example=example,
+        answer=answer,
+        original_answer=original,
+        diff_to_original=answer_diff(original, answer) if original != answer else [],
+        history=[
+            HistoryEntry(
+                decision=d,
+                diff=answer_diff(d.previous_answer, d.new_answer),
+                changed_answer=d.previous_answer != d.new_answer,
+            )
+            for d in decisions
+        ],
+        comments=list(example.comments.select_related("author").order_by("id"))
+        if has("has_comments")
+        else [],
+        votes=votes,
+        findings=list(findings),
+        tags=list(example.tags.values_list("name", flat=True)) if has("has_tags") else [],
+        my_vote=next((v for v in votes if v.reviewer_id == user.pk), None),
+        assignees=list(
+            example.assignments.order_by("id").values_list("reviewer__username", flat=True)
+        )
+        if has("has_assignments")
+        else [],
+    )
+
+
+# --- selections for bulk actions --------------------------------------------------------------
+
+
+def selection_token(rows: list[tuple[int, int]]) -> str:
+    """A fingerprint of (id, revision) pairs: it changes when any example in the selection is
+    added, removed or decided, so a confirmation cannot act on something else than it showed."""
+    digest = hashlib.sha256()
+    for pk, revision in sorted(rows):
+        digest.update(f"{pk}:{revision};".encode())
+    return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Selection:
+    count: int
+    token: str
+    refused: list[tuple[int, str]]  # (example id, its status) that cannot take the action
+
+
+def selection_preview(
+    examples: QuerySet[Example], *, refused_statuses: frozenset[str]
+) -> Selection:
+    rows = list(examples.order_by().values_list("id", "revision", "status"))
+    return Selection(
+        count=len(rows),
+        token=selection_token([(pk, revision) for pk, revision, _ in rows]),
+        refused=sorted((pk, status) for pk, _, status in rows if status in refused_statuses),
+    )
+
+
+def reviewers_for(project: Project) -> QuerySet[User]:
+    """Project members whose role lets them review: who can be assigned examples."""
+    roles = [role.value for role in ALLOWED_ROLES[Action.REVIEW]]
+    members = Membership.objects.filter(project=project, role__in=roles).values("user_id")
+    return User.objects.filter(pk__in=members).order_by("username")
+
+
+# --- agreement --------------------------------------------------------------------------------
+
+
+def _shown_answers(example_ids: list[int], first_vote_at: dict[int, datetime]) -> dict[int, str]:
+    """The answer each example showed while it was voted on.
+
+    Votes are taken on pending examples, whose answer only changes through a decision, so it is
+    the answer before the first decision made after the votes began, or else today's answer.
+    """
+    shown: dict[int, str] = {}
+    decisions = ReviewDecision.objects.filter(example_id__in=example_ids).order_by("id")
+    for example_id, previous, created_at in decisions.values_list(
+        "example_id", "previous_answer", "created_at"
+    ):
+        if example_id not in shown and created_at >= first_vote_at[example_id]:
+            shown[example_id] = previous
+    missing = [pk for pk in example_ids if pk not in shown]
+    for pk, messages in Example.objects.filter(pk__in=missing).values_list("pk", "messages"):
+        shown[pk] = _answer(messages)
+    return shown
+
+
+def vote_label(verdict: str, answer: str, shown: str) -> str:
+    """approve (as shown), edit (approve with another answer) or reject.
+
+    Categories are shared by all items, as kappa needs. Two different edits both count as
+    "edit" here, although the example still goes to an adjudicator, who compares the answers.
+    """
+    if verdict == Verdict.REJECT:
+        return "reject"
+    return "approve" if answer == shown else "edit"
+
+
+@dataclass(frozen=True)
+class AgreementSummary:
+    raters_per_item: int
+    items: int  # items with complete votes
+    percent: float | None
+    kappa: float | None
+    kappa_name: str  # "Cohen's kappa" or "Fleiss' kappa"
+    disputed: int  # examples waiting for an adjudicator
+
+
+def agreement_summary(dataset: Dataset) -> AgreementSummary:
+    raters = max(dataset.review_overlap, 2)
+    by_example: dict[int, list[tuple[str, str]]] = {}
+    first_vote_at: dict[int, datetime] = {}
+    votes = ReviewVote.objects.filter(example__dataset=dataset).order_by("example_id", "id")
+    for example_id, verdict, answer, created_at in votes.values_list(
+        "example_id", "verdict", "answer", "created_at"
+    ):
+        cast = by_example.setdefault(example_id, [])
+        first_vote_at.setdefault(example_id, created_at)
+        if len(cast) < raters:  # the first n votes, so every item has the same count
+            cast.append((verdict, answer))
+    complete = [pk for pk, cast in by_example.items() if len(cast) == raters]
+    shown = _shown_answers(complete, first_vote_at)
+    items = [[vote_label(v, a, shown[pk]) for v, a in by_example[pk]] for pk in complete]
+    if raters == 2:
+        kappa = cohen_kappa([i[0] for i in items], [i[1] for i in items])
+        name = "Cohen's kappa"
+    else:
+        kappa = fleiss_kappa_from_ratings(items)
+        name = "Fleiss' kappa"
+    disputed = dataset.examples.filter(status=ExampleStatus.DISPUTED).count()
+    return AgreementSummary(
+        raters_per_item=raters,
+        items=len(items),
+        percent=percent_agreement(items),
+        kappa=kappa,
+        kappa_name=name,
+        disputed=disputed,
+    )
+
+
+def assignment_counts(dataset: Dataset) -> list[tuple[str, int, int]]:
+    """Per assigned reviewer: (username, assigned, still pending)."""
+    rows = (
+        ExampleAssignment.objects.filter(example__dataset=dataset)
+        .values("reviewer__username")
+        .annotate(
+            assigned=Count("id"),
+            pending=Count("id", filter=Q(example__status=ExampleStatus.PENDING)),
+        )
+        .order_by("reviewer__username")
+    )
+    return [(r["reviewer__username"], r["assigned"], r["pending"]) for r in rows]

@@ -1,0 +1,388 @@
+"""Pages of the review workflow: the filtered queue, decisions, comments, bulk actions, setup."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from ftportal.errors import ApplicationError
+from ftportal.http import AppRequest
+from ftportal.models import Project
+from ftportal.permissions import project_for
+from ftportal.roles import Action, role_allows
+
+from .markdown import render_markdown
+from .models import Dataset, Example, ExampleStatus, ReviewAction
+from .review_selectors import (
+    ANY,
+    COUNT_INLINE_LIMIT,
+    ME,
+    STATUS_CHOICES,
+    UNASSIGNED,
+    QueueFilter,
+    agreement_summary,
+    answer_diff,
+    assignment_counts,
+    dataset_for_review,
+    default_assignee,
+    example_card,
+    filtered_examples,
+    finding_kinds,
+    next_in_queue,
+    queue_counts,
+    queue_examples,
+    reviewers_for,
+    selection_preview,
+    with_card_flags,
+)
+from .review_services import (
+    BULK_ACTIONS,
+    bulk_action_permission,
+    example_comment_add,
+    example_decide,
+    examples_bulk_assign,
+    examples_bulk_review,
+    examples_bulk_tag,
+    refused_statuses,
+    review_settings_update,
+)
+from .services import assistant_answer
+
+CARD = "datasets/review.html#review-card"
+
+
+def _dataset(request: AppRequest, project: Project, dataset_id: int) -> Dataset:
+    dataset = dataset_for_review(project, dataset_id, request.user)
+    if dataset is None:
+        raise Http404("No such dataset")
+    return dataset
+
+
+def _filters(request: AppRequest, dataset: Dataset) -> QueueFilter:
+    return QueueFilter.from_query(
+        request.GET, default_assignee=default_assignee(dataset, request.user)
+    )
+
+
+def _matching(dataset: Dataset, filters: QueueFilter, user: User) -> int | None:
+    """How many examples the queue holds, worth saying only when a filter narrows it."""
+    return queue_examples(dataset, filters, user=user).count() if filters.narrowed else None
+
+
+def _queue_url(project_id: int, dataset_id: int, filters: QueueFilter, **extra: object) -> str:
+    url = reverse("review_queue", args=[project_id, dataset_id])
+    query = "&".join(part for part in [filters.query, urlencode(extra)] if part)
+    return f"{url}?{query}" if query else url
+
+
+def _check_queue_role(request: AppRequest, project: Project, filters: QueueFilter) -> None:
+    # The disputed queue is the adjudicator's: its cards carry every reviewer's vote.
+    if filters.status == ExampleStatus.DISPUTED:
+        project_for(user=request.user, project_id=project.pk, action=Action.ADJUDICATE)
+
+
+def _card_context(
+    request: AppRequest,
+    *,
+    project: Project,
+    role: str,
+    dataset: Dataset,
+    filters: QueueFilter,
+    example: Example | None,
+) -> dict[str, object]:
+    user = request.user
+    if example is not None:
+        example.dataset = dataset  # the annotated one: the card needs its latest analysis run
+    counts = queue_counts(dataset, filters, user=user, limit=COUNT_INLINE_LIMIT)
+    return {
+        "project": project,
+        "role": role,
+        "dataset": dataset,
+        "filters": filters,
+        "filter_query": filters.query,
+        "example": example,
+        "card": example_card(example, user=user) if example else None,
+        "answer": assistant_answer(example.messages) if example else "",
+        "counts": counts,
+        "matching": _matching(dataset, filters, user) if counts is not None else None,
+        "voting": dataset.review_overlap > 1,
+        "can_adjudicate": role_allows(role, Action.ADJUDICATE),
+        "can_assign": role_allows(role, Action.ASSIGN),
+    }
+
+
+@login_required
+def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    dataset = _dataset(request, project, dataset_id)
+    filters = _filters(request, dataset)
+    _check_queue_role(request, project, filters)
+    requested = request.GET.get("example")
+    if requested:
+        example: Example | None = get_object_or_404(
+            with_card_flags(Example.objects.all()), pk=requested, dataset=dataset
+        )
+    else:
+        after = request.GET.get("after", "")
+        example = next_in_queue(
+            queue_examples(dataset, filters, user=request.user),
+            after_id=int(after) if after.isdigit() else 0,
+        )
+    context = _card_context(
+        request, project=project, role=role, dataset=dataset, filters=filters, example=example
+    )
+    if request.htmx:
+        return render(request, CARD, context)
+    context.update(
+        {
+            "guidelines_html": render_markdown(dataset.guidelines) if dataset.guidelines else "",
+            "status_choices": STATUS_CHOICES,
+            "finding_kinds": finding_kinds(dataset),
+            "tag_names": list(dataset.tags.values_list("name", flat=True)),
+            "assignee_choices": [ANY, ME, UNASSIGNED],
+            "reviewers": reviewers_for(project),
+            "bulk_actions": BULK_ACTIONS,
+            # Under overlap a bulk decision overrides the votes: an adjudicator's call.
+            "can_bulk_decide": dataset.review_overlap == 1 or role_allows(role, Action.ADJUDICATE),
+        }
+    )
+    return render(request, "datasets/review.html", context)
+
+
+@login_required
+def review_counts(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    """The counts line on its own, for a queue too large to count while loading the card."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    dataset = _dataset(request, project, dataset_id)
+    filters = _filters(request, dataset)
+    _check_queue_role(request, project, filters)
+    context = {
+        "filters": filters,
+        "counts": queue_counts(dataset, filters, user=request.user),
+        "matching": _matching(dataset, filters, request.user),
+    }
+    return render(request, "datasets/review.html#review-counts", context)
+
+
+def _decision_from_post(request: AppRequest) -> ReviewAction:
+    try:
+        return ReviewAction(request.POST.get("action", ""))
+    except ValueError:
+        raise ApplicationError("Unknown review action; use approve, reject, edit or reopen.")
+
+
+@login_required
+@require_POST
+def review_decide(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    example = get_object_or_404(Example, pk=example_id, dataset__project=project)
+    dataset = _dataset(request, project, example.dataset_id)
+    example.dataset = dataset
+    filters = _filters(request, dataset)
+    action = _decision_from_post(request)
+    if example.status == ExampleStatus.DISPUTED:
+        project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
+    revision = request.POST.get("revision", "")
+    try:
+        outcome = example_decide(
+            example=example,
+            user=request.user,
+            action=action,
+            new_answer=request.POST.get("answer"),
+            comment=request.POST.get("comment", ""),
+            expected_revision=int(revision) if revision.isdigit() else None,
+            may_adjudicate=role_allows(role, Action.ADJUDICATE),
+        )
+    except ApplicationError as error:
+        example.refresh_from_db()
+        context = _card_context(
+            request, project=project, role=role, dataset=dataset, filters=filters, example=example
+        )
+        context["review_error"] = error.message
+        return render(request, CARD, context, status=error.status_code)
+    if not request.htmx:
+        return redirect(_queue_url(project_id, dataset.pk, filters))
+    next_example = next_in_queue(
+        queue_examples(dataset, filters, user=request.user), after_id=example.pk
+    )
+    context = _card_context(
+        request, project=project, role=role, dataset=dataset, filters=filters, example=next_example
+    )
+    context["last_decision"] = outcome.summary
+    return render(request, CARD, context)
+
+
+@login_required
+@require_POST
+def review_comment(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    example = get_object_or_404(
+        Example.objects.select_related("dataset", "import_batch"),
+        pk=example_id,
+        dataset__project=project,
+    )
+    filters = _filters(request, example.dataset)
+    status = 200
+    error = ""
+    try:
+        example_comment_add(example=example, user=request.user, body=request.POST.get("body", ""))
+    except ApplicationError as refused:
+        status, error = refused.status_code, refused.message
+    if not request.htmx:
+        return redirect(_queue_url(project_id, example.dataset_id, filters, example=example.pk))
+    context = _card_context(
+        request,
+        project=project,
+        role=role,
+        dataset=example.dataset,
+        filters=filters,
+        example=example,
+    )
+    context["comment_error"] = error
+    return render(request, CARD, context, status=status)
+
+
+@login_required
+@require_POST
+def review_diff(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
+    """The diff of the answer being typed against the original, for the edit form."""
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    example = get_object_or_404(Example, pk=example_id, dataset__project=project)
+    card = example_card(example, user=request.user)
+    edited = request.POST.get("answer", "")
+    context = {
+        "diff": answer_diff(card.original_answer, edited),
+        "unchanged": edited == card.original_answer,
+    }
+    return render(request, "datasets/review.html#answer-diff", context)
+
+
+# --- bulk actions -----------------------------------------------------------------------------
+
+
+def _chosen_reviewers(request: AppRequest, project: Project) -> list[User]:
+    names = [n for n in request.POST.getlist("reviewers") or request.GET.getlist("reviewers") if n]
+    found = {u.username: u for u in reviewers_for(project).filter(username__in=names)}
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ApplicationError(
+            f"reviewers: {', '.join(missing)} cannot review in this project.",
+            extra={"field": "reviewers"},
+        )
+    return [found[n] for n in names]
+
+
+@login_required
+def review_bulk(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    """GET: the confirmation (how many examples, which cannot); POST: do it, all or nothing."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    params = request.POST if request.method == "POST" else request.GET
+    action = params.get("bulk_action", "")
+    if action not in BULK_ACTIONS:
+        raise ApplicationError(
+            f"bulk_action: choose one of {', '.join(BULK_ACTIONS)}.", extra={"field": "bulk_action"}
+        )
+    project_for(
+        user=request.user, project_id=project_id, action=bulk_action_permission(action, dataset)
+    )
+    filters = _filters(request, dataset)
+    _check_queue_role(request, project, filters)
+    # The selection is what the filter shows, decided or not (a bulk action can re-decide).
+    examples = filtered_examples(dataset, filters, user=request.user)
+    reviewers = _chosen_reviewers(request, project) if action == "assign" else []
+    tag = params.get("tag_name", "").strip()
+    queue_url = _queue_url(project_id, dataset_id, filters)
+    if request.method == "POST":
+        token = request.POST.get("selection_token") or None
+        if action in ("approve", "reject"):
+            done = examples_bulk_review(
+                examples=examples,
+                user=request.user,
+                action=ReviewAction(action),
+                expected_token=token,
+            )
+            messages.success(request, f"{action.capitalize()}d {done} example(s).")
+        elif action == "tag":
+            done = examples_bulk_tag(
+                dataset=dataset, examples=examples, tag_name=tag, expected_token=token
+            )
+            messages.success(request, f"Tagged {done} example(s) '{tag}'.")
+        else:
+            created = examples_bulk_assign(
+                dataset=dataset,
+                examples=examples,
+                reviewers=reviewers,
+                assigned_by=request.user,
+                expected_token=token,
+            )
+            names = ", ".join(r.username for r in reviewers)
+            messages.success(request, f"Made {created} assignment(s) to {names}.")
+        return redirect(queue_url)
+    refused = (
+        refused_statuses(ReviewAction(action)) if action in ("approve", "reject") else frozenset()
+    )
+    context = {
+        "project": project,
+        "role": role,
+        "dataset": dataset,
+        "filters": filters,
+        "filter_query": filters.query,
+        "bulk_action": action,
+        "tag": tag,
+        "reviewers": reviewers,
+        "selection": selection_preview(examples, refused_statuses=refused),
+        "queue_url": queue_url,
+    }
+    return render(request, "datasets/review_bulk.html", context)
+
+
+# --- setup and agreement ----------------------------------------------------------------------
+
+
+@login_required
+def review_setup(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    """Overlap, guidelines and the agreement panel; everyone sees it, ASSIGN roles change it."""
+    action = Action.ASSIGN if request.method == "POST" else Action.VIEW
+    project, role = project_for(user=request.user, project_id=project_id, action=action)
+    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    status = 200
+    error = ""
+    if request.method == "POST":
+        overlap = request.POST.get("review_overlap", "")
+        try:
+            if not overlap.isdigit():
+                raise ApplicationError(
+                    "review_overlap: a whole number of reviewers per example.",
+                    extra={"field": "review_overlap"},
+                )
+            review_settings_update(
+                dataset=dataset,
+                review_overlap=int(overlap),
+                guidelines=request.POST.get("guidelines", ""),
+            )
+        except ApplicationError as refused:
+            status, error = refused.status_code, refused.message
+            dataset.refresh_from_db()
+        else:
+            messages.success(request, "Saved the review settings.")
+            return redirect("review_setup", project_id, dataset_id)
+    context = {
+        "project": project,
+        "role": role,
+        "dataset": dataset,
+        "agreement": agreement_summary(dataset),
+        "assignments": assignment_counts(dataset),
+        "guidelines_html": render_markdown(dataset.guidelines) if dataset.guidelines else "",
+        "can_assign": role_allows(role, Action.ASSIGN),
+        "can_adjudicate": role_allows(role, Action.ADJUDICATE),
+        "setup_error": error,
+    }
+    return render(request, "datasets/review_setup.html", context, status=status)
