@@ -159,4 +159,10 @@ def version_readiness(request: AppRequest, project_id: int, version_id: int) -> 
         ),
         "can_review": role_allows(role, Action.REVIEW),
     }
-    return render(request, "datasets/quality_readiness.html", context)
+    # Loaded into the version page by htmx; opened directly, it gets the site's layout.
+    template = (
+        "datasets/quality_readiness.html"
+        if request.htmx
+        else "datasets/quality_readiness_page.html"
+    )
+    return render(request, template, context)

@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,7 @@ CHATML_TEMPLATE = (
 )
 
 
+WORD_CHUNK = 20_000
 # tiktoken's thread pool pays off only with several cores and many texts.
 BATCH_THREADS_FROM = 4
 BATCH_TEXTS_FROM = 1000
@@ -148,31 +150,35 @@ class TokenCounter:
         return unique_lengths[index] if len(texts) else np.zeros(0, dtype=np.int64)
 
     def _word_lengths(self, texts: list[str]) -> list[int]:
-        # A text with a space next to other whitespace, or at either end, is encoded whole:
-        # there a space may belong to a whitespace token rather than start the next word.
-        whole = [text for text in texts if _space_beside_whitespace(text)]
-        first_words: set[str] = set()
-        later_words: set[str] = set()
-        for text in texts:
-            words = text.split(" ")
-            first_words.add(words[0])
-            later_words.update(words[1:])
-        first_list = list(first_words)
-        later_list = list(later_words)
-        encoded = self.encode_lengths([*whole, *first_list, *(" " + word for word in later_list)])
-        whole_counts = dict(zip(whole, encoded[: len(whole)], strict=True))
-        first_counts = dict(
-            zip(first_list, encoded[len(whole) : len(whole) + len(first_list)], strict=True)
-        )
-        later_counts = dict(zip(later_list, encoded[len(whole) + len(first_list) :], strict=True))
+        first_counts: dict[str, int] = {}  # a text's first word, as is
+        later_counts: dict[str, int] = {}  # any later word, encoded with its leading space
         result: list[int] = []
-        for text in texts:
-            known = whole_counts.get(text)
-            if known is not None:
-                result.append(known)
-                continue
-            words = text.split(" ")
-            result.append(first_counts[words[0]] + sum(map(later_counts.__getitem__, words[1:])))
+        # In chunks, so each text is split once without holding every word list at once.
+        for start in range(0, len(texts), WORD_CHUNK):
+            chunk = texts[start : start + WORD_CHUNK]
+            # A text with a space next to other whitespace, or at either end, is encoded
+            # whole: there a space may belong to a whitespace token, not start a word.
+            splits = [None if _space_beside_whitespace(t) else t.split(" ") for t in chunk]
+            whole = [text for text, words in zip(chunk, splits, strict=True) if words is None]
+            new_first: set[str] = set()
+            new_later: set[str] = set()
+            for words in splits:
+                if words is not None:
+                    new_first.add(words[0])
+                    new_later.update(islice(words, 1, None))
+            first_list = list(new_first - first_counts.keys())
+            later_list = list(new_later - later_counts.keys())
+            encoded = self.encode_lengths([*whole, *first_list, *(" " + w for w in later_list)])
+            whole_counts = dict(zip(whole, encoded[: len(whole)], strict=True))
+            after_whole = encoded[len(whole) :]
+            first_counts.update(zip(first_list, after_whole[: len(first_list)], strict=True))
+            later_counts.update(zip(later_list, after_whole[len(first_list) :], strict=True))
+            later = later_counts.__getitem__
+            for text, words in zip(chunk, splits, strict=True):
+                if words is None:
+                    result.append(whole_counts[text])
+                else:
+                    result.append(first_counts[words[0]] + sum(map(later, islice(words, 1, None))))
         return result
 
 

@@ -254,6 +254,8 @@ def test_the_version_page_loads_its_readiness_section(project, planted, base_mod
     assert "Validation split present" in section
     queue = reverse("review_queue", args=[project.pk, dataset.pk])
     assert f'href="{queue}?finding=pii_email&amp;status=approved"' in section
+    standalone = client.get(readiness_url).content.decode()
+    assert "<h1>Readiness:" in standalone and "insufficient data" in standalone
 
 
 def test_the_dataset_page_links_to_quality(project, planted, make_member):
