@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 2000
 MAX_KEPT_ERRORS = 1000
 PROGRESS_TTL_S = 24 * 3600
-SPREADSHEET_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".csv.zip")
+SPREADSHEET_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".csv.zip", ".xlsx")
 
 # (bytes of the upload read, lines read, examples so far, errors so far)
 ProgressSink = Callable[[int, int, int, int], None]
