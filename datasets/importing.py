@@ -148,29 +148,34 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
     counts = _Counts()
     pending: list[ParsedExample] = []
 
+    def report() -> None:
+        if progress is not None:
+            progress(parser.progress(), parser.rows, counts.inserted, _error_total(collector))
+
     def flush() -> None:
         _insert_examples(batch, pending)
         counts.inserted += len(pending)
         pending.clear()
-        if progress is not None:
-            progress(parser.progress(), parser.rows, counts.inserted, _error_total(collector))
 
-    for event in parser.events():
+    for seen, event in enumerate(parser.events(), start=1):
         if isinstance(event, LineError):
             collector.extend([event])
             if event.line > 0 and event.line != counts.last_bad_line:
                 counts.bad_lines += 1
                 counts.last_bad_line = event.line
-            continue
-        counts.valid += 1
-        # Once a line is bad an all-or-nothing import will be refused: keep reading to report
-        # every error, but stop writing rows that would be rolled back anyway.
-        if collector.kept and not request.valid_lines_only:
-            continue
-        pending.append(event)
-        if len(pending) >= CHUNK_SIZE:
-            flush()
+        else:
+            counts.valid += 1
+            # Once a line is bad an all-or-nothing import will be refused: keep reading to
+            # report every error, but stop writing rows that would be rolled back anyway.
+            if request.valid_lines_only or not collector.kept:
+                pending.append(event)
+            if len(pending) >= CHUNK_SIZE:
+                flush()
+        # Progress keeps moving even when nothing is being written (a file full of errors).
+        if seen % CHUNK_SIZE == 0:
+            report()
     flush()
+    report()
 
     errors = collector.finish()
     batch.format = parser.format if parser.format in ALL_FORMATS else batch.format
