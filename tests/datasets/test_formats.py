@@ -438,3 +438,15 @@ def test_a_file_named_xlsx_that_is_not_one_is_a_clear_error() -> None:
     report = parse(b"question,answer\n", filename="t.xlsx", mapping=MAPPING)
 
     assert "the spreadsheet cannot be read" in report.errors[0].message
+
+
+def test_the_default_line_limit_is_one_megabyte() -> None:
+    huge = json.dumps({"prompt": "x" * (1024 * 1024), "completion": "y"}).encode()
+    data = jsonl({"prompt": "a", "completion": "b"}) + huge + b"\r\n"
+
+    report = parse(data)
+
+    assert [e.line for e in report.examples] == [1]
+    [error] = report.errors
+    assert error.line == 2
+    assert "over the limit of 1048576 bytes per line" in error.message
