@@ -283,3 +283,21 @@ def test_progress_keeps_moving_through_a_file_of_errors(
     assert any(0 < n < CHUNK_SIZE * 2 + 1 for n in lines), lines
     assert recorder.values[-1]["errors"] == CHUNK_SIZE * 2
     assert Example.objects.count() == 0
+
+
+def test_databases_without_copy_get_the_same_rows_through_bulk_create(
+    dataset: Dataset, lead: User, uploads: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connection
+
+    record = chat_line(1, metadata={"k": "v"})
+    record["messages"][1]["weight"] = 1  # type: ignore[index]
+    monkeypatch.setattr(connection, "vendor", "sqlite")
+    batch = stored(dataset, lead, jsonl(record), "plain.jsonl")
+
+    import_batch_run(batch_id=batch.pk)
+
+    example = Example.objects.get(dataset=dataset)
+    assert example.messages == record["messages"]
+    assert example.metadata == {"k": "v"}
+    assert example.source_line == 1
