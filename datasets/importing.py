@@ -458,9 +458,16 @@ def import_progress(batch: ImportBatch) -> ImportProgress:
 
 
 def _claim(batch_id: int) -> ImportBatch | None:
-    """Move a queued import to running; None when another delivery of the task got it first."""
+    """Mark an import running; None when there is nothing for this delivery of the task to do.
+
+    The import itself holds a lock on its batch row, so a row that is locked is being imported
+    right now, and a RUNNING row that is not locked belongs to a run that died (a killed
+    worker; its rows were rolled back with it), which the redelivered task starts over.
+    """
     with transaction.atomic():
-        batch = ImportBatch.objects.select_for_update().get(pk=batch_id)
+        batch = ImportBatch.objects.select_for_update(skip_locked=True).filter(pk=batch_id).first()
+        if batch is None or batch.status == ImportStatus.RUNNING:
+            return batch
         if batch.status != ImportStatus.QUEUED:
             return None
         check_transition(
@@ -478,29 +485,43 @@ def import_batch_run(*, batch_id: int) -> ImportBatch:
     """Stream a stored upload into the dataset in one transaction; record how it ended.
 
     Runs in the worker for big files and in the request for small ones. The stored upload is
-    deleted when done, whatever the outcome.
+    deleted when done, whatever the outcome (a worker killed mid-import leaves it for the
+    redelivered task).
     """
-    batch = _claim(batch_id)
-    if batch is None:
-        return ImportBatch.objects.get(pk=batch_id)
+    if _claim(batch_id) is not None:
+        with transaction.atomic():
+            # Held until the import ends: a second delivery of the task skips a locked batch.
+            batch = (
+                ImportBatch.objects.select_for_update(skip_locked=True)
+                .filter(pk=batch_id, status=ImportStatus.RUNNING)
+                .first()
+            )
+            if batch is not None:
+                _run_locked(batch)
+        if batch is not None:
+            # Only now is the outcome committed; until then the page reads the live figures.
+            Path(batch.stored_path).unlink(missing_ok=True)
+            cache.delete(_progress_key(batch.pk))
+    return ImportBatch.objects.get(pk=batch_id)
+
+
+def _run_locked(batch: ImportBatch) -> None:
     publish = _publish_progress(batch.pk)
     publish(0, 0, 0, 0)
     try:
+        # A savepoint: a refused file rolls back its rows, and the batch row stays locked to
+        # record the failure.
         with open(batch.stored_path, "rb") as raw, transaction.atomic():
             _import_into(batch, raw, progress=publish)
-            # Saved in the same transaction as the examples: both appear together or neither.
+            # Saved with the examples: both appear together or neither.
             _finish(batch, ImportStatus.SUCCEEDED)
     except ImportRejected as rejected:
-        _fail(batch_id, rejected.message, rejected.extra.get("errors", []))
+        _fail(batch.pk, rejected.message, rejected.extra.get("errors", []))
     except FileNotFoundError:
-        _fail(batch_id, f"{batch.filename}: the stored upload is gone; upload it again.", [])
+        _fail(batch.pk, f"{batch.filename}: the stored upload is gone; upload it again.", [])
     except Exception as error:
-        logger.exception("import %s failed", batch_id)
-        _fail(batch_id, f"{batch.filename}: the import failed ({error}); nothing was imported.", [])
-    finally:
-        Path(batch.stored_path).unlink(missing_ok=True)
-        cache.delete(_progress_key(batch_id))
-    return ImportBatch.objects.get(pk=batch_id)
+        logger.exception("import %s failed", batch.pk)
+        _fail(batch.pk, f"{batch.filename}: the import failed ({error}); nothing was imported.", [])
 
 
 def _fail(batch_id: int, message: str, errors: list[dict[str, object]]) -> None:

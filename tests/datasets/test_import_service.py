@@ -301,3 +301,17 @@ def test_databases_without_copy_get_the_same_rows_through_bulk_create(
     assert example.messages == record["messages"]
     assert example.metadata == {"k": "v"}
     assert example.source_line == 1
+
+
+def test_a_redelivered_task_restarts_an_import_whose_worker_died(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    batch = stored(dataset, lead, jsonl(chat_line(1), chat_line(2)), "again.jsonl")
+    # What a killed worker leaves: the batch marked running, no rows, the upload still there.
+    ImportBatch.objects.filter(pk=batch.pk).update(status=ImportStatus.RUNNING)
+
+    batch = import_batch_run(batch_id=batch.pk)
+
+    assert batch.status == ImportStatus.SUCCEEDED
+    assert Example.objects.filter(dataset=dataset).count() == 2
+    assert list(uploads.iterdir()) == []
