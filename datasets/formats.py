@@ -443,13 +443,22 @@ class StreamParser:
 
     def events(self) -> Iterator[Event]:
         try:
+            if is_spreadsheet(self.filename):
+                self.format = CSV
+                yield from self._table_events(
+                    xlsx_rows(self.raw, max_bytes=self.options.max_bytes, on_line=self._at),
+                    pad_short_rows=True,
+                )
+                return
             reader, inner_name = open_decompressed(
                 self.raw, filename=self.filename, max_bytes=self.options.max_bytes
             )
             if self.format == AUTO and inner_name.lower().endswith((".csv", ".tsv")):
                 self.format = CSV
             if self.format == CSV:
-                yield from self._csv_events(reader)
+                yield from self._table_events(
+                    csv_rows(reader, max_line_bytes=self.options.max_line_bytes, on_line=self._at)
+                )
             else:
                 yield from self._jsonl_events(reader)
         except FatalInput as fatal:
@@ -502,8 +511,11 @@ class StreamParser:
     def _expected(self) -> str:
         return EXPECTED_OBJECT.get(self.format, EXPECTED_OBJECT[OPENAI_CHAT])
 
-    def _csv_events(self, reader: BinaryReader) -> Iterator[Event]:
-        rows = csv_rows(reader, max_line_bytes=self.options.max_line_bytes, on_line=self._at)
+    def _table_events(
+        self, rows: Iterator[tuple[int, list[str]]], *, pad_short_rows: bool = False
+    ) -> Iterator[Event]:
+        """Rows to examples. Spreadsheets drop trailing empty cells, so their short rows are
+        padded; in a CSV a short row means a missing separator and is an error."""
         header_row = next(rows, None)
         if header_row is None:
             yield LineError(0, "", "file is empty")
@@ -520,6 +532,8 @@ class StreamParser:
             if not any(cell.strip() for cell in row):
                 continue
             seen_row = True
+            if pad_short_rows and len(row) < len(header):
+                row = row + [""] * (len(header) - len(row))
             if len(row) != len(header):
                 yield LineError(
                     number,
@@ -637,12 +651,64 @@ def csv_rows(
 csv.field_size_limit(MAX_LINE_BYTES * 4)
 
 
+def is_spreadsheet(filename: str) -> bool:
+    return filename.lower().endswith(".xlsx")
+
+
+def xlsx_rows(
+    raw: IO[bytes],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    on_line: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, list[str]]]:
+    """The first sheet's rows as text, streamed by openpyxl's read-only mode.
+
+    Trailing empty cells are dropped, since spreadsheets pad rows to the widest one. An .xlsx is
+    a zip of XML files, so it gets the archive-bomb check on its declared sizes first.
+    """
+    try:
+        declared = sum(info.file_size for info in zipfile.ZipFile(raw).infolist())
+    except (zipfile.BadZipFile, OSError) as error:
+        raise FatalInput(f"the spreadsheet cannot be read; is it an .xlsx file? ({error})")
+    if declared > max_bytes:
+        raise FatalInput(
+            f"the spreadsheet expands to {declared} bytes, over the import limit of {max_bytes}"
+            " bytes; refused as a possible archive bomb"
+        )
+    raw.seek(0)
+    import openpyxl  # only spreadsheet imports pay for loading it
+
+    try:
+        workbook = openpyxl.load_workbook(raw, read_only=True, data_only=True)
+    except Exception as error:  # openpyxl raises many kinds on malformed files
+        raise FatalInput(f"the spreadsheet cannot be read ({type(error).__name__}: {error})")
+    try:
+        if not workbook.worksheets:
+            return
+        for number, values in enumerate(workbook.worksheets[0].iter_rows(values_only=True), 1):
+            if on_line is not None:
+                on_line(number)
+            cells = ["" if value is None else str(value) for value in values]
+            while cells and not cells[-1].strip():
+                cells.pop()
+            yield number, cells
+    except FatalInput:
+        raise
+    except Exception as error:
+        raise FatalInput(f"the spreadsheet cannot be read ({type(error).__name__}: {error})")
+    finally:
+        workbook.close()
+
+
 def csv_preview(
     raw: IO[bytes], *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES, rows: int = 5
 ) -> tuple[list[str], list[list[str]]]:
     """The header and the first ``rows`` rows, for choosing the column mapping."""
-    reader, _ = open_decompressed(raw, filename=filename, max_bytes=max_bytes)
-    found = csv_rows(reader)
+    if is_spreadsheet(filename):
+        found = xlsx_rows(raw, max_bytes=max_bytes)
+    else:
+        reader, _ = open_decompressed(raw, filename=filename, max_bytes=max_bytes)
+        found = csv_rows(reader)
     first = next(found, None)
     if first is None:
         raise FatalInput("file is empty")

@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 2000
 MAX_KEPT_ERRORS = 1000
 PROGRESS_TTL_S = 24 * 3600
-SPREADSHEET_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".csv.zip")
+SPREADSHEET_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".csv.zip", ".xlsx")
 
 # (bytes of the upload read, lines read, examples so far, errors so far)
 ProgressSink = Callable[[int, int, int, int], None]
@@ -148,29 +148,34 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
     counts = _Counts()
     pending: list[ParsedExample] = []
 
+    def report() -> None:
+        if progress is not None:
+            progress(parser.progress(), parser.rows, counts.inserted, _error_total(collector))
+
     def flush() -> None:
         _insert_examples(batch, pending)
         counts.inserted += len(pending)
         pending.clear()
-        if progress is not None:
-            progress(parser.progress(), parser.rows, counts.inserted, _error_total(collector))
 
-    for event in parser.events():
+    for seen, event in enumerate(parser.events(), start=1):
         if isinstance(event, LineError):
             collector.extend([event])
             if event.line > 0 and event.line != counts.last_bad_line:
                 counts.bad_lines += 1
                 counts.last_bad_line = event.line
-            continue
-        counts.valid += 1
-        # Once a line is bad an all-or-nothing import will be refused: keep reading to report
-        # every error, but stop writing rows that would be rolled back anyway.
-        if collector.kept and not request.valid_lines_only:
-            continue
-        pending.append(event)
-        if len(pending) >= CHUNK_SIZE:
-            flush()
+        else:
+            counts.valid += 1
+            # Once a line is bad an all-or-nothing import will be refused: keep reading to
+            # report every error, but stop writing rows that would be rolled back anyway.
+            if request.valid_lines_only or not collector.kept:
+                pending.append(event)
+            if len(pending) >= CHUNK_SIZE:
+                flush()
+        # Progress keeps moving even when nothing is being written (a file full of errors).
+        if seen % CHUNK_SIZE == 0:
+            report()
     flush()
+    report()
 
     errors = collector.finish()
     batch.format = parser.format if parser.format in ALL_FORMATS else batch.format
@@ -453,9 +458,16 @@ def import_progress(batch: ImportBatch) -> ImportProgress:
 
 
 def _claim(batch_id: int) -> ImportBatch | None:
-    """Move a queued import to running; None when another delivery of the task got it first."""
+    """Mark an import running; None when there is nothing for this delivery of the task to do.
+
+    The import itself holds a lock on its batch row, so a row that is locked is being imported
+    right now, and a RUNNING row that is not locked belongs to a run that died (a killed
+    worker; its rows were rolled back with it), which the redelivered task starts over.
+    """
     with transaction.atomic():
-        batch = ImportBatch.objects.select_for_update().get(pk=batch_id)
+        batch = ImportBatch.objects.select_for_update(skip_locked=True).filter(pk=batch_id).first()
+        if batch is None or batch.status == ImportStatus.RUNNING:
+            return batch
         if batch.status != ImportStatus.QUEUED:
             return None
         check_transition(
@@ -473,29 +485,43 @@ def import_batch_run(*, batch_id: int) -> ImportBatch:
     """Stream a stored upload into the dataset in one transaction; record how it ended.
 
     Runs in the worker for big files and in the request for small ones. The stored upload is
-    deleted when done, whatever the outcome.
+    deleted when done, whatever the outcome (a worker killed mid-import leaves it for the
+    redelivered task).
     """
-    batch = _claim(batch_id)
-    if batch is None:
-        return ImportBatch.objects.get(pk=batch_id)
+    if _claim(batch_id) is not None:
+        with transaction.atomic():
+            # Held until the import ends: a second delivery of the task skips a locked batch.
+            batch = (
+                ImportBatch.objects.select_for_update(skip_locked=True)
+                .filter(pk=batch_id, status=ImportStatus.RUNNING)
+                .first()
+            )
+            if batch is not None:
+                _run_locked(batch)
+        if batch is not None:
+            # Only now is the outcome committed; until then the page reads the live figures.
+            Path(batch.stored_path).unlink(missing_ok=True)
+            cache.delete(_progress_key(batch.pk))
+    return ImportBatch.objects.get(pk=batch_id)
+
+
+def _run_locked(batch: ImportBatch) -> None:
     publish = _publish_progress(batch.pk)
     publish(0, 0, 0, 0)
     try:
+        # A savepoint: a refused file rolls back its rows, and the batch row stays locked to
+        # record the failure.
         with open(batch.stored_path, "rb") as raw, transaction.atomic():
             _import_into(batch, raw, progress=publish)
-            # Saved in the same transaction as the examples: both appear together or neither.
+            # Saved with the examples: both appear together or neither.
             _finish(batch, ImportStatus.SUCCEEDED)
     except ImportRejected as rejected:
-        _fail(batch_id, rejected.message, rejected.extra.get("errors", []))
+        _fail(batch.pk, rejected.message, rejected.extra.get("errors", []))
     except FileNotFoundError:
-        _fail(batch_id, f"{batch.filename}: the stored upload is gone; upload it again.", [])
+        _fail(batch.pk, f"{batch.filename}: the stored upload is gone; upload it again.", [])
     except Exception as error:
-        logger.exception("import %s failed", batch_id)
-        _fail(batch_id, f"{batch.filename}: the import failed ({error}); nothing was imported.", [])
-    finally:
-        Path(batch.stored_path).unlink(missing_ok=True)
-        cache.delete(_progress_key(batch_id))
-    return ImportBatch.objects.get(pk=batch_id)
+        logger.exception("import %s failed", batch.pk)
+        _fail(batch.pk, f"{batch.filename}: the import failed ({error}); nothing was imported.", [])
 
 
 def _fail(batch_id: int, message: str, errors: list[dict[str, object]]) -> None:

@@ -382,3 +382,71 @@ def test_a_nul_character_is_refused_naming_the_field() -> None:
         (2, "metadata"),
     ]
     assert "NUL character" in report.errors[0].message
+
+
+# --- spreadsheets ------------------------------------------------------------------------------
+
+
+def xlsx(rows: list[list[object]]) -> bytes:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    for row in rows:
+        sheet.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def test_an_xlsx_sheet_imports_like_a_csv() -> None:
+    data = xlsx(
+        [
+            ["question", "answer", "team"],
+            ["Printer jammed", "hardware", None],
+            [None, None, None],
+            ["VPN down", "network", 7],
+        ]
+    )
+    mapping = CsvMapping(
+        input_column="question", output_column="answer", metadata_columns=("team",)
+    )
+
+    report = parse(data, filename="tickets.xlsx", mapping=mapping)
+
+    assert report.errors == []
+    assert [e.line for e in report.examples] == [2, 4]
+    assert report.examples[0].metadata == {"team": ""}
+    assert report.examples[1].messages[1] == {"role": "assistant", "content": "network"}
+    assert report.examples[1].metadata == {"team": "7"}
+    header, rows = csv_preview(io.BytesIO(data), filename="tickets.xlsx")
+    assert header == ["question", "answer", "team"]
+    assert rows[0] == ["Printer jammed", "hardware"]
+
+
+def test_an_xlsx_row_wider_than_the_header_is_named() -> None:
+    data = xlsx([["question", "answer"], ["a", "b", "stray"]])
+
+    report = parse(data, filename="t.xlsx", mapping=MAPPING)
+
+    assert [(e.line, e.message) for e in report.errors] == [
+        (2, "row 2 has 3 fields, the header has 2")
+    ]
+
+
+def test_a_file_named_xlsx_that_is_not_one_is_a_clear_error() -> None:
+    report = parse(b"question,answer\n", filename="t.xlsx", mapping=MAPPING)
+
+    assert "the spreadsheet cannot be read" in report.errors[0].message
+
+
+def test_the_default_line_limit_is_one_megabyte() -> None:
+    huge = json.dumps({"prompt": "x" * (1024 * 1024), "completion": "y"}).encode()
+    data = jsonl({"prompt": "a", "completion": "b"}) + huge + b"\r\n"
+
+    report = parse(data)
+
+    assert [e.line for e in report.examples] == [1]
+    [error] = report.errors
+    assert error.line == 2
+    assert "over the limit of 1048576 bytes per line" in error.message

@@ -107,6 +107,19 @@ def test_truncated_or_garbled_archives_give_a_report(data: bytes) -> None:
         assert report.errors or report.examples
 
 
+@FUZZ
+@given(data=fuzzy_bytes)
+def test_arbitrary_bytes_named_xlsx_give_a_report(data: bytes) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", data)
+        archive.writestr("[Content_Types].xml", data[:50])
+
+    for packed in (data, buffer.getvalue()):
+        report = parse(packed, ALL_OPTIONS[-1], filename="fuzz.xlsx")
+        assert report.errors or report.examples
+
+
 # --- round trip: export, then parse --------------------------------------------------------------
 
 # NUL is refused on purpose (the database cannot store it), so valid text leaves it out.

@@ -396,3 +396,27 @@ def test_the_api_refuses_a_big_csv_with_a_wrong_column_and_keeps_no_upload(
     assert ImportBatch.objects.get().status == ImportStatus.FAILED
     assert list(uploads.iterdir()) == []
     assert Example.objects.count() == 0
+
+
+def test_an_xlsx_upload_goes_through_the_column_choice(
+    client: Client, dataset: Dataset, lead: User
+) -> None:
+    import io
+
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    for row in [["ticket", "category", "team"], ["Printer jammed", "hardware", "ops"]]:
+        workbook.active.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    client.force_login(lead)
+
+    post_file(client, dataset, "tickets.xlsx", buffer.getvalue())
+    [batch] = ImportBatch.objects.all()
+    assert "Printer jammed" in text(client.get(mapping_url(batch)))
+    client.post(mapping_url(batch), MAPPING_FORM)
+
+    batch.refresh_from_db()
+    assert batch.status == ImportStatus.SUCCEEDED, batch.failure_message
+    assert Example.objects.get(dataset=dataset).messages[1]["content"] == "Printer jammed"

@@ -250,3 +250,68 @@ def test_awkward_text_is_stored_exactly(dataset: Dataset, lead: User, uploads: P
     assert example.status == "pending"
     assert example.revision == 0
     assert example.import_batch_id == batch.pk
+
+
+class RecordingCache:
+    def __init__(self) -> None:
+        self.values: list[dict] = []
+
+    def set(self, key: str, value: dict, timeout: int) -> None:
+        self.values.append(value)
+
+    def get(self, key: str) -> None:
+        return None
+
+    def delete(self, key: str) -> None:
+        pass
+
+
+def test_progress_keeps_moving_through_a_file_of_errors(
+    dataset: Dataset, lead: User, uploads: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = RecordingCache()
+    monkeypatch.setattr("datasets.importing.cache", recorder)
+    data = jsonl(chat_line(0)) + b"{bad\n" * (CHUNK_SIZE * 2)
+    batch = stored(dataset, lead, data, "errors.jsonl")
+
+    batch = import_batch_run(batch_id=batch.pk)
+
+    assert batch.status == ImportStatus.FAILED
+    lines = [value["lines"] for value in recorder.values]
+    assert lines == sorted(lines)
+    assert lines[-1] == CHUNK_SIZE * 2 + 1
+    assert any(0 < n < CHUNK_SIZE * 2 + 1 for n in lines), lines
+    assert recorder.values[-1]["errors"] == CHUNK_SIZE * 2
+    assert Example.objects.count() == 0
+
+
+def test_databases_without_copy_get_the_same_rows_through_bulk_create(
+    dataset: Dataset, lead: User, uploads: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connection
+
+    record = chat_line(1, metadata={"k": "v"})
+    record["messages"][1]["weight"] = 1  # type: ignore[index]
+    monkeypatch.setattr(connection, "vendor", "sqlite")
+    batch = stored(dataset, lead, jsonl(record), "plain.jsonl")
+
+    import_batch_run(batch_id=batch.pk)
+
+    example = Example.objects.get(dataset=dataset)
+    assert example.messages == record["messages"]
+    assert example.metadata == {"k": "v"}
+    assert example.source_line == 1
+
+
+def test_a_redelivered_task_restarts_an_import_whose_worker_died(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    batch = stored(dataset, lead, jsonl(chat_line(1), chat_line(2)), "again.jsonl")
+    # What a killed worker leaves: the batch marked running, no rows, the upload still there.
+    ImportBatch.objects.filter(pk=batch.pk).update(status=ImportStatus.RUNNING)
+
+    batch = import_batch_run(batch_id=batch.pk)
+
+    assert batch.status == ImportStatus.SUCCEEDED
+    assert Example.objects.filter(dataset=dataset).count() == 2
+    assert list(uploads.iterdir()) == []
