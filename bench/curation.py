@@ -322,11 +322,18 @@ def drop_database(server: str, name: str) -> None:
 
 
 def import_examples(*, dataset: Any, data: bytes, user: Any) -> int:
-    """The import step, in one place: the streaming importer will replace this call."""
-    from datasets.services import examples_import_jsonl
+    """The import step: the streaming importer reading a file, as a stored upload is read."""
+    import tempfile
 
-    outcome = examples_import_jsonl(dataset=dataset, data=data, filename="bench.jsonl", user=user)
-    return int(outcome.batch.imported_count)
+    from datasets.importing import examples_import_file
+
+    with tempfile.TemporaryFile() as stream:
+        stream.write(data)
+        stream.seek(0)
+        batch = examples_import_file(
+            dataset=dataset, stream=stream, filename="bench.jsonl", size=len(data), user=user
+        )
+    return int(batch.imported_count)
 
 
 # -- the per-example baseline (the cookbook's approach) ---------------------------------------

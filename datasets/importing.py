@@ -41,7 +41,6 @@ from .formats import (
 )
 from .jsonl import ErrorCollector, LineError, ParsedExample
 from .models import IMPORT_TRANSITIONS, Dataset, Example, ImportBatch, ImportStatus
-from .services import ImportRejected
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +49,10 @@ CHUNK_SIZE = 2000
 MAX_KEPT_ERRORS = 1000
 PROGRESS_TTL_S = 24 * 3600
 SPREADSHEET_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".csv.zip", ".xlsx")
+
+class ImportRejected(ApplicationError):
+    """The file had errors and the user did not ask to import only the valid lines."""
+
 
 # (bytes of the upload read, lines read, examples so far, errors so far)
 ProgressSink = Callable[[int, int, int, int], None]
@@ -269,19 +272,41 @@ def examples_import_upload(
 
     On refusal nothing is stored, not even the batch row: the caller shows the errors at once.
     """
-    filename = upload.name or "upload.jsonl"
-    upload_size_check(filename=filename, size=upload.size)
     upload.seek(0)
+    return examples_import_file(
+        dataset=dataset,
+        stream=upload.file,  # type: ignore[arg-type]
+        filename=upload.name or "upload.jsonl",
+        size=upload.size,
+        user=user,
+        request=request,
+    )
+
+
+def examples_import_file(
+    *,
+    dataset: Dataset,
+    stream: IO[bytes],
+    filename: str,
+    size: int | None,
+    user: User,
+    request: ImportRequest = ImportRequest(),  # noqa: B008 (frozen, so a shared default is safe)
+) -> ImportBatch:
+    """Import an open binary file now, through the same streaming core as background imports.
+
+    For uploads, the demo loader and scripts; on refusal nothing is stored.
+    """
+    upload_size_check(filename=filename, size=size)
     with transaction.atomic():
         batch = ImportBatch.objects.create(
             dataset=dataset,
             filename=filename,
             uploaded_by=user,
             status=ImportStatus.RUNNING,
-            size_bytes=upload.size or 0,
+            size_bytes=size or 0,
             options=request.as_options(),
         )
-        _import_into(batch, upload.file, progress=None)  # type: ignore[arg-type]
+        _import_into(batch, stream, progress=None)
         _finish(batch, ImportStatus.SUCCEEDED)
     return batch
 

@@ -1,15 +1,12 @@
-"""Writes for the datasets app: import, review, freeze."""
+"""Writes for the datasets app: datasets, review, freeze (imports live in importing.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
-from dataclasses import dataclass
 
-from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
@@ -17,7 +14,6 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
 from ftportal.state import check_transition
 
-from .jsonl import LineError, parse_chat_jsonl
 from .models import (
     EXAMPLE_TRANSITIONS,
     Dataset,
@@ -25,7 +21,6 @@ from .models import (
     DatasetVersionExample,
     Example,
     ExampleStatus,
-    ImportBatch,
     ReviewAction,
     ReviewDecision,
     Split,
@@ -34,16 +29,6 @@ from .models import (
 MIN_VALIDATION_FRACTION = 0.10
 MAX_VALIDATION_FRACTION = 0.20
 DEFAULT_VALIDATION_FRACTION = 0.15
-
-
-class ImportRejected(ApplicationError):
-    """The file had errors and the user did not ask to import only the valid lines."""
-
-
-@dataclass(frozen=True)
-class ImportOutcome:
-    batch: ImportBatch
-    errors: list[LineError]
 
 
 MAX_SEED = 2**31 - 1
@@ -62,72 +47,6 @@ def dataset_create(*, project: Project, name: str, description: str = "") -> Dat
         raise ConflictError(
             f"A dataset named '{name}' already exists in this project.", extra={"field": "name"}
         )
-
-
-def upload_read(upload: UploadedFile) -> bytes:
-    """Read an uploaded file, refusing it before reading when it is over the import limit."""
-    limit = settings.FTPORTAL_MAX_IMPORT_BYTES
-    if upload.size is not None and upload.size > limit:
-        raise ApplicationError(
-            f"file: {upload.name} is {upload.size} bytes, over the import limit of {limit} bytes.",
-            extra={"field": "file"},
-        )
-    return upload.read()
-
-
-def _error_dicts(errors: list[LineError]) -> list[dict[str, object]]:
-    return [{"line": e.line, "field": e.field, "message": e.message} for e in errors]
-
-
-def _with_weights(
-    messages: list[dict[str, str]], weights: dict[int, int]
-) -> list[dict[str, object]]:
-    """Keep OpenAI's per-message ``weight`` (0 = do not train on this reply) with the message."""
-    return [
-        {**message, "weight": weights[index]} if index in weights else dict(message)
-        for index, message in enumerate(messages)
-    ]
-
-
-def examples_import_jsonl(
-    *,
-    dataset: Dataset,
-    data: bytes,
-    filename: str,
-    user: User,
-    valid_lines_only: bool = False,
-) -> ImportOutcome:
-    """Import chat examples; all-or-nothing unless ``valid_lines_only`` is set."""
-    report = parse_chat_jsonl(data, filename=filename)
-    error_dicts = _error_dicts(report.errors)
-    # One line can have several problems; line 0 stands for the whole file.
-    bad_lines = len({error.line for error in report.errors if error.line > 0})
-    if report.errors and not (valid_lines_only and report.examples):
-        raise ImportRejected(
-            f"{filename}: {bad_lines} line(s) have errors; nothing was imported.",
-            extra={"errors": error_dicts, "valid_lines": len(report.examples)},
-        )
-    if not report.examples:
-        raise ImportRejected(f"{filename}: no examples found; nothing was imported.")
-    with transaction.atomic():
-        batch = ImportBatch.objects.create(
-            dataset=dataset,
-            filename=filename,
-            uploaded_by=user,
-            line_count=len(report.examples) + bad_lines,
-            imported_count=len(report.examples),
-            errors=error_dicts,
-        )
-        Example.objects.bulk_create(
-            Example(
-                dataset=dataset,
-                messages=_with_weights(parsed.messages, parsed.weights),
-                import_batch=batch,
-                source_line=parsed.line,
-            )
-            for parsed in report.examples
-        )
-    return ImportOutcome(batch=batch, errors=report.errors)
 
 
 def assistant_answer(messages: list[dict[str, str]]) -> str:

@@ -17,6 +17,7 @@ from training.models import BaseModel
 
 from .formats import AUTO, EXPORT_FORMATS, EXPORT_LABELS, OPENAI_CHAT
 from .importing import (
+    ImportRejected,
     ImportRequest,
     examples_import_upload,
     import_batch_create,
@@ -34,11 +35,7 @@ from .selectors import (
     version_export_check,
     version_export_lines,
 )
-from .services import (
-    DEFAULT_VALIDATION_FRACTION,
-    ImportRejected,
-    dataset_version_freeze,
-)
+from .services import DEFAULT_VALIDATION_FRACTION, dataset_version_freeze
 
 # The guide: start with 100 to 500 high-quality examples.
 RECOMMENDED_MIN_EXAMPLES = 100

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 from django.contrib.auth.models import User
 
-from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus
+from datasets.importing import ImportRequest, examples_import_file
+from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ImportBatch
 from datasets.services import dataset_version_freeze
 from ftportal.models import Project
 
@@ -52,3 +54,17 @@ def frozen_version(project: Project, user: User, count: int = len(TICKETS)) -> D
     dataset = Dataset.objects.create(project=project, name=f"tickets-{Dataset.objects.count()}")
     approved_examples(dataset, count)
     return dataset_version_freeze(dataset=dataset, user=user, validation_fraction=0.2)
+
+
+def import_bytes(
+    *, dataset: Dataset, data: bytes, user: User, valid_lines_only: bool = False
+) -> ImportBatch:
+    """Import file content through the same streaming path an upload takes."""
+    return examples_import_file(
+        dataset=dataset,
+        stream=io.BytesIO(data),
+        filename="t.jsonl",
+        size=len(data),
+        user=user,
+        request=ImportRequest(valid_lines_only=valid_lines_only),
+    )

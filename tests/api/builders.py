@@ -13,13 +13,14 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction
-from datasets.services import dataset_version_freeze, example_review, examples_import_jsonl
+from datasets.services import dataset_version_freeze, example_review
 from evaluation.models import EvalRun
 from evaluation.services import eval_run_create
 from ftportal.models import Project
 from providers.base import TrainingResult
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import model_version_promote, model_version_register_from_job
+from tests.factories import import_bytes
 from training.models import BaseModel, JobStatus, TrainingJob
 from training.services import training_job_create
 
@@ -107,7 +108,7 @@ class World:
 
 def build_world(*, project: Project, owner: User, base_model: BaseModel) -> World:
     dataset = Dataset.objects.create(project=project, name="tickets")
-    examples_import_jsonl(dataset=dataset, data=valid_file(), filename="t.jsonl", user=owner)
+    import_bytes(dataset=dataset, data=valid_file(), user=owner)
     examples = list(dataset.examples.order_by("id"))
     for example in examples[:4]:
         example_review(example=example, user=owner, action=ReviewAction.APPROVE)

@@ -15,6 +15,7 @@ from django.test import override_settings
 from datasets.formats import CsvMapping
 from datasets.importing import (
     CHUNK_SIZE,
+    ImportRejected,
     ImportRequest,
     examples_import_upload,
     import_batch_create,
@@ -23,7 +24,6 @@ from datasets.importing import (
     import_progress,
 )
 from datasets.models import Dataset, Example, ImportBatch, ImportStatus
-from datasets.services import ImportRejected
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.roles import Role

@@ -4,19 +4,18 @@ import json
 
 import pytest
 
+from datasets.importing import ImportRejected
 from datasets.models import Dataset, Example, ExampleStatus, ReviewAction, ReviewDecision, Split
 from datasets.selectors import version_export_lines
 from datasets.services import (
-    ImportRejected,
     content_hash,
     dataset_version_freeze,
     example_review,
-    examples_import_jsonl,
     split_assignment,
 )
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.roles import Role
-from tests.factories import TICKETS, approved_examples, chat, jsonl
+from tests.factories import TICKETS, approved_examples, chat, import_bytes, jsonl
 
 pytestmark = pytest.mark.django_db
 
@@ -34,25 +33,23 @@ def lead(make_member):
 def test_a_file_with_one_bad_line_imports_nothing_and_names_the_line(dataset, lead):
     data = jsonl([chat(*TICKETS[0])]) + b'{"messages": [}\n' + jsonl([chat(*TICKETS[1])])
     with pytest.raises(ImportRejected) as rejected:
-        examples_import_jsonl(dataset=dataset, data=data, filename="t.jsonl", user=lead)
+        import_bytes(dataset=dataset, data=data, user=lead)
     assert [e["line"] for e in rejected.value.extra["errors"]] == [2]
     assert Example.objects.count() == 0
 
 
 def test_valid_lines_only_imports_the_rest_and_keeps_the_report(dataset, lead):
     data = jsonl([chat(*TICKETS[0])]) + b"not json\n" + jsonl([chat(*TICKETS[1])])
-    outcome = examples_import_jsonl(
-        dataset=dataset, data=data, filename="t.jsonl", user=lead, valid_lines_only=True
-    )
-    assert outcome.batch.imported_count == 2
-    assert [e["line"] for e in outcome.batch.errors] == [2]
+    batch = import_bytes(dataset=dataset, data=data, user=lead, valid_lines_only=True)
+    assert batch.imported_count == 2
+    assert [e["line"] for e in batch.errors] == [2]
     assert sorted(dataset.examples.values_list("source_line", flat=True)) == [1, 3]
 
 
 def test_editing_an_answer_approves_it_and_logs_before_and_after(dataset, lead):
-    [example] = examples_import_jsonl(
-        dataset=dataset, data=jsonl([chat(*TICKETS[0])]), filename="t.jsonl", user=lead
-    ).batch.examples.all()
+    [example] = import_bytes(
+        dataset=dataset, data=jsonl([chat(*TICKETS[0])]), user=lead
+    ).examples.all()
     example_review(example=example, user=lead, action=ReviewAction.EDIT, new_answer=' {"x": 1} ')
     example.refresh_from_db()
     assert example.status == ExampleStatus.APPROVED
@@ -120,9 +117,7 @@ def test_a_reply_weight_survives_import_and_export(dataset, lead):
     messages = chat(*TICKETS[0])
     messages[-1] = {**messages[-1], "weight": 0}
     line = json.dumps({"messages": messages}).encode() + b"\n"
-    examples_import_jsonl(
-        dataset=dataset, data=line + jsonl([chat(*TICKETS[1])]), filename="w.jsonl", user=lead
-    )
+    import_bytes(dataset=dataset, data=line + jsonl([chat(*TICKETS[1])]), user=lead)
     stored = dataset.examples.order_by("id").first()
     assert stored.messages[-1]["weight"] == 0
     assert "weight" not in dataset.examples.order_by("id").last().messages[-1]
@@ -131,7 +126,7 @@ def test_a_reply_weight_survives_import_and_export(dataset, lead):
 def test_a_line_with_two_problems_counts_as_one_bad_line(dataset, lead):
     data = jsonl([chat(*TICKETS[0])]) + b'{"messages": [{"role": "robot", "content": ""}]}\n'
     with pytest.raises(ImportRejected) as rejected:
-        examples_import_jsonl(dataset=dataset, data=data, filename="t.jsonl", user=lead)
+        import_bytes(dataset=dataset, data=data, user=lead)
     assert len(rejected.value.extra["errors"]) >= 2
     assert "1 line(s) have errors" in rejected.value.message
 

@@ -9,8 +9,9 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from datasets.models import Dataset, Example, ExampleStatus, ReviewAction
-from datasets.services import example_review, examples_import_jsonl
+from datasets.importing import examples_import_file
+from datasets.models import Dataset, Example, ExampleStatus, ImportBatch, ReviewAction
+from datasets.services import example_review
 from ftportal.models import Membership, Project
 from ftportal.roles import Role
 
@@ -56,16 +57,11 @@ class Command(BaseCommand):
         return user
 
     def _load_examples(self, dataset: Dataset, reviewer: User) -> None:
-        clean = examples_import_jsonl(
-            dataset=dataset,
-            data=(DEMO_DIR / "support_triage.jsonl").read_bytes(),
-            filename="support_triage.jsonl",
-            user=reviewer,
-        )
+        clean = self._import(dataset, "support_triage.jsonl", reviewer)
         # The clean file stands for work a reviewer already did; the flawed file is left
         # pending so that the demo's reviewer has real mistakes to catch.
         for example in Example.objects.filter(
-            import_batch=clean.batch, status=ExampleStatus.PENDING
+            import_batch=clean, status=ExampleStatus.PENDING
         ):
             example_review(
                 example=example,
@@ -73,9 +69,15 @@ class Command(BaseCommand):
                 action=ReviewAction.APPROVE,
                 comment="approved while loading the demo",
             )
-        examples_import_jsonl(
-            dataset=dataset,
-            data=(DEMO_DIR / "support_triage_flawed.jsonl").read_bytes(),
-            filename="support_triage_flawed.jsonl",
-            user=reviewer,
-        )
+        self._import(dataset, "support_triage_flawed.jsonl", reviewer)
+
+    def _import(self, dataset: Dataset, filename: str, user: User) -> ImportBatch:
+        path = DEMO_DIR / filename
+        with path.open("rb") as stream:
+            return examples_import_file(
+                dataset=dataset,
+                stream=stream,
+                filename=filename,
+                size=path.stat().st_size,
+                user=user,
+            )
