@@ -124,8 +124,10 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
     dataset = _dataset(request, project, dataset_id)
     filters = _filters(request, dataset)
     _check_queue_role(request, project, filters)
-    requested = request.GET.get("example")
+    requested = request.GET.get("example", "")
     if requested:
+        if not requested.isdigit():
+            raise Http404("No such example")
         example: Example | None = get_object_or_404(
             with_card_flags(Example.objects.all()), pk=requested, dataset=dataset
         )
