@@ -39,6 +39,11 @@ ME = "me"
 UNASSIGNED = "unassigned"
 STATUS_CHOICES = [*ExampleStatus.values, ANY]
 
+# Counting a filter's examples by status reads every matching row: about 25 ms at 100,000 rows.
+# Up to this many the counts come with the card; above it the page fetches them separately, so
+# the next example never waits for them.
+COUNT_INLINE_LIMIT = 20_000
+
 
 @dataclass(frozen=True)
 class QueueFilter:
@@ -122,14 +127,17 @@ def user_has_assignments(dataset: Dataset, user: User) -> bool:
 def dataset_for_review(project: Project, dataset_id: int, user: User) -> Dataset | None:
     """The dataset with what every queue request needs, in one query: whether this reviewer
     has assignments in it (``my_assignments``) and its latest finished analysis run's id
-    (``latest_run_id``, None when there is none)."""
+    (``latest_run_id``, None when there is none), and whether it holds more examples than are
+    counted inline (``over_inline_count``: an example id past that many, or None)."""
     mine = ExampleAssignment.objects.filter(example__dataset=OuterRef("pk"), reviewer=user)
     runs = AnalysisRun.objects.filter(dataset=OuterRef("pk"), status=AnalysisStatus.SUCCEEDED)
+    past_limit = Example.objects.filter(dataset=OuterRef("pk")).order_by().values("id")
     return (
         Dataset.objects.filter(pk=dataset_id, project=project)
         .annotate(
             my_assignments=Exists(mine),
             latest_run_id=Subquery(runs.order_by("-id").values("id")[:1]),
+            over_inline_count=Subquery(past_limit[COUNT_INLINE_LIMIT : COUNT_INLINE_LIMIT + 1]),
         )
         .first()
     )
@@ -221,10 +229,8 @@ def next_in_queue(examples: QuerySet[Example], *, after_id: int = 0) -> Example 
     return examples.filter(id__gt=after_id).first() or examples.first()
 
 
-# Counting a filter's examples by status reads every matching row: about 25 ms at 100,000 rows.
-# Up to this many the counts come with the card; above it the page fetches them separately, so
-# the next example never waits for them.
-COUNT_INLINE_LIMIT = 20_000
+def _knows_size(dataset: Dataset) -> bool:
+    return hasattr(dataset, "over_inline_count")
 
 
 def queue_counts(
@@ -235,8 +241,14 @@ def queue_counts(
     With ``limit``: None when more than ``limit`` examples match (checked with a bounded count).
     """
     examples = filtered_examples(dataset, filters, user=user, with_status=False).order_by()
-    if limit is not None and examples.values("id")[: limit + 1].count() > limit:
-        return None
+    if limit is not None:
+        if limit == COUNT_INLINE_LIMIT and not filters.narrowed and _knows_size(dataset):
+            # The whole dataset is the set to count; dataset_for_review already measured it.
+            too_many = dataset.over_inline_count is not None  # type: ignore[attr-defined]
+        else:
+            too_many = examples.values("id")[: limit + 1].count() > limit
+        if too_many:
+            return None
     counts = {status.value: 0 for status in ExampleStatus}
     rows = examples.values("status").annotate(n=Count("id"))
     counts.update({row["status"]: row["n"] for row in rows})
