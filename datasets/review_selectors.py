@@ -124,23 +124,47 @@ def user_has_assignments(dataset: Dataset, user: User) -> bool:
     return ExampleAssignment.objects.filter(example__dataset=dataset, reviewer=user).exists()
 
 
+_REVIEW_ANNOTATIONS = ("my_assignments", "latest_run_id", "over_inline_count")
+
+
+def _review_annotations(dataset_ref: str, user: User) -> dict[str, Exists | Subquery]:
+    """What every queue request needs to know about the dataset (``dataset_ref`` points to
+    it): whether this reviewer has assignments in it, its latest finished analysis run's id
+    (None when there is none), and an example id past COUNT_INLINE_LIMIT (None when it holds
+    no more examples than are counted inline)."""
+    mine = ExampleAssignment.objects.filter(example__dataset=OuterRef(dataset_ref), reviewer=user)
+    runs = AnalysisRun.objects.filter(
+        dataset=OuterRef(dataset_ref), status=AnalysisStatus.SUCCEEDED
+    )
+    past_limit = Example.objects.filter(dataset=OuterRef(dataset_ref)).order_by().values("id")
+    return {
+        "my_assignments": Exists(mine),
+        "latest_run_id": Subquery(runs.order_by("-id").values("id")[:1]),
+        "over_inline_count": Subquery(past_limit[COUNT_INLINE_LIMIT : COUNT_INLINE_LIMIT + 1]),
+    }
+
+
 def dataset_for_review(project: Project, dataset_id: int, user: User) -> Dataset | None:
-    """The dataset with what every queue request needs, in one query: whether this reviewer
-    has assignments in it (``my_assignments``) and its latest finished analysis run's id
-    (``latest_run_id``, None when there is none), and whether it holds more examples than are
-    counted inline (``over_inline_count``: an example id past that many, or None)."""
-    mine = ExampleAssignment.objects.filter(example__dataset=OuterRef("pk"), reviewer=user)
-    runs = AnalysisRun.objects.filter(dataset=OuterRef("pk"), status=AnalysisStatus.SUCCEEDED)
-    past_limit = Example.objects.filter(dataset=OuterRef("pk")).order_by().values("id")
+    """The dataset with what every queue request needs, in one query."""
     return (
         Dataset.objects.filter(pk=dataset_id, project=project)
-        .annotate(
-            my_assignments=Exists(mine),
-            latest_run_id=Subquery(runs.order_by("-id").values("id")[:1]),
-            over_inline_count=Subquery(past_limit[COUNT_INLINE_LIMIT : COUNT_INLINE_LIMIT + 1]),
-        )
+        .annotate(**_review_annotations("pk", user))
         .first()
     )
+
+
+def example_for_review(project: Project, example_id: int, user: User) -> Example | None:
+    """The example and its dataset as ``dataset_for_review`` gives it, in one query."""
+    example = (
+        Example.objects.filter(pk=example_id, dataset__project=project)
+        .select_related("dataset")
+        .annotate(**{f"_ds_{k}": v for k, v in _review_annotations("dataset_id", user).items()})
+        .first()
+    )
+    if example is not None:
+        for name in _REVIEW_ANNOTATIONS:
+            setattr(example.dataset, name, getattr(example, f"_ds_{name}"))
+    return example
 
 
 def default_assignee(dataset: Dataset, user: User) -> str:
