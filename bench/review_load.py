@@ -10,6 +10,9 @@ the login form and times, with one plain HTTP client session:
 - next: the htmx partial GET that loads the next example of the queue (?after=<id>), walking
   the queue as a reviewer pressing "s" would;
 - decide: the htmx POST that approves an example and answers with the next card;
+- cpu (for information): the CPU time the server's worker spent on each of those requests
+  (bench/review_load_wsgi.py adds it as a header), which other work on the machine hardly
+  changes; the database's own time is not in it;
 - floor (for information): the login page, which runs no review code: what any request costs
   on this machine at the time, since other work on a shared machine slows every figure;
 - counts (for information): the separate request a queue of more than 20,000 examples makes
@@ -130,6 +133,10 @@ class Reviewer:
     def __init__(self, base: str) -> None:
         self.base = base
         self.session = requests.Session()
+        self.cpu_ms: list[float] = []  # the server's CPU time of each timed request
+
+    def _note_cpu(self, response: requests.Response) -> None:
+        self.cpu_ms.append(float(response.headers.get("X-Server-Cpu-Ms", "nan")))
 
     def login(self) -> None:
         page = self.session.get(f"{self.base}/login/")
@@ -154,6 +161,7 @@ class Reviewer:
         response = self.session.get(url, headers={"HX-Request": "true"})
         elapsed = time.perf_counter() - start
         assert response.status_code == 200, response.status_code
+        self._note_cpu(response)
         return elapsed, self.card_id(response.text)
 
     def floor(self) -> float:
@@ -162,6 +170,7 @@ class Reviewer:
         response = self.session.get(f"{self.base}/login/")
         elapsed = time.perf_counter() - start
         assert response.status_code == 200, response.status_code
+        self._note_cpu(response)
         return elapsed
 
     def counts(self, project: int, dataset: int) -> float:
@@ -170,6 +179,7 @@ class Reviewer:
         response = self.session.get(url, headers={"HX-Request": "true"})
         elapsed = time.perf_counter() - start
         assert response.status_code == 200, response.status_code
+        self._note_cpu(response)
         return elapsed
 
     def decide(self, project: int, example: int) -> tuple[float, int]:
@@ -182,6 +192,7 @@ class Reviewer:
         )
         elapsed = time.perf_counter() - start
         assert response.status_code == 200, (response.status_code, response.text[:300])
+        self._note_cpu(response)
         return elapsed, self.card_id(response.text)
 
 
@@ -192,28 +203,35 @@ def summary(times: list[float]) -> tuple[float, float]:
 def measure(
     reviewer: Reviewer, project: int, datasets: dict[str, int], requests_each: int
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """Requests alternate between the datasets, so both see the same load on the machine."""
-    times: dict[str, dict[str, list[float]]] = {
-        label: {"next": [], "decide": [], "counts": []} for label in datasets
-    }
+    """Requests alternate between the datasets, so both see the same load on the machine.
+
+    Per dataset and kind: (p50, p95) of the wall-clock latency, and under "<kind>_cpu" of the
+    server's CPU time for the same requests.
+    """
+    times: dict[str, dict[str, list[float]]] = {label: {} for label in datasets}
+
+    def record(label: str, kind: str, elapsed: float) -> None:
+        times[label].setdefault(kind, []).append(elapsed)
+        times[label].setdefault(f"{kind}_cpu", []).append(reviewer.cpu_ms[-1] / 1000)
+
     after = dict.fromkeys(datasets, 0)
     for i in range(WARMUP + requests_each):
         for label, dataset in datasets.items():
             elapsed, after[label] = reviewer.next_card(project, dataset, after[label])
             if i >= WARMUP:
-                times[label]["next"].append(elapsed)
+                record(label, "next", elapsed)
     # Decide examples from the start of each queue; each answer carries the next card's id.
     current = {label: reviewer.next_card(project, d, 0)[1] for label, d in datasets.items()}
     for i in range(WARMUP + requests_each):
         for label in datasets:
             elapsed, current[label] = reviewer.decide(project, current[label])
             if i >= WARMUP:
-                times[label]["decide"].append(elapsed)
+                record(label, "decide", elapsed)
     # Not a target: above COUNT_INLINE_LIMIT the counts line arrives in its own request after
     # the card, so it is timed here to show what it costs.
     for _ in range(COUNTS_REQUESTS):
         for label, dataset in datasets.items():
-            times[label]["counts"].append(reviewer.counts(project, dataset))
+            record(label, "counts", reviewer.counts(project, dataset))
     return {
         label: {kind: summary(values) for kind, values in kinds.items()}
         for label, kinds in times.items()
@@ -266,7 +284,7 @@ def main() -> None:
 
         port = free_port()
         command = [
-            python, "-m", "gunicorn", "ftportal.wsgi:application",
+            python, "-m", "gunicorn", "bench.review_load_wsgi:application",
             "--bind", f"127.0.0.1:{port}", "--workers", "2", "--log-level", "warning",
         ]  # fmt: skip
         server = subprocess.Popen(command, cwd=REPO, env=env)
@@ -283,11 +301,13 @@ def main() -> None:
             server.wait(timeout=20)
         drop_database(base_url, name)
 
-    print(f"{'request':<10}{'dataset':>10}{'p50 ms':>10}{'p95 ms':>10}")
+    header = f"{'request':<10}{'dataset':>10}{'p50 ms':>10}{'p95 ms':>10}"
+    print(f"{header}{'cpu p50':>10}{'cpu p95':>10}")
     for kind in ("next", "decide", "counts"):
         for label, count in (("big", args.big), ("small", args.small)):
             p50, p95 = results[label][kind]
-            print(f"{kind:<10}{count:>10}{p50:>10.1f}{p95:>10.1f}")
+            cpu50, cpu95 = results[label][f"{kind}_cpu"]
+            print(f"{kind:<10}{count:>10}{p50:>10.1f}{p95:>10.1f}{cpu50:>10.1f}{cpu95:>10.1f}")
     floor_p50, floor_p95 = summary(floor_times)
     print(f"{'floor':<10}{'(login)':>10}{floor_p50:>10.1f}{floor_p95:>10.1f}")
     print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
@@ -301,6 +321,8 @@ def main() -> None:
         f"baseline_next_p95_ms={small_r['next'][1]:.1f} next_p95_ratio={next_ratio:.2f} "
         f"decide_p50_ms={big_r['decide'][0]:.1f} decide_p95_ms={big_r['decide'][1]:.1f} "
         f"baseline_decide_p95_ms={small_r['decide'][1]:.1f} decide_p95_ratio={decide_ratio:.2f} "
+        f"next_cpu_p95_ms={big_r['next_cpu'][1]:.1f} "
+        f"decide_cpu_p95_ms={big_r['decide_cpu'][1]:.1f} "
         f"counts_p95_ms={big_r['counts'][1]:.1f} floor_p50_ms={floor_p50:.1f} "
         f"target_p95_ms=50 target_met={str(target_met).lower()}"
     )

@@ -39,6 +39,11 @@ ME = "me"
 UNASSIGNED = "unassigned"
 STATUS_CHOICES = [*ExampleStatus.values, ANY]
 
+# Counting a filter's examples by status reads every matching row: about 25 ms at 100,000 rows.
+# Up to this many the counts come with the card; above it the page fetches them separately, so
+# the next example never waits for them.
+COUNT_INLINE_LIMIT = 20_000
+
 
 @dataclass(frozen=True)
 class QueueFilter:
@@ -119,20 +124,47 @@ def user_has_assignments(dataset: Dataset, user: User) -> bool:
     return ExampleAssignment.objects.filter(example__dataset=dataset, reviewer=user).exists()
 
 
+_REVIEW_ANNOTATIONS = ("my_assignments", "latest_run_id", "over_inline_count")
+
+
+def _review_annotations(dataset_ref: str, user: User) -> dict[str, Exists | Subquery]:
+    """What every queue request needs to know about the dataset (``dataset_ref`` points to
+    it): whether this reviewer has assignments in it, its latest finished analysis run's id
+    (None when there is none), and an example id past COUNT_INLINE_LIMIT (None when it holds
+    no more examples than are counted inline)."""
+    mine = ExampleAssignment.objects.filter(example__dataset=OuterRef(dataset_ref), reviewer=user)
+    runs = AnalysisRun.objects.filter(
+        dataset=OuterRef(dataset_ref), status=AnalysisStatus.SUCCEEDED
+    )
+    past_limit = Example.objects.filter(dataset=OuterRef(dataset_ref)).order_by().values("id")
+    return {
+        "my_assignments": Exists(mine),
+        "latest_run_id": Subquery(runs.order_by("-id").values("id")[:1]),
+        "over_inline_count": Subquery(past_limit[COUNT_INLINE_LIMIT : COUNT_INLINE_LIMIT + 1]),
+    }
+
+
 def dataset_for_review(project: Project, dataset_id: int, user: User) -> Dataset | None:
-    """The dataset with what every queue request needs, in one query: whether this reviewer
-    has assignments in it (``my_assignments``) and its latest finished analysis run's id
-    (``latest_run_id``, None when there is none)."""
-    mine = ExampleAssignment.objects.filter(example__dataset=OuterRef("pk"), reviewer=user)
-    runs = AnalysisRun.objects.filter(dataset=OuterRef("pk"), status=AnalysisStatus.SUCCEEDED)
+    """The dataset with what every queue request needs, in one query."""
     return (
         Dataset.objects.filter(pk=dataset_id, project=project)
-        .annotate(
-            my_assignments=Exists(mine),
-            latest_run_id=Subquery(runs.order_by("-id").values("id")[:1]),
-        )
+        .annotate(**_review_annotations("pk", user))
         .first()
     )
+
+
+def example_for_review(project: Project, example_id: int, user: User) -> Example | None:
+    """The example and its dataset as ``dataset_for_review`` gives it, in one query."""
+    example = (
+        Example.objects.filter(pk=example_id, dataset__project=project)
+        .select_related("dataset")
+        .annotate(**{f"_ds_{k}": v for k, v in _review_annotations("dataset_id", user).items()})
+        .first()
+    )
+    if example is not None:
+        for name in _REVIEW_ANNOTATIONS:
+            setattr(example.dataset, name, getattr(example, f"_ds_{name}"))
+    return example
 
 
 def default_assignee(dataset: Dataset, user: User) -> str:
@@ -221,10 +253,8 @@ def next_in_queue(examples: QuerySet[Example], *, after_id: int = 0) -> Example 
     return examples.filter(id__gt=after_id).first() or examples.first()
 
 
-# Counting a filter's examples by status reads every matching row: about 25 ms at 100,000 rows.
-# Up to this many the counts come with the card; above it the page fetches them separately, so
-# the next example never waits for them.
-COUNT_INLINE_LIMIT = 20_000
+def _knows_size(dataset: Dataset) -> bool:
+    return hasattr(dataset, "over_inline_count")
 
 
 def queue_counts(
@@ -235,8 +265,14 @@ def queue_counts(
     With ``limit``: None when more than ``limit`` examples match (checked with a bounded count).
     """
     examples = filtered_examples(dataset, filters, user=user, with_status=False).order_by()
-    if limit is not None and examples.values("id")[: limit + 1].count() > limit:
-        return None
+    if limit is not None:
+        if limit == COUNT_INLINE_LIMIT and not filters.narrowed and _knows_size(dataset):
+            # The whole dataset is the set to count; dataset_for_review already measured it.
+            too_many = dataset.over_inline_count is not None  # type: ignore[attr-defined]
+        else:
+            too_many = examples.values("id")[: limit + 1].count() > limit
+        if too_many:
+            return None
     counts = {status.value: 0 for status in ExampleStatus}
     rows = examples.values("status").annotate(n=Count("id"))
     counts.update({row["status"]: row["n"] for row in rows})

@@ -267,14 +267,19 @@ def example_decide(
             answer=new_answer if action == ReviewAction.EDIT else None,
             expected_revision=expected_revision,
         )
-    decided = example_review(
-        example=fresh,
-        user=user,
-        action=action,
-        new_answer=new_answer,
-        comment=comment,
-        expected_revision=expected_revision,
-    )
+    with transaction.atomic():
+        decided = example_review(
+            example=fresh,
+            user=user,
+            action=action,
+            new_answer=new_answer,
+            comment=comment,
+            expected_revision=expected_revision,
+        )
+        if action == ReviewAction.REOPEN:
+            # Sent back to review, the example is judged afresh: earlier votes would otherwise
+            # decide it again at once, and bar their reviewers from voting anew.
+            ReviewVote.objects.filter(example=decided).delete()
     return DecideOutcome(example=decided, action=action, vote=None)
 
 

@@ -33,6 +33,7 @@ from .review_selectors import (
     dataset_for_review,
     default_assignee,
     example_card,
+    example_for_review,
     filtered_examples,
     finding_kinds,
     next_in_queue,
@@ -124,8 +125,10 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
     dataset = _dataset(request, project, dataset_id)
     filters = _filters(request, dataset)
     _check_queue_role(request, project, filters)
-    requested = request.GET.get("example")
+    requested = request.GET.get("example", "")
     if requested:
+        if not requested.isdigit():
+            raise Http404("No such example")
         example: Example | None = get_object_or_404(
             with_card_flags(Example.objects.all()), pk=requested, dataset=dataset
         )
@@ -182,9 +185,10 @@ def _decision_from_post(request: AppRequest) -> ReviewAction:
 @require_POST
 def review_decide(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    example = get_object_or_404(Example, pk=example_id, dataset__project=project)
-    dataset = _dataset(request, project, example.dataset_id)
-    example.dataset = dataset
+    example = example_for_review(project, example_id, request.user)
+    if example is None:
+        raise Http404("No such example")
+    dataset = example.dataset
     filters = _filters(request, dataset)
     action = _decision_from_post(request)
     if example.status == ExampleStatus.DISPUTED:

@@ -111,7 +111,11 @@ def example_review(
             example.messages = messages
         example.status = target
         example.revision += 1
-        example.save(update_fields=["messages", "status", "revision", "updated_at"])
+        # Only an edit changes the messages; not rewriting them keeps approve and reject cheap.
+        changed = ["status", "revision", "updated_at"]
+        if action == ReviewAction.EDIT:
+            changed.append("messages")
+        example.save(update_fields=changed)
         ReviewDecision.objects.create(
             example=example,
             reviewer=user,

@@ -486,3 +486,24 @@ def test_everyone_in_the_project_reads_agreement_settings_and_comments(
         assert client.get(api(world, f"datasets/{world.dataset.pk}/{path}")).status_code == 200
     comments = client.get(api(world, f"examples/{world.pending.pk}/comments/"))
     assert comments.status_code == 200 and comments.json() == []
+
+
+def test_an_example_id_that_is_not_a_number_is_not_found(world: World, make_member) -> None:
+    client = Client()
+    client.force_login(make_member(Role.REVIEWER))
+    url = page("review_queue", world.project_id, world.dataset.pk)
+    assert client.get(url, {"example": "abc"}).status_code == 404
+    assert client.get(url, {"status": "lost"}).status_code == 400
+
+
+def test_an_unfiltered_queue_over_the_inline_limit_is_counted_separately(
+    world: World, make_member, monkeypatch
+) -> None:
+    monkeypatch.setattr("datasets.review_selectors.COUNT_INLINE_LIMIT", 2)
+    monkeypatch.setattr("datasets.review_views.COUNT_INLINE_LIMIT", 2)
+    client = Client()
+    client.force_login(make_member(Role.REVIEWER))
+    url = page("review_queue", world.project_id, world.dataset.pk)
+    assert "Counting…" in client.get(url, headers=HTMX).content.decode()  # 3 examples > 2
+    narrowed = client.get(url, {"q": "charged"}, headers=HTMX).content.decode()
+    assert "1 pending · 0 approved · 0 rejected" in narrowed

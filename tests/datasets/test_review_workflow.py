@@ -438,3 +438,19 @@ def test_the_card_shows_the_original_answer_history_and_comments(examples, revie
     assert [c.body for c in card.comments] == ["why v2?"]
     with pytest.raises(ApplicationError, match="write something"):
         example_comment_add(example=example, user=reviewers[2], body="   ")
+
+
+def test_a_reopened_example_is_voted_on_afresh(overlap_two, examples, reviewers, make_member):
+    lead = make_member(Role.ML_LEAD)
+    example = examples[0]
+    example_decide(example=example, user=reviewers[0], action=ReviewAction.APPROVE)
+    example_decide(example=example, user=reviewers[1], action=ReviewAction.REJECT)
+    example.refresh_from_db()
+    example_decide(example=example, user=lead, action=ReviewAction.REOPEN, may_adjudicate=True)
+    example.refresh_from_db()
+    assert example.status == ExampleStatus.PENDING
+    assert not ReviewVote.objects.filter(example=example).exists()
+    outcome = example_decide(example=example, user=reviewers[0], action=ReviewAction.REJECT)
+    assert outcome.resolved == ""  # one fresh vote of two
+    outcome = example_decide(example=example, user=reviewers[1], action=ReviewAction.REJECT)
+    assert outcome.resolved == "unanimous"

@@ -28,6 +28,9 @@ pytestmark = pytest.mark.e2e
 GUIDELINES = "# Triage rules\n\n**Billing** is anything about money. <b>raw</b>"
 EDITED = '{"category": "billing", "priority": "low"}'
 
+SETTLED_JS = """() => !document.querySelector('#review-card')
+  .matches('.htmx-request, .htmx-swapping, .htmx-settling')"""
+
 CARD_CHANGED_JS = """(previousId) => {
   const card = document.querySelector('#review-card');
   if (card.matches('.htmx-request, .htmx-swapping, .htmx-settling')) return false;
@@ -104,6 +107,7 @@ def test_two_reviewers_disagree_and_the_lead_adjudicates_by_keyboard(
     page.keyboard.press("Control+Enter")
     expect(page.locator("#comment-list")).to_contain_text("Looks like billing to me.")
     assert card_id(page) == examples[0].pk
+    page.wait_for_function(SETTLED_JS)  # htmx wires up the swapped card once it settles
     shot(page, tmp_path, "reviewer-card-with-comment")
 
     press_and_wait(page, "a")
