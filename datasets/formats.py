@@ -35,6 +35,7 @@ from .jsonl import (
     UTF8_BOM,
     ErrorCollector,
     Fail,
+    FailureCounter,
     LineError,
     ParsedExample,
     ParseReport,
@@ -353,7 +354,7 @@ def _anthropic_content(value: object, path: str, fail: Fail) -> str | None:
 def _anthropic_record(
     record: dict[str, object], fail: Fail
 ) -> tuple[list[dict[str, str]], dict[int, int]] | None:
-    before = _Counted(fail)
+    before = FailureCounter(fail)
     messages: list[dict[str, str]] = []
     if "system" in record:
         system = _check_text(record["system"], "system", before)
@@ -392,16 +393,6 @@ def _anthropic_record(
             " message",
         )
     return None if before.count else (messages, {})
-
-
-class _Counted:
-    def __init__(self, fail: Fail) -> None:
-        self._fail = fail
-        self.count = 0
-
-    def __call__(self, field_path: str, message: str) -> None:
-        self.count += 1
-        self._fail(field_path, message)
 
 
 RecordParser = Callable[

@@ -142,7 +142,7 @@ def check_chat_messages(
     raw_messages = _messages_list(record, fail)
     if raw_messages is None:
         return None
-    failures = _Counter(fail)
+    failures = FailureCounter(fail)
     messages: list[dict[str, str]] = []
     weights: dict[int, int] = {}
     for index, raw_message in enumerate(raw_messages):
@@ -216,7 +216,7 @@ def _check_message(index: int, raw: object, fail: Fail) -> dict[str, str] | None
         fail(path, f"found {describe(raw)}; expected an object with role and content")
         return None
 
-    counted_fail = _Counter(fail)
+    counted_fail = FailureCounter(fail)
     role = _check_role(path, raw, counted_fail)
     content = _check_content(path, raw, counted_fail)
     _check_optional_keys(path, raw, role, counted_fail)
@@ -245,7 +245,7 @@ def _is_allowed_weight(weight: object) -> bool:
     return type(weight) is int and weight in ALLOWED_WEIGHTS
 
 
-class _Counter:
+class FailureCounter:
     """Wraps a fail callback and counts how many problems went through it."""
 
     def __init__(self, fail: Fail) -> None:
