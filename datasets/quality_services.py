@@ -96,10 +96,26 @@ def _analyzed_rows(dataset: Dataset) -> list[tuple[int, Any, int, str]]:
 
 
 def analysis_run_create(*, dataset: Dataset, base_model: BaseModel, user: User) -> AnalysisRun:
-    """Queue an analysis of the dataset's pending, approved and disputed examples."""
-    run = AnalysisRun.objects.create(
-        dataset=dataset, base_model_key=base_model.key, created_by=user
-    )
+    """Queue an analysis of the dataset's pending, approved and disputed examples.
+
+    One analysis at a time per dataset: a second would compete for the same worker and its
+    findings would replace the first's a moment later.
+    """
+    with transaction.atomic():
+        # The dataset row lock makes "is one unfinished?" and the insert one step.
+        Dataset.objects.select_for_update().get(pk=dataset.pk)
+        unfinished = dataset.analyses.filter(
+            status__in=[AnalysisStatus.QUEUED, AnalysisStatus.RUNNING]
+        ).first()
+        if unfinished is not None:
+            raise ConflictError(
+                f"Analysis {unfinished.pk} of this dataset is still "
+                f"{unfinished.get_status_display().lower()}; wait for it to finish.",
+                extra={"run": unfinished.pk},
+            )
+        run = AnalysisRun.objects.create(
+            dataset=dataset, base_model_key=base_model.key, created_by=user
+        )
     from .tasks import run_analysis
 
     # After commit, so the worker never looks for a run that is not there yet.
@@ -119,9 +135,10 @@ def _transition(run: AnalysisRun, target: AnalysisStatus, **changes: Any) -> Non
 
 def analysis_run_execute(*, run_id: int) -> AnalysisRun:
     """Run the analysis and store its statistics and findings in one transaction."""
-    with transaction.atomic():
-        run = AnalysisRun.objects.select_for_update().get(pk=run_id)
-        _transition(run, AnalysisStatus.RUNNING)
+    claimed = _claim(run_id)
+    if claimed is None:
+        return AnalysisRun.objects.get(pk=run_id)
+    run = claimed
     try:
         base_model = BaseModel.objects.filter(key=run.base_model_key).first()
         if base_model is None:
@@ -141,6 +158,8 @@ def analysis_run_execute(*, run_id: int) -> AnalysisRun:
     ids = [pk for pk, _, _, _ in rows]
     with transaction.atomic():
         run = AnalysisRun.objects.select_for_update().get(pk=run_id)
+        if run.status != AnalysisStatus.RUNNING:
+            return run  # another delivery of the task finished it first
         Finding.objects.bulk_create(
             (
                 Finding(
@@ -159,9 +178,27 @@ def analysis_run_execute(*, run_id: int) -> AnalysisRun:
     return run
 
 
+def _claim(run_id: int) -> AnalysisRun | None:
+    """Mark the run running; None when this delivery of the task has nothing to do."""
+    with transaction.atomic():
+        run = AnalysisRun.objects.select_for_update().get(pk=run_id)
+        if run.status == AnalysisStatus.RUNNING:
+            # The task is acknowledged late, so a redelivery means the worker that started the
+            # run died. It stored nothing (findings are written in one final transaction), so
+            # the run starts over rather than staying "running" for ever.
+            logger.warning("analysis run %s was left running by a lost worker; restarting", run_id)
+            return run
+        if run.status != AnalysisStatus.QUEUED:
+            return None
+        _transition(run, AnalysisStatus.RUNNING)
+    return run
+
+
 def _fail(run_id: int, message: str) -> AnalysisRun:
     with transaction.atomic():
         run = AnalysisRun.objects.select_for_update().get(pk=run_id)
+        if run.status != AnalysisStatus.RUNNING:
+            return run
         _transition(run, AnalysisStatus.FAILED, failure_message=message, finished_at=timezone.now())
     return run
 

@@ -89,11 +89,34 @@ def test_a_run_with_an_unknown_model_fails_with_its_reason(project):
     assert not Finding.objects.filter(run=run).exists()
 
 
-def test_a_finished_run_cannot_be_run_again(project, base_model):
+def test_a_second_delivery_of_a_finished_run_changes_nothing(project, base_model):
     dataset, _ = planted_dataset(project)
     run = executed(dataset, base_model, user())
-    with pytest.raises(ConflictError, match="cannot go from 'succeeded' to 'running'"):
-        analysis_run_execute(run_id=run.pk)
+    findings = sorted(Finding.objects.filter(run=run).values_list("id", flat=True))
+    again = analysis_run_execute(run_id=run.pk)
+    assert (again.status, again.finished_at) == (AnalysisStatus.SUCCEEDED, run.finished_at)
+    assert sorted(Finding.objects.filter(run=run).values_list("id", flat=True)) == findings
+
+
+def test_a_run_left_running_by_a_lost_worker_starts_over_and_finishes(project, base_model):
+    dataset, made = planted_dataset(project)
+    run = analysis_run_create(dataset=dataset, base_model=base_model, user=user())
+    # What a worker killed mid-analysis leaves behind: running, nothing stored.
+    AnalysisRun.objects.filter(pk=run.pk).update(status=AnalysisStatus.RUNNING)
+    finished = analysis_run_execute(run_id=run.pk)
+    assert finished.status == AnalysisStatus.SUCCEEDED
+    assert Finding.objects.filter(run=run, example=made["dup_pending"]).exists()
+
+
+def test_a_second_analysis_is_refused_while_one_is_unfinished(project, base_model):
+    dataset, _ = planted_dataset(project)
+    analyst = user()
+    first = analysis_run_create(dataset=dataset, base_model=base_model, user=analyst)
+    with pytest.raises(ConflictError, match=f"Analysis {first.pk} of this dataset is still queued"):
+        analysis_run_create(dataset=dataset, base_model=base_model, user=analyst)
+    assert list(AnalysisRun.objects.filter(dataset=dataset)) == [first]
+    analysis_run_execute(run_id=first.pk)
+    assert analysis_run_create(dataset=dataset, base_model=base_model, user=analyst).pk != first.pk
 
 
 def test_creating_a_run_queues_the_task_only_after_commit(
