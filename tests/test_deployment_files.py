@@ -23,6 +23,19 @@ def test_compose_runs_web_worker_beat_postgres_and_redis_with_health_checks():
     assert set(compose["volumes"]) >= {"postgres-data", "redis-data"}
 
 
+def test_the_image_and_the_local_install_get_the_same_packages():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    install = (REPO / "scripts" / "install.sh").read_text()
+    for script in (dockerfile, install):
+        assert "-r requirements.txt" in script
+        assert "--no-deps -r requirements-data.txt" in script
+    # The web and worker containers share the var directory, where uploads wait for the worker.
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    for name in ("web", "worker"):
+        assert "ftportal-data:/data" in compose["services"][name]["volumes"]
+        assert compose["services"][name]["environment"]["FTPORTAL_VAR_DIR"] == "/data"
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     assert "make test" in readme
