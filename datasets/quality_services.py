@@ -20,7 +20,8 @@ from django.utils import timezone
 
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.state import check_transition
-from training.models import BaseModel
+from training.adapters import base_model_dir
+from training.models import BaseModel, Provider
 
 from .models import (
     ANALYSIS_TRANSITIONS,
@@ -143,6 +144,10 @@ def analysis_run_execute(*, run_id: int) -> AnalysisRun:
         base_model = BaseModel.objects.filter(key=run.base_model_key).first()
         if base_model is None:
             raise ApplicationError(f"Base model '{run.base_model_key}' is not in the catalog.")
+        if base_model.provider == Provider.LOCAL:
+            # The worker converts the shipped weights once if nobody has yet, as training does;
+            # the tokenizer is saved beside them. (Web requests never do: it would load torch.)
+            base_model_dir(base_model)
         rows = _analyzed_rows(run.dataset)
         result = analyze_for_model(
             [messages for _, messages, _, _ in rows],
