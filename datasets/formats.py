@@ -796,9 +796,21 @@ def to_prompt_completion(messages: list[dict[str, object]]) -> dict[str, object]
 CSV_EXPORT_HEADER = ["input", "ideal_output", "system", "split"]
 
 
+def csv_metadata_columns(keys: list[str]) -> list[str]:
+    """Column names for metadata keys: the key itself, so the file imports back with the same
+    metadata; prefixed only where a key would take a fixed column's name."""
+    return [f"metadata.{key}" if key in CSV_EXPORT_HEADER else key for key in keys]
+
+
 def to_csv_row(messages: list[dict[str, object]], split: str) -> list[str]:
     system, turns = _system_and_turns(messages)
     return [str(turns[0]["content"]), str(turns[1]["content"]), system, split]
+
+
+def _metadata_cell(value: object) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def csv_line(cells: list[str]) -> str:
@@ -831,9 +843,18 @@ EXPORT_REQUIREMENT: dict[str, tuple[Callable[[list[dict[str, object]]], bool], s
 }
 
 
-def export_line(fmt: str, messages: list[dict[str, object]], split: str) -> str:
+def export_line(
+    fmt: str,
+    messages: list[dict[str, object]],
+    split: str,
+    metadata: dict[str, object] | None = None,
+    metadata_keys: list[str] | None = None,
+) -> str:
+    """One exported example; CSV rows also carry ``metadata`` under ``metadata_keys``."""
     if fmt == CSV:
-        return csv_line(to_csv_row(messages, split))
+        values = metadata or {}
+        cells = [_metadata_cell(values.get(key)) for key in metadata_keys or []]
+        return csv_line([*to_csv_row(messages, split), *cells])
     if fmt == ANTHROPIC:
         return jsonl_line(to_anthropic(messages))
     if fmt == PROMPT_COMPLETION:

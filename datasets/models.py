@@ -318,6 +318,8 @@ class DatasetVersionExample(models.Model):
     position = models.PositiveIntegerField()
     split = models.CharField(max_length=20, choices=Split.choices)
     messages = models.JSONField()
+    # The example's metadata as it was when frozen (CSV exports carry it as columns).
+    metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["position"]

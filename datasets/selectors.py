@@ -19,6 +19,7 @@ from .formats import (
     EXPORT_REQUIREMENT,
     OPENAI_CHAT,
     csv_line,
+    csv_metadata_columns,
     export_line,
 )
 from .models import Dataset, DatasetVersion, DatasetVersionExample, Example, ExampleStatus
@@ -99,11 +100,21 @@ def version_export_lines(
     OpenAI chat JSONL: one {"messages": [...]} per line. Anthropic: system at the top level.
     Prompt/completion: single-turn. CSV: input, ideal_output, system, split with a header.
     """
+    items = version_items(version, split=split)
+    keys = _metadata_keys(items) if fmt == CSV else []
     if fmt == CSV:
-        yield csv_line(CSV_EXPORT_HEADER)
-    items = version_items(version, split=split).values_list("messages", "split")
-    for messages, item_split in items.iterator(chunk_size=2000):
-        yield export_line(fmt, messages, item_split)
+        yield csv_line([*CSV_EXPORT_HEADER, *csv_metadata_columns(keys)])
+    rows = items.values_list("messages", "split", "metadata")
+    for messages, item_split, metadata in rows.iterator(chunk_size=2000):
+        yield export_line(fmt, messages, item_split, metadata, keys)
+
+
+def _metadata_keys(items: QuerySet[DatasetVersionExample]) -> list[str]:
+    """Every metadata key in the items, sorted: one CSV column each."""
+    keys: set[str] = set()
+    for metadata in items.exclude(metadata={}).values_list("metadata", flat=True).iterator():
+        keys.update(metadata)
+    return sorted(keys)
 
 
 def export_filename(

@@ -261,7 +261,12 @@ def dataset_version_freeze(
         )
         DatasetVersionExample.objects.bulk_create(
             DatasetVersionExample(
-                version=version, example=example, position=i, split=split, messages=example.messages
+                version=version,
+                example=example,
+                position=i,
+                split=split,
+                messages=example.messages,
+                metadata=example.metadata,
             )
             for i, (example, split) in enumerate(zip(approved, splits, strict=True))
         )

@@ -120,6 +120,47 @@ def test_csv_export_has_a_header_and_the_split_and_imports_back(
     assert report.examples[0].messages[1]["content"].endswith(", with a comma")
 
 
+def test_csv_export_carries_the_frozen_metadata_as_columns_that_import_back(
+    client: Client, project: Project, lead: User
+) -> None:
+    dataset = Dataset.objects.create(project=project, name="tagged")
+    metadata = [{"customer": "acme", "split": "mine"}, {"customer": "zeta", "score": 3}, {}]
+    for n, values in enumerate(metadata * 2):
+        Example.objects.create(
+            dataset=dataset, messages=single(n), status=ExampleStatus.APPROVED, metadata=values
+        )
+    version = dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.2)
+    # Frozen means frozen: later changes to an example's metadata do not reach the version.
+    dataset.examples.update(metadata={"customer": "changed"})
+    client.force_login(lead)
+
+    rows = list(csv.DictReader(io.StringIO(body(export(client, version, format="csv")))))
+
+    assert list(rows[0]) == [
+        "input",
+        "ideal_output",
+        "system",
+        "split",
+        "customer",
+        "score",
+        "metadata.split",
+    ]
+    by_input = {row["input"]: row for row in rows}
+    assert by_input["Ticket 0, with a comma"]["customer"] == "acme"
+    assert by_input["Ticket 0, with a comma"]["metadata.split"] == "mine"
+    assert by_input["Ticket 1, with a comma"]["score"] == "3"
+    assert by_input["Ticket 2, with a comma"]["customer"] == ""
+    mapping = CsvMapping(
+        input_column="input", output_column="ideal_output", metadata_columns=("customer",)
+    )
+    report = parse_bytes(
+        body(export(client, version, format="csv")).encode(),
+        filename="x.csv",
+        options=ImportOptions(format="csv", csv_mapping=mapping),
+    )
+    assert {e.metadata.get("customer") for e in report.examples} >= {"acme", "zeta"}
+
+
 def test_a_multi_turn_example_is_refused_by_the_flat_formats_naming_it(
     client: Client, project: Project, lead: User
 ) -> None:
