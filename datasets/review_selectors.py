@@ -11,6 +11,7 @@ from datetime import datetime
 from urllib.parse import urlencode
 
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
@@ -124,23 +125,20 @@ def user_has_assignments(dataset: Dataset, user: User) -> bool:
     return ExampleAssignment.objects.filter(example__dataset=dataset, reviewer=user).exists()
 
 
-_REVIEW_ANNOTATIONS = ("my_assignments", "latest_run_id", "over_inline_count")
+_REVIEW_ANNOTATIONS = ("my_assignments", "latest_run_id")
 
 
 def _review_annotations(dataset_ref: str, user: User) -> dict[str, Exists | Subquery]:
     """What every queue request needs to know about the dataset (``dataset_ref`` points to
-    it): whether this reviewer has assignments in it, its latest finished analysis run's id
-    (None when there is none), and an example id past COUNT_INLINE_LIMIT (None when it holds
-    no more examples than are counted inline)."""
+    it): whether this reviewer has assignments in it, and its latest finished analysis run's id
+    (None when there is none)."""
     mine = ExampleAssignment.objects.filter(example__dataset=OuterRef(dataset_ref), reviewer=user)
     runs = AnalysisRun.objects.filter(
         dataset=OuterRef(dataset_ref), status=AnalysisStatus.SUCCEEDED
     )
-    past_limit = Example.objects.filter(dataset=OuterRef(dataset_ref)).order_by().values("id")
     return {
         "my_assignments": Exists(mine),
         "latest_run_id": Subquery(runs.order_by("-id").values("id")[:1]),
-        "over_inline_count": Subquery(past_limit[COUNT_INLINE_LIMIT : COUNT_INLINE_LIMIT + 1]),
     }
 
 
@@ -253,8 +251,21 @@ def next_in_queue(examples: QuerySet[Example], *, after_id: int = 0) -> Example 
     return examples.filter(id__gt=after_id).first() or examples.first()
 
 
-def _knows_size(dataset: Dataset) -> bool:
-    return hasattr(dataset, "over_inline_count")
+# How long the answer to "too large to count inline?" is reused. The check reads up to
+# COUNT_INLINE_LIMIT index entries (about 12 ms at the limit on this machine), too slow to repeat
+# for every card, and a stale answer only moves the counts line between the card and a request
+# of its own.
+INLINE_COUNT_CHECK_CACHE_S = 300
+
+
+def too_large_to_count_inline(dataset_id: int) -> bool:
+    key = f"datasets:over-inline-count:{COUNT_INLINE_LIMIT}:{dataset_id}"
+    known = cache.get(key)
+    if known is None:
+        examples = Example.objects.filter(dataset_id=dataset_id).order_by().values_list("id")
+        known = bool(list(examples[COUNT_INLINE_LIMIT : COUNT_INLINE_LIMIT + 1]))
+        cache.set(key, known, INLINE_COUNT_CHECK_CACHE_S)
+    return bool(known)
 
 
 def queue_counts(
@@ -266,9 +277,9 @@ def queue_counts(
     """
     examples = filtered_examples(dataset, filters, user=user, with_status=False).order_by()
     if limit is not None:
-        if limit == COUNT_INLINE_LIMIT and not filters.narrowed and _knows_size(dataset):
-            # The whole dataset is the set to count; dataset_for_review already measured it.
-            too_many = dataset.over_inline_count is not None  # type: ignore[attr-defined]
+        if limit == COUNT_INLINE_LIMIT and not filters.narrowed:
+            # The whole dataset is the set to count.
+            too_many = too_large_to_count_inline(dataset.pk)
         else:
             too_many = examples.values("id")[: limit + 1].count() > limit
         if too_many:
