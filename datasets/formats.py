@@ -733,8 +733,11 @@ def parse_report(
     return ParseReport(filename, examples, collector.finish(), collector.omitted)
 
 
-def parse_bytes(data: bytes, *, filename: str, options: ImportOptions) -> ParseReport:
-    return parse_report(io.BytesIO(data), filename=filename, options=options)
+def parse_bytes(
+    data: bytes, *, filename: str, options: ImportOptions, max_errors: int = 1000
+) -> ParseReport:
+    """The streaming parser over data already in memory."""
+    return parse_report(io.BytesIO(data), filename=filename, options=options, max_errors=max_errors)
 
 
 # --- writers (export) --------------------------------------------------------------------------

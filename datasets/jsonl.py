@@ -9,7 +9,6 @@ Plain Python on purpose (no Django), so importers, the API and command-line tool
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,22 +79,6 @@ class ParseReport:
         shown = len(self.errors) - (1 if self.omitted_error_count else 0)
         errors = plural(shown + self.omitted_error_count, "error")
         return f"{self.filename}: {examples}, {errors}; first: {self.errors[0]}"
-
-
-def parse_chat_jsonl(data: bytes, *, filename: str, max_errors: int = 1000) -> ParseReport:
-    """Parse ``data`` and return every valid example and every problem found.
-
-    A convenience over the streaming parser in ``datasets.formats`` for data already in memory.
-    """
-    # Imported here: formats builds on this module's line checks.
-    from .formats import ImportOptions, parse_report
-
-    return parse_report(
-        io.BytesIO(data),
-        filename=filename,
-        options=ImportOptions(format="openai_chat"),
-        max_errors=max_errors,
-    )
 
 
 def plural(count: int, noun: str) -> str:

@@ -22,7 +22,7 @@ from .formats import (
     csv_metadata_columns,
     export_line,
 )
-from .models import Dataset, DatasetVersion, DatasetVersionExample, Example, ExampleStatus
+from .models import Dataset, DatasetVersion, DatasetVersionExample, ExampleStatus
 
 
 def datasets_for_project(project: Project) -> QuerySet[Dataset]:
@@ -34,12 +34,6 @@ def status_counts(dataset: Dataset) -> dict[str, int]:
     rows = dataset.examples.values("status").annotate(n=Count("id")).order_by()
     counts.update({row["status"]: row["n"] for row in rows})
     return counts
-
-
-def next_pending_example(dataset: Dataset, *, after_id: int = 0) -> Example | None:
-    """The next example waiting for review, in import order, wrapping around once."""
-    pending = dataset.examples.filter(status=ExampleStatus.PENDING)
-    return pending.filter(id__gt=after_id).first() or pending.first()
 
 
 def version_items(

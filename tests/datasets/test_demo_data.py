@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from datasets.jsonl import ParseReport, parse_chat_jsonl
+from datasets.formats import OPENAI_CHAT, ImportOptions, parse_bytes
+from datasets.jsonl import ParseReport
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "ftportal" / "demo"
 GENERATOR = DEMO_DIR / "make_support_triage.py"
@@ -27,7 +28,9 @@ NEAR_DUPLICATE_SIMILARITY = 0.8
 
 
 def parse(path: Path) -> ParseReport:
-    return parse_chat_jsonl(path.read_bytes(), filename=path.name)
+    return parse_bytes(
+        path.read_bytes(), filename=path.name, options=ImportOptions(format=OPENAI_CHAT)
+    )
 
 
 def tickets(report: ParseReport) -> list[str]:

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from datasets.jsonl import LineError, ParsedExample, ParseReport, parse_chat_jsonl
+from datasets.formats import OPENAI_CHAT, ImportOptions, parse_bytes
+from datasets.jsonl import LineError, ParsedExample, ParseReport
 
 ALLOWED_ROLES_TEXT = "expected one of: system, user, assistant"
 
@@ -24,7 +25,9 @@ def jsonl(*records: object) -> bytes:
 
 
 def parse(data: bytes, **kwargs: int) -> ParseReport:
-    return parse_chat_jsonl(data, filename="train.jsonl", **kwargs)
+    return parse_bytes(
+        data, filename="train.jsonl", options=ImportOptions(format=OPENAI_CHAT), **kwargs
+    )
 
 
 def only_error(report: ParseReport) -> LineError:
