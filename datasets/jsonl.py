@@ -1,8 +1,8 @@
-"""Parse and validate chat fine-tuning data in OpenAI's JSONL format, line by line.
+"""Line-level checks of chat fine-tuning data, shared by the streaming parsers in formats.py.
 
-Each non-blank line is one JSON object ``{"messages": [{"role": ..., "content": ...}, ...]}``.
-The parser never stops at the first problem: a reviewer fixing an uploaded file wants every
-broken line at once, each with its line number and the path of the field that is wrong.
+A chat line is one JSON object ``{"messages": [{"role": ..., "content": ...}, ...]}``. The checks
+never stop at the first problem: a reviewer fixing an uploaded file wants every broken line at
+once, each with its line number and the path of the field that is wrong.
 
 Plain Python on purpose (no Django), so importers, the API and command-line tools share it.
 """
