@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -93,12 +92,6 @@ CHATML_TEMPLATE = (
 )
 
 
-WORD_CHUNK = 20_000
-# tiktoken's thread pool pays off only with several cores and many texts.
-BATCH_THREADS_FROM = 4
-BATCH_TEXTS_FROM = 1000
-
-
 class TokenizerUnavailable(Exception):
     """The tokenizer for a base model cannot be loaded offline."""
 
@@ -132,7 +125,7 @@ class TokenCounter:
     """
 
     name: str
-    encode_lengths: Callable[[list[str]], list[int]]
+    encode_length: Callable[[str], int]
     template: TemplateCost
     word_additive: bool = False
 
@@ -145,47 +138,48 @@ class TokenCounter:
             count=len(texts),
         )
         unique = list(positions)
-        counts = self._word_lengths(unique) if self.word_additive else self.encode_lengths(unique)
+        counts = (
+            self._word_lengths(unique)
+            if self.word_additive
+            else [self.encode_length(text) for text in unique]
+        )
         unique_lengths = np.asarray(counts, dtype=np.int64)
         return unique_lengths[index] if len(texts) else np.zeros(0, dtype=np.int64)
 
     def _word_lengths(self, texts: list[str]) -> list[int]:
-        first_counts: dict[str, int] = {}  # a text's first word, as is
-        later_counts: dict[str, int] = {}  # any later word, encoded with its leading space
+        encode = self.encode_length
+        # A word is encoded the first time it is looked up (a dict's __missing__), so one pass
+        # splits each text, counts it and learns its new words, with no word lists kept.
+        first_words = _LengthCache(encode)  # a text's first word, as is
+        later_words = _LengthCache(lambda word: encode(" " + word))  # with its leading space
+        later = later_words.__getitem__
         result: list[int] = []
-        # In chunks, so each text is split once without holding every word list at once.
-        for start in range(0, len(texts), WORD_CHUNK):
-            chunk = texts[start : start + WORD_CHUNK]
+        for text in texts:
             # A text with a space next to other whitespace, or at either end, is encoded
             # whole: there a space may belong to a whitespace token, not start a word.
-            splits = [None if _space_beside_whitespace(t) else t.split(" ") for t in chunk]
-            whole = [text for text, words in zip(chunk, splits, strict=True) if words is None]
-            new_first: set[str] = set()
-            new_later: set[str] = set()
-            for words in splits:
-                if words is not None:
-                    new_first.add(words[0])
-                    new_later.update(islice(words, 1, None))
-            first_list = list(new_first - first_counts.keys())
-            later_list = list(new_later - later_counts.keys())
-            encoded = self.encode_lengths([*whole, *first_list, *(" " + w for w in later_list)])
-            whole_counts = dict(zip(whole, encoded[: len(whole)], strict=True))
-            after_whole = encoded[len(whole) :]
-            first_counts.update(zip(first_list, after_whole[: len(first_list)], strict=True))
-            later_counts.update(zip(later_list, after_whole[len(first_list) :], strict=True))
-            later = later_counts.__getitem__
-            for text, words in zip(chunk, splits, strict=True):
-                if words is None:
-                    result.append(whole_counts[text])
-                else:
-                    result.append(first_counts[words[0]] + sum(map(later, islice(words, 1, None))))
+            if _space_beside_whitespace(text):
+                result.append(encode(text))
+                continue
+            words = text.split(" ")
+            result.append(first_words[words[0]] + sum(map(later, islice(words, 1, None))))
         return result
+
+
+class _LengthCache(dict[str, int]):
+    """Token counts by text, each computed on first lookup."""
+
+    def __init__(self, encode_length: Callable[[str], int]) -> None:
+        super().__init__()
+        self._encode_length = encode_length
+
+    def __missing__(self, text: str) -> int:
+        length = self[text] = self._encode_length(text)
+        return length
 
 
 # A space beside another whitespace character (Python's \s is a superset of the tokenizers'
 # whitespace classes, so this errs towards encoding a text whole).
 _SPACE_BESIDE_WHITESPACE = re.compile(r"[ ]\s|\s[ ]")
-_RARE_ASCII_WHITESPACE = ("\t", "\r", "\x0b", "\x0c")
 
 
 def _space_beside_whitespace(text: str) -> bool:
@@ -195,7 +189,7 @@ def _space_beside_whitespace(text: str) -> bool:
     """
     if text[:1] == " " or text[-1:] == " " or "  " in text or " \n" in text or "\n " in text:
         return True
-    if text.isascii() and not any(mark in text for mark in _RARE_ASCII_WHITESPACE):
+    if text.isascii() and not ("\t" in text or "\r" in text or "\x0b" in text or "\x0c" in text):
         return False
     return _SPACE_BESIDE_WHITESPACE.search(text) is not None
 
@@ -220,38 +214,43 @@ def count_conversations(
     texts: list[str] = []
     owners: list[int] = []
     answer_positions: list[int] = []
-    fixed = np.zeros(len(conversations), dtype=np.int64)
+    fixed: list[int] = []
     template = counter.template
+    # The template's lookups, hoisted: this loop runs once per message of the dataset.
+    per_message = template.per_message
+    unknown_role = template.message(None)
+    per_name = template.per_name
     for number, messages in enumerate(conversations):
         if not isinstance(messages, list) or not messages:
+            fixed.append(0)
             continue
         overhead = template.per_conversation
         first = messages[0]
-        if not (isinstance(first, dict) and first.get("role") == "system"):
+        if not (type(first) is dict and first.get("role") == "system"):
             overhead += template.implicit_system
         for message in messages:
-            if not isinstance(message, dict):
+            if type(message) is not dict:
                 continue
             role = message.get("role")
-            overhead += template.message(role)
+            overhead += per_message.get(role, unknown_role) if type(role) is str else unknown_role
             content = message.get("content")
-            if isinstance(content, str):
+            if type(content) is str:
                 texts.append(content)
                 owners.append(number)
             name = message.get("name")
-            if isinstance(name, str):
-                overhead += template.per_name
+            if name is not None and type(name) is str:
+                overhead += per_name
                 texts.append(name)
                 owners.append(number)
         last = messages[-1]
         if (
-            isinstance(last, dict)
+            type(last) is dict
             and last.get("role") == "assistant"
-            and isinstance(last.get("content"), str)
+            and type(last.get("content")) is str
         ):
             # The answer is the last text appended for this conversation unless it had a name.
-            answer_positions.append(len(texts) - (2 if isinstance(last.get("name"), str) else 1))
-        fixed[number] = overhead
+            answer_positions.append(len(texts) - (2 if type(last.get("name")) is str else 1))
+        fixed.append(overhead)
     lengths = counter.lengths(texts)
     answer = np.zeros(len(conversations), dtype=np.int64)
     if answer_positions:
@@ -260,7 +259,8 @@ def count_conversations(
     text_totals = np.bincount(
         np.asarray(owners, dtype=np.int64), weights=lengths, minlength=len(conversations)
     ).astype(np.int64)
-    return ConversationTokens(prompt=fixed + text_totals - answer, answer=answer)
+    prompt = np.asarray(fixed, dtype=np.int64) + text_totals - answer
+    return ConversationTokens(prompt=prompt, answer=answer)
 
 
 # -- local models: tokenizer.json and the chat template ---------------------------------------
@@ -280,20 +280,16 @@ def _local_counter(model_dir: str) -> TokenCounter:
         raise TokenizerUnavailable(f"no tokenizer at {path}; run `manage.py prepare_models`")
     tokenizer = Tokenizer.from_file(str(path))
 
-    def encode_lengths(texts: list[str]) -> list[int]:
-        if not texts:
-            return []
-        return [
-            len(encoding) for encoding in tokenizer.encode_batch(texts, add_special_tokens=False)
-        ]
+    def encode_length(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
 
     word_additive = _byte_level_without_prefix_space(path)
     template_path = Path(model_dir) / "chat_template.jinja"
     template = template_path.read_text() if template_path.is_file() else CHATML_TEMPLATE
-    cost = measure_template_cost(template, encode_lengths)
+    cost = measure_template_cost(template, encode_length)
     return TokenCounter(
         name=f"local:{Path(model_dir).name}",
-        encode_lengths=encode_lengths,
+        encode_length=encode_length,
         template=cost,
         word_additive=word_additive,
     )
@@ -327,9 +323,7 @@ def render_chat_template(template: str, messages: list[dict[str, str]]) -> str:
     )
 
 
-def measure_template_cost(
-    template: str, encode_lengths: Callable[[list[str]], list[int]]
-) -> TemplateCost:
+def measure_template_cost(template: str, encode_length: Callable[[str], int]) -> TemplateCost:
     """Measure how many tokens the template adds around each message.
 
     Rendering a conversation with and without one more message, and subtracting the tokens of
@@ -338,11 +332,11 @@ def measure_template_cost(
     probe = "probe"
 
     def tokens(messages: list[dict[str, str]]) -> int:
-        return encode_lengths([render_chat_template(template, messages)])[0]
+        return encode_length(render_chat_template(template, messages))
 
     system = {"role": "system", "content": probe}
     base = tokens([system])
-    probe_tokens = encode_lengths([probe])[0]
+    probe_tokens = encode_length(probe)
     per_message = {
         role: max(0, tokens([system, {"role": role, "content": probe}]) - base - probe_tokens)
         for role in CHAT_ROLES
@@ -396,17 +390,12 @@ def _tiktoken_encoding(name: str) -> Any:
 
 def tiktoken_counter(name: str) -> TokenCounter:
     encoding = tiktoken_encoding(name)
-    threads = os.cpu_count() or 1
+    # One text at a time: tiktoken's batch call hands texts to a thread pool, which measured
+    # 2 to 4 times slower than this loop on a 2-core machine (bench/curation.py).
+    encode = encoding.encode_ordinary
 
-    def encode_lengths(texts: list[str]) -> list[int]:
-        # encode_ordinary_batch hands the texts to a thread pool; on a 2-core machine that
-        # measured 2 to 3 times slower than a plain loop (bench/curation.py), so the pool is
-        # used only where there are cores to spare.
-        if threads >= BATCH_THREADS_FROM and len(texts) >= BATCH_TEXTS_FROM:
-            batches = encoding.encode_ordinary_batch(texts, num_threads=threads)
-            return [len(ids) for ids in batches]
-        encode = encoding.encode_ordinary
-        return [len(encode(text)) for text in texts]
+    def encode_length(text: str) -> int:
+        return len(encode(text))
 
     # The cookbook's 3 per message come on top of the role's own tokens.
     cost = TemplateCost(
@@ -419,7 +408,7 @@ def tiktoken_counter(name: str) -> TokenCounter:
     )
     # cl100k_base's and o200k_base's patterns only ever put a space at the start of a token.
     return TokenCounter(
-        name=f"tiktoken:{name}", encode_lengths=encode_lengths, template=cost, word_additive=True
+        name=f"tiktoken:{name}", encode_length=encode_length, template=cost, word_additive=True
     )
 
 

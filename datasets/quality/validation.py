@@ -93,7 +93,7 @@ def validate_conversations(
                         )
                     )
             role = message.get("role")
-            if role in ALLOWED_ROLES:
+            if type(role) is str and role in ALLOWED_ROLES:
                 roles.append(role)
             else:
                 described = "missing" if role is None else repr(role)

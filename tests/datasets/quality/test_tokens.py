@@ -67,6 +67,25 @@ def test_openai_counts_match_tiktoken_and_the_cookbook_overhead(name):
     assert counted.answer[0] == len(encoding.encode(SAMPLES[1]))
 
 
+def test_malformed_conversations_count_what_can_be_counted():
+    counter = tiktoken_counter("o200k_base")
+    encoding = tokens.tiktoken_encoding("o200k_base")
+    per_message = counter.template.per_message
+    widest = max(per_message.values())  # an unknown role costs as much as the dearest one
+    conversations = [
+        None,
+        [],
+        [{"role": ["user"], "content": "hi there", "name": 7}, "not a message"],
+        [{"role": "user", "content": {"text": "x"}}, {"role": "assistant", "content": "ok"}],
+    ]
+    counted = count_conversations(conversations, counter)
+    assert counted.total[:2].tolist() == [0, 0]
+    assert counted.total[2] == 3 + widest + len(encoding.encode("hi there"))
+    assert counted.answer[2] == 0
+    assert counted.total[3] == 3 + per_message["user"] + per_message["assistant"] + 1
+    assert counted.answer[3] == len(encoding.encode("ok")) == 1
+
+
 def test_a_known_o200k_encoding_is_reproduced():
     # "hello world" is two tokens in o200k_base: 24912 ("hello") and 2375 (" world").
     assert tokens.tiktoken_encoding("o200k_base").encode("hello world") == [24912, 2375]
@@ -128,17 +147,32 @@ def test_unknown_encodings_are_refused():
 
 
 def test_repeated_texts_are_encoded_once():
-    seen: list[list[str]] = []
+    seen: list[str] = []
     base = tiktoken_counter("o200k_base")
     counter = tokens.TokenCounter(
         name="spy",
-        encode_lengths=lambda texts: seen.append(texts) or base.encode_lengths(texts),
+        encode_length=lambda text: seen.append(text) or base.encode_length(text),
         template=base.template,
     )
     assert (
         counter.lengths(["a b", "a b", "c"]).tolist() == base.lengths(["a b", "a b", "c"]).tolist()
     )
-    assert seen == [["a b", "c"]]
+    assert seen == ["a b", "c"]
+
+
+def test_repeated_words_are_encoded_once():
+    seen: list[str] = []
+    base = tiktoken_counter("o200k_base")
+    counter = tokens.TokenCounter(
+        name="spy",
+        encode_length=lambda text: seen.append(text) or base.encode_length(text),
+        template=base.template,
+        word_additive=True,
+    )
+    texts = ["refund my order", "refund the order", "order refund"]
+    assert counter.lengths(texts).tolist() == base.lengths(texts).tolist()
+    # First words as they are, later words with their leading space, each encoded once.
+    assert sorted(seen) == sorted([" my", " order", " the", " refund", "refund", "order"])
 
 
 def test_tiktoken_is_the_installed_version_we_read_constants_from():
@@ -171,7 +205,7 @@ def counters(local):
 
 
 def whole_text_lengths(counter, texts):
-    return [counter.encode_lengths([text])[0] for text in texts]
+    return [counter.encode_length(text) for text in texts]
 
 
 def test_counting_by_words_equals_encoding_whole_texts(counters):

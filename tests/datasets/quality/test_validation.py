@@ -56,6 +56,19 @@ def test_unknown_role_names_the_field():
     ) in kinds
 
 
+def test_roles_and_contents_of_any_json_type_are_reported_not_crashed_on():
+    conversation = convo("q", "a")
+    conversation[1]["role"] = ["user"]  # unhashable: a set lookup alone would raise
+    conversation[2]["content"] = {"text": "a"}
+    conversation[2]["name"] = 7
+    kinds = {(kind, message) for kind, _, message in only(conversation)}
+    assert (
+        UNKNOWN_ROLE,
+        "messages[1].role: role ['user'] is not one of assistant, system, user",
+    ) in kinds
+    assert (EMPTY_CONTENT, "messages[2].content: found no text; expected text") in kinds
+
+
 def test_unknown_key_is_an_error_with_its_path():
     conversation = convo("q", "a")
     conversation[2]["confidence"] = 0.9
