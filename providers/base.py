@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
@@ -15,16 +16,33 @@ Conversation = list[Message]
 
 
 class ProviderError(Exception):
-    """A provider could not do what was asked; the message says what and why."""
+    """A provider could not do what was asked; the message says what and why.
+
+    Permanent: trying the same request again would fail the same way (a file the provider
+    refused, a job that failed, bad credentials).
+    """
+
+
+class TransientProviderError(ProviderError):
+    """Worth trying again later: rate limits (429), server errors (5xx), timeouts, lost
+    connections. ``retry_after`` is the provider's Retry-After in seconds, when it sent one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TrainingCancelled(ProviderError):
     """Training stopped because the caller asked it to."""
 
 
+DEFAULT_LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Hyperparameters; defaults follow the guide (3 epochs, default settings otherwise)."""
+    """Hyperparameters of a local LoRA job; defaults follow the guide (3 epochs, default
+    settings otherwise)."""
 
     epochs: int = 3
     # Measured on the demo (bench/demo_finetune.py): 1e-3 beat 2e-4 for LoRA on a 135M model,
@@ -34,21 +52,57 @@ class TrainingConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = DEFAULT_LORA_TARGET_MODULES
     max_seq_len: int = 512
     seed: int = 0
     # Cap on optimizer steps, for smoke runs; None trains all epochs.
     max_steps: int | None = None
     # Validation loss is computed every this many steps and at the end.
     eval_every_steps: int = 5
+    # A resumable checkpoint (adapter, optimizer, schedule, data order) every this many steps
+    # and at the end; 0 saves only the final adapter.
+    checkpoint_every_steps: int = 10
+    # Stop after this many validation evaluations in a row without a new best validation loss,
+    # and keep the best checkpoint as the result; None trains to the end.
+    early_stopping_patience: int | None = None
+
+
+@dataclass(frozen=True)
+class HostedTrainingConfig:
+    """Hyperparameters a hosted fine-tuning API takes; None lets the provider choose ("auto")."""
+
+    epochs: int = 3
+    batch_size: int | None = None
+    learning_rate_multiplier: float | None = None
+    seed: int | None = None
+    suffix: str = ""
 
 
 @dataclass(frozen=True)
 class TrainingProgress:
+    """One optimizer step, as the local trainer reports it."""
+
     step: int
     total_steps: int
     epoch: float
     train_loss: float | None = None
     val_loss: float | None = None
+    learning_rate: float | None = None
+    # Non-padding tokens processed in this step, and the rate over the run so far.
+    step_tokens: int = 0
+    tokens_per_second: float | None = None
+    seconds_left: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """A checkpoint written to disk; ``path`` holds a loadable adapter (and, for local jobs,
+    what resuming needs)."""
+
+    step: int
+    path: Path
+    train_loss: float | None
+    val_loss: float | None
 
 
 @dataclass(frozen=True)
@@ -60,6 +114,11 @@ class TrainingResult:
     device: str
     seconds: float
     metrics: dict[str, float] = field(default_factory=dict)
+    # The step whose adapter is in adapter_dir: the last step, or the best one when early
+    # stopping kept it.
+    best_step: int | None = None
+    stopped_early: bool = False
+    trained_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,7 +140,81 @@ class FineTuner(Protocol):
         output_dir: Path,
         on_progress: Callable[[TrainingProgress], None],
         should_stop: Callable[[], bool],
+        on_checkpoint: Callable[[CheckpointSaved], None] | None = None,
+        resume_from: Path | None = None,
     ) -> TrainingResult: ...
+
+
+class HostedJobStatus(StrEnum):
+    VALIDATING = "validating"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class HostedEvent:
+    provider_id: str
+    created_at: int  # unix seconds
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class HostedMetric:
+    step: int
+    train_loss: float | None
+    val_loss: float | None
+
+
+@dataclass(frozen=True)
+class HostedCheckpoint:
+    provider_id: str
+    model_id: str  # what a chat call names to use this checkpoint
+    step: int
+    train_loss: float | None
+    val_loss: float | None
+
+
+@dataclass(frozen=True)
+class HostedJobState:
+    provider_job_id: str
+    status: HostedJobStatus
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = None
+    error: str = ""
+    # Newest last; only those after the ``after_event`` given to poll().
+    events: list[HostedEvent] = field(default_factory=list)
+    metrics: list[HostedMetric] = field(default_factory=list)
+    checkpoints: list[HostedCheckpoint] = field(default_factory=list)
+    estimated_finish: int | None = None  # unix seconds
+
+
+class HostedFineTuner(Protocol):
+    """A fine-tuning service that trains elsewhere; the worker submits, then polls."""
+
+    def submit(
+        self,
+        *,
+        train: Sequence[Conversation],
+        validation: Sequence[Conversation],
+        base_model: str,
+        config: HostedTrainingConfig,
+        submission_key: str,
+    ) -> str:
+        """Start a job and return the provider's job id.
+
+        Idempotent per ``submission_key``: if a job with that key already exists at the
+        provider (a worker died after creating it), its id is returned and nothing new is
+        created, so a retried task never pays twice.
+        """
+        ...
+
+    def poll(self, provider_job_id: str, *, after_event: str | None = None) -> HostedJobState: ...
+
+    def cancel(self, provider_job_id: str) -> None: ...
 
 
 class ChatModel(Protocol):

@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from providers.base import (
+    CheckpointSaved,
     Conversation,
     Generation,
     ProviderError,
@@ -200,7 +201,11 @@ class LocalLoRAFineTuner:
         output_dir: Path,
         on_progress: Callable[[TrainingProgress], None],
         should_stop: Callable[[], bool],
+        on_checkpoint: Callable[[CheckpointSaved], None] | None = None,
+        resume_from: Path | None = None,
     ) -> TrainingResult:
+        if resume_from is not None:
+            raise ProviderError("resuming from a checkpoint is not supported yet")
         started = time.monotonic()
         _check_config(config)
         tokenizer = _load_tokenizer(self.base_model_dir)
