@@ -50,6 +50,7 @@ MAX_KEPT_ERRORS = 1000
 PROGRESS_TTL_S = 24 * 3600
 SPREADSHEET_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".csv.zip", ".xlsx")
 
+
 class ImportRejected(ApplicationError):
     """The file had errors and the user did not ask to import only the valid lines."""
 

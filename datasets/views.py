@@ -12,8 +12,6 @@ from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
-from providers.base import TrainingConfig
-from training.models import BaseModel
 
 from .formats import AUTO, EXPORT_FORMATS, EXPORT_LABELS, OPENAI_CHAT
 from .importing import (
@@ -165,9 +163,7 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         "version": version,
         "items": version.items.all()[:50],
         "jobs": version.training_jobs.select_related("base_model"),
-        "base_models": BaseModel.objects.filter(is_active=True),
         "can_train": role_allows(role, Action.TRAIN),
-        "defaults": TrainingConfig(),
         "previous": previous,
         "changes": version_diff(previous, version) if previous else None,
         "export_formats": [(fmt, EXPORT_LABELS[fmt]) for fmt in EXPORT_FORMATS],

@@ -101,6 +101,16 @@ training_patterns = [
         name="training_job_list",
     ),
     path(
+        "training-jobs/estimate/",
+        training_api.TrainingJobEstimateApi.as_view(),
+        name="training_job_estimate",
+    ),
+    path(
+        "training-jobs/<int:job_id>/checkpoints/<int:step>/register/",
+        training_api.CheckpointRegisterApi.as_view(),
+        name="training_checkpoint_register",
+    ),
+    path(
         "training-jobs/<int:job_id>/",
         training_api.TrainingJobDetailApi.as_view(),
         name="training_job_detail",

@@ -59,6 +59,26 @@ urlpatterns = [
         name="job_create",
     ),
     path(
+        "projects/<int:project_id>/dataset-versions/<int:version_id>/launch/",
+        training_views.job_launch,
+        name="job_launch",
+    ),
+    path(
+        "projects/<int:project_id>/dataset-versions/<int:version_id>/launch/estimate/",
+        training_views.job_estimate,
+        name="job_estimate",
+    ),
+    path(
+        "projects/<int:project_id>/training-jobs/<int:job_id>/checkpoints/<int:checkpoint_id>/register/",
+        training_views.checkpoint_register,
+        name="checkpoint_register",
+    ),
+    path(
+        "projects/<int:project_id>/base-models/",
+        training_views.base_model_catalog,
+        name="base_model_catalog",
+    ),
+    path(
         "projects/<int:project_id>/training-jobs/<int:job_id>/",
         training_views.job_detail,
         name="job_detail",

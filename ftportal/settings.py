@@ -156,9 +156,30 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Queues: "training" runs local training (one job at a time per worker: start those workers
+# with --concurrency=1, on GPU hosts), "inference" runs evaluations, "default" the rest
+# (imports, analyses, submitting and polling hosted jobs, the reaper).
 CELERY_TASK_ROUTES = {
-    "training.tasks.*": {"queue": "training"},
+    "training.tasks.run_training_job": {"queue": "training"},
     "evaluation.tasks.*": {"queue": "inference"},
+}
+# A worker that dies holding a message gets it redelivered; redelivery is harmless because a
+# job is claimed under a row lock and runs only from "queued".
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+
+# Jobs whose worker died: the worker writes a heartbeat every FTPORTAL_HEARTBEAT_SECONDS; celery
+# beat runs the reaper every FTPORTAL_REAPER_SECONDS, which treats a job silent for
+# FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS as abandoned: local jobs resume from their last checkpoint
+# (up to FTPORTAL_MAX_JOB_ATTEMPTS attempts, then fail with the reason), hosted jobs are polled.
+FTPORTAL_HEARTBEAT_SECONDS = float(os.environ.get("FTPORTAL_HEARTBEAT_SECONDS", 10))
+FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS = float(os.environ.get("FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS", 90))
+FTPORTAL_REAPER_SECONDS = float(os.environ.get("FTPORTAL_REAPER_SECONDS", 30))
+FTPORTAL_MAX_JOB_ATTEMPTS = int(os.environ.get("FTPORTAL_MAX_JOB_ATTEMPTS", 3))
+CELERY_BEAT_SCHEDULE = {
+    "reap-abandoned-training-jobs": {
+        "task": "training.tasks.reap_abandoned_jobs",
+        "schedule": FTPORTAL_REAPER_SECONDS,
+    }
 }
 CELERY_TASK_ALWAYS_EAGER = False
 
@@ -185,6 +206,24 @@ else:
             "KEY_PREFIX": _CACHE_KEY_PREFIX,
         }
     }
+
+# Hosted fine-tuning: credentials come from the environment of the workers, never the database.
+# OPENAI_BASE_URL (or a catalog row's api_base_url) points the same adapter at an
+# OpenAI-compatible service.
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
+FTPORTAL_PROVIDER_TIMEOUT_SECONDS = float(os.environ.get("FTPORTAL_PROVIDER_TIMEOUT_SECONDS", 60))
+FTPORTAL_HOSTED_POLL_SECONDS = float(os.environ.get("FTPORTAL_HOSTED_POLL_SECONDS", 30))
+# Transient provider errors (429, 5xx, timeouts) are retried this many times with exponential
+# backoff from FTPORTAL_PROVIDER_BACKOFF_SECONDS, or after the provider's Retry-After.
+FTPORTAL_PROVIDER_MAX_RETRIES = int(os.environ.get("FTPORTAL_PROVIDER_MAX_RETRIES", 8))
+FTPORTAL_PROVIDER_BACKOFF_SECONDS = float(os.environ.get("FTPORTAL_PROVIDER_BACKOFF_SECONDS", 5))
+
+# What an hour of this worker's hardware costs, for the cost of local jobs; set it per host
+# (a GPU host's rate differs). The speed is only the first estimate: later ones use the median
+# measured speed of finished local jobs.
+FTPORTAL_LOCAL_USD_PER_HOUR = os.environ.get("FTPORTAL_LOCAL_USD_PER_HOUR", "0.10")
+FTPORTAL_LOCAL_TOKENS_PER_SECOND = float(os.environ.get("FTPORTAL_LOCAL_TOKENS_PER_SECOND", 1500))
 
 # Where models live: the base-model cache (safetensors) and trained adapters.
 FTPORTAL_MODEL_CACHE = Path(os.environ.get("FTPORTAL_MODEL_CACHE", VAR_DIR / "models"))

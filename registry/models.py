@@ -5,7 +5,7 @@ from django.db import models
 
 from datasets.models import DatasetVersion
 from ftportal.models import Project
-from training.models import BaseModel, TrainingJob
+from training.models import BaseModel, Checkpoint, TrainingJob
 
 PRODUCTION_ALIAS = "production"
 
@@ -32,9 +32,15 @@ class ModelVersion(models.Model):
         RegisteredModel, on_delete=models.CASCADE, related_name="versions"
     )
     number = models.PositiveIntegerField()
-    training_job = models.OneToOneField(
-        TrainingJob, on_delete=models.PROTECT, related_name="model_version"
+    training_job = models.ForeignKey(
+        TrainingJob, on_delete=models.PROTECT, related_name="model_versions"
     )
+    # Which of the job's checkpoints this version is; each checkpoint is registered once.
+    checkpoint = models.OneToOneField(
+        Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="model_version"
+    )
+    # Hosted models: the id a chat call names (ft:...); local ones use adapter_dir.
+    fine_tuned_model = models.CharField(max_length=300, blank=True)
     dataset_version = models.ForeignKey(
         DatasetVersion, on_delete=models.PROTECT, related_name="model_versions"
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import datetime
+from dataclasses import dataclass
+
+from django.db.models import Q, QuerySet
 
 from ftportal.models import Project
 
@@ -28,3 +31,40 @@ def alias_history(project: Project) -> QuerySet[AliasChange]:
     return AliasChange.objects.filter(registered_model__project=project).select_related(
         "registered_model", "from_version", "to_version", "changed_by"
     )
+
+
+@dataclass(frozen=True)
+class EndangeredVersion:
+    version: ModelVersion
+    reason: str
+
+
+def versions_losing_their_base(
+    project: Project, *, today: datetime.date, within_days: int = 60
+) -> list[EndangeredVersion]:
+    """Versions whose base model shuts down (they stop working) or stops taking fine-tuning
+    jobs (they cannot be retrained) within ``within_days``, or already has."""
+    horizon = today + datetime.timedelta(days=within_days)
+    versions = (
+        ModelVersion.objects.filter(registered_model__project=project)
+        .filter(Q(base_model__retires_at__lte=horizon) | Q(base_model__deprecated_at__lte=horizon))
+        .select_related("registered_model", "base_model")
+        .order_by("registered_model__name", "-number")
+    )
+    endangered = []
+    for version in versions:
+        base = version.base_model
+        reasons = []
+        if base.retires_at and base.retires_at <= horizon:
+            tense = "shut down on" if base.retires_at <= today else "shuts down on"
+            reasons.append(
+                f"{base.display_name} {tense} {base.retires_at}: this version stops working"
+            )
+        if base.deprecated_at and base.deprecated_at <= horizon:
+            tense = "took" if base.deprecated_at <= today else "takes"
+            reasons.append(
+                f"{base.display_name} {tense} no new fine-tuning jobs from {base.deprecated_at}: "
+                "it cannot be retrained on the same base"
+            )
+        endangered.append(EndangeredVersion(version=version, reason="; ".join(reasons)))
+    return endangered

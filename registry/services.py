@@ -7,8 +7,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from ftportal.errors import ConflictError
-from providers.base import TrainingResult
-from training.models import TrainingJob
+from training.models import Checkpoint, TrainingJob
 
 from .models import (
     PRODUCTION_ALIAS,
@@ -20,8 +19,16 @@ from .models import (
 )
 
 
-def model_version_register_from_job(*, job: TrainingJob, result: TrainingResult) -> ModelVersion:
-    """Record a finished job's output with its full lineage."""
+def model_version_register(
+    *,
+    job: TrainingJob,
+    checkpoint: Checkpoint | None,
+    adapter_dir: str = "",
+    fine_tuned_model: str = "",
+    train_loss: float | None = None,
+    val_loss: float | None = None,
+) -> ModelVersion:
+    """Record a job's output (or one of its checkpoints) with its full lineage."""
     with transaction.atomic():
         registered, _ = RegisteredModel.objects.get_or_create(
             project=job.project, name=job.model_name
@@ -33,14 +40,32 @@ def model_version_register_from_job(*, job: TrainingJob, result: TrainingResult)
             registered_model=registered,
             number=last + 1,
             training_job=job,
+            checkpoint=checkpoint,
             dataset_version=job.dataset_version,
             dataset_hash=job.dataset_version.content_hash,
             base_model=job.base_model,
             hyperparameters=job.hyperparameters,
-            adapter_dir=str(result.adapter_dir),
-            final_train_loss=result.train_loss,
-            final_val_loss=result.val_loss,
+            adapter_dir=adapter_dir,
+            fine_tuned_model=fine_tuned_model,
+            final_train_loss=train_loss,
+            final_val_loss=val_loss,
         )
+
+
+def model_version_register_checkpoint(*, checkpoint: Checkpoint) -> ModelVersion:
+    """Register one of a job's checkpoints as a model version of the job's model."""
+    if ModelVersion.objects.filter(checkpoint=checkpoint).exists():
+        raise ConflictError(f"The checkpoint at step {checkpoint.step} is registered already.")
+    if not checkpoint.path and not checkpoint.provider_model_id:
+        raise ConflictError(f"The checkpoint at step {checkpoint.step} holds no model.")
+    return model_version_register(
+        job=checkpoint.job,
+        checkpoint=checkpoint,
+        adapter_dir=checkpoint.path,
+        fine_tuned_model=checkpoint.provider_model_id,
+        train_loss=checkpoint.train_loss,
+        val_loss=checkpoint.val_loss,
+    )
 
 
 def _move_alias(

@@ -44,8 +44,11 @@ def jsonl(conversations: list[list[dict[str, str]]]) -> bytes:
 
 def approved_examples(dataset: Dataset, count: int = len(TICKETS)) -> list[Example]:
     return Example.objects.bulk_create(
-        Example(dataset=dataset, messages=chat(*TICKETS[i % len(TICKETS)]),
-                status=ExampleStatus.APPROVED)
+        Example(
+            dataset=dataset,
+            messages=chat(*TICKETS[i % len(TICKETS)]),
+            status=ExampleStatus.APPROVED,
+        )
         for i in range(count)
     )
 

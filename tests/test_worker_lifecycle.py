@@ -30,7 +30,10 @@ def test_a_job_trains_registers_a_version_and_evaluates_against_the_base(
     lead = make_member(Role.ML_LEAD)
     data = frozen_version(project, lead)
     job = training_job_create(
-        project=project, dataset_version=data, base_model=base_model, user=lead,
+        project=project,
+        dataset_version=data,
+        base_model=base_model,
+        user=lead,
         hyperparameters={"max_steps": 3, "eval_every_steps": 2, "batch_size": 4},
         model_name="triage",
     )
@@ -66,7 +69,10 @@ def test_cancelling_a_running_job_stops_it_between_steps(
     lead = make_member(Role.ML_LEAD)
     data = frozen_version(project, lead)
     job = training_job_create(
-        project=project, dataset_version=data, base_model=base_model, user=lead,
+        project=project,
+        dataset_version=data,
+        base_model=base_model,
+        user=lead,
         hyperparameters={"epochs": 20, "batch_size": 1},
     )
     wait_until(lambda: refreshed(job).step >= 1, timeout=TRAINING_TIMEOUT_S, what="first step")

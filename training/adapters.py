@@ -10,7 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from providers.base import ChatModel, FineTuner
+from providers.base import ChatModel, FineTuner, HostedFineTuner, ProviderError
 
 from .models import BaseModel, Provider
 
@@ -33,3 +33,18 @@ def chat_model_for(base_model: BaseModel, *, adapter_dir: str | None = None) -> 
     from providers.local import LocalChatModel
 
     return LocalChatModel(base_model_dir(base_model), Path(adapter_dir) if adapter_dir else None)
+
+
+def hosted_fine_tuner_for(base_model: BaseModel) -> HostedFineTuner:
+    """The adapter of a hosted provider, with credentials from this worker's environment."""
+    if base_model.provider != Provider.OPENAI:
+        raise ProviderError(f"No hosted fine-tuning adapter for provider {base_model.provider!r}")
+    if not settings.OPENAI_API_KEY:
+        raise ProviderError("OPENAI_API_KEY is not set in this worker's environment")
+    from providers.openai_ft import OpenAIFineTuner
+
+    return OpenAIFineTuner(
+        api_key=settings.OPENAI_API_KEY,
+        base_url=base_model.api_base_url or settings.OPENAI_BASE_URL or None,
+        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
+    )

@@ -17,22 +17,27 @@ from ftportal.api import acting_user
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
+from registry.services import model_version_register_checkpoint
 
-from .models import BaseModel, TrainingJob
+from .estimates import launch_estimate
+from .hyperparameters import config_for
+from .models import BaseModel, Checkpoint, TrainingJob
+from .selectors import job_overfitting
 from .services import training_job_cancel, training_job_create
 
 
 def _job_in(project: Project, job_id: int) -> TrainingJob:
     jobs = TrainingJob.objects.select_related(
-        "dataset_version__dataset", "base_model", "created_by", "model_version"
-    )
+        "dataset_version__dataset", "base_model", "created_by"
+    ).prefetch_related("model_versions")
     return get_object_or_404(jobs, pk=job_id, project=project)
 
 
 def _jobs_of(project: Project) -> QuerySet[TrainingJob]:
     return (
         TrainingJob.objects.filter(project=project)
-        .select_related("dataset_version__dataset", "base_model", "created_by", "model_version")
+        .select_related("dataset_version__dataset", "base_model", "created_by")
+        .prefetch_related("model_versions")
         .order_by("-created_at", "-id")
     )
 
@@ -45,7 +50,22 @@ class BaseModelListApi(APIView):
         parameter_count = serializers.IntegerField(allow_null=True)
         # Shadows Field.source only for the type checker; DRF moves declared fields off the class.
         source = serializers.CharField()  # type: ignore[assignment]
-        retires_at = serializers.DateField(allow_null=True)
+        context_window = serializers.IntegerField(allow_null=True)
+        training_usd_per_million_tokens = serializers.DecimalField(
+            max_digits=10, decimal_places=4, allow_null=True
+        )
+        input_usd_per_million_tokens = serializers.DecimalField(
+            max_digits=10, decimal_places=4, allow_null=True
+        )
+        output_usd_per_million_tokens = serializers.DecimalField(
+            max_digits=10, decimal_places=4, allow_null=True
+        )
+        deprecated_at = serializers.DateField(
+            allow_null=True, help_text="No new fine-tuning jobs from this day."
+        )
+        retires_at = serializers.DateField(
+            allow_null=True, help_text="Shutdown: the model and its fine-tuned models stop."
+        )
         is_active = serializers.BooleanField()
 
     @extend_schema(
@@ -77,16 +97,26 @@ class JobOutput(serializers.Serializer[Any]):
     device = serializers.CharField()
     adapter_dir = serializers.CharField()
     error = serializers.CharField()
-    model_version = serializers.SerializerMethodField()
+    provider_job_id = serializers.CharField()
+    fine_tuned_model = serializers.CharField()
+    attempts = serializers.IntegerField()
+    heartbeat_at = serializers.DateTimeField(allow_null=True)
+    trained_tokens = serializers.IntegerField()
+    tokens_per_second = serializers.FloatField(allow_null=True)
+    seconds_left = serializers.FloatField(allow_null=True)
+    best_step = serializers.IntegerField(allow_null=True)
+    stopped_early = serializers.BooleanField()
+    estimated_cost_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+    actual_cost_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+    cost_basis = serializers.CharField()
+    model_versions = serializers.SerializerMethodField()
     created_by = serializers.CharField(source="created_by.get_username")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
-    def get_model_version(self, job: TrainingJob) -> int | None:
-        # The reverse one-to-one raises rather than returning None before registration.
-        version = getattr(job, "model_version", None)
-        return version.pk if version is not None else None
+    def get_model_versions(self, job: TrainingJob) -> list[int]:
+        return [version.pk for version in job.model_versions.all()]
 
 
 class MetricOutput(serializers.Serializer[Any]):
@@ -94,10 +124,35 @@ class MetricOutput(serializers.Serializer[Any]):
     epoch = serializers.FloatField()
     train_loss = serializers.FloatField(allow_null=True)
     val_loss = serializers.FloatField(allow_null=True)
+    learning_rate = serializers.FloatField(allow_null=True)
+    tokens_per_second = serializers.FloatField(allow_null=True)
+    seconds_left = serializers.FloatField(allow_null=True)
+
+
+class CheckpointOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    step = serializers.IntegerField()
+    path = serializers.CharField()
+    provider_model_id = serializers.CharField()
+    train_loss = serializers.FloatField(allow_null=True)
+    val_loss = serializers.FloatField(allow_null=True)
+
+
+class EventOutput(serializers.Serializer[Any]):
+    level = serializers.CharField()
+    message = serializers.CharField()
+    created_at = serializers.DateTimeField()
 
 
 class JobDetailOutput(JobOutput):
     metrics = MetricOutput(many=True)
+    checkpoints = CheckpointOutput(many=True)
+    events = EventOutput(many=True)
+    overfitting = serializers.SerializerMethodField()
+
+    def get_overfitting(self, job: TrainingJob) -> str | None:
+        signal = job_overfitting(job)
+        return signal.message if signal else None
 
 
 class TrainingJobCollectionApi(APIView):
@@ -179,3 +234,41 @@ class TrainingJobCancelApi(APIView):
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
         job = training_job_cancel(job=_job_in(project, job_id))
         return Response(JobOutput(_job_in(project, job.pk)).data)
+
+
+class TrainingJobEstimateApi(APIView):
+    @extend_schema(
+        operation_id="training_jobs_estimate",
+        summary="Before launch: training tokens, cost, local time and the guide's warnings",
+        request=TrainingJobCollectionApi.JobCreateInput,
+        responses=dict[str, Any],
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+        payload = TrainingJobCollectionApi.JobCreateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        base_model = _referenced_base_model(data["base_model"])
+        estimate = launch_estimate(
+            version=_referenced_version(project, data["dataset_version"]),
+            base_model=base_model,
+            hyperparameters=config_for(base_model.provider, data["hyperparameters"]),
+        )
+        return Response(estimate.as_dict())
+
+
+class CheckpointRegisterApi(APIView):
+    @extend_schema(
+        operation_id="training_checkpoints_register",
+        summary="Register one of a job's checkpoints as a model version",
+        request=None,
+        responses={201: dict[str, Any]},
+    )
+    def post(self, request: Request, project_id: int, job_id: int, step: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+        checkpoint = get_object_or_404(Checkpoint, job=_job_in(project, job_id), step=step)
+        version = model_version_register_checkpoint(checkpoint=checkpoint)
+        return Response(
+            {"model_version": version.pk, "number": version.number, "step": checkpoint.step},
+            status=status.HTTP_201_CREATED,
+        )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
@@ -13,14 +15,29 @@ class Provider(models.TextChoices):
 
 
 class BaseModel(models.Model):
-    """The catalog of base models a job may start from, and when each goes away."""
+    """The catalog of base models a job may start from, what they cost, and when each goes
+    away. Admins edit it (Django admin); seeded rows name their source."""
 
     key = models.CharField(max_length=100, unique=True)
     display_name = models.CharField(max_length=200)
     provider = models.CharField(max_length=20, choices=Provider.choices)
     parameter_count = models.BigIntegerField(null=True, blank=True)
-    source = models.TextField(blank=True, help_text="Where the weights come from.")
-    retires_at = models.DateField(null=True, blank=True)
+    source = models.TextField(
+        blank=True, help_text="Where the weights or the prices and dates come from."
+    )
+    # Local models: a Hugging Face model directory or a .gguf file; blank means the bundled
+    # SmolLM2-135M-Instruct. Hosted models: unused (the key is the provider's model id).
+    weights_path = models.CharField(max_length=500, blank=True)
+    # Hosted models: an OpenAI-compatible endpoint; blank means settings.OPENAI_BASE_URL.
+    api_base_url = models.CharField(max_length=300, blank=True)
+    deprecated_at = models.DateField(
+        null=True, blank=True, help_text="From this day no new fine-tuning jobs are accepted."
+    )
+    retires_at = models.DateField(
+        null=True,
+        blank=True,
+        help_text="Shutdown: the model, and every model fine-tuned from it, stops serving.",
+    )
     is_active = models.BooleanField(default=True)
     context_window = models.PositiveIntegerField(
         null=True, blank=True, help_text="Tokens per example the model accepts in training."
@@ -28,6 +45,13 @@ class BaseModel(models.Model):
     # "" means the model's own tokenizer (local models); hosted models name a tiktoken encoding.
     tokenizer = models.CharField(max_length=50, blank=True)
     training_usd_per_million_tokens = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True
+    )
+    # What the fine-tuned model costs to call, per million tokens.
+    input_usd_per_million_tokens = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True
+    )
+    output_usd_per_million_tokens = models.DecimalField(
         max_digits=10, decimal_places=4, null=True, blank=True
     )
 
@@ -40,15 +64,25 @@ class BaseModel(models.Model):
 
 class JobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
+    VALIDATING = "validating", "Validating"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
 
 
+# Every allowed move, in one place. Back to QUEUED: a worker died and the job waits to resume
+# from its last checkpoint (local) or to be polled again (hosted).
 JOB_TRANSITIONS: dict[str, frozenset[str]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}),
-    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}),
+    JobStatus.QUEUED: frozenset(
+        {JobStatus.VALIDATING, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.VALIDATING: frozenset(
+        {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
+    JobStatus.RUNNING: frozenset(
+        {JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
 }
 FINISHED_JOB_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -71,6 +105,26 @@ class TrainingJob(models.Model):
     device = models.CharField(max_length=40, blank=True)
     adapter_dir = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
+    # Sent to the provider with the job, so a retried submission finds the job a dead worker
+    # created instead of paying for a second one.
+    submission_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    provider_job_id = models.CharField(max_length=200, blank=True)
+    fine_tuned_model = models.CharField(max_length=300, blank=True)
+    # How many times a worker has started (or resumed) this job.
+    attempts = models.PositiveIntegerField(default=0)
+    # Written by the worker while it trains or polls; a stale one means the worker is gone.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    trained_tokens = models.BigIntegerField(default=0)
+    # Worker time spent on the job over all attempts: what a local job costs.
+    compute_seconds = models.FloatField(default=0)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    seconds_left = models.FloatField(null=True, blank=True)
+    best_step = models.PositiveIntegerField(null=True, blank=True)
+    stopped_early = models.BooleanField(default=False)
+    estimated_cost_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    actual_cost_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    cost_basis = models.CharField(max_length=300, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -101,7 +155,62 @@ class TrainingMetric(models.Model):
     epoch = models.FloatField()
     train_loss = models.FloatField(null=True)
     val_loss = models.FloatField(null=True)
+    learning_rate = models.FloatField(null=True)
+    tokens_per_second = models.FloatField(null=True)
+    seconds_left = models.FloatField(null=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["step"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "step"], name="one_metric_per_job_step")
+        ]
+
+
+class Checkpoint(models.Model):
+    """A saved state of a job's model: a local adapter directory or a hosted model id. Each
+    can be registered as a model version."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    path = models.CharField(max_length=500, blank=True)
+    provider_model_id = models.CharField(max_length=300, blank=True)
+    train_loss = models.FloatField(null=True)
+    val_loss = models.FloatField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["step"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "step"], name="one_checkpoint_per_job_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} step {self.step}"
+
+
+class EventLevel(models.TextChoices):
+    INFO = "info", "Info"
+    WARNING = "warning", "Warning"
+    ERROR = "error", "Error"
+
+
+class JobEvent(models.Model):
+    """Append-only log of what happened to a job: ours and the provider's events."""
+
+    job = models.ForeignKey(TrainingJob, on_delete=models.CASCADE, related_name="events")
+    level = models.CharField(max_length=10, choices=EventLevel.choices, default=EventLevel.INFO)
+    message = models.TextField()
+    # The provider's event id, so re-reading its event list adds nothing twice.
+    provider_event_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "provider_event_id"],
+                condition=~models.Q(provider_event_id=""),
+                name="provider_event_once_per_job",
+            )
+        ]

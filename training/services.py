@@ -1,86 +1,78 @@
-"""Writes for training: launch, run (in the worker), cancel."""
+"""Writes for training: launch, cancel, state changes, and what workers record as jobs run.
+
+The worker side lives in runner.py (local jobs), hosted.py (provider jobs) and reaper.py
+(jobs whose worker went away); they all change a job's state through transition() here.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields
-from pathlib import Path
+from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from datasets.models import DatasetVersion, Split
+from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
 from ftportal.state import check_transition
-from providers.base import ProviderError, TrainingCancelled, TrainingConfig, TrainingProgress
 
-from .models import JOB_TRANSITIONS, BaseModel, JobStatus, Provider, TrainingJob, TrainingMetric
+from .estimates import end_of_life_problem, launch_estimate
+from .hyperparameters import HOSTED_PROVIDERS, config_for
+from .models import (
+    JOB_TRANSITIONS,
+    BaseModel,
+    Checkpoint,
+    EventLevel,
+    JobEvent,
+    JobStatus,
+    TrainingJob,
+    TrainingMetric,
+)
 
 logger = logging.getLogger(__name__)
 
-# Bounds that catch typos without second-guessing the user; the guide says 3 to 5 epochs.
-HYPERPARAMETER_BOUNDS: dict[str, tuple[float, float]] = {
-    "epochs": (1, 20),
-    "learning_rate": (1e-6, 1e-2),
-    "batch_size": (1, 128),
-    "lora_r": (1, 256),
-    "lora_alpha": (1, 512),
-    "lora_dropout": (0.0, 0.9),
-    "max_seq_len": (32, 8192),
-    "seed": (0, 2**31 - 1),
-    "max_steps": (1, 1_000_000),
-    "eval_every_steps": (1, 100_000),
-}
+
+def job_event(
+    job: TrainingJob,
+    message: str,
+    *,
+    level: EventLevel = EventLevel.INFO,
+    provider_event_id: str = "",
+) -> None:
+    """Append to the job's log; a provider event already recorded is skipped."""
+    if provider_event_id:
+        try:
+            with transaction.atomic():
+                JobEvent.objects.create(
+                    job=job, level=level, message=message, provider_event_id=provider_event_id
+                )
+        except IntegrityError:
+            pass  # read again on a later poll
+        return
+    JobEvent.objects.create(job=job, level=level, message=message)
 
 
-FLOAT_HYPERPARAMETERS = frozenset({"learning_rate", "lora_dropout"})
-
-
-def _as_number(value: Any) -> float | None:
-    # bool is an int to Python, but `"epochs": true` is a client bug, not 1 epoch.
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _hyperparameter(name: str, value: Any, *, integer: bool) -> float | int:
-    field = f"hyperparameters.{name}"
-    number = _as_number(value)
-    if number is None:
-        raise ApplicationError(
-            f"{field}: expected a number, got {value!r}.", extra={"field": field}
-        )
-    if integer and not number.is_integer():
-        raise ApplicationError(
-            f"{field}: expected a whole number, got {value!r}.", extra={"field": field}
-        )
-    low, high = HYPERPARAMETER_BOUNDS[name]
-    if not low <= number <= high:
-        raise ApplicationError(
-            f"{field}: {value} is outside the allowed range {low} to {high}.",
-            extra={"field": field},
-        )
-    return int(number) if integer else number
-
-
-def training_config_from(raw: dict[str, Any]) -> TrainingConfig:
-    """Validate hyperparameters and fill in defaults; each error names the field."""
-    unknown = sorted(set(raw) - {f.name for f in fields(TrainingConfig)})
-    if unknown:
-        raise ApplicationError(f"Unknown hyperparameter(s): {', '.join(unknown)}.")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        if value is None or value == "":
-            continue
-        values[name] = _hyperparameter(name, value, integer=name not in FLOAT_HYPERPARAMETERS)
-    return TrainingConfig(**values)
+def transition(job: TrainingJob, target: JobStatus, **changes: Any) -> None:
+    """Move a job to ``target`` if JOB_TRANSITIONS allows it, with the other field changes."""
+    check_transition(
+        kind="training job", current=job.status, target=target, allowed=JOB_TRANSITIONS
+    )
+    job.status = target
+    now = timezone.now()
+    if target in (JobStatus.VALIDATING, JobStatus.RUNNING) and job.started_at is None:
+        job.started_at = now
+    elif target in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
+        job.finished_at = now
+        job.seconds_left = None
+    for name, value in changes.items():
+        setattr(job, name, value)
+    job.save()
+    level = EventLevel.ERROR if target == JobStatus.FAILED else EventLevel.INFO
+    detail = f": {job.error}" if target == JobStatus.FAILED and job.error else ""
+    job_event(job, f"{target.label}{detail}", level=level)
 
 
 def training_job_create(
@@ -95,21 +87,54 @@ def training_job_create(
     if dataset_version.dataset.project_id != project.pk:
         raise ApplicationError("The dataset version belongs to another project.")
     if not base_model.is_active:
-        raise ApplicationError(f"Base model '{base_model.key}' is retired and cannot be trained.")
-    config = training_config_from(hyperparameters or {})
+        raise ApplicationError(
+            f"Base model '{base_model.key}' is not enabled for training in this installation."
+        )
+    ended = end_of_life_problem(base_model, timezone.localdate())
+    if ended:
+        raise ApplicationError(ended, extra={"field": "base_model"})
+    stored = config_for(base_model.provider, hyperparameters or {})
+    estimate = launch_estimate(
+        version=dataset_version, base_model=base_model, hyperparameters=stored
+    )
+    if estimate.train_examples == 0:
+        raise ApplicationError(
+            f"{dataset_version} has no training examples.", extra={"field": "dataset_version"}
+        )
     job = TrainingJob.objects.create(
         project=project,
         dataset_version=dataset_version,
         base_model=base_model,
         provider=base_model.provider,
-        hyperparameters=asdict(config),
+        hyperparameters=stored,
         model_name=model_name.strip() or f"{dataset_version.dataset.name}-ft",
         created_by=user,
+        estimated_cost_usd=estimate.cost_usd,
     )
-    from .tasks import run_training_job
-
-    transaction.on_commit(lambda: run_training_job.delay(job.pk))
+    job_event(job, f"Queued by {user.get_username()}; estimate: {_estimate_line(estimate)}")
+    for warning in estimate.warnings:
+        job_event(job, warning.message, level=EventLevel.WARNING)
+    transaction.on_commit(lambda: dispatch(job))
     return job
+
+
+def _estimate_line(estimate: Any) -> str:
+    parts = [f"{estimate.training_tokens:,} training tokens ({estimate.epochs} epochs)"]
+    if estimate.cost_usd is not None:
+        parts.append(f"${estimate.cost_usd} ({estimate.cost_basis})")
+    if estimate.seconds is not None:
+        parts.append(f"about {estimate.seconds / 60:.1f} min")
+    return ", ".join(parts)
+
+
+def dispatch(job: TrainingJob) -> None:
+    """Queue the task that starts (or resumes) the job: local jobs go to the training queue."""
+    from .tasks import run_training_job, submit_hosted_job
+
+    if job.provider in HOSTED_PROVIDERS:
+        submit_hosted_job.delay(job.pk)
+    else:
+        run_training_job.delay(job.pk)
 
 
 def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
@@ -117,94 +142,75 @@ def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
         job = TrainingJob.objects.select_for_update().get(pk=job.pk)
         if job.is_finished:
             raise ConflictError(f"Job {job.pk} has already {job.status}.")
-        if job.status == JobStatus.QUEUED:
-            _transition(job, JobStatus.CANCELLED)
+        if job.status == JobStatus.QUEUED and not job.provider_job_id:
+            transition(job, JobStatus.CANCELLED)
         else:
-            # The worker checks this flag before each step and stops cleanly.
+            # The worker checks this flag between steps (local) or on its next poll (hosted,
+            # which then cancels at the provider) and stops cleanly.
             job.cancel_requested = True
             job.save(update_fields=["cancel_requested"])
+            job_event(job, "Cancellation requested")
+    if job.cancel_requested and job.provider in HOSTED_PROVIDERS:
+        from .tasks import poll_hosted_job
+
+        transaction.on_commit(lambda: poll_hosted_job.delay(job.pk))
     return job
 
 
-def _transition(job: TrainingJob, target: JobStatus, **changes: Any) -> None:
-    check_transition(
-        kind="training job", current=job.status, target=target, allowed=JOB_TRANSITIONS
-    )
-    job.status = target
-    now = timezone.now()
-    if target == JobStatus.RUNNING:
-        job.started_at = now
-    elif target != JobStatus.QUEUED:
-        job.finished_at = now
-    for name, value in changes.items():
-        setattr(job, name, value)
-    job.save()
-
-
-def _conversations(version: DatasetVersion, split: Split) -> list[list[dict[str, str]]]:
-    return [item.messages for item in version.items.filter(split=split)]
-
-
-def _record_progress(job: TrainingJob, progress: TrainingProgress) -> None:
-    TrainingMetric.objects.create(
+def metric_record(
+    job: TrainingJob,
+    *,
+    step: int,
+    epoch: float,
+    train_loss: float | None = None,
+    val_loss: float | None = None,
+    learning_rate: float | None = None,
+    tokens_per_second: float | None = None,
+    seconds_left: float | None = None,
+) -> None:
+    """One point on the curves; a step seen again (a resumed job, a re-read provider event)
+    replaces the earlier point."""
+    TrainingMetric.objects.update_or_create(
         job=job,
-        step=progress.step,
-        epoch=progress.epoch,
-        train_loss=progress.train_loss,
-        val_loss=progress.val_loss,
+        step=step,
+        defaults={
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "learning_rate": learning_rate,
+            "tokens_per_second": tokens_per_second,
+            "seconds_left": seconds_left,
+        },
     )
-    TrainingJob.objects.filter(pk=job.pk).update(
-        step=progress.step, total_steps=progress.total_steps
+
+
+def checkpoint_record(
+    job: TrainingJob,
+    *,
+    step: int,
+    path: str = "",
+    provider_model_id: str = "",
+    train_loss: float | None = None,
+    val_loss: float | None = None,
+) -> Checkpoint:
+    checkpoint, created = Checkpoint.objects.update_or_create(
+        job=job,
+        step=step,
+        defaults={
+            "path": path,
+            "provider_model_id": provider_model_id,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+        },
     )
+    if created:
+        job_event(job, f"Checkpoint saved at step {step}")
+    return checkpoint
 
 
-def _cancel_requested(job_id: int) -> bool:
-    return TrainingJob.objects.filter(pk=job_id, cancel_requested=True).exists()
-
-
-def training_job_run(*, job_id: int) -> TrainingJob:
-    """Run a queued job to the end in this process; called by the worker's task."""
-    from registry.services import model_version_register_from_job
-
-    from .adapters import fine_tuner_for
-
-    with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().get(pk=job_id)
-        if job.status != JobStatus.QUEUED:
-            logger.info("Job %s is %s; not running it again", job.pk, job.status)
-            return job
-        _transition(job, JobStatus.RUNNING)
-    if job.provider != Provider.LOCAL:
-        _transition(job, JobStatus.FAILED, error=f"Provider {job.provider!r} is not available.")
-        return job
-    output_dir = Path(settings.FTPORTAL_ARTIFACTS_DIR) / "adapters" / f"job-{job.pk}"
-    try:
-        fine_tuner = fine_tuner_for(job.base_model)
-        result = fine_tuner.train(
-            train=_conversations(job.dataset_version, Split.TRAIN),
-            validation=_conversations(job.dataset_version, Split.VALIDATION),
-            config=TrainingConfig(**job.hyperparameters),
-            output_dir=output_dir,
-            on_progress=lambda progress: _record_progress(job, progress),
-            should_stop=lambda: _cancel_requested(job.pk),
-        )
-    except TrainingCancelled:
-        job.refresh_from_db()
-        _transition(job, JobStatus.CANCELLED)
-        return job
-    except (ProviderError, RuntimeError, ValueError, OSError) as exc:
-        logger.exception("Training job %s failed", job.pk)
-        job.refresh_from_db()
-        _transition(job, JobStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return job
-    with transaction.atomic():
-        job.refresh_from_db()
-        _transition(
-            job,
-            JobStatus.SUCCEEDED,
-            device=result.device,
-            adapter_dir=str(result.adapter_dir),
-            step=result.steps,
-        )
-        model_version_register_from_job(job=job, result=result)
-    return job
+def cost_record(job: TrainingJob, cost: Decimal | None, basis: str) -> None:
+    job.actual_cost_usd = cost
+    job.cost_basis = basis
+    job.save(update_fields=["actual_cost_usd", "cost_basis"])
+    if cost is not None:
+        job_event(job, f"Cost ${cost} ({basis})")

@@ -1,42 +1,162 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+from dataclasses import asdict
+from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from datasets.models import DatasetVersion
-from ftportal.errors import ConflictError
+from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
+from providers.base import HostedTrainingConfig, TrainingConfig
+from registry.selectors import versions_losing_their_base
+from registry.services import model_version_register_checkpoint
 
-from .models import BaseModel, TrainingJob
-from .selectors import CHART_HEIGHT, CHART_WIDTH, loss_chart
-from .services import HYPERPARAMETER_BOUNDS, training_job_cancel, training_job_create
+from .estimates import END_OF_LIFE_WARNING_DAYS, end_of_life_problem, launch_estimate
+from .hyperparameters import HOSTED_PROVIDERS, config_for
+from .models import BaseModel, Checkpoint, TrainingJob
+from .selectors import (
+    CHART_HEIGHT,
+    CHART_WIDTH,
+    checkpoint_rows,
+    job_overfitting,
+    loss_chart,
+    series_chart,
+)
+from .services import training_job_cancel, training_job_create
 
-FORM_HYPERPARAMETERS = ("epochs", "learning_rate", "batch_size", "lora_r", "max_steps", "seed")
+# Form fields per provider; the first ones show, the rest sit under "Advanced".
+LOCAL_BASIC = ("epochs",)
+LOCAL_ADVANCED = (
+    "learning_rate",
+    "batch_size",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "max_seq_len",
+    "seed",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "early_stopping_patience",
+    "max_steps",
+)
+HOSTED_BASIC = ("epochs",)
+HOSTED_ADVANCED = ("batch_size", "learning_rate_multiplier", "seed")
+
+
+def _launchable(base_model: BaseModel, today: datetime.date) -> bool:
+    return base_model.is_active and not end_of_life_problem(base_model, today)
+
+
+def _chosen_base_model(query: QueryDict) -> BaseModel:
+    today = timezone.localdate()
+    models = [m for m in BaseModel.objects.filter(is_active=True) if _launchable(m, today)]
+    if not models:
+        raise ApplicationError("No base model is enabled for training.")
+    wanted = query.get("base_model", "")
+    return next((m for m in models if m.key == wanted), models[0])
+
+
+def _raw_hyperparameters(query: QueryDict, base_model: BaseModel) -> dict[str, Any]:
+    hosted = base_model.provider in HOSTED_PROVIDERS
+    names = (HOSTED_BASIC + HOSTED_ADVANCED) if hosted else (LOCAL_BASIC + LOCAL_ADVANCED)
+    return {name: query[name] for name in names if query.get(name, "").strip()}
+
+
+FormField = tuple[str, str, str]  # name, value shown, placeholder
+
+
+def _form_fields(
+    base_model: BaseModel, query: QueryDict
+) -> tuple[list[FormField], list[FormField]]:
+    """Each field with what the user typed, else its default; empty ones are "auto" (hosted:
+    the provider picks) or "off" (local options such as early stopping)."""
+    hosted = base_model.provider in HOSTED_PROVIDERS
+    defaults: dict[str, Any] = asdict(HostedTrainingConfig() if hosted else TrainingConfig())
+    if "target_modules" in defaults:
+        defaults["target_modules"] = ", ".join(defaults["target_modules"])
+
+    def field(name: str) -> FormField:
+        default = defaults.get(name)
+        shown = query.get(name) or ("" if default is None else str(default))
+        return name, shown, ("auto" if hosted else "off") if default is None else ""
+
+    basic, advanced = (HOSTED_BASIC, HOSTED_ADVANCED) if hosted else (LOCAL_BASIC, LOCAL_ADVANCED)
+    return [field(name) for name in basic], [field(name) for name in advanced]
+
+
+def _estimate_context(version: DatasetVersion, query: QueryDict) -> dict[str, Any]:
+    base_model = _chosen_base_model(query)
+    try:
+        stored = config_for(base_model.provider, _raw_hyperparameters(query, base_model))
+    except ApplicationError as error:
+        return {"base_model": base_model, "estimate": None, "input_error": error.message}
+    estimate = launch_estimate(version=version, base_model=base_model, hyperparameters=stored)
+    return {"base_model": base_model, "estimate": estimate, "input_error": ""}
+
+
+def _version_for(
+    request: AppRequest, project_id: int, version_id: int
+) -> tuple[Any, DatasetVersion]:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+    version = get_object_or_404(
+        DatasetVersion.objects.select_related("dataset"), pk=version_id, dataset__project=project
+    )
+    return project, version
+
+
+@login_required
+def job_launch(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
+    """The launch form with defaults, advanced fields and the estimate; htmx swaps it in."""
+    project, version = _version_for(request, project_id, version_id)
+    today = timezone.localdate()
+    context = _estimate_context(version, request.GET)
+    basic, advanced = _form_fields(context["base_model"], request.GET)
+    context.update(
+        {
+            "project": project,
+            "version": version,
+            "base_models": [
+                m for m in BaseModel.objects.filter(is_active=True) if _launchable(m, today)
+            ],
+            "basic_fields": basic,
+            "advanced_fields": advanced,
+            "model_name": request.GET.get("model_name") or f"{version.dataset.name}-ft",
+        }
+    )
+    template = "training/launch.html#launch-form" if request.htmx else "training/launch.html"
+    return render(request, template, context)
+
+
+@login_required
+def job_estimate(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
+    _, version = _version_for(request, project_id, version_id)
+    return render(
+        request, "training/launch.html#launch-estimate", _estimate_context(version, request.GET)
+    )
 
 
 @login_required
 @require_POST
 def job_create(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
-    project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
-    version = get_object_or_404(DatasetVersion, pk=version_id, dataset__project=project)
+    project, version = _version_for(request, project_id, version_id)
     base_model = get_object_or_404(BaseModel, key=request.POST.get("base_model", ""))
-    hyperparameters = {
-        name: request.POST[name]
-        for name in FORM_HYPERPARAMETERS
-        if name in HYPERPARAMETER_BOUNDS and request.POST.get(name, "").strip()
-    }
     job = training_job_create(
         project=project,
         dataset_version=version,
         base_model=base_model,
         user=request.user,
-        hyperparameters=hyperparameters,
+        hyperparameters=_raw_hyperparameters(request.POST, base_model),
         model_name=request.POST.get("model_name", ""),
     )
     return redirect("job_detail", project_id, job.pk)
@@ -55,9 +175,14 @@ def job_detail(request: AppRequest, project_id: int, job_id: int) -> HttpRespons
         "role": role,
         "job": job,
         "chart": loss_chart(job),
+        "lr_chart": series_chart(job, "learning_rate"),
+        "speed_chart": series_chart(job, "tokens_per_second"),
         "chart_width": CHART_WIDTH,
         "chart_height": CHART_HEIGHT,
-        "model_version": getattr(job, "model_version", None),
+        "overfitting": job_overfitting(job),
+        "checkpoints": checkpoint_rows(job),
+        "events": list(job.events.order_by("-id")[:100]),
+        "model_versions": list(job.model_versions.select_related("registered_model")),
         "can_train": role_allows(role, Action.TRAIN),
         "can_evaluate": role_allows(role, Action.EVALUATE),
     }
@@ -74,3 +199,34 @@ def job_cancel(request: AppRequest, project_id: int, job_id: int) -> HttpRespons
     with contextlib.suppress(ConflictError):
         training_job_cancel(job=job)
     return redirect("job_detail", project_id, job.pk)
+
+
+@login_required
+@require_POST
+def checkpoint_register(
+    request: AppRequest, project_id: int, job_id: int, checkpoint_id: int
+) -> HttpResponse:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+    checkpoint = get_object_or_404(
+        Checkpoint, pk=checkpoint_id, job_id=job_id, job__project=project
+    )
+    version = model_version_register_checkpoint(checkpoint=checkpoint)
+    messages.success(request, f"Registered the checkpoint at step {checkpoint.step} as {version}.")
+    return redirect("job_detail", project_id, job_id)
+
+
+@login_required
+def base_model_catalog(request: AppRequest, project_id: int) -> HttpResponse:
+    """The catalog with prices and end-of-life dates, and this project's model versions whose
+    base model is going away."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+    today = timezone.localdate()
+    context = {
+        "project": project,
+        "role": role,
+        "base_models": [(m, end_of_life_problem(m, today)) for m in BaseModel.objects.all()],
+        "endangered": versions_losing_their_base(project, today=today),
+        "horizon_days": END_OF_LIFE_WARNING_DAYS,
+        "is_admin": request.user.is_staff,
+    }
+    return render(request, "training/catalog.html", context)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -17,9 +16,8 @@ from datasets.services import dataset_version_freeze, example_review
 from evaluation.models import EvalRun
 from evaluation.services import eval_run_create
 from ftportal.models import Project
-from providers.base import TrainingResult
 from registry.models import ModelVersion, RegisteredModel
-from registry.services import model_version_promote, model_version_register_from_job
+from registry.services import model_version_promote, model_version_register
 from tests.factories import import_bytes
 from training.models import BaseModel, JobStatus, TrainingJob
 from training.services import training_job_create
@@ -78,15 +76,13 @@ def register_model_version(
         status=JobStatus.SUCCEEDED,
         created_by=user,
     )
-    result = TrainingResult(
-        adapter_dir=Path(f"/artifacts/adapters/job-{job.pk}"),
-        steps=12,
+    return model_version_register(
+        job=job,
+        checkpoint=None,
+        adapter_dir=f"/artifacts/adapters/job-{job.pk}",
         train_loss=0.9,
         val_loss=1.1,
-        device="cpu",
-        seconds=3.0,
     )
-    return model_version_register_from_job(job=job, result=result)
 
 
 @dataclass

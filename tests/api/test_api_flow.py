@@ -473,15 +473,22 @@ def test_the_job_detail_carries_its_loss_curve(
     client: APIClient, project: Project, world: World
 ) -> None:
     job = world.queued_job
-    TrainingMetric.objects.create(job=job, step=1, epoch=0.5, train_loss=2.0)
-    TrainingMetric.objects.create(job=job, step=2, epoch=1.0, train_loss=1.5, val_loss=1.7)
+    TrainingMetric.objects.create(
+        job=job, step=1, epoch=0.5, train_loss=2.0, learning_rate=1e-3, tokens_per_second=900.0
+    )
+    TrainingMetric.objects.create(
+        job=job, step=2, epoch=1.0, train_loss=1.5, val_loss=1.7, seconds_left=0.0
+    )
 
     detail = client.get(api(project, f"training-jobs/{job.pk}/")).json()
 
+    empty = {"learning_rate": None, "tokens_per_second": None, "seconds_left": None}
     assert detail["metrics"] == [
-        {"step": 1, "epoch": 0.5, "train_loss": 2.0, "val_loss": None},
-        {"step": 2, "epoch": 1.0, "train_loss": 1.5, "val_loss": 1.7},
+        {**empty, "step": 1, "epoch": 0.5, "train_loss": 2.0, "val_loss": None,
+         "learning_rate": 1e-3, "tokens_per_second": 900.0},
+        {**empty, "step": 2, "epoch": 1.0, "train_loss": 1.5, "val_loss": 1.7, "seconds_left": 0.0},
     ]
+    assert detail["checkpoints"] == [] and detail["overfitting"] is None
 
 
 def test_a_queued_job_is_cancelled_once(client: APIClient, project: Project, world: World) -> None:

@@ -32,7 +32,7 @@ from ftportal.models import Project
 from ftportal.roles import Action, Role
 from registry.models import Alias, AliasChange, ModelVersion, RegisteredModel
 from registry.services import model_version_promote
-from training.models import BaseModel, JobStatus, TrainingJob, TrainingMetric
+from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob, TrainingMetric
 
 XSS = "<script>window.__xss=1</script>"
 XSS_ESCAPED = "&lt;script&gt;window.__xss=1&lt;/script&gt;"
@@ -163,6 +163,7 @@ def world(project: Project, dataset: Dataset, base_model: BaseModel, lead: User)
     version = dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.15)
     parts = {"project": project, "version": version, "base_model": base_model, "user": lead}
     running = _job(parts, JobStatus.RUNNING, step=1, total_steps=3)
+    Checkpoint.objects.create(job=running, step=1, path="/nowhere/step-1", train_loss=2.0)
     registered = RegisteredModel.objects.create(project=project, name="tickets-ft")
     v1 = _model_version(registered, 1, _job(parts, JobStatus.SUCCEEDED, step=3, total_steps=3))
     v2 = _model_version(registered, 2, _job(parts, JobStatus.SUCCEEDED, step=3, total_steps=3))
@@ -214,6 +215,25 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
         Action.TRAIN,
         lambda w: ("post", reverse("job_cancel", args=[w.project.pk, w.running_job.pk]), {}),
     ),
+    "open the launch form": (
+        Action.TRAIN,
+        lambda w: ("get", reverse("job_launch", args=[w.project.pk, w.version.pk]), {}),
+    ),
+    "estimate": (
+        Action.TRAIN,
+        lambda w: ("get", reverse("job_estimate", args=[w.project.pk, w.version.pk]), {}),
+    ),
+    "register a checkpoint": (
+        Action.TRAIN,
+        lambda w: (
+            "post",
+            reverse(
+                "checkpoint_register",
+                args=[w.project.pk, w.running_job.pk, w.running_job.checkpoints.get().pk],
+            ),
+            {},
+        ),
+    ),
     "evaluate": (
         Action.EVALUATE,
         lambda w: ("post", reverse("eval_create", args=[w.project.pk, w.v2.pk]), {}),
@@ -228,7 +248,17 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
     ),
 }
 FORBIDDEN = {
-    Role.REVIEWER: ["freeze", "train", "cancel", "evaluate", "promote", "rollback"],
+    Role.REVIEWER: [
+        "freeze",
+        "train",
+        "cancel",
+        "open the launch form",
+        "estimate",
+        "register a checkpoint",
+        "evaluate",
+        "promote",
+        "rollback",
+    ],
     Role.MANAGER: [
         "import",
         "open the review queue",
@@ -236,6 +266,9 @@ FORBIDDEN = {
         "freeze",
         "train",
         "cancel",
+        "open the launch form",
+        "estimate",
+        "register a checkpoint",
         "evaluate",
         "promote",
         "rollback",
@@ -248,6 +281,7 @@ PAGES: dict[str, Callable[[World], str]] = {
     "export": lambda w: reverse("version_export", args=[w.project.pk, w.version.pk]),
     "job": lambda w: reverse("job_detail", args=[w.project.pk, w.running_job.pk]),
     "registry": lambda w: reverse("model_list", args=[w.project.pk]),
+    "catalog": lambda w: reverse("base_model_catalog", args=[w.project.pk]),
 }
 
 

@@ -4,12 +4,11 @@ import pytest
 
 from ftportal.errors import ConflictError
 from ftportal.roles import Role
-from providers.base import TrainingResult
 from registry.models import AliasChange, AliasChangeKind
 from registry.selectors import production_version
 from registry.services import (
     model_version_promote,
-    model_version_register_from_job,
+    model_version_register,
     production_rollback,
 )
 from tests.factories import frozen_version
@@ -25,13 +24,18 @@ def lead(make_member):
 
 def register(project, lead, base_model, version):
     job = TrainingJob.objects.create(
-        project=project, dataset_version=version, base_model=base_model, provider="local",
-        hyperparameters={"epochs": 3}, model_name="triage", created_by=lead,
+        project=project,
+        dataset_version=version,
+        base_model=base_model,
+        provider="local",
+        hyperparameters={"epochs": 3},
+        model_name="triage",
+        created_by=lead,
         status=JobStatus.SUCCEEDED,
     )
-    result = TrainingResult(adapter_dir=f"/tmp/a{job.pk}", steps=3, train_loss=1.0,
-                            val_loss=1.2, device="cpu", seconds=1.0)
-    return model_version_register_from_job(job=job, result=result)
+    return model_version_register(
+        job=job, checkpoint=None, adapter_dir=f"/tmp/a{job.pk}", train_loss=1.0, val_loss=1.2
+    )
 
 
 def test_a_registered_version_records_its_lineage(project, lead, base_model):

@@ -2,7 +2,7 @@ import pytest
 
 from ftportal.errors import ApplicationError
 from providers.base import TrainingConfig
-from training.services import training_config_from
+from training.hyperparameters import training_config_from
 
 
 def test_missing_hyperparameters_take_the_guides_defaults():

@@ -12,8 +12,14 @@ pytestmark = pytest.mark.django_db
 def job(project, make_member, base_model):
     lead = make_member(Role.ML_LEAD)
     return TrainingJob.objects.create(
-        project=project, dataset_version=frozen_version(project, lead), base_model=base_model,
-        provider="local", hyperparameters={}, model_name="m", created_by=lead, total_steps=4,
+        project=project,
+        dataset_version=frozen_version(project, lead),
+        base_model=base_model,
+        provider="local",
+        hyperparameters={},
+        model_name="m",
+        created_by=lead,
+        total_steps=4,
     )
 
 

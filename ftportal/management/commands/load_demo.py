@@ -60,9 +60,7 @@ class Command(BaseCommand):
         clean = self._import(dataset, "support_triage.jsonl", reviewer)
         # The clean file stands for work a reviewer already did; the flawed file is left
         # pending so that the demo's reviewer has real mistakes to catch.
-        for example in Example.objects.filter(
-            import_batch=clean, status=ExampleStatus.PENDING
-        ):
+        for example in Example.objects.filter(import_batch=clean, status=ExampleStatus.PENDING):
             example_review(
                 example=example,
                 user=reviewer,

@@ -1,0 +1,316 @@
+"""The worker side of a local job: claim it, check the data, train with heartbeats, record
+progress and checkpoints, and finish with its cost and a registered model version.
+
+A job is owned by one attempt at a time. Each attempt bumps ``attempts``; every write the
+worker makes is conditional on that number still being its own, so a worker that the reaper
+gave up on (and whose job another worker resumed) cannot overwrite the newer attempt's work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from datasets.models import Split
+from datasets.quality.findings import ERROR
+from datasets.quality.validation import validate_conversations
+from providers.base import (
+    CheckpointSaved,
+    ProviderError,
+    TrainingCancelled,
+    TrainingProgress,
+    TrainingResult,
+)
+
+from .adapters import fine_tuner_for
+from .estimates import local_cost
+from .hyperparameters import local_config
+from .models import Checkpoint, EventLevel, JobStatus, TrainingJob
+from .services import checkpoint_record, cost_record, job_event, metric_record, transition
+
+logger = logging.getLogger(__name__)
+
+# How many data problems a failed validation names before "and N more".
+PROBLEMS_SHOWN = 5
+ACTIVE_STATUSES = (JobStatus.VALIDATING, JobStatus.RUNNING)
+
+
+class AttemptSuperseded(Exception):
+    """Another attempt owns the job now; this worker must stop touching it."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owned(job_id: int, attempt: int) -> QuerySet[TrainingJob]:
+    return TrainingJob.objects.filter(pk=job_id, attempts=attempt, status__in=ACTIVE_STATUSES)
+
+
+def _claim(job_id: int) -> TrainingJob | None:
+    """Take a queued job for this worker; None when it is not (or no longer) queued."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        if job.status != JobStatus.QUEUED:
+            logger.info("Job %s is %s; not running it", job.pk, job.status)
+            return None
+        if job.cancel_requested:
+            transition(job, JobStatus.CANCELLED)
+            return None
+        # With a checkpoint to resume from, the data was checked by an earlier attempt.
+        resuming = job.checkpoints.exists()
+        job.attempts += 1
+        job.worker = worker_name()
+        job.heartbeat_at = timezone.now()
+        # A first attempt checks the data; a resumed one did that already.
+        transition(job, JobStatus.RUNNING if resuming else JobStatus.VALIDATING)
+        job_event(job, f"Attempt {job.attempts} on worker {job.worker}")
+        return job
+
+
+class Heartbeat:
+    """Writes heartbeat_at every few seconds from a thread, so that a long step or a long
+    validation pass is never mistaken for a dead worker."""
+
+    def __init__(self, job_id: int, attempt: int, interval: float) -> None:
+        self.job_id = job_id
+        self.attempt = attempt
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                _owned(self.job_id, self.attempt).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def _conversations(job: TrainingJob, split: Split) -> list[list[dict[str, str]]]:
+    return list(
+        job.dataset_version.items.filter(split=split)
+        .order_by("position")
+        .values_list("messages", flat=True)
+    )
+
+
+def data_problems(job: TrainingJob) -> list[str]:
+    """Errors that make examples unusable for training, each naming the item and field."""
+    rows = list(
+        job.dataset_version.items.order_by("position").values_list("position", "split", "messages")
+    )
+    issues = validate_conversations([messages for _, _, messages in rows])
+    return [
+        f"{rows[issue.index][1]} item {rows[issue.index][0]}: {issue.message}"
+        for issue in issues
+        if issue.severity == ERROR
+    ]
+
+
+def problems_summary(problems: list[str]) -> str:
+    more = len(problems) - PROBLEMS_SHOWN
+    shown = "; ".join(problems[:PROBLEMS_SHOWN])
+    return f"The dataset version has errors: {shown}" + (f"; and {more} more" if more > 0 else "")
+
+
+def _latest_checkpoint(job: TrainingJob) -> Checkpoint | None:
+    for checkpoint in job.checkpoints.order_by("-step"):
+        if checkpoint.path and Path(checkpoint.path).is_dir():
+            return checkpoint
+    return None
+
+
+def training_job_run(*, job_id: int) -> TrainingJob | None:
+    """Run (or resume) a queued local job to its end in this process."""
+    job = _claim(job_id)
+    if job is None:
+        return None
+    attempt = job.attempts
+    if job.status == JobStatus.VALIDATING:
+        problems = data_problems(job)
+        if problems:
+            more = len(problems) - PROBLEMS_SHOWN
+            summary = "; ".join(problems[:PROBLEMS_SHOWN]) + (
+                f"; and {more} more" if more > 0 else ""
+            )
+            transition(job, JobStatus.FAILED, error=f"The dataset version has errors: {summary}")
+            return job
+        transition(job, JobStatus.RUNNING)
+    resume = _latest_checkpoint(job)
+    if resume is not None:
+        # Steps after the checkpoint are trained again; their old points go.
+        job.metrics.filter(step__gt=resume.step).delete()
+        job_event(job, f"Resuming from the checkpoint at step {resume.step}")
+    started = time.monotonic()
+    try:
+        with Heartbeat(job.pk, attempt, settings.FTPORTAL_HEARTBEAT_SECONDS):
+            result = _train(job, attempt, resume)
+    except AttemptSuperseded:
+        logger.warning("Job %s: attempt %s was superseded; stopping", job_id, attempt)
+        return None
+    except TrainingCancelled:
+        if not _owned(job_id, attempt).exists():
+            return None
+        return _finish(job_id, attempt, JobStatus.CANCELLED, seconds=time.monotonic() - started)
+    except (ProviderError, RuntimeError, ValueError, OSError) as exc:
+        logger.exception("Training job %s failed", job_id)
+        return _finish(
+            job_id,
+            attempt,
+            JobStatus.FAILED,
+            seconds=time.monotonic() - started,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+    return _succeed(job_id, attempt, result, seconds=time.monotonic() - started)
+
+
+def _train(job: TrainingJob, attempt: int, resume: Checkpoint | None) -> TrainingResult:
+    output_dir = Path(settings.FTPORTAL_ARTIFACTS_DIR) / "adapters" / f"job-{job.pk}"
+
+    def on_progress(progress: TrainingProgress) -> None:
+        _record_progress(job, attempt, progress)
+
+    def on_checkpoint(saved: CheckpointSaved) -> None:
+        _require_ownership(job.pk, attempt)
+        checkpoint_record(
+            job,
+            step=saved.step,
+            path=str(saved.path),
+            train_loss=saved.train_loss,
+            val_loss=saved.val_loss,
+        )
+
+    def should_stop() -> bool:
+        owned = _owned(job.pk, attempt).values_list("cancel_requested", flat=True).first()
+        return owned is None or owned  # gone from this attempt, or cancelled
+
+    fine_tuner = fine_tuner_for(job.base_model)
+    device = str(getattr(fine_tuner, "device", ""))
+    if device:
+        _owned(job.pk, attempt).update(device=device)
+        job.device = device
+    return fine_tuner.train(
+        train=_conversations(job, Split.TRAIN),
+        validation=_conversations(job, Split.VALIDATION),
+        config=local_config(job.hyperparameters),
+        output_dir=output_dir,
+        on_progress=on_progress,
+        should_stop=should_stop,
+        on_checkpoint=on_checkpoint,
+        resume_from=Path(resume.path) if resume is not None else None,
+    )
+
+
+def _require_ownership(job_id: int, attempt: int) -> None:
+    if not _owned(job_id, attempt).exists():
+        raise AttemptSuperseded(f"job {job_id} attempt {attempt}")
+
+
+def _record_progress(job: TrainingJob, attempt: int, progress: TrainingProgress) -> None:
+    updated = _owned(job.pk, attempt).update(
+        step=progress.step,
+        total_steps=progress.total_steps,
+        tokens_per_second=progress.tokens_per_second,
+        seconds_left=progress.seconds_left,
+        heartbeat_at=timezone.now(),
+    )
+    if not updated:
+        raise AttemptSuperseded(f"job {job.pk} attempt {attempt}")
+    metric_record(
+        job,
+        step=progress.step,
+        epoch=progress.epoch,
+        train_loss=progress.train_loss,
+        val_loss=progress.val_loss,
+        learning_rate=progress.learning_rate,
+        tokens_per_second=progress.tokens_per_second,
+        seconds_left=progress.seconds_left,
+    )
+
+
+def _locked_if_owned(job_id: int, attempt: int) -> TrainingJob | None:
+    return _owned(job_id, attempt).select_for_update().first()
+
+
+def _finish(
+    job_id: int, attempt: int, target: JobStatus, *, seconds: float, error: str = ""
+) -> TrainingJob | None:
+    with transaction.atomic():
+        job = _locked_if_owned(job_id, attempt)
+        if job is None:
+            return None
+        job.compute_seconds += seconds
+        transition(job, target, error=error, compute_seconds=job.compute_seconds)
+        cost_record(job, *_local_cost(job))
+    return job
+
+
+def _local_cost(job: TrainingJob) -> tuple[Decimal, str]:
+    cost, basis = local_cost(job.compute_seconds)
+    return cost, f"{basis} of worker time ({job.device or 'cpu'})"
+
+
+def _succeed(
+    job_id: int, attempt: int, result: TrainingResult, *, seconds: float
+) -> TrainingJob | None:
+    from registry.services import model_version_register
+
+    with transaction.atomic():
+        job = _locked_if_owned(job_id, attempt)
+        if job is None:
+            return None
+        best_step = result.best_step if result.best_step is not None else result.steps
+        checkpoint = job.checkpoints.filter(step=best_step).first()
+        if result.stopped_early:
+            job_event(
+                job,
+                f"Stopped early at step {result.steps}: validation loss stopped improving; "
+                f"kept the best checkpoint, step {best_step}",
+                level=EventLevel.WARNING,
+            )
+        job.compute_seconds += seconds
+        transition(
+            job,
+            JobStatus.SUCCEEDED,
+            device=result.device,
+            adapter_dir=str(result.adapter_dir),
+            step=result.steps,
+            best_step=best_step,
+            stopped_early=result.stopped_early,
+            trained_tokens=result.trained_tokens,
+            compute_seconds=job.compute_seconds,
+        )
+        cost_record(job, *_local_cost(job))
+        model_version_register(
+            job=job,
+            checkpoint=checkpoint,
+            adapter_dir=str(result.adapter_dir),
+            train_loss=result.train_loss,
+            val_loss=result.val_loss,
+        )
+    return job
