@@ -14,7 +14,8 @@ echo "Preparing the local base model (first run converts the GGUF weights, about
 $py manage.py prepare_models
 
 mkdir -p var/log
-.venv/bin/celery -A ftportal worker --pool=solo --concurrency=1 \
+# -B runs celery beat inside the worker: the reaper that resumes jobs whose worker died.
+.venv/bin/celery -A ftportal worker --pool=solo --concurrency=1 -B --schedule var/celerybeat-schedule \
   --queues=default,training,inference --loglevel=INFO >var/log/worker.log 2>&1 &
 worker=$!
 trap 'kill $worker 2>/dev/null || true' EXIT INT TERM

@@ -7,15 +7,18 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_compose_runs_web_worker_beat_postgres_and_redis_with_health_checks():
+def test_compose_runs_web_workers_beat_postgres_and_redis_with_health_checks():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"web", "worker", "beat", "postgres", "redis"}
-    for name in ("web", "worker", "postgres", "redis"):
+    assert set(services) == {"web", "worker", "trainer", "beat", "postgres", "redis"}
+    for name in ("web", "worker", "trainer", "postgres", "redis"):
         assert "healthcheck" in services[name], name
     assert "gunicorn" in services["web"]["command"]
     assert "celery" in services["worker"]["command"] and "beat" in services["beat"]["command"]
-    for name in ("web", "worker", "beat"):
+    # Every queue has a consumer; training runs one job at a time on its own worker.
+    assert "--queues=default,inference" in services["worker"]["command"]
+    assert "--queues=training --concurrency=1" in services["trainer"]["command"]
+    for name in ("web", "worker", "trainer", "beat"):
         environment = services[name]["environment"]
         assert environment["DATABASE_URL"].startswith("postgres://")
         assert environment["CELERY_BROKER_URL"].startswith("redis://")
@@ -31,7 +34,7 @@ def test_the_image_and_the_local_install_get_the_same_packages():
         assert "--no-deps -r requirements-data.txt" in script
     # The web and worker containers share the var directory, where uploads wait for the worker.
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "trainer"):
         assert "ftportal-data:/data" in compose["services"][name]["volumes"]
         assert compose["services"][name]["environment"]["FTPORTAL_VAR_DIR"] == "/data"
 
