@@ -49,6 +49,17 @@ FINE_TUNING_MESSAGE_KEYS = frozenset(
 )
 # 408 is a request timeout, 409 a lock held by a concurrent request: both pass if tried later.
 TRANSIENT_STATUS_CODES = frozenset({408, 409, 429})
+# A 429 with one of these codes (or types) means the account is out of credit or over a spend
+# limit: waiting does not help until someone changes the billing, so it is not transient.
+BILLING_ERROR_CODES = frozenset(
+    {
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+    }
+)
 
 STATUS_BY_PROVIDER_STATUS = {
     "validating_files": HostedJobStatus.VALIDATING,
@@ -351,6 +362,8 @@ def classify_error(doing: str, error: openai.OpenAIError) -> ProviderError:
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
         message = f"{doing}: {_status_error_text(error)} (HTTP {status})"
+        if BILLING_ERROR_CODES & {error.code, error.type}:
+            return ProviderError(message)
         if status in TRANSIENT_STATUS_CODES or status >= 500:
             return TransientProviderError(
                 message, retry_after=retry_after_seconds(error.response.headers)

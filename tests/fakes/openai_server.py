@@ -217,6 +217,8 @@ class _InjectedFailure:
     status: int
     headers: dict[str, str]
     message: str
+    code: str | None
+    error_type: str
 
 
 @dataclass(frozen=True)
@@ -281,7 +283,10 @@ class FakeOpenAIServer:
         self._failure_at_step: tuple[int, str, str] | None = None
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        # A short poll interval: stop() waits up to one interval for the serving loop to notice.
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -320,9 +325,23 @@ class FakeOpenAIServer:
         status: int,
         headers: dict[str, str] | None = None,
         message: str = "",
+        code: str | None = None,
     ) -> None:
-        """Answer the next ``count`` requests, whatever they are, with this status."""
-        failure = _InjectedFailure(status, dict(headers or {}), message or f"Simulated {status}.")
+        """Answer the next ``count`` requests, whatever they are, with this status; the error's
+        code defaults to OpenAI's for the status (rate_limit_exceeded for 429)."""
+        if status == 429:
+            default_code, error_type = "rate_limit_exceeded", "requests"
+        elif status >= 500:
+            default_code, error_type = None, "server_error"
+        else:
+            default_code, error_type = None, "invalid_request_error"
+        failure = _InjectedFailure(
+            status=status,
+            headers=dict(headers or {}),
+            message=message or f"Simulated {status}.",
+            code=code or default_code,
+            error_type=error_type,
+        )
         with self._lock:
             self._injected_failures.extend([failure] * count)
 
@@ -383,18 +402,12 @@ class FakeOpenAIServer:
 
     @staticmethod
     def _injected_failure_reply(failure: _InjectedFailure) -> _Reply:
-        if failure.status == 429:
-            code, error_type = "rate_limit_exceeded", "requests"
-        elif failure.status >= 500:
-            code, error_type = None, "server_error"
-        else:
-            code, error_type = None, "invalid_request_error"
         body = {
             "error": {
                 "message": failure.message,
-                "type": error_type,
+                "type": failure.error_type,
                 "param": None,
-                "code": code,
+                "code": failure.code,
             }
         }
         return _Reply(failure.status, body, failure.headers)
