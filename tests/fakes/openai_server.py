@@ -686,9 +686,9 @@ def _checked_metadata(metadata: object) -> dict[str, str] | None:
 
 def _resolved_hyperparameters(body: dict[str, Any]) -> tuple[int, int, float]:
     """(n_epochs, batch_size, learning_rate_multiplier), "auto" or absent resolved."""
-    method = body.get("method") or {}
-    given = (method.get("supervised") or {}).get("hyperparameters") or body.get("hyperparameters")
-    given = given or {}
+    supervised = (body.get("method") or {}).get("supervised") or {}
+    # The top-level "hyperparameters" is the deprecated spelling; "method" wins when both exist.
+    given = supervised.get("hyperparameters") or body.get("hyperparameters") or {}
     n_epochs = given.get("n_epochs", "auto")
     batch_size = given.get("batch_size", "auto")
     learning_rate_multiplier = given.get("learning_rate_multiplier", "auto")
