@@ -1,0 +1,826 @@
+"""A fake OpenAI fine-tuning API on 127.0.0.1, so the real ``openai`` SDK runs over real HTTP.
+
+It speaks the documented endpoints and JSON shapes (files with purpose "fine-tune", fine-tuning
+jobs, their events and checkpoints, cancel), checks the Bearer key, filters jobs by metadata and
+honours Idempotency-Key. Jobs advance one tick each time they are retrieved (GET
+/fine_tuning/jobs/{id}), never by the clock, so tests poll without sleeping:
+
+    poll 1: validating_files
+    poll 2: queued, or failed when the training or validation file is invalid
+    poll 3 and on: running, ``steps_per_poll`` steps per poll, a "metrics" event per step and a
+            checkpoint at the end of each epoch; then succeeded, with fine_tuned_model
+            "ft:<model>:<suffix>:<short id>" and trained_tokens = rough tokens x epochs.
+
+Scenario controls: ``fail_next_requests`` (429 with Retry-After, 5xx, ...),
+``stall_next_requests`` (longer than the client's timeout), ``drop_response_after_next_job_create``
+(the job is created but its id never reaches the client), ``fail_training_at_step``, and plain
+attributes for services that do less than OpenAI (``filters_by_metadata``, ``keeps_metadata``,
+``max_page_size``). A training file fails validation because of its content, as at OpenAI: an
+example that is not JSON, has no messages or no assistant message.
+
+Use it as a context manager (``with FakeOpenAIServer() as fake:``) or as the ``fake_openai``
+pytest fixture (import ``fake_openai_fixture`` into the test module).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+DEFAULT_API_KEY = "sk-fake-test-key"
+DEFAULT_MODELS = frozenset({"gpt-4o-mini-2024-07-18", "gpt-4.1-mini-2025-04-14"})
+ORGANIZATION_ID = "org-fake"
+# What "auto" resolves to here; OpenAI picks from the data, a fixed choice keeps tests exact.
+AUTO_EPOCHS = 3
+AUTO_BATCH_SIZE = 1
+AUTO_LEARNING_RATE_MULTIPLIER = 2.0
+SECONDS_PER_STEP = 10  # only for estimated_finish
+DEFAULT_LIST_LIMIT = 20
+METADATA_QUERY = re.compile(r"^metadata\[(?P<key>[^\]]*)\]$")
+# Multipart form fields by name: (file name or None, raw value).
+FormFields = dict[str, tuple[str | None, bytes]]
+KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def rough_token_count(jsonl: bytes) -> int:
+    """Whitespace-separated words of every message's text: rough, but easy to predict in tests."""
+    words = 0
+    for line in jsonl.decode("utf-8").splitlines():
+        if not line.strip():
+            continue
+        for message in json.loads(line)["messages"]:
+            content = message.get("content")
+            if isinstance(content, str):
+                words += len(content.split())
+    return words
+
+
+def first_invalid_line(jsonl: bytes) -> str | None:
+    """Why the file cannot train a chat model, naming the line; None when every line can."""
+    try:
+        lines = jsonl.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        return "The file is not UTF-8 text."
+    examples = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        examples += 1
+        try:
+            example = json.loads(line)
+        except json.JSONDecodeError:
+            return f"Line {number} is not valid JSON."
+        messages = example.get("messages") if isinstance(example, dict) else None
+        if not isinstance(messages, list) or not messages:
+            return f'Line {number} has no "messages" list.'
+        for message in messages:
+            if not isinstance(message, dict) or message.get("role") not in KNOWN_ROLES:
+                return f"Line {number} has a message with a missing or unknown role."
+        if not any(message["role"] == "assistant" for message in messages):
+            return f"Line {number} has no assistant message to learn from."
+    if examples == 0:
+        return "The file has no examples."
+    return None
+
+
+def _simulated_train_loss(step: int) -> float:
+    return round(2.0 / (1 + 0.25 * step), 4)
+
+
+def _simulated_valid_loss(step: int) -> float:
+    return round(2.1 / (1 + 0.2 * step), 4)
+
+
+@dataclass
+class UploadedFile:
+    id: str
+    filename: str
+    purpose: str
+    content: bytes
+    created_at: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": len(self.content),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "expires_at": None,
+            "status_details": None,
+        }
+
+
+@dataclass
+class FakeJob:
+    id: str
+    model: str
+    training_file: str
+    validation_file: str | None
+    suffix: str | None
+    seed: int
+    metadata: dict[str, str] | None
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    created_at: int
+    status: str = "validating_files"
+    retrievals: int = 0
+    step: int = 0
+    steps_per_epoch: int = 0
+    tokens_per_epoch: int = 0
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = None
+    finished_at: int | None = None
+    error: dict[str, Any] | None = None
+    # Oldest first, as they happened; the API lists them newest first.
+    events: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.n_epochs
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+    @property
+    def model_name(self) -> str:
+        short_id = self.id.removeprefix("ftjob-")[-8:]
+        if self.suffix:
+            return f"ft:{self.model}:{self.suffix}:{short_id}"
+        return f"ft:{self.model}:{short_id}"
+
+    def to_json(self) -> dict[str, Any]:
+        hyperparameters = {
+            "n_epochs": self.n_epochs,
+            "batch_size": self.batch_size,
+            "learning_rate_multiplier": self.learning_rate_multiplier,
+        }
+        remaining_steps = self.total_steps - self.step
+        return {
+            "id": self.id,
+            "object": "fine_tuning.job",
+            "created_at": self.created_at,
+            "error": self.error,
+            "fine_tuned_model": self.fine_tuned_model,
+            "finished_at": self.finished_at,
+            "hyperparameters": hyperparameters,
+            "model": self.model,
+            "organization_id": ORGANIZATION_ID,
+            "result_files": [],
+            "seed": self.seed,
+            "status": self.status,
+            "trained_tokens": self.trained_tokens,
+            "training_file": self.training_file,
+            "validation_file": self.validation_file,
+            "estimated_finish": (
+                int(time.time()) + remaining_steps * SECONDS_PER_STEP
+                if self.status == "running"
+                else None
+            ),
+            "integrations": [],
+            "metadata": self.metadata,
+            "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        }
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str  # without the server's path prefix, e.g. "/fine_tuning/jobs"
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-case names
+    json: Any  # the decoded JSON body, or None
+
+
+@dataclass(frozen=True)
+class _InjectedFailure:
+    status: int
+    headers: dict[str, str]
+    message: str
+    code: str | None
+    error_type: str
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _ApiError(Exception):
+    """Ends a request with OpenAI's error envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        error_type: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {
+            "error": {"message": message, "type": error_type, "param": param, "code": code}
+        }
+
+
+class _DropConnection(Exception):
+    """Close the socket without answering, as when a response is lost on the way back."""
+
+
+class FakeOpenAIServer:
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        path_prefix: str = "/v1",
+        models: frozenset[str] = DEFAULT_MODELS,
+        steps_per_poll: int = 2,
+    ) -> None:
+        self.api_key = api_key
+        self.path_prefix = path_prefix.rstrip("/")
+        self.models = models
+        self.steps_per_poll = steps_per_poll
+        # What a service that does less than OpenAI would do.
+        self.filters_by_metadata = True
+        self.keeps_metadata = True
+        self.max_page_size = 100
+
+        self.files: dict[str, UploadedFile] = {}
+        self.jobs: dict[str, FakeJob] = {}
+        self.requests: list[RecordedRequest] = []
+
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ids = itertools.count(1)
+        self._jobs_by_idempotency_key: dict[str, str] = {}
+        self._injected_failures: deque[_InjectedFailure] = deque()
+        self._stalls: deque[float] = deque()
+        self._drop_next_job_create_response = False
+        self._failure_at_step: tuple[int, str, str] | None = None
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._http.daemon_threads = True
+        # A short poll interval: stop() waits up to one interval for the serving loop to notice.
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host!s}:{port}{self.path_prefix}"
+
+    def start(self) -> FakeOpenAIServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes stalled requests
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> FakeOpenAIServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- scenario controls -------------------------------------------------------------------
+
+    def fail_next_requests(
+        self,
+        count: int,
+        *,
+        status: int,
+        headers: dict[str, str] | None = None,
+        message: str = "",
+        code: str | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests, whatever they are, with this status; the error's
+        code defaults to OpenAI's for the status (rate_limit_exceeded for 429)."""
+        if status == 429:
+            default_code, error_type = "rate_limit_exceeded", "requests"
+        elif status >= 500:
+            default_code, error_type = None, "server_error"
+        else:
+            default_code, error_type = None, "invalid_request_error"
+        failure = _InjectedFailure(
+            status=status,
+            headers=dict(headers or {}),
+            message=message or f"Simulated {status}.",
+            code=code or default_code,
+            error_type=error_type,
+        )
+        with self._lock:
+            self._injected_failures.extend([failure] * count)
+
+    def stall_next_requests(self, count: int = 1, *, seconds: float) -> None:
+        """Hold the next ``count`` requests this long before handling them normally."""
+        with self._lock:
+            self._stalls.extend([seconds] * count)
+
+    def drop_response_after_next_job_create(self) -> None:
+        """Create the next job, then close the connection without answering."""
+        with self._lock:
+            self._drop_next_job_create_response = True
+
+    def fail_training_at_step(
+        self,
+        step: int,
+        *,
+        message: str = "The job failed due to an internal error.",
+        code: str = "internal_error",
+    ) -> None:
+        """Every running job fails when it reaches ``step``."""
+        with self._lock:
+            self._failure_at_step = (step, code, message)
+
+    # -- what tests assert on ----------------------------------------------------------------
+
+    @property
+    def files_created(self) -> int:
+        return len(self.files)
+
+    @property
+    def jobs_created(self) -> int:
+        """Paid jobs: an Idempotency-Key replay is not a new one."""
+        return len(self.jobs)
+
+    @property
+    def job_create_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST" and r.path == "/fine_tuning/jobs"]
+
+    # -- request handling (called from the handler threads) ---------------------------------
+
+    def _next_stall(self) -> float:
+        with self._lock:
+            return self._stalls.popleft() if self._stalls else 0.0
+
+    def _handle(self, request: RecordedRequest, form: FormFields) -> _Reply:
+        with self._lock:
+            self.requests.append(request)
+            if self._injected_failures:
+                return self._injected_failure_reply(self._injected_failures.popleft())
+            if request.headers.get("authorization") != f"Bearer {self.api_key}":
+                raise _ApiError(
+                    401,
+                    "Incorrect API key provided. You can find your API key in your account.",
+                    code="invalid_api_key",
+                )
+            return self._route(request, form)
+
+    @staticmethod
+    def _injected_failure_reply(failure: _InjectedFailure) -> _Reply:
+        body = {
+            "error": {
+                "message": failure.message,
+                "type": failure.error_type,
+                "param": None,
+                "code": failure.code,
+            }
+        }
+        return _Reply(failure.status, body, failure.headers)
+
+    def _route(self, request: RecordedRequest, form: FormFields) -> _Reply:
+        parts = [part for part in request.path.split("/") if part]
+        match request.method, parts:
+            case "POST", ["files"]:
+                return _Reply(200, self._upload_file(form))
+            case "POST", ["fine_tuning", "jobs"]:
+                return self._create_job(request)
+            case "GET", ["fine_tuning", "jobs"]:
+                return _Reply(200, self._list_jobs(request.query))
+            case "GET", ["fine_tuning", "jobs", job_id]:
+                job = self._job(job_id)
+                self._advance(job)
+                return _Reply(200, job.to_json())
+            case "GET", ["fine_tuning", "jobs", job_id, "events"]:
+                return _Reply(200, self._page(self._job(job_id).events[::-1], request.query))
+            case "GET", ["fine_tuning", "jobs", job_id, "checkpoints"]:
+                return _Reply(200, self._page(self._job(job_id).checkpoints[::-1], request.query))
+            case "POST", ["fine_tuning", "jobs", job_id, "cancel"]:
+                return _Reply(200, self._cancel(self._job(job_id)))
+        raise _ApiError(404, f"Unknown request URL: {request.method} {request.path}.")
+
+    def _new_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):012d}"
+
+    def _upload_file(self, form: FormFields) -> dict[str, Any]:
+        if "file" not in form:
+            raise _ApiError(400, "'file' is a required property", param="file")
+        purpose = form.get("purpose", (None, b""))[1].decode()
+        if purpose != "fine-tune":
+            raise _ApiError(400, f"'{purpose}' is not a supported purpose here.", param="purpose")
+        filename, content = form["file"]
+        uploaded = UploadedFile(
+            id=self._new_id("file-"),
+            filename=filename or "upload",
+            purpose=purpose,
+            content=content,
+            created_at=int(time.time()),
+        )
+        self.files[uploaded.id] = uploaded
+        return uploaded.to_json()
+
+    def _create_job(self, request: RecordedRequest) -> _Reply:
+        idempotency_key = request.headers.get("idempotency-key")
+        if idempotency_key and idempotency_key in self._jobs_by_idempotency_key:
+            replayed = self.jobs[self._jobs_by_idempotency_key[idempotency_key]]
+            return _Reply(200, replayed.to_json())
+        body = request.json if isinstance(request.json, dict) else {}
+        job = self._job_from_create_body(body)
+        self.jobs[job.id] = job
+        if idempotency_key:
+            self._jobs_by_idempotency_key[idempotency_key] = job.id
+        self._add_event(job, f"Created fine-tuning job: {job.id}")
+        self._add_event(job, f"Validating training file: {job.training_file}")
+        if self._drop_next_job_create_response:
+            self._drop_next_job_create_response = False
+            raise _DropConnection
+        return _Reply(200, job.to_json())
+
+    def _job_from_create_body(self, body: dict[str, Any]) -> FakeJob:
+        model = body.get("model")
+        if model not in self.models:
+            raise _ApiError(
+                400,
+                f"Model {model} is not available for fine-tuning or does not exist.",
+                code="model_not_available",
+                param="model",
+            )
+        training_file = self._fine_tune_file(body.get("training_file"), "training_file")
+        validation_file = body.get("validation_file")
+        if validation_file is not None:
+            self._fine_tune_file(validation_file, "validation_file")
+        suffix = body.get("suffix")
+        if suffix is not None and (not isinstance(suffix, str) or len(suffix) > 64):
+            raise _ApiError(400, "suffix must be at most 64 characters.", param="suffix")
+        metadata = _checked_metadata(body.get("metadata"))
+        n_epochs, batch_size, learning_rate_multiplier = _resolved_hyperparameters(body)
+        return FakeJob(
+            id=self._new_id("ftjob-"),
+            model=model,
+            training_file=training_file.id,
+            validation_file=validation_file,
+            suffix=suffix,
+            seed=body["seed"] if isinstance(body.get("seed"), int) else 42,
+            metadata=metadata if self.keeps_metadata else None,
+            n_epochs=n_epochs,
+            batch_size=batch_size,
+            learning_rate_multiplier=learning_rate_multiplier,
+            created_at=int(time.time()),
+        )
+
+    def _fine_tune_file(self, file_id: object, param: str) -> UploadedFile:
+        uploaded = self.files.get(file_id) if isinstance(file_id, str) else None
+        if uploaded is None:
+            raise _ApiError(400, f"Could not find file {file_id}.", param=param)
+        if uploaded.purpose != "fine-tune":
+            raise _ApiError(400, f"File {file_id} was not uploaded for fine-tuning.", param=param)
+        return uploaded
+
+    def _list_jobs(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        wanted = {
+            found["key"]: values[-1]
+            for name, values in query.items()
+            if (found := METADATA_QUERY.match(name))
+        }
+        newest_first = list(self.jobs.values())[::-1]
+        if wanted and self.filters_by_metadata:
+            newest_first = [
+                job
+                for job in newest_first
+                if job.metadata is not None
+                and all(job.metadata.get(key) == value for key, value in wanted.items())
+            ]
+        return self._page([job.to_json() for job in newest_first], query)
+
+    def _page(
+        self, items_newest_first: list[dict[str, Any]], query: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        return _cursor_page(items_newest_first, query, max_page_size=self.max_page_size)
+
+    def _job(self, job_id: str) -> FakeJob:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise _ApiError(404, f"Could not find fine-tuning job {job_id}.", param="id")
+        return job
+
+    def _cancel(self, job: FakeJob) -> dict[str, Any]:
+        if job.status == "cancelled":
+            raise _ApiError(400, f"Job {job.id} has already been cancelled.")
+        if job.is_finished:
+            raise _ApiError(400, f"Job {job.id} has already {job.status} and cannot be cancelled.")
+        job.status = "cancelled"
+        job.finished_at = int(time.time())
+        self._add_event(job, "Fine-tuning job cancelled.")
+        return job.to_json()
+
+    # -- job progress ------------------------------------------------------------------------
+
+    def _advance(self, job: FakeJob) -> None:
+        job.retrievals += 1
+        if job.status == "validating_files" and job.retrievals >= 2:
+            self._validate_files(job)
+        elif job.status == "queued" and job.retrievals >= 3:
+            job.status = "running"
+            self._add_event(job, "Fine-tuning job started.")
+            self._train(job)
+        elif job.status == "running":
+            self._train(job)
+
+    def _validate_files(self, job: FakeJob) -> None:
+        for param, file_id in (
+            ("training_file", job.training_file),
+            ("validation_file", job.validation_file),
+        ):
+            if file_id is None:
+                continue
+            problem = first_invalid_line(self.files[file_id].content)
+            if problem is not None:
+                name = param.replace("_", " ")
+                self._fail(
+                    job,
+                    code=f"invalid_{param}",
+                    message=f"The job failed due to an invalid {name}. {problem}",
+                    param=param,
+                )
+                return
+        training = self.files[job.training_file].content
+        examples = sum(1 for line in training.splitlines() if line.strip())
+        job.steps_per_epoch = math.ceil(examples / job.batch_size)
+        job.tokens_per_epoch = rough_token_count(training)
+        job.status = "queued"
+        self._add_event(job, "Files validated, moving job to queued state.")
+
+    def _train(self, job: FakeJob) -> None:
+        for _ in range(self.steps_per_poll):
+            job.step += 1
+            self._add_metrics_event(job)
+            if self._failure_at_step is not None and job.step == self._failure_at_step[0]:
+                _, code, message = self._failure_at_step
+                self._fail(job, code=code, message=message, param=None)
+                return
+            if job.step % job.steps_per_epoch == 0:
+                self._add_checkpoint(job)
+            if job.step >= job.total_steps:
+                self._succeed(job)
+                return
+
+    def _add_metrics_event(self, job: FakeJob) -> None:
+        data: dict[str, Any] = {
+            "step": job.step,
+            "total_steps": job.total_steps,
+            "train_loss": _simulated_train_loss(job.step),
+            "train_mean_token_accuracy": 0.5,
+        }
+        message = f"Step {job.step}/{job.total_steps}: training loss={data['train_loss']}"
+        if job.validation_file is not None:
+            data["valid_loss"] = _simulated_valid_loss(job.step)
+            message += f", validation loss={data['valid_loss']}"
+        self._add_event(job, message, event_type="metrics", data=data)
+
+    def _add_checkpoint(self, job: FakeJob) -> None:
+        metrics: dict[str, Any] = {
+            "step": float(job.step),
+            "train_loss": _simulated_train_loss(job.step),
+            "train_mean_token_accuracy": 0.5,
+        }
+        if job.validation_file is not None:
+            metrics["valid_loss"] = _simulated_valid_loss(job.step)
+            metrics["full_valid_loss"] = _simulated_valid_loss(job.step) - 0.01
+        job.checkpoints.append(
+            {
+                "id": self._new_id("ftckpt_"),
+                "object": "fine_tuning.job.checkpoint",
+                "created_at": int(time.time()),
+                "fine_tuned_model_checkpoint": f"{job.model_name}:ckpt-step-{job.step}",
+                "fine_tuning_job_id": job.id,
+                "metrics": metrics,
+                "step_number": job.step,
+            }
+        )
+        self._add_event(job, f"Checkpoint created at step {job.step}.")
+
+    def _succeed(self, job: FakeJob) -> None:
+        job.status = "succeeded"
+        job.fine_tuned_model = job.model_name
+        job.trained_tokens = job.tokens_per_epoch * job.n_epochs
+        job.finished_at = int(time.time())
+        self._add_event(job, f"New fine-tuned model created: {job.model_name}")
+        self._add_event(job, "The job has successfully completed.")
+
+    def _fail(self, job: FakeJob, *, code: str, message: str, param: str | None) -> None:
+        job.status = "failed"
+        job.error = {"code": code, "message": message, "param": param}
+        job.finished_at = int(time.time())
+        self._add_event(job, message, level="error")
+
+    def _add_event(
+        self,
+        job: FakeJob,
+        message: str,
+        *,
+        level: str = "info",
+        event_type: str = "message",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        job.events.append(
+            {
+                "id": self._new_id("ftevent-"),
+                "object": "fine_tuning.job.event",
+                "created_at": int(time.time()),
+                "level": level,
+                "message": message,
+                "type": event_type,
+                "data": data or {},
+            }
+        )
+
+
+def _checked_metadata(metadata: object) -> dict[str, str] | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict) or len(metadata) > 16:
+        raise _ApiError(400, "metadata must be an object of at most 16 pairs.", param="metadata")
+    for key, value in metadata.items():
+        if not isinstance(value, str) or len(key) > 64 or len(value) > 512:
+            raise _ApiError(
+                400,
+                "metadata keys are at most 64 characters and values strings of at most 512.",
+                param="metadata",
+            )
+    return dict(metadata)
+
+
+def _resolved_hyperparameters(body: dict[str, Any]) -> tuple[int, int, float]:
+    """(n_epochs, batch_size, learning_rate_multiplier), "auto" or absent resolved."""
+    supervised = (body.get("method") or {}).get("supervised") or {}
+    # The top-level "hyperparameters" is the deprecated spelling; "method" wins when both exist.
+    given = supervised.get("hyperparameters") or body.get("hyperparameters") or {}
+    n_epochs = given.get("n_epochs", "auto")
+    batch_size = given.get("batch_size", "auto")
+    learning_rate_multiplier = given.get("learning_rate_multiplier", "auto")
+    param = "method.supervised.hyperparameters"
+    if n_epochs != "auto" and not (isinstance(n_epochs, int) and 1 <= n_epochs <= 50):
+        raise _ApiError(400, "n_epochs must be between 1 and 50.", param=f"{param}.n_epochs")
+    if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
+        raise _ApiError(400, "batch_size must be at least 1.", param=f"{param}.batch_size")
+    if learning_rate_multiplier != "auto" and not (
+        isinstance(learning_rate_multiplier, int | float) and learning_rate_multiplier > 0
+    ):
+        raise _ApiError(
+            400,
+            "learning_rate_multiplier must be positive.",
+            param=f"{param}.learning_rate_multiplier",
+        )
+    return (
+        AUTO_EPOCHS if n_epochs == "auto" else n_epochs,
+        AUTO_BATCH_SIZE if batch_size == "auto" else batch_size,
+        AUTO_LEARNING_RATE_MULTIPLIER
+        if learning_rate_multiplier == "auto"
+        else float(learning_rate_multiplier),
+    )
+
+
+def _cursor_page(
+    items_newest_first: list[dict[str, Any]],
+    query: dict[str, list[str]],
+    *,
+    max_page_size: int,
+) -> dict[str, Any]:
+    """OpenAI's list envelope: ``after`` is the id of the last item of the previous page."""
+    start = 0
+    after = query.get("after", [None])[-1]
+    if after is not None:
+        ids = [item["id"] for item in items_newest_first]
+        start = ids.index(after) + 1 if after in ids else len(ids)
+    limit = int(query.get("limit", [str(DEFAULT_LIST_LIMIT)])[-1])
+    page_size = max(1, min(limit, max_page_size))
+    page = items_newest_first[start : start + page_size]
+    return {
+        "object": "list",
+        "data": page,
+        "has_more": start + page_size < len(items_newest_first),
+    }
+
+
+def _multipart_form(content_type: str, body: bytes) -> FormFields:
+    envelope = f"Content-Type: {content_type}\r\n\r\n".encode() + body
+    message = BytesParser(policy=HTTP).parsebytes(envelope)
+    fields: FormFields = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields[name] = (part.get_filename(), payload)
+    return fields
+
+
+def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self._serve()
+
+        def do_POST(self) -> None:
+            self._serve()
+
+        def do_DELETE(self) -> None:
+            self._serve()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # tests read server.requests instead of stderr noise
+
+        def _serve(self) -> None:
+            # One request per connection: no idle keep-alive threads outlive a test.
+            self.close_connection = True
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            stall = server._next_stall()
+            if stall and server._stopping.wait(stall):
+                return
+            try:
+                reply = server._handle(*self._parse(body))
+            except _ApiError as error:
+                reply = _Reply(error.status, error.body)
+            except _DropConnection:
+                return
+            self._send(reply)
+
+        def _parse(self, body: bytes) -> tuple[RecordedRequest, FormFields]:
+            url = urlsplit(self.path)
+            if not url.path.startswith(server.path_prefix + "/"):
+                raise _ApiError(404, f"Unknown request URL: {self.command} {url.path}.")
+            content_type = self.headers.get("Content-Type", "")
+            form: FormFields = {}
+            decoded: Any = None
+            if content_type.startswith("multipart/form-data"):
+                form = _multipart_form(content_type, body)
+            elif body:
+                try:
+                    decoded = json.loads(body)
+                except json.JSONDecodeError:
+                    raise _ApiError(400, "The request body is not valid JSON.")
+            request = RecordedRequest(
+                method=self.command,
+                path=url.path.removeprefix(server.path_prefix),
+                query=parse_qs(url.query, keep_blank_values=True),
+                headers={name.lower(): value for name, value in self.headers.items()},
+                json=decoded,
+            )
+            return request, form
+
+        def _send(self, reply: _Reply) -> None:
+            payload = json.dumps(reply.body).encode()
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Connection", "close")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (its timeout), as real clients do
+
+    return Handler
+
+
+@pytest.fixture(name="fake_openai")
+def fake_openai_fixture() -> Iterator[FakeOpenAIServer]:
+    """A started fake for one test; import this name into a test module to use ``fake_openai``."""
+    with FakeOpenAIServer() as fake:
+        yield fake
