@@ -484,8 +484,15 @@ def test_the_job_detail_carries_its_loss_curve(
 
     empty = {"learning_rate": None, "tokens_per_second": None, "seconds_left": None}
     assert detail["metrics"] == [
-        {**empty, "step": 1, "epoch": 0.5, "train_loss": 2.0, "val_loss": None,
-         "learning_rate": 1e-3, "tokens_per_second": 900.0},
+        {
+            **empty,
+            "step": 1,
+            "epoch": 0.5,
+            "train_loss": 2.0,
+            "val_loss": None,
+            "learning_rate": 1e-3,
+            "tokens_per_second": 900.0,
+        },
         {**empty, "step": 2, "epoch": 1.0, "train_loss": 1.5, "val_loss": 1.7, "seconds_left": 0.0},
     ]
     assert detail["checkpoints"] == [] and detail["overfitting"] is None
