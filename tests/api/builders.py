@@ -19,7 +19,7 @@ from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import model_version_promote, model_version_register
 from tests.factories import import_bytes
-from training.models import BaseModel, JobStatus, TrainingJob
+from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob
 from training.services import training_job_create
 
 TICKETS = [
@@ -112,6 +112,7 @@ def build_world(*, project: Project, owner: User, base_model: BaseModel) -> Worl
     queued_job = training_job_create(
         project=project, dataset_version=version, base_model=base_model, user=owner
     )
+    Checkpoint.objects.create(job=queued_job, step=2, path="/artifacts/ckpt-2", val_loss=1.0)
     first = register_model_version(
         version=version, base_model=base_model, user=owner, model_name="triage"
     )

@@ -23,8 +23,8 @@ from datasets.models import (
 from evaluation.models import EvalResult, EvalRun, EvalStatus
 from ftportal.models import Project
 from ftportal.roles import Role
-from registry.models import AliasChange
-from training.models import BaseModel, JobStatus, TrainingJob, TrainingMetric
+from registry.models import AliasChange, ModelVersion
+from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob, TrainingMetric
 
 from .builders import (
     TICKETS,
@@ -495,7 +495,64 @@ def test_the_job_detail_carries_its_loss_curve(
         },
         {**empty, "step": 2, "epoch": 1.0, "train_loss": 1.5, "val_loss": 1.7, "seconds_left": 0.0},
     ]
-    assert detail["checkpoints"] == [] and detail["overfitting"] is None
+    assert [c["step"] for c in detail["checkpoints"]] == [2]  # the world's one checkpoint
+    assert detail["overfitting"] is None
+
+
+def test_the_estimate_answers_before_launch_and_stores_nothing(
+    client: APIClient, project: Project, base_model: BaseModel
+) -> None:
+    version = frozen_version(client, project)
+
+    response = client.post(
+        api(project, "training-jobs/estimate/"),
+        {
+            "dataset_version": version["id"],
+            "base_model": base_model.key,
+            "hyperparameters": {"epochs": 9},
+        },
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    estimate = response.json()
+    assert estimate["epochs"] == 9
+    assert estimate["training_tokens"] == estimate["tokens_per_epoch"] * 9 > 0
+    assert estimate["seconds"] > 0 and estimate["cost_usd"] is not None
+    codes = {w["code"] for w in estimate["warnings"]}
+    assert {"insufficient_data", "many_epochs"} <= codes
+    assert not TrainingJob.objects.exists()
+    bad = client.post(
+        api(project, "training-jobs/estimate/"),
+        {
+            "dataset_version": version["id"],
+            "base_model": base_model.key,
+            "hyperparameters": {"lora_r": 0},
+        },
+        format="json",
+    )
+    assert bad.status_code == 400 and "hyperparameters.lora_r" in bad.json()["error"]["message"]
+
+
+def test_a_checkpoint_registers_as_a_model_version_once_through_the_api(
+    client: APIClient, project: Project, world: World
+) -> None:
+    job = world.queued_job
+    Checkpoint.objects.create(job=job, step=4, path="/artifacts/ckpt-4", val_loss=0.8)
+    url = api(project, f"training-jobs/{job.pk}/checkpoints/4/register/")
+
+    first = client.post(url)
+    again = client.post(url)
+
+    assert first.status_code == 201
+    version = ModelVersion.objects.get(pk=first.json()["model_version"])
+    assert (version.adapter_dir, version.checkpoint.step) == ("/artifacts/ckpt-4", 4)
+    assert again.status_code == 409
+    detail = client.get(api(project, f"training-jobs/{job.pk}/")).json()
+    assert [c["step"] for c in detail["checkpoints"]] == [2, 4]
+    assert version.pk in detail["model_versions"]
+    missing = client.post(api(project, f"training-jobs/{job.pk}/checkpoints/99/register/"))
+    assert missing.status_code == 404
 
 
 def test_a_queued_job_is_cancelled_once(client: APIClient, project: Project, world: World) -> None:

@@ -25,7 +25,7 @@ from datasets.models import (
 from evaluation.models import EvalRun
 from ftportal.models import Project
 from ftportal.roles import Role
-from registry.models import Alias, AliasChange
+from registry.models import Alias, AliasChange, ModelVersion
 from training.models import TrainingJob
 
 from .builders import World, token_client, upload, valid_file
@@ -83,6 +83,13 @@ WRITES = [
         LEADS,
         lambda w: "training-jobs/",
         lambda w: {"dataset_version": w.version.pk, "base_model": "smollm2-135m-instruct"},
+        201,
+    ),
+    Write(
+        "register checkpoint",
+        LEADS,
+        lambda w: f"training-jobs/{w.queued_job.pk}/checkpoints/2/register/",
+        lambda w: {},
         201,
     ),
     Write(
@@ -168,6 +175,7 @@ def db_state() -> dict[str, object]:
         "evals": EvalRun.objects.count(),
         "aliases": sorted(Alias.objects.values_list("registered_model", "name", "model_version")),
         "alias_changes": AliasChange.objects.count(),
+        "model_versions": ModelVersion.objects.count(),
     }
 
 
@@ -270,10 +278,23 @@ def test_acting_on_another_projects_object_by_id_is_not_found(
     assert db_state() == before
 
 
+@pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
+def test_only_those_who_train_may_ask_for_an_estimate(
+    world: World, client_in: Callable[[Role], APIClient], role: Role
+) -> None:
+    response = client_in(role).post(
+        f"/api/projects/{world.project.pk}/training-jobs/estimate/",
+        {"dataset_version": world.version.pk, "base_model": "smollm2-135m-instruct"},
+        format="json",
+    )
+    assert response.status_code == (200 if role in LEADS else 403), response.content
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
         ("training-jobs/", "dataset_version", "dataset_version"),
+        ("training-jobs/estimate/", "dataset_version", "dataset_version"),
         ("evaluations/", "model_version", "model_version"),
     ],
 )
