@@ -62,19 +62,22 @@ def _flush_broker() -> None:
         client.delete(key)
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(
-    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A real worker in its own process, on Redis, writing to the test database."""
-    _flush_broker()
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+def start_celery_worker(
+    log_path: Path,
+    *,
+    queues: str = "default,training,inference",
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """A real worker in its own process, on Redis, writing to the test database; returns once
+    it says it is ready."""
     test_db = settings.DATABASES["default"]["NAME"]
     base_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": f"{base_url}/{test_db}",
+        **(extra_env or {}),
     }
     command = [
         sys.executable,
@@ -85,10 +88,11 @@ def celery_worker_process(
         "worker",
         "--pool=solo",
         "--concurrency=1",
-        "--queues=default,training,inference",
+        f"--queues={queues}",
         "--without-gossip",
         "--without-mingle",
         "--loglevel=INFO",
+        *extra_args,
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -98,13 +102,30 @@ def celery_worker_process(
             process.kill()
             raise RuntimeError(f"Celery worker did not start:\n{log_path.read_text()}")
         time.sleep(0.2)
-    yield process
+    return process
+
+
+def stop_celery_worker(process: subprocess.Popen[bytes], log_path: Path) -> None:
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-    sys.stderr.write(f"\n--- worker log tail ---\n{log_path.read_text()[-3000:]}\n")
+    sys.stderr.write(
+        f"\n--- worker log tail ({log_path.name}) ---\n{log_path.read_text()[-3000:]}\n"
+    )
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(
+    django_db_setup: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The session's worker on all three queues."""
+    _flush_broker()
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    process = start_celery_worker(log_path)
+    yield process
+    stop_celery_worker(process, log_path)
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
