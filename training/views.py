@@ -73,7 +73,23 @@ def _raw_hyperparameters(query: QueryDict, base_model: BaseModel) -> dict[str, A
     return {name: query[name] for name in names if query.get(name, "").strip()}
 
 
-FormField = tuple[str, str, str]  # name, value shown, placeholder
+FormField = tuple[str, str, str, str]  # name, label, value shown, placeholder
+FIELD_LABELS = {
+    "epochs": "Epochs",
+    "learning_rate": "Learning rate",
+    "learning_rate_multiplier": "Learning-rate multiplier",
+    "batch_size": "Batch size",
+    "lora_r": "LoRA rank",
+    "lora_alpha": "LoRA alpha",
+    "lora_dropout": "LoRA dropout",
+    "target_modules": "Target modules",
+    "max_seq_len": "Max sequence length",
+    "seed": "Seed",
+    "eval_every_steps": "Validate every N steps",
+    "checkpoint_every_steps": "Checkpoint every N steps",
+    "early_stopping_patience": "Early-stopping patience (evaluations)",
+    "max_steps": "Max steps",
+}
 
 
 def _form_fields(
@@ -89,7 +105,8 @@ def _form_fields(
     def field(name: str) -> FormField:
         default = defaults.get(name)
         shown = query.get(name) or ("" if default is None else str(default))
-        return name, shown, ("auto" if hosted else "off") if default is None else ""
+        placeholder = ("auto" if hosted else "off") if default is None else ""
+        return name, FIELD_LABELS[name], shown, placeholder
 
     basic, advanced = (HOSTED_BASIC, HOSTED_ADVANCED) if hosted else (LOCAL_BASIC, LOCAL_ADVANCED)
     return [field(name) for name in basic], [field(name) for name in advanced]

@@ -546,6 +546,7 @@ def test_a_checkpoint_registers_as_a_model_version_once_through_the_api(
 
     assert first.status_code == 201
     version = ModelVersion.objects.get(pk=first.json()["model_version"])
+    assert version.checkpoint is not None
     assert (version.adapter_dir, version.checkpoint.step) == ("/artifacts/ckpt-4", 4)
     assert again.status_code == 409
     detail = client.get(api(project, f"training-jobs/{job.pk}/")).json()

@@ -143,10 +143,16 @@ STEPPED_OR_FINISHED_JS = """(finished) => {
 
 
 def start_training(page: Page, *, epochs: int, max_steps: int, batch_size: int) -> None:
-    form = page.locator("#train-form")
+    form = page.locator("#train-form")  # loaded into the version page by htmx
+    estimate = page.locator("#estimate-tokens")
+    expect(estimate).to_contain_text("x 3 epochs")  # the guide's default
     form.get_by_label("Epochs").fill(str(epochs))
+    # The estimate follows the form without a reload.
+    expect(estimate).to_contain_text(f"x {epochs} epochs")
+    expect(page.locator("#launch-warnings")).to_contain_text("insufficient data")
+    form.locator("#advanced-hyperparameters summary").click()
     form.get_by_label("Batch size").fill(str(batch_size))
-    form.get_by_label("Max steps (optional)").fill(str(max_steps))
+    form.get_by_label("Max steps").fill(str(max_steps))
     form.get_by_role("button", name="Start training").click()
     expect(page.get_by_role("heading", name=re.compile(r"^Training job \d+$"))).to_be_visible()
 
@@ -288,7 +294,7 @@ def test_a_team_takes_ticket_triage_from_a_jsonl_file_to_a_rolled_back_productio
     assert page.url == job_url
     assert page.evaluate("() => window.__jobPageLoaded") is True  # updated in place, no reload
     assert polls, "the job page never polled"
-    assert seen[0].startswith(("Queued", "Running")), seen
+    assert seen[0].startswith(("Queued", "Validating", "Running")), seen
     assert seen[-1] == "Succeeded · step 3 of 3", seen
     assert len(set(seen)) >= 2, seen
     train_line = page.locator("svg polyline.line-train")
