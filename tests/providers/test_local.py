@@ -238,7 +238,7 @@ def test_training_on_one_example_lowers_its_loss_and_changes_the_output(
     ]
     events: list[TrainingProgress] = []
     config = TrainingConfig(
-        batch_size=1, max_steps=3, learning_rate=3e-3, lora_dropout=0.0, eval_every_steps=100
+        epochs=5, batch_size=1, learning_rate=3e-3, lora_dropout=0.0, eval_every_steps=100
     )
 
     result = LocalLoRAFineTuner(base_model_dir).train(
