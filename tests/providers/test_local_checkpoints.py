@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import PeftModel
+from peft import LoraConfig, PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -158,7 +158,8 @@ def test_checkpoints_come_every_n_steps_and_at_the_end_each_a_loadable_adapter(
 
     base = AutoModelForCausalLM.from_pretrained(base_model_dir, local_files_only=True)
     loaded = PeftModel.from_pretrained(base, expected[0])
-    assert loaded.peft_config["default"].r == RESUMABLE.lora_r
+    lora = loaded.peft_config["default"]
+    assert isinstance(lora, LoraConfig) and lora.r == RESUMABLE.lora_r
     prompt = [TRAIN[0][:-1]]
     from_checkpoint = LocalChatModel(base_model_dir, adapter_dir=expected[1])
     from_result = LocalChatModel(base_model_dir, adapter_dir=output_dir)
@@ -291,11 +292,18 @@ def test_an_atomic_write_that_fails_leaves_nothing_behind(tmp_path: Path) -> Non
     assert list((tmp_path / "checkpoints").iterdir()) == []
 
 
+def writes_file(name: str, text: str) -> Callable[[Path], None]:
+    def write(directory: Path) -> None:
+        (directory / name).write_text(text)
+
+    return write
+
+
 def test_an_atomic_write_replaces_an_earlier_copy_of_the_same_step(tmp_path: Path) -> None:
     final = tmp_path / "checkpoints" / "step-000001"
 
-    write_atomically(final, lambda directory: (directory / "a.txt").write_text("first"))
-    write_atomically(final, lambda directory: (directory / "b.txt").write_text("second"))
+    write_atomically(final, writes_file("a.txt", "first"))
+    write_atomically(final, writes_file("b.txt", "second"))
 
     assert sorted(path.name for path in final.iterdir()) == ["b.txt"]
     assert list((tmp_path / "checkpoints").iterdir()) == [final]
