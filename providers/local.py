@@ -2,19 +2,37 @@
 
 Training runs synchronously in the calling process (a Celery worker); generation keeps the last
 few loaded models in memory, since an evaluation generates with the same model more than once.
+
+What makes training fast spends no compute on tokens that teach nothing:
+- batches group examples of similar length, so little padding goes through the model;
+- the output head (a 49k-word vocabulary for SmolLM2, about a fifth of the model's FLOPs per
+  token) and the cross-entropy run only at positions whose next token is labelled.
+Both are checked against the plain computation in tests (tests/providers/test_local_speed.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
 import math
+import os
+import random
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -34,9 +52,14 @@ from providers.base import (
 )
 
 IGNORED_LABEL = -100  # cross_entropy's ignore_index: these positions add nothing to the loss
-LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MAX_GRAD_NORM = 1.0
+# torch.optim.AdamW's own default, named so that the benchmark's baseline can use the same.
+WEIGHT_DECAY = 0.01
 MODEL_CACHE_SIZE = 2
+# Examples are sorted by length within groups of this many batches. Larger groups mean less
+# padding but batches that differ less from epoch to epoch.
+BATCHES_PER_LENGTH_GROUP = 16
+CHECKPOINTS_DIR = "checkpoints"
 
 
 def pick_device(requested: str | None) -> str:
@@ -69,6 +92,11 @@ def _load_tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
 def _render(
     tokenizer: PreTrainedTokenizerBase, messages: Conversation, *, add_generation_prompt: bool
 ) -> str:
+    if not tokenizer.chat_template:
+        raise ProviderError(
+            f"the tokenizer of {tokenizer.name_or_path} has no chat template to render "
+            "conversations with"
+        )
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt
     )
@@ -127,6 +155,14 @@ def encode_for_training(
     return EncodedExample(input_ids[:max_seq_len], labels[:max_seq_len])
 
 
+def training_set_fingerprint(examples: Sequence[EncodedExample]) -> str:
+    """Identifies the encoded training set, so a checkpoint is never resumed on other data."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.input_ids, example.labels]).encode())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class Batch:
     input_ids: torch.Tensor
@@ -149,8 +185,19 @@ def collate(examples: Sequence[EncodedExample], pad_token_id: int, device: str) 
     return Batch(input_ids.to(device), attention_mask.to(device), labels.to(device))
 
 
+def input_tokens(examples: Sequence[EncodedExample]) -> int:
+    """Non-padding input tokens: what throughput counts, here and in the benchmark's baseline."""
+    return sum(len(example.input_ids) for example in examples)
+
+
+# --- the loss -----------------------------------------------------------------------------------
+
+# Sum of next-token losses over a batch's labelled positions, and how many there were.
+TokenLoss = Callable[[Batch], tuple[torch.Tensor, int]]
+
+
 def summed_token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-    """Sum of next-token losses over labelled positions, and how many there were."""
+    """The plain computation: logits at every position, loss where a label follows."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     predicted = logits[:, :-1, :].float()
     targets = batch.labels[:, 1:]
@@ -163,9 +210,325 @@ def summed_token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tenso
     return loss, int((targets != IGNORED_LABEL).sum().item())
 
 
-def _chunks(items: Sequence[EncodedExample], size: int) -> Iterator[Sequence[EncodedExample]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def predicting_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices (row * width + column) of the positions whose next token is labelled, and
+    those next tokens: the only places where logits are needed."""
+    following = labels[:, 1:]
+    rows, columns = (following != IGNORED_LABEL).nonzero(as_tuple=True)
+    return rows * labels.size(1) + columns, following[rows, columns]
+
+
+class LabelledPositionLoss:
+    """The same sum as summed_token_loss, with the output head run only where it counts.
+
+    The decoder still sees every token (prompts are context), but the head's matmul into the
+    vocabulary, the fp32 logits and the softmax are computed for labelled positions only; for
+    short answers to long prompts that is a few percent of the positions.
+    """
+
+    def __init__(self, decoder: torch.nn.Module, head: torch.nn.Module) -> None:
+        self.decoder = decoder
+        self.head = head
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        hidden = self.decoder(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask
+        ).last_hidden_state
+        positions, targets = predicting_positions(batch.labels)
+        selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
+        logits = self.head(selected).float()
+        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        return loss, int(targets.numel())
+
+
+def token_loss_for(model: PeftModel, device: str) -> TokenLoss:
+    """The fastest loss that gives this model's own logits.
+
+    Some architectures transform the head's output (Gemma's soft-capping, Cohere's logit
+    scale); calling the head directly would silently train on other logits, so the shortcut is
+    used only after checking that it reproduces the full model's logits.
+    """
+    plain: TokenLoss = functools.partial(summed_token_loss, model)
+    causal_lm = model.get_base_model()
+    if not isinstance(causal_lm, PreTrainedModel):
+        return plain
+    decoder = causal_lm.get_decoder()
+    head = causal_lm.get_output_embeddings()
+    if decoder is causal_lm or not isinstance(head, torch.nn.Module):
+        return plain
+    probe = torch.arange(1, 9, device=device).unsqueeze(0)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        full = model(input_ids=probe).logits[0].float()
+        shortcut = head(decoder(input_ids=probe).last_hidden_state[0]).float()
+    model.train(was_training)
+    tolerance = 1e-4 if _dtype_for(device) == torch.float32 else 2e-2
+    if full.shape != shortcut.shape or not torch.allclose(
+        full, shortcut, rtol=tolerance, atol=tolerance
+    ):
+        return plain
+    return LabelledPositionLoss(decoder, head)
+
+
+# --- batch order --------------------------------------------------------------------------------
+
+
+def epoch_batch_order(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """Example indices of each batch of one epoch, grouped by length, seeded by (seed, epoch).
+
+    The examples are shuffled, cut into groups of BATCHES_PER_LENGTH_GROUP batches, sorted by
+    length within each group and cut into batches; then the batches are shuffled. Batches hold
+    examples of similar length, so padding costs little, while the order stays random. Groups
+    are whole batches, so an epoch has ceil(n / batch_size) batches, like a plain shuffle.
+    """
+    rng = random.Random(f"ftportal-batch-order:{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    group_size = batch_size * BATCHES_PER_LENGTH_GROUP
+    batches: list[list[int]] = []
+    for start in range(0, len(order), group_size):
+        # sorted() is stable: examples of equal length keep their shuffled order.
+        group = sorted(order[start : start + group_size], key=lambda i: lengths[i], reverse=True)
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@dataclass(frozen=True)
+class DataPosition:
+    """Where the next batch comes from: its epoch, that epoch's batches, and which one is next."""
+
+    epoch: int
+    epoch_batches: list[list[int]]
+    next_batch: int
+
+    @staticmethod
+    def start(lengths: Sequence[int], config: TrainingConfig) -> DataPosition:
+        return DataPosition(0, epoch_batch_order(lengths, config.batch_size, config.seed, 0), 0)
+
+    def take(
+        self, lengths: Sequence[int], config: TrainingConfig
+    ) -> tuple[list[int], DataPosition]:
+        """The next batch's example indices, and the position after it."""
+        position = self
+        if position.next_batch == len(position.epoch_batches):
+            epoch = position.epoch + 1
+            order = epoch_batch_order(lengths, config.batch_size, config.seed, epoch)
+            position = DataPosition(epoch, order, 0)
+        batch = position.epoch_batches[position.next_batch]
+        return batch, dataclasses.replace(position, next_batch=position.next_batch + 1)
+
+
+# --- early stopping -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """The best validation loss so far, its step, and evaluations since without a better one."""
+
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evaluations_since_best: int = 0
+
+    def after_evaluation(self, step: int, val_loss: float) -> EarlyStopping:
+        if self.best_val_loss is None or val_loss < self.best_val_loss:
+            return EarlyStopping(val_loss, step, 0)
+        return dataclasses.replace(self, evaluations_since_best=self.evaluations_since_best + 1)
+
+    def patience_exhausted(self, patience: int | None) -> bool:
+        return patience is not None and self.evaluations_since_best >= patience
+
+
+# --- time estimates -----------------------------------------------------------------------------
+
+
+def evaluations_after(step: int, total_steps: int, eval_every_steps: int) -> int:
+    """How many validation evaluations remain after ``step``: every eval_every_steps, plus one at
+    the last step when it is not a multiple."""
+    if step >= total_steps:
+        return 0
+    regular = total_steps // eval_every_steps - step // eval_every_steps
+    return regular + (1 if total_steps % eval_every_steps else 0)
+
+
+def estimate_seconds_left(
+    *,
+    steps_left: int,
+    seconds_per_step: float,
+    evaluations_left: int,
+    seconds_per_evaluation: float,
+) -> float:
+    return steps_left * seconds_per_step + evaluations_left * seconds_per_evaluation
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+CHECKPOINT_FORMAT = 1
+_TRAINER_STATE_FILE = "trainer_state.json"  # step, data position, losses, config: readable
+_TENSOR_STATE_FILE = "training_state.pt"  # optimizer, schedule, random number generators
+_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+CHECKPOINT_FILES = (*_ADAPTER_FILES, _TRAINER_STATE_FILE, _TENSOR_STATE_FILE)
+# Changing any other field would make a resumed run a different run.
+_FIELDS_FREE_ON_RESUME = ("checkpoint_every_steps",)
+
+
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    return output_dir / CHECKPOINTS_DIR / f"step-{step:06d}"
+
+
+@dataclass
+class RunState:
+    """Everything about a run's progress that is not a tensor; a checkpoint stores it as JSON."""
+
+    step: int
+    position: DataPosition
+    train_loss: float | None = None
+    val_loss: float | None = None
+    stopping: EarlyStopping = EarlyStopping()
+    # The training loss of the step with the best validation loss, reported with its adapter.
+    best_train_loss: float | None = None
+    step_tokens: int = 0  # of the last step
+    trained_tokens: int = 0
+    training_seconds: float = 0.0
+    evaluations: int = 0
+    evaluation_seconds: float = 0.0
+
+    def to_json(self, config: TrainingConfig, fingerprint: str) -> dict[str, Any]:
+        record = dataclasses.asdict(self)
+        record["format"] = CHECKPOINT_FORMAT
+        record["config"] = _config_record(config)
+        record["train_fingerprint"] = fingerprint
+        return record
+
+    @staticmethod
+    def from_json(record: dict[str, Any]) -> RunState:
+        return RunState(
+            step=int(record["step"]),
+            position=DataPosition(**record["position"]),
+            train_loss=record["train_loss"],
+            val_loss=record["val_loss"],
+            stopping=EarlyStopping(**record["stopping"]),
+            best_train_loss=record["best_train_loss"],
+            step_tokens=int(record["step_tokens"]),
+            trained_tokens=int(record["trained_tokens"]),
+            training_seconds=float(record["training_seconds"]),
+            evaluations=int(record["evaluations"]),
+            evaluation_seconds=float(record["evaluation_seconds"]),
+        )
+
+
+def _config_record(config: TrainingConfig) -> dict[str, Any]:
+    # Through JSON and back, so a tuple and the list it was saved as compare equal.
+    loaded: dict[str, Any] = json.loads(json.dumps(dataclasses.asdict(config)))
+    return loaded
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read back from disk, checked for everything resuming needs."""
+
+    path: Path
+    state: RunState
+    config: dict[str, Any]
+    train_fingerprint: str
+    adapter_weights: dict[str, torch.Tensor]
+    tensors: dict[str, Any]
+
+
+def write_atomically(final_dir: Path, write: Callable[[Path], None]) -> None:
+    """Write a directory whole or not at all.
+
+    ``write`` fills a temporary directory beside ``final_dir`` (same file system), whose files
+    are flushed to disk before one rename publishes it: a process killed meanwhile leaves a
+    hidden temporary directory, never a partial ``final_dir``.
+    """
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.tmp-", dir=final_dir.parent))
+    try:
+        write(staging)
+        _flush_to_disk(staging)
+        if final_dir.exists():
+            # The same step written by an earlier attempt of this run (resumed from before it):
+            # rename cannot replace a non-empty directory, so move the old one aside first.
+            replaced = final_dir.with_name(f".{final_dir.name}.old-{uuid.uuid4().hex}")
+            os.replace(final_dir, replaced)
+            os.replace(staging, final_dir)
+            shutil.rmtree(replaced, ignore_errors=True)
+        else:
+            os.replace(staging, final_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _flush_to_disk(directory: Path) -> None:
+    for path in directory.iterdir():
+        if path.is_file():
+            with open(path, "rb") as written:
+                os.fsync(written.fileno())
+
+
+def remove_unfinished_checkpoints(output_dir: Path) -> None:
+    """Delete what a process killed mid-write left (only hidden temporary directories)."""
+    for leftover in (output_dir / CHECKPOINTS_DIR).glob(".step-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint for resuming; ProviderError names the path and what is wrong."""
+    problem = f"cannot resume from {path}"
+    if not path.is_dir():
+        raise ProviderError(f"{problem}: it is not a directory")
+    missing = [name for name in CHECKPOINT_FILES if not (path / name).is_file()]
+    if missing:
+        raise ProviderError(
+            f"{problem}: the checkpoint is incomplete, missing {', '.join(missing)}"
+        )
+    try:
+        record = json.loads((path / _TRAINER_STATE_FILE).read_text())
+        state = RunState.from_json(record)
+        config, fingerprint = dict(record["config"]), str(record["train_fingerprint"])
+    except (ValueError, TypeError) as error:
+        raise ProviderError(f"{problem}: {_TRAINER_STATE_FILE} is unreadable ({error})") from error
+    except KeyError as error:
+        raise ProviderError(f"{problem}: {_TRAINER_STATE_FILE} lacks {error}") from error
+    if record.get("format") != CHECKPOINT_FORMAT:
+        raise ProviderError(
+            f"{problem}: checkpoint format {record.get('format')!r}, "
+            f"this version reads {CHECKPOINT_FORMAT}"
+        )
+    try:
+        tensors = torch.load(path / _TENSOR_STATE_FILE, map_location="cpu", weights_only=True)
+        adapter_weights = load_file(str(path / "adapter_model.safetensors"))
+    except (RuntimeError, EOFError, OSError, ValueError, SafetensorError) as error:
+        raise ProviderError(f"{problem}: a tensor file is unreadable ({error})") from error
+    missing_keys = [key for key in _TENSOR_STATE_KEYS if key not in tensors]
+    if missing_keys:
+        raise ProviderError(f"{problem}: {_TENSOR_STATE_FILE} lacks {', '.join(missing_keys)}")
+    return Checkpoint(path, state, config, fingerprint, adapter_weights, tensors)
+
+
+_TENSOR_STATE_KEYS = ("optimizer", "scheduler", "torch_rng", "cuda_rng", "python_rng")
+
+
+def check_resumable(checkpoint: Checkpoint, config: TrainingConfig, fingerprint: str) -> None:
+    """Refuse to resume a checkpoint into a run that would not continue the same one."""
+    saved = {k: v for k, v in checkpoint.config.items() if k not in _FIELDS_FREE_ON_RESUME}
+    wanted = {k: v for k, v in _config_record(config).items() if k not in _FIELDS_FREE_ON_RESUME}
+    changed = sorted(
+        name for name in saved.keys() | wanted.keys() if saved.get(name) != wanted.get(name)
+    )
+    if changed:
+        raise ProviderError(
+            f"cannot resume from {checkpoint.path}: it was trained with other settings "
+            f"({', '.join(changed)}); resume with the same hyperparameters"
+        )
+    if checkpoint.train_fingerprint != fingerprint:
+        raise ProviderError(
+            f"cannot resume from {checkpoint.path}: it was trained on a different training set"
+        )
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -185,8 +548,27 @@ def _plan(example_count: int, config: TrainingConfig) -> _Plan:
     return _Plan(steps_per_epoch, total_steps)
 
 
+def linear_decay(total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: 1 at the first step, falling linearly to 0 after the last, as the
+    Hugging Face Trainer's default schedule (linear, no warm-up) does."""
+
+    def factor(completed_steps: int) -> float:
+        return max(0.0, (total_steps - completed_steps) / total_steps)
+
+    return factor
+
+
+@dataclass(frozen=True)
+class _Data:
+    train: list[EncodedExample]
+    validation: list[EncodedExample]
+    lengths: list[int]
+    fingerprint: str
+    skipped_train_examples: int
+
+
 class LocalLoRAFineTuner:
-    """Trains a LoRA adapter on the attention projections of a local base model."""
+    """Trains a LoRA adapter on a local base model, with checkpoints it can resume from."""
 
     def __init__(self, base_model_dir: Path, device: str | None = None) -> None:
         self.base_model_dir = base_model_dir
@@ -204,164 +586,382 @@ class LocalLoRAFineTuner:
         on_checkpoint: Callable[[CheckpointSaved], None] | None = None,
         resume_from: Path | None = None,
     ) -> TrainingResult:
-        if resume_from is not None:
-            raise ProviderError("resuming from a checkpoint is not supported yet")
         started = time.monotonic()
         _check_config(config)
+        checkpoint = read_checkpoint(resume_from) if resume_from is not None else None
         tokenizer = _load_tokenizer(self.base_model_dir)
-        train_examples = self._encode_train_set(tokenizer, train, config)
-        validation_examples = [
-            encode_for_training(tokenizer, conversation, config.max_seq_len)
-            for conversation in validation
-        ]
-        plan = _plan(len(train_examples), config)
+        data = _encode(tokenizer, train, validation, config)
+        if checkpoint is not None:
+            check_resumable(checkpoint, config, data.fingerprint)
+        run = _TrainingRun(
+            model=self._build_peft_model(config),
+            data=data,
+            config=config,
+            device=self.device,
+            pad_token_id=int(tokenizer.pad_token_id),
+            output_dir=output_dir,
+        )
+        if checkpoint is not None:
+            run.restore(checkpoint)
+        remove_unfinished_checkpoints(output_dir)
+        run.train(on_progress, should_stop, on_checkpoint or _ignore_checkpoint)
 
-        torch.manual_seed(config.seed)  # LoRA's A matrices are initialised randomly
-        model = self._build_peft_model(config)
-        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
-        pad_token_id = int(tokenizer.pad_token_id)
-
-        step = 0
-        train_loss: float | None = None
-        val_loss: float | None = None
-        trained_tokens = 0
-        for batch_examples in _shuffled_batches(train_examples, config, plan.total_steps):
-            if should_stop():
-                raise TrainingCancelled(f"training stopped by request before step {step + 1}")
-            batch = collate(batch_examples, pad_token_id, self.device)
-            train_loss, token_count = _optimizer_step(model, optimizer, trainable, batch)
-            step += 1
-            trained_tokens += token_count
-
-            step_val_loss: float | None = None
-            if step % config.eval_every_steps == 0 or step == plan.total_steps:
-                step_val_loss = self._validation_loss(model, validation_examples, config, tokenizer)
-                val_loss = step_val_loss if step_val_loss is not None else val_loss
-            on_progress(
-                TrainingProgress(
-                    step=step,
-                    total_steps=plan.total_steps,
-                    epoch=step / plan.steps_per_epoch,
-                    train_loss=train_loss,
-                    val_loss=step_val_loss,
-                )
-            )
-
-        output_dir.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(output_dir))
+        run.save_result_adapter(output_dir)
         tokenizer.save_pretrained(output_dir)
+        state = run.state
+        # Under early stopping the result is the best adapter, whether or not it stopped early.
+        keeps_best = (
+            config.early_stopping_patience is not None and state.stopping.best_step is not None
+        )
         return TrainingResult(
             adapter_dir=output_dir,
-            steps=step,
-            train_loss=train_loss,
-            val_loss=val_loss,
+            steps=state.step,
+            train_loss=state.best_train_loss if keeps_best else state.train_loss,
+            val_loss=state.stopping.best_val_loss if keeps_best else state.val_loss,
             device=self.device,
             seconds=time.monotonic() - started,
             metrics={
-                "train_examples": float(len(train_examples)),
-                "skipped_train_examples": float(len(train) - len(train_examples)),
-                "validation_examples": float(len(validation_examples)),
-                "trained_tokens": float(trained_tokens),
+                "train_examples": float(len(data.train)),
+                "skipped_train_examples": float(data.skipped_train_examples),
+                "validation_examples": float(len(data.validation)),
+                "trained_tokens": float(state.trained_tokens),
+                "tokens_per_second": run.tokens_per_second() or 0.0,
             },
+            best_step=state.stopping.best_step if keeps_best else state.step,
+            stopped_early=run.stopped_early,
+            trained_tokens=state.trained_tokens,
         )
 
-    def _encode_train_set(
-        self,
-        tokenizer: PreTrainedTokenizerBase,
-        train: Sequence[Conversation],
-        config: TrainingConfig,
-    ) -> list[EncodedExample]:
-        if not train:
-            raise ProviderError("the training set is empty; add at least one conversation")
-        encoded = [
-            encode_for_training(tokenizer, conversation, config.max_seq_len)
-            for conversation in train
-        ]
-        # A conversation with no assistant reply (or one cut off by max_seq_len) teaches nothing
-        # and would divide by zero tokens.
-        usable = [example for example in encoded if example.supervised_tokens > 0]
-        if not usable:
-            raise ProviderError(
-                "no training conversation has an assistant reply within "
-                f"max_seq_len={config.max_seq_len} tokens"
-            )
-        return usable
-
     def _build_peft_model(self, config: TrainingConfig) -> PeftModel:
+        # LoRA's A matrices are initialised randomly; a resumed run overwrites them.
+        torch.manual_seed(config.seed)
         base = _load_base_model(self.base_model_dir, self.device)
         base.config.use_cache = False  # the KV cache only helps generation
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
-            target_modules=LORA_TARGET_MODULES,
+            target_modules=list(config.target_modules),
             task_type="CAUSAL_LM",
         )
-        model = get_peft_model(base, lora)
+        try:
+            model = get_peft_model(base, lora)
+        except ValueError as error:
+            raise ProviderError(
+                f"cannot put LoRA on {', '.join(config.target_modules)} of the model in "
+                f"{self.base_model_dir}: {error}"
+            ) from error
         if not isinstance(model, PeftModel):
             raise ProviderError("peft returned a mixed-adapter model, which training does not use")
         return model
 
-    def _validation_loss(
+
+def _ignore_checkpoint(_saved: CheckpointSaved) -> None:
+    pass
+
+
+def _encode(
+    tokenizer: PreTrainedTokenizerBase,
+    train: Sequence[Conversation],
+    validation: Sequence[Conversation],
+    config: TrainingConfig,
+) -> _Data:
+    if not train:
+        raise ProviderError("the training set is empty; add at least one conversation")
+    encoded = [
+        encode_for_training(tokenizer, conversation, config.max_seq_len) for conversation in train
+    ]
+    # A conversation with no assistant reply (or one cut off by max_seq_len) teaches nothing
+    # and would divide by zero tokens.
+    usable = [example for example in encoded if example.supervised_tokens > 0]
+    if not usable:
+        raise ProviderError(
+            "no training conversation has an assistant reply within "
+            f"max_seq_len={config.max_seq_len} tokens"
+        )
+    validation_examples = [
+        encode_for_training(tokenizer, conversation, config.max_seq_len)
+        for conversation in validation
+    ]
+    if config.early_stopping_patience is not None and not any(
+        example.supervised_tokens for example in validation_examples
+    ):
+        raise ProviderError(
+            "early stopping watches the validation loss, but the validation set has no "
+            f"assistant reply within max_seq_len={config.max_seq_len} tokens; add validation "
+            "conversations or turn early stopping off"
+        )
+    return _Data(
+        train=usable,
+        validation=validation_examples,
+        lengths=[len(example.input_ids) for example in usable],
+        fingerprint=training_set_fingerprint(usable),
+        skipped_train_examples=len(encoded) - len(usable),
+    )
+
+
+class _TrainingRun:
+    """One run's model, optimizer, schedule and progress, from a fresh start or a checkpoint."""
+
+    def __init__(
         self,
-        model: torch.nn.Module,
-        examples: Sequence[EncodedExample],
+        *,
+        model: PeftModel,
+        data: _Data,
         config: TrainingConfig,
-        tokenizer: PreTrainedTokenizerBase,
-    ) -> float | None:
-        """Mean loss per reply token over the whole validation set; None when there is none."""
-        model.eval()
-        total_loss = 0.0
-        total_tokens = 0
-        with torch.no_grad():
-            for chunk in _chunks(examples, config.batch_size):
-                batch = collate(chunk, int(tokenizer.pad_token_id), self.device)
-                loss_sum, token_count = summed_token_loss(model, batch)
-                total_loss += loss_sum.item()
-                total_tokens += token_count
-        return total_loss / total_tokens if total_tokens else None
+        device: str,
+        pad_token_id: int,
+        output_dir: Path,
+    ) -> None:
+        self.model = model
+        self.data = data
+        self.config = config
+        self.device = device
+        self.pad_token_id = pad_token_id
+        self.output_dir = output_dir
+        self.plan = _plan(len(data.train), config)
+        self.token_loss = token_loss_for(model, device)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=config.learning_rate, weight_decay=WEIGHT_DECAY
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_decay(self.plan.total_steps)
+        )
+        self.state = RunState(step=0, position=DataPosition.start(data.lengths, config))
+        # The adapter weights of the best validation loss, kept (on the CPU) only when early
+        # stopping will hand them back as the result.
+        self.best_adapter: dict[str, torch.Tensor] | None = None
+        self.stopped_early = False
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        loaded = set_peft_model_state_dict(self.model, checkpoint.adapter_weights)
+        unexpected: list[str] = list(getattr(loaded, "unexpected_keys", []))
+        if unexpected:
+            raise ProviderError(
+                f"cannot resume from {checkpoint.path}: its adapter does not fit this model "
+                f"(unexpected weights {', '.join(unexpected[:3])})"
+            )
+        tensors = checkpoint.tensors
+        self.optimizer.load_state_dict(tensors["optimizer"])
+        self.scheduler.load_state_dict(tensors["scheduler"])
+        self.best_adapter = tensors.get("best_adapter")
+        self.state = checkpoint.state
+        self.stopped_early = self.state.stopping.patience_exhausted(
+            self.config.early_stopping_patience
+        )
+        # Last, so that building the model above draws nothing from the restored streams.
+        torch.set_rng_state(tensors["torch_rng"])
+        if tensors["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(tensors["cuda_rng"])
+        random.setstate(tensors["python_rng"])
+
+    def train(
+        self,
+        on_progress: Callable[[TrainingProgress], None],
+        should_stop: Callable[[], bool],
+        on_checkpoint: Callable[[CheckpointSaved], None],
+    ) -> None:
+        config, state = self.config, self.state
+        while state.step < self.plan.total_steps and not self.stopped_early:
+            if should_stop():
+                raise TrainingCancelled(f"training stopped by request before step {state.step + 1}")
+            learning_rate = self._step()
+            step_val_loss, new_best = self._evaluate_if_due()
+            self.stopped_early = state.stopping.patience_exhausted(config.early_stopping_patience)
+            on_progress(self._progress(learning_rate, step_val_loss))
+            if self._checkpoint_due(new_best):
+                on_checkpoint(self._save_checkpoint())
+
+    def _step(self) -> float:
+        """One optimizer update on the next batch; returns the learning rate it used."""
+        state = self.state
+        indices, state.position = state.position.take(self.data.lengths, self.config)
+        examples = [self.data.train[index] for index in indices]
+        learning_rate = float(self.optimizer.param_groups[0]["lr"])
+        began = time.perf_counter()
+        batch = collate(examples, self.pad_token_id, self.device)
+        self.model.train()
+        loss_sum, token_count = self.token_loss(batch)
+        loss = loss_sum / token_count
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.trainable, MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.scheduler.step()
+        state.train_loss = loss.item()
+        state.training_seconds += time.perf_counter() - began
+        state.step += 1
+        state.step_tokens = input_tokens(examples)
+        state.trained_tokens += state.step_tokens
+        return learning_rate
+
+    def _evaluation_due(self) -> bool:
+        step = self.state.step
+        return step % self.config.eval_every_steps == 0 or step == self.plan.total_steps
+
+    def _evaluate_if_due(self) -> tuple[float | None, bool]:
+        """The validation loss when one is due this step, and whether it is a new best."""
+        state = self.state
+        if not self._evaluation_due() or not self.data.validation:
+            return None, False
+        began = time.perf_counter()
+        val_loss = validation_loss(
+            self.model,
+            self.token_loss,
+            self.data.validation,
+            self.config.batch_size,
+            self.pad_token_id,
+            self.device,
+        )
+        state.evaluation_seconds += time.perf_counter() - began
+        state.evaluations += 1
+        if val_loss is None:
+            return None, False
+        state.val_loss = val_loss
+        state.stopping = state.stopping.after_evaluation(state.step, val_loss)
+        new_best = state.stopping.best_step == state.step
+        if new_best:
+            state.best_train_loss = state.train_loss
+            if self.config.early_stopping_patience is not None:
+                self.best_adapter = _adapter_weights_on_cpu(self.model)
+        return val_loss, new_best
+
+    def _progress(self, learning_rate: float, val_loss: float | None) -> TrainingProgress:
+        state = self.state
+        return TrainingProgress(
+            step=state.step,
+            total_steps=self.plan.total_steps,
+            epoch=state.step / self.plan.steps_per_epoch,
+            train_loss=state.train_loss,
+            val_loss=val_loss,
+            learning_rate=learning_rate,
+            step_tokens=state.step_tokens,
+            tokens_per_second=self.tokens_per_second(),
+            seconds_left=0.0 if self.stopped_early else self._seconds_left(),
+        )
+
+    def tokens_per_second(self) -> float | None:
+        # Training tokens over training seconds: time spent on validation and on writing
+        # checkpoints is left out, so the rate measures training alone.
+        state = self.state
+        return state.trained_tokens / state.training_seconds if state.training_seconds else None
+
+    def _seconds_left(self) -> float:
+        state = self.state
+        evaluations_left = 0
+        if self.data.validation:
+            evaluations_left = evaluations_after(
+                state.step, self.plan.total_steps, self.config.eval_every_steps
+            )
+        return estimate_seconds_left(
+            steps_left=self.plan.total_steps - state.step,
+            seconds_per_step=state.training_seconds / state.step,
+            evaluations_left=evaluations_left,
+            seconds_per_evaluation=self._seconds_per_evaluation(),
+        )
+
+    def _seconds_per_evaluation(self) -> float:
+        state = self.state
+        if state.evaluations:
+            return state.evaluation_seconds / state.evaluations
+        # Not measured yet: guess from the training rate. An evaluation is a forward pass, about
+        # half of a LoRA step's compute (the backward pass computes activation gradients only,
+        # about as costly as the forward), hence the factor 2.
+        rate = self.tokens_per_second()
+        return input_tokens(self.data.validation) / rate / 2 if rate else 0.0
+
+    def _checkpoint_due(self, new_best: bool) -> bool:
+        every = self.config.checkpoint_every_steps
+        if every == 0:
+            return False
+        last = self.state.step == self.plan.total_steps or self.stopped_early
+        # With early stopping, each new best is saved too, so that the adapter kept as the
+        # result is one of the checkpoints (each can be registered as a model version).
+        best = new_best and self.config.early_stopping_patience is not None
+        return self.state.step % every == 0 or last or best
+
+    def _save_checkpoint(self) -> CheckpointSaved:
+        state = self.state
+        directory = checkpoint_dir(self.output_dir, state.step)
+        write_atomically(directory, self._write_checkpoint)
+        return CheckpointSaved(
+            step=state.step, path=directory, train_loss=state.train_loss, val_loss=state.val_loss
+        )
+
+    def _write_checkpoint(self, directory: Path) -> None:
+        self.model.save_pretrained(str(directory))
+        cuda_rng = torch.cuda.get_rng_state_all() if self.device.startswith("cuda") else None
+        tensors = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": cuda_rng,
+            "python_rng": random.getstate(),
+            "best_adapter": self.best_adapter,
+        }
+        torch.save(tensors, directory / _TENSOR_STATE_FILE)
+        record = self.state.to_json(self.config, self.data.fingerprint)
+        (directory / _TRAINER_STATE_FILE).write_text(json.dumps(record, indent=1) + "\n")
+
+    def save_result_adapter(self, output_dir: Path) -> None:
+        """Save the adapter the result names: the best one under early stopping, else the last."""
+        if self.config.early_stopping_patience is not None and self.best_adapter is not None:
+            set_peft_model_state_dict(self.model, self.best_adapter)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(str(output_dir))
 
 
-def _optimizer_step(
+def _adapter_weights_on_cpu(model: PeftModel) -> dict[str, torch.Tensor]:
+    weights = get_peft_model_state_dict(model)
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights.items()}
+
+
+def validation_loss(
     model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    trainable: list[torch.nn.Parameter],
-    batch: Batch,
-) -> tuple[float, int]:
-    """One update on a batch; returns its mean loss per reply token and the token count."""
-    model.train()
-    loss_sum, token_count = summed_token_loss(model, batch)
-    loss = loss_sum / token_count
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-    optimizer.step()
-    return loss.item(), token_count
+    token_loss: TokenLoss,
+    examples: Sequence[EncodedExample],
+    batch_size: int,
+    pad_token_id: int,
+    device: str,
+) -> float | None:
+    """Mean loss per reply token over the whole validation set; None when it has no reply."""
+    # The loss is a sum over examples, so any order gives it; length order pads least.
+    by_length = sorted(examples, key=lambda example: len(example.input_ids))
+    model.eval()
+    total_loss = 0.0
+    total_tokens = 0
+    with torch.no_grad():
+        for start in range(0, len(by_length), batch_size):
+            batch = collate(by_length[start : start + batch_size], pad_token_id, device)
+            loss_sum, token_count = token_loss(batch)
+            total_loss += loss_sum.item()
+            total_tokens += token_count
+    return total_loss / total_tokens if total_tokens else None
 
 
 def _check_config(config: TrainingConfig) -> None:
-    for name in ("epochs", "batch_size", "eval_every_steps", "max_seq_len"):
+    for name in ("epochs", "batch_size", "eval_every_steps", "max_seq_len", "lora_r"):
         if getattr(config, name) < 1:
-            raise ProviderError(f"{name} must be at least 1")
+            raise ProviderError(f"{name} must be at least 1, not {getattr(config, name)}")
     if config.max_steps is not None and config.max_steps < 1:
-        raise ProviderError("max_steps must be at least 1 when set")
-
-
-def _shuffled_batches(
-    examples: Sequence[EncodedExample], config: TrainingConfig, total_steps: int
-) -> Iterator[Sequence[EncodedExample]]:
-    """Batches in a seeded order, reshuffled each epoch, stopping after total_steps."""
-    generator = torch.Generator().manual_seed(config.seed)
-    produced = 0
-    for _epoch in range(config.epochs):
-        order = torch.randperm(len(examples), generator=generator).tolist()
-        shuffled = [examples[index] for index in order]
-        for batch in _chunks(shuffled, config.batch_size):
-            if produced == total_steps:
-                return
-            produced += 1
-            yield batch
+        raise ProviderError(f"max_steps must be at least 1 when set, not {config.max_steps}")
+    if config.checkpoint_every_steps < 0:
+        raise ProviderError(
+            f"checkpoint_every_steps must be 0 (final adapter only) or more, "
+            f"not {config.checkpoint_every_steps}"
+        )
+    if config.early_stopping_patience is not None and config.early_stopping_patience < 1:
+        raise ProviderError(
+            f"early_stopping_patience must be at least 1 when set, "
+            f"not {config.early_stopping_patience}"
+        )
+    if not config.learning_rate > 0:
+        raise ProviderError(f"learning_rate must be positive, not {config.learning_rate}")
+    if not 0 <= config.lora_dropout < 1:
+        raise ProviderError(f"lora_dropout must be in [0, 1), not {config.lora_dropout}")
+    if not config.target_modules:
+        raise ProviderError("target_modules must name at least one module to put LoRA on")
 
 
 # --- generation ---------------------------------------------------------------------------------

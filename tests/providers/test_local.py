@@ -151,6 +151,8 @@ def test_only_assistant_replies_carry_labels(base_model_dir: Path) -> None:
 def test_training_three_steps_reports_each_step_and_saves_an_adapter(
     base_model_dir: Path, tmp_path: Path
 ) -> None:
+    from transformers import AutoTokenizer
+
     conversations = [ticket_conversation(ticket, label) for ticket, label in TICKETS]
     events: list[TrainingProgress] = []
     config = TrainingConfig(batch_size=2, max_steps=3, eval_every_steps=2, seed=1)
@@ -170,6 +172,24 @@ def test_training_three_steps_reports_each_step_and_saves_an_adapter(
     train_losses = [event.train_loss for event in events]
     assert all(loss is not None and math.isfinite(loss) and loss > 0 for loss in train_losses)
     assert [event.val_loss is not None for event in events] == [False, True, True]
+    # Linear decay to 0 over the planned steps, as the Hugging Face Trainer's default schedule.
+    rates = [event.learning_rate for event in events]
+    assert rates == pytest.approx([1e-3, 1e-3 * 2 / 3, 1e-3 / 3])
+    # Steps 1 and 2 are the first epoch: the 4 examples' tokens, none of the padding.
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True)
+    epoch_tokens = sum(
+        len(encode_for_training(tokenizer, conversation, 512).input_ids)
+        for conversation in conversations[:4]
+    )
+    assert events[0].step_tokens + events[1].step_tokens == epoch_tokens
+    assert result.trained_tokens == sum(event.step_tokens for event in events)
+    assert all(event.tokens_per_second and event.tokens_per_second > 0 for event in events)
+    # Validation, model loading and saving are not training: the rate leaves them out.
+    assert result.metrics["tokens_per_second"] > result.trained_tokens / result.seconds
+    seconds_left = [event.seconds_left for event in events]
+    assert all(left is not None and left > 0 for left in seconds_left[:-1])
+    assert seconds_left[-1] == 0.0
+    assert result.best_step == 3 and not result.stopped_early
     assert result.steps == 3
     assert result.val_loss == events[-1].val_loss
     assert result.train_loss == events[-1].train_loss
@@ -237,8 +257,9 @@ def test_training_on_one_example_lowers_its_loss_and_changes_the_output(
         {"role": "assistant", "content": "The secret word is pomegranate."},
     ]
     events: list[TrainingProgress] = []
+    # The learning rate decays linearly to 0, so one example needs a few epochs to stick.
     config = TrainingConfig(
-        batch_size=1, max_steps=3, learning_rate=3e-3, lora_dropout=0.0, eval_every_steps=100
+        epochs=5, batch_size=1, learning_rate=3e-3, lora_dropout=0.0, eval_every_steps=100
     )
 
     result = LocalLoRAFineTuner(base_model_dir).train(

@@ -1,0 +1,203 @@
+"""What makes local training fast gives the same loss as the plain computation (real model)."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CohereConfig,
+    CohereForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
+
+from providers.base import Conversation
+from providers.local import (
+    BATCHES_PER_LENGTH_GROUP,
+    IGNORED_LABEL,
+    LabelledPositionLoss,
+    collate,
+    encode_for_training,
+    epoch_batch_order,
+    predicting_positions,
+    summed_token_loss,
+    token_loss_for,
+)
+from providers.local_weights import ensure_base_model
+
+SYSTEM = "Classify the support ticket. Answer with JSON."
+
+
+@pytest.fixture(scope="module")
+def base_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    configured = os.environ.get("FTPORTAL_MODEL_CACHE")
+    cache = Path(configured) if configured else tmp_path_factory.mktemp("model-cache")
+    return ensure_base_model(cache)
+
+
+def lora_model(base_model_dir: Path) -> PeftModel:
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(
+        base_model_dir, dtype=torch.float32, local_files_only=True
+    )
+    model = get_peft_model(
+        base,
+        LoraConfig(
+            r=4,
+            lora_alpha=8,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "v_proj"],
+            task_type="CAUSAL_LM",
+        ),
+    )
+    assert isinstance(model, PeftModel)
+    # LoRA starts as a no-op (B = 0); give B weights so the adapter shapes the loss and both
+    # LoRA matrices get gradients worth comparing.
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.02)
+    return model
+
+
+def mixed_conversations() -> list[Conversation]:
+    return [
+        [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": "Charged twice."},
+            {"role": "assistant", "content": '{"label": "billing"}'},
+        ],
+        [
+            {"role": "system", "content": SYSTEM},
+            {
+                "role": "user",
+                "content": "The app crashes every time I open the settings page. " * 4,
+            },
+            {"role": "assistant", "content": '{"label": "bug", "priority": "high"}'},
+        ],
+        [
+            {"role": "user", "content": "My invoice is wrong."},
+            {"role": "assistant", "content": "billing", "weight": 0},  # type: ignore[dict-item]
+            {"role": "user", "content": "And the export is empty."},
+            {"role": "assistant", "content": "bug"},
+        ],
+    ]
+
+
+def test_predicting_positions_are_those_followed_by_a_label() -> None:
+    labels = torch.tensor(
+        [
+            [IGNORED_LABEL, IGNORED_LABEL, 7, 8],
+            [IGNORED_LABEL, 5, IGNORED_LABEL, IGNORED_LABEL],
+        ]
+    )
+
+    positions, targets = predicting_positions(labels)
+
+    # Row 0 predicts 7 at column 1 and 8 at column 2; row 1 predicts 5 at column 0 (flat 4).
+    assert positions.tolist() == [1, 2, 4]
+    assert targets.tolist() == [7, 8, 5]
+
+
+def test_labelled_position_loss_and_gradients_equal_the_plain_computation(
+    base_model_dir: Path,
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True)
+    examples = [encode_for_training(tokenizer, c, 512) for c in mixed_conversations()]
+    assert len({len(example.input_ids) for example in examples}) == 3  # padding is exercised
+    batch = collate(examples, int(tokenizer.pad_token_id), "cpu")
+    model = lora_model(base_model_dir)
+    model.train()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+    plain_loss, plain_count = summed_token_loss(model, batch)
+    plain_loss.backward()
+    plain_grads = {name: p.grad.clone() for name, p in trainable.items() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    fast = token_loss_for(model, "cpu")
+    fast_loss, fast_count = fast(batch)
+    fast_loss.backward()
+
+    assert isinstance(fast, LabelledPositionLoss)
+    assert fast_count == plain_count == sum(example.supervised_tokens for example in examples)
+    assert torch.allclose(fast_loss, plain_loss, rtol=1e-5)
+    assert len(plain_grads) == len(trainable)
+    for name, parameter in trainable.items():
+        assert parameter.grad is not None
+        assert torch.allclose(parameter.grad, plain_grads[name], rtol=1e-4, atol=1e-7), name
+
+
+def tiny_lora(model: torch.nn.Module) -> PeftModel:
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    assert isinstance(peft_model, PeftModel)
+    return peft_model
+
+
+def test_a_model_that_rescales_its_logits_keeps_the_plain_loss() -> None:
+    """Cohere multiplies the head's output by logit_scale; the shortcut would skip that."""
+    shape: dict[str, Any] = {
+        "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 2,
+    }  # fmt: skip
+    torch.manual_seed(0)
+    cohere = tiny_lora(CohereForCausalLM(CohereConfig(logit_scale=0.5, **shape)))
+    llama = tiny_lora(LlamaForCausalLM(LlamaConfig(**shape)))
+
+    assert not isinstance(token_loss_for(cohere, "cpu"), LabelledPositionLoss)
+    assert isinstance(token_loss_for(llama, "cpu"), LabelledPositionLoss)
+
+
+def padding_fraction(batches: list[list[int]], lengths: list[int]) -> float:
+    padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches)
+    return 1 - sum(lengths) / padded
+
+
+def ticket_lengths(count: int) -> list[int]:
+    rng = random.Random(7)
+    return [rng.randint(40, 600) for _ in range(count)]
+
+
+def test_length_grouped_epochs_hold_every_example_once_in_as_many_batches_as_a_shuffle() -> None:
+    lengths = ticket_lengths(301)
+    batch_size = 8
+
+    for epoch in range(3):
+        batches = epoch_batch_order(lengths, batch_size, seed=1, epoch=epoch)
+
+        assert len(batches) == math.ceil(len(lengths) / batch_size)
+        assert sorted(index for batch in batches for index in batch) == list(range(len(lengths)))
+        assert sum(len(batch) < batch_size for batch in batches) == 1
+
+
+def test_length_grouped_order_is_seeded_and_reshuffled_each_epoch() -> None:
+    lengths = ticket_lengths(200)
+
+    first = epoch_batch_order(lengths, 8, seed=1, epoch=0)
+
+    assert epoch_batch_order(lengths, 8, seed=1, epoch=0) == first
+    assert epoch_batch_order(lengths, 8, seed=1, epoch=1) != first
+    assert epoch_batch_order(lengths, 8, seed=2, epoch=0) != first
+
+
+def test_length_grouping_pads_far_less_than_a_plain_shuffle() -> None:
+    lengths = ticket_lengths(8 * BATCHES_PER_LENGTH_GROUP * 3)
+    order = list(range(len(lengths)))
+    random.Random(3).shuffle(order)
+    shuffled = [order[start : start + 8] for start in range(0, len(order), 8)]
+
+    grouped = epoch_batch_order(lengths, 8, seed=3, epoch=0)
+
+    assert padding_fraction(shuffled, lengths) > 0.3
+    assert padding_fraction(grouped, lengths) < 0.1
