@@ -11,16 +11,16 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.state import check_transition
-from training.adapters import base_model_dir
+from training.adapters import base_model_dir, prepared_model_dir
 from training.models import BaseModel, Provider
 
 from .models import (
@@ -54,10 +54,9 @@ FINDINGS_BATCH = 5000
 
 
 def token_counter_for(base_model: BaseModel) -> TokenCounter:
-    return counter_for(
-        tokenizer=base_model.tokenizer,
-        model_dir=settings.FTPORTAL_MODEL_CACHE / base_model.key,
-    )
+    if base_model.tokenizer:
+        return counter_for(tokenizer=base_model.tokenizer, model_dir=Path())
+    return counter_for(tokenizer="", model_dir=prepared_model_dir(base_model))
 
 
 def analyze_for_model(

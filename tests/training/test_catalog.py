@@ -82,3 +82,27 @@ def test_the_catalog_page_lists_versions_whose_base_model_goes_away(client, proj
 
     assert "&lt;b&gt;triage&lt;/b&gt; v1" in page and "<b>triage</b>" not in page
     assert f"shuts down on {row.retires_at}: this version stops working" in page
+
+
+def test_a_local_catalog_row_can_name_its_own_weights(tmp_path, settings):
+    from providers.base import ProviderError
+    from providers.local_weights import gguf_cache_key
+    from training.adapters import base_model_dir, prepared_model_dir
+
+    settings.FTPORTAL_MODEL_CACHE = tmp_path / "cache"
+    model_dir = tmp_path / "my-model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    row = BaseModel(key="mine", display_name="Mine", provider="local", weights_path=str(model_dir))
+    assert base_model_dir(row) == prepared_model_dir(row) == model_dir  # used as it is
+
+    gguf = tmp_path / "Tiny-Model.Q8_0.gguf"
+    gguf.write_bytes(b"GGUF")
+    row.weights_path = str(gguf)
+    # The web process only looks where the worker will convert it; nothing is converted here.
+    assert prepared_model_dir(row) == tmp_path / "cache" / gguf_cache_key(gguf)
+    assert not (tmp_path / "cache").exists()
+
+    row.weights_path = str(tmp_path / "missing")
+    with pytest.raises(ProviderError, match="neither a model directory"):
+        base_model_dir(row)
