@@ -2,9 +2,9 @@
 
     python bench/training.py [--examples N] [--epochs 1] [--repeats N] [--batch-size 8]
 
-Defaults fit about 5 minutes on 2 CPU cores (48 tickets, 2 repeats; the baseline trains at about
-80 tokens/s there, so a few hundred tickets take a quarter of an hour: pass --examples 300);
-on a GPU, 1024 tickets and 3 repeats.
+Defaults fit about 5 minutes on 2 CPU cores: 40 tickets, 2 repeats. The baseline trains at 50 to
+80 tokens/s there, so a few hundred tickets (300 are about 34k tokens) take over 10 minutes a
+repeat; pass --examples 300 for that. On a GPU: 1024 tickets, 3 repeats.
 
 Both sides fine-tune the same base model (SmolLM2-135M-Instruct, fp32 on CPU, bf16 on CUDA) on
 the same generated support tickets with the same hyperparameters: epochs, batch size in examples,
@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(REPO))
 
-from providers.base import Conversation, TrainingConfig  # noqa: E402
+from providers.base import Conversation, TrainingConfig, TrainingProgress  # noqa: E402
 from providers.local import (  # noqa: E402
     IGNORED_LABEL,
     MAX_GRAD_NORM,
@@ -143,6 +143,9 @@ def support_tickets(count: int, seed: int) -> list[Conversation]:
 class Measurement:
     tokens: int
     seconds: float
+    # Mean over the optimizer steps: not equal across sides (other batches), but close when both
+    # train the same task the same way.
+    mean_train_loss: float
 
     @property
     def tokens_per_second(self) -> float:
@@ -152,18 +155,22 @@ class Measurement:
 def train_ours(
     base_dir: Path, conversations: list[Conversation], config: TrainingConfig
 ) -> Measurement:
+    progress: list[TrainingProgress] = []
     with tempfile.TemporaryDirectory() as output_dir:
         result = LocalLoRAFineTuner(base_dir).train(
             train=conversations,
             validation=[],
             config=config,
             output_dir=Path(output_dir),
-            on_progress=lambda _progress: None,
+            on_progress=progress.append,
             should_stop=lambda: False,
         )
+    losses = [event.train_loss for event in progress if event.train_loss is not None]
     # tokens_per_second is training tokens over the seconds of the optimizer steps.
     return Measurement(
-        result.trained_tokens, result.trained_tokens / result.metrics["tokens_per_second"]
+        result.trained_tokens,
+        result.trained_tokens / result.metrics["tokens_per_second"],
+        statistics.mean(losses),
     )
 
 
@@ -242,8 +249,8 @@ def train_baseline(
             ),
             callbacks=[timer],
         )
-        trainer.train()
-    return Measurement(input_tokens(examples) * config.epochs, timer.seconds)
+        output = trainer.train()
+    return Measurement(input_tokens(examples) * config.epochs, timer.seconds, output.training_loss)
 
 
 def matmul_peak_flops(device: str) -> float:
@@ -302,7 +309,7 @@ def main() -> None:
 
     device = pick_device(None)
     on_gpu = device.startswith("cuda")
-    example_count = args.examples or (1024 if on_gpu else 48)
+    example_count = args.examples or (1024 if on_gpu else 40)
     repeats = args.repeats or (3 if on_gpu else 2)
     cache = Path(os.environ.get("FTPORTAL_MODEL_CACHE", REPO / "var" / "models"))
     base_dir = ensure_base_model(cache)
@@ -338,7 +345,8 @@ def main() -> None:
                 measured = baseline[-1]
             print(
                 f"repeat {repeat + 1} {side}: {measured.tokens} tokens in "
-                f"{measured.seconds:.1f} s = {measured.tokens_per_second:.1f} tokens/s",
+                f"{measured.seconds:.1f} s = {measured.tokens_per_second:.1f} tokens/s, "
+                f"mean train loss {measured.mean_train_loss:.3f}",
                 flush=True,
             )
     if ours[0].tokens != baseline[0].tokens:
