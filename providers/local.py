@@ -550,6 +550,9 @@ def write_atomically(final_dir: Path, write: Callable[[Path], None]) -> None:
     try:
         write(staging)
         _flush_to_disk(staging)
+        # mkdtemp makes the directory private (0700); a checkpoint is read like the rest of the
+        # output directory, possibly by the web process under another user.
+        staging.chmod(0o755)
         if final_dir.exists():
             # The same step written by an earlier attempt of this run (resumed from before it):
             # rename cannot replace a non-empty directory, so move the old one aside first.
