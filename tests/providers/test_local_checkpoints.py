@@ -306,6 +306,7 @@ def test_an_atomic_write_replaces_an_earlier_copy_of_the_same_step(tmp_path: Pat
     write_atomically(final, writes_file("b.txt", "second"))
 
     assert sorted(path.name for path in final.iterdir()) == ["b.txt"]
+    assert final.stat().st_mode & 0o777 == 0o755  # not mkdtemp's private 0700
     assert list((tmp_path / "checkpoints").iterdir()) == [final]
 
 
