@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from ftportal.http import AppRequest
@@ -11,7 +12,12 @@ from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
 from .models import ModelVersion, RegisteredModel
-from .selectors import alias_history, production_version, versions_with_lineage
+from .selectors import (
+    alias_history,
+    production_version,
+    versions_losing_their_base,
+    versions_with_lineage,
+)
 from .services import model_version_promote, production_rollback, rollback_target
 
 
@@ -32,6 +38,7 @@ def model_list(request: AppRequest, project_id: int) -> HttpResponse:
         "role": role,
         "models": models,
         "history": alias_history(project)[:50],
+        "endangered": versions_losing_their_base(project, today=timezone.localdate()),
         "can_promote": role_allows(role, Action.PROMOTE),
         "can_evaluate": role_allows(role, Action.EVALUATE),
     }

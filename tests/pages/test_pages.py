@@ -32,7 +32,14 @@ from ftportal.models import Project
 from ftportal.roles import Action, Role
 from registry.models import Alias, AliasChange, ModelVersion, RegisteredModel
 from registry.services import model_version_promote
-from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob, TrainingMetric
+from training.models import (
+    BaseModel,
+    Checkpoint,
+    JobEvent,
+    JobStatus,
+    TrainingJob,
+    TrainingMetric,
+)
 
 XSS = "<script>window.__xss=1</script>"
 XSS_ESCAPED = "&lt;script&gt;window.__xss=1&lt;/script&gt;"
@@ -717,6 +724,46 @@ def test_a_running_job_fragment_polls_and_shows_the_step(
     assert f'hx-get="{url}"' in fragment
     assert "step 1 of 3" in fragment
     assert "<polyline" in fragment
+
+
+def test_the_job_page_warns_of_overfitting_lists_checkpoints_and_registers_one(
+    client: Client, world: World, lead: User
+) -> None:
+    job = world.running_job
+    job.total_steps = 12
+    job.save()
+    for step in range(1, 13):
+        val = {3: 1.0, 6: 1.1, 9: 1.2, 12: 1.3}.get(step)
+        TrainingMetric.objects.create(
+            job=job,
+            step=step,
+            epoch=step / 4,
+            train_loss=2.0 - 0.1 * step,
+            val_loss=val,
+            learning_rate=1e-3 * (1 - step / 12),
+            tokens_per_second=800.0,
+        )
+    Checkpoint.objects.create(job=job, step=6, path="/nowhere/step-6", val_loss=1.1)
+    JobEvent.objects.create(job=job, message=XSS)
+    client.force_login(lead)
+    url = reverse("job_detail", args=[world.project.pk, job.pk])
+
+    page = client.get(url).content.decode()
+
+    assert 'id="overfitting"' in page and "risen for 3 evaluations" in page
+    assert 'id="lr-chart"' in page and 'id="speed-chart"' in page
+    assert page.count('class="register-checkpoint"') == 2
+    assert XSS not in page and XSS_ESCAPED in page
+    checkpoint = job.checkpoints.get(step=6)
+    response = client.post(
+        reverse("checkpoint_register", args=[world.project.pk, job.pk, checkpoint.pk])
+    )
+    assert response.status_code == 302
+    version = ModelVersion.objects.get(checkpoint=checkpoint)
+    assert version.adapter_dir == "/nowhere/step-6"
+    after = client.get(url).content.decode()
+    assert after.count('class="register-checkpoint"') == 1
+    assert str(version) in after
 
 
 def test_a_finished_job_fragment_stops_polling(client: Client, world: World, lead: User) -> None:

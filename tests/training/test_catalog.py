@@ -82,6 +82,9 @@ def test_the_catalog_page_lists_versions_whose_base_model_goes_away(client, proj
 
     assert "&lt;b&gt;triage&lt;/b&gt; v1" in page and "<b>triage</b>" not in page
     assert f"shuts down on {row.retires_at}: this version stops working" in page
+    registry = client.get(reverse("model_list", args=[project.pk])).content.decode()
+    assert 'id="endangered-versions"' in registry
+    assert f"shuts down on {row.retires_at}" in registry
 
 
 def test_a_local_catalog_row_can_name_its_own_weights(tmp_path, settings):
