@@ -220,10 +220,11 @@ FTPORTAL_PROVIDER_MAX_RETRIES = int(os.environ.get("FTPORTAL_PROVIDER_MAX_RETRIE
 FTPORTAL_PROVIDER_BACKOFF_SECONDS = float(os.environ.get("FTPORTAL_PROVIDER_BACKOFF_SECONDS", 5))
 
 # What an hour of this worker's hardware costs, for the cost of local jobs; set it per host
-# (a GPU host's rate differs). The speed is only the first estimate: later ones use the median
+# (a GPU host's rate differs). The speed is only the first estimate (bench/training.py measured
+# 115 to 140 training tokens/s for SmolLM2-135M on 2 CPU cores); later estimates use the median
 # measured speed of finished local jobs.
 FTPORTAL_LOCAL_USD_PER_HOUR = os.environ.get("FTPORTAL_LOCAL_USD_PER_HOUR", "0.10")
-FTPORTAL_LOCAL_TOKENS_PER_SECOND = float(os.environ.get("FTPORTAL_LOCAL_TOKENS_PER_SECOND", 1500))
+FTPORTAL_LOCAL_TOKENS_PER_SECOND = float(os.environ.get("FTPORTAL_LOCAL_TOKENS_PER_SECOND", 150))
 
 # Where models live: the base-model cache (safetensors) and trained adapters.
 FTPORTAL_MODEL_CACHE = Path(os.environ.get("FTPORTAL_MODEL_CACHE", VAR_DIR / "models"))
