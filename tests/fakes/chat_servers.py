@@ -35,6 +35,9 @@ Counters: ``total_requests``, ``max_in_flight_seen``, ``requests_by_item``,
 the client's timeout), ``reject_items_containing`` (a permanent 400 for matching items), and
 ``response_delay`` (seconds before each successful answer).
 
+``python -m tests.fakes.chat_servers`` runs the OpenAI-compatible fake in a process of its own,
+controlled over HTTP at ``CONTROL_PATH`` (see ``serve_until_stdin_closes``).
+
 Use them as context managers or as the ``fake_openai_chat`` and ``fake_anthropic`` fixtures
 (import ``fake_openai_chat_fixture`` / ``fake_anthropic_fixture`` into the test module).
 """
@@ -42,6 +45,7 @@ Use them as context managers or as the ``fake_openai_chat`` and ``fake_anthropic
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -54,6 +58,9 @@ from typing import Any, Self
 import pytest
 
 DEFAULT_API_KEY = "sk-fake-chat-key"
+# For a fake run in its own process (``python -m tests.fakes.chat_servers``): GET answers the
+# counters, POST {"count": n, "status": s, "headers": {...}} calls fail_next_requests.
+CONTROL_PATH = "/_fake/control"
 ANSWER_PREFIX = "ECHO: "
 # Anthropic's error "type" for each status the fakes inject.
 ANTHROPIC_ERROR_TYPES = {
@@ -176,6 +183,17 @@ class _FakeChatServer:
     @property
     def successful_answers(self) -> int:
         return sum(self.answers_by_item.values())
+
+    def stats(self) -> dict[str, Any]:
+        """The counters as JSON, what ``GET /_fake/control`` answers (for a fake in another
+        process)."""
+        with self._lock:
+            return {
+                "total_requests": self.total_requests,
+                "max_in_flight_seen": self.max_in_flight_seen,
+                "requests_by_item": dict(self.requests_by_item),
+                "answers_by_item": dict(self.answers_by_item),
+            }
 
     # -- what each API supplies --------------------------------------------------------------
 
@@ -354,10 +372,20 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
+        def do_GET(self) -> None:
+            self.close_connection = True
+            if self.path == CONTROL_PATH:
+                self._send(_Reply(200, server.stats()))
+            else:
+                self._send(_Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
+
         def do_POST(self) -> None:
             # One request per connection: no idle keep-alive threads outlive a test.
             self.close_connection = True
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path == CONTROL_PATH:
+                self._control(raw)
+                return
             if self.path.split("?")[0] != server.path:
                 self._send(_Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
                 return
@@ -375,6 +403,13 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # tests read the counters instead of stderr noise
+
+        def _control(self, raw: bytes) -> None:
+            command = json.loads(raw)
+            server.fail_next_requests(
+                int(command["count"]), status=int(command["status"]), headers=command.get("headers")
+            )
+            self._send(_Reply(200, {"ok": True}))
 
         def _send(self, reply: _Reply) -> None:
             payload = json.dumps(reply.body).encode()
@@ -403,3 +438,17 @@ def fake_openai_chat_fixture() -> Iterator[FakeOpenAIChatServer]:
 def fake_anthropic_fixture() -> Iterator[FakeAnthropicServer]:
     with FakeAnthropicServer() as fake:
         yield fake
+
+
+def serve_until_stdin_closes() -> None:
+    """``python -m tests.fakes.chat_servers [response_delay]``: a fake OpenAI-compatible server
+    in its own process, so a benchmark's client does not share a GIL with it. Prints the base
+    URL on the first line and stops when its standard input closes."""
+    delay = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
+    with FakeOpenAIChatServer(response_delay=delay) as fake:
+        print(fake.base_url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    serve_until_stdin_closes()
