@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
@@ -159,22 +159,26 @@ class _HostedChat:
                 ): index
                 for index, payload in enumerate(payloads)
             }
-            for future in as_completed(futures):
-                index = futures[future]
-                if future.cancelled():
-                    continue
-                failure = future.exception()
-                if failure is None:
-                    generation = future.result()
-                    results[index] = generation
-                    if on_result is not None:
-                        on_result(index, generation)
-                    continue
-                if first_error is None:
-                    first_error = _as_item_error(index, failure)
-                    stop.set()
-                    for other in futures:
-                        other.cancel()
+            try:
+                for future in as_completed(futures):
+                    index = futures[future]
+                    if future.cancelled():
+                        continue
+                    failure = future.exception()
+                    if failure is None:
+                        generation = future.result()
+                        results[index] = generation
+                        if on_result is not None:
+                            on_result(index, generation)
+                        continue
+                    if first_error is None:
+                        first_error = _as_item_error(index, failure)
+                        _stop_all(stop, futures)
+            except BaseException:
+                # on_result failed, or the caller's thread was interrupted (Ctrl-C, a Celery
+                # time limit): leaving the pool waits for its queue, so empty it first.
+                _stop_all(stop, futures)
+                raise
         if first_error is not None:
             raise first_error
         return [_present(result) for result in results]
@@ -239,6 +243,13 @@ class _HostedChat:
         else:
             base = min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2 ** (attempt - 1))
         return base * (1 + random.uniform(0, 0.1))
+
+
+def _stop_all(stop: threading.Event, futures: Iterable[Future[HostedGeneration]]) -> None:
+    """No new request, no further retry; requests already sent finish."""
+    stop.set()
+    for future in futures:
+        future.cancel()
 
 
 def _as_item_error(index: int, error: BaseException) -> HostedItemError:

@@ -116,15 +116,17 @@ def test_retry_after_ms_is_preferred(fake_openai_chat: FakeOpenAIChatServer):
 
 def test_one_rate_limit_pauses_every_worker(fake_openai_chat: FakeOpenAIChatServer):
     fake_openai_chat.fail_next_requests(1, status=429, headers={"retry-after-ms": "500"})
-    fake_openai_chat.response_delay = 0.05
-    chat = openai_chat(fake_openai_chat, max_in_flight=1)
+    fake_openai_chat.response_delay = 0.1
+    chat = openai_chat(fake_openai_chat, max_in_flight=2)
 
-    chat.generate_many(questions(3))
+    chat.generate_many(questions(4))
 
-    # One worker: item 0 got the 429; items 1 and 2 were not sent until the pause ended.
-    [rejected, _] = fake_openai_chat.request_times_by_item["question number 0"]
-    later = [fake_openai_chat.request_times_by_item[f"question number {i}"][0] for i in (1, 2)]
-    assert all(moment - rejected >= 0.5 for moment in later)
+    # The two workers sent items 0 and 1; the first to arrive got the 429. The other worker,
+    # free 0.1 s later, still waited out the pause before sending items 2 and 3.
+    times = fake_openai_chat.request_times_by_item
+    [rejected_item] = [item for item, moments in times.items() if len(moments) == 2]
+    rejected_at = times[rejected_item][0]
+    assert all(times[f"question number {i}"][0] - rejected_at >= 0.5 for i in (2, 3))
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
@@ -203,6 +205,24 @@ def test_on_result_is_called_once_per_item(fake_openai_chat: FakeOpenAIChatServe
 
     assert sorted(index for index, _ in reported) == list(range(10))
     assert all(generations[index] == generation for index, generation in reported)
+
+
+def test_nothing_to_generate_sends_nothing(fake_openai_chat: FakeOpenAIChatServer):
+    assert openai_chat(fake_openai_chat).generate_many([]) == []
+    assert fake_openai_chat.total_requests == 0
+
+
+def test_a_failing_on_result_stops_the_remaining_requests(fake_openai_chat: FakeOpenAIChatServer):
+    def on_result(index: int, generation: HostedGeneration) -> None:
+        raise RuntimeError("the database is gone")
+
+    with pytest.raises(RuntimeError, match="the database is gone"):
+        openai_chat(fake_openai_chat, max_in_flight=2).generate_many(
+            questions(20), on_result=on_result
+        )
+
+    # Only what was already sent when the first result came back, not all 20.
+    assert fake_openai_chat.total_requests < 20
 
 
 def test_generate_batch_speaks_the_chat_model_protocol(fake_openai_chat: FakeOpenAIChatServer):
