@@ -177,6 +177,9 @@ def main() -> None:
         f"retries={retries} baseline_s_extrapolated={baseline_seconds:.1f} "
         f"speedup={speedup:.1f}"
     )
+    # A fast run that lost or repeated answers, or exceeded the limit, is a failed run.
+    if answered_once != args.requests or max_seen > args.max_in_flight:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -59,11 +59,16 @@ class HostedGeneration:
 
 
 class HostedItemError(ProviderError):
-    """Item ``index`` of a batch failed for good (refused, or out of attempts)."""
+    """Item ``index`` of a batch failed for good (refused, or out of attempts).
 
-    def __init__(self, index: int, message: str) -> None:
+    ``retryable`` is true when it ran out of attempts on transient errors: the whole run may
+    pass later (resuming from what ``on_result`` saved), unlike a refused request.
+    """
+
+    def __init__(self, index: int, message: str, *, retryable: bool = False) -> None:
         super().__init__(f"Item {index}: {message}")
         self.index = index
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -219,7 +224,9 @@ class _HostedChat:
                 answer = self._send(payload, max_new_tokens=max_new_tokens, temperature=temperature)
             except TransientProviderError as error:
                 if attempt >= self.max_attempts:
-                    raise HostedItemError(index, f"gave up after {attempt} attempts: {error}")
+                    raise HostedItemError(
+                        index, f"gave up after {attempt} attempts: {error}", retryable=True
+                    ) from error
                 if error.retry_after is not None:
                     pause.extend(error.retry_after)
                 # Sleeping on the stop event lets a failure elsewhere end the wait early.

@@ -173,7 +173,7 @@ def test_running_out_of_attempts_names_the_item(fake_openai_chat: FakeOpenAIChat
     with pytest.raises(HostedItemError, match=r"Item 0: gave up after 3 attempts") as raised:
         openai_chat(fake_openai_chat, max_attempts=3).generate_many(questions(1))
 
-    assert raised.value.index == 0
+    assert raised.value.index == 0 and raised.value.retryable
     assert fake_openai_chat.total_requests == 3
 
 
@@ -189,6 +189,7 @@ def test_a_permanent_400_raises_naming_the_item_without_retrying(
         )
 
     assert isinstance(raised.value, HostedItemError) and raised.value.index == 5
+    assert not raised.value.retryable
     assert fake_openai_chat.requests_by_item["question number 5"] == 1
     # Items answered before the failure were still reported, so a resume can skip them.
     assert 5 not in seen
