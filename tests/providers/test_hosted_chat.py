@@ -44,14 +44,16 @@ def openai_chat(fake: FakeOpenAIChatServer, **options: float) -> OpenAICompatibl
     )
 
 
-def anthropic_chat(fake: FakeAnthropicServer, **options: int) -> AnthropicChat:
+def anthropic_chat(
+    fake: FakeAnthropicServer, *, max_in_flight: int = 8, timeout: float = 10.0, api_key: str = ""
+) -> AnthropicChat:
     return AnthropicChat(
-        api_key=fake.api_key,
+        api_key=api_key or fake.api_key,
         model=MODEL,
         base_url=fake.base_url,
-        timeout=10.0,
+        timeout=timeout,
         backoff_seconds=0.05,
-        max_in_flight=options.get("max_in_flight", 8),
+        max_in_flight=max_in_flight,
     )
 
 
@@ -319,3 +321,22 @@ def test_anthropic_request_joins_system_messages_and_refuses_unknown_roles():
     with pytest.raises(ProviderError, match="no user or assistant message"):
         anthropic_request([{"role": "system", "content": "alone"}])
     assert anthropic_request([{"role": "user", "content": "hi"}]).system is None
+
+
+def test_anthropic_timeout_is_retried(fake_anthropic: FakeAnthropicServer):
+    fake_anthropic.stall_next_requests(1, seconds=3)
+
+    [generation] = anthropic_chat(fake_anthropic, timeout=0.3).generate_many(questions(1))
+
+    assert generation.attempts == 2
+    assert fake_anthropic.answers_by_item["question number 0"] == 1
+
+
+def test_anthropic_wrong_key_is_permanent(fake_anthropic: FakeAnthropicServer):
+    with pytest.raises(
+        HostedItemError, match=r"Item 0: .*authentication_error.*HTTP 401"
+    ) as raised:
+        anthropic_chat(fake_anthropic, api_key="sk-wrong").generate_many(questions(1))
+
+    assert not raised.value.retryable
+    assert fake_anthropic.total_requests == 1
