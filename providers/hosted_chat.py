@@ -1,0 +1,447 @@
+"""Chat generation through hosted APIs, many requests at once: OpenAI-compatible chat
+completions (OpenAI, vLLM, Ollama, ...) and Anthropic Messages.
+
+Concurrency is a thread pool of ``max_in_flight`` workers, each holding at most one request
+open, rather than async clients inside ``asyncio.run``: ``on_result`` then runs in the caller's
+thread, outside any event loop, so evaluation can save progress with the Django ORM there
+(Django refuses ORM calls from inside a running event loop). Waiting on sockets releases the
+GIL, so tens of threads cost little next to the provider's latency.
+
+The SDKs' own retries are off (``max_retries=0``): every retry is ours, counted in
+``attempts``, with backoff, Retry-After honoured, and a shared pause so that one 429 slows
+every worker, not just the one that received it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import openai
+
+from providers.base import (
+    Conversation,
+    Generation,
+    ProviderError,
+    TransientProviderError,
+)
+from providers.openai_ft import TRANSIENT_STATUS_CODES, classify_error, retry_after_seconds
+
+# Exponential backoff never waits longer than this between two attempts of one item (a
+# provider's Retry-After is honoured whatever its length).
+MAX_BACKOFF_SECONDS = 30.0
+# Anthropic takes system text apart from the turns, and only these two roles as turns.
+ANTHROPIC_SYSTEM_ROLES = frozenset({"system", "developer"})
+ANTHROPIC_TURN_ROLES = frozenset({"user", "assistant"})
+
+OnResult = Callable[[int, "HostedGeneration"], None]
+
+
+@dataclass(frozen=True)
+class HostedGeneration:
+    """One answer; ``latency_seconds`` is the successful attempt's, ``attempts`` counts every
+    request sent for this item (1 when the first one answered)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_seconds: float
+    attempts: int
+
+    def as_generation(self) -> Generation:
+        return Generation(self.text, self.prompt_tokens, self.completion_tokens)
+
+
+class HostedItemError(ProviderError):
+    """Item ``index`` of a batch failed for good (refused, or out of attempts).
+
+    ``retryable`` is true when it ran out of attempts on transient errors: the whole run may
+    pass later (resuming from what ``on_result`` saved), unlike a refused request.
+    """
+
+    def __init__(self, index: int, message: str, *, retryable: bool = False) -> None:
+        super().__init__(f"Item {index}: {message}")
+        self.index = index
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class _Answer:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class _RateLimitPause:
+    """A moment before which no worker sends: a 429's Retry-After applies to the whole
+    account, so the other workers would only collect more 429s by sending meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._resume_at = 0.0
+
+    def extend(self, seconds: float) -> None:
+        with self._lock:
+            self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+    def wait(self, stop: threading.Event) -> None:
+        while True:
+            with self._lock:
+                remaining = self._resume_at - time.monotonic()
+            if remaining <= 0 or stop.wait(remaining):
+                return
+
+
+class _HostedChat:
+    """What both providers share: the pool, the retries, the ordering and the callbacks."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        max_in_flight: int,
+        max_attempts: int,
+        backoff_seconds: float,
+    ) -> None:
+        if max_in_flight < 1 or max_attempts < 1:
+            raise ValueError("max_in_flight and max_attempts must be at least 1.")
+        self.timeout = timeout
+        self.max_in_flight = max_in_flight
+        self.max_attempts = max_attempts
+        self.backoff_seconds = backoff_seconds
+
+    # -- what each provider supplies -----------------------------------------------------------
+
+    def _prepare(self, conversation: Conversation) -> Any:
+        """The request payload for a conversation; ProviderError when it cannot be sent."""
+        return conversation
+
+    def _send(self, payload: Any, *, max_new_tokens: int, temperature: float) -> _Answer:
+        """One request; TransientProviderError when worth trying again."""
+        raise NotImplementedError
+
+    # -- the public API ----------------------------------------------------------------------
+
+    def generate_many(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        on_result: OnResult | None = None,
+    ) -> list[HostedGeneration]:
+        """Answers in input order. ``on_result(index, generation)`` runs in the calling thread
+        as each item finishes. On a permanent failure, items not yet started are dropped,
+        those already in flight are finished (and reported: they are paid for), then
+        HostedItemError naming the first failed item is raised."""
+        # Every conversation is checked before anything is sent, so a malformed one costs nothing.
+        payloads = []
+        for index, conversation in enumerate(conversations):
+            try:
+                payloads.append(self._prepare(conversation))
+            except ProviderError as error:
+                raise HostedItemError(index, str(error)) from error
+        results: list[HostedGeneration | None] = [None] * len(payloads)
+        stop = threading.Event()
+        pause = _RateLimitPause()
+        first_error: HostedItemError | None = None
+        with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="hosted-chat") as pool:
+            futures: dict[Future[HostedGeneration], int] = {
+                pool.submit(
+                    self._generate_one,
+                    index,
+                    payload,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    pause=pause,
+                    stop=stop,
+                ): index
+                for index, payload in enumerate(payloads)
+            }
+            try:
+                for future in as_completed(futures):
+                    index = futures[future]
+                    if future.cancelled():
+                        continue
+                    failure = future.exception()
+                    if failure is None:
+                        generation = future.result()
+                        results[index] = generation
+                        if on_result is not None:
+                            on_result(index, generation)
+                        continue
+                    if first_error is None:
+                        first_error = _as_item_error(index, failure)
+                        _stop_all(stop, futures)
+            except BaseException:
+                # on_result failed, or the caller's thread was interrupted (Ctrl-C, a Celery
+                # time limit): leaving the pool waits for its queue, so empty it first.
+                _stop_all(stop, futures)
+                raise
+        if first_error is not None:
+            raise first_error
+        return [_present(result) for result in results]
+
+    def generate_batch(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 128,
+        batch_size: int = 16,
+    ) -> list[Generation]:
+        """The ChatModel protocol. ``batch_size`` is for local models: a hosted API answers one
+        conversation per request, so ``max_in_flight`` bounds the parallelism instead."""
+        del batch_size
+        generations = self.generate_many(conversations, max_new_tokens=max_new_tokens)
+        return [generation.as_generation() for generation in generations]
+
+    # -- one item ------------------------------------------------------------------------------
+
+    def _generate_one(
+        self,
+        index: int,
+        payload: Any,
+        *,
+        max_new_tokens: int,
+        temperature: float,
+        pause: _RateLimitPause,
+        stop: threading.Event,
+    ) -> HostedGeneration:
+        attempt = 0
+        while True:
+            attempt += 1
+            pause.wait(stop)
+            if stop.is_set():
+                raise HostedItemError(index, "abandoned after another item failed.")
+            started = time.monotonic()
+            try:
+                answer = self._send(payload, max_new_tokens=max_new_tokens, temperature=temperature)
+            except TransientProviderError as error:
+                if attempt >= self.max_attempts:
+                    raise HostedItemError(
+                        index, f"gave up after {attempt} attempts: {error}", retryable=True
+                    ) from error
+                if error.retry_after is not None:
+                    pause.extend(error.retry_after)
+                # Sleeping on the stop event lets a failure elsewhere end the wait early.
+                stop.wait(self._delay(attempt, error.retry_after))
+                continue
+            except ProviderError as error:
+                raise HostedItemError(index, str(error)) from error
+            return HostedGeneration(
+                text=answer.text,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens,
+                latency_seconds=time.monotonic() - started,
+                attempts=attempt,
+            )
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before the next attempt: at least the provider's Retry-After, else
+        exponential backoff. Up to 10% jitter on top spreads out workers that failed together."""
+        if retry_after is not None:
+            base = retry_after
+        else:
+            base = min(MAX_BACKOFF_SECONDS, self.backoff_seconds * 2 ** (attempt - 1))
+        return base * (1 + random.uniform(0, 0.1))
+
+
+def _stop_all(stop: threading.Event, futures: Iterable[Future[HostedGeneration]]) -> None:
+    """No new request, no further retry; requests already sent finish."""
+    stop.set()
+    for future in futures:
+        future.cancel()
+
+
+def _as_item_error(index: int, error: BaseException) -> HostedItemError:
+    if isinstance(error, HostedItemError):
+        return error
+    # A bug or an SDK surprise: still name the item, keep the original as the cause.
+    wrapped = HostedItemError(index, f"unexpected {type(error).__name__}: {error}")
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def _present(result: HostedGeneration | None) -> HostedGeneration:
+    if result is None:  # cannot happen without an error raised first; a guard for mypy
+        raise ProviderError("An item finished without an answer.")
+    return result
+
+
+# -- OpenAI-compatible -----------------------------------------------------------------------
+
+
+class OpenAICompatibleChat(_HostedChat):
+    """Chat completions at OpenAI or any server that speaks them (vLLM, Ollama: ``base_url``).
+
+    Sends ``max_tokens``, which OpenAI's chat models, vLLM and Ollama all accept.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        model: str,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_in_flight: int = 8,
+        max_attempts: int = 6,
+        backoff_seconds: float = 0.5,
+    ) -> None:
+        super().__init__(
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            max_attempts=max_attempts,
+            backoff_seconds=backoff_seconds,
+        )
+        self.model = model
+        # One client for all threads: the SDK's client is safe to share and pools connections.
+        self._client = openai.OpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _send(self, payload: Conversation, *, max_new_tokens: int, temperature: float) -> _Answer:
+        try:
+            completion = self._client.chat.completions.create(
+                model=self.model,
+                messages=payload,  # type: ignore[arg-type]  # plain role/content dicts
+                max_tokens=max_new_tokens,
+                temperature=temperature,
+            )
+        except openai.OpenAIError as error:
+            raise classify_error("generating a chat completion", error) from error
+        if not completion.choices:
+            raise ProviderError("The provider answered with no choices.")
+        usage = completion.usage
+        return _Answer(
+            text=completion.choices[0].message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+
+# -- Anthropic -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnthropicRequest:
+    system: str | None
+    messages: list[dict[str, str]]
+
+
+def anthropic_request(conversation: Conversation) -> AnthropicRequest:
+    """Split a chat conversation into Anthropic's ``system`` and alternating ``messages``.
+
+    System (and developer) messages are joined into ``system``; user and assistant turns must
+    alternate, as Anthropic requires, and any other role is refused, naming the message.
+    """
+    system_parts: list[str] = []
+    messages: list[dict[str, str]] = []
+    for position, message in enumerate(conversation):
+        role = message.get("role", "")
+        content = message.get("content", "")
+        if role in ANTHROPIC_SYSTEM_ROLES:
+            system_parts.append(content)
+        elif role not in ANTHROPIC_TURN_ROLES:
+            raise ProviderError(f"message {position} has role {role!r}, which Anthropic lacks.")
+        elif messages and messages[-1]["role"] == role:
+            raise ProviderError(
+                f"message {position} is a second {role!r} turn in a row; Anthropic requires "
+                "user and assistant turns to alternate."
+            )
+        else:
+            messages.append({"role": role, "content": content})
+    if not messages:
+        raise ProviderError("the conversation has no user or assistant message.")
+    return AnthropicRequest(system="\n\n".join(system_parts) or None, messages=messages)
+
+
+class AnthropicChat(_HostedChat):
+    """Claude through the Anthropic Messages API (``base_url`` for a gateway or a fake)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        model: str,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_in_flight: int = 8,
+        max_attempts: int = 6,
+        backoff_seconds: float = 0.5,
+    ) -> None:
+        super().__init__(
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            max_attempts=max_attempts,
+            backoff_seconds=backoff_seconds,
+        )
+        self.model = model
+        self._client = anthropic.Anthropic(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _prepare(self, conversation: Conversation) -> AnthropicRequest:
+        return anthropic_request(conversation)
+
+    def _send(
+        self, payload: AnthropicRequest, *, max_new_tokens: int, temperature: float
+    ) -> _Answer:
+        # The Messages API of SDK 2.x takes no temperature (newer Claude models refuse
+        # sampling parameters), so it is not sent: the model's own sampling applies.
+        del temperature
+        arguments: dict[str, Any] = {
+            "model": self.model,
+            "messages": payload.messages,
+            "max_tokens": max_new_tokens,
+        }
+        if payload.system is not None:
+            arguments["system"] = payload.system
+        try:
+            message = self._client.messages.create(**arguments)
+        except anthropic.AnthropicError as error:
+            raise classify_anthropic_error("generating a message", error) from error
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return _Answer(
+            text=text,
+            prompt_tokens=message.usage.input_tokens,
+            completion_tokens=message.usage.output_tokens,
+        )
+
+
+def classify_anthropic_error(doing: str, error: anthropic.AnthropicError) -> ProviderError:
+    """The Anthropic SDK's errors, sorted as ``classify_error`` sorts OpenAI's (a different
+    SDK, so a different exception tree): 408/409/429, 5xx and 529 (overloaded) are transient."""
+    if isinstance(error, anthropic.APITimeoutError):
+        return TransientProviderError(f"{doing}: the provider did not answer in time.")
+    if isinstance(error, anthropic.APIConnectionError):
+        return TransientProviderError(f"{doing}: could not reach the provider ({error}).")
+    if isinstance(error, anthropic.APIStatusError):
+        status = error.status_code
+        message = f"{doing}: {_anthropic_error_text(error.body)} (HTTP {status})"
+        if status in TRANSIENT_STATUS_CODES or status >= 500:
+            return TransientProviderError(
+                message, retry_after=retry_after_seconds(error.response.headers)
+            )
+        return ProviderError(message)
+    return ProviderError(f"{doing}: {error}")
+
+
+def _anthropic_error_text(body: object) -> str:
+    # Anthropic's envelope: {"type": "error", "error": {"type": "...", "message": "..."}}.
+    details = body.get("error") if isinstance(body, dict) else None
+    if isinstance(details, dict) and isinstance(details.get("message"), str):
+        return f"{details['message']} ({details.get('type', 'error')})"
+    return "no details given"

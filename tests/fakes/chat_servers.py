@@ -1,0 +1,454 @@
+"""Fake hosted chat APIs on 127.0.0.1, so the real ``openai`` and ``anthropic`` SDKs run over
+real HTTP: OpenAI chat completions and Anthropic Messages.
+
+OpenAI-compatible, ``POST /v1/chat/completions`` with ``Authorization: Bearer <key>``:
+
+    request   {"model": "...", "messages": [{"role": "user", "content": "..."}],
+               "max_tokens": 64, "temperature": 0.0}
+    response  {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "...",
+               "choices": [{"index": 0, "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "ECHO: ..."}}],
+               "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+    error     {"error": {"message": "...", "type": "...", "param": null, "code": "..."}}
+
+Anthropic, ``POST /v1/messages`` with ``x-api-key: <key>`` (or ``Authorization: Bearer <key>``,
+as SDK 2.x sends it) and ``anthropic-version``:
+
+    request   {"model": "...", "max_tokens": 64, "system": "...",
+               "messages": [{"role": "user", "content": "..."}], "temperature": 0.0}
+    response  {"id": "msg_1", "type": "message", "role": "assistant", "model": "...",
+               "content": [{"type": "text", "text": "ECHO: ..."}], "stop_reason": "end_turn",
+               "stop_sequence": null, "usage": {"input_tokens": 5, "output_tokens": 3}}
+    error     {"type": "error", "error": {"type": "rate_limit_error", "message": "..."}}
+
+The Anthropic fake refuses (400) a system role inside ``messages`` and turns that do not
+alternate, as the real API does.
+
+Answers are deterministic: ``expected_answer(last user message)``, cut to ``max_tokens`` words.
+Token counts are whitespace-separated words. An item is known by its last user message, so
+tests give each item distinct text.
+
+Counters: ``total_requests``, ``max_in_flight_seen``, ``requests_by_item``,
+``answers_by_item`` (successful answers sent), ``request_times_by_item`` (arrival times,
+``time.monotonic()``). Scenario controls: ``fail_next_requests`` (429 with Retry-After, 500,
+529 overloaded, a 400, ...), ``stall_next_requests`` (held, then dropped unanswered: longer than
+the client's timeout), ``reject_items_containing`` (a permanent 400 for matching items), and
+``response_delay`` (seconds before each successful answer).
+
+``python -m tests.fakes.chat_servers`` runs the OpenAI-compatible fake in a process of its own,
+controlled over HTTP at ``CONTROL_PATH`` (see ``serve_until_stdin_closes``).
+
+Use them as context managers or as the ``fake_openai_chat`` and ``fake_anthropic`` fixtures
+(import ``fake_openai_chat_fixture`` / ``fake_anthropic_fixture`` into the test module).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Self
+
+import pytest
+
+DEFAULT_API_KEY = "sk-fake-chat-key"
+# For a fake run in its own process (``python -m tests.fakes.chat_servers``): GET answers the
+# counters, POST {"count": n, "status": s, "headers": {...}} calls fail_next_requests.
+CONTROL_PATH = "/_fake/control"
+ANSWER_PREFIX = "ECHO: "
+# Anthropic's error "type" for each status the fakes inject.
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def expected_answer(user_text: str) -> str:
+    return ANSWER_PREFIX + user_text.upper()
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+@dataclass(frozen=True)
+class _Failure:
+    status: int
+    headers: dict[str, str]
+    message: str
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _BacklogServer(ThreadingHTTPServer):
+    # The default listen backlog (5) drops connections when 50 clients connect at once.
+    request_queue_size = 256
+    daemon_threads = True
+
+
+class _FakeChatServer:
+    """What both fakes share: the HTTP server, the counters and the scenario controls."""
+
+    path = ""
+
+    def __init__(self, *, api_key: str = DEFAULT_API_KEY, response_delay: float = 0.0) -> None:
+        self.api_key = api_key
+        self.response_delay = response_delay
+        self.bodies: list[Any] = []  # every decoded request body, in arrival order
+        self.total_requests = 0
+        self.max_in_flight_seen = 0
+        self.requests_by_item: Counter[str] = Counter()
+        self.answers_by_item: Counter[str] = Counter()
+        self.request_times_by_item: dict[str, list[float]] = {}
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._failures: deque[_Failure] = deque()
+        self._stalls: deque[float] = deque()
+        self._rejected_texts: list[str] = []
+        self._http = _BacklogServer(("127.0.0.1", 0), _handler_for(self))
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._http.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes stalled and delayed requests
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- scenario controls -------------------------------------------------------------------
+
+    def fail_next_requests(
+        self, count: int, *, status: int, headers: dict[str, str] | None = None, message: str = ""
+    ) -> None:
+        """Answer the next ``count`` requests at once with this status (and headers, e.g.
+        ``{"Retry-After": "1"}``)."""
+        failure = _Failure(status, dict(headers or {}), message or f"Simulated {status}.")
+        with self._lock:
+            self._failures.extend([failure] * count)
+
+    def stall_next_requests(self, count: int = 1, *, seconds: float) -> None:
+        """Hold the next ``count`` requests this long, then close them without an answer."""
+        with self._lock:
+            self._stalls.extend([seconds] * count)
+
+    def reject_items_containing(self, text: str) -> None:
+        """Refuse (400, permanently) every request whose last user message contains ``text``."""
+        with self._lock:
+            self._rejected_texts.append(text)
+
+    @property
+    def successful_answers(self) -> int:
+        return sum(self.answers_by_item.values())
+
+    def stats(self) -> dict[str, Any]:
+        """The counters as JSON, what ``GET /_fake/control`` answers (for a fake in another
+        process)."""
+        with self._lock:
+            return {
+                "total_requests": self.total_requests,
+                "max_in_flight_seen": self.max_in_flight_seen,
+                "requests_by_item": dict(self.requests_by_item),
+                "answers_by_item": dict(self.answers_by_item),
+            }
+
+    # -- what each API supplies --------------------------------------------------------------
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        raise NotImplementedError
+
+    def _check(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        """Raise _Refused for a request the real API would refuse."""
+
+    def _answer(self, body: dict[str, Any], text: str, prompt_words: int) -> Any:
+        raise NotImplementedError
+
+    def _error_body(self, status: int, message: str) -> Any:
+        raise NotImplementedError
+
+    # -- request handling (handler threads) --------------------------------------------------
+
+    def _arrive(self, item: str) -> tuple[_Failure | None, float]:
+        with self._lock:
+            self.total_requests += 1
+            self._in_flight += 1
+            self.max_in_flight_seen = max(self.max_in_flight_seen, self._in_flight)
+            self.requests_by_item[item] += 1
+            self.request_times_by_item.setdefault(item, []).append(time.monotonic())
+            failure = self._failures.popleft() if self._failures else None
+            stall = self._stalls.popleft() if self._stalls and failure is None else 0.0
+            return failure, stall
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _reply(self, body: Any, headers: dict[str, str]) -> _Reply | None:
+        """The reply to a decoded request; None to close without answering."""
+        item = _last_user_text(body)
+        failure, stall = self._arrive(item)
+        try:
+            if failure is not None:
+                return _Reply(
+                    failure.status,
+                    self._error_body(failure.status, failure.message),
+                    failure.headers,
+                )
+            if stall:
+                self._stopping.wait(stall)
+                return None
+            if not self._authorised(headers):
+                return _Reply(401, self._error_body(401, "Invalid API key."))
+            try:
+                self._check(body, headers)
+                if any(text in item for text in self._rejected_texts):
+                    raise _Refused(400, "This request is refused (simulated, permanent).")
+            except _Refused as refused:
+                return _Reply(refused.status, self._error_body(refused.status, str(refused)))
+            if self.response_delay and self._stopping.wait(self.response_delay):
+                return None
+            prompt_words = sum(
+                word_count(message.get("content") or "") for message in body.get("messages", [])
+            ) + word_count(body.get("system") or "")
+            reply = _Reply(200, self._answer(body, item, prompt_words))
+            with self._lock:
+                self.answers_by_item[item] += 1
+            return reply
+        finally:
+            self._leave()
+
+
+def _last_user_text(body: Any) -> str:
+    messages = body.get("messages") if isinstance(body, dict) else None
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else ""
+    return ""
+
+
+def _answer_text(user_text: str, max_tokens: object) -> str:
+    words = expected_answer(user_text).split()
+    if isinstance(max_tokens, int):
+        words = words[:max_tokens]
+    return " ".join(words)
+
+
+class FakeOpenAIChatServer(_FakeChatServer):
+    """``base_url`` ends in /v1, as OpenAI's SDK expects."""
+
+    path = "/v1/chat/completions"
+
+    @property
+    def base_url(self) -> str:
+        return super().base_url + "/v1"
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        return headers.get("authorization") == f"Bearer {self.api_key}"
+
+    def _answer(self, body: dict[str, Any], text: str, prompt_words: int) -> Any:
+        answer = _answer_text(text, body.get("max_tokens"))
+        return {
+            "id": f"chatcmpl-{self.total_requests}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", ""),
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                    "message": {"role": "assistant", "content": answer},
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_words,
+                "completion_tokens": word_count(answer),
+                "total_tokens": prompt_words + word_count(answer),
+            },
+        }
+
+    def _error_body(self, status: int, message: str) -> Any:
+        error_type = "requests" if status == 429 else "server_error" if status >= 500 else ""
+        code = "rate_limit_exceeded" if status == 429 else None
+        return {
+            "error": {
+                "message": message,
+                "type": error_type or "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+
+
+class FakeAnthropicServer(_FakeChatServer):
+    """``base_url`` is the host, as Anthropic's SDK appends /v1/messages itself."""
+
+    path = "/v1/messages"
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        # SDK 1.x sends x-api-key; SDK 2.x sends the key as a Bearer token. Anthropic takes both.
+        return (
+            headers.get("x-api-key") == self.api_key
+            or headers.get("authorization") == f"Bearer {self.api_key}"
+        )
+
+    def _check(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        if not headers.get("anthropic-version"):
+            raise _Refused(400, "anthropic-version: header is required.")
+        if not isinstance(body.get("max_tokens"), int):
+            raise _Refused(400, "max_tokens: Field required.")
+        previous = None
+        for position, message in enumerate(body.get("messages") or []):
+            role = message.get("role")
+            if role not in ("user", "assistant"):
+                raise _Refused(400, f"messages.{position}.role: Input should be 'user' or ...")
+            if role == previous:
+                raise _Refused(400, "messages: roles must alternate between user and assistant.")
+            previous = role
+
+    def _answer(self, body: dict[str, Any], text: str, prompt_words: int) -> Any:
+        answer = _answer_text(text, body.get("max_tokens"))
+        return {
+            "id": f"msg_{self.total_requests}",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model", ""),
+            "content": [{"type": "text", "text": answer}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": prompt_words, "output_tokens": word_count(answer)},
+        }
+
+    def _error_body(self, status: int, message: str) -> Any:
+        error_type = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+        return {"type": "error", "error": {"type": error_type, "message": message}}
+
+
+def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.close_connection = True
+            if self.path == CONTROL_PATH:
+                self._send(_Reply(200, server.stats()))
+            else:
+                self._send(_Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
+
+        def do_POST(self) -> None:
+            # One request per connection: no idle keep-alive threads outlive a test.
+            self.close_connection = True
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.path == CONTROL_PATH:
+                self._control(raw)
+                return
+            if self.path.split("?")[0] != server.path:
+                self._send(_Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
+                return
+            try:
+                body = json.loads(raw)
+            except json.JSONDecodeError:
+                self._send(_Reply(400, server._error_body(400, "The body is not JSON.")))
+                return
+            with server._lock:
+                server.bodies.append(body)
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            reply = server._reply(body, headers)
+            if reply is not None:
+                self._send(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # tests read the counters instead of stderr noise
+
+        def _control(self, raw: bytes) -> None:
+            command = json.loads(raw)
+            server.fail_next_requests(
+                int(command["count"]), status=int(command["status"]), headers=command.get("headers")
+            )
+            self._send(_Reply(200, {"ok": True}))
+
+        def _send(self, reply: _Reply) -> None:
+            payload = json.dumps(reply.body).encode()
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.send_header("Connection", "close")
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (its timeout), as real clients do
+
+    return Handler
+
+
+@pytest.fixture(name="fake_openai_chat")
+def fake_openai_chat_fixture() -> Iterator[FakeOpenAIChatServer]:
+    with FakeOpenAIChatServer() as fake:
+        yield fake
+
+
+@pytest.fixture(name="fake_anthropic")
+def fake_anthropic_fixture() -> Iterator[FakeAnthropicServer]:
+    with FakeAnthropicServer() as fake:
+        yield fake
+
+
+def serve_until_stdin_closes() -> None:
+    """``python -m tests.fakes.chat_servers [response_delay]``: a fake OpenAI-compatible server
+    in its own process, so a benchmark's client does not share a GIL with it. Prints the base
+    URL on the first line and stops when its standard input closes."""
+    delay = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
+    with FakeOpenAIChatServer(response_delay=delay) as fake:
+        print(fake.base_url, flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    serve_until_stdin_closes()
