@@ -104,19 +104,33 @@ class _HostedChat:
     def __init__(
         self,
         *,
-        timeout: float,
-        max_in_flight: int,
-        max_attempts: int,
-        backoff_seconds: float,
+        api_key: str,
+        model: str,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_in_flight: int = 8,
+        max_attempts: int = 6,
+        backoff_seconds: float = 0.5,
     ) -> None:
         if max_in_flight < 1 or max_attempts < 1:
             raise ValueError("max_in_flight and max_attempts must be at least 1.")
+        self.model = model
         self.timeout = timeout
         self.max_in_flight = max_in_flight
         self.max_attempts = max_attempts
         self.backoff_seconds = backoff_seconds
+        # One client for all threads: the SDKs' clients are safe to share and pool connections.
+        # max_retries=0, so every retry is ours and counted.
+        self._client = self._connect(api_key=api_key, base_url=base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self._client.close()
 
     # -- what each provider supplies -----------------------------------------------------------
+
+    def _connect(self, *, api_key: str, base_url: str | None, timeout: float) -> Any:
+        """The provider's SDK client."""
+        raise NotImplementedError
 
     def _prepare(self, conversation: Conversation) -> Any:
         """The request payload for a conversation; ProviderError when it cannot be sent."""
@@ -283,35 +297,13 @@ class OpenAICompatibleChat(_HostedChat):
     Sends ``max_tokens``, which OpenAI's chat models, vLLM and Ollama all accept.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        model: str,
-        base_url: str | None = None,
-        timeout: float = 60.0,
-        max_in_flight: int = 8,
-        max_attempts: int = 6,
-        backoff_seconds: float = 0.5,
-    ) -> None:
-        super().__init__(
-            timeout=timeout,
-            max_in_flight=max_in_flight,
-            max_attempts=max_attempts,
-            backoff_seconds=backoff_seconds,
-        )
-        self.model = model
-        # One client for all threads: the SDK's client is safe to share and pools connections.
-        self._client = openai.OpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
-        )
-
-    def close(self) -> None:
-        self._client.close()
+    def _connect(self, *, api_key: str, base_url: str | None, timeout: float) -> openai.OpenAI:
+        return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
 
     def _send(self, payload: Conversation, *, max_new_tokens: int, temperature: float) -> _Answer:
         try:
-            completion = self._client.chat.completions.create(
+            client: openai.OpenAI = self._client  # typed here: the base class holds either SDK
+            completion = client.chat.completions.create(
                 model=self.model,
                 messages=payload,  # type: ignore[arg-type]  # plain role/content dicts
                 max_tokens=max_new_tokens,
@@ -368,30 +360,12 @@ def anthropic_request(conversation: Conversation) -> AnthropicRequest:
 class AnthropicChat(_HostedChat):
     """Claude through the Anthropic Messages API (``base_url`` for a gateway or a fake)."""
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        model: str,
-        base_url: str | None = None,
-        timeout: float = 60.0,
-        max_in_flight: int = 8,
-        max_attempts: int = 6,
-        backoff_seconds: float = 0.5,
-    ) -> None:
-        super().__init__(
-            timeout=timeout,
-            max_in_flight=max_in_flight,
-            max_attempts=max_attempts,
-            backoff_seconds=backoff_seconds,
-        )
-        self.model = model
-        self._client = anthropic.Anthropic(
+    def _connect(
+        self, *, api_key: str, base_url: str | None, timeout: float
+    ) -> anthropic.Anthropic:
+        return anthropic.Anthropic(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0
         )
-
-    def close(self) -> None:
-        self._client.close()
 
     def _prepare(self, conversation: Conversation) -> AnthropicRequest:
         return anthropic_request(conversation)
@@ -410,7 +384,8 @@ class AnthropicChat(_HostedChat):
         if payload.system is not None:
             arguments["system"] = payload.system
         try:
-            message = self._client.messages.create(**arguments)
+            client: anthropic.Anthropic = self._client
+            message = client.messages.create(**arguments)
         except anthropic.AnthropicError as error:
             raise classify_anthropic_error("generating a message", error) from error
         text = "".join(block.text for block in message.content if block.type == "text")

@@ -50,12 +50,14 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
 
 import pytest
+
+from tests.fakes.http import Reply, send_json
 
 DEFAULT_API_KEY = "sk-fake-chat-key"
 # For a fake run in its own process (``python -m tests.fakes.chat_servers``): GET answers the
@@ -85,13 +87,6 @@ class _Failure:
     status: int
     headers: dict[str, str]
     message: str
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 class _Refused(Exception):
@@ -226,13 +221,13 @@ class _FakeChatServer:
         with self._lock:
             self._in_flight -= 1
 
-    def _reply(self, body: Any, headers: dict[str, str]) -> _Reply | None:
+    def _reply(self, body: Any, headers: dict[str, str]) -> Reply | None:
         """The reply to a decoded request; None to close without answering."""
         item = _last_user_text(body)
         failure, stall = self._arrive(item)
         try:
             if failure is not None:
-                return _Reply(
+                return Reply(
                     failure.status,
                     self._error_body(failure.status, failure.message),
                     failure.headers,
@@ -241,19 +236,19 @@ class _FakeChatServer:
                 self._stopping.wait(stall)
                 return None
             if not self._authorised(headers):
-                return _Reply(401, self._error_body(401, "Invalid API key."))
+                return Reply(401, self._error_body(401, "Invalid API key."))
             try:
                 self._check(body, headers)
                 if any(text in item for text in self._rejected_texts):
                     raise _Refused(400, "This request is refused (simulated, permanent).")
             except _Refused as refused:
-                return _Reply(refused.status, self._error_body(refused.status, str(refused)))
+                return Reply(refused.status, self._error_body(refused.status, str(refused)))
             if self.response_delay and self._stopping.wait(self.response_delay):
                 return None
             prompt_words = sum(
                 word_count(message.get("content") or "") for message in body.get("messages", [])
             ) + word_count(body.get("system") or "")
-            reply = _Reply(200, self._answer(body, item, prompt_words))
+            reply = Reply(200, self._answer(body, item, prompt_words))
             with self._lock:
                 self.answers_by_item[item] += 1
             return reply
@@ -375,9 +370,9 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             self.close_connection = True
             if self.path == CONTROL_PATH:
-                self._send(_Reply(200, server.stats()))
+                self._send(Reply(200, server.stats()))
             else:
-                self._send(_Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
+                self._send(Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
 
         def do_POST(self) -> None:
             # One request per connection: no idle keep-alive threads outlive a test.
@@ -387,12 +382,12 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
                 self._control(raw)
                 return
             if self.path.split("?")[0] != server.path:
-                self._send(_Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
+                self._send(Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
                 return
             try:
                 body = json.loads(raw)
             except json.JSONDecodeError:
-                self._send(_Reply(400, server._error_body(400, "The body is not JSON.")))
+                self._send(Reply(400, server._error_body(400, "The body is not JSON.")))
                 return
             with server._lock:
                 server.bodies.append(body)
@@ -409,21 +404,10 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
             server.fail_next_requests(
                 int(command["count"]), status=int(command["status"]), headers=command.get("headers")
             )
-            self._send(_Reply(200, {"ok": True}))
+            self._send(Reply(200, {"ok": True}))
 
-        def _send(self, reply: _Reply) -> None:
-            payload = json.dumps(reply.body).encode()
-            try:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Connection", "close")
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (its timeout), as real clients do
+        def _send(self, reply: Reply) -> None:
+            send_json(self, reply)
 
     return Handler
 

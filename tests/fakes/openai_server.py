@@ -42,6 +42,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.fakes.http import Reply, send_json
+
 DEFAULT_API_KEY = "sk-fake-test-key"
 DEFAULT_MODELS = frozenset({"gpt-4o-mini-2024-07-18", "gpt-4.1-mini-2025-04-14"})
 ORGANIZATION_ID = "org-fake"
@@ -221,13 +223,6 @@ class _InjectedFailure:
     error_type: str
 
 
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-
-
 class _ApiError(Exception):
     """Ends a request with OpenAI's error envelope."""
 
@@ -387,7 +382,7 @@ class FakeOpenAIServer:
         with self._lock:
             return self._stalls.popleft() if self._stalls else 0.0
 
-    def _handle(self, request: RecordedRequest, form: FormFields) -> _Reply:
+    def _handle(self, request: RecordedRequest, form: FormFields) -> Reply:
         with self._lock:
             self.requests.append(request)
             if self._injected_failures:
@@ -401,7 +396,7 @@ class FakeOpenAIServer:
             return self._route(request, form)
 
     @staticmethod
-    def _injected_failure_reply(failure: _InjectedFailure) -> _Reply:
+    def _injected_failure_reply(failure: _InjectedFailure) -> Reply:
         body = {
             "error": {
                 "message": failure.message,
@@ -410,27 +405,27 @@ class FakeOpenAIServer:
                 "code": failure.code,
             }
         }
-        return _Reply(failure.status, body, failure.headers)
+        return Reply(failure.status, body, failure.headers)
 
-    def _route(self, request: RecordedRequest, form: FormFields) -> _Reply:
+    def _route(self, request: RecordedRequest, form: FormFields) -> Reply:
         parts = [part for part in request.path.split("/") if part]
         match request.method, parts:
             case "POST", ["files"]:
-                return _Reply(200, self._upload_file(form))
+                return Reply(200, self._upload_file(form))
             case "POST", ["fine_tuning", "jobs"]:
                 return self._create_job(request)
             case "GET", ["fine_tuning", "jobs"]:
-                return _Reply(200, self._list_jobs(request.query))
+                return Reply(200, self._list_jobs(request.query))
             case "GET", ["fine_tuning", "jobs", job_id]:
                 job = self._job(job_id)
                 self._advance(job)
-                return _Reply(200, job.to_json())
+                return Reply(200, job.to_json())
             case "GET", ["fine_tuning", "jobs", job_id, "events"]:
-                return _Reply(200, self._page(self._job(job_id).events[::-1], request.query))
+                return Reply(200, self._page(self._job(job_id).events[::-1], request.query))
             case "GET", ["fine_tuning", "jobs", job_id, "checkpoints"]:
-                return _Reply(200, self._page(self._job(job_id).checkpoints[::-1], request.query))
+                return Reply(200, self._page(self._job(job_id).checkpoints[::-1], request.query))
             case "POST", ["fine_tuning", "jobs", job_id, "cancel"]:
-                return _Reply(200, self._cancel(self._job(job_id)))
+                return Reply(200, self._cancel(self._job(job_id)))
         raise _ApiError(404, f"Unknown request URL: {request.method} {request.path}.")
 
     def _new_id(self, prefix: str) -> str:
@@ -453,11 +448,11 @@ class FakeOpenAIServer:
         self.files[uploaded.id] = uploaded
         return uploaded.to_json()
 
-    def _create_job(self, request: RecordedRequest) -> _Reply:
+    def _create_job(self, request: RecordedRequest) -> Reply:
         idempotency_key = request.headers.get("idempotency-key")
         if idempotency_key and idempotency_key in self._jobs_by_idempotency_key:
             replayed = self.jobs[self._jobs_by_idempotency_key[idempotency_key]]
-            return _Reply(200, replayed.to_json())
+            return Reply(200, replayed.to_json())
         body = request.json if isinstance(request.json, dict) else {}
         job = self._job_from_create_body(body)
         self.jobs[job.id] = job
@@ -468,7 +463,7 @@ class FakeOpenAIServer:
         if self._drop_next_job_create_response:
             self._drop_next_job_create_response = False
             raise _DropConnection
-        return _Reply(200, job.to_json())
+        return Reply(200, job.to_json())
 
     def _job_from_create_body(self, body: dict[str, Any]) -> FakeJob:
         model = body.get("model")
@@ -774,7 +769,7 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             try:
                 reply = server._handle(*self._parse(body))
             except _ApiError as error:
-                reply = _Reply(error.status, error.body)
+                reply = Reply(error.status, error.body)
             except _DropConnection:
                 return
             self._send(reply)
@@ -802,19 +797,8 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             )
             return request, form
 
-        def _send(self, reply: _Reply) -> None:
-            payload = json.dumps(reply.body).encode()
-            try:
-                self.send_response(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Connection", "close")
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (its timeout), as real clients do
+        def _send(self, reply: Reply) -> None:
+            send_json(self, reply)
 
     return Handler
 
