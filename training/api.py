@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -138,6 +138,9 @@ class CheckpointOutput(serializers.Serializer[Any]):
     val_loss = serializers.FloatField(allow_null=True)
 
 
+LATEST_EVENTS = 200
+
+
 class EventOutput(serializers.Serializer[Any]):
     level = serializers.CharField()
     message = serializers.CharField()
@@ -147,8 +150,14 @@ class EventOutput(serializers.Serializer[Any]):
 class JobDetailOutput(JobOutput):
     metrics = MetricOutput(many=True)
     checkpoints = CheckpointOutput(many=True)
-    events = EventOutput(many=True)
+    events = serializers.SerializerMethodField()
     overfitting = serializers.SerializerMethodField()
+
+    @extend_schema_field(EventOutput(many=True))
+    def get_events(self, job: TrainingJob) -> list[dict[str, Any]]:
+        # Hosted providers log an event per step; the latest ones are what a client follows.
+        latest = reversed(job.events.order_by("-id")[:LATEST_EVENTS])
+        return list(EventOutput(latest, many=True).data)
 
     def get_overfitting(self, job: TrainingJob) -> str | None:
         signal = job_overfitting(job)

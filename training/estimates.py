@@ -129,7 +129,7 @@ def data_warnings(*, examples: int, validation: int, epochs: int) -> list[Launch
     return warnings
 
 
-def local_tokens_per_second(base_model: BaseModel) -> tuple[float | None, str]:
+def local_tokens_per_second(base_model: BaseModel) -> tuple[float, str]:
     """Median speed of the latest finished local jobs on this base model, on this hardware."""
     measured = list(
         TrainingJob.objects.filter(
@@ -192,22 +192,15 @@ def launch_estimate(
                 "tokens and will be cut off.",
             )
         )
+    seconds: float | None = None
+    seconds_basis = ""
     if base_model.provider in HOSTED_PROVIDERS:
-        cost, basis = hosted_cost(base_model, training_tokens)
-        return LaunchEstimate(
-            train_examples=len(train),
-            validation_examples=validation_count,
-            tokens_per_epoch=tokens_per_epoch,
-            epochs=epochs,
-            training_tokens=training_tokens,
-            cost_usd=cost,
-            cost_basis=basis,
-            truncated_examples=truncated,
-            warnings=warnings,
-        )
-    speed, speed_basis = local_tokens_per_second(base_model)
-    seconds = training_tokens / speed if speed else None
-    cost, basis = local_cost(seconds) if seconds is not None else (None, "")
+        cost, cost_basis = hosted_cost(base_model, training_tokens)
+    else:
+        speed, speed_basis = local_tokens_per_second(base_model)
+        seconds = training_tokens / speed
+        seconds_basis = f"{speed:,.0f} tokens/s: {speed_basis}"
+        cost, cost_basis = local_cost(seconds)
     return LaunchEstimate(
         train_examples=len(train),
         validation_examples=validation_count,
@@ -215,9 +208,9 @@ def launch_estimate(
         epochs=epochs,
         training_tokens=training_tokens,
         cost_usd=cost,
-        cost_basis=basis,
+        cost_basis=cost_basis,
         seconds=seconds,
-        seconds_basis=f"{speed:,.0f} tokens/s: {speed_basis}" if speed else "",
+        seconds_basis=seconds_basis,
         truncated_examples=truncated,
         warnings=warnings,
     )

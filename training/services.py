@@ -19,7 +19,7 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
 from ftportal.state import check_transition
 
-from .estimates import end_of_life_problem, launch_estimate
+from .estimates import LaunchEstimate, end_of_life_problem, launch_estimate
 from .hyperparameters import HOSTED_PROVIDERS, config_for
 from .models import (
     JOB_TRANSITIONS,
@@ -118,7 +118,7 @@ def training_job_create(
     return job
 
 
-def _estimate_line(estimate: Any) -> str:
+def _estimate_line(estimate: LaunchEstimate) -> str:
     parts = [f"{estimate.training_tokens:,} training tokens ({estimate.epochs} epochs)"]
     if estimate.cost_usd is not None:
         parts.append(f"${estimate.cost_usd} ({estimate.cost_basis})")

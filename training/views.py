@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 from dataclasses import asdict
 from typing import Any
 
@@ -54,15 +53,18 @@ HOSTED_BASIC = ("epochs",)
 HOSTED_ADVANCED = ("batch_size", "learning_rate_multiplier", "seed")
 
 
-def _launchable(base_model: BaseModel, today: datetime.date) -> bool:
-    return base_model.is_active and not end_of_life_problem(base_model, today)
-
-
-def _chosen_base_model(query: QueryDict) -> BaseModel:
+def _launchable_models() -> list[BaseModel]:
+    """Enabled here and still taking fine-tuning jobs today."""
     today = timezone.localdate()
-    models = [m for m in BaseModel.objects.filter(is_active=True) if _launchable(m, today)]
+    models = [
+        m for m in BaseModel.objects.filter(is_active=True) if not end_of_life_problem(m, today)
+    ]
     if not models:
         raise ApplicationError("No base model is enabled for training.")
+    return models
+
+
+def _chosen_base_model(query: QueryDict, models: list[BaseModel]) -> BaseModel:
     wanted = query.get("base_model", "")
     return next((m for m in models if m.key == wanted), models[0])
 
@@ -112,8 +114,10 @@ def _form_fields(
     return [field(name) for name in basic], [field(name) for name in advanced]
 
 
-def _estimate_context(version: DatasetVersion, query: QueryDict) -> dict[str, Any]:
-    base_model = _chosen_base_model(query)
+def _estimate_context(
+    version: DatasetVersion, query: QueryDict, models: list[BaseModel]
+) -> dict[str, Any]:
+    base_model = _chosen_base_model(query, models)
     try:
         stored = config_for(base_model.provider, _raw_hyperparameters(query, base_model))
     except ApplicationError as error:
@@ -136,16 +140,14 @@ def _version_for(
 def job_launch(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     """The launch form with defaults, advanced fields and the estimate; htmx swaps it in."""
     project, version = _version_for(request, project_id, version_id)
-    today = timezone.localdate()
-    context = _estimate_context(version, request.GET)
+    models = _launchable_models()
+    context = _estimate_context(version, request.GET, models)
     basic, advanced = _form_fields(context["base_model"], request.GET)
     context.update(
         {
             "project": project,
             "version": version,
-            "base_models": [
-                m for m in BaseModel.objects.filter(is_active=True) if _launchable(m, today)
-            ],
+            "base_models": models,
             "basic_fields": basic,
             "advanced_fields": advanced,
             "model_name": request.GET.get("model_name") or f"{version.dataset.name}-ft",
@@ -159,7 +161,9 @@ def job_launch(request: AppRequest, project_id: int, version_id: int) -> HttpRes
 def job_estimate(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     _, version = _version_for(request, project_id, version_id)
     return render(
-        request, "training/launch.html#launch-estimate", _estimate_context(version, request.GET)
+        request,
+        "training/launch.html#launch-estimate",
+        _estimate_context(version, request.GET, _launchable_models()),
     )
 
 

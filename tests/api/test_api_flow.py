@@ -551,6 +551,8 @@ def test_a_checkpoint_registers_as_a_model_version_once_through_the_api(
     assert again.status_code == 409
     detail = client.get(api(project, f"training-jobs/{job.pk}/")).json()
     assert [c["step"] for c in detail["checkpoints"]] == [2, 4]
+    assert detail["events"][0]["message"].startswith("Queued by")  # oldest first
+    assert any("insufficient data" in e["message"] for e in detail["events"])
     assert version.pk in detail["model_versions"]
     missing = client.post(api(project, f"training-jobs/{job.pk}/checkpoints/99/register/"))
     assert missing.status_code == 404
