@@ -334,10 +334,6 @@ def _percent(share: float) -> str:
     return f"{share * 100:.0f} %"
 
 
-def _requests(volume: Decimal) -> str:
-    return f"{math.ceil(volume):,}"
-
-
 def prompting_is_enough(
     fine_tuned: Option,
     alternative: Option,
@@ -638,7 +634,7 @@ def _recommend_between_equals(
     reason = (
         "and the dataset keeps changing, so each change would mean retraining"
         if changing
-        else "at no lower cost"
+        else "and saves no money"
     )
     return f"Prompt: {verdict}; {costs}: fine-tuning buys no measured quality {reason}."
 
