@@ -25,7 +25,10 @@ The Anthropic fake refuses (400) a system role inside ``messages`` and turns tha
 alternate, as the real API does.
 
 Answers are deterministic: ``expected_answer(last user message)``, cut to ``max_tokens`` words.
-Token counts are whitespace-separated words. An item is known by its last user message, so
+A test that needs other answers (a scripted judge, say) passes ``answer_with``: a function from
+the request's messages to the answer text, also cut to ``max_tokens`` words. It sees one message
+list for both APIs: Anthropic's ``system`` comes first, as a system message. Token counts are
+whitespace-separated words. An item is known by its last user message, so
 tests give each item distinct text.
 
 Counters: ``total_requests``, ``max_in_flight_seen``, ``requests_by_item``,
@@ -49,7 +52,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -64,6 +67,8 @@ DEFAULT_API_KEY = "sk-fake-chat-key"
 # counters, POST {"count": n, "status": s, "headers": {...}} calls fail_next_requests.
 CONTROL_PATH = "/_fake/control"
 ANSWER_PREFIX = "ECHO: "
+# A scripted answer: the request's messages (role/content dicts) in, the answer text out.
+AnswerWith = Callable[[list[dict[str, Any]]], str]
 # Anthropic's error "type" for each status the fakes inject.
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -106,9 +111,16 @@ class _FakeChatServer:
 
     path = ""
 
-    def __init__(self, *, api_key: str = DEFAULT_API_KEY, response_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        response_delay: float = 0.0,
+        answer_with: AnswerWith | None = None,
+    ) -> None:
         self.api_key = api_key
         self.response_delay = response_delay
+        self.answer_with = answer_with
         self.bodies: list[Any] = []  # every decoded request body, in arrival order
         self.total_requests = 0
         self.max_in_flight_seen = 0
@@ -201,6 +213,20 @@ class _FakeChatServer:
     def _answer(self, body: dict[str, Any], text: str, prompt_words: int) -> Any:
         raise NotImplementedError
 
+    def _answer_text(self, body: dict[str, Any], user_text: str) -> str:
+        """The echo of the last user message, or the scripted answer when there is one; either
+        cut to ``max_tokens`` words."""
+        max_tokens = body.get("max_tokens")
+        if self.answer_with is None:
+            words = expected_answer(user_text).split()
+            return " ".join(words[:max_tokens] if isinstance(max_tokens, int) else words)
+        answer = self.answer_with(_messages_with_system(body))
+        # A scripted answer within the limit keeps its lines (a judge's verdict is a line).
+        words = answer.split()
+        if isinstance(max_tokens, int) and len(words) > max_tokens:
+            return " ".join(words[:max_tokens])
+        return answer
+
     def _error_body(self, status: int, message: str) -> Any:
         raise NotImplementedError
 
@@ -265,11 +291,14 @@ def _last_user_text(body: Any) -> str:
     return ""
 
 
-def _answer_text(user_text: str, max_tokens: object) -> str:
-    words = expected_answer(user_text).split()
-    if isinstance(max_tokens, int):
-        words = words[:max_tokens]
-    return " ".join(words)
+def _messages_with_system(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's messages, Anthropic's separate ``system`` first as a system message, so one
+    scripted answer serves both APIs."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    system = body.get("system")
+    if isinstance(system, str) and system:
+        return [{"role": "system", "content": system}, *messages]
+    return messages
 
 
 class FakeOpenAIChatServer(_FakeChatServer):
@@ -285,7 +314,7 @@ class FakeOpenAIChatServer(_FakeChatServer):
         return headers.get("authorization") == f"Bearer {self.api_key}"
 
     def _answer(self, body: dict[str, Any], text: str, prompt_words: int) -> Any:
-        answer = _answer_text(text, body.get("max_tokens"))
+        answer = self._answer_text(body, text)
         return {
             "id": f"chatcmpl-{self.total_requests}",
             "object": "chat.completion",
@@ -346,7 +375,7 @@ class FakeAnthropicServer(_FakeChatServer):
             previous = role
 
     def _answer(self, body: dict[str, Any], text: str, prompt_words: int) -> Any:
-        answer = _answer_text(text, body.get("max_tokens"))
+        answer = self._answer_text(body, text)
         return {
             "id": f"msg_{self.total_requests}",
             "type": "message",
