@@ -1,4 +1,5 @@
-"""API for evaluation: run a fine-tuned version against its base, read the side-by-side."""
+"""API for evaluation: queue runs with any mix of candidates, sweep a job's checkpoints, read
+reports and per-item results, tag failures and send them back to review."""
 
 from __future__ import annotations
 
@@ -6,21 +7,33 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from datasets.models import DatasetVersion
 from ftportal.api import acting_user
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 from registry.models import ModelVersion
+from training.models import BaseModel, Checkpoint, TrainingJob
 
-from .models import Candidate, EvalResult, EvalRun
-from .selectors import SideBySideRow, side_by_side
-from .services import eval_run_create
+from .models import CandidateKind, EvalResult, EvalRun, EvalSplit, Prompting
+from .runner import progress
+from .scoring import METRICS
+from .selectors import ResultFilter, filtered_results
+from .services import (
+    CandidateSpec,
+    checkpoint_sweep_create,
+    eval_result_tag,
+    eval_results_send_to_review,
+    eval_run_create,
+    eval_run_for_version,
+    eval_run_resume,
+)
 
 
 def _runs_of(project: Project) -> QuerySet[EvalRun]:
@@ -36,80 +49,175 @@ def _run_in(project: Project, run_id: int) -> EvalRun:
     return get_object_or_404(_runs_of(project), pk=run_id)
 
 
-def _referenced_model_version(project: Project, version_id: int) -> ModelVersion:
+def _not_here(field: str, what: str, pk: object) -> serializers.ValidationError:
+    # Same message whether the id exists elsewhere or not, so other projects do not leak.
+    return serializers.ValidationError({field: [f"No {what} {pk} in this project."]})
+
+
+def _model_version(project: Project, pk: int, field: str) -> ModelVersion:
     """A body reference is bad input (400 naming the field), not a missing URL (404)."""
     version = (
         ModelVersion.objects.select_related("registered_model", "base_model", "dataset_version")
-        .filter(pk=version_id, registered_model__project=project)
+        .filter(pk=pk, registered_model__project=project)
         .first()
     )
     if version is None:
-        # Same message whether the id exists elsewhere or not, so other projects do not leak.
-        raise serializers.ValidationError(
-            {"model_version": [f"No model version {version_id} in this project."]}
-        )
+        raise _not_here(field, "model version", pk)
     return version
 
 
-def _row_data(row: SideBySideRow, candidates: list[Candidate]) -> dict[str, Any]:
-    """One evaluated item with every candidate's answer in candidate order."""
-    return {
-        "position": row.position,
-        "prompt": row.prompt,
-        "reference": row.reference,
-        "outputs": [
-            _candidate_output(candidate, result)
-            for candidate, result in zip(candidates, row.results, strict=True)
-        ],
-    }
+def _dataset_version(project: Project, pk: int, field: str) -> DatasetVersion:
+    version = DatasetVersion.objects.filter(pk=pk, dataset__project=project).first()
+    if version is None:
+        raise _not_here(field, "dataset version", pk)
+    return version
 
 
-def _candidate_output(candidate: Candidate, result: EvalResult | None) -> dict[str, Any]:
-    return {
-        "candidate": candidate.pk,
-        "output": result.output if result else None,
-        "exact_match": result.exact_match if result else None,
-        "token_f1": result.token_f1 if result else None,
-    }
+def _checkpoint(project: Project, pk: int, field: str) -> Checkpoint:
+    checkpoint = (
+        Checkpoint.objects.select_related("job").filter(pk=pk, job__project=project).first()
+    )
+    if checkpoint is None:
+        raise _not_here(field, "checkpoint", pk)
+    return checkpoint
+
+
+def _base_model(key: str, field: str) -> BaseModel:
+    base = BaseModel.objects.filter(key=key).first()
+    if base is None:
+        raise serializers.ValidationError({field: [f"No base model {key!r} in the catalog."]})
+    return base
+
+
+class CandidateInput(serializers.Serializer[Any]):
+    kind = serializers.ChoiceField(choices=CandidateKind.choices)
+    model_version = serializers.IntegerField(required=False)
+    checkpoint = serializers.IntegerField(required=False)
+    base_model = serializers.CharField(required=False, help_text="A catalog key.")
+    api_model = serializers.CharField(required=False, allow_blank=True, default="")
+    api_base_url = serializers.CharField(required=False, allow_blank=True, default="")
+    api_key_env = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Name of the worker's environment variable holding the key.",
+    )
+    prompting = serializers.ChoiceField(choices=Prompting.choices, default=Prompting.ZERO_SHOT)
+    few_shot_k = serializers.IntegerField(required=False, default=0, min_value=0)
+    few_shot_seed = serializers.IntegerField(required=False, default=0)
+    shots_version = serializers.IntegerField(required=False)
+    system_prompt = serializers.CharField(required=False, allow_blank=True, default="")
+    user_template = serializers.CharField(required=False, default="{input}")
+    input_usd_per_million_tokens = serializers.DecimalField(
+        max_digits=10, decimal_places=4, required=False
+    )
+    output_usd_per_million_tokens = serializers.DecimalField(
+        max_digits=10, decimal_places=4, required=False
+    )
+    # Shadows Field.label only for the type checker; DRF moves declared fields off the class.
+    label = serializers.CharField(required=False, allow_blank=True, default="")  # type: ignore[assignment]
+
+
+def candidate_spec(project: Project, data: dict[str, Any], field: str) -> CandidateSpec:
+    """Resolve a candidate's references in this project; errors name ``field``."""
+    return CandidateSpec(
+        kind=CandidateKind(data["kind"]),
+        model_version=_model_version(project, data["model_version"], f"{field}.model_version")
+        if "model_version" in data
+        else None,
+        checkpoint=_checkpoint(project, data["checkpoint"], f"{field}.checkpoint")
+        if "checkpoint" in data
+        else None,
+        base_model=_base_model(data["base_model"], f"{field}.base_model")
+        if "base_model" in data
+        else None,
+        api_model=data["api_model"],
+        api_base_url=data["api_base_url"],
+        api_key_env=data["api_key_env"],
+        prompting=Prompting(data["prompting"]),
+        few_shot_k=data["few_shot_k"],
+        few_shot_seed=data["few_shot_seed"],
+        shots_version=_dataset_version(project, data["shots_version"], f"{field}.shots_version")
+        if "shots_version" in data
+        else None,
+        system_prompt=data["system_prompt"],
+        user_template=data["user_template"],
+        input_usd_per_million_tokens=data.get("input_usd_per_million_tokens"),
+        output_usd_per_million_tokens=data.get("output_usd_per_million_tokens"),
+        label=data["label"],
+    )
 
 
 class CandidateOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     position = serializers.IntegerField()
-    # Shadows Field.label only for the type checker; DRF moves declared fields off the class.
     label = serializers.CharField()  # type: ignore[assignment]
-    base_model = serializers.CharField(source="base_model.key")
+    kind = serializers.CharField()
+    base_model = serializers.CharField(source="base_model.key", allow_null=True, default=None)
     model_version = serializers.IntegerField(source="model_version_id", allow_null=True)
+    checkpoint = serializers.IntegerField(source="checkpoint_id", allow_null=True)
+    api_model = serializers.CharField()
+    api_base_url = serializers.CharField()
     prompting = serializers.CharField()
-    exact_match = serializers.FloatField(allow_null=True)
-    token_f1 = serializers.FloatField(allow_null=True)
+    few_shot_k = serializers.IntegerField()
+    few_shot_seed = serializers.IntegerField()
+    input_usd_per_million_tokens = serializers.DecimalField(
+        max_digits=10, decimal_places=4, allow_null=True
+    )
+    output_usd_per_million_tokens = serializers.DecimalField(
+        max_digits=10, decimal_places=4, allow_null=True
+    )
+    metrics = serializers.JSONField(help_text="Means, label metrics, latency and cost.")
     example_count = serializers.IntegerField()
+    failed_count = serializers.IntegerField()
     generation_seconds = serializers.FloatField(allow_null=True)
 
 
 class EvalRunOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     status = serializers.CharField()
+    kind = serializers.CharField()
     dataset_version = serializers.IntegerField(source="dataset_version_id")
     dataset_version_number = serializers.IntegerField(source="dataset_version.number")
     dataset_name = serializers.CharField(source="dataset_version.dataset.name")
     split = serializers.CharField()
+    training_job = serializers.IntegerField(source="training_job_id", allow_null=True)
     max_new_tokens = serializers.IntegerField()
+    primary_metric = serializers.CharField()
+    regex_check = serializers.CharField()
+    contains_check = serializers.CharField()
     error = serializers.CharField()
+    attempts = serializers.IntegerField()
+    progress = serializers.SerializerMethodField()
     created_by = serializers.CharField(source="created_by.get_username")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
     candidates = CandidateOutput(many=True)
+    report = serializers.JSONField(
+        help_text="When finished: metrics, comparisons with CIs and tests, verdicts."
+    )
+
+    def get_progress(self, run: EvalRun) -> dict[str, int]:
+        done, total = progress(run)
+        return {"done": done, "total": total}
 
 
 class EvalRunCollectionApi(APIView):
     class EvalRunCreateInput(serializers.Serializer[Any]):
         model_version = serializers.IntegerField(
-            help_text="The fine-tuned version; its base model is evaluated beside it."
+            required=False,
+            help_text="Shortcut: this version against its base model zero-shot and 5-shot, on "
+            "its validation split. Leave out to list candidates yourself.",
         )
+        dataset_version = serializers.IntegerField(required=False)
+        split = serializers.ChoiceField(choices=EvalSplit.choices, default=EvalSplit.VALIDATION)
+        candidates = CandidateInput(many=True, required=False)
         # Bounds are the service's to enforce.
         max_new_tokens = serializers.IntegerField(required=False, default=64)
+        primary_metric = serializers.ChoiceField(choices=list(METRICS), default="exact_match")
+        regex_check = serializers.CharField(required=False, allow_blank=True, default="")
+        contains_check = serializers.CharField(required=False, allow_blank=True, default="")
 
     @extend_schema(operation_id="evaluations_list", responses=EvalRunOutput(many=True))
     def get(self, request: Request, project_id: int) -> Response:
@@ -118,7 +226,7 @@ class EvalRunCollectionApi(APIView):
 
     @extend_schema(
         operation_id="evaluations_create",
-        summary="Queue an evaluation of a version against its base model on validation data",
+        summary="Queue an evaluation of several candidates on the same test set",
         request=EvalRunCreateInput,
         responses={201: EvalRunOutput},
     )
@@ -126,49 +234,172 @@ class EvalRunCollectionApi(APIView):
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
         payload = self.EvalRunCreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        run = eval_run_create(
-            project=project,
-            model_version=_referenced_model_version(
-                project, payload.validated_data["model_version"]
-            ),
+        data = payload.validated_data
+        if "model_version" in data:
+            run = eval_run_for_version(
+                project=project,
+                model_version=_model_version(project, data["model_version"], "model_version"),
+                user=acting_user(request),
+                max_new_tokens=data["max_new_tokens"],
+            )
+        else:
+            if "dataset_version" not in data:
+                raise serializers.ValidationError(
+                    {"dataset_version": ["Give a dataset version (or a model_version)."]}
+                )
+            run = eval_run_create(
+                project=project,
+                dataset_version=_dataset_version(
+                    project, data["dataset_version"], "dataset_version"
+                ),
+                split=EvalSplit(data["split"]),
+                candidates=[
+                    candidate_spec(project, candidate, f"candidates[{index}]")
+                    for index, candidate in enumerate(data.get("candidates", []))
+                ],
+                user=acting_user(request),
+                max_new_tokens=data["max_new_tokens"],
+                primary_metric=data["primary_metric"],
+                regex_check=data["regex_check"],
+                contains_check=data["contains_check"],
+            )
+        return Response(
+            EvalRunOutput(_run_in(project, run.pk)).data, status=status.HTTP_201_CREATED
+        )
+
+
+class CheckpointSweepApi(APIView):
+    class SweepInput(serializers.Serializer[Any]):
+        max_new_tokens = serializers.IntegerField(required=False, default=64)
+        primary_metric = serializers.ChoiceField(choices=list(METRICS), default="exact_match")
+
+    @extend_schema(
+        operation_id="training_jobs_evaluate_checkpoints",
+        summary="Evaluate every checkpoint of a job and recommend one by the task metric",
+        request=SweepInput,
+        responses={201: EvalRunOutput},
+    )
+    def post(self, request: Request, project_id: int, job_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+        job = get_object_or_404(TrainingJob, pk=job_id, project=project)
+        payload = self.SweepInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        run = checkpoint_sweep_create(
+            job=job,
             user=acting_user(request),
             max_new_tokens=payload.validated_data["max_new_tokens"],
+            primary_metric=payload.validated_data["primary_metric"],
         )
         return Response(
             EvalRunOutput(_run_in(project, run.pk)).data, status=status.HTTP_201_CREATED
         )
 
 
-class CandidateAnswerOutput(serializers.Serializer[Any]):
-    """One candidate's answer to one item; all null until the run has scored that candidate."""
-
-    candidate = serializers.IntegerField()
-    output = serializers.CharField(allow_null=True)
-    exact_match = serializers.BooleanField(allow_null=True)
-    token_f1 = serializers.FloatField(allow_null=True)
-
-
-class SideBySideRowOutput(serializers.Serializer[Any]):
-    position = serializers.IntegerField(help_text="The item's position in the dataset version.")
-    prompt = serializers.ListField(
-        child=serializers.DictField(child=serializers.CharField()),
-        help_text="The conversation without its final assistant message.",
-    )
-    reference = serializers.CharField(help_text="The final assistant message: the answer key.")
-    outputs = CandidateAnswerOutput(many=True)
-
-
 class EvalRunDetailApi(APIView):
-    class EvalRunDetailOutput(EvalRunOutput):
-        results = serializers.SerializerMethodField()
-
-        @extend_schema_field(SideBySideRowOutput(many=True))
-        def get_results(self, run: EvalRun) -> list[dict[str, Any]]:
-            candidates, rows = side_by_side(run)
-            shaped = SideBySideRowOutput([_row_data(row, candidates) for row in rows], many=True)
-            return list(shaped.data)
-
-    @extend_schema(operation_id="evaluations_retrieve", responses=EvalRunDetailOutput)
+    @extend_schema(operation_id="evaluations_retrieve", responses=EvalRunOutput)
     def get(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(self.EvalRunDetailOutput(_run_in(project, run_id)).data)
+        return Response(EvalRunOutput(_run_in(project, run_id)).data)
+
+
+class EvalRunResumeApi(APIView):
+    @extend_schema(
+        operation_id="evaluations_resume",
+        summary="Queue a failed evaluation again; answers already stored are kept",
+        request=None,
+        responses={200: EvalRunOutput},
+    )
+    def post(self, request: Request, project_id: int, run_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+        run = eval_run_resume(run=_run_in(project, run_id))
+        return Response(EvalRunOutput(_run_in(project, run.pk)).data)
+
+
+class ResultOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    candidate = serializers.IntegerField(source="candidate_id")
+    position = serializers.IntegerField(source="item.position")
+    prompt = serializers.SerializerMethodField()
+    reference = serializers.SerializerMethodField()
+    output = serializers.CharField()
+    error = serializers.CharField()
+    scores = serializers.JSONField()
+    latency_seconds = serializers.FloatField(allow_null=True)
+    prompt_tokens = serializers.IntegerField()
+    completion_tokens = serializers.IntegerField()
+    tags = serializers.ListField(child=serializers.CharField())
+    sent_to_review = serializers.IntegerField(source="sent_to_review_id", allow_null=True)
+
+    def get_prompt(self, result: EvalResult) -> list[dict[str, str]]:
+        return list(result.item.messages[:-1])
+
+    def get_reference(self, result: EvalResult) -> str:
+        return str(result.item.messages[-1]["content"])
+
+
+class EvalResultListApi(APIView):
+    @extend_schema(
+        operation_id="evaluations_results",
+        summary="Per-item answers, filterable like the failure browser",
+        responses=ResultOutput(many=True),
+    )
+    def get(self, request: Request, project_id: int, run_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        run = _run_in(project, run_id)
+        try:
+            chosen = ResultFilter.from_query(run, request.query_params)
+        except ValueError as error:
+            raise serializers.ValidationError({"filter": [str(error)]}) from error
+        return Response(ResultOutput(filtered_results(run, chosen), many=True).data)
+
+
+class EvalResultTagApi(APIView):
+    class TagInput(serializers.Serializer[Any]):
+        tag = serializers.CharField()
+        remove = serializers.BooleanField(default=False)
+
+    @extend_schema(
+        operation_id="evaluations_results_tag",
+        request=TagInput,
+        responses={200: ResultOutput},
+    )
+    def post(self, request: Request, project_id: int, run_id: int, result_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+        run = _run_in(project, run_id)
+        result = get_object_or_404(EvalResult, pk=result_id, candidate__run=run)
+        payload = self.TagInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        eval_result_tag(
+            result=result,
+            tag=payload.validated_data["tag"],
+            add=not payload.validated_data["remove"],
+        )
+        fresh = EvalResult.objects.select_related("item").get(pk=result.pk)
+        return Response(ResultOutput(fresh).data)
+
+
+class SendToReviewApi(APIView):
+    class SendInput(serializers.Serializer[Any]):
+        results = serializers.ListField(child=serializers.IntegerField(), min_length=1)
+
+    class SendOutput(serializers.Serializer[Any]):
+        created = serializers.ListField(child=serializers.IntegerField())
+
+    @extend_schema(
+        operation_id="evaluations_send_to_review",
+        summary="Turn chosen answers into pending examples for reviewers to fix",
+        request=SendInput,
+        responses={201: SendOutput},
+    )
+    def post(self, request: Request, project_id: int, run_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+        run = _run_in(project, run_id)
+        payload = self.SendInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        created = eval_results_send_to_review(
+            run=run, result_ids=payload.validated_data["results"], user=acting_user(request)
+        )
+        return Response(
+            self.SendOutput({"created": [example.pk for example in created]}).data,
+            status=status.HTTP_201_CREATED,
+        )

@@ -3,10 +3,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from datasets.models import DatasetVersion, DatasetVersionExample
+from datasets.models import DatasetVersion, DatasetVersionExample, Example
 from ftportal.models import Project
 from registry.models import ModelVersion
-from training.models import BaseModel
+from training.models import BaseModel, Checkpoint, TrainingJob
 
 
 class EvalStatus(models.TextChoices):
@@ -18,8 +18,24 @@ class EvalStatus(models.TextChoices):
 
 EVAL_TRANSITIONS: dict[str, frozenset[str]] = {
     EvalStatus.QUEUED: frozenset({EvalStatus.RUNNING, EvalStatus.FAILED}),
-    EvalStatus.RUNNING: frozenset({EvalStatus.SUCCEEDED, EvalStatus.FAILED}),
+    # Back to queued only when the reaper finds the worker gone; the next worker resumes.
+    EvalStatus.RUNNING: frozenset({EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.QUEUED}),
+    # A person resumes a failed run; answers already stored are kept.
+    EvalStatus.FAILED: frozenset({EvalStatus.QUEUED}),
 }
+
+
+class EvalSplit(models.TextChoices):
+    """Which items of the dataset version are scored: its validation split, or all of it when
+    the version is a separate held-out set."""
+
+    VALIDATION = "validation", "Validation split"
+    ALL = "all", "Every item (a held-out dataset version)"
+
+
+class EvalKind(models.TextChoices):
+    COMPARISON = "comparison", "Comparison"
+    CHECKPOINTS = "checkpoints", "Every checkpoint of a job"
 
 
 class EvalRun(models.Model):
@@ -27,10 +43,24 @@ class EvalRun(models.Model):
     dataset_version = models.ForeignKey(
         DatasetVersion, on_delete=models.PROTECT, related_name="eval_runs"
     )
-    split = models.CharField(max_length=20, default="validation")
+    split = models.CharField(max_length=20, choices=EvalSplit.choices, default=EvalSplit.VALIDATION)
+    kind = models.CharField(max_length=20, choices=EvalKind.choices, default=EvalKind.COMPARISON)
+    # The job whose checkpoints a checkpoint sweep compares.
+    training_job = models.ForeignKey(
+        TrainingJob, null=True, blank=True, on_delete=models.PROTECT, related_name="eval_runs"
+    )
     max_new_tokens = models.PositiveIntegerField(default=64)
+    # The metric verdicts and the checkpoint recommendation are about (a key of METRICS).
+    primary_metric = models.CharField(max_length=40, default="exact_match")
+    regex_check = models.CharField(max_length=500, blank=True)
+    contains_check = models.CharField(max_length=500, blank=True)
     status = models.CharField(max_length=20, choices=EvalStatus.choices, default=EvalStatus.QUEUED)
     error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Computed once when the run ends: per-candidate summaries, comparisons, verdicts.
+    report = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -43,32 +73,95 @@ class EvalRun(models.Model):
         return f"Evaluation {self.pk}"
 
 
+class CandidateKind(models.TextChoices):
+    MODEL_VERSION = "model_version", "Registered model version"
+    CHECKPOINT = "checkpoint", "Checkpoint of a training job"
+    BASE = "base", "Base model"
+    OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible endpoint"
+    ANTHROPIC = "anthropic", "Anthropic Messages API"
+
+
+class Prompting(models.TextChoices):
+    ZERO_SHOT = "zero_shot", "Zero-shot"
+    FEW_SHOT = "few_shot", "Few-shot"
+
+
 class Candidate(models.Model):
-    """One model under evaluation: a registered version, or the base model itself."""
+    """One model under evaluation, with how it is prompted and what its tokens cost."""
 
     run = models.ForeignKey(EvalRun, on_delete=models.CASCADE, related_name="candidates")
     position = models.PositiveIntegerField()
     label = models.CharField(max_length=200)
-    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=30, choices=CandidateKind.choices)
+    base_model = models.ForeignKey(
+        BaseModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="candidates"
     )
-    prompting = models.CharField(max_length=20, default="zero_shot")
-    exact_match = models.FloatField(null=True)
-    token_f1 = models.FloatField(null=True)
+    checkpoint = models.ForeignKey(
+        Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="candidates"
+    )
+    # External models: the provider's model id, the endpoint, and the name of the environment
+    # variable holding the key on the worker (keys are never stored in the database).
+    api_model = models.CharField(max_length=300, blank=True)
+    api_base_url = models.CharField(max_length=300, blank=True)
+    api_key_env = models.CharField(max_length=100, blank=True)
+    prompting = models.CharField(
+        max_length=20, choices=Prompting.choices, default=Prompting.ZERO_SHOT
+    )
+    few_shot_k = models.PositiveIntegerField(default=0)
+    few_shot_seed = models.IntegerField(default=0)
+    # Where few-shot examples are drawn from: this version's training split; blank means the
+    # run's own version (whose validation split is then the test set).
+    shots_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # The candidate's own prompt template: blank system keeps the item's; {input} is the item.
+    system_prompt = models.TextField(blank=True)
+    user_template = models.TextField(default="{input}")
+    input_usd_per_million_tokens = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True
+    )
+    output_usd_per_million_tokens = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True
+    )
+    # Summary of the candidate's results, written when it finishes (see evaluation.scoring).
+    metrics = models.JSONField(default=dict, blank=True)
     example_count = models.PositiveIntegerField(default=0)
+    failed_count = models.PositiveIntegerField(default=0)
     generation_seconds = models.FloatField(null=True)
 
     class Meta:
         ordering = ["position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="candidate_position_per_run")
+        ]
+
+    def __str__(self) -> str:
+        return self.label
 
 
 class EvalResult(models.Model):
+    """One candidate's answer to one item, scored. Written once: a resumed run skips items that
+    already have a row, and the unique constraint keeps a presumed-dead worker from adding a
+    second."""
+
     candidate = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="results")
     item = models.ForeignKey(DatasetVersionExample, on_delete=models.CASCADE, related_name="+")
     output = models.TextField()
-    exact_match = models.BooleanField()
-    token_f1 = models.FloatField()
+    # Set when the provider refused the item for good; the item then scores as wrong.
+    error = models.TextField(blank=True)
+    # Local batches report the batch's time divided by its size (what an item cost in the run).
+    latency_seconds = models.FloatField(null=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    scores = models.JSONField(default=dict)
+    tags = models.JSONField(default=list, blank=True)
+    sent_to_review = models.ForeignKey(
+        Example, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["item__position"]

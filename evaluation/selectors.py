@@ -1,10 +1,240 @@
-"""Reads for evaluation: per-example outputs side by side."""
+"""Reads for evaluation: the failure browser's filtered rows, and the report shaped for pages."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets.review_selectors import DiffSegment, answer_diff
 
 from .models import Candidate, EvalResult, EvalRun
+from .prompting import answer_of
+from .scoring import METRICS
+
+# What "A wrong, B right" and friends mean: A's and B's answer on the chosen metric, each right
+# when its score reaches the threshold.
+OUTCOMES = {
+    "all": "Every item",
+    "wrong": "A wrong",
+    "right": "A right",
+    "a_wrong_b_right": "A wrong, B right",
+    "a_right_b_wrong": "A right, B wrong",
+    "both_wrong": "Both wrong",
+    "failed": "A's request failed",
+}
+NEEDS_B = frozenset({"a_wrong_b_right", "a_right_b_wrong", "both_wrong"})
+FAILURES_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    candidate: int
+    other: int | None = None
+    outcome: str = "all"
+    metric: str = "exact_match"
+    threshold: float = 1.0
+    tag: str = ""
+
+    @classmethod
+    def from_query(cls, run: EvalRun, params: Mapping[str, str]) -> ResultFilter:
+        """From URL parameters a, b, outcome, metric, threshold, tag; ValueError names the
+        parameter that is wrong. A defaults to the run's first candidate, B to its second."""
+        ids = list(run.candidates.values_list("pk", flat=True))
+        if not ids:
+            raise ValueError("the run has no candidates")
+        a = _candidate_param(params, "a", ids, default=ids[0]) or ids[0]
+        b = _candidate_param(params, "b", ids, default=ids[1] if len(ids) > 1 else None)
+        outcome = params.get("outcome") or "all"
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome: one of {', '.join(OUTCOMES)}")
+        if outcome in NEEDS_B and (b is None or b == a):
+            raise ValueError("b: choose a second candidate for this outcome")
+        metric = params.get("metric") or run.primary_metric
+        if metric not in METRICS:
+            raise ValueError(f"metric: one of {', '.join(METRICS)}")
+        try:
+            threshold = float(params.get("threshold") or 1.0)
+        except ValueError:
+            raise ValueError("threshold: a number between 0 and 1") from None
+        if not 0 <= threshold <= 1:
+            raise ValueError("threshold: a number between 0 and 1")
+        return cls(a, b, outcome, metric, threshold, (params.get("tag") or "").strip().lower())
+
+
+def _candidate_param(
+    params: Mapping[str, str], name: str, ids: list[int], default: int | None
+) -> int | None:
+    raw = params.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}: a candidate id") from None
+    if value not in ids:
+        raise ValueError(f"{name}: no candidate {value} in this run")
+    return value
+
+
+def _right(result: EvalResult | None, metric: str, threshold: float) -> bool | None:
+    if result is None or metric not in result.scores:
+        return None
+    return bool(result.scores[metric] >= threshold) and not result.error
+
+
+def _keeps(chosen: ResultFilter, a: EvalResult, b: EvalResult | None) -> bool:
+    if chosen.tag and chosen.tag not in a.tags:
+        return False
+    if chosen.outcome == "all":
+        return True
+    if chosen.outcome == "failed":
+        return bool(a.error)
+    a_right = _right(a, chosen.metric, chosen.threshold)
+    if a_right is None:
+        return False
+    if chosen.outcome == "wrong":
+        return not a_right
+    if chosen.outcome == "right":
+        return a_right
+    b_right = _right(b, chosen.metric, chosen.threshold)
+    if b_right is None:
+        return False
+    wanted = {
+        "a_wrong_b_right": (False, True),
+        "a_right_b_wrong": (True, False),
+        "both_wrong": (False, False),
+    }[chosen.outcome]
+    return (a_right, b_right) == wanted
+
+
+def _results_by_item(candidate_id: int | None) -> dict[int, EvalResult]:
+    if candidate_id is None:
+        return {}
+    return {r.item_id: r for r in EvalResult.objects.filter(candidate_id=candidate_id)}
+
+
+def filtered_results(run: EvalRun, chosen: ResultFilter) -> list[EvalResult]:
+    """A's answers that match the filter, in item order."""
+    others = _results_by_item(chosen.other)
+    rows = EvalResult.objects.filter(candidate_id=chosen.candidate, candidate__run=run)
+    return [
+        result
+        for result in rows.select_related("item").order_by("item__position")
+        if _keeps(chosen, result, others.get(result.item_id))
+    ]
+
+
+@dataclass(frozen=True)
+class FailureRow:
+    result: EvalResult
+    other: EvalResult | None
+    reference: str
+    prompt: list[dict[str, str]]
+    diff: list[DiffSegment]
+    other_diff: list[DiffSegment] = field(default_factory=list)
+
+
+def failure_rows(run: EvalRun, chosen: ResultFilter) -> list[FailureRow]:
+    """The failure browser: A's matching answers beside B's, each diffed against the expected
+    answer (deletions are what the expected answer has and the output lacks)."""
+    others = _results_by_item(chosen.other)
+    rows = []
+    for result in filtered_results(run, chosen):
+        reference = answer_of(result.item.messages)
+        other = others.get(result.item_id)
+        rows.append(
+            FailureRow(
+                result=result,
+                other=other,
+                reference=reference,
+                prompt=list(result.item.messages[:-1]),
+                diff=answer_diff(reference, result.output),
+                other_diff=answer_diff(reference, other.output) if other else [],
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class MetricCell:
+    key: str
+    label: str
+    value: float | None
+    points: bool
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    candidate: Candidate
+    cells: list[MetricCell]
+    summary: dict[str, Any]
+
+
+def candidate_rows(run: EvalRun, metrics: list[str]) -> list[CandidateRow]:
+    rows = []
+    for candidate in run.candidates.select_related("checkpoint", "model_version"):
+        means = candidate.metrics.get("means", {})
+        rows.append(
+            CandidateRow(
+                candidate=candidate,
+                cells=[
+                    MetricCell(key, METRICS[key].label, means.get(key), METRICS[key].points)
+                    for key in metrics
+                ],
+                summary=candidate.metrics,
+            )
+        )
+    return rows
+
+
+def report_metrics(run: EvalRun) -> list[str]:
+    """The metrics to show: the report's once finished, else the core ones."""
+    return list(run.report.get("metrics") or ["exact_match", "token_f1", "rouge_l", "chrf"])
+
+
+def comparisons_for_page(run: EvalRun) -> list[dict[str, Any]]:
+    """The report's comparisons with candidate labels and metric labels added."""
+    labels = dict(run.candidates.values_list("pk", "label"))
+    return [
+        {
+            **comparison,
+            "label_a": labels.get(comparison["a"], "?"),
+            "label_b": labels.get(comparison["b"], "?"),
+            "metric_label": METRICS[comparison["metric"]].label,
+            "points": METRICS[comparison["metric"]].points,
+        }
+        for comparison in run.report.get("comparisons", [])
+    ]
+
+
+@dataclass(frozen=True)
+class Confusion:
+    candidate: Candidate
+    accuracy: float
+    macro_f1: float
+    labels: list[str]
+    rows: list[tuple[str, list[int]]]
+
+
+def confusions(run: EvalRun) -> list[Confusion]:
+    """Confusion matrices of the candidates whose references read as labels."""
+    tables = []
+    for candidate in run.candidates.all():
+        labels = candidate.metrics.get("labels")
+        if not labels:
+            continue
+        names = labels["confusion"]["labels"]
+        tables.append(
+            Confusion(
+                candidate=candidate,
+                accuracy=labels["accuracy"],
+                macro_f1=labels["macro_f1"],
+                labels=names,
+                rows=list(zip(names, labels["confusion"]["matrix"], strict=True)),
+            )
+        )
+    return tables
 
 
 @dataclass(frozen=True)
@@ -15,19 +245,26 @@ class SideBySideRow:
     results: list[EvalResult | None]
 
 
-def side_by_side(run: EvalRun) -> tuple[list[Candidate], list[SideBySideRow]]:
+def side_by_side(run: EvalRun, *, limit: int) -> tuple[list[Candidate], list[SideBySideRow]]:
+    """The first ``limit`` answered items with every candidate's answer in candidate order."""
     candidates = list(run.candidates.all())
-    results = EvalResult.objects.filter(candidate__run=run).select_related("item")
+    first_items = list(
+        EvalResult.objects.filter(candidate__run=run)
+        .order_by("item__position")
+        .values_list("item_id", flat=True)
+        .distinct()[:limit]
+    )
+    results = EvalResult.objects.filter(candidate__run=run, item_id__in=first_items)
     by_item: dict[int, dict[int, EvalResult]] = {}
     items = {}
-    for result in results:
+    for result in results.select_related("item"):
         by_item.setdefault(result.item_id, {})[result.candidate_id] = result
         items[result.item_id] = result.item
     rows = [
         SideBySideRow(
             position=item.position,
-            prompt=item.messages[:-1],
-            reference=item.messages[-1]["content"],
+            prompt=list(item.messages[:-1]),
+            reference=answer_of(item.messages),
             results=[by_item[item_id].get(c.pk) for c in candidates],
         )
         for item_id, item in sorted(items.items(), key=lambda pair: pair[1].position)

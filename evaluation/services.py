@@ -1,132 +1,386 @@
-"""Writes for evaluation: create a run, execute it in the worker."""
+"""Writes for evaluation: create a run and its candidates, tag failures, send failures back to
+review. The worker side (scoring every item, resuming) is in runner.py."""
 
 from __future__ import annotations
 
-import logging
-import time
-from statistics import fmean
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.utils import timezone
 
-from datasets.models import DatasetVersionExample, Split
+from datasets.models import DatasetVersion, Example, ExampleStatus, Split
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
-from ftportal.state import check_transition
-from providers.base import ProviderError
 from registry.models import ModelVersion
-from training.adapters import chat_model_for
+from training.models import BaseModel, Checkpoint, Provider, TrainingJob
 
-from .metrics import exact_match, token_f1
-from .models import EVAL_TRANSITIONS, Candidate, EvalResult, EvalRun, EvalStatus
+from .models import (
+    Candidate,
+    CandidateKind,
+    EvalKind,
+    EvalResult,
+    EvalRun,
+    EvalSplit,
+    EvalStatus,
+    Prompting,
+)
+from .prompting import INPUT_PLACEHOLDER, answer_of, prompt_of
+from .scoring import METRICS, Checks
 
-logger = logging.getLogger(__name__)
-GENERATION_BATCH_SIZE = 16
+MAX_NEW_TOKENS_LIMIT = 1024
+MAX_FEW_SHOT_K = 64
+HOSTED_KINDS = (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.ANTHROPIC)
+
+
+@dataclass(frozen=True)
+class CandidateSpec:
+    """What a user asks to evaluate; exactly the fields its kind needs are set."""
+
+    kind: CandidateKind
+    model_version: ModelVersion | None = None
+    checkpoint: Checkpoint | None = None
+    base_model: BaseModel | None = None
+    api_model: str = ""
+    api_base_url: str = ""
+    api_key_env: str = ""
+    prompting: Prompting = Prompting.ZERO_SHOT
+    few_shot_k: int = 0
+    few_shot_seed: int = 0
+    shots_version: DatasetVersion | None = None
+    system_prompt: str = ""
+    user_template: str = INPUT_PLACEHOLDER
+    input_usd_per_million_tokens: Decimal | None = None
+    output_usd_per_million_tokens: Decimal | None = None
+    label: str = ""
+
+
+def _invalid(field: str, message: str) -> ApplicationError:
+    return ApplicationError(message, extra={"field": field})
+
+
+def _check_spec(spec: CandidateSpec, field: str, project: Project) -> None:
+    """ApplicationError naming ``field`` (for example ``candidates[2].api_model``)."""
+    if spec.kind == CandidateKind.MODEL_VERSION:
+        if spec.model_version is None:
+            raise _invalid(f"{field}.model_version", "A model version candidate needs a version.")
+        if spec.model_version.registered_model.project_id != project.pk:
+            raise _invalid(
+                f"{field}.model_version", "The model version belongs to another project."
+            )
+    elif spec.kind == CandidateKind.CHECKPOINT:
+        if spec.checkpoint is None:
+            raise _invalid(f"{field}.checkpoint", "A checkpoint candidate needs a checkpoint.")
+        if spec.checkpoint.job.project_id != project.pk:
+            raise _invalid(f"{field}.checkpoint", "The checkpoint belongs to another project.")
+        if not spec.checkpoint.path and not spec.checkpoint.provider_model_id:
+            raise _invalid(f"{field}.checkpoint", f"{spec.checkpoint} holds no model.")
+    elif spec.kind == CandidateKind.BASE:
+        if spec.base_model is None:
+            raise _invalid(f"{field}.base_model", "A base-model candidate needs a base model.")
+    elif spec.kind in HOSTED_KINDS:
+        if not spec.api_model.strip():
+            raise _invalid(f"{field}.api_model", "Name the provider's model id.")
+        if spec.api_key_env and not spec.api_key_env.replace("_", "").isalnum():
+            raise _invalid(f"{field}.api_key_env", "Give the name of an environment variable.")
+        if spec.api_base_url and not spec.api_base_url.startswith(("http://", "https://")):
+            raise _invalid(f"{field}.api_base_url", "The endpoint must be an http(s) URL.")
+    if spec.prompting == Prompting.FEW_SHOT and not 1 <= spec.few_shot_k <= MAX_FEW_SHOT_K:
+        raise _invalid(f"{field}.few_shot_k", f"k must be between 1 and {MAX_FEW_SHOT_K}.")
+    if INPUT_PLACEHOLDER not in spec.user_template:
+        raise _invalid(
+            f"{field}.user_template", f"The user template must contain {INPUT_PLACEHOLDER}."
+        )
+    for price_field in ("input_usd_per_million_tokens", "output_usd_per_million_tokens"):
+        price = getattr(spec, price_field)
+        if price is not None and price < 0:
+            raise _invalid(f"{field}.{price_field}", "A price cannot be negative.")
+
+
+def _check_shots(
+    spec: CandidateSpec,
+    field: str,
+    project: Project,
+    dataset_version: DatasetVersion,
+    split: EvalSplit,
+) -> None:
+    source = spec.shots_version or dataset_version
+    if source.dataset.project_id != project.pk:
+        raise _invalid(f"{field}.shots_version", "The dataset version belongs to another project.")
+    if split == EvalSplit.ALL and source.pk == dataset_version.pk:
+        # Every item of the version is a test item: shots from it would give answers away.
+        raise _invalid(
+            f"{field}.shots_version",
+            "When every item is a test item, draw the shots from another dataset version.",
+        )
+    train_count = source.items.filter(split=Split.TRAIN).count()
+    if train_count < spec.few_shot_k:
+        raise _invalid(
+            f"{field}.few_shot_k",
+            f"{spec.few_shot_k}-shot prompting needs {spec.few_shot_k} training examples; "
+            f"{source} has {train_count}.",
+        )
+
+
+def _base_model_of(spec: CandidateSpec) -> BaseModel | None:
+    if spec.model_version is not None:
+        return spec.model_version.base_model
+    if spec.checkpoint is not None:
+        return spec.checkpoint.job.base_model
+    return spec.base_model
+
+
+def _prices(spec: CandidateSpec) -> tuple[Decimal | None, Decimal | None]:
+    """The spec's prices, else the catalog's for hosted base models; local models cost machine
+    time, which the training estimate, not a token price, accounts for."""
+    base = _base_model_of(spec)
+    catalog_in = catalog_out = None
+    if base is not None and base.provider != Provider.LOCAL:
+        catalog_in, catalog_out = (
+            base.input_usd_per_million_tokens,
+            base.output_usd_per_million_tokens,
+        )
+    return (
+        spec.input_usd_per_million_tokens
+        if spec.input_usd_per_million_tokens is not None
+        else catalog_in,
+        spec.output_usd_per_million_tokens
+        if spec.output_usd_per_million_tokens is not None
+        else catalog_out,
+    )
+
+
+def default_label(spec: CandidateSpec) -> str:
+    prompting = f"{spec.few_shot_k}-shot" if spec.prompting == Prompting.FEW_SHOT else "zero-shot"
+    if spec.model_version is not None:
+        return f"{spec.model_version} (fine-tuned)"
+    if spec.checkpoint is not None:
+        return f"{spec.checkpoint.job.model_name} step {spec.checkpoint.step}"
+    if spec.base_model is not None:
+        return f"{spec.base_model.display_name} ({prompting})"
+    provider = "Anthropic" if spec.kind == CandidateKind.ANTHROPIC else "OpenAI-compatible"
+    return f"{spec.api_model} via {provider} ({prompting})"
+
+
+def _check_test_set(dataset_version: DatasetVersion, split: EvalSplit) -> None:
+    items = dataset_version.items
+    if split == EvalSplit.VALIDATION and not items.filter(split=Split.VALIDATION).exists():
+        raise _invalid("split", f"{dataset_version} has no validation examples.")
+    if not items.exists():
+        raise _invalid("dataset_version", f"{dataset_version} has no examples.")
 
 
 def eval_run_create(
     *,
     project: Project,
-    model_version: ModelVersion,
+    dataset_version: DatasetVersion,
+    candidates: Sequence[CandidateSpec],
     user: User,
+    split: EvalSplit = EvalSplit.VALIDATION,
     max_new_tokens: int = 64,
+    primary_metric: str = "exact_match",
+    regex_check: str = "",
+    contains_check: str = "",
+    kind: EvalKind = EvalKind.COMPARISON,
+    training_job: TrainingJob | None = None,
 ) -> EvalRun:
-    """Fine-tuned version against its base model, zero-shot, on the validation split."""
-    if model_version.registered_model.project_id != project.pk:
-        raise ApplicationError("The model version belongs to another project.")
-    if not 1 <= max_new_tokens <= 1024:
-        raise ApplicationError(
-            "max_new_tokens must be between 1 and 1024.", extra={"field": "max_new_tokens"}
+    """Queue an evaluation of every candidate on the same items. The first candidate is the
+    one the verdicts are about ("A beats B")."""
+    if dataset_version.dataset.project_id != project.pk:
+        raise _invalid("dataset_version", "The dataset version belongs to another project.")
+    if not candidates:
+        raise _invalid("candidates", "Add at least one candidate.")
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+        raise _invalid(
+            "max_new_tokens", f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS_LIMIT}."
         )
-    if not model_version.dataset_version.items.filter(split=Split.VALIDATION).exists():
-        raise ApplicationError(f"{model_version.dataset_version} has no validation examples.")
+    if primary_metric not in METRICS:
+        raise _invalid(
+            "primary_metric", f"Unknown metric {primary_metric!r}; one of {', '.join(METRICS)}."
+        )
+    try:
+        Checks(regex=regex_check, contains=contains_check).validate()
+    except ValueError as error:
+        raise _invalid("regex_check", str(error)) from error
+    _check_test_set(dataset_version, split)
+    for index, spec in enumerate(candidates):
+        _check_spec(spec, f"candidates[{index}]", project)
+    for index, spec in enumerate(candidates):
+        if spec.prompting == Prompting.FEW_SHOT:
+            _check_shots(spec, f"candidates[{index}]", project, dataset_version, split)
     with transaction.atomic():
         run = EvalRun.objects.create(
             project=project,
-            dataset_version=model_version.dataset_version,
-            split=Split.VALIDATION,
+            dataset_version=dataset_version,
+            split=split,
+            kind=kind,
+            training_job=training_job,
             max_new_tokens=max_new_tokens,
+            primary_metric=primary_metric,
+            regex_check=regex_check,
+            contains_check=contains_check,
             created_by=user,
         )
-        Candidate.objects.create(
-            run=run,
-            position=0,
-            label=f"{model_version} (fine-tuned)",
-            base_model=model_version.base_model,
-            model_version=model_version,
-        )
-        Candidate.objects.create(
-            run=run,
-            position=1,
-            label=f"{model_version.base_model.display_name} (base, zero-shot)",
-            base_model=model_version.base_model,
-        )
+        for position, spec in enumerate(candidates):
+            price_in, price_out = _prices(spec)
+            Candidate.objects.create(
+                run=run,
+                position=position,
+                label=(spec.label.strip() or default_label(spec))[:200],
+                kind=spec.kind,
+                base_model=_base_model_of(spec),
+                model_version=spec.model_version,
+                checkpoint=spec.checkpoint,
+                api_model=spec.api_model.strip(),
+                api_base_url=spec.api_base_url.strip(),
+                api_key_env=spec.api_key_env.strip(),
+                prompting=spec.prompting,
+                few_shot_k=spec.few_shot_k if spec.prompting == Prompting.FEW_SHOT else 0,
+                few_shot_seed=spec.few_shot_seed,
+                shots_version=spec.shots_version if spec.prompting == Prompting.FEW_SHOT else None,
+                system_prompt=spec.system_prompt,
+                user_template=spec.user_template,
+                input_usd_per_million_tokens=price_in,
+                output_usd_per_million_tokens=price_out,
+            )
+        transaction.on_commit(lambda: eval_run_dispatch(run))
+    return run
+
+
+def eval_run_resume(*, run: EvalRun) -> EvalRun:
+    """Queue a failed run again (after a rate limit that outlasted the retries, or a fixed
+    credential); it skips every item already answered."""
+    from .runner import transition
+
+    with transaction.atomic():
+        locked = EvalRun.objects.select_for_update().get(pk=run.pk)
+        transition(locked, EvalStatus.QUEUED, error="", heartbeat_at=None)
+        transaction.on_commit(lambda: eval_run_dispatch(locked))
+    return locked
+
+
+def eval_run_dispatch(run: EvalRun) -> None:
     from .tasks import execute_eval_run
 
-    transaction.on_commit(lambda: execute_eval_run.delay(run.pk))
-    return run
+    execute_eval_run.delay(run.pk)
 
 
-def _transition(run: EvalRun, target: EvalStatus, **changes: object) -> None:
-    check_transition(kind="evaluation", current=run.status, target=target, allowed=EVAL_TRANSITIONS)
-    run.status = target
-    if target == EvalStatus.RUNNING:
-        run.started_at = timezone.now()
-    else:
-        run.finished_at = timezone.now()
-    for name, value in changes.items():
-        setattr(run, name, value)
-    run.save()
-
-
-def _score_candidate(
-    candidate: Candidate, items: list[DatasetVersionExample], max_new: int
-) -> None:
-    adapter = candidate.model_version.adapter_dir if candidate.model_version else None
-    model = chat_model_for(candidate.base_model, adapter_dir=adapter)
-    started = time.perf_counter()
-    generations = model.generate_batch(
-        [item.messages[:-1] for item in items],
-        max_new_tokens=max_new,
-        batch_size=GENERATION_BATCH_SIZE,
-    )
-    seconds = time.perf_counter() - started
-    results = [
-        EvalResult(
-            candidate=candidate,
-            item=item,
-            output=generation.text,
-            exact_match=exact_match(generation.text, item.messages[-1]["content"]),
-            token_f1=token_f1(generation.text, item.messages[-1]["content"]),
-        )
-        for item, generation in zip(items, generations, strict=True)
+def comparison_specs_for(version: ModelVersion) -> list[CandidateSpec]:
+    """The guide's comparison for a fine-tuned version: itself, its base zero-shot, and its
+    base few-shot with 5 examples when the training split has them."""
+    specs = [
+        CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=version),
+        CandidateSpec(kind=CandidateKind.BASE, base_model=version.base_model),
     ]
-    EvalResult.objects.bulk_create(results)
-    candidate.exact_match = fmean(float(r.exact_match) for r in results)
-    candidate.token_f1 = fmean(r.token_f1 for r in results)
-    candidate.example_count = len(results)
-    candidate.generation_seconds = seconds
-    candidate.save()
+    train_count = version.dataset_version.items.filter(split=Split.TRAIN).count()
+    if train_count >= 5:
+        specs.append(
+            CandidateSpec(
+                kind=CandidateKind.BASE,
+                base_model=version.base_model,
+                prompting=Prompting.FEW_SHOT,
+                few_shot_k=5,
+            )
+        )
+    return specs
 
 
-def eval_run_execute(*, run_id: int) -> EvalRun:
+def eval_run_for_version(
+    *, project: Project, model_version: ModelVersion, user: User, max_new_tokens: int = 64
+) -> EvalRun:
+    """The guide's evaluation of a fine-tuned version, on its own validation split."""
+    if model_version.registered_model.project_id != project.pk:
+        raise _invalid("model_version", "The model version belongs to another project.")
+    return eval_run_create(
+        project=project,
+        dataset_version=model_version.dataset_version,
+        candidates=comparison_specs_for(model_version),
+        user=user,
+        max_new_tokens=max_new_tokens,
+    )
+
+
+def checkpoint_sweep_create(
+    *, job: TrainingJob, user: User, max_new_tokens: int = 64, primary_metric: str = "exact_match"
+) -> EvalRun:
+    """Every checkpoint of a job on its validation split, to pick the best by the task metric
+    rather than by loss."""
+    checkpoints = [c for c in job.checkpoints.order_by("step") if c.path or c.provider_model_id]
+    if not checkpoints:
+        raise ApplicationError(f"{job} has no checkpoints to evaluate.")
+    return eval_run_create(
+        project=job.project,
+        dataset_version=job.dataset_version,
+        candidates=[
+            CandidateSpec(kind=CandidateKind.CHECKPOINT, checkpoint=c) for c in checkpoints
+        ],
+        user=user,
+        max_new_tokens=max_new_tokens,
+        primary_metric=primary_metric,
+        kind=EvalKind.CHECKPOINTS,
+        training_job=job,
+    )
+
+
+FAILURE_TAG_MAX_LENGTH = 50
+
+
+def eval_result_tag(*, result: EvalResult, tag: str, add: bool = True) -> EvalResult:
+    """Add or remove a failure tag ("wrong label", "hallucinated field", ...) on one answer."""
+    cleaned = " ".join(tag.split()).lower()
+    if not cleaned or len(cleaned) > FAILURE_TAG_MAX_LENGTH:
+        raise _invalid("tag", f"A tag is 1 to {FAILURE_TAG_MAX_LENGTH} characters.")
     with transaction.atomic():
-        run = EvalRun.objects.select_for_update().get(pk=run_id)
-        if run.status != EvalStatus.QUEUED:
-            return run
-        _transition(run, EvalStatus.RUNNING)
-    items = list(run.dataset_version.items.filter(split=run.split))
-    try:
-        if not items:
-            raise ApplicationError(f"The {run.split} split of {run.dataset_version} is empty.")
-        for candidate in run.candidates.select_related("model_version", "base_model"):
-            _score_candidate(candidate, items, run.max_new_tokens)
-    except (ApplicationError, ProviderError, RuntimeError, ValueError, OSError) as exc:
-        logger.exception("Evaluation %s failed", run.pk)
-        run.refresh_from_db()
-        _transition(run, EvalStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
-        return run
-    run.refresh_from_db()
-    _transition(run, EvalStatus.SUCCEEDED)
-    return run
+        locked = EvalResult.objects.select_for_update().get(pk=result.pk)
+        tags = [t for t in locked.tags if t != cleaned]
+        if add:
+            tags.append(cleaned)
+        locked.tags = sorted(tags)
+        locked.save(update_fields=["tags"])
+    return locked
+
+
+def eval_results_send_to_review(
+    *, run: EvalRun, result_ids: Sequence[int], user: User
+) -> list[Example]:
+    """Each chosen answer becomes a new pending example in the run's dataset: the item's prompt
+    with the model's answer, for a reviewer to fix. Its metadata says where it came from; an
+    answer already sent is not sent twice."""
+    created: list[Example] = []
+    with transaction.atomic():
+        # Locked, so two people sending the same failure at once create one example.
+        results = list(
+            EvalResult.objects.select_for_update()
+            .filter(candidate__run=run, pk__in=result_ids)
+            .select_related("item", "candidate")
+            .order_by("pk")
+        )
+        missing = sorted(set(result_ids) - {r.pk for r in results})
+        if missing:
+            raise _invalid("results", f"No results {missing} in {run}.")
+        for result in results:
+            if result.sent_to_review_id is None:
+                created.append(_review_example_from(run, result, user))
+    return created
+
+
+def _review_example_from(run: EvalRun, result: EvalResult, user: User) -> Example:
+    item = result.item
+    example = Example.objects.create(
+        dataset=run.dataset_version.dataset,
+        messages=[*prompt_of(item.messages), {"role": "assistant", "content": result.output}],
+        status=ExampleStatus.PENDING,
+        metadata={
+            "source": "evaluation",
+            "eval_run": run.pk,
+            "candidate": result.candidate.label,
+            "dataset_version": run.dataset_version.number,
+            "item_position": item.position,
+            "source_example": item.example_id,
+            "expected_answer": answer_of(item.messages),
+            "sent_by": user.get_username(),
+        },
+    )
+    EvalResult.objects.filter(pk=result.pk).update(sent_to_review=example)
+    return example

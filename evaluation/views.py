@@ -7,12 +7,23 @@ from django.views.decorators.http import require_POST
 
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
-from ftportal.roles import Action
+from ftportal.roles import Action, role_allows
 from registry.models import ModelVersion
+from training.models import TrainingJob
 
 from .models import EvalRun, EvalStatus
-from .selectors import side_by_side
-from .services import eval_run_create
+from .runner import progress
+from .scoring import BOOTSTRAP_RESAMPLES, METRICS
+from .selectors import (
+    candidate_rows,
+    comparisons_for_page,
+    confusions,
+    report_metrics,
+    side_by_side,
+)
+from .services import checkpoint_sweep_create, eval_run_for_version, eval_run_resume
+
+SIDE_BY_SIDE_ITEMS = 20
 
 
 @login_required
@@ -20,7 +31,25 @@ from .services import eval_run_create
 def eval_create(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
     version = get_object_or_404(ModelVersion, pk=version_id, registered_model__project=project)
-    run = eval_run_create(project=project, model_version=version, user=request.user)
+    run = eval_run_for_version(project=project, model_version=version, user=request.user)
+    return redirect("eval_detail", project_id, run.pk)
+
+
+@login_required
+@require_POST
+def checkpoint_sweep(request: AppRequest, project_id: int, job_id: int) -> HttpResponse:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+    job = get_object_or_404(TrainingJob, pk=job_id, project=project)
+    run = checkpoint_sweep_create(job=job, user=request.user)
+    return redirect("eval_detail", project_id, run.pk)
+
+
+@login_required
+@require_POST
+def eval_resume(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+    run = get_object_or_404(EvalRun, pk=run_id, project=project)
+    eval_run_resume(run=run)
     return redirect("eval_detail", project_id, run.pk)
 
 
@@ -28,15 +57,32 @@ def eval_create(request: AppRequest, project_id: int, version_id: int) -> HttpRe
 def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
     run = get_object_or_404(
-        EvalRun.objects.select_related("dataset_version__dataset"), pk=run_id, project=project
+        EvalRun.objects.select_related("dataset_version__dataset", "training_job"),
+        pk=run_id,
+        project=project,
     )
-    candidates, rows = side_by_side(run)
+    metrics = report_metrics(run)
+    candidates, rows = side_by_side(run, limit=SIDE_BY_SIDE_ITEMS)
+    done, total = progress(run)
+    primary = run.report.get("primary_metric") or run.primary_metric
     context = {
         "project": project,
         "role": role,
+        "can_evaluate": role_allows(role, Action.EVALUATE),
         "run": run,
         "candidates": candidates,
         "rows": rows,
+        "done": done,
+        "total": total,
+        "metric_headers": [(key, METRICS[key].label) for key in metrics],
+        "candidate_rows": candidate_rows(run, metrics),
+        "comparisons": comparisons_for_page(run),
+        "verdicts": run.report.get("verdicts", []),
+        "recommendation": run.report.get("recommendation"),
+        "reference_id": run.report.get("reference"),
+        "confusions": confusions(run),
+        "primary_label": METRICS[primary].label if primary in METRICS else primary,
+        "resamples": BOOTSTRAP_RESAMPLES,
         "in_progress": run.status in (EvalStatus.QUEUED, EvalStatus.RUNNING),
     }
     template = (

@@ -157,6 +157,31 @@ evaluation_patterns = [
         evaluation_api.EvalRunDetailApi.as_view(),
         name="evaluation_detail",
     ),
+    path(
+        "evaluations/<int:run_id>/resume/",
+        evaluation_api.EvalRunResumeApi.as_view(),
+        name="evaluation_resume",
+    ),
+    path(
+        "evaluations/<int:run_id>/results/",
+        evaluation_api.EvalResultListApi.as_view(),
+        name="evaluation_results",
+    ),
+    path(
+        "evaluations/<int:run_id>/results/<int:result_id>/tags/",
+        evaluation_api.EvalResultTagApi.as_view(),
+        name="evaluation_result_tag",
+    ),
+    path(
+        "evaluations/<int:run_id>/send-to-review/",
+        evaluation_api.SendToReviewApi.as_view(),
+        name="evaluation_send_to_review",
+    ),
+    path(
+        "training-jobs/<int:job_id>/evaluate-checkpoints/",
+        evaluation_api.CheckpointSweepApi.as_view(),
+        name="training_job_evaluate_checkpoints",
+    ),
 ]
 
 project_patterns = [

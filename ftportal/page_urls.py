@@ -110,6 +110,16 @@ urlpatterns = [
         name="eval_detail",
     ),
     path(
+        "projects/<int:project_id>/evaluations/<int:run_id>/resume/",
+        evaluation_views.eval_resume,
+        name="eval_resume",
+    ),
+    path(
+        "projects/<int:project_id>/training-jobs/<int:job_id>/evaluate-checkpoints/",
+        evaluation_views.checkpoint_sweep,
+        name="checkpoint_sweep",
+    ),
+    path(
         "projects/<int:project_id>/imports/<int:batch_id>/",
         dataset_import_views.import_detail,
         name="import_detail",

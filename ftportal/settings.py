@@ -161,6 +161,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # (imports, analyses, submitting and polling hosted jobs, the reaper).
 CELERY_TASK_ROUTES = {
     "training.tasks.run_training_job": {"queue": "training"},
+    # The reaper must not wait behind a long evaluation; exact names win over patterns.
+    "evaluation.tasks.reap_abandoned_evaluations": {"queue": "default"},
     "evaluation.tasks.*": {"queue": "inference"},
 }
 # A worker that dies holding a message gets it redelivered; redelivery is harmless because a
@@ -179,7 +181,12 @@ CELERY_BEAT_SCHEDULE = {
     "reap-abandoned-training-jobs": {
         "task": "training.tasks.reap_abandoned_jobs",
         "schedule": FTPORTAL_REAPER_SECONDS,
-    }
+    },
+    # Evaluations resume where they stopped (stored answers are never asked again).
+    "reap-abandoned-evaluations": {
+        "task": "evaluation.tasks.reap_abandoned_evaluations",
+        "schedule": FTPORTAL_REAPER_SECONDS,
+    },
 }
 CELERY_TASK_ALWAYS_EAGER = False
 
@@ -212,6 +219,12 @@ else:
 # OpenAI-compatible service.
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
+# Anthropic (baselines and judges in evaluations); ANTHROPIC_BASE_URL for a proxy or a fake.
+ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
+ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
+# Evaluations call hosted models concurrently, at most this many requests in flight per
+# candidate; rate limits (429 with Retry-After) pause all of them together.
+FTPORTAL_EVAL_MAX_IN_FLIGHT = int(os.environ.get("FTPORTAL_EVAL_MAX_IN_FLIGHT", 16))
 FTPORTAL_PROVIDER_TIMEOUT_SECONDS = float(os.environ.get("FTPORTAL_PROVIDER_TIMEOUT_SECONDS", 60))
 FTPORTAL_HOSTED_POLL_SECONDS = float(os.environ.get("FTPORTAL_HOSTED_POLL_SECONDS", 30))
 # Transient provider errors (429, 5xx, timeouts) are retried this many times with exponential

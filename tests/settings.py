@@ -13,6 +13,8 @@ TEST_RUN_ID = os.environ.setdefault("FTPORTAL_TEST_RUN_ID", str(os.getpid()))
 # here, before the worker subprocess starts, so it inherits them.
 os.environ["OPENAI_API_KEY"] = "sk-fake-test-key"
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"  # unreachable unless a test says where
+os.environ["ANTHROPIC_API_KEY"] = "sk-ant-fake-test-key"
+os.environ["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:9"
 os.environ.setdefault("FTPORTAL_HOSTED_POLL_SECONDS", "0.2")
 os.environ.setdefault("FTPORTAL_PROVIDER_BACKOFF_SECONDS", "0.1")
 

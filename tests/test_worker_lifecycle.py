@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.models import EvalStatus
-from evaluation.services import eval_run_create
+from evaluation.services import eval_run_for_version
 from ftportal.roles import Role
 from registry.models import ModelVersion
 from tests.conftest import wait_until
@@ -48,19 +48,24 @@ def test_a_job_trains_registers_a_version_and_evaluates_against_the_base(
     assert version.hyperparameters["max_steps"] == 3
     assert (Path(version.adapter_dir) / "adapter_config.json").exists()
 
-    run = eval_run_create(project=project, model_version=version, user=lead, max_new_tokens=16)
+    run = eval_run_for_version(project=project, model_version=version, user=lead, max_new_tokens=16)
     wait_until(
         lambda: run.refresh_from_db() or run.status in (EvalStatus.SUCCEEDED, EvalStatus.FAILED),
         timeout=TRAINING_TIMEOUT_S,
         what="evaluation",
     )
     assert run.status == EvalStatus.SUCCEEDED, run.error
-    fine_tuned, base = run.candidates.all()
+    fine_tuned, base, five_shot = run.candidates.all()
     assert fine_tuned.model_version == version and base.model_version is None
-    for candidate in (fine_tuned, base):
+    assert (five_shot.prompting, five_shot.few_shot_k) == ("few_shot", 5)
+    for candidate in (fine_tuned, base, five_shot):
         assert candidate.example_count == data.validation_count
         assert candidate.results.count() == data.validation_count
-        assert 0.0 <= candidate.token_f1 <= 1.0
+        assert 0.0 <= candidate.metrics["means"]["token_f1"] <= 1.0
+    assert {(c["a"], c["b"]) for c in run.report["comparisons"]} == {
+        (fine_tuned.pk, base.pk),
+        (fine_tuned.pk, five_shot.pk),
+    }
 
 
 def test_cancelling_a_running_job_stops_it_between_steps(

@@ -11,20 +11,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from datasets.models import Split
 from datasets.quality.findings import ERROR
 from datasets.quality.validation import validate_conversations
+from ftportal.heartbeat import Heartbeat
 from providers.base import (
     CheckpointSaved,
     ProviderError,
@@ -77,38 +76,6 @@ def _claim(job_id: int) -> TrainingJob | None:
         transition(job, JobStatus.RUNNING if resuming else JobStatus.VALIDATING)
         job_event(job, f"Attempt {job.attempts} on worker {job.worker}")
         return job
-
-
-class Heartbeat:
-    """Writes heartbeat_at every few seconds from a thread, so that a long step or a long
-    validation pass is never mistaken for a dead worker."""
-
-    def __init__(self, job_id: int, attempt: int, interval: float) -> None:
-        self.job_id = job_id
-        self.attempt = attempt
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.interval):
-                _owned(self.job_id, self.attempt).update(heartbeat_at=timezone.now())
-        finally:
-            connection.close()  # this thread's own connection
 
 
 def _conversations(job: TrainingJob, split: Split) -> list[list[dict[str, str]]]:
@@ -168,7 +135,11 @@ def training_job_run(*, job_id: int) -> TrainingJob | None:
         job_event(job, f"Resuming from the checkpoint at step {resume.step}")
     started = time.monotonic()
     try:
-        with Heartbeat(job.pk, attempt, settings.FTPORTAL_HEARTBEAT_SECONDS):
+        with Heartbeat(
+            lambda: _owned(job.pk, attempt).update(heartbeat_at=timezone.now()),
+            settings.FTPORTAL_HEARTBEAT_SECONDS,
+            name=f"heartbeat-job-{job.pk}",
+        ):
             result = _train(job, attempt, resume)
     except AttemptSuperseded:
         logger.warning("Job %s: attempt %s was superseded; stopping", job_id, attempt)

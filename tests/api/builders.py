@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction
 from datasets.services import dataset_version_freeze, example_review
 from evaluation.models import EvalRun
-from evaluation.services import eval_run_create
+from evaluation.services import eval_run_for_version
 from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import model_version_promote, model_version_register
@@ -122,7 +122,7 @@ def build_world(*, project: Project, owner: User, base_model: BaseModel) -> Worl
     # Production went first -> second, so a rollback has somewhere to go.
     model_version_promote(model_version=first, user=owner)
     model_version_promote(model_version=second, user=owner)
-    eval_run = eval_run_create(project=project, model_version=second, user=owner)
+    eval_run = eval_run_for_version(project=project, model_version=second, user=owner)
     return World(
         project=project,
         owner=owner,

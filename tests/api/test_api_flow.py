@@ -654,8 +654,9 @@ def test_an_evaluation_is_queued_with_the_version_and_its_base_as_candidates(
     assert run["max_new_tokens"] == 16
     assert run["split"] == "validation"
     candidates = run["candidates"]
-    assert len(candidates) == 2
+    assert len(candidates) == 2  # the world's training split is too small for 5 shots
     assert [c["model_version"] for c in candidates] == [world.second.pk, None]
+    assert [c["kind"] for c in candidates] == ["model_version", "base"]
     assert all(c["base_model"] == "smollm2-135m-instruct" for c in candidates)
     assert EvalRun.objects.get(pk=run["id"]).status == EvalStatus.QUEUED
     listing = client.get(api(project, "evaluations/")).json()
@@ -675,31 +676,40 @@ def test_max_new_tokens_out_of_bounds_is_refused(
     assert list(EvalRun.objects.all()) == [world.eval_run]
 
 
-def test_the_evaluation_detail_puts_every_candidates_answer_side_by_side(
+def test_the_results_endpoint_lists_answers_and_filters_a_wrong_b_right(
     client: APIClient, project: Project, world: World
 ) -> None:
     created = client.post(
         api(project, "evaluations/"), {"model_version": world.second.pk}, format="json"
     ).json()
     run = EvalRun.objects.get(pk=created["id"])
-    tuned, base = run.candidates.order_by("position")
+    tuned, base = run.candidates.order_by("position")[:2]
     items = list(world.version.items.filter(split="validation"))
     for item in items:
         reference = item.messages[-1]["content"]
         EvalResult.objects.create(
-            candidate=tuned, item=item, output=reference, exact_match=True, token_f1=1.0
+            candidate=tuned, item=item, output="no idea", scores={"exact_match": 0.0}
         )
         EvalResult.objects.create(
-            candidate=base, item=item, output="no idea", exact_match=False, token_f1=0.0
+            candidate=base, item=item, output=reference, scores={"exact_match": 1.0}
         )
 
-    detail = client.get(api(project, f"evaluations/{run.pk}/")).json()
+    listed = client.get(api(project, f"evaluations/{run.pk}/results/")).json()
+    a_wrong_b_right = client.get(
+        api(project, f"evaluations/{run.pk}/results/"),
+        {"a": str(tuned.pk), "b": str(base.pk), "outcome": "a_wrong_b_right"},
+    ).json()
+    a_right_b_wrong = client.get(
+        api(project, f"evaluations/{run.pk}/results/"),
+        {"a": str(tuned.pk), "b": str(base.pk), "outcome": "a_right_b_wrong"},
+    ).json()
+    bad = client.get(api(project, f"evaluations/{run.pk}/results/"), {"outcome": "sideways"})
 
-    assert [row["position"] for row in detail["results"]] == [item.position for item in items]
-    row = detail["results"][0]
+    assert [row["position"] for row in listed] == [item.position for item in items]
+    row = listed[0]
+    assert row["candidate"] == tuned.pk
     assert row["prompt"] == items[0].messages[:-1]
     assert row["reference"] == items[0].messages[-1]["content"]
-    assert row["outputs"] == [
-        {"candidate": tuned.pk, "output": row["reference"], "exact_match": True, "token_f1": 1.0},
-        {"candidate": base.pk, "output": "no idea", "exact_match": False, "token_f1": 0.0},
-    ]
+    assert (row["output"], row["scores"]) == ("no idea", {"exact_match": 0.0})
+    assert len(a_wrong_b_right) == len(items) and a_right_b_wrong == []
+    assert bad.status_code == 400 and "outcome" in bad.content.decode()

@@ -691,11 +691,11 @@ def test_prompts_references_and_outputs_are_escaped_on_the_evaluation_page(
         created_by=lead,
     )
     candidate = Candidate.objects.create(
-        run=run, position=0, label="base", base_model=base_model, exact_match=0.0, token_f1=0.5
+        run=run, position=0, label="base", kind="base", base_model=base_model
     )
     item = hostile_version.items.get(position=0)  # the hostile example came first
     EvalResult.objects.create(
-        candidate=candidate, item=item, output=f"{XSS}!", exact_match=False, token_f1=0.5
+        candidate=candidate, item=item, output=f"{XSS}!", scores={"exact_match": 0.0}
     )
     client.force_login(lead)
 

@@ -1,0 +1,132 @@
+"""The numbers of a finished run: each candidate's summary, the paired comparisons with the
+reference candidate, the verdict sentences and, for a checkpoint sweep, which checkpoint to
+keep. Written once into EvalRun.report and Candidate.metrics when the run ends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .models import Candidate, EvalKind, EvalResult, EvalRun
+from .prompting import answer_of
+from .scoring import (
+    METRICS,
+    ScoredAnswer,
+    best_candidate,
+    candidate_summary,
+    compare_candidates,
+    metrics_present,
+)
+
+
+def candidate_summary_of(candidate: Candidate) -> dict[str, Any]:
+    rows = EvalResult.objects.filter(candidate=candidate).select_related("item")
+    answers = [
+        ScoredAnswer(
+            output=row.output,
+            reference=answer_of(row.item.messages),
+            scores=row.scores,
+            latency_seconds=row.latency_seconds,
+            prompt_tokens=row.prompt_tokens,
+            completion_tokens=row.completion_tokens,
+            failed=bool(row.error),
+        )
+        for row in rows
+    ]
+    return candidate_summary(
+        answers,
+        input_usd_per_million=candidate.input_usd_per_million_tokens,
+        output_usd_per_million=candidate.output_usd_per_million_tokens,
+    )
+
+
+def scores_by_candidate(run: EvalRun) -> dict[int, dict[int, dict[str, float]]]:
+    """candidate id -> item id -> that answer's scores."""
+    table: dict[int, dict[int, dict[str, float]]] = {c.pk: {} for c in run.candidates.all()}
+    rows = EvalResult.objects.filter(candidate__run=run).values_list(
+        "candidate_id", "item_id", "scores"
+    )
+    for candidate_id, item_id, scores in rows:
+        table[candidate_id][item_id] = scores
+    return table
+
+
+def _percent(value: float) -> str:
+    return f"{value * 100:.1f} %"
+
+
+def _checkpoint_recommendation(
+    candidates: list[Candidate], best_id: int, metric: str
+) -> dict[str, Any]:
+    """Which checkpoint to keep, by the task metric, and whether the loss would have chosen
+    differently (the reason to evaluate checkpoints at all)."""
+    label = METRICS[metric].label
+    by_id = {c.pk: c for c in candidates}
+    best = by_id[best_id]
+    best_value = best.metrics["means"][metric]
+    losses = {
+        c.pk: c.checkpoint.val_loss
+        for c in candidates
+        if c.checkpoint is not None and c.checkpoint.val_loss is not None
+    }
+    lowest_loss = by_id[min(losses, key=lambda pk: losses[pk])] if losses else None
+    sentence = f"Keep {best.label}: best {label} ({_percent(best_value)})."
+    if lowest_loss is not None and lowest_loss.pk != best.pk:
+        loss_value = lowest_loss.metrics.get("means", {}).get(metric)
+        scored = f", which scores {_percent(loss_value)}" if loss_value is not None else ""
+        sentence += (
+            f" The lowest validation loss ({losses[lowest_loss.pk]:.3f}) is at "
+            f"{lowest_loss.label}{scored}: choosing by loss would be worse."
+        )
+    return {
+        "candidate": best.pk,
+        "checkpoint": best.checkpoint_id,
+        "step": best.checkpoint.step if best.checkpoint else None,
+        "value": best_value,
+        "lowest_val_loss_candidate": lowest_loss.pk if lowest_loss else None,
+        "sentence": sentence,
+    }
+
+
+def run_report(run: EvalRun) -> dict[str, Any]:
+    candidates = list(run.candidates.select_related("checkpoint"))
+    table = scores_by_candidate(run)
+    metrics = metrics_present([s for per_item in table.values() for s in per_item.values()])
+    summaries = {c.pk: c.metrics for c in candidates}
+    primary = run.primary_metric if run.primary_metric in metrics else (metrics or [""])[0]
+    report: dict[str, Any] = {"metrics": metrics, "primary_metric": primary}
+    if not candidates or not primary:
+        return report
+    reference_id = candidates[0].pk
+    if run.kind == EvalKind.CHECKPOINTS:
+        best_id = best_candidate(summaries, primary)
+        if best_id is not None:
+            reference_id = best_id
+            report["recommendation"] = _checkpoint_recommendation(candidates, best_id, primary)
+    reference = next(c for c in candidates if c.pk == reference_id)
+    comparisons = []
+    for other in candidates:
+        if other.pk == reference.pk:
+            continue
+        for metric in metrics:
+            comparison = compare_candidates(
+                name_a=reference.label,
+                name_b=other.label,
+                scores_a=table[reference.pk],
+                scores_b=table[other.pk],
+                metric=metric,
+            )
+            if comparison is not None:
+                comparisons.append({"a": reference.pk, "b": other.pk, **comparison})
+    report["reference"] = reference.pk
+    report["comparisons"] = comparisons
+    report["verdicts"] = [
+        _capitalised(c["sentence"]) for c in comparisons if c["metric"] == primary
+    ]
+    return report
+
+
+def _capitalised(sentence: str) -> str:
+    # Only the sentence's own opening word: a candidate's label keeps its spelling.
+    if sentence.startswith("no "):
+        sentence = "N" + sentence[1:]
+    return sentence + "."

@@ -1,0 +1,415 @@
+"""The worker side of an evaluation: claim the run, answer every item with every candidate,
+score and store each answer as it arrives, then write the report.
+
+Answers are stored as they come (a local batch at a time, a hosted answer at a time), so a run
+whose worker died resumes where it stopped: items with a stored result are never asked again.
+Like training jobs, a run is owned by one attempt at a time and every write checks that the
+attempt still owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from datasets.models import DatasetVersionExample, Split
+from ftportal.errors import ApplicationError
+from ftportal.heartbeat import Heartbeat
+from ftportal.state import check_transition
+from providers.base import ChatModel, Conversation, ProviderError
+from providers.hosted_chat import (
+    AnthropicChat,
+    HostedGeneration,
+    HostedItemError,
+    OpenAICompatibleChat,
+)
+from training.adapters import base_model_dir
+from training.models import BaseModel, Provider
+
+from .models import (
+    EVAL_TRANSITIONS,
+    Candidate,
+    CandidateKind,
+    EvalResult,
+    EvalRun,
+    EvalSplit,
+    EvalStatus,
+    Prompting,
+)
+from .prompting import (
+    PromptTemplate,
+    answer_of,
+    few_shot_prompt,
+    pick_shots,
+    prompt_of,
+    templated_prompt,
+)
+from .report import candidate_summary_of, run_report
+from .scoring import Checks, score_answer
+
+logger = logging.getLogger(__name__)
+
+# Local candidates answer this many items per generate call; results are saved after each, so
+# this is also the most work a crash can lose.
+LOCAL_BATCH_SIZE = 32
+MAX_REFUSALS_IN_A_ROW = 3
+
+
+class AttemptSuperseded(Exception):
+    """The reaper gave this attempt up and another worker owns the run now."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owned(run_id: int, attempt: int) -> QuerySet[EvalRun]:
+    return EvalRun.objects.filter(pk=run_id, attempts=attempt, status=EvalStatus.RUNNING)
+
+
+def transition(run: EvalRun, target: EvalStatus, **changes: object) -> None:
+    check_transition(kind="evaluation", current=run.status, target=target, allowed=EVAL_TRANSITIONS)
+    run.status = target
+    if target == EvalStatus.RUNNING:
+        run.started_at = run.started_at or timezone.now()
+    elif target in (EvalStatus.SUCCEEDED, EvalStatus.FAILED):
+        run.finished_at = timezone.now()
+    for name, value in changes.items():
+        setattr(run, name, value)
+    run.save()
+
+
+def _claim(run_id: int) -> EvalRun | None:
+    with transaction.atomic():
+        run = EvalRun.objects.select_for_update().get(pk=run_id)
+        if run.status != EvalStatus.QUEUED:
+            logger.info("Evaluation %s is %s; not running it", run.pk, run.status)
+            return None
+        run.attempts += 1
+        transition(run, EvalStatus.RUNNING, worker=worker_name(), heartbeat_at=timezone.now())
+        return run
+
+
+def test_items(run: EvalRun) -> list[DatasetVersionExample]:
+    items = run.dataset_version.items.order_by("position")
+    if run.split == EvalSplit.VALIDATION:
+        items = items.filter(split=Split.VALIDATION)
+    return list(items)
+
+
+def eval_run_execute(*, run_id: int) -> EvalRun | None:
+    """Run (or resume) an evaluation; None when this worker does not own it."""
+    run = _claim(run_id)
+    if run is None:
+        return None
+    attempt = run.attempts
+    try:
+        with Heartbeat(
+            lambda: _owned(run_id, attempt).update(heartbeat_at=timezone.now()),
+            settings.FTPORTAL_HEARTBEAT_SECONDS,
+            name=f"heartbeat-eval-{run_id}",
+        ):
+            items = test_items(run)
+            if not items:
+                raise ApplicationError(f"The test set of {run.dataset_version} is empty.")
+            for candidate in run.candidates.select_related(
+                "model_version", "checkpoint", "base_model", "shots_version"
+            ):
+                _answer_all(run, attempt, candidate, items)
+            report = run_report(run)
+    except AttemptSuperseded:
+        logger.warning("Evaluation %s: attempt %s was superseded; stopping", run_id, attempt)
+        return None
+    except (ApplicationError, ProviderError, RuntimeError, ValueError, OSError) as exc:
+        logger.exception("Evaluation %s failed", run_id)
+        return _finish(run_id, attempt, EvalStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+    return _finish(run_id, attempt, EvalStatus.SUCCEEDED, report=report, error="")
+
+
+def _finish(run_id: int, attempt: int, target: EvalStatus, **changes: object) -> EvalRun | None:
+    with transaction.atomic():
+        run = _owned(run_id, attempt).select_for_update().first()
+        if run is None:
+            return None
+        transition(run, target, **changes)
+        return run
+
+
+# --- prompts ------------------------------------------------------------------------------
+
+
+def _shots_for(candidate: Candidate, items: Sequence[DatasetVersionExample]) -> list[Conversation]:
+    source = candidate.shots_version or candidate.run.dataset_version
+    pool = [item.messages for item in source.items.filter(split=Split.TRAIN).order_by("position")]
+    try:
+        return pick_shots(
+            pool,
+            k=candidate.few_shot_k,
+            seed=candidate.few_shot_seed,
+            exclude=[item.messages for item in items],
+        )
+    except ValueError as error:
+        raise ApplicationError(f"{candidate.label}: {error}") from error
+
+
+def candidate_prompts(
+    candidate: Candidate,
+    items: Sequence[DatasetVersionExample],
+    all_items: Sequence[DatasetVersionExample],
+) -> list[Conversation]:
+    """What the candidate is asked for each item: the item's prompt, with the few-shot examples
+    (drawn once per candidate, the same for every item) and the candidate's template."""
+    shots = _shots_for(candidate, all_items) if candidate.prompting == Prompting.FEW_SHOT else []
+    template = PromptTemplate(system=candidate.system_prompt or None, user=candidate.user_template)
+    templated = template != PromptTemplate()
+    prompts = []
+    for item in items:
+        prompt = few_shot_prompt(item.messages, shots) if shots else prompt_of(item.messages)
+        prompts.append(templated_prompt(prompt, template) if templated else prompt)
+    return prompts
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+def _env_key(name: str, fallback: str, who: str) -> str:
+    if name:
+        key = os.environ.get(name, "")
+        if not key:
+            raise ProviderError(f"{who}: environment variable {name} is not set on this worker.")
+        return key
+    return fallback
+
+
+def _openai_chat(model: str, base_url: str, key_env: str, who: str) -> OpenAICompatibleChat:
+    endpoint = base_url or settings.OPENAI_BASE_URL or None
+    key = _env_key(key_env, settings.OPENAI_API_KEY, who)
+    if not key:
+        if endpoint is None:
+            raise ProviderError(f"{who}: OPENAI_API_KEY is not set on this worker.")
+        key = "unused"  # local servers (vLLM, Ollama) accept any key; the SDK needs one
+    return OpenAICompatibleChat(
+        api_key=key,
+        model=model,
+        base_url=endpoint,
+        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
+        max_in_flight=settings.FTPORTAL_EVAL_MAX_IN_FLIGHT,
+    )
+
+
+def _local_chat(base_model: BaseModel, adapter: str) -> ChatModel:
+    from providers.local import LocalChatModel
+
+    return LocalChatModel(base_model_dir(base_model), Path(adapter) if adapter else None)
+
+
+def chat_for(candidate: Candidate) -> ChatModel:
+    """The provider adapter that answers for this candidate, credentials from this worker."""
+    who = candidate.label
+    base = candidate.base_model
+    if candidate.kind in (CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT):
+        adapter, hosted_id = _fine_tuned_model_of(candidate)
+        if base is None:
+            raise ProviderError(f"{who}: no base model recorded.")
+        if adapter:
+            return _local_chat(base, adapter)
+        return _openai_chat(hosted_id, base.api_base_url, "", who)
+    if candidate.kind == CandidateKind.BASE:
+        if base is None:
+            raise ProviderError(f"{who}: no base model recorded.")
+        if base.provider == Provider.LOCAL:
+            return _local_chat(base, "")
+        return _openai_chat(base.key, base.api_base_url, "", who)
+    if candidate.kind == CandidateKind.OPENAI_COMPATIBLE:
+        return _openai_chat(candidate.api_model, candidate.api_base_url, candidate.api_key_env, who)
+    key = _env_key(candidate.api_key_env, settings.ANTHROPIC_API_KEY, who)
+    if not key:
+        raise ProviderError(f"{who}: ANTHROPIC_API_KEY is not set on this worker.")
+    return AnthropicChat(
+        api_key=key,
+        model=candidate.api_model,
+        base_url=candidate.api_base_url or settings.ANTHROPIC_BASE_URL or None,
+        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
+        max_in_flight=settings.FTPORTAL_EVAL_MAX_IN_FLIGHT,
+    )
+
+
+def _fine_tuned_model_of(candidate: Candidate) -> tuple[str, str]:
+    """(local adapter directory, hosted model id); one of them is set."""
+    if candidate.model_version is not None:
+        return candidate.model_version.adapter_dir, candidate.model_version.fine_tuned_model
+    if candidate.checkpoint is not None:
+        return candidate.checkpoint.path, candidate.checkpoint.provider_model_id
+    raise ProviderError(f"{candidate.label}: nothing to load.")
+
+
+# --- answering and storing ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_seconds: float | None
+    error: str = ""
+
+
+def _save(
+    run: EvalRun,
+    attempt: int,
+    candidate: Candidate,
+    answered: Sequence[tuple[DatasetVersionExample, Answer]],
+    checks: Checks,
+) -> None:
+    """Store scored answers, if this attempt still owns the run. ignore_conflicts: an item
+    another attempt stored first keeps that answer, so every item is scored once."""
+    rows = [
+        EvalResult(
+            candidate=candidate,
+            item=item,
+            output=answer.text,
+            error=answer.error,
+            latency_seconds=answer.latency_seconds,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            scores=score_answer(answer.text, answer_of(item.messages), checks),
+        )
+        for item, answer in answered
+    ]
+    with transaction.atomic():
+        if not _owned(run.pk, attempt).select_for_update().exists():
+            raise AttemptSuperseded
+        EvalResult.objects.bulk_create(rows, ignore_conflicts=True)
+        _owned(run.pk, attempt).update(heartbeat_at=timezone.now())
+
+
+def _answer_all(
+    run: EvalRun, attempt: int, candidate: Candidate, items: Sequence[DatasetVersionExample]
+) -> None:
+    done = set(candidate.results.values_list("item_id", flat=True))
+    todo = [item for item in items if item.pk not in done]
+    if todo:
+        checks = Checks(regex=run.regex_check, contains=run.contains_check)
+        prompts = candidate_prompts(candidate, todo, items)
+        chat = chat_for(candidate)
+        started = time.monotonic()
+        try:
+            if isinstance(chat, OpenAICompatibleChat | AnthropicChat):
+                _answer_hosted(run, attempt, candidate, chat, todo, prompts, checks)
+            else:
+                _answer_local(run, attempt, candidate, chat, todo, prompts, checks)
+        finally:
+            # Added up over attempts: a resumed run reports all the time it spent.
+            Candidate.objects.filter(pk=candidate.pk).update(
+                generation_seconds=Coalesce(F("generation_seconds"), 0.0)
+                + (time.monotonic() - started)
+            )
+            if isinstance(chat, OpenAICompatibleChat | AnthropicChat):
+                chat.close()
+    _summarise(candidate)
+
+
+def _answer_local(
+    run: EvalRun,
+    attempt: int,
+    candidate: Candidate,
+    chat: ChatModel,
+    todo: Sequence[DatasetVersionExample],
+    prompts: Sequence[Conversation],
+    checks: Checks,
+) -> None:
+    for start in range(0, len(todo), LOCAL_BATCH_SIZE):
+        batch = list(range(start, min(start + LOCAL_BATCH_SIZE, len(todo))))
+        began = time.monotonic()
+        generations = chat.generate_batch(
+            [prompts[i] for i in batch],
+            max_new_tokens=run.max_new_tokens,
+            batch_size=LOCAL_BATCH_SIZE,
+        )
+        # The batch answered together; each item's share of its time is what it cost here.
+        share = (time.monotonic() - began) / len(batch)
+        answered = [
+            (todo[i], Answer(g.text, g.prompt_tokens, g.completion_tokens, share))
+            for i, g in zip(batch, generations, strict=True)
+        ]
+        _save(run, attempt, candidate, answered, checks)
+
+
+def _answer_hosted(
+    run: EvalRun,
+    attempt: int,
+    candidate: Candidate,
+    chat: OpenAICompatibleChat | AnthropicChat,
+    todo: Sequence[DatasetVersionExample],
+    prompts: Sequence[Conversation],
+    checks: Checks,
+) -> None:
+    """Every item concurrently, each stored as it arrives. An item the provider refuses for
+    good is stored as a failed (wrong) answer with the provider's message and the rest go on;
+    running out of retries on rate limits fails the run, which can be resumed later."""
+    answered: set[int] = set()
+    refused_in_a_row = 0
+    pending = list(range(len(todo)))
+    while pending:
+
+        def store(index: int, generation: HostedGeneration, asked: list[int] = pending) -> None:
+            position = asked[index]
+            answer = Answer(
+                generation.text,
+                generation.prompt_tokens,
+                generation.completion_tokens,
+                generation.latency_seconds,
+            )
+            _save(run, attempt, candidate, [(todo[position], answer)], checks)
+            answered.add(position)
+            nonlocal refused_in_a_row
+            refused_in_a_row = 0
+
+        try:
+            chat.generate_many(
+                [prompts[i] for i in pending],
+                max_new_tokens=run.max_new_tokens,
+                on_result=store,
+            )
+        except HostedItemError as error:
+            refused_in_a_row += 1
+            # One refused item is that item's problem; several in a row with no answer between
+            # them is the candidate's (a wrong key, an unknown model): stop paying for requests.
+            if error.retryable or refused_in_a_row >= MAX_REFUSALS_IN_A_ROW:
+                raise
+            refused = pending[error.index]
+            failed = Answer("", 0, 0, None, error=str(error))
+            _save(run, attempt, candidate, [(todo[refused], failed)], checks)
+            answered.add(refused)
+        pending = [i for i in pending if i not in answered]
+
+
+def _summarise(candidate: Candidate) -> None:
+    summary = candidate_summary_of(candidate)
+    Candidate.objects.filter(pk=candidate.pk).update(
+        metrics=summary,
+        example_count=summary.get("examples", 0),
+        failed_count=summary.get("failed", 0),
+    )
+
+
+def progress(run: EvalRun) -> tuple[int, int]:
+    """(answers stored, answers the run needs)."""
+    items = run.dataset_version.items.all()
+    if run.split == EvalSplit.VALIDATION:
+        items = items.filter(split=Split.VALIDATION)
+    total = items.count() * run.candidates.count()
+    done = EvalResult.objects.filter(candidate__run=run).count()
+    return done, total

@@ -1,0 +1,349 @@
+"""Evaluation runs end to end in this process: mixed candidates (the local model, an
+OpenAI-compatible endpoint and the Anthropic Messages API through their real SDKs against the
+fakes), resuming without recomputing, rate limits, refused items, and the report."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus
+from datasets.services import dataset_version_freeze
+from evaluation import runner
+from evaluation.models import CandidateKind, EvalResult, EvalRun, EvalSplit, EvalStatus, Prompting
+from evaluation.reaper import abandoned_eval_runs_reap
+from evaluation.runner import eval_run_execute, progress
+from evaluation.services import CandidateSpec, eval_run_create, eval_run_resume
+from ftportal.errors import ApplicationError
+from ftportal.models import Project
+from ftportal.roles import Role
+from tests.factories import frozen_version
+from tests.fakes.chat_servers import (
+    DEFAULT_API_KEY,
+    FakeAnthropicServer,
+    FakeOpenAIChatServer,
+    expected_answer,
+    fake_anthropic_fixture,  # noqa: F401
+    fake_openai_chat_fixture,  # noqa: F401
+)
+from training.models import BaseModel
+
+pytestmark = pytest.mark.django_db
+KEY_ENV = "FAKE_CHAT_KEY"
+
+
+@pytest.fixture(autouse=True)
+def chat_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fakes' key, where the worker would read it: the environment, named per candidate."""
+    monkeypatch.setenv(KEY_ENV, DEFAULT_API_KEY)
+
+
+QUESTIONS = [f"question number {i} about invoices" for i in range(6)]
+
+
+def held_out_version(project: Project, user: User) -> DatasetVersion:
+    """Six items; the fakes echo the question, so exactly the even ones are right for them."""
+    dataset = Dataset.objects.create(project=project, name="held-out")
+    Example.objects.bulk_create(
+        Example(
+            dataset=dataset,
+            status=ExampleStatus.APPROVED,
+            messages=[
+                {"role": "user", "content": question},
+                {
+                    "role": "assistant",
+                    "content": expected_answer(question) if i % 2 == 0 else "billing",
+                },
+            ],
+        )
+        for i, question in enumerate(QUESTIONS)
+    )
+    return dataset_version_freeze(dataset=dataset, user=user, validation_fraction=0.2)
+
+
+@pytest.fixture
+def lead(make_member: Callable[[Role], User]) -> User:
+    return make_member(Role.ML_LEAD)
+
+
+def openai_spec(fake: FakeOpenAIChatServer, **changes: object) -> CandidateSpec:
+    fields: dict[str, object] = {
+        "kind": CandidateKind.OPENAI_COMPATIBLE,
+        "api_model": "gpt-4o-mini",
+        "api_base_url": fake.base_url,
+        "api_key_env": KEY_ENV,
+        "input_usd_per_million_tokens": Decimal("0.30"),
+        "output_usd_per_million_tokens": Decimal("1.20"),
+    }
+    fields.update(changes)
+    return CandidateSpec(**fields)  # type: ignore[arg-type]
+
+
+def run_of(project: Project, lead: User, version: DatasetVersion, *specs: CandidateSpec) -> EvalRun:
+    return eval_run_create(
+        project=project,
+        dataset_version=version,
+        split=EvalSplit.ALL,
+        candidates=list(specs),
+        user=lead,
+        max_new_tokens=16,
+    )
+
+
+def executed(run: EvalRun) -> EvalRun:
+    finished = eval_run_execute(run_id=run.pk)
+    assert finished is not None, "this worker should have owned the run"
+    return finished
+
+
+def test_one_run_scores_a_local_model_an_openai_endpoint_and_anthropic_few_shot(
+    project: Project,
+    lead: User,
+    base_model: BaseModel,
+    fake_openai_chat: FakeOpenAIChatServer,
+    fake_anthropic: FakeAnthropicServer,
+) -> None:
+    version = held_out_version(project, lead)
+    shots = frozen_version(project, lead)
+    run = run_of(
+        project,
+        lead,
+        version,
+        openai_spec(fake_openai_chat),
+        CandidateSpec(kind=CandidateKind.BASE, base_model=base_model),
+        CandidateSpec(
+            kind=CandidateKind.ANTHROPIC,
+            api_model="claude-haiku-4-5",
+            api_base_url=fake_anthropic.base_url,
+            api_key_env=KEY_ENV,
+            prompting=Prompting.FEW_SHOT,
+            few_shot_k=2,
+            shots_version=shots,
+        ),
+    )
+    finished = executed(run)
+
+    assert finished.status == EvalStatus.SUCCEEDED, finished.error
+    hosted, local, anthropic = run.candidates.all()
+    for candidate in (hosted, local, anthropic):
+        assert candidate.results.count() == 6
+        assert candidate.example_count == 6 and candidate.failed_count == 0
+    assert hosted.metrics["means"]["exact_match"] == pytest.approx(0.5)
+    assert anthropic.metrics["means"]["exact_match"] == pytest.approx(0.5)
+    # The fake counts words: the hosted candidate's cost follows from its usage and prices.
+    usage = hosted.results.values_list("prompt_tokens", "completion_tokens")
+    tokens_in = sum(p for p, _ in usage)
+    tokens_out = sum(c for _, c in usage)
+    expected = (tokens_in * Decimal("0.30") + tokens_out * Decimal("1.20")) * 1000 / (6 * 10**6)
+    assert Decimal(hosted.metrics["cost_per_1000_usd"]) == expected.quantize(Decimal("0.000001"))
+    assert "cost_per_1000_usd" not in local.metrics  # local models have no token price
+    assert hosted.metrics["latency"]["p95"] >= hosted.metrics["latency"]["p50"] > 0
+    # Two worked examples went before each question, as alternating turns.
+    sent = fake_anthropic.bodies[0]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user", "assistant", "user"]
+    assert sent[-1]["content"] in QUESTIONS
+    # The first candidate is the reference of every comparison, on every metric it has.
+    pairs = {(c["a"], c["b"]) for c in finished.report["comparisons"]}
+    assert pairs == {(hosted.pk, local.pk), (hosted.pk, anthropic.pk)}
+    exact = [c for c in finished.report["comparisons"] if c["metric"] == "exact_match"]
+    versus_anthropic = next(c for c in exact if c["b"] == anthropic.pk)
+    assert versus_anthropic["difference"] == 0 and not versus_anthropic["significant"]
+    assert versus_anthropic["wins"] == versus_anthropic["losses"] == 0
+    assert versus_anthropic["ties"] == 6
+    assert any(v.startswith("No significant difference") for v in finished.report["verdicts"])
+    assert progress(finished) == (18, 18)
+
+
+def test_a_resumed_run_asks_only_for_the_items_it_has_no_answer_for(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    version = held_out_version(project, lead)
+    run = run_of(project, lead, version, openai_spec(fake_openai_chat))
+    candidate = run.candidates.get()
+    items = list(version.items.order_by("position"))
+    EvalResult.objects.bulk_create(
+        EvalResult(candidate=candidate, item=item, output="stored earlier", scores={})
+        for item in items[:4]
+    )
+
+    eval_run_execute(run_id=run.pk)
+
+    assert fake_openai_chat.total_requests == 2
+    asked = set(fake_openai_chat.requests_by_item)
+    assert asked == {item.messages[0]["content"] for item in items[4:]}
+    assert candidate.results.count() == 6
+    assert candidate.results.filter(output="stored earlier").count() == 4
+
+
+def test_rate_limits_are_waited_out_and_every_item_is_scored_once(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    version = held_out_version(project, lead)
+    run = run_of(project, lead, version, openai_spec(fake_openai_chat))
+    fake_openai_chat.fail_next_requests(3, status=429, headers={"Retry-After": "0.2"})
+    fake_openai_chat.fail_next_requests(2, status=500)
+
+    finished = executed(run)
+
+    assert finished.status == EvalStatus.SUCCEEDED, finished.error
+    assert set(fake_openai_chat.answers_by_item.values()) == {1}
+    assert len(fake_openai_chat.answers_by_item) == 6
+    assert run.candidates.get().results.count() == 6
+
+
+def test_an_item_the_provider_refuses_is_stored_as_a_failure_and_the_rest_go_on(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    version = held_out_version(project, lead)
+    run = run_of(project, lead, version, openai_spec(fake_openai_chat))
+    fake_openai_chat.reject_items_containing("number 3")
+
+    finished = executed(run)
+
+    assert finished.status == EvalStatus.SUCCEEDED, finished.error
+    candidate = run.candidates.get()
+    refused = candidate.results.get(item__messages__0__content=QUESTIONS[3])
+    assert "Item" in refused.error and refused.output == ""
+    assert refused.scores["exact_match"] == 0.0
+    assert candidate.failed_count == 1 and candidate.results.count() == 6
+
+
+def test_a_rate_limit_that_outlasts_the_retries_fails_the_run_and_resuming_finishes_it(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer, settings: object
+) -> None:
+    version = held_out_version(project, lead)
+    run = run_of(project, lead, version, openai_spec(fake_openai_chat))
+    fake_openai_chat.fail_next_requests(200, status=503)
+
+    failed = executed(run)
+    assert failed.status == EvalStatus.FAILED
+    assert "gave up after" in failed.error
+
+    fake_openai_chat.fail_next_requests(0, status=503)
+    fake_openai_chat._failures.clear()  # the provider recovered
+    eval_run_resume(run=failed)
+    finished = executed(run)
+    assert finished.status == EvalStatus.SUCCEEDED, finished.error
+    assert finished.attempts == 2
+    assert run.candidates.get().results.count() == 6
+
+
+def test_an_attempt_the_reaper_gave_up_on_stores_nothing(
+    project: Project,
+    lead: User,
+    fake_openai_chat: FakeOpenAIChatServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    version = held_out_version(project, lead)
+    run = run_of(project, lead, version, openai_spec(fake_openai_chat))
+    save = runner._save
+
+    def save_after_takeover(*args: Any, **kwargs: Any) -> None:
+        # The first answer arrives after the reaper handed the run to another attempt.
+        EvalRun.objects.filter(pk=run.pk).update(attempts=7)
+        save(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_save", save_after_takeover)
+    assert eval_run_execute(run_id=run.pk) is None
+    assert EvalResult.objects.filter(candidate__run=run).count() == 0
+    run.refresh_from_db()
+    assert run.status == EvalStatus.RUNNING and run.attempts == 7
+
+
+def test_the_reaper_requeues_a_silent_run_and_fails_it_after_the_last_attempt(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer, settings: object
+) -> None:
+    version = held_out_version(project, lead)
+    run = run_of(project, lead, version, openai_spec(fake_openai_chat))
+    long_ago = timezone.now() - datetime.timedelta(hours=1)
+    EvalRun.objects.filter(pk=run.pk).update(
+        status=EvalStatus.RUNNING, attempts=1, heartbeat_at=long_ago, started_at=long_ago
+    )
+    assert abandoned_eval_runs_reap() == [run.pk]
+    run.refresh_from_db()
+    assert run.status == EvalStatus.QUEUED and run.heartbeat_at is None
+
+    EvalRun.objects.filter(pk=run.pk).update(
+        status=EvalStatus.RUNNING, attempts=3, heartbeat_at=long_ago
+    )
+    assert abandoned_eval_runs_reap() == [run.pk]
+    run.refresh_from_db()
+    assert run.status == EvalStatus.FAILED and "gave up after 3 attempts" in run.error
+
+    fresh = run_of(project, lead, version, openai_spec(fake_openai_chat))
+    EvalRun.objects.filter(pk=fresh.pk).update(
+        status=EvalStatus.RUNNING, attempts=1, heartbeat_at=timezone.now()
+    )
+    assert abandoned_eval_runs_reap() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"api_model": " "}, "candidates[0].api_model"),
+        ({"api_base_url": "ftp://x"}, "candidates[0].api_base_url"),
+        ({"api_key_env": "NOT A NAME"}, "candidates[0].api_key_env"),
+        ({"user_template": "no placeholder"}, "candidates[0].user_template"),
+        ({"prompting": Prompting.FEW_SHOT, "few_shot_k": 0}, "candidates[0].few_shot_k"),
+        ({"prompting": Prompting.FEW_SHOT, "few_shot_k": 2}, "candidates[0].shots_version"),
+        (
+            {"input_usd_per_million_tokens": Decimal("-1")},
+            "candidates[0].input_usd_per_million_tokens",
+        ),
+    ],
+)
+def test_a_bad_candidate_is_refused_naming_its_field_and_nothing_is_stored(
+    project: Project,
+    lead: User,
+    fake_openai_chat: FakeOpenAIChatServer,
+    change: dict[str, object],
+    field: str,
+) -> None:
+    version = held_out_version(project, lead)
+    with pytest.raises(ApplicationError) as refused:
+        run_of(project, lead, version, openai_spec(fake_openai_chat, **change))
+    assert refused.value.extra["field"] == field
+    assert not EvalRun.objects.exists()
+
+
+def test_a_bad_regex_check_is_refused_before_anything_runs(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    version = held_out_version(project, lead)
+    with pytest.raises(ApplicationError) as refused:
+        eval_run_create(
+            project=project,
+            dataset_version=version,
+            split=EvalSplit.ALL,
+            candidates=[openai_spec(fake_openai_chat)],
+            user=lead,
+            regex_check="([unclosed",
+        )
+    assert refused.value.extra["field"] == "regex_check"
+    assert not EvalRun.objects.exists()
+
+
+def test_checks_and_json_scores_apply_when_configured(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    version = held_out_version(project, lead)
+    run = eval_run_create(
+        project=project,
+        dataset_version=version,
+        split=EvalSplit.ALL,
+        candidates=[openai_spec(fake_openai_chat)],
+        user=lead,
+        regex_check=r"^ECHO: QUESTION NUMBER [0-2]\b",
+        contains_check="number 5",
+    )
+    eval_run_execute(run_id=run.pk)
+    means = run.candidates.get().metrics["means"]
+    assert means["regex"] == pytest.approx(3 / 6)
+    assert means["contains"] == pytest.approx(1 / 6)
+    assert "json_valid" not in means  # no reference is JSON
