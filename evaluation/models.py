@@ -54,6 +54,13 @@ class EvalRun(models.Model):
     primary_metric = models.CharField(max_length=40, default="exact_match")
     regex_check = models.CharField(max_length=500, blank=True)
     contains_check = models.CharField(max_length=500, blank=True)
+    # LLM-as-judge, optional: a hosted chat model compares the reference candidate's answer with
+    # each other candidate's, twice (positions swapped), against the rubric.
+    judge_kind = models.CharField(max_length=30, blank=True)
+    judge_model = models.CharField(max_length=300, blank=True)
+    judge_base_url = models.CharField(max_length=300, blank=True)
+    judge_key_env = models.CharField(max_length=100, blank=True)
+    judge_rubric = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=EvalStatus.choices, default=EvalStatus.QUEUED)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -167,4 +174,59 @@ class EvalResult(models.Model):
         ordering = ["item__position"]
         constraints = [
             models.UniqueConstraint(fields=["candidate", "item"], name="one_result_per_item")
+        ]
+
+
+class PairOutcome(models.TextChoices):
+    A = "a", "A is better"
+    B = "b", "B is better"
+    TIE = "tie", "Tie"
+    # The judge preferred the same position both times: position bias, not a preference.
+    INCONSISTENT = "inconsistent", "Inconsistent when swapped"
+    UNPARSEABLE = "unparseable", "No verdict in the judge's reply"
+
+
+class JudgeVerdict(models.Model):
+    """The judge's verdict on one item for one pair of candidates, both orders kept."""
+
+    run = models.ForeignKey(EvalRun, on_delete=models.CASCADE, related_name="judge_verdicts")
+    candidate_a = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    item = models.ForeignKey(DatasetVersionExample, on_delete=models.CASCADE, related_name="+")
+    outcome = models.CharField(max_length=20, choices=PairOutcome.choices)
+    original = models.CharField(max_length=10, blank=True)
+    swapped = models.CharField(max_length=10, blank=True)
+    original_reply = models.TextField(blank=True)
+    swapped_reply = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["item__position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["candidate_a", "candidate_b", "item"], name="one_verdict_per_pair_item"
+            )
+        ]
+
+
+class HumanPreference(models.Model):
+    """A person's pairwise preference on one item; what the judge's agreement is measured
+    against."""
+
+    candidate_a = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    candidate_b = models.ForeignKey(Candidate, on_delete=models.CASCADE, related_name="+")
+    item = models.ForeignKey(DatasetVersionExample, on_delete=models.CASCADE, related_name="+")
+    rater = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    choice = models.CharField(
+        max_length=10,
+        choices=[(PairOutcome.A, "A"), (PairOutcome.B, "B"), (PairOutcome.TIE, "Tie")],
+    )
+    created_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["candidate_a", "candidate_b", "item", "rater"],
+                name="one_preference_per_rater",
+            )
         ]

@@ -4,9 +4,11 @@ keep. Written once into EvalRun.report and Candidate.metrics when the run ends."
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import asdict
+from typing import Any, cast
 
-from .models import Candidate, EvalKind, EvalResult, EvalRun
+from .judge import JudgeSummary, Outcome, PairVerdict, Verdict, summarise
+from .models import Candidate, EvalKind, EvalResult, EvalRun, JudgeVerdict
 from .prompting import answer_of
 from .scoring import (
     METRICS,
@@ -122,7 +124,60 @@ def run_report(run: EvalRun) -> dict[str, Any]:
     report["verdicts"] = [
         _capitalised(c["sentence"]) for c in comparisons if c["metric"] == primary
     ]
+    judged = judge_report(run, candidates)
+    if judged:
+        report["judge"] = judged
     return report
+
+
+def judge_report(run: EvalRun, candidates: list[Candidate]) -> list[dict[str, Any]]:
+    """Per judged pair: the judge's wins, ties and position consistency, and a sentence."""
+    labels = {c.pk: c.label for c in candidates}
+    pairs: dict[tuple[int, int], list[PairVerdict]] = {}
+    rows = JudgeVerdict.objects.filter(run=run).values_list(
+        "candidate_a_id", "candidate_b_id", "outcome", "original", "swapped"
+    )
+    for a, b, outcome, original, swapped in rows:
+        # The stored outcome is what combine() gave when the verdict came in.
+        pairs.setdefault((a, b), []).append(
+            PairVerdict(
+                outcome=cast(Outcome, outcome),
+                original=_stored_verdict(original),
+                swapped=_stored_verdict(swapped),
+            )
+        )
+    judged = []
+    for (a, b), verdicts in sorted(pairs.items()):
+        summary = summarise(verdicts)
+        judged.append(
+            {
+                "a": a,
+                "b": b,
+                **asdict(summary),
+                "sentence": _judge_sentence(labels[a], labels[b], summary),
+            }
+        )
+    return judged
+
+
+def _stored_verdict(text: str) -> Verdict | None:
+    return cast(Verdict, text) if text in ("1", "2", "tie") else None
+
+
+def _judge_sentence(label_a: str, label_b: str, summary: JudgeSummary) -> str:
+    decided = summary.a_wins + summary.b_wins
+    verdict = (
+        f"The judge preferred {label_a} on {summary.a_wins} and {label_b} on {summary.b_wins} "
+        f"of {summary.items} items, with {summary.ties} ties"
+    )
+    if decided:
+        verdict += f" (sign test p = {summary.sign_test_p:.3f})"
+    if summary.inconsistent:
+        verdict += (
+            f"; on {summary.inconsistent} items it changed its mind when the answers swapped "
+            "places, and those count for neither"
+        )
+    return verdict + "."
 
 
 def _capitalised(sentence: str) -> str:

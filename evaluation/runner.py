@@ -37,6 +37,7 @@ from providers.hosted_chat import (
 from training.adapters import base_model_dir
 from training.models import BaseModel, Provider
 
+from .judge import DEFAULT_RUBRIC, JudgeItem, PairVerdict, judge_pairwise
 from .models import (
     EVAL_TRANSITIONS,
     Candidate,
@@ -45,6 +46,7 @@ from .models import (
     EvalRun,
     EvalSplit,
     EvalStatus,
+    JudgeVerdict,
     Prompting,
 )
 from .prompting import (
@@ -127,6 +129,8 @@ def eval_run_execute(*, run_id: int) -> EvalRun | None:
                 "model_version", "checkpoint", "base_model", "shots_version"
             ):
                 _answer_all(run, attempt, candidate, items)
+            if run.judge_kind:
+                _judge_all(run, attempt, items)
             report = run_report(run)
     except AttemptSuperseded:
         logger.warning("Evaluation %s: attempt %s was superseded; stopping", run_id, attempt)
@@ -192,7 +196,24 @@ def _env_key(name: str, fallback: str, who: str) -> str:
     return fallback
 
 
-def _openai_chat(model: str, base_url: str, key_env: str, who: str) -> OpenAICompatibleChat:
+HostedChat = OpenAICompatibleChat | AnthropicChat
+
+
+def hosted_chat(*, kind: str, model: str, base_url: str, key_env: str, who: str) -> HostedChat:
+    """An OpenAI-compatible or Anthropic chat model, with the key from this worker's
+    environment: the variable ``key_env`` names, else the provider's default setting."""
+    timeout, in_flight = (
+        settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
+        settings.FTPORTAL_EVAL_MAX_IN_FLIGHT,
+    )
+    if kind == CandidateKind.ANTHROPIC:
+        key = _env_key(key_env, settings.ANTHROPIC_API_KEY, who)
+        if not key:
+            raise ProviderError(f"{who}: ANTHROPIC_API_KEY is not set on this worker.")
+        endpoint = base_url or settings.ANTHROPIC_BASE_URL or None
+        return AnthropicChat(
+            api_key=key, model=model, base_url=endpoint, timeout=timeout, max_in_flight=in_flight
+        )
     endpoint = base_url or settings.OPENAI_BASE_URL or None
     key = _env_key(key_env, settings.OPENAI_API_KEY, who)
     if not key:
@@ -200,11 +221,7 @@ def _openai_chat(model: str, base_url: str, key_env: str, who: str) -> OpenAICom
             raise ProviderError(f"{who}: OPENAI_API_KEY is not set on this worker.")
         key = "unused"  # local servers (vLLM, Ollama) accept any key; the SDK needs one
     return OpenAICompatibleChat(
-        api_key=key,
-        model=model,
-        base_url=endpoint,
-        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
-        max_in_flight=settings.FTPORTAL_EVAL_MAX_IN_FLIGHT,
+        api_key=key, model=model, base_url=endpoint, timeout=timeout, max_in_flight=in_flight
     )
 
 
@@ -218,30 +235,30 @@ def chat_for(candidate: Candidate) -> ChatModel:
     """The provider adapter that answers for this candidate, credentials from this worker."""
     who = candidate.label
     base = candidate.base_model
+    openai = CandidateKind.OPENAI_COMPATIBLE
     if candidate.kind in (CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT):
         adapter, hosted_id = _fine_tuned_model_of(candidate)
         if base is None:
             raise ProviderError(f"{who}: no base model recorded.")
         if adapter:
             return _local_chat(base, adapter)
-        return _openai_chat(hosted_id, base.api_base_url, "", who)
+        return hosted_chat(
+            kind=openai, model=hosted_id, base_url=base.api_base_url, key_env="", who=who
+        )
     if candidate.kind == CandidateKind.BASE:
         if base is None:
             raise ProviderError(f"{who}: no base model recorded.")
         if base.provider == Provider.LOCAL:
             return _local_chat(base, "")
-        return _openai_chat(base.key, base.api_base_url, "", who)
-    if candidate.kind == CandidateKind.OPENAI_COMPATIBLE:
-        return _openai_chat(candidate.api_model, candidate.api_base_url, candidate.api_key_env, who)
-    key = _env_key(candidate.api_key_env, settings.ANTHROPIC_API_KEY, who)
-    if not key:
-        raise ProviderError(f"{who}: ANTHROPIC_API_KEY is not set on this worker.")
-    return AnthropicChat(
-        api_key=key,
+        return hosted_chat(
+            kind=openai, model=base.key, base_url=base.api_base_url, key_env="", who=who
+        )
+    return hosted_chat(
+        kind=candidate.kind,
         model=candidate.api_model,
-        base_url=candidate.api_base_url or settings.ANTHROPIC_BASE_URL or None,
-        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
-        max_in_flight=settings.FTPORTAL_EVAL_MAX_IN_FLIGHT,
+        base_url=candidate.api_base_url,
+        key_env=candidate.api_key_env,
+        who=who,
     )
 
 
@@ -306,7 +323,7 @@ def _answer_all(
         chat = chat_for(candidate)
         started = time.monotonic()
         try:
-            if isinstance(chat, OpenAICompatibleChat | AnthropicChat):
+            if isinstance(chat, HostedChat):
                 _answer_hosted(run, attempt, candidate, chat, todo, prompts, checks)
             else:
                 _answer_local(run, attempt, candidate, chat, todo, prompts, checks)
@@ -316,7 +333,7 @@ def _answer_all(
                 generation_seconds=Coalesce(F("generation_seconds"), 0.0)
                 + (time.monotonic() - started)
             )
-            if isinstance(chat, OpenAICompatibleChat | AnthropicChat):
+            if isinstance(chat, HostedChat):
                 chat.close()
     _summarise(candidate)
 
@@ -351,7 +368,7 @@ def _answer_hosted(
     run: EvalRun,
     attempt: int,
     candidate: Candidate,
-    chat: OpenAICompatibleChat | AnthropicChat,
+    chat: HostedChat,
     todo: Sequence[DatasetVersionExample],
     prompts: Sequence[Conversation],
     checks: Checks,
@@ -394,6 +411,87 @@ def _answer_hosted(
             _save(run, attempt, candidate, [(todo[refused], failed)], checks)
             answered.add(refused)
         pending = [i for i in pending if i not in answered]
+
+
+# --- the judge ----------------------------------------------------------------------------
+
+
+def _judge_all(run: EvalRun, attempt: int, items: Sequence[DatasetVersionExample]) -> None:
+    """The judge compares the reference candidate (the first) with each other one on every
+    item both answered; verdicts already stored are not asked for again."""
+    candidates = list(run.candidates.all())
+    reference, others = candidates[0], candidates[1:]
+    if not others:
+        return
+    outputs = {
+        (candidate_id, item_id): output
+        for candidate_id, item_id, output in EvalResult.objects.filter(
+            candidate__run=run
+        ).values_list("candidate_id", "item_id", "output")
+    }
+    chat = hosted_chat(
+        kind=run.judge_kind,
+        model=run.judge_model,
+        base_url=run.judge_base_url,
+        key_env=run.judge_key_env,
+        who="The judge",
+    )
+    try:
+        for other in others:
+            judged_items = set(
+                JudgeVerdict.objects.filter(candidate_a=reference, candidate_b=other).values_list(
+                    "item_id", flat=True
+                )
+            )
+            todo = [
+                item
+                for item in items
+                if item.pk not in judged_items
+                and (reference.pk, item.pk) in outputs
+                and (other.pk, item.pk) in outputs
+            ]
+            _judge_pair(run, attempt, chat, reference, other, todo, outputs)
+    finally:
+        chat.close()
+
+
+def _judge_pair(
+    run: EvalRun,
+    attempt: int,
+    chat: HostedChat,
+    reference: Candidate,
+    other: Candidate,
+    todo: Sequence[DatasetVersionExample],
+    outputs: dict[tuple[int, int], str],
+) -> None:
+    questions = [
+        JudgeItem(
+            request=prompt_of(item.messages),
+            reference=answer_of(item.messages),
+            answer_a=outputs[(reference.pk, item.pk)],
+            answer_b=outputs[(other.pk, item.pk)],
+        )
+        for item in todo
+    ]
+
+    def store(index: int, verdict: PairVerdict) -> None:
+        row = JudgeVerdict(
+            run=run,
+            candidate_a=reference,
+            candidate_b=other,
+            item=todo[index],
+            outcome=verdict.outcome,
+            original=verdict.original or "",
+            swapped=verdict.swapped or "",
+            original_reply=verdict.original_reply,
+            swapped_reply=verdict.swapped_reply,
+        )
+        with transaction.atomic():
+            if not _owned(run.pk, attempt).select_for_update().exists():
+                raise AttemptSuperseded
+            JudgeVerdict.objects.bulk_create([row], ignore_conflicts=True)
+
+    judge_pairwise(chat, questions, rubric=run.judge_rubric or DEFAULT_RUBRIC, on_result=store)
 
 
 def _summarise(candidate: Candidate) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from datasets.review_selectors import DiffSegment, answer_diff
 
-from .models import Candidate, EvalResult, EvalRun
+from .judge import Agreement, human_agreement
+from .models import Candidate, EvalResult, EvalRun, HumanPreference, JudgeVerdict
 from .prompting import answer_of
 from .scoring import METRICS
 
@@ -270,3 +272,46 @@ def side_by_side(run: EvalRun, *, limit: int) -> tuple[list[Candidate], list[Sid
         for item_id, item in sorted(items.items(), key=lambda pair: pair[1].position)
     ]
     return candidates, rows
+
+
+@dataclass(frozen=True)
+class JudgeAgreementRow:
+    label_a: str
+    label_b: str
+    agreement: Agreement | None
+    rated_items: int
+
+
+def judge_agreement(run: EvalRun) -> list[JudgeAgreementRow]:
+    """For each judged pair, how often the judge agreed with people on the items they rated.
+    Several raters on one item: the most common choice counts, "tie" when they split evenly."""
+    labels = dict(run.candidates.values_list("pk", "label"))
+    judge_outcomes: dict[tuple[int, int], dict[int, str]] = {}
+    for a, b, item, outcome in JudgeVerdict.objects.filter(run=run).values_list(
+        "candidate_a_id", "candidate_b_id", "item_id", "outcome"
+    ):
+        judge_outcomes.setdefault((a, b), {})[item] = outcome
+    rows = []
+    for (a, b), outcomes in sorted(judge_outcomes.items()):
+        human = _human_choices(a, b)
+        shared = sorted(outcomes.keys() & human.keys())
+        agreement = (
+            human_agreement([outcomes[i] for i in shared], [human[i] for i in shared])
+            if shared
+            else None
+        )
+        rows.append(JudgeAgreementRow(labels[a], labels[b], agreement, len(human)))
+    return rows
+
+
+def _human_choices(candidate_a: int, candidate_b: int) -> dict[int, str]:
+    votes: dict[int, Counter[str]] = {}
+    for item, choice in HumanPreference.objects.filter(
+        candidate_a_id=candidate_a, candidate_b_id=candidate_b
+    ).values_list("item_id", "choice"):
+        votes.setdefault(item, Counter())[choice] += 1
+    decided = {}
+    for item, counts in votes.items():
+        (top, top_count), *rest = counts.most_common()
+        decided[item] = "tie" if rest and rest[0][1] == top_count else top
+    return decided

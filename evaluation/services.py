@@ -24,6 +24,8 @@ from .models import (
     EvalRun,
     EvalSplit,
     EvalStatus,
+    HumanPreference,
+    PairOutcome,
     Prompting,
 )
 from .prompting import INPUT_PLACEHOLDER, answer_of, prompt_of
@@ -32,6 +34,28 @@ from .scoring import METRICS, Checks
 MAX_NEW_TOKENS_LIMIT = 1024
 MAX_FEW_SHOT_K = 64
 HOSTED_KINDS = (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.ANTHROPIC)
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A hosted chat model that judges the reference candidate against each other one."""
+
+    kind: CandidateKind
+    model: str
+    base_url: str = ""
+    key_env: str = ""
+    rubric: str = ""
+
+
+def _check_judge(judge: JudgeSpec) -> None:
+    if judge.kind not in HOSTED_KINDS:
+        raise _invalid("judge.kind", "The judge is an OpenAI-compatible or Anthropic model.")
+    if not judge.model.strip():
+        raise _invalid("judge.model", "Name the judge's model id.")
+    if judge.key_env and not judge.key_env.replace("_", "").isalnum():
+        raise _invalid("judge.key_env", "Give the name of an environment variable.")
+    if judge.base_url and not judge.base_url.startswith(("http://", "https://")):
+        raise _invalid("judge.base_url", "The endpoint must be an http(s) URL.")
 
 
 @dataclass(frozen=True)
@@ -184,6 +208,7 @@ def eval_run_create(
     contains_check: str = "",
     kind: EvalKind = EvalKind.COMPARISON,
     training_job: TrainingJob | None = None,
+    judge: JudgeSpec | None = None,
 ) -> EvalRun:
     """Queue an evaluation of every candidate on the same items. The first candidate is the
     one the verdicts are about ("A beats B")."""
@@ -204,6 +229,10 @@ def eval_run_create(
     except ValueError as error:
         raise _invalid("regex_check", str(error)) from error
     _check_test_set(dataset_version, split)
+    if judge is not None:
+        _check_judge(judge)
+        if len(candidates) < 2:
+            raise _invalid("judge", "A judge compares candidates: add at least two.")
     for index, spec in enumerate(candidates):
         _check_spec(spec, f"candidates[{index}]", project)
     for index, spec in enumerate(candidates):
@@ -220,6 +249,11 @@ def eval_run_create(
             primary_metric=primary_metric,
             regex_check=regex_check,
             contains_check=contains_check,
+            judge_kind=judge.kind if judge else "",
+            judge_model=judge.model.strip() if judge else "",
+            judge_base_url=judge.base_url.strip() if judge else "",
+            judge_key_env=judge.key_env.strip() if judge else "",
+            judge_rubric=judge.rubric.strip() if judge else "",
             created_by=user,
         )
         for position, spec in enumerate(candidates):
@@ -384,3 +418,23 @@ def _review_example_from(run: EvalRun, result: EvalResult, user: User) -> Exampl
     )
     EvalResult.objects.filter(pk=result.pk).update(sent_to_review=example)
     return example
+
+
+def human_preference_record(
+    *, candidate_a: Candidate, candidate_b: Candidate, item_id: int, rater: User, choice: str
+) -> HumanPreference:
+    """A person's pairwise preference on one item (their latest choice counts)."""
+    if candidate_a.run_id != candidate_b.run_id or candidate_a.pk == candidate_b.pk:
+        raise _invalid("b", "Compare two different candidates of the same run.")
+    if choice not in (PairOutcome.A, PairOutcome.B, PairOutcome.TIE):
+        raise _invalid("choice", "Choose a, b or tie.")
+    if not EvalResult.objects.filter(candidate=candidate_a, item_id=item_id).exists():
+        raise _invalid("item", f"{candidate_a.label} has no answer for item {item_id}.")
+    preference, _ = HumanPreference.objects.update_or_create(
+        candidate_a=candidate_a,
+        candidate_b=candidate_b,
+        item_id=item_id,
+        rater=rater,
+        defaults={"choice": choice},
+    )
+    return preference

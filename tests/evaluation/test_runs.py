@@ -16,10 +16,25 @@ from django.utils import timezone
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus
 from datasets.services import dataset_version_freeze
 from evaluation import runner
-from evaluation.models import CandidateKind, EvalResult, EvalRun, EvalSplit, EvalStatus, Prompting
+from evaluation.models import (
+    CandidateKind,
+    EvalResult,
+    EvalRun,
+    EvalSplit,
+    EvalStatus,
+    JudgeVerdict,
+    Prompting,
+)
 from evaluation.reaper import abandoned_eval_runs_reap
 from evaluation.runner import eval_run_execute, progress
-from evaluation.services import CandidateSpec, eval_run_create, eval_run_resume
+from evaluation.selectors import judge_agreement
+from evaluation.services import (
+    CandidateSpec,
+    JudgeSpec,
+    eval_run_create,
+    eval_run_resume,
+    human_preference_record,
+)
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.roles import Role
@@ -347,3 +362,70 @@ def test_checks_and_json_scores_apply_when_configured(
     assert means["regex"] == pytest.approx(3 / 6)
     assert means["contains"] == pytest.approx(1 / 6)
     assert "json_valid" not in means  # no reference is JSON
+
+
+def test_a_judge_compares_the_reference_with_each_candidate_in_both_orders(
+    project: Project,
+    lead: User,
+    make_member: Callable[[Role], User],
+    fake_openai_chat: FakeOpenAIChatServer,
+    fake_anthropic: FakeAnthropicServer,
+) -> None:
+    version = held_out_version(project, lead)
+
+    def judge(messages: list[dict[str, str]]) -> str:
+        # Prefers whichever answer does not parrot the template's "Say:" prefix.
+        text = messages[-1]["content"]
+        first = text[text.index("ANSWER 1") : text.index("ANSWER 2")]
+        return "Reasoning.\nVerdict: 2" if "SAY:" in first else "Reasoning.\nVerdict: 1"
+
+    fake_anthropic.answer_with = judge
+    run = eval_run_create(
+        project=project,
+        dataset_version=version,
+        split=EvalSplit.ALL,
+        candidates=[
+            openai_spec(fake_openai_chat),
+            openai_spec(fake_openai_chat, user_template="Say: {input}", label="parrot"),
+        ],
+        user=lead,
+        judge=JudgeSpec(
+            kind=CandidateKind.ANTHROPIC,
+            model="claude-haiku-4-5",
+            base_url=fake_anthropic.base_url,
+            key_env=KEY_ENV,
+        ),
+    )
+    finished = executed(run)
+
+    assert finished.status == EvalStatus.SUCCEEDED, finished.error
+    reference, parrot = run.candidates.all()
+    verdicts = JudgeVerdict.objects.filter(run=run)
+    assert verdicts.count() == 6 and set(verdicts.values_list("outcome", flat=True)) == {"a"}
+    assert set(verdicts.values_list("original", "swapped")) == {("1", "2")}
+    assert fake_anthropic.total_requests == 12  # every item twice, positions swapped
+    (judged,) = finished.report["judge"]
+    assert (judged["a"], judged["b"]) == (reference.pk, parrot.pk)
+    assert (judged["a_wins"], judged["b_wins"], judged["ties"]) == (6, 0, 0)
+    assert judged["position_consistency"] == 1.0
+    assert judged["sentence"].startswith(f"The judge preferred {reference.label} on 6")
+
+    # People rated four items; the judge agrees with three of them.
+    rater = make_member(Role.REVIEWER)
+    items = list(version.items.order_by("position"))
+    for item, choice in zip(items[:4], ["a", "a", "a", "b"], strict=True):
+        human_preference_record(
+            candidate_a=reference,
+            candidate_b=parrot,
+            item_id=item.pk,
+            rater=rater,
+            choice=choice,
+        )
+    (row,) = judge_agreement(finished)
+    assert row.agreement is not None
+    assert (row.agreement.items, row.agreement.percent) == (4, 0.75)
+
+    # Resuming a finished judge pass asks nothing again.
+    EvalRun.objects.filter(pk=run.pk).update(status=EvalStatus.QUEUED)
+    executed(run)
+    assert fake_anthropic.total_requests == 12
