@@ -5,12 +5,14 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 from registry.models import ModelVersion
 from training.models import TrainingJob
 
+from .advice import FINE_TUNED_KINDS, NoAdvice, run_advice
 from .models import EvalRun, EvalStatus
 from .runner import progress
 from .scoring import BOOTSTRAP_RESAMPLES, METRICS
@@ -18,6 +20,7 @@ from .selectors import (
     candidate_rows,
     comparisons_for_page,
     confusions,
+    judge_agreement,
     report_metrics,
     side_by_side,
 )
@@ -81,6 +84,9 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
         "recommendation": run.report.get("recommendation"),
         "reference_id": run.report.get("reference"),
         "confusions": confusions(run),
+        "has_fine_tuned": any(c.kind in FINE_TUNED_KINDS for c in candidates),
+        "judge_rows": run.report.get("judge", []),
+        "agreement_rows": judge_agreement(run) if run.report.get("judge") else [],
         "primary_label": METRICS[primary].label if primary in METRICS else primary,
         "resamples": BOOTSTRAP_RESAMPLES,
         "in_progress": run.status in (EvalStatus.QUEUED, EvalStatus.RUNNING),
@@ -89,3 +95,44 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
         "evaluation/eval_detail.html#eval-body" if request.htmx else "evaluation/eval_detail.html"
     )
     return render(request, template, context)
+
+
+DEFAULT_MONTHLY_REQUESTS = 100_000
+DEFAULT_HORIZON_MONTHS = 12
+
+
+def _positive_int(request: AppRequest, name: str, default: int, most: int) -> int:
+    raw = request.GET.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApplicationError(
+            f"{name}: a whole number, not {raw!r}.", extra={"field": name}
+        ) from None
+    if not 1 <= value <= most:
+        raise ApplicationError(f"{name}: between 1 and {most:,}.", extra={"field": name})
+    return value
+
+
+@login_required
+def eval_advice(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
+    """Fine-tune or prompt? The run's candidates side by side with what each costs at the
+    expected volume, the break-even and payback, and the guide's pitfalls."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+    run = get_object_or_404(
+        EvalRun.objects.select_related("dataset_version__dataset"), pk=run_id, project=project
+    )
+    monthly = _positive_int(request, "monthly_requests", DEFAULT_MONTHLY_REQUESTS, 10**10)
+    horizon = _positive_int(request, "horizon_months", DEFAULT_HORIZON_MONTHS, 120)
+    context: dict[str, object] = {
+        "project": project,
+        "role": role,
+        "run": run,
+        "monthly_requests": monthly,
+        "horizon_months": horizon,
+    }
+    try:
+        context["result"] = run_advice(run, monthly_requests=monthly, horizon_months=horizon)
+    except NoAdvice as reason:
+        context["no_advice"] = str(reason)
+    return render(request, "evaluation/advice.html", context)

@@ -110,6 +110,11 @@ urlpatterns = [
         name="eval_detail",
     ),
     path(
+        "projects/<int:project_id>/evaluations/<int:run_id>/advice/",
+        evaluation_views.eval_advice,
+        name="eval_advice",
+    ),
+    path(
         "projects/<int:project_id>/evaluations/<int:run_id>/resume/",
         evaluation_views.eval_resume,
         name="eval_resume",

@@ -1,0 +1,185 @@
+"""The advisor's inputs, read from a finished evaluation: each candidate as an option with its
+measured quality, its paired comparison with the fine-tuned candidate, its prices and request
+shape, the training cost, and the dataset's version history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+
+from datasets.models import DatasetVersion
+from datasets.selectors import version_diff
+from registry.models import ModelVersion
+from training.models import TrainingJob
+
+from .advisor import (
+    Advice,
+    DatasetVersionChange,
+    Option,
+    OptionKind,
+    Pricing,
+    RequestShape,
+    advise,
+)
+from .models import Candidate, CandidateKind, EvalRun, Prompting
+from .report import scores_by_candidate
+from .scoring import BOOTSTRAP_RESAMPLES, METRICS
+from .statistics import paired_bootstrap
+
+FINE_TUNED_KINDS = (CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT)
+# Versions looked at for "requirements change often"; the advisor's window is the last 30 days.
+VERSION_HISTORY_LIMIT = 12
+SECONDS_PER_HOUR = Decimal(3600)
+
+
+class NoAdvice(Exception):
+    """The run cannot answer the question; the message says why."""
+
+
+@dataclass(frozen=True)
+class RunAdvice:
+    advice: Advice
+    fine_tuned: Candidate
+    metric: str
+
+
+def _kind_of(candidate: Candidate) -> OptionKind:
+    if candidate.kind in FINE_TUNED_KINDS:
+        return "fine_tuned"
+    if candidate.prompting == Prompting.FEW_SHOT:
+        return "few_shot"
+    # A general hosted model prompted zero-shot is the "larger model" alternative.
+    return "zero_shot" if candidate.kind == CandidateKind.BASE else "larger_model"
+
+
+def _pricing(candidate: Candidate) -> Pricing:
+    """Token prices where the candidate has them; otherwise the machine time each answer took
+    here, at FTPORTAL_LOCAL_USD_PER_HOUR (what a self-hosted model costs per request)."""
+    if (
+        candidate.input_usd_per_million_tokens is not None
+        and candidate.output_usd_per_million_tokens is not None
+    ):
+        return Pricing(
+            usd_per_million_input=candidate.input_usd_per_million_tokens,
+            usd_per_million_output=candidate.output_usd_per_million_tokens,
+        )
+    latency = candidate.metrics.get("latency", {}).get("mean") or 0.0
+    hourly = Decimal(str(settings.FTPORTAL_LOCAL_USD_PER_HOUR))
+    return Pricing(
+        usd_per_million_input=Decimal(0),
+        usd_per_million_output=Decimal(0),
+        usd_per_request=Decimal(str(latency)) * hourly / SECONDS_PER_HOUR,
+    )
+
+
+def _training_job(candidate: Candidate) -> TrainingJob | None:
+    if candidate.model_version is not None:
+        return candidate.model_version.training_job
+    if candidate.checkpoint is not None:
+        return candidate.checkpoint.job
+    return None
+
+
+def _training_cost(job: TrainingJob | None) -> Decimal:
+    if job is None:
+        return Decimal(0)
+    return job.actual_cost_usd or job.estimated_cost_usd or Decimal(0)
+
+
+def version_history(version: DatasetVersion) -> list[DatasetVersionChange]:
+    """The dataset's recent versions, each with the share of examples that changed since the
+    one before (the first counts as all new)."""
+    versions = list(
+        DatasetVersion.objects.filter(dataset_id=version.dataset_id).order_by("-number")[
+            :VERSION_HISTORY_LIMIT
+        ]
+    )[::-1]
+    history = []
+    for older, newer in zip([None, *versions], versions, strict=False):
+        share = 1.0
+        if older is not None:
+            diff = version_diff(older, newer)
+            moved = len(diff.added) + len(diff.removed) + len(diff.changed)
+            share = min(1.0, moved / max(newer.example_count, 1))
+        history.append(DatasetVersionChange(newer.created_at, newer.example_count, share))
+    return history
+
+
+def _shared_scores(
+    table: dict[int, dict[int, dict[str, float]]], a: int, b: int, metric: str
+) -> tuple[list[float], list[float]]:
+    shared = sorted(
+        item
+        for item in table[a].keys() & table[b].keys()
+        if metric in table[a][item] and metric in table[b][item]
+    )
+    return [table[a][i][metric] for i in shared], [table[b][i][metric] for i in shared]
+
+
+def run_advice(
+    run: EvalRun,
+    *,
+    monthly_requests: int,
+    horizon_months: int,
+    fine_tuned_id: int | None = None,
+) -> RunAdvice:
+    """Fine-tune or prompt, for this run's candidates; NoAdvice when it cannot say."""
+    candidates = list(
+        run.candidates.select_related(
+            "model_version__training_job", "model_version__dataset_version", "checkpoint__job"
+        )
+    )
+    tuned = [c for c in candidates if c.kind in FINE_TUNED_KINDS]
+    if not tuned:
+        raise NoAdvice("This evaluation has no fine-tuned candidate to weigh against prompting.")
+    fine_tuned = next((c for c in tuned if c.pk == fine_tuned_id), tuned[0])
+    metric = run.report.get("primary_metric") or run.primary_metric
+    if metric not in METRICS or fine_tuned.metrics.get("means", {}).get(metric) is None:
+        raise NoAdvice("The evaluation has not scored the fine-tuned candidate yet.")
+    table = scores_by_candidate(run)
+    job = _training_job(fine_tuned)
+    options = []
+    for candidate in candidates:
+        if candidate.kind in FINE_TUNED_KINDS and candidate.pk != fine_tuned.pk:
+            continue  # one fine-tuned option: the others are alternatives to it, not prompts
+        comparison = None
+        if candidate.pk != fine_tuned.pk:
+            ours, theirs = _shared_scores(table, fine_tuned.pk, candidate.pk, metric)
+            if ours:
+                comparison = paired_bootstrap(ours, theirs, resamples=BOOTSTRAP_RESAMPLES)
+        options.append(
+            Option(
+                name=candidate.label,
+                kind=_kind_of(candidate),
+                quality=candidate.metrics.get("means", {}).get(metric) or 0.0,
+                pricing=_pricing(candidate),
+                request_shape=RequestShape(
+                    mean_prompt_tokens=candidate.metrics.get("prompt_tokens_mean", 0.0),
+                    mean_completion_tokens=candidate.metrics.get("completion_tokens_mean", 0.0),
+                ),
+                vs_fine_tuned=comparison,
+                one_off_usd=_training_cost(job) if candidate.pk == fine_tuned.pk else Decimal(0),
+            )
+        )
+    version: ModelVersion | None = fine_tuned.model_version
+    training_data = job.dataset_version if job is not None else run.dataset_version
+    advice = advise(
+        options,
+        monthly_requests=monthly_requests,
+        horizon_months=horizon_months,
+        training_examples=training_data.train_count,
+        train_loss=version.final_train_loss if version else _checkpoint_loss(fine_tuned, "train"),
+        val_loss=version.final_val_loss if version else _checkpoint_loss(fine_tuned, "val"),
+        version_history=version_history(training_data),
+        metric_label=METRICS[metric].label,
+        points=METRICS[metric].points,
+    )
+    return RunAdvice(advice=advice, fine_tuned=fine_tuned, metric=metric)
+
+
+def _checkpoint_loss(candidate: Candidate, which: str) -> float | None:
+    if candidate.checkpoint is None:
+        return None
+    return candidate.checkpoint.train_loss if which == "train" else candidate.checkpoint.val_loss
