@@ -1,19 +1,24 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
+from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 from registry.models import ModelVersion
-from training.models import TrainingJob
+from training.models import BaseModel, TrainingJob
 
 from .advice import FINE_TUNED_KINDS, NoAdvice, run_advice
-from .models import EvalRun, EvalStatus
+from .dashboard import CHART_HEIGHT, CHART_PADDING, CHART_WIDTH, project_dashboards
+from .forms import new_evaluation_from
+from .judge import DEFAULT_RUBRIC
+from .models import CandidateKind, EvalRun, EvalSplit, EvalStatus
 from .runner import progress
 from .scoring import BOOTSTRAP_RESAMPLES, METRICS
 from .selectors import (
@@ -24,7 +29,12 @@ from .selectors import (
     report_metrics,
     side_by_side,
 )
-from .services import checkpoint_sweep_create, eval_run_for_version, eval_run_resume
+from .services import (
+    checkpoint_sweep_create,
+    eval_run_create,
+    eval_run_for_version,
+    eval_run_resume,
+)
 
 SIDE_BY_SIDE_ITEMS = 20
 
@@ -136,3 +146,78 @@ def eval_advice(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
     except NoAdvice as reason:
         context["no_advice"] = str(reason)
     return render(request, "evaluation/advice.html", context)
+
+
+@login_required
+def eval_list(request: AppRequest, project_id: int) -> HttpResponse:
+    """Every evaluation of the project, and per registered model its metric charts across
+    versions and its evaluation history."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+    runs = (
+        EvalRun.objects.filter(project=project)
+        .select_related("dataset_version__dataset", "created_by", "training_job")
+        .prefetch_related("candidates")
+        .order_by("-created_at", "-pk")
+    )
+    context = {
+        "project": project,
+        "role": role,
+        "can_evaluate": role_allows(role, Action.EVALUATE),
+        "runs": runs,
+        "dashboards": project_dashboards(project),
+        "chart_width": CHART_WIDTH,
+        "chart_height": CHART_HEIGHT,
+        "chart_padding": CHART_PADDING,
+    }
+    return render(request, "evaluation/eval_list.html", context)
+
+
+def _new_form_context(project: Project, data: QueryDict | None) -> dict[str, object]:
+    return {
+        "project": project,
+        "dataset_versions": DatasetVersion.objects.filter(dataset__project=project)
+        .select_related("dataset")
+        .order_by("dataset__name", "-number"),
+        "model_versions": ModelVersion.objects.filter(registered_model__project=project)
+        .select_related("registered_model", "dataset_version__dataset")
+        .order_by("registered_model__name", "-number"),
+        "base_models": BaseModel.objects.filter(is_active=True).order_by("display_name"),
+        "metrics": [(key, spec.label) for key, spec in METRICS.items()],
+        "splits": EvalSplit.choices,
+        "external_kinds": [
+            (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.OPENAI_COMPATIBLE.label),
+            (CandidateKind.ANTHROPIC, CandidateKind.ANTHROPIC.label),
+        ],
+        "default_rubric": DEFAULT_RUBRIC,
+        "data": data or QueryDict(),
+        "chosen_versions": data.getlist("model_versions") if data else [],
+    }
+
+
+@login_required
+def eval_new(request: AppRequest, project_id: int) -> HttpResponse:
+    """Choose the test set, the candidates, the metrics and an optional judge; a bad field
+    comes back as a message naming it, with what was typed kept."""
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+    if request.method != "POST":
+        return render(request, "evaluation/eval_new.html", _new_form_context(project, request.GET))
+    try:
+        form = new_evaluation_from(project, request.POST)
+        run = eval_run_create(
+            project=project,
+            dataset_version=form.dataset_version,
+            split=form.split,
+            candidates=form.candidates,
+            user=request.user,
+            max_new_tokens=form.max_new_tokens,
+            primary_metric=form.primary_metric,
+            regex_check=form.regex_check,
+            contains_check=form.contains_check,
+            judge=form.judge,
+        )
+    except ApplicationError as error:
+        context = _new_form_context(project, request.POST)
+        context["error"] = error.message
+        context["error_field"] = error.extra.get("field", "")
+        return render(request, "evaluation/eval_new.html", context, status=400)
+    return redirect("eval_detail", project_id, run.pk)

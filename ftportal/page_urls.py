@@ -110,6 +110,16 @@ urlpatterns = [
         name="eval_detail",
     ),
     path(
+        "projects/<int:project_id>/evaluations/",
+        evaluation_views.eval_list,
+        name="eval_list",
+    ),
+    path(
+        "projects/<int:project_id>/evaluations/new/",
+        evaluation_views.eval_new,
+        name="eval_new",
+    ),
+    path(
         "projects/<int:project_id>/evaluations/<int:run_id>/advice/",
         evaluation_views.eval_advice,
         name="eval_advice",

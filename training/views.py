@@ -202,6 +202,7 @@ def job_detail(request: AppRequest, project_id: int, job_id: int) -> HttpRespons
         "chart_height": CHART_HEIGHT,
         "overfitting": job_overfitting(job),
         "checkpoints": checkpoint_rows(job),
+        "latest_sweep": job.eval_runs.order_by("-created_at", "-pk").first(),
         "events": list(job.events.order_by("-id")[:100]),
         "model_versions": list(job.model_versions.select_related("registered_model")),
         "can_train": role_allows(role, Action.TRAIN),

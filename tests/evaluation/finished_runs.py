@@ -14,6 +14,7 @@ from evaluation.report import run_report
 from evaluation.runner import _summarise, test_items
 from evaluation.scoring import Checks, score_answer
 from evaluation.services import CandidateSpec, eval_run_create
+from training.models import TrainingJob
 
 
 def finished_run(
@@ -22,6 +23,7 @@ def finished_run(
     user: User,
     answers: Sequence[tuple[CandidateSpec, Sequence[bool]]],
     kind: EvalKind = EvalKind.COMPARISON,
+    training_job: TrainingJob | None = None,
 ) -> EvalRun:
     """Each candidate answers item i with the reference when ``right[i]``, else "wrong"; items
     past the list's end are answered wrong. Token counts: 100 in, 5 out per answer."""
@@ -31,6 +33,7 @@ def finished_run(
         candidates=[spec for spec, _ in answers],
         user=user,
         kind=kind,
+        training_job=training_job,
     )
     items = test_items(run)
     for candidate, (_, right) in zip(run.candidates.all(), answers, strict=True):

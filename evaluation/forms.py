@@ -1,0 +1,165 @@
+"""The new-evaluation form: plain POST fields turned into the service's candidate specs.
+
+Candidate order is the verdicts' order: the first chosen model version is the reference that
+every other candidate is compared with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.http import QueryDict
+
+from datasets.models import DatasetVersion
+from ftportal.errors import ApplicationError
+from ftportal.models import Project
+from registry.models import ModelVersion
+from training.models import BaseModel
+
+from .models import CandidateKind, EvalSplit, Prompting
+from .services import CandidateSpec, JudgeSpec
+
+
+@dataclass(frozen=True)
+class NewEvaluation:
+    dataset_version: DatasetVersion
+    split: EvalSplit
+    candidates: list[CandidateSpec]
+    max_new_tokens: int
+    primary_metric: str
+    regex_check: str
+    contains_check: str
+    judge: JudgeSpec | None
+
+
+def _bad(field: str, message: str) -> ApplicationError:
+    return ApplicationError(f"{field}: {message}", extra={"field": field})
+
+
+def _integer(data: QueryDict, field: str, default: int) -> int:
+    raw = (data.get(field) or "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise _bad(field, f"a whole number, not {raw!r}") from None
+
+
+def _price(data: QueryDict, field: str) -> Decimal | None:
+    raw = (data.get(field) or "").strip()
+    if not raw:
+        return None
+    try:
+        return Decimal(raw)
+    except InvalidOperation:
+        raise _bad(field, f"a price in US dollars per million tokens, not {raw!r}") from None
+
+
+def _model_versions(project: Project, data: QueryDict) -> list[CandidateSpec]:
+    ids = [_as_id(raw, "model_versions") for raw in data.getlist("model_versions")]
+    found = {
+        v.pk: v
+        for v in ModelVersion.objects.filter(
+            pk__in=ids, registered_model__project=project
+        ).select_related("registered_model", "base_model")
+    }
+    missing = [pk for pk in ids if pk not in found]
+    if missing:
+        raise _bad("model_versions", f"no model version {missing[0]} in this project")
+    return [CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=found[pk]) for pk in ids]
+
+
+def _as_id(raw: str, field: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise _bad(field, f"not an id: {raw!r}") from None
+
+
+def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
+    key = (data.get("base_model") or "").strip()
+    if not key:
+        return []
+    base = BaseModel.objects.filter(key=key).first()
+    if base is None:
+        raise _bad("base_model", f"no base model {key!r} in the catalog")
+    specs = []
+    if data.get("base_zero_shot"):
+        specs.append(CandidateSpec(kind=CandidateKind.BASE, base_model=base))
+    shots = _integer(data, "few_shot_k", 0)
+    if shots:
+        specs.append(
+            CandidateSpec(
+                kind=CandidateKind.BASE,
+                base_model=base,
+                prompting=Prompting.FEW_SHOT,
+                few_shot_k=shots,
+                few_shot_seed=_integer(data, "few_shot_seed", 0),
+            )
+        )
+    return specs
+
+
+def _external_candidate(data: QueryDict) -> list[CandidateSpec]:
+    kind = (data.get("external_kind") or "").strip()
+    if not kind:
+        return []
+    if kind not in (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.ANTHROPIC):
+        raise _bad("external_kind", "OpenAI-compatible or Anthropic")
+    shots = _integer(data, "external_few_shot_k", 0)
+    return [
+        CandidateSpec(
+            kind=CandidateKind(kind),
+            api_model=data.get("external_model", ""),
+            api_base_url=data.get("external_base_url", ""),
+            api_key_env=data.get("external_key_env", ""),
+            system_prompt=data.get("external_system_prompt", ""),
+            user_template=data.get("external_user_template") or "{input}",
+            prompting=Prompting.FEW_SHOT if shots else Prompting.ZERO_SHOT,
+            few_shot_k=shots,
+            input_usd_per_million_tokens=_price(data, "external_input_price"),
+            output_usd_per_million_tokens=_price(data, "external_output_price"),
+        )
+    ]
+
+
+def _judge(data: QueryDict) -> JudgeSpec | None:
+    kind = (data.get("judge_kind") or "").strip()
+    if not kind:
+        return None
+    if kind not in (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.ANTHROPIC):
+        raise _bad("judge_kind", "OpenAI-compatible or Anthropic")
+    return JudgeSpec(
+        kind=CandidateKind(kind),
+        model=data.get("judge_model", ""),
+        base_url=data.get("judge_base_url", ""),
+        key_env=data.get("judge_key_env", ""),
+        rubric=data.get("judge_rubric", ""),
+    )
+
+
+def new_evaluation_from(project: Project, data: QueryDict) -> NewEvaluation:
+    """Read the form; ApplicationError names the first field that is wrong. References to
+    other projects' objects read as missing."""
+    version_id = _as_id(data.get("dataset_version") or "", "dataset_version")
+    version = DatasetVersion.objects.filter(pk=version_id, dataset__project=project).first()
+    if version is None:
+        raise _bad("dataset_version", f"no dataset version {version_id} in this project")
+    split = data.get("split") or EvalSplit.VALIDATION
+    if split not in EvalSplit.values:
+        raise _bad("split", "the validation split or every item")
+    return NewEvaluation(
+        dataset_version=version,
+        split=EvalSplit(split),
+        candidates=[
+            *_model_versions(project, data),
+            *_base_candidates(data),
+            *_external_candidate(data),
+        ],
+        max_new_tokens=_integer(data, "max_new_tokens", 64),
+        primary_metric=data.get("primary_metric") or "exact_match",
+        regex_check=data.get("regex_check", ""),
+        contains_check=data.get("contains_check", ""),
+        judge=_judge(data),
+    )

@@ -1,0 +1,243 @@
+"""The evaluation pages: the new-evaluation form, the run page, the dashboard, the checkpoint
+sweep and resuming; every write checks the role and a refused one changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+
+from datasets.models import DatasetVersion
+from evaluation.models import Candidate, CandidateKind, EvalKind, EvalRun, EvalStatus, Prompting
+from evaluation.services import CandidateSpec
+from ftportal.models import Project
+from ftportal.roles import Role
+from registry.models import ModelVersion
+from tests.api.builders import register_model_version
+from tests.evaluation.finished_runs import finished_run
+from tests.factories import frozen_version
+from training.models import BaseModel, Checkpoint, JobStatus
+
+pytestmark = pytest.mark.django_db
+WRITERS = (Role.ML_LEAD, Role.ADMIN)
+
+
+@pytest.fixture
+def lead(make_member: Callable[[Role], User]) -> User:
+    return make_member(Role.ML_LEAD)
+
+
+@pytest.fixture
+def version(project: Project, lead: User) -> DatasetVersion:
+    return frozen_version(project, lead, count=40)
+
+
+@pytest.fixture
+def tuned(version: DatasetVersion, lead: User, base_model: BaseModel) -> ModelVersion:
+    return register_model_version(
+        version=version, base_model=base_model, user=lead, model_name="triage"
+    )
+
+
+def new_form(version: DatasetVersion, tuned: ModelVersion, **changes: str) -> dict[str, object]:
+    form: dict[str, object] = {
+        "dataset_version": str(version.pk),
+        "split": "validation",
+        "model_versions": [str(tuned.pk)],
+        "base_model": "smollm2-135m-instruct",
+        "base_zero_shot": "1",
+        "few_shot_k": "3",
+        "few_shot_seed": "7",
+        "external_kind": "openai_compatible",
+        "external_model": "gpt-4o-mini",
+        "external_base_url": "http://127.0.0.1:9/v1",
+        "external_input_price": "0.30",
+        "external_output_price": "1.20",
+        "primary_metric": "token_f1",
+        "max_new_tokens": "32",
+    }
+    form.update(changes)
+    return form
+
+
+def test_the_form_queues_one_run_with_every_chosen_candidate_in_order(
+    client: Client, project: Project, lead: User, version: DatasetVersion, tuned: ModelVersion
+) -> None:
+    client.force_login(lead)
+    assert client.get(reverse("eval_new", args=[project.pk])).status_code == 200
+
+    response = client.post(reverse("eval_new", args=[project.pk]), new_form(version, tuned))
+
+    run = EvalRun.objects.get()
+    assert response.status_code == 302 and response["Location"].endswith(f"/{run.pk}/")
+    assert (run.primary_metric, run.max_new_tokens, run.status) == ("token_f1", 32, "queued")
+    kinds = list(run.candidates.values_list("kind", "prompting", "few_shot_k", "few_shot_seed"))
+    assert kinds == [
+        (CandidateKind.MODEL_VERSION, Prompting.ZERO_SHOT, 0, 0),
+        (CandidateKind.BASE, Prompting.ZERO_SHOT, 0, 0),
+        (CandidateKind.BASE, Prompting.FEW_SHOT, 3, 7),
+        (CandidateKind.OPENAI_COMPATIBLE, Prompting.ZERO_SHOT, 0, 0),
+    ]
+    external = run.candidates.get(kind=CandidateKind.OPENAI_COMPATIBLE)
+    assert str(external.input_usd_per_million_tokens) == "0.3000"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"dataset_version": "999999"}, "dataset_version"),
+        ({"few_shot_k": "three"}, "few_shot_k"),
+        ({"external_input_price": "cheap"}, "external_input_price"),
+        ({"external_model": ""}, "candidates[3].api_model"),
+        ({"regex_check": "(["}, "regex_check"),
+        ({"judge_kind": "anthropic", "judge_model": ""}, "judge.model"),
+    ],
+)
+def test_a_bad_field_comes_back_named_with_what_was_typed_and_nothing_is_queued(
+    client: Client,
+    project: Project,
+    lead: User,
+    version: DatasetVersion,
+    tuned: ModelVersion,
+    change: dict[str, str],
+    field: str,
+) -> None:
+    client.force_login(lead)
+
+    response = client.post(
+        reverse("eval_new", args=[project.pk]), new_form(version, tuned, **change)
+    )
+
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert f'data-field="{field}"' in html
+    assert 'value="http://127.0.0.1:9/v1"' in html  # what was typed is still there
+    assert not EvalRun.objects.exists()
+
+
+@pytest.mark.parametrize("role", [Role.REVIEWER, Role.MANAGER])
+def test_only_leads_and_admins_start_evaluations(
+    client: Client,
+    project: Project,
+    version: DatasetVersion,
+    tuned: ModelVersion,
+    make_member: Callable[[Role], User],
+    role: Role,
+) -> None:
+    client.force_login(make_member(role))
+    assert client.get(reverse("eval_new", args=[project.pk])).status_code == 403
+    response = client.post(reverse("eval_new", args=[project.pk]), new_form(version, tuned))
+    assert response.status_code == 403
+    assert not EvalRun.objects.exists()
+
+
+def test_an_outsider_cannot_see_that_the_project_exists(
+    client: Client, project: Project, make_member: Callable[..., User]
+) -> None:
+    client.force_login(make_member(Role.ADMIN, target=Project.objects.create(name="other")))
+    assert client.get(reverse("eval_list", args=[project.pk])).status_code == 404
+    assert client.get(reverse("eval_new", args=[project.pk])).status_code == 404
+
+
+def test_the_dashboard_charts_each_metric_across_versions_and_lists_the_history(
+    client: Client,
+    project: Project,
+    lead: User,
+    version: DatasetVersion,
+    base_model: BaseModel,
+    make_member: Callable[[Role], User],
+) -> None:
+    items = version.validation_count
+    for right in (2, 6):  # version 1 gets 2 items right, version 2 gets 6
+        model_version = register_model_version(
+            version=version, base_model=base_model, user=lead, model_name="triage"
+        )
+        finished_run(
+            version=version,
+            user=lead,
+            answers=[
+                (
+                    CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=model_version),
+                    [i < right for i in range(items)],
+                ),
+                (CandidateSpec(kind=CandidateKind.BASE, base_model=base_model), [False] * items),
+            ],
+        )
+    client.force_login(make_member(Role.MANAGER))
+
+    html = client.get(reverse("eval_list", args=[project.pk])).content.decode()
+
+    first, second = 2 / items * 100, 6 / items * 100
+    assert 'data-metric="exact_match"' in html
+    assert f"fine-tuned version: v1 {first:.1f} %, v2 {second:.1f} %" in html
+    assert "SmolLM2-135M-Instruct (zero-shot): v1 0.0 %, v2 0.0 %" in html
+    assert html.count("<polyline") >= 2  # one line per candidate on each chart
+    assert html.count('class="eval-history"') == 1
+    assert html.count(f"{second:.1f} %</td>") == 1  # the history row of version 2
+
+
+def test_a_checkpoint_sweep_recommends_by_the_task_metric_not_the_loss(
+    client: Client, project: Project, lead: User, version: DatasetVersion, tuned: ModelVersion
+) -> None:
+    job = tuned.training_job
+    early = Checkpoint.objects.create(job=job, step=10, path="/a/10", val_loss=0.9)
+    late = Checkpoint.objects.create(job=job, step=20, path="/a/20", val_loss=0.5)
+    items = version.validation_count
+    client.force_login(lead)
+    response = client.post(reverse("checkpoint_sweep", args=[project.pk, job.pk]))
+    queued = EvalRun.objects.get()
+    assert response.status_code == 302 and queued.kind == EvalKind.CHECKPOINTS
+    assert list(queued.candidates.values_list("checkpoint_id", flat=True)) == [early.pk, late.pk]
+
+    run = finished_run(
+        version=version,
+        user=lead,
+        kind=EvalKind.CHECKPOINTS,
+        training_job=job,
+        answers=[
+            (CandidateSpec(kind=CandidateKind.CHECKPOINT, checkpoint=early), [True] * items),
+            (CandidateSpec(kind=CandidateKind.CHECKPOINT, checkpoint=late), [False] * items),
+        ],
+    )
+
+    recommendation = run.report["recommendation"]
+    assert recommendation["checkpoint"] == early.pk and recommendation["step"] == 10
+    assert "lowest validation loss (0.500)" in recommendation["sentence"]
+    page = client.get(reverse("eval_detail", args=[project.pk, run.pk])).content.decode()
+    assert 'id="checkpoint-recommendation"' in page
+    job.status = JobStatus.SUCCEEDED
+    job.save()
+    job_page = client.get(reverse("job_detail", args=[project.pk, job.pk])).content.decode()
+    assert 'id="evaluate-checkpoints"' in job_page and "Keep " in job_page
+
+
+def test_a_failed_run_can_be_resumed_by_a_lead_but_not_by_a_reviewer(
+    client: Client,
+    project: Project,
+    lead: User,
+    version: DatasetVersion,
+    tuned: ModelVersion,
+    make_member: Callable[[Role], User],
+) -> None:
+    run = finished_run(
+        version=version,
+        user=lead,
+        answers=[(CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=tuned), [True])],
+    )
+    EvalRun.objects.filter(pk=run.pk).update(status=EvalStatus.FAILED, error="Item 3: 503")
+    url = reverse("eval_resume", args=[project.pk, run.pk])
+
+    client.force_login(make_member(Role.REVIEWER))
+    assert client.post(url).status_code == 403
+    run.refresh_from_db()
+    assert run.status == EvalStatus.FAILED
+    client.force_login(lead)
+    page = client.get(reverse("eval_detail", args=[project.pk, run.pk])).content.decode()
+    assert 'id="eval-resume"' in page
+    assert client.post(url).status_code == 302
+    run.refresh_from_db()
+    assert run.status == EvalStatus.QUEUED and run.error == ""
+    assert Candidate.objects.get(run=run).results.count() == version.validation_count
