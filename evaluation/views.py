@@ -18,7 +18,8 @@ from .advice import FINE_TUNED_KINDS, NoAdvice, run_advice
 from .dashboard import CHART_HEIGHT, CHART_PADDING, CHART_WIDTH, project_dashboards
 from .forms import new_evaluation_from
 from .judge import DEFAULT_RUBRIC
-from .models import CandidateKind, EvalRun, EvalSplit, EvalStatus
+from .models import Candidate, CandidateKind, EvalRun, EvalSplit, EvalStatus
+from .rating import choice_from_side, next_card
 from .runner import progress
 from .scoring import BOOTSTRAP_RESAMPLES, METRICS
 from .selectors import (
@@ -34,6 +35,7 @@ from .services import (
     eval_run_create,
     eval_run_for_version,
     eval_run_resume,
+    human_preference_record,
 )
 
 SIDE_BY_SIDE_ITEMS = 20
@@ -82,6 +84,7 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
         "project": project,
         "role": role,
         "can_evaluate": role_allows(role, Action.EVALUATE),
+        "can_rate": role_allows(role, Action.REVIEW),
         "run": run,
         "candidates": candidates,
         "rows": rows,
@@ -221,3 +224,55 @@ def eval_new(request: AppRequest, project_id: int) -> HttpResponse:
         context["error_field"] = error.extra.get("field", "")
         return render(request, "evaluation/eval_new.html", context, status=400)
     return redirect("eval_detail", project_id, run.pk)
+
+
+def _pair(run: EvalRun, params: QueryDict) -> tuple[Candidate, Candidate]:
+    """The reference candidate and the one chosen with ``b`` (default: the second)."""
+    candidates = list(run.candidates.all())
+    if len(candidates) < 2:
+        raise ApplicationError("Rating compares two candidates; this run has one.")
+    chosen = params.get("b") or str(candidates[1].pk)
+    other = next((c for c in candidates[1:] if str(c.pk) == chosen), None)
+    if other is None:
+        raise ApplicationError(
+            f"b: no other candidate {chosen!r} in this run.", extra={"field": "b"}
+        )
+    return candidates[0], other
+
+
+@login_required
+def eval_rate(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
+    """Blind pairwise rating, one item at a time, keys 1 (left), 2 (tie), 3 (right)."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    run = get_object_or_404(EvalRun, pk=run_id, project=project)
+    candidate_a, candidate_b = _pair(run, request.POST if request.method == "POST" else request.GET)
+    if request.method == "POST":
+        item_id = _positive_int_field(request.POST, "item")
+        try:
+            choice = choice_from_side(request.POST.get("side", ""), item_id, request.user.pk)
+        except ValueError as error:
+            raise ApplicationError(str(error), extra={"field": "side"}) from error
+        human_preference_record(
+            candidate_a=candidate_a,
+            candidate_b=candidate_b,
+            item_id=item_id,
+            rater=request.user,
+            choice=choice,
+        )
+    context = {
+        "project": project,
+        "role": role,
+        "run": run,
+        "candidate_b": candidate_b,
+        "others": list(run.candidates.all())[1:],
+        "card": next_card(candidate_a, candidate_b, request.user),
+    }
+    template = "evaluation/rate.html#rate-card" if request.htmx else "evaluation/rate.html"
+    return render(request, template, context)
+
+
+def _positive_int_field(data: QueryDict, name: str) -> int:
+    raw = data.get(name) or ""
+    if not raw.isdigit():
+        raise ApplicationError(f"{name}: an id, not {raw!r}.", extra={"field": name})
+    return int(raw)

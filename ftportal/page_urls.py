@@ -120,6 +120,11 @@ urlpatterns = [
         name="eval_new",
     ),
     path(
+        "projects/<int:project_id>/evaluations/<int:run_id>/rate/",
+        evaluation_views.eval_rate,
+        name="eval_rate",
+    ),
+    path(
         "projects/<int:project_id>/evaluations/<int:run_id>/advice/",
         evaluation_views.eval_advice,
         name="eval_advice",

@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import FilePayload, Page, Request, expect
 
 from datasets.models import Dataset, DatasetVersion, Example, ReviewAction, ReviewDecision
+from evaluation.models import EvalRun
 from ftportal.roles import Role
 from registry.models import AliasChange, AliasChangeKind, ModelVersion
 from training.models import TrainingJob
@@ -311,19 +312,27 @@ def test_a_team_takes_ticket_triage_from_a_jsonl_file_to_a_rolled_back_productio
     expect(page.get_by_role("heading", name=re.compile(r"^Evaluation \d+$"))).to_be_visible()
     eval_status = wait_until_finished(page, "#eval-status")
     assert eval_status == "Succeeded", error_text(page, "#eval-body")
+    run = EvalRun.objects.order_by("-pk").first()
+    assert run is not None
+    candidates = list(run.candidates.all())
     summary_rows = page.locator("#eval-summary tbody tr")
-    expect(summary_rows).to_have_count(2)
+    expect(summary_rows).to_have_count(len(candidates))
     expect(summary_rows.nth(0)).to_contain_text("tickets-ft v1 (fine-tuned)")
-    expect(summary_rows.nth(1)).to_contain_text("SmolLM2-135M-Instruct (base, zero-shot)")
-    for row in range(2):
-        cells = summary_rows.nth(row).locator("td")
-        expect(cells.nth(1)).to_have_text(re.compile(r"^\d+ %$"))
-        expect(cells.nth(2)).to_have_text(re.compile(r"^[01]\.\d{3}$"))
-        expect(cells.nth(3)).to_have_text(str(version.validation_count))
+    expect(summary_rows.nth(1)).to_contain_text("SmolLM2-135M-Instruct (zero-shot)")
+    percent = re.compile(r"^\d+\.\d %$")
+    for row in range(len(candidates)):
+        for metric in ("exact_match", "token_f1", "rouge_l", "chrf"):
+            expect(summary_rows.nth(row).locator(f'td[data-metric="{metric}"]')).to_have_text(
+                percent
+            )
+    assert all(c.example_count == version.validation_count for c in candidates)
+    # One verdict per comparison with the fine-tuned version, in words.
+    expect(page.locator("#verdicts li")).to_have_count(len(candidates) - 1)
     side_rows = page.locator("table.side-by-side tbody tr")
     expect(side_rows).to_have_count(version.validation_count)
     for row in range(version.validation_count):
-        expect(side_rows.nth(row).locator("td")).to_have_count(3 + 2)  # #, prompt, ref, 2 outputs
+        # #, prompt, reference, then one output per candidate
+        expect(side_rows.nth(row).locator("td")).to_have_count(3 + len(candidates))
     shot(page, tmp_path, "evaluation")
 
     # --- registry: promote v1, train and promote v2, roll back to v1 ---------------------------

@@ -11,7 +11,15 @@ from django.test import Client
 from django.urls import reverse
 
 from datasets.models import DatasetVersion
-from evaluation.models import Candidate, CandidateKind, EvalKind, EvalRun, EvalStatus, Prompting
+from evaluation.models import (
+    Candidate,
+    CandidateKind,
+    EvalKind,
+    EvalRun,
+    EvalStatus,
+    HumanPreference,
+    Prompting,
+)
 from evaluation.services import CandidateSpec
 from ftportal.models import Project
 from ftportal.roles import Role
@@ -241,3 +249,44 @@ def test_a_failed_run_can_be_resumed_by_a_lead_but_not_by_a_reviewer(
     run.refresh_from_db()
     assert run.status == EvalStatus.QUEUED and run.error == ""
     assert Candidate.objects.get(run=run).results.count() == version.validation_count
+
+
+def test_people_rate_pairs_blind_and_their_side_maps_back_to_the_candidate(
+    client: Client,
+    project: Project,
+    lead: User,
+    version: DatasetVersion,
+    tuned: ModelVersion,
+    base_model: BaseModel,
+    make_member: Callable[[Role], User],
+) -> None:
+    items = version.validation_count
+    run = finished_run(
+        version=version,
+        user=lead,
+        answers=[
+            (CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=tuned), [True] * items),
+            (CandidateSpec(kind=CandidateKind.BASE, base_model=base_model), [False] * items),
+        ],
+    )
+    reference, base = run.candidates.all()
+    url = reverse("eval_rate", args=[project.pk, run.pk])
+    rater = make_member(Role.REVIEWER)
+    client.force_login(make_member(Role.MANAGER))
+    assert client.get(url).status_code == 403
+    client.force_login(rater)
+
+    for _ in range(items):
+        card = client.get(url).content.decode()
+        item = int(card.split('name="item" value="')[1].split('"')[0])
+        # The right answer is the reference's; pick whichever side shows it.
+        left = card.split('id="answer-left">')[1].split("</pre>")[0]
+        side = "right" if left == "wrong" else "left"
+        response = client.post(url, {"b": str(base.pk), "item": str(item), "side": side})
+        assert response.status_code == 200
+
+    assert 'id="rate-done"' in client.get(url).content.decode()
+    choices = HumanPreference.objects.filter(rater=rater, candidate_a=reference, candidate_b=base)
+    assert choices.count() == items and set(choices.values_list("choice", flat=True)) == {"a"}
+    bad = client.post(url, {"b": str(base.pk), "item": str(item), "side": "up"})
+    assert bad.status_code == 400 and "side" in bad.content.decode()
