@@ -158,7 +158,7 @@ def eval_result_tag_page(
         "project": project,
         "run": run,
         "result": result,
-        "can_evaluate": True,
+        "can_evaluate": True,  # project_for above let this request through
         "tag_error": error,
         "tag_value": tag if error else "",
         "page_query": _query(request.GET, with_page=True),
