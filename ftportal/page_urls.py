@@ -4,6 +4,7 @@ from datasets import import_views as dataset_import_views
 from datasets import quality_views
 from datasets import review_views as dataset_review_views
 from datasets import views as dataset_views
+from evaluation import failure_views
 from evaluation import views as evaluation_views
 from registry import views as registry_views
 from training import views as training_views
@@ -128,6 +129,21 @@ urlpatterns = [
         "projects/<int:project_id>/evaluations/<int:run_id>/advice/",
         evaluation_views.eval_advice,
         name="eval_advice",
+    ),
+    path(
+        "projects/<int:project_id>/evaluations/<int:run_id>/failures/",
+        failure_views.eval_failures,
+        name="eval_failures",
+    ),
+    path(
+        "projects/<int:project_id>/evaluations/<int:run_id>/results/<int:result_id>/tags/",
+        failure_views.eval_result_tag_page,
+        name="eval_result_tag",
+    ),
+    path(
+        "projects/<int:project_id>/evaluations/<int:run_id>/send-to-review/",
+        failure_views.eval_send_to_review,
+        name="eval_send_to_review",
     ),
     path(
         "projects/<int:project_id>/evaluations/<int:run_id>/resume/",

@@ -48,3 +48,30 @@
     target.click();
   });
 })();
+
+// The failure browser: a "select all on this page" box and the count on the send button. The
+// row checkboxes name their form with form="…", so they are found by that attribute.
+(function () {
+  "use strict";
+
+  function boxes(formId, extra) {
+    return document.querySelectorAll('input[name="results"][form="' + formId + '"]' + extra);
+  }
+
+  function recount(formId) {
+    var label = document.querySelector("#" + formId + " [data-chosen-count]");
+    if (label) { label.textContent = String(boxes(formId, ":checked").length); }
+  }
+
+  document.addEventListener("change", function (event) {
+    var all = event.target.closest("[data-select-all]");
+    var formId = all ? all.getAttribute("data-select-all") : event.target.getAttribute("form");
+    if (all) { boxes(formId, ":not(:disabled)").forEach(function (box) { box.checked = all.checked; }); }
+    if (formId) { recount(formId); }
+  });
+
+  // A page restored from history may come back with boxes ticked.
+  document.querySelectorAll("[data-select-all]").forEach(function (all) {
+    recount(all.getAttribute("data-select-all"));
+  });
+})();
