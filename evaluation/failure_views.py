@@ -28,6 +28,7 @@ from .selectors import (
     FailureRow,
     ResultFilter,
     failure_rows,
+    filtered_results,
     report_metrics,
 )
 from .services import FAILURE_TAG_MAX_LENGTH, eval_result_tag, eval_results_send_to_review
@@ -99,8 +100,10 @@ def eval_failures(request: AppRequest, project_id: int, run_id: int) -> HttpResp
     run = _run_in(project, run_id)
     chosen = _filter(run, request.GET)
     metric = METRICS[chosen.metric]
-    rows = [_browser_row(row, chosen) for row in failure_rows(run, chosen)]
-    page = Paginator(rows, FAILURES_PAGE_SIZE).get_page(request.GET.get("page"))
+    matching = filtered_results(run, chosen)
+    page = Paginator(matching, FAILURES_PAGE_SIZE).get_page(request.GET.get("page"))
+    # Only the shown page is diffed: a diff costs far more than a filter.
+    rows = [_browser_row(row, chosen) for row in failure_rows(chosen, list(page.object_list))]
     candidates = list(run.candidates.all())
     by_pk = {c.pk: c for c in candidates}
     metric_keys = report_metrics(run)
@@ -123,7 +126,8 @@ def eval_failures(request: AppRequest, project_id: int, run_id: int) -> HttpResp
         "metric_points": metric.points,
         "known_tags": known_tags,
         "page": page,
-        "matching": len(rows),
+        "rows": rows,
+        "matching": len(matching),
         "total": a_results.count(),
         "filter_query": _query(request.GET),
         "page_query": _query(request.GET, with_page=True),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,10 +110,15 @@ def _keeps(chosen: ResultFilter, a: EvalResult, b: EvalResult | None) -> bool:
     return (a_right, b_right) == wanted
 
 
-def _results_by_item(candidate_id: int | None) -> dict[int, EvalResult]:
+def _results_by_item(
+    candidate_id: int | None, items: Sequence[int] | None = None
+) -> dict[int, EvalResult]:
     if candidate_id is None:
         return {}
-    return {r.item_id: r for r in EvalResult.objects.filter(candidate_id=candidate_id)}
+    results = EvalResult.objects.filter(candidate_id=candidate_id)
+    if items is not None:
+        results = results.filter(item_id__in=items)
+    return {r.item_id: r for r in results}
 
 
 def filtered_results(run: EvalRun, chosen: ResultFilter) -> list[EvalResult]:
@@ -137,12 +142,14 @@ class FailureRow:
     other_diff: list[DiffSegment] = field(default_factory=list)
 
 
-def failure_rows(run: EvalRun, chosen: ResultFilter) -> list[FailureRow]:
-    """The failure browser: A's matching answers beside B's, each diffed against the expected
-    answer (deletions are what the expected answer has and the output lacks)."""
-    others = _results_by_item(chosen.other)
+def failure_rows(chosen: ResultFilter, results: Sequence[EvalResult]) -> list[FailureRow]:
+    """The failure browser's rows for these of A's answers (one page of
+    :func:`filtered_results`, so only what is shown gets diffed): each beside B's, both diffed
+    against the expected answer (deletions are what the expected answer has and the output
+    lacks)."""
+    others = _results_by_item(chosen.other, items=[r.item_id for r in results])
     rows = []
-    for result in filtered_results(run, chosen):
+    for result in results:
         reference = answer_of(result.item.messages)
         other = others.get(result.item_id)
         rows.append(
