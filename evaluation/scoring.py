@@ -163,6 +163,8 @@ def candidate_summary(
             output_usd_per_million,
         )
         summary["cost_per_1000_usd"] = str(cost.quantize(Decimal("0.000001")))
+        # What these answers cost: the run's share of the evaluation spend.
+        summary["cost_usd"] = str((cost * len(answers) / 1000).quantize(Decimal("0.000001")))
     references = [a.reference for a in answers]
     if answers_are_labels(references):
         summary["labels"] = _label_metrics([a.output for a in answers], references)

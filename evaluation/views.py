@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -97,6 +99,10 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
         "recommendation": run.report.get("recommendation"),
         "reference_id": run.report.get("reference"),
         "confusions": confusions(run),
+        "spend_usd": sum(
+            (Decimal(c.metrics["cost_usd"]) for c in candidates if "cost_usd" in c.metrics),
+            Decimal(0),
+        ),
         "has_fine_tuned": any(c.kind in FINE_TUNED_KINDS for c in candidates),
         "judge_rows": run.report.get("judge", []),
         "agreement_rows": judge_agreement(run) if run.report.get("judge") else [],

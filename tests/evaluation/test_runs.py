@@ -157,6 +157,9 @@ def test_one_run_scores_a_local_model_an_openai_endpoint_and_anthropic_few_shot(
     tokens_out = sum(c for _, c in usage)
     expected = (tokens_in * Decimal("0.30") + tokens_out * Decimal("1.20")) * 1000 / (6 * 10**6)
     assert Decimal(hosted.metrics["cost_per_1000_usd"]) == expected.quantize(Decimal("0.000001"))
+    assert Decimal(hosted.metrics["cost_usd"]) == (expected * 6 / 1000).quantize(
+        Decimal("0.000001")
+    )
     assert "cost_per_1000_usd" not in local.metrics  # local models have no token price
     assert hosted.metrics["latency"]["p95"] >= hosted.metrics["latency"]["p50"] > 0
     # Two worked examples went before each question, as alternating turns.
