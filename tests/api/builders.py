@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction
 from datasets.services import dataset_version_freeze, example_review
-from evaluation.models import EvalRun
+from evaluation.models import EvalResult, EvalRun
 from evaluation.services import eval_run_for_version
 from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
@@ -100,6 +100,7 @@ class World:
     first: ModelVersion
     second: ModelVersion
     eval_run: EvalRun
+    eval_result: EvalResult
 
 
 def build_world(*, project: Project, owner: User, base_model: BaseModel) -> World:
@@ -123,6 +124,12 @@ def build_world(*, project: Project, owner: User, base_model: BaseModel) -> Worl
     model_version_promote(model_version=first, user=owner)
     model_version_promote(model_version=second, user=owner)
     eval_run = eval_run_for_version(project=project, model_version=second, user=owner)
+    eval_result = EvalResult.objects.create(
+        candidate=eval_run.candidates.first(),
+        item=version.items.filter(split="validation").first(),
+        output="an answer",
+        scores={"exact_match": 0.0},
+    )
     return World(
         project=project,
         owner=owner,
@@ -135,4 +142,5 @@ def build_world(*, project: Project, owner: User, base_model: BaseModel) -> Worl
         first=first,
         second=second,
         eval_run=eval_run,
+        eval_result=eval_result,
     )

@@ -22,7 +22,7 @@ from datasets.models import (
     ImportBatch,
     ReviewDecision,
 )
-from evaluation.models import EvalRun
+from evaluation.models import EvalResult, EvalRun
 from ftportal.models import Project
 from ftportal.roles import Role
 from registry.models import Alias, AliasChange, ModelVersion
@@ -107,6 +107,27 @@ WRITES = [
         201,
     ),
     Write(
+        "evaluate checkpoints",
+        LEADS,
+        lambda w: f"training-jobs/{w.queued_job.pk}/evaluate-checkpoints/",
+        lambda w: {},
+        201,
+    ),
+    Write(
+        "tag eval result",
+        LEADS,
+        lambda w: f"evaluations/{w.eval_run.pk}/results/{w.eval_result.pk}/tags/",
+        lambda w: {"tag": "wrong label"},
+        200,
+    ),
+    Write(
+        "send eval results to review",
+        LEADS,
+        lambda w: f"evaluations/{w.eval_run.pk}/send-to-review/",
+        lambda w: {"results": [w.eval_result.pk]},
+        201,
+    ),
+    Write(
         "promote",
         LEADS,
         lambda w: f"model-versions/{w.first.pk}/promote/",
@@ -147,6 +168,7 @@ READS = [
     Read("history", lambda w: f"models/{w.registered_model.pk}/history/"),
     Read("evaluations", lambda w: "evaluations/", names_an_object=False),
     Read("evaluation", lambda w: f"evaluations/{w.eval_run.pk}/"),
+    Read("evaluation results", lambda w: f"evaluations/{w.eval_run.pk}/results/"),
 ]
 OBJECT_READS = [read for read in READS if read.names_an_object]
 # These name no object in their URL (job and eval creation name theirs in the body, tested
@@ -173,6 +195,7 @@ def db_state() -> dict[str, object]:
         "versions": DatasetVersion.objects.count(),
         "jobs": sorted(TrainingJob.objects.values_list("id", "status", "cancel_requested")),
         "evals": EvalRun.objects.count(),
+        "eval_results": sorted(EvalResult.objects.values_list("id", "tags", "sent_to_review")),
         "aliases": sorted(Alias.objects.values_list("registered_model", "name", "model_version")),
         "alias_changes": AliasChange.objects.count(),
         "model_versions": ModelVersion.objects.count(),
