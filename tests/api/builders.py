@@ -125,8 +125,8 @@ def build_world(*, project: Project, owner: User, base_model: BaseModel) -> Worl
     model_version_promote(model_version=second, user=owner)
     eval_run = eval_run_for_version(project=project, model_version=second, user=owner)
     eval_result = EvalResult.objects.create(
-        candidate=eval_run.candidates.first(),
-        item=version.items.filter(split="validation").first(),
+        candidate=eval_run.candidates.all()[0],
+        item=version.items.filter(split="validation")[0],
         output="an answer",
         scores={"exact_match": 0.0},
     )
