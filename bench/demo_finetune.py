@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from evaluation.metrics import exact_match, token_f1  # noqa: E402
+from evaluation.metrics import exact_match_normalised, token_f1  # noqa: E402
 from providers.base import Conversation, TrainingConfig, TrainingProgress  # noqa: E402
 from providers.local import LocalChatModel, LocalLoRAFineTuner  # noqa: E402
 from providers.local_weights import ensure_base_model  # noqa: E402
@@ -55,7 +55,7 @@ def score(
 ) -> tuple[float, float]:
     outputs = model.generate_batch([c[:-1] for c in items], max_new_tokens=max_new_tokens)
     references = [c[-1]["content"] for c in items]
-    matches = [exact_match(o.text, r) for o, r in zip(outputs, references, strict=True)]
+    matches = [exact_match_normalised(o.text, r) for o, r in zip(outputs, references, strict=True)]
     f1s = [token_f1(o.text, r) for o, r in zip(outputs, references, strict=True)]
     return sum(matches) / len(items), sum(f1s) / len(items)
 

@@ -24,24 +24,9 @@ _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 # ---------------------------------------------------------------------------
 
 
-def normalize(text: str) -> str:
-    """Whitespace differences are not errors; everything else (case, punctuation) is."""
-    return " ".join(text.split())
-
-
 def tokens(text: str) -> list[str]:
     """Lower-cased words and single punctuation marks: the unit of token F1, ROUGE-L and length."""
     return _TOKEN.findall(text.lower())
-
-
-def exact_match(prediction: str, reference: str) -> bool:
-    """Strict exact match: equal after collapsing whitespace only.
-
-    Case, punctuation and quotes still count, so this suits structured answers (JSON, code)
-    where ``"Billing"`` and ``billing`` are genuinely different. For short free-text answers
-    use :func:`exact_match_normalised`.
-    """
-    return normalize(prediction) == normalize(reference)
 
 
 def _is_edge_noise(char: str) -> bool:
@@ -69,7 +54,7 @@ def normalise_answer(text: str) -> str:
 def exact_match_normalised(prediction: str, reference: str) -> bool:
     """Lenient exact match for short answers: equal after :func:`normalise_answer`.
 
-    Unlike :func:`exact_match`, ``'"Paris."'`` matches ``paris`` here.
+    ``'"Paris."'`` matches ``paris``; ``"Paris is"`` does not.
     """
     return normalise_answer(prediction) == normalise_answer(reference)
 
