@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.models import EvalStatus
-from evaluation.services import eval_run_for_version
+from evaluation.services import checkpoint_sweep_create, eval_run_for_version
 from ftportal.roles import Role
 from registry.models import ModelVersion
 from tests.conftest import wait_until
@@ -34,7 +34,12 @@ def test_a_job_trains_registers_a_version_and_evaluates_against_the_base(
         dataset_version=data,
         base_model=base_model,
         user=lead,
-        hyperparameters={"max_steps": 3, "eval_every_steps": 2, "batch_size": 4},
+        hyperparameters={
+            "max_steps": 3,
+            "eval_every_steps": 2,
+            "checkpoint_every_steps": 2,
+            "batch_size": 4,
+        },
         model_name="triage",
     )
     wait_until(lambda: refreshed(job).is_finished, timeout=TRAINING_TIMEOUT_S, what="training")
@@ -66,6 +71,22 @@ def test_a_job_trains_registers_a_version_and_evaluates_against_the_base(
         (fine_tuned.pk, base.pk),
         (fine_tuned.pk, five_shot.pk),
     }
+
+    # Every checkpoint of the job, on the worker, with a recommendation by the task metric.
+    sweep = checkpoint_sweep_create(job=job, user=lead, max_new_tokens=16)
+    wait_until(
+        lambda: (
+            sweep.refresh_from_db() or sweep.status in (EvalStatus.SUCCEEDED, EvalStatus.FAILED)
+        ),
+        timeout=TRAINING_TIMEOUT_S,
+        what="checkpoint evaluation",
+    )
+    assert sweep.status == EvalStatus.SUCCEEDED, sweep.error
+    steps = sorted(job.checkpoints.values_list("step", flat=True))
+    assert steps == [2, 3]
+    assert [c.checkpoint.step for c in sweep.candidates.all()] == steps
+    assert all(c.results.count() == data.validation_count for c in sweep.candidates.all())
+    assert sweep.report["recommendation"]["step"] in steps
 
 
 def test_cancelling_a_running_job_stops_it_between_steps(
