@@ -126,13 +126,17 @@ def inject_failures(fake: FakeProcess) -> None:
 
 class InjectWhenAnswered:
     """Injects failures from a thread of its own when the fake has sent answers for a third and
-    two thirds of the items (polled every POLL_SECONDS), for code that owns on_result."""
+    two thirds of the items (polled every POLL_SECONDS), for code that owns on_result. Also
+    notes when the last answer was sent (``all_answered_at``, time.perf_counter()), so what the
+    caller does after the network is done shows."""
 
     POLL_SECONDS = 0.05
 
     def __init__(self, fake: FakeProcess, requests: int) -> None:
         self._fake = fake
+        self._requests = requests
         self._thresholds = sorted(round(requests * fraction) for fraction in INJECT_AT_FRACTIONS)
+        self.all_answered_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="inject-failures", daemon=True)
 
@@ -151,11 +155,14 @@ class InjectWhenAnswered:
 
     def _watch(self) -> None:
         pending = list(self._thresholds)
-        while pending and not self._stop.wait(self.POLL_SECONDS):
+        while not self._stop.wait(self.POLL_SECONDS):
             answered = sum(self._fake.stats()["answers_by_item"].values())
             while pending and answered >= pending[0]:
                 pending.pop(0)
                 inject_failures(self._fake)
+            if answered >= self._requests:
+                self.all_answered_at = time.perf_counter()
+                return
 
 
 def chat_for(fake: FakeProcess, max_in_flight: int) -> OpenAICompatibleChat:
@@ -208,6 +215,7 @@ class RunOutcome:
 
     seconds: float  # eval_run_execute, from the claim to the report
     answering_seconds: float  # the runner's own generation_seconds: the concurrent part
+    after_answers_seconds: float  # from the fake's last answer to the end of the run
     stats: dict[str, Any]
     status: str
     error: str  # the run's error, when it failed
@@ -289,11 +297,15 @@ def evaluation_run(requests: int, delay: float) -> RunOutcome:
                 max_new_tokens=MAX_NEW_TOKENS,
             )
         inject_failures(fake)
-        with InjectWhenAnswered(fake, requests):
+        with InjectWhenAnswered(fake, requests) as watcher:
             started = time.perf_counter()
             runner.eval_run_execute(run_id=run.pk)
-            seconds = time.perf_counter() - started
+            finished = time.perf_counter()
         stats = fake.stats()
+    seconds = finished - started
+    # The runner finished after the fake's last answer by this much: storing the backlog of
+    # answers, then the summary and the report.
+    after_answers = finished - (watcher.all_answered_at or finished)
 
     run.refresh_from_db()
     candidate = run.candidates.get()
@@ -302,6 +314,7 @@ def evaluation_run(requests: int, delay: float) -> RunOutcome:
     return RunOutcome(
         seconds=seconds,
         answering_seconds=candidate.generation_seconds or 0.0,
+        after_answers_seconds=after_answers,
         stats=stats,
         status=str(run.status),
         error=run.error,
@@ -361,6 +374,10 @@ def main() -> None:
     print(
         f"    the rest (claim, summary, report) {outcome.seconds - outcome.answering_seconds:.2f} s"
     )
+    print(
+        f"    after the last answer {outcome.after_answers_seconds:8.2f} s  (stores still "
+        "pending, summary, report)"
+    )
     print(f"  max in flight observed  {run_max_seen:8d}    (limit {args.max_in_flight})")
     print(f"  answered exactly once   {run_once:8d}    of {args.requests}")
     print(f"  requests sent           {run_sent:8d}    ({run_sent - args.requests} retries)")
@@ -388,6 +405,7 @@ def main() -> None:
         f"run_requests_sent={run_sent} run_results={outcome.results} "
         f"run_scored_once={outcome.distinct_items} run_failed={outcome.failed} "
         f"run_status={outcome.status} run_exact_match={exact_match:.3f} "
+        f"run_after_answers_s={outcome.after_answers_seconds:.2f} "
         f"run_speedup={run_speedup:.1f} runner_overhead={overhead:.2f}"
     )
     # A fast run that lost or repeated answers, or exceeded the limit, is a failed run; so is an
