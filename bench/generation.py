@@ -1,0 +1,182 @@
+"""Local generation: batched greedy decoding against sequential generate(), in the same run.
+
+    python bench/generation.py [--prompts 32] [--batch-size 32] [--max-new-tokens 32] [--repeats 3]
+
+Both sides use the same loaded model (SmolLM2-135M-Instruct, fp32 on CPU, bf16 on CUDA), the
+same prompts (short support questions of varied length, rendered with the model's chat template)
+and the same torch thread count, and decode greedily.
+
+The baseline is the naive evaluation loop: for each prompt in turn, tokenize it and call the
+model's own generate(max_new_tokens, do_sample=False) under torch.inference_mode. The candidate
+is LocalChatModel.generate_batch(prompts, batch_size=32). Each side's time covers rendering,
+tokenizing, generating and decoding the replies; loading the model and a warm-up are excluded.
+
+Each repeat times both sides, in alternating order; the medians are reported, and each repeat's
+own ratio. Examples per second are prompts over the median time. Other work on the machine slows
+the sequential side more than the batched one (its many short steps each wait for every torch
+thread), so a busy machine overstates the speedup: each timing is printed with the load average,
+and figures are best taken on an idle machine.
+
+The replies are compared text for text: greedy decoding must give the same replies whether a
+prompt is alone or in a padded batch; the count of identical replies is reported and any that
+differ are printed.
+
+The last line is machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# Run as a script, Python puts bench/ on sys.path, not the repository root.
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from providers.base import Conversation  # noqa: E402
+from providers.local import LocalChatModel  # noqa: E402
+from providers.local_weights import ensure_base_model  # noqa: E402
+
+TOPICS = [
+    "invoices",
+    "password resets",
+    "shipping delays",
+    "refunds",
+    "two-factor login",
+    "CSV exports",
+    "dark mode",
+    "API rate limits",
+]
+ASKS = [
+    "Write one sentence a support agent could say about {}.",
+    "Give a short title for a help article about {}.",
+    "Name one common customer complaint about {}.",
+    "In a few words, why do customers ask about {}?",
+]
+
+
+def bench_prompts(count: int) -> list[Conversation]:
+    # Varied lengths, as in a real evaluation set, so batches carry some padding.
+    texts = [ask.format(topic) for topic in TOPICS for ask in ASKS]
+    return [[{"role": "user", "content": texts[index % len(texts)]}] for index in range(count)]
+
+
+def sequential_replies(
+    chat: LocalChatModel, prompts: list[Conversation], max_new_tokens: int
+) -> list[str]:
+    """The naive loop: plain generate() on one prompt at a time."""
+    model, tokenizer = chat.model_and_tokenizer()
+    replies = []
+    for conversation in prompts:
+        text = tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True
+        )
+        encoded = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(chat.device)
+        with torch.inference_mode():
+            output = model.generate(  # type: ignore[operator]
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new_tokens = output[0, encoded["input_ids"].shape[1] :]
+        reply = tokenizer.decode(new_tokens, skip_special_tokens=True)
+        assert isinstance(reply, str)
+        replies.append(reply.strip())
+    return replies
+
+
+def batched_replies(
+    chat: LocalChatModel, prompts: list[Conversation], max_new_tokens: int, batch_size: int
+) -> list[str]:
+    generations = chat.generate_batch(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return [generation.text for generation in generations]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Batched vs sequential local generation.")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cache_dir = Path(os.environ.get("FTPORTAL_MODEL_CACHE") or REPO / "var" / "models")
+    started = time.perf_counter()
+    chat = LocalChatModel(ensure_base_model(cache_dir))
+    prompts = bench_prompts(args.prompts)
+    # Warm-up: loads the model and pays one-off costs outside the timings, for both sides.
+    batched_replies(chat, prompts[:2], 4, 2)
+    sequential_replies(chat, prompts[:1], 4)
+    print(
+        f"setup: {time.perf_counter() - started:.1f}s (model in {chat.base_model_dir}, "
+        f"device {chat.device}, {torch.get_num_threads()} torch threads for both sides)"
+    )
+
+    def run_batched() -> list[str]:
+        return batched_replies(chat, prompts, args.max_new_tokens, args.batch_size)
+
+    def run_sequential() -> list[str]:
+        return sequential_replies(chat, prompts, args.max_new_tokens)
+
+    times: dict[str, list[float]] = {"batched": [], "sequential": []}
+    replies: dict[str, list[str]] = {}
+    for repeat in range(args.repeats):
+        sides = [("batched", run_batched), ("sequential", run_sequential)]
+        if repeat % 2:
+            sides.reverse()
+        for name, run in sides:
+            side_started = time.perf_counter()
+            replies[name] = run()
+            seconds = time.perf_counter() - side_started
+            times[name].append(seconds)
+            load = os.getloadavg()[0]
+            print(f"repeat {repeat + 1}: {name} {seconds:.2f}s (load {load:.1f})", flush=True)
+    # Each repeat's own ratio, its two sides run back to back, varies less with drifting load.
+    ratios = sorted(s / b for s, b in zip(times["sequential"], times["batched"], strict=True))
+
+    pairs = list(zip(replies["batched"], replies["sequential"], strict=True))
+    same = sum(batched == sequential for batched, sequential in pairs)
+    for index, (batched, sequential) in enumerate(pairs):
+        if batched != sequential:
+            print(f"prompt {index} differs: batched {batched!r} vs sequential {sequential!r}")
+
+    batched_s = statistics.median(times["batched"])
+    sequential_s = statistics.median(times["sequential"])
+    speedup = sequential_s / batched_s
+    print(
+        f"median over {args.repeats} repeats, {args.prompts} prompts, "
+        f"max_new_tokens={args.max_new_tokens}: batched (batch {args.batch_size}) "
+        f"{batched_s:.2f}s = {args.prompts / batched_s:.2f} examples/s, sequential generate() "
+        f"{sequential_s:.2f}s = {args.prompts / sequential_s:.2f} examples/s: {speedup:.1f}x "
+        f"(target >= 10x; per repeat {', '.join(f'{r:.1f}x' for r in ratios)}); "
+        f"{same}/{args.prompts} replies identical"
+    )
+    figures = {
+        "batched_s": f"{batched_s:.3f}",
+        "sequential_s": f"{sequential_s:.3f}",
+        "batched_eps": f"{args.prompts / batched_s:.3f}",
+        "sequential_eps": f"{args.prompts / sequential_s:.3f}",
+        "speedup": f"{speedup:.2f}",
+        "speedup_min": f"{ratios[0]:.2f}",
+        "batch_size": args.batch_size,
+        "prompts": args.prompts,
+        "max_new_tokens": args.max_new_tokens,
+        "repeats": args.repeats,
+        "same_outputs": f"{same}/{args.prompts}",
+    }
+    print(" ".join(f"{key}={value}" for key, value in figures.items()))
+
+
+if __name__ == "__main__":
+    main()
