@@ -29,6 +29,7 @@ from .selectors import (
     ResultFilter,
     failure_rows,
     filtered_results,
+    is_right,
     report_metrics,
 )
 from .services import FAILURE_TAG_MAX_LENGTH, eval_result_tag, eval_results_send_to_review
@@ -51,11 +52,6 @@ class BrowserRow:
     other_right: bool
 
 
-def _is_right(result: EvalResult | None, score: float | None, threshold: float) -> bool:
-    # The same reading as the outcome filter: a failed request is wrong whatever it scored.
-    return result is not None and score is not None and score >= threshold and not result.error
-
-
 def _browser_row(row: FailureRow, chosen: ResultFilter) -> BrowserRow:
     score = row.result.scores.get(chosen.metric)
     other_score = row.other.scores.get(chosen.metric) if row.other else None
@@ -63,8 +59,8 @@ def _browser_row(row: FailureRow, chosen: ResultFilter) -> BrowserRow:
         row=row,
         score=score,
         other_score=other_score,
-        right=_is_right(row.result, score, chosen.threshold),
-        other_right=_is_right(row.other, other_score, chosen.threshold),
+        right=is_right(row.result, chosen.metric, chosen.threshold) is True,
+        other_right=is_right(row.other, chosen.metric, chosen.threshold) is True,
     )
 
 

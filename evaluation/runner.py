@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from django.utils import timezone
 
 from datasets.models import DatasetVersionExample, Split
 from ftportal.errors import ApplicationError
-from ftportal.heartbeat import Heartbeat
+from ftportal.heartbeat import Heartbeat, worker_name
 from ftportal.state import check_transition
 from providers.base import ChatModel, Conversation, ProviderError
 from providers.hosted_chat import (
@@ -72,10 +71,6 @@ FLUSH_SECONDS = 0.5
 
 class AttemptSuperseded(Exception):
     """The reaper gave this attempt up and another worker owns the run now."""
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _owned(run_id: int, attempt: int) -> QuerySet[EvalRun]:

@@ -79,7 +79,9 @@ def _candidate_param(
     return value
 
 
-def _right(result: EvalResult | None, metric: str, threshold: float) -> bool | None:
+def is_right(result: EvalResult | None, metric: str, threshold: float) -> bool | None:
+    """Whether an answer counts as right on ``metric``: its score reaches the threshold and its
+    request did not fail. None when there is no answer or no such score."""
     if result is None or metric not in result.scores:
         return None
     return bool(result.scores[metric] >= threshold) and not result.error
@@ -92,14 +94,14 @@ def _keeps(chosen: ResultFilter, a: EvalResult, b: EvalResult | None) -> bool:
         return True
     if chosen.outcome == "failed":
         return bool(a.error)
-    a_right = _right(a, chosen.metric, chosen.threshold)
+    a_right = is_right(a, chosen.metric, chosen.threshold)
     if a_right is None:
         return False
     if chosen.outcome == "wrong":
         return not a_right
     if chosen.outcome == "right":
         return a_right
-    b_right = _right(b, chosen.metric, chosen.threshold)
+    b_right = is_right(b, chosen.metric, chosen.threshold)
     if b_right is None:
         return False
     wanted = {

@@ -3,11 +3,18 @@ a dead one."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from collections.abc import Callable
 from types import TracebackType
 
 from django.db import connection
+
+
+def worker_name() -> str:
+    """Which worker process holds a job or run: what a reaper's message names."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Heartbeat:

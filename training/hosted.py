@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from datasets.models import Split
+from ftportal.heartbeat import worker_name
 from providers.base import (
     HostedJobState,
     HostedJobStatus,
@@ -30,7 +31,7 @@ from .adapters import hosted_fine_tuner_for
 from .estimates import hosted_cost
 from .hyperparameters import hosted_config
 from .models import EventLevel, JobStatus, TrainingJob
-from .runner import data_problems, problems_summary, worker_name
+from .runner import data_problems, problems_summary
 from .services import checkpoint_record, cost_record, job_event, metric_record, transition
 
 logger = logging.getLogger(__name__)

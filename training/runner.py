@@ -9,8 +9,6 @@ gave up on (and whose job another worker resumed) cannot overwrite the newer att
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +21,7 @@ from django.utils import timezone
 from datasets.models import Split
 from datasets.quality.findings import ERROR
 from datasets.quality.validation import validate_conversations
-from ftportal.heartbeat import Heartbeat
+from ftportal.heartbeat import Heartbeat, worker_name
 from providers.base import (
     CheckpointSaved,
     ProviderError,
@@ -47,10 +45,6 @@ ACTIVE_STATUSES = (JobStatus.VALIDATING, JobStatus.RUNNING)
 
 class AttemptSuperseded(Exception):
     """Another attempt owns the job now; this worker must stop touching it."""
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _owned(job_id: int, attempt: int) -> QuerySet[TrainingJob]:
