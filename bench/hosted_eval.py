@@ -37,7 +37,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -125,23 +124,37 @@ def inject_failures(fake: FakeProcess) -> None:
 
 
 class InjectWhenAnswered:
-    """Injects failures from a thread of its own when the fake has sent answers for a third and
-    two thirds of the items (polled every POLL_SECONDS), for code that owns on_result. Also
-    notes when the last answer was sent (``all_answered_at``, time.perf_counter()), so what the
-    caller does after the network is done shows."""
-
-    POLL_SECONDS = 0.05
+    """Injects failures when a third and two thirds of the answers have come in, from the
+    thread that collects them (as phase 1 does from on_result), by wrapping the runner's
+    answer buffer. Also notes when the last answer came in (``all_answered_at``,
+    time.perf_counter()), so what the runner does after the network is done shows."""
 
     def __init__(self, fake: FakeProcess, requests: int) -> None:
+        from evaluation import runner
+
         self._fake = fake
         self._requests = requests
-        self._thresholds = sorted(round(requests * fraction) for fraction in INJECT_AT_FRACTIONS)
+        self._inject_at = {round(requests * fraction) for fraction in INJECT_AT_FRACTIONS}
+        self._received = 0
         self.all_answered_at: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="inject-failures", daemon=True)
+        self._add = runner._StoredInBatches.add
+        self._patch = mock.patch.object(runner._StoredInBatches, "add", self._counting_add())
+
+    def _counting_add(self) -> Any:
+        watcher, add = self, self._add
+
+        def counting_add(buffer: Any, item: Any, answer: Any) -> None:
+            add(buffer, item, answer)
+            watcher._received += 1
+            if watcher._received in watcher._inject_at:
+                inject_failures(watcher._fake)
+            if watcher._received == watcher._requests:
+                watcher.all_answered_at = time.perf_counter()
+
+        return counting_add
 
     def __enter__(self) -> InjectWhenAnswered:
-        self._thread.start()
+        self._patch.start()
         return self
 
     def __exit__(
@@ -150,19 +163,7 @@ class InjectWhenAnswered:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        pending = list(self._thresholds)
-        while not self._stop.wait(self.POLL_SECONDS):
-            answered = sum(self._fake.stats()["answers_by_item"].values())
-            while pending and answered >= pending[0]:
-                pending.pop(0)
-                inject_failures(self._fake)
-            if answered >= self._requests:
-                self.all_answered_at = time.perf_counter()
-                return
+        self._patch.stop()
 
 
 def chat_for(fake: FakeProcess, max_in_flight: int) -> OpenAICompatibleChat:
