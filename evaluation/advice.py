@@ -25,8 +25,8 @@ from .advisor import (
 )
 from .models import Candidate, CandidateKind, EvalRun, Prompting
 from .report import scores_by_candidate
-from .scoring import BOOTSTRAP_RESAMPLES, METRICS
-from .statistics import paired_bootstrap
+from .scoring import BOOTSTRAP_RESAMPLES, CONFIDENCE, METRICS
+from .statistics import PairedComparison, paired_bootstrap
 
 FINE_TUNED_KINDS = (CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT)
 # Versions looked at for "requirements change often"; the advisor's window is the last 30 days.
@@ -118,6 +118,25 @@ def _shared_scores(
     return [table[a][i][metric] for i in shared], [table[b][i][metric] for i in shared]
 
 
+def _reported(run: EvalRun, a: int, b: int, metric: str) -> PairedComparison | None:
+    """The run's stored comparison of a with b, when the report has it: the bootstrap over a
+    large run takes seconds, too long to redo on every page view."""
+    for stored in run.report.get("comparisons", []):
+        if (stored["a"], stored["b"], stored["metric"]) == (a, b, metric):
+            return PairedComparison(
+                mean_a=stored["mean_a"],
+                mean_b=stored["mean_b"],
+                difference=stored["difference"],
+                ci_low=stored["ci_low"],
+                ci_high=stored["ci_high"],
+                p_value=stored["bootstrap_p"],
+                confidence=CONFIDENCE,
+                examples=stored["examples"],
+                resamples=BOOTSTRAP_RESAMPLES,
+            )
+    return None
+
+
 def run_advice(
     run: EvalRun,
     *,
@@ -146,9 +165,11 @@ def run_advice(
             continue  # one fine-tuned option: the others are alternatives to it, not prompts
         comparison = None
         if candidate.pk != fine_tuned.pk:
-            ours, theirs = _shared_scores(table, fine_tuned.pk, candidate.pk, metric)
-            if ours:
-                comparison = paired_bootstrap(ours, theirs, resamples=BOOTSTRAP_RESAMPLES)
+            comparison = _reported(run, fine_tuned.pk, candidate.pk, metric)
+            if comparison is None:
+                ours, theirs = _shared_scores(table, fine_tuned.pk, candidate.pk, metric)
+                if ours:
+                    comparison = paired_bootstrap(ours, theirs, resamples=BOOTSTRAP_RESAMPLES)
         options.append(
             Option(
                 name=candidate.label,

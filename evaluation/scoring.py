@@ -42,6 +42,7 @@ from .statistics import (
 # A metric difference smaller than this on one item is a tie (float noise in F1-like scores).
 TIE_TOLERANCE = 1e-9
 BOOTSTRAP_RESAMPLES = 10_000
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,9 @@ def compare_candidates(
         return None
     a = [scores_a[item][metric] for item in shared]
     b = [scores_b[item][metric] for item in shared]
-    comparison = paired_bootstrap(a, b, resamples=BOOTSTRAP_RESAMPLES, seed=seed)
+    comparison = paired_bootstrap(
+        a, b, resamples=BOOTSTRAP_RESAMPLES, seed=seed, confidence=CONFIDENCE
+    )
     counts = wins_ties_losses(a, b, tolerance=TIE_TOLERANCE)
     if not spec.higher_is_better:
         # A win is the better score: for latency, the lower one.

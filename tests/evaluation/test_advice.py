@@ -150,3 +150,24 @@ def test_a_run_without_a_fine_tuned_candidate_says_so(
     html = client.get(reverse("eval_advice", args=[project.pk, run.pk])).content.decode()
 
     assert 'id="no-advice"' in html and "no fine-tuned candidate" in html
+
+
+def test_the_advice_reuses_the_reports_interval_and_recomputes_the_same_one_without_it(
+    big_version: DatasetVersion, lead: User, base_model: BaseModel
+) -> None:
+    run = fine_tuned_against_five_shot(big_version, lead, base_model, tuned=20, shot=12)
+    stored = next(
+        c for c in run.report["comparisons"] if c["metric"] == run.report["primary_metric"]
+    )
+
+    from_report = run_advice(run, monthly_requests=1000, horizon_months=12).advice.rows[1]
+    run.report = {**run.report, "comparisons": []}
+    recomputed = run_advice(run, monthly_requests=1000, horizon_months=12).advice.rows[1]
+
+    assert from_report.vs_fine_tuned is not None and recomputed.vs_fine_tuned is not None
+    assert (from_report.vs_fine_tuned.ci_low, from_report.vs_fine_tuned.ci_high) == (
+        stored["ci_low"],
+        stored["ci_high"],
+    )
+    assert recomputed.vs_fine_tuned.ci_low == pytest.approx(stored["ci_low"])
+    assert recomputed.vs_fine_tuned.ci_high == pytest.approx(stored["ci_high"])
