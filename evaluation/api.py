@@ -21,12 +21,15 @@ from ftportal.roles import Action
 from registry.models import ModelVersion
 from training.models import BaseModel, Checkpoint, TrainingJob
 
+from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import CandidateKind, EvalResult, EvalRun, EvalSplit, Prompting
 from .runner import progress
 from .scoring import METRICS
 from .selectors import ResultFilter, filtered_results
 from .services import (
+    JUDGE_KINDS,
     CandidateSpec,
+    JudgeSpec,
     checkpoint_sweep_create,
     eval_result_tag,
     eval_results_send_to_review,
@@ -148,6 +151,18 @@ def candidate_spec(project: Project, data: dict[str, Any], field: str) -> Candid
     )
 
 
+class JudgeInput(serializers.Serializer[Any]):
+    kind = serializers.ChoiceField(
+        choices=[(k.value, k.label) for k in JUDGE_KINDS],
+        help_text="base: a local catalog model (model is its key); or a hosted API.",
+    )
+    model = serializers.CharField()
+    base_url = serializers.CharField(required=False, allow_blank=True, default="")
+    key_env = serializers.CharField(required=False, allow_blank=True, default="")
+    rubric = serializers.CharField(required=False, allow_blank=True, default="")
+    max_new_tokens = serializers.IntegerField(required=False, default=DEFAULT_JUDGE_MAX_NEW_TOKENS)
+
+
 class CandidateOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     position = serializers.IntegerField()
@@ -186,6 +201,9 @@ class EvalRunOutput(serializers.Serializer[Any]):
     primary_metric = serializers.CharField()
     regex_check = serializers.CharField()
     contains_check = serializers.CharField()
+    judge_kind = serializers.CharField(help_text="Empty when the run has no judge.")
+    judge_model = serializers.CharField()
+    judge_max_new_tokens = serializers.IntegerField()
     error = serializers.CharField()
     attempts = serializers.IntegerField()
     progress = serializers.SerializerMethodField()
@@ -218,6 +236,10 @@ class EvalRunCollectionApi(APIView):
         primary_metric = serializers.ChoiceField(choices=list(METRICS), default="exact_match")
         regex_check = serializers.CharField(required=False, allow_blank=True, default="")
         contains_check = serializers.CharField(required=False, allow_blank=True, default="")
+        judge = JudgeInput(
+            required=False,
+            help_text="Optional LLM judge: compares the first candidate with each other one.",
+        )
 
     @extend_schema(operation_id="evaluations_list", responses=EvalRunOutput(many=True))
     def get(self, request: Request, project_id: int) -> Response:
@@ -262,6 +284,16 @@ class EvalRunCollectionApi(APIView):
                 primary_metric=data["primary_metric"],
                 regex_check=data["regex_check"],
                 contains_check=data["contains_check"],
+                judge=JudgeSpec(
+                    kind=CandidateKind(data["judge"]["kind"]),
+                    model=data["judge"]["model"],
+                    base_url=data["judge"]["base_url"],
+                    key_env=data["judge"]["key_env"],
+                    rubric=data["judge"]["rubric"],
+                    max_new_tokens=data["judge"]["max_new_tokens"],
+                )
+                if "judge" in data
+                else None,
             )
         return Response(
             EvalRunOutput(_run_in(project, run.pk)).data, status=status.HTTP_201_CREATED

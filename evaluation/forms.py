@@ -16,8 +16,9 @@ from ftportal.models import Project
 from registry.models import ModelVersion
 from training.models import BaseModel
 
+from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import CandidateKind, EvalSplit, Prompting
-from .services import CandidateSpec, JudgeSpec
+from .services import JUDGE_KINDS, CandidateSpec, JudgeSpec
 
 
 @dataclass(frozen=True)
@@ -128,14 +129,15 @@ def _judge(data: QueryDict) -> JudgeSpec | None:
     kind = (data.get("judge_kind") or "").strip()
     if not kind:
         return None
-    if kind not in (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.ANTHROPIC):
-        raise _bad("judge_kind", "OpenAI-compatible or Anthropic")
+    if kind not in JUDGE_KINDS:
+        raise _bad("judge_kind", "a local catalog model, OpenAI-compatible or Anthropic")
     return JudgeSpec(
         kind=CandidateKind(kind),
         model=data.get("judge_model", ""),
         base_url=data.get("judge_base_url", ""),
         key_env=data.get("judge_key_env", ""),
         rubric=data.get("judge_rubric", ""),
+        max_new_tokens=_integer(data, "judge_max_new_tokens", DEFAULT_JUDGE_MAX_NEW_TOKENS),
     )
 
 

@@ -61,6 +61,8 @@ class EvalRun(models.Model):
     judge_base_url = models.CharField(max_length=300, blank=True)
     judge_key_env = models.CharField(max_length=100, blank=True)
     judge_rubric = models.TextField(blank=True)
+    # Room for the judge's reasoning before its verdict line; a verdict cut off is unparseable.
+    judge_max_new_tokens = models.PositiveIntegerField(default=1024)
     status = models.CharField(max_length=20, choices=EvalStatus.choices, default=EvalStatus.QUEUED)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -453,13 +453,7 @@ def _judge_all(run: EvalRun, attempt: int, items: Sequence[DatasetVersionExample
             candidate__run=run
         ).values_list("candidate_id", "item_id", "output")
     }
-    chat = hosted_chat(
-        kind=run.judge_kind,
-        model=run.judge_model,
-        base_url=run.judge_base_url,
-        key_env=run.judge_key_env,
-        who="The judge",
-    )
+    chat = _judge_chat(run)
     try:
         for other in others:
             judged_items = set(
@@ -479,10 +473,66 @@ def _judge_all(run: EvalRun, attempt: int, items: Sequence[DatasetVersionExample
         chat.close()
 
 
+class LocalJudge:
+    """A local model as judge: answers the judge's prompts a batch at a time and reports each
+    answer as it is ready, as the hosted adapters do."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.model = model
+
+    def generate_many(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        on_result: Callable[[int, HostedGeneration], None] | None = None,
+    ) -> list[HostedGeneration]:
+        del temperature  # local generation is greedy
+        answers: list[HostedGeneration] = []
+        for start in range(0, len(conversations), LOCAL_BATCH_SIZE):
+            batch = conversations[start : start + LOCAL_BATCH_SIZE]
+            began = time.monotonic()
+            generations = self.model.generate_batch(
+                batch, max_new_tokens=max_new_tokens, batch_size=LOCAL_BATCH_SIZE
+            )
+            share = (time.monotonic() - began) / len(batch)
+            for offset, generation in enumerate(generations):
+                answer = HostedGeneration(
+                    generation.text,
+                    generation.prompt_tokens,
+                    generation.completion_tokens,
+                    share,
+                    1,
+                )
+                answers.append(answer)
+                if on_result is not None:
+                    on_result(start + offset, answer)
+        return answers
+
+    def close(self) -> None:
+        """Nothing to release: the loaded model stays cached for the next run."""
+
+
+def _judge_chat(run: EvalRun) -> HostedChat | LocalJudge:
+    if run.judge_kind == CandidateKind.BASE:
+        base = BaseModel.objects.filter(key=run.judge_model, provider=Provider.LOCAL).first()
+        if base is None:
+            raise ProviderError(f"The judge: no local model {run.judge_model!r} in the catalog.")
+        return LocalJudge(_local_chat(base, ""))
+    return hosted_chat(
+        kind=run.judge_kind,
+        model=run.judge_model,
+        base_url=run.judge_base_url,
+        key_env=run.judge_key_env,
+        who="The judge",
+    )
+
+
 def _judge_pair(
     run: EvalRun,
     attempt: int,
-    chat: HostedChat,
+    chat: HostedChat | LocalJudge,
     reference: Candidate,
     other: Candidate,
     todo: Sequence[DatasetVersionExample],
@@ -515,7 +565,13 @@ def _judge_pair(
                 raise AttemptSuperseded
             JudgeVerdict.objects.bulk_create([row], ignore_conflicts=True)
 
-    judge_pairwise(chat, questions, rubric=run.judge_rubric or DEFAULT_RUBRIC, on_result=store)
+    judge_pairwise(
+        chat,
+        questions,
+        rubric=run.judge_rubric or DEFAULT_RUBRIC,
+        max_new_tokens=run.judge_max_new_tokens,
+        on_result=store,
+    )
 
 
 def _summarise(candidate: Candidate) -> None:

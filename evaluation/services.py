@@ -16,6 +16,7 @@ from ftportal.models import Project
 from registry.models import ModelVersion
 from training.models import BaseModel, Checkpoint, Provider, TrainingJob
 
+from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import (
     Candidate,
     CandidateKind,
@@ -33,6 +34,7 @@ from .scoring import METRICS, Checks
 
 MAX_NEW_TOKENS_LIMIT = 1024
 MAX_FEW_SHOT_K = 64
+MAX_JUDGE_NEW_TOKENS = 4096
 HOSTED_KINDS = (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.ANTHROPIC)
 
 
@@ -45,13 +47,29 @@ class JudgeSpec:
     base_url: str = ""
     key_env: str = ""
     rubric: str = ""
+    max_new_tokens: int = DEFAULT_JUDGE_MAX_NEW_TOKENS
+
+
+JUDGE_KINDS = (CandidateKind.BASE, *HOSTED_KINDS)
 
 
 def _check_judge(judge: JudgeSpec) -> None:
-    if judge.kind not in HOSTED_KINDS:
-        raise _invalid("judge.kind", "The judge is an OpenAI-compatible or Anthropic model.")
+    """A hosted model, or a local catalog model (``kind`` base, ``model`` its catalog key)."""
+    if judge.kind not in JUDGE_KINDS:
+        raise _invalid(
+            "judge.kind", "The judge is a local catalog model, OpenAI-compatible or Anthropic."
+        )
     if not judge.model.strip():
         raise _invalid("judge.model", "Name the judge's model id.")
+    if (
+        judge.kind == CandidateKind.BASE
+        and not BaseModel.objects.filter(key=judge.model.strip(), provider=Provider.LOCAL).exists()
+    ):
+        raise _invalid("judge.model", f"No local model {judge.model!r} in the catalog.")
+    if not 1 <= judge.max_new_tokens <= MAX_JUDGE_NEW_TOKENS:
+        raise _invalid(
+            "judge.max_new_tokens", f"Between 1 and {MAX_JUDGE_NEW_TOKENS} tokens for the judge."
+        )
     if judge.key_env and not judge.key_env.replace("_", "").isalnum():
         raise _invalid("judge.key_env", "Give the name of an environment variable.")
     if judge.base_url and not judge.base_url.startswith(("http://", "https://")):
@@ -254,6 +272,7 @@ def eval_run_create(
             judge_base_url=judge.base_url.strip() if judge else "",
             judge_key_env=judge.key_env.strip() if judge else "",
             judge_rubric=judge.rubric.strip() if judge else "",
+            judge_max_new_tokens=judge.max_new_tokens if judge else DEFAULT_JUDGE_MAX_NEW_TOKENS,
             created_by=user,
         )
         for position, spec in enumerate(candidates):

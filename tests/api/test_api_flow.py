@@ -713,3 +713,43 @@ def test_the_results_endpoint_lists_answers_and_filters_a_wrong_b_right(
     assert (row["output"], row["scores"]) == ("no idea", {"exact_match": 0.0})
     assert len(a_wrong_b_right) == len(items) and a_right_b_wrong == []
     assert bad.status_code == 400 and "outcome" in bad.content.decode()
+
+
+def test_an_evaluation_with_listed_candidates_and_a_judge_is_queued(
+    client: APIClient, project: Project, world: World
+) -> None:
+    body = {
+        "dataset_version": world.version.pk,
+        "candidates": [
+            {"kind": "model_version", "model_version": world.second.pk},
+            {
+                "kind": "openai_compatible",
+                "api_model": "gpt-4o-mini",
+                "api_base_url": "http://127.0.0.1:9/v1",
+                "user_template": "Ticket: {input}",
+                "input_usd_per_million_tokens": "0.30",
+                "output_usd_per_million_tokens": "1.20",
+            },
+        ],
+        "primary_metric": "token_f1",
+        "judge": {"kind": "anthropic", "model": "claude-haiku-4-5", "max_new_tokens": 300},
+    }
+
+    response = client.post(api(project, "evaluations/"), body, format="json")
+    refused = client.post(
+        api(project, "evaluations/"),
+        {**body, "judge": {"kind": "anthropic", "model": " "}},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.content
+    run = response.json()
+    assert (run["judge_kind"], run["judge_model"], run["judge_max_new_tokens"]) == (
+        "anthropic",
+        "claude-haiku-4-5",
+        300,
+    )
+    assert [c["kind"] for c in run["candidates"]] == ["model_version", "openai_compatible"]
+    assert run["candidates"][1]["input_usd_per_million_tokens"] == "0.3000"
+    assert refused.status_code == 400 and "judge" in refused.content.decode()
+    assert EvalRun.objects.count() == 2  # the world's and this one

@@ -62,7 +62,7 @@ def chat_key(monkeypatch: pytest.MonkeyPatch) -> None:
 QUESTIONS = [f"question number {i} about invoices" for i in range(6)]
 
 
-def held_out_version(project: Project, user: User) -> DatasetVersion:
+def held_out_version(project: Project, user: User, count: int = 6) -> DatasetVersion:
     """Six items; the fakes echo the question, so exactly the even ones are right for them."""
     dataset = Dataset.objects.create(project=project, name="held-out")
     Example.objects.bulk_create(
@@ -77,7 +77,7 @@ def held_out_version(project: Project, user: User) -> DatasetVersion:
                 },
             ],
         )
-        for i, question in enumerate(QUESTIONS)
+        for i, question in enumerate(QUESTIONS[:count])
     )
     return dataset_version_freeze(dataset=dataset, user=user, validation_fraction=0.2)
 
@@ -432,3 +432,51 @@ def test_a_judge_compares_the_reference_with_each_candidate_in_both_orders(
     EvalRun.objects.filter(pk=run.pk).update(status=EvalStatus.QUEUED)
     executed(run)
     assert fake_anthropic.total_requests == 12
+
+
+def test_a_local_catalog_model_can_judge(
+    project: Project,
+    lead: User,
+    base_model: BaseModel,
+    fake_openai_chat: FakeOpenAIChatServer,
+) -> None:
+    version = held_out_version(project, lead, count=2)
+    run = eval_run_create(
+        project=project,
+        dataset_version=version,
+        split=EvalSplit.ALL,
+        candidates=[
+            openai_spec(fake_openai_chat),
+            openai_spec(fake_openai_chat, user_template="Say: {input}", label="parrot"),
+        ],
+        user=lead,
+        judge=JudgeSpec(kind=CandidateKind.BASE, model=base_model.key, max_new_tokens=8),
+    )
+
+    finished = executed(run)
+
+    assert finished.status == EvalStatus.SUCCEEDED, finished.error
+    verdicts = JudgeVerdict.objects.filter(run=run)
+    assert verdicts.count() == 2
+    # Eight tokens leave no room for a verdict line from a 135M model: what it wrote is kept.
+    assert all(v.original_reply and v.swapped_reply for v in verdicts)
+    assert fake_openai_chat.total_requests == 4  # the answers only; the judge ran here
+    (judged,) = finished.report["judge"]
+    assert judged["items"] == 2
+
+
+def test_a_judge_that_is_not_in_the_catalog_is_refused_naming_the_field(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    version = held_out_version(project, lead)
+    with pytest.raises(ApplicationError) as refused:
+        eval_run_create(
+            project=project,
+            dataset_version=version,
+            split=EvalSplit.ALL,
+            candidates=[openai_spec(fake_openai_chat), openai_spec(fake_openai_chat)],
+            user=lead,
+            judge=JudgeSpec(kind=CandidateKind.BASE, model="no-such-model"),
+        )
+    assert refused.value.extra["field"] == "judge.model"
+    assert not EvalRun.objects.exists()
