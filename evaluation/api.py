@@ -161,6 +161,12 @@ class JudgeInput(serializers.Serializer[Any]):
     key_env = serializers.CharField(required=False, allow_blank=True, default="")
     rubric = serializers.CharField(required=False, allow_blank=True, default="")
     max_new_tokens = serializers.IntegerField(required=False, default=DEFAULT_JUDGE_MAX_NEW_TOKENS)
+    input_usd_per_million_tokens = serializers.DecimalField(
+        max_digits=10, decimal_places=4, required=False
+    )
+    output_usd_per_million_tokens = serializers.DecimalField(
+        max_digits=10, decimal_places=4, required=False
+    )
 
 
 class CandidateOutput(serializers.Serializer[Any]):
@@ -291,6 +297,10 @@ class EvalRunCollectionApi(APIView):
                     key_env=data["judge"]["key_env"],
                     rubric=data["judge"]["rubric"],
                     max_new_tokens=data["judge"]["max_new_tokens"],
+                    input_usd_per_million_tokens=data["judge"].get("input_usd_per_million_tokens"),
+                    output_usd_per_million_tokens=data["judge"].get(
+                        "output_usd_per_million_tokens"
+                    ),
                 )
                 if "judge" in data
                 else None,

@@ -138,6 +138,8 @@ def _judge(data: QueryDict) -> JudgeSpec | None:
         key_env=data.get("judge_key_env", ""),
         rubric=data.get("judge_rubric", ""),
         max_new_tokens=_integer(data, "judge_max_new_tokens", DEFAULT_JUDGE_MAX_NEW_TOKENS),
+        input_usd_per_million_tokens=_price(data, "judge_input_price"),
+        output_usd_per_million_tokens=_price(data, "judge_output_price"),
     )
 
 

@@ -181,6 +181,9 @@ class PairVerdict:
     swapped: Verdict | None
     original_reply: str = ""
     swapped_reply: str = ""
+    # Usage of both requests together, for what judging cost.
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     @property
     def position_consistent(self) -> bool | None:
@@ -262,16 +265,20 @@ def judge_pairwise(
         prompts.append(_prompt(item, a_first=True, rubric=rubric))
         prompts.append(_prompt(item, a_first=False, rubric=rubric))
     # Replies by prompt index; prompt 2i is item i with A first, 2i + 1 with B first.
-    replies: dict[int, str] = {}
+    replies: dict[int, HostedGeneration] = {}
     verdicts: dict[int, PairVerdict] = {}
 
     def collect(prompt_index: int, generation: HostedGeneration) -> None:
-        replies[prompt_index] = generation.text
+        replies[prompt_index] = generation
         item_index = prompt_index // 2
         original, swapped = replies.get(2 * item_index), replies.get(2 * item_index + 1)
         if original is None or swapped is None:
             return
-        verdicts[item_index] = judged(original, swapped)
+        verdicts[item_index] = replace(
+            judged(original.text, swapped.text),
+            prompt_tokens=original.prompt_tokens + swapped.prompt_tokens,
+            completion_tokens=original.completion_tokens + swapped.completion_tokens,
+        )
         if on_result is not None:
             on_result(item_index, verdicts[item_index])
 

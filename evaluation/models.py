@@ -63,6 +63,12 @@ class EvalRun(models.Model):
     judge_rubric = models.TextField(blank=True)
     # Room for the judge's reasoning before its verdict line; a verdict cut off is unparseable.
     judge_max_new_tokens = models.PositiveIntegerField(default=1024)
+    judge_input_usd_per_million_tokens = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True
+    )
+    judge_output_usd_per_million_tokens = models.DecimalField(
+        max_digits=10, decimal_places=4, null=True, blank=True
+    )
     status = models.CharField(max_length=20, choices=EvalStatus.choices, default=EvalStatus.QUEUED)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -200,6 +206,9 @@ class JudgeVerdict(models.Model):
     swapped = models.CharField(max_length=10, blank=True)
     original_reply = models.TextField(blank=True)
     swapped_reply = models.TextField(blank=True)
+    # Both requests together.
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -5,7 +5,10 @@ keep. Written once into EvalRun.report and Candidate.metrics when the run ends."
 from __future__ import annotations
 
 from dataclasses import asdict
+from decimal import Decimal
 from typing import Any, cast
+
+from django.db.models import Sum
 
 from .judge import JudgeSummary, Outcome, PairVerdict, Verdict, summarise
 from .models import Candidate, EvalKind, EvalResult, EvalRun, JudgeVerdict
@@ -127,7 +130,23 @@ def run_report(run: EvalRun) -> dict[str, Any]:
     judged = judge_report(run, candidates)
     if judged:
         report["judge"] = judged
+        cost = judge_cost(run)
+        if cost is not None:
+            report["judge_cost_usd"] = str(cost)
     return report
+
+
+def judge_cost(run: EvalRun) -> Decimal | None:
+    """What the judge's requests cost at its prices; None when it has none (local judges)."""
+    price_in = run.judge_input_usd_per_million_tokens
+    price_out = run.judge_output_usd_per_million_tokens
+    if price_in is None or price_out is None:
+        return None
+    usage = JudgeVerdict.objects.filter(run=run).aggregate(
+        prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
+    )
+    total = (usage["prompt"] or 0) * price_in + (usage["completion"] or 0) * price_out
+    return (total / 1_000_000).quantize(Decimal("0.000001"))
 
 
 def judge_report(run: EvalRun, candidates: list[Candidate]) -> list[dict[str, Any]]:

@@ -559,6 +559,8 @@ def _judge_pair(
             swapped=verdict.swapped or "",
             original_reply=verdict.original_reply,
             swapped_reply=verdict.swapped_reply,
+            prompt_tokens=verdict.prompt_tokens,
+            completion_tokens=verdict.completion_tokens,
         )
         with transaction.atomic():
             if not _owned(run.pk, attempt).select_for_update().exists():

@@ -48,6 +48,8 @@ class JudgeSpec:
     key_env: str = ""
     rubric: str = ""
     max_new_tokens: int = DEFAULT_JUDGE_MAX_NEW_TOKENS
+    input_usd_per_million_tokens: Decimal | None = None
+    output_usd_per_million_tokens: Decimal | None = None
 
 
 JUDGE_KINDS = (CandidateKind.BASE, *HOSTED_KINDS)
@@ -66,6 +68,10 @@ def _check_judge(judge: JudgeSpec) -> None:
         and not BaseModel.objects.filter(key=judge.model.strip(), provider=Provider.LOCAL).exists()
     ):
         raise _invalid("judge.model", f"No local model {judge.model!r} in the catalog.")
+    for price_field in ("input_usd_per_million_tokens", "output_usd_per_million_tokens"):
+        price = getattr(judge, price_field)
+        if price is not None and price < 0:
+            raise _invalid(f"judge.{price_field}", "A price cannot be negative.")
     if not 1 <= judge.max_new_tokens <= MAX_JUDGE_NEW_TOKENS:
         raise _invalid(
             "judge.max_new_tokens", f"Between 1 and {MAX_JUDGE_NEW_TOKENS} tokens for the judge."
@@ -273,6 +279,12 @@ def eval_run_create(
             judge_key_env=judge.key_env.strip() if judge else "",
             judge_rubric=judge.rubric.strip() if judge else "",
             judge_max_new_tokens=judge.max_new_tokens if judge else DEFAULT_JUDGE_MAX_NEW_TOKENS,
+            judge_input_usd_per_million_tokens=judge.input_usd_per_million_tokens
+            if judge
+            else None,
+            judge_output_usd_per_million_tokens=judge.output_usd_per_million_tokens
+            if judge
+            else None,
             created_by=user,
         )
         for position, spec in enumerate(candidates):

@@ -101,7 +101,7 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
         "confusions": confusions(run),
         "spend_usd": sum(
             (Decimal(c.metrics["cost_usd"]) for c in candidates if "cost_usd" in c.metrics),
-            Decimal(0),
+            Decimal(run.report.get("judge_cost_usd", 0)),
         ),
         "has_fine_tuned": any(c.kind in FINE_TUNED_KINDS for c in candidates),
         "judge_rows": run.report.get("judge", []),

@@ -397,6 +397,8 @@ def test_a_judge_compares_the_reference_with_each_candidate_in_both_orders(
             model="claude-haiku-4-5",
             base_url=fake_anthropic.base_url,
             key_env=KEY_ENV,
+            input_usd_per_million_tokens=Decimal("1.00"),
+            output_usd_per_million_tokens=Decimal("5.00"),
         ),
     )
     finished = executed(run)
@@ -412,6 +414,12 @@ def test_a_judge_compares_the_reference_with_each_candidate_in_both_orders(
     assert (judged["a_wins"], judged["b_wins"], judged["ties"]) == (6, 0, 0)
     assert judged["position_consistency"] == 1.0
     assert judged["sentence"].startswith(f"The judge preferred {reference.label} on 6")
+    # The fake counts words; "Reasoning. Verdict: 1" is three, twice per item.
+    assert sum(verdicts.values_list("completion_tokens", flat=True)) == 6 * 2 * 3
+    judge_in = sum(verdicts.values_list("prompt_tokens", flat=True))
+    assert judge_in > 0
+    expected_cost = (judge_in * Decimal("1.00") + 36 * Decimal("5.00")) / 1_000_000
+    assert Decimal(finished.report["judge_cost_usd"]) == expected_cost.quantize(Decimal("0.000001"))
 
     # People rated four items; the judge agrees with three of them.
     rater = make_member(Role.REVIEWER)
