@@ -72,6 +72,9 @@ class EvalRun(models.Model):
     status = models.CharField(max_length=20, choices=EvalStatus.choices, default=EvalStatus.QUEUED)
     error = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # The attempt count when a person last resumed the run: the reaper's limit on worker
+    # deaths counts from there, while attempts keeps growing (it fences stale workers).
+    resumed_after_attempts = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     # Computed once when the run ends: per-candidate summaries, comparisons, verdicts.

@@ -43,12 +43,12 @@ def _reap(run_id: int, cutoff: datetime.datetime) -> bool:
             return False
         last_seen = run.heartbeat_at or run.started_at
         seen = timezone.localtime(last_seen).strftime("%H:%M:%S") if last_seen else "never"
-        if run.attempts >= settings.FTPORTAL_MAX_JOB_ATTEMPTS:
+        if run.attempts - run.resumed_after_attempts >= settings.FTPORTAL_MAX_JOB_ATTEMPTS:
             transition(
                 run,
                 EvalStatus.FAILED,
                 error=f"Worker {run.worker or '?'} stopped responding (last heartbeat {seen}); "
-                f"gave up after {run.attempts} attempts.",
+                f"gave up after {run.attempts - run.resumed_after_attempts} attempts.",
             )
         else:
             transition(run, EvalStatus.QUEUED, heartbeat_at=None)

@@ -320,7 +320,13 @@ def eval_run_resume(*, run: EvalRun) -> EvalRun:
 
     with transaction.atomic():
         locked = EvalRun.objects.select_for_update().get(pk=run.pk)
-        transition(locked, EvalStatus.QUEUED, error="", heartbeat_at=None)
+        transition(
+            locked,
+            EvalStatus.QUEUED,
+            error="",
+            heartbeat_at=None,
+            resumed_after_attempts=locked.attempts,
+        )
         transaction.on_commit(lambda: eval_run_dispatch(locked))
     return locked
 

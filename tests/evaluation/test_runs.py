@@ -488,3 +488,24 @@ def test_a_judge_that_is_not_in_the_catalog_is_refused_naming_the_field(
         )
     assert refused.value.extra["field"] == "judge.model"
     assert not EvalRun.objects.exists()
+
+
+def test_a_run_resumed_by_hand_gets_its_worker_deaths_counted_afresh(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    version = held_out_version(project, lead)
+    run = run_of(project, lead, version, openai_spec(fake_openai_chat))
+    long_ago = timezone.now() - datetime.timedelta(hours=1)
+    EvalRun.objects.filter(pk=run.pk).update(
+        status=EvalStatus.FAILED, attempts=3, error="gave up after 3 attempts"
+    )
+    run.refresh_from_db()
+    eval_run_resume(run=run)
+    # The next worker claims it (attempt 4) and dies.
+    EvalRun.objects.filter(pk=run.pk).update(
+        status=EvalStatus.RUNNING, attempts=4, heartbeat_at=long_ago
+    )
+
+    assert abandoned_eval_runs_reap() == [run.pk]
+    run.refresh_from_db()
+    assert run.status == EvalStatus.QUEUED  # one death since the resume, not four
