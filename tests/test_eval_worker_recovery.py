@@ -166,6 +166,7 @@ def test_a_killed_worker_is_noticed_and_the_evaluation_resumes_without_asking_ag
         requests_before = Counter(fake.requests_by_item)
         in_flight_seen_before = fake.max_in_flight_seen
         assert refreshed(run).status == EvalStatus.RUNNING and run.attempts == 1
+        killed_worker = run.worker
         assert KILL_AFTER_RESULTS <= len(stored_before) < ITEM_COUNT, len(stored_before)
         assert in_flight_seen_before <= MAX_IN_FLIGHT
         # The dead run's page still counts what it stored.
@@ -199,8 +200,11 @@ def test_a_killed_worker_is_noticed_and_the_evaluation_resumes_without_asking_ag
         answers_after = Counter(fake.answers_by_item)
 
     assert run.status == EvalStatus.SUCCEEDED, run.error
+    # A second claim needs the run back in "queued", which only the reaper does for a run
+    # left "running". Which worker ran the reaper task is not asserted: in a full test run the
+    # session's worker also takes the default queue.
     assert run.attempts == 2
-    assert f"Reaped evaluation {run.pk}" in rescuer_log.read_text()
+    assert run.worker != killed_worker
     all_questions = set(questions(ITEM_COUNT))
     # Every item has exactly one answer (the constraint allows no second one).
     results = EvalResult.objects.filter(candidate__run=run)
