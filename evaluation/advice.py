@@ -25,7 +25,7 @@ from .advisor import (
 )
 from .models import Candidate, CandidateKind, EvalRun, Prompting
 from .report import scores_by_candidate
-from .scoring import BOOTSTRAP_RESAMPLES, CONFIDENCE, METRICS
+from .scoring import BOOTSTRAP_RESAMPLES, CONFIDENCE, METRICS, paired_scores
 from .statistics import PairedComparison, paired_bootstrap
 
 FINE_TUNED_KINDS = (CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT)
@@ -107,17 +107,6 @@ def version_history(version: DatasetVersion) -> list[DatasetVersionChange]:
     return history
 
 
-def _shared_scores(
-    table: dict[int, dict[int, dict[str, float]]], a: int, b: int, metric: str
-) -> tuple[list[float], list[float]]:
-    shared = sorted(
-        item
-        for item in table[a].keys() & table[b].keys()
-        if metric in table[a][item] and metric in table[b][item]
-    )
-    return [table[a][i][metric] for i in shared], [table[b][i][metric] for i in shared]
-
-
 def _reported(run: EvalRun, a: int, b: int, metric: str) -> PairedComparison | None:
     """The run's stored comparison of a with b, when the report has it: the bootstrap over a
     large run takes seconds, too long to redo on every page view."""
@@ -167,7 +156,7 @@ def run_advice(
         if candidate.pk != fine_tuned.pk:
             comparison = _reported(run, fine_tuned.pk, candidate.pk, metric)
             if comparison is None:
-                ours, theirs = _shared_scores(table, fine_tuned.pk, candidate.pk, metric)
+                ours, theirs = paired_scores(table[fine_tuned.pk], table[candidate.pk], metric)
                 if ours:
                     comparison = paired_bootstrap(ours, theirs, resamples=BOOTSTRAP_RESAMPLES)
         options.append(

@@ -103,6 +103,7 @@ def model_dashboard(model: RegisteredModel) -> ModelDashboard:
     """Per metric, one series per candidate role across the model's versions, from the latest
     finished evaluation of each version; and every evaluation of any of its versions."""
     versions = list(model.versions.order_by("number"))
+    by_pk = {version.pk: version for version in versions}
     latest_run: dict[int, EvalRun] = {}
     history = []
     runs = (
@@ -113,7 +114,7 @@ def model_dashboard(model: RegisteredModel) -> ModelDashboard:
     )
     for run in runs:
         for candidate in run.candidates.all():
-            version = next((v for v in versions if v.pk == candidate.model_version_id), None)
+            version = by_pk.get(candidate.model_version_id or 0)
             if version is None:
                 continue
             means = candidate.metrics.get("means", {})

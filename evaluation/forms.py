@@ -37,14 +37,21 @@ def _bad(field: str, message: str) -> ApplicationError:
     return ApplicationError(f"{field}: {message}", extra={"field": field})
 
 
-def _integer(data: QueryDict, field: str, default: int) -> int:
+def whole_number(
+    data: QueryDict, field: str, *, default: int | None = None, most: int | None = None
+) -> int:
+    """A whole number from a form or query; blank takes ``default`` (required when None).
+    With ``most``, it must be between 1 and that. ApplicationError names the field."""
     raw = (data.get(field) or "").strip()
-    if not raw:
+    if not raw and default is not None:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise _bad(field, f"a whole number, not {raw!r}") from None
+    if most is not None and not 1 <= value <= most:
+        raise _bad(field, f"between 1 and {most:,}")
+    return value
 
 
 def _price(data: QueryDict, field: str) -> Decimal | None:
@@ -88,7 +95,7 @@ def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
     specs = []
     if data.get("base_zero_shot"):
         specs.append(CandidateSpec(kind=CandidateKind.BASE, base_model=base))
-    shots = _integer(data, "few_shot_k", 0)
+    shots = whole_number(data, "few_shot_k", default=0)
     if shots:
         specs.append(
             CandidateSpec(
@@ -96,7 +103,7 @@ def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
                 base_model=base,
                 prompting=Prompting.FEW_SHOT,
                 few_shot_k=shots,
-                few_shot_seed=_integer(data, "few_shot_seed", 0),
+                few_shot_seed=whole_number(data, "few_shot_seed", default=0),
             )
         )
     return specs
@@ -108,7 +115,7 @@ def _external_candidate(data: QueryDict) -> list[CandidateSpec]:
         return []
     if kind not in (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.ANTHROPIC):
         raise _bad("external_kind", "OpenAI-compatible or Anthropic")
-    shots = _integer(data, "external_few_shot_k", 0)
+    shots = whole_number(data, "external_few_shot_k", default=0)
     return [
         CandidateSpec(
             kind=CandidateKind(kind),
@@ -137,7 +144,9 @@ def _judge(data: QueryDict) -> JudgeSpec | None:
         base_url=data.get("judge_base_url", ""),
         key_env=data.get("judge_key_env", ""),
         rubric=data.get("judge_rubric", ""),
-        max_new_tokens=_integer(data, "judge_max_new_tokens", DEFAULT_JUDGE_MAX_NEW_TOKENS),
+        max_new_tokens=whole_number(
+            data, "judge_max_new_tokens", default=DEFAULT_JUDGE_MAX_NEW_TOKENS
+        ),
         input_usd_per_million_tokens=_price(data, "judge_input_price"),
         output_usd_per_million_tokens=_price(data, "judge_output_price"),
     )
@@ -161,7 +170,7 @@ def new_evaluation_from(project: Project, data: QueryDict) -> NewEvaluation:
             *_base_candidates(data),
             *_external_candidate(data),
         ],
-        max_new_tokens=_integer(data, "max_new_tokens", 64),
+        max_new_tokens=whole_number(data, "max_new_tokens", default=64),
         primary_metric=data.get("primary_metric") or "exact_match",
         regex_check=data.get("regex_check", ""),
         contains_check=data.get("contains_check", ""),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,11 +100,15 @@ def _claim(run_id: int) -> EvalRun | None:
         return run
 
 
-def test_items(run: EvalRun) -> list[DatasetVersionExample]:
+def _test_set(run: EvalRun) -> QuerySet[DatasetVersionExample]:
     items = run.dataset_version.items.order_by("position")
     if run.split == EvalSplit.VALIDATION:
         items = items.filter(split=Split.VALIDATION)
-    return list(items)
+    return items
+
+
+def test_items(run: EvalRun) -> list[DatasetVersionExample]:
+    return list(_test_set(run))
 
 
 def eval_run_execute(*, run_id: int) -> EvalRun | None:
@@ -335,6 +339,28 @@ def _answer_all(
     _summarise(candidate)
 
 
+def local_batches(
+    model: ChatModel, conversations: Sequence[Conversation], max_new_tokens: int
+) -> Iterator[tuple[int, list[HostedGeneration]]]:
+    """A local model's answers a batch at a time, as (index of the batch's first
+    conversation, its answers). A batch answers together, so each answer's latency is its
+    share of the batch's time: what it cost here."""
+    for start in range(0, len(conversations), LOCAL_BATCH_SIZE):
+        batch = conversations[start : start + LOCAL_BATCH_SIZE]
+        began = time.monotonic()
+        generations = model.generate_batch(
+            batch, max_new_tokens=max_new_tokens, batch_size=LOCAL_BATCH_SIZE
+        )
+        share = (time.monotonic() - began) / len(batch)
+        yield (
+            start,
+            [
+                HostedGeneration(g.text, g.prompt_tokens, g.completion_tokens, share, 1)
+                for g in generations
+            ],
+        )
+
+
 def _answer_local(
     run: EvalRun,
     attempt: int,
@@ -344,21 +370,21 @@ def _answer_local(
     prompts: Sequence[Conversation],
     checks: Checks,
 ) -> None:
-    for start in range(0, len(todo), LOCAL_BATCH_SIZE):
-        batch = list(range(start, min(start + LOCAL_BATCH_SIZE, len(todo))))
-        began = time.monotonic()
-        generations = chat.generate_batch(
-            [prompts[i] for i in batch],
-            max_new_tokens=run.max_new_tokens,
-            batch_size=LOCAL_BATCH_SIZE,
-        )
-        # The batch answered together; each item's share of its time is what it cost here.
-        share = (time.monotonic() - began) / len(batch)
+    for start, generations in local_batches(chat, prompts, run.max_new_tokens):
         answered = [
-            (todo[i], Answer(g.text, g.prompt_tokens, g.completion_tokens, share))
-            for i, g in zip(batch, generations, strict=True)
+            (todo[start + offset], _answer(generation))
+            for offset, generation in enumerate(generations)
         ]
         _save(run, attempt, candidate, answered, checks)
+
+
+def _answer(generation: HostedGeneration) -> Answer:
+    return Answer(
+        generation.text,
+        generation.prompt_tokens,
+        generation.completion_tokens,
+        generation.latency_seconds,
+    )
 
 
 class _StoredInBatches:
@@ -406,13 +432,7 @@ def _answer_hosted(
 
         def store(index: int, generation: HostedGeneration, asked: list[int] = pending) -> None:
             position = asked[index]
-            answer = Answer(
-                generation.text,
-                generation.prompt_tokens,
-                generation.completion_tokens,
-                generation.latency_seconds,
-            )
-            stored.add(todo[position], answer)
+            stored.add(todo[position], _answer(generation))
             answered.add(position)
             nonlocal refused_in_a_row
             refused_in_a_row = 0
@@ -490,22 +510,9 @@ class LocalJudge:
     ) -> list[HostedGeneration]:
         del temperature  # local generation is greedy
         answers: list[HostedGeneration] = []
-        for start in range(0, len(conversations), LOCAL_BATCH_SIZE):
-            batch = conversations[start : start + LOCAL_BATCH_SIZE]
-            began = time.monotonic()
-            generations = self.model.generate_batch(
-                batch, max_new_tokens=max_new_tokens, batch_size=LOCAL_BATCH_SIZE
-            )
-            share = (time.monotonic() - began) / len(batch)
-            for offset, generation in enumerate(generations):
-                answer = HostedGeneration(
-                    generation.text,
-                    generation.prompt_tokens,
-                    generation.completion_tokens,
-                    share,
-                    1,
-                )
-                answers.append(answer)
+        for start, generations in local_batches(self.model, conversations, max_new_tokens):
+            answers += generations
+            for offset, answer in enumerate(generations):
                 if on_result is not None:
                     on_result(start + offset, answer)
         return answers
@@ -587,9 +594,6 @@ def _summarise(candidate: Candidate) -> None:
 
 def progress(run: EvalRun) -> tuple[int, int]:
     """(answers stored, answers the run needs)."""
-    items = run.dataset_version.items.all()
-    if run.split == EvalSplit.VALIDATION:
-        items = items.filter(split=Split.VALIDATION)
-    total = items.count() * run.candidates.count()
+    total = _test_set(run).count() * run.candidates.count()
     done = EvalResult.objects.filter(candidate__run=run).count()
     return done, total

@@ -195,6 +195,21 @@ def _significance(spec: MetricSpec, a: Sequence[float], b: Sequence[float]) -> d
     return {"test": name, "test_p": test.p_value}
 
 
+def paired_scores(
+    scores_a: Mapping[int, Mapping[str, float]],
+    scores_b: Mapping[int, Mapping[str, float]],
+    metric: str,
+) -> tuple[list[float], list[float]]:
+    """Both candidates' scores on ``metric`` for the items both have one for, in item order,
+    so that position i of each list is the same item."""
+    shared = sorted(
+        item
+        for item in scores_a.keys() & scores_b.keys()
+        if metric in scores_a[item] and metric in scores_b[item]
+    )
+    return [scores_a[i][metric] for i in shared], [scores_b[i][metric] for i in shared]
+
+
 def compare_candidates(
     *,
     name_a: str,
@@ -207,15 +222,9 @@ def compare_candidates(
     """Paired comparison of two candidates on one metric, over the items both have a score
     for; None when they share none. ``scores_*`` map an item id to that item's scores."""
     spec = METRICS[metric]
-    shared = sorted(
-        item
-        for item in scores_a.keys() & scores_b.keys()
-        if metric in scores_a[item] and metric in scores_b[item]
-    )
-    if not shared:
+    a, b = paired_scores(scores_a, scores_b, metric)
+    if not a:
         return None
-    a = [scores_a[item][metric] for item in shared]
-    b = [scores_b[item][metric] for item in shared]
     comparison = paired_bootstrap(
         a, b, resamples=BOOTSTRAP_RESAMPLES, seed=seed, confidence=CONFIDENCE
     )

@@ -18,7 +18,7 @@ from training.models import BaseModel, TrainingJob
 
 from .advice import FINE_TUNED_KINDS, NoAdvice, run_advice
 from .dashboard import CHART_HEIGHT, CHART_PADDING, CHART_WIDTH, project_dashboards
-from .forms import new_evaluation_from
+from .forms import new_evaluation_from, whole_number
 from .judge import DEFAULT_RUBRIC
 from .models import Candidate, CandidateKind, EvalRun, EvalSplit, EvalStatus
 from .rating import choice_from_side, next_card
@@ -120,19 +120,6 @@ DEFAULT_MONTHLY_REQUESTS = 100_000
 DEFAULT_HORIZON_MONTHS = 12
 
 
-def _positive_int(request: AppRequest, name: str, default: int, most: int) -> int:
-    raw = request.GET.get(name) or str(default)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApplicationError(
-            f"{name}: a whole number, not {raw!r}.", extra={"field": name}
-        ) from None
-    if not 1 <= value <= most:
-        raise ApplicationError(f"{name}: between 1 and {most:,}.", extra={"field": name})
-    return value
-
-
 @login_required
 def eval_advice(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     """Fine-tune or prompt? The run's candidates side by side with what each costs at the
@@ -141,8 +128,10 @@ def eval_advice(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
     run = get_object_or_404(
         EvalRun.objects.select_related("dataset_version__dataset"), pk=run_id, project=project
     )
-    monthly = _positive_int(request, "monthly_requests", DEFAULT_MONTHLY_REQUESTS, 10**10)
-    horizon = _positive_int(request, "horizon_months", DEFAULT_HORIZON_MONTHS, 120)
+    monthly = whole_number(
+        request.GET, "monthly_requests", default=DEFAULT_MONTHLY_REQUESTS, most=10**10
+    )
+    horizon = whole_number(request.GET, "horizon_months", default=DEFAULT_HORIZON_MONTHS, most=120)
     context: dict[str, object] = {
         "project": project,
         "role": role,
@@ -253,7 +242,7 @@ def eval_rate(request: AppRequest, project_id: int, run_id: int) -> HttpResponse
     run = get_object_or_404(EvalRun, pk=run_id, project=project)
     candidate_a, candidate_b = _pair(run, request.POST if request.method == "POST" else request.GET)
     if request.method == "POST":
-        item_id = _positive_int_field(request.POST, "item")
+        item_id = whole_number(request.POST, "item")
         try:
             choice = choice_from_side(request.POST.get("side", ""), item_id, request.user.pk)
         except ValueError as error:
@@ -275,10 +264,3 @@ def eval_rate(request: AppRequest, project_id: int, run_id: int) -> HttpResponse
     }
     template = "evaluation/rate.html#rate-card" if request.htmx else "evaluation/rate.html"
     return render(request, template, context)
-
-
-def _positive_int_field(data: QueryDict, name: str) -> int:
-    raw = data.get(name) or ""
-    if not raw.isdigit():
-        raise ApplicationError(f"{name}: an id, not {raw!r}.", extra={"field": name})
-    return int(raw)

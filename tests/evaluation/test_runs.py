@@ -233,7 +233,7 @@ def test_an_item_the_provider_refuses_is_stored_as_a_failure_and_the_rest_go_on(
 
 
 def test_a_rate_limit_that_outlasts_the_retries_fails_the_run_and_resuming_finishes_it(
-    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer, settings: object
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
 ) -> None:
     version = held_out_version(project, lead)
     run = run_of(project, lead, version, openai_spec(fake_openai_chat))
@@ -243,7 +243,6 @@ def test_a_rate_limit_that_outlasts_the_retries_fails_the_run_and_resuming_finis
     assert failed.status == EvalStatus.FAILED
     assert "gave up after" in failed.error
 
-    fake_openai_chat.fail_next_requests(0, status=503)
     fake_openai_chat._failures.clear()  # the provider recovered
     eval_run_resume(run=failed)
     finished = executed(run)
@@ -275,7 +274,7 @@ def test_an_attempt_the_reaper_gave_up_on_stores_nothing(
 
 
 def test_the_reaper_requeues_a_silent_run_and_fails_it_after_the_last_attempt(
-    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer, settings: object
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
 ) -> None:
     version = held_out_version(project, lead)
     run = run_of(project, lead, version, openai_spec(fake_openai_chat))
