@@ -143,10 +143,19 @@ STEPPED_OR_FINISHED_JS = """(finished) => {
 }"""
 
 
+# htmx keeps its per-element state under this property once it has processed an element.
+HTMX_PROCESSED_JS = """(selector) => {
+  const element = document.querySelector(selector);
+  return Boolean(element && element["htmx-internal-data"]);
+}"""
+
+
 def start_training(page: Page, *, epochs: int, max_steps: int, batch_size: int) -> None:
     form = page.locator("#train-form")  # loaded into the version page by htmx
     estimate = page.locator("#estimate-tokens")
     expect(estimate).to_contain_text("x 3 epochs")  # the guide's default
+    # Typing before htmx has wired up the swapped-in form would send no estimate request.
+    page.wait_for_function(HTMX_PROCESSED_JS, arg="#train-form")
     form.get_by_label("Epochs").fill(str(epochs))
     # The estimate follows the form without a reload.
     expect(estimate).to_contain_text(f"x {epochs} epochs")
