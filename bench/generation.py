@@ -2,7 +2,7 @@
 
     python bench/generation.py [--prompts 32] [--batch-size 32] [--max-new-tokens 32] [--repeats 3]
 
-Both sides use the same loaded model (SmolLM2-135M-Instruct, fp32 on CPU, bf16 on CUDA), the
+All sides use the same loaded model (SmolLM2-135M-Instruct, fp32 on CPU, bf16 on CUDA), the
 same prompts (short support questions of varied length, rendered with the model's chat template)
 and the same torch thread count, and decode greedily.
 
@@ -11,7 +11,11 @@ model's own generate(max_new_tokens, do_sample=False) under torch.inference_mode
 is LocalChatModel.generate_batch(prompts, batch_size=32). Each side's time covers rendering,
 tokenizing, generating and decoding the replies; loading the model and a warm-up are excluded.
 
-Each repeat times both sides, in alternating order; the medians are reported, and each repeat's
+On CPU, generate_batch runs its linear layers through oneDNN (providers/cpu_matmul.py). A third
+side, "batched, torch linear", runs generate_batch with that turned off, so that the run shows
+how much of the speedup is batching and how much the faster matrix product.
+
+Each repeat times every side, in alternating order; the medians are reported, and each repeat's
 own ratio. Examples per second are prompts over the median time. Other work on the machine slows
 the sequential side more than the batched one (its many short steps each wait for every torch
 thread), so a busy machine overstates the speedup: each timing is printed with the load average,
@@ -31,7 +35,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 REPO = Path(__file__).resolve().parent.parent
 # Run as a script, Python puts bench/ on sys.path, not the repository root.
@@ -126,16 +132,22 @@ def main() -> None:
     def run_batched() -> list[str]:
         return batched_replies(chat, prompts, args.max_new_tokens, args.batch_size)
 
+    def run_batched_torch_linear() -> list[str]:
+        with mock.patch("providers.cpu_matmul.onednn_linear_available", return_value=False):
+            return run_batched()
+
     def run_sequential() -> list[str]:
         return sequential_replies(chat, prompts, args.max_new_tokens)
 
-    times: dict[str, list[float]] = {"batched": [], "sequential": []}
+    sides: list[tuple[str, Callable[[], list[str]]]] = [
+        ("batched", run_batched),
+        ("batched, torch linear", run_batched_torch_linear),
+        ("sequential", run_sequential),
+    ]
+    times: dict[str, list[float]] = {name: [] for name, _ in sides}
     replies: dict[str, list[str]] = {}
     for repeat in range(args.repeats):
-        sides = [("batched", run_batched), ("sequential", run_sequential)]
-        if repeat % 2:
-            sides.reverse()
-        for name, run in sides:
+        for name, run in sides[::-1] if repeat % 2 else sides:
             side_started = time.perf_counter()
             replies[name] = run()
             seconds = time.perf_counter() - side_started
@@ -145,13 +157,16 @@ def main() -> None:
     # Each repeat's own ratio, its two sides run back to back, varies less with drifting load.
     ratios = sorted(s / b for s, b in zip(times["sequential"], times["batched"], strict=True))
 
-    pairs = list(zip(replies["batched"], replies["sequential"], strict=True))
-    same = sum(batched == sequential for batched, sequential in pairs)
-    for index, (batched, sequential) in enumerate(pairs):
-        if batched != sequential:
+    same = 0
+    for index, sequential in enumerate(replies["sequential"]):
+        batched = [replies["batched"][index], replies["batched, torch linear"][index]]
+        if batched == [sequential, sequential]:
+            same += 1
+        else:
             print(f"prompt {index} differs: batched {batched!r} vs sequential {sequential!r}")
 
     batched_s = statistics.median(times["batched"])
+    torch_linear_s = statistics.median(times["batched, torch linear"])
     sequential_s = statistics.median(times["sequential"])
     speedup = sequential_s / batched_s
     print(
@@ -160,7 +175,12 @@ def main() -> None:
         f"{batched_s:.2f}s = {args.prompts / batched_s:.2f} examples/s, sequential generate() "
         f"{sequential_s:.2f}s = {args.prompts / sequential_s:.2f} examples/s: {speedup:.1f}x "
         f"(target >= 10x; per repeat {', '.join(f'{r:.1f}x' for r in ratios)}); "
-        f"{same}/{args.prompts} replies identical"
+        f"{same}/{args.prompts} replies identical on all three sides"
+    )
+    print(
+        f"batched with torch's own linear: {torch_linear_s:.2f}s, "
+        f"{sequential_s / torch_linear_s:.1f}x over sequential; oneDNN's linear makes batched "
+        f"generation {torch_linear_s / batched_s:.2f}x faster"
     )
     figures = {
         "batched_s": f"{batched_s:.3f}",
@@ -169,6 +189,9 @@ def main() -> None:
         "sequential_eps": f"{args.prompts / sequential_s:.3f}",
         "speedup": f"{speedup:.2f}",
         "speedup_min": f"{ratios[0]:.2f}",
+        "torch_linear_s": f"{torch_linear_s:.3f}",
+        "torch_linear_speedup": f"{sequential_s / torch_linear_s:.2f}",
+        "onednn_gain": f"{torch_linear_s / batched_s:.2f}",
         "batch_size": args.batch_size,
         "prompts": args.prompts,
         "max_new_tokens": args.max_new_tokens,

@@ -54,6 +54,7 @@ from providers.base import (
     TrainingProgress,
     TrainingResult,
 )
+from providers.cpu_matmul import onednn_linear
 
 IGNORED_LABEL = -100  # cross_entropy's ignore_index: these positions add nothing to the loss
 MAX_GRAD_NORM = 1.0
@@ -1308,11 +1309,12 @@ def greedy_decode(
     once instead of once per row (about half of the prompt compute for chat prompts with the
     template's system prompt), the KV cache written in place instead of copied every step,
     and rows that stopped dropped from the batch instead of decoded on until the longest ends.
+    On CPU the products themselves run through oneDNN (see providers.cpu_matmul).
     """
     completions: list[list[int]] = [[] for _ in prompts]
     if not prompts:
         return completions
-    with torch.inference_mode():
+    with torch.inference_mode(), onednn_linear():
         logits, state = _prefill(model, prompts, device)
         for step in range(max_new_tokens):
             tokens = logits.argmax(dim=-1)

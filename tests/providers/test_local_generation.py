@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from providers import cpu_matmul
 from providers.base import Conversation, Generation
 from providers.local import LocalChatModel, greedy_decode, shared_prefix_length
 from providers.local_weights import ensure_base_model
@@ -206,3 +207,30 @@ def test_shared_prefix_leaves_every_prompt_at_least_its_last_token() -> None:
     assert shared_prefix_length([[7, 8, 9]]) == 2
     assert shared_prefix_length([[1, 2], [3, 2]]) == 0
     assert shared_prefix_length([[1], [1]]) == 0
+
+
+def test_greedy_decode_runs_batched_products_through_onednn_on_cpu(
+    chat: LocalChatModel, reference: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The exactness tests above hold with oneDNN's products; this checks they were used.
+    routed: list[tuple[int, ...]] = []
+    real = cpu_matmul._onednn_linear
+
+    def counting(
+        inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
+        routed.append(tuple(inputs.shape[:-1]))
+        return real(inputs, weight, bias)
+
+    monkeypatch.setattr(cpu_matmul, "_onednn_linear", counting)
+    model, _tokenizer = chat.model_and_tokenizer()
+    prompts = [prompt_ids(chat, conversation) for conversation in PROMPTS[:2]]
+
+    decoded = greedy_decode(model, prompts, 3, stop_ids(chat), "cpu")
+
+    assert decoded == [tokens[:3] for tokens in reference[:2]]
+    # The first token comes from the prompts' pass, whose output head multiplies both rows'
+    # last positions; each of the other two from a decoding step in which every linear layer,
+    # output head included, multiplies both rows.
+    linear_layers = sum(isinstance(module, torch.nn.Linear) for module in model.modules())
+    assert routed.count((2, 1)) == 1 + 2 * linear_layers
