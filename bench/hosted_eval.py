@@ -3,7 +3,10 @@
     python bench/hosted_eval.py [--requests 1000] [--max-in-flight 50] [--delay 0.2]
 
 The fake answers each request after ``--delay`` seconds. It runs in a process of its own, as a
-real provider would, so the client measured does not share a GIL with the server's threads.
+real provider would, so the client measured does not share a GIL with the server's threads, and
+it keeps connections alive between requests, as real providers do (with a new connection and
+server thread for every request, the client spent twice the CPU per request: 1.8 ms against
+0.9 ms).
 Rate limits (429, Retry-After: 1) and server errors (500) are injected at the start and twice
 more along the way, when a third and two thirds of the items are done, so retries happen while
 other requests are in flight. Two phases, each against a fresh fake:

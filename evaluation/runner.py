@@ -23,6 +23,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from datasets.models import DatasetVersionExample, Split
+from ftportal.collector import existing_objects_frozen
 from ftportal.errors import ApplicationError
 from ftportal.heartbeat import Heartbeat, worker_name
 from ftportal.state import check_transition
@@ -126,12 +127,16 @@ def eval_run_execute(*, run_id: int) -> EvalRun | None:
             items = test_items(run)
             if not items:
                 raise ApplicationError(f"The test set of {run.dataset_version} is empty.")
-            for candidate in run.candidates.select_related(
-                "model_version", "checkpoint", "base_model", "shots_version"
-            ):
-                _answer_all(run, attempt, candidate, items)
-            if run.judge_kind:
-                _judge_all(run, attempt, items)
+            candidates = list(
+                run.candidates.select_related(
+                    "model_version", "checkpoint", "base_model", "shots_version"
+                )
+            )
+            with existing_objects_frozen():
+                for candidate in candidates:
+                    _answer_all(run, attempt, candidate, items)
+                if run.judge_kind:
+                    _judge_all(run, attempt, items)
             report = run_report(run)
     except AttemptSuperseded:
         logger.warning("Evaluation %s: attempt %s was superseded; stopping", run_id, attempt)

@@ -117,10 +117,12 @@ class _FakeChatServer:
         api_key: str = DEFAULT_API_KEY,
         response_delay: float = 0.0,
         answer_with: AnswerWith | None = None,
+        keep_alive: bool = False,
     ) -> None:
         self.api_key = api_key
         self.response_delay = response_delay
         self.answer_with = answer_with
+        self.keep_alive = keep_alive
         self.bodies: list[Any] = []  # every decoded request body, in arrival order
         self.total_requests = 0
         self.max_in_flight_seen = 0
@@ -395,6 +397,9 @@ class FakeAnthropicServer(_FakeChatServer):
 def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in two writes; on a kept-alive connection, Nagle's algorithm
+        # would hold the body until the client's delayed ACK of the headers (40 ms).
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             self.close_connection = True
@@ -404,8 +409,8 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
                 self._send(Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
 
         def do_POST(self) -> None:
-            # One request per connection: no idle keep-alive threads outlive a test.
-            self.close_connection = True
+            # In tests, one request per connection: no idle keep-alive threads outlive a test.
+            self.close_connection = not server.keep_alive
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path == CONTROL_PATH:
                 self._control(raw)
@@ -436,7 +441,7 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
             self._send(Reply(200, {"ok": True}))
 
         def _send(self, reply: Reply) -> None:
-            send_json(self, reply)
+            send_json(self, reply, keep_alive=not self.close_connection)
 
     return Handler
 
@@ -456,9 +461,13 @@ def fake_anthropic_fixture() -> Iterator[FakeAnthropicServer]:
 def serve_until_stdin_closes() -> None:
     """``python -m tests.fakes.chat_servers [response_delay]``: a fake OpenAI-compatible server
     in its own process, so a benchmark's client does not share a GIL with it. Prints the base
-    URL on the first line and stops when its standard input closes."""
+    URL on the first line and stops when its standard input closes.
+
+    Connections are kept alive between requests, as real providers keep them (the SDKs pool
+    them): a benchmark then measures the client, not a new TCP connection and server thread
+    for every request. The connections' threads end with the process."""
     delay = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
-    with FakeOpenAIChatServer(response_delay=delay) as fake:
+    with FakeOpenAIChatServer(response_delay=delay, keep_alive=True) as fake:
         print(fake.base_url, flush=True)
         sys.stdin.read()
 

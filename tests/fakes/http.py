@@ -15,13 +15,15 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def send_json(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+def send_json(handler: BaseHTTPRequestHandler, reply: Reply, *, keep_alive: bool = False) -> None:
+    """The reply as JSON; the connection is closed after it unless ``keep_alive``."""
     payload = json.dumps(reply.body).encode()
     try:
         handler.send_response(reply.status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(payload)))
-        handler.send_header("Connection", "close")
+        if not keep_alive:
+            handler.send_header("Connection", "close")
         for name, value in reply.headers.items():
             handler.send_header(name, value)
         handler.end_headers()
