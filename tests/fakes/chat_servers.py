@@ -31,7 +31,7 @@ list for both APIs: Anthropic's ``system`` comes first, as a system message. Tok
 whitespace-separated words. An item is known by its last user message, so
 tests give each item distinct text.
 
-Counters: ``total_requests``, ``max_in_flight_seen``, ``requests_by_item``,
+Counters: ``connections``, ``total_requests``, ``max_in_flight_seen``, ``requests_by_item``,
 ``answers_by_item`` (successful answers sent), ``request_times_by_item`` (arrival times,
 ``time.monotonic()``). Scenario controls: ``fail_next_requests`` (429 with Retry-After, 500,
 529 overloaded, a 400, ...), ``stall_next_requests`` (held, then dropped unanswered: longer than
@@ -124,6 +124,7 @@ class _FakeChatServer:
         self.answer_with = answer_with
         self.keep_alive = keep_alive
         self.bodies: list[Any] = []  # every decoded request body, in arrival order
+        self.connections = 0  # TCP connections accepted
         self.total_requests = 0
         self.max_in_flight_seen = 0
         self.requests_by_item: Counter[str] = Counter()
@@ -401,6 +402,11 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
         # would hold the body until the client's delayed ACK of the headers (40 ms).
         disable_nagle_algorithm = True
 
+        def setup(self) -> None:
+            super().setup()
+            with server._lock:
+                server.connections += 1
+
         def do_GET(self) -> None:
             self.close_connection = True
             if self.path == CONTROL_PATH:
@@ -409,8 +415,9 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
                 self._send(Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
 
         def do_POST(self) -> None:
-            # In tests, one request per connection: no idle keep-alive threads outlive a test.
-            self.close_connection = not server.keep_alive
+            if not server.keep_alive:
+                # One request per connection: no idle keep-alive threads outlive a test.
+                self.close_connection = True
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path == CONTROL_PATH:
                 self._control(raw)

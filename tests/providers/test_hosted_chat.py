@@ -210,6 +210,25 @@ def test_on_result_is_called_once_per_item(fake_openai_chat: FakeOpenAIChatServe
     assert all(generations[index] == generation for index, generation in reported)
 
 
+@pytest.mark.parametrize(("keep_alive", "connections"), [(True, 1), (False, 5)])
+def test_the_client_reuses_a_connection_the_server_keeps_alive(
+    keep_alive: bool, connections: int
+) -> None:
+    # The benchmark's fake keeps connections alive, as real providers do; the tests' fake
+    # closes each one so that no idle connection thread outlives a test.
+    with FakeOpenAIChatServer(keep_alive=keep_alive) as fake:
+        chat = openai_chat(fake, max_in_flight=1)
+        try:
+            answers = chat.generate_many(questions(5))
+        finally:
+            chat.close()
+
+    assert [answer.text for answer in answers] == [
+        expected_answer(f"question number {index}") for index in range(5)
+    ]
+    assert fake.connections == connections
+
+
 def test_nothing_to_generate_sends_nothing(fake_openai_chat: FakeOpenAIChatServer):
     assert openai_chat(fake_openai_chat).generate_many([]) == []
     assert fake_openai_chat.total_requests == 0
