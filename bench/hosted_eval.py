@@ -140,14 +140,14 @@ class InjectWhenAnswered:
         self._inject_at = {round(requests * fraction) for fraction in INJECT_AT_FRACTIONS}
         self._received = 0
         self.all_answered_at: float | None = None
-        self._add = runner._StoredInBatches.add
-        self._patch = mock.patch.object(runner._StoredInBatches, "add", self._counting_add())
+        self._add = runner._WrittenInBatches.add
+        self._patch = mock.patch.object(runner._WrittenInBatches, "add", self._counting_add())
 
     def _counting_add(self) -> Any:
         watcher, add = self, self._add
 
-        def counting_add(buffer: Any, item: Any, answer: Any) -> None:
-            add(buffer, item, answer)
+        def counting_add(buffer: Any, row: Any) -> None:
+            add(buffer, row)
             watcher._received += 1
             if watcher._received in watcher._inject_at:
                 inject_failures(watcher._fake)

@@ -9,12 +9,14 @@ attempt still owns it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -66,8 +68,9 @@ logger = logging.getLogger(__name__)
 # this is also the most work a crash can lose.
 LOCAL_BATCH_SIZE = 32
 MAX_REFUSALS_IN_A_ROW = 3
-FLUSH_ANSWERS = 50
+FLUSH_ROWS = 50
 FLUSH_SECONDS = 0.5
+Row = TypeVar("Row")
 
 
 class AttemptSuperseded(Exception):
@@ -76,6 +79,16 @@ class AttemptSuperseded(Exception):
 
 def _owned(run_id: int, attempt: int) -> QuerySet[EvalRun]:
     return EvalRun.objects.filter(pk=run_id, attempts=attempt, status=EvalStatus.RUNNING)
+
+
+@contextlib.contextmanager
+def _while_owned(run_id: int, attempt: int) -> Iterator[None]:
+    """A transaction in which this attempt still owns the run (its row locked till the end);
+    AttemptSuperseded when the reaper has given the run to another attempt."""
+    with transaction.atomic():
+        if not _owned(run_id, attempt).select_for_update().exists():
+            raise AttemptSuperseded
+        yield
 
 
 def transition(run: EvalRun, target: EvalStatus, **changes: object) -> None:
@@ -311,9 +324,7 @@ def _save(
         )
         for item, answer in answered
     ]
-    with transaction.atomic():
-        if not _owned(run.pk, attempt).select_for_update().exists():
-            raise AttemptSuperseded
+    with _while_owned(run.pk, attempt):
         EvalResult.objects.bulk_create(rows, ignore_conflicts=True)
         _owned(run.pk, attempt).update(heartbeat_at=timezone.now())
 
@@ -392,26 +403,27 @@ def _answer(generation: HostedGeneration) -> Answer:
     )
 
 
-class _StoredInBatches:
-    """Hosted answers arrive one by one from up to 50 requests in flight; one transaction per
-    answer made storing, not the provider, the bottleneck (bench/hosted_eval.py measured 20 ms
-    per answer under load, 5x the arrival rate). Answers are stored every FLUSH_ANSWERS answers
-    or FLUSH_SECONDS, whichever comes first, so a crash loses at most that much work."""
+class _WrittenInBatches(Generic[Row]):
+    """Hosted answers and judge verdicts arrive one by one from up to 50 requests in flight;
+    one transaction each made storing, not the provider, the bottleneck (bench/hosted_eval.py
+    measured 20 ms per answer under load, 5x the arrival rate). Rows are written every
+    FLUSH_ROWS rows or FLUSH_SECONDS, whichever comes first, so a crash loses at most that
+    much work."""
 
-    def __init__(self, run: EvalRun, attempt: int, candidate: Candidate, checks: Checks) -> None:
-        self.run, self.attempt, self.candidate, self.checks = run, attempt, candidate, checks
-        self._waiting: list[tuple[DatasetVersionExample, Answer]] = []
+    def __init__(self, write: Callable[[list[Row]], None]) -> None:
+        self._write = write
+        self._waiting: list[Row] = []
         self._last_flush = time.monotonic()
 
-    def add(self, item: DatasetVersionExample, answer: Answer) -> None:
-        self._waiting.append((item, answer))
+    def add(self, row: Row) -> None:
+        self._waiting.append(row)
         due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
-        if len(self._waiting) >= FLUSH_ANSWERS or due:
+        if len(self._waiting) >= FLUSH_ROWS or due:
             self.flush()
 
     def flush(self) -> None:
         if self._waiting:
-            _save(self.run, self.attempt, self.candidate, self._waiting, self.checks)
+            self._write(self._waiting)
             self._waiting = []
         self._last_flush = time.monotonic()
 
@@ -429,7 +441,9 @@ def _answer_hosted(
     refuses for good is stored as a failed (wrong) answer with the provider's message and the
     rest go on; running out of retries on rate limits fails the run, which can be resumed
     later without asking again for what was stored."""
-    stored = _StoredInBatches(run, attempt, candidate, checks)
+    stored: _WrittenInBatches[tuple[DatasetVersionExample, Answer]] = _WrittenInBatches(
+        lambda answered: _save(run, attempt, candidate, answered, checks)
+    )
     answered: set[int] = set()
     refused_in_a_row = 0
     pending = list(range(len(todo)))
@@ -437,7 +451,7 @@ def _answer_hosted(
 
         def store(index: int, generation: HostedGeneration, asked: list[int] = pending) -> None:
             position = asked[index]
-            stored.add(todo[position], _answer(generation))
+            stored.add((todo[position], _answer(generation)))
             answered.add(position)
             nonlocal refused_in_a_row
             refused_in_a_row = 0
@@ -456,7 +470,7 @@ def _answer_hosted(
                 stored.flush()  # the answers that came in are paid for: keep them
                 raise
             refused = pending[error.index]
-            stored.add(todo[refused], Answer("", 0, 0, None, error=str(error)))
+            stored.add((todo[refused], Answer("", 0, 0, None, error=str(error))))
             answered.add(refused)
         stored.flush()
         pending = [i for i in pending if i not in answered]
@@ -560,32 +574,39 @@ def _judge_pair(
         for item in todo
     ]
 
-    def store(index: int, verdict: PairVerdict) -> None:
-        row = JudgeVerdict(
-            run=run,
-            candidate_a=reference,
-            candidate_b=other,
-            item=todo[index],
-            outcome=verdict.outcome,
-            original=verdict.original or "",
-            swapped=verdict.swapped or "",
-            original_reply=verdict.original_reply,
-            swapped_reply=verdict.swapped_reply,
-            prompt_tokens=verdict.prompt_tokens,
-            completion_tokens=verdict.completion_tokens,
-        )
-        with transaction.atomic():
-            if not _owned(run.pk, attempt).select_for_update().exists():
-                raise AttemptSuperseded
-            JudgeVerdict.objects.bulk_create([row], ignore_conflicts=True)
+    def write(rows: list[JudgeVerdict]) -> None:
+        with _while_owned(run.pk, attempt):
+            JudgeVerdict.objects.bulk_create(rows, ignore_conflicts=True)
 
-    judge_pairwise(
-        chat,
-        questions,
-        rubric=run.judge_rubric or DEFAULT_RUBRIC,
-        max_new_tokens=run.judge_max_new_tokens,
-        on_result=store,
-    )
+    stored = _WrittenInBatches(write)
+
+    def store(index: int, verdict: PairVerdict) -> None:
+        stored.add(
+            JudgeVerdict(
+                run=run,
+                candidate_a=reference,
+                candidate_b=other,
+                item=todo[index],
+                outcome=verdict.outcome,
+                original=verdict.original or "",
+                swapped=verdict.swapped or "",
+                original_reply=verdict.original_reply,
+                swapped_reply=verdict.swapped_reply,
+                prompt_tokens=verdict.prompt_tokens,
+                completion_tokens=verdict.completion_tokens,
+            )
+        )
+
+    try:
+        judge_pairwise(
+            chat,
+            questions,
+            rubric=run.judge_rubric or DEFAULT_RUBRIC,
+            max_new_tokens=run.judge_max_new_tokens,
+            on_result=store,
+        )
+    finally:
+        stored.flush()  # verdicts that came in are paid for, even when the judge then failed
 
 
 def _summarise(candidate: Candidate) -> None:

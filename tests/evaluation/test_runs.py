@@ -441,6 +441,49 @@ def test_a_judge_compares_the_reference_with_each_candidate_in_both_orders(
     assert fake_anthropic.total_requests == 12
 
 
+def test_verdicts_that_came_in_before_the_judge_failed_are_kept_and_not_asked_again(
+    project: Project,
+    lead: User,
+    fake_openai_chat: FakeOpenAIChatServer,
+    fake_anthropic: FakeAnthropicServer,
+) -> None:
+    # Verdicts are written in batches; the batch under way when the judge fails must still be
+    # written, or resuming pays for those verdicts twice.
+    version = held_out_version(project, lead)
+    run = eval_run_create(
+        project=project,
+        dataset_version=version,
+        split=EvalSplit.ALL,
+        candidates=[
+            openai_spec(fake_openai_chat),
+            openai_spec(fake_openai_chat, user_template="Say: {input}", label="parrot"),
+        ],
+        user=lead,
+        judge=JudgeSpec(
+            kind=CandidateKind.ANTHROPIC,
+            model="claude-haiku-4-5",
+            base_url=fake_anthropic.base_url,
+            key_env=KEY_ENV,
+        ),
+    )
+    # The judge's first request is refused for good: that item gets no verdict and the run
+    # fails, after the requests already in flight (all 12 of them) have been answered.
+    fake_anthropic.fail_next_requests(1, status=400)
+
+    failed = executed(run)
+
+    assert failed.status == EvalStatus.FAILED
+    assert JudgeVerdict.objects.filter(run=run).count() == 5
+    assert fake_anthropic.total_requests == 12
+
+    eval_run_resume(run=failed)
+    finished = executed(run)
+
+    assert finished.status == EvalStatus.SUCCEEDED, finished.error
+    assert JudgeVerdict.objects.filter(run=run).count() == 6
+    assert fake_anthropic.total_requests == 14  # only the refused item, in both orders
+
+
 def test_a_local_catalog_model_can_judge(
     project: Project,
     lead: User,
