@@ -5,6 +5,7 @@ fakes), resuming without recomputing, rate limits, refused items, and the report
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -108,6 +109,42 @@ def run_of(project: Project, lead: User, version: DatasetVersion, *specs: Candid
         candidates=list(specs),
         user=lead,
         max_new_tokens=16,
+    )
+
+
+def judged_run(
+    project: Project,
+    lead: User,
+    version: DatasetVersion,
+    fake: FakeOpenAIChatServer,
+    judge: JudgeSpec,
+) -> EvalRun:
+    """A reference candidate and a "parrot" (its template prefixes "Say:"), and a judge."""
+    return eval_run_create(
+        project=project,
+        dataset_version=version,
+        split=EvalSplit.ALL,
+        candidates=[
+            openai_spec(fake),
+            openai_spec(fake, user_template="Say: {input}", label="parrot"),
+        ],
+        user=lead,
+        judge=judge,
+    )
+
+
+def anthropic_judge(
+    fake: FakeAnthropicServer,
+    input_price: Decimal | None = None,
+    output_price: Decimal | None = None,
+) -> JudgeSpec:
+    return JudgeSpec(
+        kind=CandidateKind.ANTHROPIC,
+        model="claude-haiku-4-5",
+        base_url=fake.base_url,
+        key_env=KEY_ENV,
+        input_usd_per_million_tokens=input_price,
+        output_usd_per_million_tokens=output_price,
     )
 
 
@@ -382,23 +419,12 @@ def test_a_judge_compares_the_reference_with_each_candidate_in_both_orders(
         return "Reasoning.\nVerdict: 2" if "SAY:" in first else "Reasoning.\nVerdict: 1"
 
     fake_anthropic.answer_with = judge
-    run = eval_run_create(
-        project=project,
-        dataset_version=version,
-        split=EvalSplit.ALL,
-        candidates=[
-            openai_spec(fake_openai_chat),
-            openai_spec(fake_openai_chat, user_template="Say: {input}", label="parrot"),
-        ],
-        user=lead,
-        judge=JudgeSpec(
-            kind=CandidateKind.ANTHROPIC,
-            model="claude-haiku-4-5",
-            base_url=fake_anthropic.base_url,
-            key_env=KEY_ENV,
-            input_usd_per_million_tokens=Decimal("1.00"),
-            output_usd_per_million_tokens=Decimal("5.00"),
-        ),
+    run = judged_run(
+        project,
+        lead,
+        version,
+        fake_openai_chat,
+        anthropic_judge(fake_anthropic, input_price=Decimal("1.00"), output_price=Decimal("5.00")),
     )
     finished = executed(run)
 
@@ -450,38 +476,43 @@ def test_verdicts_that_came_in_before_the_judge_failed_are_kept_and_not_asked_ag
     # Verdicts are written in batches; the batch under way when the judge fails must still be
     # written, or resuming pays for those verdicts twice.
     version = held_out_version(project, lead)
-    run = eval_run_create(
-        project=project,
-        dataset_version=version,
-        split=EvalSplit.ALL,
-        candidates=[
-            openai_spec(fake_openai_chat),
-            openai_spec(fake_openai_chat, user_template="Say: {input}", label="parrot"),
-        ],
-        user=lead,
-        judge=JudgeSpec(
-            kind=CandidateKind.ANTHROPIC,
-            model="claude-haiku-4-5",
-            base_url=fake_anthropic.base_url,
-            key_env=KEY_ENV,
-        ),
+    run = judged_run(
+        project,
+        lead,
+        version,
+        fake_openai_chat,
+        anthropic_judge(fake_anthropic),
     )
     # The judge's first request is refused for good: that item gets no verdict and the run
-    # fails, after the requests already in flight (all 12 of them) have been answered.
+    # fails, after the requests already in flight have been answered.
     fake_anthropic.fail_next_requests(1, status=400)
 
     failed = executed(run)
 
     assert failed.status == EvalStatus.FAILED
-    assert JudgeVerdict.objects.filter(run=run).count() == 5
-    assert fake_anthropic.total_requests == 12
+    # Which requests were in flight when the refusal came back depends on timing; every item
+    # the judge answered in both orders by then must keep its verdict.
+    answers_per_item = Counter(
+        {
+            question: sum(
+                count
+                for prompt, count in fake_anthropic.answers_by_item.items()
+                if question in prompt
+            )
+            for question in QUESTIONS
+        }
+    )
+    kept = JudgeVerdict.objects.filter(run=run).count()
+    assert kept == sum(1 for count in answers_per_item.values() if count == 2)
+    sent_before_resuming = fake_anthropic.total_requests
 
     eval_run_resume(run=failed)
     finished = executed(run)
 
     assert finished.status == EvalStatus.SUCCEEDED, finished.error
     assert JudgeVerdict.objects.filter(run=run).count() == 6
-    assert fake_anthropic.total_requests == 14  # only the refused item, in both orders
+    # Only the items without a verdict are judged again, in both orders.
+    assert fake_anthropic.total_requests - sent_before_resuming == 2 * (6 - kept)
 
 
 def test_a_local_catalog_model_can_judge(
@@ -491,16 +522,12 @@ def test_a_local_catalog_model_can_judge(
     fake_openai_chat: FakeOpenAIChatServer,
 ) -> None:
     version = held_out_version(project, lead, count=2)
-    run = eval_run_create(
-        project=project,
-        dataset_version=version,
-        split=EvalSplit.ALL,
-        candidates=[
-            openai_spec(fake_openai_chat),
-            openai_spec(fake_openai_chat, user_template="Say: {input}", label="parrot"),
-        ],
-        user=lead,
-        judge=JudgeSpec(kind=CandidateKind.BASE, model=base_model.key, max_new_tokens=8),
+    run = judged_run(
+        project,
+        lead,
+        version,
+        fake_openai_chat,
+        JudgeSpec(kind=CandidateKind.BASE, model=base_model.key, max_new_tokens=8),
     )
 
     finished = executed(run)
