@@ -5,40 +5,27 @@ of its evaluations."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ftportal.charts import Axis, Chart, Series
 from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
 
 from .models import Candidate, CandidateKind, EvalRun, EvalStatus
 from .scoring import METRICS
 
-CHART_WIDTH = 480
-CHART_HEIGHT = 180
-CHART_PADDING = 24
 FINE_TUNED_SERIES = "fine-tuned version"
-# Series colours cycle through these CSS classes.
-SERIES_CLASSES = ("series-0", "series-1", "series-2", "series-3", "series-4", "series-5")
-
-
-@dataclass(frozen=True)
-class Series:
-    name: str
-    css_class: str
-    # (version number, metric mean) for each version it was measured on.
-    values: list[tuple[int, float]]
-    points: str = ""
-    dots: list[tuple[float, float, int, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class MetricChart:
+    """One metric across the model's versions: one series per candidate role, each point a
+    version ("v2") and the metric mean of the latest finished evaluation of that version."""
+
     metric: str
-    label: str
+    title: str
     percent: bool
-    versions: list[int]
-    series: list[Series]
-    x_labels: list[tuple[float, int]]
+    chart: Chart
 
 
 @dataclass(frozen=True)
@@ -63,36 +50,33 @@ def _series_name(candidate: Candidate, version: ModelVersion) -> str:
     return candidate.label
 
 
-def _x(index: int, count: int) -> float:
-    inner = CHART_WIDTH - 2 * CHART_PADDING
-    return CHART_PADDING + (inner * index / (count - 1) if count > 1 else inner / 2)
-
-
-def _y(value: float, high: float) -> float:
-    inner = CHART_HEIGHT - 2 * CHART_PADDING
-    return CHART_PADDING + inner * (high - value) / high if high else CHART_HEIGHT - CHART_PADDING
-
-
-def _chart(metric: str, versions: list[int], measured: dict[str, dict[int, float]]) -> MetricChart:
+def _chart(
+    model: RegisteredModel, metric: str, versions: list[int], measured: dict[str, dict[int, float]]
+) -> MetricChart:
     spec = METRICS[metric]
-    top = max((v for per in measured.values() for v in per.values()), default=1.0)
-    high = 1.0 if spec.points else (top or 1.0)
-    position = {number: index for index, number in enumerate(versions)}
-    series = []
-    for index, (name, per_version) in enumerate(sorted(measured.items(), key=_fine_tuned_first)):
-        values = sorted(per_version.items())
-        coords = [(_x(position[n], len(versions)), _y(v, high), n, v) for n, v in values]
-        series.append(
-            Series(
-                name=name,
-                css_class=SERIES_CLASSES[index % len(SERIES_CLASSES)],
-                values=values,
-                points=" ".join(f"{x:.1f},{y:.1f}" for x, y, _, _ in coords),
-                dots=coords,
-            )
-        )
-    labels = [(_x(i, len(versions)), number) for i, number in enumerate(versions)]
-    return MetricChart(metric, spec.label, spec.points, versions, series, labels)
+    title = _sentence_case(spec.label)
+    chart = Chart(
+        element_id=f"model-{model.pk}-{metric}-chart",
+        description=f"{title} of each candidate across versions of {model.name}",
+        x=Axis(title="Model version", labels=tuple(f"v{n}" for n in versions)),
+        # Fractions are drawn on a full 0 to 100 % axis, so versions compare at a glance.
+        y=(
+            Axis(title=f"{title} (%)", format="percent", min=0.0, max=1.0)
+            if spec.points
+            else Axis(title=title, min=0.0)
+        ),
+        series=[
+            Series(name, [(f"v{n}", v) for n, v in sorted(per_version.items())])
+            for name, per_version in sorted(measured.items(), key=_fine_tuned_first)
+        ],
+    )
+    return MetricChart(metric, title, spec.points, chart)
+
+
+def _sentence_case(label: str) -> str:
+    """A title starts with a capital ("Exact match"); names spelt with capitals keep their
+    spelling ("chrF", "ROUGE-L", "JSON validity")."""
+    return label[:1].upper() + label[1:] if label.split()[0].islower() else label
 
 
 def _fine_tuned_first(entry: tuple[str, dict[int, float]]) -> tuple[bool, str]:
@@ -134,7 +118,7 @@ def model_dashboard(model: RegisteredModel) -> ModelDashboard:
                 if metric in METRICS and value is not None:
                     measured.setdefault(metric, {}).setdefault(name, {})[version.number] = value
     numbers = [v.number for v in versions if v.pk in latest_run]
-    charts = [_chart(m, numbers, measured[m]) for m in METRICS if m in measured]
+    charts = [_chart(model, m, numbers, measured[m]) for m in METRICS if m in measured]
     return ModelDashboard(model=model, charts=charts, history=history)
 
 

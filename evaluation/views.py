@@ -17,7 +17,7 @@ from registry.models import ModelVersion
 from training.models import BaseModel, TrainingJob
 
 from .advice import FINE_TUNED_KINDS, NoAdvice, run_advice
-from .dashboard import CHART_HEIGHT, CHART_PADDING, CHART_WIDTH, project_dashboards
+from .dashboard import project_dashboards
 from .forms import new_evaluation_from, whole_number
 from .judge import DEFAULT_RUBRIC
 from .models import Candidate, CandidateKind, EvalRun, EvalSplit, EvalStatus
@@ -163,9 +163,6 @@ def eval_list(request: AppRequest, project_id: int) -> HttpResponse:
         "can_evaluate": role_allows(role, Action.EVALUATE),
         "runs": runs,
         "dashboards": project_dashboards(project),
-        "chart_width": CHART_WIDTH,
-        "chart_height": CHART_HEIGHT,
-        "chart_padding": CHART_PADDING,
     }
     return render(request, "evaluation/eval_list.html", context)
 

@@ -1,4 +1,4 @@
-"""Reads for training: curves as chart coordinates, the overfitting signal, checkpoints."""
+"""Reads for training: the curves as chart data, the overfitting signal, checkpoints."""
 
 from __future__ import annotations
 
@@ -6,124 +6,76 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ftportal.charts import Axis, Chart, Point, Series
+
 from .models import Checkpoint, TrainingJob
 
-CHART_WIDTH = 640
-CHART_HEIGHT = 220
-CHART_PADDING = 30
 # "Several evaluations": validation loss rising this many times in a row.
 OVERFITTING_RISES = 3
+# A loss value is the mean cross-entropy per predicted token, as the trainers report it.
+LOSS_AXIS_TITLE = "Loss (cross-entropy per token)"
 
-Point = tuple[float, float]
 MetricRow = tuple[int, float | None, float | None]  # step, train loss, validation loss
 
 
 @dataclass(frozen=True)
-class LossChart:
-    train: list[Point]
-    val: list[Point]
-    low: float
-    high: float
-    max_step: int
-    latest_train: float | None
-    latest_val: float | None
+class JobCurves:
+    """The job page's charts: loss (training and validation), learning rate, speed."""
+
+    loss: Chart
+    learning_rate: Chart
+    speed: Chart
 
     @property
-    def is_empty(self) -> bool:
-        return not self.train and not self.val
+    def train_loss(self) -> Series:
+        return self.loss.series[0]
 
     @property
-    def train_points(self) -> str:
-        return _polyline(self.train)
-
-    @property
-    def val_points(self) -> str:
-        return _polyline(self.val)
+    def val_loss(self) -> Series:
+        return self.loss.series[1]
 
 
-@dataclass(frozen=True)
-class SeriesChart:
-    """One metric by step (learning rate, tokens per second)."""
-
-    points: list[Point]
-    low: float
-    high: float
-    max_step: int
-    latest: float | None
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.points
-
-    @property
-    def polyline(self) -> str:
-        return _polyline(self.points)
-
-
-def _polyline(points: list[Point]) -> str:
-    return " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-
-
-def _scale(
-    series: Sequence[tuple[int, float]], max_step: int, low: float, high: float
-) -> list[Point]:
-    """Chart coordinates; SVG's y grows downward, so higher values sit higher on the chart."""
-    inner_w = CHART_WIDTH - 2 * CHART_PADDING
-    inner_h = CHART_HEIGHT - 2 * CHART_PADDING
-    span = high - low
-    return [
-        (
-            CHART_PADDING + inner_w * step / max(max_step, 1),
-            CHART_PADDING + inner_h * (high - value) / span,
-        )
-        for step, value in series
-    ]
-
-
-def _axis(values: Sequence[float], *, floor: float | None = 0.0) -> tuple[float, float]:
-    # Fit the axis to the values seen, so that a drop from 2.3 to 2.1 is visible, with a margin
-    # so a single point or a flat line does not sit on the frame.
-    low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    # The margin scales with the values, so a flat learning rate of 1e-4 is not squashed.
-    margin = max((high - low) * 0.1, max(abs(low), abs(high)) * 0.02, 1e-12)
-    low = low - margin if floor is None else max(low - margin, floor)
-    return low, high + margin
-
-
-def _max_step(job: TrainingJob, steps: Sequence[int]) -> int:
-    return max(job.total_steps, max(steps, default=0))
-
-
-def loss_chart(job: TrainingJob) -> LossChart:
-    rows = list(job.metrics.values_list("step", "train_loss", "val_loss"))
-    train = [(step, t) for step, t, _ in rows if t is not None]
-    val = [(step, v) for step, _, v in rows if v is not None]
-    low, high = _axis([loss for _, loss in train + val])
-    max_step = _max_step(job, [s for s, _, _ in rows])
-    return LossChart(
-        train=_scale(train, max_step, low, high),
-        val=_scale(val, max_step, low, high),
-        low=low,
-        high=high,
-        max_step=max_step,
-        latest_train=train[-1][1] if train else None,
-        latest_val=val[-1][1] if val else None,
+def _step_axis(job: TrainingJob, steps: Sequence[int]) -> Axis:
+    # The axis runs to the planned last step, so the chart also shows how far the job is.
+    return Axis(
+        title="Step", format="integer", min=0, max=max(job.total_steps, max(steps, default=0))
     )
 
 
-def series_chart(job: TrainingJob, field: str) -> SeriesChart:
-    """``field`` is a TrainingMetric column: learning_rate or tokens_per_second."""
-    rows = [
-        (step, value) for step, value in job.metrics.values_list("step", field) if value is not None
-    ]
-    low, high = _axis([value for _, value in rows])
-    max_step = _max_step(job, [step for step, _ in rows])
-    return SeriesChart(
-        points=_scale(rows, max_step, low, high),
-        low=low,
-        high=high,
-        max_step=max_step,
-        latest=rows[-1][1] if rows else None,
+def job_curves(job: TrainingJob) -> JobCurves:
+    """Every stored metric point of the job, by step, as chart data."""
+    rows = list(
+        job.metrics.order_by("step").values_list(
+            "step", "train_loss", "val_loss", "learning_rate", "tokens_per_second"
+        )
+    )
+    steps = _step_axis(job, [row[0] for row in rows])
+
+    def points(column: int) -> list[Point]:
+        return [(row[0], value) for row in rows if (value := row[column]) is not None]
+
+    return JobCurves(
+        loss=Chart(
+            element_id="loss-chart-data",
+            description="Training and validation loss by step",
+            x=steps,
+            y=Axis(title=LOSS_AXIS_TITLE),
+            series=[Series("Training loss", points(1)), Series("Validation loss", points(2))],
+        ),
+        learning_rate=Chart(
+            element_id="lr-chart-data",
+            description="Learning rate by step",
+            x=steps,
+            y=Axis(title="Learning rate", format="scientific", min=0),
+            series=[Series("Learning rate", points(3))],
+        ),
+        speed=Chart(
+            element_id="speed-chart-data",
+            description="Training speed in tokens per second by step",
+            x=steps,
+            y=Axis(title="Tokens per second", format="integer", min=0),
+            series=[Series("Tokens per second", points(4))],
+        ),
     )
 
 

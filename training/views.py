@@ -23,14 +23,7 @@ from registry.services import model_version_register_checkpoint
 from .estimates import END_OF_LIFE_WARNING_DAYS, end_of_life_problem, launch_estimate
 from .hyperparameters import HOSTED_PROVIDERS, config_for
 from .models import BaseModel, Checkpoint, TrainingJob
-from .selectors import (
-    CHART_HEIGHT,
-    CHART_WIDTH,
-    checkpoint_rows,
-    job_overfitting,
-    loss_chart,
-    series_chart,
-)
+from .selectors import checkpoint_rows, job_curves, job_overfitting
 from .services import training_job_cancel, training_job_create
 
 # Form fields per provider; the first ones show, the rest sit under "Advanced".
@@ -195,11 +188,7 @@ def job_detail(request: AppRequest, project_id: int, job_id: int) -> HttpRespons
         "project": project,
         "role": role,
         "job": job,
-        "chart": loss_chart(job),
-        "lr_chart": series_chart(job, "learning_rate"),
-        "speed_chart": series_chart(job, "tokens_per_second"),
-        "chart_width": CHART_WIDTH,
-        "chart_height": CHART_HEIGHT,
+        "curves": job_curves(job),
         "overfitting": job_overfitting(job),
         "checkpoints": checkpoint_rows(job),
         "latest_sweep": job.eval_runs.order_by("-created_at", "-pk").first(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -52,3 +53,29 @@ def login(page: Page, live_server, username: str, password: str = PASSWORD) -> N
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Your projects")).to_be_visible()
     expect(page.locator(".topbar .who")).to_have_text(username)
+
+
+# What Chart.js reports about the chart drawn on a canvas; null when none is drawn on it.
+CHART_STATE_JS = """(selector) => {
+  const canvas = document.querySelector(selector);
+  const chart = canvas && window.Chart && window.Chart.getChart(canvas);
+  if (!chart) { return null; }
+  const box = canvas.getBoundingClientRect();
+  return {
+    width: box.width,
+    height: box.height,
+    datasets: chart.data.datasets.map(
+      (d) => ({label: d.label, points: d.data.map((p) => [p.x, p.y])})),
+    xTitle: chart.options.scales.x.title.text,
+    yTitle: chart.options.scales.y.title.text,
+    legend: chart.legend.legendItems.map((item) => item.text),
+    xTicks: chart.scales.x.ticks.map((tick) => chart.scales.x.getLabelForValue(tick.value)),
+  };
+}"""
+
+
+def chart_state(page: Page, selector: str) -> dict[str, Any]:
+    """Waits for Chart.js to draw on the canvas, then reports what it drew (static/js/charts.js)."""
+    page.wait_for_function(f"({CHART_STATE_JS})({selector!r}) !== null")
+    state: dict[str, Any] = page.evaluate(CHART_STATE_JS, selector)
+    return state

@@ -16,7 +16,7 @@ from ftportal.roles import Role
 from registry.models import AliasChange, AliasChangeKind, ModelVersion
 from training.models import TrainingJob
 
-from .conftest import login
+from .conftest import chart_state, login
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker]
 
@@ -307,9 +307,9 @@ def test_a_team_takes_ticket_triage_from_a_jsonl_file_to_a_rolled_back_productio
     assert seen[0].startswith(("Queued", "Validating", "Running")), seen
     assert seen[-1] == "Succeeded · step 3 of 3", seen
     assert len(set(seen)) >= 2, seen
-    train_line = page.locator("svg polyline.line-train")
-    expect(train_line).to_have_count(1)
-    assert len((train_line.get_attribute("points") or "").split()) == 3  # one point per step
+    loss = chart_state(page, 'canvas[data-chart="loss-chart-data"]')
+    assert loss["datasets"][0]["label"] == "Training loss"
+    assert [step for step, _ in loss["datasets"][0]["points"]] == [1, 2, 3]  # one per step
     job1 = job_from_url(page)
     v1 = ModelVersion.objects.get(training_job=job1)
     assert v1.number == 1 and v1.dataset_hash == version.content_hash

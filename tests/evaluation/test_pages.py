@@ -23,8 +23,9 @@ from evaluation.models import (
 from evaluation.services import CandidateSpec
 from ftportal.models import Project
 from ftportal.roles import Role
-from registry.models import ModelVersion
+from registry.models import ModelVersion, RegisteredModel
 from tests.api.builders import register_model_version
+from tests.charts import page_charts, series_points
 from tests.evaluation.finished_runs import finished_run
 from tests.factories import frozen_version
 from training.models import BaseModel, Checkpoint, JobStatus
@@ -182,9 +183,43 @@ def test_the_dashboard_charts_each_metric_across_versions_and_lists_the_history(
     assert 'data-metric="exact_match"' in html
     assert f"fine-tuned version: v1 {first:.1f} %, v2 {second:.1f} %" in html
     assert "SmolLM2-135M-Instruct (zero-shot): v1 0.0 %, v2 0.0 %" in html
-    assert html.count("<polyline") >= 2  # one line per candidate on each chart
+    model = RegisteredModel.objects.get(project=project, name="triage")
+    charts = page_charts(html)
+    assert len(charts) == html.count("data-metric=")  # one drawn chart per metric
+    exact = charts[f"model-{model.pk}-exact_match-chart"]
+    assert exact["x"]["title"] == "Model version" and exact["x"]["labels"] == ["v1", "v2"]
+    assert exact["y"] | {"labels": None} == {
+        "title": "Exact match (%)",
+        "format": "percent",
+        "min": 0.0,
+        "max": 1.0,
+        "labels": None,
+    }
+    assert series_points(exact) == {
+        "fine-tuned version": [["v1", pytest.approx(2 / items)], ["v2", pytest.approx(6 / items)]],
+        "SmolLM2-135M-Instruct (zero-shot)": [["v1", 0.0], ["v2", 0.0]],
+    }
     assert html.count('class="eval-history"') == 1
     assert html.count(f"{second:.1f} %</td>") == 1  # the history row of version 2
+
+
+def test_the_dashboard_chart_escapes_the_model_name(
+    client: Client, project: Project, lead: User, version: DatasetVersion, base_model: BaseModel
+) -> None:
+    hostile = "<script>window.__xss=1</script>"
+    model_version = register_model_version(
+        version=version, base_model=base_model, user=lead, model_name=hostile
+    )
+    spec = CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=model_version)
+    finished_run(version=version, user=lead, answers=[(spec, [True])])
+    client.force_login(lead)
+
+    html = client.get(reverse("eval_list", args=[project.pk])).content.decode()
+
+    assert hostile not in html
+    assert 'aria-label="Exact match of each candidate across versions of &lt;script&gt;' in html
+    [chart] = [c for name, c in page_charts(html).items() if name.endswith("-exact_match-chart")]
+    assert series_points(chart) == {"fine-tuned version": [["v1", 1 / version.validation_count]]}
 
 
 def test_a_checkpoint_sweep_recommends_by_the_task_metric_not_the_loss(

@@ -32,6 +32,7 @@ from ftportal.models import Project
 from ftportal.roles import Action, Role
 from registry.models import Alias, AliasChange, ModelVersion, RegisteredModel
 from registry.services import model_version_promote
+from tests.charts import page_charts, series_points
 from training.models import (
     BaseModel,
     Checkpoint,
@@ -723,7 +724,9 @@ def test_a_running_job_fragment_polls_and_shows_the_step(
     assert 'hx-trigger="every 2s"' in fragment
     assert f'hx-get="{url}"' in fragment
     assert "step 1 of 3" in fragment
-    assert "<polyline" in fragment
+    # The chart comes with each poll, so the curve grows while the job runs.
+    loss = page_charts(fragment)["loss-chart-data"]
+    assert series_points(loss) == {"Training loss": [[1, 2.5]], "Validation loss": []}
 
 
 def test_the_job_page_warns_of_overfitting_lists_checkpoints_and_registers_one(
@@ -764,6 +767,58 @@ def test_the_job_page_warns_of_overfitting_lists_checkpoints_and_registers_one(
     after = client.get(url).content.decode()
     assert after.count('class="register-checkpoint"') == 1
     assert str(version) in after
+
+
+def test_the_job_page_charts_the_stored_curves_with_axis_titles_units_and_legends(
+    client: Client, world: World, lead: User
+) -> None:
+    job = world.running_job
+    job.total_steps = 8
+    job.save()
+    stored = [  # step, train loss, validation loss (every 4 steps), learning rate, tokens/s
+        (step, 2.0 - 0.1 * step, 1.5 - 0.05 * step if step % 4 == 0 else None, 2e-4 / step, 900.0)
+        for step in range(1, 9)
+    ]
+    for step, train, val, lr, speed in stored:
+        TrainingMetric.objects.create(
+            job=job,
+            step=step,
+            epoch=step / 8,
+            train_loss=train,
+            val_loss=val,
+            learning_rate=lr,
+            tokens_per_second=speed,
+        )
+    parts = {"project": world.project, "version": world.version, "base_model": world.base_model}
+    other = _job(parts | {"user": lead}, JobStatus.RUNNING)
+    TrainingMetric.objects.create(job=other, step=1, epoch=0.1, train_loss=9.9)  # not this job's
+    client.force_login(lead)
+
+    charts = page_charts(
+        client.get(reverse("job_detail", args=[world.project.pk, job.pk])).content.decode()
+    )
+
+    loss, lr, speed = charts["loss-chart-data"], charts["lr-chart-data"], charts["speed-chart-data"]
+    assert series_points(loss) == {
+        "Training loss": [[step, train] for step, train, _, _, _ in stored],
+        "Validation loss": [[step, val] for step, _, val, _, _ in stored if val is not None],
+    }
+    assert series_points(lr) == {"Learning rate": [[s, rate] for s, _, _, rate, _ in stored]}
+    assert series_points(speed) == {"Tokens per second": [[s, 900.0] for s in range(1, 9)]}
+    assert loss["x"] == {"title": "Step", "format": "integer", "min": 0, "max": 8, "labels": []}
+    assert loss["y"]["title"] == "Loss (cross-entropy per token)"
+    assert (lr["y"]["title"], lr["y"]["format"]) == ("Learning rate", "scientific")
+    assert speed["y"]["title"] == "Tokens per second"
+    assert lr["x"]["title"] == speed["x"]["title"] == "Step"
+
+
+def test_a_job_without_metrics_has_no_chart_yet(client: Client, world: World, lead: User) -> None:
+    client.force_login(lead)
+
+    page = client.get(reverse("job_detail", args=[world.project.pk, world.running_job.pk]))
+
+    assert page_charts(page.content.decode()) == {}
+    assert "Loss curves appear after the first step." in page.content.decode()
 
 
 def test_a_finished_job_fragment_stops_polling(client: Client, world: World, lead: User) -> None:

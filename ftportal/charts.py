@@ -1,0 +1,74 @@
+"""Charts as data. A selector builds a ``Chart``; the page renders it with
+templates/ftportal/chart.html (the data goes in through ``json_script``) and static/js/charts.js
+draws every chart of the page with the vendored Chart.js. Nothing else draws charts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# How charts.js writes the values of an axis in its ticks and tooltips: "percent" takes
+# fractions (0.25 is written 25 %), "scientific" suits learning rates (2.00e-4).
+ValueFormat = Literal["decimal", "percent", "scientific", "integer"]
+JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
+Point = tuple[float | str, float]
+
+
+@dataclass(frozen=True)
+class Axis:
+    """``title`` names the quantity and its unit, e.g. "Loss (cross-entropy per token)".
+    ``labels`` makes it a category axis (model versions); otherwise it is numeric."""
+
+    title: str
+    format: ValueFormat = "decimal"
+    min: float | None = None
+    max: float | None = None
+    labels: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, JsonValue]:
+        return {
+            "title": self.title,
+            "format": self.format,
+            "min": self.min,
+            "max": self.max,
+            "labels": list(self.labels),
+        }
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a chart: its name in the legend and its (x, y) points in x order."""
+
+    name: str
+    points: list[Point]
+
+    @property
+    def latest(self) -> float | None:
+        return self.points[-1][1] if self.points else None
+
+
+@dataclass(frozen=True)
+class Chart:
+    """``element_id`` names the page's JSON element, so it must be unique on the page;
+    ``description`` says in words what the chart shows (screen readers read it)."""
+
+    element_id: str
+    description: str
+    x: Axis
+    y: Axis
+    series: list[Series]
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(series.points for series in self.series)
+
+    @property
+    def data(self) -> dict[str, JsonValue]:
+        """What json_script writes into the page and charts.js reads."""
+        return {
+            "x": self.x.as_json(),
+            "y": self.y.as_json(),
+            "series": [
+                {"name": s.name, "points": [[x, y] for x, y in s.points]} for s in self.series
+            ],
+        }

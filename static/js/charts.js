@@ -1,0 +1,122 @@
+// Draws every chart of a page with the vendored Chart.js (static/vendor/chart.umd.min.js).
+// A <canvas data-chart="ID"> takes its data from the JSON element with that id, which
+// templates/ftportal/chart.html writes from a chart built by ftportal/charts.py: two axes (a
+// title with its unit, a value format, optional bounds, category labels) and named series of
+// [x, y] points. Templates carry no chart code.
+//
+// htmx replaces parts of a page while it polls (the job page every 2 s), canvases included:
+// after each swap the charts whose canvas left the page are destroyed, so none is left behind
+// listening for resizes, and the new canvases are drawn.
+(function () {
+  "use strict";
+
+  // Colour-blind-safe hues (Okabe and Ito), in series order.
+  var COLOURS = ["#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#000000"];
+
+  var FORMATS = {
+    decimal: function (value) { return formatNumber(value, { maximumSignificantDigits: 4 }); },
+    integer: function (value) { return formatNumber(value, { maximumFractionDigits: 0 }); },
+    scientific: function (value) { return value === 0 ? "0" : value.toExponential(2); },
+    // Fractions, written as the rest of the product writes them ("25.0 %").
+    percent: function (value) { return (value * 100).toFixed(1) + " %"; },
+  };
+  // Ticks are read at a glance: fewer digits than tooltips.
+  var TICK_FORMATS = {
+    decimal: FORMATS.decimal,
+    integer: FORMATS.integer,
+    scientific: function (value) { return value === 0 ? "0" : value.toExponential(1); },
+    percent: function (value) { return Math.round(value * 100) + " %"; },
+  };
+
+  function formatNumber(value, options) {
+    return new Intl.NumberFormat("en-US", options).format(value);
+  }
+
+  function scale(axis, ticks) {
+    var options = { title: { display: true, text: axis.title }, ticks: {} };
+    if (ticks) { options.ticks.callback = ticks; }
+    if (axis.labels.length) {
+      options.type = "category";
+      options.labels = axis.labels;
+    } else {
+      options.type = "linear";
+      if (axis.format === "integer") { options.ticks.precision = 0; }
+    }
+    if (axis.min !== null) { options.min = axis.min; }
+    if (axis.max !== null) { options.max = axis.max; }
+    return options;
+  }
+
+  function config(spec) {
+    var showY = FORMATS[spec.y.format];
+    return {
+      type: "line",
+      data: {
+        datasets: spec.series.map(function (series, index) {
+          var colour = COLOURS[index % COLOURS.length];
+          return {
+            label: series.name,
+            data: series.points.map(function (point) { return { x: point[0], y: point[1] }; }),
+            borderColor: colour,
+            backgroundColor: colour,
+            borderWidth: 2,
+            // Sparse series (validation loss, one point per version) get visible points.
+            pointRadius: series.points.length > 40 ? 0 : 3,
+            pointHoverRadius: 5,
+            tension: 0,
+          };
+        }),
+      },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        // Polling redraws the job page's charts every 2 s; animating each redraw would flicker.
+        animation: false,
+        parsing: { xAxisKey: "x", yAxisKey: "y" },
+        interaction: { mode: "nearest", intersect: false },
+        scales: {
+          // A category axis (model versions) shows its labels as they are.
+          x: scale(spec.x, spec.x.labels.length ? null : TICK_FORMATS[spec.x.format]),
+          y: scale(spec.y, TICK_FORMATS[spec.y.format]),
+        },
+        plugins: {
+          legend: { display: true, position: "bottom" },
+          tooltip: {
+            callbacks: {
+              // "Step 12", "Model version v2": the item's label is its x as the axis writes it.
+              title: function (items) { return items.length ? spec.x.title + " " + items[0].label : ""; },
+              label: function (item) { return item.dataset.label + ": " + showY(item.parsed.y); },
+            },
+          },
+        },
+      },
+    };
+  }
+
+  function drawCharts(root) {
+    root.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
+      if (window.Chart.getChart(canvas)) { return; }
+      var source = document.getElementById(canvas.getAttribute("data-chart"));
+      if (!source) { return; }
+      new window.Chart(canvas, config(JSON.parse(source.textContent)));
+    });
+  }
+
+  function destroyDetached() {
+    Object.values(window.Chart.instances).forEach(function (chart) {
+      if (!chart.canvas || !chart.canvas.isConnected) { chart.destroy(); }
+    });
+  }
+
+  function refresh(root) {
+    if (!window.Chart) { return; }
+    destroyDetached();
+    drawCharts(root);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { refresh(document); });
+  // htmx 2 fires htmx:load on each piece of content it adds.
+  document.addEventListener("htmx:load", function (event) {
+    refresh(event.target.querySelectorAll ? event.target : document);
+  });
+})();
