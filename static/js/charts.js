@@ -93,8 +93,8 @@
     };
   }
 
-  function drawCharts(root) {
-    root.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
+  function drawCharts() {
+    document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
       if (window.Chart.getChart(canvas)) { return; }
       var source = document.getElementById(canvas.getAttribute("data-chart"));
       if (!source) { return; }
@@ -108,15 +108,14 @@
     });
   }
 
-  function refresh(root) {
+  // Charts already drawn are left as they are, so this runs as often as content arrives.
+  function refresh() {
     if (!window.Chart) { return; }
     destroyDetached();
-    drawCharts(root);
+    drawCharts();
   }
 
-  document.addEventListener("DOMContentLoaded", function () { refresh(document); });
-  // htmx 2 fires htmx:load on each piece of content it adds.
-  document.addEventListener("htmx:load", function (event) {
-    refresh(event.target.querySelectorAll ? event.target : document);
-  });
+  document.addEventListener("DOMContentLoaded", refresh);
+  // htmx 2 fires htmx:load on each piece of content it swaps in.
+  document.addEventListener("htmx:load", refresh);
 })();
