@@ -54,7 +54,7 @@ def _chart(
     model: RegisteredModel, metric: str, versions: list[int], measured: dict[str, dict[int, float]]
 ) -> MetricChart:
     spec = METRICS[metric]
-    title = _sentence_case(spec.label)
+    title = spec.title
     chart = Chart(
         element_id=f"model-{model.pk}-{metric}-chart",
         description=f"{title} of each candidate across versions of {model.name}",
@@ -71,12 +71,6 @@ def _chart(
         ],
     )
     return MetricChart(metric, title, spec.points, chart)
-
-
-def _sentence_case(label: str) -> str:
-    """A title starts with a capital ("Exact match"); names spelt with capitals keep their
-    spelling ("chrF", "ROUGE-L", "JSON validity")."""
-    return label[:1].upper() + label[1:] if label.split()[0].islower() else label
 
 
 def _fine_tuned_first(entry: tuple[str, dict[int, float]]) -> tuple[bool, str]:

@@ -56,6 +56,13 @@ class MetricSpec:
     # Scores in [0, 1] are reported as percentage points.
     points: bool = True
 
+    @property
+    def title(self) -> str:
+        """The label as it starts a title or a legend entry ("Exact match"); names spelt with
+        capitals keep their spelling ("chrF", "ROUGE-L", "JSON validity")."""
+        first = self.label.split()[0]
+        return self.label[:1].upper() + self.label[1:] if first.islower() else self.label
+
 
 METRICS: dict[str, MetricSpec] = {
     spec.key: spec

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datasets.review_selectors import DiffSegment, answer_diff
+from ftportal.charts import Axis, Chart, Point, Series
+from training.selectors import LOSS_AXIS_TITLE
 
 from .judge import Agreement, human_agreement
-from .models import Candidate, EvalResult, EvalRun, HumanPreference, JudgeVerdict
+from .models import Candidate, EvalKind, EvalResult, EvalRun, HumanPreference, JudgeVerdict
 from .prompting import answer_of
 from .scoring import METRICS
 
@@ -324,3 +326,37 @@ def _human_choices(candidate_a: int, candidate_b: int) -> dict[int, str]:
         (top, top_count), *rest = counts.most_common()
         decided[item] = "tie" if rest and rest[0][1] == top_count else top
     return decided
+
+
+def checkpoint_sweep_chart(run: EvalRun) -> Chart | None:
+    """A checkpoint sweep's task metric (the one its recommendation goes by) by checkpoint
+    step, with each checkpoint's validation loss against a second axis, to show where the two
+    disagree; None for other runs and before any checkpoint is scored."""
+    primary = METRICS.get(run.report.get("primary_metric") or run.primary_metric)
+    if run.kind != EvalKind.CHECKPOINTS or primary is None:
+        return None
+    scored = sorted(
+        (
+            (c.checkpoint, c.metrics.get("means", {}).get(primary.key))
+            for c in run.candidates.select_related("checkpoint")
+            if c.checkpoint is not None
+        ),
+        key=lambda pair: pair[0].step,
+    )
+    points: list[Point] = [(cp.step, value) for cp, value in scored if value is not None]
+    if not points:
+        return None
+    losses: list[Point] = [(cp.step, cp.val_loss) for cp, _ in scored if cp.val_loss is not None]
+    return Chart(
+        element_id="sweep-chart-data",
+        description=f"{primary.title} and validation loss of each checkpoint by step",
+        x=Axis(title="Checkpoint step", format="integer", min=0),
+        y=(
+            Axis(title=f"{primary.title} (%)", format="percent", min=0.0, max=1.0)
+            if primary.points
+            else Axis(title=primary.title)
+        ),
+        y2=Axis(title=LOSS_AXIS_TITLE) if losses else None,
+        series=[Series(primary.title, points)]
+        + ([Series("Validation loss", losses, axis="y2")] if losses else []),
+    )

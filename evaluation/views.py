@@ -26,6 +26,7 @@ from .runner import progress
 from .scoring import BOOTSTRAP_RESAMPLES, METRICS
 from .selectors import (
     candidate_rows,
+    checkpoint_sweep_chart,
     comparisons_for_page,
     confusions,
     judge_agreement,
@@ -97,6 +98,7 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
         "comparisons": comparisons_for_page(run),
         "verdicts": run.report.get("verdicts", []),
         "recommendation": run.report.get("recommendation"),
+        "sweep_chart": checkpoint_sweep_chart(run),
         "reference_id": run.report.get("reference"),
         "confusions": confusions(run),
         "spend_usd": sum(

@@ -4,6 +4,7 @@ draws every chart of the page with the vendored Chart.js. Nothing else draws cha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,10 +38,12 @@ class Axis:
 
 @dataclass(frozen=True)
 class Series:
-    """One line of a chart: its name in the legend and its (x, y) points in x order."""
+    """One line of a chart: its name in the legend and its (x, y) points in x order; ``axis``
+    "y2" draws it against the chart's second value axis (on the right)."""
 
     name: str
-    points: list[Point]
+    points: Sequence[Point]
+    axis: Literal["y", "y2"] = "y"
 
     @property
     def latest(self) -> float | None:
@@ -50,13 +53,15 @@ class Series:
 @dataclass(frozen=True)
 class Chart:
     """``element_id`` names the page's JSON element, so it must be unique on the page;
-    ``description`` says in words what the chart shows (screen readers read it)."""
+    ``description`` says in words what the chart shows (screen readers read it); ``y2`` is a
+    second value axis for series in another unit."""
 
     element_id: str
     description: str
     x: Axis
     y: Axis
     series: list[Series]
+    y2: Axis | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -68,7 +73,9 @@ class Chart:
         return {
             "x": self.x.as_json(),
             "y": self.y.as_json(),
+            "y2": self.y2.as_json() if self.y2 else None,
             "series": [
-                {"name": s.name, "points": [[x, y] for x, y in s.points]} for s in self.series
+                {"name": s.name, "axis": s.axis, "points": [[x, y] for x, y in s.points]}
+                for s in self.series
             ],
         }

@@ -1,8 +1,8 @@
 // Draws every chart of a page with the vendored Chart.js (static/vendor/chart.umd.min.js).
 // A <canvas data-chart="ID"> takes its data from the JSON element with that id, which
-// templates/ftportal/chart.html writes from a chart built by ftportal/charts.py: two axes (a
-// title with its unit, a value format, optional bounds, category labels) and named series of
-// [x, y] points. Templates carry no chart code.
+// templates/ftportal/chart.html writes from a chart built by ftportal/charts.py: axes (a title
+// with its unit, a value format, optional bounds, category labels; a second value axis on the
+// right when one is given) and named series of [x, y] points. Templates carry no chart code.
 //
 // htmx replaces parts of a page while it polls (the job page every 2 s), canvases included:
 // after each swap the charts whose canvas left the page are destroyed, so none is left behind
@@ -48,7 +48,16 @@
   }
 
   function config(spec) {
-    var showY = FORMATS[spec.y.format];
+    var scales = {
+      // A category axis (model versions) shows its labels as they are.
+      x: scale(spec.x, spec.x.labels.length ? null : TICK_FORMATS[spec.x.format]),
+      y: scale(spec.y, TICK_FORMATS[spec.y.format]),
+    };
+    if (spec.y2) {
+      scales.y2 = scale(spec.y2, TICK_FORMATS[spec.y2.format]);
+      scales.y2.position = "right";
+      scales.y2.grid = { drawOnChartArea: false };  // one grid, the left axis's
+    }
     return {
       type: "line",
       data: {
@@ -56,10 +65,13 @@
           var colour = COLOURS[index % COLOURS.length];
           return {
             label: series.name,
+            yAxisID: series.axis,
             data: series.points.map(function (point) { return { x: point[0], y: point[1] }; }),
             borderColor: colour,
             backgroundColor: colour,
             borderWidth: 2,
+            // A series against the right-hand axis is dashed, so its unit is not mistaken.
+            borderDash: series.axis === "y2" ? [6, 4] : [],
             // Sparse series (validation loss, one point per version) get visible points.
             pointRadius: series.points.length > 40 ? 0 : 3,
             pointHoverRadius: 5,
@@ -74,18 +86,17 @@
         animation: false,
         parsing: { xAxisKey: "x", yAxisKey: "y" },
         interaction: { mode: "nearest", intersect: false },
-        scales: {
-          // A category axis (model versions) shows its labels as they are.
-          x: scale(spec.x, spec.x.labels.length ? null : TICK_FORMATS[spec.x.format]),
-          y: scale(spec.y, TICK_FORMATS[spec.y.format]),
-        },
+        scales: scales,
         plugins: {
           legend: { display: true, position: "bottom" },
           tooltip: {
             callbacks: {
               // "Step 12", "Model version v2": the item's label is its x as the axis writes it.
               title: function (items) { return items.length ? spec.x.title + " " + items[0].label : ""; },
-              label: function (item) { return item.dataset.label + ": " + showY(item.parsed.y); },
+              label: function (item) {
+                var format = FORMATS[spec[item.dataset.yAxisID].format];
+                return item.dataset.label + ": " + format(item.parsed.y);
+              },
             },
           },
         },

@@ -1,21 +1,22 @@
 """Charts in a real browser: the job page's loss, learning-rate and speed curves and the
 evaluation dashboard are drawn by the vendored Chart.js with titled axes and legends, the job
-page's charts follow new metrics while it polls without piling up chart instances, and
-nothing is reported to the console."""
+page's charts follow new metrics while it polls without piling up chart instances, a
+checkpoint sweep shows the task metric and the validation loss on two axes, and nothing is
+reported to the console."""
 
 from __future__ import annotations
 
 import pytest
 from playwright.sync_api import ConsoleMessage, Page, expect
 
-from evaluation.models import CandidateKind
+from evaluation.models import CandidateKind, EvalKind
 from evaluation.services import CandidateSpec
 from ftportal.roles import Role
 from registry.models import RegisteredModel
 from tests.api.builders import register_model_version
 from tests.evaluation.finished_runs import finished_run
 from tests.factories import frozen_version
-from training.models import JobStatus, TrainingJob, TrainingMetric
+from training.models import Checkpoint, JobStatus, TrainingJob, TrainingMetric
 
 from .conftest import CHART_STATE_JS, chart_state, login
 
@@ -169,4 +170,52 @@ def test_the_dashboard_draws_each_metric_by_version_per_candidate(
     drawn = page.locator("canvas[data-chart]")
     assert drawn.count() == page.locator("figure[data-metric]").count() >= 1
     assert page.evaluate("() => Object.keys(window.Chart.instances).length") == drawn.count()
+    assert not errors, errors
+
+
+def test_a_checkpoint_sweep_draws_the_task_metric_and_the_loss_on_two_axes(
+    live_server, page: Page, project, make_member, base_model
+) -> None:
+    lead = make_member(Role.ML_LEAD)
+    version = frozen_version(project, lead)
+    job = register_model_version(
+        version=version, base_model=base_model, user=lead, model_name="triage"
+    ).training_job
+    assert job is not None
+    early = Checkpoint.objects.create(job=job, step=10, path="/a/10", val_loss=0.9)
+    late = Checkpoint.objects.create(job=job, step=20, path="/a/20", val_loss=0.5)
+    items = version.validation_count
+    run = finished_run(
+        version=version,
+        user=lead,
+        kind=EvalKind.CHECKPOINTS,
+        training_job=job,
+        answers=[
+            (CandidateSpec(kind=CandidateKind.CHECKPOINT, checkpoint=early), [True] * items),
+            (CandidateSpec(kind=CandidateKind.CHECKPOINT, checkpoint=late), [False] * items),
+        ],
+    )
+    errors = console_errors(page)
+    login(page, live_server, lead.username)
+
+    page.goto(f"{live_server.url}/projects/{project.pk}/evaluations/{run.pk}/")
+
+    selector = 'canvas[data-chart="sweep-chart-data"]'
+    chart = chart_state(page, selector)
+    assert chart["width"] > 100 and chart["height"] > 100
+    assert chart["legend"] == ["Exact match", "Validation loss"]
+    assert chart["datasets"][1]["points"] == [[10, 0.9], [20, 0.5]]
+    assert (chart["xTitle"], chart["yTitle"]) == ("Checkpoint step", "Exact match (%)")
+    y2_title = page.evaluate(
+        f"""() => window.Chart.getChart(document.querySelector({selector!r}))
+            .options.scales.y2.title.text"""
+    )
+    assert y2_title == "Loss (cross-entropy per token)"
+    # The two series share a pixel at each step here (100 % and the highest loss at the top,
+    # 0 % and the lowest at the bottom): the tooltip lists both.
+    assert hover_point(page, selector, 1, 1) == [
+        "Checkpoint step 20",
+        "Exact match: 0.0 %",
+        "Validation loss: 0.5",
+    ]
     assert not errors, errors

@@ -251,6 +251,13 @@ def test_a_checkpoint_sweep_recommends_by_the_task_metric_not_the_loss(
     assert "lowest validation loss (0.500)" in recommendation["sentence"]
     page = client.get(reverse("eval_detail", args=[project.pk, run.pk])).content.decode()
     assert 'id="checkpoint-recommendation"' in page
+    sweep = page_charts(page)["sweep-chart-data"]  # the metric and the loss, step by step
+    assert sweep["series"] == [
+        {"name": "Exact match", "axis": "y", "points": [[10, 1.0], [20, 0.0]]},
+        {"name": "Validation loss", "axis": "y2", "points": [[10, 0.9], [20, 0.5]]},
+    ]
+    assert (sweep["x"]["title"], sweep["y"]["title"]) == ("Checkpoint step", "Exact match (%)")
+    assert sweep["y2"]["title"] == "Loss (cross-entropy per token)"
     job.status = JobStatus.SUCCEEDED
     job.save()
     job_page = client.get(reverse("job_detail", args=[project.pk, job.pk])).content.decode()

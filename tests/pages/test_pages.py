@@ -779,15 +779,15 @@ def test_the_job_page_charts_the_stored_curves_with_axis_titles_units_and_legend
         (step, 2.0 - 0.1 * step, 1.5 - 0.05 * step if step % 4 == 0 else None, 2e-4 / step, 900.0)
         for step in range(1, 9)
     ]
-    for step, train, val, lr, speed in stored:
+    for step, train, val, rate, tokens in stored:
         TrainingMetric.objects.create(
             job=job,
             step=step,
             epoch=step / 8,
             train_loss=train,
             val_loss=val,
-            learning_rate=lr,
-            tokens_per_second=speed,
+            learning_rate=rate,
+            tokens_per_second=tokens,
         )
     parts = {"project": world.project, "version": world.version, "base_model": world.base_model}
     other = _job(parts | {"user": lead}, JobStatus.RUNNING)
