@@ -166,26 +166,45 @@ def cross_split_overlaps(
 
 @dataclass(frozen=True)
 class ValidationShrink:
-    """What moving a derived example to training does to the evaluation set."""
+    """What moving a derived example to training does to the evaluation set: its origin leaves
+    validation, and with it every copy that followed the origin there (this one included)."""
 
     origin_id: int
     version: DatasetVersion | None  # the latest version of the origin's dataset
-    origin_held_out: bool  # in that version's validation split and not retired already
-    before: int  # held-out items of that version still held out
-    after: int
+    before: int  # items of that version still held out
+    leaving: int  # the origin and its copies among them
+
+    @property
+    def after(self) -> int:
+        return self.before - self.leaving
 
     @property
     def warning(self) -> str:
-        if self.version is None or not self.origin_held_out:
+        if self.version is None or not self.leaving:
             return (
                 f"Its origin, example {self.origin_id}, is not held out now; from now on it "
-                "will not be drawn into validation."
+                "is not drawn into validation."
             )
+        copies = self.leaving - 1
+        also = f" with {copies} cop{'y' if copies == 1 else 'ies'} of it" if copies else ""
         return (
-            f"Its origin, example {self.origin_id}, leaves validation: the evaluation set of "
-            f"{self.version.dataset.name} shrinks from {self.before} to {self.after} items "
-            f"at the next freeze (v{self.version.number} has {self.before} held out)."
+            f"Its origin, example {self.origin_id}, leaves validation{also}: the evaluation "
+            f"set of {self.version.dataset.name} shrinks from {self.before} to {self.after} "
+            f"items at the next freeze (v{self.version.number} holds out {self.before})."
         )
+
+
+def with_copies(example_ids: set[int]) -> set[int]:
+    """The examples and every example derived from them, directly or through other copies."""
+    family = set(example_ids)
+    frontier = set(example_ids)
+    while frontier:
+        frontier = (
+            set(Example.objects.filter(derived_from_id__in=frontier).values_list("pk", flat=True))
+            - family
+        )
+        family |= frontier
+    return family
 
 
 def validation_shrink(derived: Example) -> ValidationShrink:
@@ -193,20 +212,17 @@ def validation_shrink(derived: Example) -> ValidationShrink:
     origin = Example.objects.select_related("dataset").get(pk=derived.derived_from_id)
     version = origin.dataset.versions.select_related("dataset").order_by("-number").first()
     if version is None:
-        return ValidationShrink(origin.pk, None, False, 0, 0)
+        return ValidationShrink(origin.pk, None, 0, 0)
     held_out = set(
         version.items.filter(split=Split.VALIDATION, example__isnull=False).values_list(
             "example_id", flat=True
         )
     )
-    held_out -= retirements_for(origin.dataset).origins
-    leaving = origin.pk in held_out
+    # Origins retired earlier leave at the next freeze anyway, with their copies.
+    held_out -= with_copies(set(retirements_for(origin.dataset).origins))
+    leaving = held_out & with_copies({origin.pk})
     return ValidationShrink(
-        origin_id=origin.pk,
-        version=version,
-        origin_held_out=leaving,
-        before=len(held_out),
-        after=len(held_out) - (1 if leaving else 0),
+        origin_id=origin.pk, version=version, before=len(held_out), leaving=len(leaving)
     )
 
 

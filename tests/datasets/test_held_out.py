@@ -193,6 +193,31 @@ def test_moving_a_copy_to_training_retires_its_origin_and_says_how_much_validati
     assert v3.retired_from_validation == []
 
 
+def test_moving_one_copy_takes_the_origin_and_every_copy_that_followed_it_out_of_validation(
+    dataset: Dataset, lead: User
+) -> None:
+    approved_examples(dataset, 40)
+    v1 = dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.2)
+    [origin, *_] = held_out(v1)
+    copies = [
+        example_derive(
+            origin=origin, messages=origin.messages, origin_kind=OriginKind.EVALUATION_FAILURE
+        )
+        for _ in range(2)
+    ]
+    approve(copies, lead)
+    v2 = dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.2)
+    assert v2.validation_count == 10
+
+    _, shrink = example_move_to_training(example=copies[0], user=lead)
+    assert (shrink.before, shrink.after) == (10, 7)
+    assert "leaves validation with 2 copies of it" in shrink.warning
+
+    v3 = dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.2)
+    assert {sides(v3)[e.pk] for e in (origin, *copies)} == {Split.TRAIN}
+    assert v3.validation_count == 7
+
+
 def test_moving_is_refused_for_an_example_with_no_origin_and_for_a_second_time(
     dataset: Dataset, lead: User
 ) -> None:
