@@ -55,7 +55,7 @@ def dataset(project: Project) -> Dataset:
     return Dataset.objects.create(project=project, name="tickets")
 
 
-def sides(version: DatasetVersion) -> dict[int, str]:
+def sides(version: DatasetVersion) -> dict[int | None, str]:
     return dict(version.items.values_list("example_id", "split"))
 
 

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 WRONG = json.dumps({"category": "bug", "priority": "high"})
 
 
-def sides(version: DatasetVersion) -> dict[int, str]:
+def sides(version: DatasetVersion) -> dict[int | None, str]:
     return dict(version.items.values_list("example_id", "split"))
 
 
