@@ -224,8 +224,8 @@ def _check_both_sides(splits: list[Split], previous: DatasetVersion | None) -> N
             extra={"field": "resplit"},
         )
     raise ApplicationError(
-        "Derived examples follow their origins, and that leaves one side of the split empty; "
-        "approve more examples or move derived examples to training.",
+        "Derived examples follow their origins and retired origins go to training, which "
+        "leaves one side of the split empty; approve more examples first.",
         extra={"field": "validation_fraction"},
     )
 

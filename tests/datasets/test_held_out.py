@@ -317,3 +317,16 @@ def test_a_derived_example_never_makes_a_pair_with_its_origin(
     approve(copies, lead)
     v2 = dataset_version_freeze(dataset=v1.dataset, user=lead, validation_fraction=0.2)
     assert v2.overlap_count == 0
+
+
+def test_a_first_freeze_that_following_origins_would_leave_one_sided_says_so(
+    dataset: Dataset, lead: User
+) -> None:
+    [origin] = approved_examples(dataset, 1)
+    copy = example_derive(
+        origin=origin, messages=origin.messages, origin_kind=OriginKind.PRODUCTION_FEEDBACK
+    )
+    approve([copy], lead)
+    with pytest.raises(ApplicationError, match="leaves one side of the split empty"):
+        dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.2)
+    assert dataset.versions.count() == 0
