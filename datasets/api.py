@@ -84,6 +84,7 @@ from .services import (
     DEFAULT_VALIDATION_FRACTION,
     dataset_create,
     dataset_version_freeze,
+    example_move_to_training,
 )
 
 JSONL_CONTENT_TYPE = "application/jsonl"
@@ -296,6 +297,15 @@ class ExampleOutput(serializers.Serializer[Any]):
     revision = serializers.IntegerField()
     source_line = serializers.IntegerField(allow_null=True)
     import_batch = serializers.IntegerField(source="import_batch_id", allow_null=True)
+    derived_from = serializers.IntegerField(
+        source="derived_from_id",
+        allow_null=True,
+        help_text="The example this one was made from; it follows that one's split while the "
+        "origin is held out.",
+    )
+    origin_kind = serializers.CharField(
+        help_text="evaluation_failure, production_feedback or empty."
+    )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -406,6 +416,16 @@ class VersionOutput(serializers.Serializer[Any]):
     validation_count = serializers.IntegerField()
     note = serializers.CharField()
     split_carried_from = serializers.IntegerField(source="split_carried_from_id", allow_null=True)
+    retired_from_validation = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="Held-out examples this freeze moved out of validation, because a copy "
+        "derived from each was moved to training.",
+    )
+    overlap_override_reason = serializers.CharField(
+        help_text="Why train/validation pairs sharing an input were frozen anyway; empty if none."
+    )
+    overlap_count = serializers.IntegerField()
+    overlap_pairs = serializers.ListField(child=serializers.DictField())
     created_by = serializers.CharField(source="created_by.get_username")
     created_at = serializers.DateTimeField()
 
@@ -423,6 +443,14 @@ class DatasetVersionCollectionApi(APIView):
             default=False,
             help_text="Draw a new split instead of keeping each example's side from the last "
             "version.",
+        )
+        overlap_override_reason = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            max_length=1000,
+            help_text="Freeze even though train and validation share inputs (a 400 lists the "
+            "pairs); the reason and the pairs are recorded on the version.",
         )
 
     @extend_schema(operation_id="datasets_versions_list", responses=VersionOutput(many=True))
@@ -447,6 +475,41 @@ class DatasetVersionCollectionApi(APIView):
             dataset=dataset, user=acting_user(request), **payload.validated_data
         )
         return Response(VersionOutput(version).data, status=status.HTTP_201_CREATED)
+
+
+class MoveToTrainingApi(APIView):
+    class MoveInput(serializers.Serializer[Any]):
+        reason = serializers.CharField(
+            required=False, allow_blank=True, default="", max_length=1000
+        )
+
+    class MoveOutput(serializers.Serializer[Any]):
+        example = serializers.IntegerField(source="retirement.derived_id")
+        origin = serializers.IntegerField(source="retirement.origin_id")
+        reason = serializers.CharField(source="retirement.reason")
+        retired_by = serializers.CharField(source="retirement.retired_by.get_username")
+        created_at = serializers.DateTimeField(source="retirement.created_at")
+        validation_before = serializers.IntegerField(source="shrink.before")
+        validation_after = serializers.IntegerField(source="shrink.after")
+        warning = serializers.CharField(source="shrink.warning")
+
+    @extend_schema(
+        operation_id="examples_move_to_training",
+        summary="Train on a derived example: it and its origin go to training from the next "
+        "freeze, and the evaluation set shrinks (the answer says by how much)",
+        request=MoveInput,
+        responses={201: MoveOutput},
+    )
+    def post(self, request: Request, project_id: int, example_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.FREEZE)
+        example = _example_in(project, example_id)
+        payload = self.MoveInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        retirement, shrink = example_move_to_training(
+            example=example, user=acting_user(request), reason=payload.validated_data["reason"]
+        )
+        body = self.MoveOutput({"retirement": retirement, "shrink": shrink}).data
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class DatasetVersionDetailApi(APIView):

@@ -110,6 +110,13 @@ class Tag(models.Model):
         return self.name
 
 
+class OriginKind(models.TextChoices):
+    """Where an example derived from another one came from."""
+
+    EVALUATION_FAILURE = "evaluation_failure", "evaluation failure"
+    PRODUCTION_FEEDBACK = "production_feedback", "production feedback"
+
+
 class Example(models.Model):
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="examples")
     messages = models.JSONField()
@@ -126,6 +133,14 @@ class Example(models.Model):
     # Bumped by every review decision; a reviewer's save names the revision they saw, so two
     # reviewers saving the same example at once cannot overwrite each other unnoticed.
     revision = models.PositiveIntegerField(default=0)
+    # The example this one was made from (a failure sent to review, production feedback). While
+    # the origin is held out, this one is frozen into validation with it; see
+    # services.example_derive and the freeze. RESTRICT: an origin cannot be deleted on its own
+    # while something derives from it, only together with its dataset.
+    derived_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.RESTRICT, related_name="derived"
+    )
+    origin_kind = models.CharField(max_length=30, choices=OriginKind.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -297,6 +312,13 @@ class DatasetVersion(models.Model):
     # The readiness report (size against the guide's bands, quality findings counted), computed
     # once for the frozen content; empty until first asked for.
     readiness = models.JSONField(default=dict, blank=True)
+    # Origins retired from validation by this freeze (their derived copies went to training).
+    retired_from_validation = models.JSONField(default=list, blank=True)
+    # Train and validation inputs that match exactly or nearly, frozen anyway: the lead's
+    # reason and the pairs as they were listed (empty when there were none).
+    overlap_override_reason = models.TextField(blank=True)
+    overlap_count = models.PositiveIntegerField(default=0)
+    overlap_pairs = models.JSONField(default=list, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -308,6 +330,24 @@ class DatasetVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.dataset.name} v{self.number}"
+
+
+class ValidationRetirement(models.Model):
+    """Append-only: a lead moved a derived example to training, which retires its origin from
+    validation from the next freeze on (the evaluation set shrinks by one item)."""
+
+    derived = models.OneToOneField(Example, on_delete=models.CASCADE, related_name="retirement")
+    origin = models.ForeignKey(Example, on_delete=models.CASCADE, related_name="retirements")
+    retired_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.TextField(blank=True)
+    # The latest version's validation size when the choice was made, as the warning said it.
+    validation_count_before = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
 
 
 class DatasetVersionExample(models.Model):

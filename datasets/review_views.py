@@ -18,6 +18,7 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
+from .held_out import example_origin
 from .markdown import render_markdown
 from .models import Dataset, Example, ExampleStatus, ReviewAction
 from .review_selectors import (
@@ -116,6 +117,8 @@ def _card_context(
         "voting": dataset.review_overlap > 1,
         "can_adjudicate": role_allows(role, Action.ADJUDICATE),
         "can_assign": role_allows(role, Action.ASSIGN),
+        "can_freeze": role_allows(role, Action.FREEZE),
+        "origin": example_origin(example) if example else None,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
@@ -14,6 +15,15 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
 from ftportal.state import check_transition
 
+from .held_out import (
+    MAX_LISTED_OVERLAPS,
+    ValidationShrink,
+    cross_split_overlaps,
+    follow_origins,
+    newly_retired,
+    retirements_for,
+    validation_shrink,
+)
 from .models import (
     EXAMPLE_TRANSITIONS,
     Dataset,
@@ -21,10 +31,13 @@ from .models import (
     DatasetVersionExample,
     Example,
     ExampleStatus,
+    OriginKind,
     ReviewAction,
     ReviewDecision,
     Split,
+    ValidationRetirement,
 )
+from .quality.overlap import EXACT
 
 MIN_VALIDATION_FRACTION = 0.10
 MAX_VALIDATION_FRACTION = 0.20
@@ -193,19 +206,49 @@ def _splits_for(
     if previous is None:
         return split_assignment(len(approved), seed=seed, validation_fraction=validation_fraction)
     earlier = dict(previous.items.filter(example__isnull=False).values_list("example_id", "split"))
-    splits = carried_split_assignment(
+    return carried_split_assignment(
         [e.pk for e in approved],
         previous=earlier,
         seed=seed,
         validation_fraction=validation_fraction,
     )
-    if Split.VALIDATION not in splits or Split.TRAIN not in splits:
+
+
+def _check_both_sides(splits: list[Split], previous: DatasetVersion | None) -> None:
+    if Split.VALIDATION in splits and Split.TRAIN in splits:
+        return
+    if previous is not None:
         raise ApplicationError(
             f"Carrying over the split of {previous} would leave one side empty; "
             "freeze with re-split to draw a new split.",
             extra={"field": "resplit"},
         )
-    return splits
+    raise ApplicationError(
+        "Derived examples follow their origins and retired origins go to training, which "
+        "leaves one side of the split empty; approve more examples first.",
+        extra={"field": "validation_fraction"},
+    )
+
+
+class SplitOverlapError(ApplicationError):
+    """Train and validation share inputs; the freeze is refused until resolved or overridden."""
+
+
+def _check_split_overlaps(overlaps: list[dict[str, Any]], *, override_reason: str) -> None:
+    if not overlaps or override_reason:
+        return
+    exact = sum(1 for o in overlaps if o["kind"] == EXACT)
+    raise SplitOverlapError(
+        f"{len(overlaps)} train/validation pair(s) share their input ({exact} exact, "
+        f"{len(overlaps) - exact} near-duplicate): a model trained on one side would be "
+        "tested on what it saw. Reject or edit one example of each pair, or freeze anyway "
+        "with a reason (overlap_override_reason), which is recorded on the version.",
+        extra={
+            "field": "overlap_override_reason",
+            "overlap_count": len(overlaps),
+            "overlaps": overlaps[:MAX_LISTED_OVERLAPS],
+        },
+    )
 
 
 def dataset_version_freeze(
@@ -216,11 +259,16 @@ def dataset_version_freeze(
     validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     note: str = "",
     resplit: bool = False,
+    overlap_override_reason: str = "",
 ) -> DatasetVersion:
     """Freeze the approved examples into an immutable, hashed, split version.
 
-    Examples keep their side of the previous version's split unless ``resplit`` is set.
+    Examples keep their side of the previous version's split unless ``resplit`` is set. A
+    derived example then follows its origin while the origin is held out (see held_out.py),
+    and the freeze is refused while train and validation share an input, unless
+    ``overlap_override_reason`` says why that is acceptable (recorded on the version).
     """
+    override_reason = overlap_override_reason.strip()
     if not MIN_VALIDATION_FRACTION <= validation_fraction <= MAX_VALIDATION_FRACTION:
         raise ApplicationError(
             f"validation_fraction must be between {MIN_VALIDATION_FRACTION} and "
@@ -243,8 +291,14 @@ def dataset_version_freeze(
                 f"Only {len(approved)} approved example(s); a version needs at least 2 "
                 "so that both train and validation splits have one."
             )
-        previous = None if resplit else dataset.versions.order_by("-number").first()
-        splits = _splits_for(approved, previous, seed=seed, validation_fraction=validation_fraction)
+        latest = dataset.versions.order_by("-number").first()
+        previous = None if resplit else latest
+        drawn = _splits_for(approved, previous, seed=seed, validation_fraction=validation_fraction)
+        retired = retirements_for(dataset)
+        splits = follow_origins(approved, drawn, retired=retired)
+        _check_both_sides(splits, previous)
+        overlaps = cross_split_overlaps(approved, splits)
+        _check_split_overlaps(overlaps, override_reason=override_reason)
         last = dataset.versions.aggregate(last=Max("number"))["last"] or 0
         version = DatasetVersion.objects.create(
             dataset=dataset,
@@ -257,6 +311,10 @@ def dataset_version_freeze(
             train_count=splits.count(Split.TRAIN),
             validation_count=splits.count(Split.VALIDATION),
             note=note,
+            retired_from_validation=newly_retired(approved, splits, retired=retired, latest=latest),
+            overlap_override_reason=override_reason if overlaps else "",
+            overlap_count=len(overlaps),
+            overlap_pairs=overlaps[:MAX_LISTED_OVERLAPS],
             created_by=user,
         )
         DatasetVersionExample.objects.bulk_create(
@@ -271,3 +329,56 @@ def dataset_version_freeze(
             for i, (example, split) in enumerate(zip(approved, splits, strict=True))
         )
     return version
+
+
+def example_derive(
+    *,
+    origin: Example,
+    messages: list[dict[str, str]],
+    origin_kind: OriginKind,
+    metadata: dict[str, Any] | None = None,
+) -> Example:
+    """A new pending example made from ``origin`` (a failure sent to review, production
+    feedback): it lands in the origin's dataset and carries the link, so the freeze keeps it on
+    its origin's side while the origin is held out. Every derived example is made here."""
+    return Example.objects.create(
+        dataset_id=origin.dataset_id,
+        messages=messages,
+        status=ExampleStatus.PENDING,
+        metadata=metadata or {},
+        derived_from=origin,
+        origin_kind=origin_kind,
+    )
+
+
+def example_move_to_training(
+    *, example: Example, user: User, reason: str = ""
+) -> tuple[ValidationRetirement, ValidationShrink]:
+    """The lead's explicit choice to train on a derived example: from the next freeze on it
+    goes to training and its origin leaves validation (recorded, append-only). Returns the
+    record and what it does to the evaluation set, for the warning."""
+    origin_id = example.derived_from_id
+    if origin_id is None:
+        raise ApplicationError(
+            f"Example {example.pk} was not made from another example; it takes the side of "
+            "the split it is drawn into.",
+            extra={"field": "example"},
+        )
+    with transaction.atomic():
+        locked = Example.objects.select_for_update().get(pk=example.pk)
+        earlier = ValidationRetirement.objects.filter(derived=locked).first()
+        if earlier is not None:
+            raise ConflictError(
+                f"Example {locked.pk} was already moved to training by "
+                f"{earlier.retired_by.get_username()} on {earlier.created_at:%Y-%m-%d %H:%M}.",
+                extra={"field": "example"},
+            )
+        shrink = validation_shrink(locked)
+        retirement = ValidationRetirement.objects.create(
+            derived=locked,
+            origin_id=origin_id,
+            retired_by=user,
+            reason=reason.strip(),
+            validation_count_before=shrink.before,
+        )
+    return retirement, shrink

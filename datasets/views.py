@@ -6,7 +6,8 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
 
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
@@ -14,6 +15,7 @@ from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
 from .formats import AUTO, EXPORT_FORMATS, EXPORT_LABELS, OPENAI_CHAT
+from .held_out import example_origin, validation_shrink
 from .importing import (
     ImportRejected,
     ImportRequest,
@@ -23,7 +25,7 @@ from .importing import (
     import_format_check,
     needs_column_mapping,
 )
-from .models import Dataset, DatasetVersion
+from .models import Dataset, DatasetVersion, Example
 from .selectors import (
     export_content_type,
     export_filename,
@@ -33,7 +35,12 @@ from .selectors import (
     version_export_check,
     version_export_lines,
 )
-from .services import DEFAULT_VALIDATION_FRACTION, dataset_version_freeze
+from .services import (
+    DEFAULT_VALIDATION_FRACTION,
+    SplitOverlapError,
+    dataset_version_freeze,
+    example_move_to_training,
+)
 
 # The guide: start with 100 to 500 high-quality examples.
 RECOMMENDED_MIN_EXAMPLES = 100
@@ -132,6 +139,13 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
     except ValueError:
         context["freeze_error"] = "Seed must be a whole number and the fraction a decimal number."
         return _render_dataset(request, context, status=400)
+    # Shown again as typed when the freeze is refused, so an override only adds a reason.
+    context["freeze_values"] = {
+        "validation_fraction": request.POST.get("validation_fraction", ""),
+        "seed": request.POST.get("seed", ""),
+        "note": request.POST.get("note", ""),
+        "resplit": request.POST.get("resplit") == "on",
+    }
     try:
         version = dataset_version_freeze(
             dataset=context["dataset"],  # type: ignore[arg-type]
@@ -140,7 +154,13 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
             validation_fraction=fraction,
             note=request.POST.get("note", ""),
             resplit=request.POST.get("resplit") == "on",
+            overlap_override_reason=request.POST.get("overlap_override_reason", ""),
         )
+    except SplitOverlapError as refused:
+        context["freeze_error"] = refused.message
+        context["overlaps"] = refused.extra["overlaps"]
+        context["overlap_count"] = refused.extra["overlap_count"]
+        return _render_dataset(request, context, status=400)
     except ApplicationError as error:
         context["freeze_error"] = error.message
         return _render_dataset(request, context, status=400)
@@ -207,3 +227,37 @@ def version_export(request: AppRequest, project_id: int, version_id: int) -> Str
     filename = export_filename(version, split=split, fmt=fmt)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def example_move_to_training_page(
+    request: AppRequest, project_id: int, example_id: int
+) -> HttpResponse:
+    """GET: what moving a derived example to training costs the evaluation set; POST: do it."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.FREEZE)
+    example = get_object_or_404(
+        Example.objects.select_related("dataset"), pk=example_id, dataset__project=project
+    )
+    if request.method == "POST":
+        _, shrink = example_move_to_training(
+            example=example, user=request.user, reason=request.POST.get("reason", "")
+        )
+        messages.success(request, f"Example {example.pk} goes to training. {shrink.warning}")
+        return redirect(
+            f"{reverse('review_queue', args=[project_id, example.dataset_id])}?example={example.pk}"
+        )
+    if example.derived_from_id is None:
+        raise ApplicationError(
+            f"Example {example.pk} was not made from another example; there is no origin to "
+            "retire, and it takes the side of the split it is drawn into."
+        )
+    context = {
+        "project": project,
+        "role": role,
+        "dataset": example.dataset,
+        "example": example,
+        "origin": example_origin(example),
+        "shrink": validation_shrink(example),
+    }
+    return render(request, "datasets/move_to_training.html", context)

@@ -21,6 +21,7 @@ from ftportal.roles import Action
 from registry.models import ModelVersion
 from training.models import BaseModel, Checkpoint, TrainingJob
 
+from .contamination import run_contamination
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import CandidateKind, EvalResult, EvalRun, EvalSplit, Prompting
 from .runner import progress
@@ -337,11 +338,38 @@ class CheckpointSweepApi(APIView):
         )
 
 
+class ContaminationOutput(serializers.Serializer[Any]):
+    training_version = serializers.IntegerField(source="training_version.pk")
+    training_version_name = serializers.CharField(source="training_version")
+    candidates = serializers.ListField(child=serializers.CharField())
+    item_count = serializers.IntegerField(
+        help_text="Test items that also appear, exactly or nearly, in this training split."
+    )
+    test_count = serializers.IntegerField()
+    pair_count = serializers.IntegerField()
+    pairs = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="training_example, training_input, test_example, test_input, test_position, "
+        "kind (exact or near), kind_label, similarity; at most 200.",
+    )
+
+
+class EvalRunDetailOutput(EvalRunOutput):
+    contamination = ContaminationOutput(
+        many=True,
+        help_text="Per training version of the fine-tuned candidates: test items it contains. "
+        "Empty when no candidate learned from data that overlaps the test set.",
+    )
+
+
 class EvalRunDetailApi(APIView):
-    @extend_schema(operation_id="evaluations_retrieve", responses=EvalRunOutput)
+    @extend_schema(operation_id="evaluations_retrieve", responses=EvalRunDetailOutput)
     def get(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(EvalRunOutput(_run_in(project, run_id)).data)
+        run = _run_in(project, run_id)
+        # Computed here only, not for the list: it compares the test set with training data.
+        contamination = ContaminationOutput(run_contamination(run), many=True).data
+        return Response({**EvalRunOutput(run).data, "contamination": contamination})
 
 
 class EvalRunResumeApi(APIView):

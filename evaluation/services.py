@@ -10,7 +10,8 @@ from decimal import Decimal
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from datasets.models import DatasetVersion, Example, ExampleStatus, Split
+from datasets.models import DatasetVersion, Example, OriginKind, Split
+from datasets.services import example_derive
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from registry.models import ModelVersion
@@ -422,9 +423,10 @@ def eval_results_send_to_review(
     with transaction.atomic():
         # Locked, so two people sending the same failure at once create one example.
         results = list(
-            EvalResult.objects.select_for_update()
+            # of=self: the item's example is an outer join, which FOR UPDATE cannot lock.
+            EvalResult.objects.select_for_update(of=("self",))
             .filter(candidate__run=run, pk__in=result_ids)
-            .select_related("item", "candidate")
+            .select_related("item__example", "candidate")
             .order_by("pk")
         )
         missing = sorted(set(result_ids) - {r.pk for r in results})
@@ -438,10 +440,17 @@ def eval_results_send_to_review(
 
 def _review_example_from(run: EvalRun, result: EvalResult, user: User) -> Example:
     item = result.item
-    example = Example.objects.create(
-        dataset=run.dataset_version.dataset,
+    if item.example is None:
+        raise _invalid(
+            "results",
+            f"Item {item.position} of {run.dataset_version} has lost its example; an answer "
+            "with no origin cannot be sent, as nothing would keep it out of training.",
+        )
+    # Derived from the item's example: while that example is held out, the copy is too.
+    example = example_derive(
+        origin=item.example,
         messages=[*prompt_of(item.messages), {"role": "assistant", "content": result.output}],
-        status=ExampleStatus.PENDING,
+        origin_kind=OriginKind.EVALUATION_FAILURE,
         metadata={
             "source": "evaluation",
             "eval_run": run.pk,

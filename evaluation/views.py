@@ -17,6 +17,7 @@ from registry.models import ModelVersion
 from training.models import BaseModel, TrainingJob
 
 from .advice import FINE_TUNED_KINDS, NoAdvice, run_advice
+from .contamination import run_contamination
 from .dashboard import project_dashboards
 from .forms import new_evaluation_from, whole_number
 from .judge import DEFAULT_RUBRIC
@@ -112,10 +113,10 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
         "resamples": BOOTSTRAP_RESAMPLES,
         "in_progress": run.status in (EvalStatus.QUEUED, EvalStatus.RUNNING),
     }
-    template = (
-        "evaluation/eval_detail.html#eval-body" if request.htmx else "evaluation/eval_detail.html"
-    )
-    return render(request, template, context)
+    if request.htmx:  # the progress poll re-renders the body only
+        return render(request, "evaluation/eval_detail.html#eval-body", context)
+    context["contamination"] = run_contamination(run)
+    return render(request, "evaluation/eval_detail.html", context)
 
 
 DEFAULT_MONTHLY_REQUESTS = 100_000

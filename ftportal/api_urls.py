@@ -45,6 +45,11 @@ dataset_patterns = [
         name="example_review",
     ),
     path(
+        "examples/<int:example_id>/move-to-training/",
+        datasets_api.MoveToTrainingApi.as_view(),
+        name="example_move_to_training",
+    ),
+    path(
         "dataset-versions/<int:version_id>/",
         datasets_api.DatasetVersionDetailApi.as_view(),
         name="dataset_version_detail",

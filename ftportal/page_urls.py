@@ -40,6 +40,11 @@ urlpatterns = [
         name="review_decide",
     ),
     path(
+        "projects/<int:project_id>/examples/<int:example_id>/move-to-training/",
+        dataset_views.example_move_to_training_page,
+        name="example_move_to_training",
+    ),
+    path(
         "projects/<int:project_id>/dataset-versions/<int:version_id>/",
         dataset_views.version_detail,
         name="version_detail",

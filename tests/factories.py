@@ -42,14 +42,22 @@ def jsonl(conversations: list[list[dict[str, str]]]) -> bytes:
     return "".join(json.dumps({"messages": c}) + "\n" for c in conversations).encode()
 
 
+def ticket(i: int) -> tuple[str, str, str]:
+    """The i-th ticket; each later round through TICKETS is reworded, so no two examples share
+    an input (a freeze refuses train and validation examples whose inputs match)."""
+    text, category, priority = TICKETS[i % len(TICKETS)]
+    round_ = i // len(TICKETS)
+    if round_:
+        text = f"{text} (customer {1000 + i}, follow-up number {round_})"
+    return text, category, priority
+
+
 def approved_examples(dataset: Dataset, count: int = len(TICKETS)) -> list[Example]:
+    """``count`` new approved examples, numbered on from those the dataset already has."""
+    start = dataset.examples.count()
     return Example.objects.bulk_create(
-        Example(
-            dataset=dataset,
-            messages=chat(*TICKETS[i % len(TICKETS)]),
-            status=ExampleStatus.APPROVED,
-        )
-        for i in range(count)
+        Example(dataset=dataset, messages=chat(*ticket(i)), status=ExampleStatus.APPROVED)
+        for i in range(start, start + count)
     )
 
 

@@ -50,8 +50,9 @@ def shingle(texts: Sequence[str], *, k: int = SHINGLE_WORDS) -> Shingles:
     texts at once (no Python work per word). Words are runs of letters, digits, underscores
     and non-ASCII characters, compared case-folded. A text shorter than k words is one shingle
     (an empty text gets a fixed "empty" shingle, so every text has at least one)."""
-    joined = "\x00".join(texts).casefold().encode("utf-8", "surrogatepass")
-    data = np.frombuffer(joined, dtype=np.uint8)
+    # NUL separates the texts below, so a NUL inside a text (a word break anyway) becomes a space.
+    joined = "\x00".join(t.replace("\x00", " ") for t in texts).casefold()
+    data = np.frombuffer(joined.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     is_word = (
         ((data >= 48) & (data <= 57))
         | ((data >= 97) & (data <= 122))
@@ -75,8 +76,12 @@ def shingle(texts: Sequence[str], *, k: int = SHINGLE_WORDS) -> Shingles:
         nonzero = word_starts > 0
         inverse[nonzero] = inverse_powers[word_starts[nonzero] - 1]
         word_hash = (prefix[word_ends] - prefix[word_starts]) * inverse
+        # Mixed with an odd multiplier and a shift (both one-to-one), so that words whose raw
+        # hashes differ only in low bits ("7" and "8", "a" and "b") stay apart.
+        word_hash *= _MIX[0]
         word_hash ^= word_hash >> np.uint64(29)
-        word_hash |= np.uint64(1)  # 0 is the padding value for short texts
+    # 0 is the padding value for short texts; only a word hashing to exactly 0 is moved.
+    word_hash[word_hash == 0] = np.uint64(1)
     separators = np.flatnonzero(data == 0)
     text_of_word = np.searchsorted(separators, word_starts)
     lengths = np.bincount(text_of_word, minlength=len(texts)).astype(np.int64)
@@ -156,6 +161,22 @@ def estimated_jaccard(signatures_: np.ndarray, left: np.ndarray, right: np.ndarr
     return out
 
 
+def band_keys(signatures_: np.ndarray, band: int, *, rows: int = ROWS) -> np.ndarray:
+    """One 64-bit key per text for one band: texts with equal keys agree on the whole band."""
+    columns = signatures_[:, band * rows : (band + 1) * rows].astype(np.uint64)
+    key = np.zeros(signatures_.shape[0], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for row in range(rows):
+            key = (key ^ columns[:, row]) * _MIX[row % len(_MIX)]
+            key ^= key >> np.uint64(29)
+    return key
+
+
+def _check_bands(signatures_: np.ndarray, bands: int, rows: int) -> None:
+    if bands * rows > signatures_.shape[1]:
+        raise ValueError(f"{bands} bands x {rows} rows need {bands * rows} hashes")
+
+
 def candidate_pairs(signatures_: np.ndarray, *, bands: int = BANDS, rows: int = ROWS) -> np.ndarray:
     """Pairs (i < j) that agree on at least one whole band, as an (n, 2) int64 array.
 
@@ -165,31 +186,62 @@ def candidate_pairs(signatures_: np.ndarray, *, bands: int = BANDS, rows: int = 
     texts = signatures_.shape[0]
     if texts < 2:
         return np.zeros((0, 2), dtype=np.int64)
-    if bands * rows > signatures_.shape[1]:
-        raise ValueError(f"{bands} bands x {rows} rows need {bands * rows} hashes")
+    _check_bands(signatures_, bands, rows)
     pairs: list[np.ndarray] = []
-    band_view = signatures_[:, : bands * rows].astype(np.uint64).reshape(texts, bands, rows)
-    with np.errstate(over="ignore"):
-        for band in range(bands):
-            key = np.zeros(texts, dtype=np.uint64)
-            for row in range(rows):
-                key = (key ^ band_view[:, band, row]) * _MIX[row % len(_MIX)]
-                key ^= key >> np.uint64(29)
-            order = np.argsort(key, kind="stable")
-            sorted_keys = key[order]
-            new_bucket = np.empty(texts, dtype=bool)
-            new_bucket[0] = True
-            new_bucket[1:] = sorted_keys[1:] != sorted_keys[:-1]
-            bucket_start = np.maximum.accumulate(np.where(new_bucket, np.arange(texts), 0))
-            members = ~new_bucket
-            if members.any():
-                leader = order[bucket_start[members]]
-                pairs.append(np.stack([leader, order[members]], axis=1))
+    for band in range(bands):
+        key = band_keys(signatures_, band, rows=rows)
+        order = np.argsort(key, kind="stable")
+        sorted_keys = key[order]
+        new_bucket = np.empty(texts, dtype=bool)
+        new_bucket[0] = True
+        new_bucket[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        bucket_start = np.maximum.accumulate(np.where(new_bucket, np.arange(texts), 0))
+        members = ~new_bucket
+        if members.any():
+            leader = order[bucket_start[members]]
+            pairs.append(np.stack([leader, order[members]], axis=1))
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     found = np.concatenate(pairs)
     found.sort(axis=1)
     return np.unique(found, axis=0)
+
+
+def cross_candidate_pairs(
+    left: np.ndarray, right: np.ndarray, *, bands: int = BANDS, rows: int = ROWS
+) -> np.ndarray:
+    """Pairs (i, j), i a row of ``left`` and j a row of ``right``, that agree on at least one
+    whole band, as an (n, 2) int64 array.
+
+    Unlike ``candidate_pairs`` every left member of a bucket meets every right member of it:
+    comparing two sets (train against validation) must name each crossing pair, not one per
+    cluster. Each band is a sorted-key join, so no pair that shares no band is ever formed.
+    """
+    if len(left) == 0 or len(right) == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    _check_bands(left, bands, rows)
+    _check_bands(right, bands, rows)
+    pairs: list[np.ndarray] = []
+    for band in range(bands):
+        left_keys = band_keys(left, band, rows=rows)
+        right_keys = band_keys(right, band, rows=rows)
+        order = np.argsort(right_keys, kind="stable")
+        sorted_keys = right_keys[order]
+        low = np.searchsorted(sorted_keys, left_keys, side="left")
+        counts = np.searchsorted(sorted_keys, left_keys, side="right") - low
+        total = int(counts.sum())
+        if total == 0:
+            continue
+        left_index = np.repeat(np.arange(len(left), dtype=np.int64), counts)
+        # Position of each pair inside its left row's run of matches, added to where the run
+        # starts in the sorted right keys.
+        run_start = np.repeat(np.cumsum(counts) - counts, counts)
+        within = np.arange(total, dtype=np.int64) - run_start
+        right_index = order[np.repeat(low, counts) + within]
+        pairs.append(np.stack([left_index, right_index.astype(np.int64)], axis=1))
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(pairs), axis=0)
 
 
 def similar_pairs(
