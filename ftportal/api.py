@@ -261,8 +261,9 @@ class MemberCollectionApi(APIView):
             membership = member_add(
                 project=project, actor=actor, username=data["username"], role=data["role"]
             )
+        # NewMemberOutput documents this shape: the member plus the password generated, if any.
         body = {**MemberOutput(membership).data, "generated_password": generated}
-        return Response(NewMemberOutput(body).data, status=status.HTTP_201_CREATED)
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class MemberDetailApi(APIView):

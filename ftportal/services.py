@@ -99,6 +99,12 @@ def member_create(
     username = username.strip()
     if not username:
         raise ApplicationError("username: give the new user a name.", extra={"field": "username"})
+    try:
+        User._meta.get_field("username").run_validators(username)
+    except ValidationError as error:
+        raise ApplicationError(
+            f"username: {' '.join(error.messages)}", extra={"field": "username"}
+        ) from None
     generated = "" if password else secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
     candidate = User(username=username)
     try:
