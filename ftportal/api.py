@@ -57,10 +57,12 @@ class InputSerializer(serializers.Serializer[Any]):
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
-            known = set(self.fields) | self.tolerated_keys
+            # A read-only field is output, so sending it is as wrong as sending a typo.
+            accepted = sorted(name for name, field in self.fields.items() if not field.read_only)
+            known = set(accepted) | self.tolerated_keys
             unknown = sorted(str(key) for key in data if key not in known)
             if unknown:
-                expected = ", ".join(sorted(self.fields)) or "nothing"
+                expected = ", ".join(accepted) or "nothing"
                 raise serializers.ValidationError(
                     {key: [f"Unknown field '{key}'; expected: {expected}."] for key in unknown}
                 )
