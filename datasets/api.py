@@ -21,7 +21,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ftportal.api import PAGINATION_PARAMETERS, acting_user, page_serializer, paginated_response
+from ftportal.api import (
+    PAGINATION_PARAMETERS,
+    InputSerializer,
+    ListQueryInput,
+    acting_user,
+    page_serializer,
+    paginated_response,
+)
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.permissions import project_for
@@ -132,15 +139,21 @@ class DatasetCollectionApi(APIView):
         approved_count = serializers.IntegerField()
         rejected_count = serializers.IntegerField()
 
-    class DatasetCreateInput(serializers.Serializer[Any]):
+    class DatasetCreateInput(InputSerializer):
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
 
-    @extend_schema(operation_id="datasets_list", responses=DatasetListOutput(many=True))
+    @extend_schema(
+        operation_id="datasets_list",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("DatasetPage", DatasetListOutput),
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         datasets = _datasets_with_counts(project)
-        return Response(self.DatasetListOutput(datasets, many=True).data)
+        return paginated_response(
+            request=request, view=self, queryset=datasets, serializer_class=self.DatasetListOutput
+        )
 
     @extend_schema(
         operation_id="datasets_create", request=DatasetCreateInput, responses={201: DatasetOutput}
@@ -193,7 +206,7 @@ class ImportOutput(serializers.Serializer[Any]):
 class ImportApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
-    class ImportInput(serializers.Serializer[Any]):
+    class ImportInput(InputSerializer):
         file = serializers.FileField()
         valid_lines_only = serializers.BooleanField(
             default=False,
@@ -314,7 +327,7 @@ ExamplePage = page_serializer("ExamplePage", ExampleOutput)
 
 
 class ExampleListApi(APIView):
-    class ExampleFilter(serializers.Serializer[Any]):
+    class ExampleFilter(ListQueryInput):
         status = serializers.ChoiceField(choices=ExampleStatus.choices, required=False)
 
     @extend_schema(
@@ -329,7 +342,11 @@ class ExampleListApi(APIView):
         filters.is_valid(raise_exception=True)
         examples = dataset.examples.filter(**filters.validated_data).order_by("id")
         return paginated_response(
-            request=request, view=self, queryset=examples, serializer_class=ExampleOutput
+            request=request,
+            view=self,
+            queryset=examples,
+            serializer_class=ExampleOutput,
+            query=None,
         )
 
 
@@ -362,7 +379,7 @@ class ExampleDetailApi(APIView):
 
 
 class ExampleReviewApi(APIView):
-    class ReviewInput(serializers.Serializer[Any]):
+    class ReviewInput(InputSerializer):
         action = serializers.ChoiceField(choices=ReviewAction.choices)
         answer = serializers.CharField(
             required=False,
@@ -431,7 +448,7 @@ class VersionOutput(serializers.Serializer[Any]):
 
 
 class DatasetVersionCollectionApi(APIView):
-    class FreezeInput(serializers.Serializer[Any]):
+    class FreezeInput(InputSerializer):
         seed = serializers.IntegerField(required=False, default=42, min_value=0, max_value=MAX_SEED)
         # Bounds are the service's to enforce, so its message is the one the caller sees.
         validation_fraction = serializers.FloatField(
@@ -453,12 +470,18 @@ class DatasetVersionCollectionApi(APIView):
             "pairs); the reason and the pairs are recorded on the version.",
         )
 
-    @extend_schema(operation_id="datasets_versions_list", responses=VersionOutput(many=True))
+    @extend_schema(
+        operation_id="datasets_versions_list",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("VersionPage", VersionOutput),
+    )
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         dataset = _dataset_in(project, dataset_id)
         versions = dataset.versions.select_related("dataset", "created_by").order_by("-number")
-        return Response(VersionOutput(versions, many=True).data)
+        return paginated_response(
+            request=request, view=self, queryset=versions, serializer_class=VersionOutput
+        )
 
     @extend_schema(
         operation_id="datasets_versions_freeze",
@@ -596,7 +619,7 @@ class DatasetVersionExportApi(APIView):
     renderer_classes = [renderers.JSONRenderer, JsonlRenderer]
     content_negotiation_class = ExportNegotiation
 
-    class ExportFilter(serializers.Serializer[Any]):
+    class ExportFilter(InputSerializer):
         split = serializers.ChoiceField(
             choices=Split.choices,
             required=False,
@@ -643,7 +666,7 @@ class DatasetVersionExportApi(APIView):
 # --- review workflow --------------------------------------------------------------------------
 
 
-class QueueFilterInput(serializers.Serializer[Any]):
+class QueueFilterInput(InputSerializer):
     """The review queue's filter, as in the page's URL."""
 
     status = serializers.ChoiceField(choices=STATUS_CHOICES, required=False, default="pending")
@@ -661,17 +684,26 @@ class QueueFilterInput(serializers.Serializer[Any]):
     )
 
 
-def _queue_filter(data: Any, *, dataset: Dataset, user: User) -> QueueFilter:
-    filters = QueueFilterInput(data=data)
+def _queue_filter(
+    data: Any,
+    *,
+    dataset: Dataset,
+    user: User,
+    input_class: type[QueueFilterInput] = QueueFilterInput,
+) -> QueueFilter:
+    filters = input_class(data=data)
     filters.is_valid(raise_exception=True)
     return QueueFilter.from_query(
         filters.validated_data, default_assignee=default_assignee(dataset, user)
     )
 
 
-def _check_disputed_role(request: Request, project: Project, filters: QueueFilter) -> None:
+def _check_disputed_role(
+    request: Request, project: Project, filters: QueueFilter, *, action: Action
+) -> None:
+    """The disputed queue shows every vote: reading it needs READ_VOTES, deciding ADJUDICATE."""
     if filters.status == ExampleStatus.DISPUTED:
-        project_for(user=request.user, project_id=project.pk, action=Action.ADJUDICATE)
+        project_for(user=request.user, project_id=project.pk, action=action)
 
 
 class ReviewQueueApi(APIView):
@@ -690,11 +722,14 @@ class ReviewQueueApi(APIView):
         responses=QueueOutput,
     )
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
-        project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+        # Read-only: managers read the queue too; deciding goes through examples/<id>/review/.
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         dataset = _dataset_in(project, dataset_id)
         user = acting_user(request)
-        filters = _queue_filter(request.query_params, dataset=dataset, user=user)
-        _check_disputed_role(request, project, filters)
+        filters = _queue_filter(
+            request.query_params, dataset=dataset, user=user, input_class=self.QueueInput
+        )
+        _check_disputed_role(request, project, filters, action=Action.READ_VOTES)
         after = self.QueueInput(data=request.query_params)
         after.is_valid(raise_exception=True)
         examples = queue_examples(dataset, filters, user=user)
@@ -708,7 +743,7 @@ class ReviewQueueApi(APIView):
 
 
 class ReviewBulkApi(APIView):
-    class BulkInput(serializers.Serializer[Any]):
+    class BulkInput(InputSerializer):
         action = serializers.ChoiceField(choices=list(BULK_ACTIONS))
         filter = QueueFilterInput(required=False, default=dict)
         tag = serializers.CharField(required=False, allow_blank=True, default="")
@@ -722,6 +757,13 @@ class ReviewBulkApi(APIView):
             help_text="From a dry run: refused with 409 if the selection changed since.",
         )
         dry_run = serializers.BooleanField(required=False, default=False)
+        expected_count = serializers.IntegerField(
+            required=False,
+            min_value=0,
+            help_text="Required unless dry_run: how many examples you confirm acting on (the "
+            "count a dry run answers, as the page's confirmation shows it). A missing or "
+            "different count is refused with 400 and the real count; nothing changes.",
+        )
 
     class BulkOutput(serializers.Serializer[Any]):
         count = serializers.IntegerField(help_text="Examples in the selection.")
@@ -747,7 +789,7 @@ class ReviewBulkApi(APIView):
         )
         user = acting_user(request)
         filters = _queue_filter(data["filter"], dataset=dataset, user=user)
-        _check_disputed_role(request, project, filters)
+        _check_disputed_role(request, project, filters, action=Action.ADJUDICATE)
         examples = filtered_examples(dataset, filters, user=user)
         reviewers = _reviewers_named(project, data["reviewers"]) if action == "assign" else []
         refused = (
@@ -758,6 +800,7 @@ class ReviewBulkApi(APIView):
         selection = selection_preview(examples, refused_statuses=refused)
         changed = 0
         if not data["dry_run"]:
+            _confirm_count(action, expected=data.get("expected_count"), actual=selection.count)
             token = data["selection_token"] or None
             if action in ("approve", "reject"):
                 changed = examples_bulk_review(
@@ -784,6 +827,18 @@ class ReviewBulkApi(APIView):
         return Response(self.BulkOutput(output).data)
 
 
+def _confirm_count(action: str, *, expected: int | None, actual: int) -> None:
+    """The API's form of the page's confirmation: the caller states the count it acts on."""
+    if expected == actual:
+        return
+    said = "no expected_count" if expected is None else f"expected_count {expected}"
+    raise ApplicationError(
+        f"expected_count: this {action} would affect {actual} example(s) and the request "
+        f"gave {said}; send expected_count={actual} to confirm. Nothing was changed.",
+        extra={"field": "expected_count", "count": actual},
+    )
+
+
 def _reviewers_named(project: Project, names: list[str]) -> list[User]:
     found = {u.username: u for u in reviewers_for(project).filter(username__in=names)}
     missing = [name for name in names if name not in found]
@@ -801,7 +856,7 @@ class ReviewSettingsOutput(serializers.Serializer[Any]):
 
 
 class ReviewSettingsApi(APIView):
-    class SettingsInput(serializers.Serializer[Any]):
+    class SettingsInput(InputSerializer):
         review_overlap = serializers.IntegerField()
         guidelines = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
@@ -848,15 +903,21 @@ class CommentOutput(serializers.Serializer[Any]):
 
 
 class ExampleCommentsApi(APIView):
-    class CommentInput(serializers.Serializer[Any]):
+    class CommentInput(InputSerializer):
         body = serializers.CharField(allow_blank=True, trim_whitespace=False)
 
-    @extend_schema(operation_id="examples_comments_list", responses=CommentOutput(many=True))
+    @extend_schema(
+        operation_id="examples_comments_list",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("CommentPage", CommentOutput),
+    )
     def get(self, request: Request, project_id: int, example_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         example = _example_in(project, example_id)
         comments = example.comments.select_related("author").order_by("id")
-        return Response(CommentOutput(comments, many=True).data)
+        return paginated_response(
+            request=request, view=self, queryset=comments, serializer_class=CommentOutput
+        )
 
     @extend_schema(
         operation_id="examples_comments_create",
@@ -881,10 +942,16 @@ class ExampleVotesApi(APIView):
         answer = serializers.CharField()
         created_at = serializers.DateTimeField()
 
-    @extend_schema(operation_id="examples_votes_list", responses=VoteOutput(many=True))
+    @extend_schema(
+        operation_id="examples_votes_list",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("VotePage", VoteOutput),
+    )
     def get(self, request: Request, project_id: int, example_id: int) -> Response:
-        # Votes are the adjudicator's to compare; reviewers vote without seeing each other's.
-        project, _ = project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
+        # Reviewers vote without seeing each other's votes; adjudicators and readers see them.
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.READ_VOTES)
         example = _example_in(project, example_id)
         votes = example.votes.select_related("reviewer").order_by("id")
-        return Response(self.VoteOutput(votes, many=True).data)
+        return paginated_response(
+            request=request, view=self, queryset=votes, serializer_class=self.VoteOutput
+        )

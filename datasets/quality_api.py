@@ -12,7 +12,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ftportal.api import PAGINATION_PARAMETERS, acting_user, page_serializer, paginated_response
+from ftportal.api import (
+    PAGINATION_PARAMETERS,
+    InputSerializer,
+    ListQueryInput,
+    acting_user,
+    page_serializer,
+    paginated_response,
+    refuse_any_input,
+)
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
@@ -52,7 +60,7 @@ class AnalysisOutput(serializers.Serializer[Any]):
 
 
 class AnalysisCollectionApi(APIView):
-    class StartInput(serializers.Serializer[Any]):
+    class StartInput(InputSerializer):
         base_model = serializers.CharField(help_text="Catalog key of the base model.")
 
     @extend_schema(
@@ -93,7 +101,7 @@ FindingPage = page_serializer("FindingPage", FindingOutput)
 
 
 class FindingListApi(APIView):
-    class FindingFilter(serializers.Serializer[Any]):
+    class FindingFilter(ListQueryInput):
         kind = serializers.ChoiceField(choices=[(k, k) for k in ALL_KINDS], required=False)
 
     @extend_schema(
@@ -108,7 +116,11 @@ class FindingListApi(APIView):
         filters.is_valid(raise_exception=True)
         findings = findings_for(run, kind=filters.validated_data.get("kind"))
         return paginated_response(
-            request=request, view=self, queryset=findings, serializer_class=FindingOutput
+            request=request,
+            view=self,
+            queryset=findings,
+            serializer_class=FindingOutput,
+            query=None,
         )
 
 
@@ -125,6 +137,7 @@ class DuplicateFixApi(APIView):
     def post(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
         run = _run_in(project, run_id)
+        refuse_any_input(request)
         rejected = exact_duplicates_reject(run=run, user=acting_user(request))
         return Response(self.FixOutput({"rejected": rejected}).data)
 

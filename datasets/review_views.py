@@ -84,10 +84,13 @@ def _queue_url(project_id: int, dataset_id: int, filters: QueueFilter, **extra: 
     return f"{url}?{query}" if query else url
 
 
-def _check_queue_role(request: AppRequest, project: Project, filters: QueueFilter) -> None:
-    # The disputed queue is the adjudicator's: its cards carry every reviewer's vote.
+def _check_queue_role(
+    request: AppRequest, project: Project, filters: QueueFilter, *, action: Action
+) -> None:
+    # The disputed queue's cards carry every reviewer's vote: reading it needs READ_VOTES
+    # (reviewers vote blind), acting on it ADJUDICATE.
     if filters.status == ExampleStatus.DISPUTED:
-        project_for(user=request.user, project_id=project.pk, action=Action.ADJUDICATE)
+        project_for(user=request.user, project_id=project.pk, action=action)
 
 
 def _card_context(
@@ -116,18 +119,22 @@ def _card_context(
         "matching": _matching(dataset, filters, user) if counts is not None else None,
         "voting": dataset.review_overlap > 1,
         "can_adjudicate": role_allows(role, Action.ADJUDICATE),
+        "can_read_votes": role_allows(role, Action.READ_VOTES),
         "can_assign": role_allows(role, Action.ASSIGN),
         "can_freeze": role_allows(role, Action.FREEZE),
         "origin": example_origin(example) if example else None,
+        # Managers read the queue; the server refuses their writes whatever the page shows.
+        "can_review": role_allows(role, Action.REVIEW),
     }
 
 
 @login_required
 def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
-    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    """The queue, one example at a time; read-only for those who may view but not review."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
     dataset = _dataset(request, project, dataset_id)
     filters = _filters(request, dataset)
-    _check_queue_role(request, project, filters)
+    _check_queue_role(request, project, filters, action=Action.READ_VOTES)
     requested = request.GET.get("example", "")
     if requested:
         if not requested.isdigit():
@@ -165,10 +172,10 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
 @login_required
 def review_counts(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
     """The counts line on its own, for a queue too large to count while loading the card."""
-    project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
     dataset = _dataset(request, project, dataset_id)
     filters = _filters(request, dataset)
-    _check_queue_role(request, project, filters)
+    _check_queue_role(request, project, filters, action=Action.READ_VOTES)
     context = {
         "filters": filters,
         "counts": queue_counts(dataset, filters, user=request.user),
@@ -301,7 +308,7 @@ def review_bulk(request: AppRequest, project_id: int, dataset_id: int) -> HttpRe
         user=request.user, project_id=project_id, action=bulk_action_permission(action, dataset)
     )
     filters = _filters(request, dataset)
-    _check_queue_role(request, project, filters)
+    _check_queue_role(request, project, filters, action=Action.ADJUDICATE)
     # The selection is what the filter shows, decided or not (a bulk action can re-decide).
     examples = filtered_examples(dataset, filters, user=request.user)
     reviewers = _chosen_reviewers(request, project) if action == "assign" else []

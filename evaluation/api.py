@@ -14,7 +14,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets.models import DatasetVersion
-from ftportal.api import acting_user
+from ftportal.api import (
+    PAGINATION_PARAMETERS,
+    InputSerializer,
+    ListQueryInput,
+    acting_user,
+    page_serializer,
+    paginated_response,
+    refuse_any_input,
+)
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
@@ -93,7 +101,7 @@ def _base_model(key: str, field: str) -> BaseModel:
     return base
 
 
-class CandidateInput(serializers.Serializer[Any]):
+class CandidateInput(InputSerializer):
     kind = serializers.ChoiceField(choices=CandidateKind.choices)
     model_version = serializers.IntegerField(required=False)
     checkpoint = serializers.IntegerField(required=False)
@@ -152,7 +160,7 @@ def candidate_spec(project: Project, data: dict[str, Any], field: str) -> Candid
     )
 
 
-class JudgeInput(serializers.Serializer[Any]):
+class JudgeInput(InputSerializer):
     kind = serializers.ChoiceField(
         choices=[(k.value, k.label) for k in JUDGE_KINDS],
         help_text="base: a local catalog model (model is its key); or a hosted API.",
@@ -229,7 +237,7 @@ class EvalRunOutput(serializers.Serializer[Any]):
 
 
 class EvalRunCollectionApi(APIView):
-    class EvalRunCreateInput(serializers.Serializer[Any]):
+    class EvalRunCreateInput(InputSerializer):
         model_version = serializers.IntegerField(
             required=False,
             help_text="Shortcut: this version against its base model zero-shot and 5-shot, on "
@@ -248,10 +256,16 @@ class EvalRunCollectionApi(APIView):
             help_text="Optional LLM judge: compares the first candidate with each other one.",
         )
 
-    @extend_schema(operation_id="evaluations_list", responses=EvalRunOutput(many=True))
+    @extend_schema(
+        operation_id="evaluations_list",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("EvalRunPage", EvalRunOutput),
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(EvalRunOutput(_runs_of(project), many=True).data)
+        return paginated_response(
+            request=request, view=self, queryset=_runs_of(project), serializer_class=EvalRunOutput
+        )
 
     @extend_schema(
         operation_id="evaluations_create",
@@ -312,7 +326,7 @@ class EvalRunCollectionApi(APIView):
 
 
 class CheckpointSweepApi(APIView):
-    class SweepInput(serializers.Serializer[Any]):
+    class SweepInput(InputSerializer):
         max_new_tokens = serializers.IntegerField(required=False, default=64)
         primary_metric = serializers.ChoiceField(choices=list(METRICS), default="exact_match")
 
@@ -381,7 +395,9 @@ class EvalRunResumeApi(APIView):
     )
     def post(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-        run = eval_run_resume(run=_run_in(project, run_id))
+        run = _run_in(project, run_id)
+        refuse_any_input(request)
+        run = eval_run_resume(run=run)
         return Response(EvalRunOutput(_run_in(project, run.pk)).data)
 
 
@@ -408,23 +424,41 @@ class ResultOutput(serializers.Serializer[Any]):
 
 
 class EvalResultListApi(APIView):
+    class ResultQuery(ListQueryInput):
+        """The failure browser's parameters; ResultFilter.from_query checks their values."""
+
+        a = serializers.CharField(required=False, help_text="Candidate id (default: first).")
+        b = serializers.CharField(required=False, help_text="Candidate id to compare with.")
+        outcome = serializers.CharField(required=False)
+        metric = serializers.CharField(required=False)
+        threshold = serializers.CharField(required=False)
+        tag = serializers.CharField(required=False, allow_blank=True)
+
     @extend_schema(
         operation_id="evaluations_results",
         summary="Per-item answers, filterable like the failure browser",
-        responses=ResultOutput(many=True),
+        parameters=[ResultQuery, *PAGINATION_PARAMETERS],
+        responses=page_serializer("ResultPage", ResultOutput),
     )
     def get(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         run = _run_in(project, run_id)
+        self.ResultQuery(data=request.query_params).is_valid(raise_exception=True)
         try:
             chosen = ResultFilter.from_query(run, request.query_params)
         except ValueError as error:
             raise serializers.ValidationError({"filter": [str(error)]}) from error
-        return Response(ResultOutput(filtered_results(run, chosen), many=True).data)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=filtered_results(run, chosen),
+            serializer_class=ResultOutput,
+            query=None,
+        )
 
 
 class EvalResultTagApi(APIView):
-    class TagInput(serializers.Serializer[Any]):
+    class TagInput(InputSerializer):
         tag = serializers.CharField()
         remove = serializers.BooleanField(default=False)
 
@@ -449,7 +483,7 @@ class EvalResultTagApi(APIView):
 
 
 class SendToReviewApi(APIView):
-    class SendInput(serializers.Serializer[Any]):
+    class SendInput(InputSerializer):
         results = serializers.ListField(child=serializers.IntegerField(), min_length=1)
 
     class SendOutput(serializers.Serializer[Any]):

@@ -7,25 +7,26 @@ service or selector, and shape the output with its own nested serializer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Model, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import NotAuthenticated
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .models import Membership
+from .pagination import DEFAULT_PAGE_SIZE, ListPagination
 from .permissions import project_for
-from .roles import Action
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
+from .roles import Action, Role
+from .selectors import audit_entries, project_member, project_members
+from .services import member_add, member_create, member_remove, member_role_change
 
 PAGINATION_PARAMETERS = [
     OpenApiParameter("limit", int, description=f"Page size (default {DEFAULT_PAGE_SIZE})."),
@@ -42,21 +43,63 @@ def acting_user(request: Request) -> User:
     return user
 
 
-class _LimitOffset(LimitOffsetPagination):
-    # Without a default limit DRF would return the whole table when no limit is given.
-    default_limit = DEFAULT_PAGE_SIZE
-    max_limit = MAX_PAGE_SIZE
+class InputSerializer(serializers.Serializer[Any]):
+    """The base of every API input serializer, body or query string: strict about keys.
+
+    A key the serializer does not declare is refused with a 400 that names it, instead of being
+    dropped: a misspelt ``filters`` for ``filter`` must not turn a narrow bulk action into one
+    on everything. Nested input serializers derive from this too, so their keys are checked at
+    every depth, and the error names the path (``{"filter": {"stauts": [...]}}``).
+    """
+
+    # Keys a query string may carry besides the declared ones (a list's page parameters).
+    tolerated_keys: ClassVar[frozenset[str]] = frozenset()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            # A read-only field is output, so sending it is as wrong as sending a typo.
+            accepted = sorted(name for name, field in self.fields.items() if not field.read_only)
+            known = set(accepted) | self.tolerated_keys
+            unknown = sorted(str(key) for key in data if key not in known)
+            if unknown:
+                expected = ", ".join(accepted) or "nothing"
+                raise serializers.ValidationError(
+                    {key: [f"Unknown field '{key}'; expected: {expected}."] for key in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+class ListQueryInput(InputSerializer):
+    """Base of a list endpoint's filter: its own keys plus the page parameters."""
+
+    tolerated_keys = frozenset({"limit", "offset"})
+
+
+class NoInput(InputSerializer):
+    """For actions that take no body: anything sent is refused rather than ignored."""
+
+
+def refuse_any_input(request: Request) -> None:
+    """Checks that an action taking no parameters was sent none."""
+    NoInput(data=request.data).is_valid(raise_exception=True)
 
 
 def paginated_response(
     *,
     request: Request,
     view: APIView,
-    queryset: QuerySet[Any],
+    queryset: QuerySet[Any] | Sequence[Any],
     serializer_class: type[serializers.Serializer[Any]],
+    query: type[InputSerializer] | None = ListQueryInput,
 ) -> Response:
-    """``{count, next, previous, results}`` for one limit/offset page of ``queryset``."""
-    paginator = _LimitOffset()
+    """``{count, next, previous, results}`` for one limit/offset page of ``queryset``.
+
+    ``query`` checks the query string (by default: page parameters only); pass None when the
+    view has already validated it with its own ``ListQueryInput``.
+    """
+    if query is not None:
+        query(data=request.query_params).is_valid(raise_exception=True)
+    paginator = ListPagination()
     page: Sequence[Model] = paginator.paginate_queryset(queryset, request, view=view) or []
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -72,6 +115,14 @@ def page_serializer(name: str, item: type[serializers.Serializer[Any]]) -> type[
     return type(name, (serializers.Serializer,), fields)
 
 
+class StrictAuthTokenSerializer(InputSerializer, AuthTokenSerializer):
+    """DRF's username/password check, refusing unknown keys like every other input."""
+
+
+class AuthTokenApi(ObtainAuthToken):
+    serializer_class = StrictAuthTokenSerializer
+
+
 class ProjectListApi(APIView):
     class ProjectOutput(serializers.Serializer[Any]):
         id = serializers.IntegerField(source="project.id")
@@ -83,12 +134,18 @@ class ProjectListApi(APIView):
     @extend_schema(
         operation_id="projects_list",
         summary="The projects you are a member of, with your role in each",
-        responses=ProjectOutput(many=True),
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("ProjectPage", ProjectOutput),
     )
     def get(self, request: Request) -> Response:
         # No project_for here: the list is by construction only the caller's memberships.
         memberships = Membership.objects.filter(user=acting_user(request)).select_related("project")
-        return Response(self.ProjectOutput(memberships.order_by("project__name"), many=True).data)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=memberships.order_by("project__name", "id"),
+            serializer_class=self.ProjectOutput,
+        )
 
 
 class ProjectDetailApi(APIView):
@@ -110,3 +167,159 @@ class ProjectDetailApi(APIView):
             "role": role,
         }
         return Response(self.ProjectDetailOutput(data).data)
+
+
+# --- members ----------------------------------------------------------------------------------
+
+
+class MemberOutput(serializers.Serializer[Any]):
+    user = serializers.IntegerField(source="user_id")
+    username = serializers.CharField(source="user.username")
+    role = serializers.ChoiceField(choices=Role.choices)
+    role_label = serializers.CharField(source="get_role_display")
+
+
+class NewMemberOutput(MemberOutput):
+    generated_password = serializers.CharField(
+        help_text="Only when the server chose the password: shown this once, never again."
+    )
+
+
+class AuditEntryOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    actor = serializers.CharField(source="actor.username")
+    action = serializers.CharField()
+    action_label = serializers.CharField(source="get_action_display")
+    member = serializers.CharField(source="member.username")
+    before = serializers.DictField(child=serializers.CharField())
+    after = serializers.DictField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+class MemberCollectionApi(APIView):
+    class MemberAddInput(InputSerializer):
+        username = serializers.CharField(max_length=150)
+        role = serializers.ChoiceField(choices=Role.choices)
+        create_user = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Create a new user with this name instead of adding an existing one.",
+        )
+        password = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            trim_whitespace=False,
+            write_only=True,
+            help_text="For a new user; left out, one is generated and answered once.",
+        )
+
+    @extend_schema(
+        operation_id="members_list",
+        summary="The project's members and their roles (admins only)",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("MemberPage", MemberOutput),
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=project_members(project),
+            serializer_class=MemberOutput,
+        )
+
+    @extend_schema(
+        operation_id="members_add",
+        summary="Add an existing user, or create a new one, with a role (audited)",
+        request=MemberAddInput,
+        responses={201: NewMemberOutput},
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        payload = self.MemberAddInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        actor = acting_user(request)
+        generated = ""
+        if data["create_user"]:
+            created = member_create(
+                project=project,
+                actor=actor,
+                username=data["username"],
+                role=data["role"],
+                password=data["password"],
+            )
+            membership, generated = created.membership, created.generated_password
+        else:
+            if data["password"]:
+                raise serializers.ValidationError(
+                    {"password": ["Only a new user is given a password (set create_user)."]}
+                )
+            membership = member_add(
+                project=project, actor=actor, username=data["username"], role=data["role"]
+            )
+        # NewMemberOutput documents this shape: the member plus the password generated, if any.
+        body = {**MemberOutput(membership).data, "generated_password": generated}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailApi(APIView):
+    class RoleInput(InputSerializer):
+        role = serializers.ChoiceField(choices=Role.choices)
+
+    @extend_schema(
+        operation_id="members_change_role",
+        summary="Change a member's role; the last admin cannot be demoted (audited)",
+        request=RoleInput,
+        responses=MemberOutput,
+    )
+    def patch(self, request: Request, project_id: int, user_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        membership = project_member(project, user_id)
+        payload = self.RoleInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        membership = member_role_change(
+            membership=membership, actor=acting_user(request), role=payload.validated_data["role"]
+        )
+        return Response(MemberOutput(membership).data)
+
+    @extend_schema(
+        operation_id="members_remove",
+        summary="Remove a member; the last admin cannot be removed (audited)",
+        request=None,
+        responses={204: None},
+    )
+    def delete(self, request: Request, project_id: int, user_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        membership = project_member(project, user_id)
+        refuse_any_input(request)
+        member_remove(membership=membership, actor=acting_user(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AuditLogApi(APIView):
+    @extend_schema(
+        operation_id="members_audit_log",
+        summary="Every change to the members, newest first: who, what, when, before and after",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("AuditEntryPage", AuditEntryOutput),
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+        )
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=audit_entries(project),
+            serializer_class=AuditEntryOutput,
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, include, path
-from rest_framework.authtoken.views import obtain_auth_token
 
 from datasets import api as datasets_api
 from evaluation import api as evaluation_api
@@ -189,8 +188,15 @@ evaluation_patterns = [
     ),
 ]
 
+member_patterns = [
+    path("members/", projects_api.MemberCollectionApi.as_view(), name="member_list"),
+    path("members/audit/", projects_api.AuditLogApi.as_view(), name="member_audit_log"),
+    path("members/<int:user_id>/", projects_api.MemberDetailApi.as_view(), name="member_detail"),
+]
+
 project_patterns = [
     path("", projects_api.ProjectDetailApi.as_view(), name="project_detail"),
+    *member_patterns,
     *dataset_patterns,
     *training_patterns,
     *registry_patterns,
@@ -201,7 +207,7 @@ project_patterns = [
 app_name = "api"
 
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("auth/token/", obtain_auth_token, name="auth_token"),
+    path("auth/token/", projects_api.AuthTokenApi.as_view(), name="auth_token"),
     path("projects/", projects_api.ProjectListApi.as_view(), name="project_list"),
     path("projects/<int:project_id>/", include(project_patterns)),
 ]

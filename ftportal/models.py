@@ -32,3 +32,63 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} as {self.role} in {self.project}"
+
+
+def _role_label(state: dict[str, str]) -> str:
+    """The role a before/after state names, in words; a dash when there was none."""
+    role = state.get("role")
+    return Role(role).label if role in Role.values else "—"
+
+
+class AuditAction(models.TextChoices):
+    MEMBER_ADDED = "member_added", "added a member"
+    USER_CREATED = "user_created", "created a user and added them"
+    ROLE_CHANGED = "role_changed", "changed a role"
+    MEMBER_REMOVED = "member_removed", "removed a member"
+
+
+class AppendOnlyQuerySet(models.QuerySet["AuditEntry"]):
+    """Bulk updates and deletes would rewrite history, so the query set refuses them."""
+
+    def update(self, **kwargs: object) -> int:
+        raise TypeError("The audit log is append-only: entries are never updated.")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise TypeError("The audit log is append-only: entries are never deleted.")
+
+
+class AuditEntry(models.Model):
+    """Append-only record of who changed what in a project, with the value before and after."""
+
+    # PROTECT throughout: a project, or a user someone acted on, cannot vanish from the record.
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="audit_entries")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=30, choices=AuditAction.choices)
+    member = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.get_action_display()} {self.member} in {self.project}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self._state.adding:
+            raise TypeError("The audit log is append-only: entries are never updated.")
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def delete(self, *args: object, **kwargs: object) -> tuple[int, dict[str, int]]:
+        raise TypeError("The audit log is append-only: entries are never deleted.")
+
+    @property
+    def before_role(self) -> str:
+        return _role_label(self.before)
+
+    @property
+    def after_role(self) -> str:
+        return _role_label(self.after)

@@ -14,6 +14,7 @@ from . import views
 urlpatterns = [
     path("", views.project_list, name="project_list"),
     path("projects/<int:project_id>/", views.project_detail, name="project_detail"),
+    path("projects/<int:project_id>/members/", views.members, name="members"),
     path(
         "projects/<int:project_id>/datasets/<int:dataset_id>/",
         dataset_views.dataset_detail,

@@ -18,6 +18,7 @@ class Action(models.TextChoices):
     REVIEW = "review", "review examples"
     ASSIGN = "assign", "assign examples to reviewers and edit guidelines"
     ADJUDICATE = "adjudicate", "decide disputed examples"
+    READ_VOTES = "read_votes", "see every reviewer's vote"
     ANALYZE = "analyze", "run quality analysis"
     FREEZE = "freeze", "freeze a dataset version"
     TRAIN = "train", "launch or cancel training"
@@ -33,6 +34,8 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.REVIEW: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
     Action.ASSIGN: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.ADJUDICATE: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    # Reviewers vote blind, so they never see the others' votes; managers read, never vote.
+    Action.READ_VOTES: frozenset({Role.ML_LEAD, Role.MANAGER, Role.ADMIN}),
     Action.ANALYZE: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
     Action.FREEZE: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.TRAIN: frozenset({Role.ML_LEAD, Role.ADMIN}),

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from datasets.models import DatasetVersion
 from datasets.selectors import datasets_for_project, status_counts
@@ -11,10 +12,16 @@ from evaluation.models import EvalRun
 from registry.models import RegisteredModel
 from training.models import TrainingJob
 
+from .errors import ApplicationError
 from .http import AppRequest
-from .models import Membership
+from .models import Membership, Project
 from .permissions import project_for
-from .roles import Action, role_allows
+from .roles import Action, Role, role_allows
+from .selectors import audit_entries, project_member, project_members
+from .services import member_add, member_create, member_remove, member_role_change
+
+# How many audit entries the members page shows; the API pages through all of them.
+AUDIT_ENTRIES_SHOWN = 100
 
 
 @login_required
@@ -42,6 +49,76 @@ def project_detail(request: AppRequest, project_id: int) -> HttpResponse:
         "can": {action.value: role_allows(role, action) for action in Action},
     }
     return render(request, "ftportal/project_detail.html", context)
+
+
+def _member_change(request: AppRequest, project: Project) -> str:
+    """Add, change or remove as posted; answers what happened, in words.
+
+    Creating a user is the members view's own, since its answer carries a password.
+    """
+    post = request.POST
+    operation = post.get("operation", "")
+    role = post.get("role", "")
+    if operation == "add":
+        username = post.get("username", "").strip()
+        member_add(project=project, actor=request.user, username=username, role=role)
+        return f"Added {username} as {Role(role).label}."
+    user_id = post.get("user", "")
+    if not user_id.isdigit():
+        raise ApplicationError("user: choose a member.", extra={"field": "user"})
+    membership = project_member(project, int(user_id))
+    name = membership.user.username
+    if operation == "change":
+        member_role_change(membership=membership, actor=request.user, role=role)
+        return f"{name} is now {Role(role).label}."
+    if operation == "remove":
+        member_remove(membership=membership, actor=request.user)
+        return f"Removed {name} from the project."
+    raise ApplicationError("operation: choose add, change or remove.", extra={"field": "operation"})
+
+
+@login_required
+def members(request: AppRequest, project_id: int) -> HttpResponse:
+    """Admins add existing or new users, change roles and remove members; all audited."""
+    project, role = project_for(
+        user=request.user, project_id=project_id, action=Action.MANAGE_MEMBERS
+    )
+    status = 200
+    error = ""
+    generated_password = ""
+    created_username = ""
+    if request.method == "POST":
+        try:
+            if request.POST.get("operation") == "create":
+                created = member_create(
+                    project=project,
+                    actor=request.user,
+                    username=request.POST.get("username", ""),
+                    role=request.POST.get("role", ""),
+                    password=request.POST.get("password", ""),
+                )
+                # Rendered once, not redirected: the password is never stored in clear.
+                generated_password = created.generated_password
+                created_username = created.membership.user.username
+                if not generated_password:
+                    messages.success(request, f"Created {created_username}.")
+                    return redirect("members", project_id)
+            else:
+                messages.success(request, _member_change(request, project))
+                return redirect("members", project_id)
+        except ApplicationError as refused:
+            status, error = refused.status_code, refused.message
+    context = {
+        "project": project,
+        "role": role,
+        "members": project_members(project),
+        "roles": list(Role),
+        "audit_entries": audit_entries(project)[:AUDIT_ENTRIES_SHOWN],
+        "members_error": error,
+        "generated_password": generated_password,
+        "created_username": created_username,
+    }
+    return render(request, "ftportal/members.html", context, status=status)
 
 
 def healthz(request: HttpRequest) -> HttpResponse:

@@ -12,7 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ftportal.api import acting_user
+from ftportal.api import (
+    PAGINATION_PARAMETERS,
+    InputSerializer,
+    acting_user,
+    page_serializer,
+    paginated_response,
+)
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
@@ -109,7 +115,7 @@ class AliasChangeOutput(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
 
 
-class ReasonInput(serializers.Serializer[Any]):
+class ReasonInput(InputSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="")
 
 
@@ -117,11 +123,17 @@ class RegisteredModelListApi(APIView):
     @extend_schema(
         operation_id="models_list",
         summary="Registered models, each version's lineage, and what production serves",
-        responses=RegisteredModelOutput(many=True),
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("RegisteredModelPage", RegisteredModelOutput),
     )
     def get(self, request: Request, project_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(RegisteredModelOutput(_models_with_lineage(project), many=True).data)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=_models_with_lineage(project).order_by("name", "id"),
+            serializer_class=RegisteredModelOutput,
+        )
 
 
 class RegisteredModelDetailApi(APIView):
@@ -177,9 +189,15 @@ class AliasHistoryApi(APIView):
     @extend_schema(
         operation_id="models_alias_history",
         summary="Every alias change of this model, newest first, with who and why",
-        responses=AliasChangeOutput(many=True),
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("AliasChangePage", AliasChangeOutput),
     )
     def get(self, request: Request, project_id: int, model_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         registered_model = _model_in(project, model_id)
-        return Response(AliasChangeOutput(_history_of(registered_model), many=True).data)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=_history_of(registered_model),
+            serializer_class=AliasChangeOutput,
+        )

@@ -13,7 +13,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets.models import DatasetVersion
-from ftportal.api import acting_user
+from ftportal.api import (
+    PAGINATION_PARAMETERS,
+    InputSerializer,
+    acting_user,
+    page_serializer,
+    paginated_response,
+    refuse_any_input,
+)
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
@@ -71,12 +78,18 @@ class BaseModelListApi(APIView):
     @extend_schema(
         operation_id="base_models_list",
         summary="The base models a job may start from, and when each retires",
-        responses=BaseModelOutput(many=True),
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("BaseModelPage", BaseModelOutput),
     )
     def get(self, request: Request, project_id: int) -> Response:
         # The catalog is global, but it is read in a project so membership still gates it.
         project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(self.BaseModelOutput(BaseModel.objects.all(), many=True).data)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=BaseModel.objects.order_by("key"),
+            serializer_class=self.BaseModelOutput,
+        )
 
 
 class JobOutput(serializers.Serializer[Any]):
@@ -165,7 +178,7 @@ class JobDetailOutput(JobOutput):
 
 
 class TrainingJobCollectionApi(APIView):
-    class JobCreateInput(serializers.Serializer[Any]):
+    class JobCreateInput(InputSerializer):
         dataset_version = serializers.IntegerField(help_text="Id of a frozen dataset version.")
         base_model = serializers.CharField(help_text="Catalog key, e.g. smollm2-135m-instruct.")
         # Checked field by field by the service, which owns the bounds.
@@ -174,10 +187,16 @@ class TrainingJobCollectionApi(APIView):
             required=False, allow_blank=True, default="", max_length=200
         )
 
-    @extend_schema(operation_id="training_jobs_list", responses=JobOutput(many=True))
+    @extend_schema(
+        operation_id="training_jobs_list",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("JobPage", JobOutput),
+    )
     def get(self, request: Request, project_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(JobOutput(_jobs_of(project), many=True).data)
+        return paginated_response(
+            request=request, view=self, queryset=_jobs_of(project), serializer_class=JobOutput
+        )
 
     @extend_schema(
         operation_id="training_jobs_create",
@@ -241,7 +260,9 @@ class TrainingJobCancelApi(APIView):
     )
     def post(self, request: Request, project_id: int, job_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
-        job = training_job_cancel(job=_job_in(project, job_id))
+        job = _job_in(project, job_id)
+        refuse_any_input(request)
+        job = training_job_cancel(job=job)
         return Response(JobOutput(_job_in(project, job.pk)).data)
 
 
@@ -276,6 +297,7 @@ class CheckpointRegisterApi(APIView):
     def post(self, request: Request, project_id: int, job_id: int, step: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
         checkpoint = get_object_or_404(Checkpoint, job=_job_in(project, job_id), step=step)
+        refuse_any_input(request)
         version = model_version_register_checkpoint(checkpoint=checkpoint)
         return Response(
             {"model_version": version.pk, "number": version.number, "step": checkpoint.step},

@@ -105,12 +105,12 @@ def test_a_token_obtained_with_username_and_password_authenticates_api_calls(
     projects = anonymous.get("/api/projects/")
 
     assert projects.status_code == 200
-    assert projects.json() == [
+    assert projects.json()["results"] == [
         {
             "id": project.pk,
             "name": project.name,
             "description": project.description,
-            "created_at": projects.json()[0]["created_at"],
+            "created_at": projects.json()["results"][0]["created_at"],
             "role": "ml_lead",
         }
     ]
@@ -146,7 +146,9 @@ def test_the_project_list_shows_only_my_projects_with_my_role(
 ) -> None:
     Project.objects.create(name="Someone else's")
     response = client.get("/api/projects/")
-    assert [(p["name"], p["role"]) for p in response.json()] == [(project.name, "ml_lead")]
+    assert [(p["name"], p["role"]) for p in response.json()["results"]] == [
+        (project.name, "ml_lead")
+    ]
 
     detail = client.get(api(project))
     assert detail.status_code == 200
@@ -171,7 +173,7 @@ def test_a_dataset_is_created_and_a_valid_file_imported(
     batch = ImportBatch.objects.get(pk=body["id"])
     assert batch.uploaded_by == lead
     assert batch.examples.count() == len(TICKETS)
-    listing = client.get(api(project, "datasets/")).json()
+    listing = client.get(api(project, "datasets/")).json()["results"]
     assert listing[0]["pending_count"] == len(TICKETS)
 
 
@@ -337,7 +339,7 @@ def test_freezing_records_hash_counts_and_a_seeded_split(
     assert (version["seed"], version["note"]) == (7, "first cut")
     detail = client.get(api(project, f"dataset-versions/{version['id']}/")).json()
     assert detail == version
-    listing = client.get(api(project, f"datasets/{version['dataset']}/versions/")).json()
+    listing = client.get(api(project, f"datasets/{version['dataset']}/versions/")).json()["results"]
     assert [v["id"] for v in listing] == [version["id"]]
 
 
@@ -420,7 +422,7 @@ def test_a_training_job_is_queued_with_validated_hyperparameters(
     assert job["model_name"] == "tickets-ft"
     assert job["dataset_version"] == version["id"]
     assert TrainingJob.objects.get(pk=job["id"]).status == JobStatus.QUEUED
-    listing = client.get(api(project, "training-jobs/")).json()
+    listing = client.get(api(project, "training-jobs/")).json()["results"]
     assert [j["id"] for j in listing] == [job["id"]]
 
 
@@ -575,7 +577,7 @@ def test_a_queued_job_is_cancelled_once(client: APIClient, project: Project, wor
 def test_the_model_list_shows_lineage_and_what_production_serves(
     client: APIClient, project: Project, world: World
 ) -> None:
-    models = client.get(api(project, "models/")).json()
+    models = client.get(api(project, "models/")).json()["results"]
 
     assert len(models) == 1
     model = models[0]
@@ -617,7 +619,7 @@ def test_promote_promote_rollback_and_a_second_rollback_conflicts(
     assert rollback.json()["from_version"] == {"id": v2.pk, "number": 2}
     assert rollback_again.status_code == 409
     assert "roll back" in rollback_again.json()["error"]["message"]
-    history = client.get(api(project, f"models/{model_id}/history/")).json()
+    history = client.get(api(project, f"models/{model_id}/history/")).json()["results"]
     assert [(h["kind"], h["reason"], h["changed_by"]) for h in history] == [
         ("rollback", "drift", lead.username),
         ("promote", "better", lead.username),
@@ -659,7 +661,7 @@ def test_an_evaluation_is_queued_with_the_version_and_its_base_as_candidates(
     assert [c["kind"] for c in candidates] == ["model_version", "base"]
     assert all(c["base_model"] == "smollm2-135m-instruct" for c in candidates)
     assert EvalRun.objects.get(pk=run["id"]).status == EvalStatus.QUEUED
-    listing = client.get(api(project, "evaluations/")).json()
+    listing = client.get(api(project, "evaluations/")).json()["results"]
     assert [r["id"] for r in listing] == [run["id"], world.eval_run.pk]  # newest first
 
 
@@ -694,15 +696,15 @@ def test_the_results_endpoint_lists_answers_and_filters_a_wrong_b_right(
             candidate=base, item=item, output=reference, scores={"exact_match": 1.0}
         )
 
-    listed = client.get(api(project, f"evaluations/{run.pk}/results/")).json()
+    listed = client.get(api(project, f"evaluations/{run.pk}/results/")).json()["results"]
     a_wrong_b_right = client.get(
         api(project, f"evaluations/{run.pk}/results/"),
         {"a": str(tuned.pk), "b": str(base.pk), "outcome": "a_wrong_b_right"},
-    ).json()
+    ).json()["results"]
     a_right_b_wrong = client.get(
         api(project, f"evaluations/{run.pk}/results/"),
         {"a": str(tuned.pk), "b": str(base.pk), "outcome": "a_right_b_wrong"},
-    ).json()
+    ).json()["results"]
     bad = client.get(api(project, f"evaluations/{run.pk}/results/"), {"outcome": "sideways"})
 
     assert [row["position"] for row in listed] == [item.position for item in items]

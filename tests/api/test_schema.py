@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
+from django.contrib.staticfiles import finders
 from django.core.management import call_command
+from django.test import Client
 from rest_framework.test import APIClient
+
+from ftportal.roles import Role
 
 pytestmark = pytest.mark.django_db
 
@@ -41,3 +48,26 @@ def test_the_schema_generates_without_warnings_and_validates(tmp_path: Path) -> 
         "spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml")
     )
     assert "/training-jobs/" in (tmp_path / "schema.yml").read_text()
+
+
+# Any absolute URL: the docs page may name none, since everything it loads is ours.
+ABSOLUTE_URL = re.compile(r"(?:https?:)?//[\w.-]+\.[a-z]{2,}", re.IGNORECASE)
+
+
+def test_the_interactive_docs_load_from_our_own_static_files(
+    make_member: Callable[..., User],
+) -> None:
+    client = Client()
+    client.force_login(make_member(Role.REVIEWER))
+
+    response = client.get("/api/docs/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "SwaggerUIBundle" in html
+    assert '"/api/schema/"' in html
+    assert ABSOLUTE_URL.findall(html) == []
+    assets = re.findall(r'(?:src|href)="/static/([^"]+)"', html)
+    assert any(asset.endswith("swagger-ui-bundle.js") for asset in assets)
+    # Every file the page loads is shipped in a package we install: nothing from a CDN.
+    assert [asset for asset in assets if finders.find(asset) is None] == []

@@ -191,8 +191,9 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
             {"file": upload("more.jsonl", jsonl_line("Refund please"))},
         ),
     ),
+    # Every member reads the queue (managers read only); kept here for the outsiders' 404.
     "open the review queue": (
-        Action.REVIEW,
+        Action.VIEW,
         lambda w: ("get", reverse("review_queue", args=[w.project.pk, w.dataset.pk]), {}),
     ),
     "review": (
@@ -269,7 +270,6 @@ FORBIDDEN = {
     ],
     Role.MANAGER: [
         "import",
-        "open the review queue",
         "review",
         "freeze",
         "train",
@@ -290,6 +290,7 @@ PAGES: dict[str, Callable[[World], str]] = {
     "job": lambda w: reverse("job_detail", args=[w.project.pk, w.running_job.pk]),
     "registry": lambda w: reverse("model_list", args=[w.project.pk]),
     "catalog": lambda w: reverse("base_model_catalog", args=[w.project.pk]),
+    "review queue": lambda w: reverse("review_queue", args=[w.project.pk, w.dataset.pk]),
 }
 
 
