@@ -501,7 +501,7 @@ class DatasetVersionCollectionApi(APIView):
 
 
 class MoveToTrainingApi(APIView):
-    class MoveInput(serializers.Serializer[Any]):
+    class MoveInput(InputSerializer):
         reason = serializers.CharField(
             required=False, allow_blank=True, default="", max_length=1000
         )
