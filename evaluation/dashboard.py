@@ -4,13 +4,13 @@ of its evaluations."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
 
 from .models import Candidate, CandidateKind, EvalRun, EvalStatus
+from .report import run_verdicts
 from .scoring import METRICS
 
 CHART_WIDTH = 480
@@ -139,8 +139,8 @@ def model_dashboard(model: RegisteredModel) -> ModelDashboard:
 
 
 def _verdicts_of(run: EvalRun) -> list[str]:
-    verdicts: Sequence[str] = run.report.get("verdicts", [])
-    return list(verdicts)
+    # Decided by the rule when read, so runs stored before it read like new ones.
+    return run_verdicts(run, list(run.candidates.all())).sentences
 
 
 def project_dashboards(project: Project) -> list[ModelDashboard]:
