@@ -615,9 +615,12 @@ DAYS_PER_MONTH = Decimal("30.4")  # 365 / 12
 
 
 def payback_in_words(result: BreakEven) -> str:
-    """When the fine-tuned option's training cost is repaid, as people say it: "pays for
-    itself immediately", "... after about 11 days", "... after about 4 months", "... after
-    about 2 years", or "never pays for itself at this volume"."""
+    """When the fine-tuned option's training cost is repaid, as people say it: "cheaper from
+    the first request: nothing to pay back", "pays for itself immediately", "... after about
+    11 days", "... after about 4 months", "... after about 2 years", or "never pays for itself
+    at this volume"."""
+    if result.status == "cheaper_from_first_request":
+        return "cheaper from the first request: nothing to pay back"
     months = result.payback_months
     if months is None:
         return "never pays for itself at this volume"

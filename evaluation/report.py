@@ -161,9 +161,11 @@ def run_verdicts(run: EvalRun, candidates: Sequence[Candidate]) -> Verdicts:
         label_a, label_b = labels.get(stored["a"], "?"), labels.get(stored["b"], "?")
         sentences.append(_capitalised(decision.sentence(label_a, label_b, spec.label, spec.points)))
     recommendation = None
-    best = report.get("reference")
-    if run.kind == EvalKind.CHECKPOINTS and best in labels and primary in METRICS:
-        recommendation = _checkpoint_recommendation(candidates, best, primary, decisions)
+    # A sweep's reference is its best checkpoint, when one has a score on the task metric.
+    best = next((c for c in candidates if c.pk == report.get("reference")), None)
+    scored = best is not None and best.metrics.get("means", {}).get(primary) is not None
+    if run.kind == EvalKind.CHECKPOINTS and best is not None and scored:
+        recommendation = _checkpoint_recommendation(candidates, best.pk, primary, decisions)
     return Verdicts(sentences, recommendation, RULE)
 
 
@@ -201,7 +203,7 @@ def run_report(run: EvalRun) -> dict[str, Any]:
     verdicts = run_verdicts(run, candidates)
     report["verdicts"] = verdicts.sentences
     report["rule"] = verdicts.rule
-    if verdicts.recommendation is not None and best_id is not None:
+    if verdicts.recommendation is not None:
         report["recommendation"] = verdicts.recommendation
     judged = judge_report(run, candidates)
     if judged:

@@ -298,15 +298,17 @@ def stored_decision(stored: Mapping[str, Any]) -> Decision:
     if a_better is None or b_better is None:
         wins, losses = stored["wins"], stored["losses"]
         a_better, b_better = (wins, losses) if spec.higher_is_better else (losses, wins)
+    # The rule reads only the difference, the interval and the test; the rest is context
+    # that a partial report may lack.
     comparison = PairedComparison(
-        mean_a=stored["mean_a"],
-        mean_b=stored["mean_b"],
+        mean_a=stored.get("mean_a", 0.0),
+        mean_b=stored.get("mean_b", 0.0),
         difference=stored["difference"],
         ci_low=stored["ci_low"],
         ci_high=stored["ci_high"],
-        p_value=stored["bootstrap_p"],
+        p_value=stored.get("bootstrap_p", 1.0),
         confidence=CONFIDENCE,
-        examples=stored["examples"],
+        examples=stored.get("examples", 0),
         resamples=BOOTSTRAP_RESAMPLES,
     )
     test = DiscordantTest(a_better, b_better, stored["test_p"], name=stored["test"])

@@ -556,6 +556,10 @@ def test_payback_is_said_in_words():
     assert payback_words(months="3.6") == "pays for itself after about 4 months"
     assert payback_words(months="1.1") == "pays for itself after about 1 month"
     assert payback_words(months="30") == "pays for itself after about 2 years"
+    free = break_even(
+        fine_tuned(training_cost="0"), few_shot(), monthly_requests=100_000, horizon_months=12
+    )
+    assert payback_in_words(free) == "cheaper from the first request: nothing to pay back"
 
 
 def payback_words(*, months: str | None) -> str:
