@@ -113,13 +113,14 @@ def model_dashboard(model: RegisteredModel) -> ModelDashboard:
         .prefetch_related("candidates")
     )
     for run in runs:
+        verdicts = _verdicts_of(run)
         for candidate in run.candidates.all():
             version = by_pk.get(candidate.model_version_id or 0)
             if version is None:
                 continue
             means = candidate.metrics.get("means", {})
             history.append(
-                HistoryRow(run, version, means.get(run.primary_metric), _verdicts_of(run))
+                HistoryRow(run, version, means.get(run.primary_metric), verdicts)
             )
             if run.status == EvalStatus.SUCCEEDED and version.pk not in latest_run:
                 latest_run[version.pk] = run

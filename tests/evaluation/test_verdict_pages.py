@@ -146,11 +146,11 @@ def test_a_stored_sweep_from_before_the_rule_reads_borderline_too(
     run = sweep(version, lead, tuned, late_right=12)
     row = exact_match_row(run)
     for key in ("outcome", "rule", "test_a_better", "test_b_better"):
-        row.pop(key)
+        row.pop(key, None)
     row.update(ci_low=0.048, ci_high=0.524, test_p=0.070, significant=True)
     row["sentence"] = "triage step 30 beats triage step 10 by 28.6 points exact match"
     run.report["verdicts"] = [row["sentence"] + "."]
-    run.report["recommendation"].pop("rule")
+    run.report["recommendation"].pop("rule", None)
     run.save()
 
     client.force_login(lead)
@@ -212,8 +212,8 @@ def test_a_local_model_stored_before_latency_said_how_it_was_measured_is_still_l
     local = run.candidates.get()
     # As the worker stored it before: one average shown as p50 and p95, and no cost.
     local.metrics["latency"] = {"p50": 0.5, "p95": 0.5, "mean": 0.5}
-    local.metrics.pop("cost_per_1000_usd")
-    local.metrics.pop("cost_basis")
+    local.metrics.pop("cost_per_1000_usd", None)
+    local.metrics.pop("cost_basis", None)
     local.save()
     client.force_login(lead)
 
