@@ -119,9 +119,7 @@ def model_dashboard(model: RegisteredModel) -> ModelDashboard:
             if version is None:
                 continue
             means = candidate.metrics.get("means", {})
-            history.append(
-                HistoryRow(run, version, means.get(run.primary_metric), verdicts)
-            )
+            history.append(HistoryRow(run, version, means.get(run.primary_metric), verdicts))
             if run.status == EvalStatus.SUCCEEDED and version.pk not in latest_run:
                 latest_run[version.pk] = run
     measured: dict[str, dict[str, dict[int, float]]] = {}
