@@ -706,11 +706,12 @@ def _recommend_the_winner(
             "fix that and evaluate again before relying on the gain."
         )
     extra = fine_tuned.monthly_cost - closest.monthly_cost
-    running = (
-        f"it costs {_usd(extra)} a month more to run than {closest.name}"
-        if extra > 0
-        else f"it costs {_usd(-extra)} a month less to run than {closest.name}"
-    )
+    if extra > 0:
+        running = f"it costs {_usd(extra)} a month more to run than {closest.name}"
+    elif extra < 0:
+        running = f"it costs {_usd(-extra)} a month less to run than {closest.name}"
+    else:
+        running = f"it costs the same to run as {closest.name}"
     caveat = (
         "; the dataset keeps changing, so budget for retraining"
         if any(pitfall.code == "requirements_change_often" for pitfall in pitfalls)

@@ -645,3 +645,16 @@ def test_advice_needs_exactly_one_fine_tuned_option_and_distinct_names():
         advice_for([fine_tuned(), fine_tuned()])
     with pytest.raises(ValueError, match="distinct"):
         advice_for([fine_tuned(), few_shot(), few_shot()])
+
+
+def test_an_equal_running_cost_is_said_as_such_not_as_zero_dollars_less():
+    same = Option(
+        "5-shot",
+        "few_shot",
+        0.80,
+        FINE_TUNED_PRICE,
+        RequestShape(150, 100),
+        vs_fine_tuned=gap(0.06, 0.02, 0.10),
+    )
+    advice = advice_for([fine_tuned(), same])
+    assert advice.recommendation.endswith("; it costs the same to run as 5-shot.")
