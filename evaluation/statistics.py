@@ -282,6 +282,25 @@ class Decision:
         """Whether the rule says the two differ (better or worse), not merely perhaps."""
         return self.outcome in (VerdictOutcome.BETTER, VerdictOutcome.WORSE)
 
+    def swapped(self) -> Decision:
+        """The same evidence read the other way round: the decision on b against a."""
+        c = self.comparison
+        comparison = PairedComparison(
+            mean_a=c.mean_b,
+            mean_b=c.mean_a,
+            difference=-c.difference,
+            ci_low=-c.ci_high,
+            ci_high=-c.ci_low,
+            p_value=c.p_value,
+            confidence=c.confidence,
+            examples=c.examples,
+            resamples=c.resamples,
+        )
+        test = DiscordantTest(
+            self.test.b_better, self.test.a_better, self.test.p_value, self.test.name
+        )
+        return decide(comparison, test, higher_is_better=self.higher_is_better)
+
     def no_worse_than(self, margin: float) -> bool:
         """Whether a is at most ``margin`` worse than b (in the metric's own unit, 0.02 = 2
         points): the worse end of the interval of a - b stays within the margin. Better is

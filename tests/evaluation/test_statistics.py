@@ -322,6 +322,16 @@ def test_no_worse_than_a_margin_reads_the_worse_end_of_the_interval():
         close.no_worse_than(-0.01)
 
 
+def test_a_decision_read_the_other_way_round_swaps_better_and_worse():
+    better = decided(comparison(0.1, 0.02, 0.18))
+    assert better.swapped().outcome == VerdictOutcome.WORSE
+    assert better.swapped().swapped() == better
+    borderline = decided(comparison(0.1, 0.02, 0.18), p_value=0.2)
+    assert borderline.swapped().outcome == VerdictOutcome.BORDERLINE
+    behind = decided(comparison(-0.01, -0.03, 0.01)).swapped()
+    assert behind.comparison.ci_low == -0.01 and behind.no_worse_than(0.01)
+
+
 @few
 @given(st.lists(st.booleans(), min_size=1, max_size=40), st.lists(st.booleans(), min_size=1))
 def test_the_rule_calls_a_difference_only_when_both_agree(a: list[bool], b: list[bool]) -> None:
