@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.conf import settings
-
 from datasets.models import DatasetVersion
 from datasets.selectors import version_diff
 from registry.models import ModelVersion
@@ -24,14 +22,20 @@ from .advisor import (
     advise,
 )
 from .models import Candidate, CandidateKind, EvalRun, Prompting
-from .report import scores_by_candidate
-from .scoring import BOOTSTRAP_RESAMPLES, CONFIDENCE, METRICS, paired_scores
-from .statistics import PairedComparison, paired_bootstrap
+from .report import generates_locally, local_usd_per_hour, scores_by_candidate
+from .scoring import (
+    BOOTSTRAP_RESAMPLES,
+    METRICS,
+    machine_time_usd,
+    paired_scores,
+    paired_test,
+    stored_decision,
+)
+from .statistics import Decision, decide, paired_bootstrap
 
 FINE_TUNED_KINDS = (CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT)
 # Versions looked at for "requirements change often"; the advisor's window is the last 30 days.
 VERSION_HISTORY_LIMIT = 12
-SECONDS_PER_HOUR = Decimal(3600)
 
 
 class NoAdvice(Exception):
@@ -44,6 +48,10 @@ class RunAdvice:
     fine_tuned: Candidate
     metric: str
 
+    @property
+    def metric_label(self) -> str:
+        return METRICS[self.metric].label
+
 
 def _kind_of(candidate: Candidate) -> OptionKind:
     if candidate.kind in FINE_TUNED_KINDS:
@@ -55,22 +63,24 @@ def _kind_of(candidate: Candidate) -> OptionKind:
 
 
 def _pricing(candidate: Candidate) -> Pricing:
-    """Token prices where the candidate has them; otherwise the machine time each answer took
-    here, at FTPORTAL_LOCAL_USD_PER_HOUR (what a self-hosted model costs per request)."""
-    if (
+    """A model this machine generates: the machine time each answer took here (the batch
+    average), at FTPORTAL_LOCAL_USD_PER_HOUR, as its cost per 1,000 requests on the
+    evaluation page. Otherwise its token prices; a hosted model without prices is priced by
+    the time it kept this machine waiting, at the same rate."""
+    has_prices = (
         candidate.input_usd_per_million_tokens is not None
         and candidate.output_usd_per_million_tokens is not None
-    ):
+    )
+    if has_prices and not generates_locally(candidate):
         return Pricing(
-            usd_per_million_input=candidate.input_usd_per_million_tokens,
-            usd_per_million_output=candidate.output_usd_per_million_tokens,
+            usd_per_million_input=candidate.input_usd_per_million_tokens or Decimal(0),
+            usd_per_million_output=candidate.output_usd_per_million_tokens or Decimal(0),
         )
     latency = candidate.metrics.get("latency", {}).get("mean") or 0.0
-    hourly = Decimal(str(settings.FTPORTAL_LOCAL_USD_PER_HOUR))
     return Pricing(
         usd_per_million_input=Decimal(0),
         usd_per_million_output=Decimal(0),
-        usd_per_request=Decimal(str(latency)) * hourly / SECONDS_PER_HOUR,
+        usd_per_request=machine_time_usd(latency, local_usd_per_hour()),
     )
 
 
@@ -107,22 +117,12 @@ def version_history(version: DatasetVersion) -> list[DatasetVersionChange]:
     return history
 
 
-def _reported(run: EvalRun, a: int, b: int, metric: str) -> PairedComparison | None:
-    """The run's stored comparison of a with b, when the report has it: the bootstrap over a
-    large run takes seconds, too long to redo on every page view."""
+def _reported(run: EvalRun, a: int, b: int, metric: str) -> Decision | None:
+    """The rule's verdict on the run's stored comparison of a with b, when the report has it:
+    the bootstrap over a large run takes seconds, too long to redo on every page view."""
     for stored in run.report.get("comparisons", []):
         if (stored["a"], stored["b"], stored["metric"]) == (a, b, metric):
-            return PairedComparison(
-                mean_a=stored["mean_a"],
-                mean_b=stored["mean_b"],
-                difference=stored["difference"],
-                ci_low=stored["ci_low"],
-                ci_high=stored["ci_high"],
-                p_value=stored["bootstrap_p"],
-                confidence=CONFIDENCE,
-                examples=stored["examples"],
-                resamples=BOOTSTRAP_RESAMPLES,
-            )
+            return stored_decision(stored)
     return None
 
 
@@ -136,7 +136,10 @@ def run_advice(
     """Fine-tune or prompt, for this run's candidates; NoAdvice when it cannot say."""
     candidates = list(
         run.candidates.select_related(
-            "model_version__training_job", "model_version__dataset_version", "checkpoint__job"
+            "model_version__training_job",
+            "model_version__dataset_version",
+            "checkpoint__job",
+            "base_model",
         )
     )
     tuned = [c for c in candidates if c.kind in FINE_TUNED_KINDS]
@@ -158,7 +161,12 @@ def run_advice(
             if comparison is None:
                 ours, theirs = paired_scores(table[fine_tuned.pk], table[candidate.pk], metric)
                 if ours:
-                    comparison = paired_bootstrap(ours, theirs, resamples=BOOTSTRAP_RESAMPLES)
+                    spec = METRICS[metric]
+                    comparison = decide(
+                        paired_bootstrap(ours, theirs, resamples=BOOTSTRAP_RESAMPLES),
+                        paired_test(spec, ours, theirs),
+                        higher_is_better=spec.higher_is_better,
+                    )
         options.append(
             Option(
                 name=candidate.label,

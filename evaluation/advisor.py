@@ -18,10 +18,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from .statistics import PairedComparison, verdict_sentence
+from .statistics import RULE, Decision, VerdictOutcome
 
 OptionKind = Literal["fine_tuned", "few_shot", "zero_shot", "larger_model"]
 OPTION_KINDS: tuple[OptionKind, ...] = ("fine_tuned", "few_shot", "zero_shot", "larger_model")
+# What each kind is called on the page.
+OPTION_KIND_LABELS: dict[OptionKind, str] = {
+    "fine_tuned": "fine-tuned",
+    "few_shot": "few-shot prompt",
+    "zero_shot": "zero-shot prompt",
+    "larger_model": "larger model, prompted",
+}
 
 # 365 days x 24 hours / 12 months: the average month, so a year of hosting is 12 monthly bills.
 HOURS_PER_MONTH = Decimal(730)
@@ -54,6 +61,12 @@ PitfallCode = Literal[
     "prompting_is_enough", "insufficient_data", "overfitting", "requirements_change_often"
 ]
 BreakEvenStatus = Literal["cheaper_from_first_request", "pays_back", "never_pays_back"]
+# When fine-tuning buys no measured quality, what it saves must be worth the work it adds
+# (retraining and re-evaluating whenever the data changes, one more model to host and watch):
+# at least this share of the prompt's bill over the horizon, and at least this many dollars.
+# Below that, a few dollars a year (observed: $3) would decide between two equal options.
+MATERIAL_SAVINGS_SHARE = Decimal("0.10")
+MATERIAL_SAVINGS_USD = Decimal(500)
 # Pitfalls that cast doubt on the fine-tuned model's measured gain itself.
 _DOUBTFUL_TRAINING: frozenset[PitfallCode] = frozenset({"insufficient_data", "overfitting"})
 
@@ -125,12 +138,12 @@ class RequestShape:
 class Option:
     """One way to do the task: the fine-tuned model, or a prompt to a base or larger model.
 
-    ``quality`` is the mean task metric on the evaluation set. ``vs_fine_tuned`` is the paired
-    comparison on the same examples with the fine-tuned model as ``a`` and this option as ``b``
-    (``paired_bootstrap(fine_tuned_scores, option_scores)``), so its difference and interval are
-    fine-tuned minus this option; None for the fine-tuned option itself, or when the option was
-    not evaluated on the same examples. ``one_off_usd`` is the training cost of the fine-tuned
-    option and 0 for the others.
+    ``quality`` is the mean task metric on the evaluation set. ``vs_fine_tuned`` is the decision
+    rule's verdict (:func:`evaluation.statistics.decide`) on the paired comparison on the same
+    examples with the fine-tuned model as ``a`` and this option as ``b``, so its difference and
+    interval are fine-tuned minus this option; None for the fine-tuned option itself, or when
+    the option was not evaluated on the same examples. ``one_off_usd`` is the training cost of
+    the fine-tuned option and 0 for the others.
     """
 
     name: str
@@ -138,7 +151,7 @@ class Option:
     quality: float
     pricing: Pricing
     request_shape: RequestShape
-    vs_fine_tuned: PairedComparison | None = None
+    vs_fine_tuned: Decision | None = None
     one_off_usd: Decimal = Decimal(0)
 
     def __post_init__(self) -> None:
@@ -155,6 +168,10 @@ class Option:
     @property
     def is_fine_tuned(self) -> bool:
         return self.kind == "fine_tuned"
+
+    @property
+    def kind_label(self) -> str:
+        return OPTION_KIND_LABELS[self.kind]
 
 
 def cost_per_request(option: Option) -> Decimal:
@@ -341,24 +358,23 @@ def prompting_is_enough(
     metric_label: str = "quality",
     points: bool = True,
 ) -> Pitfall | None:
-    """Flags a prompting option the fine-tuned model is not reliably better than: the paired
-    interval for fine-tuned minus the option reaches 0 or lies below it (ci_low <= 0). None when
-    the fine-tuned model is better beyond doubt, or when there is no paired comparison to judge.
-    ``points``: the metric is a fraction in [0, 1], reported x 100 as in
-    :func:`~evaluation.statistics.verdict_sentence`."""
-    comparison = alternative.vs_fine_tuned
-    if alternative.is_fine_tuned or comparison is None or comparison.ci_low > 0:
+    """Flags a prompting option the fine-tuned model is not better than by the decision rule
+    (no significant difference, borderline, or worse). None when the rule says the fine-tuned
+    model is better, or when there is no paired comparison to judge. ``points``: the metric is
+    a fraction in [0, 1], reported x 100 as in :meth:`~evaluation.statistics.Decision.sentence`.
+    """
+    decision = alternative.vs_fine_tuned
+    if alternative.is_fine_tuned or decision is None or decision.outcome == VerdictOutcome.BETTER:
         return None
-    verdict = verdict_sentence(
-        fine_tuned.name, alternative.name, metric_label, comparison, points=points
-    )
+    verdict = decision.sentence(fine_tuned.name, alternative.name, metric_label, points)
     return Pitfall(
         code="prompting_is_enough",
         title=f"Prompting may be enough: {alternative.name}",
         explanation=(
             f"The fine-tuned model is not reliably better: {verdict}. The guide warns that "
-            "few-shot prompting of the base model sometimes performs similarly; if it does, "
-            "fine-tuning adds training, hosting and retraining for no measured gain."
+            "few-shot prompting of the base model sometimes performs similarly; then "
+            "fine-tuning is worth it only for what it saves, against the training, hosting and "
+            "retraining it adds."
         ),
     )
 
@@ -538,7 +554,7 @@ class AdviceRow:
         return self.option.quality
 
     @property
-    def vs_fine_tuned(self) -> PairedComparison | None:
+    def vs_fine_tuned(self) -> Decision | None:
         return self.option.vs_fine_tuned
 
     @property
@@ -549,6 +565,12 @@ class AdviceRow:
     def payback_months(self) -> Decimal | None:
         return None if self.break_even is None else self.break_even.payback_months
 
+    @property
+    def payback(self) -> str:
+        """When the training cost is repaid against this option, in words; "" for the
+        fine-tuned row itself."""
+        return "" if self.break_even is None else payback_in_words(self.break_even)
+
 
 @dataclass(frozen=True)
 class Advice:
@@ -557,6 +579,7 @@ class Advice:
     recommendation: str
     monthly_requests: int
     horizon_months: int
+    rule: str = RULE
 
     @property
     def pitfall_codes(self) -> tuple[PitfallCode, ...]:
@@ -588,16 +611,32 @@ def _the_fine_tuned(options: Sequence[Option]) -> Option:
     return fine_tuned[0]
 
 
-def _payback_phrase(row: AdviceRow) -> str:
-    result = row.break_even
-    if result is None or result.payback_months is None:
-        return "its training cost is never repaid at this volume"
-    if result.payback_months == 0:
-        return "it costs no more from the first request"
-    return f"training pays back in {result.payback_months:.1f} months"
+DAYS_PER_MONTH = Decimal("30.4")  # 365 / 12
 
 
-Compared = tuple[AdviceRow, PairedComparison]
+def payback_in_words(result: BreakEven) -> str:
+    """When the fine-tuned option's training cost is repaid, as people say it: "cheaper from
+    the first request: nothing to pay back", "pays for itself immediately", "... after about
+    11 days", "... after about 4 months", "... after about 2 years", or "never pays for itself
+    at this volume"."""
+    if result.status == "cheaper_from_first_request":
+        return "cheaper from the first request: nothing to pay back"
+    months = result.payback_months
+    if months is None:
+        return "never pays for itself at this volume"
+    days = months * DAYS_PER_MONTH
+    if days < 1:
+        return "pays for itself immediately"
+    if months < 1:
+        count = round(days)
+        return f"pays for itself after about {count} day{'s' if count != 1 else ''}"
+    if months < 24:
+        count = round(months)
+        return f"pays for itself after about {count} month{'s' if count != 1 else ''}"
+    return f"pays for itself after about {round(months / 12)} years"
+
+
+Compared = tuple[AdviceRow, Decision]
 
 
 def _training_doubts(pitfalls: Sequence[Pitfall]) -> str:
@@ -606,36 +645,48 @@ def _training_doubts(pitfalls: Sequence[Pitfall]) -> str:
     )
 
 
+def _material_saving(saving: Decimal, prompt_bill: Decimal) -> bool:
+    return saving >= MATERIAL_SAVINGS_USD and saving >= MATERIAL_SAVINGS_SHARE * prompt_bill
+
+
 def _recommend_between_equals(
     fine_tuned: AdviceRow,
     as_good: Sequence[Compared],
     pitfalls: Sequence[Pitfall],
     context: _Context,
 ) -> str:
-    # Equal quality: the cheaper over the horizon wins, and ties go to the prompt, which is
-    # simpler to change. A dataset that keeps changing makes the training cost recur (the
+    # Quality first: no option here is better than the fine-tuned model by the rule, nor the
+    # fine-tuned model better than them, so the prompt (simpler to change) is the answer unless
+    # fine-tuning saves a material amount over the horizon, training included (see
+    # MATERIAL_SAVINGS_*). A dataset that keeps changing makes the training cost recur (the
     # horizon cost counts one run), so then the prompt wins too.
-    cheapest, comparison = min(as_good, key=lambda pair: pair[0].horizon_cost)
-    verdict = context.verdict(fine_tuned.name, cheapest.name, comparison)
+    cheapest, decision = min(as_good, key=lambda pair: pair[0].horizon_cost)
+    verdict = context.verdict(fine_tuned.name, cheapest.name, decision)
     costs = (
         f"over {context.horizon} months {fine_tuned.name} costs "
         f"{_usd(fine_tuned.horizon_cost)} with training, {cheapest.name} "
         f"{_usd(cheapest.horizon_cost)}"
     )
+    saving = cheapest.horizon_cost - fine_tuned.horizon_cost
     changing = any(pitfall.code == "requirements_change_often" for pitfall in pitfalls)
-    if fine_tuned.horizon_cost < cheapest.horizon_cost and not changing:
+    if _material_saving(saving, cheapest.horizon_cost) and not changing:
         doubts = _training_doubts(pitfalls)
         if doubts:
             return (
                 f"Not enough evidence yet: {verdict} and {costs}, but the training shows "
                 f"{doubts}; fix that and evaluate again before relying on the fine-tuned model."
             )
-        return f"Fine-tune: {verdict}, but {costs}; {_payback_phrase(cheapest)}."
-    reason = (
-        "and the dataset keeps changing, so each change would mean retraining"
-        if changing
-        else "and saves no money"
-    )
+        payback = payback_in_words(cheapest.break_even) if cheapest.break_even else ""
+        return f"Fine-tune to save money, not for quality: {verdict}, but {costs}; it {payback}."
+    if changing:
+        reason = "and the dataset keeps changing, so each change would mean retraining"
+    elif saving > 0:
+        reason = (
+            f"and would save only {_usd(saving)}, too little to outweigh retraining and "
+            "re-evaluating it whenever the task changes"
+        )
+    else:
+        reason = "and saves no money"
     return f"Prompt: {verdict}; {costs}: fine-tuning buys no measured quality {reason}."
 
 
@@ -646,8 +697,8 @@ def _recommend_the_winner(
     context: _Context,
 ) -> str:
     # The fine-tuned model beats every alternative: report the closest one.
-    closest, comparison = min(evaluated, key=lambda pair: pair[1].difference)
-    verdict = context.verdict(fine_tuned.name, closest.name, comparison)
+    closest, decision = min(evaluated, key=lambda pair: pair[1].comparison.difference)
+    verdict = context.verdict(fine_tuned.name, closest.name, decision)
     doubts = _training_doubts(pitfalls)
     if doubts:
         return (
@@ -655,11 +706,12 @@ def _recommend_the_winner(
             "fix that and evaluate again before relying on the gain."
         )
     extra = fine_tuned.monthly_cost - closest.monthly_cost
-    running = (
-        f"it costs {_usd(extra)} a month more to run than {closest.name}"
-        if extra > 0
-        else f"it costs {_usd(-extra)} a month less to run than {closest.name}"
-    )
+    if extra > 0:
+        running = f"it costs {_usd(extra)} a month more to run than {closest.name}"
+    elif extra < 0:
+        running = f"it costs {_usd(-extra)} a month less to run than {closest.name}"
+    else:
+        running = f"it costs the same to run as {closest.name}"
     caveat = (
         "; the dataset keeps changing, so budget for retraining"
         if any(pitfall.code == "requirements_change_often" for pitfall in pitfalls)
@@ -674,10 +726,8 @@ class _Context:
     points: bool
     horizon: int
 
-    def verdict(self, fine_tuned: str, alternative: str, comparison: PairedComparison) -> str:
-        return verdict_sentence(
-            fine_tuned, alternative, self.metric_label, comparison, points=self.points
-        )
+    def verdict(self, fine_tuned: str, alternative: str, decision: Decision) -> str:
+        return decision.sentence(fine_tuned, alternative, self.metric_label, self.points)
 
 
 def _recommend(
@@ -692,8 +742,17 @@ def _recommend(
             "Not enough evidence yet: no prompting option was scored on the same examples as "
             f"{fine_tuned.name}; evaluate few-shot prompting of the base model side by side."
         )
-    # An option the fine-tuned model does not reliably beat is as good, as far as we know.
-    as_good = [(row, comparison) for row, comparison in evaluated if comparison.ci_low <= 0]
+    # Quality first: an option better than the fine-tuned model by the rule wins, the cheapest
+    # of them if several are.
+    better = [(row, d) for row, d in evaluated if d.outcome == VerdictOutcome.WORSE]
+    if better:
+        winner, decision = min(better, key=lambda pair: pair[0].horizon_cost)
+        verdict = context.verdict(fine_tuned.name, winner.name, decision)
+        return f"Prompt: {verdict}; fine-tuning as trained costs quality."
+    # An option the fine-tuned model does not beat by the rule is as good, as far as we know.
+    as_good = [
+        (row, decision) for row, decision in evaluated if decision.outcome != VerdictOutcome.BETTER
+    ]
     if as_good:
         return _recommend_between_equals(fine_tuned, as_good, pitfalls, context)
     unevaluated = [row.name for row in alternatives if row.vs_fine_tuned is None]
@@ -725,9 +784,15 @@ def advise(
     recommendation, in order:
 
     * "Not enough evidence yet" when no option was compared on the same examples;
-    * "Prompt" / "Fine-tune" when some option is as good (its interval reaches 0): the cheapest
-      such option over the horizon is set against the fine-tuned one (with training); the
-      fine-tuned model wins only when strictly cheaper and the dataset is not changing often;
+    Verdicts follow the one decision rule (:func:`evaluation.statistics.decide`), quality
+    first:
+
+    * "Prompt" when some option is better than the fine-tuned model by the rule;
+    * when some option is as good (no significant difference, or borderline), the cheapest
+      such option over the horizon is set against the fine-tuned one (with training): "Prompt",
+      unless fine-tuning saves a material amount (:data:`MATERIAL_SAVINGS_SHARE` of the
+      prompt's bill and at least :data:`MATERIAL_SAVINGS_USD`) and the dataset is not changing
+      often: then "Fine-tune to save money, not for quality";
     * "Not enough evidence yet" when the fine-tuned model beats every evaluated option but some
       option was not evaluated;
     * whenever the answer would be "Fine-tune" but the training shows insufficient data or

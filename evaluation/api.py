@@ -228,7 +228,10 @@ class EvalRunOutput(serializers.Serializer[Any]):
     finished_at = serializers.DateTimeField(allow_null=True)
     candidates = CandidateOutput(many=True)
     report = serializers.JSONField(
-        help_text="When finished: metrics, comparisons with CIs and tests, verdicts."
+        help_text=(
+            "When finished: metrics, comparisons with CIs and tests (each with the rule's "
+            "outcome: better, worse, no_difference or borderline, and the rule), verdicts."
+        )
     )
 
     def get_progress(self, run: EvalRun) -> dict[str, int]:

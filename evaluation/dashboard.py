@@ -4,7 +4,6 @@ of its evaluations."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ftportal.charts import Axis, Chart, Series
@@ -12,6 +11,7 @@ from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
 
 from .models import Candidate, CandidateKind, EvalRun, EvalStatus
+from .report import run_verdicts
 from .scoring import METRICS
 
 FINE_TUNED_SERIES = "fine-tuned version"
@@ -91,14 +91,13 @@ def model_dashboard(model: RegisteredModel) -> ModelDashboard:
         .prefetch_related("candidates")
     )
     for run in runs:
+        verdicts = _verdicts_of(run)
         for candidate in run.candidates.all():
             version = by_pk.get(candidate.model_version_id or 0)
             if version is None:
                 continue
             means = candidate.metrics.get("means", {})
-            history.append(
-                HistoryRow(run, version, means.get(run.primary_metric), _verdicts_of(run))
-            )
+            history.append(HistoryRow(run, version, means.get(run.primary_metric), verdicts))
             if run.status == EvalStatus.SUCCEEDED and version.pk not in latest_run:
                 latest_run[version.pk] = run
     measured: dict[str, dict[str, dict[int, float]]] = {}
@@ -117,8 +116,8 @@ def model_dashboard(model: RegisteredModel) -> ModelDashboard:
 
 
 def _verdicts_of(run: EvalRun) -> list[str]:
-    verdicts: Sequence[str] = run.report.get("verdicts", [])
-    return list(verdicts)
+    # Decided by the rule when read, so runs stored before it read like new ones.
+    return run_verdicts(run, list(run.candidates.all())).sentences
 
 
 def project_dashboards(project: Project) -> list[ModelDashboard]:

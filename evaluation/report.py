@@ -4,14 +4,18 @@ keep. Written once into EvalRun.report and Candidate.metrics when the run ends."
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Any, cast
 
+from django.conf import settings
 from django.db.models import Sum
 
+from training.models import Provider
+
 from .judge import JudgeSummary, Outcome, PairVerdict, Verdict, summarise
-from .models import Candidate, EvalKind, EvalResult, EvalRun, JudgeVerdict
+from .models import Candidate, CandidateKind, EvalKind, EvalResult, EvalRun, JudgeVerdict
 from .prompting import answer_of
 from .scoring import (
     METRICS,
@@ -20,7 +24,27 @@ from .scoring import (
     candidate_summary,
     compare_candidates,
     metrics_present,
+    stored_decision,
 )
+from .statistics import RULE, Decision, VerdictOutcome
+
+
+def generates_locally(candidate: Candidate) -> bool:
+    """Whether this worker generates the candidate's answers itself, in batches (what
+    :func:`evaluation.runner.chat_for` decides): a local adapter or a local base model."""
+    if candidate.kind == CandidateKind.MODEL_VERSION and candidate.model_version is not None:
+        return bool(candidate.model_version.adapter_dir)
+    if candidate.kind == CandidateKind.CHECKPOINT and candidate.checkpoint is not None:
+        return bool(candidate.checkpoint.path)
+    if candidate.kind == CandidateKind.BASE and candidate.base_model is not None:
+        return candidate.base_model.provider == Provider.LOCAL
+    return False
+
+
+def local_usd_per_hour() -> Decimal:
+    """What an hour of this machine costs: FTPORTAL_LOCAL_USD_PER_HOUR, the rate training
+    prices local compute at."""
+    return Decimal(str(settings.FTPORTAL_LOCAL_USD_PER_HOUR))
 
 
 def candidate_summary_of(candidate: Candidate) -> dict[str, Any]:
@@ -41,6 +65,7 @@ def candidate_summary_of(candidate: Candidate) -> dict[str, Any]:
         answers,
         input_usd_per_million=candidate.input_usd_per_million_tokens,
         output_usd_per_million=candidate.output_usd_per_million_tokens,
+        local_usd_per_hour=local_usd_per_hour() if generates_locally(candidate) else None,
     )
 
 
@@ -60,11 +85,12 @@ def _percent(value: float) -> str:
 
 
 def _checkpoint_recommendation(
-    candidates: list[Candidate], best_id: int, metric: str
+    candidates: Sequence[Candidate], best_id: int, metric: str, decisions: Mapping[int, Decision]
 ) -> dict[str, Any]:
-    """Which checkpoint to keep, by the task metric, and whether the loss would have chosen
-    differently (the reason to evaluate checkpoints at all)."""
-    label = METRICS[metric].label
+    """Which checkpoint to keep, by the task metric and the decision rule, and whether the loss
+    would have chosen differently (the reason to evaluate checkpoints at all). ``decisions``
+    holds the best checkpoint against each other one, by the other's candidate id."""
+    spec = METRICS[metric]
     by_id = {c.pk: c for c in candidates}
     best = by_id[best_id]
     best_value = best.metrics["means"][metric]
@@ -74,7 +100,23 @@ def _checkpoint_recommendation(
         if c.checkpoint is not None and c.checkpoint.val_loss is not None
     }
     lowest_loss = by_id[min(losses, key=lambda pk: losses[pk])] if losses else None
-    sentence = f"Keep {best.label}: best {label} ({_percent(best_value)})."
+    sentence = f"Keep {best.label}: best {spec.label} ({_percent(best_value)})"
+    # Quality first: a checkpoint the rule does not separate from the best is as good as far
+    # as this test set can tell, and the sentence says so instead of "beats".
+    close = [
+        (by_id[other], decision)
+        for other, decision in decisions.items()
+        if other in by_id and decision.outcome != VerdictOutcome.BETTER
+    ]
+    if close:
+        rival, decision = close[0]
+        sentence += (
+            f", but not clearly better than {rival.label}: "
+            f"{decision.sentence(best.label, rival.label, spec.label, spec.points)}"
+        )
+    elif decisions:
+        sentence += ", better than every other checkpoint by the rule"
+    sentence += "."
     if lowest_loss is not None and lowest_loss.pk != best.pk:
         loss_value = lowest_loss.metrics.get("means", {}).get(metric)
         scored = f", which scores {_percent(loss_value)}" if loss_value is not None else ""
@@ -89,7 +131,42 @@ def _checkpoint_recommendation(
         "value": best_value,
         "lowest_val_loss_candidate": lowest_loss.pk if lowest_loss else None,
         "sentence": sentence,
+        "rule": RULE,
     }
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """What a finished run concludes, by the one decision rule: the verdict sentences on the
+    task metric, the checkpoint to keep (sweeps only) and the rule they follow."""
+
+    sentences: list[str]
+    recommendation: dict[str, Any] | None
+    rule: str
+
+
+def run_verdicts(run: EvalRun, candidates: Sequence[Candidate]) -> Verdicts:
+    """The verdicts of the run's stored comparisons, decided by the rule each time they are
+    read, so that runs stored before the rule existed read the same way as new ones."""
+    report = run.report
+    labels = {c.pk: c.label for c in candidates}
+    primary = report.get("primary_metric", "")
+    sentences, decisions = [], {}
+    for stored in report.get("comparisons", []):
+        if stored["metric"] != primary or primary not in METRICS:
+            continue
+        spec = METRICS[primary]
+        decision = stored_decision(stored)
+        decisions[stored["b"]] = decision
+        label_a, label_b = labels.get(stored["a"], "?"), labels.get(stored["b"], "?")
+        sentences.append(_capitalised(decision.sentence(label_a, label_b, spec.label, spec.points)))
+    recommendation = None
+    # A sweep's reference is its best checkpoint, when one has a score on the task metric.
+    best = next((c for c in candidates if c.pk == report.get("reference")), None)
+    scored = best is not None and best.metrics.get("means", {}).get(primary) is not None
+    if run.kind == EvalKind.CHECKPOINTS and best is not None and scored:
+        recommendation = _checkpoint_recommendation(candidates, best.pk, primary, decisions)
+    return Verdicts(sentences, recommendation, RULE)
 
 
 def run_report(run: EvalRun) -> dict[str, Any]:
@@ -102,11 +179,9 @@ def run_report(run: EvalRun) -> dict[str, Any]:
     if not candidates or not primary:
         return report
     reference_id = candidates[0].pk
-    if run.kind == EvalKind.CHECKPOINTS:
-        best_id = best_candidate(summaries, primary)
-        if best_id is not None:
-            reference_id = best_id
-            report["recommendation"] = _checkpoint_recommendation(candidates, best_id, primary)
+    best_id = best_candidate(summaries, primary)
+    if run.kind == EvalKind.CHECKPOINTS and best_id is not None:
+        reference_id = best_id  # the sweep compares the best checkpoint with each other one
     reference = next(c for c in candidates if c.pk == reference_id)
     comparisons = []
     for other in candidates:
@@ -124,9 +199,12 @@ def run_report(run: EvalRun) -> dict[str, Any]:
                 comparisons.append({"a": reference.pk, "b": other.pk, **comparison})
     report["reference"] = reference.pk
     report["comparisons"] = comparisons
-    report["verdicts"] = [
-        _capitalised(c["sentence"]) for c in comparisons if c["metric"] == primary
-    ]
+    run.report = report  # what run_verdicts reads; the caller saves the run
+    verdicts = run_verdicts(run, candidates)
+    report["verdicts"] = verdicts.sentences
+    report["rule"] = verdicts.rule
+    if verdicts.recommendation is not None:
+        report["recommendation"] = verdicts.recommendation
     judged = judge_report(run, candidates)
     if judged:
         report["judge"] = judged
@@ -201,6 +279,6 @@ def _judge_sentence(label_a: str, label_b: str, summary: JudgeSummary) -> str:
 
 def _capitalised(sentence: str) -> str:
     # Only the sentence's own opening word: a candidate's label keeps its spelling.
-    if sentence.startswith("no "):
-        sentence = "N" + sentence[1:]
+    if sentence.startswith(("no ", "borderline ")):
+        sentence = sentence[0].upper() + sentence[1:]
     return sentence + "."

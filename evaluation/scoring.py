@@ -32,10 +32,13 @@ from .metrics import (
     token_f1,
 )
 from .statistics import (
+    Decision,
+    DiscordantTest,
+    PairedComparison,
+    decide,
     mcnemar_exact,
     paired_bootstrap,
     sign_test,
-    verdict_sentence,
     wins_ties_losses,
 )
 
@@ -141,14 +144,33 @@ def _mean_of(answers: Sequence[ScoredAnswer], key: str) -> float | None:
     return fmean(values) if values else None
 
 
+SECONDS_PER_HOUR = Decimal(3600)
+# How latency was measured: each request timed on its own (hosted), or a local batch's time
+# shared out over its answers, which gives every answer of a batch the same number.
+PER_REQUEST = "per_request"
+BATCH_AVERAGE = "batch_average"
+
+
+def machine_time_usd(seconds: float, usd_per_hour: Decimal) -> Decimal:
+    """What ``seconds`` of this machine cost at ``usd_per_hour``; unrounded."""
+    return Decimal(str(seconds)) * usd_per_hour / SECONDS_PER_HOUR
+
+
 def candidate_summary(
     answers: Sequence[ScoredAnswer],
     *,
     input_usd_per_million: Decimal | None,
     output_usd_per_million: Decimal | None,
+    local_usd_per_hour: Decimal | None = None,
 ) -> dict[str, Any]:
     """Means of every per-item score, label metrics when the references are labels, latency
-    percentiles and the cost of 1,000 requests like these (when the candidate has prices)."""
+    and the cost of 1,000 requests like these.
+
+    ``local_usd_per_hour`` is given for a model this machine generates in batches: its latency
+    is then the batch average per request (no percentiles: they would only repeat the
+    average) and 1,000 requests cost 1,000 x that average in machine time at this rate.
+    Otherwise each request was timed on its own (p50 and p95) and the cost follows the token
+    prices, when the candidate has them."""
     if not answers:
         return {"examples": 0}
     keys = sorted({key for answer in answers for key in answer.scores})
@@ -158,12 +180,22 @@ def candidate_summary(
         "means": {key: _mean_of(answers, key) for key in keys},
     }
     latencies = [a.latency_seconds for a in answers if a.latency_seconds is not None]
+    local = local_usd_per_hour is not None
     if latencies:
         latency = latency_summary(latencies)
-        summary["latency"] = {"p50": latency.p50, "p95": latency.p95, "mean": latency.mean}
+        summary["latency"] = (
+            {"mean": latency.mean, "measured": BATCH_AVERAGE}
+            if local
+            else {"p50": latency.p50, "p95": latency.p95, "mean": latency.mean}
+            | {"measured": PER_REQUEST}
+        )
     summary["prompt_tokens_mean"] = fmean(a.prompt_tokens for a in answers)
     summary["completion_tokens_mean"] = fmean(a.completion_tokens for a in answers)
-    if input_usd_per_million is not None and output_usd_per_million is not None:
+    if local_usd_per_hour is not None and latencies:
+        per_1000 = machine_time_usd(fmean(latencies), local_usd_per_hour) * 1000
+        summary["cost_per_1000_usd"] = str(per_1000.quantize(Decimal("0.000001")))
+        summary["cost_basis"] = f"machine time at ${local_usd_per_hour}/h"
+    elif input_usd_per_million is not None and output_usd_per_million is not None:
         cost = cost_per_1000_requests(
             [a.prompt_tokens for a in answers],
             [a.completion_tokens for a in answers],
@@ -171,6 +203,7 @@ def candidate_summary(
             output_usd_per_million,
         )
         summary["cost_per_1000_usd"] = str(cost.quantize(Decimal("0.000001")))
+        summary["cost_basis"] = "token prices"
         # What these answers cost: the run's share of the evaluation spend.
         summary["cost_usd"] = str((cost * len(answers) / 1000).quantize(Decimal("0.000001")))
     references = [a.reference for a in answers]
@@ -192,14 +225,11 @@ def _label_metrics(outputs: Sequence[str], references: Sequence[str]) -> dict[st
     }
 
 
-def _significance(spec: MetricSpec, a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+def paired_test(spec: MetricSpec, a: Sequence[float], b: Sequence[float]) -> DiscordantTest:
+    """The paired test the decision rule pairs with the bootstrap for this metric."""
     if spec.binary:
-        test = mcnemar_exact([value == 1.0 for value in a], [value == 1.0 for value in b])
-        name = "McNemar exact"
-    else:
-        test = sign_test(a, b, tolerance=TIE_TOLERANCE)
-        name = "sign test"
-    return {"test": name, "test_p": test.p_value}
+        return mcnemar_exact([value == 1.0 for value in a], [value == 1.0 for value in b])
+    return sign_test(a, b, tolerance=TIE_TOLERANCE)
 
 
 def paired_scores(
@@ -235,6 +265,8 @@ def compare_candidates(
     comparison = paired_bootstrap(
         a, b, resamples=BOOTSTRAP_RESAMPLES, seed=seed, confidence=CONFIDENCE
     )
+    test = paired_test(spec, a, b)
+    decision = decide(comparison, test, higher_is_better=spec.higher_is_better)
     counts = wins_ties_losses(a, b, tolerance=TIE_TOLERANCE)
     if not spec.higher_is_better:
         # A win is the better score: for latency, the lower one.
@@ -248,20 +280,46 @@ def compare_candidates(
         "ci_low": comparison.ci_low,
         "ci_high": comparison.ci_high,
         "bootstrap_p": comparison.p_value,
-        "significant": comparison.significant,
+        # Whether the rule finds a difference (runs stored before the rule: the CI alone).
+        "significant": decision.is_difference,
         "wins": counts.wins,
         "ties": counts.ties,
         "losses": counts.losses,
-        **_significance(spec, a, b),
-        "sentence": verdict_sentence(
-            name_a,
-            name_b,
-            spec.label,
-            comparison,
-            points=spec.points,
-            higher_is_better=spec.higher_is_better,
-        ),
+        "test": test.name,
+        "test_p": test.p_value,
+        "test_a_better": test.a_better,
+        "test_b_better": test.b_better,
+        "outcome": decision.outcome.value,
+        "rule": decision.rule,
+        "sentence": decision.sentence(name_a, name_b, spec.label, spec.points),
     }
+
+
+def stored_decision(stored: Mapping[str, Any]) -> Decision:
+    """The decision rule applied to a comparison stored in a run's report (by
+    :func:`compare_candidates`), including reports written before the rule existed: they lack
+    the test's own counts, which their wins and losses give (flipped back for metrics where
+    lower is better)."""
+    spec = METRICS[stored["metric"]]
+    a_better, b_better = stored.get("test_a_better"), stored.get("test_b_better")
+    if a_better is None or b_better is None:
+        wins, losses = stored["wins"], stored["losses"]
+        a_better, b_better = (wins, losses) if spec.higher_is_better else (losses, wins)
+    # The rule reads only the difference, the interval and the test; the rest is context
+    # that a partial report may lack.
+    comparison = PairedComparison(
+        mean_a=stored.get("mean_a", 0.0),
+        mean_b=stored.get("mean_b", 0.0),
+        difference=stored["difference"],
+        ci_low=stored["ci_low"],
+        ci_high=stored["ci_high"],
+        p_value=stored.get("bootstrap_p", 1.0),
+        confidence=CONFIDENCE,
+        examples=stored.get("examples", 0),
+        resamples=BOOTSTRAP_RESAMPLES,
+    )
+    test = DiscordantTest(a_better, b_better, stored["test_p"], name=stored["test"])
+    return decide(comparison, test, higher_is_better=spec.higher_is_better)
 
 
 def metrics_present(scores: Sequence[Mapping[str, float]]) -> list[str]:

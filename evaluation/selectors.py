@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from datasets.review_selectors import DiffSegment, answer_diff
@@ -14,7 +15,8 @@ from training.selectors import LOSS_AXIS_TITLE
 from .judge import Agreement, human_agreement
 from .models import Candidate, EvalKind, EvalResult, EvalRun, HumanPreference, JudgeVerdict
 from .prompting import answer_of
-from .scoring import METRICS
+from .report import generates_locally, local_usd_per_hour
+from .scoring import BATCH_AVERAGE, METRICS, PER_REQUEST, machine_time_usd, stored_decision
 
 # What "A wrong, B right" and friends mean: A's and B's answer on the chosen metric, each right
 # when its score reaches the threshold.
@@ -178,16 +180,62 @@ class MetricCell:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """How long a request took. ``measured`` is PER_REQUEST (each timed on its own: p50 and
+    p95) or BATCH_AVERAGE (a local batch's time shared out: one average, no percentiles)."""
+
+    measured: str
+    mean: float
+    p50: float | None = None
+    p95: float | None = None
+
+    @property
+    def per_request(self) -> bool:
+        return self.measured == PER_REQUEST
+
+
+@dataclass(frozen=True)
 class CandidateRow:
     candidate: Candidate
     cells: list[MetricCell]
     summary: dict[str, Any]
+    latency: Latency | None = None
+    cost_per_1000_usd: Decimal | None = None
+    cost_basis: str = ""
+
+
+def _latency(candidate: Candidate, local: bool) -> Latency | None:
+    stored = candidate.metrics.get("latency")
+    if not stored or stored.get("mean") is None:
+        return None
+    # Runs stored before latency said how it was measured: local ones were batch averages.
+    measured = stored.get("measured") or (BATCH_AVERAGE if local else PER_REQUEST)
+    if measured == BATCH_AVERAGE:
+        return Latency(BATCH_AVERAGE, stored["mean"])
+    return Latency(PER_REQUEST, stored["mean"], stored.get("p50"), stored.get("p95"))
+
+
+def _cost_per_1000(
+    candidate: Candidate, local: bool, latency: Latency | None
+) -> tuple[Decimal | None, str]:
+    stored = candidate.metrics.get("cost_per_1000_usd")
+    if stored is not None:
+        return Decimal(stored), candidate.metrics.get("cost_basis", "token prices")
+    if local and latency is not None:
+        # Runs stored before local models were priced: their measured time at today's rate.
+        rate = local_usd_per_hour()
+        return machine_time_usd(latency.mean, rate) * 1000, f"machine time at ${rate}/h"
+    return None, ""
 
 
 def candidate_rows(run: EvalRun, metrics: list[str]) -> list[CandidateRow]:
     rows = []
-    for candidate in run.candidates.select_related("checkpoint", "model_version"):
+    candidates = run.candidates.select_related("checkpoint", "model_version", "base_model")
+    for candidate in candidates:
         means = candidate.metrics.get("means", {})
+        local = generates_locally(candidate)
+        latency = _latency(candidate, local)
+        cost, basis = _cost_per_1000(candidate, local, latency)
         rows.append(
             CandidateRow(
                 candidate=candidate,
@@ -196,6 +244,9 @@ def candidate_rows(run: EvalRun, metrics: list[str]) -> list[CandidateRow]:
                     for key in metrics
                 ],
                 summary=candidate.metrics,
+                latency=latency,
+                cost_per_1000_usd=cost,
+                cost_basis=basis,
             )
         )
     return rows
@@ -207,18 +258,27 @@ def report_metrics(run: EvalRun) -> list[str]:
 
 
 def comparisons_for_page(run: EvalRun) -> list[dict[str, Any]]:
-    """The report's comparisons with candidate labels and metric labels added."""
+    """The report's comparisons with candidate labels, metric labels and the rule's verdict
+    added (decided afresh, so runs stored before the rule read like new ones)."""
     labels = dict(run.candidates.values_list("pk", "label"))
-    return [
-        {
-            **comparison,
-            "label_a": labels.get(comparison["a"], "?"),
-            "label_b": labels.get(comparison["b"], "?"),
-            "metric_label": METRICS[comparison["metric"]].label,
-            "points": METRICS[comparison["metric"]].points,
-        }
-        for comparison in run.report.get("comparisons", [])
-    ]
+    rows = []
+    for comparison in run.report.get("comparisons", []):
+        if comparison["metric"] not in METRICS:
+            continue
+        decision = stored_decision(comparison)
+        rows.append(
+            {
+                **comparison,
+                "label_a": labels.get(comparison["a"], "?"),
+                "label_b": labels.get(comparison["b"], "?"),
+                "metric_label": METRICS[comparison["metric"]].label,
+                "points": METRICS[comparison["metric"]].points,
+                "outcome": decision.outcome.value,
+                "outcome_label": decision.outcome.label,
+                "significant": decision.is_difference,
+            }
+        )
+    return rows
 
 
 @dataclass(frozen=True)

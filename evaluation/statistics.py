@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from fractions import Fraction
 
 import numpy as np
@@ -155,13 +156,19 @@ def binomial_two_sided_p(successes: int, trials: int) -> float:
     return float(min(Fraction(1), Fraction(2 * tail, 2**trials)))
 
 
+MCNEMAR = "McNemar exact"
+SIGN_TEST = "sign test"
+
+
 @dataclass(frozen=True)
 class DiscordantTest:
-    """Result of a sign test or McNemar's test: only examples where the candidates differ count."""
+    """Result of a sign test or McNemar's test: only examples where the candidates differ count.
+    ``name`` is the test's name as people read it ("McNemar exact", "sign test")."""
 
     a_better: int
     b_better: int
     p_value: float
+    name: str = SIGN_TEST
 
 
 def sign_test(a: Sequence[float], b: Sequence[float], tolerance: float = 0.0) -> DiscordantTest:
@@ -174,6 +181,7 @@ def sign_test(a: Sequence[float], b: Sequence[float], tolerance: float = 0.0) ->
         a_better=counts.wins,
         b_better=counts.losses,
         p_value=binomial_two_sided_p(counts.wins, counts.wins + counts.losses),
+        name=SIGN_TEST,
     )
 
 
@@ -189,13 +197,43 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> DiscordantTest:
     only_a = int(((first == 1) & (second == 0)).sum())
     only_b = int(((first == 0) & (second == 1)).sum())
     return DiscordantTest(
-        a_better=only_a, b_better=only_b, p_value=binomial_two_sided_p(only_a, only_a + only_b)
+        a_better=only_a,
+        b_better=only_b,
+        p_value=binomial_two_sided_p(only_a, only_a + only_b),
+        name=MCNEMAR,
     )
 
 
 # ---------------------------------------------------------------------------
-# Plain-English verdicts
+# The decision rule, and verdicts in plain English
 # ---------------------------------------------------------------------------
+
+
+class VerdictOutcome(StrEnum):
+    """What a paired comparison says about candidate a against candidate b."""
+
+    BETTER = "better"
+    WORSE = "worse"
+    NO_DIFFERENCE = "no_difference"
+    BORDERLINE = "borderline"
+
+    @property
+    def label(self) -> str:
+        return _OUTCOME_LABELS[self]
+
+
+_OUTCOME_LABELS = {
+    VerdictOutcome.BETTER: "better",
+    VerdictOutcome.WORSE: "worse",
+    VerdictOutcome.NO_DIFFERENCE: "no significant difference",
+    VerdictOutcome.BORDERLINE: "borderline",
+}
+
+RULE = (
+    "Rule: a difference counts when the 95 % paired bootstrap CI excludes 0 and the paired "
+    "test (McNemar exact for pass/fail metrics, the sign test for graded ones) has p < 0.05; "
+    "when only one of the two says so, the verdict is borderline."
+)
 
 
 def _format_amount(value: float, points: bool) -> str:
@@ -204,45 +242,168 @@ def _format_amount(value: float, points: bool) -> str:
     return "0.0" if points and text == "-0.0" else ("0" if text == "-0" else text)
 
 
-def verdict_sentence(
-    name_a: str,
-    name_b: str,
-    metric_label: str,
-    comparison: PairedComparison,
-    points: bool = True,
-    *,
-    higher_is_better: bool = True,
-) -> str:
-    """One sentence saying whether ``name_a`` beats ``name_b`` on a metric, and by how much.
+def _format_p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
 
-    ``points`` says the scores are fractions in [0, 1], reported as points (x 100, one
-    decimal). The verdict follows the confidence interval: when it contains 0 there is no
-    significant difference. A worse candidate's gap and interval are reported as positive
-    amounts it falls short by. ``higher_is_better=False`` is for metrics like latency.
-    """
 
-    def amount(value: float) -> str:
-        return _format_amount(value, points)
+@dataclass(frozen=True)
+class Decision:
+    """The one rule's verdict on a paired comparison of a with b (made by :func:`decide`)."""
 
-    level = f"{comparison.confidence * 100:g} % CI"
-    unit = " points" if points else ""
-    low, high = comparison.ci_low, comparison.ci_high
-    if not comparison.significant:
+    outcome: VerdictOutcome
+    comparison: PairedComparison
+    test: DiscordantTest
+    higher_is_better: bool = True
+
+    @property
+    def alpha(self) -> float:
+        # Rounded so that 1 - 0.95 is 0.05, not 0.050000000000000044 (p = 0.05 is not below it).
+        return round(1 - self.comparison.confidence, 10)
+
+    @property
+    def interval_excludes_zero(self) -> bool:
+        return self.comparison.significant
+
+    @property
+    def test_is_significant(self) -> bool:
+        return self.test.p_value < self.alpha
+
+    @property
+    def rule(self) -> str:
+        """This verdict's rule in one line, e.g. "Rule: 95 % paired bootstrap CI excludes 0
+        and McNemar exact p < 0.05"."""
         return (
-            f"no significant difference between {name_a} and {name_b} on {metric_label} "
-            f"(difference {amount(comparison.difference)}{unit}, "
-            f"{level} {amount(low)} to {amount(high)})"
+            f"Rule: {self.comparison.confidence * 100:g} % paired bootstrap CI excludes 0 and "
+            f"{self.test.name} p < {self.alpha:g}"
         )
-    a_is_better = (comparison.difference > 0) == higher_is_better
-    verb = "beats" if a_is_better else "is worse than"
-    gap = abs(comparison.difference)
-    # Report the gap as a positive amount, so flip the interval when the difference is negative.
-    if comparison.difference < 0:
-        low, high = -high, -low
-    return (
-        f"{name_a} {verb} {name_b} by {amount(gap)}{unit} {metric_label} "
-        f"({level} {amount(low)} to {amount(high)})"
-    )
+
+    @property
+    def is_difference(self) -> bool:
+        """Whether the rule says the two differ (better or worse), not merely perhaps."""
+        return self.outcome in (VerdictOutcome.BETTER, VerdictOutcome.WORSE)
+
+    def swapped(self) -> Decision:
+        """The same evidence read the other way round: the decision on b against a."""
+        c = self.comparison
+        comparison = PairedComparison(
+            mean_a=c.mean_b,
+            mean_b=c.mean_a,
+            difference=-c.difference,
+            ci_low=-c.ci_high,
+            ci_high=-c.ci_low,
+            p_value=c.p_value,
+            confidence=c.confidence,
+            examples=c.examples,
+            resamples=c.resamples,
+        )
+        test = DiscordantTest(
+            self.test.b_better, self.test.a_better, self.test.p_value, self.test.name
+        )
+        return decide(comparison, test, higher_is_better=self.higher_is_better)
+
+    def no_worse_than(self, margin: float) -> bool:
+        """Whether a is at most ``margin`` worse than b (in the metric's own unit, 0.02 = 2
+        points): the worse end of the interval of a - b stays within the margin. Better is
+        always no worse; a significant loss (by the rule) never is, whatever the margin."""
+        if margin < 0:
+            raise ValueError(f"margin must not be negative, got {margin}")
+        if self.outcome == VerdictOutcome.BETTER:
+            return True
+        if self.outcome == VerdictOutcome.WORSE:
+            return False
+        worse_end = self.comparison.ci_low if self.higher_is_better else -self.comparison.ci_high
+        return worse_end >= -margin
+
+    @property
+    def test_text(self) -> str:
+        """The paired test's name and p-value, e.g. "McNemar exact p = 0.070"."""
+        return f"{self.test.name} p {_format_p(self.test.p_value)}"
+
+    def sentence(self, name_a: str, name_b: str, metric_label: str, points: bool = True) -> str:
+        """One sentence saying whether ``name_a`` beats ``name_b`` on a metric, by how much and
+        how sure: better, worse, no significant difference, or borderline with the reason.
+
+        ``points`` says the scores are fractions in [0, 1], reported as points (x 100, one
+        decimal). A worse candidate's gap and interval are reported as positive amounts."""
+
+        def amount(value: float) -> str:
+            return _format_amount(value, points)
+
+        comparison = self.comparison
+        level = f"{comparison.confidence * 100:g} % CI"
+        unit = " points" if points else ""
+        low, high = comparison.ci_low, comparison.ci_high
+        interval = f"{level} {amount(low)} to {amount(high)}"
+        if self.outcome == VerdictOutcome.NO_DIFFERENCE:
+            return (
+                f"no significant difference between {name_a} and {name_b} on {metric_label} "
+                f"(difference {amount(comparison.difference)}{unit}, {interval}; "
+                f"{self.test_text})"
+            )
+        if self.outcome == VerdictOutcome.BORDERLINE:
+            ahead = "higher" if comparison.difference >= 0 else "lower"
+            if not self.interval_excludes_zero:
+                why = (
+                    f"({interval}, which includes 0), but {self.test_text} is below {self.alpha:g}"
+                )
+            elif self.test_is_significant:
+                favoured = name_a if self.test.a_better > self.test.b_better else name_b
+                why = (
+                    f"({interval}, which excludes 0), but {self.test.name} counts more items "
+                    f"where {favoured} did better (p {_format_p(self.test.p_value)})"
+                )
+            else:
+                why = (
+                    f"({interval}, which excludes 0), but {self.test_text} "
+                    f"is not below {self.alpha:g}"
+                )
+            return (
+                f"borderline between {name_a} and {name_b} on {metric_label}: {name_a} scores "
+                f"{amount(abs(comparison.difference))}{unit} {ahead} {why}"
+            )
+        verb = "beats" if self.outcome == VerdictOutcome.BETTER else "is worse than"
+        # Report the gap as a positive amount, so flip the interval when the difference is
+        # negative.
+        if comparison.difference < 0:
+            low, high = -high, -low
+        return (
+            f"{name_a} {verb} {name_b} by {amount(abs(comparison.difference))}{unit} "
+            f"{metric_label} ({level} {amount(low)} to {amount(high)}; {self.test_text})"
+        )
+
+
+def decide(
+    comparison: PairedComparison, test: DiscordantTest, *, higher_is_better: bool = True
+) -> Decision:
+    """The one decision rule for every verdict in the product (evaluation pages, checkpoint
+    sweeps, the advisor, the promotion gate).
+
+    ``comparison`` is :func:`paired_bootstrap` of a against b and ``test`` the paired test on
+    the same examples (:func:`mcnemar_exact` for pass/fail metrics, :func:`sign_test`
+    otherwise). A difference counts only when both agree at the same level: the bootstrap
+    interval excludes 0 and the test's p-value is below 1 - confidence, in the same direction.
+    Then a is BETTER or WORSE (``higher_is_better=False`` for metrics such as latency). When
+    neither says so: NO_DIFFERENCE. When only one does (or they point different ways):
+    BORDERLINE, never "beats"; :meth:`Decision.sentence` says why.
+    """
+    decision = Decision(VerdictOutcome.NO_DIFFERENCE, comparison, test, higher_is_better)
+    interval, tested = decision.interval_excludes_zero, decision.test_is_significant
+    if not interval and not tested:
+        return decision
+    # The test counts examples where a did better and where b did, in the scores' own order.
+    same_direction = (test.a_better > test.b_better) == (comparison.difference > 0)
+    if interval and tested and same_direction:
+        a_is_better = (comparison.difference > 0) == higher_is_better
+        outcome = VerdictOutcome.BETTER if a_is_better else VerdictOutcome.WORSE
+        return Decision(outcome, comparison, test, higher_is_better)
+    return Decision(VerdictOutcome.BORDERLINE, comparison, test, higher_is_better)
+
+
+def verdict_sentence(
+    name_a: str, name_b: str, metric_label: str, decision: Decision, points: bool = True
+) -> str:
+    """The decision as one sentence; see :meth:`Decision.sentence`."""
+    return decision.sentence(name_a, name_b, metric_label, points)
 
 
 # ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from .forms import new_evaluation_from, whole_number
 from .judge import DEFAULT_RUBRIC
 from .models import Candidate, CandidateKind, EvalRun, EvalSplit, EvalStatus
 from .rating import choice_from_side, next_card
+from .report import run_verdicts
 from .runner import progress
 from .scoring import BOOTSTRAP_RESAMPLES, METRICS
 from .selectors import (
@@ -41,6 +42,7 @@ from .services import (
     eval_run_resume,
     human_preference_record,
 )
+from .statistics import RULE
 
 SIDE_BY_SIDE_ITEMS = 20
 
@@ -84,6 +86,7 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
     candidates, rows = side_by_side(run, limit=SIDE_BY_SIDE_ITEMS)
     done, total = progress(run)
     primary = run.report.get("primary_metric") or run.primary_metric
+    verdicts = run_verdicts(run, candidates)
     context = {
         "project": project,
         "role": role,
@@ -97,8 +100,9 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
         "metric_headers": [(key, METRICS[key].label) for key in metrics],
         "candidate_rows": candidate_rows(run, metrics),
         "comparisons": comparisons_for_page(run),
-        "verdicts": run.report.get("verdicts", []),
-        "recommendation": run.report.get("recommendation"),
+        "verdicts": verdicts.sentences,
+        "recommendation": verdicts.recommendation,
+        "rule": verdicts.rule,
         "sweep_chart": checkpoint_sweep_chart(run),
         "reference_id": run.report.get("reference"),
         "confusions": confusions(run),
@@ -166,6 +170,7 @@ def eval_list(request: AppRequest, project_id: int) -> HttpResponse:
         "can_evaluate": role_allows(role, Action.EVALUATE),
         "runs": runs,
         "dashboards": project_dashboards(project),
+        "rule": RULE,
     }
     return render(request, "evaluation/eval_list.html", context)
 

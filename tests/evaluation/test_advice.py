@@ -85,7 +85,7 @@ def test_when_fine_tuning_is_clearly_better_the_advice_is_to_fine_tune(
     assert result.advice.pitfall_codes == ()
     tuned_row, shot_row = result.advice.rows
     assert tuned_row.quality == 1.0 and shot_row.quality == pytest.approx(5 / 26)
-    assert shot_row.vs_fine_tuned is not None and shot_row.vs_fine_tuned.ci_low > 0
+    assert shot_row.vs_fine_tuned is not None and shot_row.vs_fine_tuned.comparison.ci_low > 0
 
 
 def test_a_small_dataset_is_flagged_and_keeps_the_advice_from_saying_fine_tune(
@@ -165,9 +165,10 @@ def test_the_advice_reuses_the_reports_interval_and_recomputes_the_same_one_with
     recomputed = run_advice(run, monthly_requests=1000, horizon_months=12).advice.rows[1]
 
     assert from_report.vs_fine_tuned is not None and recomputed.vs_fine_tuned is not None
-    assert (from_report.vs_fine_tuned.ci_low, from_report.vs_fine_tuned.ci_high) == (
+    reported = from_report.vs_fine_tuned.comparison
+    assert (reported.ci_low, reported.ci_high) == (
         stored["ci_low"],
         stored["ci_high"],
     )
-    assert recomputed.vs_fine_tuned.ci_low == pytest.approx(stored["ci_low"])
-    assert recomputed.vs_fine_tuned.ci_high == pytest.approx(stored["ci_high"])
+    assert recomputed.vs_fine_tuned.comparison.ci_low == pytest.approx(stored["ci_low"])
+    assert recomputed.vs_fine_tuned.comparison.ci_high == pytest.approx(stored["ci_high"])

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -14,10 +15,18 @@ from evaluation.advisor import (
     insufficient_data,
     monthly_cost,
     overfitting,
+    payback_in_words,
     prompting_is_enough,
     requirements_change_often,
 )
-from evaluation.statistics import PairedComparison
+from evaluation.statistics import (
+    MCNEMAR,
+    Decision,
+    DiscordantTest,
+    PairedComparison,
+    VerdictOutcome,
+    decide,
+)
 
 NOW = datetime(2025, 3, 31, 12, tzinfo=UTC)
 
@@ -39,9 +48,11 @@ def fine_tuned(training_cost: str = "27", pricing: Pricing = FINE_TUNED_PRICE) -
     )
 
 
-def gap(difference: float, low: float, high: float) -> PairedComparison:
-    """Fine-tuned minus the option, as paired_bootstrap(fine_tuned, option) reports it."""
-    return PairedComparison(
+def gap(difference: float, low: float, high: float, test_p: float | None = None) -> Decision:
+    """Fine-tuned minus the option, as paired_bootstrap(fine_tuned, option) reports it, decided
+    by the rule with McNemar's test; unless ``test_p`` is given, the test agrees with the
+    interval (p = 0.01 when it excludes 0, 0.5 otherwise)."""
+    comparison = PairedComparison(
         mean_a=0.86,
         mean_b=0.86 - difference,
         difference=difference,
@@ -52,9 +63,13 @@ def gap(difference: float, low: float, high: float) -> PairedComparison:
         examples=200,
         resamples=10_000,
     )
+    if test_p is None:
+        test_p = 0.01 if comparison.significant else 0.5
+    ahead, behind = (12, 3) if difference >= 0 else (3, 12)
+    return decide(comparison, DiscordantTest(ahead, behind, test_p, name=MCNEMAR))
 
 
-def few_shot(vs_fine_tuned: PairedComparison | None = None, name: str = "5-shot") -> Option:
+def few_shot(vs_fine_tuned: Decision | None = None, name: str = "5-shot") -> Option:
     return Option(
         name=name,
         kind="few_shot",
@@ -478,11 +493,80 @@ def test_prompt_when_as_good_and_cheaper_at_low_volume():
     assert "ft-mini costs $46.80 with training, 5-shot $28.80" in advice.recommendation
 
 
-def test_fine_tune_when_as_good_but_cheaper_at_high_volume():
-    advice = advice_for([fine_tuned(), few_shot(gap(0.02, -0.01, 0.05))])
-    assert advice.recommendation.startswith("Fine-tune: no significant difference")
-    assert "ft-mini costs $225.00 with training, 5-shot $288.00" in advice.recommendation
-    assert "training pays back in 3.6 months" in advice.recommendation
+def test_fine_tune_to_save_money_when_as_good_and_materially_cheaper_at_high_volume():
+    advice = advice_for(
+        [fine_tuned(), few_shot(gap(0.02, -0.01, 0.05))], monthly_requests=1_000_000
+    )
+    assert advice.recommendation.startswith(
+        "Fine-tune to save money, not for quality: no significant difference"
+    )
+    # ft: 27 + 12 x 165 = 2,007; few-shot: 12 x 240 = 2,880; 27 / 75 a month = 11 days.
+    assert "ft-mini costs $2,007.00 with training, 5-shot $2,880.00" in advice.recommendation
+    assert "it pays for itself after about 11 days" in advice.recommendation
+    # The pitfall says the same thing as the headline: only the saving speaks for fine-tuning.
+    (pitfall,) = advice.pitfalls
+    assert "worth it only for what it saves" in pitfall.explanation
+
+
+def test_a_saving_too_small_to_matter_does_not_make_the_headline_say_fine_tune():
+    # Observed: fine-tuned not significantly better than few-shot (the pitfalls said
+    # "prompting may be enough") yet the headline said "Fine-tune" for $3 over a year.
+    cheap_tuned = fine_tuned(training_cost="0.002", pricing=Pricing(Decimal(0), Decimal(0)))
+    few = Option(
+        "5-shot",
+        "few_shot",
+        0.80,
+        Pricing(Decimal(0), Decimal(0), usd_per_request=Decimal("0.0000025")),
+        RequestShape(1200, 100),
+        vs_fine_tuned=gap(0.02, -0.01, 0.05),
+    )
+    advice = advice_for([cheap_tuned, few])
+    _, few_row = advice.rows
+    assert few_row.horizon_cost - advice.rows[0].horizon_cost == Decimal("2.998")
+    assert advice.pitfall_codes == ("prompting_is_enough",)
+    assert not advice.recommendation.lower().startswith("fine-tune")
+    assert advice.recommendation.startswith("Prompt: no significant difference")
+    assert "would save only $3.00" in advice.recommendation
+    assert few_row.payback == "pays for itself immediately"
+
+
+def test_a_borderline_gain_is_not_a_reason_to_fine_tune():
+    # The interval excludes 0 but McNemar's test does not agree: borderline, not "beats".
+    borderline = gap(0.06, 0.02, 0.10, test_p=0.07)
+    assert borderline.outcome == VerdictOutcome.BORDERLINE
+    advice = advice_for([fine_tuned(), few_shot(borderline)], monthly_requests=10_000)
+    assert advice.pitfall_codes == ("prompting_is_enough",)
+    assert advice.recommendation.startswith("Prompt: borderline between ft-mini and 5-shot")
+    assert "beats" not in advice.recommendation
+    assert "McNemar exact p = 0.070 is not below 0.05" in advice.recommendation
+
+
+def test_an_option_better_than_the_fine_tuned_model_is_recommended_whatever_it_saves():
+    advice = advice_for(
+        [fine_tuned(), few_shot(gap(-0.05, -0.08, -0.02))], monthly_requests=1_000_000
+    )
+    assert advice.recommendation.startswith("Prompt: ft-mini is worse than 5-shot by 5.0 points")
+
+
+def test_payback_is_said_in_words():
+    assert payback_words(months=None) == "never pays for itself at this volume"
+    assert payback_words(months="0") == "pays for itself immediately"
+    assert payback_words(months="0.02") == "pays for itself immediately"  # under a day
+    assert payback_words(months="0.36") == "pays for itself after about 11 days"
+    assert payback_words(months="3.6") == "pays for itself after about 4 months"
+    assert payback_words(months="1.1") == "pays for itself after about 1 month"
+    assert payback_words(months="30") == "pays for itself after about 2 years"
+    free = break_even(
+        fine_tuned(training_cost="0"), few_shot(), monthly_requests=100_000, horizon_months=12
+    )
+    assert payback_in_words(free) == "cheaper from the first request: nothing to pay back"
+
+
+def payback_words(*, months: str | None) -> str:
+    fine = fine_tuned()
+    result = break_even(fine, few_shot(), monthly_requests=100_000, horizon_months=12)
+    payback = None if months is None else Decimal(months)
+    return payback_in_words(replace(result, payback_months=payback))
 
 
 def test_prompt_when_as_good_and_the_dataset_keeps_changing():
@@ -539,7 +623,11 @@ def test_not_enough_evidence_when_a_win_rests_on_too_little_data():
 
 
 def test_not_enough_evidence_when_a_cost_win_comes_from_an_overfitted_model():
-    advice = advice_for([fine_tuned(), few_shot(gap(0.02, -0.01, 0.05))], val_loss=0.9)
+    advice = advice_for(
+        [fine_tuned(), few_shot(gap(0.02, -0.01, 0.05))],
+        val_loss=0.9,
+        monthly_requests=1_000_000,
+    )
     assert advice.pitfall_codes == ("prompting_is_enough", "overfitting")
     assert advice.recommendation.startswith("Not enough evidence yet: no significant difference")
     assert "the training shows overfitting" in advice.recommendation
@@ -557,3 +645,16 @@ def test_advice_needs_exactly_one_fine_tuned_option_and_distinct_names():
         advice_for([fine_tuned(), fine_tuned()])
     with pytest.raises(ValueError, match="distinct"):
         advice_for([fine_tuned(), few_shot(), few_shot()])
+
+
+def test_an_equal_running_cost_is_said_as_such_not_as_zero_dollars_less():
+    same = Option(
+        "5-shot",
+        "few_shot",
+        0.80,
+        FINE_TUNED_PRICE,
+        RequestShape(150, 100),
+        vs_fine_tuned=gap(0.06, 0.02, 0.10),
+    )
+    advice = advice_for([fine_tuned(), same])
+    assert advice.recommendation.endswith("; it costs the same to run as 5-shot.")

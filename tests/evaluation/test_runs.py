@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.utils import timezone
 
@@ -197,7 +198,18 @@ def test_one_run_scores_a_local_model_an_openai_endpoint_and_anthropic_few_shot(
     assert Decimal(hosted.metrics["cost_usd"]) == (expected * 6 / 1000).quantize(
         Decimal("0.000001")
     )
-    assert "cost_per_1000_usd" not in local.metrics  # local models have no token price
+    # A local model has no token price: 1,000 requests cost its measured machine time at the
+    # configured hourly rate. Its answers are generated in batches, so its latency is the
+    # batch average per request, stored without percentiles that would only repeat it.
+    seconds = list(local.results.values_list("latency_seconds", flat=True))
+    rate = float(settings.FTPORTAL_LOCAL_USD_PER_HOUR)
+    assert float(local.metrics["cost_per_1000_usd"]) == pytest.approx(
+        sum(seconds) / len(seconds) * rate / 3600 * 1000, abs=1e-6
+    )
+    assert float(local.metrics["cost_per_1000_usd"]) > 0
+    assert local.metrics["latency"]["measured"] == "batch_average"
+    assert "p50" not in local.metrics["latency"] and "p95" not in local.metrics["latency"]
+    assert hosted.metrics["latency"]["measured"] == "per_request"
     assert hosted.metrics["latency"]["p95"] >= hosted.metrics["latency"]["p50"] > 0
     # Two worked examples went before each question, as alternating turns.
     sent = fake_anthropic.bodies[0]["messages"]

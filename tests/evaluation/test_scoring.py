@@ -64,7 +64,7 @@ def test_label_answers_get_accuracy_macro_f1_and_a_confusion_matrix() -> None:
     # 1,000 requests of 1,000 tokens in at $0.30/M and 10 out at $1.20/M: $0.312.
     assert summary["cost_per_1000_usd"] == "0.312000"
     assert summary["cost_usd"] == "0.001248"  # four requests
-    assert summary["latency"] == {"p50": 1.0, "p95": 1.0, "mean": 1.0}
+    assert summary["latency"] == {"p50": 1.0, "p95": 1.0, "mean": 1.0, "measured": "per_request"}
 
 
 def test_free_text_answers_get_no_label_metrics() -> None:

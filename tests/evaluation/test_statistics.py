@@ -4,11 +4,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evaluation.statistics import (
+    Decision,
     DiscordantTest,
     PairedComparison,
+    VerdictOutcome,
     WinsTiesLosses,
     binomial_two_sided_p,
     cohens_kappa,
+    decide,
     mcnemar_exact,
     paired_bootstrap,
     percent_agreement,
@@ -188,7 +191,9 @@ def test_mcnemar_exact_counts_only_discordant_pairs():
     # a alone right on 1, b alone right on 5 -> p = 2 * (C(6,0) + C(6,1)) / 2^6 = 14/64.
     a = [True] * 3 + [False] * 2 + [True] + [False] * 5
     b = [True] * 3 + [False] * 2 + [False] + [True] * 5
-    assert mcnemar_exact(a, b) == DiscordantTest(a_better=1, b_better=5, p_value=14 / 64)
+    assert mcnemar_exact(a, b) == DiscordantTest(
+        a_better=1, b_better=5, p_value=14 / 64, name="McNemar exact"
+    )
     assert mcnemar_exact([1, 0], [1, 0]).p_value == 1.0
     with pytest.raises(ValueError, match="binary"):
         mcnemar_exact([0.5], [1])
@@ -204,53 +209,140 @@ def test_sign_test_drops_ties():
 # --- verdicts -------------------------------------------------------------------------------
 
 
+def agreeing(comparison: PairedComparison, p_value: float | None = None) -> DiscordantTest:
+    """A McNemar result pointing the same way as the comparison; by default significant
+    exactly when the interval excludes 0."""
+    if p_value is None:
+        p_value = 0.004 if comparison.significant else 0.45
+    ahead, behind = (20, 4) if comparison.difference >= 0 else (4, 20)
+    return DiscordantTest(ahead, behind, p_value, name="McNemar exact")
+
+
+def decided(comparison: PairedComparison, p_value: float | None = None, **kw: bool) -> Decision:
+    return decide(comparison, agreeing(comparison, p_value), **kw)
+
+
 def test_verdict_when_a_wins():
+    decision = decided(comparison(0.124, 0.081, 0.165))
+    assert decision.outcome == VerdictOutcome.BETTER
     assert (
-        verdict_sentence(
-            "fine-tuned", "5-shot prompting", "exact match", comparison(0.124, 0.081, 0.165)
-        )
-        == "fine-tuned beats 5-shot prompting by 12.4 points exact match (95 % CI 8.1 to 16.5)"
+        verdict_sentence("fine-tuned", "5-shot prompting", "exact match", decision)
+        == "fine-tuned beats 5-shot prompting by 12.4 points exact match "
+        "(95 % CI 8.1 to 16.5; McNemar exact p = 0.004)"
     )
 
 
 def test_verdict_when_a_loses_reports_positive_gaps():
+    decision = decided(comparison(-0.124, -0.165, -0.081))
+    assert decision.outcome == VerdictOutcome.WORSE
     assert (
-        verdict_sentence(
-            "5-shot prompting", "fine-tuned", "exact match", comparison(-0.124, -0.165, -0.081)
-        )
+        verdict_sentence("5-shot prompting", "fine-tuned", "exact match", decision)
         == "5-shot prompting is worse than fine-tuned by 12.4 points exact match "
-        "(95 % CI 8.1 to 16.5)"
+        "(95 % CI 8.1 to 16.5; McNemar exact p = 0.004)"
     )
 
 
 def test_verdict_when_interval_contains_zero():
-    assert verdict_sentence("A", "B", "exact match", comparison(0.012, -0.02, 0.044)) == (
+    decision = decided(comparison(0.012, -0.02, 0.044))
+    assert decision.outcome == VerdictOutcome.NO_DIFFERENCE
+    assert verdict_sentence("A", "B", "exact match", decision) == (
         "no significant difference between A and B on exact match "
-        "(difference 1.2 points, 95 % CI -2.0 to 4.4)"
+        "(difference 1.2 points, 95 % CI -2.0 to 4.4; McNemar exact p = 0.450)"
     )
     # Rounding never prints "-0.0".
     assert "difference 0.0 points" in verdict_sentence(
-        "A", "B", "F1", comparison(-0.0001, -0.1, 0.1)
+        "A", "B", "F1", decided(comparison(-0.0001, -0.1, 0.1))
     )
 
 
 def test_verdict_in_raw_units_and_for_lower_is_better_metrics():
     faster = comparison(-0.25, -0.4, -0.1)  # a is 0.25 s quicker per request
+    decision = decided(faster, higher_is_better=False)
+    assert decision.outcome == VerdictOutcome.BETTER
     assert (
-        verdict_sentence(
-            "tuned", "base", "p95 latency (s)", faster, points=False, higher_is_better=False
-        )
-        == "tuned beats base by 0.25 p95 latency (s) (95 % CI 0.1 to 0.4)"
+        verdict_sentence("tuned", "base", "p95 latency (s)", decision, points=False)
+        == "tuned beats base by 0.25 p95 latency (s) (95 % CI 0.1 to 0.4; McNemar exact p = 0.004)"
     )
 
 
 def test_verdict_from_a_real_bootstrap():
     a = [1.0] * 80 + [0.0] * 20
     b = [1.0] * 50 + [0.0] * 50
-    sentence = verdict_sentence(
-        "tuned", "base", "exact match", paired_bootstrap(a, b, resamples=2000)
-    )
+    decision = decide(paired_bootstrap(a, b, resamples=2000), mcnemar_exact(a, b))
+    sentence = verdict_sentence("tuned", "base", "exact match", decision)
     assert sentence.startswith("tuned beats base by 30.0 points exact match (95 % CI ")
+    assert sentence.endswith("; McNemar exact p < 0.001)")
+
+
+# --- the one decision rule ------------------------------------------------------------------
+
+
+def test_the_observed_sweep_row_is_borderline_not_beats():
+    # Observed: step 30 "beats" step 10 (95 % CI 4.8 to 52.4) beside McNemar p = 0.070.
+    decision = decided(comparison(0.286, 0.048, 0.524), p_value=0.070)
+    assert decision.outcome == VerdictOutcome.BORDERLINE
+    assert decision.outcome.label == "borderline"
+    sentence = decision.sentence("step 30", "step 10", "exact match")
+    assert "beats" not in sentence
+    assert sentence == (
+        "borderline between step 30 and step 10 on exact match: step 30 scores 28.6 points "
+        "higher (95 % CI 4.8 to 52.4, which excludes 0), but McNemar exact p = 0.070 is not "
+        "below 0.05"
+    )
+    assert decision.rule == "Rule: 95 % paired bootstrap CI excludes 0 and McNemar exact p < 0.05"
+
+
+def test_a_significant_test_with_an_interval_reaching_zero_is_borderline():
+    decision = decided(comparison(0.03, -0.001, 0.06), p_value=0.03)
+    assert decision.outcome == VerdictOutcome.BORDERLINE
+    assert "which includes 0), but McNemar exact p = 0.030 is below 0.05" in decision.sentence(
+        "A", "B", "exact match"
+    )
+
+
+def test_a_test_pointing_the_other_way_is_borderline():
+    interval_says_a = comparison(0.05, 0.01, 0.09)
+    decision = decide(interval_says_a, DiscordantTest(2, 15, 0.002, name="sign test"))
+    assert decision.outcome == VerdictOutcome.BORDERLINE
+    assert "sign test counts more items where B did better" in decision.sentence("A", "B", "F1")
+
+
+def test_p_exactly_at_the_level_is_not_significant():
+    decision = decided(comparison(0.1, 0.02, 0.18), p_value=0.05)
+    assert decision.outcome == VerdictOutcome.BORDERLINE
+
+
+def test_no_worse_than_a_margin_reads_the_worse_end_of_the_interval():
+    close = decided(comparison(-0.01, -0.03, 0.01))
+    assert close.outcome == VerdictOutcome.NO_DIFFERENCE
+    assert close.no_worse_than(0.03) and not close.no_worse_than(0.02)
+    assert decided(comparison(0.1, 0.05, 0.15)).no_worse_than(0.0)
+    assert not decided(comparison(-0.1, -0.15, -0.05)).no_worse_than(0.5)
+    with pytest.raises(ValueError, match="margin"):
+        close.no_worse_than(-0.01)
+
+
+def test_a_decision_read_the_other_way_round_swaps_better_and_worse():
+    better = decided(comparison(0.1, 0.02, 0.18))
+    assert better.swapped().outcome == VerdictOutcome.WORSE
+    assert better.swapped().swapped() == better
+    borderline = decided(comparison(0.1, 0.02, 0.18), p_value=0.2)
+    assert borderline.swapped().outcome == VerdictOutcome.BORDERLINE
+    behind = decided(comparison(-0.01, -0.03, 0.01)).swapped()
+    assert behind.comparison.ci_low == -0.01 and behind.no_worse_than(0.01)
+
+
+@few
+@given(st.lists(st.booleans(), min_size=1, max_size=40), st.lists(st.booleans(), min_size=1))
+def test_the_rule_calls_a_difference_only_when_both_agree(a: list[bool], b: list[bool]) -> None:
+    b = (b * 40)[: len(a)]
+    comparison_ = paired_bootstrap([float(x) for x in a], [float(x) for x in b], resamples=300)
+    test = mcnemar_exact(a, b)
+    decision = decide(comparison_, test)
+    both = comparison_.significant and test.p_value < 0.05
+    assert decision.is_difference == both
+    if not comparison_.significant and test.p_value >= 0.05:
+        assert decision.outcome == VerdictOutcome.NO_DIFFERENCE
 
 
 # --- agreement ------------------------------------------------------------------------------
