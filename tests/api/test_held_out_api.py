@@ -219,4 +219,4 @@ def test_the_evaluation_api_reports_contamination_per_training_version(
     assert {p["kind"] for p in found["pairs"]} == {"exact"}
     # The list stays cheap: it does not compare test sets with training data.
     listing = token_client(lead).get(api(project, "evaluations/")).json()
-    assert "contamination" not in listing[0]
+    assert "contamination" not in listing["results"][0]
