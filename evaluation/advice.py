@@ -22,6 +22,7 @@ from .advisor import (
     Pricing,
     RequestShape,
     advise,
+    cost_per_request,
 )
 from .models import Candidate, CandidateKind, EvalRun, Prompting
 from .report import scores_by_candidate
@@ -193,3 +194,27 @@ def _checkpoint_loss(candidate: Candidate, which: str) -> float | None:
     if candidate.checkpoint is None:
         return None
     return candidate.checkpoint.train_loss if which == "train" else candidate.checkpoint.val_loss
+
+
+def cost_per_1000_requests_of(candidate: Candidate) -> tuple[Decimal, str]:
+    """What 1,000 requests like this candidate's evaluated ones cost, and on what basis: its
+    token prices, else the machine time each answer took at the configured hourly rate (the
+    same pricing the advisor weighs)."""
+    pricing = _pricing(candidate)
+    option = Option(
+        name=candidate.label,
+        kind=_kind_of(candidate),
+        quality=0.0,
+        pricing=pricing,
+        request_shape=RequestShape(
+            mean_prompt_tokens=candidate.metrics.get("prompt_tokens_mean", 0.0),
+            mean_completion_tokens=candidate.metrics.get("completion_tokens_mean", 0.0),
+        ),
+    )
+    cost = (cost_per_request(option) * 1000).quantize(Decimal("0.0001"))
+    priced = candidate.input_usd_per_million_tokens is not None and (
+        candidate.output_usd_per_million_tokens is not None
+    )
+    if priced:
+        return cost, "token prices"
+    return cost, f"machine time at ${settings.FTPORTAL_LOCAL_USD_PER_HOUR} an hour"

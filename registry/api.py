@@ -18,7 +18,8 @@ from ftportal.permissions import project_for
 from ftportal.roles import Action
 
 from .models import PRODUCTION_ALIAS, Alias, AliasChange, ModelVersion, RegisteredModel
-from .services import model_version_promote, production_rollback
+from .selectors import artifact_name
+from .services import MAX_MARGIN_POINTS, model_version_promote, production_rollback
 
 # Attribute the prefetch puts the production alias rows on (zero or one per model).
 PRODUCTION_ALIASES_ATTR = "production_aliases"
@@ -27,7 +28,7 @@ PRODUCTION_ALIASES_ATTR = "production_aliases"
 def _models_with_lineage(project: Project) -> QuerySet[RegisteredModel]:
     """Models, their versions with lineage and the production alias, in a fixed few queries."""
     versions = ModelVersion.objects.select_related(
-        "dataset_version__dataset", "base_model"
+        "dataset_version__dataset", "base_model", "checkpoint"
     ).order_by("-number")
     production = Alias.objects.filter(name=PRODUCTION_ALIAS).select_related("model_version")
     return RegisteredModel.objects.filter(project=project).prefetch_related(
@@ -75,10 +76,15 @@ class ModelVersionOutput(serializers.Serializer[Any]):
     dataset_version = DatasetLineageOutput(source="*")
     base_model = serializers.CharField(source="base_model.key")
     hyperparameters = serializers.DictField()
-    adapter_dir = serializers.CharField()
+    # The adapter's name inside the artifact store (or the hosted model id), never a server path.
+    adapter_dir = serializers.SerializerMethodField()
+    checkpoint_step = serializers.IntegerField(source="checkpoint.step", allow_null=True)
     final_train_loss = serializers.FloatField(allow_null=True)
     final_val_loss = serializers.FloatField(allow_null=True)
     created_at = serializers.DateTimeField()
+
+    def get_adapter_dir(self, version: ModelVersion) -> str:
+        return artifact_name(version)
 
 
 class RegisteredModelOutput(serializers.Serializer[Any]):
@@ -106,11 +112,16 @@ class AliasChangeOutput(serializers.Serializer[Any]):
     to_version = VersionRefOutput()
     changed_by = serializers.CharField(source="changed_by.get_username")
     reason = serializers.CharField()
+    # What the promotion gate saw (empty for rollbacks) and whether an admin overrode it.
+    evidence = serializers.DictField()
+    overridden = serializers.BooleanField()
     created_at = serializers.DateTimeField()
 
 
 class ReasonInput(serializers.Serializer[Any]):
-    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    reason = serializers.CharField(
+        help_text="Why: kept in the alias history with who and when.", max_length=2000
+    )
 
 
 class RegisteredModelListApi(APIView):
@@ -133,11 +144,24 @@ class RegisteredModelDetailApi(APIView):
 
 class ModelVersionPromoteApi(APIView):
     class PromoteInput(ReasonInput):
-        pass
+        margin = serializers.FloatField(
+            required=False,
+            default=0.0,
+            min_value=0.0,
+            max_value=MAX_MARGIN_POINTS,
+            help_text="Points of the task metric the candidate may fall short of production by "
+            "(the lower bound of the paired interval must stay above minus this).",
+        )
+        override = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Admins only: promote although the evaluation does not allow it.",
+        )
 
     @extend_schema(
         operation_id="model_versions_promote",
-        summary="Point the production alias at this version",
+        summary="Point the production alias at this version, if a finished evaluation shows it "
+        "better than production or no worse than the margin (409 with the evidence otherwise)",
         request=PromoteInput,
         responses=AliasChangeOutput,
     )
@@ -146,8 +170,13 @@ class ModelVersionPromoteApi(APIView):
         version = _version_in(project, version_id)
         payload = self.PromoteInput(data=request.data)
         payload.is_valid(raise_exception=True)
+        data = payload.validated_data
         change = model_version_promote(
-            model_version=version, user=acting_user(request), **payload.validated_data
+            model_version=version,
+            user=acting_user(request),
+            reason=data["reason"],
+            margin_points=data["margin"],
+            override=data["override"],
         )
         return Response(AliasChangeOutput(change).data)
 
