@@ -86,6 +86,10 @@ class PromotionEvidence:
         return shown(self.baseline_score, self.points)
 
     @property
+    def confidence_shown(self) -> str:
+        return f"{self.confidence * 100:g} %" if self.confidence is not None else ""
+
+    @property
     def interval_shown(self) -> str:
         if self.ci_low is None or self.ci_high is None:
             return "—"

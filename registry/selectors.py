@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from pathlib import PurePath
 
-from django.conf import settings
 from django.db.models import Q, QuerySet
 
 from ftportal.models import Project
+from training.selectors import artifact_name as adapter_name
 
 from .models import PRODUCTION_ALIAS, Alias, AliasChange, ModelVersion, RegisteredModel
 
@@ -26,16 +25,7 @@ def production_version(registered_model: RegisteredModel) -> ModelVersion | None
 def artifact_name(version: ModelVersion) -> str:
     """The version's model as people may see it: the hosted model id, or the adapter's path
     inside the artifact store; never a path on the server's disk."""
-    if version.fine_tuned_model:
-        return version.fine_tuned_model
-    if not version.adapter_dir:
-        return ""
-    path = PurePath(version.adapter_dir)
-    try:
-        return str(path.relative_to(settings.FTPORTAL_ARTIFACTS_DIR))
-    except ValueError:
-        # Stored somewhere else (an older layout, a test): its own name says which it is.
-        return path.name
+    return version.fine_tuned_model or adapter_name(version.adapter_dir)
 
 
 def versions_with_lineage(registered_model: RegisteredModel) -> QuerySet[ModelVersion]:

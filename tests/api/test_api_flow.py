@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
 from rest_framework.test import APIClient
@@ -533,6 +534,32 @@ def test_the_estimate_answers_before_launch_and_stores_nothing(
         format="json",
     )
     assert bad.status_code == 400 and "hyperparameters.lora_r" in bad.json()["error"]["message"]
+
+
+def test_no_answer_names_where_an_adapter_lies_on_the_server(
+    client: APIClient, project: Project, world: World
+) -> None:
+    store = settings.FTPORTAL_ARTIFACTS_DIR
+    job = world.queued_job
+    job.adapter_dir = str(store / f"adapters/job-{job.pk}")
+    job.save()
+    Checkpoint.objects.create(
+        job=job, step=6, path=str(store / f"adapters/job-{job.pk}/checkpoint-6"), val_loss=0.7
+    )
+    client.post(api(project, f"training-jobs/{job.pk}/checkpoints/6/register/"))
+
+    detail = client.get(api(project, f"training-jobs/{job.pk}/"))
+    models = client.get(api(project, "models/"))
+
+    assert detail.json()["adapter_dir"] == f"adapters/job-{job.pk}"
+    assert detail.json()["checkpoints"][-1]["path"] == f"adapters/job-{job.pk}/checkpoint-6"
+    newest = models.json()[0]["versions"][0]
+    assert (newest["adapter_dir"], newest["checkpoint_step"]) == (
+        f"adapters/job-{job.pk}/checkpoint-6",
+        6,
+    )
+    for response in (detail, models):
+        assert str(store) not in response.content.decode()
 
 
 def test_a_checkpoint_registers_as_a_model_version_once_through_the_api(

@@ -223,6 +223,10 @@ def test_the_version_page_shows_its_lineage_scores_and_history_and_no_server_pat
     assert f"adapters/job-{v2.training_job_id}/checkpoint-30" in page
     assert str(settings.FTPORTAL_ARTIFACTS_DIR) not in page
     assert "Promote to production" not in page  # a manager reads, and changes nothing
+    job_page = text(client.get(reverse("job_detail", args=[project_id, v2.training_job_id])))
+    # Its checkpoints by their place in the store, not by (the end of) a server path.
+    assert f"<code>adapters/job-{v2.training_job_id}/checkpoint-30</code>" in job_page
+    assert str(settings.FTPORTAL_ARTIFACTS_DIR) not in job_page
     v1_page = text(client.get(f"/projects/{project_id}/models/{v1.pk}/"))
     assert "beats the base model" in v1_page  # its alias history
 
