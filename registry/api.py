@@ -17,8 +17,9 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
+from .gate import evaluation_reader
 from .models import PRODUCTION_ALIAS, Alias, AliasChange, ModelVersion, RegisteredModel
-from .selectors import artifact_name
+from .selectors import alias_changes_of, artifact_name
 from .services import MAX_MARGIN_POINTS, model_version_promote, production_rollback
 
 # Attribute the prefetch puts the production alias rows on (zero or one per model).
@@ -140,6 +141,50 @@ class RegisteredModelDetailApi(APIView):
     def get(self, request: Request, project_id: int, model_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         return Response(RegisteredModelOutput(_model_in(project, model_id)).data)
+
+
+class VersionEvaluationOutput(serializers.Serializer[Any]):
+    eval_run = serializers.IntegerField(source="eval_run_id")
+    finished_at = serializers.DateTimeField(allow_null=True)
+    dataset_version = serializers.CharField()
+    metric = serializers.CharField(source="metric_label")
+    value = serializers.FloatField(allow_null=True)
+    candidates = serializers.IntegerField()
+
+
+class ModelVersionDetailOutput(ModelVersionOutput):
+    registered_model = serializers.IntegerField(source="registered_model_id")
+    training_cost_usd = serializers.DecimalField(
+        source="training_job.actual_cost_usd", max_digits=12, decimal_places=4, allow_null=True
+    )
+    evaluations = serializers.SerializerMethodField()
+    alias_history = serializers.SerializerMethodField()
+
+    @extend_schema_field(VersionEvaluationOutput(many=True))
+    def get_evaluations(self, version: ModelVersion) -> Any:
+        return VersionEvaluationOutput(evaluation_reader().evaluations_of(version), many=True).data
+
+    @extend_schema_field(AliasChangeOutput(many=True))
+    def get_alias_history(self, version: ModelVersion) -> Any:
+        return AliasChangeOutput(alias_changes_of(version), many=True).data
+
+
+class ModelVersionDetailApi(APIView):
+    @extend_schema(
+        operation_id="model_versions_retrieve",
+        summary="One version: its lineage, the evaluations it took part in, its alias history",
+        responses=ModelVersionDetailOutput,
+    )
+    def get(self, request: Request, project_id: int, version_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        version = get_object_or_404(
+            ModelVersion.objects.select_related(
+                "dataset_version__dataset", "base_model", "checkpoint", "training_job"
+            ),
+            pk=version_id,
+            registered_model__project=project,
+        )
+        return Response(ModelVersionDetailOutput(version).data)
 
 
 class ModelVersionPromoteApi(APIView):

@@ -626,6 +626,29 @@ def test_the_model_list_shows_lineage_and_what_production_serves(
     assert (newest["final_train_loss"], newest["final_val_loss"]) == (0.9, 1.1)
 
 
+def test_a_version_answers_with_its_lineage_evaluations_and_alias_history(
+    client: APIClient, project: Project, world: World
+) -> None:
+    response = client.get(api(project, f"model-versions/{world.second.pk}/"))
+
+    assert response.status_code == 200
+    version = response.json()
+    assert (version["number"], version["registered_model"]) == (2, world.registered_model.pk)
+    assert version["adapter_dir"] == f"job-{world.second.training_job_id}"
+    assert version["training_job"] == world.second.training_job_id
+    # Newest first: the one where the first version beat it, then the one it was promoted on;
+    # the world's queued evaluation has not finished.
+    gate_run, later_run = world.gate_runs[1:]
+    assert [(e["eval_run"], e["metric"], e["value"]) for e in version["evaluations"]] == [
+        (later_run.pk, "exact match", 0.0),
+        (gate_run.pk, "exact match", 1.0),
+    ]
+    [promotion] = version["alias_history"]
+    assert promotion["to_version"] == {"id": world.second.pk, "number": 2}
+    assert promotion["evidence"]["eval_run_id"] == gate_run.pk
+    assert promotion["reason"] == "beat it on every item"
+
+
 def test_promote_promote_rollback_and_a_second_rollback_conflicts(
     project: Project,
     client: APIClient,
