@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.db.models import QuerySet
+
 from registry.gate import GateVerdict, PromotionEvidence, VersionEvaluation, VersionScore
 from registry.models import ModelVersion
 
@@ -63,7 +65,7 @@ def gate_verdict(comparison: Mapping[str, Any], *, metric: str, margin_points: f
     return GateVerdict.NOT_SHOWN
 
 
-def _finished_runs_with(version: ModelVersion) -> Any:
+def _finished_runs_with(version: ModelVersion) -> QuerySet[EvalRun]:
     return EvalRun.objects.filter(
         status=EvalStatus.SUCCEEDED,
         candidates__kind=CandidateKind.MODEL_VERSION,
