@@ -20,6 +20,7 @@ from .advisor import (
     Pricing,
     RequestShape,
     advise,
+    cost_per_request,
 )
 from .models import Candidate, CandidateKind, EvalRun, Prompting
 from .report import generates_locally, local_usd_per_hour, scores_by_candidate
@@ -62,16 +63,19 @@ def _kind_of(candidate: Candidate) -> OptionKind:
     return "zero_shot" if candidate.kind == CandidateKind.BASE else "larger_model"
 
 
+def _has_token_prices(candidate: Candidate) -> bool:
+    return (
+        candidate.input_usd_per_million_tokens is not None
+        and candidate.output_usd_per_million_tokens is not None
+    )
+
+
 def _pricing(candidate: Candidate) -> Pricing:
     """A model this machine generates: the machine time each answer took here (the batch
     average), at FTPORTAL_LOCAL_USD_PER_HOUR, as its cost per 1,000 requests on the
     evaluation page. Otherwise its token prices; a hosted model without prices is priced by
     the time it kept this machine waiting, at the same rate."""
-    has_prices = (
-        candidate.input_usd_per_million_tokens is not None
-        and candidate.output_usd_per_million_tokens is not None
-    )
-    if has_prices and not generates_locally(candidate):
+    if _has_token_prices(candidate) and not generates_locally(candidate):
         return Pricing(
             usd_per_million_input=candidate.input_usd_per_million_tokens or Decimal(0),
             usd_per_million_output=candidate.output_usd_per_million_tokens or Decimal(0),
@@ -201,3 +205,24 @@ def _checkpoint_loss(candidate: Candidate, which: str) -> float | None:
     if candidate.checkpoint is None:
         return None
     return candidate.checkpoint.train_loss if which == "train" else candidate.checkpoint.val_loss
+
+
+def cost_per_1000_requests_of(candidate: Candidate) -> tuple[Decimal, str]:
+    """What 1,000 requests like this candidate's evaluated ones cost, and on what basis: its
+    token prices, else the machine time each answer took at the configured hourly rate (the
+    same pricing the advisor weighs)."""
+    pricing = _pricing(candidate)
+    option = Option(
+        name=candidate.label,
+        kind=_kind_of(candidate),
+        quality=0.0,
+        pricing=pricing,
+        request_shape=RequestShape(
+            mean_prompt_tokens=candidate.metrics.get("prompt_tokens_mean", 0.0),
+            mean_completion_tokens=candidate.metrics.get("completion_tokens_mean", 0.0),
+        ),
+    )
+    cost = (cost_per_request(option) * 1000).quantize(Decimal("0.0001"))
+    if _has_token_prices(candidate) and not generates_locally(candidate):
+        return cost, "token prices"
+    return cost, f"machine time at ${local_usd_per_hour()} an hour"

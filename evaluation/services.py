@@ -15,6 +15,7 @@ from datasets.services import example_derive
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from registry.models import ModelVersion
+from registry.selectors import production_version
 from training.models import BaseModel, Checkpoint, Provider, TrainingJob
 
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
@@ -339,12 +340,20 @@ def eval_run_dispatch(run: EvalRun) -> None:
 
 
 def comparison_specs_for(version: ModelVersion) -> list[CandidateSpec]:
-    """The guide's comparison for a fine-tuned version: itself, its base zero-shot, and its
-    base few-shot with 5 examples when the training split has them."""
-    specs = [
-        CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=version),
-        CandidateSpec(kind=CandidateKind.BASE, base_model=version.base_model),
-    ]
+    """The guide's comparison for a fine-tuned version: itself, the version production serves
+    (when that is another one: the promotion gate needs them on the same test set), its base
+    zero-shot, and its base few-shot with 5 examples when the training split has them."""
+    specs = [CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=version)]
+    production = production_version(version.registered_model)
+    if production is not None and production.pk != version.pk:
+        specs.append(
+            CandidateSpec(
+                kind=CandidateKind.MODEL_VERSION,
+                model_version=production,
+                label=f"{production} (production)",
+            )
+        )
+    specs.append(CandidateSpec(kind=CandidateKind.BASE, base_model=version.base_model))
     train_count = version.dataset_version.items.filter(split=Split.TRAIN).count()
     if train_count >= 5:
         specs.append(

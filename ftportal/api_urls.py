@@ -144,6 +144,11 @@ registry_patterns = [
         name="model_alias_history",
     ),
     path(
+        "model-versions/<int:version_id>/",
+        registry_api.ModelVersionDetailApi.as_view(),
+        name="model_version_detail",
+    ),
+    path(
         "model-versions/<int:version_id>/promote/",
         registry_api.ModelVersionPromoteApi.as_view(),
         name="model_version_promote",

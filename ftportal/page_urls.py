@@ -96,6 +96,12 @@ urlpatterns = [
         name="job_cancel",
     ),
     path("projects/<int:project_id>/models/", registry_views.model_list, name="model_list"),
+    # A version's page: /models/<id>/ names a model version (its lineage, scores and history).
+    path(
+        "projects/<int:project_id>/models/<int:version_id>/",
+        registry_views.model_version_detail,
+        name="model_version_detail",
+    ),
     path(
         "projects/<int:project_id>/model-versions/<int:version_id>/promote/",
         registry_views.version_promote,

@@ -24,6 +24,8 @@ class Action(models.TextChoices):
     TRAIN = "train", "launch or cancel training"
     EVALUATE = "evaluate", "run evaluations"
     PROMOTE = "promote", "promote or roll back model versions"
+    # Promoting without the evaluation the promotion gate asks for, with a reason on record.
+    OVERRIDE_PROMOTION_GATE = "override_promotion_gate", "promote without passing the gate"
     MANAGE_MEMBERS = "manage_members", "manage members"
 
 
@@ -41,6 +43,7 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.TRAIN: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.EVALUATE: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.PROMOTE: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.OVERRIDE_PROMOTION_GATE: frozenset({Role.ADMIN}),
     Action.MANAGE_MEMBERS: frozenset({Role.ADMIN}),
 }
 

@@ -23,8 +23,10 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
+from .gate import evaluation_reader
 from .models import PRODUCTION_ALIAS, Alias, AliasChange, ModelVersion, RegisteredModel
-from .services import model_version_promote, production_rollback
+from .selectors import alias_changes_of, artifact_name
+from .services import MAX_MARGIN_POINTS, model_version_promote, production_rollback
 
 # Attribute the prefetch puts the production alias rows on (zero or one per model).
 PRODUCTION_ALIASES_ATTR = "production_aliases"
@@ -33,7 +35,7 @@ PRODUCTION_ALIASES_ATTR = "production_aliases"
 def _models_with_lineage(project: Project) -> QuerySet[RegisteredModel]:
     """Models, their versions with lineage and the production alias, in a fixed few queries."""
     versions = ModelVersion.objects.select_related(
-        "dataset_version__dataset", "base_model"
+        "dataset_version__dataset", "base_model", "checkpoint"
     ).order_by("-number")
     production = Alias.objects.filter(name=PRODUCTION_ALIAS).select_related("model_version")
     return RegisteredModel.objects.filter(project=project).prefetch_related(
@@ -81,10 +83,15 @@ class ModelVersionOutput(serializers.Serializer[Any]):
     dataset_version = DatasetLineageOutput(source="*")
     base_model = serializers.CharField(source="base_model.key")
     hyperparameters = serializers.DictField()
-    adapter_dir = serializers.CharField()
+    # The adapter's name inside the artifact store (or the hosted model id), never a server path.
+    adapter_dir = serializers.SerializerMethodField()
+    checkpoint_step = serializers.IntegerField(source="checkpoint.step", allow_null=True)
     final_train_loss = serializers.FloatField(allow_null=True)
     final_val_loss = serializers.FloatField(allow_null=True)
     created_at = serializers.DateTimeField()
+
+    def get_adapter_dir(self, version: ModelVersion) -> str:
+        return artifact_name(version)
 
 
 class RegisteredModelOutput(serializers.Serializer[Any]):
@@ -112,11 +119,16 @@ class AliasChangeOutput(serializers.Serializer[Any]):
     to_version = VersionRefOutput()
     changed_by = serializers.CharField(source="changed_by.get_username")
     reason = serializers.CharField()
+    # What the promotion gate saw (empty for rollbacks) and whether an admin overrode it.
+    evidence = serializers.DictField()
+    overridden = serializers.BooleanField()
     created_at = serializers.DateTimeField()
 
 
 class ReasonInput(InputSerializer):
-    reason = serializers.CharField(required=False, allow_blank=True, default="")
+    reason = serializers.CharField(
+        help_text="Why: kept in the alias history with who and when.", max_length=2000
+    )
 
 
 class RegisteredModelListApi(APIView):
@@ -143,13 +155,70 @@ class RegisteredModelDetailApi(APIView):
         return Response(RegisteredModelOutput(_model_in(project, model_id)).data)
 
 
+class VersionEvaluationOutput(serializers.Serializer[Any]):
+    eval_run = serializers.IntegerField(source="eval_run_id")
+    finished_at = serializers.DateTimeField(allow_null=True)
+    dataset_version = serializers.CharField()
+    metric = serializers.CharField(source="metric_label")
+    value = serializers.FloatField(allow_null=True)
+    candidates = serializers.IntegerField()
+
+
+class ModelVersionDetailOutput(ModelVersionOutput):
+    registered_model = serializers.IntegerField(source="registered_model_id")
+    training_cost_usd = serializers.DecimalField(
+        source="training_job.actual_cost_usd", max_digits=12, decimal_places=4, allow_null=True
+    )
+    evaluations = serializers.SerializerMethodField()
+    alias_history = serializers.SerializerMethodField()
+
+    @extend_schema_field(VersionEvaluationOutput(many=True))
+    def get_evaluations(self, version: ModelVersion) -> Any:
+        return VersionEvaluationOutput(evaluation_reader().evaluations_of(version), many=True).data
+
+    @extend_schema_field(AliasChangeOutput(many=True))
+    def get_alias_history(self, version: ModelVersion) -> Any:
+        return AliasChangeOutput(alias_changes_of(version), many=True).data
+
+
+class ModelVersionDetailApi(APIView):
+    @extend_schema(
+        operation_id="model_versions_retrieve",
+        summary="One version: its lineage, the evaluations it took part in, its alias history",
+        responses=ModelVersionDetailOutput,
+    )
+    def get(self, request: Request, project_id: int, version_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        version = get_object_or_404(
+            ModelVersion.objects.select_related(
+                "dataset_version__dataset", "base_model", "checkpoint", "training_job"
+            ),
+            pk=version_id,
+            registered_model__project=project,
+        )
+        return Response(ModelVersionDetailOutput(version).data)
+
+
 class ModelVersionPromoteApi(APIView):
     class PromoteInput(ReasonInput):
-        pass
+        margin = serializers.FloatField(
+            required=False,
+            default=0.0,
+            min_value=0.0,
+            max_value=MAX_MARGIN_POINTS,
+            help_text="Points of the task metric the candidate may fall short of production by "
+            "(the lower bound of the paired interval must stay above minus this).",
+        )
+        override = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Admins only: promote although the evaluation does not allow it.",
+        )
 
     @extend_schema(
         operation_id="model_versions_promote",
-        summary="Point the production alias at this version",
+        summary="Point the production alias at this version, if a finished evaluation shows it "
+        "better than production or no worse than the margin (409 with the evidence otherwise)",
         request=PromoteInput,
         responses=AliasChangeOutput,
     )
@@ -158,8 +227,13 @@ class ModelVersionPromoteApi(APIView):
         version = _version_in(project, version_id)
         payload = self.PromoteInput(data=request.data)
         payload.is_valid(raise_exception=True)
+        data = payload.validated_data
         change = model_version_promote(
-            model_version=version, user=acting_user(request), **payload.validated_data
+            model_version=version,
+            user=acting_user(request),
+            reason=data["reason"],
+            margin_points=data["margin"],
+            override=data["override"],
         )
         return Response(AliasChangeOutput(change).data)
 

@@ -97,6 +97,11 @@ class AliasChange(models.Model):
     to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     reason = models.TextField(blank=True)
+    # A promotion's evidence as the gate saw it (registry.gate.PromotionEvidence.as_record):
+    # the evaluation, the metric, both scores, the interval, the verdict and the margin.
+    evidence = models.JSONField(default=dict, blank=True)
+    # An admin promoted although the evidence did not allow it.
+    overridden = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

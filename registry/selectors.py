@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.db.models import Q, QuerySet
 
 from ftportal.models import Project
+from training.selectors import artifact_name as adapter_name
 
 from .models import PRODUCTION_ALIAS, Alias, AliasChange, ModelVersion, RegisteredModel
 
@@ -21,15 +22,30 @@ def production_version(registered_model: RegisteredModel) -> ModelVersion | None
     return alias.model_version if alias else None
 
 
+def artifact_name(version: ModelVersion) -> str:
+    """The version's model as people may see it: the hosted model id, or the adapter's path
+    inside the artifact store; never a path on the server's disk."""
+    return version.fine_tuned_model or adapter_name(version.adapter_dir)
+
+
 def versions_with_lineage(registered_model: RegisteredModel) -> QuerySet[ModelVersion]:
     return registered_model.versions.select_related(
-        "dataset_version__dataset", "base_model", "training_job__created_by"
+        "dataset_version__dataset", "base_model", "training_job__created_by", "checkpoint"
     )
 
 
 def alias_history(project: Project) -> QuerySet[AliasChange]:
     return AliasChange.objects.filter(registered_model__project=project).select_related(
         "registered_model", "from_version", "to_version", "changed_by"
+    )
+
+
+def alias_changes_of(version: ModelVersion) -> QuerySet[AliasChange]:
+    """Every alias move to or away from this version, newest first."""
+    return (
+        AliasChange.objects.filter(Q(from_version=version) | Q(to_version=version))
+        .select_related("from_version", "to_version", "changed_by")
+        .order_by("-id")
     )
 
 

@@ -6,9 +6,12 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Max
 
-from ftportal.errors import ConflictError
+from ftportal.errors import ApplicationError, ConflictError, PermissionDeniedError
+from ftportal.models import Membership
+from ftportal.roles import Action, role_allows
 from training.models import Checkpoint, TrainingJob
 
+from .gate import PromotionEvidence, evaluation_reader
 from .models import (
     PRODUCTION_ALIAS,
     Alias,
@@ -17,6 +20,10 @@ from .models import (
     ModelVersion,
     RegisteredModel,
 )
+from .selectors import production_version
+
+# A margin of the whole metric range would accept anything.
+MAX_MARGIN_POINTS = 50
 
 
 def model_version_register(
@@ -76,6 +83,8 @@ def _move_alias(
     kind: AliasChangeKind,
     user: User,
     reason: str,
+    evidence: PromotionEvidence | None = None,
+    overridden: bool = False,
 ) -> AliasChange:
     current = (
         Alias.objects.select_for_update()
@@ -96,15 +105,66 @@ def _move_alias(
         to_version=to_version,
         changed_by=user,
         reason=reason,
+        evidence=evidence.as_record() if evidence else {},
+        overridden=overridden,
+    )
+
+
+def _required_reason(reason: str, what: str) -> str:
+    cleaned = reason.strip()
+    if not cleaned:
+        raise ApplicationError(f"Give a reason for the {what}.", extra={"field": "reason"})
+    return cleaned
+
+
+def _checked_margin(margin_points: float) -> float:
+    if not 0 <= margin_points <= MAX_MARGIN_POINTS:
+        raise ApplicationError(
+            f"The margin is between 0 and {MAX_MARGIN_POINTS} points of the metric.",
+            extra={"field": "margin"},
+        )
+    return float(margin_points)
+
+
+def promotion_evidence(
+    *, model_version: ModelVersion, margin_points: float = 0.0
+) -> PromotionEvidence:
+    """What the gate knows about promoting this version now (for the confirmation page)."""
+    return evaluation_reader().promotion_evidence(
+        candidate=model_version,
+        production=production_version(model_version.registered_model),
+        margin_points=_checked_margin(margin_points),
     )
 
 
 def model_version_promote(
-    *, model_version: ModelVersion, user: User, reason: str = ""
+    *,
+    model_version: ModelVersion,
+    user: User,
+    reason: str,
+    margin_points: float = 0.0,
+    override: bool = False,
 ) -> AliasChange:
+    """Point production at this version, if a finished evaluation shows it better than (or no
+    worse, by the lead's margin, than) what production serves now; the first promotion is
+    weighed against the version's base model. An admin may override a refusal; the history
+    keeps the evidence, the reason and the override either way."""
+    reason = _required_reason(reason, "promotion")
     registered = model_version.registered_model
     with transaction.atomic():
         RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+        if production_version(registered) == model_version:
+            raise ConflictError(
+                f"'{PRODUCTION_ALIAS}' already points at version {model_version.number}."
+            )
+        # Read under the lock: the evidence is about the version production serves right now.
+        evidence = promotion_evidence(model_version=model_version, margin_points=margin_points)
+        overridden = False
+        if not evidence.allows_promotion:
+            if not override:
+                raise ConflictError(_refusal(evidence), extra={"evidence": evidence.as_record()})
+            _check_may_override(registered, user)
+            overridden = True
         return _move_alias(
             registered_model=registered,
             alias=PRODUCTION_ALIAS,
@@ -112,6 +172,32 @@ def model_version_promote(
             kind=AliasChangeKind.PROMOTE,
             user=user,
             reason=reason,
+            evidence=evidence,
+            overridden=overridden,
+        )
+
+
+def _refusal(evidence: PromotionEvidence) -> str:
+    if evidence.missing:
+        return evidence.missing
+    return (
+        f"{evidence.candidate} is {evidence.verdict} compared with {evidence.baseline} "
+        f"in evaluation {evidence.eval_run_id} ({evidence.sentence}); the margin is "
+        f"{evidence.margin_points:g} points. Promotion needs a verdict of better or no worse "
+        "than the margin."
+    )
+
+
+def _check_may_override(registered: RegisteredModel, user: User) -> None:
+    role = (
+        Membership.objects.filter(project_id=registered.project_id, user_id=user.pk)
+        .values_list("role", flat=True)
+        .first()
+    )
+    if not role_allows(role, Action.OVERRIDE_PROMOTION_GATE):
+        raise PermissionDeniedError(
+            f"Your role '{role}' does not allow you to "
+            f"{Action.OVERRIDE_PROMOTION_GATE.label}: only an admin may override it."
         )
 
 
@@ -134,8 +220,9 @@ def rollback_target(registered_model: RegisteredModel) -> ModelVersion | None:
 
 
 def production_rollback(
-    *, registered_model: RegisteredModel, user: User, reason: str = ""
+    *, registered_model: RegisteredModel, user: User, reason: str
 ) -> AliasChange:
+    reason = _required_reason(reason, "rollback")
     with transaction.atomic():
         RegisteredModel.objects.select_for_update().get(pk=registered_model.pk)
         target = rollback_target(registered_model)

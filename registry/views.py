@@ -5,34 +5,50 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
+from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
+from .gate import evaluation_reader
 from .models import ModelVersion, RegisteredModel
 from .selectors import (
+    alias_changes_of,
     alias_history,
+    artifact_name,
     production_version,
     versions_losing_their_base,
     versions_with_lineage,
 )
-from .services import model_version_promote, production_rollback, rollback_target
+from .services import (
+    MAX_MARGIN_POINTS,
+    model_version_promote,
+    production_rollback,
+    promotion_evidence,
+    rollback_target,
+)
 
 
 @login_required
 def model_list(request: AppRequest, project_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    models = [
-        {
-            "model": registered,
-            "production": production_version(registered),
-            "rollback_to": rollback_target(registered),
-            "versions": versions_with_lineage(registered),
-        }
-        for registered in RegisteredModel.objects.filter(project=project)
-    ]
+    models = []
+    for registered in RegisteredModel.objects.filter(project=project):
+        versions = list(versions_with_lineage(registered))
+        scores = evaluation_reader().latest_scores(versions)
+        models.append(
+            {
+                "model": registered,
+                "production": production_version(registered),
+                "rollback_to": rollback_target(registered),
+                "versions": [
+                    {"version": v, "score": scores.get(v.pk), "artifact": artifact_name(v)}
+                    for v in versions
+                ],
+            }
+        )
     context = {
         "project": project,
         "role": role,
@@ -46,17 +62,84 @@ def model_list(request: AppRequest, project_id: int) -> HttpResponse:
 
 
 @login_required
-@require_POST
-def version_promote(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
-    project, _ = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)
-    version = get_object_or_404(ModelVersion, pk=version_id, registered_model__project=project)
-    model_version_promote(
-        model_version=version,
-        user=request.user,
-        reason=request.POST.get("reason", ""),
+def model_version_detail(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+    version = get_object_or_404(
+        ModelVersion.objects.select_related(
+            "registered_model",
+            "dataset_version__dataset",
+            "base_model",
+            "training_job__created_by",
+            "checkpoint",
+        ),
+        pk=version_id,
+        registered_model__project=project,
     )
-    messages.success(request, f"{version} is now production.")
-    return redirect("model_list", project_id)
+    context = {
+        "project": project,
+        "role": role,
+        "version": version,
+        "artifact": artifact_name(version),
+        "production": production_version(version.registered_model),
+        "evaluations": evaluation_reader().evaluations_of(version),
+        "history": alias_changes_of(version),
+        "can_promote": role_allows(role, Action.PROMOTE),
+        "can_evaluate": role_allows(role, Action.EVALUATE),
+    }
+    return render(request, "registry/version_detail.html", context)
+
+
+def _margin_from(raw: str | None) -> float:
+    try:
+        return float(raw) if raw not in (None, "") else 0.0
+    except ValueError:
+        raise ApplicationError(
+            f"The margin is a number of points between 0 and {MAX_MARGIN_POINTS}.",
+            extra={"field": "margin"},
+        ) from None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def version_promote(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
+    """GET: the confirmation page with the gate's evidence; POST: promote with a reason."""
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)
+    version = get_object_or_404(
+        ModelVersion.objects.select_related("registered_model", "base_model"),
+        pk=version_id,
+        registered_model__project=project,
+    )
+    data = request.POST if request.method == "POST" else request.GET
+    margin = _margin_from(data.get("margin"))
+    error, status = "", 200
+    if request.method == "POST":
+        try:
+            model_version_promote(
+                model_version=version,
+                user=request.user,
+                reason=data.get("reason", ""),
+                margin_points=margin,
+                override=data.get("override") == "on",
+            )
+        except ApplicationError as refused:
+            error = refused.message
+            status = refused.status_code
+        else:
+            messages.success(request, f"{version} is now production.")
+            return redirect("model_list", project_id)
+    context = {
+        "project": project,
+        "role": role,
+        "version": version,
+        "production": production_version(version.registered_model),
+        "evidence": promotion_evidence(model_version=version, margin_points=margin),
+        "margin": margin,
+        "max_margin": MAX_MARGIN_POINTS,
+        "reason": data.get("reason", ""),
+        "error": error,
+        "can_override": role_allows(role, Action.OVERRIDE_PROMOTION_GATE),
+    }
+    return render(request, "registry/promote_confirm.html", context, status=status)
 
 
 @login_required

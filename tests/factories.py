@@ -6,11 +6,15 @@ import io
 import json
 
 from django.contrib.auth.models import User
+from django.utils import timezone
 
 from datasets.importing import ImportRequest, examples_import_file
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ImportBatch
 from datasets.services import dataset_version_freeze
+from evaluation.models import Candidate, CandidateKind, EvalResult, EvalRun, EvalSplit, EvalStatus
+from evaluation.report import candidate_summary_of, run_report
 from ftportal.models import Project
+from registry.models import ModelVersion
 
 SYSTEM = "Triage the ticket. Reply with JSON only."
 TICKETS = [
@@ -79,3 +83,61 @@ def import_bytes(
         user=user,
         request=ImportRequest(valid_lines_only=valid_lines_only),
     )
+
+
+def finished_evaluation(
+    *,
+    version: ModelVersion,
+    against: ModelVersion | None,
+    scores: list[float],
+    baseline_scores: list[float],
+    user: User,
+) -> EvalRun:
+    """A finished evaluation of ``version`` against ``against`` (or, when None, its base model
+    zero-shot) in which each item's exact match is as given, with the report the worker would
+    write. Items are the version's dataset items in position order."""
+    run = EvalRun.objects.create(
+        project=version.registered_model.project,
+        dataset_version=version.dataset_version,
+        split=EvalSplit.ALL,
+        status=EvalStatus.SUCCEEDED,
+        created_by=user,
+    )
+    ours = Candidate.objects.create(
+        run=run,
+        position=0,
+        label=f"{version} (fine-tuned)",
+        kind=CandidateKind.MODEL_VERSION,
+        model_version=version,
+        base_model=version.base_model,
+    )
+    theirs = Candidate.objects.create(
+        run=run,
+        position=1,
+        label=f"{against} (production)" if against else "base (zero-shot)",
+        kind=CandidateKind.MODEL_VERSION if against else CandidateKind.BASE,
+        model_version=against,
+        base_model=against.base_model if against else version.base_model,
+    )
+    items = list(version.dataset_version.items.order_by("position")[: len(scores)])
+    assert len(items) == len(scores) == len(baseline_scores), "one score per item"
+    for candidate, values in ((ours, scores), (theirs, baseline_scores)):
+        EvalResult.objects.bulk_create(
+            EvalResult(
+                candidate=candidate,
+                item=item,
+                output="answer",
+                prompt_tokens=100,
+                completion_tokens=10,
+                latency_seconds=0.5,
+                scores={"exact_match": value},
+            )
+            for item, value in zip(items, values, strict=True)
+        )
+        candidate.metrics = candidate_summary_of(candidate)
+        candidate.example_count = len(items)
+        candidate.save()
+    run.report = run_report(run)
+    run.finished_at = timezone.now()
+    run.save()
+    return run

@@ -29,7 +29,7 @@ from registry.services import model_version_register_checkpoint
 from .estimates import launch_estimate
 from .hyperparameters import config_for
 from .models import BaseModel, Checkpoint, TrainingJob
-from .selectors import job_overfitting
+from .selectors import artifact_name, job_overfitting
 from .services import training_job_cancel, training_job_create
 
 
@@ -108,7 +108,8 @@ class JobOutput(serializers.Serializer[Any]):
     total_steps = serializers.IntegerField()
     progress_percent = serializers.IntegerField()
     device = serializers.CharField()
-    adapter_dir = serializers.CharField()
+    # Where the adapter lies inside the artifact store, never the server's path to it.
+    adapter_dir = serializers.SerializerMethodField()
     error = serializers.CharField()
     provider_job_id = serializers.CharField()
     fine_tuned_model = serializers.CharField()
@@ -128,6 +129,9 @@ class JobOutput(serializers.Serializer[Any]):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
+    def get_adapter_dir(self, job: TrainingJob) -> str:
+        return artifact_name(job.adapter_dir)
+
     def get_model_versions(self, job: TrainingJob) -> list[int]:
         return [version.pk for version in job.model_versions.all()]
 
@@ -145,10 +149,14 @@ class MetricOutput(serializers.Serializer[Any]):
 class CheckpointOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     step = serializers.IntegerField()
-    path = serializers.CharField()
+    # Inside the artifact store, as for the job's adapter.
+    path = serializers.SerializerMethodField()
     provider_model_id = serializers.CharField()
     train_loss = serializers.FloatField(allow_null=True)
     val_loss = serializers.FloatField(allow_null=True)
+
+    def get_path(self, checkpoint: Checkpoint) -> str:
+        return artifact_name(checkpoint.path)
 
 
 LATEST_EVENTS = 200

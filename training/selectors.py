@@ -5,6 +5,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
+
+from django.conf import settings
 
 from ftportal.charts import Axis, Chart, Point, Series
 
@@ -133,11 +136,27 @@ def job_overfitting(job: TrainingJob) -> OverfittingSignal | None:
     return overfitting_signal(list(job.metrics.values_list("step", "train_loss", "val_loss")))
 
 
+def artifact_name(path: str) -> str:
+    """A stored adapter as people may see it: its path inside the artifact store, never where
+    that lies on the server's disk; a path outside the store shows its own name only."""
+    if not path:
+        return ""
+    stored = PurePath(path)
+    try:
+        return str(stored.relative_to(settings.FTPORTAL_ARTIFACTS_DIR))
+    except ValueError:
+        return stored.name
+
+
 @dataclass(frozen=True)
 class CheckpointRow:
     checkpoint: Checkpoint
     is_best: bool
     model_version_id: int | None
+
+    @property
+    def artifact(self) -> str:
+        return artifact_name(self.checkpoint.path)
 
 
 def checkpoint_rows(job: TrainingJob) -> list[CheckpointRow]:

@@ -18,7 +18,7 @@ from evaluation.services import eval_run_for_version
 from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import model_version_promote, model_version_register
-from tests.factories import import_bytes
+from tests.factories import finished_evaluation, import_bytes
 from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob
 from training.services import training_job_create
 
@@ -85,6 +85,23 @@ def register_model_version(
     )
 
 
+def promote_with_evidence(
+    version: ModelVersion, *, user: User, against: ModelVersion | None
+) -> EvalRun:
+    """Promote after a finished evaluation in which the version beat ``against`` (or its base
+    model) on every item."""
+    items = version.dataset_version.items.count()
+    run = finished_evaluation(
+        version=version,
+        against=against,
+        scores=[1.0] * items,
+        baseline_scores=[0.0] * items,
+        user=user,
+    )
+    model_version_promote(model_version=version, user=user, reason="beat it on every item")
+    return run
+
+
 @dataclass
 class World:
     """One project with something of every kind, for tests that try every action."""
@@ -101,6 +118,8 @@ class World:
     second: ModelVersion
     eval_run: EvalRun
     eval_result: EvalResult
+    # The finished evaluations each promotion passed the gate with, oldest first.
+    gate_runs: list[EvalRun]
 
 
 def build_world(*, project: Project, owner: User, base_model: BaseModel) -> World:
@@ -120,9 +139,23 @@ def build_world(*, project: Project, owner: User, base_model: BaseModel) -> Worl
     second = register_model_version(
         version=version, base_model=base_model, user=owner, model_name="triage"
     )
-    # Production went first -> second, so a rollback has somewhere to go.
-    model_version_promote(model_version=first, user=owner)
-    model_version_promote(model_version=second, user=owner)
+    # Production went first -> second, so a rollback has somewhere to go; each promotion with
+    # the finished evaluation the gate asks for.
+    gate_runs = [
+        promote_with_evidence(first, user=owner, against=None),
+        promote_with_evidence(second, user=owner, against=first),
+    ]
+    # And first beat second later on, so promoting first again passes the gate too.
+    items = version.items.count()
+    gate_runs.append(
+        finished_evaluation(
+            version=first,
+            against=second,
+            scores=[1.0] * items,
+            baseline_scores=[0.0] * items,
+            user=owner,
+        )
+    )
     eval_run = eval_run_for_version(project=project, model_version=second, user=owner)
     eval_result = EvalResult.objects.create(
         candidate=eval_run.candidates.all()[0],
@@ -143,4 +176,5 @@ def build_world(*, project: Project, owner: User, base_model: BaseModel) -> Worl
         second=second,
         eval_run=eval_run,
         eval_result=eval_result,
+        gate_runs=gate_runs,
     )

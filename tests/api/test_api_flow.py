@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
 from rest_framework.test import APIClient
@@ -24,6 +25,7 @@ from evaluation.models import EvalResult, EvalRun, EvalStatus
 from ftportal.models import Project
 from ftportal.roles import Role
 from registry.models import AliasChange, ModelVersion
+from tests.factories import finished_evaluation
 from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob, TrainingMetric
 
 from .builders import (
@@ -536,6 +538,32 @@ def test_the_estimate_answers_before_launch_and_stores_nothing(
     assert bad.status_code == 400 and "hyperparameters.lora_r" in bad.json()["error"]["message"]
 
 
+def test_no_answer_names_where_an_adapter_lies_on_the_server(
+    client: APIClient, project: Project, world: World
+) -> None:
+    store = settings.FTPORTAL_ARTIFACTS_DIR
+    job = world.queued_job
+    job.adapter_dir = str(store / f"adapters/job-{job.pk}")
+    job.save()
+    Checkpoint.objects.create(
+        job=job, step=6, path=str(store / f"adapters/job-{job.pk}/checkpoint-6"), val_loss=0.7
+    )
+    client.post(api(project, f"training-jobs/{job.pk}/checkpoints/6/register/"))
+
+    detail = client.get(api(project, f"training-jobs/{job.pk}/"))
+    models = client.get(api(project, "models/"))
+
+    assert detail.json()["adapter_dir"] == f"adapters/job-{job.pk}"
+    assert detail.json()["checkpoints"][-1]["path"] == f"adapters/job-{job.pk}/checkpoint-6"
+    newest = models.json()[0]["versions"][0]
+    assert (newest["adapter_dir"], newest["checkpoint_step"]) == (
+        f"adapters/job-{job.pk}/checkpoint-6",
+        6,
+    )
+    for response in (detail, models):
+        assert str(store) not in response.content.decode()
+
+
 def test_a_checkpoint_registers_as_a_model_version_once_through_the_api(
     client: APIClient, project: Project, world: World
 ) -> None:
@@ -594,8 +622,33 @@ def test_the_model_list_shows_lineage_and_what_production_serves(
     assert newest["base_model"] == "smollm2-135m-instruct"
     assert newest["training_job"] == world.second.training_job_id
     assert newest["hyperparameters"]["epochs"] == 3
-    assert newest["adapter_dir"].endswith(f"job-{world.second.training_job_id}")
+    # The adapter's name, never where it lies on the server's disk.
+    assert newest["adapter_dir"] == f"job-{world.second.training_job_id}"
+    assert newest["checkpoint_step"] is None
     assert (newest["final_train_loss"], newest["final_val_loss"]) == (0.9, 1.1)
+
+
+def test_a_version_answers_with_its_lineage_evaluations_and_alias_history(
+    client: APIClient, project: Project, world: World
+) -> None:
+    response = client.get(api(project, f"model-versions/{world.second.pk}/"))
+
+    assert response.status_code == 200
+    version = response.json()
+    assert (version["number"], version["registered_model"]) == (2, world.registered_model.pk)
+    assert version["adapter_dir"] == f"job-{world.second.training_job_id}"
+    assert version["training_job"] == world.second.training_job_id
+    # Newest first: the one where the first version beat it, then the one it was promoted on;
+    # the world's queued evaluation has not finished.
+    gate_run, later_run = world.gate_runs[1:]
+    assert [(e["eval_run"], e["metric"], e["value"]) for e in version["evaluations"]] == [
+        (later_run.pk, "exact match", 0.0),
+        (gate_run.pk, "exact match", 1.0),
+    ]
+    [promotion] = version["alias_history"]
+    assert promotion["to_version"] == {"id": world.second.pk, "number": 2}
+    assert promotion["evidence"]["eval_run_id"] == gate_run.pk
+    assert promotion["reason"] == "beat it on every item"
 
 
 def test_promote_promote_rollback_and_a_second_rollback_conflicts(
@@ -608,11 +661,15 @@ def test_promote_promote_rollback_and_a_second_rollback_conflicts(
     v1 = register_model_version(version=frozen, base_model=base_model, user=lead, model_name="m")
     v2 = register_model_version(version=frozen, base_model=base_model, user=lead, model_name="m")
     model_id = v1.registered_model_id
+    items = frozen.items.count()
+    right, wrong = [1.0] * items, [0.0] * items
+    finished_evaluation(version=v1, against=None, scores=right, baseline_scores=wrong, user=lead)
+    finished_evaluation(version=v2, against=v1, scores=right, baseline_scores=wrong, user=lead)
 
     promote_1 = client.post(api(project, f"model-versions/{v1.pk}/promote/"), {"reason": "first"})
     promote_2 = client.post(api(project, f"model-versions/{v2.pk}/promote/"), {"reason": "better"})
     rollback = client.post(api(project, f"models/{model_id}/rollback/"), {"reason": "drift"})
-    rollback_again = client.post(api(project, f"models/{model_id}/rollback/"))
+    rollback_again = client.post(api(project, f"models/{model_id}/rollback/"), {"reason": "more"})
 
     assert [promote_1.status_code, promote_2.status_code, rollback.status_code] == [200] * 3
     assert rollback.json()["to_version"] == {"id": v1.pk, "number": 1}
@@ -634,8 +691,94 @@ def test_promote_promote_rollback_and_a_second_rollback_conflicts(
 def test_promoting_the_version_already_in_production_is_a_conflict(
     client: APIClient, project: Project, world: World
 ) -> None:
-    response = client.post(api(project, f"model-versions/{world.second.pk}/promote/"))
+    response = client.post(
+        api(project, f"model-versions/{world.second.pk}/promote/"), {"reason": "again"}
+    )
     assert response.status_code == 409
+
+
+@pytest.fixture
+def unevaluated(world: World, base_model: BaseModel, lead: User) -> ModelVersion:
+    """A third version of the world's model, never evaluated (production serves the second)."""
+    return register_model_version(
+        version=world.version, base_model=base_model, user=lead, model_name="triage"
+    )
+
+
+def test_promoting_a_version_never_evaluated_against_production_is_a_409_naming_what_is_missing(
+    client: APIClient, project: Project, world: World, unevaluated: ModelVersion
+) -> None:
+    response = client.post(
+        api(project, f"model-versions/{unevaluated.pk}/promote/"), {"reason": "new"}
+    )
+
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["message"].startswith(
+        "No finished evaluation of triage v3 against production triage v2 on the same test set"
+    )
+    assert error["evidence"]["eval_run_id"] is None
+    assert AliasChange.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({}, "reason"), ({"reason": ""}, "reason"), ({"reason": "x", "margin": -1}, "margin")],
+    ids=["no-reason", "blank-reason", "negative-margin"],
+)
+def test_promote_and_rollback_refuse_a_missing_reason_or_a_bad_margin_with_a_400(
+    client: APIClient, project: Project, world: World, body: dict[str, Any], field: str
+) -> None:
+    promote = client.post(api(project, f"model-versions/{world.first.pk}/promote/"), body)
+
+    assert promote.status_code == 400
+    assert field in promote.json()["error"]["fields"]
+    if field == "reason":
+        rollback = client.post(api(project, f"models/{world.registered_model.pk}/rollback/"), body)
+        assert rollback.status_code == 400
+        assert "reason" in rollback.json()["error"]["fields"]
+    assert AliasChange.objects.count() == 2
+
+
+def test_a_worse_version_is_refused_within_any_margin_unless_an_admin_overrides_it(
+    client: APIClient,
+    project: Project,
+    world: World,
+    unevaluated: ModelVersion,
+    lead: User,
+    make_member: Callable[..., User],
+) -> None:
+    items = world.version.items.count()
+    run = finished_evaluation(
+        version=unevaluated,
+        against=world.second,
+        scores=[0.0] * items,
+        baseline_scores=[1.0] * items,
+        user=lead,
+    )
+    url = api(project, f"model-versions/{unevaluated.pk}/promote/")
+
+    refused = client.post(url, {"reason": "cheaper", "margin": 50}, format="json")
+    lead_override = client.post(url, {"reason": "cheaper", "override": True}, format="json")
+    admin = token_client(make_member(Role.ADMIN))
+    overridden = admin.post(url, {"reason": "provider outage", "override": True}, format="json")
+
+    assert refused.status_code == 409
+    assert refused.json()["error"]["evidence"]["verdict"] == "worse"
+    assert lead_override.status_code == 403
+    assert overridden.status_code == 200, overridden.content
+    change = overridden.json()
+    assert change["overridden"] is True
+    assert change["reason"] == "provider outage"
+    assert change["evidence"]["eval_run_id"] == run.pk
+    assert change["evidence"]["verdict"] == "worse"
+    assert (change["evidence"]["candidate_score"], change["evidence"]["baseline_score"]) == (
+        0.0,
+        1.0,
+    )
+    history = client.get(api(project, f"models/{world.registered_model.pk}/history/")).json()
+    assert history[0]["overridden"] is True and history[1]["overridden"] is False
+    assert history[1]["evidence"]["verdict"] == "better"
 
 
 # --- evaluation -----------------------------------------------------------------------------
@@ -662,7 +805,9 @@ def test_an_evaluation_is_queued_with_the_version_and_its_base_as_candidates(
     assert all(c["base_model"] == "smollm2-135m-instruct" for c in candidates)
     assert EvalRun.objects.get(pk=run["id"]).status == EvalStatus.QUEUED
     listing = client.get(api(project, "evaluations/")).json()["results"]
-    assert [r["id"] for r in listing] == [run["id"], world.eval_run.pk]  # newest first
+    # Newest first: this one, the world's, and those its promotions passed the gate with.
+    gate_runs = [r.pk for r in reversed(world.gate_runs)]
+    assert [r["id"] for r in listing] == [run["id"], world.eval_run.pk, *gate_runs]
 
 
 def test_max_new_tokens_out_of_bounds_is_refused(
@@ -675,7 +820,7 @@ def test_max_new_tokens_out_of_bounds_is_refused(
     )
     assert response.status_code == 400
     assert "max_new_tokens" in response.json()["error"]["message"]
-    assert list(EvalRun.objects.all()) == [world.eval_run]
+    assert list(EvalRun.objects.all()) == [world.eval_run, *reversed(world.gate_runs)]
 
 
 def test_the_results_endpoint_lists_answers_and_filters_a_wrong_b_right(
@@ -754,4 +899,5 @@ def test_an_evaluation_with_listed_candidates_and_a_judge_is_queued(
     assert [c["kind"] for c in run["candidates"]] == ["model_version", "openai_compatible"]
     assert run["candidates"][1]["input_usd_per_million_tokens"] == "0.3000"
     assert refused.status_code == 400 and "judge" in refused.content.decode()
-    assert EvalRun.objects.count() == 2  # the world's and this one
+    # The world's (one queued, two its promotions passed the gate with) and this one.
+    assert EvalRun.objects.count() == 2 + len(world.gate_runs)

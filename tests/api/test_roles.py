@@ -197,6 +197,7 @@ READS = [
     Read("models", lambda w: "models/", names_an_object=False),
     Read("model", lambda w: f"models/{w.registered_model.pk}/"),
     Read("history", lambda w: f"models/{w.registered_model.pk}/history/"),
+    Read("model version", lambda w: f"model-versions/{w.first.pk}/"),
     Read("evaluations", lambda w: "evaluations/", names_an_object=False),
     Read("evaluation", lambda w: f"evaluations/{w.eval_run.pk}/"),
     Read("evaluation results", lambda w: f"evaluations/{w.eval_run.pk}/results/"),

@@ -25,6 +25,7 @@ LIFECYCLE_PATHS = [
     "/api/projects/{project_id}/examples/{example_id}/review/",
     "/api/projects/{project_id}/training-jobs/",
     "/api/projects/{project_id}/training-jobs/{job_id}/cancel/",
+    "/api/projects/{project_id}/model-versions/{version_id}/",
     "/api/projects/{project_id}/model-versions/{version_id}/promote/",
     "/api/projects/{project_id}/models/{model_id}/rollback/",
     "/api/projects/{project_id}/evaluations/",

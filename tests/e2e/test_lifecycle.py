@@ -185,6 +185,32 @@ def error_text(page: Page, container: str) -> str:
     return errors.inner_text() if errors.count() else "(no error shown)"
 
 
+# A tiny model trained for a few steps on 13 examples: the lead accepts a wide margin, as the
+# two validation items cannot show more.
+MARGIN_POINTS = "50"
+ALLOWED_VERDICT = re.compile(r"^(better|no worse than the margin)$")
+
+
+def promote_on_evidence(
+    page: Page, version: ModelVersion, run: EvalRun, *, reason: str, shots: Path
+) -> None:
+    """From the registry: open the confirmation page, read the gate's evidence, set the margin,
+    give the reason and promote."""
+    page.locator(f"#promote-{version.pk}").click()
+    expect(page.get_by_role("heading", name=f"Promote {version} to production")).to_be_visible()
+    evidence = page.locator("#promotion-evidence")
+    expect(evidence).to_contain_text(f"Evaluation {run.pk}")
+    expect(page.locator("#evidence-scores")).to_contain_text(re.compile(r"\d+\.\d %.*\d+\.\d %"))
+    expect(page.locator("#evidence-costs")).to_contain_text(re.compile(r"\$\d+\.\d{4}.*\$\d"))
+    page.get_by_label("Margin you accept").fill(MARGIN_POINTS)
+    page.get_by_role("button", name="Show the verdict at this margin").click()
+    expect(page.locator("#evidence-verdict")).to_have_text(ALLOWED_VERDICT)
+    shot(page, shots, f"promote-v{version.number}")
+    page.get_by_label("Reason").fill(reason)
+    page.get_by_role("button", name=f"Promote {version}").click()
+    expect(page.locator(".messages")).to_contain_text(f"{version} is now production.")
+
+
 def test_a_team_takes_ticket_triage_from_a_jsonl_file_to_a_rolled_back_production_model(
     live_server, page: Page, project, make_member, base_model, celery_worker_process, tmp_path
 ) -> None:
@@ -344,13 +370,15 @@ def test_a_team_takes_ticket_triage_from_a_jsonl_file_to_a_rolled_back_productio
         expect(side_rows.nth(row).locator("td")).to_have_count(3 + len(candidates))
     shot(page, tmp_path, "evaluation")
 
-    # --- registry: promote v1, train and promote v2, roll back to v1 ---------------------------
+    # --- registry: promote v1 on the evidence of that evaluation (against its base model) -------
     page.get_by_role("link", name="Ticket triage").click()
     page.get_by_role("link", name="Model registry").click()
     registered = v1.registered_model
     production = page.locator(f"#production-{registered.pk}")
     expect(production).to_have_text("none")
-    page.locator(f"#promote-{v1.pk}").click()
+    promote_on_evidence(
+        page, v1, run, reason="beats its base model on the validation split", shots=tmp_path
+    )
     expect(page.locator(".messages")).to_contain_text("tickets-ft v1 is now production.")
     expect(production).to_have_text("v1")
 
@@ -362,10 +390,30 @@ def test_a_team_takes_ticket_triage_from_a_jsonl_file_to_a_rolled_back_productio
     v2 = ModelVersion.objects.get(training_job=job_from_url(page))
     assert (v2.registered_model_id, v2.number) == (registered.pk, 2)
 
+    # --- the gate: v2 has no evaluation against production, so it cannot be promoted yet -------
     page.get_by_role("link", name="tickets-ft v2").click()
     expect(page.get_by_role("heading", name="Model registry")).to_be_visible()
     page.locator(f"#promote-{v2.pk}").click()
+    expect(page.locator("#evidence-missing")).to_contain_text(
+        "No finished evaluation of tickets-ft v2 against production tickets-ft v1 on the same "
+        "test set"
+    )
+    expect(page.locator("#promote-confirm")).to_have_count(0)
+    shot(page, tmp_path, "promotion-refused")
+    page.get_by_role("link", name="Back to the model registry").click()
+    page.locator(f"#evaluate-{v2.pk}").click()  # the registry's Evaluate includes production
+    assert wait_until_finished(page, "#eval-status") == "Succeeded", error_text(page, "#eval-body")
+    expect(page.locator("#eval-summary tbody tr").nth(1)).to_contain_text(
+        "tickets-ft v1 (production)"
+    )
+    run2 = EvalRun.objects.order_by("-pk").first()
+    assert run2 is not None
+    page.get_by_role("link", name="Ticket triage").click()
+    page.get_by_role("link", name="Model registry").click()
+    promote_on_evidence(page, v2, run2, reason="as good as v1 with less training", shots=tmp_path)
     expect(production).to_have_text("v2")
+
+    page.locator(f"#rollback-reason-{registered.pk}").fill("complaints since v2")
     page.get_by_role("button", name="Roll back to v1").click()
     expect(page.locator(".messages")).to_contain_text("Rolled production back to tickets-ft v1.")
     expect(production).to_have_text("v1")
@@ -376,16 +424,26 @@ def test_a_team_takes_ticket_triage_from_a_jsonl_file_to_a_rolled_back_productio
     newest_first = [
         [cell.strip() for cell in history.nth(i).locator("td").all_inner_texts()] for i in range(3)
     ]
-    # Columns: when, model, change, from, to, who, reason.
-    assert [row[2:6] for row in newest_first] == [
-        ["Rolled back production", "v2", "v1", lead.username],
-        ["Promoted production", "v1", "v2", lead.username],
-        ["Promoted production", "—", "v1", lead.username],
+    # Columns: when, model, change, from, to, who, reason, evidence.
+    assert [row[2:7] for row in newest_first] == [
+        ["Rolled back production", "v2", "v1", lead.username, "complaints since v2"],
+        ["Promoted production", "v1", "v2", lead.username, "as good as v1 with less training"],
+        [
+            "Promoted production",
+            "—",
+            "v1",
+            lead.username,
+            "beats its base model on the validation split",
+        ],
     ]
-    changes = list(AliasChange.objects.order_by("id").values_list("kind", "changed_by"))
+    assert f"evaluation {run2.pk}" in newest_first[1][7]
+    assert f"evaluation {run.pk}" in newest_first[2][7]
+    changes = list(
+        AliasChange.objects.order_by("id").values_list("kind", "changed_by", "overridden")
+    )
     assert changes == [
-        (AliasChangeKind.PROMOTE, lead.pk),
-        (AliasChangeKind.PROMOTE, lead.pk),
-        (AliasChangeKind.ROLLBACK, lead.pk),
+        (AliasChangeKind.PROMOTE, lead.pk, False),
+        (AliasChangeKind.PROMOTE, lead.pk, False),
+        (AliasChangeKind.ROLLBACK, lead.pk, False),
     ]
     shot(page, tmp_path, "registry-after-rollback")

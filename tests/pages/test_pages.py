@@ -33,6 +33,7 @@ from ftportal.roles import Action, Role
 from registry.models import Alias, AliasChange, ModelVersion, RegisteredModel
 from registry.services import model_version_promote
 from tests.charts import page_charts, series_points
+from tests.factories import finished_evaluation
 from training.models import (
     BaseModel,
     Checkpoint,
@@ -175,8 +176,16 @@ def world(project: Project, dataset: Dataset, base_model: BaseModel, lead: User)
     registered = RegisteredModel.objects.create(project=project, name="tickets-ft")
     v1 = _model_version(registered, 1, _job(parts, JobStatus.SUCCEEDED, step=3, total_steps=3))
     v2 = _model_version(registered, 2, _job(parts, JobStatus.SUCCEEDED, step=3, total_steps=3))
-    model_version_promote(model_version=v1, user=lead)
-    model_version_promote(model_version=v2, user=lead)  # so that a rollback to v1 is possible
+    # Each promotion with the finished evaluation the gate asks for; v2 after v1, so that a
+    # rollback to v1 is possible, and v1 beat v2 later, so promoting v1 again passes the gate.
+    items = version.items.count()
+    right, wrong = [1.0] * items, [0.0] * items
+    for candidate, against in ((v1, None), (v2, v1)):
+        finished_evaluation(
+            version=candidate, against=against, scores=right, baseline_scores=wrong, user=lead
+        )
+        model_version_promote(model_version=candidate, user=lead, reason="better")
+    finished_evaluation(version=v1, against=v2, scores=right, baseline_scores=wrong, user=lead)
     return World(project, dataset, pending, version, running, registered, v1, v2, base_model)
 
 
@@ -247,13 +256,25 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
         Action.EVALUATE,
         lambda w: ("post", reverse("eval_create", args=[w.project.pk, w.v2.pk]), {}),
     ),
+    "open the promotion page": (
+        Action.PROMOTE,
+        lambda w: ("get", reverse("version_promote", args=[w.project.pk, w.v1.pk]), {}),
+    ),
     "promote": (
         Action.PROMOTE,
-        lambda w: ("post", reverse("version_promote", args=[w.project.pk, w.v1.pk]), {}),
+        lambda w: (
+            "post",
+            reverse("version_promote", args=[w.project.pk, w.v1.pk]),
+            {"reason": "better"},
+        ),
     ),
     "rollback": (
         Action.PROMOTE,
-        lambda w: ("post", reverse("model_rollback", args=[w.project.pk, w.registered.pk]), {}),
+        lambda w: (
+            "post",
+            reverse("model_rollback", args=[w.project.pk, w.registered.pk]),
+            {"reason": "drift"},
+        ),
     ),
 }
 FORBIDDEN = {
@@ -265,6 +286,7 @@ FORBIDDEN = {
         "estimate",
         "register a checkpoint",
         "evaluate",
+        "open the promotion page",
         "promote",
         "rollback",
     ],
@@ -278,6 +300,7 @@ FORBIDDEN = {
         "estimate",
         "register a checkpoint",
         "evaluate",
+        "open the promotion page",
         "promote",
         "rollback",
     ],
@@ -289,6 +312,7 @@ PAGES: dict[str, Callable[[World], str]] = {
     "export": lambda w: reverse("version_export", args=[w.project.pk, w.version.pk]),
     "job": lambda w: reverse("job_detail", args=[w.project.pk, w.running_job.pk]),
     "registry": lambda w: reverse("model_list", args=[w.project.pk]),
+    "model version": lambda w: reverse("model_version_detail", args=[w.project.pk, w.v1.pk]),
     "catalog": lambda w: reverse("base_model_catalog", args=[w.project.pk]),
     "review queue": lambda w: reverse("review_queue", args=[w.project.pk, w.dataset.pk]),
 }
