@@ -66,7 +66,8 @@ def _sentence(
     decision = stored_decision(comparison)
     spec = METRICS[metric]
     said = decision.sentence(candidate.label, baseline.label, spec.label, spec.points)
-    return f"{said} {decision.rule}."
+    said = said[:1].upper() + said[1:].rstrip(".")
+    return f"{said}. {decision.rule}."
 
 
 def _finished_runs_with(version: ModelVersion) -> QuerySet[EvalRun]:

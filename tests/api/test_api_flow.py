@@ -555,7 +555,7 @@ def test_no_answer_names_where_an_adapter_lies_on_the_server(
 
     assert detail.json()["adapter_dir"] == f"adapters/job-{job.pk}"
     assert detail.json()["checkpoints"][-1]["path"] == f"adapters/job-{job.pk}/checkpoint-6"
-    newest = models.json()[0]["versions"][0]
+    newest = models.json()["results"][0]["versions"][0]
     assert (newest["adapter_dir"], newest["checkpoint_step"]) == (
         f"adapters/job-{job.pk}/checkpoint-6",
         6,
@@ -764,7 +764,12 @@ def test_a_worse_version_is_refused_within_any_margin_unless_an_admin_overrides_
     overridden = admin.post(url, {"reason": "provider outage", "override": True}, format="json")
 
     assert refused.status_code == 409
-    assert refused.json()["error"]["evidence"]["verdict"] == "worse"
+    # Every item lost, but on this handful of items McNemar's p stays above 0.05, so the one
+    # rule calls the loss borderline rather than worse: the interval's worse end (-100 points)
+    # is what keeps it out at any margin the lead may set (at most 50).
+    assert items < 6
+    assert refused.json()["error"]["evidence"]["verdict"] == "not shown to be no worse"
+    assert "Borderline" in refused.json()["error"]["evidence"]["sentence"]
     assert lead_override.status_code == 403
     assert overridden.status_code == 200, overridden.content
     change = overridden.json()
