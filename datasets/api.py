@@ -27,6 +27,7 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
+from .contracts import describe_contract
 from .formats import ALL_FORMATS, AUTO, EXPORT_FORMATS, OPENAI_CHAT, CsvMapping
 from .importing import (
     ImportRequest,
@@ -82,6 +83,8 @@ from .selectors import (
 )
 from .services import (
     DEFAULT_VALIDATION_FRACTION,
+    approved_label_counts,
+    dataset_contract_set,
     dataset_create,
     dataset_version_freeze,
 )
@@ -121,6 +124,10 @@ class DatasetOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField()
     description = serializers.CharField()
+    answer_contract = serializers.JSONField(
+        help_text="What a right answer looks like: {} (none), a label set, a JSON Schema or a "
+        "regular expression."
+    )
     created_at = serializers.DateTimeField()
 
 
@@ -185,6 +192,9 @@ class ImportOutput(serializers.Serializer[Any]):
     # fields off the class, so the serializer's own .errors still works.
     errors = LineErrorOutput(many=True)  # type: ignore[assignment]
     failure_message = serializers.CharField()
+    contract_violations = serializers.JSONField(
+        help_text="Imported lines whose answer breaks the answer contract: count and lines."
+    )
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
 
@@ -406,6 +416,10 @@ class VersionOutput(serializers.Serializer[Any]):
     validation_count = serializers.IntegerField()
     note = serializers.CharField()
     split_carried_from = serializers.IntegerField(source="split_carried_from_id", allow_null=True)
+    answer_contract = serializers.JSONField(help_text="The contract the version was frozen under.")
+    contract_override = serializers.JSONField(
+        help_text="When approved examples broke the contract: the lead's reason and the examples."
+    )
     created_by = serializers.CharField(source="created_by.get_username")
     created_at = serializers.DateTimeField()
 
@@ -423,6 +437,13 @@ class DatasetVersionCollectionApi(APIView):
             default=False,
             help_text="Draw a new split instead of keeping each example's side from the last "
             "version.",
+        )
+        contract_override_reason = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="Freeze even though approved examples break the answer contract, and why "
+            "(recorded on the version).",
         )
 
     @extend_schema(operation_id="datasets_versions_list", responses=VersionOutput(many=True))
@@ -759,6 +780,70 @@ class ReviewSettingsApi(APIView):
         payload.is_valid(raise_exception=True)
         dataset = review_settings_update(dataset=dataset, **payload.validated_data)
         return Response(ReviewSettingsOutput(dataset).data)
+
+
+class ContractOutput(serializers.Serializer[Any]):
+    answer_contract = serializers.JSONField()
+    description = serializers.CharField()
+
+
+def _contract_output(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "answer_contract": dataset.answer_contract,
+        "description": describe_contract(dataset.answer_contract),
+    }
+
+
+class DatasetContractApi(APIView):
+    class ContractInput(serializers.Serializer[Any]):
+        answer_contract = serializers.JSONField(
+            help_text='{} for none; {"kind": "label_set", "labels": [...]}, '
+            '{"kind": "json_schema", "schema": {...}} or {"kind": "regex", "pattern": "..."}.'
+        )
+
+    @extend_schema(operation_id="datasets_contract", responses=ContractOutput)
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return Response(ContractOutput(_contract_output(_dataset_in(project, dataset_id))).data)
+
+    @extend_schema(
+        operation_id="datasets_contract_update", request=ContractInput, responses=ContractOutput
+    )
+    def put(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.SET_CONTRACT
+        )
+        dataset = _dataset_in(project, dataset_id)
+        payload = self.ContractInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        dataset = dataset_contract_set(
+            dataset=dataset, contract=payload.validated_data["answer_contract"]
+        )
+        return Response(ContractOutput(_contract_output(dataset)).data)
+
+
+class DerivedLabelsApi(APIView):
+    class DerivedLabelsOutput(serializers.Serializer[Any]):
+        answer_contract = serializers.JSONField()
+        labels = serializers.ListField(
+            child=serializers.DictField(), help_text="Each label with its approved count."
+        )
+
+    @extend_schema(
+        operation_id="datasets_contract_derived_labels",
+        summary="A label set derived from the approved answers, with counts (nothing is saved)",
+        responses=DerivedLabelsOutput,
+    )
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.SET_CONTRACT
+        )
+        contract, counts = approved_label_counts(dataset=_dataset_in(project, dataset_id))
+        data = {
+            "answer_contract": contract,
+            "labels": [{"label": label, "count": count} for label, count in counts],
+        }
+        return Response(self.DerivedLabelsOutput(data).data)
 
 
 class AgreementApi(APIView):

@@ -21,6 +21,7 @@ from ftportal.models import Membership, Project
 from ftportal.roles import ALLOWED_ROLES, Action
 
 from .agreement import cohen_kappa, fleiss_kappa_from_ratings, percent_agreement
+from .contracts import contract_violation
 from .models import (
     AnalysisRun,
     AnalysisStatus,
@@ -33,6 +34,11 @@ from .models import (
     ReviewDecision,
     ReviewVote,
     Verdict,
+)
+from .quality.findings import (
+    CONTRACT_VIOLATION,
+    ERROR,
+    KIND_LABELS,
 )
 
 ANY = "any"
@@ -326,6 +332,36 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class CardFinding:
+    """One finding as the card shows it, in words, before the reviewer decides."""
+
+    kind: str
+    label: str
+    severity: str
+    message: str
+
+
+def contract_finding(dataset: Dataset, answer: str) -> CardFinding | None:
+    """The answer checked against the dataset's contract now (not at the last analysis), so
+    an edit that fixes the answer clears it at once."""
+    message = contract_violation(dataset.answer_contract, answer)
+    if message is None:
+        return None
+    return CardFinding(CONTRACT_VIOLATION, KIND_LABELS[CONTRACT_VIOLATION], ERROR, message)
+
+
+def card_findings(dataset: Dataset, answer: str, stored: list[Finding]) -> list[CardFinding]:
+    """The live contract check first, then the latest analysis's findings (personal data,
+    duplicates, conflicts, ...); its contract findings are left out, as they may be stale."""
+    live = contract_finding(dataset, answer)
+    return ([live] if live else []) + [
+        CardFinding(f.kind, KIND_LABELS.get(f.kind, f.kind), f.severity, f.message)
+        for f in stored
+        if f.kind != CONTRACT_VIOLATION
+    ]
+
+
+@dataclass(frozen=True)
 class ExampleCard:
     example: Example
     answer: str
@@ -334,7 +370,7 @@ class ExampleCard:
     history: list[HistoryEntry]
     comments: list[ExampleComment]
     votes: list[ReviewVote]
-    findings: list[Finding]
+    findings: list[CardFinding]
     tags: list[str]
     my_vote: ReviewVote | None = None
     assignees: list[str] = field(default_factory=list)
@@ -390,7 +426,7 @@ def example_card(example: Example, *, user: User) -> ExampleCard:
         if has("has_comments")
         else [],
         votes=votes,
-        findings=list(findings),
+        findings=card_findings(dataset, answer, list(findings)),
         tags=list(example.tags.values_list("name", flat=True)) if has("has_tags") else [],
         my_vote=next((v for v in votes if v.reviewer_id == user.pk), None),
         assignees=list(

@@ -30,6 +30,7 @@ from .review_selectors import (
     agreement_summary,
     answer_diff,
     assignment_counts,
+    contract_finding,
     dataset_for_review,
     default_assignee,
     example_card,
@@ -174,6 +175,28 @@ def review_counts(request: AppRequest, project_id: int, dataset_id: int) -> Http
     return render(request, "datasets/review.html#review-counts", context)
 
 
+def _unconfirmed_contract_break(
+    request: AppRequest, example: Example, action: ReviewAction
+) -> dict[str, str] | None:
+    """Approving an answer that breaks the answer contract needs a second, explicit yes: what
+    is approved is what the model will be taught. Returns what the confirmation shows."""
+    if action not in (ReviewAction.APPROVE, ReviewAction.EDIT):
+        return None
+    if request.POST.get("contract_confirmed") == "1":
+        return None
+    edited = (request.POST.get("answer") or "").strip()
+    answer = edited if action == ReviewAction.EDIT else assistant_answer(example.messages)
+    problem = contract_finding(example.dataset, answer)
+    if problem is None:
+        return None
+    return {
+        "message": problem.message,
+        "action": action.value,
+        "answer": edited,
+        "comment": request.POST.get("comment", ""),
+    }
+
+
 def _decision_from_post(request: AppRequest) -> ReviewAction:
     try:
         return ReviewAction(request.POST.get("action", ""))
@@ -194,6 +217,13 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
     if example.status == ExampleStatus.DISPUTED:
         project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
     revision = request.POST.get("revision", "")
+    unconfirmed = _unconfirmed_contract_break(request, example, action)
+    if unconfirmed is not None:
+        context = _card_context(
+            request, project=project, role=role, dataset=dataset, filters=filters, example=example
+        )
+        context["contract_confirm"] = unconfirmed
+        return render(request, CARD, context)
     try:
         outcome = example_decide(
             example=example,
@@ -264,8 +294,11 @@ def review_diff(request: AppRequest, project_id: int, example_id: int) -> HttpRe
     context = {
         "diff": answer_diff(card.original_answer, edited),
         "unchanged": edited == card.original_answer,
+        # Checked as the reviewer types, so they see the answer keep the contract before saving.
+        "contract_checked": bool(example.dataset.answer_contract),
+        "edit_problem": contract_finding(example.dataset, edited.strip()),
     }
-    return render(request, "datasets/review.html#answer-diff", context)
+    return render(request, "datasets/review.html#edit-preview", context)
 
 
 # --- bulk actions -----------------------------------------------------------------------------
