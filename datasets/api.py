@@ -809,7 +809,7 @@ class DatasetContractApi(APIView):
     @extend_schema(
         operation_id="datasets_contract_update", request=ContractInput, responses=ContractOutput
     )
-    def put(self, request: Request, project_id: int, dataset_id: int) -> Response:
+    def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(
             user=request.user, project_id=project_id, action=Action.SET_CONTRACT
         )

@@ -24,7 +24,7 @@ from typing import Any
 
 import jsonschema
 import referencing.exceptions
-from jsonschema.exceptions import best_match
+from jsonschema.exceptions import relevance
 from jsonschema.protocols import Validator
 
 from ftportal.errors import ApplicationError
@@ -48,6 +48,8 @@ LABELS_SHOWN = 8
 # Violation messages quote the answer; a long answer is cut so the message stays readable.
 QUOTED_CHARS = 60
 MESSAGE_CHARS = 300
+# How many schema errors one violation message names.
+ERRORS_SHOWN = 3
 FIELD = "answer_contract"
 
 
@@ -185,14 +187,19 @@ def _json_violation(schema: Mapping[str, Any], answer: str) -> str | None:
         return "The answer is not valid JSON: it is nested too deeply."
     validator = _validator(json.dumps(schema, sort_keys=True))
     try:
-        worst = best_match(validator.iter_errors(value))
+        # Most relevant first (jsonschema's own ranking); a misspelled key is both an unknown
+        # and a missing one, and the reviewer should see both.
+        errors = sorted(validator.iter_errors(value), key=relevance, reverse=True)[:ERRORS_SHOWN]
     except referencing.exceptions.Unresolvable as unresolvable:
         return f"The contract's schema cannot be checked: {unresolvable}."
-    if worst is None:
+    if not errors:
         return None
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in worst.absolute_path)
-    field = f"${where}" if where else "the answer"
-    return f"{field}: {worst.message}"[:MESSAGE_CHARS]
+    return "; ".join(f"{_json_path(e)}: {e.message}" for e in errors)[:MESSAGE_CHARS]
+
+
+def _json_path(error: jsonschema.ValidationError) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    return f"${where}" if where else "the answer"
 
 
 def contract_violation(contract: Mapping[str, Any], answer: str) -> str | None:

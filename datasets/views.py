@@ -263,6 +263,7 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         "project": project,
         "role": role,
         "version": version,
+        "contract_description": describe_contract(version.answer_contract),
         "items": version.items.all()[:50],
         "jobs": version.training_jobs.select_related("base_model"),
         "can_train": role_allows(role, Action.TRAIN),
