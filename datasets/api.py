@@ -376,6 +376,12 @@ class ExampleReviewApi(APIView):
             min_value=0,
             help_text="The example revision the decision was made on; a stale one gets 409.",
         )
+        contract_confirmed = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Approve even though the answer breaks the dataset's answer contract "
+            "(without it such an approval gets 409).",
+        )
 
     @extend_schema(
         operation_id="examples_review",
@@ -399,6 +405,7 @@ class ExampleReviewApi(APIView):
             comment=payload.validated_data["comment"],
             expected_revision=payload.validated_data.get("revision"),
             may_adjudicate=role_allows(role, Action.ADJUDICATE),
+            contract_confirmed=payload.validated_data["contract_confirmed"],
         )
         return Response(ExampleDetailOutput(_example_with_decisions(outcome.example)).data)
 

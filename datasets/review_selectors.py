@@ -122,9 +122,27 @@ def latest_analysis_run(dataset: Dataset) -> AnalysisRun | None:
 
 def finding_kinds(dataset: Dataset) -> list[str]:
     run = latest_analysis_run(dataset)
-    if run is None:
-        return []
-    return list(run.findings.values_list("kind", flat=True).distinct().order_by("kind"))
+    kinds = (
+        set(run.findings.values_list("kind", flat=True).distinct()) if run is not None else set()
+    )
+    # Contract findings are checked live, so they can be filtered on before any analysis.
+    if dataset.answer_contract:
+        kinds.add(CONTRACT_VIOLATION)
+    return sorted(kinds)
+
+
+def contract_breaking_ids(examples: QuerySet[Example], contract: dict[str, object]) -> list[int]:
+    """The examples whose current answer breaks the contract, checked now: an edit since the
+    last analysis counts at once. Reads only ids and messages, in batches."""
+    checked: dict[str, bool] = {}
+    found: list[int] = []
+    for pk, messages in examples.values_list("id", "messages").iterator(chunk_size=2000):
+        answer = _answer(messages)
+        if answer not in checked:
+            checked[answer] = contract_violation(contract, answer) is not None
+        if checked[answer]:
+            found.append(pk)
+    return found
 
 
 def user_has_assignments(dataset: Dataset, user: User) -> bool:
@@ -201,7 +219,7 @@ def filtered_examples(
     examples = Example.objects.filter(dataset=dataset)
     if with_status and filters.status != ANY:
         examples = examples.filter(status=filters.status)
-    if filters.finding:
+    if filters.finding and filters.finding != CONTRACT_VIOLATION:
         run = latest_analysis_run(dataset)
         if run is None:
             return examples.none()
@@ -225,7 +243,11 @@ def filtered_examples(
                 Example.tags.through.objects.filter(example=OuterRef("pk"), tag__name=filters.tag)
             )
         )
-    return _assignee_filter(examples, filters.assignee, user)
+    examples = _assignee_filter(examples, filters.assignee, user)
+    if filters.finding == CONTRACT_VIOLATION:
+        # Last, so the answers are read only for the examples every other filter kept.
+        examples = examples.filter(pk__in=contract_breaking_ids(examples, dataset.answer_contract))
+    return examples
 
 
 def queue_examples(dataset: Dataset, filters: QueueFilter, *, user: User) -> QuerySet[Example]:
@@ -348,6 +370,18 @@ def contract_finding(dataset: Dataset, answer: str) -> CardFinding | None:
     if message is None:
         return None
     return CardFinding(CONTRACT_VIOLATION, KIND_LABELS[CONTRACT_VIOLATION], ERROR, message)
+
+
+def approval_contract_break(example: Example, action: str, new_answer: str | None) -> str | None:
+    """Why the answer this approval would keep (the edited one for an edit) breaks the
+    dataset's answer contract; None when it keeps it or the action approves nothing."""
+    if action == "edit":
+        answer = (new_answer or "").strip()
+    elif action == "approve":
+        answer = _answer(example.messages)
+    else:
+        return None
+    return contract_violation(example.dataset.answer_contract, answer)
 
 
 def card_findings(dataset: Dataset, answer: str, stored: list[Finding]) -> list[CardFinding]:

@@ -30,6 +30,7 @@ from .review_selectors import (
     agreement_summary,
     answer_diff,
     assignment_counts,
+    contract_breaking_ids,
     contract_finding,
     dataset_for_review,
     default_assignee,
@@ -46,6 +47,7 @@ from .review_selectors import (
 )
 from .review_services import (
     BULK_ACTIONS,
+    ContractConfirmationNeeded,
     bulk_action_permission,
     example_comment_add,
     example_decide,
@@ -175,28 +177,6 @@ def review_counts(request: AppRequest, project_id: int, dataset_id: int) -> Http
     return render(request, "datasets/review.html#review-counts", context)
 
 
-def _unconfirmed_contract_break(
-    request: AppRequest, example: Example, action: ReviewAction
-) -> dict[str, str] | None:
-    """Approving an answer that breaks the answer contract needs a second, explicit yes: what
-    is approved is what the model will be taught. Returns what the confirmation shows."""
-    if action not in (ReviewAction.APPROVE, ReviewAction.EDIT):
-        return None
-    if request.POST.get("contract_confirmed") == "1":
-        return None
-    edited = (request.POST.get("answer") or "").strip()
-    answer = edited if action == ReviewAction.EDIT else assistant_answer(example.messages)
-    problem = contract_finding(example.dataset, answer)
-    if problem is None:
-        return None
-    return {
-        "message": problem.message,
-        "action": action.value,
-        "answer": edited,
-        "comment": request.POST.get("comment", ""),
-    }
-
-
 def _decision_from_post(request: AppRequest) -> ReviewAction:
     try:
         return ReviewAction(request.POST.get("action", ""))
@@ -217,13 +197,6 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
     if example.status == ExampleStatus.DISPUTED:
         project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
     revision = request.POST.get("revision", "")
-    unconfirmed = _unconfirmed_contract_break(request, example, action)
-    if unconfirmed is not None:
-        context = _card_context(
-            request, project=project, role=role, dataset=dataset, filters=filters, example=example
-        )
-        context["contract_confirm"] = unconfirmed
-        return render(request, CARD, context)
     try:
         outcome = example_decide(
             example=example,
@@ -233,7 +206,20 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
             comment=request.POST.get("comment", ""),
             expected_revision=int(revision) if revision.isdigit() else None,
             may_adjudicate=role_allows(role, Action.ADJUDICATE),
+            contract_confirmed=request.POST.get("contract_confirmed") == "1",
         )
+    except ContractConfirmationNeeded as needed:
+        # Not an error: the card asks, carrying the decision (and any edit) to the second yes.
+        context = _card_context(
+            request, project=project, role=role, dataset=dataset, filters=filters, example=example
+        )
+        context["contract_confirm"] = {
+            "message": needed.extra["contract_violation"],
+            "action": action.value,
+            "answer": request.POST.get("answer", ""),
+            "comment": request.POST.get("comment", ""),
+        }
+        return render(request, CARD, context)
     except ApplicationError as error:
         example.refresh_from_db()
         context = _card_context(
@@ -377,6 +363,11 @@ def review_bulk(request: AppRequest, project_id: int, dataset_id: int) -> HttpRe
         "reviewers": reviewers,
         "selection": selection_preview(examples, refused_statuses=refused),
         "queue_url": queue_url,
+        # A bulk approval is confirmed once, so the confirmation says which answers it would
+        # approve that break the answer contract.
+        "contract_breaking": contract_breaking_ids(examples, dataset.answer_contract)
+        if action == "approve" and dataset.answer_contract
+        else [],
     }
     return render(request, "datasets/review_bulk.html", context)
 

@@ -484,3 +484,67 @@ def test_the_version_page_names_its_contract_and_the_override(
     assert "frozen with 1 approved example(s) that break it, because: fixing &lt;next&gt; week" in (
         body
     )
+
+
+def test_approving_a_broken_answer_through_the_api_needs_the_confirmation(
+    project: Project, dataset: Dataset, make_member: Callable[..., User]
+) -> None:
+    broken = Example.objects.create(dataset=dataset, messages=with_answer(NOT_JSON))
+    client = token_client(make_member(Role.REVIEWER))
+    url = api(project, f"examples/{broken.pk}/review/")
+    refused = client.post(url, {"action": "approve"}, format="json")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["field"] == "contract_confirmed"
+    assert "not valid JSON" in refused.json()["error"]["contract_violation"]
+    broken.refresh_from_db()
+    assert broken.status == ExampleStatus.PENDING and not ReviewDecision.objects.exists()
+    # An edit into a valid answer needs no confirmation; rejecting never does.
+    edited = client.post(url, {"action": "edit", "answer": GOOD}, format="json")
+    assert edited.status_code == 200, edited.content
+    other = Example.objects.create(dataset=dataset, messages=with_answer(NOT_JSON, "x"))
+    url = api(project, f"examples/{other.pk}/review/")
+    assert client.post(url, {"action": "reject"}, format="json").status_code == 200
+    confirmed = client.post(url, {"action": "approve", "contract_confirmed": True}, format="json")
+    assert confirmed.status_code == 200
+    assert confirmed.json()["status"] == ExampleStatus.APPROVED
+
+
+def test_the_queue_filters_on_contract_findings_without_an_analysis(
+    project: Project, dataset: Dataset, make_member: Callable[..., User]
+) -> None:
+    broken = Example.objects.create(dataset=dataset, messages=with_answer(NOT_JSON))
+    Example.objects.create(dataset=dataset, messages=with_answer(GOOD, "fine"))
+    also = Example.objects.create(dataset=dataset, messages=with_answer("{}", "empty"))
+    client = logged_in(make_member(Role.REVIEWER))
+    url = reverse("review_queue", args=[project.pk, dataset.pk]) + "?finding=contract_violation"
+    body = client.get(url).content.decode()
+    assert '<option value="contract_violation" selected>' in body
+    assert f'data-example-id="{broken.pk}"' in body
+    assert "2 pending example(s) match this filter" in body
+    queue = token_client(make_member(Role.REVIEWER)).get(
+        api(project, f"datasets/{dataset.pk}/review-queue/?finding=contract_violation")
+    )
+    assert queue.status_code == 200
+    assert queue.json()["matching"] == 2
+    assert queue.json()["next"]["id"] == broken.pk
+    after = token_client(make_member(Role.REVIEWER)).get(
+        api(
+            project,
+            f"datasets/{dataset.pk}/review-queue/?finding=contract_violation&after={broken.pk}",
+        )
+    )
+    assert after.json()["next"]["id"] == also.pk
+
+
+def test_a_bulk_approval_says_which_answers_break_the_contract(
+    project: Project, dataset: Dataset, make_member: Callable[..., User]
+) -> None:
+    broken = Example.objects.create(dataset=dataset, messages=with_answer(NOT_JSON))
+    Example.objects.create(dataset=dataset, messages=with_answer(GOOD, "fine"))
+    client = logged_in(make_member(Role.REVIEWER))
+    url = reverse("review_bulk", args=[project.pk, dataset.pk]) + "?bulk_action=approve"
+    body = client.get(url).content.decode()
+    assert "1 of the 2 answer(s) break the answer contract" in body
+    assert f"?example={broken.pk}" in body
+    tag = reverse("review_bulk", args=[project.pk, dataset.pk]) + "?bulk_action=tag&tag_name=x"
+    assert 'id="bulk-contract"' not in client.get(tag).content.decode()
