@@ -226,6 +226,29 @@ def contract_violation(contract: Mapping[str, Any], answer: str) -> str | None:
     return f"Unknown contract kind {kind!r}."
 
 
+class ContractCheck:
+    """One contract checked against many answers, each distinct answer once: datasets repeat
+    their answers (a label, a small JSON object), and a JSON Schema check costs far more than a
+    dictionary lookup (``python bench/contracts.py``). The memory is bounded, so a stream of
+    distinct free-text answers does not grow it for ever."""
+
+    MAX_REMEMBERED = 50_000
+
+    def __init__(self, contract: Mapping[str, Any]) -> None:
+        self.contract = contract
+        self._seen: dict[str, str | None] = {}
+
+    def violation(self, answer: str) -> str | None:
+        if not self.contract:
+            return None
+        if answer in self._seen:
+            return self._seen[answer]
+        if len(self._seen) >= self.MAX_REMEMBERED:
+            self._seen.clear()
+        found = self._seen[answer] = contract_violation(self.contract, answer)
+        return found
+
+
 def describe_contract(contract: Mapping[str, Any]) -> str:
     """One line a person reads: what the contract asks of an answer."""
     kind = contract.get("kind") if contract else None

@@ -28,7 +28,7 @@ from django.utils import timezone
 from ftportal.errors import ApplicationError
 from ftportal.state import check_transition
 
-from .contracts import contract_violation
+from .contracts import ContractCheck
 from .formats import (
     ALL_FORMATS,
     AUTO,
@@ -250,13 +250,14 @@ class ContractViolations:
 
     def __init__(self, contract: dict[str, Any]) -> None:
         self.contract = contract
+        self.checker = ContractCheck(contract)
         self.count = 0
         self.lines: list[dict[str, object]] = []
 
     def check(self, example: ParsedExample) -> None:
         if not self.contract:
             return
-        message = contract_violation(self.contract, assistant_answer(example.messages))
+        message = self.checker.violation(assistant_answer(example.messages))
         if message is None:
             return
         self.count += 1

@@ -21,7 +21,7 @@ from ftportal.models import Membership, Project
 from ftportal.roles import ALLOWED_ROLES, Action
 
 from .agreement import cohen_kappa, fleiss_kappa_from_ratings, percent_agreement
-from .contracts import contract_violation
+from .contracts import ContractCheck, contract_violation
 from .models import (
     AnalysisRun,
     AnalysisStatus,
@@ -134,13 +134,10 @@ def finding_kinds(dataset: Dataset) -> list[str]:
 def contract_breaking_ids(examples: QuerySet[Example], contract: dict[str, object]) -> list[int]:
     """The examples whose current answer breaks the contract, checked now: an edit since the
     last analysis counts at once. Reads only ids and messages, in batches."""
-    checked: dict[str, bool] = {}
+    check = ContractCheck(contract)
     found: list[int] = []
     for pk, messages in examples.values_list("id", "messages").iterator(chunk_size=2000):
-        answer = _answer(messages)
-        if answer not in checked:
-            checked[answer] = contract_violation(contract, answer) is not None
-        if checked[answer]:
+        if check.violation(_answer(messages)) is not None:
             found.append(pk)
     return found
 

@@ -14,7 +14,7 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
 from ftportal.state import check_transition
 
-from .contracts import clean_contract, contract_violation, derived_label_set
+from .contracts import ContractCheck, clean_contract, derived_label_set
 from .models import (
     EXAMPLE_TRANSITIONS,
     Dataset,
@@ -240,9 +240,10 @@ def contract_violations(
     """The examples whose answer breaks the contract, each with the reason."""
     if not contract:
         return []
+    check = ContractCheck(contract)
     found = []
     for example in examples:
-        message = contract_violation(contract, assistant_answer(example.messages))
+        message = check.violation(assistant_answer(example.messages))
         if message is not None:
             found.append({"example": example.pk, "message": message})
     return found

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..contracts import contract_violation
+from ..contracts import ContractCheck
 from . import minhash
 from .findings import (
     CONFLICTING_ANSWER,
@@ -538,13 +538,9 @@ def contract_violations(
     if not contract:
         return []
     issues: list[Issue] = []
-    # Label-style datasets repeat a handful of answers: each distinct one is checked once.
-    checked: dict[str, str | None] = {}
+    check = ContractCheck(contract)
     for index in np.flatnonzero(has_answer).tolist():
-        answer = parts.answers[index]
-        if answer not in checked:
-            checked[answer] = contract_violation(contract, answer)
-        message = checked[answer]
+        message = check.violation(parts.answers[index])
         if message is not None:
             issues.append(Issue(index, CONTRACT_VIOLATION, ERROR, message))
     return issues
