@@ -333,6 +333,10 @@ def test_the_quality_analysis_stores_contract_violations_as_errors(
     assert run.stats["examples_with_errors"] == 1
     page = logged_in(lead).get(reverse("dataset_quality", args=[project.pk, dataset.pk]))
     assert 'data-kind="contract_violation"' in page.content.decode()
+    assert "a right answer is JSON matching a schema with category, priority" in (
+        page.content.decode()
+    )
+    assert "1 with errors" in page.content.decode()
 
 
 # -- the review card ---------------------------------------------------------------------------
