@@ -13,7 +13,12 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import renderers, serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -27,7 +32,7 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
-from .contracts import describe_contract
+from .contracts import contract_violation, describe_contract
 from .formats import ALL_FORMATS, AUTO, EXPORT_FORMATS, OPENAI_CHAT, CsvMapping
 from .importing import (
     ImportRequest,
@@ -84,6 +89,7 @@ from .selectors import (
 from .services import (
     DEFAULT_VALIDATION_FRACTION,
     approved_label_counts,
+    assistant_answer,
     dataset_contract_set,
     dataset_create,
     dataset_version_freeze,
@@ -347,10 +353,24 @@ class ExampleDetailOutput(ExampleOutput):
     """An example with its review history; the review action answers with it too."""
 
     decisions = DecisionOutput(many=True)
+    contract_violation = serializers.SerializerMethodField(
+        help_text="Why the current answer breaks the dataset's answer contract; null when it "
+        "keeps it or there is none."
+    )
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_contract_violation(self, example: Example) -> str | None:
+        return contract_violation(
+            example.dataset.answer_contract, assistant_answer(example.messages)
+        )
 
 
 def _example_with_decisions(example: Example) -> Example:
-    return Example.objects.prefetch_related("decisions__reviewer").get(pk=example.pk)
+    return (
+        Example.objects.select_related("dataset")
+        .prefetch_related("decisions__reviewer")
+        .get(pk=example.pk)
+    )
 
 
 class ExampleDetailApi(APIView):

@@ -502,9 +502,14 @@ def test_approving_a_broken_answer_through_the_api_needs_the_confirmation(
     assert "not valid JSON" in refused.json()["error"]["contract_violation"]
     broken.refresh_from_db()
     assert broken.status == ExampleStatus.PENDING and not ReviewDecision.objects.exists()
+    assert (
+        "not valid JSON"
+        in client.get(api(project, f"examples/{broken.pk}/")).json()["contract_violation"]
+    )
     # An edit into a valid answer needs no confirmation; rejecting never does.
     edited = client.post(url, {"action": "edit", "answer": GOOD}, format="json")
     assert edited.status_code == 200, edited.content
+    assert edited.json()["contract_violation"] is None
     other = Example.objects.create(dataset=dataset, messages=with_answer(NOT_JSON, "x"))
     url = api(project, f"examples/{other.pk}/review/")
     assert client.post(url, {"action": "reject"}, format="json").status_code == 200
@@ -531,6 +536,7 @@ def test_the_queue_filters_on_contract_findings_without_an_analysis(
     assert queue.status_code == 200
     assert queue.json()["matching"] == 2
     assert queue.json()["next"]["id"] == broken.pk
+    assert "not valid JSON" in queue.json()["next"]["contract_violation"]
     after = token_client(make_member(Role.REVIEWER)).get(
         api(
             project,
