@@ -18,6 +18,7 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
+from .contracts import describe_contract
 from .markdown import render_markdown
 from .models import Dataset, Example, ExampleStatus, ReviewAction
 from .review_selectors import (
@@ -149,6 +150,7 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
     context.update(
         {
             "guidelines_html": render_markdown(dataset.guidelines) if dataset.guidelines else "",
+            "contract_description": describe_contract(dataset.answer_contract),
             "status_choices": STATUS_CHOICES,
             "finding_kinds": finding_kinds(dataset),
             "tag_names": list(dataset.tags.values_list("name", flat=True)),

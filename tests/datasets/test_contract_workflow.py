@@ -356,6 +356,7 @@ def test_the_card_shows_a_contract_finding_before_any_analysis_ran(
     body = card(client, project, dataset, broken)
     assert 'data-kind="contract_violation"' in body
     assert "<strong>Breaks the answer contract</strong>: The answer is not valid JSON" in body
+    assert "Answer contract: a right answer is JSON matching a schema with category" in body
     assert 'data-kind="contract_violation"' not in card(client, project, dataset, fine)
 
 
