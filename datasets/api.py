@@ -13,7 +13,12 @@ from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import renderers, serializers, status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -34,6 +39,7 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
+from .contracts import contract_violation, describe_contract
 from .formats import ALL_FORMATS, AUTO, EXPORT_FORMATS, OPENAI_CHAT, CsvMapping
 from .importing import (
     ImportRequest,
@@ -89,6 +95,9 @@ from .selectors import (
 )
 from .services import (
     DEFAULT_VALIDATION_FRACTION,
+    approved_label_counts,
+    assistant_answer,
+    dataset_contract_set,
     dataset_create,
     dataset_version_freeze,
     example_move_to_training,
@@ -129,6 +138,10 @@ class DatasetOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     name = serializers.CharField()
     description = serializers.CharField()
+    answer_contract = serializers.JSONField(
+        help_text="What a right answer looks like: {} (none), a label set, a JSON Schema or a "
+        "regular expression."
+    )
     created_at = serializers.DateTimeField()
 
 
@@ -199,6 +212,9 @@ class ImportOutput(serializers.Serializer[Any]):
     # fields off the class, so the serializer's own .errors still works.
     errors = LineErrorOutput(many=True)  # type: ignore[assignment]
     failure_message = serializers.CharField()
+    contract_violations = serializers.JSONField(
+        help_text="Imported lines whose answer breaks the answer contract: count and lines."
+    )
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
 
@@ -364,10 +380,24 @@ class ExampleDetailOutput(ExampleOutput):
     """An example with its review history; the review action answers with it too."""
 
     decisions = DecisionOutput(many=True)
+    contract_violation = serializers.SerializerMethodField(
+        help_text="Why the current answer breaks the dataset's answer contract; null when it "
+        "keeps it or there is none."
+    )
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_contract_violation(self, example: Example) -> str | None:
+        return contract_violation(
+            example.dataset.answer_contract, assistant_answer(example.messages)
+        )
 
 
 def _example_with_decisions(example: Example) -> Example:
-    return Example.objects.prefetch_related("decisions__reviewer").get(pk=example.pk)
+    return (
+        Example.objects.select_related("dataset")
+        .prefetch_related("decisions__reviewer")
+        .get(pk=example.pk)
+    )
 
 
 class ExampleDetailApi(APIView):
@@ -393,6 +423,12 @@ class ExampleReviewApi(APIView):
             min_value=0,
             help_text="The example revision the decision was made on; a stale one gets 409.",
         )
+        contract_confirmed = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Approve even though the answer breaks the dataset's answer contract "
+            "(without it such an approval gets 409).",
+        )
 
     @extend_schema(
         operation_id="examples_review",
@@ -416,6 +452,7 @@ class ExampleReviewApi(APIView):
             comment=payload.validated_data["comment"],
             expected_revision=payload.validated_data.get("revision"),
             may_adjudicate=role_allows(role, Action.ADJUDICATE),
+            contract_confirmed=payload.validated_data["contract_confirmed"],
         )
         return Response(ExampleDetailOutput(_example_with_decisions(outcome.example)).data)
 
@@ -443,6 +480,10 @@ class VersionOutput(serializers.Serializer[Any]):
     )
     overlap_count = serializers.IntegerField()
     overlap_pairs = serializers.ListField(child=serializers.DictField())
+    answer_contract = serializers.JSONField(help_text="The contract the version was frozen under.")
+    contract_override = serializers.JSONField(
+        help_text="When approved examples broke the contract: the lead's reason and the examples."
+    )
     created_by = serializers.CharField(source="created_by.get_username")
     created_at = serializers.DateTimeField()
 
@@ -468,6 +509,13 @@ class DatasetVersionCollectionApi(APIView):
             max_length=1000,
             help_text="Freeze even though train and validation share inputs (a 400 lists the "
             "pairs); the reason and the pairs are recorded on the version.",
+        )
+        contract_override_reason = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="Freeze even though approved examples break the answer contract, and why "
+            "(recorded on the version).",
         )
 
     @extend_schema(
@@ -877,6 +925,70 @@ class ReviewSettingsApi(APIView):
         payload.is_valid(raise_exception=True)
         dataset = review_settings_update(dataset=dataset, **payload.validated_data)
         return Response(ReviewSettingsOutput(dataset).data)
+
+
+class ContractOutput(serializers.Serializer[Any]):
+    answer_contract = serializers.JSONField()
+    description = serializers.CharField()
+
+
+def _contract_output(dataset: Dataset) -> dict[str, Any]:
+    return {
+        "answer_contract": dataset.answer_contract,
+        "description": describe_contract(dataset.answer_contract),
+    }
+
+
+class DatasetContractApi(APIView):
+    class ContractInput(serializers.Serializer[Any]):
+        answer_contract = serializers.JSONField(
+            help_text='{} for none; {"kind": "label_set", "labels": [...]}, '
+            '{"kind": "json_schema", "schema": {...}} or {"kind": "regex", "pattern": "..."}.'
+        )
+
+    @extend_schema(operation_id="datasets_contract", responses=ContractOutput)
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return Response(ContractOutput(_contract_output(_dataset_in(project, dataset_id))).data)
+
+    @extend_schema(
+        operation_id="datasets_contract_update", request=ContractInput, responses=ContractOutput
+    )
+    def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.SET_CONTRACT
+        )
+        dataset = _dataset_in(project, dataset_id)
+        payload = self.ContractInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        dataset = dataset_contract_set(
+            dataset=dataset, contract=payload.validated_data["answer_contract"]
+        )
+        return Response(ContractOutput(_contract_output(dataset)).data)
+
+
+class DerivedLabelsApi(APIView):
+    class DerivedLabelsOutput(serializers.Serializer[Any]):
+        answer_contract = serializers.JSONField()
+        labels = serializers.ListField(
+            child=serializers.DictField(), help_text="Each label with its approved count."
+        )
+
+    @extend_schema(
+        operation_id="datasets_contract_derived_labels",
+        summary="A label set derived from the approved answers, with counts (nothing is saved)",
+        responses=DerivedLabelsOutput,
+    )
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.SET_CONTRACT
+        )
+        contract, counts = approved_label_counts(dataset=_dataset_in(project, dataset_id))
+        data = {
+            "answer_contract": contract,
+            "labels": [{"label": label, "count": count} for label, count in counts],
+        }
+        return Response(self.DerivedLabelsOutput(data).data)
 
 
 class AgreementApi(APIView):

@@ -28,6 +28,7 @@ from django.utils import timezone
 from ftportal.errors import ApplicationError
 from ftportal.state import check_transition
 
+from .contracts import ContractCheck
 from .formats import (
     ALL_FORMATS,
     AUTO,
@@ -41,6 +42,7 @@ from .formats import (
 )
 from .jsonl import ErrorCollector, LineError, ParsedExample
 from .models import IMPORT_TRANSITIONS, Dataset, Example, ImportBatch, ImportStatus
+from .services import assistant_answer
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +153,7 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
     collector = ErrorCollector(MAX_KEPT_ERRORS)
     counts = _Counts()
     pending: list[ParsedExample] = []
+    violations = ContractViolations(batch.dataset.answer_contract)
 
     def report() -> None:
         if progress is not None:
@@ -173,6 +176,7 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
             # report every error, but stop writing rows that would be rolled back anyway.
             if request.valid_lines_only or not collector.kept:
                 pending.append(event)
+                violations.check(event)
             if len(pending) >= CHUNK_SIZE:
                 flush()
         # Progress keeps moving even when nothing is being written (a file full of errors).
@@ -187,6 +191,7 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
     batch.line_count = counts.valid + counts.bad_lines
     batch.imported_count = counts.inserted
     batch.errors = _error_dicts(errors)
+    batch.contract_violations = violations.report()
     _refuse_if_rejected(batch, errors, counts, request, fatal=parser.fatal)
 
 
@@ -234,6 +239,33 @@ def _insert_examples(batch: ImportBatch, parsed: list[ParsedExample]) -> None:
                 "source_line": example.line,
             }
             copy.write_row([row[field.name] for field in fields])
+
+
+class ContractViolations:
+    """Imported lines whose answer breaks the dataset's answer contract.
+
+    They are imported all the same (the reviewer fixes the answer, or rejects it, with the
+    finding on the card); the import report says how many and which lines.
+    """
+
+    def __init__(self, contract: dict[str, Any]) -> None:
+        self.contract = contract
+        self.checker = ContractCheck(contract)
+        self.count = 0
+        self.lines: list[dict[str, object]] = []
+
+    def check(self, example: ParsedExample) -> None:
+        if not self.contract:
+            return
+        message = self.checker.violation(assistant_answer(example.messages))
+        if message is None:
+            return
+        self.count += 1
+        if len(self.lines) < MAX_KEPT_ERRORS:
+            self.lines.append({"line": example.line, "message": message})
+
+    def report(self) -> dict[str, object]:
+        return {"count": self.count, "lines": self.lines} if self.count else {}
 
 
 def _error_total(collector: ErrorCollector) -> int:

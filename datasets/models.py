@@ -37,6 +37,9 @@ class Dataset(models.Model):
     # How many reviewers must judge each example independently before it is decided (1 = no
     # overlap); with more, disagreements go to an adjudicator.
     review_overlap = models.PositiveSmallIntegerField(default=1)
+    # What a right answer looks like (a label set, a JSON Schema or a regular expression; see
+    # datasets/contracts.py); {} means any answer is accepted.
+    answer_contract = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -94,6 +97,9 @@ class ImportBatch(models.Model):
     options = models.JSONField(default=dict, blank=True)
     failure_message = models.TextField(blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Imported lines whose answer breaks the dataset's answer contract (imported, flagged):
+    # {"count": n, "lines": [{"line": 3, "message": ...}, ...]} with the first lines listed.
+    contract_violations = models.JSONField(default=dict, blank=True)
 
 
 class Tag(models.Model):
@@ -319,6 +325,12 @@ class DatasetVersion(models.Model):
     overlap_override_reason = models.TextField(blank=True)
     overlap_count = models.PositiveIntegerField(default=0)
     overlap_pairs = models.JSONField(default=list, blank=True)
+    # The dataset's answer contract when this version was frozen: readiness and evaluation
+    # check the frozen answers against it, not against whatever the dataset says today.
+    answer_contract = models.JSONField(default=dict, blank=True)
+    # Set when the lead froze approved examples that break the contract anyway:
+    # {"reason": ..., "examples": [{"example": id, "message": ...}, ...]}.
+    contract_override = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 

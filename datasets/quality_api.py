@@ -155,6 +155,16 @@ class ReadinessOutput(serializers.Serializer[Any]):
     base_model = serializers.CharField(help_text="Whose tokenizer and context length were used.")
     tokens = serializers.JSONField(help_text="Prompt/answer token stats, tokens per epoch, cost.")
     findings = serializers.JSONField(help_text="Per kind: examples, severity, label.")
+    # Reports stored before contracts existed lack these two keys.
+    answer_contract = serializers.CharField(
+        required=False,
+        help_text="The contract the version was frozen under, in words; its violations are "
+        "errors under findings.contract_violation.",
+    )
+    contract_override = serializers.JSONField(
+        required=False,
+        help_text="When approved examples broke the contract at freeze: reason and examples.",
+    )
     examples_with_errors = serializers.IntegerField()
     examples_with_findings = serializers.IntegerField()
     computed_at = serializers.CharField()

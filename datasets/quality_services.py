@@ -23,6 +23,7 @@ from ftportal.state import check_transition
 from training.adapters import base_model_dir, prepared_model_dir
 from training.models import BaseModel, Provider
 
+from .contracts import describe_contract
 from .models import (
     ANALYSIS_TRANSITIONS,
     EXAMPLE_TRANSITIONS,
@@ -60,7 +61,11 @@ def token_counter_for(base_model: BaseModel) -> TokenCounter:
 
 
 def analyze_for_model(
-    conversations: Sequence[object], *, base_model: BaseModel, names: Sequence[str]
+    conversations: Sequence[object],
+    *,
+    base_model: BaseModel,
+    names: Sequence[str],
+    contract: dict[str, Any] | None = None,
 ) -> AnalysisResult:
     price = base_model.training_usd_per_million_tokens
     result = analyze_conversations(
@@ -70,6 +75,7 @@ def analyze_for_model(
         strict_alternation=base_model.provider in ALTERNATING_PROVIDERS,
         names=names,
         usd_per_million_tokens=price,
+        contract=contract,
     )
     result.stats["base_model"] = base_model.key
     result.stats["base_model_name"] = base_model.display_name
@@ -152,6 +158,7 @@ def analysis_run_execute(*, run_id: int) -> AnalysisRun:
             [messages for _, messages, _, _ in rows],
             base_model=base_model,
             names=[f"example {pk}" for pk, _, _, _ in rows],
+            contract=run.dataset.answer_contract,
         )
         result.stats["fingerprint"] = examples_fingerprint(rows)
     except (ApplicationError, TokenizerUnavailable) as error:
@@ -322,6 +329,7 @@ def dataset_version_readiness(*, version: DatasetVersion) -> dict[str, Any]:
         strict_alternation=bool(base_model and base_model.provider in ALTERNATING_PROVIDERS),
         names=[f"example {pk}" if pk else f"item {pos}" for pos, pk, _ in items],
         usd_per_million_tokens=base_model.training_usd_per_million_tokens if base_model else None,
+        contract=version.answer_contract,
     )
     stats = result.stats
     report: dict[str, Any] = {
@@ -348,6 +356,8 @@ def dataset_version_readiness(*, version: DatasetVersion) -> dict[str, Any]:
             )
         },
         "findings": stats["findings"],
+        "answer_contract": describe_contract(version.answer_contract),
+        "contract_override": version.contract_override,
         "examples_with_errors": stats["examples_with_errors"],
         "examples_with_findings": stats["examples_with_findings"],
         "computed_at": timezone.now().isoformat(),

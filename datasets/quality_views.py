@@ -16,6 +16,7 @@ from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 from training.models import BaseModel
 
+from .contracts import describe_contract
 from .models import AnalysisRun, Dataset, DatasetVersion, ExampleStatus
 from .quality_selectors import (
     RUNNING_STATUSES,
@@ -72,6 +73,7 @@ def dataset_quality(request: AppRequest, project_id: int, dataset_id: int) -> Ht
         "selected_model": run.base_model_key if run else "",
         "runs": analysis_runs_for(dataset)[:10],
         "confirm_fix": request.GET.get("confirm") == "fix",
+        "contract_description": describe_contract(dataset.answer_contract),
         **_analysis_context(project_id=project.pk, role=role, dataset=dataset, run=run),
     }
     template = f"{QUALITY_TEMPLATE}#analysis" if request.htmx else QUALITY_TEMPLATE

@@ -21,6 +21,7 @@ from ftportal.models import Membership, Project
 from ftportal.roles import ALLOWED_ROLES, Action
 
 from .agreement import cohen_kappa, fleiss_kappa_from_ratings, percent_agreement
+from .contracts import ContractCheck, contract_violation
 from .models import (
     AnalysisRun,
     AnalysisStatus,
@@ -33,6 +34,11 @@ from .models import (
     ReviewDecision,
     ReviewVote,
     Verdict,
+)
+from .quality.findings import (
+    CONTRACT_VIOLATION,
+    ERROR,
+    KIND_LABELS,
 )
 
 ANY = "any"
@@ -116,9 +122,24 @@ def latest_analysis_run(dataset: Dataset) -> AnalysisRun | None:
 
 def finding_kinds(dataset: Dataset) -> list[str]:
     run = latest_analysis_run(dataset)
-    if run is None:
-        return []
-    return list(run.findings.values_list("kind", flat=True).distinct().order_by("kind"))
+    kinds = (
+        set(run.findings.values_list("kind", flat=True).distinct()) if run is not None else set()
+    )
+    # Contract findings are checked live, so they can be filtered on before any analysis.
+    if dataset.answer_contract:
+        kinds.add(CONTRACT_VIOLATION)
+    return sorted(kinds)
+
+
+def contract_breaking_ids(examples: QuerySet[Example], contract: dict[str, object]) -> list[int]:
+    """The examples whose current answer breaks the contract, checked now: an edit since the
+    last analysis counts at once. Reads only ids and messages, in batches."""
+    check = ContractCheck(contract)
+    found: list[int] = []
+    for pk, messages in examples.values_list("id", "messages").iterator(chunk_size=2000):
+        if check.violation(_answer(messages)) is not None:
+            found.append(pk)
+    return found
 
 
 def user_has_assignments(dataset: Dataset, user: User) -> bool:
@@ -195,7 +216,7 @@ def filtered_examples(
     examples = Example.objects.filter(dataset=dataset)
     if with_status and filters.status != ANY:
         examples = examples.filter(status=filters.status)
-    if filters.finding:
+    if filters.finding and filters.finding != CONTRACT_VIOLATION:
         run = latest_analysis_run(dataset)
         if run is None:
             return examples.none()
@@ -219,7 +240,11 @@ def filtered_examples(
                 Example.tags.through.objects.filter(example=OuterRef("pk"), tag__name=filters.tag)
             )
         )
-    return _assignee_filter(examples, filters.assignee, user)
+    examples = _assignee_filter(examples, filters.assignee, user)
+    if filters.finding == CONTRACT_VIOLATION:
+        # Last, so the answers are read only for the examples every other filter kept.
+        examples = examples.filter(pk__in=contract_breaking_ids(examples, dataset.answer_contract))
+    return examples
 
 
 def queue_examples(dataset: Dataset, filters: QueueFilter, *, user: User) -> QuerySet[Example]:
@@ -326,6 +351,48 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
+class CardFinding:
+    """One finding as the card shows it, in words, before the reviewer decides."""
+
+    kind: str
+    label: str
+    severity: str
+    message: str
+
+
+def contract_finding(dataset: Dataset, answer: str) -> CardFinding | None:
+    """The answer checked against the dataset's contract now (not at the last analysis), so
+    an edit that fixes the answer clears it at once."""
+    message = contract_violation(dataset.answer_contract, answer)
+    if message is None:
+        return None
+    return CardFinding(CONTRACT_VIOLATION, KIND_LABELS[CONTRACT_VIOLATION], ERROR, message)
+
+
+def approval_contract_break(example: Example, action: str, new_answer: str | None) -> str | None:
+    """Why the answer this approval would keep (the edited one for an edit) breaks the
+    dataset's answer contract; None when it keeps it or the action approves nothing."""
+    if action == "edit":
+        answer = (new_answer or "").strip()
+    elif action == "approve":
+        answer = _answer(example.messages)
+    else:
+        return None
+    return contract_violation(example.dataset.answer_contract, answer)
+
+
+def card_findings(dataset: Dataset, answer: str, stored: list[Finding]) -> list[CardFinding]:
+    """The live contract check first, then the latest analysis's findings (personal data,
+    duplicates, conflicts, ...); its contract findings are left out, as they may be stale."""
+    live = contract_finding(dataset, answer)
+    return ([live] if live else []) + [
+        CardFinding(f.kind, KIND_LABELS.get(f.kind, f.kind), f.severity, f.message)
+        for f in stored
+        if f.kind != CONTRACT_VIOLATION
+    ]
+
+
+@dataclass(frozen=True)
 class ExampleCard:
     example: Example
     answer: str
@@ -334,7 +401,7 @@ class ExampleCard:
     history: list[HistoryEntry]
     comments: list[ExampleComment]
     votes: list[ReviewVote]
-    findings: list[Finding]
+    findings: list[CardFinding]
     tags: list[str]
     my_vote: ReviewVote | None = None
     assignees: list[str] = field(default_factory=list)
@@ -390,7 +457,7 @@ def example_card(example: Example, *, user: User) -> ExampleCard:
         if has("has_comments")
         else [],
         votes=votes,
-        findings=list(findings),
+        findings=card_findings(dataset, answer, list(findings)),
         tags=list(example.tags.values_list("name", flat=True)) if has("has_tags") else [],
         my_vote=next((v for v in votes if v.reviewer_id == user.pk), None),
         assignees=list(

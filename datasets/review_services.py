@@ -29,7 +29,7 @@ from .models import (
     Tag,
     Verdict,
 )
-from .review_selectors import reviewers_for, selection_token
+from .review_selectors import approval_contract_break, reviewers_for, selection_token
 from .services import _stale_review, assistant_answer, example_review
 
 MAX_OVERLAP = 10
@@ -227,6 +227,23 @@ def example_vote(
     return DecideOutcome(example=locked, action=action, vote=vote, resolved=resolved)
 
 
+class ContractConfirmationNeeded(ConflictError):
+    """An approval of an answer that breaks the answer contract, not yet confirmed."""
+
+
+def _check_contract_confirmed(
+    example: Example, action: ReviewAction, new_answer: str | None
+) -> None:
+    # What is approved is what the model is taught, so a broken answer needs a second yes.
+    problem = approval_contract_break(example, action, new_answer)
+    if problem is not None:
+        raise ContractConfirmationNeeded(
+            f"Example {example.pk}: the answer breaks the answer contract ({problem}); nothing "
+            "was saved. Fix the answer, or confirm (contract_confirmed) to approve it anyway.",
+            extra={"field": "contract_confirmed", "contract_violation": problem},
+        )
+
+
 def example_decide(
     *,
     example: Example,
@@ -236,14 +253,18 @@ def example_decide(
     comment: str = "",
     expected_revision: int | None = None,
     may_adjudicate: bool = False,
+    contract_confirmed: bool = False,
 ) -> DecideOutcome:
     """What a reviewer's approve/reject/edit means for this example right now.
 
     Pending under overlap → a vote; disputed → an adjudication (only for adjudicators);
     otherwise → a decision. The route is chosen from the example as the caller loaded it; a
-    change since is caught under the row lock by the revision check.
+    change since is caught under the row lock by the revision check. Approving an answer that
+    breaks the dataset's answer contract needs ``contract_confirmed``.
     """
     fresh = example  # as the caller loaded it, with its dataset
+    if not contract_confirmed:
+        _check_contract_confirmed(fresh, action, new_answer)
     if expected_revision is None:
         # The route below was chosen from this revision; pinning it makes a change since (a
         # dispute, a decision) a conflict under the row lock instead of a wrongly routed save.

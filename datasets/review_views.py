@@ -18,6 +18,7 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
+from .contracts import describe_contract
 from .held_out import example_origin
 from .markdown import render_markdown
 from .models import Dataset, Example, ExampleStatus, ReviewAction
@@ -31,6 +32,8 @@ from .review_selectors import (
     agreement_summary,
     answer_diff,
     assignment_counts,
+    contract_breaking_ids,
+    contract_finding,
     dataset_for_review,
     default_assignee,
     example_card,
@@ -46,6 +49,7 @@ from .review_selectors import (
 )
 from .review_services import (
     BULK_ACTIONS,
+    ContractConfirmationNeeded,
     bulk_action_permission,
     example_comment_add,
     example_decide,
@@ -156,6 +160,7 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
     context.update(
         {
             "guidelines_html": render_markdown(dataset.guidelines) if dataset.guidelines else "",
+            "contract_description": describe_contract(dataset.answer_contract),
             "status_choices": STATUS_CHOICES,
             "finding_kinds": finding_kinds(dataset),
             "tag_names": list(dataset.tags.values_list("name", flat=True)),
@@ -213,7 +218,20 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
             comment=request.POST.get("comment", ""),
             expected_revision=int(revision) if revision.isdigit() else None,
             may_adjudicate=role_allows(role, Action.ADJUDICATE),
+            contract_confirmed=request.POST.get("contract_confirmed") == "1",
         )
+    except ContractConfirmationNeeded as needed:
+        # Not an error: the card asks, carrying the decision (and any edit) to the second yes.
+        context = _card_context(
+            request, project=project, role=role, dataset=dataset, filters=filters, example=example
+        )
+        context["contract_confirm"] = {
+            "message": needed.extra["contract_violation"],
+            "action": action.value,
+            "answer": request.POST.get("answer", ""),
+            "comment": request.POST.get("comment", ""),
+        }
+        return render(request, CARD, context)
     except ApplicationError as error:
         example.refresh_from_db()
         context = _card_context(
@@ -274,8 +292,11 @@ def review_diff(request: AppRequest, project_id: int, example_id: int) -> HttpRe
     context = {
         "diff": answer_diff(card.original_answer, edited),
         "unchanged": edited == card.original_answer,
+        # Checked as the reviewer types, so they see the answer keep the contract before saving.
+        "contract_checked": bool(example.dataset.answer_contract),
+        "edit_problem": contract_finding(example.dataset, edited.strip()),
     }
-    return render(request, "datasets/review.html#answer-diff", context)
+    return render(request, "datasets/review.html#edit-preview", context)
 
 
 # --- bulk actions -----------------------------------------------------------------------------
@@ -354,6 +375,11 @@ def review_bulk(request: AppRequest, project_id: int, dataset_id: int) -> HttpRe
         "reviewers": reviewers,
         "selection": selection_preview(examples, refused_statuses=refused),
         "queue_url": queue_url,
+        # A bulk approval is confirmed once, so the confirmation says which answers it would
+        # approve that break the answer contract.
+        "contract_breaking": contract_breaking_ids(examples, dataset.answer_contract)
+        if action == "approve" and dataset.answer_contract
+        else [],
     }
     return render(request, "datasets/review_bulk.html", context)
 

@@ -15,6 +15,7 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
 from ftportal.state import check_transition
 
+from .contracts import ContractCheck, clean_contract, derived_label_set
 from .held_out import (
     MAX_LISTED_OVERLAPS,
     ValidationShrink,
@@ -60,6 +61,26 @@ def dataset_create(*, project: Project, name: str, description: str = "") -> Dat
         raise ConflictError(
             f"A dataset named '{name}' already exists in this project.", extra={"field": "name"}
         )
+
+
+def dataset_contract_set(*, dataset: Dataset, contract: object) -> Dataset:
+    """Declare (or with ``{}`` clear) what a right answer looks like in this dataset.
+
+    Examples already stored are kept as they are; those that break the new contract show up as
+    findings on the review card, in the quality and readiness reports and at freeze.
+    """
+    dataset.answer_contract = clean_contract(contract)
+    dataset.save(update_fields=["answer_contract"])
+    return dataset
+
+
+def approved_label_counts(*, dataset: Dataset) -> tuple[dict[str, object], list[tuple[str, int]]]:
+    """A label-set contract derived from the approved answers, with each label's count, for
+    the lead to look at before setting it (nothing is saved here)."""
+    messages = Example.objects.filter(dataset=dataset, status=ExampleStatus.APPROVED).values_list(
+        "messages", flat=True
+    )
+    return derived_label_set(assistant_answer(m) for m in messages)
 
 
 def assistant_answer(messages: list[dict[str, str]]) -> str:
@@ -251,6 +272,55 @@ def _check_split_overlaps(overlaps: list[dict[str, Any]], *, override_reason: st
     )
 
 
+# A refusal lists this many violating examples; the review queue shows the rest.
+VIOLATIONS_SHOWN = 20
+MAX_OVERRIDE_REASON_CHARS = 2000
+
+
+def contract_violations(
+    examples: list[Example], contract: dict[str, object]
+) -> list[dict[str, object]]:
+    """The examples whose answer breaks the contract, each with the reason."""
+    if not contract:
+        return []
+    check = ContractCheck(contract)
+    found = []
+    for example in examples:
+        message = check.violation(assistant_answer(example.messages))
+        if message is not None:
+            found.append({"example": example.pk, "message": message})
+    return found
+
+
+def contract_override_record(
+    violations: list[dict[str, object]], *, reason: str
+) -> dict[str, object]:
+    """What the version records when approved examples break the contract: refused unless the
+    lead gives a reason, because a model trained on contract-breaking answers learns to break
+    it, and validation items that break it skew every metric computed on them."""
+    if not violations:
+        return {}
+    reason = reason.strip()
+    if not reason:
+        shown = ", ".join(
+            f"example {v['example']} ({v['message']})" for v in violations[:VIOLATIONS_SHOWN]
+        )
+        more = len(violations) - VIOLATIONS_SHOWN
+        raise ApplicationError(
+            f"{len(violations)} approved example(s) break the answer contract: {shown}"
+            f"{f' and {more} more' if more > 0 else ''}. Fix or reject them in review, or freeze "
+            "anyway with a reason (contract_override_reason), which the version records.",
+            extra={"field": "contract_override_reason", "contract_violations": violations},
+        )
+    if len(reason) > MAX_OVERRIDE_REASON_CHARS:
+        raise ApplicationError(
+            f"contract_override_reason: {len(reason)} characters, over the limit of "
+            f"{MAX_OVERRIDE_REASON_CHARS}.",
+            extra={"field": "contract_override_reason"},
+        )
+    return {"reason": reason, "examples": violations}
+
+
 def dataset_version_freeze(
     *,
     dataset: Dataset,
@@ -260,6 +330,7 @@ def dataset_version_freeze(
     note: str = "",
     resplit: bool = False,
     overlap_override_reason: str = "",
+    contract_override_reason: str = "",
 ) -> DatasetVersion:
     """Freeze the approved examples into an immutable, hashed, split version.
 
@@ -267,6 +338,8 @@ def dataset_version_freeze(
     derived example then follows its origin while the origin is held out (see held_out.py),
     and the freeze is refused while train and validation share an input, unless
     ``overlap_override_reason`` says why that is acceptable (recorded on the version).
+    Approved examples that break the dataset's answer contract are refused unless
+    ``contract_override_reason`` says why they go in anyway (recorded on the version).
     """
     override_reason = overlap_override_reason.strip()
     if not MIN_VALIDATION_FRACTION <= validation_fraction <= MAX_VALIDATION_FRACTION:
@@ -281,8 +354,9 @@ def dataset_version_freeze(
             f"seed must be between 0 and {MAX_SEED}; got {seed}.", extra={"field": "seed"}
         )
     with transaction.atomic():
-        # Lock the dataset row so two freezes cannot take the same version number.
-        Dataset.objects.select_for_update().get(pk=dataset.pk)
+        # Lock the dataset row so two freezes cannot take the same version number (and read
+        # the contract as it is now, not as the caller's copy had it).
+        contract = Dataset.objects.select_for_update().get(pk=dataset.pk).answer_contract
         approved = list(
             Example.objects.filter(dataset=dataset, status=ExampleStatus.APPROVED).order_by("id")
         )
@@ -291,6 +365,9 @@ def dataset_version_freeze(
                 f"Only {len(approved)} approved example(s); a version needs at least 2 "
                 "so that both train and validation splits have one."
             )
+        override = contract_override_record(
+            contract_violations(approved, contract), reason=contract_override_reason
+        )
         latest = dataset.versions.order_by("-number").first()
         previous = None if resplit else latest
         drawn = _splits_for(approved, previous, seed=seed, validation_fraction=validation_fraction)
@@ -315,6 +392,8 @@ def dataset_version_freeze(
             overlap_override_reason=override_reason if overlaps else "",
             overlap_count=len(overlaps),
             overlap_pairs=overlaps[:MAX_LISTED_OVERLAPS],
+            answer_contract=contract,
+            contract_override=override,
             created_by=user,
         )
         DatasetVersionExample.objects.bulk_create(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -14,6 +16,7 @@ from ftportal.http import AppRequest
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
+from .contracts import JSON_SCHEMA, KIND_LABELS, LABEL_SET, REGEX, describe_contract
 from .formats import AUTO, EXPORT_FORMATS, EXPORT_LABELS, OPENAI_CHAT
 from .held_out import example_origin, validation_shrink
 from .importing import (
@@ -38,6 +41,8 @@ from .selectors import (
 from .services import (
     DEFAULT_VALIDATION_FRACTION,
     SplitOverlapError,
+    approved_label_counts,
+    dataset_contract_set,
     dataset_version_freeze,
     example_move_to_training,
 )
@@ -70,6 +75,9 @@ def _render_dataset(
             "can_import": role_allows(role, Action.IMPORT_EXAMPLES),
             "can_review": role_allows(role, Action.REVIEW),
             "can_freeze": role_allows(role, Action.FREEZE),
+            "can_set_contract": role_allows(role, Action.SET_CONTRACT),
+            "contract_description": describe_contract(dataset.answer_contract),
+            "contract_kinds": list(KIND_LABELS.items()),
             "default_validation_fraction": DEFAULT_VALIDATION_FRACTION,
             "few_approved": counts["approved"] < RECOMMENDED_MIN_EXAMPLES,
             "recommended_min": RECOMMENDED_MIN_EXAMPLES,
@@ -78,9 +86,90 @@ def _render_dataset(
     return render(request, "datasets/dataset_detail.html", context, status=status)
 
 
+def contract_form_text(contract: dict[str, object]) -> str:
+    """The contract's value as the form's text box shows it."""
+    kind = contract.get("kind")
+    labels = contract.get("labels")
+    if kind == LABEL_SET and isinstance(labels, list):
+        return "\n".join(str(label) for label in labels)
+    if kind == JSON_SCHEMA:
+        return json.dumps(contract.get("schema"), indent=2, ensure_ascii=False)
+    if kind == REGEX:
+        return str(contract.get("pattern", ""))
+    return ""
+
+
+def contract_from_form(kind: str, text: str) -> dict[str, object]:
+    """The contract a lead typed: labels one per line, a JSON Schema, or a pattern."""
+    if not kind:
+        return {}
+    if kind == LABEL_SET:
+        return {"kind": kind, "labels": [line for line in text.splitlines() if line.strip()]}
+    if kind == JSON_SCHEMA:
+        try:
+            schema = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ApplicationError(
+                f"answer_contract.schema: not JSON: {error.msg} at line {error.lineno} "
+                f"column {error.colno}.",
+                extra={"field": "answer_contract.schema"},
+            ) from error
+        return {"kind": kind, "schema": schema}
+    # A text box ends lines with CR LF; the pattern is what was typed, without the last newline.
+    return {"kind": kind, "pattern": text.rstrip("\r\n")}
+
+
+def _contract_form(
+    dataset: Dataset, kind: str | None = None, text: str | None = None
+) -> dict[str, object]:
+    contract = dataset.answer_contract
+    return {
+        "kind": contract.get("kind", "") if kind is None else kind,
+        "text": contract_form_text(contract) if text is None else text,
+    }
+
+
 @login_required
 def dataset_detail(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
-    return _render_dataset(request, _dataset_context(request, project_id, dataset_id, Action.VIEW))
+    context = _dataset_context(request, project_id, dataset_id, Action.VIEW)
+    dataset = context["dataset"]
+    assert isinstance(dataset, Dataset)
+    context["contract_form"] = _contract_form(dataset)
+    if request.GET.get("derive") == "labels":
+        # Deriving shows the approved answers' labels with counts and fills in the form; the
+        # lead still saves it (nothing changes until then).
+        project_for(user=request.user, project_id=project_id, action=Action.SET_CONTRACT)
+        try:
+            contract, counts = approved_label_counts(dataset=dataset)
+        except ApplicationError as error:
+            context["contract_error"] = error.message
+        else:
+            context["derived_labels"] = counts
+            context["contract_form"] = _contract_form(
+                dataset, kind=LABEL_SET, text=contract_form_text(contract)
+            )
+    return _render_dataset(request, context)
+
+
+@login_required
+@require_POST
+def dataset_contract(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    context = _dataset_context(request, project_id, dataset_id, Action.SET_CONTRACT)
+    dataset = context["dataset"]
+    assert isinstance(dataset, Dataset)
+    kind = request.POST.get("kind", "")
+    text = request.POST.get("value", "")
+    try:
+        dataset_contract_set(dataset=dataset, contract=contract_from_form(kind, text))
+    except ApplicationError as error:
+        dataset.refresh_from_db()
+        context["contract_error"] = error.message
+        context["contract_form"] = _contract_form(dataset, kind=kind, text=text)
+        return _render_dataset(request, context, status=error.status_code)
+    messages.success(
+        request, f"Answer contract saved: {describe_contract(dataset.answer_contract)}."
+    )
+    return redirect("dataset_detail", project_id, dataset_id)
 
 
 @login_required
@@ -123,6 +212,14 @@ def dataset_import(request: AppRequest, project_id: int, dataset_id: int) -> Htt
         context["import_error"] = error.message
         return _render_dataset(request, context, status=error.status_code)
     skipped = f", skipped {len(batch.errors)} line(s) with errors" if batch.errors else ""
+    broken = batch.contract_violations.get("count", 0)
+    if broken:
+        lines = [str(v["line"]) for v in batch.contract_violations["lines"][:10]]
+        more = " and more" if broken > len(lines) else ""
+        skipped += (
+            f"; {broken} break the answer contract (line(s) {', '.join(lines)}{more}), "
+            "flagged for review"
+        )
     messages.success(
         request, f"Imported {batch.imported_count} example(s) from {batch.filename}{skipped}."
     )
@@ -145,6 +242,7 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
         "seed": request.POST.get("seed", ""),
         "note": request.POST.get("note", ""),
         "resplit": request.POST.get("resplit") == "on",
+        "contract_override_reason": request.POST.get("contract_override_reason", ""),
     }
     try:
         version = dataset_version_freeze(
@@ -155,6 +253,7 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
             note=request.POST.get("note", ""),
             resplit=request.POST.get("resplit") == "on",
             overlap_override_reason=request.POST.get("overlap_override_reason", ""),
+            contract_override_reason=request.POST.get("contract_override_reason", ""),
         )
     except SplitOverlapError as refused:
         context["freeze_error"] = refused.message
@@ -163,6 +262,7 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
         return _render_dataset(request, context, status=400)
     except ApplicationError as error:
         context["freeze_error"] = error.message
+        context["contract_violations"] = error.extra.get("contract_violations", [])
         return _render_dataset(request, context, status=400)
     messages.success(request, f"Froze {version} ({version.example_count} examples).")
     return redirect("version_detail", project_id, version.pk)
@@ -181,6 +281,7 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         "project": project,
         "role": role,
         "version": version,
+        "contract_description": describe_contract(version.answer_contract),
         "items": version.items.all()[:50],
         "jobs": version.training_jobs.select_related("base_model"),
         "can_train": role_allows(role, Action.TRAIN),

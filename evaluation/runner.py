@@ -335,7 +335,11 @@ def _answer_all(
     done = set(candidate.results.values_list("item_id", flat=True))
     todo = [item for item in items if item.pk not in done]
     if todo:
-        checks = Checks(regex=run.regex_check, contains=run.contains_check)
+        checks = Checks(
+            regex=run.regex_check,
+            contains=run.contains_check,
+            contract=run.dataset_version.answer_contract,
+        )
         prompts = candidate_prompts(candidate, todo, items)
         chat = chat_for(candidate)
         started = time.monotonic()

@@ -8,10 +8,12 @@ the pages and the API read it back unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from statistics import fmean
 from typing import Any
+
+from datasets.contracts import contract_violation
 
 from .metrics import (
     answer_length,
@@ -78,6 +80,7 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("json_fields", "JSON field accuracy", binary=False),
         MetricSpec("regex", "regex check", binary=True),
         MetricSpec("contains", "contains check", binary=True),
+        MetricSpec("contract_valid", "contract validity", binary=True),
     )
 }
 # Answer length is shown, not judged: longer is neither better nor worse.
@@ -90,6 +93,8 @@ class Checks:
 
     regex: str = ""
     contains: str = ""
+    # The evaluated version's answer contract ({} for none): every answer is checked against it.
+    contract: Mapping[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         """ValueError naming the check when it cannot run."""
@@ -123,6 +128,8 @@ def score_answer(output: str, reference: str, checks: Checks) -> dict[str, float
         scores["regex"] = float(regex_match(output, checks.regex))
     if checks.contains:
         scores["contains"] = float(contains(output, checks.contains))
+    if checks.contract:
+        scores["contract_valid"] = float(contract_violation(checks.contract, output) is None)
     return scores
 
 
@@ -206,6 +213,14 @@ def candidate_summary(
         summary["cost_basis"] = "token prices"
         # What these answers cost: the run's share of the evaluation spend.
         summary["cost_usd"] = str((cost * len(answers) / 1000).quantize(Decimal("0.000001")))
+    json_scored = sum("json_valid" in answer.scores for answer in answers)
+    if 0 < json_scored < len(answers):
+        # JSON metrics are computed only where the expected answer is a JSON object; say how
+        # many items they leave out, or a broken reference silently shrinks the denominator.
+        summary["json_left_out"] = {
+            "items": len(answers) - json_scored,
+            "reason": "the expected answer is not a JSON object",
+        }
     references = [a.reference for a in answers]
     if answers_are_labels(references):
         summary["labels"] = _label_metrics([a.output for a in answers], references)

@@ -29,6 +29,16 @@ dataset_patterns = [
         name="example_list",
     ),
     path(
+        "datasets/<int:dataset_id>/contract/",
+        datasets_api.DatasetContractApi.as_view(),
+        name="dataset_contract",
+    ),
+    path(
+        "datasets/<int:dataset_id>/contract/derived-labels/",
+        datasets_api.DerivedLabelsApi.as_view(),
+        name="dataset_contract_derived_labels",
+    ),
+    path(
         "datasets/<int:dataset_id>/versions/",
         datasets_api.DatasetVersionCollectionApi.as_view(),
         name="dataset_version_list",

@@ -31,6 +31,11 @@ urlpatterns = [
         name="dataset_freeze",
     ),
     path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/contract/",
+        dataset_views.dataset_contract,
+        name="dataset_contract",
+    ),
+    path(
         "projects/<int:project_id>/datasets/<int:dataset_id>/review/",
         dataset_review_views.review_queue,
         name="review_queue",

@@ -21,6 +21,7 @@ class Action(models.TextChoices):
     READ_VOTES = "read_votes", "see every reviewer's vote"
     ANALYZE = "analyze", "run quality analysis"
     FREEZE = "freeze", "freeze a dataset version"
+    SET_CONTRACT = "set_contract", "set a dataset's answer contract"
     TRAIN = "train", "launch or cancel training"
     EVALUATE = "evaluate", "run evaluations"
     PROMOTE = "promote", "promote or roll back model versions"
@@ -40,6 +41,7 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.READ_VOTES: frozenset({Role.ML_LEAD, Role.MANAGER, Role.ADMIN}),
     Action.ANALYZE: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
     Action.FREEZE: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.SET_CONTRACT: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.TRAIN: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.EVALUATE: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.PROMOTE: frozenset({Role.ML_LEAD, Role.ADMIN}),

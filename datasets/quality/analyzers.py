@@ -1,5 +1,5 @@
 """Quality analyzers: duplicates, near-duplicates, conflicting answers, length outliers,
-very short answers, personal data and leftover markup.
+very short answers, personal data, leftover markup and answers that break the contract.
 
 Each analyzer takes the conversations (lists of {"role", "content"} dicts) and returns
 ``Issue`` rows; ``names`` (e.g. "example 12") are used in messages so a reviewer can find the
@@ -17,9 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..contracts import ContractCheck
 from . import minhash
 from .findings import (
     CONFLICTING_ANSWER,
+    CONTRACT_VIOLATION,
+    ERROR,
     EXACT_DUPLICATE,
     LENGTH_OUTLIER,
     MARKUP,
@@ -520,4 +523,24 @@ def leftover_markup(conversations: Sequence[object]) -> list[Issue]:
         if found:
             extra = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
             issues.append(Issue(index, MARKUP, WARNING, f"Leftover markup: {found[0]}{extra}"))
+    return issues
+
+
+# -- answer contract -------------------------------------------------------------------------
+
+
+def contract_violations(
+    parts: Parts, has_answer: np.ndarray, contract: dict[str, object]
+) -> list[Issue]:
+    """An error for each answer that breaks the dataset's answer contract: the model would be
+    taught to break it, and evaluation would score against a reference no consumer accepts.
+    Conversations without a final answer are left to validation's own error."""
+    if not contract:
+        return []
+    issues: list[Issue] = []
+    check = ContractCheck(contract)
+    for index in np.flatnonzero(has_answer).tolist():
+        message = check.violation(parts.answers[index])
+        if message is not None:
+            issues.append(Issue(index, CONTRACT_VIOLATION, ERROR, message))
     return issues

@@ -31,6 +31,8 @@ PII_PHONE = "pii_phone"
 PII_CARD = "pii_card"
 PII_ID = "pii_id"
 MARKUP = "markup"
+# The answer breaks the dataset's answer contract (label set, JSON Schema or pattern).
+CONTRACT_VIOLATION = "contract_violation"
 
 VALIDATION_KINDS = (
     MISSING_MESSAGES,
@@ -52,6 +54,7 @@ ANALYZER_KINDS = (
     PII_CARD,
     PII_ID,
     MARKUP,
+    CONTRACT_VIOLATION,
 )
 ALL_KINDS = VALIDATION_KINDS + ANALYZER_KINDS
 
@@ -73,6 +76,7 @@ KIND_LABELS: dict[str, str] = {
     PII_CARD: "Payment card numbers",
     PII_ID: "ID numbers (IBAN, SSN)",
     MARKUP: "Leftover markup",
+    CONTRACT_VIOLATION: "Breaks the answer contract",
 }
 
 

@@ -31,6 +31,7 @@ def analyze_conversations(
     names: Sequence[str] | None = None,
     epochs: int = DEFAULT_EPOCHS,
     usd_per_million_tokens: Decimal | None = None,
+    contract: dict[str, Any] | None = None,
 ) -> AnalysisResult:
     names = names if names is not None else [f"#{i}" for i in range(len(conversations))]
     tokens = count_conversations(conversations, counter)
@@ -53,6 +54,7 @@ def analyze_conversations(
     issues += analyzers.short_answers(parts.answers, tokens.answer, has_answer)
     issues += analyzers.personal_data(conversations)
     issues += analyzers.leftover_markup(conversations)
+    issues += analyzers.contract_violations(parts, has_answer, contract or {})
     stats = token_stats(
         tokens, tokenizer=counter.name, epochs=epochs, usd_per_million_tokens=usd_per_million_tokens
     )

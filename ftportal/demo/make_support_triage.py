@@ -34,6 +34,7 @@ EXAMPLES_PER_CATEGORY = 34
 CLEAN_FILENAME = "support_triage.jsonl"
 FLAWED_FILENAME = "support_triage_flawed.jsonl"
 README_FILENAME = "README.md"
+CONTRACT_FILENAME = "answer_contract.json"
 
 CATEGORIES = ("billing", "bug", "account", "feature_request")
 PRIORITIES = ("low", "medium", "high")
@@ -1131,8 +1132,28 @@ def readme(clean_count: int, flawed_count: int) -> str:
         f" {EXAMPLES_PER_CATEGORY} per category.",
         f"- `{FLAWED_FILENAME}`: {flawed_count} valid-looking examples a reviewer should catch:"
         f" {flaws}.",
+        f"- `{CONTRACT_FILENAME}`: the answer contract (a JSON Schema with the category and"
+        " priority enums) that the demo loader declares on the dataset.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def answer_contract() -> dict[str, object]:
+    """The dataset's answer contract: a JSON object with exactly the two keys, each one of its
+    allowed values (the shape of ``datasets.contracts``, which the demo loader declares)."""
+    return {
+        "kind": "json_schema",
+        "schema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "category": {"enum": list(CATEGORIES)},
+                "priority": {"enum": list(PRIORITIES)},
+            },
+            "required": ["category", "priority"],
+            "additionalProperties": False,
+        },
+    }
 
 
 def to_jsonl(records: Sequence[dict[str, list[dict[str, str]]]]) -> bytes:
@@ -1141,7 +1162,7 @@ def to_jsonl(records: Sequence[dict[str, list[dict[str, str]]]]) -> bytes:
 
 
 def generate(out_dir: Path) -> list[Path]:
-    """Write the three demo files into ``out_dir`` and return their paths."""
+    """Write the demo files into ``out_dir`` and return their paths."""
     rng = random.Random(SEED)
     clean = build_clean(rng)
     flawed = build_flawed(rng, clean)
@@ -1150,6 +1171,7 @@ def generate(out_dir: Path) -> list[Path]:
         CLEAN_FILENAME: to_jsonl(clean),
         FLAWED_FILENAME: to_jsonl(flawed),
         README_FILENAME: readme(len(clean), len(flawed)).encode("utf-8"),
+        CONTRACT_FILENAME: (json.dumps(answer_contract(), indent=2) + "\n").encode("utf-8"),
     }
     paths = []
     for filename, data in contents.items():

@@ -75,6 +75,13 @@ WRITES = [
         200,
     ),
     Write(
+        "set answer contract",
+        LEADS,
+        lambda w: f"datasets/{w.dataset.pk}/contract/",
+        lambda w: {"answer_contract": {"kind": "label_set", "labels": ["billing", "bug"]}},
+        200,
+    ),
+    Write(
         "freeze",
         LEADS,
         lambda w: f"datasets/{w.dataset.pk}/versions/",
@@ -189,6 +196,7 @@ READS = [
     Read("dataset", lambda w: f"datasets/{w.dataset.pk}/"),
     Read("examples", lambda w: f"datasets/{w.dataset.pk}/examples/"),
     Read("versions", lambda w: f"datasets/{w.dataset.pk}/versions/"),
+    Read("answer contract", lambda w: f"datasets/{w.dataset.pk}/contract/"),
     Read("example", lambda w: f"examples/{w.approved.pk}/"),
     Read("version", lambda w: f"dataset-versions/{w.version.pk}/"),
     Read("export", lambda w: f"dataset-versions/{w.version.pk}/export/"),
@@ -223,7 +231,7 @@ def write_name(write: Write) -> str:
 def db_state() -> dict[str, object]:
     """Everything the API can change, so a refused request can be shown to change nothing."""
     return {
-        "datasets": sorted(Dataset.objects.values_list("id", "name")),
+        "datasets": sorted(Dataset.objects.values_list("id", "name", "answer_contract")),
         "imports": ImportBatch.objects.count(),
         "examples": sorted(Example.objects.values_list("id", "status", "messages")),
         "decisions": ReviewDecision.objects.count(),

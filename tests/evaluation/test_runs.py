@@ -5,6 +5,7 @@ fakes), resuming without recomputing, rate limits, refused items, and the report
 from __future__ import annotations
 
 import datetime
+import json
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
@@ -13,6 +14,8 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus
@@ -413,6 +416,47 @@ def test_checks_and_json_scores_apply_when_configured(
     assert means["regex"] == pytest.approx(3 / 6)
     assert means["contains"] == pytest.approx(1 / 6)
     assert "json_valid" not in means  # no reference is JSON
+
+
+def test_every_candidate_gets_contract_validity_and_json_items_left_out_are_reported(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    # The fake echoes the question: the contract accepts the echo of questions 0 to 2 only.
+    dataset = Dataset.objects.create(
+        project=project,
+        name="contracted",
+        answer_contract={"kind": "regex", "pattern": r"ECHO: QUESTION NUMBER [0-2] ABOUT INVOICES"},
+    )
+    Example.objects.bulk_create(
+        Example(
+            dataset=dataset,
+            status=ExampleStatus.APPROVED,
+            messages=[
+                {"role": "user", "content": question},
+                # Four JSON references and two that are not (as in the observed v1).
+                {"role": "assistant", "content": '{"a": 1}' if i < 4 else "not json"},
+            ],
+        )
+        for i, question in enumerate(QUESTIONS)
+    )
+    version = dataset_version_freeze(
+        dataset=dataset, user=lead, validation_fraction=0.2, contract_override_reason="test data"
+    )
+    run = executed(run_of(project, lead, version, openai_spec(fake_openai_chat)))
+    metrics = run.candidates.get().metrics
+    assert metrics["means"]["contract_valid"] == pytest.approx(3 / 6)
+    assert metrics["json_left_out"] == {
+        "items": 2,
+        "reason": "the expected answer is not a JSON object",
+    }
+    assert "contract_valid" in run.report["metrics"]
+    client = Client()
+    client.force_login(lead)
+    page = client.get(reverse("eval_detail", args=[project.pk, run.pk])).content.decode()
+    assert '<th data-metric="contract_valid">contract validity</th>' in page
+    assert "leave out 2 item(s): the expected answer is not a JSON object" in page
+    api = client.get(f"/api/projects/{project.pk}/evaluations/{run.pk}/").json()
+    assert "contract_valid" in json.dumps(api)
 
 
 def test_a_judge_compares_the_reference_with_each_candidate_in_both_orders(

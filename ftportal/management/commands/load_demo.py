@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from django.db import transaction
 
 from datasets.importing import examples_import_file
 from datasets.models import Dataset, Example, ExampleStatus, ImportBatch, ReviewAction
-from datasets.services import example_review
+from datasets.services import dataset_contract_set, example_review
 from ftportal.models import Membership, Project
 from ftportal.roles import Role
 
@@ -42,6 +43,11 @@ class Command(BaseCommand):
             )
             users = {name: self._user(name, project, role) for name, role in DEMO_USERS.items()}
             dataset, _ = Dataset.objects.get_or_create(project=project, name=DATASET_NAME)
+            if not dataset.answer_contract:
+                # Declared before the import, so the import report already flags the pending
+                # answers that break it, and the review card shows why.
+                contract = json.loads((DEMO_DIR / "answer_contract.json").read_text("utf-8"))
+                dataset_contract_set(dataset=dataset, contract=contract)
             if not dataset.examples.exists():
                 self._load_examples(dataset, users["reviewer"])
         state = "created" if created else "already present"
