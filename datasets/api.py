@@ -940,7 +940,7 @@ def _contract_output(dataset: Dataset) -> dict[str, Any]:
 
 
 class DatasetContractApi(APIView):
-    class ContractInput(serializers.Serializer[Any]):
+    class ContractInput(InputSerializer):
         answer_contract = serializers.JSONField(
             help_text='{} for none; {"kind": "label_set", "labels": [...]}, '
             '{"kind": "json_schema", "schema": {...}} or {"kind": "regex", "pattern": "..."}.'

@@ -204,7 +204,8 @@ def test_one_run_scores_a_local_model_an_openai_endpoint_and_anthropic_few_shot(
     # A local model has no token price: 1,000 requests cost its measured machine time at the
     # configured hourly rate. Its answers are generated in batches, so its latency is the
     # batch average per request, stored without percentiles that would only repeat it.
-    seconds = list(local.results.values_list("latency_seconds", flat=True))
+    seconds = [s for s in local.results.values_list("latency_seconds", flat=True) if s is not None]
+    assert len(seconds) == local.results.count()
     rate = float(settings.FTPORTAL_LOCAL_USD_PER_HOUR)
     assert float(local.metrics["cost_per_1000_usd"]) == pytest.approx(
         sum(seconds) / len(seconds) * rate / 3600 * 1000, abs=1e-6
