@@ -221,5 +221,5 @@ def test_a_pattern_the_grammar_cannot_read_is_refused_before_generating(
     constraint = AnswerConstraint.from_contract({"kind": "regex", "pattern": "[A-Z"})
     assert constraint is not None
 
-    with pytest.raises(ProviderError, match=r"text matching /\[A-Z/.*unclosed character class"):
+    with pytest.raises(ProviderError, match=r"(?s)text matching /\[A-Z/.*unclosed character class"):
         chat.generate_batch(PROMPTS[:1], max_new_tokens=4, constraint=constraint)
