@@ -128,6 +128,12 @@ class CandidateInput(InputSerializer):
     )
     # Shadows Field.label only for the type checker; DRF moves declared fields off the class.
     label = serializers.CharField(required=False, allow_blank=True, default="")  # type: ignore[assignment]
+    constrained = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Local models only: constrain decoding to the evaluated version's answer "
+        "contract (label set, JSON Schema or regular expression).",
+    )
 
 
 def candidate_spec(project: Project, data: dict[str, Any], field: str) -> CandidateSpec:
@@ -157,6 +163,7 @@ def candidate_spec(project: Project, data: dict[str, Any], field: str) -> Candid
         input_usd_per_million_tokens=data.get("input_usd_per_million_tokens"),
         output_usd_per_million_tokens=data.get("output_usd_per_million_tokens"),
         label=data["label"],
+        constrained=data["constrained"],
     )
 
 
@@ -191,6 +198,7 @@ class CandidateOutput(serializers.Serializer[Any]):
     prompting = serializers.CharField()
     few_shot_k = serializers.IntegerField()
     few_shot_seed = serializers.IntegerField()
+    constrained = serializers.BooleanField()
     input_usd_per_million_tokens = serializers.DecimalField(
         max_digits=10, decimal_places=4, allow_null=True
     )

@@ -5,6 +5,7 @@ every other candidate is compared with."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -75,7 +76,11 @@ def _model_versions(project: Project, data: QueryDict) -> list[CandidateSpec]:
     missing = [pk for pk in ids if pk not in found]
     if missing:
         raise _bad("model_versions", f"no model version {missing[0]} in this project")
-    return [CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=found[pk]) for pk in ids]
+    specs = [CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=found[pk]) for pk in ids]
+    if data.get("versions_constrained"):
+        # Each version again, constrained: the pair shows what the contract changes.
+        specs += [dataclasses.replace(spec, constrained=True) for spec in specs]
+    return specs
 
 
 def _as_id(raw: str, field: str) -> int:
@@ -95,6 +100,8 @@ def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
     specs = []
     if data.get("base_zero_shot"):
         specs.append(CandidateSpec(kind=CandidateKind.BASE, base_model=base))
+    if data.get("base_constrained"):
+        specs.append(CandidateSpec(kind=CandidateKind.BASE, base_model=base, constrained=True))
     shots = whole_number(data, "few_shot_k", default=0)
     if shots:
         specs.append(

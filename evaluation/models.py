@@ -144,6 +144,9 @@ class Candidate(models.Model):
     output_usd_per_million_tokens = models.DecimalField(
         max_digits=10, decimal_places=4, null=True, blank=True
     )
+    # Local candidates only: decoding is constrained to the evaluated version's answer contract
+    # (providers.constrained), so every answer is one the contract allows.
+    constrained = models.BooleanField(default=False)
     # Summary of the candidate's results, written when it finishes (see evaluation.scoring).
     metrics = models.JSONField(default=dict, blank=True)
     example_count = models.PositiveIntegerField(default=0)

@@ -29,7 +29,7 @@ from ftportal.collector import existing_objects_frozen
 from ftportal.errors import ApplicationError
 from ftportal.heartbeat import Heartbeat, worker_name
 from ftportal.state import check_transition
-from providers.base import ChatModel, Conversation, ProviderError
+from providers.base import AnswerConstraint, ChatModel, Conversation, ProviderError
 from providers.hosted_chat import (
     AnthropicChat,
     HostedGeneration,
@@ -39,6 +39,7 @@ from providers.hosted_chat import (
 from training.adapters import base_model_dir
 from training.models import BaseModel, Provider
 
+from .contracts import constraint_for
 from .judge import DEFAULT_RUBRIC, JudgeItem, PairVerdict, judge_pairwise
 from .models import (
     EVAL_TRANSITIONS,
@@ -360,7 +361,10 @@ def _answer_all(
 
 
 def local_batches(
-    model: ChatModel, conversations: Sequence[Conversation], max_new_tokens: int
+    model: ChatModel,
+    conversations: Sequence[Conversation],
+    max_new_tokens: int,
+    constraint: AnswerConstraint | None = None,
 ) -> Iterator[tuple[int, list[HostedGeneration]]]:
     """A local model's answers a batch at a time, as (index of the batch's first
     conversation, its answers). A batch answers together, so each answer's latency is its
@@ -369,7 +373,10 @@ def local_batches(
         batch = conversations[start : start + LOCAL_BATCH_SIZE]
         began = time.monotonic()
         generations = model.generate_batch(
-            batch, max_new_tokens=max_new_tokens, batch_size=LOCAL_BATCH_SIZE
+            batch,
+            max_new_tokens=max_new_tokens,
+            batch_size=LOCAL_BATCH_SIZE,
+            constraint=constraint,
         )
         share = (time.monotonic() - began) / len(batch)
         yield (
@@ -390,7 +397,8 @@ def _answer_local(
     prompts: Sequence[Conversation],
     checks: Checks,
 ) -> None:
-    for start, generations in local_batches(chat, prompts, run.max_new_tokens):
+    constraint = constraint_for(candidate)
+    for start, generations in local_batches(chat, prompts, run.max_new_tokens, constraint):
         answered = [
             (todo[start + offset], _answer(generation))
             for offset, generation in enumerate(generations)

@@ -14,10 +14,12 @@ from datasets.models import DatasetVersion, Example, OriginKind, Split
 from datasets.services import example_derive
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
+from providers.base import AnswerConstraint, ProviderError
 from registry.models import ModelVersion
 from registry.selectors import production_version
 from training.models import BaseModel, Checkpoint, Provider, TrainingJob
 
+from .contracts import contract_of
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import (
     Candidate,
@@ -104,6 +106,8 @@ class CandidateSpec:
     input_usd_per_million_tokens: Decimal | None = None
     output_usd_per_million_tokens: Decimal | None = None
     label: str = ""
+    # Constrain a local model's decoding to the evaluated version's answer contract.
+    constrained: bool = False
 
 
 def _invalid(field: str, message: str) -> ApplicationError:
@@ -146,6 +150,30 @@ def _check_spec(spec: CandidateSpec, field: str, project: Project) -> None:
         price = getattr(spec, price_field)
         if price is not None and price < 0:
             raise _invalid(f"{field}.{price_field}", "A price cannot be negative.")
+
+
+def _check_constrained(spec: CandidateSpec, field: str, dataset_version: DatasetVersion) -> None:
+    if not spec.constrained:
+        return
+    base = _base_model_of(spec)
+    local = base is not None and base.provider == Provider.LOCAL
+    if spec.kind in HOSTED_KINDS or not local:
+        raise _invalid(
+            f"{field}.constrained",
+            "Only local models (the base model or its fine-tuned versions) can be constrained "
+            "to the answer contract.",
+        )
+    if not contract_of(dataset_version):
+        raise _invalid(
+            f"{field}.constrained",
+            f"{dataset_version} has no answer contract to constrain generation to; declare one "
+            "on the dataset (a label set, a JSON Schema or a regular expression) and freeze a "
+            "new version.",
+        )
+    try:
+        AnswerConstraint.from_contract(contract_of(dataset_version))
+    except ProviderError as error:
+        raise _invalid(f"{field}.constrained", str(error)) from error
 
 
 def _check_shots(
@@ -199,6 +227,13 @@ def _prices(spec: CandidateSpec) -> tuple[Decimal | None, Decimal | None]:
         if spec.output_usd_per_million_tokens is not None
         else catalog_out,
     )
+
+
+def candidate_label(spec: CandidateSpec) -> str:
+    """The name the evaluation page shows: the user's label or one made from the model and its
+    prompting, and whether its decoding was constrained (which changes what it can answer)."""
+    label = spec.label.strip() or default_label(spec)
+    return f"{label}, constrained to contract" if spec.constrained else label
 
 
 def default_label(spec: CandidateSpec) -> str:
@@ -261,6 +296,7 @@ def eval_run_create(
             raise _invalid("judge", "A judge compares candidates: add at least two.")
     for index, spec in enumerate(candidates):
         _check_spec(spec, f"candidates[{index}]", project)
+        _check_constrained(spec, f"candidates[{index}]", dataset_version)
     for index, spec in enumerate(candidates):
         if spec.prompting == Prompting.FEW_SHOT:
             _check_shots(spec, f"candidates[{index}]", project, dataset_version, split)
@@ -294,7 +330,7 @@ def eval_run_create(
             Candidate.objects.create(
                 run=run,
                 position=position,
-                label=(spec.label.strip() or default_label(spec))[:200],
+                label=candidate_label(spec)[:200],
                 kind=spec.kind,
                 base_model=_base_model_of(spec),
                 model_version=spec.model_version,
@@ -310,6 +346,7 @@ def eval_run_create(
                 user_template=spec.user_template,
                 input_usd_per_million_tokens=price_in,
                 output_usd_per_million_tokens=price_out,
+                constrained=spec.constrained,
             )
         transaction.on_commit(lambda: eval_run_dispatch(run))
     return run

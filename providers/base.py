@@ -5,14 +5,18 @@ Conversations are OpenAI chat-format message lists: ``[{"role": "user", "content
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 Message = dict[str, str]
 Conversation = list[Message]
+# The kinds of a dataset's answer contract that generation can be constrained to.
+ConstraintKind = Literal["label_set", "json_schema", "regex"]
+CONSTRAINT_KINDS: tuple[ConstraintKind, ...] = ("label_set", "json_schema", "regex")
 
 
 class ProviderError(Exception):
@@ -217,6 +221,63 @@ class HostedFineTuner(Protocol):
     def cancel(self, provider_job_id: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class AnswerConstraint:
+    """What a constrained answer may be: one of ``labels``, a JSON document valid against
+    ``schema_json``, or a text that ``pattern`` matches whole."""
+
+    kind: ConstraintKind
+    labels: tuple[str, ...] = ()
+    # The schema as canonical JSON text, so that the constraint is hashable and comparable.
+    schema_json: str = ""
+    pattern: str = ""
+
+    @staticmethod
+    def from_contract(contract: Mapping[str, Any]) -> AnswerConstraint | None:
+        """The constraint of a dataset's answer contract; None for no contract (``{}``).
+        ProviderError says what is wrong with a contract it cannot use."""
+        if not contract:
+            return None
+        kind = contract.get("kind")
+        if kind == "label_set":
+            return _label_set(contract.get("labels"))
+        if kind == "json_schema":
+            schema = contract.get("schema")
+            if not isinstance(schema, dict):
+                raise ProviderError("answer contract: a JSON Schema contract needs a schema object")
+            return AnswerConstraint(
+                kind="json_schema", schema_json=json.dumps(schema, sort_keys=True)
+            )
+        if kind == "regex":
+            pattern = contract.get("pattern")
+            if not isinstance(pattern, str) or not pattern:
+                raise ProviderError(
+                    "answer contract: a regular expression contract needs a pattern"
+                )
+            return AnswerConstraint(kind="regex", pattern=pattern)
+        raise ProviderError(
+            f"answer contract: unknown kind {kind!r}; expected one of {', '.join(CONSTRAINT_KINDS)}"
+        )
+
+    def describe(self) -> str:
+        if self.kind == "label_set":
+            return f"one of {len(self.labels)} labels"
+        if self.kind == "json_schema":
+            return "JSON valid against the contract's schema"
+        return f"text matching /{self.pattern}/"
+
+
+def _label_set(labels: object) -> AnswerConstraint:
+    if not isinstance(labels, list) or not labels:
+        raise ProviderError("answer contract: a label set needs a non-empty list of labels")
+    for position, label in enumerate(labels):
+        if not isinstance(label, str) or not label:
+            raise ProviderError(
+                f"answer contract: label {position + 1} is {label!r}; labels are non-empty texts"
+            )
+    return AnswerConstraint(kind="label_set", labels=tuple(dict.fromkeys(labels)))
+
+
 class ChatModel(Protocol):
     def generate_batch(
         self,
@@ -224,4 +285,9 @@ class ChatModel(Protocol):
         *,
         max_new_tokens: int = 128,
         batch_size: int = 16,
-    ) -> list[Generation]: ...
+        constraint: AnswerConstraint | None = None,
+    ) -> list[Generation]:
+        """One reply per conversation, in input order. With a constraint, a provider that
+        can constrain its decoding writes only replies the constraint allows; one that cannot
+        ignores it."""
+        ...

@@ -26,6 +26,7 @@ import anthropic
 import openai
 
 from providers.base import (
+    AnswerConstraint,
     Conversation,
     Generation,
     ProviderError,
@@ -208,10 +209,13 @@ class _HostedChat:
         *,
         max_new_tokens: int = 128,
         batch_size: int = 16,
+        constraint: AnswerConstraint | None = None,
     ) -> list[Generation]:
         """The ChatModel protocol. ``batch_size`` is for local models: a hosted API answers one
-        conversation per request, so ``max_in_flight`` bounds the parallelism instead."""
-        del batch_size
+        conversation per request, so ``max_in_flight`` bounds the parallelism instead. Hosted
+        decoding cannot be constrained token by token from here, so ``constraint`` is ignored
+        (the evaluation offers it for local candidates only)."""
+        del batch_size, constraint
         generations = self.generate_many(conversations, max_new_tokens=max_new_tokens)
         return [generation.as_generation() for generation in generations]
 

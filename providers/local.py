@@ -45,6 +45,7 @@ from transformers import (
 from transformers.cache_utils import Cache, DynamicLayer
 
 from providers.base import (
+    AnswerConstraint,
     CheckpointSaved,
     Conversation,
     Generation,
@@ -54,6 +55,7 @@ from providers.base import (
     TrainingProgress,
     TrainingResult,
 )
+from providers.constrained import TokenGuide
 from providers.cpu_matmul import onednn_linear
 
 IGNORED_LABEL = -100  # cross_entropy's ignore_index: these positions add nothing to the loss
@@ -1112,11 +1114,14 @@ class LocalChatModel:
         max_new_tokens: int = 128,
         batch_size: int = 16,
         on_batch: Callable[[list[int], list[Generation]], None] | None = None,
+        constraint: AnswerConstraint | None = None,
     ) -> list[Generation]:
         """One greedy reply per conversation, in input order.
 
         on_batch, if given, is called after each batch with the input indices it covered and
         their generations, so that a caller can save progress before the whole list is done.
+        With a constraint, every reply is one the constraint allows, unless max_new_tokens cut
+        it short (see providers.constraints).
         """
         if batch_size < 1:
             raise ProviderError("batch_size must be at least 1")
@@ -1128,13 +1133,23 @@ class LocalChatModel:
             for c in conversations
         ]
         stop_ids = _stop_token_ids(model, tokenizer, self.device)
+        guide = None
+        if constraint is not None:
+            guide = TokenGuide(
+                constraint,
+                tokenizer,
+                vocab_size=int(model.config.vocab_size),
+                stop_ids=stop_ids.tolist(),
+            )
         # Batching prompts of similar length wastes less compute on padding.
         order = sorted(range(len(prompts)), key=lambda index: len(prompts[index]))
         results: dict[int, Generation] = {}
         for start in range(0, len(order), batch_size):
             indices = order[start : start + batch_size]
             batch = [prompts[i] for i in indices]
-            completions = greedy_decode(model, batch, max_new_tokens, stop_ids, self.device)
+            completions = greedy_decode(
+                model, batch, max_new_tokens, stop_ids, self.device, guide=guide
+            )
             generations = [
                 _to_generation(tokenizer, completion, len(prompt))
                 for completion, prompt in zip(completions, batch, strict=True)
@@ -1300,8 +1315,14 @@ def greedy_decode(
     max_new_tokens: int,
     stop_ids: torch.Tensor,
     device: str,
+    *,
+    guide: TokenGuide | None = None,
 ) -> list[list[int]]:
     """Greedy continuations of a batch of prompts, each up to and including its stop token.
+
+    With a guide, each row picks its greedy token among those its grammar allows at that step
+    (the others' logits masked out), so each row writes an answer the constraint allows; without
+    one, nothing is masked and nothing else changes.
 
     The same tokens as model.generate(do_sample=False) on each prompt alone. At batch 32 on
     CPU nearly all the time goes to the model's matrix products, so what this loop saves over
@@ -1314,12 +1335,18 @@ def greedy_decode(
     completions: list[list[int]] = [[] for _ in prompts]
     if not prompts:
         return completions
+    matchers = guide.start(len(prompts)) if guide is not None else None
     with torch.inference_mode(), onednn_linear():
         logits, state = _prefill(model, prompts, device)
         for step in range(max_new_tokens):
+            if matchers is not None:
+                logits = matchers.mask_logits(logits, state.rows)
             tokens = logits.argmax(dim=-1)
-            for row, token in zip(state.rows, tokens.tolist(), strict=True):
+            picked = tokens.tolist()
+            for row, token in zip(state.rows, picked, strict=True):
                 completions[row].append(token)
+            if matchers is not None:
+                matchers.advance(state.rows, picked)
             live = ~torch.isin(tokens, stop_ids)
             if step == max_new_tokens - 1 or not bool(live.any()):
                 break

@@ -870,6 +870,32 @@ def test_the_results_endpoint_lists_answers_and_filters_a_wrong_b_right(
     assert bad.status_code == 400 and "outcome" in bad.content.decode()
 
 
+def test_a_constrained_candidate_needs_an_answer_contract_on_the_version(
+    client: APIClient, project: Project, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {
+        "dataset_version": world.version.pk,
+        "candidates": [
+            {"kind": "model_version", "model_version": world.second.pk},
+            {"kind": "base", "base_model": "smollm2-135m-instruct", "constrained": True},
+        ],
+    }
+
+    refused = client.post(api(project, "evaluations/"), body, format="json")
+    world.version.answer_contract = {"kind": "regex", "pattern": "[a-z]+"}
+    world.version.save(update_fields=["answer_contract"])
+    accepted = client.post(api(project, "evaluations/"), body, format="json")
+
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert "has no answer contract" in error["message"]
+    assert "candidates[1].constrained" in refused.content.decode()
+    assert accepted.status_code == 201, accepted.content
+    candidates = accepted.json()["candidates"]
+    assert [c["constrained"] for c in candidates] == [False, True]
+    assert candidates[1]["label"].endswith(", constrained to contract")
+
+
 def test_an_evaluation_with_listed_candidates_and_a_judge_is_queued(
     client: APIClient, project: Project, world: World
 ) -> None:

@@ -332,3 +332,48 @@ def test_people_rate_pairs_blind_and_their_side_maps_back_to_the_candidate(
     assert choices.count() == items and set(choices.values_list("choice", flat=True)) == {"a"}
     bad = client.post(url, {"b": str(base.pk), "item": str(item), "side": "up"})
     assert bad.status_code == 400 and "side" in bad.content.decode()
+
+
+def test_constraining_without_an_answer_contract_comes_back_named_and_nothing_is_queued(
+    client: Client, project: Project, lead: User, version: DatasetVersion, tuned: ModelVersion
+) -> None:
+    client.force_login(lead)
+
+    response = client.post(
+        reverse("eval_new", args=[project.pk]),
+        new_form(version, tuned, base_constrained="1"),
+    )
+
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert 'data-field="candidates[2].constrained"' in html
+    assert "has no answer contract to constrain generation to" in html
+    assert not EvalRun.objects.exists()
+
+
+def test_a_constrained_candidate_is_named_so_on_the_evaluation_page(
+    client: Client,
+    project: Project,
+    lead: User,
+    version: DatasetVersion,
+    tuned: ModelVersion,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    version.answer_contract = {"kind": "label_set", "labels": ["billing", "bug"]}
+    version.save(update_fields=["answer_contract"])
+    client.force_login(lead)
+
+    response = client.post(
+        reverse("eval_new", args=[project.pk]),
+        new_form(version, tuned, base_constrained="1", versions_constrained="1"),
+    )
+
+    run = EvalRun.objects.get()
+    assert response.status_code == 302
+    constrained = run.candidates.filter(constrained=True)
+    assert [(c.kind, c.label.endswith(", constrained to contract")) for c in constrained] == [
+        (CandidateKind.MODEL_VERSION, True),
+        (CandidateKind.BASE, True),
+    ]
+    page = client.get(response["Location"]).content.decode()
+    assert "SmolLM2-135M-Instruct (zero-shot), constrained to contract" in page

@@ -1,0 +1,28 @@
+"""The answer contract an evaluation reads, and the decoding constraint made from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets.models import DatasetVersion
+from providers.base import AnswerConstraint
+
+from .models import Candidate, EvalRun
+
+
+def contract_of(version: DatasetVersion) -> dict[str, Any]:
+    """The dataset version's answer contract (copied from its dataset when it was frozen), or
+    ``{}`` for none. The one place evaluation reads it."""
+    return dict(version.answer_contract or {})
+
+
+def contract_for_run(run: EvalRun) -> dict[str, Any]:
+    return contract_of(run.dataset_version)
+
+
+def constraint_for(candidate: Candidate) -> AnswerConstraint | None:
+    """What the candidate's generation is constrained to: its run's contract when the
+    candidate asked for it, else nothing."""
+    if not candidate.constrained:
+        return None
+    return AnswerConstraint.from_contract(contract_for_run(candidate.run))
