@@ -39,7 +39,7 @@ from providers.hosted_chat import (
 from training.adapters import base_model_dir
 from training.models import BaseModel, Provider
 
-from .contracts import constraint_for
+from .contracts import constraint_for, contract_for_run
 from .judge import DEFAULT_RUBRIC, JudgeItem, PairVerdict, judge_pairwise
 from .models import (
     EVAL_TRANSITIONS,
@@ -339,7 +339,7 @@ def _answer_all(
         checks = Checks(
             regex=run.regex_check,
             contains=run.contains_check,
-            contract=run.dataset_version.answer_contract,
+            contract=contract_for_run(run),
         )
         prompts = candidate_prompts(candidate, todo, items)
         chat = chat_for(candidate)
