@@ -474,6 +474,20 @@ def main() -> None:
         drop_database(server, name)
 
 
+def tokenizer_counters(names: Sequence[str], cache_dir: Path) -> dict[str, Any]:
+    """A token counter per name; "local" is the base model's own tokenizer, prepared in
+    ``cache_dir`` first if it is not there yet (not timed)."""
+    from bench.prepare import prepared_base_model
+    from datasets.quality.tokens import local_counter, tiktoken_counter
+
+    return {
+        name: local_counter(prepared_base_model(cache_dir))
+        if name == "local"
+        else tiktoken_counter(name)
+        for name in names
+    }
+
+
 def run(args: argparse.Namespace, data: bytes, injected: dict[str, int]) -> None:
     import django
 
@@ -483,7 +497,6 @@ def run(args: argparse.Namespace, data: bytes, injected: dict[str, int]) -> None
     from django.core.management import call_command
 
     from datasets.models import Dataset, Example
-    from datasets.quality.tokens import local_counter, tiktoken_counter
     from ftportal.models import Project
 
     started = time.perf_counter()
@@ -492,12 +505,7 @@ def run(args: argparse.Namespace, data: bytes, injected: dict[str, int]) -> None
     user = User.objects.create_user(username="bench")
     dataset = Dataset.objects.create(project=Project.objects.create(name="bench"), name="bench")
 
-    counters = {
-        name: local_counter(settings.FTPORTAL_MODEL_CACHE / "smollm2-135m-instruct")
-        if name == "local"
-        else tiktoken_counter(name)
-        for name in args.tokenizers.split(",")
-    }
+    counters = tokenizer_counters(args.tokenizers.split(","), settings.FTPORTAL_MODEL_CACHE)
     first = next(iter(counters.values()))
     first.lengths(["warm up"])  # tokenizer files load once per process
 
@@ -597,7 +605,9 @@ def _single_encoder(counter: Any, name: str, settings: Any) -> Callable[[str], S
     if name == "local":
         from tokenizers import Tokenizer
 
-        path = settings.FTPORTAL_MODEL_CACHE / "smollm2-135m-instruct" / "tokenizer.json"
+        from bench.prepare import prepared_base_model
+
+        path = prepared_base_model(settings.FTPORTAL_MODEL_CACHE) / "tokenizer.json"
         tokenizer = Tokenizer.from_file(str(path))
         return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
     from datasets.quality.tokens import tiktoken_encoding

@@ -22,10 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.prepare import prepared_base_model  # noqa: E402
 from evaluation.metrics import exact_match_normalised, token_f1  # noqa: E402
 from providers.base import Conversation, TrainingConfig, TrainingProgress  # noqa: E402
 from providers.local import LocalChatModel, LocalLoRAFineTuner  # noqa: E402
-from providers.local_weights import ensure_base_model  # noqa: E402
 
 DEMO_FILE = REPO / "ftportal" / "demo" / "support_triage.jsonl"
 
@@ -68,8 +68,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
 
-    cache = Path(os.environ.get("FTPORTAL_MODEL_CACHE", REPO / "var" / "models"))
-    base_dir = ensure_base_model(cache)
+    base_dir = prepared_base_model()
     train, validation = demo_split(0.15, args.seed)
     print(f"train={len(train)} validation={len(validation)}")
 

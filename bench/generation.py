@@ -46,9 +46,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from bench.prepare import prepared_base_model  # noqa: E402
 from providers.base import Conversation  # noqa: E402
 from providers.local import LocalChatModel  # noqa: E402
-from providers.local_weights import ensure_base_model  # noqa: E402
 
 TOPICS = [
     "invoices",
@@ -117,9 +117,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cache_dir = Path(os.environ.get("FTPORTAL_MODEL_CACHE") or REPO / "var" / "models")
     started = time.perf_counter()
-    chat = LocalChatModel(ensure_base_model(cache_dir))
+    chat = LocalChatModel(prepared_base_model())
     prompts = bench_prompts(args.prompts)
     # Warm-up: loads the model and pays one-off costs outside the timings, for both sides.
     batched_replies(chat, prompts[:2], 4, 2)

@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(REPO))
 
+from bench.prepare import prepared_base_model  # noqa: E402
 from providers.base import Conversation, TrainingConfig, TrainingProgress  # noqa: E402
 from providers.local import (  # noqa: E402
     IGNORED_LABEL,
@@ -57,7 +58,6 @@ from providers.local import (  # noqa: E402
     pick_device,
     training_dtype,
 )
-from providers.local_weights import ensure_base_model  # noqa: E402
 
 # The project's Django app "datasets" shadows Hugging Face's optional package of that name,
 # which the Trainer probes for on every call; with the repository off the path it finds nothing.
@@ -311,8 +311,7 @@ def main() -> None:
     on_gpu = device.startswith("cuda")
     example_count = args.examples or (1024 if on_gpu else 40)
     repeats = args.repeats or (3 if on_gpu else 2)
-    cache = Path(os.environ.get("FTPORTAL_MODEL_CACHE", REPO / "var" / "models"))
-    base_dir = ensure_base_model(cache)
+    base_dir = prepared_base_model()
     config = TrainingConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -36,11 +36,18 @@ from .models import (
     Finding,
     ReviewAction,
     ReviewDecision,
+    Split,
 )
 from .quality.findings import EXACT_DUPLICATE
 from .quality.report import AnalysisResult, analyze_conversations
-from .quality.stats import readiness_band
-from .quality.tokens import TokenCounter, TokenizerUnavailable, counter_for, tiktoken_counter
+from .quality.stats import TOKENS_PER_EPOCH_MEANS, epoch_totals, readiness_band
+from .quality.tokens import (
+    TokenCounter,
+    TokenizerUnavailable,
+    count_conversations,
+    counter_for,
+    tiktoken_counter,
+)
 from .services import assistant_answer
 
 logger = logging.getLogger(__name__)
@@ -58,6 +65,30 @@ def token_counter_for(base_model: BaseModel) -> TokenCounter:
     if base_model.tokenizer:
         return counter_for(tokenizer=base_model.tokenizer, model_dir=Path())
     return counter_for(tokenizer="", model_dir=prepared_model_dir(base_model))
+
+
+def counter_or_estimate(base_model: BaseModel | None) -> tuple[TokenCounter, str]:
+    """The base model's own tokenizer, else (the web process never converts weights, and a
+    hosted model may name none) OpenAI's, which gives a close estimate; and which one it is."""
+    if base_model is not None:
+        try:
+            return token_counter_for(base_model), base_model.key
+        except TokenizerUnavailable:
+            logger.warning(
+                "tokenizer of %s unavailable; counting with %s", base_model.key, FALLBACK_ENCODING
+            )
+    return tiktoken_counter(FALLBACK_ENCODING), f"estimate with {FALLBACK_ENCODING}"
+
+
+def version_tokens_per_epoch(*, version: DatasetVersion, counter: TokenCounter) -> int:
+    """The one count of "tokens per epoch" every page shows (TOKENS_PER_EPOCH_MEANS): each
+    training-split conversation in full, prompt and answer with the chat template around them.
+
+    The model reads every one of those tokens in a pass (the loss is on the answers only) and
+    hosted providers bill them all; validation items are never trained on, so they are out.
+    """
+    train = version.items.filter(split=Split.TRAIN).values_list("messages", flat=True)
+    return int(count_conversations(list(train), counter).total.sum())
 
 
 def analyze_for_model(
@@ -285,17 +316,6 @@ def exact_duplicates_reject(*, run: AnalysisRun, user: User) -> int:
     return len(changed)
 
 
-def _readiness_counter(base_model: BaseModel | None) -> tuple[TokenCounter, str]:
-    if base_model is not None:
-        try:
-            return token_counter_for(base_model), base_model.key
-        except TokenizerUnavailable:
-            logger.warning(
-                "tokenizer of %s unavailable; readiness uses %s", base_model.key, FALLBACK_ENCODING
-            )
-    return tiktoken_counter(FALLBACK_ENCODING), f"estimate with {FALLBACK_ENCODING}"
-
-
 def readiness_base_model(dataset_id: int) -> BaseModel | None:
     """The model of the dataset's latest finished analysis, else the smallest active one."""
     latest = (
@@ -313,22 +333,25 @@ def readiness_base_model(dataset_id: int) -> BaseModel | None:
 def dataset_version_readiness(*, version: DatasetVersion) -> dict[str, Any]:
     """The version's readiness report, computed from its frozen items on first use and kept.
 
-    The frozen content never changes, so neither does the report; it is stored once.
+    The frozen content never changes, so neither does the report; it is stored once. A report
+    stored before tokens per epoch meant the training split alone is computed again.
     """
-    if version.readiness:
+    stored_means = version.readiness.get("tokens", {}).get("tokens_per_epoch_means")
+    if stored_means == TOKENS_PER_EPOCH_MEANS:
         return version.readiness
     items = list(
         version.items.order_by("position").values_list("position", "example_id", "messages")
     )
     base_model = readiness_base_model(version.dataset_id)
-    counter, tokenizer_source = _readiness_counter(base_model)
+    price = base_model.training_usd_per_million_tokens if base_model else None
+    counter, tokenizer_source = counter_or_estimate(base_model)
     result = analyze_conversations(
         [messages for _, _, messages in items],
         counter=counter,
         context_window=base_model.context_window if base_model else None,
         strict_alternation=bool(base_model and base_model.provider in ALTERNATING_PROVIDERS),
         names=[f"example {pk}" if pk else f"item {pos}" for pos, pk, _ in items],
-        usd_per_million_tokens=base_model.training_usd_per_million_tokens if base_model else None,
+        usd_per_million_tokens=price,
         contract=version.answer_contract,
     )
     stats = result.stats
@@ -343,17 +366,14 @@ def dataset_version_readiness(*, version: DatasetVersion) -> dict[str, Any]:
         },
         "base_model": tokenizer_source,
         "tokens": {
-            key: stats[key]
-            for key in (
-                "tokenizer",
-                "prompt_tokens",
-                "answer_tokens",
-                "tokens_per_epoch",
-                "epochs",
-                "training_tokens",
-                "cost_usd",
-                "cost_note",
-            )
+            "tokenizer": stats["tokenizer"],
+            "prompt_tokens": stats["prompt_tokens"],
+            "answer_tokens": stats["answer_tokens"],
+            **epoch_totals(
+                version_tokens_per_epoch(version=version, counter=counter),
+                usd_per_million_tokens=price,
+            ),
+            "tokens_per_epoch_means": TOKENS_PER_EPOCH_MEANS,
         },
         "findings": stats["findings"],
         "answer_contract": describe_contract(version.answer_contract),
@@ -362,7 +382,7 @@ def dataset_version_readiness(*, version: DatasetVersion) -> dict[str, Any]:
         "examples_with_findings": stats["examples_with_findings"],
         "computed_at": timezone.now().isoformat(),
     }
-    # Only the first request stores it; a racing one computes the same report anyway.
-    DatasetVersion.objects.filter(pk=version.pk, readiness={}).update(readiness=report)
+    # A racing request computes the same report, so whichever stores last changes nothing.
+    DatasetVersion.objects.filter(pk=version.pk).update(readiness=report)
     version.readiness = report
     return report

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.staticfiles import finders
 from django.db import connection
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.cache import patch_cache_control
 
 from datasets.models import DatasetVersion
 from datasets.selectors import datasets_for_project, status_counts
@@ -126,3 +130,18 @@ def healthz(request: HttpRequest) -> HttpResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return HttpResponse("ok", content_type="text/plain")
+
+
+FAVICON_MAX_AGE_S = 7 * 24 * 3600
+
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """/favicon.ico, which browsers ask for on every page whatever the page links: the same
+    static file the pages link, served by the app so that it never depends on how (or
+    whether) the static files are served."""
+    path = finders.find("favicon.ico")
+    if not isinstance(path, str):
+        raise Http404("favicon.ico is missing from the static files")
+    response = HttpResponse(Path(path).read_bytes(), content_type="image/vnd.microsoft.icon")
+    patch_cache_control(response, public=True, max_age=FAVICON_MAX_AGE_S)
+    return response

@@ -6,6 +6,7 @@ Conversations are OpenAI chat-format message lists: ``[{"role": "user", "content
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -69,6 +70,30 @@ class TrainingConfig:
     # Stop after this many validation evaluations in a row without a new best validation loss,
     # and keep the best checkpoint as the result; None trains to the end.
     early_stopping_patience: int | None = None
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many optimizer steps a local job takes: one per batch, each epoch, up to max_steps."""
+
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+
+    @property
+    def capped(self) -> bool:
+        """Whether max_steps ends the job before its epochs are done."""
+        return self.total_steps < self.steps_per_epoch * self.epochs
+
+
+def step_plan(example_count: int, config: TrainingConfig) -> StepPlan:
+    """The steps a local job on ``example_count`` training examples takes; the trainer and
+    the launch estimate both use it, so the estimate counts what the trainer will do."""
+    steps_per_epoch = math.ceil(example_count / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    return StepPlan(steps_per_epoch, total_steps, config.epochs)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 import os
 import random
 import shutil
@@ -54,6 +53,7 @@ from providers.base import (
     TrainingConfig,
     TrainingProgress,
     TrainingResult,
+    step_plan,
 )
 from providers.constrained import TokenGuide
 from providers.cpu_matmul import onednn_linear
@@ -641,20 +641,6 @@ def check_resumable(checkpoint: Checkpoint, config: TrainingConfig, fingerprint:
 # --- training -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Plan:
-    steps_per_epoch: int
-    total_steps: int
-
-
-def _plan(example_count: int, config: TrainingConfig) -> _Plan:
-    steps_per_epoch = math.ceil(example_count / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    if config.max_steps is not None:
-        total_steps = min(total_steps, config.max_steps)
-    return _Plan(steps_per_epoch, total_steps)
-
-
 def linear_decay(total_steps: int) -> Callable[[int], float]:
     """Learning-rate factor: 1 at the first step, falling linearly to 0 after the last, as the
     Hugging Face Trainer's default schedule (linear, no warm-up) does."""
@@ -826,7 +812,7 @@ class _TrainingRun:
         self.device = device
         self.pad_token_id = pad_token_id
         self.output_dir = output_dir
-        self.plan = _plan(len(data.train), config)
+        self.plan = step_plan(len(data.train), config)
         self.token_loss = token_loss_for(model, device)
         self.collate: Collate = collate_packed if packing_is_exact(model, device) else collate
         self.trainable = [p for p in model.parameters() if p.requires_grad]

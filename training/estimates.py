@@ -14,11 +14,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from datasets.models import DatasetVersion, Split
-from datasets.quality.stats import INSUFFICIENT_BELOW
-from datasets.quality.tokens import TokenizerUnavailable, count_conversations, tiktoken_counter
-from datasets.quality_services import FALLBACK_ENCODING, token_counter_for
+from datasets.quality.stats import INSUFFICIENT_BELOW, TOKENS_PER_EPOCH_MEANS
+from datasets.quality.tokens import count_conversations
+from datasets.quality_services import counter_or_estimate, version_tokens_per_epoch
+from providers.base import step_plan
 
-from .hyperparameters import HOSTED_PROVIDERS
+from .hyperparameters import HOSTED_PROVIDERS, early_stopping_text, training_config_from
 from .models import BaseModel, JobStatus, Provider, TrainingJob
 
 # The guide: "3 to 5 epochs".
@@ -49,12 +50,18 @@ class LaunchEstimate:
     seconds_basis: str = ""
     truncated_examples: int = 0
     warnings: list[LaunchWarning] = field(default_factory=list)
+    # Local jobs: optimizer steps, and whether max_steps ends the job before its epochs do.
+    steps: int | None = None
+    capped_by_max_steps: bool = False
+    early_stopping: str = ""  # early_stopping_text; "" where the provider has none
+    tokens_per_epoch_means: str = TOKENS_PER_EPOCH_MEANS
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "train_examples": self.train_examples,
             "validation_examples": self.validation_examples,
             "tokens_per_epoch": self.tokens_per_epoch,
+            "tokens_per_epoch_means": self.tokens_per_epoch_means,
             "epochs": self.epochs,
             "training_tokens": self.training_tokens,
             "cost_usd": str(self.cost_usd) if self.cost_usd is not None else None,
@@ -62,6 +69,9 @@ class LaunchEstimate:
             "seconds": self.seconds,
             "seconds_basis": self.seconds_basis,
             "truncated_examples": self.truncated_examples,
+            "steps": self.steps,
+            "capped_by_max_steps": self.capped_by_max_steps,
+            "early_stopping": self.early_stopping,
             "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
         }
 
@@ -169,17 +179,23 @@ def launch_estimate(
     epochs = int(hyperparameters.get("epochs", 3))
     train = list(version.items.filter(split=Split.TRAIN).values_list("messages", flat=True))
     validation_count = version.items.filter(split=Split.VALIDATION).count()
-    try:
-        counter = token_counter_for(base_model)
-    except TokenizerUnavailable:
-        # The web process never converts weights; until a worker has, OpenAI's tokenizer
-        # gives a close estimate.
-        counter = tiktoken_counter(FALLBACK_ENCODING)
-    totals = count_conversations(train, counter).total
-    tokens_per_epoch = int(totals.sum())
+    counter, _ = counter_or_estimate(base_model)
+    tokens_per_epoch = version_tokens_per_epoch(version=version, counter=counter)
     max_seq_len = hyperparameters.get("max_seq_len")
-    truncated = int((totals > max_seq_len).sum()) if max_seq_len else 0
+    truncated = 0
+    if max_seq_len:
+        totals = count_conversations(train, counter).total
+        truncated = int((totals > max_seq_len).sum())
+    steps: int | None = None
+    capped_by_max_steps = False
     training_tokens = tokens_per_epoch * epochs
+    if base_model.provider not in HOSTED_PROVIDERS and train:
+        plan = step_plan(len(train), training_config_from(hyperparameters))
+        steps = plan.total_steps
+        if plan.capped:
+            # Steps take batches of equal size, so the steps run take their share of the tokens.
+            capped_by_max_steps = True
+            training_tokens = round(tokens_per_epoch * plan.total_steps / plan.steps_per_epoch)
     warnings = data_warnings(
         examples=version.example_count, validation=validation_count, epochs=epochs
     )
@@ -213,4 +229,11 @@ def launch_estimate(
         seconds_basis=seconds_basis,
         truncated_examples=truncated,
         warnings=warnings,
+        steps=steps,
+        capped_by_max_steps=capped_by_max_steps,
+        early_stopping=(
+            ""
+            if base_model.provider in HOSTED_PROVIDERS
+            else early_stopping_text(hyperparameters.get("early_stopping_patience"))
+        ),
     )

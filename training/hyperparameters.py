@@ -130,3 +130,60 @@ def local_config(stored: dict[str, Any]) -> TrainingConfig:
 
 def hosted_config(stored: dict[str, Any], *, suffix: str) -> HostedTrainingConfig:
     return HostedTrainingConfig(**stored, suffix=suffix)
+
+
+# --- how hyperparameters read on pages --------------------------------------------------------
+
+# One label per hyperparameter, for the launch form, the job page and the registry.
+HYPERPARAMETER_LABELS = {
+    "epochs": "Epochs",
+    "learning_rate": "Learning rate",
+    "learning_rate_multiplier": "Learning-rate multiplier",
+    "batch_size": "Batch size",
+    "lora_r": "LoRA rank",
+    "lora_alpha": "LoRA alpha",
+    "lora_dropout": "LoRA dropout",
+    "target_modules": "Target modules",
+    "max_seq_len": "Max sequence length",
+    "seed": "Seed",
+    "eval_every_steps": "Validate every N steps",
+    "checkpoint_every_steps": "Checkpoint every N steps",
+    "early_stopping_patience": "Early stopping",
+    "max_steps": "Max steps",
+}
+EARLY_STOPPING_OFF = "off"
+# What an unset value means: hosted providers choose their own; a local max_steps of None
+# trains every epoch.
+PROVIDER_CHOOSES = "chosen by the provider"
+UNSET_LOCAL = {"early_stopping_patience": EARLY_STOPPING_OFF, "max_steps": "no limit"}
+
+
+def early_stopping_text(patience: int | None) -> str:
+    """Early stopping in the words every page uses: "off", or when it stops."""
+    if patience is None:
+        return EARLY_STOPPING_OFF
+    evaluations = "evaluation" if patience == 1 else "evaluations"
+    return f"after {patience} {evaluations} without improvement"
+
+
+def unset_text(name: str, *, hosted: bool) -> str:
+    """What leaving ``name`` empty means, as the launch form's placeholder and on job pages."""
+    return PROVIDER_CHOOSES if hosted else UNSET_LOCAL.get(name, "default")
+
+
+def hyperparameter_text(name: str, value: Any, *, hosted: bool) -> str:
+    if name == "early_stopping_patience":
+        return early_stopping_text(value)
+    if value is None:
+        return unset_text(name, hosted=hosted)
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
+def hyperparameter_rows(values: dict[str, Any], *, hosted: bool) -> list[tuple[str, str]]:
+    """(label, value) pairs of a stored config, as people read them."""
+    return [
+        (HYPERPARAMETER_LABELS.get(name, name), hyperparameter_text(name, value, hosted=hosted))
+        for name, value in values.items()
+    ]

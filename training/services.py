@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from datasets.models import DatasetVersion
+from datasets.quality.stats import tokens_per_epoch_text
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
 from ftportal.state import check_transition
@@ -119,7 +120,12 @@ def training_job_create(
 
 
 def _estimate_line(estimate: LaunchEstimate) -> str:
-    parts = [f"{estimate.training_tokens:,} training tokens ({estimate.epochs} epochs)"]
+    parts = [
+        f"{tokens_per_epoch_text(estimate.tokens_per_epoch)}, "
+        f"{estimate.training_tokens:,} training tokens in all ({estimate.epochs} epochs"
+        + (f", ended by max steps at step {estimate.steps}" if estimate.capped_by_max_steps else "")
+        + ")"
+    ]
     if estimate.cost_usd is not None:
         parts.append(f"${estimate.cost_usd} ({estimate.cost_basis})")
     if estimate.seconds is not None:

@@ -21,7 +21,7 @@ from registry.selectors import versions_losing_their_base
 from registry.services import model_version_register_checkpoint
 
 from .estimates import END_OF_LIFE_WARNING_DAYS, end_of_life_problem, launch_estimate
-from .hyperparameters import HOSTED_PROVIDERS, config_for
+from .hyperparameters import HOSTED_PROVIDERS, HYPERPARAMETER_LABELS, config_for, unset_text
 from .models import BaseModel, Checkpoint, TrainingJob
 from .selectors import checkpoint_rows, job_curves, job_overfitting
 from .services import training_job_cancel, training_job_create
@@ -69,29 +69,13 @@ def _raw_hyperparameters(query: QueryDict, base_model: BaseModel) -> dict[str, A
 
 
 FormField = tuple[str, str, str, str]  # name, label, value shown, placeholder
-FIELD_LABELS = {
-    "epochs": "Epochs",
-    "learning_rate": "Learning rate",
-    "learning_rate_multiplier": "Learning-rate multiplier",
-    "batch_size": "Batch size",
-    "lora_r": "LoRA rank",
-    "lora_alpha": "LoRA alpha",
-    "lora_dropout": "LoRA dropout",
-    "target_modules": "Target modules",
-    "max_seq_len": "Max sequence length",
-    "seed": "Seed",
-    "eval_every_steps": "Validate every N steps",
-    "checkpoint_every_steps": "Checkpoint every N steps",
-    "early_stopping_patience": "Early-stopping patience (evaluations)",
-    "max_steps": "Max steps",
-}
 
 
 def _form_fields(
     base_model: BaseModel, query: QueryDict
 ) -> tuple[list[FormField], list[FormField]]:
-    """Each field with what the user typed, else its default; empty ones are "auto" (hosted:
-    the provider picks) or "off" (local options such as early stopping)."""
+    """Each field with what the user typed, else its default; an empty one's placeholder says
+    what leaving it empty means, in the words the job page uses."""
     hosted = base_model.provider in HOSTED_PROVIDERS
     defaults: dict[str, Any] = asdict(HostedTrainingConfig() if hosted else TrainingConfig())
     if "target_modules" in defaults:
@@ -100,8 +84,8 @@ def _form_fields(
     def field(name: str) -> FormField:
         default = defaults.get(name)
         shown = query.get(name) or ("" if default is None else str(default))
-        placeholder = ("auto" if hosted else "off") if default is None else ""
-        return name, FIELD_LABELS[name], shown, placeholder
+        placeholder = unset_text(name, hosted=hosted) if default is None else ""
+        return name, HYPERPARAMETER_LABELS[name], shown, placeholder
 
     basic, advanced = (HOSTED_BASIC, HOSTED_ADVANCED) if hosted else (LOCAL_BASIC, LOCAL_ADVANCED)
     return [field(name) for name in basic], [field(name) for name in advanced]

@@ -21,6 +21,9 @@ BAND_INSUFFICIENT = "insufficient"
 BAND_RECOMMENDED = "recommended_start"
 BAND_FINE = "fine"
 NO_PRICE_NOTE = "local: no per-token price"
+# What "tokens per epoch" counts, said next to the number on every page (see
+# datasets.quality_services.version_tokens_per_epoch).
+TOKENS_PER_EPOCH_MEANS = "training split, prompt and answer"
 
 
 def distribution(values: np.ndarray) -> dict[str, float]:
@@ -42,7 +45,22 @@ def token_stats(
     usd_per_million_tokens: Decimal | None = None,
 ) -> dict[str, Any]:
     """Min, mean, p95 and max of prompt and answer tokens; tokens per epoch; cost."""
-    per_epoch = int(tokens.total.sum())
+    return {
+        "tokenizer": tokenizer,
+        "examples": len(tokens.total),
+        "prompt_tokens": distribution(tokens.prompt),
+        "answer_tokens": distribution(tokens.answer),
+        "total_tokens": distribution(tokens.total),
+        **epoch_totals(
+            int(tokens.total.sum()), epochs=epochs, usd_per_million_tokens=usd_per_million_tokens
+        ),
+    }
+
+
+def epoch_totals(
+    per_epoch: int, *, epochs: int = DEFAULT_EPOCHS, usd_per_million_tokens: Decimal | None = None
+) -> dict[str, Any]:
+    """Tokens per epoch, over all epochs, and what they cost at the given price."""
     training_tokens = per_epoch * epochs
     cost = (
         float(Decimal(training_tokens) * usd_per_million_tokens / Decimal(1_000_000))
@@ -50,11 +68,6 @@ def token_stats(
         else None
     )
     return {
-        "tokenizer": tokenizer,
-        "examples": len(tokens.total),
-        "prompt_tokens": distribution(tokens.prompt),
-        "answer_tokens": distribution(tokens.answer),
-        "total_tokens": distribution(tokens.total),
         "tokens_per_epoch": per_epoch,
         "epochs": epochs,
         "training_tokens": training_tokens,
@@ -110,3 +123,8 @@ def kind_counts(issues: Iterable[Issue]) -> dict[str, dict[str, Any]]:
         }
         for kind in sorted(examples, key=lambda k: (severity[k] != ERROR, k))
     }
+
+
+def tokens_per_epoch_text(per_epoch: int) -> str:
+    """The tokens-per-epoch count as every page words it."""
+    return f"{per_epoch:,} tokens per epoch ({TOKENS_PER_EPOCH_MEANS})"

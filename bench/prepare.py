@@ -1,0 +1,31 @@
+"""What the benches need before they time anything: the local base model and its tokenizer,
+prepared exactly as ``python manage.py prepare_models`` prepares them (the same function), so
+that a bench on a fresh checkout converts the shipped GGUF once (about 25 s) instead of stopping.
+Idempotent: once prepared, it returns at once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.conf import settings
+
+from providers.local_weights import ensure_base_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def model_cache_dir() -> Path:
+    """The cache the web app and workers use: Django's setting where Django is set up, else
+    the same default the settings give (FTPORTAL_MODEL_CACHE, or var/models)."""
+    if settings.configured:
+        return Path(settings.FTPORTAL_MODEL_CACHE)
+    return Path(os.environ.get("FTPORTAL_MODEL_CACHE") or REPO / "var" / "models")
+
+
+def prepared_base_model(cache_dir: Path | None = None) -> Path:
+    """The directory of the default base model (weights and tokenizer), converting it first if
+    this cache has none yet."""
+    cache = cache_dir if cache_dir is not None else model_cache_dir()
+    print(f"base model: preparing in {cache} if needed (as manage.py prepare_models does)")
+    return ensure_base_model(cache)
