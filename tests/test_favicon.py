@@ -17,7 +17,7 @@ def test_favicon_ico_is_served_without_a_login(client: Client, db: None) -> None
     response = client.get("/favicon.ico", follow=True)
 
     assert response.status_code == 200
-    body = b"".join(response.streaming_content) if response.streaming else response.content
+    body = b"".join(response.streaming_content) if response.streaming else response.content  # type: ignore[attr-defined]
     reserved, kind, count = struct.unpack("<HHH", body[:6])
     assert (reserved, kind) == (0, 1) and count >= 1  # an ICO file's header
     assert response["Content-Type"] == "image/vnd.microsoft.icon"

@@ -217,7 +217,7 @@ def test_the_version_page_shows_its_lineage_scores_and_history_and_no_server_pat
     assert "SmolLM2-135M-Instruct" in page
     assert reverse("job_detail", args=[project_id, v2.training_job_id]) in page
     assert 'id="version-checkpoint">step 30<' in page
-    assert "learning_rate=0.0002" in page
+    assert "Learning rate: 0.0002" in page
     assert "$0.0123 (44 s of worker time (cpu))" in page
     assert f"Evaluation {run.pk}" in page and "50.0 % exact match" in page
     assert f"adapters/job-{v2.training_job_id}/checkpoint-30" in page
