@@ -49,3 +49,33 @@ def test_the_health_check_answers_without_a_login(client, db):
     response = client.get("/healthz")
     assert response.status_code == 200
     assert response.content == b"ok"
+
+
+def test_the_embedded_broker_keeps_all_its_files_under_the_var_dir(tmp_path: Path) -> None:
+    """Kombu's filesystem transport writes its exchange tables to ./control unless told
+    otherwise, which under `make run` is the repository itself."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "ftportal.settings",
+        "CELERY_BROKER_URL": "filesystem://",
+        "FTPORTAL_VAR_DIR": str(tmp_path),
+    }
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from ftportal import settings as s; "
+            "print('\\n'.join(map(str, s.CELERY_BROKER_TRANSPORT_OPTIONS.values())))",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(shown) == 4  # in, out, processed and control folders
+    assert all(Path(folder).is_relative_to(tmp_path) for folder in shown), shown
