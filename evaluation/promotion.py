@@ -126,7 +126,8 @@ class EvaluationRecords:
             needed = f"{baseline} (nothing is in production yet)"
         missing = (
             f"No finished evaluation of {candidate} against {needed}: evaluate {candidate} "
-            "(the registry's Evaluate compares it with both) and promote once it has finished."
+            "(the registry's Evaluate scores it beside production, or beside its base model "
+            "before the first promotion) and promote once it has finished."
         )
         found = None if production == candidate else _latest_pair(candidate, production)
         if production == candidate:

@@ -207,7 +207,7 @@ class ModelVersionPromoteApi(APIView):
             min_value=0.0,
             max_value=MAX_MARGIN_POINTS,
             help_text="Points of the task metric the candidate may fall short of production by "
-            "(the lower bound of the paired interval must stay above minus this).",
+            "(the worse end of the paired interval must stay at or above minus this).",
         )
         override = serializers.BooleanField(
             required=False,

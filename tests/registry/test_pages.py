@@ -123,6 +123,9 @@ def test_the_confirmation_page_shows_the_evidence_and_costs_and_promotes_with_th
     cost = local_cost_per_1000()
     assert f"triage v2: ${cost} · production triage v1: ${cost}" in page
     assert 'id="evidence-verdict" class="status-succeeded">better<' in page
+    # The verdict in words names the paired test and the one rule it was decided by.
+    assert "McNemar exact p" in page
+    assert "Rule: 95 % paired bootstrap CI excludes 0 and McNemar exact p < 0.05." in page
 
     response = client.post(promote_url(v2), {"reason": "ten of ten", "margin": "0"})
 
