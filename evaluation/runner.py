@@ -41,6 +41,7 @@ from training.models import BaseModel, Provider
 
 from .contracts import constraint_for, contract_for_run
 from .judge import DEFAULT_RUBRIC, JudgeItem, PairVerdict, judge_pairwise
+from .keys import key_env_refusal
 from .models import (
     EVAL_TRANSITIONS,
     Candidate,
@@ -209,6 +210,11 @@ def candidate_prompts(
 
 def _env_key(name: str, fallback: str, who: str) -> str:
     if name:
+        # Checked again here: a run stored before the allow-list, or with a list that has
+        # changed since, must not read a variable the operator did not list.
+        refusal = key_env_refusal(name)
+        if refusal is not None:
+            raise ProviderError(f"{who}: {refusal}")
         key = os.environ.get(name, "")
         if not key:
             raise ProviderError(f"{who}: environment variable {name} is not set on this worker.")

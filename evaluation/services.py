@@ -21,6 +21,7 @@ from training.models import BaseModel, Checkpoint, Provider, TrainingJob
 
 from .contracts import contract_of
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
+from .keys import key_env_refusal
 from .models import (
     Candidate,
     CandidateKind,
@@ -80,8 +81,7 @@ def _check_judge(judge: JudgeSpec) -> None:
         raise _invalid(
             "judge.max_new_tokens", f"Between 1 and {MAX_JUDGE_NEW_TOKENS} tokens for the judge."
         )
-    if judge.key_env and not judge.key_env.replace("_", "").isalnum():
-        raise _invalid("judge.key_env", "Give the name of an environment variable.")
+    _check_key_env(judge.key_env, "judge.key_env")
     if judge.base_url and not judge.base_url.startswith(("http://", "https://")):
         raise _invalid("judge.base_url", "The endpoint must be an http(s) URL.")
 
@@ -114,6 +114,12 @@ def _invalid(field: str, message: str) -> ApplicationError:
     return ApplicationError(message, extra={"field": field})
 
 
+def _check_key_env(name: str, field: str) -> None:
+    refusal = key_env_refusal(name)
+    if refusal is not None:
+        raise _invalid(field, refusal)
+
+
 def _check_spec(spec: CandidateSpec, field: str, project: Project) -> None:
     """ApplicationError naming ``field`` (for example ``candidates[2].api_model``)."""
     if spec.kind == CandidateKind.MODEL_VERSION:
@@ -136,8 +142,7 @@ def _check_spec(spec: CandidateSpec, field: str, project: Project) -> None:
     elif spec.kind in HOSTED_KINDS:
         if not spec.api_model.strip():
             raise _invalid(f"{field}.api_model", "Name the provider's model id.")
-        if spec.api_key_env and not spec.api_key_env.replace("_", "").isalnum():
-            raise _invalid(f"{field}.api_key_env", "Give the name of an environment variable.")
+        _check_key_env(spec.api_key_env, f"{field}.api_key_env")
         if spec.api_base_url and not spec.api_base_url.startswith(("http://", "https://")):
             raise _invalid(f"{field}.api_base_url", "The endpoint must be an http(s) URL.")
     if spec.prompting == Prompting.FEW_SHOT and not 1 <= spec.few_shot_k <= MAX_FEW_SHOT_K:

@@ -237,6 +237,12 @@ ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
 # Evaluations call hosted models concurrently, at most this many requests in flight per
 # candidate; rate limits (429 with Retry-After) pause all of them together.
 FTPORTAL_EVAL_MAX_IN_FLIGHT = int(os.environ.get("FTPORTAL_EVAL_MAX_IN_FLIGHT", 16))
+# The only environment variables an evaluation candidate or judge may name as its key: whoever
+# runs the workers lists them. A user-chosen name could otherwise read any worker secret
+# (DJANGO_SECRET_KEY, DATABASE_URL) and send it to an endpoint of their choosing.
+FTPORTAL_EVAL_KEY_ENVS = frozenset(
+    name.strip() for name in os.environ.get("FTPORTAL_EVAL_KEY_ENVS", "").split(",") if name.strip()
+)
 FTPORTAL_PROVIDER_TIMEOUT_SECONDS = float(os.environ.get("FTPORTAL_PROVIDER_TIMEOUT_SECONDS", 60))
 FTPORTAL_HOSTED_POLL_SECONDS = float(os.environ.get("FTPORTAL_HOSTED_POLL_SECONDS", 30))
 # Transient provider errors (429, 5xx, timeouts) are retried this many times with exponential

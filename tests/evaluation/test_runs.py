@@ -359,6 +359,9 @@ def test_the_reaper_requeues_a_silent_run_and_fails_it_after_the_last_attempt(
         ({"api_model": " "}, "candidates[0].api_model"),
         ({"api_base_url": "ftp://x"}, "candidates[0].api_base_url"),
         ({"api_key_env": "NOT A NAME"}, "candidates[0].api_key_env"),
+        # A worker secret the operator did not list for evaluations is never readable.
+        ({"api_key_env": "DJANGO_SECRET_KEY"}, "candidates[0].api_key_env"),
+        ({"api_key_env": "DATABASE_URL"}, "candidates[0].api_key_env"),
         ({"user_template": "no placeholder"}, "candidates[0].user_template"),
         ({"prompting": Prompting.FEW_SHOT, "few_shot_k": 0}, "candidates[0].few_shot_k"),
         ({"prompting": Prompting.FEW_SHOT, "few_shot_k": 2}, "candidates[0].shots_version"),
@@ -380,6 +383,37 @@ def test_a_bad_candidate_is_refused_naming_its_field_and_nothing_is_stored(
         run_of(project, lead, version, openai_spec(fake_openai_chat, **change))
     assert refused.value.extra["field"] == field
     assert not EvalRun.objects.exists()
+
+
+def test_a_judge_cannot_name_a_worker_secret_as_its_key(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    version = held_out_version(project, lead)
+    judge = JudgeSpec(
+        kind=CandidateKind.ANTHROPIC,
+        model="claude-haiku-4-5",
+        base_url="http://127.0.0.1:9",
+        key_env="HOME",
+    )
+    with pytest.raises(ApplicationError, match="FTPORTAL_EVAL_KEY_ENVS") as refused:
+        judged_run(project, lead, version, fake_openai_chat, judge)
+    assert refused.value.extra["field"] == "judge.key_env"
+    assert not EvalRun.objects.exists()
+
+
+def test_a_stored_run_naming_an_unlisted_key_variable_fails_without_reading_it(
+    project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    version = held_out_version(project, lead)
+    run = run_of(project, lead, version, openai_spec(fake_openai_chat))
+    # As a run stored before the allow-list existed would be.
+    run.candidates.update(api_key_env="DJANGO_SECRET_KEY")
+
+    finished = eval_run_execute(run_id=run.pk)
+
+    assert finished is not None and finished.status == EvalStatus.FAILED
+    assert "DJANGO_SECRET_KEY is not a key variable evaluations may use" in finished.error
+    assert fake_openai_chat.total_requests == 0
 
 
 def test_a_bad_regex_check_is_refused_before_anything_runs(
