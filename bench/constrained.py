@@ -40,9 +40,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import jsonschema  # noqa: E402
 import torch  # noqa: E402
 
+from bench.prepare import prepared_base_model, time_sides  # noqa: E402
 from providers.base import AnswerConstraint, Conversation, Generation  # noqa: E402
 from providers.local import LocalChatModel  # noqa: E402
-from providers.local_weights import ensure_base_model  # noqa: E402
 
 CATEGORIES = ["billing", "bug", "feature request", "account"]
 PRIORITIES = ["low", "normal", "urgent"]
@@ -110,9 +110,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cache_dir = Path(os.environ.get("FTPORTAL_MODEL_CACHE") or REPO / "var" / "models")
     started = time.perf_counter()
-    chat = LocalChatModel(ensure_base_model(cache_dir))
+    chat = LocalChatModel(prepared_base_model())
     contract = CONTRACTS[args.contract]
     constraint = AnswerConstraint.from_contract(contract)
     prompts = bench_prompts(args.contract, args.prompts)
@@ -140,16 +139,7 @@ def main() -> None:
         ("unconstrained", lambda: generate(False)),
         ("constrained", lambda: generate(True)),
     ]
-    times: dict[str, list[float]] = {name: [] for name, _ in sides}
-    replies: dict[str, list[Generation]] = {}
-    for repeat in range(args.repeats):
-        for name, run in sides[::-1] if repeat % 2 else sides:
-            side_started = time.perf_counter()
-            replies[name] = run()
-            seconds = time.perf_counter() - side_started
-            times[name].append(seconds)
-            load = os.getloadavg()[0]
-            print(f"repeat {repeat + 1}: {name} {seconds:.2f}s (load {load:.1f})", flush=True)
+    times, replies = time_sides(sides, args.repeats)
 
     figures: dict[str, str | int] = {}
     for name in ("unconstrained", "constrained"):

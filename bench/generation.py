@@ -46,7 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from bench.prepare import prepared_base_model  # noqa: E402
+from bench.prepare import prepared_base_model, time_sides  # noqa: E402
 from providers.base import Conversation  # noqa: E402
 from providers.local import LocalChatModel  # noqa: E402
 
@@ -143,16 +143,7 @@ def main() -> None:
         ("batched, torch linear", run_batched_torch_linear),
         ("sequential", run_sequential),
     ]
-    times: dict[str, list[float]] = {name: [] for name, _ in sides}
-    replies: dict[str, list[str]] = {}
-    for repeat in range(args.repeats):
-        for name, run in sides[::-1] if repeat % 2 else sides:
-            side_started = time.perf_counter()
-            replies[name] = run()
-            seconds = time.perf_counter() - side_started
-            times[name].append(seconds)
-            load = os.getloadavg()[0]
-            print(f"repeat {repeat + 1}: {name} {seconds:.2f}s (load {load:.1f})", flush=True)
+    times, replies = time_sides(sides, args.repeats)
     # Each repeat's own ratio, its two sides run back to back, varies less with drifting load.
     ratios = sorted(s / b for s, b in zip(times["sequential"], times["batched"], strict=True))
 

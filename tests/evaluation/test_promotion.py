@@ -9,25 +9,11 @@ from evaluation.models import CandidateKind
 from evaluation.services import eval_run_for_version
 from ftportal.roles import Role
 from registry.gate import GateVerdict
-from registry.services import model_version_promote, model_version_register, promotion_evidence
+from registry.services import model_version_promote, promotion_evidence
 from tests.factories import finished_evaluation, frozen_version
-from training.models import JobStatus, TrainingJob
+from tests.registry.test_services import register
 
 pytestmark = pytest.mark.django_db
-
-
-def register(project, lead, base_model, data):
-    job = TrainingJob.objects.create(
-        project=project,
-        dataset_version=data,
-        base_model=base_model,
-        provider="local",
-        hyperparameters={"epochs": 3},
-        model_name="triage",
-        created_by=lead,
-        status=JobStatus.SUCCEEDED,
-    )
-    return model_version_register(job=job, checkpoint=None, adapter_dir=f"/tmp/a{job.pk}")
 
 
 def test_evaluating_a_version_compares_it_with_production_on_the_same_items(
