@@ -92,3 +92,27 @@ class AuditEntry(models.Model):
     @property
     def after_role(self) -> str:
         return _role_label(self.after)
+
+
+class WorkerPresence(models.Model):
+    """One Celery worker process and the queues it consumes, as it last reported them: the
+    web pages read it to tell people when no worker is listening for their work. Each worker
+    updates its own row every FTPORTAL_WORKER_PRESENCE_SECONDS (ftportal.heartbeat); a row
+    not updated for FTPORTAL_WORKER_STALE_SECONDS belongs to a worker presumed dead."""
+
+    # "<node name>:<pid>": node names repeat across processes on one host unless set.
+    name = models.CharField(max_length=300, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.JSONField(default=list)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+    # Set when the worker shut down cleanly: its queues are unattended at once, without
+    # waiting for the row to go stale.
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_seen"]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {', '.join(self.queues)}"

@@ -267,3 +267,21 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# --- Worker presence (issue 13, item 6) ---
+# Every Celery worker process records which queues it consumes every
+# FTPORTAL_WORKER_PRESENCE_SECONDS (ftportal.heartbeat); a queue no worker has reported on for
+# FTPORTAL_WORKER_STALE_SECONDS is unattended, and the pages and /healthz say so. A running job
+# or evaluation whose own heartbeat is older than FTPORTAL_HEARTBEAT_STALE_SECONDS (hosted
+# jobs: FTPORTAL_HOSTED_POLL_STALE_SECONDS, their heartbeat is the last poll) shows how long
+# the worker has been silent instead of its time estimate.
+FTPORTAL_WORKER_PRESENCE_SECONDS = float(os.environ.get("FTPORTAL_WORKER_PRESENCE_SECONDS", 10))
+FTPORTAL_WORKER_STALE_SECONDS = float(
+    os.environ.get("FTPORTAL_WORKER_STALE_SECONDS", 3 * FTPORTAL_WORKER_PRESENCE_SECONDS + 5)
+)
+FTPORTAL_HEARTBEAT_STALE_SECONDS = float(
+    os.environ.get("FTPORTAL_HEARTBEAT_STALE_SECONDS", 3 * FTPORTAL_HEARTBEAT_SECONDS)
+)
+FTPORTAL_HOSTED_POLL_STALE_SECONDS = float(
+    os.environ.get("FTPORTAL_HOSTED_POLL_STALE_SECONDS", 3 * FTPORTAL_HOSTED_POLL_SECONDS)
+)

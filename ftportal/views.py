@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.staticfiles import finders
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_cache_control
 
@@ -21,7 +21,7 @@ from .http import AppRequest
 from .models import Membership, Project
 from .permissions import project_for
 from .roles import Action, Role, role_allows
-from .selectors import audit_entries, project_member, project_members
+from .selectors import audit_entries, project_member, project_members, queues_attendance
 from .services import member_add, member_create, member_remove, member_role_change
 
 # How many audit entries the members page shows; the API pages through all of them.
@@ -126,10 +126,29 @@ def members(request: AppRequest, project_id: int) -> HttpResponse:
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
-    """Liveness for the container health check: the process serves and the database answers."""
+    """Health for the container check and for monitoring, as JSON: the process serves, the
+    database answers, and per queue how many workers listen and when one was last seen.
+
+    A missing worker makes the status "degraded" but keeps HTTP 200, so that the web
+    container is not restarted because a worker is down; ``?workers=required`` answers 503
+    unless every queue has a worker (for a monitor that should page someone)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return HttpResponse("ok", content_type="text/plain")
+    queues = queues_attendance()
+    all_attended = all(queue.attended for queue in queues.values())
+    body = {
+        "status": "ok" if all_attended else "degraded",
+        "database": "ok",
+        "queues": {
+            name: {
+                "workers": queue.workers,
+                "last_seen": queue.last_seen.isoformat() if queue.last_seen else None,
+            }
+            for name, queue in queues.items()
+        },
+    }
+    required = request.GET.get("workers") == "required"
+    return JsonResponse(body, status=503 if required and not all_attended else 200)
 
 
 FAVICON_MAX_AGE_S = 7 * 24 * 3600
