@@ -13,12 +13,11 @@ $py manage.py load_demo
 echo "Preparing the local base model (first run converts the GGUF weights, about 20 s)..."
 $py manage.py prepare_models
 
-mkdir -p var/log
-# -B runs celery beat inside the worker: the reaper that resumes jobs whose worker died.
-.venv/bin/celery -A ftportal worker --pool=solo --concurrency=1 -B --schedule var/celerybeat-schedule \
-  --queues=default,training,inference --loglevel=INFO >var/log/worker.log 2>&1 &
-worker=$!
-trap 'kill $worker 2>/dev/null || true' EXIT INT TERM
+# The worker and celery beat (the reapers' clock) as two processes that stop together; see
+# scripts/workers.sh. Stopping this script stops them.
+bash scripts/workers.sh &
+workers=$!
+trap 'kill $workers 2>/dev/null || true' EXIT INT TERM
 
 cat <<TXT
 
@@ -28,7 +27,7 @@ cat <<TXT
     reviewer  reviewer: review the pending examples
     manager   manager: reads everything, changes nothing
     admin     admin: everything, plus /admin/
-  Worker log: var/log/worker.log. Stop with Ctrl+C.
+  Worker log: var/log/worker.log, beat log: var/log/beat.log. Stop with Ctrl+C.
 
 TXT
 $py manage.py runserver "127.0.0.1:${PORT}" --noreload
