@@ -11,6 +11,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from datasets.models import Dataset, ImportBatch, ImportStatus
 from evaluation.models import EvalRun, EvalStatus
 from ftportal.models import WorkerPresence
 from ftportal.roles import Role
@@ -205,3 +206,24 @@ def test_the_evaluation_pages_warn_about_the_inference_queue(lead_client, projec
     seen("worker@b:3", ["inference"], ago_s=1)
     assert WARNING not in lead_client.get(new_url).content.decode()
     assert WARNING not in lead_client.get(run_url).content.decode()
+
+
+def test_a_background_import_warns_while_no_worker_listens_on_the_default_queue(
+    lead_client, project
+):
+    dataset = Dataset.objects.create(project=project, name="tickets")
+    batch = ImportBatch.objects.create(
+        dataset=dataset,
+        filename="tickets.jsonl",
+        uploaded_by=lead_client.lead,
+        status=ImportStatus.QUEUED,
+        size_bytes=10_000_000,
+    )
+    url = reverse("import_detail", args=[project.pk, batch.pk])
+
+    page = lead_client.get(url).content.decode()
+
+    assert f"{WARNING} default queue (none seen yet); this import will wait" in page
+
+    seen("worker@a:2", ["default"], ago_s=1)
+    assert WARNING not in lead_client.get(url).content.decode()
