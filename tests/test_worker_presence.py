@@ -17,7 +17,7 @@ from ftportal.models import WorkerPresence
 from ftportal.roles import Role
 from ftportal.selectors import known_queues, queue_attendance, queues_attendance
 from tests.factories import frozen_version
-from training.models import JobStatus, TrainingJob
+from training.models import BaseModel, JobStatus, Provider, TrainingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -164,6 +164,41 @@ def test_a_running_job_whose_worker_fell_silent_says_so_instead_of_an_estimate(
     TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
     page = lead_client.get(url).content.decode()
     assert "about 63 s left" in page and "no word from the worker" not in page
+
+
+def test_a_hosted_job_is_polled_less_often_so_its_silence_counts_later(
+    lead_client, project, settings
+):
+    settings.FTPORTAL_HEARTBEAT_STALE_SECONDS = 30
+    settings.FTPORTAL_HOSTED_POLL_STALE_SECONDS = 90
+    hosted, _ = BaseModel.objects.update_or_create(
+        key="gpt-4o-mini-2024-07-18",
+        defaults={"display_name": "GPT-4o mini", "provider": Provider.OPENAI},
+    )
+    version = frozen_version(project, lead_client.lead)
+    job = local_job(
+        project,
+        hosted,
+        version,
+        lead_client.lead,
+        status=JobStatus.RUNNING,
+        started_at=timezone.now() - datetime.timedelta(seconds=600),
+        heartbeat_at=timezone.now() - datetime.timedelta(seconds=60),
+        seconds_left=300,
+    )
+    seen("trainer@gpu:1", ["training"], ago_s=1)
+    url = reverse("job_detail", args=[project.pk, job.pk])
+
+    page = lead_client.get(url).content.decode()
+
+    assert "about 300 s left" in page and "no word from the worker" not in page
+    # Its polls run on the default queue, which nobody consumes here.
+    assert f"{WARNING} default queue" in page
+
+    TrainingJob.objects.filter(pk=job.pk).update(
+        heartbeat_at=timezone.now() - datetime.timedelta(seconds=100)
+    )
+    assert "no word from the worker for 100 s" in lead_client.get(url).content.decode()
 
 
 def test_the_launch_page_warns_before_a_job_is_started(lead_client, project, base_model):
