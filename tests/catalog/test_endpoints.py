@@ -259,9 +259,9 @@ def assert_never_shown(
         reverse("eval_detail", args=[project.pk, run.pk]),
         reverse("eval_new", args=[project.pk]),
     ):
-        response = browser.get(page)
-        assert response.status_code == 200
-        assert secret not in response.content.decode()
+        shown = browser.get(page)
+        assert shown.status_code == 200
+        assert secret not in shown.content.decode()
     assert caplog.records, "the run logged nothing at all: the check would be empty"
     for record in caplog.records:
         assert secret not in record.getMessage()

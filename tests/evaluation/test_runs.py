@@ -399,9 +399,9 @@ def test_a_stored_run_whose_endpoint_names_an_unlisted_variable_fails_without_re
     version = held_out_version(project, lead)
     run = run_of(project, lead, version, openai_spec(fake_openai_chat))
     # As a row saved before the operator narrowed FTPORTAL_SECRET_ENVS would be.
-    Endpoint.objects.filter(pk=run.candidates.get().endpoint_id).update(
-        secret_env="DJANGO_SECRET_KEY"
-    )
+    endpoint = run.candidates.get().endpoint
+    assert endpoint is not None
+    Endpoint.objects.filter(pk=endpoint.pk).update(secret_env="DJANGO_SECRET_KEY")
 
     finished = eval_run_execute(run_id=run.pk)
 
