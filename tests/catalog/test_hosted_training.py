@@ -83,3 +83,14 @@ def test_a_hosted_base_model_needs_a_registered_openai_endpoint() -> None:
         row.full_clean()
     row.endpoint = Endpoint.objects.get(name="openai")
     row.full_clean()
+
+
+def test_the_seeded_endpoints_keep_hosted_work_going_out_of_the_box() -> None:
+    defaults = {e.name: (e.kind, e.base_url, e.secret_env) for e in Endpoint.objects.all()}
+    assert defaults == {
+        "openai": (EndpointKind.OPENAI, "", "OPENAI_API_KEY"),
+        "anthropic": (EndpointKind.ANTHROPIC, "", "ANTHROPIC_API_KEY"),
+    }
+    hosted = BaseModel.objects.filter(provider=Provider.OPENAI)
+    assert hosted.exists()
+    assert {row.endpoint.name if row.endpoint else None for row in hosted} == {"openai"}
