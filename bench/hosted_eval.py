@@ -58,7 +58,7 @@ from providers.hosted_chat import HostedGeneration, OpenAICompatibleChat  # noqa
 from tests.fakes.chat_servers import CONTROL_PATH, DEFAULT_API_KEY, expected_answer  # noqa: E402
 
 MODEL = "bench-model"
-# The environment variable the evaluation run's candidate names for its key, as a worker's would.
+# The environment variable the bench's registered endpoint names for its key, as an admin would.
 KEY_ENV = "BENCH_HOSTED_EVAL_KEY"
 MAX_NEW_TOKENS = 16
 # (429s, 500s) injected at the start, then again when these fractions of the items are done.
@@ -241,6 +241,7 @@ def configure_django(directory: str, max_in_flight: int) -> None:
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-throwaway-key")
     os.environ[KEY_ENV] = DEFAULT_API_KEY
+    os.environ["FTPORTAL_SECRET_ENVS"] = KEY_ENV
     import django
 
     django.setup()
@@ -256,6 +257,8 @@ def evaluation_run(requests: int, delay: float) -> RunOutcome:
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
+    from catalog.models import EndpointKind
+    from catalog.services import endpoint_register
     from datasets.models import Dataset, Example, ExampleStatus
     from datasets.services import dataset_version_freeze
     from evaluation import runner, services
@@ -286,8 +289,12 @@ def evaluation_run(requests: int, delay: float) -> RunOutcome:
         spec = CandidateSpec(
             kind=CandidateKind.OPENAI_COMPATIBLE,
             api_model=MODEL,
-            api_base_url=fake.base_url,
-            api_key_env=KEY_ENV,
+            endpoint=endpoint_register(
+                name="bench-fake",
+                kind=EndpointKind.OPENAI_COMPATIBLE,
+                base_url=fake.base_url,
+                secret_env=KEY_ENV,
+            ),
         )
         # eval_run_create queues the run for the Celery worker on commit; this process is the
         # worker here.

@@ -3,7 +3,8 @@ reports and per-item results, tag failures and send them back to review."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
@@ -13,6 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.models import Endpoint
+from catalog.selectors import endpoint_named
 from datasets.models import DatasetVersion
 from ftportal.api import (
     PAGINATION_PARAMETERS,
@@ -51,8 +54,8 @@ from .services import (
 def _runs_of(project: Project) -> QuerySet[EvalRun]:
     return (
         EvalRun.objects.filter(project=project)
-        .select_related("dataset_version__dataset", "created_by")
-        .prefetch_related("candidates__base_model")
+        .select_related("dataset_version__dataset", "created_by", "judge_endpoint")
+        .prefetch_related("candidates__base_model", "candidates__endpoint")
         .order_by("-created_at", "-id")
     )
 
@@ -101,19 +104,50 @@ def _base_model(key: str, field: str) -> BaseModel:
     return base
 
 
-class CandidateInput(InputSerializer):
+def _endpoint(name: str, field: str) -> Endpoint:
+    endpoint = endpoint_named(name)
+    if endpoint is None:
+        raise serializers.ValidationError(
+            {field: [f"No endpoint {name!r}; GET /api/projects/<id>/endpoints/ lists them."]}
+        )
+    return endpoint
+
+
+class _NamesNoSecret(InputSerializer):
+    """Refuses the fields that once let a user choose a URL or a worker variable, with what to
+    send instead (the strict base would only say they are unknown)."""
+
+    retired_fields: ClassVar[tuple[str, ...]] = ()
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            retired = [key for key in self.retired_fields if key in data]
+            if retired:
+                raise serializers.ValidationError(
+                    {
+                        key: [
+                            f"'{key}' is no longer accepted: a user never names a URL or a key "
+                            "variable. Name a registered endpoint in 'endpoint' (admins "
+                            "register them; GET /api/projects/<id>/endpoints/ lists them)."
+                        ]
+                        for key in retired
+                    }
+                )
+        return super().to_internal_value(data)
+
+
+ENDPOINT_HELP = "Hosted kinds: the name of an admin-registered endpoint serving the model."
+
+
+class CandidateInput(_NamesNoSecret):
+    retired_fields = ("api_base_url", "api_key_env")
+
     kind = serializers.ChoiceField(choices=CandidateKind.choices)
     model_version = serializers.IntegerField(required=False)
     checkpoint = serializers.IntegerField(required=False)
     base_model = serializers.CharField(required=False, help_text="A catalog key.")
     api_model = serializers.CharField(required=False, allow_blank=True, default="")
-    api_base_url = serializers.CharField(required=False, allow_blank=True, default="")
-    api_key_env = serializers.CharField(
-        required=False,
-        allow_blank=True,
-        default="",
-        help_text="Name of the worker's environment variable holding the key.",
-    )
+    endpoint = serializers.CharField(required=False, help_text=ENDPOINT_HELP)
     prompting = serializers.ChoiceField(choices=Prompting.choices, default=Prompting.ZERO_SHOT)
     few_shot_k = serializers.IntegerField(required=False, default=0, min_value=0)
     few_shot_seed = serializers.IntegerField(required=False, default=0)
@@ -150,8 +184,7 @@ def candidate_spec(project: Project, data: dict[str, Any], field: str) -> Candid
         if "base_model" in data
         else None,
         api_model=data["api_model"],
-        api_base_url=data["api_base_url"],
-        api_key_env=data["api_key_env"],
+        endpoint=_endpoint(data["endpoint"], f"{field}.endpoint") if "endpoint" in data else None,
         prompting=Prompting(data["prompting"]),
         few_shot_k=data["few_shot_k"],
         few_shot_seed=data["few_shot_seed"],
@@ -167,14 +200,15 @@ def candidate_spec(project: Project, data: dict[str, Any], field: str) -> Candid
     )
 
 
-class JudgeInput(InputSerializer):
+class JudgeInput(_NamesNoSecret):
+    retired_fields = ("base_url", "key_env")
+
     kind = serializers.ChoiceField(
         choices=[(k.value, k.label) for k in JUDGE_KINDS],
         help_text="base: a local catalog model (model is its key); or a hosted API.",
     )
     model = serializers.CharField()
-    base_url = serializers.CharField(required=False, allow_blank=True, default="")
-    key_env = serializers.CharField(required=False, allow_blank=True, default="")
+    endpoint = serializers.CharField(required=False, help_text=ENDPOINT_HELP)
     rubric = serializers.CharField(required=False, allow_blank=True, default="")
     max_new_tokens = serializers.IntegerField(required=False, default=DEFAULT_JUDGE_MAX_NEW_TOKENS)
     input_usd_per_million_tokens = serializers.DecimalField(
@@ -194,7 +228,7 @@ class CandidateOutput(serializers.Serializer[Any]):
     model_version = serializers.IntegerField(source="model_version_id", allow_null=True)
     checkpoint = serializers.IntegerField(source="checkpoint_id", allow_null=True)
     api_model = serializers.CharField()
-    api_base_url = serializers.CharField()
+    endpoint = serializers.CharField(source="endpoint.name", allow_null=True, default=None)
     prompting = serializers.CharField()
     few_shot_k = serializers.IntegerField()
     few_shot_seed = serializers.IntegerField()
@@ -226,6 +260,9 @@ class EvalRunOutput(serializers.Serializer[Any]):
     contains_check = serializers.CharField()
     judge_kind = serializers.CharField(help_text="Empty when the run has no judge.")
     judge_model = serializers.CharField()
+    judge_endpoint = serializers.CharField(
+        source="judge_endpoint.name", allow_null=True, default=None
+    )
     judge_max_new_tokens = serializers.IntegerField()
     error = serializers.CharField()
     attempts = serializers.IntegerField()
@@ -319,8 +356,9 @@ class EvalRunCollectionApi(APIView):
                 judge=JudgeSpec(
                     kind=CandidateKind(data["judge"]["kind"]),
                     model=data["judge"]["model"],
-                    base_url=data["judge"]["base_url"],
-                    key_env=data["judge"]["key_env"],
+                    endpoint=_endpoint(data["judge"]["endpoint"], "judge.endpoint")
+                    if "endpoint" in data["judge"]
+                    else None,
                     rubric=data["judge"]["rubric"],
                     max_new_tokens=data["judge"]["max_new_tokens"],
                     input_usd_per_million_tokens=data["judge"].get("input_usd_per_million_tokens"),

@@ -11,6 +11,8 @@ from decimal import Decimal, InvalidOperation
 
 from django.http import QueryDict
 
+from catalog.models import Endpoint
+from catalog.selectors import endpoint_named
 from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
@@ -19,7 +21,7 @@ from training.models import BaseModel
 
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import CandidateKind, EvalSplit, Prompting
-from .services import JUDGE_KINDS, CandidateSpec, JudgeSpec
+from .services import CandidateSpec, JudgeSpec, hosted_kind_of
 
 
 @dataclass(frozen=True)
@@ -116,19 +118,27 @@ def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
     return specs
 
 
+def _endpoint(data: QueryDict, field: str) -> Endpoint | None:
+    """The registered endpoint the form picked (by name), or None for none."""
+    name = (data.get(field) or "").strip()
+    if not name:
+        return None
+    endpoint = endpoint_named(name)
+    if endpoint is None:
+        raise _bad(field, f"no endpoint {name!r}; an admin registers endpoints")
+    return endpoint
+
+
 def _external_candidate(data: QueryDict) -> list[CandidateSpec]:
-    kind = (data.get("external_kind") or "").strip()
-    if not kind:
+    endpoint = _endpoint(data, "external_endpoint")
+    if endpoint is None:
         return []
-    if kind not in (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.ANTHROPIC):
-        raise _bad("external_kind", "OpenAI-compatible or Anthropic")
     shots = whole_number(data, "external_few_shot_k", default=0)
     return [
         CandidateSpec(
-            kind=CandidateKind(kind),
+            kind=hosted_kind_of(endpoint),
             api_model=data.get("external_model", ""),
-            api_base_url=data.get("external_base_url", ""),
-            api_key_env=data.get("external_key_env", ""),
+            endpoint=endpoint,
             system_prompt=data.get("external_system_prompt", ""),
             user_template=data.get("external_user_template") or "{input}",
             prompting=Prompting.FEW_SHOT if shots else Prompting.ZERO_SHOT,
@@ -139,17 +149,23 @@ def _external_candidate(data: QueryDict) -> list[CandidateSpec]:
     ]
 
 
+# The judge select's value for "a hosted model at the endpoint chosen below".
+JUDGE_AT_ENDPOINT = "endpoint"
+
+
 def _judge(data: QueryDict) -> JudgeSpec | None:
-    kind = (data.get("judge_kind") or "").strip()
-    if not kind:
+    choice = (data.get("judge_kind") or "").strip()
+    if not choice:
         return None
-    if kind not in JUDGE_KINDS:
-        raise _bad("judge_kind", "a local catalog model, OpenAI-compatible or Anthropic")
+    if choice not in (CandidateKind.BASE, JUDGE_AT_ENDPOINT):
+        raise _bad("judge_kind", "a local catalog model or a model at a registered endpoint")
+    endpoint = _endpoint(data, "judge_endpoint") if choice == JUDGE_AT_ENDPOINT else None
+    if choice == JUDGE_AT_ENDPOINT and endpoint is None:
+        raise _bad("judge_endpoint", "pick the endpoint that serves the judge")
     return JudgeSpec(
-        kind=CandidateKind(kind),
+        kind=hosted_kind_of(endpoint) if endpoint is not None else CandidateKind.BASE,
         model=data.get("judge_model", ""),
-        base_url=data.get("judge_base_url", ""),
-        key_env=data.get("judge_key_env", ""),
+        endpoint=endpoint,
         rubric=data.get("judge_rubric", ""),
         max_new_tokens=whole_number(
             data, "judge_max_new_tokens", default=DEFAULT_JUDGE_MAX_NEW_TOKENS

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from catalog.models import Endpoint
 from datasets.models import DatasetVersion, DatasetVersionExample, Example
 from ftportal.models import Project
 from registry.models import ModelVersion
@@ -58,8 +59,10 @@ class EvalRun(models.Model):
     # each other candidate's, twice (positions swapped), against the rubric.
     judge_kind = models.CharField(max_length=30, blank=True)
     judge_model = models.CharField(max_length=300, blank=True)
-    judge_base_url = models.CharField(max_length=300, blank=True)
-    judge_key_env = models.CharField(max_length=100, blank=True)
+    # A hosted judge calls this admin-registered endpoint (its URL, its key); local: none.
+    judge_endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     judge_rubric = models.TextField(blank=True)
     # Room for the judge's reasoning before its verdict line; a verdict cut off is unparseable.
     judge_max_new_tokens = models.PositiveIntegerField(default=1024)
@@ -120,11 +123,12 @@ class Candidate(models.Model):
     checkpoint = models.ForeignKey(
         Checkpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="candidates"
     )
-    # External models: the provider's model id, the endpoint, and the name of the environment
-    # variable holding the key on the worker (keys are never stored in the database).
+    # External models: the provider's model id and the admin-registered endpoint that serves
+    # it; the worker sends that endpoint's key to that endpoint's URL, nowhere else.
     api_model = models.CharField(max_length=300, blank=True)
-    api_base_url = models.CharField(max_length=300, blank=True)
-    api_key_env = models.CharField(max_length=100, blank=True)
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     prompting = models.CharField(
         max_length=20, choices=Prompting.choices, default=Prompting.ZERO_SHOT
     )

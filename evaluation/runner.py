@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from catalog.models import Endpoint, EndpointKind
+from catalog.secrets import endpoint_credentials
 from datasets.models import DatasetVersionExample, Split
 from ftportal.collector import existing_objects_frozen
 from ftportal.errors import ApplicationError
@@ -41,7 +42,6 @@ from training.models import BaseModel, Provider
 
 from .contracts import constraint_for, contract_for_run
 from .judge import DEFAULT_RUBRIC, JudgeItem, PairVerdict, judge_pairwise
-from .keys import key_env_refusal
 from .models import (
     EVAL_TRANSITIONS,
     Candidate,
@@ -208,46 +208,28 @@ def candidate_prompts(
 # --- models -------------------------------------------------------------------------------
 
 
-def _env_key(name: str, fallback: str, who: str) -> str:
-    if name:
-        # Checked again here: a run stored before the allow-list, or with a list that has
-        # changed since, must not read a variable the operator did not list.
-        refusal = key_env_refusal(name)
-        if refusal is not None:
-            raise ProviderError(f"{who}: {refusal}")
-        key = os.environ.get(name, "")
-        if not key:
-            raise ProviderError(f"{who}: environment variable {name} is not set on this worker.")
-        return key
-    return fallback
-
-
 HostedChat = OpenAICompatibleChat | AnthropicChat
 
 
-def hosted_chat(*, kind: str, model: str, base_url: str, key_env: str, who: str) -> HostedChat:
-    """An OpenAI-compatible or Anthropic chat model, with the key from this worker's
-    environment: the variable ``key_env`` names, else the provider's default setting."""
+def hosted_chat(
+    *, endpoint: Endpoint | None, model: str, who: str, listed_as: str = ""
+) -> HostedChat:
+    """A chat model at a registered endpoint, speaking that endpoint's API, with the key this
+    worker holds for it (read by ``endpoint_credentials``, sent only to its URL). A fine-tuned
+    model is checked against the endpoint's model list as its base model (``listed_as``)."""
+    credentials = endpoint_credentials(endpoint, model=listed_as or model, who=who)
+    assert endpoint is not None  # endpoint_credentials refuses a missing one
     timeout, in_flight = (
         settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
         settings.FTPORTAL_EVAL_MAX_IN_FLIGHT,
     )
-    if kind == CandidateKind.ANTHROPIC:
-        key = _env_key(key_env, settings.ANTHROPIC_API_KEY, who)
-        if not key:
-            raise ProviderError(f"{who}: ANTHROPIC_API_KEY is not set on this worker.")
-        endpoint = base_url or settings.ANTHROPIC_BASE_URL or None
-        return AnthropicChat(
-            api_key=key, model=model, base_url=endpoint, timeout=timeout, max_in_flight=in_flight
-        )
-    endpoint = base_url or settings.OPENAI_BASE_URL or None
-    key = _env_key(key_env, settings.OPENAI_API_KEY, who)
-    if not key:
-        if endpoint is None:
-            raise ProviderError(f"{who}: OPENAI_API_KEY is not set on this worker.")
-        key = "unused"  # local servers (vLLM, Ollama) accept any key; the SDK needs one
-    return OpenAICompatibleChat(
-        api_key=key, model=model, base_url=endpoint, timeout=timeout, max_in_flight=in_flight
+    chat = AnthropicChat if endpoint.kind == EndpointKind.ANTHROPIC else OpenAICompatibleChat
+    return chat(
+        api_key=credentials.api_key,
+        model=model,
+        base_url=credentials.base_url,
+        timeout=timeout,
+        max_in_flight=in_flight,
     )
 
 
@@ -261,31 +243,20 @@ def chat_for(candidate: Candidate) -> ChatModel:
     """The provider adapter that answers for this candidate, credentials from this worker."""
     who = candidate.label
     base = candidate.base_model
-    openai = CandidateKind.OPENAI_COMPATIBLE
     if candidate.kind in (CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT):
         adapter, hosted_id = _fine_tuned_model_of(candidate)
         if base is None:
             raise ProviderError(f"{who}: no base model recorded.")
         if adapter:
             return _local_chat(base, adapter)
-        return hosted_chat(
-            kind=openai, model=hosted_id, base_url=base.api_base_url, key_env="", who=who
-        )
+        return hosted_chat(endpoint=base.endpoint, model=hosted_id, who=who, listed_as=base.key)
     if candidate.kind == CandidateKind.BASE:
         if base is None:
             raise ProviderError(f"{who}: no base model recorded.")
         if base.provider == Provider.LOCAL:
             return _local_chat(base, "")
-        return hosted_chat(
-            kind=openai, model=base.key, base_url=base.api_base_url, key_env="", who=who
-        )
-    return hosted_chat(
-        kind=candidate.kind,
-        model=candidate.api_model,
-        base_url=candidate.api_base_url,
-        key_env=candidate.api_key_env,
-        who=who,
-    )
+        return hosted_chat(endpoint=base.endpoint, model=base.key, who=who)
+    return hosted_chat(endpoint=candidate.endpoint, model=candidate.api_model, who=who)
 
 
 def _fine_tuned_model_of(candidate: Candidate) -> tuple[str, str]:
@@ -564,13 +535,7 @@ def _judge_chat(run: EvalRun) -> HostedChat | LocalJudge:
         if base is None:
             raise ProviderError(f"The judge: no local model {run.judge_model!r} in the catalog.")
         return LocalJudge(_local_chat(base, ""))
-    return hosted_chat(
-        kind=run.judge_kind,
-        model=run.judge_model,
-        base_url=run.judge_base_url,
-        key_env=run.judge_key_env,
-        who="The judge",
-    )
+    return hosted_chat(endpoint=run.judge_endpoint, model=run.judge_model, who="The judge")
 
 
 def _judge_pair(

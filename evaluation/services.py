@@ -10,6 +10,8 @@ from decimal import Decimal
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from catalog.models import Endpoint, EndpointKind
+from catalog.secrets import endpoint_refusal, model_refusal
 from datasets.models import DatasetVersion, Example, OriginKind, Split
 from datasets.services import example_derive
 from ftportal.errors import ApplicationError
@@ -21,7 +23,6 @@ from training.models import BaseModel, Checkpoint, Provider, TrainingJob
 
 from .contracts import contract_of
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
-from .keys import key_env_refusal
 from .models import (
     Candidate,
     CandidateKind,
@@ -49,8 +50,8 @@ class JudgeSpec:
 
     kind: CandidateKind
     model: str
-    base_url: str = ""
-    key_env: str = ""
+    # Hosted judges: the admin-registered endpoint that serves ``model``.
+    endpoint: Endpoint | None = None
     rubric: str = ""
     max_new_tokens: int = DEFAULT_JUDGE_MAX_NEW_TOKENS
     input_usd_per_million_tokens: Decimal | None = None
@@ -81,9 +82,7 @@ def _check_judge(judge: JudgeSpec) -> None:
         raise _invalid(
             "judge.max_new_tokens", f"Between 1 and {MAX_JUDGE_NEW_TOKENS} tokens for the judge."
         )
-    _check_key_env(judge.key_env, "judge.key_env")
-    if judge.base_url and not judge.base_url.startswith(("http://", "https://")):
-        raise _invalid("judge.base_url", "The endpoint must be an http(s) URL.")
+    _check_endpoint(judge.kind, judge.endpoint, judge.model.strip(), "judge", "model")
 
 
 @dataclass(frozen=True)
@@ -95,8 +94,8 @@ class CandidateSpec:
     checkpoint: Checkpoint | None = None
     base_model: BaseModel | None = None
     api_model: str = ""
-    api_base_url: str = ""
-    api_key_env: str = ""
+    # Hosted candidates: the admin-registered endpoint that serves ``api_model``.
+    endpoint: Endpoint | None = None
     prompting: Prompting = Prompting.ZERO_SHOT
     few_shot_k: int = 0
     few_shot_seed: int = 0
@@ -114,10 +113,49 @@ def _invalid(field: str, message: str) -> ApplicationError:
     return ApplicationError(message, extra={"field": field})
 
 
-def _check_key_env(name: str, field: str) -> None:
-    refusal = key_env_refusal(name)
-    if refusal is not None:
-        raise _invalid(field, refusal)
+# Which endpoint kinds speak each hosted candidate kind's API.
+ENDPOINT_KINDS_FOR: dict[str, frozenset[str]] = {
+    CandidateKind.OPENAI_COMPATIBLE: frozenset(
+        {EndpointKind.OPENAI, EndpointKind.OPENAI_COMPATIBLE}
+    ),
+    CandidateKind.ANTHROPIC: frozenset({EndpointKind.ANTHROPIC}),
+}
+
+
+def hosted_kind_of(endpoint: Endpoint) -> CandidateKind:
+    """The candidate kind whose API ``endpoint`` speaks (for forms that pick only an endpoint)."""
+    if endpoint.kind == EndpointKind.ANTHROPIC:
+        return CandidateKind.ANTHROPIC
+    return CandidateKind.OPENAI_COMPATIBLE
+
+
+def _check_endpoint(
+    kind: CandidateKind, endpoint: Endpoint | None, model: str, field: str, model_field: str
+) -> None:
+    """A hosted candidate or judge names a registered, enabled endpoint that speaks its API
+    and serves its model; anything else names none. Users never give a URL or a key."""
+    if kind not in ENDPOINT_KINDS_FOR:
+        if endpoint is not None:
+            raise _invalid(f"{field}.endpoint", "Only hosted models are called at an endpoint.")
+        return
+    if endpoint is None:
+        raise _invalid(
+            f"{field}.endpoint",
+            "Name a registered endpoint (GET /api/projects/<id>/endpoints/ lists them; admins "
+            "register them).",
+        )
+    if endpoint.kind not in ENDPOINT_KINDS_FOR[kind]:
+        raise _invalid(
+            f"{field}.endpoint",
+            f"Endpoint {endpoint.name} speaks the {endpoint.get_kind_display()}, not the "
+            f"{CandidateKind(kind).label}.",
+        )
+    refusal = endpoint_refusal(endpoint)
+    if refusal:
+        raise _invalid(f"{field}.endpoint", f"Endpoint {endpoint.name}: {refusal}")
+    refusal = model_refusal(endpoint, model=model)
+    if refusal:
+        raise _invalid(f"{field}.{model_field}", f"Endpoint {endpoint.name}: {refusal}")
 
 
 def _check_spec(spec: CandidateSpec, field: str, project: Project) -> None:
@@ -139,12 +177,9 @@ def _check_spec(spec: CandidateSpec, field: str, project: Project) -> None:
     elif spec.kind == CandidateKind.BASE:
         if spec.base_model is None:
             raise _invalid(f"{field}.base_model", "A base-model candidate needs a base model.")
-    elif spec.kind in HOSTED_KINDS:
-        if not spec.api_model.strip():
-            raise _invalid(f"{field}.api_model", "Name the provider's model id.")
-        _check_key_env(spec.api_key_env, f"{field}.api_key_env")
-        if spec.api_base_url and not spec.api_base_url.startswith(("http://", "https://")):
-            raise _invalid(f"{field}.api_base_url", "The endpoint must be an http(s) URL.")
+    elif spec.kind in HOSTED_KINDS and not spec.api_model.strip():
+        raise _invalid(f"{field}.api_model", "Name the provider's model id.")
+    _check_endpoint(spec.kind, spec.endpoint, spec.api_model.strip(), field, "api_model")
     if spec.prompting == Prompting.FEW_SHOT and not 1 <= spec.few_shot_k <= MAX_FEW_SHOT_K:
         raise _invalid(f"{field}.few_shot_k", f"k must be between 1 and {MAX_FEW_SHOT_K}.")
     if INPUT_PLACEHOLDER not in spec.user_template:
@@ -318,8 +353,7 @@ def eval_run_create(
             contains_check=contains_check,
             judge_kind=judge.kind if judge else "",
             judge_model=judge.model.strip() if judge else "",
-            judge_base_url=judge.base_url.strip() if judge else "",
-            judge_key_env=judge.key_env.strip() if judge else "",
+            judge_endpoint=judge.endpoint if judge else None,
             judge_rubric=judge.rubric.strip() if judge else "",
             judge_max_new_tokens=judge.max_new_tokens if judge else DEFAULT_JUDGE_MAX_NEW_TOKENS,
             judge_input_usd_per_million_tokens=judge.input_usd_per_million_tokens
@@ -341,8 +375,7 @@ def eval_run_create(
                 model_version=spec.model_version,
                 checkpoint=spec.checkpoint,
                 api_model=spec.api_model.strip(),
-                api_base_url=spec.api_base_url.strip(),
-                api_key_env=spec.api_key_env.strip(),
+                endpoint=spec.endpoint,
                 prompting=spec.prompting,
                 few_shot_k=spec.few_shot_k if spec.prompting == Prompting.FEW_SHOT else 0,
                 few_shot_seed=spec.few_shot_seed,

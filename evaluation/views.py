@@ -7,6 +7,7 @@ from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from catalog.selectors import enabled_endpoints
 from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
@@ -21,7 +22,7 @@ from .contamination import run_contamination
 from .dashboard import project_dashboards
 from .forms import new_evaluation_from, whole_number
 from .judge import DEFAULT_RUBRIC
-from .models import Candidate, CandidateKind, EvalRun, EvalSplit, EvalStatus
+from .models import Candidate, EvalRun, EvalSplit, EvalStatus
 from .rating import choice_from_side, next_card
 from .report import run_verdicts
 from .runner import progress
@@ -187,10 +188,8 @@ def _new_form_context(project: Project, data: QueryDict | None) -> dict[str, obj
         "base_models": BaseModel.objects.filter(is_active=True).order_by("display_name"),
         "metrics": [(key, spec.label) for key, spec in METRICS.items()],
         "splits": EvalSplit.choices,
-        "external_kinds": [
-            (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.OPENAI_COMPATIBLE.label),
-            (CandidateKind.ANTHROPIC, CandidateKind.ANTHROPIC.label),
-        ],
+        # Users pick a registered endpoint by name; its URL and secret are the admin's.
+        "endpoints": enabled_endpoints(),
         "default_rubric": DEFAULT_RUBRIC,
         "data": data or QueryDict(),
         "chosen_versions": data.getlist("model_versions") if data else [],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, include, path
 
+from catalog import api as catalog_api
 from datasets import api as datasets_api
 from evaluation import api as evaluation_api
 from registry import api as registry_api
@@ -105,6 +106,11 @@ dataset_patterns += [
         quality_api.VersionReadinessApi.as_view(),
         name="dataset_version_readiness",
     ),
+]
+
+# Provider endpoints admins registered (read-only; members pick one for candidates and judges).
+catalog_patterns = [
+    path("endpoints/", catalog_api.EndpointListApi.as_view(), name="endpoint_list"),
 ]
 
 training_patterns = [
@@ -213,6 +219,7 @@ project_patterns = [
     path("", projects_api.ProjectDetailApi.as_view(), name="project_detail"),
     *member_patterns,
     *dataset_patterns,
+    *catalog_patterns,
     *training_patterns,
     *registry_patterns,
     *evaluation_patterns,

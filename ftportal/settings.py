@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     # Swagger UI's files for /api/docs/, served from our static files: no CDN.
     "drf_spectacular_sidecar",
     "ftportal",
+    "catalog",
     "datasets",
     "training",
     "evaluation",
@@ -226,23 +227,13 @@ else:
         }
     }
 
-# Hosted fine-tuning: credentials come from the environment of the workers, never the database.
-# OPENAI_BASE_URL (or a catalog row's api_base_url) points the same adapter at an
-# OpenAI-compatible service.
-OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+# Where hosted calls go when a registered endpoint (catalog.Endpoint) leaves its base URL blank:
+# an OpenAI-compatible service or a proxy. Keys are never settings: see the block below.
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
-# Anthropic (baselines and judges in evaluations); ANTHROPIC_BASE_URL for a proxy or a fake.
-ANTHROPIC_API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
 ANTHROPIC_BASE_URL = os.environ.get("ANTHROPIC_BASE_URL", "")
 # Evaluations call hosted models concurrently, at most this many requests in flight per
 # candidate; rate limits (429 with Retry-After) pause all of them together.
 FTPORTAL_EVAL_MAX_IN_FLIGHT = int(os.environ.get("FTPORTAL_EVAL_MAX_IN_FLIGHT", 16))
-# The only environment variables an evaluation candidate or judge may name as its key: whoever
-# runs the workers lists them. A user-chosen name could otherwise read any worker secret
-# (DJANGO_SECRET_KEY, DATABASE_URL) and send it to an endpoint of their choosing.
-FTPORTAL_EVAL_KEY_ENVS = frozenset(
-    name.strip() for name in os.environ.get("FTPORTAL_EVAL_KEY_ENVS", "").split(",") if name.strip()
-)
 FTPORTAL_PROVIDER_TIMEOUT_SECONDS = float(os.environ.get("FTPORTAL_PROVIDER_TIMEOUT_SECONDS", 60))
 FTPORTAL_HOSTED_POLL_SECONDS = float(os.environ.get("FTPORTAL_HOSTED_POLL_SECONDS", 30))
 # Transient provider errors (429, 5xx, timeouts) are retried this many times with exponential
@@ -284,4 +275,22 @@ FTPORTAL_HEARTBEAT_STALE_SECONDS = float(
 )
 FTPORTAL_HOSTED_POLL_STALE_SECONDS = float(
     os.environ.get("FTPORTAL_HOSTED_POLL_STALE_SECONDS", 3 * FTPORTAL_HOSTED_POLL_SECONDS)
+)
+
+# --- Provider endpoints and secrets (catalog) ---------------------------------------------
+# Admins register endpoints (URL, which secret, which models) in /admin/; users only pick one.
+# FTPORTAL_SECRET_ENVS: the only worker variables an endpoint may name as its key (read by the
+# workers at call time, never stored). FTPORTAL_ENDPOINT_HOSTS: when set, the only hosts an
+# endpoint may point at, checked when an admin saves it and again before a worker sends.
+FTPORTAL_SECRET_ENVS = frozenset(
+    name.strip()
+    for name in os.environ.get("FTPORTAL_SECRET_ENVS", "OPENAI_API_KEY,ANTHROPIC_API_KEY").split(
+        ","
+    )
+    if name.strip()
+)
+FTPORTAL_ENDPOINT_HOSTS = frozenset(
+    host.strip().lower()
+    for host in os.environ.get("FTPORTAL_ENDPOINT_HOSTS", "").split(",")
+    if host.strip()
 )

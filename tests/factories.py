@@ -8,6 +8,8 @@ import json
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from catalog.models import Endpoint, EndpointKind
+from catalog.services import endpoint_register
 from datasets.importing import ImportRequest, examples_import_file
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ImportBatch
 from datasets.services import dataset_version_freeze
@@ -31,6 +33,22 @@ TICKETS = [
     ("Close my account", "account", "low"),
     ("Export to CSV would help", "feature_request", "low"),
 ]
+
+
+def fake_endpoint(
+    base_url: str,
+    *,
+    secret_env: str,
+    kind: EndpointKind = EndpointKind.OPENAI_COMPATIBLE,
+    models: tuple[str, ...] = (),
+) -> Endpoint:
+    """An endpoint, registered as an admin would, pointing at a fake provider on 127.0.0.1; the
+    same URL and kind give the same endpoint."""
+    name = f"{kind}-{base_url.rsplit(':', 1)[-1].split('/')[0]}".replace("_", "-")
+    found = Endpoint.objects.filter(name=name).first()
+    return found or endpoint_register(
+        name=name, kind=kind, base_url=base_url, secret_env=secret_env, models=models
+    )
 
 
 def chat(ticket: str, category: str, priority: str) -> list[dict[str, str]]:

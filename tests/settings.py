@@ -15,11 +15,13 @@ os.environ["OPENAI_API_KEY"] = "sk-fake-test-key"
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"  # unreachable unless a test says where
 os.environ["ANTHROPIC_API_KEY"] = "sk-ant-fake-test-key"
 os.environ["ANTHROPIC_BASE_URL"] = "http://127.0.0.1:9"
-# The key variables the evaluation tests name for their fake endpoints (set before the worker
+# The variables the tests' registered endpoints may name as their key (set before the worker
 # subprocess starts, so it inherits them).
-os.environ["FTPORTAL_EVAL_KEY_ENVS"] = (
-    "FAKE_CHAT_KEY,FTPORTAL_TEST_EVAL_RECOVERY_KEY,FTPORTAL_TEST_E2E_CHAT_KEY"
+os.environ["FTPORTAL_SECRET_ENVS"] = (
+    "OPENAI_API_KEY,ANTHROPIC_API_KEY,FAKE_CHAT_KEY,FTPORTAL_TEST_EVAL_RECOVERY_KEY,"
+    "FTPORTAL_TEST_E2E_CHAT_KEY,FTPORTAL_TEST_ENDPOINT_KEY"
 )
+os.environ.pop("FTPORTAL_ENDPOINT_HOSTS", None)  # tests set it where they test it
 os.environ.setdefault("FTPORTAL_HOSTED_POLL_SECONDS", "0.2")
 os.environ.setdefault("FTPORTAL_PROVIDER_BACKOFF_SECONDS", "0.1")
 

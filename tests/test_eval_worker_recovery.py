@@ -28,6 +28,7 @@ from evaluation.tasks import execute_eval_run
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.conftest import start_celery_worker, stop_celery_worker, wait_until
+from tests.factories import fake_endpoint
 from tests.fakes.chat_servers import DEFAULT_API_KEY, FakeOpenAIChatServer, expected_answer
 
 # A queue only the worker we kill listens to, so no other worker can take the first attempt.
@@ -75,8 +76,7 @@ def hosted_spec(base_url: str, label: str = "") -> CandidateSpec:
     return CandidateSpec(
         kind=CandidateKind.OPENAI_COMPATIBLE,
         api_model="gpt-4o-mini",
-        api_base_url=base_url,
-        api_key_env=KEY_ENV,
+        endpoint=fake_endpoint(base_url, secret_env=KEY_ENV),
         input_usd_per_million_tokens=Decimal("0.30"),
         output_usd_per_million_tokens=Decimal("1.20"),
         label=label,

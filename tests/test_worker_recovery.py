@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from catalog.models import EndpointKind
 from ftportal.roles import Role
 from registry.models import ModelVersion
 from tests.conftest import start_celery_worker, stop_celery_worker, wait_until
-from tests.factories import frozen_version
+from tests.factories import fake_endpoint, frozen_version
 from tests.fakes.openai_server import FakeOpenAIServer, fake_openai_fixture  # noqa: F401
 from training.hyperparameters import config_for
 from training.models import BaseModel, JobStatus, Provider, TrainingJob
@@ -120,7 +121,9 @@ def test_a_hosted_job_runs_through_the_worker_against_the_fake_api(
             "provider": Provider.OPENAI,
             "tokenizer": "o200k_base",
             "training_usd_per_million_tokens": Decimal("3.00"),
-            "api_base_url": fake_openai.base_url,
+            "endpoint": fake_endpoint(
+                fake_openai.base_url, secret_env="OPENAI_API_KEY", kind=EndpointKind.OPENAI
+            ),
             "is_active": True,
         },
     )

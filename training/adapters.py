@@ -10,6 +10,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from catalog.secrets import endpoint_credentials
 from providers.base import ChatModel, FineTuner, HostedFineTuner, ProviderError
 
 from .models import BaseModel, Provider
@@ -54,15 +55,17 @@ def chat_model_for(base_model: BaseModel, *, adapter_dir: str | None = None) -> 
 
 
 def hosted_fine_tuner_for(base_model: BaseModel) -> HostedFineTuner:
-    """The adapter of a hosted provider, with credentials from this worker's environment."""
+    """The adapter of a hosted provider, calling the base model's registered endpoint with the
+    key this worker holds for it (and only there)."""
     if base_model.provider != Provider.OPENAI:
         raise ProviderError(f"No hosted fine-tuning adapter for provider {base_model.provider!r}")
-    if not settings.OPENAI_API_KEY:
-        raise ProviderError("OPENAI_API_KEY is not set in this worker's environment")
+    credentials = endpoint_credentials(
+        base_model.endpoint, model=base_model.key, who=base_model.display_name
+    )
     from providers.openai_ft import OpenAIFineTuner
 
     return OpenAIFineTuner(
-        api_key=settings.OPENAI_API_KEY,
-        base_url=base_model.api_base_url or settings.OPENAI_BASE_URL or None,
+        api_key=credentials.api_key,
+        base_url=credentials.base_url,
         timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
     )

@@ -12,6 +12,7 @@ class BaseModelAdmin(admin.ModelAdmin):
         "key",
         "display_name",
         "provider",
+        "endpoint",
         "context_window",
         "training_usd_per_million_tokens",
         "input_usd_per_million_tokens",

@@ -3,8 +3,10 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from catalog.models import Endpoint, EndpointKind
 from datasets.models import DatasetVersion
 from ftportal.models import Project
 
@@ -28,8 +30,16 @@ class BaseModel(models.Model):
     # Local models: a Hugging Face model directory or a .gguf file; blank means the bundled
     # SmolLM2-135M-Instruct. Hosted models: unused (the key is the provider's model id).
     weights_path = models.CharField(max_length=500, blank=True)
-    # Hosted models: an OpenAI-compatible endpoint; blank means settings.OPENAI_BASE_URL.
-    api_base_url = models.CharField(max_length=300, blank=True)
+    # Hosted models: the registered endpoint that trains and serves them (and whose secret the
+    # worker sends there); admins pick it, nobody else names a URL or a key.
+    endpoint = models.ForeignKey(
+        Endpoint,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="base_models",
+        help_text="Hosted models: the registered endpoint that trains and serves them.",
+    )
     deprecated_at = models.DateField(
         null=True, blank=True, help_text="From this day no new fine-tuning jobs are accepted."
     )
@@ -60,6 +70,15 @@ class BaseModel(models.Model):
 
     def __str__(self) -> str:
         return self.display_name
+
+    def clean(self) -> None:
+        if self.provider == Provider.OPENAI:
+            if self.endpoint is None:
+                raise ValidationError({"endpoint": "A hosted model needs its registered endpoint."})
+            if self.endpoint.kind == EndpointKind.ANTHROPIC:
+                raise ValidationError(
+                    {"endpoint": "OpenAI fine-tuning needs an OpenAI(-compatible) endpoint."}
+                )
 
 
 class JobStatus(models.TextChoices):

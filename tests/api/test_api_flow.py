@@ -906,20 +906,25 @@ def test_an_evaluation_with_listed_candidates_and_a_judge_is_queued(
             {
                 "kind": "openai_compatible",
                 "api_model": "gpt-4o-mini",
-                "api_base_url": "http://127.0.0.1:9/v1",
+                "endpoint": "openai",
                 "user_template": "Ticket: {input}",
                 "input_usd_per_million_tokens": "0.30",
                 "output_usd_per_million_tokens": "1.20",
             },
         ],
         "primary_metric": "token_f1",
-        "judge": {"kind": "anthropic", "model": "claude-haiku-4-5", "max_new_tokens": 300},
+        "judge": {
+            "kind": "anthropic",
+            "model": "claude-haiku-4-5",
+            "endpoint": "anthropic",
+            "max_new_tokens": 300,
+        },
     }
 
     response = client.post(api(project, "evaluations/"), body, format="json")
     refused = client.post(
         api(project, "evaluations/"),
-        {**body, "judge": {"kind": "anthropic", "model": " "}},
+        {**body, "judge": {"kind": "anthropic", "model": " ", "endpoint": "anthropic"}},
         format="json",
     )
 
@@ -931,6 +936,8 @@ def test_an_evaluation_with_listed_candidates_and_a_judge_is_queued(
         300,
     )
     assert [c["kind"] for c in run["candidates"]] == ["model_version", "openai_compatible"]
+    assert [c["endpoint"] for c in run["candidates"]] == [None, "openai"]
+    assert run["judge_endpoint"] == "anthropic"
     assert run["candidates"][1]["input_usd_per_million_tokens"] == "0.3000"
     assert refused.status_code == 400 and "judge" in refused.content.decode()
     # The world's (one queued, two its promotions passed the gate with) and this one.

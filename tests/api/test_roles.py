@@ -192,6 +192,7 @@ class Read:
 READS = [
     Read("project", lambda w: "", names_an_object=False),
     Read("base models", lambda w: "base-models/", names_an_object=False),
+    Read("endpoints", lambda w: "endpoints/", names_an_object=False),
     Read("datasets", lambda w: "datasets/", names_an_object=False),
     Read("dataset", lambda w: f"datasets/{w.dataset.pk}/"),
     Read("examples", lambda w: f"datasets/{w.dataset.pk}/examples/"),

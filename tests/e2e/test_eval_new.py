@@ -12,7 +12,7 @@ from playwright.sync_api import Page, expect
 
 from evaluation.models import EvalRun
 from ftportal.roles import Role
-from tests.factories import frozen_version
+from tests.factories import fake_endpoint, frozen_version
 from tests.fakes.chat_servers import (
     DEFAULT_API_KEY,
     FakeOpenAIChatServer,
@@ -23,7 +23,7 @@ from .conftest import login
 from .test_lifecycle import error_text, wait_until_finished
 
 pytestmark = pytest.mark.e2e
-# The worker reads the endpoint's key from the variable the form names; it inherits this
+# The worker reads the endpoint's key from the variable its admin named; it inherits this
 # process's environment when the session starts it.
 KEY_ENV = "FTPORTAL_TEST_E2E_CHAT_KEY"
 os.environ.setdefault(KEY_ENV, DEFAULT_API_KEY)
@@ -40,6 +40,8 @@ def test_a_lead_starts_an_evaluation_and_reads_the_verdict(
 ) -> None:
     lead = make_member(Role.ML_LEAD)
     version = frozen_version(project, lead)
+    # An admin registered the fake as an endpoint; the lead only picks it by name.
+    endpoint = fake_endpoint(fake_openai_chat.base_url, secret_env=KEY_ENV)
     login(page, live_server, lead.username)
 
     page.goto(f"{live_server.url}/projects/{project.pk}/")
@@ -48,10 +50,8 @@ def test_a_lead_starts_an_evaluation_and_reads_the_verdict(
     page.locator("#eval-dataset-version").select_option(str(version.pk))
     page.locator("select[name=base_model]").select_option(base_model.key)
     page.locator("input[name=few_shot_k]").fill("0")
-    page.locator("select[name=external_kind]").select_option("openai_compatible")
+    page.locator("select[name=external_endpoint]").select_option(endpoint.name)
     page.locator("input[name=external_model]").fill("gpt-4o-mini")
-    page.locator("input[name=external_base_url]").fill(fake_openai_chat.base_url)
-    page.locator("input[name=external_key_env]").fill(KEY_ENV)
     page.locator("input[name=external_input_price]").fill("0.30")
     page.locator("input[name=external_output_price]").fill("1.20")
     page.locator("input[name=max_new_tokens]").fill("8")

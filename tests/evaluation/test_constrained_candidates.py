@@ -19,6 +19,7 @@ from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.evaluation.test_runs import held_out_version, run_of
+from tests.factories import fake_endpoint
 from training.models import BaseModel
 
 LABELS = ["billing", "bug", "feature request", "account"]
@@ -62,7 +63,7 @@ def test_a_hosted_candidate_cannot_be_constrained(project: Project, lead: User) 
             CandidateSpec(
                 kind=CandidateKind.OPENAI_COMPATIBLE,
                 api_model="gpt-4o-mini",
-                api_base_url="http://127.0.0.1:9/v1",
+                endpoint=fake_endpoint("http://127.0.0.1:9/v1", secret_env="OPENAI_API_KEY"),
                 constrained=True,
             ),
         )

@@ -60,9 +60,8 @@ def new_form(version: DatasetVersion, tuned: ModelVersion, **changes: str) -> di
         "base_zero_shot": "1",
         "few_shot_k": "3",
         "few_shot_seed": "7",
-        "external_kind": "openai_compatible",
+        "external_endpoint": "openai",
         "external_model": "gpt-4o-mini",
-        "external_base_url": "http://127.0.0.1:9/v1",
         "external_input_price": "0.30",
         "external_output_price": "1.20",
         "primary_metric": "token_f1",
@@ -92,6 +91,7 @@ def test_the_form_queues_one_run_with_every_chosen_candidate_in_order(
     ]
     external = run.candidates.get(kind=CandidateKind.OPENAI_COMPATIBLE)
     assert str(external.input_usd_per_million_tokens) == "0.3000"
+    assert external.endpoint is not None and external.endpoint.name == "openai"
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,12 @@ def test_the_form_queues_one_run_with_every_chosen_candidate_in_order(
         ({"external_input_price": "cheap"}, "external_input_price"),
         ({"external_model": ""}, "candidates[3].api_model"),
         ({"regex_check": "(["}, "regex_check"),
-        ({"judge_kind": "anthropic", "judge_model": ""}, "judge.model"),
+        (
+            {"judge_kind": "endpoint", "judge_endpoint": "anthropic", "judge_model": ""},
+            "judge.model",
+        ),
+        ({"judge_kind": "endpoint", "judge_model": "claude-haiku-4-5"}, "judge_endpoint"),
+        ({"external_endpoint": "attacker"}, "external_endpoint"),
     ],
 )
 def test_a_bad_field_comes_back_named_with_what_was_typed_and_nothing_is_queued(
@@ -123,7 +128,7 @@ def test_a_bad_field_comes_back_named_with_what_was_typed_and_nothing_is_queued(
     assert response.status_code == 400
     html = response.content.decode()
     assert f'data-field="{field}"' in html
-    assert 'value="http://127.0.0.1:9/v1"' in html  # what was typed is still there
+    assert 'name="max_new_tokens" min="1" max="1024" value="32"' in html  # typed, kept
     assert not EvalRun.objects.exists()
 
 

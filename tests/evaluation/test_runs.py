@@ -18,6 +18,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog.models import Endpoint, EndpointKind
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus
 from datasets.services import dataset_version_freeze
 from evaluation import runner
@@ -43,7 +44,7 @@ from evaluation.services import (
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.roles import Role
-from tests.factories import frozen_version
+from tests.factories import fake_endpoint, frozen_version
 from tests.fakes.chat_servers import (
     DEFAULT_API_KEY,
     FakeAnthropicServer,
@@ -96,8 +97,7 @@ def openai_spec(fake: FakeOpenAIChatServer, **changes: object) -> CandidateSpec:
     fields: dict[str, object] = {
         "kind": CandidateKind.OPENAI_COMPATIBLE,
         "api_model": "gpt-4o-mini",
-        "api_base_url": fake.base_url,
-        "api_key_env": KEY_ENV,
+        "endpoint": fake_endpoint(fake.base_url, secret_env=KEY_ENV),
         "input_usd_per_million_tokens": Decimal("0.30"),
         "output_usd_per_million_tokens": Decimal("1.20"),
     }
@@ -145,8 +145,7 @@ def anthropic_judge(
     return JudgeSpec(
         kind=CandidateKind.ANTHROPIC,
         model="claude-haiku-4-5",
-        base_url=fake.base_url,
-        key_env=KEY_ENV,
+        endpoint=fake_endpoint(fake.base_url, secret_env=KEY_ENV, kind=EndpointKind.ANTHROPIC),
         input_usd_per_million_tokens=input_price,
         output_usd_per_million_tokens=output_price,
     )
@@ -176,8 +175,9 @@ def test_one_run_scores_a_local_model_an_openai_endpoint_and_anthropic_few_shot(
         CandidateSpec(
             kind=CandidateKind.ANTHROPIC,
             api_model="claude-haiku-4-5",
-            api_base_url=fake_anthropic.base_url,
-            api_key_env=KEY_ENV,
+            endpoint=fake_endpoint(
+                fake_anthropic.base_url, secret_env=KEY_ENV, kind=EndpointKind.ANTHROPIC
+            ),
             prompting=Prompting.FEW_SHOT,
             few_shot_k=2,
             shots_version=shots,
@@ -357,11 +357,8 @@ def test_the_reaper_requeues_a_silent_run_and_fails_it_after_the_last_attempt(
     ("change", "field"),
     [
         ({"api_model": " "}, "candidates[0].api_model"),
-        ({"api_base_url": "ftp://x"}, "candidates[0].api_base_url"),
-        ({"api_key_env": "NOT A NAME"}, "candidates[0].api_key_env"),
-        # A worker secret the operator did not list for evaluations is never readable.
-        ({"api_key_env": "DJANGO_SECRET_KEY"}, "candidates[0].api_key_env"),
-        ({"api_key_env": "DATABASE_URL"}, "candidates[0].api_key_env"),
+        # A hosted candidate is called only at an endpoint an admin registered.
+        ({"endpoint": None}, "candidates[0].endpoint"),
         ({"user_template": "no placeholder"}, "candidates[0].user_template"),
         ({"prompting": Prompting.FEW_SHOT, "few_shot_k": 0}, "candidates[0].few_shot_k"),
         ({"prompting": Prompting.FEW_SHOT, "few_shot_k": 2}, "candidates[0].shots_version"),
@@ -385,34 +382,32 @@ def test_a_bad_candidate_is_refused_naming_its_field_and_nothing_is_stored(
     assert not EvalRun.objects.exists()
 
 
-def test_a_judge_cannot_name_a_worker_secret_as_its_key(
+def test_a_hosted_judge_needs_a_registered_endpoint(
     project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
 ) -> None:
     version = held_out_version(project, lead)
-    judge = JudgeSpec(
-        kind=CandidateKind.ANTHROPIC,
-        model="claude-haiku-4-5",
-        base_url="http://127.0.0.1:9",
-        key_env="HOME",
-    )
-    with pytest.raises(ApplicationError, match="FTPORTAL_EVAL_KEY_ENVS") as refused:
+    judge = JudgeSpec(kind=CandidateKind.ANTHROPIC, model="claude-haiku-4-5")
+    with pytest.raises(ApplicationError, match="registered endpoint") as refused:
         judged_run(project, lead, version, fake_openai_chat, judge)
-    assert refused.value.extra["field"] == "judge.key_env"
+    assert refused.value.extra["field"] == "judge.endpoint"
     assert not EvalRun.objects.exists()
 
 
-def test_a_stored_run_naming_an_unlisted_key_variable_fails_without_reading_it(
+def test_a_stored_run_whose_endpoint_names_an_unlisted_variable_fails_without_reading_it(
     project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
 ) -> None:
     version = held_out_version(project, lead)
     run = run_of(project, lead, version, openai_spec(fake_openai_chat))
-    # As a run stored before the allow-list existed would be.
-    run.candidates.update(api_key_env="DJANGO_SECRET_KEY")
+    # As a row saved before the operator narrowed FTPORTAL_SECRET_ENVS would be.
+    endpoint = run.candidates.get().endpoint
+    assert endpoint is not None
+    Endpoint.objects.filter(pk=endpoint.pk).update(secret_env="DJANGO_SECRET_KEY")
 
     finished = eval_run_execute(run_id=run.pk)
 
     assert finished is not None and finished.status == EvalStatus.FAILED
-    assert "DJANGO_SECRET_KEY is not a key variable evaluations may use" in finished.error
+    assert "DJANGO_SECRET_KEY is not a secret variable endpoints may use" in finished.error
+    assert settings.SECRET_KEY not in finished.error
     assert fake_openai_chat.total_requests == 0
 
 

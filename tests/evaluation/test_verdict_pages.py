@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from catalog.models import Endpoint
 from datasets.models import DatasetVersion
 from evaluation.models import Candidate, CandidateKind, EvalKind, EvalRun, Prompting
 from evaluation.services import CandidateSpec
@@ -177,6 +178,7 @@ def test_a_local_model_shows_a_batch_average_and_a_machine_time_cost_a_hosted_on
                 CandidateSpec(
                     kind=CandidateKind.OPENAI_COMPATIBLE,
                     api_model="gpt-4o-mini",
+                    endpoint=Endpoint.objects.get(name="openai"),
                     input_usd_per_million_tokens=Decimal("0.15"),
                     output_usd_per_million_tokens=Decimal("0.60"),
                 ),

@@ -31,12 +31,13 @@ list for both APIs: Anthropic's ``system`` comes first, as a system message. Tok
 whitespace-separated words. An item is known by its last user message, so
 tests give each item distinct text.
 
-Counters: ``connections``, ``total_requests``, ``max_in_flight_seen``, ``requests_by_item``,
-``answers_by_item`` (successful answers sent), ``request_times_by_item`` (arrival times,
-``time.monotonic()``). Scenario controls: ``fail_next_requests`` (429 with Retry-After, 500,
-529 overloaded, a 400, ...), ``stall_next_requests`` (held, then dropped unanswered: longer than
-the client's timeout), ``reject_items_containing`` (a permanent 400 for matching items), and
-``response_delay`` (seconds before each successful answer).
+Counters: ``connections``, ``total_requests``, ``headers_seen`` (each request's headers),
+``max_in_flight_seen``, ``requests_by_item``, ``answers_by_item`` (successful answers sent),
+``request_times_by_item`` (arrival times, ``time.monotonic()``). Scenario controls:
+``fail_next_requests`` (429 with Retry-After, 500, 529 overloaded, a 400, ...),
+``stall_next_requests`` (held, then dropped unanswered: longer than the client's timeout),
+``reject_items_containing`` (a permanent 400 for matching items), and ``response_delay``
+(seconds before each successful answer).
 
 ``python -m tests.fakes.chat_servers`` runs the OpenAI-compatible fake in a process of its own,
 controlled over HTTP at ``CONTROL_PATH`` (see ``serve_until_stdin_closes``).
@@ -124,6 +125,9 @@ class _FakeChatServer:
         self.answer_with = answer_with
         self.keep_alive = keep_alive
         self.bodies: list[Any] = []  # every decoded request body, in arrival order
+        # Every request's headers (lower-case names), in arrival order: what a client sent,
+        # credentials included, so tests can tell which key reached which server.
+        self.headers_seen: list[dict[str, str]] = []
         self.connections = 0  # TCP connections accepted
         self.total_requests = 0
         self.max_in_flight_seen = 0
@@ -253,6 +257,8 @@ class _FakeChatServer:
     def _reply(self, body: Any, headers: dict[str, str]) -> Reply | None:
         """The reply to a decoded request; None to close without answering."""
         item = _last_user_text(body)
+        with self._lock:
+            self.headers_seen.append(dict(headers))
         failure, stall = self._arrive(item)
         try:
             if failure is not None:

@@ -39,6 +39,8 @@ def test_an_admin_edits_the_catalog_and_others_cannot(client, make_member):
         "key": row.key,
         "display_name": row.display_name,
         "provider": row.provider,
+        # Hosted rows are bound to a registered endpoint (the seeded "openai" one).
+        "endpoint": row.endpoint_id,
         "source": "checked again",
         "deprecated_at": "2027-01-06",
         "retires_at": "2027-06-30",

@@ -8,9 +8,10 @@ from decimal import Decimal
 
 import pytest
 
+from catalog.models import EndpointKind
 from ftportal.roles import Role
 from registry.models import ModelVersion
-from tests.factories import frozen_version
+from tests.factories import fake_endpoint, frozen_version
 from tests.fakes.openai_server import FakeOpenAIServer, fake_openai_fixture  # noqa: F401
 from training.hosted import Outcome, training_job_poll, training_job_submit
 from training.models import BaseModel, JobStatus, Provider, TrainingJob
@@ -29,7 +30,9 @@ def hosted_model(fake_openai: FakeOpenAIServer) -> BaseModel:
             "provider": Provider.OPENAI,
             "tokenizer": "o200k_base",
             "training_usd_per_million_tokens": Decimal("3.00"),
-            "api_base_url": fake_openai.base_url,
+            "endpoint": fake_endpoint(
+                fake_openai.base_url, secret_env="OPENAI_API_KEY", kind=EndpointKind.OPENAI
+            ),
             "deprecated_at": None,
             "is_active": True,
         },
@@ -155,9 +158,10 @@ def test_cancelling_a_hosted_job_cancels_it_at_the_provider(job, fake_openai):
     assert provider_job.status == "cancelled"
 
 
-def test_a_missing_key_fails_the_job_with_the_reason(job, settings):
-    settings.OPENAI_API_KEY = ""
+def test_a_missing_key_fails_the_job_with_the_reason(job, monkeypatch, fake_openai):
+    monkeypatch.delenv("OPENAI_API_KEY")
     training_job_submit(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
-    assert "OPENAI_API_KEY is not set" in job.error
+    assert "the variable OPENAI_API_KEY is not set on this worker" in job.error
+    assert fake_openai.requests == []
