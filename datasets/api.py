@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
@@ -50,6 +49,7 @@ from .importing import (
     import_batch_start,
     import_progress,
     needs_column_mapping,
+    upload_needs_worker,
 )
 from .models import (
     Dataset,
@@ -248,7 +248,9 @@ class ImportApi(APIView):
         responses={
             201: ImportOutput,
             202: OpenApiResponse(
-                ImportOutput, description="A big file: queued; follow it at imports/{id}/."
+                ImportOutput,
+                description="A big, compressed or spreadsheet file: queued for the worker;"
+                " follow it at imports/{id}/.",
             ),
             400: OpenApiResponse(
                 description="The file had errors; error.errors lists each {line, field, message}."
@@ -278,7 +280,7 @@ class ImportApi(APIView):
             format=data["format"], valid_lines_only=data["valid_lines_only"], csv_mapping=mapping
         )
         user = acting_user(request)
-        if (upload.size or 0) <= settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES:
+        if not upload_needs_worker(upload):
             batch = examples_import_upload(
                 dataset=dataset, upload=upload, user=user, request=import_request
             )
