@@ -30,7 +30,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 from xml.etree import ElementTree
 
 from .jsonl import (
@@ -760,6 +760,12 @@ def is_compressed(head: bytes) -> bool:
     return head.startswith((GZIP_MAGIC, ZIP_MAGIC))
 
 
+# Parts of an .xlsx other than its sheets and shared strings (workbook, styles, theme) are read
+# whole by openpyxl; real ones are kilobytes.
+MAX_XLSX_PART_BYTES = 32 * 1024 * 1024
+STREAMED_XLSX_PARTS = ("xl/worksheets/", "xl/sharedstrings")
+
+
 def xlsx_rows(
     raw: IO[bytes],
     *,
@@ -769,40 +775,89 @@ def xlsx_rows(
     """The first sheet's rows as text, streamed cell by cell under the work caps.
 
     Trailing empty cells are dropped, since spreadsheets pad rows to the widest one. An .xlsx is
-    a zip of XML files, so it gets the archive-bomb check on its declared sizes first. openpyxl
-    reads the workbook's structure (sheets, shared strings, date formats) and converts each
-    cell, but the rows are read here: its own row reader builds a whole row before yielding it
-    and pads every row to the sheet's declared dimension, so one row of millions of cells, or a
-    dimension claiming A1:XFD100000, would cost gigabytes or minutes before any check ran. The
-    declared dimension is ignored; cells are counted as they stream, before a row is built.
+    a zip of XML files, so it gets the archive-bomb check on its declared sizes first (zipfile
+    never reads a member past its declared size). openpyxl reads the workbook's structure
+    (which sheet is first, date formats) and converts each cell, but the shared strings and the
+    rows are read here: openpyxl's read-only mode scans a whole sheet for its dimension when it
+    opens it, builds a whole row before yielding it and pads every row to the declared
+    dimension, so one row of millions of cells, or a dimension claiming A1:XFD100000, would cost
+    gigabytes or minutes before any check ran. The declared dimension is ignored; cells are
+    counted as they stream, before a row is built.
     """
     meter = meter or WorkMeter(ImportOptions())
     try:
-        declared = sum(info.file_size for info in zipfile.ZipFile(raw).infolist())
+        infos = zipfile.ZipFile(raw).infolist()
     except (zipfile.BadZipFile, OSError) as error:
         raise FatalInput(f"the spreadsheet cannot be read; is it an .xlsx file? ({error})")
+    declared = sum(info.file_size for info in infos)
     if declared > max_bytes:
         raise FatalInput(
             f"the spreadsheet expands to {declared} bytes, over the import limit of {max_bytes}"
             " bytes; refused as a possible archive bomb"
         )
+    for info in infos:
+        streamed = info.filename.lower().startswith(STREAMED_XLSX_PARTS)
+        if not streamed and info.file_size > MAX_XLSX_PART_BYTES:
+            raise FatalInput(
+                f"the spreadsheet's part {info.filename} is {info.file_size} bytes, over the"
+                f" limit of {MAX_XLSX_PART_BYTES} bytes; refused as a possible archive bomb"
+            )
     raw.seek(0)
-    import openpyxl  # only spreadsheet imports pay for loading it
-
     try:
-        workbook = openpyxl.load_workbook(raw, read_only=True, data_only=True)
+        reader, sheet_path = _open_workbook(raw)
     except Exception as error:  # openpyxl raises many kinds on malformed files
         raise FatalInput(f"the spreadsheet cannot be read ({type(error).__name__}: {error})")
     try:
-        if not workbook.worksheets:
+        if sheet_path is None:
             return
-        yield from _sheet_rows(workbook, workbook.worksheets[0], meter)
+        strings = _shared_strings(reader, meter)
+        yield from _sheet_rows(reader, sheet_path, strings, meter)
     except FatalInput:
         raise
     except Exception as error:
         raise FatalInput(f"the spreadsheet cannot be read ({type(error).__name__}: {error})")
     finally:
-        workbook.close()
+        reader.archive.close()
+
+
+def _open_workbook(raw: IO[bytes]) -> tuple[Any, str | None]:
+    """openpyxl's reader with the workbook read (not its sheets); the first sheet's path."""
+    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.styles.stylesheet import apply_stylesheet
+
+    reader = ExcelReader(raw, read_only=True, data_only=True)
+    reader.read_manifest()
+    reader.read_workbook()
+    apply_stylesheet(reader.archive, reader.wb)  # the date formats live in the styles
+    for _sheet, relation in reader.parser.find_sheets():
+        if relation.target in reader.valid_files and "chartsheet" not in relation.Type:
+            return reader, str(relation.target)
+    return reader, None
+
+
+def _shared_strings(reader: Any, meter: WorkMeter) -> list[str]:
+    """The shared string table, streamed, at most one string per line the import may have."""
+    from openpyxl.cell.text import Text
+    from openpyxl.xml.constants import SHARED_STRINGS
+
+    part = reader.package.find(SHARED_STRINGS)
+    if part is None:
+        return []
+    strings: list[str] = []
+    limit = meter.options.max_lines
+    with reader.archive.open(part.PartName[1:]) as source:
+        for _, element in ElementTree.iterparse(source):
+            if _local_name(element.tag) != "si":
+                continue
+            if len(strings) >= limit:
+                raise FatalInput(
+                    f"the spreadsheet has more than {limit} shared strings, one per line the"
+                    " import may have; split it into smaller files"
+                )
+            strings.append(Text.from_tree(element).content.replace("x005F_", ""))
+            element.clear()
+            meter.check_time()
+    return strings
 
 
 def _local_name(tag: str) -> str:
@@ -810,26 +865,27 @@ def _local_name(tag: str) -> str:
 
 
 def _sheet_rows(
-    workbook: object, sheet: object, meter: WorkMeter
+    reader: Any, sheet_path: str, strings: list[str], meter: WorkMeter
 ) -> Iterator[tuple[int, list[str]]]:
-    """Stream one read-only worksheet's XML: (row number, cell texts), rows without gaps."""
+    """Stream one worksheet's XML: (row number, cell texts), rows without gaps."""
     from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
     from openpyxl.worksheet._reader import WorkSheetParser
 
+    workbook = reader.wb
     converter = WorkSheetParser(
         None,
-        sheet._shared_strings,  # type: ignore[attr-defined]
+        strings,
         data_only=True,
-        epoch=workbook.epoch,  # type: ignore[attr-defined]
-        date_formats=workbook._date_formats,  # type: ignore[attr-defined]
-        timedelta_formats=workbook._timedelta_formats,  # type: ignore[attr-defined]
+        epoch=workbook.epoch,
+        date_formats=workbook._date_formats,
+        timedelta_formats=workbook._timedelta_formats,
     )
     expected = 1  # the next row number; missing rows are yielded empty, and count as lines
     number = 0
     values: dict[int, str] = {}
     width = 0
     sheet_data = None
-    with sheet._get_source() as source:  # type: ignore[attr-defined]
+    with reader.archive.open(sheet_path) as source:
         for event, element in ElementTree.iterparse(source, events=("start", "end")):
             name = _local_name(element.tag)
             if event == "start":
