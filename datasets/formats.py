@@ -129,6 +129,7 @@ class ImportOptions:
     max_lines: int = DEFAULT_MAX_LINES
     max_cells_per_row: int = DEFAULT_MAX_CELLS_PER_ROW
     max_cells: int = DEFAULT_MAX_CELLS
+    max_expansion_ratio: int = MAX_EXPANSION_RATIO
     # Seconds the whole parse may take; None = no budget (tools and tests over data in memory).
     time_budget_s: float | None = None
 
@@ -143,11 +144,13 @@ class WorkMeter:
     def __init__(self, options: ImportOptions) -> None:
         self.options = options
         self.cells = 0
+        self.at = 0  # the line or row being read, for the error
         self._deadline = (
             time.monotonic() + options.time_budget_s if options.time_budget_s is not None else None
         )
 
     def line(self, number: int) -> None:
+        self.at = number
         if number > self.options.max_lines:
             raise FatalInput(
                 f"the file has more than {self.options.max_lines} lines (blank lines count),"
@@ -164,6 +167,7 @@ class WorkMeter:
 
     def row_cells(self, row: int, width: int) -> None:
         """A row of ``width`` cells so far (gaps count: a cell in column XFD makes 16384)."""
+        self.at = row
         if width > self.options.max_cells_per_row:
             raise FatalInput(
                 f"row {row} has more than {self.options.max_cells_per_row} cells, the limit"
@@ -246,11 +250,18 @@ class _ExpansionGuard:
     """Wraps a decompressing reader; stops once the output outgrows the limit or the ratio."""
 
     def __init__(
-        self, inner: BinaryReader, *, compressed: _CountingReader, max_bytes: int, what: str
+        self,
+        inner: BinaryReader,
+        *,
+        compressed: _CountingReader,
+        max_bytes: int,
+        max_ratio: int,
+        what: str,
     ) -> None:
         self._inner = inner
         self._compressed = compressed
         self._max_bytes = max_bytes
+        self._max_ratio = max_ratio
         self._what = what
         self.produced = 0
 
@@ -267,9 +278,9 @@ class _ExpansionGuard:
             )
         if self.produced > RATIO_CHECK_AFTER_BYTES:
             consumed = max(1, self._compressed.consumed)
-            if self.produced / consumed > MAX_EXPANSION_RATIO:
+            if self.produced / consumed > self._max_ratio:
                 raise FatalInput(
-                    f"the {self._what} expands more than {MAX_EXPANSION_RATIO} times;"
+                    f"the {self._what} expands more than {self._max_ratio} times;"
                     " refused as a possible archive bomb"
                 )
         return line
@@ -282,7 +293,9 @@ def _position(stream: IO[bytes]) -> int:
         return 0
 
 
-def open_decompressed(raw: IO[bytes], *, filename: str, max_bytes: int) -> tuple[BinaryReader, str]:
+def open_decompressed(
+    raw: IO[bytes], *, filename: str, max_bytes: int, max_ratio: int = MAX_EXPANSION_RATIO
+) -> tuple[BinaryReader, str]:
     """Return a line reader over the plain content and the name of the file inside.
 
     Compression is recognised by its magic bytes, not the name, so a renamed file still works.
@@ -294,7 +307,7 @@ def open_decompressed(raw: IO[bytes], *, filename: str, max_bytes: int) -> tuple
         counted = _CountingReader(raw)
         stream = gzip.GzipFile(fileobj=counted, mode="rb")
         return _ExpansionGuard(
-            stream, compressed=counted, max_bytes=max_bytes, what="gzip file"
+            stream, compressed=counted, max_bytes=max_bytes, max_ratio=max_ratio, what="gzip file"
         ), inner_name
     if head.startswith(ZIP_MAGIC) and not filename.lower().endswith(".xlsx"):
         counted = _CountingReader(raw)
@@ -318,7 +331,7 @@ def open_decompressed(raw: IO[bytes], *, filename: str, max_bytes: int) -> tuple
         except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:
             raise FatalInput(f"{member.filename} in the zip file cannot be read ({error})")
         return _ExpansionGuard(
-            opened, compressed=counted, max_bytes=max_bytes, what="zip file"
+            opened, compressed=counted, max_bytes=max_bytes, max_ratio=max_ratio, what="zip file"
         ), member.filename
     return raw, filename
 
@@ -539,7 +552,10 @@ class StreamParser:
                 )
                 return
             reader, inner_name = open_decompressed(
-                self.raw, filename=self.filename, max_bytes=self.options.max_bytes
+                self.raw,
+                filename=self.filename,
+                max_bytes=self.options.max_bytes,
+                max_ratio=self.options.max_expansion_ratio,
             )
             if self.format == AUTO and inner_name.lower().endswith((".csv", ".tsv")):
                 self.format = CSV
@@ -556,7 +572,7 @@ class StreamParser:
                 yield from self._jsonl_events(reader)
         except FatalInput as fatal:
             self.fatal = True
-            yield LineError(self.rows, fatal.field_path, fatal.message)
+            yield LineError(self.rows or self.meter.at, fatal.field_path, fatal.message)
 
     def _jsonl_events(self, reader: BinaryReader) -> Iterator[Event]:
         seen_content = False
