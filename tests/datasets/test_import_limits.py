@@ -11,17 +11,19 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import override_settings
+from django.test import Client, override_settings
+from django.urls import reverse
 
 from datasets.formats import CsvMapping, ImportOptions, LineError, StreamParser
 from datasets.importing import ImportRequest, import_batch_create, import_batch_run
 from datasets.jsonl import ParsedExample
-from datasets.models import Dataset, Example, ImportStatus
+from datasets.models import Dataset, Example, ImportBatch, ImportStatus
 from ftportal.models import Project
 from ftportal.roles import Role
 
@@ -232,3 +234,63 @@ def test_an_import_past_its_time_budget_fails_with_the_setting_named(
     assert batch.status == ImportStatus.FAILED
     assert batch.failure_message.startswith("slow.jsonl: line 1: the import ran past its time")
     assert "FTPORTAL_IMPORT_TIME_BUDGET_SECONDS" in batch.failure_message
+
+
+# --- the bombs through the pages: never parsed in the request ---------------------------------
+
+
+def post_upload(client: Client, dataset: Dataset, name: str, data: bytes) -> Any:
+    return client.post(
+        reverse("dataset_import", args=[dataset.project_id, dataset.pk]),
+        {"file": SimpleUploadedFile(name, data)},
+    )
+
+
+@pytest.mark.django_db
+def test_the_wide_row_xlsx_ends_at_the_column_choice_quickly_and_small(
+    client: Client, dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    client.force_login(lead)
+    bomb = xlsx_one_wide_row(2_000_000)
+    started = time.monotonic()
+
+    with PeakMemory() as memory:
+        post_upload(client, dataset, "wide.xlsx", bomb)
+        batch = ImportBatch.objects.get(dataset=dataset)
+        page = client.get(reverse("import_mapping", args=[dataset.project_id, batch.pk]))
+
+    assert time.monotonic() - started < QUICK_S
+    assert memory.growth < BOUNDED_RSS_BYTES
+    assert page.status_code == 302
+    batch.refresh_from_db()
+    assert batch.status == ImportStatus.FAILED
+    assert "wide.xlsx: row 1 has more than 1024 cells, the limit per row" in (batch.failure_message)
+    assert list(uploads.iterdir()) == []
+
+
+@pytest.mark.django_db
+def test_the_huge_dimension_xlsx_is_queued_for_the_worker_not_imported_in_the_request(
+    client: Client,
+    dataset: Dataset,
+    lead: User,
+    uploads: Path,
+    django_capture_on_commit_callbacks: Callable[..., Any],
+) -> None:
+    client.force_login(lead)
+    post_upload(client, dataset, "dimension.xlsx", xlsx_huge_dimension("A1:XFD100000"))
+    batch = ImportBatch.objects.get(dataset=dataset)
+    started = time.monotonic()
+
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        client.post(
+            reverse("import_mapping", args=[dataset.project_id, batch.pk]),
+            {"input_column": "ticket", "output_column": "category"},
+        )
+
+    assert time.monotonic() - started < QUICK_S
+    batch.refresh_from_db()
+    assert (batch.status, len(queued)) == (ImportStatus.QUEUED, 1)
+    started = time.monotonic()
+    batch = import_batch_run(batch_id=batch.pk)  # what the worker does
+    assert time.monotonic() - started < QUICK_S
+    assert (batch.status, batch.imported_count) == (ImportStatus.SUCCEEDED, 1)
