@@ -161,8 +161,8 @@ class WorkMeter:
     def check_time(self) -> None:
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise FatalInput(
-                f"the import ran past its time budget of {self.options.time_budget_s:g} s"
-                " (FTPORTAL_IMPORT_TIME_BUDGET_SECONDS); split the file into smaller ones"
+                f"reading the file took longer than its time budget of"
+                f" {self.options.time_budget_s:g} s; split it into smaller files"
             )
 
     def row_cells(self, row: int, width: int) -> None:
@@ -954,14 +954,24 @@ def _row_number(declared: str | None, expected: int) -> int:
 
 
 def csv_preview(
-    raw: IO[bytes], *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES, rows: int = 5
+    raw: IO[bytes],
+    *,
+    filename: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    rows: int = 5,
+    options: ImportOptions | None = None,
 ) -> tuple[list[str], list[list[str]]]:
-    """The header and the first ``rows`` rows, for choosing the column mapping."""
+    """The header and the first ``rows`` rows, for choosing the column mapping.
+
+    Runs in a request, so under the same caps as an import (``options``, with a short time
+    budget): a preview reads a few rows, but a hostile file could make those few cost a lot.
+    """
+    meter = WorkMeter(options or ImportOptions())
     if is_spreadsheet(filename):
-        found = xlsx_rows(raw, max_bytes=max_bytes)
+        found = xlsx_rows(raw, max_bytes=max_bytes, meter=meter)
     else:
         reader, _ = open_decompressed(raw, filename=filename, max_bytes=max_bytes)
-        found = csv_rows(reader)
+        found = csv_rows(reader, meter=meter)
     first = next(found, None)
     if first is None:
         raise FatalInput("file is empty")

@@ -26,6 +26,7 @@ from datasets.models import Dataset, Example, ImportBatch, ImportStatus
 from datasets.tasks import run_import
 from ftportal.models import Project
 from ftportal.roles import Role
+from tests.api.builders import token_client
 from tests.conftest import start_celery_worker, stop_celery_worker, wait_until
 
 TIMEOUT = datetime.timedelta(seconds=90)  # FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS
@@ -102,6 +103,9 @@ def test_rows_of_an_unfinished_import_are_hidden_from_everyone(
 
     assert Example.objects.filter(dataset=dataset).count() == 0
     assert dataset.examples.count() == 0
+    listed = token_client(lead).get(f"/api/projects/{dataset.project_id}/datasets/").json()
+    [row] = listed["results"]
+    assert (row["example_count"], row["pending_count"]) == (0, 0)
     assert Example._base_manager.filter(dataset=dataset).count() == 3
 
 
