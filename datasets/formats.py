@@ -14,7 +14,9 @@ Formats:
 - CSV with a column mapping (input, ideal output, optional system column or fixed prompt,
   metadata columns)
 Any JSONL line may carry a top-level ``"metadata"`` object. Uploads may be gzip or a zip with one
-member; both are read through a guard that stops once they expand past the import limit.
+member; both are read through a guard that stops once they expand past the import limit or
+ratio. Bytes do not bound the work on their own, so ``WorkMeter`` also caps lines (blank ones
+count), cells per row and in all, and time, and names the cap that ended a parse.
 
 Plain Python on purpose (no Django): importers, the API, tests and benchmarks share it.
 """
