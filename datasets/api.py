@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
@@ -50,6 +49,7 @@ from .importing import (
     import_batch_start,
     import_progress,
     needs_column_mapping,
+    upload_needs_worker,
 )
 from .models import (
     Dataset,
@@ -124,12 +124,21 @@ def _version_in(project: Project, version_id: int) -> DatasetVersion:
 
 
 def _datasets_with_counts(project: Project) -> QuerySet[Dataset]:
-    """One query for the list, rather than one status count query per dataset."""
+    """One query for the list, rather than one status count query per dataset.
+
+    A join does not go through Example's manager, so the rows of an unfinished import (hidden
+    by it) are left out here by name.
+    """
+    published = Q(examples__import_pending=False)
     per_status = {
-        f"{status_value}_count": Count("examples", filter=Q(examples__status=status_value))
+        f"{status_value}_count": Count(
+            "examples", filter=published & Q(examples__status=status_value)
+        )
         for status_value in ExampleStatus.values
     }
-    return datasets_for_project(project).annotate(example_count=Count("examples"), **per_status)
+    return datasets_for_project(project).annotate(
+        example_count=Count("examples", filter=published), **per_status
+    )
 
 
 class DatasetOutput(serializers.Serializer[Any]):
@@ -248,7 +257,9 @@ class ImportApi(APIView):
         responses={
             201: ImportOutput,
             202: OpenApiResponse(
-                ImportOutput, description="A big file: queued; follow it at imports/{id}/."
+                ImportOutput,
+                description="A big, compressed or spreadsheet file: queued for the worker;"
+                " follow it at imports/{id}/.",
             ),
             400: OpenApiResponse(
                 description="The file had errors; error.errors lists each {line, field, message}."
@@ -278,7 +289,7 @@ class ImportApi(APIView):
             format=data["format"], valid_lines_only=data["valid_lines_only"], csv_mapping=mapping
         )
         user = acting_user(request)
-        if (upload.size or 0) <= settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES:
+        if not upload_needs_worker(upload):
             batch = examples_import_upload(
                 dataset=dataset, upload=upload, user=user, request=import_request
             )

@@ -14,7 +14,9 @@ Formats:
 - CSV with a column mapping (input, ideal output, optional system column or fixed prompt,
   metadata columns)
 Any JSONL line may carry a top-level ``"metadata"`` object. Uploads may be gzip or a zip with one
-member; both are read through a guard that stops once they expand past the import limit.
+member; both are read through a guard that stops once they expand past the import limit or
+ratio. Bytes do not bound the work on their own, so ``WorkMeter`` also caps lines (blank ones
+count), cells per row and in all, and time, and names the cap that ended a parse.
 
 Plain Python on purpose (no Django): importers, the API, tests and benchmarks share it.
 """
@@ -25,11 +27,13 @@ import csv
 import gzip
 import io
 import json
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
+from xml.etree import ElementTree
 
 from .jsonl import (
     UTF8_BOM,
@@ -63,6 +67,12 @@ DEFAULT_MAX_BYTES = 1024**3
 MAX_EXPANSION_RATIO = 1000
 RATIO_CHECK_AFTER_BYTES = 16 * 1024 * 1024
 SKIP_CHUNK_BYTES = 64 * 1024
+# Work limits (the defaults; the app passes its settings). Bytes alone do not bound the work: a
+# gzip of a gigabyte of newlines is a billion empty lines, and a small spreadsheet may hold
+# millions of empty cells, so lines (blank ones included), cells and time are capped as well.
+DEFAULT_MAX_LINES = 2_000_000
+DEFAULT_MAX_CELLS_PER_ROW = 1024
+DEFAULT_MAX_CELLS = 20_000_000
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -118,6 +128,61 @@ class ImportOptions:
     csv_mapping: CsvMapping | None = None
     max_bytes: int = DEFAULT_MAX_BYTES
     max_line_bytes: int = MAX_LINE_BYTES
+    max_lines: int = DEFAULT_MAX_LINES
+    max_cells_per_row: int = DEFAULT_MAX_CELLS_PER_ROW
+    max_cells: int = DEFAULT_MAX_CELLS
+    max_expansion_ratio: int = MAX_EXPANSION_RATIO
+    # Seconds the whole parse may take; None = no budget (tools and tests over data in memory).
+    time_budget_s: float | None = None
+
+
+class WorkMeter:
+    """Counts the work one parse does and ends it, with the limit named, once a cap is passed.
+
+    Checked on every line or row (blank ones too) and on every spreadsheet cell before the row
+    is built, so no input makes the parser work or allocate past the caps.
+    """
+
+    def __init__(self, options: ImportOptions) -> None:
+        self.options = options
+        self.cells = 0
+        self.at = 0  # the line or row being read, for the error
+        self._deadline = (
+            time.monotonic() + options.time_budget_s if options.time_budget_s is not None else None
+        )
+
+    def line(self, number: int) -> None:
+        self.at = number
+        if number > self.options.max_lines:
+            raise FatalInput(
+                f"the file has more than {self.options.max_lines} lines (blank lines count),"
+                " the limit of one import; split it into smaller files"
+            )
+        self.check_time()
+
+    def check_time(self) -> None:
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            raise FatalInput(
+                f"reading the file took longer than its time budget of"
+                f" {self.options.time_budget_s:g} s; split it into smaller files"
+            )
+
+    def row_cells(self, row: int, width: int) -> None:
+        """A row of ``width`` cells so far (gaps count: a cell in column XFD makes 16384)."""
+        self.at = row
+        if width > self.options.max_cells_per_row:
+            raise FatalInput(
+                f"row {row} has more than {self.options.max_cells_per_row} cells, the limit"
+                " per row; keep only the columns the examples need"
+            )
+
+    def add_cells(self, row: int, count: int) -> None:
+        self.cells += count
+        if self.cells > self.options.max_cells:
+            raise FatalInput(
+                f"the file has more than {self.options.max_cells} cells by row {row}, the limit"
+                " of one import; split it into smaller files"
+            )
 
 
 def check_csv_mapping(mapping: CsvMapping, header: list[str]) -> None:
@@ -148,15 +213,57 @@ def check_csv_mapping(mapping: CsvMapping, header: list[str]) -> None:
 # --- reading bounded lines from (possibly compressed) input ---------------------------------
 
 
+class _CountingReader(io.RawIOBase):
+    """The compressed input as the decompressor reads it, counting the bytes it consumed.
+
+    The expansion ratio is taken on these, not on the file's size or the archive's declared
+    sizes, which a crafted file can make say anything.
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self._raw = raw
+        self.consumed = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._raw.read(size)
+        self.consumed += len(data)
+        return data
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+
 class _ExpansionGuard:
     """Wraps a decompressing reader; stops once the output outgrows the limit or the ratio."""
 
     def __init__(
-        self, inner: BinaryReader, *, compressed: IO[bytes], max_bytes: int, what: str
+        self,
+        inner: BinaryReader,
+        *,
+        compressed: _CountingReader,
+        max_bytes: int,
+        max_ratio: int,
+        what: str,
     ) -> None:
         self._inner = inner
         self._compressed = compressed
         self._max_bytes = max_bytes
+        self._max_ratio = max_ratio
         self._what = what
         self.produced = 0
 
@@ -172,10 +279,10 @@ class _ExpansionGuard:
                 " limit; refused as a possible archive bomb"
             )
         if self.produced > RATIO_CHECK_AFTER_BYTES:
-            consumed = max(1, _position(self._compressed))
-            if self.produced / consumed > MAX_EXPANSION_RATIO:
+            consumed = max(1, self._compressed.consumed)
+            if self.produced / consumed > self._max_ratio:
                 raise FatalInput(
-                    f"the {self._what} expands more than {MAX_EXPANSION_RATIO} times;"
+                    f"the {self._what} expands more than {self._max_ratio} times;"
                     " refused as a possible archive bomb"
                 )
         return line
@@ -188,7 +295,9 @@ def _position(stream: IO[bytes]) -> int:
         return 0
 
 
-def open_decompressed(raw: IO[bytes], *, filename: str, max_bytes: int) -> tuple[BinaryReader, str]:
+def open_decompressed(
+    raw: IO[bytes], *, filename: str, max_bytes: int, max_ratio: int = MAX_EXPANSION_RATIO
+) -> tuple[BinaryReader, str]:
     """Return a line reader over the plain content and the name of the file inside.
 
     Compression is recognised by its magic bytes, not the name, so a renamed file still works.
@@ -197,13 +306,15 @@ def open_decompressed(raw: IO[bytes], *, filename: str, max_bytes: int) -> tuple
     raw.seek(0)
     if head.startswith(GZIP_MAGIC):
         inner_name = filename[:-3] if filename.lower().endswith(".gz") else filename
-        stream = gzip.GzipFile(fileobj=raw, mode="rb")
+        counted = _CountingReader(raw)
+        stream = gzip.GzipFile(fileobj=counted, mode="rb")
         return _ExpansionGuard(
-            stream, compressed=raw, max_bytes=max_bytes, what="gzip file"
+            stream, compressed=counted, max_bytes=max_bytes, max_ratio=max_ratio, what="gzip file"
         ), inner_name
     if head.startswith(ZIP_MAGIC) and not filename.lower().endswith(".xlsx"):
+        counted = _CountingReader(raw)
         try:
-            archive = zipfile.ZipFile(raw)
+            archive = zipfile.ZipFile(counted)
         except (zipfile.BadZipFile, OSError) as error:
             raise FatalInput(f"the zip file cannot be read ({error})")
         members = [info for info in archive.infolist() if not info.is_dir()]
@@ -222,7 +333,7 @@ def open_decompressed(raw: IO[bytes], *, filename: str, max_bytes: int) -> tuple
         except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:
             raise FatalInput(f"{member.filename} in the zip file cannot be read ({error})")
         return _ExpansionGuard(
-            opened, compressed=raw, max_bytes=max_bytes, what="zip file"
+            opened, compressed=counted, max_bytes=max_bytes, max_ratio=max_ratio, what="zip file"
         ), member.filename
     return raw, filename
 
@@ -428,6 +539,7 @@ class StreamParser:
         self.format = options.format
         self.rows = 0
         self.fatal = False
+        self.meter = WorkMeter(options)
 
     def progress(self) -> int:
         return _position(self.raw)
@@ -437,30 +549,39 @@ class StreamParser:
             if is_spreadsheet(self.filename):
                 self.format = CSV
                 yield from self._table_events(
-                    xlsx_rows(self.raw, max_bytes=self.options.max_bytes, on_line=self._at),
+                    xlsx_rows(self.raw, max_bytes=self.options.max_bytes, meter=self.meter),
                     pad_short_rows=True,
                 )
                 return
             reader, inner_name = open_decompressed(
-                self.raw, filename=self.filename, max_bytes=self.options.max_bytes
+                self.raw,
+                filename=self.filename,
+                max_bytes=self.options.max_bytes,
+                max_ratio=self.options.max_expansion_ratio,
             )
             if self.format == AUTO and inner_name.lower().endswith((".csv", ".tsv")):
                 self.format = CSV
             if self.format == CSV:
                 yield from self._table_events(
-                    csv_rows(reader, max_line_bytes=self.options.max_line_bytes, on_line=self._at)
+                    csv_rows(
+                        reader,
+                        max_line_bytes=self.options.max_line_bytes,
+                        on_line=self._at,
+                        meter=self.meter,
+                    )
                 )
             else:
                 yield from self._jsonl_events(reader)
         except FatalInput as fatal:
             self.fatal = True
-            yield LineError(self.rows, fatal.field_path, fatal.message)
+            yield LineError(self.rows or self.meter.at, fatal.field_path, fatal.message)
 
     def _jsonl_events(self, reader: BinaryReader) -> Iterator[Event]:
         seen_content = False
         limit = self.options.max_line_bytes
         for number, line in bounded_lines(reader, max_line_bytes=limit):
             self.rows = number
+            self.meter.line(number)
             errors: list[LineError] = []
             fail = _collecting(number, errors)
             if isinstance(line, _TooLong):
@@ -602,11 +723,13 @@ def csv_rows(
     *,
     max_line_bytes: int = MAX_LINE_BYTES,
     on_line: Callable[[int], None] | None = None,
+    meter: WorkMeter | None = None,
 ) -> Iterator[tuple[int, list[str]]]:
     """Yield (line the row starts on, cells). Unreadable input raises ``FatalInput``.
 
     A broken line cannot be skipped in CSV (a quote may span lines), so it ends the parse.
     """
+    meter = meter or WorkMeter(ImportOptions())
     state = {"line": 0}
 
     def text_lines() -> Iterator[str]:
@@ -616,6 +739,7 @@ def csv_rows(
             state["line"] = number
             if on_line is not None:
                 on_line(number)
+            meter.line(number)
             if isinstance(line, _TooLong):
                 raise FatalInput(f"line {number}: {_too_long_message(line, max_line_bytes)}")
             try:
@@ -635,6 +759,9 @@ def csv_rows(
             return
         except csv.Error as error:
             raise FatalInput(f"line {state['line']}: the CSV cannot be read ({error})")
+        # A row is at most one bounded line, so it is built before it is counted.
+        meter.row_cells(start, len(row))
+        meter.add_cells(start, len(row))
         yield start, row
 
 
@@ -646,60 +773,207 @@ def is_spreadsheet(filename: str) -> bool:
     return filename.lower().endswith(".xlsx")
 
 
+def is_compressed(head: bytes) -> bool:
+    """Whether a file's first bytes say gzip or zip (an .xlsx is a zip too)."""
+    return head.startswith((GZIP_MAGIC, ZIP_MAGIC))
+
+
+# Parts of an .xlsx other than its sheets and shared strings (workbook, styles, theme) are read
+# whole by openpyxl; real ones are kilobytes.
+MAX_XLSX_PART_BYTES = 32 * 1024 * 1024
+STREAMED_XLSX_PARTS = ("xl/worksheets/", "xl/sharedstrings")
+
+
 def xlsx_rows(
     raw: IO[bytes],
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    on_line: Callable[[int], None] | None = None,
+    meter: WorkMeter | None = None,
 ) -> Iterator[tuple[int, list[str]]]:
-    """The first sheet's rows as text, streamed by openpyxl's read-only mode.
+    """The first sheet's rows as text, streamed cell by cell under the work caps.
 
     Trailing empty cells are dropped, since spreadsheets pad rows to the widest one. An .xlsx is
-    a zip of XML files, so it gets the archive-bomb check on its declared sizes first.
+    a zip of XML files, so it gets the archive-bomb check on its declared sizes first (zipfile
+    never reads a member past its declared size). openpyxl reads the workbook's structure
+    (which sheet is first, date formats) and converts each cell, but the shared strings and the
+    rows are read here: openpyxl's read-only mode scans a whole sheet for its dimension when it
+    opens it, builds a whole row before yielding it and pads every row to the declared
+    dimension, so one row of millions of cells, or a dimension claiming A1:XFD100000, would cost
+    gigabytes or minutes before any check ran. The declared dimension is ignored; cells are
+    counted as they stream, before a row is built.
     """
+    meter = meter or WorkMeter(ImportOptions())
     try:
-        declared = sum(info.file_size for info in zipfile.ZipFile(raw).infolist())
+        infos = zipfile.ZipFile(raw).infolist()
     except (zipfile.BadZipFile, OSError) as error:
         raise FatalInput(f"the spreadsheet cannot be read; is it an .xlsx file? ({error})")
+    declared = sum(info.file_size for info in infos)
     if declared > max_bytes:
         raise FatalInput(
             f"the spreadsheet expands to {declared} bytes, over the import limit of {max_bytes}"
             " bytes; refused as a possible archive bomb"
         )
+    for info in infos:
+        streamed = info.filename.lower().startswith(STREAMED_XLSX_PARTS)
+        if not streamed and info.file_size > MAX_XLSX_PART_BYTES:
+            raise FatalInput(
+                f"the spreadsheet's part {info.filename} is {info.file_size} bytes, over the"
+                f" limit of {MAX_XLSX_PART_BYTES} bytes; refused as a possible archive bomb"
+            )
     raw.seek(0)
-    import openpyxl  # only spreadsheet imports pay for loading it
-
     try:
-        workbook = openpyxl.load_workbook(raw, read_only=True, data_only=True)
+        reader, sheet_path = _open_workbook(raw)
     except Exception as error:  # openpyxl raises many kinds on malformed files
         raise FatalInput(f"the spreadsheet cannot be read ({type(error).__name__}: {error})")
     try:
-        if not workbook.worksheets:
+        if sheet_path is None:
             return
-        for number, values in enumerate(workbook.worksheets[0].iter_rows(values_only=True), 1):
-            if on_line is not None:
-                on_line(number)
-            cells = ["" if value is None else str(value) for value in values]
-            while cells and not cells[-1].strip():
-                cells.pop()
-            yield number, cells
+        strings = _shared_strings(reader, meter)
+        yield from _sheet_rows(reader, sheet_path, strings, meter)
     except FatalInput:
         raise
     except Exception as error:
         raise FatalInput(f"the spreadsheet cannot be read ({type(error).__name__}: {error})")
     finally:
-        workbook.close()
+        reader.archive.close()
+
+
+def _open_workbook(raw: IO[bytes]) -> tuple[Any, str | None]:
+    """openpyxl's reader with the workbook read (not its sheets); the first sheet's path."""
+    from openpyxl.reader.excel import ExcelReader
+    from openpyxl.styles.stylesheet import apply_stylesheet
+
+    reader = ExcelReader(raw, read_only=True, data_only=True)
+    reader.read_manifest()
+    reader.read_workbook()
+    apply_stylesheet(reader.archive, reader.wb)  # the date formats live in the styles
+    for _sheet, relation in reader.parser.find_sheets():
+        if relation.target in reader.valid_files and "chartsheet" not in relation.Type:
+            return reader, str(relation.target)
+    return reader, None
+
+
+def _shared_strings(reader: Any, meter: WorkMeter) -> list[str]:
+    """The shared string table, streamed, at most one string per line the import may have."""
+    from openpyxl.cell.text import Text
+    from openpyxl.xml.constants import SHARED_STRINGS
+
+    part = reader.package.find(SHARED_STRINGS)
+    if part is None:
+        return []
+    strings: list[str] = []
+    limit = meter.options.max_lines
+    with reader.archive.open(part.PartName[1:]) as source:
+        for _, element in ElementTree.iterparse(source):
+            if _local_name(element.tag) != "si":
+                continue
+            if len(strings) >= limit:
+                raise FatalInput(
+                    f"the spreadsheet has more than {limit} shared strings, one per line the"
+                    " import may have; split it into smaller files"
+                )
+            strings.append(Text.from_tree(element).content.replace("x005F_", ""))
+            element.clear()
+            meter.check_time()
+    return strings
+
+
+def _local_name(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _sheet_rows(
+    reader: Any, sheet_path: str, strings: list[str], meter: WorkMeter
+) -> Iterator[tuple[int, list[str]]]:
+    """Stream one worksheet's XML: (row number, cell texts), rows without gaps."""
+    from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
+    from openpyxl.worksheet._reader import WorkSheetParser
+
+    workbook = reader.wb
+    converter = WorkSheetParser(
+        None,
+        strings,
+        data_only=True,
+        epoch=workbook.epoch,
+        date_formats=workbook._date_formats,
+        timedelta_formats=workbook._timedelta_formats,
+    )
+    expected = 1  # the next row number; missing rows are yielded empty, and count as lines
+    number = 0
+    values: dict[int, str] = {}
+    width = 0
+    sheet_data = None
+    with reader.archive.open(sheet_path) as source:
+        for event, element in ElementTree.iterparse(source, events=("start", "end")):
+            name = _local_name(element.tag)
+            if event == "start":
+                if name == "sheetData":
+                    sheet_data = element
+                elif name == "row":
+                    number = _row_number(element.get("r"), expected)
+                    for empty in range(expected, number):
+                        meter.line(empty)
+                        yield empty, []
+                    meter.line(number)
+                    values, width, converter.col_counter = {}, 0, 0
+                continue
+            if name == "c":
+                reference = element.get("r")
+                column = (
+                    column_index_from_string(coordinate_from_string(reference)[0])
+                    if reference
+                    else converter.col_counter + 1
+                )
+                width = max(width, column)
+                meter.row_cells(number, width)
+                meter.add_cells(number, 1)
+                converter.row_counter = number
+                cell = converter.parse_cell(element)
+                if cell["value"] is not None:
+                    values[column] = str(cell["value"])
+                element.clear()
+            elif name == "row":
+                cells = [values.get(column, "") for column in range(1, width + 1)]
+                while cells and not cells[-1].strip():
+                    cells.pop()
+                yield number, cells
+                expected = number + 1
+                if sheet_data is not None:
+                    sheet_data.clear()  # the rows read so far; keeps memory flat
+                meter.check_time()
+
+
+def _row_number(declared: str | None, expected: int) -> int:
+    if declared is None:
+        return expected
+    try:
+        number = int(declared)
+    except ValueError:
+        raise FatalInput(f"row {expected}: {declared!r} is not a row number")
+    if number < expected:
+        raise FatalInput(f"row {declared} comes after row {expected - 1}; rows must be in order")
+    return number
 
 
 def csv_preview(
-    raw: IO[bytes], *, filename: str, max_bytes: int = DEFAULT_MAX_BYTES, rows: int = 5
+    raw: IO[bytes],
+    *,
+    filename: str,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    rows: int = 5,
+    options: ImportOptions | None = None,
 ) -> tuple[list[str], list[list[str]]]:
-    """The header and the first ``rows`` rows, for choosing the column mapping."""
+    """The header and the first ``rows`` rows, for choosing the column mapping.
+
+    Runs in a request, so under the same caps as an import (``options``, with a short time
+    budget): a preview reads a few rows, but a hostile file could make those few cost a lot.
+    """
+    meter = WorkMeter(options or ImportOptions())
     if is_spreadsheet(filename):
-        found = xlsx_rows(raw, max_bytes=max_bytes)
+        found = xlsx_rows(raw, max_bytes=max_bytes, meter=meter)
     else:
         reader, _ = open_decompressed(raw, filename=filename, max_bytes=max_bytes)
-        found = csv_rows(reader)
+        found = csv_rows(reader, meter=meter)
     first = next(found, None)
     if first is None:
         raise FatalInput("file is empty")

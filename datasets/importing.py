@@ -1,9 +1,18 @@
 """Import services: store an upload, stream it into examples, in the request or in the worker.
 
-One streaming core (``_import_into``) does the work for both paths: small files import inside
-the request for instant feedback, big ones wait on disk and a Celery task imports them while the
-page polls the progress. Either way the examples of one file go in inside ONE transaction, so a
-file with errors stores nothing (unless the user asked for the valid lines only).
+One streaming core (``_import_into``) does the work for both paths: small plain files import
+inside the request for instant feedback; big ones, and every compressed or spreadsheet upload
+(whose work is not bounded by their size), wait on disk and a Celery task imports them while the
+page polls the progress.
+
+No transaction stays open while a file is parsed (on SQLite that would hold the one write lock
+and stall every other writer): valid rows are written in short transactions of CHUNK_SIZE rows,
+marked ``import_pending`` so that nobody sees them (the Example manager hides them), and the
+import ends by publishing them all in one UPDATE with the batch's final status, or by deleting
+them. So a file with errors still stores nothing (unless the user asked for the valid lines
+only), and other writers proceed between chunks. Parsing is bounded in lines, cells and time
+(settings FTPORTAL_IMPORT_*), and a worker import beats a heartbeat that the import reaper
+(datasets/import_reaper.py) watches.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +35,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ftportal.errors import ApplicationError
+from ftportal.heartbeat import Heartbeat, worker_name
 from ftportal.state import check_transition
 
 from .contracts import ContractCheck
@@ -39,6 +49,8 @@ from .formats import (
     StreamParser,
     check_csv_mapping,
     csv_preview,
+    is_compressed,
+    is_spreadsheet,
 )
 from .jsonl import ErrorCollector, LineError, ParsedExample
 from .models import IMPORT_TRANSITIONS, Dataset, Example, ImportBatch, ImportStatus
@@ -50,6 +62,8 @@ logger = logging.getLogger(__name__)
 CHUNK_SIZE = 2000
 MAX_KEPT_ERRORS = 1000
 PROGRESS_TTL_S = 24 * 3600
+# The column choice page reads the header and a few rows in the request: never for longer.
+PREVIEW_TIME_BUDGET_S = 5.0
 SPREADSHEET_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".csv.zip", ".xlsx")
 
 
@@ -130,7 +144,40 @@ def _parse_options(request: ImportRequest) -> ImportOptions:
         format=request.format,
         csv_mapping=request.csv_mapping,
         max_bytes=settings.FTPORTAL_MAX_IMPORT_BYTES,
+        max_lines=settings.FTPORTAL_IMPORT_MAX_LINES,
+        max_cells_per_row=settings.FTPORTAL_IMPORT_MAX_CELLS_PER_ROW,
+        max_cells=settings.FTPORTAL_IMPORT_MAX_CELLS,
+        time_budget_s=settings.FTPORTAL_IMPORT_TIME_BUDGET_SECONDS,
     )
+
+
+def needs_worker(*, filename: str, size: int, head: bytes) -> bool:
+    """Whether an upload must be imported by the worker, never inside a request.
+
+    Size bounds the work of a plain file, but not of a compressed one (a small gzip may hold a
+    billion lines) or a spreadsheet (a small .xlsx may declare millions of cells).
+    """
+    return (
+        size > settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES
+        or is_spreadsheet(filename)
+        or is_compressed(head)
+    )
+
+
+def upload_needs_worker(upload: UploadedFile) -> bool:
+    upload.seek(0)
+    head = upload.read(4)
+    upload.seek(0)
+    return needs_worker(filename=upload.name or "", size=upload.size or 0, head=head)
+
+
+def _stored_needs_worker(batch: ImportBatch) -> bool:
+    try:
+        with open(batch.stored_path, "rb") as stored:
+            head = stored.read(4)
+    except FileNotFoundError:
+        head = b""  # the run reports the missing file
+    return needs_worker(filename=batch.filename, size=batch.size_bytes, head=head)
 
 
 @dataclass
@@ -142,11 +189,11 @@ class _Counts:
 
 
 def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | None) -> None:
-    """The streaming core: parse ``raw`` into ``batch``, inserting in chunks.
+    """The streaming core: parse ``raw`` into ``batch``, inserting pending rows in chunks.
 
-    Must run inside the caller's transaction; raises ``ImportRejected`` (so the caller's
-    transaction rolls back) when the file may not be imported. Fills in the batch's counts and
-    format, but does not save it.
+    Must run outside any long transaction; raises ``ImportRejected`` when the file may not be
+    imported (the caller then deletes the pending rows). Fills in the batch's counts and format,
+    but does not save it; the caller publishes the rows with the batch.
     """
     request = ImportRequest.from_options(batch.options)
     parser = StreamParser(raw, filename=batch.filename, options=_parse_options(request))
@@ -160,7 +207,9 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
             progress(parser.progress(), parser.rows, counts.inserted, _error_total(collector))
 
     def flush() -> None:
-        _insert_examples(batch, pending)
+        # One short transaction per chunk: other writers get the database between chunks.
+        with transaction.atomic():
+            _insert_examples(batch, pending)
         counts.inserted += len(pending)
         pending.clear()
 
@@ -173,7 +222,7 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
         else:
             counts.valid += 1
             # Once a line is bad an all-or-nothing import will be refused: keep reading to
-            # report every error, but stop writing rows that would be rolled back anyway.
+            # report every error, but stop writing rows that would be deleted anyway.
             if request.valid_lines_only or not collector.kept:
                 pending.append(event)
                 violations.check(event)
@@ -215,11 +264,12 @@ def _insert_examples(batch: ImportBatch, parsed: list[ParsedExample]) -> None:
                 metadata=example.metadata,
                 import_batch=batch,
                 source_line=example.line,
+                import_pending=True,
             )
             for example in parsed
         )
         return
-    template = Example(dataset_id=batch.dataset_id, import_batch=batch)
+    template = Example(dataset_id=batch.dataset_id, import_batch=batch, import_pending=True)
     fields = [field for field in Example._meta.concrete_fields if not field.primary_key]
     shared = {
         field.name: field.get_db_prep_save(field.pre_save(template, add=True), connection)
@@ -301,11 +351,18 @@ def examples_import_upload(
     user: User,
     request: ImportRequest,
 ) -> ImportBatch:
-    """Import a small upload now; all-or-nothing unless ``valid_lines_only``.
+    """Import a small plain upload now; all-or-nothing unless ``valid_lines_only``.
 
     On refusal nothing is stored, not even the batch row: the caller shows the errors at once.
+    A compressed or spreadsheet upload, or a big one, is refused here: it goes to the worker
+    (``import_batch_create`` and ``import_batch_start``).
     """
-    upload.seek(0)
+    if upload_needs_worker(upload):
+        raise ApplicationError(
+            f"file: {upload.name} is compressed, a spreadsheet or over"
+            f" {settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES} bytes; it is imported by the worker.",
+            extra={"field": "file"},
+        )
     return examples_import_file(
         dataset=dataset,
         stream=upload.file,  # type: ignore[arg-type]
@@ -327,29 +384,68 @@ def examples_import_file(
 ) -> ImportBatch:
     """Import an open binary file now, through the same streaming core as background imports.
 
-    For uploads, the demo loader and scripts; on refusal nothing is stored.
+    For small uploads, the demo loader and scripts; on refusal nothing is stored.
     """
     upload_size_check(filename=filename, size=size)
-    with transaction.atomic():
-        batch = ImportBatch.objects.create(
-            dataset=dataset,
-            filename=filename,
-            uploaded_by=user,
-            status=ImportStatus.RUNNING,
-            size_bytes=size or 0,
-            options=request.as_options(),
-        )
-        _import_into(batch, stream, progress=None)
-        _finish(batch, ImportStatus.SUCCEEDED)
+    batch = ImportBatch.objects.create(
+        dataset=dataset,
+        filename=filename,
+        uploaded_by=user,
+        status=ImportStatus.RUNNING,
+        size_bytes=size or 0,
+        options=request.as_options(),
+        worker=worker_name(),
+        started_at=timezone.now(),
+    )
+    try:
+        # The demo loader and scripts may import big files this way: the reaper sees them alive.
+        with _heartbeat(batch):
+            _import_into(batch, stream, progress=None)
+        _publish(batch)
+    except BaseException:
+        import_pending_rows_delete(batch.pk)
+        ImportBatch.objects.filter(pk=batch.pk).delete()
+        raise
     return batch
 
 
-def _finish(batch: ImportBatch, status: ImportStatus, failure: str = "") -> None:
+def import_batch_finish(batch: ImportBatch, status: ImportStatus, failure: str = "") -> None:
     check_transition(kind="import", current=batch.status, target=status, allowed=IMPORT_TRANSITIONS)
     batch.status = status
     batch.failure_message = failure
     batch.finished_at = timezone.now()
     batch.save()
+
+
+class ImportTakenOver(ApplicationError):
+    """The batch was ended by someone else (the reaper) while this run was still writing."""
+
+
+def _publish(batch: ImportBatch) -> None:
+    """Make the batch's rows visible and mark it imported, together, in one short transaction.
+
+    The batch row is locked first and must still be running under this run: a run the reaper
+    already failed (it thought the worker dead) must not publish behind its back.
+    """
+    with transaction.atomic():
+        current = ImportBatch.objects.select_for_update().get(pk=batch.pk)
+        if current.status != ImportStatus.RUNNING or current.worker != batch.worker:
+            raise ImportTakenOver(f"Import {batch.pk} was ended while it ran: {current.status}.")
+        Example._base_manager.filter(import_batch_id=batch.pk, import_pending=True).update(
+            import_pending=False
+        )
+        import_batch_finish(batch, ImportStatus.SUCCEEDED)
+
+
+def import_pending_rows_delete(batch_id: int) -> None:
+    """Delete the unpublished rows of an import, a chunk per short transaction."""
+    pending = Example._base_manager.filter(import_batch_id=batch_id, import_pending=True)
+    while True:
+        ids = list(pending.values_list("pk", flat=True)[:CHUNK_SIZE])
+        if not ids:
+            return
+        with transaction.atomic():
+            Example._base_manager.filter(pk__in=ids, import_pending=True).delete()
 
 
 # --- in the background -------------------------------------------------------------------------
@@ -409,6 +505,9 @@ def import_preview(batch: ImportBatch, rows: int = 5) -> tuple[list[str], list[l
                 filename=batch.filename,
                 max_bytes=settings.FTPORTAL_MAX_IMPORT_BYTES,
                 rows=rows,
+                options=replace(
+                    _parse_options(ImportRequest()), time_budget_s=PREVIEW_TIME_BUDGET_S
+                ),
             )
     except FatalInput as fatal:
         raise ApplicationError(f"{batch.filename}: {fatal.message}", extra={"field": "file"})
@@ -438,14 +537,21 @@ def import_batch_abandon(*, batch: ImportBatch, message: str) -> ImportBatch:
     with transaction.atomic():
         batch = ImportBatch.objects.select_for_update().get(pk=batch.pk)
         if batch.status == ImportStatus.QUEUED:
-            _finish(batch, ImportStatus.FAILED, failure=message)
-    Path(batch.stored_path).unlink(missing_ok=True)
+            import_batch_finish(batch, ImportStatus.FAILED, failure=message)
+    import_upload_remove(batch)
     return batch
 
 
+def import_upload_remove(batch: ImportBatch) -> None:
+    """Drop an ended import's stored upload and live figures; done, failed, reaped or abandoned."""
+    if batch.stored_path:
+        Path(batch.stored_path).unlink(missing_ok=True)
+    cache.delete(_progress_key(batch.pk))
+
+
 def import_batch_start(*, batch: ImportBatch) -> None:
-    """Import a stored upload: now when it is small, otherwise on the worker after commit."""
-    if batch.size_bytes <= settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES:
+    """Import a stored upload: now when it is small and plain, otherwise on the worker."""
+    if not _stored_needs_worker(batch):
         import_batch_run(batch_id=batch.pk)
         return
     from .tasks import run_import
@@ -492,8 +598,8 @@ class ImportProgress:
 def import_progress(batch: ImportBatch) -> ImportProgress:
     """What the page shows: the row once finished, the worker's live figures while it runs.
 
-    The rows being inserted are invisible outside the import's open transaction, so the live
-    figures travel through the cache.
+    The rows being inserted stay hidden until the import publishes them, so the live figures
+    travel through the cache.
     """
     live = cache.get(_progress_key(batch.pk)) if batch.status == ImportStatus.RUNNING else None
     if isinstance(live, dict):
@@ -516,17 +622,14 @@ def import_progress(batch: ImportBatch) -> ImportProgress:
 
 
 def _claim(batch_id: int) -> ImportBatch | None:
-    """Mark an import running; None when there is nothing for this delivery of the task to do.
+    """Mark a queued import running under this worker; None when it is not queued any more.
 
-    The import itself holds a lock on its batch row, so a row that is locked is being imported
-    right now, and a RUNNING row that is not locked belongs to a run that died (a killed
-    worker; its rows were rolled back with it), which the redelivered task starts over.
+    A RUNNING batch belongs to a run that is alive (its heartbeat says so) or dead; either way
+    a redelivered task leaves it alone, and the import reaper ends a dead one.
     """
     with transaction.atomic():
         batch = ImportBatch.objects.select_for_update(skip_locked=True).filter(pk=batch_id).first()
-        if batch is None or batch.status == ImportStatus.RUNNING:
-            return batch
-        if batch.status != ImportStatus.QUEUED:
+        if batch is None or batch.status != ImportStatus.QUEUED:
             return None
         check_transition(
             kind="import",
@@ -534,56 +637,66 @@ def _claim(batch_id: int) -> ImportBatch | None:
             target=ImportStatus.RUNNING,
             allowed=IMPORT_TRANSITIONS,
         )
+        now = timezone.now()
         batch.status = ImportStatus.RUNNING
-        batch.save(update_fields=["status"])
+        batch.worker = worker_name()
+        batch.started_at = now
+        batch.heartbeat_at = now
+        batch.save(update_fields=["status", "worker", "started_at", "heartbeat_at"])
     return batch
 
 
-def import_batch_run(*, batch_id: int) -> ImportBatch:
-    """Stream a stored upload into the dataset in one transaction; record how it ended.
+def _heartbeat(batch: ImportBatch) -> Heartbeat:
+    def touch() -> None:
+        ImportBatch.objects.filter(
+            pk=batch.pk, status=ImportStatus.RUNNING, worker=batch.worker
+        ).update(heartbeat_at=timezone.now())
 
-    Runs in the worker for big files and in the request for small ones. The stored upload is
-    deleted when done, whatever the outcome (a worker killed mid-import leaves it for the
-    redelivered task).
+    return Heartbeat(touch, settings.FTPORTAL_HEARTBEAT_SECONDS, name=f"import-{batch.pk}")
+
+
+def import_batch_run(*, batch_id: int) -> ImportBatch:
+    """Stream a stored upload into the dataset; publish its rows or drop them; record the end.
+
+    Runs in the worker for big, compressed and spreadsheet files and in the request for small
+    plain ones. The stored upload is deleted when the import ends, whatever the outcome; one
+    whose worker dies is ended, and its upload deleted, by the import reaper.
     """
-    if _claim(batch_id) is not None:
-        with transaction.atomic():
-            # Held until the import ends: a second delivery of the task skips a locked batch.
-            batch = (
-                ImportBatch.objects.select_for_update(skip_locked=True)
-                .filter(pk=batch_id, status=ImportStatus.RUNNING)
-                .first()
-            )
-            if batch is not None:
-                _run_locked(batch)
-        if batch is not None:
-            # Only now is the outcome committed; until then the page reads the live figures.
-            Path(batch.stored_path).unlink(missing_ok=True)
-            cache.delete(_progress_key(batch.pk))
+    batch = _claim(batch_id)
+    if batch is not None:
+        try:
+            with _heartbeat(batch):
+                _run(batch)
+        finally:
+            import_upload_remove(batch)
     return ImportBatch.objects.get(pk=batch_id)
 
 
-def _run_locked(batch: ImportBatch) -> None:
+def _run(batch: ImportBatch) -> None:
     publish = _publish_progress(batch.pk)
     publish(0, 0, 0, 0)
     try:
-        # A savepoint: a refused file rolls back its rows, and the batch row stays locked to
-        # record the failure.
-        with open(batch.stored_path, "rb") as raw, transaction.atomic():
+        with open(batch.stored_path, "rb") as raw:
             _import_into(batch, raw, progress=publish)
-            # Saved with the examples: both appear together or neither.
-            _finish(batch, ImportStatus.SUCCEEDED)
+        _publish(batch)
+    except ImportTakenOver:
+        import_pending_rows_delete(batch.pk)
     except ImportRejected as rejected:
-        _fail(batch.pk, rejected.message, rejected.extra.get("errors", []))
+        _fail(batch, rejected.message, rejected.extra.get("errors", []))
     except FileNotFoundError:
-        _fail(batch.pk, f"{batch.filename}: the stored upload is gone; upload it again.", [])
+        _fail(batch, f"{batch.filename}: the stored upload is gone; upload it again.", [])
     except Exception as error:
         logger.exception("import %s failed", batch.pk)
-        _fail(batch.pk, f"{batch.filename}: the import failed ({error}); nothing was imported.", [])
+        _fail(batch, f"{batch.filename}: the import failed ({error}); nothing was imported.", [])
 
 
-def _fail(batch_id: int, message: str, errors: list[dict[str, object]]) -> None:
-    batch = ImportBatch.objects.get(pk=batch_id)
-    batch.errors = errors
-    batch.imported_count = 0
-    _finish(batch, ImportStatus.FAILED, failure=message)
+def _fail(batch: ImportBatch, message: str, errors: list[dict[str, object]]) -> None:
+    """Delete the rows written so far, then record the failure (unless the reaper already did)."""
+    import_pending_rows_delete(batch.pk)
+    with transaction.atomic():
+        current = ImportBatch.objects.select_for_update().get(pk=batch.pk)
+        if current.status != ImportStatus.RUNNING or current.worker != batch.worker:
+            return
+        current.errors = errors
+        current.imported_count = 0
+        import_batch_finish(current, ImportStatus.FAILED, failure=message)

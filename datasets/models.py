@@ -100,6 +100,11 @@ class ImportBatch(models.Model):
     # Imported lines whose answer breaks the dataset's answer contract (imported, flagged):
     # {"count": n, "lines": [{"line": 3, "message": ...}, ...]} with the first lines listed.
     contract_violations = models.JSONField(default=dict, blank=True)
+    # Which worker runs the import and when it last said it is alive (ftportal/heartbeat.py);
+    # the import reaper ends a running import whose heartbeat went silent.
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
 
 class Tag(models.Model):
@@ -121,6 +126,18 @@ class OriginKind(models.TextChoices):
 
     EVALUATION_FAILURE = "evaluation_failure", "evaluation failure"
     PRODUCTION_FEEDBACK = "production_feedback", "production feedback"
+
+
+class ExampleManager(models.Manager["Example"]):
+    """Examples as everyone sees them: without the rows of an import that has not finished.
+
+    An import writes its rows in short transactions, marked ``import_pending``, and publishes
+    them all at once when it succeeds (datasets/importing.py); until then they belong to no one.
+    ``Example._base_manager`` sees every row (deletions and the import itself use it).
+    """
+
+    def get_queryset(self) -> models.QuerySet[Example]:
+        return super().get_queryset().filter(import_pending=False)
 
 
 class Example(models.Model):
@@ -149,6 +166,10 @@ class Example(models.Model):
     origin_kind = models.CharField(max_length=30, choices=OriginKind.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Written by an import that has not finished: hidden until it publishes (or deletes) them.
+    import_pending = models.BooleanField(default=False)
+
+    objects = ExampleManager()
 
     class Meta:
         ordering = ["id"]

@@ -23,3 +23,11 @@ def run_analysis(run_id: int) -> None:
     from .quality_services import analysis_run_execute
 
     analysis_run_execute(run_id=run_id)
+
+
+@shared_task
+def reap_abandoned_imports() -> None:
+    """Run by celery beat: end imports whose worker died, or that nobody ever started."""
+    from .import_reaper import abandoned_imports_reap
+
+    abandoned_imports_reap()

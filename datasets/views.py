@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -27,6 +26,7 @@ from .importing import (
     import_batch_start,
     import_format_check,
     needs_column_mapping,
+    upload_needs_worker,
 )
 from .models import Dataset, DatasetVersion, Example
 from .selectors import (
@@ -175,7 +175,8 @@ def dataset_contract(request: AppRequest, project_id: int, dataset_id: int) -> H
 @login_required
 @require_POST
 def dataset_import(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
-    """Small JSONL files import at once; CSV goes to the column mapping, big files to the worker."""
+    """Small plain JSONL files import at once; CSV goes to the column mapping; big, compressed
+    and spreadsheet files to the worker."""
     context = _dataset_context(request, project_id, dataset_id, Action.IMPORT_EXAMPLES)
     dataset = context["dataset"]
     assert isinstance(dataset, Dataset)
@@ -194,7 +195,7 @@ def dataset_import(request: AppRequest, project_id: int, dataset_id: int) -> Htt
                 dataset=dataset, upload=upload, user=request.user, request=requested
             )
             return redirect("import_mapping", project_id, batch.pk)
-        if (upload.size or 0) > settings.FTPORTAL_SYNC_IMPORT_MAX_BYTES:
+        if upload_needs_worker(upload):
             with transaction.atomic():
                 batch = import_batch_create(
                     dataset=dataset, upload=upload, user=request.user, request=requested

@@ -201,6 +201,29 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": FTPORTAL_REAPER_SECONDS,
     },
 }
+
+# --- Imports: work limits and the import reaper (issue 13, items 2 to 4) ---------------------
+# Bytes alone do not bound an import's work (a small gzip may hold a billion empty lines, a
+# small .xlsx millions of cells), so an import is also capped in lines (blank ones count),
+# spreadsheet and CSV cells (per row and in all) and time; a file over a cap fails with the
+# limit and the line named. Compressed and spreadsheet uploads always import in the worker.
+FTPORTAL_IMPORT_MAX_LINES = int(os.environ.get("FTPORTAL_IMPORT_MAX_LINES", 2_000_000))
+FTPORTAL_IMPORT_MAX_CELLS_PER_ROW = int(os.environ.get("FTPORTAL_IMPORT_MAX_CELLS_PER_ROW", 1024))
+FTPORTAL_IMPORT_MAX_CELLS = int(os.environ.get("FTPORTAL_IMPORT_MAX_CELLS", 20_000_000))
+FTPORTAL_IMPORT_TIME_BUDGET_SECONDS = float(
+    os.environ.get("FTPORTAL_IMPORT_TIME_BUDGET_SECONDS", 15 * 60)
+)
+# A running import whose worker stopped beating for FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS fails
+# (nothing was imported; its upload is deleted); one left queued this long (its columns never
+# chosen, or no worker took it) is abandoned the same way.
+FTPORTAL_IMPORT_ABANDON_SECONDS = float(
+    os.environ.get("FTPORTAL_IMPORT_ABANDON_SECONDS", 24 * 3600)
+)
+CELERY_BEAT_SCHEDULE["reap-abandoned-imports"] = {
+    "task": "datasets.tasks.reap_abandoned_imports",
+    "schedule": FTPORTAL_REAPER_SECONDS,
+}
+# --- end of imports -----------------------------------------------------------------------------
 CELERY_TASK_ALWAYS_EAGER = False
 
 # The cache carries import progress from the worker to the page while the import's transaction

@@ -398,8 +398,8 @@ def test_the_api_refuses_a_big_csv_with_a_wrong_column_and_keeps_no_upload(
     assert Example.objects.count() == 0
 
 
-def test_an_xlsx_upload_goes_through_the_column_choice(
-    client: Client, dataset: Dataset, lead: User
+def test_an_xlsx_upload_goes_through_the_column_choice_then_the_worker(
+    client: Client, dataset: Dataset, lead: User, django_capture_on_commit_callbacks
 ) -> None:
     import io
 
@@ -415,8 +415,12 @@ def test_an_xlsx_upload_goes_through_the_column_choice(
     post_file(client, dataset, "tickets.xlsx", buffer.getvalue())
     [batch] = ImportBatch.objects.all()
     assert "Printer jammed" in text(client.get(mapping_url(batch)))
-    client.post(mapping_url(batch), MAPPING_FORM)
-
+    # Issue 13: a spreadsheet, however small, is never parsed in the request; the worker does.
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        client.post(mapping_url(batch), MAPPING_FORM)
     batch.refresh_from_db()
+    assert (batch.status, len(queued)) == (ImportStatus.QUEUED, 1)
+
+    batch = import_batch_run(batch_id=batch.pk)
     assert batch.status == ImportStatus.SUCCEEDED, batch.failure_message
     assert Example.objects.get(dataset=dataset).messages[1]["content"] == "Printer jammed"

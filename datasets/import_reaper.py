@@ -1,0 +1,77 @@
+"""Ends imports whose worker went away, so that none stays "Importing" forever.
+
+A worker import writes a heartbeat every FTPORTAL_HEARTBEAT_SECONDS (ftportal/heartbeat.py, as
+training jobs and evaluations do); one silent for FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS fails with
+the reason. Unlike a training job it is not queued again: its rows were never published, so
+nothing is lost, and the user uploads the file again. An import left queued for
+FTPORTAL_IMPORT_ABANDON_SECONDS (its columns never chosen, or no worker ever took it) is ended
+the same way. Either way the rows it wrote are deleted and its stored upload removed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .importing import import_batch_finish, import_pending_rows_delete, import_upload_remove
+from .models import ImportBatch, ImportStatus
+
+logger = logging.getLogger(__name__)
+
+
+def _silent_since(cutoff: datetime.datetime) -> Q:
+    return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+
+
+def _abandoned(now: datetime.datetime) -> Q:
+    silent = now - datetime.timedelta(seconds=settings.FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS)
+    queued = now - datetime.timedelta(seconds=settings.FTPORTAL_IMPORT_ABANDON_SECONDS)
+    return (Q(status=ImportStatus.RUNNING) & _silent_since(silent)) | Q(
+        status=ImportStatus.QUEUED, created_at__lt=queued
+    )
+
+
+def abandoned_imports_reap(*, now: datetime.datetime | None = None) -> list[int]:
+    """Fail every import whose worker went silent or that waited too long; returns their ids."""
+    condition = _abandoned(now or timezone.now())
+    candidates = ImportBatch.objects.filter(condition).values_list("pk", flat=True)
+    return [batch_id for batch_id in candidates if _reap(batch_id, condition)]
+
+
+def _reap(batch_id: int, condition: Q) -> bool:
+    with transaction.atomic():
+        # skip_locked: an import publishing or failing right now is alive by definition.
+        batch = (
+            ImportBatch.objects.select_for_update(skip_locked=True)
+            .filter(condition, pk=batch_id)
+            .first()
+        )
+        if batch is None:
+            return False
+        import_batch_finish(batch, ImportStatus.FAILED, failure=_reason(batch))
+    # After the commit: the batch is failed, so its worker (if it was only slow) publishes
+    # nothing, and the rows it wrote can go in short transactions.
+    import_pending_rows_delete(batch.pk)
+    import_upload_remove(batch)
+    logger.warning("Reaped import %s: %s", batch.pk, batch.failure_message)
+    return True
+
+
+def _reason(batch: ImportBatch) -> str:
+    if batch.status == ImportStatus.QUEUED:
+        hours = settings.FTPORTAL_IMPORT_ABANDON_SECONDS / 3600
+        return (
+            f"{batch.filename}: the import never started within {hours:g} h (its columns were"
+            " not chosen, or no worker took it); nothing was imported. Upload the file again."
+        )
+    last_seen = batch.heartbeat_at or batch.started_at
+    seen = timezone.localtime(last_seen).strftime("%H:%M:%S") if last_seen else "never"
+    return (
+        f"{batch.filename}: the worker {batch.worker or '?'} stopped responding during the"
+        f" import (last heartbeat {seen}); nothing was imported. Upload the file again."
+    )
