@@ -141,14 +141,14 @@ WRITES = [
         "promote",
         LEADS,
         lambda w: f"model-versions/{w.first.pk}/promote/",
-        lambda w: {"reason": "try"},
+        lambda w: {"reason": "try", "expected_current_version": 2},
         200,
     ),
     Write(
         "rollback",
         LEADS,
         lambda w: f"models/{w.registered_model.pk}/rollback/",
-        lambda w: {"reason": "try"},
+        lambda w: {"reason": "try", "expected_current_version": 2, "target_version": 1},
         200,
     ),
     Write(

@@ -33,7 +33,7 @@ from ftportal.roles import Action, Role
 from registry.models import Alias, AliasChange, ModelVersion, RegisteredModel
 from registry.services import model_version_promote
 from tests.charts import page_charts, series_points
-from tests.factories import finished_evaluation
+from tests.factories import finished_evaluation, production_number
 from training.models import (
     BaseModel,
     Checkpoint,
@@ -184,7 +184,12 @@ def world(project: Project, dataset: Dataset, base_model: BaseModel, lead: User)
         finished_evaluation(
             version=candidate, against=against, scores=right, baseline_scores=wrong, user=lead
         )
-        model_version_promote(model_version=candidate, user=lead, reason="better")
+        model_version_promote(
+            model_version=candidate,
+            expected_current_version=production_number(candidate.registered_model),
+            user=lead,
+            reason="better",
+        )
     finished_evaluation(version=v1, against=v2, scores=right, baseline_scores=wrong, user=lead)
     return World(project, dataset, pending, version, running, registered, v1, v2, base_model)
 
@@ -265,7 +270,7 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
         lambda w: (
             "post",
             reverse("version_promote", args=[w.project.pk, w.v1.pk]),
-            {"reason": "better"},
+            {"reason": "better", "expected_current_version": "2"},
         ),
     ),
     "rollback": (
@@ -273,7 +278,7 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
         lambda w: (
             "post",
             reverse("model_rollback", args=[w.project.pk, w.registered.pk]),
-            {"reason": "drift"},
+            {"reason": "drift", "expected_current_version": "2", "target_version": "1"},
         ),
     ),
 }
