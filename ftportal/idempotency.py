@@ -80,9 +80,13 @@ def once_per_key(
         return Once(create(), created=True)
     identity = {"project": project, "user": user, "scope": scope, "key": key}
     with transaction.atomic():
-        # A key past the window names a new request; its old row gives way.
+        # Keys past the window are forgotten: this one may name a new request, and the
+        # user's other old keys go too, so the table holds about a day of launches.
         IdempotencyKey.objects.filter(
-            **identity, created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW
+            project=project,
+            user=user,
+            scope=scope,
+            created_at__lt=timezone.now() - IDEMPOTENCY_WINDOW,
         ).delete()
         try:
             with transaction.atomic():
