@@ -3,12 +3,12 @@ reports and per-item results, tag failures and send them back to review."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,6 +25,12 @@ from ftportal.api import (
     page_serializer,
     paginated_response,
     refuse_any_input,
+)
+from ftportal.idempotency import (
+    IDEMPOTENCY_KEY_PARAMETER,
+    idempotency_key_of,
+    once_per_key,
+    request_fingerprint,
 )
 from ftportal.models import Project
 from ftportal.permissions import project_for
@@ -45,6 +51,7 @@ from .services import (
     checkpoint_sweep_create,
     eval_result_tag,
     eval_results_send_to_review,
+    eval_run_cancel,
     eval_run_create,
     eval_run_for_version,
     eval_run_resume,
@@ -284,6 +291,37 @@ class EvalRunOutput(serializers.Serializer[Any]):
         return {"done": done, "total": total}
 
 
+LAUNCH_RESPONSES = {
+    201: EvalRunOutput,
+    200: OpenApiResponse(
+        EvalRunOutput,
+        description="An identical evaluation already queued or running, or the one an earlier "
+        "request with this Idempotency-Key started: nothing new was queued.",
+    ),
+    409: OpenApiResponse(description="This Idempotency-Key was used for a different request."),
+}
+
+
+def launched_run(
+    request: Request, project: Project, data: dict[str, Any], start: Callable[[], EvalRun]
+) -> Response:
+    """Start a run once per Idempotency-Key; 201 for a new run, 200 for one that was there."""
+    launch = once_per_key(
+        project=project,
+        user=acting_user(request),
+        scope="evaluation",
+        key=idempotency_key_of(request),
+        fingerprint=request_fingerprint({"path": request.path, **data}),
+        create=start,
+        load=lambda pk: _run_in(project, pk),
+    )
+    new = launch.created and not launch.obj.deduplicated
+    return Response(
+        EvalRunOutput(_run_in(project, launch.obj.pk)).data,
+        status=status.HTTP_201_CREATED if new else status.HTTP_200_OK,
+    )
+
+
 class EvalRunCollectionApi(APIView):
     class EvalRunCreateInput(InputSerializer):
         model_version = serializers.IntegerField(
@@ -317,15 +355,24 @@ class EvalRunCollectionApi(APIView):
 
     @extend_schema(
         operation_id="evaluations_create",
-        summary="Queue an evaluation of several candidates on the same test set",
+        summary="Queue an evaluation of several candidates on the same test set; an identical "
+        "one already queued or running is answered instead (200)",
         request=EvalRunCreateInput,
-        responses={201: EvalRunOutput},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        responses=LAUNCH_RESPONSES,
     )
     def post(self, request: Request, project_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
         payload = self.EvalRunCreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        data = payload.validated_data
+        return launched_run(
+            request,
+            project,
+            payload.validated_data,
+            lambda: self._create(request, project, payload.validated_data),
+        )
+
+    def _create(self, request: Request, project: Project, data: dict[str, Any]) -> EvalRun:
         if "model_version" in data:
             run = eval_run_for_version(
                 project=project,
@@ -369,9 +416,7 @@ class EvalRunCollectionApi(APIView):
                 if "judge" in data
                 else None,
             )
-        return Response(
-            EvalRunOutput(_run_in(project, run.pk)).data, status=status.HTTP_201_CREATED
-        )
+        return run
 
 
 class CheckpointSweepApi(APIView):
@@ -383,21 +428,24 @@ class CheckpointSweepApi(APIView):
         operation_id="training_jobs_evaluate_checkpoints",
         summary="Evaluate every checkpoint of a job and recommend one by the task metric",
         request=SweepInput,
-        responses={201: EvalRunOutput},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        responses=LAUNCH_RESPONSES,
     )
     def post(self, request: Request, project_id: int, job_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
         job = get_object_or_404(TrainingJob, pk=job_id, project=project)
         payload = self.SweepInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        run = checkpoint_sweep_create(
-            job=job,
-            user=acting_user(request),
-            max_new_tokens=payload.validated_data["max_new_tokens"],
-            primary_metric=payload.validated_data["primary_metric"],
-        )
-        return Response(
-            EvalRunOutput(_run_in(project, run.pk)).data, status=status.HTTP_201_CREATED
+        return launched_run(
+            request,
+            project,
+            {"training_job": job.pk, **payload.validated_data},
+            lambda: checkpoint_sweep_create(
+                job=job,
+                user=acting_user(request),
+                max_new_tokens=payload.validated_data["max_new_tokens"],
+                primary_metric=payload.validated_data["primary_metric"],
+            ),
         )
 
 
@@ -447,6 +495,25 @@ class EvalRunResumeApi(APIView):
         run = _run_in(project, run_id)
         refuse_any_input(request)
         run = eval_run_resume(run=run)
+        return Response(EvalRunOutput(_run_in(project, run.pk)).data)
+
+
+class EvalRunCancelApi(APIView):
+    @extend_schema(
+        operation_id="evaluations_cancel",
+        summary="Cancel a queued or running evaluation; the worker stops before its next batch "
+        "and what it scored is kept but is no result (409 when it has finished)",
+        request=None,
+        responses={
+            200: EvalRunOutput,
+            409: OpenApiResponse(description="The evaluation has finished already."),
+        },
+    )
+    def post(self, request: Request, project_id: int, run_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+        run = _run_in(project, run_id)
+        refuse_any_input(request)
+        eval_run_cancel(run=run, user=acting_user(request))
         return Response(EvalRunOutput(_run_in(project, run.pk)).data)
 
 

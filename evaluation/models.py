@@ -15,12 +15,21 @@ class EvalStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
 
+
+# Queued or running: an identical request gets this run instead of a new one, and a person
+# may cancel it.
+ACTIVE_EVAL_STATUSES = (EvalStatus.QUEUED, EvalStatus.RUNNING)
 
 EVAL_TRANSITIONS: dict[str, frozenset[str]] = {
-    EvalStatus.QUEUED: frozenset({EvalStatus.RUNNING, EvalStatus.FAILED}),
+    EvalStatus.QUEUED: frozenset({EvalStatus.RUNNING, EvalStatus.FAILED, EvalStatus.CANCELLED}),
     # Back to queued only when the reaper finds the worker gone; the next worker resumes.
-    EvalStatus.RUNNING: frozenset({EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.QUEUED}),
+    # Cancelled by a person: the worker sees it before its next batch and stops; what it
+    # scored stays stored but is no result (no report, no verdict, nothing the gate reads).
+    EvalStatus.RUNNING: frozenset(
+        {EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.QUEUED, EvalStatus.CANCELLED}
+    ),
     # A person resumes a failed run; answers already stored are kept.
     EvalStatus.FAILED: frozenset({EvalStatus.QUEUED}),
 }
@@ -86,9 +95,30 @@ class EvalRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Who cancelled the run (evaluation.services.eval_run_cancel), if someone did.
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # A hash of what was asked (the run's and its candidates' settings; see
+    # evaluation.services.eval_run_fingerprint): while a run is queued or running, an
+    # identical request gets it instead of queuing another.
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+
+    # Not stored: True on the run eval_run_create returned when it was an identical one
+    # already queued or running rather than a new one.
+    deduplicated = False
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # One active run per identical request, even when two requests arrive at once.
+            models.UniqueConstraint(
+                fields=["project", "request_fingerprint"],
+                condition=models.Q(status__in=["queued", "running"])
+                & ~models.Q(request_fingerprint=""),
+                name="one_active_run_per_request",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Evaluation {self.pk}"

@@ -76,7 +76,8 @@ Row = TypeVar("Row")
 
 
 class AttemptSuperseded(Exception):
-    """The reaper gave this attempt up and another worker owns the run now."""
+    """The run is no longer this attempt's: the reaper gave it to another worker, or a person
+    cancelled it."""
 
 
 def _owned(run_id: int, attempt: int) -> QuerySet[EvalRun]:
@@ -86,11 +87,18 @@ def _owned(run_id: int, attempt: int) -> QuerySet[EvalRun]:
 @contextlib.contextmanager
 def _while_owned(run_id: int, attempt: int) -> Iterator[None]:
     """A transaction in which this attempt still owns the run (its row locked till the end);
-    AttemptSuperseded when the reaper has given the run to another attempt."""
+    AttemptSuperseded when the reaper has given the run to another attempt or it was
+    cancelled."""
     with transaction.atomic():
         if not _owned(run_id, attempt).select_for_update().exists():
             raise AttemptSuperseded
         yield
+
+
+def _stop_unless_owned(run_id: int, attempt: int) -> None:
+    """Checked before each batch: a cancelled run stops before generating another one."""
+    if not _owned(run_id, attempt).exists():
+        raise AttemptSuperseded
 
 
 def transition(run: EvalRun, target: EvalStatus, **changes: object) -> None:
@@ -98,7 +106,7 @@ def transition(run: EvalRun, target: EvalStatus, **changes: object) -> None:
     run.status = target
     if target == EvalStatus.RUNNING:
         run.started_at = run.started_at or timezone.now()
-    elif target in (EvalStatus.SUCCEEDED, EvalStatus.FAILED):
+    elif target in (EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.CANCELLED):
         run.finished_at = timezone.now()
     for name, value in changes.items():
         setattr(run, name, value)
@@ -154,7 +162,11 @@ def eval_run_execute(*, run_id: int) -> EvalRun | None:
                     _judge_all(run, attempt, items)
             report = run_report(run)
     except AttemptSuperseded:
-        logger.warning("Evaluation %s: attempt %s was superseded; stopping", run_id, attempt)
+        status = EvalRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        if status == EvalStatus.CANCELLED:
+            logger.info("Evaluation %s was cancelled; attempt %s stops", run_id, attempt)
+        else:
+            logger.warning("Evaluation %s: attempt %s was superseded; stopping", run_id, attempt)
         return None
     except (ApplicationError, ProviderError, RuntimeError, ValueError, OSError) as exc:
         logger.exception("Evaluation %s failed", run_id)
@@ -342,11 +354,15 @@ def local_batches(
     conversations: Sequence[Conversation],
     max_new_tokens: int,
     constraint: AnswerConstraint | None = None,
+    before_each: Callable[[], None] | None = None,
 ) -> Iterator[tuple[int, list[HostedGeneration]]]:
     """A local model's answers a batch at a time, as (index of the batch's first
     conversation, its answers). A batch answers together, so each answer's latency is its
-    share of the batch's time: what it cost here."""
+    share of the batch's time: what it cost here. ``before_each`` runs before each batch
+    (it raises to stop: a cancelled run)."""
     for start in range(0, len(conversations), LOCAL_BATCH_SIZE):
+        if before_each is not None:
+            before_each()
         batch = conversations[start : start + LOCAL_BATCH_SIZE]
         began = time.monotonic()
         generations = model.generate_batch(
@@ -375,7 +391,14 @@ def _answer_local(
     checks: Checks,
 ) -> None:
     constraint = constraint_for(candidate)
-    for start, generations in local_batches(chat, prompts, run.max_new_tokens, constraint):
+    batches = local_batches(
+        chat,
+        prompts,
+        run.max_new_tokens,
+        constraint,
+        before_each=lambda: _stop_unless_owned(run.pk, attempt),
+    )
+    for start, generations in batches:
         answered = [
             (todo[start + offset], _answer(generation))
             for offset, generation in enumerate(generations)

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, models, transaction
 
 from catalog.models import Endpoint, EndpointKind
 from catalog.secrets import endpoint_refusal, model_refusal
 from datasets.models import DatasetVersion, Example, OriginKind, Split
 from datasets.services import example_derive
-from ftportal.errors import ApplicationError
+from ftportal.errors import ApplicationError, ConflictError
+from ftportal.idempotency import request_fingerprint
 from ftportal.models import Project
 from providers.base import AnswerConstraint, ProviderError
 from registry.models import ModelVersion
@@ -24,6 +25,7 @@ from training.models import BaseModel, Checkpoint, Provider, TrainingJob
 from .contracts import contract_of
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import (
+    ACTIVE_EVAL_STATUSES,
     Candidate,
     CandidateKind,
     EvalKind,
@@ -386,8 +388,99 @@ def eval_run_create(
                 output_usd_per_million_tokens=price_out,
                 constrained=spec.constrained,
             )
+        same = _same_request_active(run)
+        if same is not None:
+            return same
         transaction.on_commit(lambda: eval_run_dispatch(run))
     return run
+
+
+# What a run or candidate records about how it went, not what was asked: left out of the
+# fingerprint, so every setting a request can carry (now and later) is in it.
+_RUN_OUTCOME_FIELDS = frozenset(
+    {
+        "id",
+        "status",
+        "error",
+        "attempts",
+        "resumed_after_attempts",
+        "worker",
+        "heartbeat_at",
+        "report",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "cancelled_by",
+        "request_fingerprint",
+    }
+)
+_CANDIDATE_OUTCOME_FIELDS = frozenset(
+    {"id", "run", "metrics", "example_count", "failed_count", "generation_seconds"}
+)
+
+
+def _settings_of(row: models.Model, outcome_fields: frozenset[str]) -> dict[str, object]:
+    return {
+        field.attname: getattr(row, field.attname)
+        for field in row._meta.concrete_fields
+        if field.name not in outcome_fields
+    }
+
+
+def eval_run_fingerprint(run: EvalRun) -> str:
+    """What was asked: the run's settings and its candidates', in order; two requests that
+    would score the same answers the same way have the same fingerprint."""
+    return request_fingerprint(
+        {
+            "run": _settings_of(run, _RUN_OUTCOME_FIELDS),
+            "candidates": [
+                _settings_of(candidate, _CANDIDATE_OUTCOME_FIELDS)
+                for candidate in run.candidates.order_by("position")
+            ],
+        }
+    )
+
+
+def _same_request_active(run: EvalRun) -> EvalRun | None:
+    """The queued or running run identical to ``run`` (just created in this transaction), which
+    is then deleted again; None when there is none and ``run`` stays.
+
+    Checked by the unique constraint on the fingerprint of active runs, not by a read: a
+    concurrent identical request blocks on the constraint until the first commits, then finds
+    its run (a fuzzer once queued 130 identical runs)."""
+    fingerprint = eval_run_fingerprint(run)
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                EvalRun.objects.filter(pk=run.pk).update(request_fingerprint=fingerprint)
+        except IntegrityError:
+            same = EvalRun.objects.filter(
+                project_id=run.project_id,
+                request_fingerprint=fingerprint,
+                status__in=ACTIVE_EVAL_STATUSES,
+            ).first()
+            if same is None:
+                continue  # it finished in between; try again
+            run.delete()
+            same.deduplicated = True
+            return same
+        run.request_fingerprint = fingerprint
+        return None
+    raise ConflictError("An identical evaluation keeps starting and finishing; try again.")
+
+
+def eval_run_cancel(*, run: EvalRun, user: User) -> EvalRun:
+    """Stop a queued or running evaluation. A queued run never starts; a running one's worker
+    sees the change before its next batch (every write it makes checks that the run is still
+    running) and stops. Answers already scored stay stored, under a cancelled run: no report
+    and no verdict are made of them."""
+    from .runner import transition
+
+    with transaction.atomic():
+        locked = EvalRun.objects.select_for_update().get(pk=run.pk)
+        transition(locked, EvalStatus.CANCELLED, cancelled_by=user, heartbeat_at=None)
+    return locked
 
 
 def eval_run_resume(*, run: EvalRun) -> EvalRun:
@@ -397,13 +490,20 @@ def eval_run_resume(*, run: EvalRun) -> EvalRun:
 
     with transaction.atomic():
         locked = EvalRun.objects.select_for_update().get(pk=run.pk)
-        transition(
-            locked,
-            EvalStatus.QUEUED,
-            error="",
-            heartbeat_at=None,
-            resumed_after_attempts=locked.attempts,
-        )
+        try:
+            with transaction.atomic():
+                transition(
+                    locked,
+                    EvalStatus.QUEUED,
+                    error="",
+                    heartbeat_at=None,
+                    resumed_after_attempts=locked.attempts,
+                )
+        except IntegrityError:
+            raise ConflictError(
+                "An identical evaluation is queued or running already; follow that one or "
+                "cancel it first."
+            ) from None
         transaction.on_commit(lambda: eval_run_dispatch(locked))
     return locked
 

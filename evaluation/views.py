@@ -38,6 +38,7 @@ from .selectors import (
 )
 from .services import (
     checkpoint_sweep_create,
+    eval_run_cancel,
     eval_run_create,
     eval_run_for_version,
     eval_run_resume,
@@ -72,6 +73,15 @@ def eval_resume(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
     run = get_object_or_404(EvalRun, pk=run_id, project=project)
     eval_run_resume(run=run)
+    return redirect("eval_detail", project_id, run.pk)
+
+
+@login_required
+@require_POST
+def eval_cancel(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+    run = get_object_or_404(EvalRun, pk=run_id, project=project)
+    eval_run_cancel(run=run, user=request.user)
     return redirect("eval_detail", project_id, run.pk)
 
 

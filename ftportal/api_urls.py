@@ -188,6 +188,11 @@ evaluation_patterns = [
         name="evaluation_resume",
     ),
     path(
+        "evaluations/<int:run_id>/cancel/",
+        evaluation_api.EvalRunCancelApi.as_view(),
+        name="evaluation_cancel",
+    ),
+    path(
         "evaluations/<int:run_id>/results/",
         evaluation_api.EvalResultListApi.as_view(),
         name="evaluation_results",

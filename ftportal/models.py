@@ -116,3 +116,28 @@ class WorkerPresence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} on {', '.join(self.queues)}"
+
+
+class IdempotencyKey(models.Model):
+    """A client's key for one launch (a training job, an evaluation): the same key from the same
+    user in the same project gets the object the first request created, for
+    ftportal.idempotency.IDEMPOTENCY_WINDOW. The unique constraint is what makes two concurrent
+    requests with one key create one object (see ftportal.idempotency.once_per_key)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # What the key launched: one key may be used once per kind of launch.
+    scope = models.CharField(max_length=50)
+    key = models.CharField(max_length=255)
+    # A hash of the request's parameters: the same key with different ones is a client's
+    # mistake, refused rather than answered with an object it did not ask for.
+    request_fingerprint = models.CharField(max_length=64)
+    object_id = models.PositiveBigIntegerField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "user", "scope", "key"], name="idempotency_key_once"
+            )
+        ]

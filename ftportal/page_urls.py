@@ -168,6 +168,11 @@ urlpatterns = [
         name="eval_resume",
     ),
     path(
+        "projects/<int:project_id>/evaluations/<int:run_id>/cancel/",
+        evaluation_views.eval_cancel,
+        name="eval_cancel",
+    ),
+    path(
         "projects/<int:project_id>/training-jobs/<int:job_id>/evaluate-checkpoints/",
         evaluation_views.checkpoint_sweep,
         name="checkpoint_sweep",

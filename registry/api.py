@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -125,9 +125,46 @@ class AliasChangeOutput(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
 
 
+# The string a client sends when it saw no production version at all.
+NO_VERSION = "none"
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 1},
+            {"type": "string", "enum": [NO_VERSION]},
+        ]
+    }
+)
+class SeenVersionField(serializers.Field[int | None, Any, Any, Any]):
+    """A version number the client saw, or "none" when it saw the alias unset."""
+
+    default_error_messages = {
+        "invalid": f'Give a version number (e.g. 3) or "{NO_VERSION}".',
+    }
+
+    def to_internal_value(self, data: Any) -> int | None:
+        if data == NO_VERSION:
+            return None
+        if isinstance(data, str) and data.isdigit():
+            data = int(data)  # a form-encoded body carries every value as text
+        if isinstance(data, bool) or not isinstance(data, int) or data < 1:
+            self.fail("invalid")
+        return int(data)
+
+    def to_representation(self, value: int | None) -> Any:
+        return NO_VERSION if value is None else value
+
+
 class ReasonInput(InputSerializer):
     reason = serializers.CharField(
         help_text="Why: kept in the alias history with who and when.", max_length=2000
+    )
+    expected_current_version = SeenVersionField(
+        help_text='The number of the version production served when you decided ("none" if '
+        "it served nothing). If production has moved since, nothing changes and the answer is "
+        "409: a second click or a second person cannot move production twice.",
     )
 
 
@@ -218,9 +255,13 @@ class ModelVersionPromoteApi(APIView):
     @extend_schema(
         operation_id="model_versions_promote",
         summary="Point the production alias at this version, if a finished evaluation shows it "
-        "better than production or no worse than the margin (409 with the evidence otherwise)",
+        "better than production or no worse than the margin (409 with the evidence otherwise, "
+        "or when production is no longer expected_current_version)",
         request=PromoteInput,
-        responses=AliasChangeOutput,
+        responses={
+            200: AliasChangeOutput,
+            409: OpenApiResponse(description="Refused; the error says why and which field."),
+        },
     )
     def post(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)
@@ -232,6 +273,7 @@ class ModelVersionPromoteApi(APIView):
             model_version=version,
             user=acting_user(request),
             reason=data["reason"],
+            expected_current_version=data["expected_current_version"],
             margin_points=data["margin"],
             override=data["override"],
         )
@@ -240,13 +282,21 @@ class ModelVersionPromoteApi(APIView):
 
 class RegisteredModelRollbackApi(APIView):
     class RollbackInput(ReasonInput):
-        pass
+        target_version = serializers.IntegerField(
+            min_value=1,
+            help_text="The number of the version you are rolling back to (the one production "
+            "served before the current one); 409 if a rollback would now go elsewhere.",
+        )
 
     @extend_schema(
         operation_id="models_rollback",
-        summary="Move production back to the version it served before the current one",
+        summary="Move production back to the version it served before the current one (409 "
+        "when production is no longer expected_current_version or the target has changed)",
         request=RollbackInput,
-        responses=AliasChangeOutput,
+        responses={
+            200: AliasChangeOutput,
+            409: OpenApiResponse(description="Refused; the error says why and which field."),
+        },
     )
     def post(self, request: Request, project_id: int, model_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)

@@ -137,23 +137,66 @@ def promotion_evidence(
     )
 
 
+def _version_label(version: ModelVersion | None) -> str:
+    return f"v{version.number}" if version is not None else "nothing"
+
+
+def _locked_production(registered: RegisteredModel) -> ModelVersion | None:
+    """What production serves, read under locks held till the end of the transaction: the
+    model row (the alias row does not exist before the first promotion, so it alone cannot
+    serialise two first promotions) and the alias row itself."""
+    RegisteredModel.objects.select_for_update().get(pk=registered.pk)
+    alias = (
+        Alias.objects.select_for_update()
+        .select_related("model_version")
+        .filter(registered_model=registered, name=PRODUCTION_ALIAS)
+        .first()
+    )
+    return alias.model_version if alias is not None else None
+
+
+def _check_production_is_as_seen(
+    current: ModelVersion | None, expected_current_version: int | None
+) -> None:
+    """Refuse a move decided on a page (or API read) that no longer shows what production
+    serves: two people rolling back at once, or a double-clicked button, would otherwise both
+    succeed and move production twice."""
+    current_number = current.number if current is not None else None
+    if current_number == expected_current_version:
+        return
+    seen = f"v{expected_current_version}" if expected_current_version else "nothing"
+    raise ConflictError(
+        f"Production moved to {_version_label(current)} since you loaded the page (you saw "
+        f"{seen}); reload and decide again.",
+        extra={
+            "field": "expected_current_version",
+            "current_version": current_number,
+        },
+    )
+
+
 def model_version_promote(
     *,
     model_version: ModelVersion,
     user: User,
     reason: str,
+    expected_current_version: int | None,
     margin_points: float = 0.0,
     override: bool = False,
 ) -> AliasChange:
     """Point production at this version, if a finished evaluation shows it better than (or no
     worse, by the lead's margin, than) what production serves now; the first promotion is
     weighed against the version's base model. An admin may override a refusal; the history
-    keeps the evidence, the reason and the override either way."""
+    keeps the evidence, the reason and the override either way.
+
+    ``expected_current_version`` is the number of the version the user saw in production (None:
+    the alias was unset); a 409 when production has moved since."""
     reason = _required_reason(reason, "promotion")
     registered = model_version.registered_model
     with transaction.atomic():
-        RegisteredModel.objects.select_for_update().get(pk=registered.pk)
-        if production_version(registered) == model_version:
+        current = _locked_production(registered)
+        _check_production_is_as_seen(current, expected_current_version)
+        if current == model_version:
             raise ConflictError(
                 f"'{PRODUCTION_ALIAS}' already points at version {model_version.number}."
             )
@@ -220,15 +263,31 @@ def rollback_target(registered_model: RegisteredModel) -> ModelVersion | None:
 
 
 def production_rollback(
-    *, registered_model: RegisteredModel, user: User, reason: str
+    *,
+    registered_model: RegisteredModel,
+    user: User,
+    reason: str,
+    expected_current_version: int | None,
+    target_version: int,
 ) -> AliasChange:
+    """Move production back to the version it served before the current one. The caller says
+    what it saw: production at ``expected_current_version`` and the button's target
+    ``target_version``; a 409 when either has changed since, so a second click (or a second
+    person) cannot roll back one step further than they meant."""
     reason = _required_reason(reason, "rollback")
     with transaction.atomic():
-        RegisteredModel.objects.select_for_update().get(pk=registered_model.pk)
+        current = _locked_production(registered_model)
+        _check_production_is_as_seen(current, expected_current_version)
         target = rollback_target(registered_model)
         if target is None:
             raise ConflictError(
                 f"'{registered_model.name}' has no earlier production version to roll back to."
+            )
+        if target.number != target_version:
+            raise ConflictError(
+                f"A rollback now goes to v{target.number}, not v{target_version} as the page "
+                "you loaded said; reload and decide again.",
+                extra={"field": "target_version", "target_version": target.number},
             )
         return _move_alias(
             registered_model=registered_model,

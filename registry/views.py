@@ -99,6 +99,18 @@ def _margin_from(raw: str | None) -> float:
         ) from None
 
 
+def _seen_version_from(raw: str | None, field: str) -> int | None:
+    """A version number a page rendered into a hidden field; "none" when it showed no version."""
+    if raw == "none":
+        return None
+    if raw is not None and raw.isdigit() and int(raw) >= 1:
+        return int(raw)
+    raise ApplicationError(
+        "The form did not say which version the page showed; reload the page and try again.",
+        extra={"field": field},
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def version_promote(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
@@ -118,6 +130,9 @@ def version_promote(request: AppRequest, project_id: int, version_id: int) -> Ht
                 model_version=version,
                 user=request.user,
                 reason=data.get("reason", ""),
+                expected_current_version=_seen_version_from(
+                    data.get("expected_current_version"), "expected_current_version"
+                ),
                 margin_points=margin,
                 override=data.get("override") == "on",
             )
@@ -151,6 +166,11 @@ def model_rollback(request: AppRequest, project_id: int, model_id: int) -> HttpR
         registered_model=registered,
         user=request.user,
         reason=request.POST.get("reason", ""),
+        expected_current_version=_seen_version_from(
+            request.POST.get("expected_current_version"), "expected_current_version"
+        ),
+        target_version=_seen_version_from(request.POST.get("target_version"), "target_version")
+        or 0,
     )
     messages.success(request, f"Rolled production back to {change.to_version}.")
     return redirect("model_list", project_id)

@@ -16,7 +16,9 @@ from datasets.services import dataset_version_freeze
 from evaluation.models import Candidate, CandidateKind, EvalResult, EvalRun, EvalSplit, EvalStatus
 from evaluation.report import candidate_summary_of, run_report
 from ftportal.models import Project
-from registry.models import ModelVersion
+from registry.models import ModelVersion, RegisteredModel
+from registry.selectors import production_version
+from registry.services import rollback_target
 
 SYSTEM = "Triage the ticket. Reply with JSON only."
 TICKETS = [
@@ -159,3 +161,17 @@ def finished_evaluation(
     run.finished_at = timezone.now()
     run.save()
     return run
+
+
+def production_number(registered_model: RegisteredModel) -> int | None:
+    """The production version a page loaded now would send as the one it saw (promote and
+    rollback refuse with a 409 when production has moved since); None when unset."""
+    current = production_version(registered_model)
+    return current.number if current else None
+
+
+def rollback_number(registered_model: RegisteredModel) -> int:
+    """The target the registry page's rollback button would post now (1 where there is none;
+    the service refuses that case before it looks at the target)."""
+    target = rollback_target(registered_model)
+    return target.number if target else 1

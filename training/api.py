@@ -6,7 +6,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,6 +21,7 @@ from ftportal.api import (
     paginated_response,
     refuse_any_input,
 )
+from ftportal.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotency_key_of
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
@@ -30,7 +31,7 @@ from .estimates import launch_estimate
 from .hyperparameters import config_for
 from .models import BaseModel, Checkpoint, TrainingJob
 from .selectors import artifact_name, job_overfitting
-from .services import training_job_cancel, training_job_create
+from .services import training_job_cancel, training_job_launch
 
 
 def _job_in(project: Project, job_id: int) -> TrainingJob:
@@ -208,24 +209,38 @@ class TrainingJobCollectionApi(APIView):
 
     @extend_schema(
         operation_id="training_jobs_create",
-        summary="Queue a fine-tuning job on a frozen dataset version",
+        summary="Queue a fine-tuning job on a frozen dataset version (once per Idempotency-Key)",
         request=JobCreateInput,
-        responses={201: JobOutput},
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        responses={
+            201: JobOutput,
+            200: OpenApiResponse(
+                JobOutput,
+                description="The job an earlier request with this key queued.",
+            ),
+            409: OpenApiResponse(
+                description="This Idempotency-Key was used for a different request."
+            ),
+        },
     )
     def post(self, request: Request, project_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
         payload = self.JobCreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        job = training_job_create(
+        launch = training_job_launch(
             project=project,
             dataset_version=_referenced_version(project, data["dataset_version"]),
             base_model=_referenced_base_model(data["base_model"]),
             user=acting_user(request),
+            idempotency_key=idempotency_key_of(request),
             hyperparameters=data["hyperparameters"],
             model_name=data["model_name"],
         )
-        return Response(JobOutput(_job_in(project, job.pk)).data, status=status.HTTP_201_CREATED)
+        return Response(
+            JobOutput(_job_in(project, launch.obj.pk)).data,
+            status=status.HTTP_201_CREATED if launch.created else status.HTTP_200_OK,
+        )
 
 
 def _referenced_version(project: Project, version_id: int) -> DatasetVersion:

@@ -17,6 +17,7 @@ from django.utils import timezone
 from datasets.models import DatasetVersion
 from datasets.quality.stats import tokens_per_epoch_text
 from ftportal.errors import ApplicationError, ConflictError
+from ftportal.idempotency import Once, once_per_key, request_fingerprint
 from ftportal.models import Project
 from ftportal.state import check_transition
 
@@ -74,6 +75,44 @@ def transition(job: TrainingJob, target: JobStatus, **changes: Any) -> None:
     level = EventLevel.ERROR if target == JobStatus.FAILED else EventLevel.INFO
     detail = f": {job.error}" if target == JobStatus.FAILED and job.error else ""
     job_event(job, f"{target.label}{detail}", level=level)
+
+
+def training_job_launch(
+    *,
+    project: Project,
+    dataset_version: DatasetVersion,
+    base_model: BaseModel,
+    user: User,
+    idempotency_key: str,
+    hyperparameters: dict[str, Any] | None = None,
+    model_name: str = "",
+) -> Once[TrainingJob]:
+    """training_job_create, once per idempotency key: a double-clicked Start button or a
+    client's retry with the same key gets the job the first request queued (ftportal.idempotency
+    says for how long). An empty key always queues a new job."""
+    return once_per_key(
+        project=project,
+        user=user,
+        scope="training_job",
+        key=idempotency_key,
+        fingerprint=request_fingerprint(
+            {
+                "dataset_version": dataset_version.pk,
+                "base_model": base_model.key,
+                "hyperparameters": hyperparameters or {},
+                "model_name": model_name.strip(),
+            }
+        ),
+        create=lambda: training_job_create(
+            project=project,
+            dataset_version=dataset_version,
+            base_model=base_model,
+            user=user,
+            hyperparameters=hyperparameters,
+            model_name=model_name,
+        ),
+        load=lambda pk: TrainingJob.objects.get(pk=pk, project=project),
+    )
 
 
 def training_job_create(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -14,6 +15,7 @@ from django.views.decorators.http import require_POST
 from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest
+from ftportal.idempotency import IDEMPOTENCY_FORM_FIELD, checked_key
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 from providers.base import HostedTrainingConfig, TrainingConfig
@@ -24,7 +26,7 @@ from .estimates import END_OF_LIFE_WARNING_DAYS, end_of_life_problem, launch_est
 from .hyperparameters import HOSTED_PROVIDERS, HYPERPARAMETER_LABELS, config_for, unset_text
 from .models import BaseModel, Checkpoint, TrainingJob
 from .selectors import checkpoint_rows, job_curves, job_overfitting
-from .services import training_job_cancel, training_job_create
+from .services import training_job_cancel, training_job_launch
 
 # Form fields per provider; the first ones show, the rest sit under "Advanced".
 LOCAL_BASIC = ("epochs",)
@@ -128,6 +130,9 @@ def job_launch(request: AppRequest, project_id: int, version_id: int) -> HttpRes
             "basic_fields": basic,
             "advanced_fields": advanced,
             "model_name": request.GET.get("model_name") or f"{version.dataset.name}-ft",
+            # A fresh key each time the form is drawn: posting this form twice (a double click,
+            # a resubmit) queues one job.
+            "idempotency_key": uuid.uuid4(),
         }
     )
     template = "training/launch.html#launch-form" if request.htmx else "training/launch.html"
@@ -149,15 +154,18 @@ def job_estimate(request: AppRequest, project_id: int, version_id: int) -> HttpR
 def job_create(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     project, version = _version_for(request, project_id, version_id)
     base_model = get_object_or_404(BaseModel, key=request.POST.get("base_model", ""))
-    job = training_job_create(
+    launch = training_job_launch(
         project=project,
         dataset_version=version,
         base_model=base_model,
         user=request.user,
+        idempotency_key=checked_key(
+            request.POST.get(IDEMPOTENCY_FORM_FIELD, ""), field=IDEMPOTENCY_FORM_FIELD
+        ),
         hyperparameters=_raw_hyperparameters(request.POST, base_model),
         model_name=request.POST.get("model_name", ""),
     )
-    return redirect("job_detail", project_id, job.pk)
+    return redirect("job_detail", project_id, launch.obj.pk)
 
 
 @login_required

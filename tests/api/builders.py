@@ -18,7 +18,7 @@ from evaluation.services import eval_run_for_version
 from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import model_version_promote, model_version_register
-from tests.factories import finished_evaluation, import_bytes
+from tests.factories import finished_evaluation, import_bytes, production_number
 from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob
 from training.services import training_job_create
 
@@ -98,7 +98,12 @@ def promote_with_evidence(
         baseline_scores=[0.0] * items,
         user=user,
     )
-    model_version_promote(model_version=version, user=user, reason="beat it on every item")
+    model_version_promote(
+        model_version=version,
+        expected_current_version=production_number(version.registered_model),
+        user=user,
+        reason="beat it on every item",
+    )
     return run
 
 

@@ -666,10 +666,22 @@ def test_promote_promote_rollback_and_a_second_rollback_conflicts(
     finished_evaluation(version=v1, against=None, scores=right, baseline_scores=wrong, user=lead)
     finished_evaluation(version=v2, against=v1, scores=right, baseline_scores=wrong, user=lead)
 
-    promote_1 = client.post(api(project, f"model-versions/{v1.pk}/promote/"), {"reason": "first"})
-    promote_2 = client.post(api(project, f"model-versions/{v2.pk}/promote/"), {"reason": "better"})
-    rollback = client.post(api(project, f"models/{model_id}/rollback/"), {"reason": "drift"})
-    rollback_again = client.post(api(project, f"models/{model_id}/rollback/"), {"reason": "more"})
+    promote_1 = client.post(
+        api(project, f"model-versions/{v1.pk}/promote/"),
+        {"reason": "first", "expected_current_version": "none"},
+    )
+    promote_2 = client.post(
+        api(project, f"model-versions/{v2.pk}/promote/"),
+        {"reason": "better", "expected_current_version": 1},
+    )
+    rollback = client.post(
+        api(project, f"models/{model_id}/rollback/"),
+        {"reason": "drift", "expected_current_version": 2, "target_version": 1},
+    )
+    rollback_again = client.post(
+        api(project, f"models/{model_id}/rollback/"),
+        {"reason": "more", "expected_current_version": 1, "target_version": 1},
+    )
 
     assert [promote_1.status_code, promote_2.status_code, rollback.status_code] == [200] * 3
     assert rollback.json()["to_version"] == {"id": v1.pk, "number": 1}
@@ -692,7 +704,8 @@ def test_promoting_the_version_already_in_production_is_a_conflict(
     client: APIClient, project: Project, world: World
 ) -> None:
     response = client.post(
-        api(project, f"model-versions/{world.second.pk}/promote/"), {"reason": "again"}
+        api(project, f"model-versions/{world.second.pk}/promote/"),
+        {"reason": "again", "expected_current_version": 2},
     )
     assert response.status_code == 409
 
@@ -709,7 +722,8 @@ def test_promoting_a_version_never_evaluated_against_production_is_a_409_naming_
     client: APIClient, project: Project, world: World, unevaluated: ModelVersion
 ) -> None:
     response = client.post(
-        api(project, f"model-versions/{unevaluated.pk}/promote/"), {"reason": "new"}
+        api(project, f"model-versions/{unevaluated.pk}/promote/"),
+        {"reason": "new", "expected_current_version": 2},
     )
 
     assert response.status_code == 409
@@ -723,8 +737,14 @@ def test_promoting_a_version_never_evaluated_against_production_is_a_409_naming_
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({}, "reason"), ({"reason": ""}, "reason"), ({"reason": "x", "margin": -1}, "margin")],
-    ids=["no-reason", "blank-reason", "negative-margin"],
+    [
+        ({"expected_current_version": 2}, "reason"),
+        ({"reason": "", "expected_current_version": 2}, "reason"),
+        ({"reason": "x", "margin": -1, "expected_current_version": 2}, "margin"),
+        ({"reason": "x"}, "expected_current_version"),
+        ({"reason": "x", "expected_current_version": "two"}, "expected_current_version"),
+    ],
+    ids=["no-reason", "blank-reason", "negative-margin", "no-current", "bad-current"],
 )
 def test_promote_and_rollback_refuse_a_missing_reason_or_a_bad_margin_with_a_400(
     client: APIClient, project: Project, world: World, body: dict[str, Any], field: str
@@ -733,10 +753,13 @@ def test_promote_and_rollback_refuse_a_missing_reason_or_a_bad_margin_with_a_400
 
     assert promote.status_code == 400
     assert field in promote.json()["error"]["fields"]
-    if field == "reason":
-        rollback = client.post(api(project, f"models/{world.registered_model.pk}/rollback/"), body)
+    if field != "margin":
+        rollback = client.post(
+            api(project, f"models/{world.registered_model.pk}/rollback/"),
+            {**body, "target_version": 1},
+        )
         assert rollback.status_code == 400
-        assert "reason" in rollback.json()["error"]["fields"]
+        assert field in rollback.json()["error"]["fields"]
     assert AliasChange.objects.count() == 2
 
 
@@ -758,10 +781,13 @@ def test_a_worse_version_is_refused_within_any_margin_unless_an_admin_overrides_
     )
     url = api(project, f"model-versions/{unevaluated.pk}/promote/")
 
-    refused = client.post(url, {"reason": "cheaper", "margin": 50}, format="json")
-    lead_override = client.post(url, {"reason": "cheaper", "override": True}, format="json")
+    seen = {"expected_current_version": 2}
+    refused = client.post(url, {"reason": "cheaper", "margin": 50, **seen}, format="json")
+    lead_override = client.post(url, {"reason": "cheaper", "override": True, **seen}, format="json")
     admin = token_client(make_member(Role.ADMIN))
-    overridden = admin.post(url, {"reason": "provider outage", "override": True}, format="json")
+    overridden = admin.post(
+        url, {"reason": "provider outage", "override": True, **seen}, format="json"
+    )
 
     assert refused.status_code == 409
     # Every item lost, but on this handful of items McNemar's p stays above 0.05, so the one
@@ -834,8 +860,11 @@ def test_max_new_tokens_out_of_bounds_is_refused(
 def test_the_results_endpoint_lists_answers_and_filters_a_wrong_b_right(
     client: APIClient, project: Project, world: World
 ) -> None:
+    # Not the world's request (its run is still queued, and an identical one would get it).
     created = client.post(
-        api(project, "evaluations/"), {"model_version": world.second.pk}, format="json"
+        api(project, "evaluations/"),
+        {"model_version": world.second.pk, "max_new_tokens": 32},
+        format="json",
     ).json()
     run = EvalRun.objects.get(pk=created["id"])
     tuned, base = run.candidates.order_by("position")[:2]

@@ -113,8 +113,16 @@ WRITES = [
         "create eval",
         LEADS,
         lambda w: "evaluations/",
-        lambda w: {"model_version": w.second.pk},
+        # Not the world's queued run's request: an identical one would get that run (200).
+        lambda w: {"model_version": w.second.pk, "max_new_tokens": 32},
         201,
+    ),
+    Write(
+        "cancel eval",
+        LEADS,
+        lambda w: f"evaluations/{w.eval_run.pk}/cancel/",
+        lambda w: {},
+        200,
     ),
     Write(
         "evaluate checkpoints",
@@ -141,14 +149,14 @@ WRITES = [
         "promote",
         LEADS,
         lambda w: f"model-versions/{w.first.pk}/promote/",
-        lambda w: {"reason": "try"},
+        lambda w: {"reason": "try", "expected_current_version": 2},
         200,
     ),
     Write(
         "rollback",
         LEADS,
         lambda w: f"models/{w.registered_model.pk}/rollback/",
-        lambda w: {"reason": "try"},
+        lambda w: {"reason": "try", "expected_current_version": 2, "target_version": 1},
         200,
     ),
     Write(
@@ -238,7 +246,7 @@ def db_state() -> dict[str, object]:
         "decisions": ReviewDecision.objects.count(),
         "versions": DatasetVersion.objects.count(),
         "jobs": sorted(TrainingJob.objects.values_list("id", "status", "cancel_requested")),
-        "evals": EvalRun.objects.count(),
+        "evals": sorted(EvalRun.objects.values_list("id", "status")),
         "eval_results": sorted(EvalResult.objects.values_list("id", "tags", "sent_to_review")),
         "aliases": sorted(Alias.objects.values_list("registered_model", "name", "model_version")),
         "alias_changes": AliasChange.objects.count(),

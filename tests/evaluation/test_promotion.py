@@ -10,7 +10,7 @@ from evaluation.services import eval_run_for_version
 from ftportal.roles import Role
 from registry.gate import GateVerdict
 from registry.services import model_version_promote, promotion_evidence
-from tests.factories import finished_evaluation, frozen_version
+from tests.factories import finished_evaluation, frozen_version, production_number
 from tests.registry.test_services import register
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +25,12 @@ def test_evaluating_a_version_compares_it_with_production_on_the_same_items(
     finished_evaluation(
         version=v1, against=None, scores=[1.0] * 10, baseline_scores=[0.0] * 10, user=lead
     )
-    model_version_promote(model_version=v1, user=lead, reason="beats the base")
+    model_version_promote(
+        model_version=v1,
+        expected_current_version=production_number(v1.registered_model),
+        user=lead,
+        reason="beats the base",
+    )
 
     run = eval_run_for_version(project=project, model_version=v2, user=lead)
 

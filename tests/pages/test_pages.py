@@ -33,7 +33,7 @@ from ftportal.roles import Action, Role
 from registry.models import Alias, AliasChange, ModelVersion, RegisteredModel
 from registry.services import model_version_promote
 from tests.charts import page_charts, series_points
-from tests.factories import finished_evaluation
+from tests.factories import finished_evaluation, production_number
 from training.models import (
     BaseModel,
     Checkpoint,
@@ -119,6 +119,7 @@ class World:
     v1: ModelVersion
     v2: ModelVersion
     base_model: BaseModel
+    queued_eval: EvalRun
 
 
 @pytest.fixture
@@ -184,9 +185,18 @@ def world(project: Project, dataset: Dataset, base_model: BaseModel, lead: User)
         finished_evaluation(
             version=candidate, against=against, scores=right, baseline_scores=wrong, user=lead
         )
-        model_version_promote(model_version=candidate, user=lead, reason="better")
+        model_version_promote(
+            model_version=candidate,
+            expected_current_version=production_number(candidate.registered_model),
+            user=lead,
+            reason="better",
+        )
     finished_evaluation(version=v1, against=v2, scores=right, baseline_scores=wrong, user=lead)
-    return World(project, dataset, pending, version, running, registered, v1, v2, base_model)
+    # An evaluation still queued, for the cancel button.
+    queued_eval = EvalRun.objects.create(project=project, dataset_version=version, created_by=lead)
+    return World(
+        project, dataset, pending, version, running, registered, v1, v2, base_model, queued_eval
+    )
 
 
 # Each page action as (method, url, form data), built for a given world.
@@ -256,6 +266,10 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
         Action.EVALUATE,
         lambda w: ("post", reverse("eval_create", args=[w.project.pk, w.v2.pk]), {}),
     ),
+    "cancel an evaluation": (
+        Action.EVALUATE,
+        lambda w: ("post", reverse("eval_cancel", args=[w.project.pk, w.queued_eval.pk]), {}),
+    ),
     "open the promotion page": (
         Action.PROMOTE,
         lambda w: ("get", reverse("version_promote", args=[w.project.pk, w.v1.pk]), {}),
@@ -265,7 +279,7 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
         lambda w: (
             "post",
             reverse("version_promote", args=[w.project.pk, w.v1.pk]),
-            {"reason": "better"},
+            {"reason": "better", "expected_current_version": "2"},
         ),
     ),
     "rollback": (
@@ -273,7 +287,7 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
         lambda w: (
             "post",
             reverse("model_rollback", args=[w.project.pk, w.registered.pk]),
-            {"reason": "drift"},
+            {"reason": "drift", "expected_current_version": "2", "target_version": "1"},
         ),
     ),
 }
@@ -286,6 +300,7 @@ FORBIDDEN = {
         "estimate",
         "register a checkpoint",
         "evaluate",
+        "cancel an evaluation",
         "open the promotion page",
         "promote",
         "rollback",
@@ -300,6 +315,7 @@ FORBIDDEN = {
         "estimate",
         "register a checkpoint",
         "evaluate",
+        "cancel an evaluation",
         "open the promotion page",
         "promote",
         "rollback",
@@ -326,7 +342,7 @@ def db_state() -> dict[str, object]:
         "decisions": ReviewDecision.objects.count(),
         "versions": DatasetVersion.objects.count(),
         "jobs": sorted(TrainingJob.objects.values_list("id", "status", "cancel_requested")),
-        "evals": EvalRun.objects.count(),
+        "evals": sorted(EvalRun.objects.values_list("id", "status")),
         "models": ModelVersion.objects.count(),
         "aliases": sorted(Alias.objects.values_list("registered_model", "name", "model_version")),
         "alias_changes": AliasChange.objects.count(),

@@ -16,7 +16,7 @@ from ftportal.roles import Role
 from registry.models import AliasChange, ModelVersion
 from registry.selectors import production_version
 from registry.services import model_version_promote, model_version_register
-from tests.factories import finished_evaluation, frozen_version
+from tests.factories import finished_evaluation, frozen_version, production_number
 from training.models import Checkpoint, JobStatus, TrainingJob
 
 pytestmark = pytest.mark.django_db
@@ -60,7 +60,12 @@ def versions(project, lead, base_model):
     data = frozen_version(project, lead)
     v1 = register(project, lead, base_model, data)
     finished_evaluation(version=v1, against=None, scores=RIGHT, baseline_scores=WRONG, user=lead)
-    model_version_promote(model_version=v1, user=lead, reason="beats the base model")
+    model_version_promote(
+        model_version=v1,
+        expected_current_version=production_number(v1.registered_model),
+        user=lead,
+        reason="beats the base model",
+    )
     return v1, register(project, lead, base_model, data, step=30)
 
 
@@ -80,6 +85,10 @@ def words(response) -> str:
     return " ".join(unescape(re.sub(r"<[^>]+>", " ", response.content.decode())).split())
 
 
+# What the promotion page posts when it showed v1 in production.
+SEEN_V1 = {"expected_current_version": "1"}
+
+
 def promote_url(version: ModelVersion) -> str:
     return reverse("version_promote", args=[version.registered_model.project_id, version.pk])
 
@@ -91,7 +100,7 @@ def test_a_version_without_evidence_gets_a_page_that_says_what_is_missing_and_no
     client.force_login(lead)
 
     page = client.get(promote_url(v2))
-    refused = client.post(promote_url(v2), {"reason": "newer"})
+    refused = client.post(promote_url(v2), {"reason": "newer", **SEEN_V1})
 
     assert page.status_code == 200
     missing = (
@@ -127,7 +136,7 @@ def test_the_confirmation_page_shows_the_evidence_and_costs_and_promotes_with_th
     assert "McNemar exact p" in page
     assert "Rule: 95 % paired bootstrap CI excludes 0 and McNemar exact p < 0.05." in page
 
-    response = client.post(promote_url(v2), {"reason": "ten of ten", "margin": "0"})
+    response = client.post(promote_url(v2), {"reason": "ten of ten", "margin": "0", **SEEN_V1})
 
     assert response.status_code == 302
     assert production_version(v1.registered_model) == v2
@@ -144,7 +153,7 @@ def test_a_promotion_without_a_reason_is_refused_on_the_page(
     finished_evaluation(version=v2, against=v1, scores=RIGHT, baseline_scores=WRONG, user=lead)
     client.force_login(lead)
 
-    response = client.post(promote_url(v2), {"reason": "  "})
+    response = client.post(promote_url(v2), {"reason": "  ", **SEEN_V1})
 
     assert response.status_code == 400
     assert "Give a reason for the promotion." in text(response)
@@ -168,7 +177,8 @@ def test_the_margin_decides_a_close_call_and_an_admin_may_override_a_refusal(
     client.force_login(admin)
     assert 'id="promote-override"' in text(client.get(promote_url(v2), {"margin": "10"}))
     response = client.post(
-        promote_url(v2), {"reason": "v1's base shuts down", "margin": "10", "override": "on"}
+        promote_url(v2),
+        {"reason": "v1's base shuts down", "margin": "10", "override": "on", **SEEN_V1},
     )
 
     assert response.status_code == 302
@@ -182,14 +192,20 @@ def test_the_margin_decides_a_close_call_and_an_admin_may_override_a_refusal(
 def test_rollback_asks_for_a_reason_and_keeps_it(client: Client, versions, lead) -> None:
     v1, v2 = versions
     finished_evaluation(version=v2, against=v1, scores=RIGHT, baseline_scores=WRONG, user=lead)
-    model_version_promote(model_version=v2, user=lead, reason="better")
+    model_version_promote(
+        model_version=v2,
+        expected_current_version=production_number(v2.registered_model),
+        user=lead,
+        reason="better",
+    )
     project_id = v1.registered_model.project_id
     rollback = reverse("model_rollback", args=[project_id, v1.registered_model_id])
     client.force_login(lead)
 
     registry = text(client.get(reverse("model_list", args=[project_id])))
-    refused = client.post(rollback, {})
-    done = client.post(rollback, {"reason": "complaints since the release"})
+    seen = {"expected_current_version": "2", "target_version": "1"}
+    refused = client.post(rollback, seen)
+    done = client.post(rollback, {"reason": "complaints since the release", **seen})
 
     assert 'name="reason" required' in registry
     assert "rolled back from the registry page" not in registry

@@ -12,7 +12,7 @@ from registry.services import (
     model_version_register,
     production_rollback,
 )
-from tests.factories import finished_evaluation, frozen_version
+from tests.factories import finished_evaluation, frozen_version, production_number, rollback_number
 from training.models import JobStatus, TrainingJob
 
 pytestmark = pytest.mark.django_db
@@ -62,7 +62,12 @@ def promote_as_better(version, lead, reason="better on the validation split"):
         baseline_scores=ALL_WRONG,
         user=lead,
     )
-    return model_version_promote(model_version=version, user=lead, reason=reason)
+    return model_version_promote(
+        model_version=version,
+        expected_current_version=production_number(version.registered_model),
+        user=lead,
+        reason=reason,
+    )
 
 
 def test_rollback_walks_back_through_promotions_and_stops_at_the_first(project, lead, base_model):
@@ -71,12 +76,30 @@ def test_rollback_walks_back_through_promotions_and_stops_at_the_first(project, 
     for version in (v1, v2, v3):
         promote_as_better(version, lead)
     model = v1.registered_model
-    production_rollback(registered_model=model, user=lead, reason="drift")
+    production_rollback(
+        registered_model=model,
+        expected_current_version=production_number(model),
+        target_version=rollback_number(model),
+        user=lead,
+        reason="drift",
+    )
     assert production_version(model) == v2
-    production_rollback(registered_model=model, user=lead, reason="still drifting")
+    production_rollback(
+        registered_model=model,
+        expected_current_version=production_number(model),
+        target_version=rollback_number(model),
+        user=lead,
+        reason="still drifting",
+    )
     assert production_version(model) == v1
     with pytest.raises(ConflictError):
-        production_rollback(registered_model=model, user=lead, reason="again")
+        production_rollback(
+            registered_model=model,
+            expected_current_version=production_number(model),
+            target_version=rollback_number(model),
+            user=lead,
+            reason="again",
+        )
     kinds = list(AliasChange.objects.order_by("id").values_list("kind", flat=True))
     assert kinds == [AliasChangeKind.PROMOTE] * 3 + [AliasChangeKind.ROLLBACK] * 2
     assert set(AliasChange.objects.values_list("changed_by", flat=True)) == {lead.pk}
@@ -86,7 +109,12 @@ def test_promoting_the_current_production_version_is_refused(project, lead, base
     v1 = register(project, lead, base_model, frozen_version(project, lead))
     promote_as_better(v1, lead)
     with pytest.raises(ConflictError) as refused:
-        model_version_promote(model_version=v1, user=lead, reason="again")
+        model_version_promote(
+            model_version=v1,
+            expected_current_version=production_number(v1.registered_model),
+            user=lead,
+            reason="again",
+        )
     assert refused.value.message == "'production' already points at version 1."
     assert AliasChange.objects.count() == 1
 
@@ -112,7 +140,12 @@ def test_a_never_evaluated_version_is_not_promoted(project, lead, base_model):
     v1 = register(project, lead, base_model, frozen_version(project, lead))
 
     with pytest.raises(ConflictError) as refused:
-        model_version_promote(model_version=v1, user=lead, reason="looks good")
+        model_version_promote(
+            model_version=v1,
+            expected_current_version=production_number(v1.registered_model),
+            user=lead,
+            reason="looks good",
+        )
 
     assert refused.value.message.startswith(
         "No finished evaluation of triage v1 against its base model SmolLM2-135M-Instruct"
@@ -129,7 +162,12 @@ def test_an_evaluation_against_the_base_model_is_not_evidence_against_production
     )
 
     with pytest.raises(ConflictError) as refused:
-        model_version_promote(model_version=v2, user=lead, reason="beats the base")
+        model_version_promote(
+            model_version=v2,
+            expected_current_version=production_number(v2.registered_model),
+            user=lead,
+            reason="beats the base",
+        )
 
     assert refused.value.message.startswith(
         "No finished evaluation of triage v2 against production triage v1 on the same test set"
@@ -144,7 +182,12 @@ def test_a_better_version_is_promoted_and_the_history_keeps_the_evidence(two_ver
         version=v2, against=v1, scores=ALL_RIGHT, baseline_scores=ALL_WRONG, user=lead
     )
 
-    change = model_version_promote(model_version=v2, user=lead, reason="ten of ten")
+    change = model_version_promote(
+        model_version=v2,
+        expected_current_version=production_number(v2.registered_model),
+        user=lead,
+        reason="ten of ten",
+    )
 
     assert production_version(v1.registered_model) == v2
     stored = AliasChange.objects.get(pk=change.pk)
@@ -171,11 +214,23 @@ def test_a_version_within_the_leads_margin_is_promoted_as_no_worse(two_versions,
     )
 
     with pytest.raises(ConflictError) as refused:
-        model_version_promote(model_version=v2, user=lead, reason="cheaper", margin_points=10)
+        model_version_promote(
+            model_version=v2,
+            expected_current_version=production_number(v2.registered_model),
+            user=lead,
+            reason="cheaper",
+            margin_points=10,
+        )
     assert "not shown to be no worse" in refused.value.message
     assert production_version(v1.registered_model) == v1
 
-    change = model_version_promote(model_version=v2, user=lead, reason="cheaper", margin_points=30)
+    change = model_version_promote(
+        model_version=v2,
+        expected_current_version=production_number(v2.registered_model),
+        user=lead,
+        reason="cheaper",
+        margin_points=30,
+    )
 
     assert production_version(v1.registered_model) == v2
     assert change.evidence["verdict"] == GateVerdict.NO_WORSE
@@ -190,10 +245,22 @@ def test_a_worse_version_is_refused_and_a_lead_cannot_override(two_versions, lea
     )
 
     with pytest.raises(ConflictError) as refused:
-        model_version_promote(model_version=v2, user=lead, reason="trust me", margin_points=50)
+        model_version_promote(
+            model_version=v2,
+            expected_current_version=production_number(v2.registered_model),
+            user=lead,
+            reason="trust me",
+            margin_points=50,
+        )
     assert "triage v2 is worse compared with production triage v1" in refused.value.message
     with pytest.raises(PermissionDeniedError) as denied:
-        model_version_promote(model_version=v2, user=lead, reason="trust me", override=True)
+        model_version_promote(
+            model_version=v2,
+            expected_current_version=production_number(v2.registered_model),
+            user=lead,
+            reason="trust me",
+            override=True,
+        )
 
     assert "only an admin may override" in denied.value.message
     assert production_version(v1.registered_model) == v1
@@ -207,7 +274,11 @@ def test_an_admin_override_is_recorded_with_its_reason_and_the_evidence(two_vers
     )
 
     change = model_version_promote(
-        model_version=v2, user=admin, reason="v1's provider shuts down today", override=True
+        model_version=v2,
+        expected_current_version=production_number(v2.registered_model),
+        user=admin,
+        reason="v1's provider shuts down today",
+        override=True,
     )
 
     assert production_version(v1.registered_model) == v2
@@ -224,7 +295,13 @@ def test_an_override_is_not_needed_and_not_recorded_when_the_evidence_allows(two
     finished_evaluation(
         version=v2, against=v1, scores=ALL_RIGHT, baseline_scores=ALL_WRONG, user=admin
     )
-    change = model_version_promote(model_version=v2, user=admin, reason="better", override=True)
+    change = model_version_promote(
+        model_version=v2,
+        expected_current_version=production_number(v2.registered_model),
+        user=admin,
+        reason="better",
+        override=True,
+    )
     assert change.overridden is False
 
 
@@ -234,15 +311,37 @@ def test_promotion_and_rollback_need_a_reason(two_versions, lead, reason):
     finished_evaluation(
         version=v2, against=v1, scores=ALL_RIGHT, baseline_scores=ALL_WRONG, user=lead
     )
-    model_version_promote(model_version=v2, user=lead, reason="better")
+    model_version_promote(
+        model_version=v2,
+        expected_current_version=production_number(v2.registered_model),
+        user=lead,
+        reason="better",
+    )
 
     with pytest.raises(ApplicationError) as no_reason:
-        production_rollback(registered_model=v1.registered_model, user=lead, reason=reason)
+        production_rollback(
+            registered_model=v1.registered_model,
+            expected_current_version=production_number(v1.registered_model),
+            target_version=rollback_number(v1.registered_model),
+            user=lead,
+            reason=reason,
+        )
     assert no_reason.value.message == "Give a reason for the rollback."
     assert production_version(v1.registered_model) == v2
-    production_rollback(registered_model=v1.registered_model, user=lead, reason="drift")
+    production_rollback(
+        registered_model=v1.registered_model,
+        expected_current_version=production_number(v1.registered_model),
+        target_version=rollback_number(v1.registered_model),
+        user=lead,
+        reason="drift",
+    )
     with pytest.raises(ApplicationError) as no_reason:
-        model_version_promote(model_version=v2, user=lead, reason=reason)
+        model_version_promote(
+            model_version=v2,
+            expected_current_version=production_number(v2.registered_model),
+            user=lead,
+            reason=reason,
+        )
     assert no_reason.value.message == "Give a reason for the promotion."
     assert AliasChange.objects.count() == 3
 
@@ -250,5 +349,11 @@ def test_promotion_and_rollback_need_a_reason(two_versions, lead, reason):
 def test_a_margin_outside_its_range_is_refused(two_versions, lead):
     _, v2 = two_versions
     with pytest.raises(ApplicationError) as refused:
-        model_version_promote(model_version=v2, user=lead, reason="x", margin_points=-1)
+        model_version_promote(
+            model_version=v2,
+            expected_current_version=production_number(v2.registered_model),
+            user=lead,
+            reason="x",
+            margin_points=-1,
+        )
     assert refused.value.extra == {"field": "margin"}
