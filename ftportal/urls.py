@@ -18,7 +18,13 @@ urlpatterns = [
     ),
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     # The split view serves Swagger UI's start-up script as a file: no inline script for the CSP.
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
+    path(
+        "api/docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api_schema", template_name="ftportal/api_docs.html"
+        ),
+        name="api_docs",
+    ),
     path("api/", include("ftportal.api_urls")),
     path("", include("ftportal.page_urls")),
 ]
