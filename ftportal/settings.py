@@ -321,7 +321,7 @@ CONTENT_SECURITY_POLICY = {
 # any address, and an address after FTPORTAL_TOKEN_FAILURES_PER_CLIENT for any account, within
 # the same cool-off.
 AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
+    "ftportal.signin.SignInLockBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = int(os.environ.get("FTPORTAL_SIGNIN_FAILURE_LIMIT", 5))

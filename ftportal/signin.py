@@ -14,6 +14,7 @@ import math
 from datetime import timedelta
 from typing import Any, ClassVar
 
+from axes.backends import AxesStandaloneBackend
 from axes.handlers.proxy import AxesProxyHandler
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -22,6 +23,27 @@ from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
+
+
+class SignInLockBackend(AxesStandaloneBackend):
+    """Axes' check that refuses a locked sign-in, first in AUTHENTICATION_BACKENDS.
+
+    Axes refuses any authenticate() call without a request; one without a request comes from
+    no client (a management command, the test client's ``login``), so there is nothing to
+    count or lock, and it goes on to the password check. Every sign-in over HTTP (login page,
+    admin, token endpoint) passes its request.
+    """
+
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if request is None:
+            return None
+        return super().authenticate(request, username, password, **kwargs)
 
 
 def client_ip(request: HttpRequest | Request) -> str:

@@ -5,10 +5,12 @@ page's candidate picker still submits itself without its old inline handler."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from evaluation.models import CandidateKind
 from evaluation.services import CandidateSpec
@@ -18,7 +20,7 @@ from tests.evaluation.finished_runs import finished_run
 from tests.factories import frozen_version
 from training.models import JobStatus, TrainingJob, TrainingMetric
 
-from .conftest import chart_state, login
+from .conftest import ACTION_TIMEOUT_MS, CHART_STATE_JS, login
 
 pytestmark = pytest.mark.e2e
 
@@ -48,14 +50,41 @@ def watch(page: Page) -> list[str]:
     return problems
 
 
+@pytest.fixture
+def strict_page(browser: Browser) -> Iterator[Page]:
+    """A context that enforces the policy (the shared ``page`` fixture bypasses it, because
+    Playwright's wait_for_function polls with eval), failing on uncaught script errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(ACTION_TIMEOUT_MS)
+    page = context.new_page()
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    yield page
+    context.close()
+    assert not script_errors, f"uncaught script errors in the page: {script_errors}"
+
+
+def drawn_chart(page: Page, selector: str) -> dict[str, Any]:
+    """Waits for Chart.js to draw on the canvas, polling from here: evaluate() comes from the
+    test, which the policy allows, where wait_for_function's in-page eval() would be refused."""
+    deadline = time.monotonic() + ACTION_TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        state: dict[str, Any] | None = page.evaluate(CHART_STATE_JS, selector)
+        if state is not None:
+            return state
+        time.sleep(0.1)
+    raise AssertionError(f"no chart was drawn on {selector}")
+
+
 def violations(page: Page) -> list[Any]:
     found: list[Any] = page.evaluate("() => window.__cspViolations || []")
     return found
 
 
 def test_the_main_pages_run_under_the_policy_without_violations(
-    live_server, page: Page, project, make_member, base_model
+    live_server, strict_page: Page, project, make_member, base_model
 ) -> None:
+    page = strict_page
     lead = make_member(Role.ML_LEAD)
     version = frozen_version(project, lead)
     job = TrainingJob.objects.create(
@@ -94,17 +123,20 @@ def test_the_main_pages_run_under_the_policy_without_violations(
     seen: dict[str, list[Any]] = {}
 
     def visit(path: str) -> None:
-        page.goto(f"{base}{path}")
+        response = page.goto(f"{base}{path}")
+        assert response is not None and response.ok, path
+        # The policy is in force on the page (without it, no violation could be reported).
+        assert "script-src 'self'" in response.headers.get("content-security-policy", ""), path
         page.wait_for_load_state("networkidle")
         seen[path] = violations(page)
 
     visit("/")
     visit(f"/datasets/{version.dataset.pk}/review/")
     visit(f"/training-jobs/{job.pk}/")
-    assert chart_state(page, 'canvas[data-chart="loss-chart-data"]')["datasets"]
+    assert drawn_chart(page, 'canvas[data-chart="loss-chart-data"]')["datasets"]
     visit("/evaluations/")
     assert page.locator("canvas[data-chart]").count() >= 1
-    chart_state(page, "canvas[data-chart]")
+    assert drawn_chart(page, "canvas[data-chart]")["datasets"]
     visit(f"/evaluations/{run.pk}/")
     visit(f"/evaluations/{run.pk}/rate/")
     # The candidate picker submits its form on change (static/js/actions.js, not onchange=).
@@ -122,8 +154,8 @@ def test_the_main_pages_run_under_the_policy_without_violations(
     assert not problems, problems
 
 
-def test_the_policy_header_reaches_the_browser(live_server, page: Page) -> None:
-    response = page.goto(f"{live_server.url}/login/")
+def test_the_policy_header_reaches_the_browser(live_server, strict_page: Page) -> None:
+    response = strict_page.goto(f"{live_server.url}/login/")
     assert response is not None
     policy = response.headers["content-security-policy"]
     assert "default-src 'self'" in policy and "script-src 'self'" in policy
