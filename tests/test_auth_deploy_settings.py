@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import Client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,3 +129,19 @@ def test_no_template_carries_inline_script_style_or_handlers() -> None:
         if "javascript:" in text or "<style" in text:
             found.append(f"{template.relative_to(REPO)}: javascript: URL or <style> block")
     assert not found, found
+
+
+def test_static_files_are_served_with_debug_off_after_collectstatic(
+    tmp_path: Path, settings, db: None
+) -> None:
+    """`make run` and the image run with DEBUG off, where Django serves no static files:
+    WhiteNoise serves what collectstatic gathered."""
+    settings.DEBUG = False
+    settings.STATIC_ROOT = tmp_path
+    call_command("collectstatic", interactive=False, verbosity=0)
+
+    response = Client().get("/static/js/actions.js")
+
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content)  # type: ignore[attr-defined]
+    assert body == (REPO / "static/js/actions.js").read_bytes()
