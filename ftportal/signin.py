@@ -10,6 +10,7 @@ many addresses or many accounts is slowed too. Every refusal is a 429 with Retry
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import timedelta
 from typing import Any, ClassVar
@@ -126,9 +127,15 @@ class FailedSignInThrottle(SimpleRateThrottle):
     def ident_for(self, request: Request) -> str:
         raise NotImplementedError
 
+    @classmethod
+    def cache_key_for(cls, ident: str) -> str:
+        # Hashed: a username is whatever the client sent, of any length.
+        digest = hashlib.sha256(ident.encode()).hexdigest()
+        return f"signin-failures:{cls.__name__}:{digest}"
+
     def get_cache_key(self, request: Request, view: APIView) -> str | None:
         ident = self.ident_for(request)
-        return f"signin-failures:{type(self).__name__}:{ident}" if ident else None
+        return self.cache_key_for(ident) if ident else None
 
     def throttle_success(self) -> bool:
         return True  # only failures are recorded

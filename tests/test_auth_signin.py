@@ -30,21 +30,21 @@ def address() -> Iterator[str]:
     other runs sharing the cache) do not leak in; its cache entries are removed afterwards."""
     ip = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
     yield ip
-    cache.delete(f"signin-failures:{FailedSignInsPerClient.__name__}:{ip}")
+    cache.delete(FailedSignInsPerClient.cache_key_for(ip))
 
 
 @pytest.fixture
 def alice(db: None) -> Iterator[User]:
     user = User.objects.create_user(username=f"alice-{secrets.token_hex(4)}", password="right-pw")
     yield user
-    cache.delete(f"signin-failures:{FailedSignInsPerAccount.__name__}:{user.username}")
+    cache.delete(FailedSignInsPerAccount.cache_key_for(user.username))
 
 
 @pytest.fixture
 def bob(db: None) -> Iterator[User]:
     user = User.objects.create_user(username=f"bob-{secrets.token_hex(4)}", password="bob-pw")
     yield user
-    cache.delete(f"signin-failures:{FailedSignInsPerAccount.__name__}:{user.username}")
+    cache.delete(FailedSignInsPerAccount.cache_key_for(user.username))
 
 
 def move_clock_past_cooloff() -> None:
