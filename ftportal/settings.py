@@ -6,6 +6,7 @@ CELERY_BROKER_URL switch to Postgres and Redis.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -44,7 +45,9 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "rest_framework",
-    "rest_framework.authtoken",
+    # Sign-in lockout and the Content-Security-Policy header (security block below).
+    "axes",
+    "csp",
     "drf_spectacular",
     # Swagger UI's files for /api/docs/, served from our static files: no CDN.
     "drf_spectacular_sidecar",
@@ -58,6 +61,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves /static/ from STATIC_ROOT (after collectstatic) when DEBUG is off, under runserver
+    # and gunicorn alike.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -66,6 +73,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "ftportal.middleware.ApplicationErrorPageMiddleware",
+    # Last: turns a locked-out sign-in into the 429 page (ftportal.signin.lockout_response).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ftportal.urls"
@@ -129,7 +138,8 @@ FTPORTAL_SYNC_IMPORT_MAX_BYTES = int(
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        # Hashed, expiring, revocable tokens (ftportal.tokens), same "Token <key>" header.
+        "ftportal.tokens.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -317,3 +327,60 @@ FTPORTAL_ENDPOINT_HOSTS = frozenset(
     for host in os.environ.get("FTPORTAL_ENDPOINT_HOSTS", "").split(",")
     if host.strip()
 )
+
+# --- Security: HTTPS, cookies, Content-Security-Policy (issue 13) ---------------------------
+# With DEBUG off every default is the secure one (`manage.py check --deploy` is clean); each can
+# be turned off by env for a plain-http run on one's own machine (scripts/run.sh does).
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+# The health check is asked over plain http from inside the host (docker-compose.yml).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = int(
+    os.environ.get("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+# Asking browsers to preload the domain is a commitment for the whole domain, so it is the
+# operator's choice (DJANGO_SECURE_HSTS_PRELOAD=1), and Django's reminder about it is silenced.
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Only behind a TLS-terminating proxy that sets X-Forwarded-Proto (and X-Forwarded-For, which
+# ftportal.signin.client_ip then reads): trusting the header without one lets clients forge it.
+FTPORTAL_BEHIND_TLS_PROXY = env_bool("FTPORTAL_BEHIND_TLS_PROXY", False)
+if FTPORTAL_BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Scripts and styles only from our own static files: no inline script, style or handler, no
+# eval (templates/base.html turns htmx's eval off). data: images are Swagger UI's icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# --- Sign-in limits and API tokens (issue 13) ----------------------------------------------
+# ftportal.signin: AXES_FAILURE_LIMIT failed sign-ins for one account from one address lock
+# that pair for AXES_COOLOFF_TIME (login page, /admin/ and POST /api/auth/token/ alike). The
+# token endpoint also refuses an account after FTPORTAL_TOKEN_FAILURES_PER_ACCOUNT failures from
+# any address, and an address after FTPORTAL_TOKEN_FAILURES_PER_CLIENT for any account, within
+# the same cool-off.
+AUTHENTICATION_BACKENDS = [
+    "ftportal.signin.SignInLockBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("FTPORTAL_SIGNIN_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("FTPORTAL_SIGNIN_COOLOFF_MINUTES", 15)))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "ftportal.signin.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "ftportal.signin.client_ip"
+FTPORTAL_TOKEN_FAILURES_PER_ACCOUNT = int(os.environ.get("FTPORTAL_TOKEN_FAILURES_PER_ACCOUNT", 20))
+FTPORTAL_TOKEN_FAILURES_PER_CLIENT = int(os.environ.get("FTPORTAL_TOKEN_FAILURES_PER_CLIENT", 50))
+# API tokens (ftportal.tokens) stop working this many days after they are created.
+FTPORTAL_API_TOKEN_DAYS = int(os.environ.get("FTPORTAL_API_TOKEN_DAYS", 30))

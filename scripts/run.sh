@@ -8,6 +8,21 @@ bash scripts/install.sh
 PORT=${PORT:-8000}
 export DJANGO_SETTINGS_MODULE=ftportal.settings
 py=.venv/bin/python
+# DEBUG off, as in production: errors show a plain page, never a traceback or settings. This is
+# plain http on one's own machine, so no HTTPS redirect, no Secure-only cookies and no HSTS.
+export DJANGO_DEBUG=${DJANGO_DEBUG:-0}
+export DJANGO_SECURE_SSL_REDIRECT=${DJANGO_SECURE_SSL_REDIRECT:-0}
+export DJANGO_SECURE_COOKIES=${DJANGO_SECURE_COOKIES:-0}
+export DJANGO_SECURE_HSTS_SECONDS=${DJANGO_SECURE_HSTS_SECONDS:-0}
+# A secret key of this checkout's own, made on the first run and kept in var/ (git-ignored).
+if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
+  mkdir -p var
+  [ -s var/secret_key ] || (umask 077 && $py -c 'import secrets; print(secrets.token_urlsafe(50))' >var/secret_key)
+  DJANGO_SECRET_KEY=$(cat var/secret_key)
+  export DJANGO_SECRET_KEY
+fi
+# With DEBUG off, WhiteNoise serves /static/ from the collected files.
+$py manage.py collectstatic --no-input -v0
 $py manage.py migrate --no-input -v0
 $py manage.py load_demo
 echo "Preparing the local base model (first run converts the GGUF weights, about 20 s)..."

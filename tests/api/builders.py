@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction
@@ -16,6 +15,7 @@ from datasets.services import dataset_version_freeze, example_review
 from evaluation.models import EvalResult, EvalRun
 from evaluation.services import eval_run_for_version
 from ftportal.models import Project
+from ftportal.tokens import api_token_create
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import model_version_promote, model_version_register
 from tests.factories import finished_evaluation, import_bytes, production_number
@@ -57,8 +57,8 @@ def upload(data: bytes, name: str = "tickets.jsonl") -> SimpleUploadedFile:
 def token_client(user: User) -> APIClient:
     """A client that authenticates the way API users do: with a token header."""
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, key = api_token_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
 
 

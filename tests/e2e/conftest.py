@@ -32,8 +32,13 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh browser context; fails the test if a page throws an uncaught script error."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    """A fresh browser context; fails the test if a page throws an uncaught script error.
+
+    Playwright's wait_for_function polls with eval() in the page, which the site's
+    Content-Security-Policy forbids, so these contexts bypass the policy; the policy itself is
+    tested in a context that enforces it (test_content_security_policy.py), and no template may
+    carry what it would block (tests/test_auth_deploy_settings.py)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
     context.set_default_timeout(ACTION_TIMEOUT_MS)
     expect.set_options(timeout=ACTION_TIMEOUT_MS)
     page = context.new_page()
