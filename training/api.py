@@ -117,7 +117,14 @@ class JobOutput(serializers.Serializer[Any]):
     heartbeat_at = serializers.DateTimeField(allow_null=True)
     trained_tokens = serializers.IntegerField()
     tokens_per_second = serializers.FloatField(allow_null=True)
-    seconds_left = serializers.FloatField(allow_null=True)
+    seconds_left = serializers.SerializerMethodField(
+        help_text="The worker's estimate; null when it has none or while the worker is silent."
+    )
+    worker_silent_seconds = serializers.IntegerField(
+        allow_null=True,
+        help_text="Seconds since the worker of this started job was last heard from, once that "
+        "is longer than its heartbeat (or a hosted job's polling) allows; null while on time.",
+    )
     best_step = serializers.IntegerField(allow_null=True)
     stopped_early = serializers.BooleanField()
     estimated_cost_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
@@ -128,6 +135,11 @@ class JobOutput(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_seconds_left(self, job: TrainingJob) -> float | None:
+        # An estimate from a worker nobody hears from would mislead, as on the job page.
+        return None if job.worker_silent_seconds is not None else job.seconds_left
 
     def get_adapter_dir(self, job: TrainingJob) -> str:
         return artifact_name(job.adapter_dir)
