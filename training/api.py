@@ -54,6 +54,13 @@ class BaseModelListApi(APIView):
         key = serializers.CharField()
         display_name = serializers.CharField()
         provider = serializers.CharField()
+        # By name only: which worker variable holds its key is for admins, never shown.
+        endpoint = serializers.CharField(
+            source="endpoint.name",
+            allow_null=True,
+            default=None,
+            help_text="Hosted models: the registered endpoint that trains and serves them.",
+        )
         parameter_count = serializers.IntegerField(allow_null=True)
         # Shadows Field.source only for the type checker; DRF moves declared fields off the class.
         source = serializers.CharField()  # type: ignore[assignment]
@@ -87,7 +94,7 @@ class BaseModelListApi(APIView):
         return paginated_response(
             request=request,
             view=self,
-            queryset=BaseModel.objects.order_by("key"),
+            queryset=BaseModel.objects.select_related("endpoint").order_by("key"),
             serializer_class=self.BaseModelOutput,
         )
 
