@@ -274,6 +274,11 @@ class EvalRunOutput(serializers.Serializer[Any]):
     error = serializers.CharField()
     attempts = serializers.IntegerField()
     progress = serializers.SerializerMethodField()
+    worker_silent_seconds = serializers.IntegerField(
+        allow_null=True,
+        help_text="Seconds since the worker of this running evaluation was last heard from, "
+        "once that is longer than its heartbeat allows; null while on time.",
+    )
     created_by = serializers.CharField(source="created_by.get_username")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)

@@ -6,6 +6,7 @@ from django.db import models
 from catalog.models import Endpoint
 from datasets.models import DatasetVersion, DatasetVersionExample, Example
 from ftportal.models import Project
+from ftportal.selectors import heartbeat_silence
 from registry.models import ModelVersion
 from training.models import BaseModel, Checkpoint, TrainingJob
 
@@ -122,6 +123,17 @@ class EvalRun(models.Model):
 
     def __str__(self) -> str:
         return f"Evaluation {self.pk}"
+
+    @property
+    def worker_silent_seconds(self) -> int | None:
+        """How long the worker of this running evaluation has been silent, once its heartbeat
+        is late; None otherwise (the evaluation page and the API show it)."""
+        if self.status != EvalStatus.RUNNING:
+            return None
+        return heartbeat_silence(
+            self.heartbeat_at or self.started_at,
+            stale_after=settings.FTPORTAL_HEARTBEAT_STALE_SECONDS,
+        )
 
 
 class CandidateKind(models.TextChoices):

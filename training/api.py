@@ -55,6 +55,13 @@ class BaseModelListApi(APIView):
         key = serializers.CharField()
         display_name = serializers.CharField()
         provider = serializers.CharField()
+        # By name only: which worker variable holds its key is for admins, never shown.
+        endpoint = serializers.CharField(
+            source="endpoint.name",
+            allow_null=True,
+            default=None,
+            help_text="Hosted models: the registered endpoint that trains and serves them.",
+        )
         parameter_count = serializers.IntegerField(allow_null=True)
         # Shadows Field.source only for the type checker; DRF moves declared fields off the class.
         source = serializers.CharField()  # type: ignore[assignment]
@@ -88,7 +95,7 @@ class BaseModelListApi(APIView):
         return paginated_response(
             request=request,
             view=self,
-            queryset=BaseModel.objects.order_by("key"),
+            queryset=BaseModel.objects.select_related("endpoint").order_by("key"),
             serializer_class=self.BaseModelOutput,
         )
 
@@ -118,7 +125,14 @@ class JobOutput(serializers.Serializer[Any]):
     heartbeat_at = serializers.DateTimeField(allow_null=True)
     trained_tokens = serializers.IntegerField()
     tokens_per_second = serializers.FloatField(allow_null=True)
-    seconds_left = serializers.FloatField(allow_null=True)
+    seconds_left = serializers.SerializerMethodField(
+        help_text="The worker's estimate; null when it has none or while the worker is silent."
+    )
+    worker_silent_seconds = serializers.IntegerField(
+        allow_null=True,
+        help_text="Seconds since the worker of this started job was last heard from, once that "
+        "is longer than its heartbeat (or a hosted job's polling) allows; null while on time.",
+    )
     best_step = serializers.IntegerField(allow_null=True)
     stopped_early = serializers.BooleanField()
     estimated_cost_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
@@ -129,6 +143,11 @@ class JobOutput(serializers.Serializer[Any]):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_seconds_left(self, job: TrainingJob) -> float | None:
+        # An estimate from a worker nobody hears from would mislead, as on the job page.
+        return None if job.worker_silent_seconds is not None else job.seconds_left
 
     def get_adapter_dir(self, job: TrainingJob) -> str:
         return artifact_name(job.adapter_dir)

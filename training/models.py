@@ -9,6 +9,7 @@ from django.db import models
 from catalog.models import Endpoint, EndpointKind
 from datasets.models import DatasetVersion
 from ftportal.models import Project
+from ftportal.selectors import heartbeat_silence
 
 
 class Provider(models.TextChoices):
@@ -164,6 +165,21 @@ class TrainingJob(models.Model):
         if not self.total_steps:
             return 100 if self.status == JobStatus.SUCCEEDED else 0
         return min(100, round(100 * self.step / self.total_steps))
+
+    @property
+    def worker_silent_seconds(self) -> int | None:
+        """How long the worker of this started job has been silent, once its heartbeat is
+        late; None otherwise. The job page and the API show it instead of ``seconds_left``,
+        which stops meaning anything when nobody trains. A hosted job's heartbeat is its last
+        poll, which comes less often."""
+        if self.is_finished or self.status == JobStatus.QUEUED:
+            return None
+        stale_after = (
+            settings.FTPORTAL_HEARTBEAT_STALE_SECONDS
+            if self.provider == Provider.LOCAL
+            else settings.FTPORTAL_HOSTED_POLL_STALE_SECONDS
+        )
+        return heartbeat_silence(self.heartbeat_at or self.started_at, stale_after=stale_after)
 
 
 class TrainingMetric(models.Model):

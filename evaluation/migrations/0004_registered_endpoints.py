@@ -8,20 +8,22 @@ DEFAULT_ENDPOINT = {"openai_compatible": "openai", "anthropic": "anthropic"}
 
 def bind_endpoints(apps: Apps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     """Stored hosted candidates and judges that used the provider's own URL and key point at
-    the default endpoint of their kind. Those that named a URL or a variable of their own are
-    left without one: only an admin may bind a key to a URL, so the worker refuses to resume
-    them until someone creates the evaluation again with a registered endpoint."""
+    the default endpoint of their kind (a blank variable meant the provider's own, and so does
+    naming it). Those that named a URL or another variable are left without one: only an admin
+    may bind a key to a URL, so the worker refuses to resume them until someone creates the
+    evaluation again with a registered endpoint."""
     endpoint = apps.get_model("catalog", "Endpoint")
     candidate = apps.get_model("evaluation", "Candidate")
     run = apps.get_model("evaluation", "EvalRun")
     defaults = {kind: endpoint.objects.filter(name=name).first() for kind, name in DEFAULT_ENDPOINT.items()}
     for kind, default in defaults.items():
-        candidate.objects.filter(kind=kind, api_base_url="", api_key_env="").update(
-            endpoint=default
-        )
-        run.objects.filter(judge_kind=kind, judge_base_url="", judge_key_env="").update(
-            judge_endpoint=default
-        )
+        providers_own = ["", default.secret_env] if default is not None else [""]
+        candidate.objects.filter(
+            kind=kind, api_base_url="", api_key_env__in=providers_own
+        ).update(endpoint=default)
+        run.objects.filter(
+            judge_kind=kind, judge_base_url="", judge_key_env__in=providers_own
+        ).update(judge_endpoint=default)
 
 
 class Migration(migrations.Migration):
