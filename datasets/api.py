@@ -419,9 +419,9 @@ class ExampleReviewApi(APIView):
         )
         comment = serializers.CharField(required=False, allow_blank=True, default="")
         revision = serializers.IntegerField(
-            required=False,
             min_value=0,
-            help_text="The example revision the decision was made on; a stale one gets 409.",
+            help_text="Required: the example revision the decision was made on (the example's "
+            "`revision` as you read it); a stale one gets 409 and nothing is overwritten.",
         )
         contract_confirmed = serializers.BooleanField(
             required=False,
@@ -450,7 +450,7 @@ class ExampleReviewApi(APIView):
             action=ReviewAction(payload.validated_data["action"]),
             new_answer=payload.validated_data.get("answer"),
             comment=payload.validated_data["comment"],
-            expected_revision=payload.validated_data.get("revision"),
+            expected_revision=payload.validated_data["revision"],
             may_adjudicate=role_allows(role, Action.ADJUDICATE),
             contract_confirmed=payload.validated_data["contract_confirmed"],
         )
@@ -821,7 +821,8 @@ class ReviewBulkApi(APIView):
 
     @extend_schema(
         operation_id="datasets_review_bulk",
-        summary="Approve, reject, tag or assign every example matching a filter, all or nothing",
+        summary="Approve, reject, tag or assign every example matching a filter, all or nothing "
+        "(ML leads and admins)",
         request=BulkInput,
         responses=BulkOutput,
     )

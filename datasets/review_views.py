@@ -167,8 +167,11 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
             "assignee_choices": [ANY, ME, UNASSIGNED],
             "reviewers": reviewers_for(project),
             "bulk_actions": BULK_ACTIONS,
-            # Under overlap a bulk decision overrides the votes: an adjudicator's call.
-            "can_bulk_decide": dataset.review_overlap == 1 or role_allows(role, Action.ADJUDICATE),
+            # Bulk actions are the lead's (roles.BULK_REVIEW); under overlap a bulk decision
+            # overrides the votes: an adjudicator's call.
+            "can_bulk": role_allows(role, Action.BULK_REVIEW),
+            "can_bulk_decide": role_allows(role, Action.BULK_REVIEW)
+            and (dataset.review_overlap == 1 or role_allows(role, Action.ADJUDICATE)),
         }
     )
     return render(request, "datasets/review.html", context)

@@ -107,9 +107,10 @@ WRITES = [
         ),
         302,
     ),
+    # Bulk actions are the lead's (roles.BULK_REVIEW); reviewers decide one example at a time.
     Write(
         "bulk approve page",
-        REVIEWERS,
+        LEADS,
         lambda w: (
             page("review_bulk", w.project_id, w.dataset.pk, query="assignee=any"),
             {"bulk_action": "approve"},
@@ -118,7 +119,7 @@ WRITES = [
     ),
     Write(
         "bulk tag page",
-        REVIEWERS,
+        LEADS,
         lambda w: (
             page("review_bulk", w.project_id, w.dataset.pk, query="assignee=any"),
             {"bulk_action": "tag", "tag_name": "urgent"},
@@ -161,7 +162,7 @@ WRITES = [
     ),
     Write(
         "bulk approve api",
-        REVIEWERS,
+        LEADS,
         lambda w: (
             api(w, f"datasets/{w.dataset.pk}/review-bulk/"),
             {"action": "approve", "expected_count": pending_count(w)},
@@ -193,7 +194,10 @@ WRITES = [
     Write(
         "adjudicate api",
         LEADS,
-        lambda w: (api(w, f"examples/{w.disputed.pk}/review/"), {"action": "reject"}),
+        lambda w: (
+            api(w, f"examples/{w.disputed.pk}/review/"),
+            {"action": "reject", "revision": w.disputed.revision},
+        ),
         200,
         api=True,
     ),
@@ -400,7 +404,7 @@ def test_an_edit_shows_the_diff_and_history_on_the_card(world: World, make_membe
 
 def test_the_bulk_confirmation_states_the_count_and_then_acts(world: World, make_member) -> None:
     client = Client()
-    client.force_login(make_member(Role.REVIEWER))
+    client.force_login(make_member(Role.ML_LEAD))
     url = page("review_bulk", world.project_id, world.dataset.pk)
     confirm = client.get(url, {"bulk_action": "approve", "assignee": "any"}).content.decode()
     assert "This will approve 2 example(s)" in confirm
@@ -431,7 +435,7 @@ def test_a_bulk_reject_that_one_example_cannot_take_is_refused_whole(
 
 def test_the_api_bulk_dry_run_and_stale_token(world: World, make_member) -> None:
     client = Client()
-    client.force_login(make_member(Role.REVIEWER))
+    client.force_login(make_member(Role.ML_LEAD))
     url = api(world, f"datasets/{world.dataset.pk}/review-bulk/")
     body = {"action": "tag", "tag": "later", "dry_run": True, "filter": {"q": "charged"}}
     dry = client.post(url, body, content_type="application/json").json()
