@@ -14,7 +14,6 @@ from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_field,
@@ -28,6 +27,7 @@ from rest_framework.views import APIView
 
 from ftportal.api import (
     PAGINATION_PARAMETERS,
+    IdField,
     InputSerializer,
     ListQueryInput,
     acting_user,
@@ -607,24 +607,23 @@ class VersionDiffApi(APIView):
         summary = serializers.CharField()
         unchanged = serializers.IntegerField()
 
+    class DiffQuery(InputSerializer):
+        against = IdField(required=False, help_text="Id of the version to compare with.")
+
     @extend_schema(
         operation_id="dataset_versions_diff",
         summary="Examples added, removed and changed since another version (default: previous)",
-        parameters=[
-            OpenApiParameter("against", int, description="Id of the version to compare with.")
-        ],
+        parameters=[DiffQuery],
         responses=VersionDiffOutput,
     )
     def get(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         newer = _version_in(project, version_id)
-        against = request.query_params.get("against")
-        if against:
-            if not against.isdigit():
-                raise ApplicationError(
-                    "against: expected a version id.", extra={"field": "against"}
-                )
-            older = get_object_or_404(DatasetVersion, pk=int(against), dataset=newer.dataset)
+        query = self.DiffQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        against = query.validated_data.get("against")
+        if against is not None:
+            older = get_object_or_404(DatasetVersion, pk=against, dataset=newer.dataset)
         else:
             older = previous_version(newer) or newer
         diff = version_diff(older, newer)

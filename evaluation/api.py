@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from datasets.models import DatasetVersion
 from ftportal.api import (
     PAGINATION_PARAMETERS,
+    IdField,
     InputSerializer,
     ListQueryInput,
     acting_user,
@@ -495,7 +496,7 @@ class EvalResultTagApi(APIView):
 
 class SendToReviewApi(APIView):
     class SendInput(InputSerializer):
-        results = serializers.ListField(child=serializers.IntegerField(), min_length=1)
+        results = serializers.ListField(child=IdField(), min_length=1)
 
     class SendOutput(serializers.Serializer[Any]):
         created = serializers.ListField(child=serializers.IntegerField())
