@@ -385,7 +385,7 @@ class ExampleDetailOutput(ExampleOutput):
         "keeps it or there is none."
     )
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_contract_violation(self, example: Example) -> str | None:
         return contract_violation(
             example.dataset.answer_contract, assistant_answer(example.messages)

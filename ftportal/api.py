@@ -25,15 +25,23 @@ from rest_framework.views import APIView
 
 from . import http
 from .models import Membership
-from .pagination import DEFAULT_PAGE_SIZE, ListPagination
+from .pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE_SIZE, ListPagination
 from .permissions import project_for
 from .roles import Action, Role
 from .selectors import audit_entries, project_member, project_members
 from .services import member_add, member_create, member_remove, member_role_change
 
 PAGINATION_PARAMETERS = [
-    OpenApiParameter("limit", int, description=f"Page size (default {DEFAULT_PAGE_SIZE})."),
-    OpenApiParameter("offset", int, description="How many rows to skip."),
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        description=f"Page size (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE}).",
+    ),
+    OpenApiParameter(
+        "offset",
+        {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+        description="How many rows to skip.",
+    ),
 ]
 
 

@@ -144,3 +144,23 @@ def test_an_unexpected_error_in_an_api_view_is_a_json_500_without_internals(
     assert "secret detail" not in body and "Traceback" not in body
     # The details go to the log, for whoever runs the server.
     assert "secret detail" in caplog.text
+
+
+@pytest.mark.parametrize("query", ["limit=abc", "limit=0", "limit=501", "offset=-1", "offset=1.5"])
+def test_page_parameters_that_are_not_in_range_are_refused_not_replaced(
+    world: World, query: str
+) -> None:
+    response = token_client(world.owner).get(api(world, f"datasets/?{query}"))
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == [query.split("=")[0]]
+
+
+def test_an_example_without_a_contract_documents_its_null_contract_violation(
+    world: World,
+) -> None:
+    body = token_client(world.owner).get(api(world, f"examples/{world.pending.pk}/")).json()
+    assert body["contract_violation"] is None
+    schema = token_client(world.owner).get("/api/schema/", {"format": "json"}).json()
+    field = schema["components"]["schemas"]["ExampleDetailOutput"]["properties"]
+    assert field["contract_violation"].get("nullable") is True
