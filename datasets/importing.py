@@ -26,6 +26,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ftportal.errors import ApplicationError
+from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
 
 from .contracts import ContractCheck
@@ -347,7 +348,7 @@ def examples_import_file(
 def _finish(batch: ImportBatch, status: ImportStatus, failure: str = "") -> None:
     check_transition(kind="import", current=batch.status, target=status, allowed=IMPORT_TRANSITIONS)
     batch.status = status
-    batch.failure_message = failure
+    batch.failure_message = without_server_paths(failure)  # may carry an exception's text
     batch.finished_at = timezone.now()
     batch.save()
 

@@ -63,11 +63,10 @@ def path_ids(world: World, path: str) -> dict[str, Any]:
         "project_id": world.project.pk,
         "dataset_id": world.dataset.pk,
         "example_id": world.pending.pk,
-        "batch_id": ImportBatch.objects.filter(dataset=world.dataset).values_list("pk", flat=True)[
-            0
-        ],
+        "batch_id": ImportBatch.objects.filter(dataset=world.dataset).latest("pk").pk,
         "job_id": world.queued_job.pk,
         "step": 2,
+        "checkpoint_id": world.queued_job.checkpoints.values_list("pk", flat=True)[0],
         "model_id": world.registered_model.pk,
         "result_id": world.eval_result.pk,
         "user_id": world.owner.pk,
