@@ -18,6 +18,17 @@ class AppRequest(HttpRequest):
 MAX_ID = 2**63 - 1
 
 
+def parse_id(raw: str) -> int | None:
+    """``raw`` as an id (or any whole number from 0 to ``MAX_ID``), else None.
+
+    Not ``str.isdigit``: it accepts "²" and other digits that ``int`` refuses (a 500), and any
+    length (past the database's range).
+    """
+    if raw.isascii() and raw.isdecimal() and int(raw) <= MAX_ID:
+        return int(raw)
+    return None
+
+
 def query_id(request: HttpRequest, name: str) -> int | None:
     """An object id from a page's query string: None when left out or empty.
 
@@ -27,9 +38,9 @@ def query_id(request: HttpRequest, name: str) -> int | None:
     raw = request.GET.get(name, "").strip()
     if not raw:
         return None
-    # isdecimal() alone would let through digits such as "²" that int() refuses.
-    if raw.isascii() and raw.isdecimal() and 0 < int(raw) <= MAX_ID:
-        return int(raw)
+    value = parse_id(raw)
+    if value is not None and value > 0:
+        return value
     shown = raw if len(raw) <= 40 else raw[:40] + "…"
     raise ApplicationError(
         f"{name}: expected an id (a whole number from 1 to {MAX_ID}), not {shown!r}.",

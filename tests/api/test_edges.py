@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from datasets.models import DatasetVersion
 from evaluation.models import EvalResult
+from ftportal.roles import Role
 
 from .builders import World, token_client
 
@@ -164,3 +165,20 @@ def test_an_example_without_a_contract_documents_its_null_contract_violation(
     schema = token_client(world.owner).get("/api/schema/", {"format": "json"}).json()
     field = schema["components"]["schemas"]["ExampleDetailOutput"]["properties"]
     assert field["contract_violation"].get("nullable") is True
+
+
+def test_digits_that_int_refuses_are_a_clear_400_on_pages_not_a_500(
+    world: World, make_member
+) -> None:
+    # "²" passes str.isdigit(), which these forms used to check before int() (a ValueError).
+    admin = Client()
+    admin.force_login(make_member(Role.ADMIN))
+    members = reverse("members", args=[world.project.pk])
+    response = admin.post(members, {"operation": "change", "user": "²", "role": "reviewer"})
+    assert response.status_code == 400
+    lead = Client()
+    lead.force_login(world.owner)
+    send = reverse("eval_send_to_review", args=[world.project.pk, world.eval_run.pk])
+    assert lead.post(send, {"results": ["²"]}).status_code == 400
+    quality = reverse("dataset_quality", args=[world.project.pk, world.dataset.pk])
+    assert lead.get(quality, {"run": "²"}).status_code == 200  # the latest analysis, as before
