@@ -182,3 +182,10 @@ def test_digits_that_int_refuses_are_a_clear_400_on_pages_not_a_500(
     assert lead.post(send, {"results": ["²"]}).status_code == 400
     quality = reverse("dataset_quality", args=[world.project.pk, world.dataset.pk])
     assert lead.get(quality, {"run": "²"}).status_code == 200  # the latest analysis, as before
+
+
+def test_a_method_an_endpoint_does_not_take_is_a_json_405(world: World) -> None:
+    response = token_client(world.owner).delete("/api/projects/")
+
+    assert response.status_code == 405
+    assert response.json() == {"error": {"message": 'Method "DELETE" not allowed.'}}
