@@ -4,12 +4,15 @@ unexpected server errors."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.urls import reverse
 
 from datasets.models import DatasetVersion
 from evaluation.models import EvalResult
+from ftportal import api_errors
 from ftportal.roles import Role
 
 from .builders import World, token_client
@@ -189,3 +192,17 @@ def test_a_method_an_endpoint_does_not_take_is_a_json_405(world: World) -> None:
 
     assert response.status_code == 405
     assert response.json() == {"error": {"message": 'Method "DELETE" not allowed.'}}
+
+
+def test_errors_django_answers_before_any_view_are_json_under_api_and_pages_elsewhere() -> None:
+    # What Django calls for a failure outside a DRF view (a middleware's exception, a refused
+    # request): the API's shape under /api/, the usual pages elsewhere.
+    factory = RequestFactory()
+    api_500 = api_errors.server_error(factory.get("/api/projects/"))
+    assert api_500.status_code == 500
+    assert json.loads(api_500.content)["error"]["message"] == api_errors.SERVER_ERROR_MESSAGE
+    api_400 = api_errors.bad_request(factory.get("/api/projects/"), ValueError("x"))
+    assert json.loads(api_400.content) == {"error": {"message": "Bad request."}}
+    page_500 = api_errors.server_error(factory.get("/projects/"))
+    assert page_500.status_code == 500
+    assert page_500["Content-Type"].startswith("text/html")
