@@ -96,6 +96,10 @@ class InputSerializer(serializers.Serializer[Any]):
     dropped: a misspelt ``filters`` for ``filter`` must not turn a narrow bulk action into one
     on everything. Nested input serializers derive from this too, so their keys are checked at
     every depth, and the error names the path (``{"filter": {"stauts": [...]}}``).
+
+    Every whole number it reads is bounded (``IdField`` for ids, the database's integer range
+    for the rest), and a parameter sent empty in a query string or form is refused rather than
+    read as left out: neither may reach the database as a 500.
     """
 
     # Keys a query string may carry besides the declared ones (a list's page parameters).
