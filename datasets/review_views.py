@@ -196,6 +196,19 @@ def _decision_from_post(request: AppRequest) -> ReviewAction:
         raise ApplicationError("Unknown review action; use approve, reject, edit or reopen.")
 
 
+def _revision_from_post(request: AppRequest) -> int:
+    """The example revision the card showed: a decision without it could overwrite a change
+    made since, unseen, so it is required (the card's form always sends it)."""
+    revision = parse_id(request.POST.get("revision", ""))
+    if revision is None:
+        raise ApplicationError(
+            "revision: the example revision this decision was made on is required; reload the "
+            "example and decide again.",
+            extra={"field": "revision"},
+        )
+    return revision
+
+
 @login_required
 @require_POST
 def review_decide(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
@@ -208,7 +221,6 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
     action = _decision_from_post(request)
     if example.status == ExampleStatus.DISPUTED:
         project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
-    revision = request.POST.get("revision", "")
     try:
         outcome = example_decide(
             example=example,
@@ -216,7 +228,7 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
             action=action,
             new_answer=request.POST.get("answer"),
             comment=request.POST.get("comment", ""),
-            expected_revision=parse_id(revision),
+            expected_revision=_revision_from_post(request),
             may_adjudicate=role_allows(role, Action.ADJUDICATE),
             contract_confirmed=request.POST.get("contract_confirmed") == "1",
         )

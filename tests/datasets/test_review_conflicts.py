@@ -90,3 +90,23 @@ def test_an_api_decision_without_the_revision_is_refused_and_overwrites_nothing(
     example.refresh_from_db()
     assert (example.status, example.messages) == (ExampleStatus.PENDING, before)
     assert not ReviewDecision.objects.exists()
+
+
+def test_a_page_decision_without_the_revision_is_refused_and_overwrites_nothing(
+    example, make_member
+):
+    client = Client()
+    client.force_login(make_member(Role.REVIEWER))
+    url = reverse("review_decide", args=[example.dataset.project_id, example.pk])
+
+    response = client.post(
+        url, {"action": "edit", "answer": "blind overwrite"}, headers={"HX-Request": "true"}
+    )
+
+    assert response.status_code == 400
+    assert "revision: the example revision this decision was made on is required" in (
+        response.content.decode()
+    )
+    example.refresh_from_db()
+    assert example.status == ExampleStatus.PENDING
+    assert not ReviewDecision.objects.exists()
