@@ -13,7 +13,6 @@ from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
-    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_field,
@@ -27,6 +26,7 @@ from rest_framework.views import APIView
 
 from ftportal.api import (
     PAGINATION_PARAMETERS,
+    IdField,
     InputSerializer,
     ListQueryInput,
     acting_user,
@@ -396,7 +396,7 @@ class ExampleDetailOutput(ExampleOutput):
         "keeps it or there is none."
     )
 
-    @extend_schema_field(OpenApiTypes.STR)
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_contract_violation(self, example: Example) -> str | None:
         return contract_violation(
             example.dataset.answer_contract, assistant_answer(example.messages)
@@ -430,9 +430,9 @@ class ExampleReviewApi(APIView):
         )
         comment = serializers.CharField(required=False, allow_blank=True, default="")
         revision = serializers.IntegerField(
-            required=False,
             min_value=0,
-            help_text="The example revision the decision was made on; a stale one gets 409.",
+            help_text="Required: the example revision the decision was made on (the example's "
+            "`revision` as you read it); a stale one gets 409 and nothing is overwritten.",
         )
         contract_confirmed = serializers.BooleanField(
             required=False,
@@ -461,7 +461,7 @@ class ExampleReviewApi(APIView):
             action=ReviewAction(payload.validated_data["action"]),
             new_answer=payload.validated_data.get("answer"),
             comment=payload.validated_data["comment"],
-            expected_revision=payload.validated_data.get("revision"),
+            expected_revision=payload.validated_data["revision"],
             may_adjudicate=role_allows(role, Action.ADJUDICATE),
             contract_confirmed=payload.validated_data["contract_confirmed"],
         )
@@ -618,24 +618,23 @@ class VersionDiffApi(APIView):
         summary = serializers.CharField()
         unchanged = serializers.IntegerField()
 
+    class DiffQuery(InputSerializer):
+        against = IdField(required=False, help_text="Id of the version to compare with.")
+
     @extend_schema(
         operation_id="dataset_versions_diff",
         summary="Examples added, removed and changed since another version (default: previous)",
-        parameters=[
-            OpenApiParameter("against", int, description="Id of the version to compare with.")
-        ],
+        parameters=[DiffQuery],
         responses=VersionDiffOutput,
     )
     def get(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         newer = _version_in(project, version_id)
-        against = request.query_params.get("against")
-        if against:
-            if not against.isdigit():
-                raise ApplicationError(
-                    "against: expected a version id.", extra={"field": "against"}
-                )
-            older = get_object_or_404(DatasetVersion, pk=int(against), dataset=newer.dataset)
+        query = self.DiffQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        against = query.validated_data.get("against")
+        if against is not None:
+            older = get_object_or_404(DatasetVersion, pk=against, dataset=newer.dataset)
         else:
             older = previous_version(newer) or newer
         diff = version_diff(older, newer)
@@ -832,7 +831,8 @@ class ReviewBulkApi(APIView):
 
     @extend_schema(
         operation_id="datasets_review_bulk",
-        summary="Approve, reject, tag or assign every example matching a filter, all or nothing",
+        summary="Approve, reject, tag or assign every example matching a filter, all or nothing "
+        "(ML leads and admins)",
         request=BulkInput,
         responses=BulkOutput,
     )

@@ -27,6 +27,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import time
 import zipfile
 import zlib
@@ -628,6 +629,8 @@ class StreamParser:
     ) -> Iterator[Event]:
         """Rows to examples. Spreadsheets drop trailing empty cells, so their short rows are
         padded; in a CSV a short row means a missing separator and is an error."""
+        # An apostrophe the export put before a formula character is not part of the text.
+        rows = ((number, [csv_cell_unguarded(cell) for cell in row]) for number, row in rows)
         header_row = next(rows, None)
         if header_row is None:
             yield LineError(0, "", "file is empty")
@@ -977,11 +980,11 @@ def csv_preview(
     first = next(found, None)
     if first is None:
         raise FatalInput("file is empty")
-    header = first[1]
+    header = [csv_cell_unguarded(cell) for cell in first[1]]
     check_csv_header(header)
     preview = []
     for _, row in found:
-        preview.append(row)
+        preview.append([csv_cell_unguarded(cell) for cell in row])
         if len(preview) >= rows:
             break
     return header, preview
@@ -1090,10 +1093,31 @@ def _metadata_cell(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (tab and carriage return
+# because some programs skip them before looking), so an exported =HYPERLINK(...) or @SUM(...)
+# would run when the file is opened. OWASP's advice: prefix such cells with an apostrophe. A cell
+# that already starts with apostrophes before one of them gets one more, so that the import can
+# take exactly one off and every exported file imports back unchanged. Negative numbers are
+# prefixed too: a rule without exceptions is the one that cannot be talked around.
+_FORMULA_CELL = re.compile(r"'*[=+\-@\t\r]")
+_GUARDED_CELL = re.compile(r"'+[=+\-@\t\r]")
+
+
+def csv_safe_cell(cell: str) -> str:
+    """The cell as a spreadsheet shows it as text, never as a formula (every CSV export)."""
+    return "'" + cell if _FORMULA_CELL.match(cell) else cell
+
+
+def csv_cell_unguarded(cell: str) -> str:
+    """Undoes ``csv_safe_cell`` on import: the apostrophe it added is not part of the text."""
+    return cell[1:] if _GUARDED_CELL.match(cell) else cell
+
+
 def csv_line(cells: list[str]) -> str:
+    """One CSV row, each cell made formula-safe; the one writer of every CSV export."""
     buffer = io.StringIO()
     # CRLF as RFC 4180 says; it also makes the writer quote cells holding a lone \r.
-    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
+    csv.writer(buffer, lineterminator="\r\n").writerow(csv_safe_cell(cell) for cell in cells)
     return buffer.getvalue()
 
 

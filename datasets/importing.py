@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from ftportal.errors import ApplicationError
 from ftportal.heartbeat import Heartbeat, worker_name
+from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
 
 from .contracts import ContractCheck
@@ -412,7 +413,7 @@ def examples_import_file(
 def import_batch_finish(batch: ImportBatch, status: ImportStatus, failure: str = "") -> None:
     check_transition(kind="import", current=batch.status, target=status, allowed=IMPORT_TRANSITIONS)
     batch.status = status
-    batch.failure_message = failure
+    batch.failure_message = without_server_paths(failure)  # may carry an exception's text
     batch.finished_at = timezone.now()
     batch.save()
 

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ftportal.errors import ApplicationError, ConflictError
+from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
 from training.adapters import base_model_dir, prepared_model_dir
 from training.models import BaseModel, Provider
@@ -241,7 +242,9 @@ def _fail(run_id: int, message: str) -> AnalysisRun:
         run = AnalysisRun.objects.select_for_update().get(pk=run_id)
         if run.status != AnalysisStatus.RUNNING:
             return run
-        _transition(run, AnalysisStatus.FAILED, failure_message=message, finished_at=timezone.now())
+        # The message often carries an exception's text: no server paths on the page.
+        failure = without_server_paths(message)
+        _transition(run, AnalysisStatus.FAILED, failure_message=failure, finished_at=timezone.now())
     return run
 
 

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from ftportal.errors import ApplicationError, ConflictError
-from ftportal.http import AppRequest
+from ftportal.http import AppRequest, parse_id
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 from training.models import BaseModel
@@ -63,7 +63,7 @@ def dataset_quality(request: AppRequest, project_id: int, dataset_id: int) -> Ht
     requested = request.GET.get("run", "")
     run = (
         get_object_or_404(AnalysisRun, pk=requested, dataset=dataset)
-        if requested.isdigit()
+        if parse_id(requested) is not None
         else latest_analysis_run(dataset)
     )
     context = {

@@ -310,13 +310,13 @@ BULK_ACTIONS = ("approve", "reject", "tag", "assign")
 
 
 def bulk_action_permission(action: str, dataset: Dataset) -> Action:
-    """The project action a bulk action needs on this dataset."""
+    """The project action a bulk action needs on this dataset (never plain REVIEW)."""
     if action == "assign":
         return Action.ASSIGN
     if action in ("approve", "reject") and dataset.review_overlap > 1:
         # Under overlap a bulk decision overrides the independent votes: an adjudicator's call.
         return Action.ADJUDICATE
-    return Action.REVIEW
+    return Action.BULK_REVIEW
 
 
 def _locked_selection(examples: QuerySet[Example], expected_token: str | None) -> list[Example]:

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from ftportal.errors import ApplicationError
-from ftportal.http import AppRequest
+from ftportal.http import AppRequest, parse_id, query_id
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
@@ -139,18 +139,15 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
     dataset = _dataset(request, project, dataset_id)
     filters = _filters(request, dataset)
     _check_queue_role(request, project, filters, action=Action.READ_VOTES)
-    requested = request.GET.get("example", "")
-    if requested:
-        if not requested.isdigit():
-            raise Http404("No such example")
+    requested = query_id(request, "example")
+    if requested is not None:
         example: Example | None = get_object_or_404(
             with_card_flags(Example.objects.all()), pk=requested, dataset=dataset
         )
     else:
-        after = request.GET.get("after", "")
         example = next_in_queue(
             queue_examples(dataset, filters, user=request.user),
-            after_id=int(after) if after.isdigit() else 0,
+            after_id=query_id(request, "after") or 0,
         )
     context = _card_context(
         request, project=project, role=role, dataset=dataset, filters=filters, example=example
@@ -167,8 +164,11 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
             "assignee_choices": [ANY, ME, UNASSIGNED],
             "reviewers": reviewers_for(project),
             "bulk_actions": BULK_ACTIONS,
-            # Under overlap a bulk decision overrides the votes: an adjudicator's call.
-            "can_bulk_decide": dataset.review_overlap == 1 or role_allows(role, Action.ADJUDICATE),
+            # Bulk actions are the lead's (roles.BULK_REVIEW); under overlap a bulk decision
+            # overrides the votes: an adjudicator's call.
+            "can_bulk": role_allows(role, Action.BULK_REVIEW),
+            "can_bulk_decide": role_allows(role, Action.BULK_REVIEW)
+            and (dataset.review_overlap == 1 or role_allows(role, Action.ADJUDICATE)),
         }
     )
     return render(request, "datasets/review.html", context)
@@ -196,6 +196,19 @@ def _decision_from_post(request: AppRequest) -> ReviewAction:
         raise ApplicationError("Unknown review action; use approve, reject, edit or reopen.")
 
 
+def _revision_from_post(request: AppRequest) -> int:
+    """The example revision the card showed: a decision without it could overwrite a change
+    made since, unseen, so it is required (the card's form always sends it)."""
+    revision = parse_id(request.POST.get("revision", ""))
+    if revision is None:
+        raise ApplicationError(
+            "revision: the example revision this decision was made on is required; reload the "
+            "example and decide again.",
+            extra={"field": "revision"},
+        )
+    return revision
+
+
 @login_required
 @require_POST
 def review_decide(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
@@ -208,7 +221,6 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
     action = _decision_from_post(request)
     if example.status == ExampleStatus.DISPUTED:
         project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
-    revision = request.POST.get("revision", "")
     try:
         outcome = example_decide(
             example=example,
@@ -216,7 +228,7 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
             action=action,
             new_answer=request.POST.get("answer"),
             comment=request.POST.get("comment", ""),
-            expected_revision=int(revision) if revision.isdigit() else None,
+            expected_revision=_revision_from_post(request),
             may_adjudicate=role_allows(role, Action.ADJUDICATE),
             contract_confirmed=request.POST.get("contract_confirmed") == "1",
         )
@@ -398,7 +410,7 @@ def review_setup(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
     if request.method == "POST":
         overlap = request.POST.get("review_overlap", "")
         try:
-            if not overlap.isdigit():
+            if parse_id(overlap) is None:
                 raise ApplicationError(
                     "review_overlap: a whole number of reviewers per example.",
                     extra={"field": "review_overlap"},

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from ftportal.errors import ApplicationError
-from ftportal.http import AppRequest
+from ftportal.http import AppRequest, query_id
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
@@ -298,8 +298,8 @@ def version_compare(request: AppRequest, project_id: int, version_id: int) -> Ht
     """Diff of this version against another version of the same dataset (default: previous)."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
     newer = get_object_or_404(DatasetVersion, pk=version_id, dataset__project=project)
-    against = request.GET.get("against")
-    if against:
+    against = query_id(request, "against")
+    if against is not None:
         older = get_object_or_404(DatasetVersion, pk=against, dataset=newer.dataset)
     else:
         older = previous_version(newer) or newer

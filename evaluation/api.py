@@ -19,6 +19,7 @@ from catalog.selectors import endpoint_named
 from datasets.models import DatasetVersion
 from ftportal.api import (
     PAGINATION_PARAMETERS,
+    IdField,
     InputSerializer,
     ListQueryInput,
     acting_user,
@@ -605,7 +606,7 @@ class EvalResultTagApi(APIView):
 
 class SendToReviewApi(APIView):
     class SendInput(InputSerializer):
-        results = serializers.ListField(child=serializers.IntegerField(), min_length=1)
+        results = serializers.ListField(child=IdField(), min_length=1)
 
     class SendOutput(serializers.Serializer[Any]):
         created = serializers.ListField(child=serializers.IntegerField())

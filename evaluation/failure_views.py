@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from ftportal.errors import ApplicationError
-from ftportal.http import AppRequest
+from ftportal.http import AppRequest, parse_id
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
@@ -169,7 +169,7 @@ def eval_result_tag_page(
 
 def _result_ids(request: AppRequest) -> list[int]:
     raw = request.POST.getlist("results")
-    if not all(value.isdigit() for value in raw):
+    if any(parse_id(value) is None for value in raw):
         raise ApplicationError("results: result ids are whole numbers.")
     return sorted({int(value) for value in raw})
 

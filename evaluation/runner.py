@@ -29,6 +29,7 @@ from datasets.models import DatasetVersionExample, Split
 from ftportal.collector import existing_objects_frozen
 from ftportal.errors import ApplicationError
 from ftportal.heartbeat import Heartbeat, worker_name
+from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
 from providers.base import AnswerConstraint, ChatModel, Conversation, ProviderError
 from providers.hosted_chat import (
@@ -108,6 +109,8 @@ def transition(run: EvalRun, target: EvalStatus, **changes: object) -> None:
         run.started_at = run.started_at or timezone.now()
     elif target in (EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.CANCELLED):
         run.finished_at = timezone.now()
+    if isinstance(changes.get("error"), str):  # an exception's text: no server paths shown
+        changes["error"] = without_server_paths(str(changes["error"]))
     for name, value in changes.items():
         setattr(run, name, value)
     run.save()

@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db.models import Model, QuerySet
+from django.http import QueryDict
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotAuthenticated
@@ -19,17 +21,61 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import http
 from .models import Membership
-from .pagination import DEFAULT_PAGE_SIZE, ListPagination
+from .pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE_SIZE, ListPagination
 from .permissions import project_for
 from .roles import Action, Role
 from .selectors import audit_entries, project_member, project_members
 from .services import member_add, member_create, member_remove, member_role_change
 
 PAGINATION_PARAMETERS = [
-    OpenApiParameter("limit", int, description=f"Page size (default {DEFAULT_PAGE_SIZE})."),
-    OpenApiParameter("offset", int, description="How many rows to skip."),
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        description=f"Page size (default {DEFAULT_PAGE_SIZE}, at most {MAX_PAGE_SIZE}).",
+    ),
+    OpenApiParameter(
+        "offset",
+        {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+        description="How many rows to skip.",
+    ),
 ]
+
+
+# The largest id the database holds (ids are BigAutoField) and, for any other whole number an
+# input does not bound itself, the range of the database's integer columns: a number past these
+# is refused with a 400 that names the field, instead of failing in the database as a 500.
+MAX_ID = http.MAX_ID
+MAX_INTEGER = 2**31 - 1
+MIN_INTEGER = -(2**31)
+
+
+class IdField(serializers.IntegerField):
+    """An object's id in an input: a whole number from 1 to ``MAX_ID``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("min_value", 1)
+        kwargs.setdefault("max_value", MAX_ID)
+        super().__init__(**kwargs)
+
+
+def _bound_integers(field: serializers.Field[Any, Any, Any, Any]) -> None:
+    """Gives an IntegerField (also as a list's or dict's child) the database's range where it
+    declares none, so no input number can overflow a column or a query parameter."""
+    if isinstance(field, serializers.ListField | serializers.DictField):
+        _bound_integers(field.child)
+        return
+    if not isinstance(field, serializers.IntegerField):
+        return
+    if field.max_value is None:
+        field.max_value = MAX_INTEGER
+        message = field.error_messages["max_value"].format(max_value=MAX_INTEGER)
+        field.validators.append(MaxValueValidator(MAX_INTEGER, message=message))
+    if field.min_value is None:
+        field.min_value = MIN_INTEGER
+        message = field.error_messages["min_value"].format(min_value=MIN_INTEGER)
+        field.validators.append(MinValueValidator(MIN_INTEGER, message=message))
 
 
 def acting_user(request: Request) -> User:
@@ -48,12 +94,37 @@ class InputSerializer(serializers.Serializer[Any]):
     dropped: a misspelt ``filters`` for ``filter`` must not turn a narrow bulk action into one
     on everything. Nested input serializers derive from this too, so their keys are checked at
     every depth, and the error names the path (``{"filter": {"stauts": [...]}}``).
+
+    Every whole number it reads is bounded (``IdField`` for ids, the database's integer range
+    for the rest), and a parameter sent empty in a query string or form is refused rather than
+    read as left out: neither may reach the database as a 500.
     """
 
     # Keys a query string may carry besides the declared ones (a list's page parameters).
     tolerated_keys: ClassVar[frozenset[str]] = frozenset()
 
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        for field in fields.values():
+            _bound_integers(field)
+        return fields
+
     def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, QueryDict):
+            # DRF reads an empty value in a query string or form as "not sent"; `status=` is a
+            # value, and not one of the allowed ones, so it is refused like any other.
+            blank = sorted(
+                name
+                for name, field in self.fields.items()
+                if data.get(name, None) == "" and not getattr(field, "allow_blank", False)
+            )
+            if blank:
+                raise serializers.ValidationError(
+                    {
+                        name: ["An empty value is not allowed; leave the parameter out."]
+                        for name in blank
+                    }
+                )
         if isinstance(data, Mapping):
             # A read-only field is output, so sending it is as wrong as sending a typo.
             accepted = sorted(name for name, field in self.fields.items() if not field.read_only)

@@ -16,6 +16,10 @@ class Action(models.TextChoices):
     VIEW = "view", "view the project"
     IMPORT_EXAMPLES = "import_examples", "import examples"
     REVIEW = "review", "review examples"
+    # Approving, rejecting or tagging a whole filtered selection at once: one click can undo
+    # many reviewers' work (a dry run selected 137 approved examples to reject), so it is the
+    # ML lead's call; each reviewer decides one example at a time.
+    BULK_REVIEW = "bulk_review", "approve, reject or tag many examples at once"
     ASSIGN = "assign", "assign examples to reviewers and edit guidelines"
     ADJUDICATE = "adjudicate", "decide disputed examples"
     READ_VOTES = "read_votes", "see every reviewer's vote"
@@ -35,6 +39,7 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.VIEW: _ALL,
     Action.IMPORT_EXAMPLES: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
     Action.REVIEW: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
+    Action.BULK_REVIEW: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.ASSIGN: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.ADJUDICATE: frozenset({Role.ML_LEAD, Role.ADMIN}),
     # Reviewers vote blind, so they never see the others' votes; managers read, never vote.

@@ -159,6 +159,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+# Issue 13 (API edges): every operation documents the one error shape (ftportal/schema.py), and
+# the schema (with /api/docs/, which loads it) is for signed-in users only: it maps every
+# operation and input of the API, which is no business of anonymous visitors.
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "ftportal.schema.ErrorDocumentingAutoSchema"
+SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] = ["rest_framework.permissions.IsAuthenticated"]
 
 # Celery: the filesystem transport needs no server, for the one-command start.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")

@@ -17,7 +17,7 @@ from registry.models import RegisteredModel
 from training.models import TrainingJob
 
 from .errors import ApplicationError
-from .http import AppRequest
+from .http import AppRequest, parse_id
 from .models import Membership, Project
 from .permissions import project_for
 from .roles import Action, Role, role_allows
@@ -68,7 +68,7 @@ def _member_change(request: AppRequest, project: Project) -> str:
         member_add(project=project, actor=request.user, username=username, role=role)
         return f"Added {username} as {Role(role).label}."
     user_id = post.get("user", "")
-    if not user_id.isdigit():
+    if parse_id(user_id) is None:
         raise ApplicationError("user: choose a member.", extra={"field": "user"})
     membership = project_member(project, int(user_id))
     name = membership.user.username

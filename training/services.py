@@ -19,6 +19,7 @@ from datasets.quality.stats import tokens_per_epoch_text
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.idempotency import Once, once_per_key, request_fingerprint
 from ftportal.models import Project
+from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
 
 from .estimates import LaunchEstimate, end_of_life_problem, launch_estimate
@@ -69,6 +70,8 @@ def transition(job: TrainingJob, target: JobStatus, **changes: Any) -> None:
     elif target in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
         job.finished_at = now
         job.seconds_left = None
+    if "error" in changes:  # often an exception's text: no server paths on the job's page
+        changes["error"] = without_server_paths(changes["error"])
     for name, value in changes.items():
         setattr(job, name, value)
     job.save()

@@ -73,6 +73,10 @@ def import_file(
 
 
 def review(client: APIClient, project: Project, example_id: int, **body: Any) -> Any:
+    """A decision on the example as the client reads it now (its current revision)."""
+    if "revision" not in body:
+        seen = client.get(api(project, f"examples/{example_id}/")).json()
+        body["revision"] = seen["revision"]
     return client.post(api(project, f"examples/{example_id}/review/"), body, format="json")
 
 

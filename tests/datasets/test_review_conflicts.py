@@ -71,3 +71,42 @@ def test_the_api_answers_409_for_a_stale_revision(example, make_member):
     assert response.status_code == 409
     assert response.json()["error"]["current_status"] == ExampleStatus.APPROVED
     assert client.post(url, {"action": "reject", "revision": 1}).status_code == 200
+
+
+def test_an_api_decision_without_the_revision_is_refused_and_overwrites_nothing(
+    example, make_member
+):
+    client = Client()
+    client.force_login(make_member(Role.REVIEWER))
+    url = reverse("api:example_review", args=[example.dataset.project_id, example.pk])
+    before = example.messages
+
+    response = client.post(
+        url, {"action": "edit", "answer": "blind overwrite"}, content_type="application/json"
+    )
+
+    assert response.status_code == 400
+    assert "revision" in response.json()["error"]["fields"]
+    example.refresh_from_db()
+    assert (example.status, example.messages) == (ExampleStatus.PENDING, before)
+    assert not ReviewDecision.objects.exists()
+
+
+def test_a_page_decision_without_the_revision_is_refused_and_overwrites_nothing(
+    example, make_member
+):
+    client = Client()
+    client.force_login(make_member(Role.REVIEWER))
+    url = reverse("review_decide", args=[example.dataset.project_id, example.pk])
+
+    response = client.post(
+        url, {"action": "edit", "answer": "blind overwrite"}, headers={"HX-Request": "true"}
+    )
+
+    assert response.status_code == 400
+    assert "revision: the example revision this decision was made on is required" in (
+        response.content.decode()
+    )
+    example.refresh_from_db()
+    assert example.status == ExampleStatus.PENDING
+    assert not ReviewDecision.objects.exists()

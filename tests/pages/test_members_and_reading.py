@@ -217,22 +217,32 @@ def queue_url(queue: Queue) -> str:
     return reverse("review_queue", args=[queue.dataset.project_id, queue.dataset.pk])
 
 
-WRITE_CONTROLS = [
+DECIDE_CONTROLS = [
     'id="approve-button"',
     'id="reject-button"',
     'id="edit-button"',
     'id="comment-form"',
-    'id="bulk"',
 ]
+# Bulk actions are the ML lead's (roles.BULK_REVIEW): a reviewer decides one example at a time.
+BULK_CONTROLS = ['id="bulk"', 'id="bulk-form"']
+WRITE_CONTROLS = DECIDE_CONTROLS + BULK_CONTROLS
 
 
-def test_a_reviewer_sees_the_decide_controls(
+def test_a_reviewer_sees_the_decide_controls_but_not_the_bulk_actions(
     queue: Queue, make_member: Callable[..., User]
 ) -> None:
     # The control for the manager test below: these markers are what a decider gets.
     html = logged_in(make_member(Role.REVIEWER)).get(queue_url(queue)).content.decode()
-    assert all(control in html for control in WRITE_CONTROLS)
+    assert all(control in html for control in DECIDE_CONTROLS)
+    assert not [control for control in BULK_CONTROLS if control in html]
     assert 'id="read-only-notice"' not in html
+
+
+def test_an_ml_lead_sees_the_decide_controls_and_the_bulk_actions(
+    queue: Queue, make_member: Callable[..., User]
+) -> None:
+    html = logged_in(make_member(Role.ML_LEAD)).get(queue_url(queue)).content.decode()
+    assert all(control in html for control in WRITE_CONTROLS)
 
 
 def test_a_manager_reads_the_queue_and_an_examples_history_with_no_way_to_decide(

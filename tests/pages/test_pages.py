@@ -220,7 +220,7 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
         lambda w: (
             "post",
             reverse("review_decide", args=[w.project.pk, w.pending.pk]),
-            {"action": "approve"},
+            {"action": "approve", "revision": w.pending.revision},
         ),
     ),
     "freeze": (
@@ -561,7 +561,7 @@ def test_an_htmx_approval_returns_the_next_card_as_a_fragment_and_records_the_de
 
     response = client.post(
         reverse("review_decide", args=[dataset.project_id, first.pk]),
-        {"action": "approve"},
+        {"action": "approve", "revision": first.revision},
         headers=HTMX,
     )
 
@@ -588,7 +588,12 @@ def test_an_htmx_edit_saves_the_new_answer_and_approves(
 
     response = client.post(
         reverse("review_decide", args=[dataset.project_id, first.pk]),
-        {"action": "edit", "answer": '  {"category": "billing"}  ', "comment": "was billing"},
+        {
+            "action": "edit",
+            "answer": '  {"category": "billing"}  ',
+            "comment": "was billing",
+            "revision": first.revision,
+        },
         headers=HTMX,
     )
 
@@ -611,7 +616,7 @@ def test_an_htmx_edit_with_an_empty_answer_returns_the_same_card_with_the_error(
 
     response = client.post(
         reverse("review_decide", args=[dataset.project_id, first.pk]),
-        {"action": "edit", "answer": "   "},
+        {"action": "edit", "answer": "   ", "revision": first.revision},
         headers=HTMX,
     )
 
@@ -632,7 +637,10 @@ def test_the_last_decision_leaves_nothing_to_review(
     for example in queue:
         response = client.post(
             reverse("review_decide", args=[dataset.project_id, example.pk]),
-            {"action": "reject" if example is queue[1] else "approve"},
+            {
+                "action": "reject" if example is queue[1] else "approve",
+                "revision": example.revision,
+            },
             headers=HTMX,
         )
     html = response.content.decode()
@@ -660,7 +668,8 @@ def test_a_review_without_htmx_redirects_back_to_the_queue(
 ) -> None:
     client.force_login(make_member(Role.REVIEWER))
     response = client.post(
-        reverse("review_decide", args=[dataset.project_id, queue[0].pk]), {"action": "reject"}
+        reverse("review_decide", args=[dataset.project_id, queue[0].pk]),
+        {"action": "reject", "revision": queue[0].revision},
     )
     assert response.status_code == 302
     assert response["Location"] == reverse("review_queue", args=[dataset.project_id, dataset.pk])
