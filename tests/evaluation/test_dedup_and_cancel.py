@@ -3,13 +3,11 @@ running gets that run), honour the Idempotency-Key header, and can be cancelled.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -21,6 +19,7 @@ from evaluation.services import CandidateSpec, eval_run_cancel, eval_run_create,
 from ftportal.errors import ConflictError
 from ftportal.models import Project
 from ftportal.roles import Role
+from tests.concurrency import at_once
 from tests.factories import frozen_version
 from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob
 
@@ -98,22 +97,12 @@ def test_evaluate_checkpoints_posted_many_times_queues_one_run(
 def test_concurrent_evaluate_checkpoints_requests_queue_one_run(
     lead: User, job: TrainingJob
 ) -> None:
-    start = threading.Barrier(4)
-    answers: list[tuple[int, int]] = []
 
-    def post() -> None:
-        try:
-            start.wait(timeout=10)
-            response = api_client(lead).post(sweep_url(job), {}, format="json")
-            answers.append((response.status_code, response.json()["id"]))
-        finally:
-            connection.close()  # each thread has its own connection to Postgres
+    def post() -> tuple[int, int]:
+        response = api_client(lead).post(sweep_url(job), {}, format="json")
+        return response.status_code, response.json()["id"]
 
-    threads = [threading.Thread(target=post) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    answers = at_once([post] * 4)
 
     assert sorted(status for status, _ in answers) == [200, 200, 200, 201]
     assert len({run_id for _, run_id in answers}) == 1

@@ -3,13 +3,11 @@ double click) acting on the same page move production once; the other gets a 409
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -20,6 +18,7 @@ from ftportal.roles import Role
 from registry.models import AliasChange, AliasChangeKind, ModelVersion
 from registry.selectors import production_version
 from registry.services import model_version_promote, production_rollback
+from tests.concurrency import at_once
 from tests.factories import finished_evaluation, frozen_version, production_number
 from tests.registry.test_services import promote_as_better, register
 from training.models import BaseModel
@@ -54,24 +53,17 @@ def test_two_concurrent_api_rollbacks_move_production_once_and_the_second_gets_a
     url = f"/api/projects/{project.pk}/models/{v1.registered_model_id}/rollback/"
     # Both saw production at v3 with a rollback to v2, as two open registry pages would.
     body = {"reason": "complaints", "expected_current_version": 3, "target_version": 2}
-    start = threading.Barrier(2)
-    answers: list[tuple[int, dict[str, Any]]] = []
 
-    def roll_back(user: User) -> None:
-        client = APIClient()
-        client.force_authenticate(user)
-        try:
-            start.wait(timeout=10)
+    def roll_back(user: User) -> Callable[[], tuple[int, dict[str, Any]]]:
+        def call() -> tuple[int, dict[str, Any]]:
+            client = APIClient()
+            client.force_authenticate(user)
             response = client.post(url, body, format="json")
-            answers.append((response.status_code, response.json()))
-        finally:
-            connection.close()  # each thread has its own connection to Postgres
+            return response.status_code, response.json()
 
-    threads = [threading.Thread(target=roll_back, args=(user,)) for user in (lead, other_lead)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+        return call
+
+    answers = at_once([roll_back(lead), roll_back(other_lead)])
 
     assert sorted(status for status, _ in answers) == [200, 409]
     refusal = next(body for status, body in answers if status == 409)["error"]
@@ -86,12 +78,9 @@ def test_two_concurrent_rollbacks_through_the_service_change_the_alias_history_o
     project: Project, lead: User, base_model: BaseModel
 ) -> None:
     v1, v2, _ = three_promotions(project, lead, base_model)
-    start = threading.Barrier(2)
-    outcomes: list[str] = []
 
-    def roll_back() -> None:
+    def roll_back() -> str:
         try:
-            start.wait(timeout=10)
             production_rollback(
                 registered_model=v1.registered_model,
                 user=lead,
@@ -99,17 +88,11 @@ def test_two_concurrent_rollbacks_through_the_service_change_the_alias_history_o
                 expected_current_version=3,
                 target_version=2,
             )
-            outcomes.append("moved")
         except ConflictError as refused:
-            outcomes.append(f"{refused.status_code}")
-        finally:
-            connection.close()
+            return f"{refused.status_code}"
+        return "moved"
 
-    threads = [threading.Thread(target=roll_back) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    outcomes = at_once([roll_back, roll_back])
 
     assert sorted(outcomes) == ["409", "moved"]
     assert production_version(v1.registered_model) == v2

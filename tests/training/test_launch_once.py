@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import datetime
 import re
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -22,6 +20,7 @@ from datasets.models import DatasetVersion
 from ftportal.idempotency import IDEMPOTENCY_WINDOW
 from ftportal.models import IdempotencyKey, Project
 from ftportal.roles import Role
+from tests.concurrency import at_once
 from tests.factories import frozen_version
 from training.models import BaseModel, TrainingJob
 
@@ -58,22 +57,12 @@ def test_two_concurrent_launches_with_one_key_queue_one_job(
     lead: User, version: DatasetVersion, base_model: BaseModel
 ) -> None:
     key = str(uuid.uuid4())
-    start = threading.Barrier(2)
-    answers: list[tuple[int, int]] = []
 
-    def post() -> None:
-        try:
-            start.wait(timeout=10)
-            response = launch(api_client(lead), version, base_model, key)
-            answers.append((response.status_code, response.json()["id"]))
-        finally:
-            connection.close()  # each thread has its own connection to Postgres
+    def post() -> tuple[int, int]:
+        response = launch(api_client(lead), version, base_model, key)
+        return response.status_code, response.json()["id"]
 
-    threads = [threading.Thread(target=post) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    answers = at_once([post, post])
 
     assert sorted(status for status, _ in answers) == [200, 201]
     assert len({job_id for _, job_id in answers}) == 1
