@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
-PRODUCT = ("ftportal", "datasets", "training", "evaluation", "registry", "providers")
+PRODUCT = ("ftportal", "catalog", "datasets", "training", "evaluation", "registry", "providers")
 DEVELOPMENT = ("tests", "bench")
 OWN_MODULES = {*PRODUCT, *DEVELOPMENT, "manage"}
 
