@@ -14,9 +14,10 @@ import datetime
 import logging
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+
+from ftportal.ownership import last_seen, silent_rows_reap, silent_too_long
 
 from .importing import import_batch_finish, import_pending_rows_delete, import_upload_remove
 from .models import ImportBatch, ImportStatus
@@ -24,42 +25,31 @@ from .models import ImportBatch, ImportStatus
 logger = logging.getLogger(__name__)
 
 
-def _silent_since(cutoff: datetime.datetime) -> Q:
-    return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
-
-
 def _abandoned(now: datetime.datetime) -> Q:
-    silent = now - datetime.timedelta(seconds=settings.FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS)
     queued = now - datetime.timedelta(seconds=settings.FTPORTAL_IMPORT_ABANDON_SECONDS)
-    return (Q(status=ImportStatus.RUNNING) & _silent_since(silent)) | Q(
+    return (Q(status=ImportStatus.RUNNING) & silent_too_long(now)) | Q(
         status=ImportStatus.QUEUED, created_at__lt=queued
     )
 
 
 def abandoned_imports_reap(*, now: datetime.datetime | None = None) -> list[int]:
     """Fail every import whose worker went silent or that waited too long; returns their ids."""
-    condition = _abandoned(now or timezone.now())
-    candidates = ImportBatch.objects.filter(condition).values_list("pk", flat=True)
-    return [batch_id for batch_id in candidates if _reap(batch_id, condition)]
+    return silent_rows_reap(
+        ImportBatch.objects.all(),
+        abandoned=_abandoned(now or timezone.now()),
+        decide=lambda batch: import_batch_finish(
+            batch, ImportStatus.FAILED, failure=_reason(batch)
+        ),
+        after_commit=_rows_remove,
+    )
 
 
-def _reap(batch_id: int, condition: Q) -> bool:
-    with transaction.atomic():
-        # skip_locked: an import publishing or failing right now is alive by definition.
-        batch = (
-            ImportBatch.objects.select_for_update(skip_locked=True)
-            .filter(condition, pk=batch_id)
-            .first()
-        )
-        if batch is None:
-            return False
-        import_batch_finish(batch, ImportStatus.FAILED, failure=_reason(batch))
+def _rows_remove(batch: ImportBatch) -> None:
     # After the commit: the batch is failed, so its worker (if it was only slow) publishes
     # nothing, and the rows it wrote can go in short transactions.
     import_pending_rows_delete(batch.pk)
     import_upload_remove(batch)
     logger.warning("Reaped import %s: %s", batch.pk, batch.failure_message)
-    return True
 
 
 def _reason(batch: ImportBatch) -> str:
@@ -69,8 +59,7 @@ def _reason(batch: ImportBatch) -> str:
             f"{batch.filename}: the import never started within {hours:g} h (its columns were"
             " not chosen, or no worker took it); nothing was imported. Upload the file again."
         )
-    last_seen = batch.heartbeat_at or batch.started_at
-    seen = timezone.localtime(last_seen).strftime("%H:%M:%S") if last_seen else "never"
+    seen = last_seen(batch)
     return (
         f"{batch.filename}: the worker {batch.worker or '?'} stopped responding during the"
         f" import (last heartbeat {seen}); nothing was imported. Upload the file again."

@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from ftportal.errors import ApplicationError
 from ftportal.heartbeat import Heartbeat, worker_name
+from ftportal.ownership import heartbeat_for, ownership_claim
 from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
 
@@ -638,22 +639,19 @@ def _claim(batch_id: int) -> ImportBatch | None:
             target=ImportStatus.RUNNING,
             allowed=IMPORT_TRANSITIONS,
         )
-        now = timezone.now()
         batch.status = ImportStatus.RUNNING
-        batch.worker = worker_name()
-        batch.started_at = now
-        batch.heartbeat_at = now
+        ownership_claim(batch)
         batch.save(update_fields=["status", "worker", "started_at", "heartbeat_at"])
     return batch
 
 
 def _heartbeat(batch: ImportBatch) -> Heartbeat:
-    def touch() -> None:
-        ImportBatch.objects.filter(
+    return heartbeat_for(
+        lambda: ImportBatch.objects.filter(
             pk=batch.pk, status=ImportStatus.RUNNING, worker=batch.worker
-        ).update(heartbeat_at=timezone.now())
-
-    return Heartbeat(touch, settings.FTPORTAL_HEARTBEAT_SECONDS, name=f"import-{batch.pk}")
+        ),
+        name=f"import-{batch.pk}",
+    )
 
 
 def import_batch_run(*, batch_id: int) -> ImportBatch:

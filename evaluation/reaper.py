@@ -7,51 +7,33 @@ from __future__ import annotations
 import datetime
 import logging
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
+from ftportal import ownership
+
 from .models import EvalRun, EvalStatus
-from .runner import transition
-from .services import eval_run_dispatch
+from .services import eval_run_dispatch, transition
 
 logger = logging.getLogger(__name__)
-
-
-def _silent_since(cutoff: datetime.datetime) -> Q:
-    return Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
 
 
 def abandoned_eval_runs_reap(*, now: datetime.datetime | None = None) -> list[int]:
     """Requeue or fail every running evaluation silent for too long; returns their ids."""
     now = now or timezone.now()
-    cutoff = now - datetime.timedelta(seconds=settings.FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS)
-    silent = EvalRun.objects.filter(_silent_since(cutoff), status=EvalStatus.RUNNING)
-    return [run_id for run_id in silent.values_list("pk", flat=True) if _reap(run_id, cutoff)]
+    return ownership.silent_rows_reap(
+        EvalRun.objects.filter(status=EvalStatus.RUNNING),
+        abandoned=ownership.silent_too_long(now),
+        decide=_reap,
+    )
 
 
-def _reap(run_id: int, cutoff: datetime.datetime) -> bool:
-    with transaction.atomic():
-        # skip_locked: a run its worker is writing to right now is alive by definition.
-        run = (
-            EvalRun.objects.select_for_update(skip_locked=True)
-            .filter(_silent_since(cutoff), pk=run_id, status=EvalStatus.RUNNING)
-            .first()
-        )
-        if run is None:
-            return False
-        last_seen = run.heartbeat_at or run.started_at
-        seen = timezone.localtime(last_seen).strftime("%H:%M:%S") if last_seen else "never"
-        if run.attempts - run.resumed_after_attempts >= settings.FTPORTAL_MAX_JOB_ATTEMPTS:
-            transition(
-                run,
-                EvalStatus.FAILED,
-                error=f"Worker {run.worker or '?'} stopped responding (last heartbeat {seen}); "
-                f"gave up after {run.attempts - run.resumed_after_attempts} attempts.",
-            )
-        else:
-            transition(run, EvalStatus.QUEUED, heartbeat_at=None)
-            transaction.on_commit(lambda: eval_run_dispatch(run))
-        logger.warning("Reaped evaluation %s (last heartbeat %s)", run.pk, seen)
-        return True
+def _reap(run: EvalRun) -> None:
+    seen = ownership.last_seen(run)
+    if ownership.attempts_exhausted(run):
+        transition(run, EvalStatus.FAILED, error=ownership.gave_up_error(run))
+    else:
+        ownership.ownership_release(run)
+        transition(run, EvalStatus.QUEUED)
+        transaction.on_commit(lambda: eval_run_dispatch(run))
+    logger.warning("Reaped evaluation %s (last heartbeat %s)", run.pk, seen)

@@ -28,9 +28,7 @@ from catalog.secrets import endpoint_credentials
 from datasets.models import DatasetVersionExample, Split
 from ftportal.collector import existing_objects_frozen
 from ftportal.errors import ApplicationError
-from ftportal.heartbeat import Heartbeat, worker_name
-from ftportal.paths import without_server_paths
-from ftportal.state import check_transition
+from ftportal.ownership import attempt_claim, heartbeat_for
 from providers.base import AnswerConstraint, ChatModel, Conversation, ProviderError
 from providers.hosted_chat import (
     AnthropicChat,
@@ -44,7 +42,6 @@ from training.models import BaseModel, Provider
 from .contracts import constraint_for, contract_for_run
 from .judge import DEFAULT_RUBRIC, JudgeItem, PairVerdict, judge_pairwise
 from .models import (
-    EVAL_TRANSITIONS,
     Candidate,
     CandidateKind,
     EvalResult,
@@ -64,6 +61,7 @@ from .prompting import (
 )
 from .report import candidate_summary_of, run_report
 from .scoring import Checks, score_answer
+from .services import transition
 
 logger = logging.getLogger(__name__)
 
@@ -102,28 +100,14 @@ def _stop_unless_owned(run_id: int, attempt: int) -> None:
         raise AttemptSuperseded
 
 
-def transition(run: EvalRun, target: EvalStatus, **changes: object) -> None:
-    check_transition(kind="evaluation", current=run.status, target=target, allowed=EVAL_TRANSITIONS)
-    run.status = target
-    if target == EvalStatus.RUNNING:
-        run.started_at = run.started_at or timezone.now()
-    elif target in (EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.CANCELLED):
-        run.finished_at = timezone.now()
-    if isinstance(changes.get("error"), str):  # an exception's text: no server paths shown
-        changes["error"] = without_server_paths(str(changes["error"]))
-    for name, value in changes.items():
-        setattr(run, name, value)
-    run.save()
-
-
 def _claim(run_id: int) -> EvalRun | None:
     with transaction.atomic():
         run = EvalRun.objects.select_for_update().get(pk=run_id)
         if run.status != EvalStatus.QUEUED:
             logger.info("Evaluation %s is %s; not running it", run.pk, run.status)
             return None
-        run.attempts += 1
-        transition(run, EvalStatus.RUNNING, worker=worker_name(), heartbeat_at=timezone.now())
+        attempt_claim(run)
+        transition(run, EvalStatus.RUNNING)
         return run
 
 
@@ -145,11 +129,7 @@ def eval_run_execute(*, run_id: int) -> EvalRun | None:
         return None
     attempt = run.attempts
     try:
-        with Heartbeat(
-            lambda: _owned(run_id, attempt).update(heartbeat_at=timezone.now()),
-            settings.FTPORTAL_HEARTBEAT_SECONDS,
-            name=f"heartbeat-eval-{run_id}",
-        ):
+        with heartbeat_for(lambda: _owned(run_id, attempt), name=f"heartbeat-eval-{run_id}"):
             items = test_items(run)
             if not items:
                 raise ApplicationError(f"The test set of {run.dataset_version} is empty.")

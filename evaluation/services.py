@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, models, transaction
+from django.utils import timezone
 
 from catalog.models import Endpoint, EndpointKind
 from catalog.secrets import endpoint_refusal, model_refusal
@@ -17,6 +18,9 @@ from datasets.services import example_derive
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.idempotency import request_fingerprint
 from ftportal.models import Project
+from ftportal.ownership import attempts_renew, ownership_release
+from ftportal.paths import without_server_paths
+from ftportal.state import check_transition
 from providers.base import AnswerConstraint, ProviderError
 from registry.models import ModelVersion
 from registry.selectors import production_version
@@ -26,6 +30,7 @@ from .contracts import contract_of
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import (
     ACTIVE_EVAL_STATUSES,
+    EVAL_TRANSITIONS,
     Candidate,
     CandidateKind,
     EvalKind,
@@ -470,35 +475,42 @@ def _same_request_active(run: EvalRun) -> EvalRun | None:
     raise ConflictError("An identical evaluation keeps starting and finishing; try again.")
 
 
+def transition(run: EvalRun, target: EvalStatus, **changes: object) -> None:
+    """Move a run to ``target`` if EVAL_TRANSITIONS allows it, with the other field changes."""
+    check_transition(kind="evaluation", current=run.status, target=target, allowed=EVAL_TRANSITIONS)
+    run.status = target
+    if target == EvalStatus.RUNNING:
+        run.started_at = run.started_at or timezone.now()
+    elif target in (EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.CANCELLED):
+        run.finished_at = timezone.now()
+    if isinstance(changes.get("error"), str):  # an exception's text: no server paths shown
+        changes["error"] = without_server_paths(str(changes["error"]))
+    for name, value in changes.items():
+        setattr(run, name, value)
+    run.save()
+
+
 def eval_run_cancel(*, run: EvalRun, user: User) -> EvalRun:
     """Stop a queued or running evaluation. A queued run never starts; a running one's worker
     sees the change before its next batch (every write it makes checks that the run is still
     running) and stops. Answers already scored stay stored, under a cancelled run: no report
     and no verdict are made of them."""
-    from .runner import transition
-
     with transaction.atomic():
         locked = EvalRun.objects.select_for_update().get(pk=run.pk)
-        transition(locked, EvalStatus.CANCELLED, cancelled_by=user, heartbeat_at=None)
+        ownership_release(locked)
+        transition(locked, EvalStatus.CANCELLED, cancelled_by=user)
     return locked
 
 
 def eval_run_resume(*, run: EvalRun) -> EvalRun:
     """Queue a failed run again (after a rate limit that outlasted the retries, or a fixed
     credential); it skips every item already answered."""
-    from .runner import transition
-
     with transaction.atomic():
         locked = EvalRun.objects.select_for_update().get(pk=run.pk)
         try:
             with transaction.atomic():
-                transition(
-                    locked,
-                    EvalStatus.QUEUED,
-                    error="",
-                    heartbeat_at=None,
-                    resumed_after_attempts=locked.attempts,
-                )
+                attempts_renew(locked)
+                transition(locked, EvalStatus.QUEUED, error="")
         except IntegrityError:
             raise ConflictError(
                 "An identical evaluation is queued or running already; follow that one or "

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from datasets.models import Split
-from ftportal.heartbeat import worker_name
+from ftportal.ownership import attempt_claim
 from providers.base import (
     HostedJobState,
     HostedJobStatus,
@@ -103,9 +103,7 @@ def training_job_submit(*, job_id: int, tries: int = 0) -> Outcome:
             if job.cancel_requested:
                 transition(job, JobStatus.CANCELLED)
                 return FINISHED
-            job.attempts += 1
-            job.worker = worker_name()
-            job.heartbeat_at = timezone.now()
+            attempt_claim(job)
             transition(job, JobStatus.VALIDATING)
             problems = data_problems(job)
             if problems:

@@ -132,6 +132,9 @@ class TrainingJob(models.Model):
     fine_tuned_model = models.CharField(max_length=300, blank=True)
     # How many times a worker has started (or resumed) this job.
     attempts = models.PositiveIntegerField(default=0)
+    # The attempt count when the job was last resumed by hand (ftportal/ownership.py): the
+    # reaper's limit on worker deaths counts from there. No page resumes a job yet, so it is 0.
+    resumed_after_attempts = models.PositiveIntegerField(default=0)
     # Written by the worker while it trains or polls; a stale one means the worker is gone.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)

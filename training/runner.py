@@ -21,7 +21,7 @@ from django.utils import timezone
 from datasets.models import Split
 from datasets.quality.findings import ERROR
 from datasets.quality.validation import validate_conversations
-from ftportal.heartbeat import Heartbeat, worker_name
+from ftportal.ownership import attempt_claim, heartbeat_for
 from providers.base import (
     CheckpointSaved,
     ProviderError,
@@ -63,9 +63,7 @@ def _claim(job_id: int) -> TrainingJob | None:
             return None
         # With a checkpoint to resume from, the data was checked by an earlier attempt.
         resuming = job.checkpoints.exists()
-        job.attempts += 1
-        job.worker = worker_name()
-        job.heartbeat_at = timezone.now()
+        attempt_claim(job)
         # A first attempt checks the data; a resumed one did that already.
         transition(job, JobStatus.RUNNING if resuming else JobStatus.VALIDATING)
         job_event(job, f"Attempt {job.attempts} on worker {job.worker}")
@@ -129,11 +127,7 @@ def training_job_run(*, job_id: int) -> TrainingJob | None:
         job_event(job, f"Resuming from the checkpoint at step {resume.step}")
     started = time.monotonic()
     try:
-        with Heartbeat(
-            lambda: _owned(job.pk, attempt).update(heartbeat_at=timezone.now()),
-            settings.FTPORTAL_HEARTBEAT_SECONDS,
-            name=f"heartbeat-job-{job.pk}",
-        ):
+        with heartbeat_for(lambda: _owned(job.pk, attempt), name=f"heartbeat-job-{job.pk}"):
             result = _train(job, attempt, resume)
     except AttemptSuperseded:
         logger.warning("Job %s: attempt %s was superseded; stopping", job_id, attempt)

@@ -227,6 +227,37 @@ def test_the_reaper_requeues_a_silent_local_job_to_resume_and_gives_up_after_max
     assert len(dispatched) == 1  # only the requeued job is sent to a worker again
 
 
+def test_the_reaper_counts_attempts_since_a_job_was_last_resumed_as_evaluations_do(
+    project, lead, base_model, settings, django_capture_on_commit_callbacks
+):
+    """One rule for every worker-owned row (ftportal/ownership.py): a person who resumes a job
+    gets a fresh set of tries, while attempts keeps growing to fence off stale workers."""
+    settings.FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS = 60
+    settings.FTPORTAL_MAX_JOB_ATTEMPTS = 2
+    resumed = make_job(
+        project,
+        lead,
+        base_model,
+        status=JobStatus.RUNNING,
+        attempts=3,
+        resumed_after_attempts=2,
+        heartbeat_at=silent(120),
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        assert abandoned_jobs_reap() == [resumed.pk]
+    resumed.refresh_from_db()
+    assert resumed.status == JobStatus.QUEUED  # one death since the resume: tried again
+
+    TrainingJob.objects.filter(pk=resumed.pk).update(
+        status=JobStatus.RUNNING, attempts=4, heartbeat_at=silent(120)
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        assert abandoned_jobs_reap() == [resumed.pk]
+    resumed.refresh_from_db()
+    assert resumed.status == JobStatus.FAILED
+    assert "gave up after 2 attempts" in resumed.error
+
+
 def test_the_reaper_polls_a_silent_hosted_job_again_instead_of_failing_it(
     project, lead, hosted_model, settings, django_capture_on_commit_callbacks
 ):
