@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.models import BaseModel
 from ftportal.api import (
     PAGINATION_PARAMETERS,
     InputSerializer,
@@ -24,7 +25,6 @@ from ftportal.api import (
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
-from training.models import BaseModel
 
 from .models import AnalysisRun, Dataset, DatasetVersion
 from .quality.findings import ALL_KINDS

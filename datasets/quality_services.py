@@ -18,11 +18,11 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.models import BaseModel, Provider
+from catalog.weights import base_model_dir, prepared_model_dir
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
-from training.adapters import base_model_dir, prepared_model_dir
-from training.models import BaseModel, Provider
 
 from .contracts import describe_contract
 from .models import (

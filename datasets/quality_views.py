@@ -10,11 +10,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from catalog.models import BaseModel
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest, parse_id
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
-from training.models import BaseModel
 
 from .contracts import describe_contract
 from .models import AnalysisRun, Dataset, DatasetVersion, ExampleStatus

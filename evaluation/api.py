@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.models import Endpoint
+from catalog.models import BaseModel, Endpoint
 from catalog.selectors import endpoint_named
 from datasets.models import DatasetVersion
 from ftportal.api import (
@@ -37,7 +37,7 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 from registry.models import ModelVersion
-from training.models import BaseModel, Checkpoint, TrainingJob
+from training.models import Checkpoint, TrainingJob
 
 from .contamination import run_contamination
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS

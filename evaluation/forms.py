@@ -11,13 +11,12 @@ from decimal import Decimal, InvalidOperation
 
 from django.http import QueryDict
 
-from catalog.models import Endpoint
+from catalog.models import BaseModel, Endpoint
 from catalog.selectors import endpoint_named
 from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from registry.models import ModelVersion
-from training.models import BaseModel
 
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import CandidateKind, EvalSplit, Prompting

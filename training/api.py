@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from ftportal.api import (
     PAGINATION_PARAMETERS,
@@ -29,7 +30,7 @@ from registry.services import model_version_register_checkpoint
 
 from .estimates import launch_estimate
 from .hyperparameters import config_for
-from .models import BaseModel, Checkpoint, TrainingJob
+from .models import Checkpoint, TrainingJob
 from .selectors import artifact_name, job_overfitting
 from .services import training_job_cancel, training_job_launch
 

@@ -20,7 +20,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from catalog.models import Endpoint, EndpointKind
+from catalog.models import BaseModel, Endpoint, EndpointKind
 from catalog.rules import default_base_url
 from catalog.secrets import endpoint_credentials
 from evaluation.models import Candidate, EvalRun
@@ -28,7 +28,6 @@ from evaluation.runner import _judge_chat, chat_for
 from ftportal.models import Project
 from providers.base import ProviderError
 from tests.factories import frozen_version
-from training.models import BaseModel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
