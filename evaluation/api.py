@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.models import BaseModel, Endpoint
-from catalog.selectors import endpoint_named
+from catalog.selectors import base_model_by_key, endpoint_named
 from datasets.models import DatasetVersion
 from ftportal.api import (
     PAGINATION_PARAMETERS,
@@ -106,7 +106,7 @@ def _checkpoint(project: Project, pk: int, field: str) -> Checkpoint:
 
 
 def _base_model(key: str, field: str) -> BaseModel:
-    base = BaseModel.objects.filter(key=key).first()
+    base = base_model_by_key(key)
     if base is None:
         raise serializers.ValidationError({field: [f"No base model {key!r} in the catalog."]})
     return base

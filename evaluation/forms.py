@@ -11,8 +11,8 @@ from decimal import Decimal, InvalidOperation
 
 from django.http import QueryDict
 
-from catalog.models import BaseModel, Endpoint
-from catalog.selectors import endpoint_named
+from catalog.models import Endpoint
+from catalog.selectors import base_model_by_key, endpoint_named
 from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
@@ -95,7 +95,7 @@ def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
     key = (data.get("base_model") or "").strip()
     if not key:
         return []
-    base = BaseModel.objects.filter(key=key).first()
+    base = base_model_by_key(key)
     if base is None:
         raise _bad("base_model", f"no base model {key!r} in the catalog")
     specs = []

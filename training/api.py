@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.models import BaseModel
+from catalog.selectors import base_model_by_key
 from datasets.models import DatasetVersion
 from ftportal.api import (
     PAGINATION_PARAMETERS,
@@ -279,7 +280,7 @@ def _referenced_version(project: Project, version_id: int) -> DatasetVersion:
 
 
 def _referenced_base_model(key: str) -> BaseModel:
-    base_model = BaseModel.objects.filter(key=key).first()
+    base_model = base_model_by_key(key)
     if base_model is None:
         raise serializers.ValidationError(
             {"base_model": [f"No base model '{key}' in the catalog."]}
