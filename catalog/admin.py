@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Endpoint
+from .models import BaseModel, Endpoint
 
 
 @admin.register(Endpoint)
@@ -12,3 +12,25 @@ class EndpointAdmin(admin.ModelAdmin):
     list_filter = ["kind", "enabled"]
     search_fields = ["name", "base_url"]
     readonly_fields = ["created_at", "updated_at"]
+
+
+@admin.register(BaseModel)
+class BaseModelAdmin(admin.ModelAdmin):
+    """The base-model catalog: prices, context, and when each model stops taking jobs or shuts
+    down. Admins keep it current; the launch form warns from these dates."""
+
+    list_display = [
+        "key",
+        "display_name",
+        "provider",
+        "endpoint",
+        "context_window",
+        "training_usd_per_million_tokens",
+        "input_usd_per_million_tokens",
+        "output_usd_per_million_tokens",
+        "deprecated_at",
+        "retires_at",
+        "is_active",
+    ]
+    list_filter = ["provider", "is_active"]
+    search_fields = ["key", "display_name"]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from .models import Endpoint
+from .models import BaseModel, Endpoint
 
 
 def enabled_endpoints() -> QuerySet[Endpoint]:
@@ -11,3 +11,8 @@ def enabled_endpoints() -> QuerySet[Endpoint]:
 
 def endpoint_named(name: str) -> Endpoint | None:
     return Endpoint.objects.filter(name=name.strip()).first()
+
+
+def base_model_by_key(key: str) -> BaseModel | None:
+    """The catalog row a job, an analysis or a candidate names, or None for an unknown key."""
+    return BaseModel.objects.filter(key=key).first()

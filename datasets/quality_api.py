@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.selectors import base_model_by_key
 from ftportal.api import (
     PAGINATION_PARAMETERS,
     InputSerializer,
@@ -24,7 +25,6 @@ from ftportal.api import (
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
-from training.models import BaseModel
 
 from .models import AnalysisRun, Dataset, DatasetVersion
 from .quality.findings import ALL_KINDS
@@ -74,7 +74,7 @@ class AnalysisCollectionApi(APIView):
         dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
         payload = self.StartInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        base_model = BaseModel.objects.filter(key=payload.validated_data["base_model"]).first()
+        base_model = base_model_by_key(payload.validated_data["base_model"])
         if base_model is None:
             raise serializers.ValidationError({"base_model": ["Not in the base-model catalog."]})
         run = analysis_run_create(dataset=dataset, base_model=base_model, user=acting_user(request))

@@ -8,7 +8,7 @@ from typing import Any
 from django.db.models import Count, QuerySet
 from django.urls import reverse
 
-from training.models import BaseModel
+from catalog.models import BaseModel
 
 from .models import AnalysisRun, AnalysisStatus, Dataset, Finding
 from .quality.findings import EXACT_DUPLICATE, KIND_LABELS

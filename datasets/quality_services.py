@@ -18,11 +18,12 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.models import BaseModel, Provider
+from catalog.selectors import base_model_by_key
+from catalog.weights import base_model_dir, prepared_model_dir
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
-from training.adapters import base_model_dir, prepared_model_dir
-from training.models import BaseModel, Provider
 
 from .contracts import describe_contract
 from .models import (
@@ -178,7 +179,7 @@ def analysis_run_execute(*, run_id: int) -> AnalysisRun:
         return AnalysisRun.objects.get(pk=run_id)
     run = claimed
     try:
-        base_model = BaseModel.objects.filter(key=run.base_model_key).first()
+        base_model = base_model_by_key(run.base_model_key)
         if base_model is None:
             raise ApplicationError(f"Base model '{run.base_model_key}' is not in the catalog.")
         if base_model.provider == Provider.LOCAL:
@@ -327,7 +328,7 @@ def readiness_base_model(dataset_id: int) -> BaseModel | None:
         .first()
     )
     if latest is not None:
-        model = BaseModel.objects.filter(key=latest.base_model_key).first()
+        model = base_model_by_key(latest.base_model_key)
         if model is not None:
             return model
     return BaseModel.objects.filter(is_active=True).order_by("parameter_count", "key").first()

@@ -10,11 +10,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from catalog.selectors import base_model_by_key
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest, parse_id
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
-from training.models import BaseModel
 
 from .contracts import describe_contract
 from .models import AnalysisRun, Dataset, DatasetVersion, ExampleStatus
@@ -86,7 +86,7 @@ def analysis_start(request: AppRequest, project_id: int, dataset_id: int) -> Htt
     project, role = project_for(user=request.user, project_id=project_id, action=Action.ANALYZE)
     dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
     key = request.POST.get("base_model", "")
-    base_model = BaseModel.objects.filter(key=key).first()
+    base_model = base_model_by_key(key)
     if base_model is None:
         raise ApplicationError(
             f"base_model: '{key}' is not in the catalog; pick a base model from the list.",

@@ -14,8 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from catalog.models import Endpoint
-from catalog.selectors import endpoint_named
+from catalog.models import BaseModel, Endpoint
+from catalog.selectors import base_model_by_key, endpoint_named
 from datasets.models import DatasetVersion
 from ftportal.api import (
     PAGINATION_PARAMETERS,
@@ -37,7 +37,7 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 from registry.models import ModelVersion
-from training.models import BaseModel, Checkpoint, TrainingJob
+from training.models import Checkpoint, TrainingJob
 
 from .contamination import run_contamination
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
@@ -106,7 +106,7 @@ def _checkpoint(project: Project, pk: int, field: str) -> Checkpoint:
 
 
 def _base_model(key: str, field: str) -> BaseModel:
-    base = BaseModel.objects.filter(key=key).first()
+    base = base_model_by_key(key)
     if base is None:
         raise serializers.ValidationError({field: [f"No base model {key!r} in the catalog."]})
     return base

@@ -12,12 +12,11 @@ from decimal import Decimal, InvalidOperation
 from django.http import QueryDict
 
 from catalog.models import Endpoint
-from catalog.selectors import endpoint_named
+from catalog.selectors import base_model_by_key, endpoint_named
 from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from registry.models import ModelVersion
-from training.models import BaseModel
 
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import CandidateKind, EvalSplit, Prompting
@@ -96,7 +95,7 @@ def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
     key = (data.get("base_model") or "").strip()
     if not key:
         return []
-    base = BaseModel.objects.filter(key=key).first()
+    base = base_model_by_key(key)
     if base is None:
         raise _bad("base_model", f"no base model {key!r} in the catalog")
     specs = []

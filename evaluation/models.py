@@ -3,12 +3,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from catalog.models import Endpoint
+from catalog.models import BaseModel, Endpoint
 from datasets.models import DatasetVersion, DatasetVersionExample, Example
 from ftportal.models import Project
 from ftportal.selectors import heartbeat_silence
 from registry.models import ModelVersion
-from training.models import BaseModel, Checkpoint, TrainingJob
+from training.models import Checkpoint, TrainingJob
 
 
 class EvalStatus(models.TextChoices):

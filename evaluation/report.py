@@ -12,7 +12,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.db.models import Sum
 
-from training.models import Provider
+from catalog.models import Provider
 
 from .judge import JudgeSummary, Outcome, PairVerdict, Verdict, summarise
 from .models import Candidate, CandidateKind, EvalKind, EvalResult, EvalRun, JudgeVerdict

@@ -23,8 +23,9 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from catalog.models import Endpoint, EndpointKind
+from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from catalog.secrets import endpoint_credentials
+from catalog.weights import base_model_dir
 from datasets.models import DatasetVersionExample, Split
 from ftportal.collector import existing_objects_frozen
 from ftportal.errors import ApplicationError
@@ -36,8 +37,6 @@ from providers.hosted_chat import (
     HostedItemError,
     OpenAICompatibleChat,
 )
-from training.adapters import base_model_dir
-from training.models import BaseModel, Provider
 
 from .contracts import constraint_for, contract_for_run
 from .judge import DEFAULT_RUBRIC, JudgeItem, PairVerdict, judge_pairwise

@@ -11,7 +11,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
-from catalog.models import Endpoint, EndpointKind
+from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from catalog.secrets import endpoint_refusal, model_refusal
 from datasets.models import DatasetVersion, Example, OriginKind, Split
 from datasets.services import example_derive
@@ -24,7 +24,7 @@ from ftportal.state import check_transition
 from providers.base import AnswerConstraint, ProviderError
 from registry.models import ModelVersion
 from registry.selectors import production_version
-from training.models import BaseModel, Checkpoint, Provider, TrainingJob
+from training.models import Checkpoint, TrainingJob
 
 from .contracts import contract_of
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS

@@ -7,6 +7,7 @@ from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from catalog.models import BaseModel
 from catalog.selectors import enabled_endpoints
 from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError
@@ -15,7 +16,7 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 from registry.models import ModelVersion
-from training.models import BaseModel, TrainingJob
+from training.models import TrainingJob
 
 from .advice import FINE_TUNED_KINDS, NoAdvice, run_advice
 from .contamination import run_contamination

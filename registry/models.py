@@ -3,9 +3,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from ftportal.models import Project
-from training.models import BaseModel, Checkpoint, TrainingJob
+from training.models import Checkpoint, TrainingJob
 
 PRODUCTION_ALIAS = "production"
 

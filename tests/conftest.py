@@ -13,9 +13,9 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 
+from catalog.models import BaseModel, Provider
 from ftportal.models import Membership, Project
 from ftportal.roles import Role
-from training.models import BaseModel, Provider
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_START_TIMEOUT_S = 90

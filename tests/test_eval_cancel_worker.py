@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 
+from catalog.models import BaseModel
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus
 from datasets.services import dataset_version_freeze
 from evaluation import services
@@ -19,7 +20,6 @@ from evaluation.tasks import execute_eval_run
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.conftest import start_celery_worker, stop_celery_worker, wait_until
-from training.models import BaseModel
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -11,13 +11,14 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog.models import BaseModel, Provider
 from datasets.models import Dataset, ImportBatch, ImportStatus
 from evaluation.models import EvalRun, EvalStatus
 from ftportal.models import WorkerPresence
 from ftportal.roles import Role
 from ftportal.selectors import known_queues, queue_attendance, queues_attendance
 from tests.factories import frozen_version
-from training.models import BaseModel, JobStatus, Provider, TrainingJob
+from training.models import JobStatus, TrainingJob
 
 pytestmark = pytest.mark.django_db
 

@@ -10,36 +10,10 @@ from pathlib import Path
 
 from django.conf import settings
 
+from catalog.models import BaseModel, Provider
 from catalog.secrets import endpoint_credentials
+from catalog.weights import base_model_dir
 from providers.base import ChatModel, FineTuner, HostedFineTuner, ProviderError
-
-from .models import BaseModel, Provider
-
-
-def base_model_dir(base_model: BaseModel) -> Path:
-    """The directory to load a local model from, converting a GGUF file once if needed."""
-    if base_model.provider != Provider.LOCAL:
-        raise ValueError(f"No local weights for provider {base_model.provider!r}")
-    from providers.local_weights import ensure_base_model, ensure_model_dir
-
-    cache = Path(settings.FTPORTAL_MODEL_CACHE)
-    if base_model.weights_path:
-        return ensure_model_dir(Path(base_model.weights_path), cache)
-    return ensure_base_model(cache)
-
-
-def prepared_model_dir(base_model: BaseModel) -> Path:
-    """Where a local model's files are, without converting anything (the web process must not
-    spend tens of seconds dequantizing); it may not exist yet."""
-    from providers.local_weights import BASE_MODEL_KEY, gguf_cache_key
-
-    cache = Path(settings.FTPORTAL_MODEL_CACHE)
-    if not base_model.weights_path:
-        return cache / BASE_MODEL_KEY
-    source = Path(base_model.weights_path)
-    if source.is_file():
-        return cache / gguf_cache_key(source)
-    return source
 
 
 def fine_tuner_for(base_model: BaseModel) -> FineTuner:

@@ -12,6 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from catalog.models import BaseModel
+from catalog.selectors import base_model_by_key
 from datasets.models import DatasetVersion
 from ftportal.api import (
     PAGINATION_PARAMETERS,
@@ -29,7 +31,7 @@ from registry.services import model_version_register_checkpoint
 
 from .estimates import launch_estimate
 from .hyperparameters import config_for
-from .models import BaseModel, Checkpoint, TrainingJob
+from .models import Checkpoint, TrainingJob
 from .selectors import artifact_name, job_overfitting
 from .services import training_job_cancel, training_job_launch
 
@@ -278,7 +280,7 @@ def _referenced_version(project: Project, version_id: int) -> DatasetVersion:
 
 
 def _referenced_base_model(key: str) -> BaseModel:
-    base_model = BaseModel.objects.filter(key=key).first()
+    base_model = base_model_by_key(key)
     if base_model is None:
         raise serializers.ValidationError(
             {"base_model": [f"No base model '{key}' in the catalog."]}

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from catalog.models import BaseModel, Provider
 from datasets.models import DatasetVersion, Split
 from datasets.quality.stats import INSUFFICIENT_BELOW, TOKENS_PER_EPOCH_MEANS
 from datasets.quality.tokens import count_conversations
@@ -20,7 +21,7 @@ from datasets.quality_services import counter_or_estimate, version_tokens_per_ep
 from providers.base import step_plan
 
 from .hyperparameters import HOSTED_PROVIDERS, early_stopping_text, training_config_from
-from .models import BaseModel, JobStatus, Provider, TrainingJob
+from .models import JobStatus, TrainingJob
 
 # The guide: "3 to 5 epochs".
 GUIDE_MAX_EPOCHS = 5

@@ -10,10 +10,9 @@ import re
 from dataclasses import asdict, fields
 from typing import Any
 
+from catalog.models import Provider
 from ftportal.errors import ApplicationError
 from providers.base import HostedTrainingConfig, TrainingConfig
-
-from .models import Provider
 
 # Bounds that catch typos without second-guessing the user; the guide says 3 to 5 epochs.
 NUMBER_BOUNDS: dict[str, tuple[float, float]] = {

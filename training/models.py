@@ -3,83 +3,12 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.db import models
 
-from catalog.models import Endpoint, EndpointKind
+from catalog.models import BaseModel, Provider
 from datasets.models import DatasetVersion
 from ftportal.models import Project
 from ftportal.selectors import heartbeat_silence
-
-
-class Provider(models.TextChoices):
-    LOCAL = "local", "Local LoRA (transformers + peft)"
-    OPENAI = "openai", "OpenAI fine-tuning API"
-
-
-class BaseModel(models.Model):
-    """The catalog of base models a job may start from, what they cost, and when each goes
-    away. Admins edit it (Django admin); seeded rows name their source."""
-
-    key = models.CharField(max_length=100, unique=True)
-    display_name = models.CharField(max_length=200)
-    provider = models.CharField(max_length=20, choices=Provider.choices)
-    parameter_count = models.BigIntegerField(null=True, blank=True)
-    source = models.TextField(
-        blank=True, help_text="Where the weights or the prices and dates come from."
-    )
-    # Local models: a Hugging Face model directory or a .gguf file; blank means the bundled
-    # SmolLM2-135M-Instruct. Hosted models: unused (the key is the provider's model id).
-    weights_path = models.CharField(max_length=500, blank=True)
-    # Hosted models: the registered endpoint that trains and serves them (and whose secret the
-    # worker sends there); admins pick it, nobody else names a URL or a key.
-    endpoint = models.ForeignKey(
-        Endpoint,
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="base_models",
-        help_text="Hosted models: the registered endpoint that trains and serves them.",
-    )
-    deprecated_at = models.DateField(
-        null=True, blank=True, help_text="From this day no new fine-tuning jobs are accepted."
-    )
-    retires_at = models.DateField(
-        null=True,
-        blank=True,
-        help_text="Shutdown: the model, and every model fine-tuned from it, stops serving.",
-    )
-    is_active = models.BooleanField(default=True)
-    context_window = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Tokens per example the model accepts in training."
-    )
-    # "" means the model's own tokenizer (local models); hosted models name a tiktoken encoding.
-    tokenizer = models.CharField(max_length=50, blank=True)
-    training_usd_per_million_tokens = models.DecimalField(
-        max_digits=10, decimal_places=4, null=True, blank=True
-    )
-    # What the fine-tuned model costs to call, per million tokens.
-    input_usd_per_million_tokens = models.DecimalField(
-        max_digits=10, decimal_places=4, null=True, blank=True
-    )
-    output_usd_per_million_tokens = models.DecimalField(
-        max_digits=10, decimal_places=4, null=True, blank=True
-    )
-
-    class Meta:
-        ordering = ["parameter_count", "key"]
-
-    def __str__(self) -> str:
-        return self.display_name
-
-    def clean(self) -> None:
-        if self.provider == Provider.OPENAI:
-            if self.endpoint is None:
-                raise ValidationError({"endpoint": "A hosted model needs its registered endpoint."})
-            if self.endpoint.kind == EndpointKind.ANTHROPIC:
-                raise ValidationError(
-                    {"endpoint": "OpenAI fine-tuning needs an OpenAI(-compatible) endpoint."}
-                )
 
 
 class JobStatus(models.TextChoices):

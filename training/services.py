@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from datasets.quality.stats import tokens_per_epoch_text
 from ftportal.errors import ApplicationError, ConflictError
@@ -26,7 +27,6 @@ from .estimates import LaunchEstimate, end_of_life_problem, launch_estimate
 from .hyperparameters import HOSTED_PROVIDERS, config_for
 from .models import (
     JOB_TRANSITIONS,
-    BaseModel,
     Checkpoint,
     EventLevel,
     JobEvent,

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest
@@ -24,7 +25,7 @@ from registry.services import model_version_register_checkpoint
 
 from .estimates import END_OF_LIFE_WARNING_DAYS, end_of_life_problem, launch_estimate
 from .hyperparameters import HOSTED_PROVIDERS, HYPERPARAMETER_LABELS, config_for, unset_text
-from .models import BaseModel, Checkpoint, TrainingJob
+from .models import Checkpoint, TrainingJob
 from .selectors import checkpoint_rows, job_curves, job_overfitting
 from .services import training_job_cancel, training_job_launch
 

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
+from catalog.models import BaseModel
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction
 from datasets.services import dataset_version_freeze, example_review
 from evaluation.models import EvalResult, EvalRun
@@ -19,7 +20,7 @@ from ftportal.tokens import api_token_create
 from registry.models import ModelVersion, RegisteredModel
 from registry.services import model_version_promote, model_version_register
 from tests.factories import finished_evaluation, import_bytes, production_number
-from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob
+from training.models import Checkpoint, JobStatus, TrainingJob
 from training.services import training_job_create
 
 TICKETS = [

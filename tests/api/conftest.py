@@ -8,9 +8,9 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
+from catalog.models import BaseModel
 from ftportal.models import Project
 from ftportal.roles import Role
-from training.models import BaseModel
 
 from .builders import World, build_world, token_client
 

@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.http import StreamingHttpResponse
 from rest_framework.test import APIClient
 
+from catalog.models import BaseModel
 from datasets.models import (
     Dataset,
     DatasetVersion,
@@ -26,7 +27,7 @@ from ftportal.models import Project
 from ftportal.roles import Role
 from registry.models import AliasChange, ModelVersion
 from tests.factories import finished_evaluation
-from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob, TrainingMetric
+from training.models import Checkpoint, JobStatus, TrainingJob, TrainingMetric
 
 from .builders import (
     TICKETS,

@@ -10,12 +10,11 @@ from django.contrib.auth.models import User
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from catalog.models import EndpointKind
+from catalog.models import BaseModel, EndpointKind, Provider
 from catalog.services import endpoint_register
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.api.builders import token_client
-from training.models import BaseModel, Provider
 
 pytestmark = pytest.mark.django_db
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from catalog.models import BaseModel
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, OriginKind, Split
 from datasets.services import dataset_version_freeze, example_derive
 from evaluation.models import CandidateKind, EvalSplit
@@ -17,7 +18,6 @@ from evaluation.services import CandidateSpec, eval_run_create
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.factories import approved_examples, chat
-from training.models import BaseModel
 
 from .builders import register_model_version, token_client
 

@@ -13,12 +13,13 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
+from catalog.models import BaseModel, Provider
 from evaluation.models import EvalRun, EvalStatus
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.api.builders import token_client
 from tests.factories import frozen_version
-from training.models import BaseModel, JobStatus, Provider, TrainingJob
+from training.models import JobStatus, TrainingJob
 
 pytestmark = pytest.mark.django_db
 

@@ -1,17 +1,18 @@
 """The data migrations that moved stored URLs and key variables onto registered endpoints
-(catalog 0001/0002, training 0009, evaluation 0004), run on rows written through the
+(catalog 0001/0002, training 0009, evaluation 0004), and the move of the base-model catalog
+from training to catalog (catalog 0003, training 0010), run on rows written through the
 historical models: each stored row ends where the migrations promise, and the worker refuses
 what they left without an endpoint.
 
-Each test migrates the shared test database back to before the catalog and forward again; it
-always ends at the latest migrations, as every other test expects.
+Each test migrates the shared test database back (to before the catalog, or before the move)
+and forward again; it always ends at the latest migrations, as every other test expects.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from django.contrib.auth.models import User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from catalog.models import Endpoint, EndpointKind
+from catalog.models import BaseModel, Endpoint, EndpointKind
 from catalog.rules import default_base_url
 from catalog.secrets import endpoint_credentials
 from evaluation.models import Candidate, EvalRun
@@ -28,7 +29,6 @@ from evaluation.runner import _judge_chat, chat_for
 from ftportal.models import Project
 from providers.base import ProviderError
 from tests.factories import frozen_version
-from training.models import BaseModel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +37,7 @@ BEFORE = [("training", "0008_job_compute_seconds"), ("evaluation", "0003_candida
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 
 
-def _migrate(targets: list[tuple[str, str | None]]) -> None:
+def _migrate(targets: Sequence[tuple[str, str | None]]) -> None:
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
     executor.migrate(targets)
@@ -230,3 +230,32 @@ def test_judges_go_to_the_default_endpoint_only_when_they_used_the_providers_own
     for left in (own_url, own_key):
         with pytest.raises(ProviderError, match="^The judge: no registered endpoint"):
             _judge_chat(EvalRun.objects.get(pk=left.pk))
+
+
+# Where the catalog stood while training still owned BaseModel (issue 14 moved it).
+BEFORE_MOVE = [
+    ("catalog", "0002_default_endpoints"),
+    ("training", "0009_base_model_endpoint"),
+]
+
+
+def test_moving_the_catalog_out_of_training_keeps_its_rows_and_admin_permissions() -> None:
+    """The move changes Django's state only: rows keep their ids and fields, and a staff member
+    allowed to edit the catalog under training still may under catalog."""
+    _migrate(BEFORE_MOVE)
+    try:
+        before = MigrationExecutor(connection).loader.project_state(BEFORE_MOVE).apps
+        row = _historical(before, "training", "BaseModel").objects.create(
+            key="moved-model", display_name="Moved", provider="local"
+        )
+        permission = _historical(before, "auth", "Permission").objects.get(
+            content_type__app_label="training", codename="change_basemodel"
+        )
+        editor = User.objects.create_user(username="catalog-editor", password="pw")
+        editor.user_permissions.add(permission.pk)
+    finally:
+        _migrate_forward()
+
+    moved = BaseModel.objects.get(pk=row.pk)
+    assert (moved.key, moved.display_name, moved.provider) == ("moved-model", "Moved", "local")
+    assert User.objects.get(pk=editor.pk).has_perm("catalog.change_basemodel")

@@ -10,14 +10,14 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
-from catalog.models import Endpoint, EndpointKind
+from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from catalog.services import endpoint_register
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.factories import frozen_version
 from tests.fakes.openai_server import FakeOpenAIServer
 from training.hosted import training_job_submit
-from training.models import BaseModel, JobStatus, Provider, TrainingJob
+from training.models import JobStatus, TrainingJob
 
 from .test_endpoints import SECRET, SECRET_ENV, endpoint_secret  # noqa: F401
 

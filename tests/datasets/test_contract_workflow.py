@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from catalog.models import BaseModel
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewDecision
 from datasets.quality.findings import CONTRACT_VIOLATION
 from datasets.quality_services import (
@@ -24,7 +25,6 @@ from ftportal.models import Project
 from ftportal.roles import Role
 from tests.api.builders import token_client
 from tests.factories import chat, import_bytes, jsonl
-from training.models import BaseModel
 
 pytestmark = pytest.mark.django_db
 

@@ -9,6 +9,7 @@ import json
 import pytest
 from django.contrib.auth.models import User
 
+from catalog.models import BaseModel
 from datasets.models import (
     Dataset,
     DatasetVersion,
@@ -32,7 +33,6 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.factories import approved_examples, chat, frozen_version
-from training.models import BaseModel
 
 pytestmark = pytest.mark.django_db
 

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from evaluation.advice import run_advice
 from evaluation.models import CandidateKind, EvalRun, Prompting
@@ -19,7 +20,6 @@ from ftportal.roles import Role
 from tests.api.builders import register_model_version
 from tests.evaluation.finished_runs import finished_run
 from tests.factories import frozen_version
-from training.models import BaseModel
 
 pytestmark = pytest.mark.django_db
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
+from catalog.models import BaseModel
 from evaluation.models import CandidateKind, EvalRun, EvalStatus
 from evaluation.runner import eval_run_execute
 from evaluation.services import CandidateSpec
@@ -20,7 +21,6 @@ from ftportal.models import Project
 from ftportal.roles import Role
 from tests.evaluation.test_runs import held_out_version, run_of
 from tests.factories import fake_endpoint
-from training.models import BaseModel
 
 LABELS = ["billing", "bug", "feature request", "account"]
 CONTRACT: dict[str, Any] = {"kind": "label_set", "labels": LABELS}

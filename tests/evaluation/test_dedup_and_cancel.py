@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from evaluation.models import CandidateKind, EvalResult, EvalRun, EvalSplit, EvalStatus
 from evaluation.runner import eval_run_execute
@@ -21,7 +22,7 @@ from ftportal.models import Project
 from ftportal.roles import Role
 from tests.concurrency import at_once
 from tests.factories import frozen_version
-from training.models import BaseModel, Checkpoint, JobStatus, TrainingJob
+from training.models import Checkpoint, JobStatus, TrainingJob
 
 
 @pytest.fixture

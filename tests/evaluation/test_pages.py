@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from evaluation.models import (
     Candidate,
@@ -28,7 +29,7 @@ from tests.api.builders import register_model_version
 from tests.charts import page_charts, series_points
 from tests.evaluation.finished_runs import finished_run
 from tests.factories import frozen_version
-from training.models import BaseModel, Checkpoint, JobStatus
+from training.models import Checkpoint, JobStatus
 
 pytestmark = pytest.mark.django_db
 WRITERS = (Role.ML_LEAD, Role.ADMIN)

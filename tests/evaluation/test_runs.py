@@ -18,7 +18,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from catalog.models import Endpoint, EndpointKind
+from catalog.models import BaseModel, Endpoint, EndpointKind
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus
 from datasets.services import dataset_version_freeze
 from evaluation import runner
@@ -53,7 +53,6 @@ from tests.fakes.chat_servers import (
     fake_anthropic_fixture,  # noqa: F401
     fake_openai_chat_fixture,  # noqa: F401
 )
-from training.models import BaseModel
 
 pytestmark = pytest.mark.django_db
 KEY_ENV = "FAKE_CHAT_KEY"

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from catalog.models import Endpoint
+from catalog.models import BaseModel, Endpoint
 from datasets.models import DatasetVersion
 from evaluation.models import Candidate, CandidateKind, EvalKind, EvalRun, Prompting
 from evaluation.services import CandidateSpec
@@ -24,7 +24,7 @@ from registry.models import ModelVersion
 from tests.api.builders import register_model_version
 from tests.evaluation.finished_runs import finished_run
 from tests.factories import frozen_version
-from training.models import BaseModel, Checkpoint
+from training.models import Checkpoint
 
 pytestmark = pytest.mark.django_db
 

@@ -13,13 +13,13 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion, DatasetVersionExample, Example, ExampleStatus
 from evaluation.models import Candidate, EvalResult, EvalRun, EvalStatus
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.factories import frozen_version
 from tests.pages.test_pages import HTMX, XSS, XSS_ESCAPED, assert_escaped, page_text
-from training.models import BaseModel
 
 WRONG = json.dumps({"category": "bug", "priority": "high"})
 

@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from catalog.models import BaseModel
 from datasets.models import (
     Dataset,
     DatasetVersion,
@@ -29,7 +30,6 @@ from ftportal.roles import Role
 from tests.api.builders import register_model_version
 from tests.factories import approved_examples, chat
 from tests.pages.test_pages import XSS, XSS_ESCAPED, page_text
-from training.models import BaseModel
 
 pytestmark = pytest.mark.django_db
 

@@ -17,6 +17,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
+from catalog.models import BaseModel
 from datasets.models import (
     Dataset,
     DatasetVersion,
@@ -34,14 +35,7 @@ from registry.models import Alias, AliasChange, ModelVersion, RegisteredModel
 from registry.services import model_version_promote
 from tests.charts import page_charts, series_points
 from tests.factories import finished_evaluation, production_number
-from training.models import (
-    BaseModel,
-    Checkpoint,
-    JobEvent,
-    JobStatus,
-    TrainingJob,
-    TrainingMetric,
-)
+from training.models import Checkpoint, JobEvent, JobStatus, TrainingJob, TrainingMetric
 
 XSS = "<script>window.__xss=1</script>"
 XSS_ESCAPED = "&lt;script&gt;window.__xss=1&lt;/script&gt;"

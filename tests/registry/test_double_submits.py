@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from catalog.models import BaseModel
 from ftportal.errors import ConflictError
 from ftportal.models import Project
 from ftportal.roles import Role
@@ -21,7 +22,6 @@ from registry.services import model_version_promote, production_rollback
 from tests.concurrency import at_once
 from tests.factories import finished_evaluation, frozen_version, production_number
 from tests.registry.test_services import promote_as_better, register
-from training.models import BaseModel
 
 
 @pytest.fixture

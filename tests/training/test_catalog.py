@@ -10,10 +10,11 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 
+from catalog.models import BaseModel
 from ftportal.roles import Role
 from registry.services import model_version_register
 from tests.factories import frozen_version
-from training.models import BaseModel, JobStatus, TrainingJob
+from training.models import JobStatus, TrainingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -34,7 +35,7 @@ def test_the_seeded_openai_rows_name_their_source_dates_and_prices():
 def test_an_admin_edits_the_catalog_and_others_cannot(client, make_member):
     admin_user = User.objects.create_superuser("root", "root@example.com", "pw")
     row = BaseModel.objects.get(key="gpt-4.1-mini-2025-04-14")
-    url = reverse("admin:training_basemodel_change", args=[row.pk])
+    url = reverse("admin:catalog_basemodel_change", args=[row.pk])
     form = {
         "key": row.key,
         "display_name": row.display_name,
@@ -90,9 +91,9 @@ def test_the_catalog_page_lists_versions_whose_base_model_goes_away(client, proj
 
 
 def test_a_local_catalog_row_can_name_its_own_weights(tmp_path, settings):
+    from catalog.weights import base_model_dir, prepared_model_dir
     from providers.base import ProviderError
     from providers.local_weights import gguf_cache_key
-    from training.adapters import base_model_dir, prepared_model_dir
 
     settings.FTPORTAL_MODEL_CACHE = tmp_path / "cache"
     model_dir = tmp_path / "my-model"

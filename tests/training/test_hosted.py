@@ -8,13 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from catalog.models import EndpointKind
+from catalog.models import BaseModel, EndpointKind, Provider
 from ftportal.roles import Role
 from registry.models import ModelVersion
 from tests.factories import fake_endpoint, frozen_version
 from tests.fakes.openai_server import FakeOpenAIServer, fake_openai_fixture  # noqa: F401
 from training.hosted import Outcome, training_job_poll, training_job_submit
-from training.models import BaseModel, JobStatus, Provider, TrainingJob
+from training.models import JobStatus, TrainingJob
 from training.services import training_job_cancel
 
 pytestmark = pytest.mark.django_db

@@ -16,13 +16,14 @@ from django.test import Client
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from ftportal.idempotency import IDEMPOTENCY_WINDOW
 from ftportal.models import IdempotencyKey, Project
 from ftportal.roles import Role
 from tests.concurrency import at_once
 from tests.factories import frozen_version
-from training.models import BaseModel, TrainingJob
+from training.models import TrainingJob
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from catalog.models import BaseModel, Provider
 from datasets.models import DatasetVersionExample, Split
 from datasets.quality.tokens import count_conversations, tiktoken_counter
 from ftportal.errors import ApplicationError, ConflictError
@@ -19,14 +20,7 @@ from tests.factories import frozen_version
 from training import runner
 from training.estimates import launch_estimate
 from training.hyperparameters import config_for, hosted_config_from, training_config_from
-from training.models import (
-    JOB_TRANSITIONS,
-    BaseModel,
-    Checkpoint,
-    JobStatus,
-    Provider,
-    TrainingJob,
-)
+from training.models import JOB_TRANSITIONS, Checkpoint, JobStatus, TrainingJob
 from training.reaper import abandoned_jobs_reap
 from training.selectors import overfitting_signal
 from training.services import training_job_create, transition

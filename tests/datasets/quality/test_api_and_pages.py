@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
+from catalog.models import BaseModel
 from datasets.models import (
     AnalysisRun,
     AnalysisStatus,
@@ -24,7 +25,6 @@ from datasets.quality_services import analysis_run_create, analysis_run_execute
 from datasets.services import dataset_version_freeze, example_review
 from ftportal.models import Project
 from ftportal.roles import Role
-from training.models import BaseModel
 
 from ...api.builders import token_client
 from .builders import planted_dataset

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from catalog.models import BaseModel
 from datasets.models import (
     AnalysisRun,
     AnalysisStatus,
@@ -23,7 +24,6 @@ from datasets.quality_services import (
 )
 from datasets.services import dataset_version_freeze, example_review
 from ftportal.errors import ConflictError
-from training.models import BaseModel
 
 from .builders import planted_dataset, user
 from .conftest import convo

@@ -1,0 +1,30 @@
+"""Candidates' base model now lives in the catalog app (catalog 0003). The column and its
+constraint already point at the same table, so only Django's state changes."""
+
+import django.db.models.deletion
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("catalog", "0003_basemodel"),
+        ("evaluation", "0005_cancel_and_one_active_run_per_request"),
+    ]
+
+    operations = [
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AlterField(
+                    model_name="candidate",
+                    name="base_model",
+                    field=models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="catalog.basemodel",
+                    ),
+                ),
+            ],
+        ),
+    ]
