@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
         ("catalog", "0003_basemodel"),
         ("evaluation", "0006_candidate_base_model_from_catalog"),
         ("registry", "0004_model_version_base_model_from_catalog"),
-        ("training", "0009_base_model_endpoint"),
+        ("training", "0010_job_resumed_after_attempts"),
     ]
 
     operations = [
