@@ -53,9 +53,9 @@ REPO = Path(__file__).resolve().parent.parent
 # Run as a script, Python puts bench/ on sys.path, not the repository root.
 sys.path.insert(0, str(REPO))
 
+from fakes.chat_servers import CONTROL_PATH, DEFAULT_API_KEY, expected_answer  # noqa: E402
 from providers.base import Conversation  # noqa: E402
 from providers.hosted_chat import HostedGeneration, OpenAICompatibleChat  # noqa: E402
-from tests.fakes.chat_servers import CONTROL_PATH, DEFAULT_API_KEY, expected_answer  # noqa: E402
 
 MODEL = "bench-model"
 # The environment variable the bench's registered endpoint names for its key, as an admin would.
@@ -85,7 +85,7 @@ class FakeProcess:
 
     def __init__(self, delay: float) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.chat_servers", str(delay)],
+            [sys.executable, "-m", "fakes.chat_servers", str(delay)],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

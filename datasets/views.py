@@ -1,3 +1,9 @@
+"""Pages of one dataset and its frozen versions: the dataset page with its answer contract form,
+synchronous or worker-run imports started from it, freezing a version (with its overlap and
+contract checks), a version's page, its comparison with another version, its export, and moving
+a held-out example into training. Import progress pages are in import_views.py, review pages in
+review_views.py, quality pages in quality_views.py."""
+
 from __future__ import annotations
 
 import json

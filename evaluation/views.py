@@ -1,3 +1,8 @@
+"""Pages of evaluations: the new-evaluation form and the evaluation list, starting an
+evaluation of a dataset version or of every checkpoint of a training job, resuming and
+cancelling a run, a run's report with its verdicts, the advice page built from it, and the
+side-by-side rating of two candidates. The failures page is in failure_views.py."""
+
 from __future__ import annotations
 
 from decimal import Decimal

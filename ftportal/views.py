@@ -1,3 +1,7 @@
+"""The site's own pages: the project list, a project's overview, its members page (adding or
+creating members, changing their roles, removing them), the health check the container and
+monitoring read (JSON), and the favicon."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,3 +1,6 @@
+"""Pages of the model registry: the project's models with their versions, one version's
+page, and the promote (with its confirmation of the evidence) and rollback forms."""
+
 from __future__ import annotations
 
 from django.contrib import messages

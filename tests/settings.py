@@ -9,7 +9,7 @@ os.environ.setdefault("FTPORTAL_ARTIFACTS_DIR", tempfile.mkdtemp(prefix="ftporta
 # Test runs on one machine may overlap (a developer's and CI's); each gets its own database
 # and its own Redis key space. The worker subprocess inherits the run id through the env.
 TEST_RUN_ID = os.environ.setdefault("FTPORTAL_TEST_RUN_ID", str(os.getpid()))
-# Hosted providers are the fakes in tests/fakes: never a real key, whatever the shell has. Set
+# Hosted providers are the fakes in fakes/: never a real key, whatever the shell has. Set
 # here, before the worker subprocess starts, so it inherits them.
 os.environ["OPENAI_API_KEY"] = "sk-fake-test-key"
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"  # unreachable unless a test says where

@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
 PRODUCT = ("ftportal", "catalog", "datasets", "training", "evaluation", "registry", "providers")
-DEVELOPMENT = ("tests", "bench")
+DEVELOPMENT = ("tests", "bench", "fakes")
 OWN_MODULES = {*PRODUCT, *DEVELOPMENT, "manage"}
 
 

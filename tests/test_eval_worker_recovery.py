@@ -25,11 +25,11 @@ from evaluation.models import CandidateKind, EvalResult, EvalRun, EvalSplit, Eva
 from evaluation.runner import progress
 from evaluation.services import CandidateSpec, eval_run_create
 from evaluation.tasks import execute_eval_run
+from fakes.chat_servers import DEFAULT_API_KEY, FakeOpenAIChatServer, expected_answer
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.conftest import start_celery_worker, stop_celery_worker, wait_until
 from tests.factories import fake_endpoint
-from tests.fakes.chat_servers import DEFAULT_API_KEY, FakeOpenAIChatServer, expected_answer
 
 # A queue only the worker we kill listens to, so no other worker can take the first attempt.
 DOOMED_QUEUE = "eval-recovery-test"

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from catalog.models import BaseModel, EndpointKind, Provider
+from fakes.openai_server import FakeOpenAIServer, fake_openai_fixture  # noqa: F401
 from ftportal.roles import Role
 from registry.models import ModelVersion
 from tests.conftest import start_celery_worker, stop_celery_worker, wait_until
 from tests.factories import fake_endpoint, frozen_version
-from tests.fakes.openai_server import FakeOpenAIServer, fake_openai_fixture  # noqa: F401
 from training.hyperparameters import config_for
 from training.models import JobStatus, TrainingJob
 from training.services import training_job_create

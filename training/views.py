@@ -1,3 +1,7 @@
+"""Pages of training: the launch form with its live cost and time estimate, starting a job,
+a job's page (polled while it runs), cancelling it, registering one of its checkpoints as a
+model version, and the catalog of base models a project can train."""
+
 from __future__ import annotations
 
 import contextlib

@@ -25,11 +25,11 @@ from catalog.services import endpoint_register
 from datasets.models import DatasetVersion
 from evaluation.models import EvalRun, EvalStatus
 from evaluation.runner import eval_run_execute
+from fakes.chat_servers import FakeAnthropicServer, FakeOpenAIChatServer
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.api.builders import token_client
 from tests.evaluation.test_runs import held_out_version
-from tests.fakes.chat_servers import FakeAnthropicServer, FakeOpenAIChatServer
 
 pytestmark = pytest.mark.django_db
 

@@ -12,10 +12,10 @@ from django.core.exceptions import ValidationError
 
 from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from catalog.services import endpoint_register
+from fakes.openai_server import FakeOpenAIServer
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.factories import frozen_version
-from tests.fakes.openai_server import FakeOpenAIServer
 from training.hosted import training_job_submit
 from training.models import JobStatus, TrainingJob
 

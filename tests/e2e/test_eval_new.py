@@ -11,13 +11,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from evaluation.models import EvalRun
-from ftportal.roles import Role
-from tests.factories import fake_endpoint, frozen_version
-from tests.fakes.chat_servers import (
+from fakes.chat_servers import (
     DEFAULT_API_KEY,
     FakeOpenAIChatServer,
     fake_openai_chat_fixture,  # noqa: F401
 )
+from ftportal.roles import Role
+from tests.factories import fake_endpoint, frozen_version
 
 from .conftest import login
 from .test_lifecycle import error_text, wait_until_finished

@@ -25,9 +25,9 @@ from evaluation.judge import (
     summarise,
 )
 from evaluation.statistics import binomial_two_sided_p
+from fakes.chat_servers import FakeAnthropicServer, FakeOpenAIChatServer
 from providers.base import Conversation
 from providers.hosted_chat import AnthropicChat, HostedItemError, OpenAICompatibleChat
-from tests.fakes.chat_servers import FakeAnthropicServer, FakeOpenAIChatServer
 
 MODEL = "judge-model"
 MARKER = "PINEAPPLE"

@@ -41,11 +41,7 @@ from evaluation.services import (
     eval_run_resume,
     human_preference_record,
 )
-from ftportal.errors import ApplicationError
-from ftportal.models import Project
-from ftportal.roles import Role
-from tests.factories import fake_endpoint, frozen_version
-from tests.fakes.chat_servers import (
+from fakes.chat_servers import (
     DEFAULT_API_KEY,
     FakeAnthropicServer,
     FakeOpenAIChatServer,
@@ -53,6 +49,10 @@ from tests.fakes.chat_servers import (
     fake_anthropic_fixture,  # noqa: F401
     fake_openai_chat_fixture,  # noqa: F401
 )
+from ftportal.errors import ApplicationError
+from ftportal.models import Project
+from ftportal.roles import Role
+from tests.factories import fake_endpoint, frozen_version
 
 pytestmark = pytest.mark.django_db
 KEY_ENV = "FAKE_CHAT_KEY"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from fakes.chat_servers import FakeAnthropicServer, FakeOpenAIChatServer, expected_answer
+from fakes.chat_servers import fake_anthropic_fixture as fake_anthropic_fixture
+from fakes.chat_servers import fake_openai_chat_fixture as fake_openai_chat_fixture
 from providers.base import Conversation, ProviderError
 from providers.hosted_chat import (
     AnthropicChat,
@@ -13,9 +16,6 @@ from providers.hosted_chat import (
     OpenAICompatibleChat,
     anthropic_request,
 )
-from tests.fakes.chat_servers import FakeAnthropicServer, FakeOpenAIChatServer, expected_answer
-from tests.fakes.chat_servers import fake_anthropic_fixture as fake_anthropic_fixture
-from tests.fakes.chat_servers import fake_openai_chat_fixture as fake_openai_chat_fixture
 
 MODEL = "test-model"
 

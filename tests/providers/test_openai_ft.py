@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from fakes.openai_server import FakeOpenAIServer
+from fakes.openai_server import fake_openai_fixture as fake_openai_fixture  # `fake_openai`
 from providers.base import (
     Conversation,
     HostedJobState,
@@ -17,8 +19,6 @@ from providers.base import (
     TransientProviderError,
 )
 from providers.openai_ft import OpenAIFineTuner
-from tests.fakes.openai_server import FakeOpenAIServer
-from tests.fakes.openai_server import fake_openai_fixture as fake_openai_fixture  # `fake_openai`
 
 BASE_MODEL = "gpt-4o-mini-2024-07-18"
 MAX_POLLS = 20

@@ -1,4 +1,4 @@
-"""Hosted jobs through the real OpenAI SDK against the fake fine-tuning API (tests/fakes):
+"""Hosted jobs through the real OpenAI SDK against the fake fine-tuning API (fakes/):
 submit once, mirror the provider's events, metrics and checkpoints, retry what is transient,
 fail with the provider's message on what is not, and cost what the provider trained."""
 
@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 
 from catalog.models import BaseModel, EndpointKind, Provider
+from fakes.openai_server import FakeOpenAIServer, fake_openai_fixture  # noqa: F401
 from ftportal.roles import Role
 from registry.models import ModelVersion
 from tests.factories import fake_endpoint, frozen_version
-from tests.fakes.openai_server import FakeOpenAIServer, fake_openai_fixture  # noqa: F401
 from training.hosted import Outcome, training_job_poll, training_job_submit
 from training.models import JobStatus, TrainingJob
 from training.services import training_job_cancel

@@ -39,7 +39,7 @@ Counters: ``connections``, ``total_requests``, ``headers_seen`` (each request's 
 ``reject_items_containing`` (a permanent 400 for matching items), and ``response_delay``
 (seconds before each successful answer).
 
-``python -m tests.fakes.chat_servers`` runs the OpenAI-compatible fake in a process of its own,
+``python -m fakes.chat_servers`` runs the OpenAI-compatible fake in a process of its own,
 controlled over HTTP at ``CONTROL_PATH`` (see ``serve_until_stdin_closes``).
 
 Use them as context managers or as the ``fake_openai_chat`` and ``fake_anthropic`` fixtures
@@ -50,21 +50,17 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 
-from tests.fakes.http import Reply, send_json
+from fakes.http import FakeServer, InjectedFailure, JSONHandler, Reply
 
 DEFAULT_API_KEY = "sk-fake-chat-key"
-# For a fake run in its own process (``python -m tests.fakes.chat_servers``): GET answers the
+# For a fake run in its own process (``python -m fakes.chat_servers``): GET answers the
 # counters, POST {"count": n, "status": s, "headers": {...}} calls fail_next_requests.
 CONTROL_PATH = "/_fake/control"
 ANSWER_PREFIX = "ECHO: "
@@ -88,27 +84,14 @@ def word_count(text: str) -> int:
     return len(text.split())
 
 
-@dataclass(frozen=True)
-class _Failure:
-    status: int
-    headers: dict[str, str]
-    message: str
-
-
 class _Refused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
-class _BacklogServer(ThreadingHTTPServer):
-    # The default listen backlog (5) drops connections when 50 clients connect at once.
-    request_queue_size = 256
-    daemon_threads = True
-
-
-class _FakeChatServer:
-    """What both fakes share: the HTTP server, the counters and the scenario controls."""
+class _FakeChatServer(FakeServer):
+    """What both fakes share: the counters and the scenario controls."""
 
     path = ""
 
@@ -135,43 +118,12 @@ class _FakeChatServer:
         self.answers_by_item: Counter[str] = Counter()
         self.request_times_by_item: dict[str, list[float]] = {}
         self._in_flight = 0
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._failures: deque[_Failure] = deque()
-        self._stalls: deque[float] = deque()
         self._rejected_texts: list[str] = []
-        self._http = _BacklogServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # -- lifecycle ---------------------------------------------------------------------------
+        super().__init__(_handler_for(self))
 
     @property
     def base_url(self) -> str:
-        host, port = self._http.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> Self:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes stalled and delayed requests
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return self.origin
 
     # -- scenario controls -------------------------------------------------------------------
 
@@ -180,14 +132,12 @@ class _FakeChatServer:
     ) -> None:
         """Answer the next ``count`` requests at once with this status (and headers, e.g.
         ``{"Retry-After": "1"}``)."""
-        failure = _Failure(status, dict(headers or {}), message or f"Simulated {status}.")
-        with self._lock:
-            self._failures.extend([failure] * count)
+        failure = InjectedFailure(status, dict(headers or {}), message or f"Simulated {status}.")
+        self._queue_failures(count, failure)
 
     def stall_next_requests(self, count: int = 1, *, seconds: float) -> None:
         """Hold the next ``count`` requests this long, then close them without an answer."""
-        with self._lock:
-            self._stalls.extend([seconds] * count)
+        self._queue_stalls(count, seconds)
 
     def reject_items_containing(self, text: str) -> None:
         """Refuse (400, permanently) every request whose last user message contains ``text``."""
@@ -239,7 +189,7 @@ class _FakeChatServer:
 
     # -- request handling (handler threads) --------------------------------------------------
 
-    def _arrive(self, item: str) -> tuple[_Failure | None, float]:
+    def _arrive(self, item: str) -> tuple[InjectedFailure | None, float]:
         with self._lock:
             self.total_requests += 1
             self._in_flight += 1
@@ -401,9 +351,8 @@ class FakeAnthropicServer(_FakeChatServer):
         return {"type": "error", "error": {"type": error_type, "message": message}}
 
 
-def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _handler_for(server: _FakeChatServer) -> type[JSONHandler]:
+    class Handler(JSONHandler):
         # Headers and body go out in two writes; on a kept-alive connection, Nagle's algorithm
         # would hold the body until the client's delayed ACK of the headers (40 ms).
         disable_nagle_algorithm = True
@@ -416,45 +365,38 @@ def _handler_for(server: _FakeChatServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             self.close_connection = True
             if self.path == CONTROL_PATH:
-                self._send(Reply(200, server.stats()))
+                self.send(Reply(200, server.stats()))
             else:
-                self._send(Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
+                self.send(Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
 
         def do_POST(self) -> None:
             if not server.keep_alive:
                 # One request per connection: no idle keep-alive threads outlive a test.
                 self.close_connection = True
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            raw = self.read_body()
             if self.path == CONTROL_PATH:
                 self._control(raw)
                 return
             if self.path.split("?")[0] != server.path:
-                self._send(Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
+                self.send(Reply(404, server._error_body(404, f"Unknown URL {self.path}.")))
                 return
             try:
                 body = json.loads(raw)
             except json.JSONDecodeError:
-                self._send(Reply(400, server._error_body(400, "The body is not JSON.")))
+                self.send(Reply(400, server._error_body(400, "The body is not JSON.")))
                 return
             with server._lock:
                 server.bodies.append(body)
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            reply = server._reply(body, headers)
+            reply = server._reply(body, self.lower_case_headers())
             if reply is not None:
-                self._send(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # tests read the counters instead of stderr noise
+                self.send(reply)
 
         def _control(self, raw: bytes) -> None:
             command = json.loads(raw)
             server.fail_next_requests(
                 int(command["count"]), status=int(command["status"]), headers=command.get("headers")
             )
-            self._send(Reply(200, {"ok": True}))
-
-        def _send(self, reply: Reply) -> None:
-            send_json(self, reply, keep_alive=not self.close_connection)
+            self.send(Reply(200, {"ok": True}))
 
     return Handler
 
@@ -472,7 +414,7 @@ def fake_anthropic_fixture() -> Iterator[FakeAnthropicServer]:
 
 
 def serve_until_stdin_closes() -> None:
-    """``python -m tests.fakes.chat_servers [response_delay]``: a fake OpenAI-compatible server
+    """``python -m fakes.chat_servers [response_delay]``: a fake OpenAI-compatible server
     in its own process, so a benchmark's client does not share a GIL with it. Prints the base
     URL on the first line and stops when its standard input closes.
 

@@ -28,21 +28,17 @@ import itertools
 import json
 import math
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.fakes.http import Reply, send_json
+from fakes.http import FakeServer, InjectedFailure, JSONHandler, Reply
 
 DEFAULT_API_KEY = "sk-fake-test-key"
 DEFAULT_MODELS = frozenset({"gpt-4o-mini-2024-07-18", "gpt-4.1-mini-2025-04-14"})
@@ -214,15 +210,6 @@ class RecordedRequest:
     json: Any  # the decoded JSON body, or None
 
 
-@dataclass(frozen=True)
-class _InjectedFailure:
-    status: int
-    headers: dict[str, str]
-    message: str
-    code: str | None
-    error_type: str
-
-
 class _ApiError(Exception):
     """Ends a request with OpenAI's error envelope."""
 
@@ -246,7 +233,7 @@ class _DropConnection(Exception):
     """Close the socket without answering, as when a response is lost on the way back."""
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(FakeServer):
     def __init__(
         self,
         *,
@@ -268,48 +255,15 @@ class FakeOpenAIServer:
         self.jobs: dict[str, FakeJob] = {}
         self.requests: list[RecordedRequest] = []
 
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._ids = itertools.count(1)
         self._jobs_by_idempotency_key: dict[str, str] = {}
-        self._injected_failures: deque[_InjectedFailure] = deque()
-        self._stalls: deque[float] = deque()
         self._drop_next_job_create_response = False
         self._failure_at_step: tuple[int, str, str] | None = None
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._http.daemon_threads = True
-        # A short poll interval: stop() waits up to one interval for the serving loop to notice.
-        self._thread = threading.Thread(
-            target=self._http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # -- lifecycle ---------------------------------------------------------------------------
+        super().__init__(_handler_for(self))
 
     @property
     def base_url(self) -> str:
-        host, port = self._http.server_address[:2]
-        return f"http://{host!s}:{port}{self.path_prefix}"
-
-    def start(self) -> FakeOpenAIServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # wakes stalled requests
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeOpenAIServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return self.origin + self.path_prefix
 
     # -- scenario controls -------------------------------------------------------------------
 
@@ -324,26 +278,17 @@ class FakeOpenAIServer:
     ) -> None:
         """Answer the next ``count`` requests, whatever they are, with this status; the error's
         code defaults to OpenAI's for the status (rate_limit_exceeded for 429)."""
-        if status == 429:
-            default_code, error_type = "rate_limit_exceeded", "requests"
-        elif status >= 500:
-            default_code, error_type = None, "server_error"
-        else:
-            default_code, error_type = None, "invalid_request_error"
-        failure = _InjectedFailure(
+        failure = InjectedFailure(
             status=status,
             headers=dict(headers or {}),
             message=message or f"Simulated {status}.",
-            code=code or default_code,
-            error_type=error_type,
+            code=code or ("rate_limit_exceeded" if status == 429 else None),
         )
-        with self._lock:
-            self._injected_failures.extend([failure] * count)
+        self._queue_failures(count, failure)
 
     def stall_next_requests(self, count: int = 1, *, seconds: float) -> None:
         """Hold the next ``count`` requests this long before handling them normally."""
-        with self._lock:
-            self._stalls.extend([seconds] * count)
+        self._queue_stalls(count, seconds)
 
     def drop_response_after_next_job_create(self) -> None:
         """Create the next job, then close the connection without answering."""
@@ -385,8 +330,8 @@ class FakeOpenAIServer:
     def _handle(self, request: RecordedRequest, form: FormFields) -> Reply:
         with self._lock:
             self.requests.append(request)
-            if self._injected_failures:
-                return self._injected_failure_reply(self._injected_failures.popleft())
+            if self._failures:
+                return self._injected_failure_reply(self._failures.popleft())
             if request.headers.get("authorization") != f"Bearer {self.api_key}":
                 raise _ApiError(
                     401,
@@ -396,11 +341,17 @@ class FakeOpenAIServer:
             return self._route(request, form)
 
     @staticmethod
-    def _injected_failure_reply(failure: _InjectedFailure) -> Reply:
+    def _injected_failure_reply(failure: InjectedFailure) -> Reply:
+        if failure.status == 429:
+            error_type = "requests"
+        elif failure.status >= 500:
+            error_type = "server_error"
+        else:
+            error_type = "invalid_request_error"
         body = {
             "error": {
                 "message": failure.message,
-                "type": failure.error_type,
+                "type": error_type,
                 "param": None,
                 "code": failure.code,
             }
@@ -743,10 +694,8 @@ def _multipart_form(content_type: str, body: bytes) -> FormFields:
     return fields
 
 
-def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+def _handler_for(server: FakeOpenAIServer) -> type[JSONHandler]:
+    class Handler(JSONHandler):
         def do_GET(self) -> None:
             self._serve()
 
@@ -756,13 +705,10 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
         def do_DELETE(self) -> None:
             self._serve()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # tests read server.requests instead of stderr noise
-
         def _serve(self) -> None:
             # One request per connection: no idle keep-alive threads outlive a test.
             self.close_connection = True
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = self.read_body()
             stall = server._next_stall()
             if stall and server._stopping.wait(stall):
                 return
@@ -772,7 +718,7 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 reply = Reply(error.status, error.body)
             except _DropConnection:
                 return
-            self._send(reply)
+            self.send(reply)
 
         def _parse(self, body: bytes) -> tuple[RecordedRequest, FormFields]:
             url = urlsplit(self.path)
@@ -792,13 +738,10 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
                 method=self.command,
                 path=url.path.removeprefix(server.path_prefix),
                 query=parse_qs(url.query, keep_blank_values=True),
-                headers={name.lower(): value for name, value in self.headers.items()},
+                headers=self.lower_case_headers(),
                 json=decoded,
             )
             return request, form
-
-        def _send(self, reply: Reply) -> None:
-            send_json(self, reply)
 
     return Handler
 
