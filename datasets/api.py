@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
@@ -42,14 +41,10 @@ from .contracts import contract_violation, describe_contract
 from .formats import ALL_FORMATS, AUTO, EXPORT_FORMATS, OPENAI_CHAT, CsvMapping
 from .importing import (
     ImportRequest,
-    examples_import_upload,
-    import_batch_abandon,
-    import_batch_create,
-    import_batch_set_mapping,
-    import_batch_start,
+    ImportRoute,
     import_progress,
+    import_submit,
     needs_column_mapping,
-    upload_needs_worker,
 )
 from .models import (
     Dataset,
@@ -288,24 +283,13 @@ class ImportApi(APIView):
         import_request = ImportRequest(
             format=data["format"], valid_lines_only=data["valid_lines_only"], csv_mapping=mapping
         )
-        user = acting_user(request)
-        if not upload_needs_worker(upload):
-            batch = examples_import_upload(
-                dataset=dataset, upload=upload, user=user, request=import_request
-            )
-            return Response(ImportOutput(batch).data, status=status.HTTP_201_CREATED)
-        batch = import_batch_create(
-            dataset=dataset, upload=upload, user=user, request=import_request
+        submission = import_submit(
+            dataset=dataset, upload=upload, user=acting_user(request), request=import_request
         )
-        if mapping is not None:
-            try:
-                import_batch_set_mapping(batch=batch, mapping=mapping)
-            except ApplicationError as error:
-                import_batch_abandon(batch=batch, message=error.message)
-                raise
-        with transaction.atomic():
-            import_batch_start(batch=batch)
-        return Response(ImportOutput(batch).data, status=status.HTTP_202_ACCEPTED)
+        # The API always sends a spreadsheet's columns with it, so it is never left waiting.
+        imported = submission.route is ImportRoute.IMPORTED
+        code = status.HTTP_201_CREATED if imported else status.HTTP_202_ACCEPTED
+        return Response(ImportOutput(submission.batch).data, status=code)
 
 
 class ImportDetailApi(APIView):

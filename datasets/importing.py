@@ -17,6 +17,7 @@ only), and other writers proceed between chunks. Parsing is bounded in lines, ce
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import re
@@ -560,6 +561,57 @@ def import_batch_start(*, batch: ImportBatch) -> None:
 
     batch_id = batch.pk
     transaction.on_commit(lambda: run_import.delay(batch_id))
+
+
+class ImportRoute(enum.Enum):
+    """Where a submitted upload went: imported now, queued for the worker, or stored until the
+    user chooses its CSV columns."""
+
+    IMPORTED = "imported"
+    QUEUED = "queued"
+    NEEDS_COLUMNS = "needs_columns"
+
+
+@dataclass(frozen=True)
+class ImportSubmission:
+    batch: ImportBatch
+    route: ImportRoute
+
+
+def import_submit(
+    *,
+    dataset: Dataset,
+    upload: UploadedFile,
+    user: User,
+    request: ImportRequest,
+) -> ImportSubmission:
+    """The one entry for a new upload, from the page or the API.
+
+    A spreadsheet without chosen columns is stored and waits for them; a small plain upload is
+    imported inside the request (``upload_needs_worker``); anything else is stored, its batch
+    recorded, and the worker's task enqueued once that commits.
+    """
+    filename = upload.name or "upload.jsonl"
+    if request.csv_mapping is None and needs_column_mapping(
+        filename=filename, requested_format=request.format
+    ):
+        batch = import_batch_create(dataset=dataset, upload=upload, user=user, request=request)
+        return ImportSubmission(batch=batch, route=ImportRoute.NEEDS_COLUMNS)
+    if not upload_needs_worker(upload):
+        batch = examples_import_upload(dataset=dataset, upload=upload, user=user, request=request)
+        return ImportSubmission(batch=batch, route=ImportRoute.IMPORTED)
+    batch = import_batch_create(dataset=dataset, upload=upload, user=user, request=request)
+    if request.csv_mapping is not None:
+        try:
+            import_batch_set_mapping(batch=batch, mapping=request.csv_mapping)
+        except ApplicationError as error:
+            # The stored upload's header does not fit the columns: the batch is kept as failed
+            # (so the import list says why) and the file dropped.
+            import_batch_abandon(batch=batch, message=error.message)
+            raise
+    with transaction.atomic():
+        import_batch_start(batch=batch)
+    return ImportSubmission(batch=batch, route=ImportRoute.QUEUED)
 
 
 def _progress_key(batch_id: int) -> str:

@@ -10,7 +10,6 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -27,12 +26,9 @@ from .held_out import example_origin, validation_shrink
 from .importing import (
     ImportRejected,
     ImportRequest,
-    examples_import_upload,
-    import_batch_create,
-    import_batch_start,
+    ImportRoute,
     import_format_check,
-    needs_column_mapping,
-    upload_needs_worker,
+    import_submit,
 )
 from .models import Dataset, DatasetVersion, Example
 from .selectors import (
@@ -190,27 +186,19 @@ def dataset_import(request: AppRequest, project_id: int, dataset_id: int) -> Htt
     if upload is None:
         context["import_error"] = "Choose a JSONL file to import."
         return _render_dataset(request, context, status=400)
-    filename = upload.name or "upload.jsonl"
     try:
         requested = ImportRequest(
             format=import_format_check(request.POST.get("format") or AUTO),
             valid_lines_only=request.POST.get("valid_lines_only") == "on",
         )
-        if needs_column_mapping(filename=filename, requested_format=requested.format):
-            batch = import_batch_create(
-                dataset=dataset, upload=upload, user=request.user, request=requested
-            )
-            return redirect("import_mapping", project_id, batch.pk)
-        if upload_needs_worker(upload):
-            with transaction.atomic():
-                batch = import_batch_create(
-                    dataset=dataset, upload=upload, user=request.user, request=requested
-                )
-                import_batch_start(batch=batch)
-            return redirect("import_detail", project_id, batch.pk)
-        batch = examples_import_upload(
+        submission = import_submit(
             dataset=dataset, upload=upload, user=request.user, request=requested
         )
+        if submission.route is ImportRoute.NEEDS_COLUMNS:
+            return redirect("import_mapping", project_id, submission.batch.pk)
+        if submission.route is ImportRoute.QUEUED:
+            return redirect("import_detail", project_id, submission.batch.pk)
+        batch = submission.batch
     except ImportRejected as rejected:
         context["import_error"] = rejected.message
         context["import_line_errors"] = rejected.extra.get("errors", [])
