@@ -64,18 +64,15 @@ from .review_selectors import (
     next_in_queue,
     queue_counts,
     queue_examples,
-    reviewers_for,
     selection_preview,
 )
 from .review_services import (
     BULK_ACTIONS,
-    bulk_action_permission,
+    BulkAction,
+    bulk_reviewers,
     example_comment_add,
     example_decide,
-    examples_bulk_assign,
-    examples_bulk_review,
-    examples_bulk_tag,
-    refused_statuses,
+    examples_bulk_apply,
     review_settings_update,
 )
 from .selectors import (
@@ -826,41 +823,27 @@ class ReviewBulkApi(APIView):
         payload = self.BulkInput(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        action = data["action"]
-        project_for(
-            user=request.user, project_id=project_id, action=bulk_action_permission(action, dataset)
-        )
+        action = BulkAction(data["action"])
+        project_for(user=request.user, project_id=project_id, action=action.permission(dataset))
         user = acting_user(request)
         filters = _queue_filter(data["filter"], dataset=dataset, user=user)
         _check_disputed_role(request, project, filters, action=Action.ADJUDICATE)
         examples = filtered_examples(dataset, filters, user=user)
-        reviewers = _reviewers_named(project, data["reviewers"]) if action == "assign" else []
-        refused = (
-            refused_statuses(ReviewAction(action))
-            if action in ("approve", "reject")
-            else frozenset()
-        )
-        selection = selection_preview(examples, refused_statuses=refused)
+        names = data["reviewers"]
+        reviewers = bulk_reviewers(project, names) if action is BulkAction.ASSIGN else []
+        selection = selection_preview(examples, refused_statuses=action.refused_statuses())
         changed = 0
         if not data["dry_run"]:
             _confirm_count(action, expected=data.get("expected_count"), actual=selection.count)
-            token = data["selection_token"] or None
-            if action in ("approve", "reject"):
-                changed = examples_bulk_review(
-                    examples=examples, user=user, action=ReviewAction(action), expected_token=token
-                )
-            elif action == "tag":
-                changed = examples_bulk_tag(
-                    dataset=dataset, examples=examples, tag_name=data["tag"], expected_token=token
-                )
-            else:
-                changed = examples_bulk_assign(
-                    dataset=dataset,
-                    examples=examples,
-                    reviewers=reviewers,
-                    assigned_by=user,
-                    expected_token=token,
-                )
+            changed = examples_bulk_apply(
+                action=action,
+                dataset=dataset,
+                examples=examples,
+                user=user,
+                tag_name=data["tag"],
+                reviewers=reviewers,
+                expected_token=data["selection_token"] or None,
+            )
         output = {
             "count": selection.count,
             "selection_token": selection.token,
@@ -880,17 +863,6 @@ def _confirm_count(action: str, *, expected: int | None, actual: int) -> None:
         f"gave {said}; send expected_count={actual} to confirm. Nothing was changed.",
         extra={"field": "expected_count", "count": actual},
     )
-
-
-def _reviewers_named(project: Project, names: list[str]) -> list[User]:
-    found = {u.username: u for u in reviewers_for(project).filter(username__in=names)}
-    missing = [name for name in names if name not in found]
-    if missing or not names:
-        raise ApplicationError(
-            f"reviewers: {', '.join(missing) or 'none given'}: name project members who review.",
-            extra={"field": "reviewers"},
-        )
-    return [found[name] for name in names]
 
 
 class ReviewSettingsOutput(serializers.Serializer[Any]):

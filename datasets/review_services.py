@@ -6,6 +6,7 @@ decision log, the revision bump and the transition check live there, once).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from ftportal.errors import ApplicationError, ConflictError, PermissionDeniedError
+from ftportal.models import Project
 from ftportal.roles import Action
 from ftportal.state import check_transition
 
@@ -306,17 +308,91 @@ def example_decide(
 
 # --- bulk actions -----------------------------------------------------------------------------
 
-BULK_ACTIONS = ("approve", "reject", "tag", "assign")
+
+class BulkAction(enum.StrEnum):
+    """A bulk action on a filtered selection; it knows the project action it needs."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    TAG = "tag"
+    ASSIGN = "assign"
+
+    @property
+    def review_action(self) -> ReviewAction | None:
+        """The decision it records on each example, for approve and reject."""
+        return ReviewAction(self.value) if self in (BulkAction.APPROVE, BulkAction.REJECT) else None
+
+    def permission(self, dataset: Dataset) -> Action:
+        """The project action it needs on this dataset (never plain REVIEW)."""
+        if self is BulkAction.ASSIGN:
+            return Action.ASSIGN
+        if self.review_action is not None and dataset.review_overlap > 1:
+            # Under overlap a bulk decision overrides the independent votes: an adjudicator's call.
+            return Action.ADJUDICATE
+        return Action.BULK_REVIEW
+
+    def refused_statuses(self) -> frozenset[str]:
+        """Statuses it cannot move an example from (none for tag and assign)."""
+        decision = self.review_action
+        return refused_statuses(decision) if decision is not None else frozenset()
 
 
-def bulk_action_permission(action: str, dataset: Dataset) -> Action:
-    """The project action a bulk action needs on this dataset (never plain REVIEW)."""
-    if action == "assign":
-        return Action.ASSIGN
-    if action in ("approve", "reject") and dataset.review_overlap > 1:
-        # Under overlap a bulk decision overrides the independent votes: an adjudicator's call.
-        return Action.ADJUDICATE
-    return Action.BULK_REVIEW
+BULK_ACTIONS = tuple(action.value for action in BulkAction)
+
+
+def bulk_action_parse(value: str) -> BulkAction:
+    try:
+        return BulkAction(value)
+    except ValueError:
+        raise ApplicationError(
+            f"bulk_action: choose one of {', '.join(BULK_ACTIONS)}.", extra={"field": "bulk_action"}
+        ) from None
+
+
+def bulk_reviewers(project: Project, names: Sequence[str]) -> list[User]:
+    """The reviewers named for a bulk assign, in the order given.
+
+    An empty list is refused here, for the page and the API alike: an assignment to nobody
+    can never be made, so the caller hears it before confirming rather than after.
+    """
+    found = {u.username: u for u in reviewers_for(project).filter(username__in=names)}
+    missing = [name for name in names if name not in found]
+    if missing or not names:
+        raise ApplicationError(
+            f"reviewers: {', '.join(missing) or 'none given'}: name project members who review.",
+            extra={"field": "reviewers"},
+        )
+    return [found[name] for name in names]
+
+
+def examples_bulk_apply(
+    *,
+    action: BulkAction,
+    dataset: Dataset,
+    examples: QuerySet[Example],
+    user: User,
+    tag_name: str = "",
+    reviewers: Sequence[User] = (),
+    expected_token: str | None = None,
+) -> int:
+    """Do one bulk action on the selection, all or nothing; how many decisions, tags or
+    assignments it made. The caller has checked ``action.permission(dataset)``."""
+    decision = action.review_action
+    if decision is not None:
+        return examples_bulk_review(
+            examples=examples, user=user, action=decision, expected_token=expected_token
+        )
+    if action is BulkAction.TAG:
+        return examples_bulk_tag(
+            dataset=dataset, examples=examples, tag_name=tag_name, expected_token=expected_token
+        )
+    return examples_bulk_assign(
+        dataset=dataset,
+        examples=examples,
+        reviewers=reviewers,
+        assigned_by=user,
+        expected_token=expected_token,
+    )
 
 
 def _locked_selection(examples: QuerySet[Example], expected_token: str | None) -> list[Example]:

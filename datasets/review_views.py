@@ -49,14 +49,13 @@ from .review_selectors import (
 )
 from .review_services import (
     BULK_ACTIONS,
+    BulkAction,
     ContractConfirmationNeeded,
-    bulk_action_permission,
+    bulk_action_parse,
+    bulk_reviewers,
     example_comment_add,
     example_decide,
-    examples_bulk_assign,
-    examples_bulk_review,
-    examples_bulk_tag,
-    refused_statuses,
+    examples_bulk_apply,
     review_settings_update,
 )
 from .services import assistant_answer
@@ -314,16 +313,12 @@ def review_diff(request: AppRequest, project_id: int, example_id: int) -> HttpRe
 # --- bulk actions -----------------------------------------------------------------------------
 
 
-def _chosen_reviewers(request: AppRequest, project: Project) -> list[User]:
-    names = [n for n in request.POST.getlist("reviewers") or request.GET.getlist("reviewers") if n]
-    found = {u.username: u for u in reviewers_for(project).filter(username__in=names)}
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise ApplicationError(
-            f"reviewers: {', '.join(missing)} cannot review in this project.",
-            extra={"field": "reviewers"},
-        )
-    return [found[n] for n in names]
+def _bulk_done_message(action: BulkAction, done: int, *, tag: str, reviewers: list[User]) -> str:
+    if action is BulkAction.TAG:
+        return f"Tagged {done} example(s) '{tag}'."
+    if action is BulkAction.ASSIGN:
+        return f"Made {done} assignment(s) to {', '.join(r.username for r in reviewers)}."
+    return f"{action.capitalize()}d {done} example(s)."
 
 
 @login_required
@@ -332,65 +327,43 @@ def review_bulk(request: AppRequest, project_id: int, dataset_id: int) -> HttpRe
     project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
     dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
     params = request.POST if request.method == "POST" else request.GET
-    action = params.get("bulk_action", "")
-    if action not in BULK_ACTIONS:
-        raise ApplicationError(
-            f"bulk_action: choose one of {', '.join(BULK_ACTIONS)}.", extra={"field": "bulk_action"}
-        )
-    project_for(
-        user=request.user, project_id=project_id, action=bulk_action_permission(action, dataset)
-    )
+    action = bulk_action_parse(params.get("bulk_action", ""))
+    project_for(user=request.user, project_id=project_id, action=action.permission(dataset))
     filters = _filters(request, dataset)
     _check_queue_role(request, project, filters, action=Action.ADJUDICATE)
     # The selection is what the filter shows, decided or not (a bulk action can re-decide).
     examples = filtered_examples(dataset, filters, user=request.user)
-    reviewers = _chosen_reviewers(request, project) if action == "assign" else []
+    names = [n for n in request.POST.getlist("reviewers") or request.GET.getlist("reviewers") if n]
+    reviewers = bulk_reviewers(project, names) if action is BulkAction.ASSIGN else []
     tag = params.get("tag_name", "").strip()
     queue_url = _queue_url(project_id, dataset_id, filters)
     if request.method == "POST":
-        token = request.POST.get("selection_token") or None
-        if action in ("approve", "reject"):
-            done = examples_bulk_review(
-                examples=examples,
-                user=request.user,
-                action=ReviewAction(action),
-                expected_token=token,
-            )
-            messages.success(request, f"{action.capitalize()}d {done} example(s).")
-        elif action == "tag":
-            done = examples_bulk_tag(
-                dataset=dataset, examples=examples, tag_name=tag, expected_token=token
-            )
-            messages.success(request, f"Tagged {done} example(s) '{tag}'.")
-        else:
-            created = examples_bulk_assign(
-                dataset=dataset,
-                examples=examples,
-                reviewers=reviewers,
-                assigned_by=request.user,
-                expected_token=token,
-            )
-            names = ", ".join(r.username for r in reviewers)
-            messages.success(request, f"Made {created} assignment(s) to {names}.")
+        done = examples_bulk_apply(
+            action=action,
+            dataset=dataset,
+            examples=examples,
+            user=request.user,
+            tag_name=tag,
+            reviewers=reviewers,
+            expected_token=request.POST.get("selection_token") or None,
+        )
+        messages.success(request, _bulk_done_message(action, done, tag=tag, reviewers=reviewers))
         return redirect(queue_url)
-    refused = (
-        refused_statuses(ReviewAction(action)) if action in ("approve", "reject") else frozenset()
-    )
     context = {
         "project": project,
         "role": role,
         "dataset": dataset,
         "filters": filters,
         "filter_query": filters.query,
-        "bulk_action": action,
+        "bulk_action": action.value,
         "tag": tag,
         "reviewers": reviewers,
-        "selection": selection_preview(examples, refused_statuses=refused),
+        "selection": selection_preview(examples, refused_statuses=action.refused_statuses()),
         "queue_url": queue_url,
         # A bulk approval is confirmed once, so the confirmation says which answers it would
         # approve that break the answer contract.
         "contract_breaking": contract_breaking_ids(examples, dataset.answer_contract)
-        if action == "approve" and dataset.answer_contract
+        if action is BulkAction.APPROVE and dataset.answer_contract
         else [],
     }
     return render(request, "datasets/review_bulk.html", context)

@@ -22,7 +22,8 @@ from datasets.models import (
     Tag,
     Verdict,
 )
-from ftportal.roles import Role
+from datasets.review_services import BulkAction
+from ftportal.roles import Action, Role
 from tests.factories import TICKETS, chat
 
 pytestmark = pytest.mark.django_db
@@ -450,6 +451,46 @@ def test_the_api_bulk_dry_run_and_stale_token(world: World, make_member) -> None
     }
     assert client.post(url, stale, content_type="application/json").status_code == 409
     assert not Tag.objects.exists()
+
+
+@pytest.mark.parametrize("surface", ["page", "api"])
+def test_a_bulk_assign_to_nobody_is_refused_before_confirming_on_page_and_api(
+    world: World, make_member, surface: str
+) -> None:
+    """Page and API share one reviewer lookup: an empty list is refused by both, before the
+    confirmation (the page used to show a confirmation that could only fail)."""
+    client = Client()
+    client.force_login(make_member(Role.ML_LEAD))
+    before = db_state()
+    if surface == "page":
+        url = page("review_bulk", world.project_id, world.dataset.pk)
+        response = client.get(url, {"bulk_action": "assign", "assignee": "any"})
+    else:
+        url = api(world, f"datasets/{world.dataset.pk}/review-bulk/")
+        body = {"action": "assign", "reviewers": [], "dry_run": True}
+        response = client.post(url, body, content_type="application/json")
+    assert response.status_code == 400
+    assert "reviewers: none given" in response.content.decode()
+    assert db_state() == before
+
+
+@pytest.mark.parametrize(
+    ("action", "overlap", "needed"),
+    [
+        ("approve", 1, Action.BULK_REVIEW),
+        ("reject", 1, Action.BULK_REVIEW),
+        ("tag", 1, Action.BULK_REVIEW),
+        ("tag", 2, Action.BULK_REVIEW),
+        ("assign", 1, Action.ASSIGN),
+        ("approve", 2, Action.ADJUDICATE),
+        ("reject", 3, Action.ADJUDICATE),
+    ],
+)
+def test_each_bulk_action_carries_the_permission_it_needs(
+    world: World, action: str, overlap: int, needed: Action
+) -> None:
+    world.dataset.review_overlap = overlap
+    assert BulkAction(action).permission(world.dataset) is needed
 
 
 def test_the_api_queue_returns_the_next_example_and_the_counts(world: World, make_member) -> None:
