@@ -17,11 +17,14 @@ from datasets.importing import (
     CHUNK_SIZE,
     ImportRejected,
     ImportRequest,
+    ImportRoute,
+    ImportSubmission,
     examples_import_upload,
     import_batch_create,
     import_batch_run,
     import_batch_set_mapping,
     import_progress,
+    import_submit,
 )
 from datasets.models import Dataset, Example, ImportBatch, ImportStatus
 from ftportal.errors import ApplicationError
@@ -325,3 +328,46 @@ def test_a_redelivered_task_leaves_a_running_import_to_the_reaper(
     assert batch.status == ImportStatus.RUNNING
     assert Example.objects.filter(dataset=dataset).count() == 0
     assert Path(batch.stored_path).exists()
+
+
+# --- one submission service for the page and the API -------------------------------------------
+
+
+def test_import_submit_routes_each_upload_the_one_way_page_and_api_share(
+    dataset: Dataset, lead: User, uploads: Path, django_capture_on_commit_callbacks
+) -> None:
+    def submit(name: str, data: bytes, request: ImportRequest) -> ImportSubmission:
+        upload = SimpleUploadedFile(name, data)
+        return import_submit(dataset=dataset, upload=upload, user=lead, request=request)
+
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        now = submit("small.jsonl", jsonl(chat_line(1)), ImportRequest())
+        waiting = submit("sheet.csv", b"ticket,label\nhi,a\n", ImportRequest())
+        assert queued == []  # neither the in-request import nor the waiting sheet is enqueued
+        worker = submit("big.jsonl.gz", gzip.compress(jsonl(chat_line(2))), ImportRequest())
+    assert (now.route, now.batch.status, now.batch.imported_count) == (
+        ImportRoute.IMPORTED,
+        ImportStatus.SUCCEEDED,
+        1,
+    )
+    assert (waiting.route, waiting.batch.status) == (ImportRoute.NEEDS_COLUMNS, ImportStatus.QUEUED)
+    assert (worker.route, worker.batch.status) == (ImportRoute.QUEUED, ImportStatus.QUEUED)
+    assert len(queued) == 1  # the worker's task, enqueued once the batch committed
+    assert Path(worker.batch.stored_path).exists()
+
+
+def test_import_submit_keeps_a_sheet_whose_columns_do_not_fit_as_failed_and_drops_its_file(
+    dataset: Dataset, lead: User, uploads: Path
+) -> None:
+    mapping = CsvMapping(input_column="nope", output_column="label")
+    with pytest.raises(ApplicationError, match="nope"):
+        import_submit(
+            dataset=dataset,
+            # Compressed, so stored for the worker: its header is checked once it is on disk.
+            upload=SimpleUploadedFile("sheet.csv.gz", gzip.compress(b"ticket,label\nhi,a\n")),
+            user=lead,
+            request=ImportRequest(csv_mapping=mapping),
+        )
+    [batch] = ImportBatch.objects.all()
+    assert batch.status == ImportStatus.FAILED
+    assert not Path(batch.stored_path).exists()
