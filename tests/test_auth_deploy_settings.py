@@ -107,7 +107,7 @@ def test_pages_and_the_api_send_a_strict_content_security_policy(db: None) -> No
 
 def test_htmx_is_configured_without_eval_or_injected_styles(db: None) -> None:
     html = Client().get("/login/").content.decode()
-    meta = re.search(r"<meta name=\"htmx-config\" content='([^']*)'>", html)
+    meta = re.search(r"<meta\s+name=\"htmx-config\"\s+content='([^']*)'>", html)
     assert meta, "templates/base.html lost its htmx-config meta"
     config = json.loads(meta.group(1))
     assert config["allowEval"] is False
