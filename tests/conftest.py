@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -50,6 +51,25 @@ def base_model(db: None) -> BaseModel:
         },
     )
     return model
+
+
+@pytest.fixture(autouse=True)
+def unsent_tasks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the tasks a test queued, recorded instead of sent unless the test runs a
+    worker (it asks for `celery_worker_process` or is marked `worker`).
+
+    Once an earlier test has started the session's worker it stays alive, so a task sent by a
+    test that wanted none would run there against rows the test's teardown is truncating, and
+    the two can deadlock ("couldn't be flushed")."""
+    sent: list[str] = []
+    if "celery_worker_process" in request.fixturenames or request.node.get_closest_marker("worker"):
+        return sent
+
+    def record(task: Any, *args: Any, **kwargs: Any) -> None:
+        sent.append(task.name)
+
+    monkeypatch.setattr("celery.app.task.Task.apply_async", record)
+    return sent
 
 
 def _flush_broker() -> None:

@@ -52,7 +52,7 @@ def test_a_claim_names_this_worker_and_keeps_the_first_start(project, base_model
 
 @pytest.mark.django_db(transaction=True)
 def test_a_silent_row_its_worker_holds_locked_is_not_reaped(
-    project, base_model, make_member, settings
+    project, base_model, make_member, settings, unsent_tasks: list[str]
 ):
     settings.FTPORTAL_HEARTBEAT_TIMEOUT_SECONDS = 60
     job = _job(
@@ -87,3 +87,4 @@ def test_a_silent_row_its_worker_holds_locked_is_not_reaped(
     assert abandoned_jobs_reap() == [job.pk]
     job.refresh_from_db()
     assert job.status == JobStatus.QUEUED and job.heartbeat_at is None
+    assert unsent_tasks == ["training.tasks.run_training_job"]  # queued again, once

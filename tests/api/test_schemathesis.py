@@ -6,7 +6,7 @@ answer must be no server error, use a status code the operation documents, and h
 matches the documented schema; invalid input must be refused. The run is deterministic
 (derandomized) and small (a few examples per operation), so it stays well inside the suite's
 time. Nothing reaches a worker: the test's transaction is never committed, so no on_commit
-dispatch runs, and any direct send to the broker is recorded here instead of sent.
+dispatch runs, and any direct send to the broker is recorded (conftest.unsent_tasks).
 """
 
 from __future__ import annotations
@@ -92,17 +92,6 @@ def in_process_wsgi() -> Iterator[WSGIHandler]:
             signal.connect(close_old_connections)
 
 
-@pytest.fixture
-def no_broker(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    sent: list[str] = []
-
-    def record(task: Any, *args: Any, **kwargs: Any) -> None:
-        sent.append(task.name)
-
-    monkeypatch.setattr("celery.app.task.Task.apply_async", record)
-    return sent
-
-
 def fuzz(
     operation: Any,
     mode: GenerationMode,
@@ -148,7 +137,7 @@ def fuzz(
 
 
 def test_every_operation_holds_to_its_schema_under_generated_input(
-    world: World, in_process_wsgi: WSGIHandler, no_broker: list[str]
+    world: World, in_process_wsgi: WSGIHandler
 ) -> None:
     headers = auth_header(world)
     # Through the WSGI app too: Django's test client would reconnect close_old_connections.
