@@ -180,7 +180,9 @@ class EvaluationRecords:
                 model_version__in=[v.pk for v in versions],
                 run__status=EvalStatus.SUCCEEDED,
             )
-            .select_related("run")
+            # The version too: pricing asks whether it generates locally, for every model on
+            # the registry page at once.
+            .select_related("run", "model_version")
             .order_by("model_version_id", "-run_id", "position")
         )
         latest: dict[int, VersionScore] = {}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Prefetch, QuerySet
-from django.shortcuts import get_object_or_404
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -19,41 +18,20 @@ from ftportal.api import (
     page_serializer,
     paginated_response,
 )
-from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
 from .gate import evaluation_reader
-from .models import PRODUCTION_ALIAS, Alias, AliasChange, ModelVersion, RegisteredModel
-from .selectors import alias_changes_of, artifact_name
+from .models import AliasChange, ModelVersion, RegisteredModel
+from .selectors import (
+    alias_changes_of,
+    artifact_name,
+    model_version_in_project,
+    prefetched_production,
+    registered_model_in_project,
+    registered_models_of,
+)
 from .services import MAX_MARGIN_POINTS, model_version_promote, production_rollback
-
-# Attribute the prefetch puts the production alias rows on (zero or one per model).
-PRODUCTION_ALIASES_ATTR = "production_aliases"
-
-
-def _models_with_lineage(project: Project) -> QuerySet[RegisteredModel]:
-    """Models, their versions with lineage and the production alias, in a fixed few queries."""
-    versions = ModelVersion.objects.select_related(
-        "dataset_version__dataset", "base_model", "checkpoint"
-    ).order_by("-number")
-    production = Alias.objects.filter(name=PRODUCTION_ALIAS).select_related("model_version")
-    return RegisteredModel.objects.filter(project=project).prefetch_related(
-        Prefetch("versions", queryset=versions),
-        Prefetch("aliases", queryset=production, to_attr=PRODUCTION_ALIASES_ATTR),
-    )
-
-
-def _model_in(project: Project, model_id: int) -> RegisteredModel:
-    return get_object_or_404(_models_with_lineage(project), pk=model_id)
-
-
-def _version_in(project: Project, version_id: int) -> ModelVersion:
-    return get_object_or_404(
-        ModelVersion.objects.select_related("registered_model"),
-        pk=version_id,
-        registered_model__project=project,
-    )
 
 
 def _history_of(registered_model: RegisteredModel) -> QuerySet[AliasChange]:
@@ -103,10 +81,9 @@ class RegisteredModelOutput(serializers.Serializer[Any]):
 
     @extend_schema_field(VersionRefOutput(allow_null=True))
     def get_production_version(self, registered_model: RegisteredModel) -> dict[str, int] | None:
-        aliases: list[Alias] = getattr(registered_model, PRODUCTION_ALIASES_ATTR, [])
-        if not aliases:
+        version = prefetched_production(registered_model)
+        if version is None:
             return None
-        version = aliases[0].model_version
         return {"id": version.pk, "number": version.number}
 
 
@@ -180,7 +157,7 @@ class RegisteredModelListApi(APIView):
         return paginated_response(
             request=request,
             view=self,
-            queryset=_models_with_lineage(project).order_by("name", "id"),
+            queryset=registered_models_of(project).order_by("name", "id"),
             serializer_class=RegisteredModelOutput,
         )
 
@@ -189,7 +166,7 @@ class RegisteredModelDetailApi(APIView):
     @extend_schema(operation_id="models_retrieve", responses=RegisteredModelOutput)
     def get(self, request: Request, project_id: int, model_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(RegisteredModelOutput(_model_in(project, model_id)).data)
+        return Response(RegisteredModelOutput(registered_model_in_project(project, model_id)).data)
 
 
 class VersionEvaluationOutput(serializers.Serializer[Any]):
@@ -226,13 +203,7 @@ class ModelVersionDetailApi(APIView):
     )
     def get(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        version = get_object_or_404(
-            ModelVersion.objects.select_related(
-                "dataset_version__dataset", "base_model", "checkpoint", "training_job"
-            ),
-            pk=version_id,
-            registered_model__project=project,
-        )
+        version = model_version_in_project(project, version_id)
         return Response(ModelVersionDetailOutput(version).data)
 
 
@@ -265,7 +236,7 @@ class ModelVersionPromoteApi(APIView):
     )
     def post(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)
-        version = _version_in(project, version_id)
+        version = model_version_in_project(project, version_id)
         payload = self.PromoteInput(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -300,7 +271,7 @@ class RegisteredModelRollbackApi(APIView):
     )
     def post(self, request: Request, project_id: int, model_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)
-        registered_model = _model_in(project, model_id)
+        registered_model = registered_model_in_project(project, model_id)
         payload = self.RollbackInput(data=request.data)
         payload.is_valid(raise_exception=True)
         change = production_rollback(
@@ -318,7 +289,7 @@ class AliasHistoryApi(APIView):
     )
     def get(self, request: Request, project_id: int, model_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        registered_model = _model_in(project, model_id)
+        registered_model = registered_model_in_project(project, model_id)
         return paginated_response(
             request=request,
             view=self,

@@ -20,7 +20,7 @@ from .models import (
     ModelVersion,
     RegisteredModel,
 )
-from .selectors import production_version
+from .selectors import previous_production, production_promotions_of, production_version
 
 # A margin of the whole metric range would accept anything.
 MAX_MARGIN_POINTS = 50
@@ -246,20 +246,11 @@ def _check_may_override(registered: RegisteredModel, user: User) -> None:
 
 def rollback_target(registered_model: RegisteredModel) -> ModelVersion | None:
     """The version production pointed at before the current version was promoted."""
-    current = Alias.objects.filter(registered_model=registered_model, name=PRODUCTION_ALIAS).first()
-    if current is None:
+    production = production_version(registered_model)
+    if production is None:
         return None
-    promotion = (
-        AliasChange.objects.filter(
-            registered_model=registered_model,
-            alias=PRODUCTION_ALIAS,
-            kind=AliasChangeKind.PROMOTE,
-            to_version=current.model_version,
-        )
-        .order_by("-id")
-        .first()
-    )
-    return promotion.from_version if promotion else None
+    latest = production_promotions_of(registered_model).filter(to_version=production)[:1]
+    return previous_production(production, latest)
 
 
 def production_rollback(

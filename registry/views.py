@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -16,42 +16,46 @@ from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
 from .gate import evaluation_reader
-from .models import ModelVersion, RegisteredModel
 from .selectors import (
     alias_changes_of,
     alias_history,
     artifact_name,
+    model_version_in_project,
+    prefetched_production,
+    prefetched_rollback_target,
     production_version,
+    registered_model_in_project,
+    registered_models_of,
     versions_losing_their_base,
-    versions_with_lineage,
 )
 from .services import (
     MAX_MARGIN_POINTS,
     model_version_promote,
     production_rollback,
     promotion_evidence,
-    rollback_target,
 )
 
 
 @login_required
 def model_list(request: AppRequest, project_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    models = []
-    for registered in RegisteredModel.objects.filter(project=project):
-        versions = list(versions_with_lineage(registered))
-        scores = evaluation_reader().latest_scores(versions)
-        models.append(
-            {
-                "model": registered,
-                "production": production_version(registered),
-                "rollback_to": rollback_target(registered),
-                "versions": [
-                    {"version": v, "score": scores.get(v.pk), "artifact": artifact_name(v)}
-                    for v in versions
-                ],
-            }
-        )
+    # The API's query (a fixed few, whatever the number of models), and one read of scores.
+    registered_models = list(registered_models_of(project))
+    scores = evaluation_reader().latest_scores(
+        [v for registered in registered_models for v in registered.versions.all()]
+    )
+    models = [
+        {
+            "model": registered,
+            "production": prefetched_production(registered),
+            "rollback_to": prefetched_rollback_target(registered),
+            "versions": [
+                {"version": v, "score": scores.get(v.pk), "artifact": artifact_name(v)}
+                for v in registered.versions.all()
+            ],
+        }
+        for registered in registered_models
+    ]
     context = {
         "project": project,
         "role": role,
@@ -67,17 +71,7 @@ def model_list(request: AppRequest, project_id: int) -> HttpResponse:
 @login_required
 def model_version_detail(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    version = get_object_or_404(
-        ModelVersion.objects.select_related(
-            "registered_model",
-            "dataset_version__dataset",
-            "base_model",
-            "training_job__created_by",
-            "checkpoint",
-        ),
-        pk=version_id,
-        registered_model__project=project,
-    )
+    version = model_version_in_project(project, version_id)
     context = {
         "project": project,
         "role": role,
@@ -119,11 +113,7 @@ def _seen_version_from(raw: str | None, field: str) -> int | None:
 def version_promote(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     """GET: the confirmation page with the gate's evidence; POST: promote with a reason."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)
-    version = get_object_or_404(
-        ModelVersion.objects.select_related("registered_model", "base_model"),
-        pk=version_id,
-        registered_model__project=project,
-    )
+    version = model_version_in_project(project, version_id)
     data = request.POST if request.method == "POST" else request.GET
     margin = _margin_from(data.get("margin"))
     error, status = "", 200
@@ -164,7 +154,7 @@ def version_promote(request: AppRequest, project_id: int, version_id: int) -> Ht
 @require_POST
 def model_rollback(request: AppRequest, project_id: int, model_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.PROMOTE)
-    registered = get_object_or_404(RegisteredModel, pk=model_id, project=project)
+    registered = registered_model_in_project(project, model_id)
     change = production_rollback(
         registered_model=registered,
         user=request.user,
