@@ -8,7 +8,6 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404
 from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -48,10 +47,8 @@ from .importing import (
 )
 from .models import (
     Dataset,
-    DatasetVersion,
     Example,
     ExampleStatus,
-    ImportBatch,
     ReviewAction,
     Split,
 )
@@ -76,11 +73,15 @@ from .review_services import (
     review_settings_update,
 )
 from .selectors import (
-    datasets_for_project,
+    dataset_in_project,
+    dataset_version_in_project,
+    datasets_of,
+    example_in_project,
     export_content_type,
     export_filename,
-    previous_version,
+    import_batch_in_project,
     status_counts,
+    version_compared_with,
     version_diff,
     version_export_check,
     version_export_lines,
@@ -99,22 +100,6 @@ JSONL_CONTENT_TYPE = "application/jsonl"
 MAX_SEED = 2**31 - 1  # the seed column is a 32-bit integer
 
 
-def _dataset_in(project: Project, dataset_id: int) -> Dataset:
-    return get_object_or_404(Dataset, pk=dataset_id, project=project)
-
-
-def _example_in(project: Project, example_id: int) -> Example:
-    return get_object_or_404(Example, pk=example_id, dataset__project=project)
-
-
-def _version_in(project: Project, version_id: int) -> DatasetVersion:
-    return get_object_or_404(
-        DatasetVersion.objects.select_related("dataset", "created_by"),
-        pk=version_id,
-        dataset__project=project,
-    )
-
-
 def _datasets_with_counts(project: Project) -> QuerySet[Dataset]:
     """One query for the list, rather than one status count query per dataset.
 
@@ -128,7 +113,7 @@ def _datasets_with_counts(project: Project) -> QuerySet[Dataset]:
         )
         for status_value in ExampleStatus.values
     }
-    return datasets_for_project(project).annotate(
+    return datasets_of(project).annotate(
         example_count=Count("examples", filter=published), **per_status
     )
 
@@ -189,7 +174,7 @@ class DatasetDetailApi(APIView):
     @extend_schema(operation_id="datasets_retrieve", responses=DatasetDetailOutput)
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        dataset = _dataset_in(project, dataset_id)
+        dataset = dataset_in_project(project, dataset_id)
         data = {**DatasetOutput(dataset).data, "status_counts": status_counts(dataset)}
         return Response(self.DatasetDetailOutput(data).data)
 
@@ -262,7 +247,7 @@ class ImportApi(APIView):
         project, _ = project_for(
             user=request.user, project_id=project_id, action=Action.IMPORT_EXAMPLES
         )
-        dataset = _dataset_in(project, dataset_id)
+        dataset = dataset_in_project(project, dataset_id)
         payload = self.ImportInput(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -305,7 +290,7 @@ class ImportDetailApi(APIView):
     )
     def get(self, request: Request, project_id: int, batch_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        batch = get_object_or_404(ImportBatch, pk=batch_id, dataset__project=project)
+        batch = import_batch_in_project(project, batch_id)
         progress = self.ImportProgressOutput(import_progress(batch)).data
         return Response({**ImportOutput(batch).data, "progress": progress})
 
@@ -345,7 +330,7 @@ class ExampleListApi(APIView):
     )
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        dataset = _dataset_in(project, dataset_id)
+        dataset = dataset_in_project(project, dataset_id)
         filters = self.ExampleFilter(data=request.query_params)
         filters.is_valid(raise_exception=True)
         examples = dataset.examples.filter(**filters.validated_data).order_by("id")
@@ -396,7 +381,7 @@ class ExampleDetailApi(APIView):
     @extend_schema(operation_id="examples_retrieve", responses=ExampleDetailOutput)
     def get(self, request: Request, project_id: int, example_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        example = _example_in(project, example_id)
+        example = example_in_project(project, example_id)
         return Response(ExampleDetailOutput(_example_with_decisions(example)).data)
 
 
@@ -430,7 +415,7 @@ class ExampleReviewApi(APIView):
     )
     def post(self, request: Request, project_id: int, example_id: int) -> Response:
         project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-        example = _example_in(project, example_id)
+        example = example_in_project(project, example_id)
         if example.status == ExampleStatus.DISPUTED:
             project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
         payload = self.ReviewInput(data=request.data)
@@ -517,7 +502,7 @@ class DatasetVersionCollectionApi(APIView):
     )
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        dataset = _dataset_in(project, dataset_id)
+        dataset = dataset_in_project(project, dataset_id)
         versions = dataset.versions.select_related("dataset", "created_by").order_by("-number")
         return paginated_response(
             request=request, view=self, queryset=versions, serializer_class=VersionOutput
@@ -531,7 +516,7 @@ class DatasetVersionCollectionApi(APIView):
     )
     def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.FREEZE)
-        dataset = _dataset_in(project, dataset_id)
+        dataset = dataset_in_project(project, dataset_id)
         payload = self.FreezeInput(data=request.data)
         payload.is_valid(raise_exception=True)
         version = dataset_version_freeze(
@@ -565,7 +550,7 @@ class MoveToTrainingApi(APIView):
     )
     def post(self, request: Request, project_id: int, example_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.FREEZE)
-        example = _example_in(project, example_id)
+        example = example_in_project(project, example_id)
         payload = self.MoveInput(data=request.data)
         payload.is_valid(raise_exception=True)
         retirement, shrink = example_move_to_training(
@@ -579,7 +564,7 @@ class DatasetVersionDetailApi(APIView):
     @extend_schema(operation_id="dataset_versions_retrieve", responses=VersionOutput)
     def get(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(VersionOutput(_version_in(project, version_id)).data)
+        return Response(VersionOutput(dataset_version_in_project(project, version_id)).data)
 
 
 class VersionDiffApi(APIView):
@@ -610,15 +595,11 @@ class VersionDiffApi(APIView):
     )
     def get(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        newer = _version_in(project, version_id)
+        newer = dataset_version_in_project(project, version_id)
         query = self.DiffQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         against = query.validated_data.get("against")
-        if against is not None:
-            older = get_object_or_404(DatasetVersion, pk=against, dataset=newer.dataset)
-        else:
-            older = previous_version(newer) or newer
-        diff = version_diff(older, newer)
+        diff = version_diff(version_compared_with(newer, against), newer)
         return Response(
             {
                 **self.VersionDiffOutput(diff).data,
@@ -685,7 +666,7 @@ class DatasetVersionExportApi(APIView):
         self, request: Request, project_id: int, version_id: int
     ) -> StreamingHttpResponse | Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        version = _version_in(project, version_id)
+        version = dataset_version_in_project(project, version_id)
         filters = self.ExportFilter(data=request.query_params)
         filters.is_valid(raise_exception=True)
         split = filters.validated_data.get("split")
@@ -763,7 +744,7 @@ class ReviewQueueApi(APIView):
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
         # Read-only: managers read the queue too; deciding goes through examples/<id>/review/.
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        dataset = _dataset_in(project, dataset_id)
+        dataset = dataset_in_project(project, dataset_id)
         user = acting_user(request)
         filters = _queue_filter(
             request.query_params, dataset=dataset, user=user, input_class=self.QueueInput
@@ -819,7 +800,7 @@ class ReviewBulkApi(APIView):
     )
     def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-        dataset = _dataset_in(project, dataset_id)
+        dataset = dataset_in_project(project, dataset_id)
         payload = self.BulkInput(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -878,7 +859,7 @@ class ReviewSettingsApi(APIView):
     @extend_schema(operation_id="datasets_review_settings", responses=ReviewSettingsOutput)
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(ReviewSettingsOutput(_dataset_in(project, dataset_id)).data)
+        return Response(ReviewSettingsOutput(dataset_in_project(project, dataset_id)).data)
 
     @extend_schema(
         operation_id="datasets_review_settings_update",
@@ -887,7 +868,7 @@ class ReviewSettingsApi(APIView):
     )
     def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.ASSIGN)
-        dataset = _dataset_in(project, dataset_id)
+        dataset = dataset_in_project(project, dataset_id)
         payload = self.SettingsInput(data=request.data)
         payload.is_valid(raise_exception=True)
         dataset = review_settings_update(dataset=dataset, **payload.validated_data)
@@ -916,7 +897,9 @@ class DatasetContractApi(APIView):
     @extend_schema(operation_id="datasets_contract", responses=ContractOutput)
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(ContractOutput(_contract_output(_dataset_in(project, dataset_id))).data)
+        return Response(
+            ContractOutput(_contract_output(dataset_in_project(project, dataset_id))).data
+        )
 
     @extend_schema(
         operation_id="datasets_contract_update", request=ContractInput, responses=ContractOutput
@@ -925,7 +908,7 @@ class DatasetContractApi(APIView):
         project, _ = project_for(
             user=request.user, project_id=project_id, action=Action.SET_CONTRACT
         )
-        dataset = _dataset_in(project, dataset_id)
+        dataset = dataset_in_project(project, dataset_id)
         payload = self.ContractInput(data=request.data)
         payload.is_valid(raise_exception=True)
         dataset = dataset_contract_set(
@@ -950,7 +933,7 @@ class DerivedLabelsApi(APIView):
         project, _ = project_for(
             user=request.user, project_id=project_id, action=Action.SET_CONTRACT
         )
-        contract, counts = approved_label_counts(dataset=_dataset_in(project, dataset_id))
+        contract, counts = approved_label_counts(dataset=dataset_in_project(project, dataset_id))
         data = {
             "answer_contract": contract,
             "labels": [{"label": label, "count": count} for label, count in counts],
@@ -970,7 +953,7 @@ class AgreementApi(APIView):
     @extend_schema(operation_id="datasets_review_agreement", responses=AgreementOutput)
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        summary = agreement_summary(_dataset_in(project, dataset_id))
+        summary = agreement_summary(dataset_in_project(project, dataset_id))
         return Response(self.AgreementOutput(summary).data)
 
 
@@ -992,7 +975,7 @@ class ExampleCommentsApi(APIView):
     )
     def get(self, request: Request, project_id: int, example_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        example = _example_in(project, example_id)
+        example = example_in_project(project, example_id)
         comments = example.comments.select_related("author").order_by("id")
         return paginated_response(
             request=request, view=self, queryset=comments, serializer_class=CommentOutput
@@ -1005,7 +988,7 @@ class ExampleCommentsApi(APIView):
     )
     def post(self, request: Request, project_id: int, example_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-        example = _example_in(project, example_id)
+        example = example_in_project(project, example_id)
         payload = self.CommentInput(data=request.data)
         payload.is_valid(raise_exception=True)
         comment = example_comment_add(
@@ -1029,7 +1012,7 @@ class ExampleVotesApi(APIView):
     def get(self, request: Request, project_id: int, example_id: int) -> Response:
         # Reviewers vote without seeing each other's votes; adjudicators and readers see them.
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.READ_VOTES)
-        example = _example_in(project, example_id)
+        example = example_in_project(project, example_id)
         votes = example.votes.select_related("reviewer").order_by("id")
         return paginated_response(
             request=request, view=self, queryset=votes, serializer_class=self.VoteOutput

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 
+from datasets.selectors import import_batch_in_project
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
-from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
@@ -22,17 +22,9 @@ from .importing import (
     import_progress,
     needs_column_mapping,
 )
-from .models import ImportBatch, ImportStatus
+from .models import ImportStatus
 
 PREVIEW_ROWS = 5
-
-
-def _batch_in(project: Project, batch_id: int) -> ImportBatch:
-    return get_object_or_404(
-        ImportBatch.objects.select_related("dataset", "uploaded_by"),
-        pk=batch_id,
-        dataset__project=project,
-    )
 
 
 def _mapping_from_form(request: AppRequest) -> CsvMapping:
@@ -51,7 +43,7 @@ def import_mapping(request: AppRequest, project_id: int, batch_id: int) -> HttpR
     project, role = project_for(
         user=request.user, project_id=project_id, action=Action.IMPORT_EXAMPLES
     )
-    batch = _batch_in(project, batch_id)
+    batch = import_batch_in_project(project, batch_id)
     if batch.status != ImportStatus.QUEUED:
         return redirect("import_detail", project_id, batch.pk)
     context: dict[str, object] = {"project": project, "role": role, "batch": batch}
@@ -101,7 +93,7 @@ def _guess_mapping(header: list[str]) -> CsvMapping:
 def import_detail(request: AppRequest, project_id: int, batch_id: int) -> HttpResponse:
     """Progress while the import runs (htmx polls the partial), then the counts and errors."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    batch = _batch_in(project, batch_id)
+    batch = import_batch_in_project(project, batch_id)
     context = {
         "project": project,
         "role": role,

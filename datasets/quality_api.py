@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -13,6 +12,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.selectors import base_model_by_key
+from datasets.selectors import (
+    analysis_run_in_project,
+    dataset_in_project,
+    dataset_version_in_project,
+)
 from ftportal.api import (
     PAGINATION_PARAMETERS,
     InputSerializer,
@@ -22,11 +26,10 @@ from ftportal.api import (
     paginated_response,
     refuse_any_input,
 )
-from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
-from .models import AnalysisRun, Dataset, DatasetVersion
+from .models import AnalysisRun
 from .quality.findings import ALL_KINDS
 from .quality_selectors import duplicate_fix_count, findings_for
 from .quality_services import (
@@ -34,10 +37,6 @@ from .quality_services import (
     dataset_version_readiness,
     exact_duplicates_reject,
 )
-
-
-def _run_in(project: Project, run_id: int) -> AnalysisRun:
-    return get_object_or_404(AnalysisRun, pk=run_id, dataset__project=project)
 
 
 class AnalysisOutput(serializers.Serializer[Any]):
@@ -71,7 +70,7 @@ class AnalysisCollectionApi(APIView):
     )
     def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.ANALYZE)
-        dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+        dataset = dataset_in_project(project, dataset_id)
         payload = self.StartInput(data=request.data)
         payload.is_valid(raise_exception=True)
         base_model = base_model_by_key(payload.validated_data["base_model"])
@@ -85,7 +84,7 @@ class AnalysisDetailApi(APIView):
     @extend_schema(operation_id="analyses_retrieve", responses=AnalysisOutput)
     def get(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(AnalysisOutput(_run_in(project, run_id)).data)
+        return Response(AnalysisOutput(analysis_run_in_project(project, run_id)).data)
 
 
 class FindingOutput(serializers.Serializer[Any]):
@@ -111,7 +110,7 @@ class FindingListApi(APIView):
     )
     def get(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        run = _run_in(project, run_id)
+        run = analysis_run_in_project(project, run_id)
         filters = self.FindingFilter(data=request.query_params)
         filters.is_valid(raise_exception=True)
         findings = findings_for(run, kind=filters.validated_data.get("kind"))
@@ -136,7 +135,7 @@ class DuplicateFixApi(APIView):
     )
     def post(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-        run = _run_in(project, run_id)
+        run = analysis_run_in_project(project, run_id)
         refuse_any_input(request)
         rejected = exact_duplicates_reject(run=run, user=acting_user(request))
         return Response(self.FixOutput({"rejected": rejected}).data)
@@ -178,5 +177,5 @@ class VersionReadinessApi(APIView):
     )
     def get(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        version = get_object_or_404(DatasetVersion, pk=version_id, dataset__project=project)
+        version = dataset_version_in_project(project, version_id)
         return Response(ReadinessOutput(dataset_version_readiness(version=version)).data)

@@ -11,13 +11,18 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from catalog.selectors import base_model_by_key
+from datasets.selectors import (
+    analysis_run_in_project,
+    dataset_in_project,
+    dataset_version_in_project,
+)
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest, parse_id
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
 from .contracts import describe_contract
-from .models import AnalysisRun, Dataset, DatasetVersion, ExampleStatus
+from .models import AnalysisRun, Dataset, ExampleStatus
 from .quality_selectors import (
     RUNNING_STATUSES,
     analysis_catalog,
@@ -59,7 +64,7 @@ def _analysis_context(
 @login_required
 def dataset_quality(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    dataset = dataset_in_project(project, dataset_id)
     requested = request.GET.get("run", "")
     run = (
         get_object_or_404(AnalysisRun, pk=requested, dataset=dataset)
@@ -84,7 +89,7 @@ def dataset_quality(request: AppRequest, project_id: int, dataset_id: int) -> Ht
 @require_POST
 def analysis_start(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.ANALYZE)
-    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    dataset = dataset_in_project(project, dataset_id)
     key = request.POST.get("base_model", "")
     base_model = base_model_by_key(key)
     if base_model is None:
@@ -107,9 +112,7 @@ def analysis_start(request: AppRequest, project_id: int, dataset_id: int) -> Htt
 def analysis_status(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     """Polled by htmx while a run is queued or running; the finished run stops the polling."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    run = get_object_or_404(
-        AnalysisRun.objects.select_related("dataset"), pk=run_id, dataset__project=project
-    )
+    run = analysis_run_in_project(project, run_id)
     if not request.htmx:
         return redirect(
             reverse("dataset_quality", args=[project.pk, run.dataset_id]) + f"?run={run.pk}"
@@ -126,7 +129,7 @@ def analysis_status(request: AppRequest, project_id: int, run_id: int) -> HttpRe
 @require_POST
 def analysis_fix_duplicates(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    run = get_object_or_404(AnalysisRun, pk=run_id, dataset__project=project)
+    run = analysis_run_in_project(project, run_id)
     page = reverse("dataset_quality", args=[project.pk, run.dataset_id]) + f"?run={run.pk}"
     try:
         rejected = exact_duplicates_reject(run=run, user=request.user)
@@ -143,9 +146,7 @@ def analysis_fix_duplicates(request: AppRequest, project_id: int, run_id: int) -
 def version_readiness(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     """The readiness section of a version page (loaded by htmx, or on its own)."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    version = get_object_or_404(
-        DatasetVersion.objects.select_related("dataset"), pk=version_id, dataset__project=project
-    )
+    version = dataset_version_in_project(project, version_id)
     report = dataset_version_readiness(version=version)
     context = {
         "project": project,

@@ -15,7 +15,9 @@ from django.core.cache import cache
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
+from django.shortcuts import get_object_or_404
 
+from datasets.selectors import datasets_of, examples_of
 from ftportal.errors import ApplicationError
 from ftportal.models import Membership, Project
 from ftportal.roles import ALLOWED_ROLES, Action
@@ -163,26 +165,23 @@ def _review_annotations(dataset_ref: str, user: User) -> dict[str, Exists | Subq
     }
 
 
-def dataset_for_review(project: Project, dataset_id: int, user: User) -> Dataset | None:
-    """The dataset with what every queue request needs, in one query."""
-    return (
-        Dataset.objects.filter(pk=dataset_id, project=project)
-        .annotate(**_review_annotations("pk", user))
-        .first()
+def dataset_for_review(project: Project, dataset_id: int, user: User) -> Dataset:
+    """The project's dataset with what every queue request needs, in one query; 404 for any
+    other id."""
+    return get_object_or_404(
+        datasets_of(project).annotate(**_review_annotations("pk", user)), pk=dataset_id
     )
 
 
-def example_for_review(project: Project, example_id: int, user: User) -> Example | None:
-    """The example and its dataset as ``dataset_for_review`` gives it, in one query."""
-    example = (
-        Example.objects.filter(pk=example_id, dataset__project=project)
-        .select_related("dataset")
-        .annotate(**{f"_ds_{k}": v for k, v in _review_annotations("dataset_id", user).items()})
-        .first()
+def example_for_review(project: Project, example_id: int, user: User) -> Example:
+    """The project's example and its dataset as ``dataset_for_review`` gives it, in one query;
+    404 for any other id."""
+    annotations = _review_annotations("dataset_id", user).items()
+    example = get_object_or_404(
+        examples_of(project).annotate(**{f"_ds_{k}": v for k, v in annotations}), pk=example_id
     )
-    if example is not None:
-        for name in _REVIEW_ANNOTATIONS:
-            setattr(example.dataset, name, getattr(example, f"_ds_{name}"))
+    for name in _REVIEW_ANNOTATIONS:
+        setattr(example.dataset, name, getattr(example, f"_ds_{name}"))
     return example
 
 

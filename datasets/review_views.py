@@ -7,11 +7,12 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from datasets.selectors import dataset_in_project, example_in_project
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest, parse_id, query_id
 from ftportal.models import Project
@@ -61,13 +62,6 @@ from .review_services import (
 from .services import assistant_answer
 
 CARD = "datasets/review.html#review-card"
-
-
-def _dataset(request: AppRequest, project: Project, dataset_id: int) -> Dataset:
-    dataset = dataset_for_review(project, dataset_id, request.user)
-    if dataset is None:
-        raise Http404("No such dataset")
-    return dataset
 
 
 def _filters(request: AppRequest, dataset: Dataset) -> QueueFilter:
@@ -135,7 +129,7 @@ def _card_context(
 def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
     """The queue, one example at a time; read-only for those who may view but not review."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    dataset = _dataset(request, project, dataset_id)
+    dataset = dataset_for_review(project, dataset_id, request.user)
     filters = _filters(request, dataset)
     _check_queue_role(request, project, filters, action=Action.READ_VOTES)
     requested = query_id(request, "example")
@@ -177,7 +171,7 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
 def review_counts(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
     """The counts line on its own, for a queue too large to count while loading the card."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    dataset = _dataset(request, project, dataset_id)
+    dataset = dataset_for_review(project, dataset_id, request.user)
     filters = _filters(request, dataset)
     _check_queue_role(request, project, filters, action=Action.READ_VOTES)
     context = {
@@ -213,8 +207,6 @@ def _revision_from_post(request: AppRequest) -> int:
 def review_decide(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
     example = example_for_review(project, example_id, request.user)
-    if example is None:
-        raise Http404("No such example")
     dataset = example.dataset
     filters = _filters(request, dataset)
     action = _decision_from_post(request)
@@ -266,11 +258,7 @@ def review_decide(request: AppRequest, project_id: int, example_id: int) -> Http
 @require_POST
 def review_comment(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    example = get_object_or_404(
-        Example.objects.select_related("dataset", "import_batch"),
-        pk=example_id,
-        dataset__project=project,
-    )
+    example = example_in_project(project, example_id)
     filters = _filters(request, example.dataset)
     status = 200
     error = ""
@@ -297,7 +285,7 @@ def review_comment(request: AppRequest, project_id: int, example_id: int) -> Htt
 def review_diff(request: AppRequest, project_id: int, example_id: int) -> HttpResponse:
     """The diff of the answer being typed against the original, for the edit form."""
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    example = get_object_or_404(Example, pk=example_id, dataset__project=project)
+    example = example_in_project(project, example_id)
     card = example_card(example, user=request.user)
     edited = request.POST.get("answer", "")
     context = {
@@ -325,7 +313,7 @@ def _bulk_done_message(action: BulkAction, done: int, *, tag: str, reviewers: li
 def review_bulk(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
     """GET: the confirmation (how many examples, which cannot); POST: do it, all or nothing."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    dataset = dataset_in_project(project, dataset_id)
     params = request.POST if request.method == "POST" else request.GET
     action = bulk_action_parse(params.get("bulk_action", ""))
     project_for(user=request.user, project_id=project_id, action=action.permission(dataset))
@@ -377,7 +365,7 @@ def review_setup(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
     """Overlap, guidelines and the agreement panel; everyone sees it, ASSIGN roles change it."""
     action = Action.ASSIGN if request.method == "POST" else Action.VIEW
     project, role = project_for(user=request.user, project_id=project_id, action=action)
-    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    dataset = dataset_in_project(project, dataset_id)
     status = 200
     error = ""
     if request.method == "POST":

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from django.db.models import Count, QuerySet
+from django.shortcuts import get_object_or_404
 
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
@@ -22,11 +23,66 @@ from .formats import (
     csv_metadata_columns,
     export_line,
 )
-from .models import Dataset, DatasetVersion, DatasetVersionExample, ExampleStatus
+from .models import (
+    AnalysisRun,
+    Dataset,
+    DatasetVersion,
+    DatasetVersionExample,
+    Example,
+    ExampleStatus,
+    ImportBatch,
+)
+
+# --- Project-scoped lookups: the one way pages, the API and forms reach each entity of the
+# app by id. The `_of` querysets hold only the project's rows (a body or form reference reads
+# them and answers 400 for a missing id); the `_in_project` ones answer 404 for any id outside
+# the project, another project's included, so that ids do not leak. ---
 
 
-def datasets_for_project(project: Project) -> QuerySet[Dataset]:
+def datasets_of(project: Project) -> QuerySet[Dataset]:
     return Dataset.objects.filter(project=project)
+
+
+def dataset_in_project(project: Project, dataset_id: int) -> Dataset:
+    return get_object_or_404(datasets_of(project), pk=dataset_id)
+
+
+def dataset_versions_of(project: Project) -> QuerySet[DatasetVersion]:
+    return DatasetVersion.objects.filter(dataset__project=project).select_related(
+        "dataset", "created_by"
+    )
+
+
+def dataset_version_in_project(project: Project, version_id: int) -> DatasetVersion:
+    return get_object_or_404(dataset_versions_of(project), pk=version_id)
+
+
+def examples_of(project: Project) -> QuerySet[Example]:
+    """The project's examples that are published (Example's manager hides the rows of an
+    unfinished import), with their dataset and import batch."""
+    return Example.objects.filter(dataset__project=project).select_related(
+        "dataset", "import_batch"
+    )
+
+
+def example_in_project(project: Project, example_id: int) -> Example:
+    return get_object_or_404(examples_of(project), pk=example_id)
+
+
+def import_batch_in_project(project: Project, batch_id: int) -> ImportBatch:
+    return get_object_or_404(
+        ImportBatch.objects.filter(dataset__project=project).select_related(
+            "dataset", "uploaded_by"
+        ),
+        pk=batch_id,
+    )
+
+
+def analysis_run_in_project(project: Project, run_id: int) -> AnalysisRun:
+    return get_object_or_404(
+        AnalysisRun.objects.filter(dataset__project=project).select_related("dataset"),
+        pk=run_id,
+    )
 
 
 def status_counts(dataset: Dataset) -> dict[str, int]:
@@ -182,3 +238,13 @@ def previous_version(version: DatasetVersion) -> DatasetVersion | None:
         .order_by("-number")
         .first()
     )
+
+
+def version_compared_with(newer: DatasetVersion, against_id: int | None) -> DatasetVersion:
+    """The version a diff of ``newer`` starts from: ``against_id`` when given (another version
+    of the same dataset, 404 otherwise), else the previous one (``newer`` itself when first)."""
+    if against_id is not None:
+        return get_object_or_404(
+            DatasetVersion.objects.filter(dataset_id=newer.dataset_id), pk=against_id
+        )
+    return previous_version(newer) or newer

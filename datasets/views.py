@@ -11,7 +11,7 @@ import json
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, StreamingHttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -30,12 +30,16 @@ from .importing import (
     import_format_check,
     import_submit,
 )
-from .models import Dataset, DatasetVersion, Example
+from .models import Dataset
 from .selectors import (
+    dataset_in_project,
+    dataset_version_in_project,
+    example_in_project,
     export_content_type,
     export_filename,
     previous_version,
     status_counts,
+    version_compared_with,
     version_diff,
     version_export_check,
     version_export_lines,
@@ -57,7 +61,7 @@ def _dataset_context(
     request: AppRequest, project_id: int, dataset_id: int, action: Action
 ) -> dict[str, object]:
     project, role = project_for(user=request.user, project_id=project_id, action=action)
-    dataset = get_object_or_404(Dataset, pk=dataset_id, project=project)
+    dataset = dataset_in_project(project, dataset_id)
     return {"project": project, "role": role, "dataset": dataset}
 
 
@@ -266,11 +270,7 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
 @login_required
 def version_detail(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    version = get_object_or_404(
-        DatasetVersion.objects.select_related("dataset", "created_by"),
-        pk=version_id,
-        dataset__project=project,
-    )
+    version = dataset_version_in_project(project, version_id)
     previous = previous_version(version)
     context = {
         "project": project,
@@ -291,12 +291,8 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
 def version_compare(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     """Diff of this version against another version of the same dataset (default: previous)."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    newer = get_object_or_404(DatasetVersion, pk=version_id, dataset__project=project)
-    against = query_id(request, "against")
-    if against is not None:
-        older = get_object_or_404(DatasetVersion, pk=against, dataset=newer.dataset)
-    else:
-        older = previous_version(newer) or newer
+    newer = dataset_version_in_project(project, version_id)
+    older = version_compared_with(newer, query_id(request, "against"))
     context = {
         "project": project,
         "role": role,
@@ -309,7 +305,7 @@ def version_compare(request: AppRequest, project_id: int, version_id: int) -> Ht
 @login_required
 def version_export(request: AppRequest, project_id: int, version_id: int) -> StreamingHttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    version = get_object_or_404(DatasetVersion, pk=version_id, dataset__project=project)
+    version = dataset_version_in_project(project, version_id)
     split = request.GET.get("split") or None
     if split not in (None, "train", "validation"):
         raise ApplicationError("split must be 'train' or 'validation'.")
@@ -332,9 +328,7 @@ def example_move_to_training_page(
 ) -> HttpResponse:
     """GET: what moving a derived example to training costs the evaluation set; POST: do it."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.FREEZE)
-    example = get_object_or_404(
-        Example.objects.select_related("dataset"), pk=example_id, dataset__project=project
-    )
+    example = example_in_project(project, example_id)
     if request.method == "POST":
         _, shrink = example_move_to_training(
             example=example, user=request.user, reason=request.POST.get("reason", "")

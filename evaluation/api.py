@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from django.db.models import QuerySet
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -17,6 +15,7 @@ from rest_framework.views import APIView
 from catalog.models import BaseModel, Endpoint
 from catalog.selectors import base_model_by_key, endpoint_named
 from datasets.models import DatasetVersion
+from datasets.selectors import dataset_versions_of
 from ftportal.api import (
     PAGINATION_PARAMETERS,
     IdField,
@@ -37,14 +36,22 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 from registry.models import ModelVersion
-from training.models import Checkpoint, TrainingJob
+from registry.selectors import model_versions_of
+from training.models import Checkpoint
+from training.selectors import checkpoints_of, training_job_in_project
 
 from .contamination import run_contamination
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import CandidateKind, EvalResult, EvalRun, EvalSplit, Prompting
 from .runner import progress
 from .scoring import METRICS
-from .selectors import ResultFilter, filtered_results
+from .selectors import (
+    ResultFilter,
+    eval_result_in_run,
+    eval_run_in_project,
+    eval_runs_of,
+    filtered_results,
+)
 from .services import (
     JUDGE_KINDS,
     CandidateSpec,
@@ -59,19 +66,6 @@ from .services import (
 )
 
 
-def _runs_of(project: Project) -> QuerySet[EvalRun]:
-    return (
-        EvalRun.objects.filter(project=project)
-        .select_related("dataset_version__dataset", "created_by", "judge_endpoint")
-        .prefetch_related("candidates__base_model", "candidates__endpoint")
-        .order_by("-created_at", "-id")
-    )
-
-
-def _run_in(project: Project, run_id: int) -> EvalRun:
-    return get_object_or_404(_runs_of(project), pk=run_id)
-
-
 def _not_here(field: str, what: str, pk: object) -> serializers.ValidationError:
     # Same message whether the id exists elsewhere or not, so other projects do not leak.
     return serializers.ValidationError({field: [f"No {what} {pk} in this project."]})
@@ -79,27 +73,21 @@ def _not_here(field: str, what: str, pk: object) -> serializers.ValidationError:
 
 def _model_version(project: Project, pk: int, field: str) -> ModelVersion:
     """A body reference is bad input (400 naming the field), not a missing URL (404)."""
-    version = (
-        ModelVersion.objects.select_related("registered_model", "base_model", "dataset_version")
-        .filter(pk=pk, registered_model__project=project)
-        .first()
-    )
+    version = model_versions_of(project).filter(pk=pk).first()
     if version is None:
         raise _not_here(field, "model version", pk)
     return version
 
 
 def _dataset_version(project: Project, pk: int, field: str) -> DatasetVersion:
-    version = DatasetVersion.objects.filter(pk=pk, dataset__project=project).first()
+    version = dataset_versions_of(project).filter(pk=pk).first()
     if version is None:
         raise _not_here(field, "dataset version", pk)
     return version
 
 
 def _checkpoint(project: Project, pk: int, field: str) -> Checkpoint:
-    checkpoint = (
-        Checkpoint.objects.select_related("job").filter(pk=pk, job__project=project).first()
-    )
+    checkpoint = checkpoints_of(project).filter(pk=pk).first()
     if checkpoint is None:
         raise _not_here(field, "checkpoint", pk)
     return checkpoint
@@ -319,11 +307,11 @@ def launched_run(
         key=idempotency_key_of(request),
         fingerprint=request_fingerprint({"path": request.path, **data}),
         create=start,
-        load=lambda pk: _run_in(project, pk),
+        load=lambda pk: eval_run_in_project(project, pk),
     )
     new = launch.created and not launch.obj.deduplicated
     return Response(
-        EvalRunOutput(_run_in(project, launch.obj.pk)).data,
+        EvalRunOutput(eval_run_in_project(project, launch.obj.pk)).data,
         status=status.HTTP_201_CREATED if new else status.HTTP_200_OK,
     )
 
@@ -356,7 +344,10 @@ class EvalRunCollectionApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         return paginated_response(
-            request=request, view=self, queryset=_runs_of(project), serializer_class=EvalRunOutput
+            request=request,
+            view=self,
+            queryset=eval_runs_of(project),
+            serializer_class=EvalRunOutput,
         )
 
     @extend_schema(
@@ -439,7 +430,7 @@ class CheckpointSweepApi(APIView):
     )
     def post(self, request: Request, project_id: int, job_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-        job = get_object_or_404(TrainingJob, pk=job_id, project=project)
+        job = training_job_in_project(project, job_id)
         payload = self.SweepInput(data=request.data)
         payload.is_valid(raise_exception=True)
         return launched_run(
@@ -483,7 +474,7 @@ class EvalRunDetailApi(APIView):
     @extend_schema(operation_id="evaluations_retrieve", responses=EvalRunDetailOutput)
     def get(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        run = _run_in(project, run_id)
+        run = eval_run_in_project(project, run_id)
         # Computed here only, not for the list: it compares the test set with training data.
         contamination = ContaminationOutput(run_contamination(run), many=True).data
         return Response({**EvalRunOutput(run).data, "contamination": contamination})
@@ -498,10 +489,10 @@ class EvalRunResumeApi(APIView):
     )
     def post(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-        run = _run_in(project, run_id)
+        run = eval_run_in_project(project, run_id)
         refuse_any_input(request)
         run = eval_run_resume(run=run)
-        return Response(EvalRunOutput(_run_in(project, run.pk)).data)
+        return Response(EvalRunOutput(eval_run_in_project(project, run.pk)).data)
 
 
 class EvalRunCancelApi(APIView):
@@ -517,10 +508,10 @@ class EvalRunCancelApi(APIView):
     )
     def post(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-        run = _run_in(project, run_id)
+        run = eval_run_in_project(project, run_id)
         refuse_any_input(request)
         eval_run_cancel(run=run, user=acting_user(request))
-        return Response(EvalRunOutput(_run_in(project, run.pk)).data)
+        return Response(EvalRunOutput(eval_run_in_project(project, run.pk)).data)
 
 
 class ResultOutput(serializers.Serializer[Any]):
@@ -564,7 +555,7 @@ class EvalResultListApi(APIView):
     )
     def get(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        run = _run_in(project, run_id)
+        run = eval_run_in_project(project, run_id)
         self.ResultQuery(data=request.query_params).is_valid(raise_exception=True)
         try:
             chosen = ResultFilter.from_query(run, request.query_params)
@@ -591,8 +582,8 @@ class EvalResultTagApi(APIView):
     )
     def post(self, request: Request, project_id: int, run_id: int, result_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-        run = _run_in(project, run_id)
-        result = get_object_or_404(EvalResult, pk=result_id, candidate__run=run)
+        run = eval_run_in_project(project, run_id)
+        result = eval_result_in_run(run, result_id)
         payload = self.TagInput(data=request.data)
         payload.is_valid(raise_exception=True)
         eval_result_tag(
@@ -619,7 +610,7 @@ class SendToReviewApi(APIView):
     )
     def post(self, request: Request, project_id: int, run_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-        run = _run_in(project, run_id)
+        run = eval_run_in_project(project, run_id)
         payload = self.SendInput(data=request.data)
         payload.is_valid(raise_exception=True)
         created = eval_results_send_to_review(

@@ -10,13 +10,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpResponse, QueryDict
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest, parse_id
-from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
@@ -27,6 +26,8 @@ from .selectors import (
     OUTCOMES,
     FailureRow,
     ResultFilter,
+    eval_result_in_run,
+    eval_run_in_project,
     failure_rows,
     filtered_results,
     is_right,
@@ -64,12 +65,6 @@ def _browser_row(row: FailureRow, chosen: ResultFilter) -> BrowserRow:
     )
 
 
-def _run_in(project: Project, run_id: int) -> EvalRun:
-    return get_object_or_404(
-        EvalRun.objects.select_related("dataset_version__dataset"), pk=run_id, project=project
-    )
-
-
 def _query(params: QueryDict, *, with_page: bool = False) -> str:
     names = (*FILTER_PARAMS, "page") if with_page else FILTER_PARAMS
     return urlencode([(name, params[name]) for name in names if params.get(name)])
@@ -93,7 +88,7 @@ def _filter(run: EvalRun, params: QueryDict) -> ResultFilter:
 @require_GET
 def eval_failures(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    run = _run_in(project, run_id)
+    run = eval_run_in_project(project, run_id)
     chosen = _filter(run, request.GET)
     metric = METRICS[chosen.metric]
     matching = filtered_results(run, chosen)
@@ -141,8 +136,8 @@ def eval_result_tag_page(
 ) -> HttpResponse:
     """Add a tag (field ``tag``) or remove one (field ``remove``); HTMX gets the row's tags."""
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-    run = _run_in(project, run_id)
-    result = get_object_or_404(EvalResult, pk=result_id, candidate__run=run)
+    run = eval_run_in_project(project, run_id)
+    result = eval_result_in_run(run, result_id)
     removing = "remove" in request.POST
     tag = request.POST.get("remove" if removing else "tag", "")
     status, error = 200, ""
@@ -178,7 +173,7 @@ def _result_ids(request: AppRequest) -> list[int]:
 @require_POST
 def eval_send_to_review(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-    run = _run_in(project, run_id)
+    run = eval_run_in_project(project, run_id)
     ids = _result_ids(request)
     back = _back_to_browser(request, project_id, run.pk)
     if not ids:

@@ -14,9 +14,10 @@ from django.http import QueryDict
 from catalog.models import Endpoint
 from catalog.selectors import base_model_by_key, endpoint_named
 from datasets.models import DatasetVersion
+from datasets.selectors import dataset_versions_of
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
-from registry.models import ModelVersion
+from registry.selectors import model_versions_of
 
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import CandidateKind, EvalSplit, Prompting
@@ -68,12 +69,7 @@ def _price(data: QueryDict, field: str) -> Decimal | None:
 
 def _model_versions(project: Project, data: QueryDict) -> list[CandidateSpec]:
     ids = [_as_id(raw, "model_versions") for raw in data.getlist("model_versions")]
-    found = {
-        v.pk: v
-        for v in ModelVersion.objects.filter(
-            pk__in=ids, registered_model__project=project
-        ).select_related("registered_model", "base_model")
-    }
+    found = {v.pk: v for v in model_versions_of(project).filter(pk__in=ids)}
     missing = [pk for pk in ids if pk not in found]
     if missing:
         raise _bad("model_versions", f"no model version {missing[0]} in this project")
@@ -178,7 +174,7 @@ def new_evaluation_from(project: Project, data: QueryDict) -> NewEvaluation:
     """Read the form; ApplicationError names the first field that is wrong. References to
     other projects' objects read as missing."""
     version_id = _as_id(data.get("dataset_version") or "", "dataset_version")
-    version = DatasetVersion.objects.filter(pk=version_id, dataset__project=project).first()
+    version = dataset_versions_of(project).filter(pk=version_id).first()
     if version is None:
         raise _bad("dataset_version", f"no dataset version {version_id} in this project")
     split = data.get("split") or EvalSplit.VALIDATION

@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+
 from datasets.review_selectors import DiffSegment, answer_diff
 from ftportal.charts import Axis, Chart, Point, Series
+from ftportal.models import Project
 from training.selectors import LOSS_AXIS_TITLE
 
 from .judge import Agreement, human_agreement
@@ -31,6 +35,30 @@ OUTCOMES = {
 }
 NEEDS_B = frozenset({"a_wrong_b_right", "a_right_b_wrong", "both_wrong"})
 FAILURES_PAGE_SIZE = 50
+
+
+# --- Project-scoped lookups: the one way pages and the API reach an evaluation run by id ---
+
+
+def eval_runs_of(project: Project) -> QuerySet[EvalRun]:
+    """The project's runs, newest first, with their dataset version, author, judge endpoint,
+    training job and candidates: what the pages and the API show of them."""
+    return (
+        EvalRun.objects.filter(project=project)
+        .select_related("dataset_version__dataset", "created_by", "judge_endpoint", "training_job")
+        .prefetch_related("candidates__base_model", "candidates__endpoint")
+        .order_by("-created_at", "-id")
+    )
+
+
+def eval_run_in_project(project: Project, run_id: int) -> EvalRun:
+    """One run of the project; 404 for any other id (another project's included)."""
+    return get_object_or_404(eval_runs_of(project), pk=run_id)
+
+
+def eval_result_in_run(run: EvalRun, result_id: int) -> EvalResult:
+    """One result of one of the run's candidates; 404 for any other id."""
+    return get_object_or_404(EvalResult, pk=result_id, candidate__run=run)
 
 
 @dataclass(frozen=True)

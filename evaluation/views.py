@@ -9,19 +9,19 @@ from decimal import Decimal
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, QueryDict
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from catalog.models import BaseModel
 from catalog.selectors import enabled_endpoints
-from datasets.models import DatasetVersion
+from datasets.selectors import dataset_versions_of
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
-from registry.models import ModelVersion
-from training.models import TrainingJob
+from registry.selectors import model_version_in_project, model_versions_of
+from training.selectors import training_job_in_project
 
 from .advice import FINE_TUNED_KINDS, NoAdvice, run_advice
 from .contamination import run_contamination
@@ -38,6 +38,8 @@ from .selectors import (
     checkpoint_sweep_chart,
     comparisons_for_page,
     confusions,
+    eval_run_in_project,
+    eval_runs_of,
     judge_agreement,
     report_metrics,
     side_by_side,
@@ -59,7 +61,7 @@ SIDE_BY_SIDE_ITEMS = 20
 @require_POST
 def eval_create(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-    version = get_object_or_404(ModelVersion, pk=version_id, registered_model__project=project)
+    version = model_version_in_project(project, version_id)
     run = eval_run_for_version(project=project, model_version=version, user=request.user)
     return redirect("eval_detail", project_id, run.pk)
 
@@ -68,7 +70,7 @@ def eval_create(request: AppRequest, project_id: int, version_id: int) -> HttpRe
 @require_POST
 def checkpoint_sweep(request: AppRequest, project_id: int, job_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-    job = get_object_or_404(TrainingJob, pk=job_id, project=project)
+    job = training_job_in_project(project, job_id)
     run = checkpoint_sweep_create(job=job, user=request.user)
     return redirect("eval_detail", project_id, run.pk)
 
@@ -77,7 +79,7 @@ def checkpoint_sweep(request: AppRequest, project_id: int, job_id: int) -> HttpR
 @require_POST
 def eval_resume(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-    run = get_object_or_404(EvalRun, pk=run_id, project=project)
+    run = eval_run_in_project(project, run_id)
     eval_run_resume(run=run)
     return redirect("eval_detail", project_id, run.pk)
 
@@ -86,7 +88,7 @@ def eval_resume(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
 @require_POST
 def eval_cancel(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
-    run = get_object_or_404(EvalRun, pk=run_id, project=project)
+    run = eval_run_in_project(project, run_id)
     eval_run_cancel(run=run, user=request.user)
     return redirect("eval_detail", project_id, run.pk)
 
@@ -94,11 +96,7 @@ def eval_cancel(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
 @login_required
 def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    run = get_object_or_404(
-        EvalRun.objects.select_related("dataset_version__dataset", "training_job"),
-        pk=run_id,
-        project=project,
-    )
+    run = eval_run_in_project(project, run_id)
     metrics = report_metrics(run)
     candidates, rows = side_by_side(run, limit=SIDE_BY_SIDE_ITEMS)
     done, total = progress(run)
@@ -149,9 +147,7 @@ def eval_advice(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
     """Fine-tune or prompt? The run's candidates side by side with what each costs at the
     expected volume, the break-even and payback, and the guide's pitfalls."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    run = get_object_or_404(
-        EvalRun.objects.select_related("dataset_version__dataset"), pk=run_id, project=project
-    )
+    run = eval_run_in_project(project, run_id)
     monthly = whole_number(
         request.GET, "monthly_requests", default=DEFAULT_MONTHLY_REQUESTS, most=10**10
     )
@@ -175,12 +171,7 @@ def eval_list(request: AppRequest, project_id: int) -> HttpResponse:
     """Every evaluation of the project, and per registered model its metric charts across
     versions and its evaluation history."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    runs = (
-        EvalRun.objects.filter(project=project)
-        .select_related("dataset_version__dataset", "created_by", "training_job")
-        .prefetch_related("candidates")
-        .order_by("-created_at", "-pk")
-    )
+    runs = eval_runs_of(project)
     context = {
         "project": project,
         "role": role,
@@ -195,12 +186,8 @@ def eval_list(request: AppRequest, project_id: int) -> HttpResponse:
 def _new_form_context(project: Project, data: QueryDict | None) -> dict[str, object]:
     return {
         "project": project,
-        "dataset_versions": DatasetVersion.objects.filter(dataset__project=project)
-        .select_related("dataset")
-        .order_by("dataset__name", "-number"),
-        "model_versions": ModelVersion.objects.filter(registered_model__project=project)
-        .select_related("registered_model", "dataset_version__dataset")
-        .order_by("registered_model__name", "-number"),
+        "dataset_versions": dataset_versions_of(project).order_by("dataset__name", "-number"),
+        "model_versions": model_versions_of(project).order_by("registered_model__name", "-number"),
         "base_models": BaseModel.objects.filter(is_active=True).order_by("display_name"),
         "metrics": [(key, spec.label) for key, spec in METRICS.items()],
         "splits": EvalSplit.choices,
@@ -259,7 +246,7 @@ def _pair(run: EvalRun, params: QueryDict) -> tuple[Candidate, Candidate]:
 def eval_rate(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     """Blind pairwise rating, one item at a time, keys 1 (left), 2 (tie), 3 (right)."""
     project, role = project_for(user=request.user, project_id=project_id, action=Action.REVIEW)
-    run = get_object_or_404(EvalRun, pk=run_id, project=project)
+    run = eval_run_in_project(project, run_id)
     candidate_a, candidate_b = _pair(run, request.POST if request.method == "POST" else request.GET)
     if request.method == "POST":
         item_id = whole_number(request.POST, "item")

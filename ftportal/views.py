@@ -14,11 +14,9 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_cache_control
 
-from datasets.models import DatasetVersion
-from datasets.selectors import datasets_for_project, status_counts
-from evaluation.models import EvalRun
-from registry.models import RegisteredModel
-from training.models import TrainingJob
+from datasets.selectors import dataset_versions_of, datasets_of, status_counts
+from evaluation.selectors import eval_runs_of
+from training.selectors import training_jobs_of
 
 from .errors import ApplicationError
 from .http import AppRequest, parse_id
@@ -41,19 +39,14 @@ def project_list(request: AppRequest) -> HttpResponse:
 @login_required
 def project_detail(request: AppRequest, project_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    datasets = [(d, status_counts(d)) for d in datasets_for_project(project)]
+    datasets = [(d, status_counts(d)) for d in datasets_of(project)]
     context = {
         "project": project,
         "role": role,
         "datasets": datasets,
-        "versions": DatasetVersion.objects.filter(dataset__project=project).select_related(
-            "dataset"
-        )[:10],
-        "jobs": TrainingJob.objects.filter(project=project).select_related(
-            "dataset_version__dataset", "base_model"
-        )[:10],
-        "models": RegisteredModel.objects.filter(project=project),
-        "evals": EvalRun.objects.filter(project=project)[:10],
+        "versions": dataset_versions_of(project)[:10],
+        "jobs": training_jobs_of(project)[:10],
+        "evals": eval_runs_of(project)[:10],
         "can": {action.value: role_allows(role, action) for action in Action},
     }
     return render(request, "ftportal/project_detail.html", context)

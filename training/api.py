@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 from catalog.models import BaseModel
 from catalog.selectors import base_model_by_key
 from datasets.models import DatasetVersion
+from datasets.selectors import dataset_versions_of
 from ftportal.api import (
     PAGINATION_PARAMETERS,
     InputSerializer,
@@ -32,24 +32,14 @@ from registry.services import model_version_register_checkpoint
 from .estimates import launch_estimate
 from .hyperparameters import config_for
 from .models import Checkpoint, TrainingJob
-from .selectors import artifact_name, job_overfitting
+from .selectors import (
+    artifact_name,
+    checkpoints_of,
+    job_overfitting,
+    training_job_in_project,
+    training_jobs_of,
+)
 from .services import training_job_cancel, training_job_launch
-
-
-def _job_in(project: Project, job_id: int) -> TrainingJob:
-    jobs = TrainingJob.objects.select_related(
-        "dataset_version__dataset", "base_model", "created_by"
-    ).prefetch_related("model_versions")
-    return get_object_or_404(jobs, pk=job_id, project=project)
-
-
-def _jobs_of(project: Project) -> QuerySet[TrainingJob]:
-    return (
-        TrainingJob.objects.filter(project=project)
-        .select_related("dataset_version__dataset", "base_model", "created_by")
-        .prefetch_related("model_versions")
-        .order_by("-created_at", "-id")
-    )
 
 
 class BaseModelListApi(APIView):
@@ -225,7 +215,10 @@ class TrainingJobCollectionApi(APIView):
     def get(self, request: Request, project_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         return paginated_response(
-            request=request, view=self, queryset=_jobs_of(project), serializer_class=JobOutput
+            request=request,
+            view=self,
+            queryset=training_jobs_of(project),
+            serializer_class=JobOutput,
         )
 
     @extend_schema(
@@ -259,18 +252,14 @@ class TrainingJobCollectionApi(APIView):
             model_name=data["model_name"],
         )
         return Response(
-            JobOutput(_job_in(project, launch.obj.pk)).data,
+            JobOutput(training_job_in_project(project, launch.obj.pk)).data,
             status=status.HTTP_201_CREATED if launch.created else status.HTTP_200_OK,
         )
 
 
 def _referenced_version(project: Project, version_id: int) -> DatasetVersion:
     """A body reference is bad input (400 naming the field), not a missing URL (404)."""
-    version = (
-        DatasetVersion.objects.select_related("dataset")
-        .filter(pk=version_id, dataset__project=project)
-        .first()
-    )
+    version = dataset_versions_of(project).filter(pk=version_id).first()
     if version is None:
         # Same message whether the id exists elsewhere or not, so other projects do not leak.
         raise serializers.ValidationError(
@@ -292,7 +281,7 @@ class TrainingJobDetailApi(APIView):
     @extend_schema(operation_id="training_jobs_retrieve", responses=JobDetailOutput)
     def get(self, request: Request, project_id: int, job_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(JobDetailOutput(_job_in(project, job_id)).data)
+        return Response(JobDetailOutput(training_job_in_project(project, job_id)).data)
 
 
 class TrainingJobCancelApi(APIView):
@@ -304,10 +293,10 @@ class TrainingJobCancelApi(APIView):
     )
     def post(self, request: Request, project_id: int, job_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
-        job = _job_in(project, job_id)
+        job = training_job_in_project(project, job_id)
         refuse_any_input(request)
         job = training_job_cancel(job=job)
-        return Response(JobOutput(_job_in(project, job.pk)).data)
+        return Response(JobOutput(training_job_in_project(project, job.pk)).data)
 
 
 class TrainingJobEstimateApi(APIView):
@@ -340,7 +329,7 @@ class CheckpointRegisterApi(APIView):
     )
     def post(self, request: Request, project_id: int, job_id: int, step: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
-        checkpoint = get_object_or_404(Checkpoint, job=_job_in(project, job_id), step=step)
+        checkpoint = get_object_or_404(checkpoints_of(project), job_id=job_id, step=step)
         refuse_any_input(request)
         version = model_version_register_checkpoint(checkpoint=checkpoint)
         return Response(

@@ -1,4 +1,5 @@
-"""Reads for training: the curves as chart data, the overfitting signal, checkpoints."""
+"""Reads for training: a project's jobs and checkpoints, the curves as chart data, the
+overfitting signal, checkpoints."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from dataclasses import dataclass
 from pathlib import PurePath
 
 from django.conf import settings
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
 
 from ftportal.charts import Axis, Chart, Point, Series
+from ftportal.models import Project
 
 from .models import Checkpoint, TrainingJob
 
@@ -19,6 +23,29 @@ OVERFITTING_RISES = 3
 LOSS_AXIS_TITLE = "Loss (cross-entropy per token)"
 
 MetricRow = tuple[int, float | None, float | None]  # step, train loss, validation loss
+
+
+# --- Project-scoped lookups: the one way pages, the API and forms reach a job or a checkpoint
+# by id. ``_in_project`` answers 404 for any id outside the project (another project's
+# included, so that ids do not leak); a body reference filters ``_of`` and answers 400. ---
+
+
+def training_jobs_of(project: Project) -> QuerySet[TrainingJob]:
+    """The project's jobs, newest first, with what their pages and the API show of them."""
+    return (
+        TrainingJob.objects.filter(project=project)
+        .select_related("dataset_version__dataset", "base_model", "created_by")
+        .prefetch_related("model_versions")
+        .order_by("-created_at", "-id")
+    )
+
+
+def training_job_in_project(project: Project, job_id: int) -> TrainingJob:
+    return get_object_or_404(training_jobs_of(project), pk=job_id)
+
+
+def checkpoints_of(project: Project) -> QuerySet[Checkpoint]:
+    return Checkpoint.objects.filter(job__project=project).select_related("job")
 
 
 @dataclass(frozen=True)

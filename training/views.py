@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from catalog.models import BaseModel
 from datasets.models import DatasetVersion
+from datasets.selectors import dataset_version_in_project
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest
 from ftportal.idempotency import IDEMPOTENCY_FORM_FIELD, checked_key
@@ -29,8 +30,8 @@ from registry.services import model_version_register_checkpoint
 
 from .estimates import END_OF_LIFE_WARNING_DAYS, end_of_life_problem, launch_estimate
 from .hyperparameters import HOSTED_PROVIDERS, HYPERPARAMETER_LABELS, config_for, unset_text
-from .models import Checkpoint, TrainingJob
-from .selectors import checkpoint_rows, job_curves, job_overfitting
+from .models import Checkpoint
+from .selectors import checkpoint_rows, job_curves, job_overfitting, training_job_in_project
 from .services import training_job_cancel, training_job_launch
 
 # Form fields per provider; the first ones show, the rest sit under "Advanced".
@@ -114,10 +115,7 @@ def _version_for(
     request: AppRequest, project_id: int, version_id: int
 ) -> tuple[Any, DatasetVersion]:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
-    version = get_object_or_404(
-        DatasetVersion.objects.select_related("dataset"), pk=version_id, dataset__project=project
-    )
-    return project, version
+    return project, dataset_version_in_project(project, version_id)
 
 
 @login_required
@@ -176,11 +174,7 @@ def job_create(request: AppRequest, project_id: int, version_id: int) -> HttpRes
 @login_required
 def job_detail(request: AppRequest, project_id: int, job_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    job = get_object_or_404(
-        TrainingJob.objects.select_related("dataset_version__dataset", "base_model", "created_by"),
-        pk=job_id,
-        project=project,
-    )
+    job = training_job_in_project(project, job_id)
     context = {
         "project": project,
         "role": role,
@@ -202,7 +196,7 @@ def job_detail(request: AppRequest, project_id: int, job_id: int) -> HttpRespons
 @require_POST
 def job_cancel(request: AppRequest, project_id: int, job_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
-    job = get_object_or_404(TrainingJob, pk=job_id, project=project)
+    job = training_job_in_project(project, job_id)
     # A job that finished in the meantime cannot be cancelled; the page shows its final state.
     with contextlib.suppress(ConflictError):
         training_job_cancel(job=job)
