@@ -19,7 +19,7 @@ from datasets.selectors import (
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest, parse_id
 from ftportal.permissions import project_for
-from ftportal.roles import Action, role_allows
+from ftportal.roles import Action, role_flags
 
 from .contracts import describe_contract
 from .models import AnalysisRun, Dataset, ExampleStatus
@@ -56,8 +56,7 @@ def _analysis_context(
             status=ExampleStatus.PENDING,
         ),
         "fix_count": duplicate_fix_count(run) if run else 0,
-        "can_analyze": role_allows(role, Action.ANALYZE),
-        "can_fix": role_allows(role, Action.REVIEW),
+        "can": role_flags(role),
     }
 
 
@@ -160,7 +159,7 @@ def version_readiness(request: AppRequest, project_id: int, version_id: int) -> 
             dataset_id=version.dataset_id,
             status=ExampleStatus.APPROVED,
         ),
-        "can_review": role_allows(role, Action.REVIEW),
+        "can": role_flags(role),
     }
     # Loaded into the version page by htmx; opened directly, it gets the site's layout.
     template = (

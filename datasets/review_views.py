@@ -17,7 +17,7 @@ from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest, parse_id, query_id
 from ftportal.models import Project
 from ftportal.permissions import project_for
-from ftportal.roles import Action, role_allows
+from ftportal.roles import Action, role_allows, role_flags
 
 from .contracts import describe_contract
 from .held_out import example_origin
@@ -115,13 +115,9 @@ def _card_context(
         "counts": counts,
         "matching": _matching(dataset, filters, user) if counts is not None else None,
         "voting": dataset.review_overlap > 1,
-        "can_adjudicate": role_allows(role, Action.ADJUDICATE),
-        "can_read_votes": role_allows(role, Action.READ_VOTES),
-        "can_assign": role_allows(role, Action.ASSIGN),
-        "can_freeze": role_allows(role, Action.FREEZE),
         "origin": example_origin(example) if example else None,
         # Managers read the queue; the server refuses their writes whatever the page shows.
-        "can_review": role_allows(role, Action.REVIEW),
+        "can": role_flags(role),
     }
 
 
@@ -147,6 +143,7 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
     )
     if request.htmx:
         return render(request, CARD, context)
+    can = role_flags(role)
     context.update(
         {
             "guidelines_html": render_markdown(dataset.guidelines) if dataset.guidelines else "",
@@ -159,9 +156,7 @@ def review_queue(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
             "bulk_actions": BULK_ACTIONS,
             # Bulk actions are the lead's (roles.BULK_REVIEW); under overlap a bulk decision
             # overrides the votes: an adjudicator's call.
-            "can_bulk": role_allows(role, Action.BULK_REVIEW),
-            "can_bulk_decide": role_allows(role, Action.BULK_REVIEW)
-            and (dataset.review_overlap == 1 or role_allows(role, Action.ADJUDICATE)),
+            "can_bulk_decide": can.bulk_review and (dataset.review_overlap == 1 or can.adjudicate),
         }
     )
     return render(request, "datasets/review.html", context)
@@ -394,8 +389,7 @@ def review_setup(request: AppRequest, project_id: int, dataset_id: int) -> HttpR
         "agreement": agreement_summary(dataset),
         "assignments": assignment_counts(dataset),
         "guidelines_html": render_markdown(dataset.guidelines) if dataset.guidelines else "",
-        "can_assign": role_allows(role, Action.ASSIGN),
-        "can_adjudicate": role_allows(role, Action.ADJUDICATE),
+        "can": role_flags(role),
         "setup_error": error,
     }
     return render(request, "datasets/review_setup.html", context, status=status)

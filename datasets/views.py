@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest, query_id
 from ftportal.permissions import project_for
-from ftportal.roles import Action, role_allows
+from ftportal.roles import Action, role_flags
 
 from .contracts import JSON_SCHEMA, KIND_LABELS, LABEL_SET, REGEX, describe_contract
 from .formats import AUTO, EXPORT_FORMATS, EXPORT_LABELS, OPENAI_CHAT
@@ -78,10 +78,7 @@ def _render_dataset(
             "versions": dataset.versions.all(),
             "imports": dataset.imports.order_by("-id")[:5],
             "recent_examples": dataset.examples.order_by("-updated_at")[:20],
-            "can_import": role_allows(role, Action.IMPORT_EXAMPLES),
-            "can_review": role_allows(role, Action.REVIEW),
-            "can_freeze": role_allows(role, Action.FREEZE),
-            "can_set_contract": role_allows(role, Action.SET_CONTRACT),
+            "can": role_flags(role),
             "contract_description": describe_contract(dataset.answer_contract),
             "contract_kinds": list(KIND_LABELS.items()),
             "default_validation_fraction": DEFAULT_VALIDATION_FRACTION,
@@ -279,7 +276,7 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         "contract_description": describe_contract(version.answer_contract),
         "items": version.items.all()[:50],
         "jobs": version.training_jobs.select_related("base_model"),
-        "can_train": role_allows(role, Action.TRAIN),
+        "can": role_flags(role),
         "previous": previous,
         "changes": version_diff(previous, version) if previous else None,
         "export_formats": [(fmt, EXPORT_LABELS[fmt]) for fmt in EXPORT_FORMATS],

@@ -17,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest, parse_id
 from ftportal.permissions import project_for
-from ftportal.roles import Action, role_allows
+from ftportal.roles import Action, role_flags
 
 from .models import EvalResult, EvalRun
 from .scoring import METRICS
@@ -122,8 +122,7 @@ def eval_failures(request: AppRequest, project_id: int, run_id: int) -> HttpResp
         "total": a_results.count(),
         "filter_query": _query(request.GET),
         "page_query": _query(request.GET, with_page=True),
-        "can_evaluate": role_allows(role, Action.EVALUATE),
-        "can_review": role_allows(role, Action.REVIEW),
+        "can": role_flags(role),
         "tag_max_length": FAILURE_TAG_MAX_LENGTH,
     }
     return render(request, "evaluation/failures.html", context)
@@ -135,7 +134,7 @@ def eval_result_tag_page(
     request: AppRequest, project_id: int, run_id: int, result_id: int
 ) -> HttpResponse:
     """Add a tag (field ``tag``) or remove one (field ``remove``); HTMX gets the row's tags."""
-    project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
     run = eval_run_in_project(project, run_id)
     result = eval_result_in_run(run, result_id)
     removing = "remove" in request.POST
@@ -153,7 +152,7 @@ def eval_result_tag_page(
         "project": project,
         "run": run,
         "result": result,
-        "can_evaluate": True,  # project_for above let this request through
+        "can": role_flags(role),
         "tag_error": error,
         "tag_value": tag if error else "",
         "page_query": _query(request.GET, with_page=True),

@@ -19,7 +19,7 @@ from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
 from ftportal.models import Project
 from ftportal.permissions import project_for
-from ftportal.roles import Action, role_allows
+from ftportal.roles import Action, role_flags
 from registry.selectors import model_version_in_project, model_versions_of
 from training.selectors import training_job_in_project
 
@@ -105,8 +105,7 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
     context = {
         "project": project,
         "role": role,
-        "can_evaluate": role_allows(role, Action.EVALUATE),
-        "can_rate": role_allows(role, Action.REVIEW),
+        "can": role_flags(role),
         "run": run,
         "candidates": candidates,
         "rows": rows,
@@ -175,7 +174,7 @@ def eval_list(request: AppRequest, project_id: int) -> HttpResponse:
     context = {
         "project": project,
         "role": role,
-        "can_evaluate": role_allows(role, Action.EVALUATE),
+        "can": role_flags(role),
         "runs": runs,
         "dashboards": project_dashboards(project),
         "rule": RULE,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db import models
 
 
@@ -57,3 +59,31 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
 
 def role_allows(role: str | None, action: Action) -> bool:
     return role is not None and Role(role) in ALLOWED_ROLES[action]
+
+
+@dataclass(frozen=True)
+class RoleFlags:
+    """What a member's role allows, one flag per :class:`Action` (same names), for pages to
+    show only the controls a member may use; every request is checked again by
+    ``ftportal.permissions.project_for``. Templates read them as ``can.review``."""
+
+    view: bool
+    import_examples: bool
+    review: bool
+    bulk_review: bool
+    assign: bool
+    adjudicate: bool
+    read_votes: bool
+    analyze: bool
+    freeze: bool
+    set_contract: bool
+    train: bool
+    evaluate: bool
+    promote: bool
+    override_promotion_gate: bool
+    manage_members: bool
+
+
+def role_flags(role: str | None) -> RoleFlags:
+    """Every flag for ``role`` (None, a non-member: none allowed), read from ALLOWED_ROLES."""
+    return RoleFlags(**{action.value: role_allows(role, action) for action in Action})

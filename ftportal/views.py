@@ -22,7 +22,7 @@ from .errors import ApplicationError
 from .http import AppRequest, parse_id
 from .models import Membership, Project
 from .permissions import project_for
-from .roles import Action, Role, role_allows
+from .roles import Action, Role, role_flags
 from .selectors import audit_entries, project_member, project_members, queues_attendance
 from .services import member_add, member_create, member_remove, member_role_change
 
@@ -47,7 +47,7 @@ def project_detail(request: AppRequest, project_id: int) -> HttpResponse:
         "versions": dataset_versions_of(project)[:10],
         "jobs": training_jobs_of(project)[:10],
         "evals": eval_runs_of(project)[:10],
-        "can": {action.value: role_allows(role, action) for action in Action},
+        "can": role_flags(role),
     }
     return render(request, "ftportal/project_detail.html", context)
 

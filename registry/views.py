@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
-from ftportal.roles import Action, role_allows
+from ftportal.roles import Action, role_flags
 
 from .gate import evaluation_reader
 from .selectors import (
@@ -62,8 +62,7 @@ def model_list(request: AppRequest, project_id: int) -> HttpResponse:
         "models": models,
         "history": alias_history(project)[:50],
         "endangered": versions_losing_their_base(project, today=timezone.localdate()),
-        "can_promote": role_allows(role, Action.PROMOTE),
-        "can_evaluate": role_allows(role, Action.EVALUATE),
+        "can": role_flags(role),
     }
     return render(request, "registry/model_list.html", context)
 
@@ -80,8 +79,7 @@ def model_version_detail(request: AppRequest, project_id: int, version_id: int) 
         "production": production_version(version.registered_model),
         "evaluations": evaluation_reader().evaluations_of(version),
         "history": alias_changes_of(version),
-        "can_promote": role_allows(role, Action.PROMOTE),
-        "can_evaluate": role_allows(role, Action.EVALUATE),
+        "can": role_flags(role),
     }
     return render(request, "registry/version_detail.html", context)
 
@@ -145,7 +143,7 @@ def version_promote(request: AppRequest, project_id: int, version_id: int) -> Ht
         "max_margin": MAX_MARGIN_POINTS,
         "reason": data.get("reason", ""),
         "error": error,
-        "can_override": role_allows(role, Action.OVERRIDE_PROMOTION_GATE),
+        "can": role_flags(role),
     }
     return render(request, "registry/promote_confirm.html", context, status=status)
 

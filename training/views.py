@@ -23,7 +23,7 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest
 from ftportal.idempotency import IDEMPOTENCY_FORM_FIELD, checked_key
 from ftportal.permissions import project_for
-from ftportal.roles import Action, role_allows
+from ftportal.roles import Action, role_flags
 from providers.base import HostedTrainingConfig, TrainingConfig
 from registry.selectors import versions_losing_their_base
 from registry.services import model_version_register_checkpoint
@@ -185,8 +185,7 @@ def job_detail(request: AppRequest, project_id: int, job_id: int) -> HttpRespons
         "latest_sweep": job.eval_runs.order_by("-created_at", "-pk").first(),
         "events": list(job.events.order_by("-id")[:100]),
         "model_versions": list(job.model_versions.select_related("registered_model")),
-        "can_train": role_allows(role, Action.TRAIN),
-        "can_evaluate": role_allows(role, Action.EVALUATE),
+        "can": role_flags(role),
     }
     template = "training/job_detail.html#job-status" if request.htmx else "training/job_detail.html"
     return render(request, template, context)
