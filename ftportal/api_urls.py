@@ -128,7 +128,7 @@ training_patterns = [
     ),
     path(
         "training-jobs/<int:job_id>/checkpoints/<int:step>/register/",
-        training_api.CheckpointRegisterApi.as_view(),
+        registry_api.CheckpointRegisterApi.as_view(),
         name="training_checkpoint_register",
     ),
     path(

@@ -82,7 +82,7 @@ urlpatterns = [
     ),
     path(
         "projects/<int:project_id>/training-jobs/<int:job_id>/checkpoints/<int:checkpoint_id>/register/",
-        training_views.checkpoint_register,
+        registry_views.checkpoint_register,
         name="checkpoint_register",
     ),
     path(

@@ -1,5 +1,6 @@
 """Pages of the model registry: the project's models with their versions, one version's
-page, and the promote (with its confirmation of the evidence) and rollback forms."""
+page, the promote (with its confirmation of the evidence) and rollback forms, and registering
+one of a training job's checkpoints as a model version (a button on the job's page)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
+from training.models import Checkpoint
 
 from .gate import evaluation_reader
 from .models import ModelVersion, RegisteredModel
@@ -28,6 +30,7 @@ from .selectors import (
 from .services import (
     MAX_MARGIN_POINTS,
     model_version_promote,
+    model_version_register_checkpoint,
     production_rollback,
     promotion_evidence,
     rollback_target,
@@ -177,3 +180,17 @@ def model_rollback(request: AppRequest, project_id: int, model_id: int) -> HttpR
     )
     messages.success(request, f"Rolled production back to {change.to_version}.")
     return redirect("model_list", project_id)
+
+
+@login_required
+@require_POST
+def checkpoint_register(
+    request: AppRequest, project_id: int, job_id: int, checkpoint_id: int
+) -> HttpResponse:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+    checkpoint = get_object_or_404(
+        Checkpoint, pk=checkpoint_id, job_id=job_id, job__project=project
+    )
+    version = model_version_register_checkpoint(checkpoint=checkpoint)
+    messages.success(request, f"Registered the checkpoint at step {checkpoint.step} as {version}.")
+    return redirect("job_detail", project_id, job_id)
