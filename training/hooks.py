@@ -6,8 +6,9 @@ this output) and what its pages ask of it (which versions lose their base model)
 registry registers the one implementation when Django starts (``RegistryConfig.ready``).
 
 A succeeded job is handed over inside the transaction that marks it succeeded, so the job's
-success and its model version commit together or not at all: if recording the version fails,
-the job stays unfinished and the worker's attempt fails as it did before there was a hook.
+success and its model version commit together or not at all: if recording the version raises,
+nothing of the success is kept, the job stays as it was and the task fails (the reaper takes
+the silent job from there), as when the runners called the registry themselves.
 With nothing registered (the registry not installed), a job still succeeds, no version is
 recorded and the catalog page names no endangered versions: training works without the layers
 above it.
