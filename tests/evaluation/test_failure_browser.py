@@ -19,7 +19,7 @@ from evaluation.models import Candidate, EvalResult, EvalRun, EvalStatus
 from ftportal.models import Project
 from ftportal.roles import Role
 from tests.factories import frozen_version
-from tests.pages.test_pages import HTMX, XSS, XSS_ESCAPED, assert_escaped, page_text
+from tests.pages.builders import HTMX, XSS, XSS_ESCAPED, assert_escaped, page_text
 
 WRONG = json.dumps({"category": "bug", "priority": "high"})
 

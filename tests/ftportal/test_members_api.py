@@ -10,8 +10,7 @@ from rest_framework.test import APIClient
 
 from ftportal.models import AuditAction, AuditEntry, Membership, Project
 from ftportal.roles import Role
-
-from .builders import token_client
+from tests.api.builders import token_client
 
 pytestmark = pytest.mark.django_db
 
