@@ -1,4 +1,4 @@
-"""Writes for the datasets app: datasets, review, freeze (imports live in importing.py)."""
+"""Writes for the datasets app: datasets, review, freeze (imports live in imports/services.py)."""
 
 from __future__ import annotations
 

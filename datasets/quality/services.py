@@ -25,8 +25,8 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
 
-from .contracts import describe_contract
-from .models import (
+from ..contracts import describe_contract
+from ..models import (
     ANALYSIS_TRANSITIONS,
     EXAMPLE_TRANSITIONS,
     AnalysisRun,
@@ -40,17 +40,17 @@ from .models import (
     ReviewDecision,
     Split,
 )
-from .quality.findings import EXACT_DUPLICATE
-from .quality.report import AnalysisResult, analyze_conversations
-from .quality.stats import TOKENS_PER_EPOCH_MEANS, epoch_totals, readiness_band
-from .quality.tokens import (
+from ..services import assistant_answer
+from .findings import EXACT_DUPLICATE
+from .report import AnalysisResult, analyze_conversations
+from .stats import TOKENS_PER_EPOCH_MEANS, epoch_totals, readiness_band
+from .tokens import (
     TokenCounter,
     TokenizerUnavailable,
     count_conversations,
     counter_for,
     tiktoken_counter,
 )
-from .services import assistant_answer
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def analysis_run_create(*, dataset: Dataset, base_model: BaseModel, user: User) 
         run = AnalysisRun.objects.create(
             dataset=dataset, base_model_key=base_model.key, created_by=user
         )
-    from .tasks import run_analysis
+    from ..tasks import run_analysis
 
     # After commit, so the worker never looks for a run that is not there yet.
     transaction.on_commit(lambda: run_analysis.delay(run.pk))

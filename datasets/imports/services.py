@@ -12,7 +12,7 @@ import ends by publishing them all in one UPDATE with the batch's final status, 
 them. So a file with errors still stores nothing (unless the user asked for the valid lines
 only), and other writers proceed between chunks. Parsing is bounded in lines, cells and time
 (settings FTPORTAL_IMPORT_*), and a worker import beats a heartbeat that the import reaper
-(datasets/import_reaper.py) watches.
+(datasets/imports/reaper.py) watches.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from ftportal.ownership import heartbeat_for, ownership_claim
 from ftportal.paths import without_server_paths
 from ftportal.state import check_transition
 
-from .contracts import ContractCheck
-from .formats import (
+from ..contracts import ContractCheck
+from ..formats import (
     ALL_FORMATS,
     AUTO,
     CSV,
@@ -55,9 +55,9 @@ from .formats import (
     is_compressed,
     is_spreadsheet,
 )
-from .jsonl import ErrorCollector, LineError, ParsedExample
-from .models import IMPORT_TRANSITIONS, Dataset, Example, ImportBatch, ImportStatus
-from .services import assistant_answer
+from ..jsonl import ErrorCollector, LineError, ParsedExample
+from ..models import IMPORT_TRANSITIONS, Dataset, Example, ImportBatch, ImportStatus
+from ..services import assistant_answer
 
 logger = logging.getLogger(__name__)
 
@@ -557,7 +557,7 @@ def import_batch_start(*, batch: ImportBatch) -> None:
     if not _stored_needs_worker(batch):
         import_batch_run(batch_id=batch.pk)
         return
-    from .tasks import run_import
+    from ..tasks import run_import
 
     batch_id = batch.pk
     transaction.on_commit(lambda: run_import.delay(batch_id))

@@ -19,7 +19,7 @@ from ftportal.models import Project
 from ftportal.roles import Action
 from ftportal.state import check_transition
 
-from .models import (
+from ..models import (
     EXAMPLE_TRANSITIONS,
     Dataset,
     Example,
@@ -31,8 +31,8 @@ from .models import (
     Tag,
     Verdict,
 )
-from .review_selectors import approval_contract_break, reviewers_for, selection_token
-from .services import _stale_review, assistant_answer, example_review
+from ..services import _stale_review, assistant_answer, example_review
+from .selectors import approval_contract_break, reviewers_for, selection_token
 
 MAX_OVERLAP = 10
 MAX_COMMENT_CHARS = 5000
