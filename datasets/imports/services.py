@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -38,8 +38,7 @@ from django.utils import timezone
 from ftportal.errors import ApplicationError
 from ftportal.heartbeat import Heartbeat, worker_name
 from ftportal.ownership import heartbeat_for, ownership_claim
-from ftportal.paths import without_server_paths
-from ftportal.state import check_transition
+from ftportal.state import state_change
 
 from ..contracts import ContractCheck
 from ..formats import (
@@ -412,12 +411,30 @@ def examples_import_file(
     return batch
 
 
+def import_batch_transition(
+    batch: ImportBatch,
+    target: ImportStatus,
+    *,
+    update_fields: Sequence[str] | None = None,
+    **changes: object,
+) -> None:
+    """Move an import to ``target`` if IMPORT_TRANSITIONS allows it, with the other field
+    changes; the whole row is saved unless ``update_fields`` names the other columns to write
+    besides the status and the changes."""
+    state_change(
+        batch,
+        kind="import",
+        target=target,
+        allowed=IMPORT_TRANSITIONS,
+        changes=changes,
+        update_fields=update_fields,
+    )
+
+
 def import_batch_finish(batch: ImportBatch, status: ImportStatus, failure: str = "") -> None:
-    check_transition(kind="import", current=batch.status, target=status, allowed=IMPORT_TRANSITIONS)
-    batch.status = status
-    batch.failure_message = without_server_paths(failure)  # may carry an exception's text
-    batch.finished_at = timezone.now()
-    batch.save()
+    # The whole row: a worker's batch carries its counts, written with the end. The failure may
+    # carry an exception's text; the transition takes the server paths out of it.
+    import_batch_transition(batch, status, failure_message=failure, finished_at=timezone.now())
 
 
 class ImportTakenOver(ApplicationError):
@@ -685,15 +702,10 @@ def _claim(batch_id: int) -> ImportBatch | None:
         batch = ImportBatch.objects.select_for_update(skip_locked=True).filter(pk=batch_id).first()
         if batch is None or batch.status != ImportStatus.QUEUED:
             return None
-        check_transition(
-            kind="import",
-            current=batch.status,
-            target=ImportStatus.RUNNING,
-            allowed=IMPORT_TRANSITIONS,
-        )
-        batch.status = ImportStatus.RUNNING
         ownership_claim(batch)
-        batch.save(update_fields=["status", "worker", "started_at", "heartbeat_at"])
+        import_batch_transition(
+            batch, ImportStatus.RUNNING, update_fields=["worker", "started_at", "heartbeat_at"]
+        )
     return batch
 
 
