@@ -325,7 +325,7 @@ def import_examples(*, dataset: Any, data: bytes, user: Any) -> int:
     """The import step: the streaming importer reading a file, as a stored upload is read."""
     import tempfile
 
-    from datasets.importing import examples_import_file
+    from datasets.imports.services import examples_import_file
 
     with tempfile.TemporaryFile() as stream:
         stream.write(data)

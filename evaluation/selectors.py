@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from datasets.review_selectors import DiffSegment, answer_diff
+from datasets.review.selectors import DiffSegment, answer_diff
 from ftportal.charts import Axis, Chart, Point, Series
 from training.selectors import LOSS_AXIS_TITLE
 

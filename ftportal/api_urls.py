@@ -83,7 +83,7 @@ dataset_patterns = [
 ]
 
 # Quality analysis and readiness (issue 3).
-from datasets import quality_api  # noqa: E402
+from datasets.quality import api as quality_api  # noqa: E402
 
 dataset_patterns += [
     path(

@@ -1,9 +1,9 @@
 from django.urls import path
 
-from datasets import import_views as dataset_import_views
-from datasets import quality_views
-from datasets import review_views as dataset_review_views
 from datasets import views as dataset_views
+from datasets.imports import views as dataset_import_views
+from datasets.quality import views as quality_views
+from datasets.review import views as dataset_review_views
 from evaluation import failure_views
 from evaluation import views as evaluation_views
 from registry import views as registry_views

@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from datasets.importing import examples_import_file
+from datasets.imports.services import examples_import_file
 from datasets.models import Dataset, Example, ExampleStatus, ImportBatch, ReviewAction
 from datasets.services import dataset_contract_set, example_review
 from ftportal.models import Membership, Project

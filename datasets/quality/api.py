@@ -26,10 +26,10 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
-from .models import AnalysisRun, Dataset, DatasetVersion
-from .quality.findings import ALL_KINDS
-from .quality_selectors import duplicate_fix_count, findings_for
-from .quality_services import (
+from ..models import AnalysisRun, Dataset, DatasetVersion
+from .findings import ALL_KINDS
+from .selectors import duplicate_fix_count, findings_for
+from .services import (
     analysis_run_create,
     dataset_version_readiness,
     exact_duplicates_reject,

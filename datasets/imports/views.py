@@ -12,8 +12,9 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
-from .formats import CsvMapping
-from .importing import (
+from ..formats import CsvMapping
+from ..models import ImportBatch, ImportStatus
+from .services import (
     ImportRequest,
     import_batch_abandon,
     import_batch_set_mapping,
@@ -22,7 +23,6 @@ from .importing import (
     import_progress,
     needs_column_mapping,
 )
-from .models import ImportBatch, ImportStatus
 
 PREVIEW_ROWS = 5
 

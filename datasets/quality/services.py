@@ -22,13 +22,11 @@ from catalog.models import BaseModel, Provider
 from catalog.selectors import base_model_by_key
 from catalog.weights import base_model_dir, prepared_model_dir
 from ftportal.errors import ApplicationError, ConflictError
-from ftportal.paths import without_server_paths
-from ftportal.state import check_transition
+from ftportal.state import state_change
 
-from .contracts import describe_contract
-from .models import (
+from ..contracts import describe_contract
+from ..models import (
     ANALYSIS_TRANSITIONS,
-    EXAMPLE_TRANSITIONS,
     AnalysisRun,
     AnalysisStatus,
     Dataset,
@@ -40,17 +38,17 @@ from .models import (
     ReviewDecision,
     Split,
 )
-from .quality.findings import EXACT_DUPLICATE
-from .quality.report import AnalysisResult, analyze_conversations
-from .quality.stats import TOKENS_PER_EPOCH_MEANS, epoch_totals, readiness_band
-from .quality.tokens import (
+from ..services import assistant_answer, example_transition
+from .findings import EXACT_DUPLICATE
+from .report import AnalysisResult, analyze_conversations
+from .stats import TOKENS_PER_EPOCH_MEANS, epoch_totals, readiness_band
+from .tokens import (
     TokenCounter,
     TokenizerUnavailable,
     count_conversations,
     counter_for,
     tiktoken_counter,
 )
-from .services import assistant_answer
 
 logger = logging.getLogger(__name__)
 
@@ -155,21 +153,24 @@ def analysis_run_create(*, dataset: Dataset, base_model: BaseModel, user: User) 
         run = AnalysisRun.objects.create(
             dataset=dataset, base_model_key=base_model.key, created_by=user
         )
-    from .tasks import run_analysis
+    from ..tasks import run_analysis
 
     # After commit, so the worker never looks for a run that is not there yet.
     transaction.on_commit(lambda: run_analysis.delay(run.pk))
     return run
 
 
-def _transition(run: AnalysisRun, target: AnalysisStatus, **changes: Any) -> None:
-    check_transition(
-        kind="analysis run", current=run.status, target=target, allowed=ANALYSIS_TRANSITIONS
+def analysis_run_transition(run: AnalysisRun, target: AnalysisStatus, **changes: object) -> None:
+    """Move a run to ``target`` if ANALYSIS_TRANSITIONS allows it, with the other field changes;
+    only those columns are written."""
+    state_change(
+        run,
+        kind="analysis run",
+        target=target,
+        allowed=ANALYSIS_TRANSITIONS,
+        changes=changes,
+        update_fields=(),
     )
-    run.status = target
-    for name, value in changes.items():
-        setattr(run, name, value)
-    run.save(update_fields=["status", *changes])
 
 
 def analysis_run_execute(*, run_id: int) -> AnalysisRun:
@@ -218,7 +219,9 @@ def analysis_run_execute(*, run_id: int) -> AnalysisRun:
             ),
             batch_size=FINDINGS_BATCH,
         )
-        _transition(run, AnalysisStatus.SUCCEEDED, stats=result.stats, finished_at=timezone.now())
+        analysis_run_transition(
+            run, AnalysisStatus.SUCCEEDED, stats=result.stats, finished_at=timezone.now()
+        )
     return run
 
 
@@ -234,7 +237,7 @@ def _claim(run_id: int) -> AnalysisRun | None:
             return run
         if run.status != AnalysisStatus.QUEUED:
             return None
-        _transition(run, AnalysisStatus.RUNNING)
+        analysis_run_transition(run, AnalysisStatus.RUNNING)
     return run
 
 
@@ -243,9 +246,11 @@ def _fail(run_id: int, message: str) -> AnalysisRun:
         run = AnalysisRun.objects.select_for_update().get(pk=run_id)
         if run.status != AnalysisStatus.RUNNING:
             return run
-        # The message often carries an exception's text: no server paths on the page.
-        failure = without_server_paths(message)
-        _transition(run, AnalysisStatus.FAILED, failure_message=failure, finished_at=timezone.now())
+        # The message often carries an exception's text; the transition takes the server
+        # paths out of it.
+        analysis_run_transition(
+            run, AnalysisStatus.FAILED, failure_message=message, finished_at=timezone.now()
+        )
     return run
 
 
@@ -293,16 +298,8 @@ def exact_duplicates_reject(*, run: AnalysisRun, user: User) -> int:
                 if pk == kept:
                     continue
                 example = by_id[pk]
-                check_transition(
-                    kind="example",
-                    current=example.status,
-                    target=ExampleStatus.REJECTED,
-                    allowed=EXAMPLE_TRANSITIONS,
-                )
                 answer = assistant_answer(example.messages)
-                example.status = ExampleStatus.REJECTED
-                example.revision += 1
-                example.updated_at = now
+                example_transition(example, ExampleStatus.REJECTED, save=False, updated_at=now)
                 changed.append(example)
                 decisions.append(
                     ReviewDecision(

@@ -20,9 +20,8 @@ from ftportal.errors import ApplicationError
 from ftportal.models import Membership, Project
 from ftportal.roles import ALLOWED_ROLES, Action
 
-from .agreement import cohen_kappa, fleiss_kappa_from_ratings, percent_agreement
-from .contracts import ContractCheck, contract_violation
-from .models import (
+from ..contracts import ContractCheck, contract_violation
+from ..models import (
     AnalysisRun,
     AnalysisStatus,
     Dataset,
@@ -35,11 +34,12 @@ from .models import (
     ReviewVote,
     Verdict,
 )
-from .quality.findings import (
+from ..quality.findings import (
     CONTRACT_VIOLATION,
     ERROR,
     KIND_LABELS,
 )
+from .agreement import cohen_kappa, fleiss_kappa_from_ratings, percent_agreement
 
 ANY = "any"
 ME = "me"

@@ -10,8 +10,8 @@ from django.urls import reverse
 
 from catalog.models import BaseModel
 
-from .models import AnalysisRun, AnalysisStatus, Dataset, Finding
-from .quality.findings import EXACT_DUPLICATE, KIND_LABELS
+from ..models import AnalysisRun, AnalysisStatus, Dataset, Finding
+from .findings import EXACT_DUPLICATE, KIND_LABELS
 
 RUNNING_STATUSES = frozenset({AnalysisStatus.QUEUED, AnalysisStatus.RUNNING})
 

@@ -18,11 +18,12 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
-from .contracts import describe_contract
-from .held_out import example_origin
+from ..contracts import describe_contract
+from ..held_out import example_origin
+from ..models import Dataset, Example, ExampleStatus, ReviewAction
+from ..services import assistant_answer
 from .markdown import render_markdown
-from .models import Dataset, Example, ExampleStatus, ReviewAction
-from .review_selectors import (
+from .selectors import (
     ANY,
     COUNT_INLINE_LIMIT,
     ME,
@@ -47,7 +48,7 @@ from .review_selectors import (
     selection_preview,
     with_card_flags,
 )
-from .review_services import (
+from .services import (
     BULK_ACTIONS,
     BulkAction,
     ContractConfirmationNeeded,
@@ -58,7 +59,6 @@ from .review_services import (
     examples_bulk_apply,
     review_settings_update,
 )
-from .services import assistant_answer
 
 CARD = "datasets/review.html#review-card"
 

@@ -17,9 +17,8 @@ from django.db.models import QuerySet
 from ftportal.errors import ApplicationError, ConflictError, PermissionDeniedError
 from ftportal.models import Project
 from ftportal.roles import Action
-from ftportal.state import check_transition
 
-from .models import (
+from ..models import (
     EXAMPLE_TRANSITIONS,
     Dataset,
     Example,
@@ -31,8 +30,8 @@ from .models import (
     Tag,
     Verdict,
 )
-from .review_selectors import approval_contract_break, reviewers_for, selection_token
-from .services import _stale_review, assistant_answer, example_review
+from ..services import _stale_review, assistant_answer, example_review, example_transition
+from .selectors import approval_contract_break, reviewers_for, selection_token
 
 MAX_OVERLAP = 10
 MAX_COMMENT_CHARS = 5000
@@ -169,15 +168,7 @@ def _resolve_votes(example: Example, votes: list[ReviewVote], user: User) -> str
             comment=f"Unanimous: {names}",
         )
         return "unanimous"
-    check_transition(
-        kind="example",
-        current=example.status,
-        target=ExampleStatus.DISPUTED,
-        allowed=EXAMPLE_TRANSITIONS,
-    )
-    example.status = ExampleStatus.DISPUTED
-    example.revision += 1  # a status change: a view of the pending example is now stale
-    example.save(update_fields=["status", "revision", "updated_at"])
+    example_transition(example, ExampleStatus.DISPUTED)
     return "disputed"
 
 

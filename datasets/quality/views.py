@@ -16,9 +16,9 @@ from ftportal.http import AppRequest, parse_id
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_allows
 
-from .contracts import describe_contract
-from .models import AnalysisRun, Dataset, DatasetVersion, ExampleStatus
-from .quality_selectors import (
+from ..contracts import describe_contract
+from ..models import AnalysisRun, Dataset, DatasetVersion, ExampleStatus
+from .selectors import (
     RUNNING_STATUSES,
     analysis_catalog,
     analysis_runs_for,
@@ -26,7 +26,7 @@ from .quality_selectors import (
     kind_rows,
     latest_analysis_run,
 )
-from .quality_services import (
+from .services import (
     analysis_run_create,
     dataset_version_readiness,
     exact_duplicates_reject,

@@ -12,7 +12,7 @@ import ends by publishing them all in one UPDATE with the batch's final status, 
 them. So a file with errors still stores nothing (unless the user asked for the valid lines
 only), and other writers proceed between chunks. Parsing is bounded in lines, cells and time
 (settings FTPORTAL_IMPORT_*), and a worker import beats a heartbeat that the import reaper
-(datasets/import_reaper.py) watches.
+(datasets/imports/reaper.py) watches.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -38,11 +38,10 @@ from django.utils import timezone
 from ftportal.errors import ApplicationError
 from ftportal.heartbeat import Heartbeat, worker_name
 from ftportal.ownership import heartbeat_for, ownership_claim
-from ftportal.paths import without_server_paths
-from ftportal.state import check_transition
+from ftportal.state import state_change
 
-from .contracts import ContractCheck
-from .formats import (
+from ..contracts import ContractCheck
+from ..formats import (
     ALL_FORMATS,
     AUTO,
     CSV,
@@ -55,9 +54,9 @@ from .formats import (
     is_compressed,
     is_spreadsheet,
 )
-from .jsonl import ErrorCollector, LineError, ParsedExample
-from .models import IMPORT_TRANSITIONS, Dataset, Example, ImportBatch, ImportStatus
-from .services import assistant_answer
+from ..jsonl import ErrorCollector, LineError, ParsedExample
+from ..models import IMPORT_TRANSITIONS, Dataset, Example, ImportBatch, ImportStatus
+from ..services import assistant_answer
 
 logger = logging.getLogger(__name__)
 
@@ -412,12 +411,30 @@ def examples_import_file(
     return batch
 
 
+def import_batch_transition(
+    batch: ImportBatch,
+    target: ImportStatus,
+    *,
+    update_fields: Sequence[str] | None = None,
+    **changes: object,
+) -> None:
+    """Move an import to ``target`` if IMPORT_TRANSITIONS allows it, with the other field
+    changes; the whole row is saved unless ``update_fields`` names the other columns to write
+    besides the status and the changes."""
+    state_change(
+        batch,
+        kind="import",
+        target=target,
+        allowed=IMPORT_TRANSITIONS,
+        changes=changes,
+        update_fields=update_fields,
+    )
+
+
 def import_batch_finish(batch: ImportBatch, status: ImportStatus, failure: str = "") -> None:
-    check_transition(kind="import", current=batch.status, target=status, allowed=IMPORT_TRANSITIONS)
-    batch.status = status
-    batch.failure_message = without_server_paths(failure)  # may carry an exception's text
-    batch.finished_at = timezone.now()
-    batch.save()
+    # The whole row: a worker's batch carries its counts, written with the end. The failure may
+    # carry an exception's text; the transition takes the server paths out of it.
+    import_batch_transition(batch, status, failure_message=failure, finished_at=timezone.now())
 
 
 class ImportTakenOver(ApplicationError):
@@ -557,7 +574,7 @@ def import_batch_start(*, batch: ImportBatch) -> None:
     if not _stored_needs_worker(batch):
         import_batch_run(batch_id=batch.pk)
         return
-    from .tasks import run_import
+    from ..tasks import run_import
 
     batch_id = batch.pk
     transaction.on_commit(lambda: run_import.delay(batch_id))
@@ -685,15 +702,10 @@ def _claim(batch_id: int) -> ImportBatch | None:
         batch = ImportBatch.objects.select_for_update(skip_locked=True).filter(pk=batch_id).first()
         if batch is None or batch.status != ImportStatus.QUEUED:
             return None
-        check_transition(
-            kind="import",
-            current=batch.status,
-            target=ImportStatus.RUNNING,
-            allowed=IMPORT_TRANSITIONS,
-        )
-        batch.status = ImportStatus.RUNNING
         ownership_claim(batch)
-        batch.save(update_fields=["status", "worker", "started_at", "heartbeat_at"])
+        import_batch_transition(
+            batch, ImportStatus.RUNNING, update_fields=["worker", "started_at", "heartbeat_at"]
+        )
     return batch
 
 

@@ -19,8 +19,8 @@ from django.utils import timezone
 
 from ftportal.ownership import last_seen, silent_rows_reap, silent_too_long
 
-from .importing import import_batch_finish, import_pending_rows_delete, import_upload_remove
-from .models import ImportBatch, ImportStatus
+from ..models import ImportBatch, ImportStatus
+from .services import import_batch_finish, import_pending_rows_delete, import_upload_remove
 
 logger = logging.getLogger(__name__)
 
