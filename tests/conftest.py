@@ -104,7 +104,7 @@ def start_celery_worker(
         "-m",
         "celery",
         "-A",
-        "ftportal",
+        "config",
         "worker",
         "--pool=solo",
         "--concurrency=1",
