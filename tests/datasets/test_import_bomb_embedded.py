@@ -185,7 +185,7 @@ def embedded_app(tmp_path: Path) -> Iterator[EmbeddedApp]:
         worker_log = tmp_path / "worker.log"
         worker = start(
             [
-                *(sys.executable, "-m", "celery", "-A", "ftportal", "worker"),
+                *(sys.executable, "-m", "celery", "-A", "config", "worker"),
                 *("--pool=solo", "--concurrency=1", "--queues=default,training,inference"),
                 *("--without-gossip", "--without-mingle", "--loglevel=INFO"),
             ],
