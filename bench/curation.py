@@ -464,7 +464,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     server, name = create_database()
     os.environ["DATABASE_URL"] = f"{server}/{name}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ftportal.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     try:
         run(args, data, injected)
     finally:

@@ -1,6 +1,7 @@
-"""The site's own pages: the project list, a project's overview, its members page (adding or
-creating members, changing their roles, removing them), the health check the container and
-monitoring read (JSON), and the favicon."""
+"""The core's pages: the project list, a project's members page (adding or creating members,
+changing their roles, removing them), the health check the container and monitoring read
+(JSON), and the favicon. A project's overview gathers every app, so the site serves it
+(config.views)."""
 
 from __future__ import annotations
 
@@ -14,17 +15,11 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_cache_control
 
-from datasets.models import DatasetVersion
-from datasets.selectors import datasets_for_project, status_counts
-from evaluation.models import EvalRun
-from registry.models import RegisteredModel
-from training.models import TrainingJob
-
 from .errors import ApplicationError
 from .http import AppRequest, parse_id
 from .models import Membership, Project
 from .permissions import project_for
-from .roles import Action, Role, role_allows
+from .roles import Action, Role
 from .selectors import audit_entries, project_member, project_members, queues_attendance
 from .services import member_add, member_create, member_remove, member_role_change
 
@@ -36,27 +31,6 @@ AUDIT_ENTRIES_SHOWN = 100
 def project_list(request: AppRequest) -> HttpResponse:
     memberships = Membership.objects.filter(user_id=request.user.pk).select_related("project")
     return render(request, "ftportal/project_list.html", {"memberships": memberships})
-
-
-@login_required
-def project_detail(request: AppRequest, project_id: int) -> HttpResponse:
-    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    datasets = [(d, status_counts(d)) for d in datasets_for_project(project)]
-    context = {
-        "project": project,
-        "role": role,
-        "datasets": datasets,
-        "versions": DatasetVersion.objects.filter(dataset__project=project).select_related(
-            "dataset"
-        )[:10],
-        "jobs": TrainingJob.objects.filter(project=project).select_related(
-            "dataset_version__dataset", "base_model"
-        )[:10],
-        "models": RegisteredModel.objects.filter(project=project),
-        "evals": EvalRun.objects.filter(project=project)[:10],
-        "can": {action.value: role_allows(role, action) for action in Action},
-    }
-    return render(request, "ftportal/project_detail.html", context)
 
 
 def _member_change(request: AppRequest, project: Project) -> str:

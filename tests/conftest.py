@@ -116,7 +116,7 @@ def start_celery_worker(
         "-m",
         "celery",
         "-A",
-        "ftportal",
+        "config",
         "worker",
         "--pool=solo",
         "--concurrency=1",

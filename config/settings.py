@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "training",
     "evaluation",
     "registry",
+    # The site itself: its management commands (load_demo).
+    "config",
 ]
 
 MIDDLEWARE = [
@@ -77,8 +79,8 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
-ROOT_URLCONF = "ftportal.urls"
-WSGI_APPLICATION = "ftportal.wsgi.application"
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
 
 TEMPLATES = [
     {

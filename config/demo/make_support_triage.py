@@ -1,6 +1,6 @@
 """Generate the demo dataset: support-ticket triage for Northwind Cloud, a fictional host.
 
-Run ``python ftportal/demo/make_support_triage.py [--out DIR]``. The output is deterministic:
+Run ``python config/demo/make_support_triage.py [--out DIR]``. The output is deterministic:
 the same script writes the same bytes, so the committed files can be checked against it.
 
 Every ticket comes from an *intent* (one kind of problem, written out in a few paraphrases with
