@@ -11,4 +11,4 @@ COPY . .
 # WhiteNoise (in the middleware) serves the collected files at /static/ from gunicorn itself.
 RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --no-input -v0
 EXPOSE 8000
-CMD ["gunicorn", "ftportal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]
+CMD ["gunicorn", "config.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3"]

@@ -325,7 +325,7 @@ def import_examples(*, dataset: Any, data: bytes, user: Any) -> int:
     """The import step: the streaming importer reading a file, as a stored upload is read."""
     import tempfile
 
-    from datasets.importing import examples_import_file
+    from datasets.imports.services import examples_import_file
 
     with tempfile.TemporaryFile() as stream:
         stream.write(data)
@@ -464,7 +464,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     server, name = create_database()
     os.environ["DATABASE_URL"] = f"{server}/{name}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ftportal.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     try:
         run(args, data, injected)
     finally:

@@ -27,14 +27,14 @@ from evaluation.metrics import exact_match_normalised, token_f1  # noqa: E402
 from providers.base import Conversation, TrainingConfig, TrainingProgress  # noqa: E402
 from providers.local import LocalChatModel, LocalLoRAFineTuner  # noqa: E402
 
-DEMO_FILE = REPO / "ftportal" / "demo" / "support_triage.jsonl"
+DEMO_FILE = REPO / "config" / "demo" / "support_triage.jsonl"
 
 
 def demo_split(
     validation_fraction: float, seed: int
 ) -> tuple[list[Conversation], list[Conversation]]:
     # Imported lazily: the split lives in the datasets app, which needs Django settings.
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ftportal.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     import django
 
     django.setup()

@@ -232,7 +232,7 @@ class RunOutcome:
 
 def configure_django(directory: str, max_in_flight: int) -> None:
     """Settings for a throwaway SQLite database in ``directory``; read at django.setup()."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "ftportal.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
     os.environ["DATABASE_URL"] = f"sqlite:///{directory}/bench.sqlite3"
     os.environ["FTPORTAL_VAR_DIR"] = directory
     os.environ["CELERY_BROKER_URL"] = "filesystem://"  # never used: the dispatch is patched out

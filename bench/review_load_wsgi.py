@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ftportal.wsgi import application as django_application
+from config.wsgi import application as django_application
 
 CPU_HEADER = "X-Server-Cpu-Ms"
 

@@ -38,7 +38,7 @@ from ftportal.roles import Action, role_allows
 
 from .contracts import contract_violation, describe_contract
 from .formats import ALL_FORMATS, AUTO, EXPORT_FORMATS, OPENAI_CHAT, CsvMapping
-from .importing import (
+from .imports.services import (
     ImportRequest,
     ImportRoute,
     import_progress,
@@ -52,7 +52,7 @@ from .models import (
     ReviewAction,
     Split,
 )
-from .review_selectors import (
+from .review.selectors import (
     STATUS_CHOICES,
     QueueFilter,
     agreement_summary,
@@ -63,7 +63,7 @@ from .review_selectors import (
     queue_examples,
     selection_preview,
 )
-from .review_services import (
+from .review.services import (
     BULK_ACTIONS,
     BulkAction,
     bulk_reviewers,
@@ -420,7 +420,7 @@ class ExampleReviewApi(APIView):
             project_for(user=request.user, project_id=project_id, action=Action.ADJUDICATE)
         payload = self.ReviewInput(data=request.data)
         payload.is_valid(raise_exception=True)
-        # Under overlap a pending example takes this as one vote; see review_services.
+        # Under overlap a pending example takes this as one vote; see review/services.py.
         outcome = example_decide(
             example=example,
             user=acting_user(request),

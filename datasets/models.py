@@ -132,8 +132,8 @@ class ExampleManager(models.Manager["Example"]):
     """Examples as everyone sees them: without the rows of an import that has not finished.
 
     An import writes its rows in short transactions, marked ``import_pending``, and publishes
-    them all at once when it succeeds (datasets/importing.py); until then they belong to no one.
-    ``Example._base_manager`` sees every row (deletions and the import itself use it).
+    them all at once when it succeeds (datasets/imports/services.py); until then they belong to
+    no one. ``Example._base_manager`` sees every row (deletions and the import itself use it).
     """
 
     def get_queryset(self) -> models.QuerySet[Example]:

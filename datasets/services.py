@@ -1,4 +1,4 @@
-"""Writes for the datasets app: datasets, review, freeze (imports live in importing.py)."""
+"""Writes for the datasets app: datasets, review, freeze (imports live in imports/services.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.db.models import Max
 
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
-from ftportal.state import check_transition
+from ftportal.state import state_change, state_set
 
 from .contracts import ContractCheck, clean_contract, derived_label_set
 from .held_out import (
@@ -88,6 +88,29 @@ def assistant_answer(messages: list[dict[str, str]]) -> str:
     return messages[-1]["content"] if messages else ""
 
 
+def example_transition(
+    example: Example, target: ExampleStatus, *, save: bool = True, **changes: object
+) -> None:
+    """Move an example to ``target`` if EXAMPLE_TRANSITIONS allows it, with the other field
+    changes. A status change makes every open view of the example stale, so its revision goes
+    up. Saved at once, only the changed columns and updated_at (which auto_now sets on save);
+    with ``save=False`` the caller writes it, with others, in one bulk update."""
+    moved = {"revision": example.revision + 1, **changes}
+    if save:
+        state_change(
+            example,
+            kind="example",
+            target=target,
+            allowed=EXAMPLE_TRANSITIONS,
+            changes=moved,
+            update_fields=["updated_at"],
+        )
+    else:
+        state_set(
+            example, kind="example", target=target, allowed=EXAMPLE_TRANSITIONS, changes=moved
+        )
+
+
 def _stale_review(example: Example) -> ConflictError:
     latest = example.decisions.select_related("reviewer").order_by("-id").first()
     who = (
@@ -132,24 +155,18 @@ def example_review(
         example = Example.objects.select_for_update().get(pk=example.pk)
         if expected_revision is not None and example.revision != expected_revision:
             raise _stale_review(example)
-        check_transition(
-            kind="example", current=example.status, target=target, allowed=EXAMPLE_TRANSITIONS
-        )
         previous = assistant_answer(example.messages)
         if action == ReviewAction.EDIT:
+            # An edit approves, which every status allows: the answer is checked first.
             edited = (new_answer or "").strip()
             if not edited:
                 raise ApplicationError("The edited answer is empty; write an answer or reject.")
             messages = [dict(m) for m in example.messages]
             messages[-1]["content"] = edited
-            example.messages = messages
-        example.status = target
-        example.revision += 1
-        # Only an edit changes the messages; not rewriting them keeps approve and reject cheap.
-        changed = ["status", "revision", "updated_at"]
-        if action == ReviewAction.EDIT:
-            changed.append("messages")
-        example.save(update_fields=changed)
+            example_transition(example, target, messages=messages)
+        else:
+            # Only an edit changes the messages; not rewriting them keeps approve and reject cheap.
+            example_transition(example, target)
         ReviewDecision.objects.create(
             example=example,
             reviewer=user,

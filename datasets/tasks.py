@@ -12,7 +12,7 @@ from celery import shared_task
 # under a row lock, so a redelivery of a finished or running import does nothing.
 @shared_task(acks_late=True)
 def run_import(batch_id: int) -> None:
-    from .importing import import_batch_run
+    from .imports.services import import_batch_run
 
     import_batch_run(batch_id=batch_id)
 
@@ -20,7 +20,7 @@ def run_import(batch_id: int) -> None:
 @shared_task(acks_late=True)
 def run_analysis(run_id: int) -> None:
     """Validate, count tokens and run the quality analyzers for one AnalysisRun."""
-    from .quality_services import analysis_run_execute
+    from .quality.services import analysis_run_execute
 
     analysis_run_execute(run_id=run_id)
 
@@ -28,6 +28,6 @@ def run_analysis(run_id: int) -> None:
 @shared_task
 def reap_abandoned_imports() -> None:
     """Run by celery beat: end imports whose worker died, or that nobody ever started."""
-    from .import_reaper import abandoned_imports_reap
+    from .imports.reaper import abandoned_imports_reap
 
     abandoned_imports_reap()

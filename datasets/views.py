@@ -1,8 +1,8 @@
 """Pages of one dataset and its frozen versions: the dataset page with its answer contract form,
 synchronous or worker-run imports started from it, freezing a version (with its overlap and
 contract checks), a version's page, its comparison with another version, its export, and moving
-a held-out example into training. Import progress pages are in import_views.py, review pages in
-review_views.py, quality pages in quality_views.py."""
+a held-out example into training. Import progress pages are in imports/views.py, review pages in
+review/views.py, quality pages in quality/views.py."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ftportal.roles import Action, role_flags
 from .contracts import JSON_SCHEMA, KIND_LABELS, LABEL_SET, REGEX, describe_contract
 from .formats import AUTO, EXPORT_FORMATS, EXPORT_LABELS, OPENAI_CHAT
 from .held_out import example_origin, validation_shrink
-from .importing import (
+from .imports.services import (
     ImportRejected,
     ImportRequest,
     ImportRoute,

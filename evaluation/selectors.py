@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
-from datasets.review_selectors import DiffSegment, answer_diff
+from datasets.review.selectors import DiffSegment, answer_diff
 from ftportal.charts import Axis, Chart, Point, Series
 from ftportal.models import Project
 from training.selectors import LOSS_AXIS_TITLE

@@ -19,8 +19,7 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.idempotency import request_fingerprint
 from ftportal.models import Project
 from ftportal.ownership import attempts_renew, ownership_release
-from ftportal.paths import without_server_paths
-from ftportal.state import check_transition
+from ftportal.state import state_change
 from providers.base import AnswerConstraint, ProviderError
 from registry.models import ModelVersion
 from registry.selectors import production_version
@@ -476,18 +475,20 @@ def _same_request_active(run: EvalRun) -> EvalRun | None:
 
 
 def transition(run: EvalRun, target: EvalStatus, **changes: object) -> None:
-    """Move a run to ``target`` if EVAL_TRANSITIONS allows it, with the other field changes."""
-    check_transition(kind="evaluation", current=run.status, target=target, allowed=EVAL_TRANSITIONS)
-    run.status = target
+    """Move a run to ``target`` if EVAL_TRANSITIONS allows it, with the other field changes
+    (they win over the start and finish stamps set here)."""
+    stamps: dict[str, object] = {}
     if target == EvalStatus.RUNNING:
-        run.started_at = run.started_at or timezone.now()
+        stamps["started_at"] = run.started_at or timezone.now()
     elif target in (EvalStatus.SUCCEEDED, EvalStatus.FAILED, EvalStatus.CANCELLED):
-        run.finished_at = timezone.now()
-    if isinstance(changes.get("error"), str):  # an exception's text: no server paths shown
-        changes["error"] = without_server_paths(str(changes["error"]))
-    for name, value in changes.items():
-        setattr(run, name, value)
-    run.save()
+        stamps["finished_at"] = timezone.now()
+    state_change(
+        run,
+        kind="evaluation",
+        target=target,
+        allowed=EVAL_TRANSITIONS,
+        changes={**stamps, **changes},
+    )
 
 
 def eval_run_cancel(*, run: EvalRun, user: User) -> EvalRun:

@@ -3,7 +3,7 @@
 DRF views answer through ``exception_handler``, an unexpected exception included (a JSON 500
 that names no setting, path or traceback; the traceback goes to the log). Requests under /api/
 that never reach a view (an unknown URL, a request Django refuses before routing) get the same
-shape from the handlers ``ftportal.urls`` installs, so an API client never has to parse HTML.
+shape from the handlers ``config.urls`` installs, so an API client never has to parse HTML.
 """
 
 from __future__ import annotations

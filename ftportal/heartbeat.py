@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
+from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
@@ -108,7 +109,7 @@ def _consumed_queues(consumer: Any) -> list[str]:
 class WorkerPresenceReporter:
     """Records the worker's presence once when it is ready, then from a thread every
     FTPORTAL_WORKER_PRESENCE_SECONDS. Started and stopped by Celery's worker signals
-    (ftportal.celery)."""
+    (worker_presence_signals_connect)."""
 
     def __init__(self, consumer: Any) -> None:
         self.consumer = consumer
@@ -146,3 +147,26 @@ class WorkerPresenceReporter:
         except DatabaseError:
             logger.exception("Could not record the presence of worker %s", self.name)
             connection.close()
+
+
+# The worker process's presence reporter, between ready and shutdown.
+_presence: dict[str, WorkerPresenceReporter] = {}
+
+
+def _start_reporting_presence(sender: Any, **kwargs: Any) -> None:
+    reporter = WorkerPresenceReporter(sender)
+    reporter.start()
+    _presence["reporter"] = reporter
+
+
+def _stop_reporting_presence(sender: Any, **kwargs: Any) -> None:
+    reporter = _presence.pop("reporter", None)
+    if reporter is not None:
+        reporter.stop()
+
+
+def worker_presence_signals_connect() -> None:
+    """Report presence from worker_ready to worker_shutdown (called from FtportalConfig.ready,
+    which a worker runs before it is ready)."""
+    worker_ready.connect(_start_reporting_presence, dispatch_uid="ftportal.presence.start")
+    worker_shutdown.connect(_stop_reporting_presence, dispatch_uid="ftportal.presence.stop")

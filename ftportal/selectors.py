@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from celery import current_app
 from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
@@ -58,10 +59,9 @@ def known_queues() -> list[str]:
 
 
 def queue_for_task(task_name: str) -> str:
-    """The queue Celery sends ``task_name`` to, by the same routes the sender uses."""
-    from .celery import app
-
-    return str(app.amqp.router.route({}, task_name)["queue"].name)
+    """The queue Celery sends ``task_name`` to, by the same routes the sender uses (the site's
+    app, config.celery, which is the current one once the settings are loaded)."""
+    return str(current_app.amqp.router.route({}, task_name)["queue"].name)
 
 
 def queues_attendance(*, now: datetime.datetime | None = None) -> dict[str, QueueAttendance]:

@@ -1,41 +1,26 @@
-from django.contrib import admin
-from django.contrib.auth import views as auth_views
-from django.contrib.auth.decorators import login_required
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+"""The core's pages (the project list, a project's members) and API: under /api/, the
+sign-in token and the project list; under /api/projects/<project_id>/, the project and its
+members."""
 
-from ftportal.auth_views import PasswordChangeView
-from ftportal.views import favicon, healthz
+from __future__ import annotations
 
-urlpatterns = [
-    path("healthz", healthz, name="healthz"),
-    path("favicon.ico", favicon, name="favicon"),
-    path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password/", PasswordChangeView.as_view(), name="password_change"),
-    path(
-        "password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"
-    ),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    # For signed-in users only (SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"] for the schema); the
-    # docs page sends a visitor to the login page rather than answering a bare 403. The split
-    # view serves Swagger UI's start-up script as a file: no inline script for the CSP.
-    path(
-        "api/docs/",
-        login_required(
-            SpectacularSwaggerSplitView.as_view(
-                url_name="api_schema", template_name="ftportal/api_docs.html"
-            )
-        ),
-        name="api_docs",
-    ),
-    path("api/", include("ftportal.api_urls")),
-    path("", include("ftportal.page_urls")),
+from django.urls import URLPattern, path
+
+from . import api, auth_api, views
+
+page_patterns: list[URLPattern] = [
+    path("", views.project_list, name="project_list"),
+    path("projects/<int:project_id>/members/", views.members, name="members"),
 ]
 
-# Under /api/ these answer in the API's one error shape (JSON); pages keep Django's own.
-handler400 = "ftportal.api_errors.bad_request"
-handler403 = "ftportal.api_errors.permission_denied"
-handler404 = "ftportal.api_errors.page_not_found"
-handler500 = "ftportal.api_errors.server_error"
+api_patterns: list[URLPattern] = [
+    path("auth/token/", auth_api.AuthTokenApi.as_view(), name="auth_token"),
+    path("projects/", api.ProjectListApi.as_view(), name="project_list"),
+]
+
+project_api_patterns: list[URLPattern] = [
+    path("", api.ProjectDetailApi.as_view(), name="project_detail"),
+    path("members/", api.MemberCollectionApi.as_view(), name="member_list"),
+    path("members/audit/", api.AuditLogApi.as_view(), name="member_audit_log"),
+    path("members/<int:user_id>/", api.MemberDetailApi.as_view(), name="member_detail"),
+]

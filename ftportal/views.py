@@ -1,6 +1,7 @@
-"""The site's own pages: the project list, a project's overview, its members page (adding or
-creating members, changing their roles, removing them), the health check the container and
-monitoring read (JSON), and the favicon."""
+"""The core's pages: the project list, a project's members page (adding or creating members,
+changing their roles, removing them), the health check the container and monitoring read
+(JSON), and the favicon. A project's overview gathers every app, so the site serves it
+(config.views)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,11 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils.cache import patch_cache_control
 
-from datasets.selectors import dataset_versions_of, datasets_of, status_counts
-from evaluation.selectors import eval_runs_of
-from training.selectors import training_jobs_of
-
 from .errors import ApplicationError
 from .http import AppRequest, parse_id
 from .models import Membership, Project
 from .permissions import project_for
-from .roles import Action, Role, role_flags
+from .roles import Action, Role
 from .selectors import audit_entries, project_member, project_members, queues_attendance
 from .services import member_add, member_create, member_remove, member_role_change
 
@@ -34,22 +31,6 @@ AUDIT_ENTRIES_SHOWN = 100
 def project_list(request: AppRequest) -> HttpResponse:
     memberships = Membership.objects.filter(user_id=request.user.pk).select_related("project")
     return render(request, "ftportal/project_list.html", {"memberships": memberships})
-
-
-@login_required
-def project_detail(request: AppRequest, project_id: int) -> HttpResponse:
-    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-    datasets = [(d, status_counts(d)) for d in datasets_of(project)]
-    context = {
-        "project": project,
-        "role": role,
-        "datasets": datasets,
-        "versions": dataset_versions_of(project)[:10],
-        "jobs": training_jobs_of(project)[:10],
-        "evals": eval_runs_of(project)[:10],
-        "can": role_flags(role),
-    }
-    return render(request, "ftportal/project_detail.html", context)
 
 
 def _member_change(request: AppRequest, project: Project) -> str:

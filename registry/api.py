@@ -1,12 +1,14 @@
-"""API for the registry: model versions with lineage, promotion, rollback and alias history."""
+"""API for the registry: model versions with lineage, promotion, rollback and alias history, and
+registering one of a training job's checkpoints as a model version."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -17,9 +19,11 @@ from ftportal.api import (
     acting_user,
     page_serializer,
     paginated_response,
+    refuse_any_input,
 )
 from ftportal.permissions import project_for
 from ftportal.roles import Action
+from training.selectors import checkpoints_of
 
 from .gate import evaluation_reader
 from .models import AliasChange, ModelVersion, RegisteredModel
@@ -31,7 +35,12 @@ from .selectors import (
     registered_model_in_project,
     registered_models_of,
 )
-from .services import MAX_MARGIN_POINTS, model_version_promote, production_rollback
+from .services import (
+    MAX_MARGIN_POINTS,
+    model_version_promote,
+    model_version_register_checkpoint,
+    production_rollback,
+)
 
 
 def _history_of(registered_model: RegisteredModel) -> QuerySet[AliasChange]:
@@ -295,4 +304,22 @@ class AliasHistoryApi(APIView):
             view=self,
             queryset=_history_of(registered_model),
             serializer_class=AliasChangeOutput,
+        )
+
+
+class CheckpointRegisterApi(APIView):
+    @extend_schema(
+        operation_id="training_checkpoints_register",
+        summary="Register one of a job's checkpoints as a model version",
+        request=None,
+        responses={201: dict[str, Any]},
+    )
+    def post(self, request: Request, project_id: int, job_id: int, step: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+        checkpoint = get_object_or_404(checkpoints_of(project), job_id=job_id, step=step)
+        refuse_any_input(request)
+        version = model_version_register_checkpoint(checkpoint=checkpoint)
+        return Response(
+            {"model_version": version.pk, "number": version.number, "step": checkpoint.step},
+            status=status.HTTP_201_CREATED,
         )

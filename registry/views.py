@@ -1,12 +1,13 @@
 """Pages of the model registry: the project's models with their versions, one version's
-page, and the promote (with its confirmation of the evidence) and rollback forms."""
+page, the promote (with its confirmation of the evidence) and rollback forms, and registering
+one of a training job's checkpoints as a model version (a button on the job's page)."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -14,6 +15,7 @@ from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
+from training.selectors import checkpoints_of
 
 from .gate import evaluation_reader
 from .selectors import (
@@ -31,6 +33,7 @@ from .selectors import (
 from .services import (
     MAX_MARGIN_POINTS,
     model_version_promote,
+    model_version_register_checkpoint,
     production_rollback,
     promotion_evidence,
 )
@@ -165,3 +168,15 @@ def model_rollback(request: AppRequest, project_id: int, model_id: int) -> HttpR
     )
     messages.success(request, f"Rolled production back to {change.to_version}.")
     return redirect("model_list", project_id)
+
+
+@login_required
+@require_POST
+def checkpoint_register(
+    request: AppRequest, project_id: int, job_id: int, checkpoint_id: int
+) -> HttpResponse:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+    checkpoint = get_object_or_404(checkpoints_of(project), pk=checkpoint_id, job_id=job_id)
+    version = model_version_register_checkpoint(checkpoint=checkpoint)
+    messages.success(request, f"Registered the checkpoint at step {checkpoint.step} as {version}.")
+    return redirect("job_detail", project_id, job_id)

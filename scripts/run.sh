@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 
 PORT=${PORT:-8000}
-export DJANGO_SETTINGS_MODULE=ftportal.settings
+export DJANGO_SETTINGS_MODULE=config.settings
 py=.venv/bin/python
 # DEBUG off, as in production: errors show a plain page, never a traceback or settings. This is
 # plain http on one's own machine, so no HTTPS redirect, no Secure-only cookies and no HSTS.

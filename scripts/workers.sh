@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 var=${FTPORTAL_VAR_DIR:-var}
 queues=${FTPORTAL_WORKER_QUEUES:-default,training,inference}
-export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-ftportal.settings}
+export DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-config.settings}
 celery=.venv/bin/celery
 beat_pidfile=$var/celerybeat.pid
 mkdir -p "$var/log"
@@ -51,10 +51,10 @@ trap stop_both EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
-"$celery" -A ftportal worker --pool=solo --concurrency=1 --queues="$queues" --loglevel=INFO "$@" \
+"$celery" -A config worker --pool=solo --concurrency=1 --queues="$queues" --loglevel=INFO "$@" \
   >"$var/log/worker.log" 2>&1 &
 worker=$!
-"$celery" -A ftportal beat --schedule "$var/celerybeat-schedule" --pidfile "$beat_pidfile" \
+"$celery" -A config beat --schedule "$var/celerybeat-schedule" --pidfile "$beat_pidfile" \
   --loglevel=INFO >"$var/log/beat.log" 2>&1 &
 beat=$!
 

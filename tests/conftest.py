@@ -1,4 +1,5 @@
-"""Shared fixtures: users in each role, a project, and a real Celery worker process."""
+"""Shared fixtures: users in each role (an ML lead among them), a project with a dataset, and a
+real Celery worker process."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 
 from catalog.models import BaseModel, Provider
+from datasets.models import Dataset
 from ftportal.models import Membership, Project
 from ftportal.roles import Role
 
@@ -37,6 +39,16 @@ def make_member(project: Project) -> Callable[[Role], User]:
         return user
 
     return make
+
+
+@pytest.fixture
+def lead(make_member: Callable[..., User]) -> User:
+    return make_member(Role.ML_LEAD)
+
+
+@pytest.fixture
+def dataset(project: Project) -> Dataset:
+    return Dataset.objects.create(project=project, name="tickets")
 
 
 @pytest.fixture
@@ -104,7 +116,7 @@ def start_celery_worker(
         "-m",
         "celery",
         "-A",
-        "ftportal",
+        "config",
         "worker",
         "--pool=solo",
         "--concurrency=1",

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from catalog.models import Endpoint, EndpointKind
 from catalog.services import endpoint_register
-from datasets.importing import ImportRequest, examples_import_file
+from datasets.imports.services import ImportRequest, examples_import_file
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ImportBatch
 from datasets.services import dataset_version_freeze
 from evaluation.models import Candidate, CandidateKind, EvalResult, EvalRun, EvalSplit, EvalStatus

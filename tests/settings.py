@@ -25,7 +25,7 @@ os.environ.pop("FTPORTAL_ENDPOINT_HOSTS", None)  # tests set it where they test 
 os.environ.setdefault("FTPORTAL_HOSTED_POLL_SECONDS", "0.2")
 os.environ.setdefault("FTPORTAL_PROVIDER_BACKOFF_SECONDS", "0.1")
 
-from ftportal.settings import *  # noqa: E402,F403
+from config.settings import *  # noqa: E402,F403
 
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 DATABASES["default"]["TEST"] = {"NAME": f"test_ftportal_{TEST_RUN_ID}"}  # noqa: F405

@@ -27,7 +27,7 @@ def _production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         if not key.startswith(("DJANGO_", "FTPORTAL_BEHIND"))
     }
     env.update(
-        DJANGO_SETTINGS_MODULE="ftportal.settings",
+        DJANGO_SETTINGS_MODULE="config.settings",
         DJANGO_DEBUG="0",
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
         FTPORTAL_VAR_DIR=str(tmp_path),

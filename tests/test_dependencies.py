@@ -15,7 +15,16 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parent.parent
-PRODUCT = ("ftportal", "catalog", "datasets", "training", "evaluation", "registry", "providers")
+PRODUCT = (
+    "config",
+    "ftportal",
+    "catalog",
+    "datasets",
+    "training",
+    "evaluation",
+    "registry",
+    "providers",
+)
 DEVELOPMENT = ("tests", "bench", "fakes")
 OWN_MODULES = {*PRODUCT, *DEVELOPMENT, "manage"}
 

@@ -63,7 +63,7 @@ def test_the_embedded_broker_keeps_all_its_files_under_the_var_dir(tmp_path: Pat
 
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "ftportal.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         "CELERY_BROKER_URL": "filesystem://",
         "FTPORTAL_VAR_DIR": str(tmp_path),
     }
@@ -71,7 +71,7 @@ def test_the_embedded_broker_keeps_all_its_files_under_the_var_dir(tmp_path: Pat
         [
             sys.executable,
             "-c",
-            "from ftportal import settings as s; "
+            "from config import settings as s; "
             "print('\\n'.join(map(str, s.CELERY_BROKER_TRANSPORT_OPTIONS.values())))",
         ],
         cwd=REPO,

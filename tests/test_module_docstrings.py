@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-APPS = ("ftportal", "catalog", "datasets", "training", "evaluation", "registry")
+APPS = ("config", "ftportal", "catalog", "datasets", "training", "evaluation", "registry")
 PATTERNS = ("views.py", "*_views.py", "api.py", "*_api.py")
 
 

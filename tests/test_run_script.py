@@ -114,7 +114,7 @@ def test_a_beat_left_by_an_earlier_run_is_stopped_and_a_killed_worker_takes_beat
             "-m",
             "celery",
             "-A",
-            "ftportal",
+            "config",
             "beat",
             "--schedule",
             str(var_dir / "celerybeat-schedule"),

@@ -1,10 +1,10 @@
-"""API for training: the base-model catalog, launching, watching and cancelling jobs."""
+"""API for training: the base-model catalog, launching, watching and cancelling jobs.
+Registering a checkpoint as a model version is the registry's (registry.api)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -27,14 +27,12 @@ from ftportal.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotency_key_of
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action
-from registry.services import model_version_register_checkpoint
 
 from .estimates import launch_estimate
 from .hyperparameters import config_for
 from .models import Checkpoint, TrainingJob
 from .selectors import (
     artifact_name,
-    checkpoints_of,
     job_overfitting,
     training_job_in_project,
     training_jobs_of,
@@ -318,21 +316,3 @@ class TrainingJobEstimateApi(APIView):
             hyperparameters=config_for(base_model.provider, data["hyperparameters"]),
         )
         return Response(estimate.as_dict())
-
-
-class CheckpointRegisterApi(APIView):
-    @extend_schema(
-        operation_id="training_checkpoints_register",
-        summary="Register one of a job's checkpoints as a model version",
-        request=None,
-        responses={201: dict[str, Any]},
-    )
-    def post(self, request: Request, project_id: int, job_id: int, step: int) -> Response:
-        project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
-        checkpoint = get_object_or_404(checkpoints_of(project), job_id=job_id, step=step)
-        refuse_any_input(request)
-        version = model_version_register_checkpoint(checkpoint=checkpoint)
-        return Response(
-            {"model_version": version.pk, "number": version.number, "step": checkpoint.step},
-            status=status.HTTP_201_CREATED,
-        )

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from catalog.models import BaseModel, Provider
 from datasets.models import DatasetVersion, Split
+from datasets.quality.services import counter_or_estimate, version_tokens_per_epoch
 from datasets.quality.stats import INSUFFICIENT_BELOW, TOKENS_PER_EPOCH_MEANS
 from datasets.quality.tokens import count_conversations
-from datasets.quality_services import counter_or_estimate, version_tokens_per_epoch
 from providers.base import step_plan
 
 from .hyperparameters import HOSTED_PROVIDERS, early_stopping_text, training_config_from

@@ -29,6 +29,7 @@ from providers.base import (
 
 from .adapters import hosted_fine_tuner_for
 from .estimates import hosted_cost
+from .hooks import TrainedModel, model_version_keeper
 from .hyperparameters import hosted_config
 from .models import EventLevel, JobStatus, TrainingJob
 from .runner import data_problems, problems_summary
@@ -214,8 +215,6 @@ def _follow_status(job: TrainingJob, state: HostedJobState) -> Outcome:
 
 
 def _succeed(job: TrainingJob, state: HostedJobState) -> None:
-    from registry.services import model_version_register
-
     trained_tokens = state.trained_tokens or 0
     if job.status == JobStatus.VALIDATING:
         transition(job, JobStatus.RUNNING)
@@ -227,10 +226,14 @@ def _succeed(job: TrainingJob, state: HostedJobState) -> None:
         trained_tokens=trained_tokens,
     )
     cost_record(job, *hosted_cost(job.base_model, trained_tokens))
-    model_version_register(
-        job=job,
-        checkpoint=None,
-        fine_tuned_model=state.fine_tuned_model or "",
-        train_loss=final_metric.train_loss if final_metric else None,
-        val_loss=final_metric.val_loss if final_metric else None,
+    # Inside training_job_poll's transaction: the job succeeds with its model version or not
+    # at all.
+    model_version_keeper().job_succeeded(
+        TrainedModel(
+            job=job,
+            checkpoint=None,
+            fine_tuned_model=state.fine_tuned_model or "",
+            train_loss=final_metric.train_loss if final_metric else None,
+            val_loss=final_metric.val_loss if final_metric else None,
+        )
     )

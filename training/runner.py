@@ -32,6 +32,7 @@ from providers.base import (
 
 from .adapters import fine_tuner_for
 from .estimates import local_cost
+from .hooks import TrainedModel, model_version_keeper
 from .hyperparameters import local_config
 from .models import Checkpoint, EventLevel, JobStatus, TrainingJob
 from .services import checkpoint_record, cost_record, job_event, metric_record, transition
@@ -237,8 +238,6 @@ def _local_cost(job: TrainingJob) -> tuple[Decimal, str]:
 def _succeed(
     job_id: int, attempt: int, result: TrainingResult, *, seconds: float
 ) -> TrainingJob | None:
-    from registry.services import model_version_register
-
     with transaction.atomic():
         job = _locked_if_owned(job_id, attempt)
         if job is None:
@@ -265,11 +264,14 @@ def _succeed(
             compute_seconds=job.compute_seconds,
         )
         cost_record(job, *_local_cost(job))
-        model_version_register(
-            job=job,
-            checkpoint=checkpoint,
-            adapter_dir=str(result.adapter_dir),
-            train_loss=result.train_loss,
-            val_loss=result.val_loss,
+        # In the same transaction: the job succeeds with its model version or not at all.
+        model_version_keeper().job_succeeded(
+            TrainedModel(
+                job=job,
+                checkpoint=checkpoint,
+                adapter_dir=str(result.adapter_dir),
+                train_loss=result.train_loss,
+                val_loss=result.val_loss,
+            )
         )
     return job

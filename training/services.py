@@ -20,8 +20,7 @@ from datasets.quality.stats import tokens_per_epoch_text
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.idempotency import Once, once_per_key, request_fingerprint
 from ftportal.models import Project
-from ftportal.paths import without_server_paths
-from ftportal.state import check_transition
+from ftportal.state import state_change
 
 from .estimates import LaunchEstimate, end_of_life_problem, launch_estimate
 from .hyperparameters import HOSTED_PROVIDERS, config_for
@@ -59,22 +58,21 @@ def job_event(
 
 
 def transition(job: TrainingJob, target: JobStatus, **changes: Any) -> None:
-    """Move a job to ``target`` if JOB_TRANSITIONS allows it, with the other field changes."""
-    check_transition(
-        kind="training job", current=job.status, target=target, allowed=JOB_TRANSITIONS
-    )
-    job.status = target
+    """Move a job to ``target`` if JOB_TRANSITIONS allows it, with the other field changes
+    (they win over the start and finish stamps set here), and record the move as an event."""
     now = timezone.now()
+    stamps: dict[str, object] = {}
     if target in (JobStatus.VALIDATING, JobStatus.RUNNING) and job.started_at is None:
-        job.started_at = now
+        stamps["started_at"] = now
     elif target in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED):
-        job.finished_at = now
-        job.seconds_left = None
-    if "error" in changes:  # often an exception's text: no server paths on the job's page
-        changes["error"] = without_server_paths(changes["error"])
-    for name, value in changes.items():
-        setattr(job, name, value)
-    job.save()
+        stamps.update(finished_at=now, seconds_left=None)
+    state_change(
+        job,
+        kind="training job",
+        target=target,
+        allowed=JOB_TRANSITIONS,
+        changes={**stamps, **changes},
+    )
     level = EventLevel.ERROR if target == JobStatus.FAILED else EventLevel.INFO
     detail = f": {job.error}" if target == JobStatus.FAILED and job.error else ""
     job_event(job, f"{target.label}{detail}", level=level)

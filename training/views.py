@@ -1,6 +1,6 @@
 """Pages of training: the launch form with its live cost and time estimate, starting a job,
-a job's page (polled while it runs), cancelling it, registering one of its checkpoints as a
-model version, and the catalog of base models a project can train."""
+a job's page (polled while it runs), cancelling it, and the catalog of base models a project can
+train. Registering a checkpoint as a model version is the registry's (registry.views)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,12 +24,10 @@ from ftportal.idempotency import IDEMPOTENCY_FORM_FIELD, checked_key
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
 from providers.base import HostedTrainingConfig, TrainingConfig
-from registry.selectors import versions_losing_their_base
-from registry.services import model_version_register_checkpoint
 
 from .estimates import END_OF_LIFE_WARNING_DAYS, end_of_life_problem, launch_estimate
+from .hooks import model_version_keeper
 from .hyperparameters import HOSTED_PROVIDERS, HYPERPARAMETER_LABELS, config_for, unset_text
-from .models import Checkpoint
 from .selectors import checkpoint_rows, job_curves, job_overfitting, training_job_in_project
 from .services import training_job_cancel, training_job_launch
 
@@ -203,20 +200,6 @@ def job_cancel(request: AppRequest, project_id: int, job_id: int) -> HttpRespons
 
 
 @login_required
-@require_POST
-def checkpoint_register(
-    request: AppRequest, project_id: int, job_id: int, checkpoint_id: int
-) -> HttpResponse:
-    project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
-    checkpoint = get_object_or_404(
-        Checkpoint, pk=checkpoint_id, job_id=job_id, job__project=project
-    )
-    version = model_version_register_checkpoint(checkpoint=checkpoint)
-    messages.success(request, f"Registered the checkpoint at step {checkpoint.step} as {version}.")
-    return redirect("job_detail", project_id, job_id)
-
-
-@login_required
 def base_model_catalog(request: AppRequest, project_id: int) -> HttpResponse:
     """The catalog with prices and end-of-life dates, and this project's model versions whose
     base model is going away."""
@@ -226,7 +209,8 @@ def base_model_catalog(request: AppRequest, project_id: int) -> HttpResponse:
         "project": project,
         "role": role,
         "base_models": [(m, end_of_life_problem(m, today)) for m in BaseModel.objects.all()],
-        "endangered": versions_losing_their_base(project, today=today),
+        # Versions are the registry's, a layer above; it answers through training's hook.
+        "endangered": model_version_keeper().versions_losing_their_base(project, today=today),
         "horizon_days": END_OF_LIFE_WARNING_DAYS,
         "is_admin": request.user.is_staff,
     }

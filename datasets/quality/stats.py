@@ -22,7 +22,7 @@ BAND_RECOMMENDED = "recommended_start"
 BAND_FINE = "fine"
 NO_PRICE_NOTE = "local: no per-token price"
 # What "tokens per epoch" counts, said next to the number on every page (see
-# datasets.quality_services.version_tokens_per_epoch).
+# datasets.quality.services.version_tokens_per_epoch).
 TOKENS_PER_EPOCH_MEANS = "training split, prompt and answer"
 
 

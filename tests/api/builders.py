@@ -1,10 +1,12 @@
-"""Builders for API tests: token clients, JSONL files, and a project with one of everything
+"""Builders for API tests: token clients, JSONL files, the requests the flow tests start from
+(a dataset, an import, reviews, a frozen version), and a project with one of everything
 (examples in each state, a frozen version, a queued job, a model with a production history)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -61,6 +63,51 @@ def token_client(user: User) -> APIClient:
     _, key = api_token_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     return client
+
+
+# -- requests through the API that the flow tests of several apps start from ------------------
+
+
+def api(project: Project, tail: str = "") -> str:
+    return f"/api/projects/{project.pk}/{tail}"
+
+
+def create_dataset(client: APIClient, project: Project, name: str = "tickets") -> dict[str, Any]:
+    response = client.post(api(project, "datasets/"), {"name": name}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def import_file(
+    client: APIClient, project: Project, dataset_id: int, data: bytes, **extra: Any
+) -> Any:
+    return client.post(
+        api(project, f"datasets/{dataset_id}/imports/"),
+        {"file": upload(data), **extra},
+        format="multipart",
+    )
+
+
+def review(client: APIClient, project: Project, example_id: int, **body: Any) -> Any:
+    """A decision on the example as the client reads it now (its current revision)."""
+    if "revision" not in body:
+        seen = client.get(api(project, f"examples/{example_id}/")).json()
+        body["revision"] = seen["revision"]
+    return client.post(api(project, f"examples/{example_id}/review/"), body, format="json")
+
+
+def approve_all(client: APIClient, project: Project, dataset_id: int) -> None:
+    for example in Example.objects.filter(dataset_id=dataset_id):
+        assert review(client, project, example.pk, action="approve").status_code == 200
+
+
+def frozen_version(client: APIClient, project: Project, **body: Any) -> dict[str, Any]:
+    dataset = create_dataset(client, project)
+    assert import_file(client, project, dataset["id"], valid_file()).status_code == 201
+    approve_all(client, project, dataset["id"])
+    response = client.post(api(project, f"datasets/{dataset['id']}/versions/"), body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
 
 
 def register_model_version(

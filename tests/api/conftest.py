@@ -1,4 +1,5 @@
-"""Fixtures for API tests; the plain builders they use live in builders.py."""
+"""Fixtures for API tests; the plain builders they use live in builders.py, and the fixtures that
+API tests in app folders import too in fixtures.py."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
-from catalog.models import BaseModel
 from ftportal.models import Project
 from ftportal.roles import Role
 
-from .builders import World, build_world, token_client
+from .builders import token_client
+from .fixtures import api_world_fixture  # noqa: F401  (`world`)
 
 
 @pytest.fixture
@@ -21,8 +22,3 @@ def client_as(make_member: Callable[..., User]) -> Callable[..., APIClient]:
         return token_client(make_member(role, target=target))
 
     return make
-
-
-@pytest.fixture
-def world(project: Project, make_member: Callable[..., User], base_model: BaseModel) -> World:
-    return build_world(project=project, owner=make_member(Role.ML_LEAD), base_model=base_model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from datasets.agreement import (
+from datasets.review.agreement import (
     category_counts,
     cohen_kappa,
     fleiss_kappa,
@@ -62,7 +62,7 @@ def test_perfect_agreement_over_several_categories_is_one() -> None:
 
 
 def test_everything_in_one_category_is_defined_as_perfect_agreement() -> None:
-    # Chance agreement is 1, so the formula is 0/0; documented in datasets/agreement.py.
+    # Chance agreement is 1, so the formula is 0/0; documented in datasets/review/agreement.py.
     assert cohen_kappa(["approve"] * 5, ["approve"] * 5) == 1.0
     assert fleiss_kappa_from_ratings([["approve"] * 3] * 4) == 1.0
 

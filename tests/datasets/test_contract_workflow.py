@@ -14,7 +14,7 @@ from django.urls import reverse
 from catalog.models import BaseModel
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewDecision
 from datasets.quality.findings import CONTRACT_VIOLATION
-from datasets.quality_services import (
+from datasets.quality.services import (
     analysis_run_create,
     analysis_run_execute,
     dataset_version_readiness,

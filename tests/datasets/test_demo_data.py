@@ -15,7 +15,7 @@ import pytest
 from datasets.formats import OPENAI_CHAT, ImportOptions, parse_bytes
 from datasets.jsonl import ParseReport
 
-DEMO_DIR = Path(__file__).resolve().parents[2] / "ftportal" / "demo"
+DEMO_DIR = Path(__file__).resolve().parents[2] / "config" / "demo"
 GENERATOR = DEMO_DIR / "make_support_triage.py"
 CLEAN = DEMO_DIR / "support_triage.jsonl"
 FLAWED = DEMO_DIR / "support_triage_flawed.jsonl"

@@ -8,7 +8,7 @@ locked". Now the upload is only queued, the worker parses without holding the lo
 the lines cap, and reviewers keep writing the whole time.
 
 The app runs in a temporary folder with none of the test settings: no DATABASE_URL and no
-CELERY_BROKER_URL, so ftportal.settings picks SQLite and the filesystem broker itself.
+CELERY_BROKER_URL, so config.settings picks SQLite and the filesystem broker itself.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def embedded_env(var_dir: Path) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if name not in NOT_EMBEDDED}
     return {
         **env,
-        "DJANGO_SETTINGS_MODULE": "ftportal.settings",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
         # As scripts/run.sh runs it: DEBUG off, plain http on one's own machine.
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": "embedded-default-test-key-not-a-secret-0123456789",
@@ -185,7 +185,7 @@ def embedded_app(tmp_path: Path) -> Iterator[EmbeddedApp]:
         worker_log = tmp_path / "worker.log"
         worker = start(
             [
-                *(sys.executable, "-m", "celery", "-A", "ftportal", "worker"),
+                *(sys.executable, "-m", "celery", "-A", "config", "worker"),
                 *("--pool=solo", "--concurrency=1", "--queues=default,training,inference"),
                 *("--without-gossip", "--without-mingle", "--loglevel=INFO"),
             ],

@@ -21,7 +21,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 
 from datasets.formats import CsvMapping, ImportOptions, LineError, StreamParser
-from datasets.importing import ImportRequest, import_batch_create, import_batch_run
+from datasets.imports.services import ImportRequest, import_batch_create, import_batch_run
 from datasets.jsonl import ParsedExample
 from datasets.models import Dataset, Example, ImportBatch, ImportStatus
 from ftportal.models import Project

@@ -15,7 +15,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from datasets.importing import import_batch_run
+from datasets.imports.services import import_batch_run
 from datasets.models import Dataset, Example, ImportBatch, ImportStatus
 from ftportal.models import Project
 from ftportal.roles import Role

@@ -19,9 +19,9 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-import datasets.importing as importing
-from datasets.import_reaper import abandoned_imports_reap
-from datasets.importing import ImportRequest, import_batch_create, import_batch_run
+import datasets.imports.services as importing
+from datasets.imports.reaper import abandoned_imports_reap
+from datasets.imports.services import ImportRequest, import_batch_create, import_batch_run
 from datasets.models import Dataset, Example, ImportBatch, ImportStatus
 from datasets.tasks import run_import
 from ftportal.models import Project

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
 from datasets.formats import CsvMapping
-from datasets.importing import (
+from datasets.imports.services import (
     CHUNK_SIZE,
     ImportRejected,
     ImportRequest,
@@ -282,7 +282,7 @@ def test_progress_keeps_moving_through_a_file_of_errors(
     dataset: Dataset, lead: User, uploads: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     recorder = RecordingCache()
-    monkeypatch.setattr("datasets.importing.cache", recorder)
+    monkeypatch.setattr("datasets.imports.services.cache", recorder)
     data = jsonl(chat_line(0)) + b"{bad\n" * (CHUNK_SIZE * 2)
     batch = stored(dataset, lead, data, "errors.jsonl")
 

@@ -14,7 +14,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client, override_settings
 from django.urls import reverse
 
-from datasets.importing import import_progress
+from datasets.imports.services import import_progress
 from datasets.models import Dataset, Example, ImportBatch, ImportStatus
 from ftportal.models import Project
 from ftportal.roles import Role

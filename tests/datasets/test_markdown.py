@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from datasets.markdown import render_markdown
+from datasets.review.markdown import render_markdown
 
 # What commonmark emits by itself; any other tag could only come from the user's text.
 MARKDOWN_TAGS = frozenset(

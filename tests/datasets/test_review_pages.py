@@ -22,7 +22,7 @@ from datasets.models import (
     Tag,
     Verdict,
 )
-from datasets.review_services import BulkAction
+from datasets.review.services import BulkAction
 from ftportal.roles import Action, Role
 from tests.factories import TICKETS, chat
 
@@ -507,7 +507,7 @@ def test_the_api_queue_returns_the_next_example_and_the_counts(world: World, mak
 def test_a_queue_too_large_to_count_inline_fetches_its_counts_separately(
     world: World, make_member, monkeypatch
 ) -> None:
-    monkeypatch.setattr("datasets.review_views.COUNT_INLINE_LIMIT", 0)
+    monkeypatch.setattr("datasets.review.views.COUNT_INLINE_LIMIT", 0)
     client = Client()
     client.force_login(make_member(Role.REVIEWER))
     url = page("review_queue", world.project_id, world.dataset.pk)
@@ -573,8 +573,8 @@ def test_an_example_id_that_is_not_an_id_is_a_400_naming_it(world: World, make_m
 def test_an_unfiltered_queue_over_the_inline_limit_is_counted_separately(
     world: World, make_member, monkeypatch
 ) -> None:
-    monkeypatch.setattr("datasets.review_selectors.COUNT_INLINE_LIMIT", 2)
-    monkeypatch.setattr("datasets.review_views.COUNT_INLINE_LIMIT", 2)
+    monkeypatch.setattr("datasets.review.selectors.COUNT_INLINE_LIMIT", 2)
+    monkeypatch.setattr("datasets.review.views.COUNT_INLINE_LIMIT", 2)
     client = Client()
     client.force_login(make_member(Role.REVIEWER))
     url = page("review_queue", world.project_id, world.dataset.pk)

@@ -21,7 +21,7 @@ from datasets.models import (
     Tag,
     Verdict,
 )
-from datasets.review_selectors import (
+from datasets.review.selectors import (
     QueueFilter,
     agreement_summary,
     answer_diff,
@@ -33,7 +33,7 @@ from datasets.review_selectors import (
     queue_examples,
     selection_preview,
 )
-from datasets.review_services import (
+from datasets.review.services import (
     example_comment_add,
     example_decide,
     example_vote,

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from datasets.importing import ImportRejected
+from datasets.imports.services import ImportRejected
 from datasets.models import Dataset, Example, ExampleStatus, ReviewAction, ReviewDecision, Split
 from datasets.selectors import version_export_lines
 from datasets.services import (

@@ -29,7 +29,7 @@ from ftportal.models import Project
 from ftportal.roles import Role
 from tests.api.builders import register_model_version
 from tests.factories import approved_examples, chat
-from tests.pages.test_pages import XSS, XSS_ESCAPED, page_text
+from tests.pages.builders import XSS, XSS_ESCAPED, page_text
 
 pytestmark = pytest.mark.django_db
 

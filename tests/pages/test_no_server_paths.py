@@ -19,12 +19,12 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import URLPattern
 
-from datasets.importing import _fail as import_failed
+from config.urls import page_patterns
+from datasets.imports.services import _fail as import_failed
 from datasets.models import AnalysisRun, AnalysisStatus, ImportBatch, ImportStatus
-from datasets.quality_services import _fail as analysis_failed
+from datasets.quality.services import _fail as analysis_failed
 from evaluation.models import EvalStatus
 from evaluation.runner import transition as eval_transition
-from ftportal.page_urls import urlpatterns as page_patterns
 from ftportal.paths import without_server_paths
 from ftportal.roles import Role
 from tests.api.builders import World, build_world

@@ -12,12 +12,12 @@ from django.test import Client
 from django.urls import reverse
 
 from datasets.models import Split
-from datasets.quality.stats import tokens_per_epoch_text
-from datasets.quality_services import (
+from datasets.quality.services import (
     counter_or_estimate,
     readiness_base_model,
     version_tokens_per_epoch,
 )
+from datasets.quality.stats import tokens_per_epoch_text
 from ftportal.roles import Role
 from registry.services import model_version_register
 from tests.factories import frozen_version

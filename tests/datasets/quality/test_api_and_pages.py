@@ -21,7 +21,7 @@ from datasets.models import (
     ReviewAction,
     ReviewDecision,
 )
-from datasets.quality_services import analysis_run_create, analysis_run_execute
+from datasets.quality.services import analysis_run_create, analysis_run_execute
 from datasets.services import dataset_version_freeze, example_review
 from ftportal.models import Project
 from ftportal.roles import Role

@@ -15,8 +15,8 @@ from datasets.models import (
     ReviewAction,
     ReviewDecision,
 )
-from datasets.quality_selectors import duplicate_fix_count
-from datasets.quality_services import (
+from datasets.quality.selectors import duplicate_fix_count
+from datasets.quality.services import (
     analysis_run_create,
     analysis_run_execute,
     dataset_version_readiness,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from datasets.models import AnalysisRun, AnalysisStatus, Finding
-from datasets.quality_services import analysis_run_create
+from datasets.quality.services import analysis_run_create
 from ftportal.roles import Role
 from tests.conftest import wait_until
 

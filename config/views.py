@@ -1,0 +1,31 @@
+"""The site's pages that gather every app: a project's overview (its datasets, versions, jobs
+and evaluations)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import render
+
+from datasets.selectors import dataset_versions_of, datasets_of, status_counts
+from evaluation.selectors import eval_runs_of
+from ftportal.http import AppRequest
+from ftportal.permissions import project_for
+from ftportal.roles import Action, role_flags
+from training.selectors import training_jobs_of
+
+
+@login_required
+def project_detail(request: AppRequest, project_id: int) -> HttpResponse:
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+    datasets = [(d, status_counts(d)) for d in datasets_of(project)]
+    context = {
+        "project": project,
+        "role": role,
+        "datasets": datasets,
+        "versions": dataset_versions_of(project)[:10],
+        "jobs": training_jobs_of(project)[:10],
+        "evals": eval_runs_of(project)[:10],
+        "can": role_flags(role),
+    }
+    return render(request, "ftportal/project_detail.html", context)
