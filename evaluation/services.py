@@ -522,6 +522,7 @@ def eval_run_resume(*, run: EvalRun) -> EvalRun:
 
 
 def eval_run_dispatch(run: EvalRun) -> None:
+    # Deferred: evaluation.tasks imports this module to do the work it queues.
     from .tasks import execute_eval_run
 
     execute_eval_run.delay(run.pk)

@@ -59,6 +59,7 @@ def _reap(job: TrainingJob, now: datetime.datetime) -> None:
 
 
 def _repoll(job: TrainingJob, seen: str, now: datetime.datetime) -> None:
+    # Deferred: training.tasks imports this module to do the work it queues.
     from .tasks import poll_hosted_job, submit_hosted_job
 
     job.heartbeat_at = now  # one nudge per timeout, not one per reaper run

@@ -175,6 +175,7 @@ def _estimate_line(estimate: LaunchEstimate) -> str:
 
 def dispatch(job: TrainingJob) -> None:
     """Queue the task that starts (or resumes) the job: local jobs go to the training queue."""
+    # Deferred: training.tasks imports this module to do the work it queues.
     from .tasks import run_training_job, submit_hosted_job
 
     if job.provider in HOSTED_PROVIDERS:
@@ -197,6 +198,7 @@ def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
             job.save(update_fields=["cancel_requested"])
             job_event(job, "Cancellation requested")
     if job.cancel_requested and job.provider in HOSTED_PROVIDERS:
+        # Deferred: training.tasks imports this module to do the work it queues.
         from .tasks import poll_hosted_job
 
         transaction.on_commit(lambda: poll_hosted_job.delay(job.pk))

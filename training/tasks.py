@@ -6,19 +6,19 @@ from typing import Any
 
 from celery import shared_task
 
+from .hosted import training_job_poll, training_job_submit
+from .reaper import abandoned_jobs_reap
+from .runner import training_job_run
+
 
 @shared_task(acks_late=True)
 def run_training_job(job_id: int) -> None:
     """Train (or resume) a local job; routed to the "training" queue."""
-    from .runner import training_job_run
-
     training_job_run(job_id=job_id)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=None)
 def submit_hosted_job(self: Any, job_id: int) -> None:
-    from .hosted import training_job_submit
-
     outcome = training_job_submit(job_id=job_id, tries=self.request.retries)
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in)
@@ -29,8 +29,6 @@ def submit_hosted_job(self: Any, job_id: int) -> None:
 @shared_task(acks_late=True)
 def poll_hosted_job(job_id: int, tries: int = 0) -> None:
     """Read a hosted job's state once and schedule the next read until it ends."""
-    from .hosted import training_job_poll
-
     outcome = training_job_poll(job_id=job_id, tries=tries)
     if outcome.retry_in is not None:
         poll_hosted_job.apply_async((job_id, tries + 1), countdown=outcome.retry_in)
@@ -41,6 +39,4 @@ def poll_hosted_job(job_id: int, tries: int = 0) -> None:
 @shared_task
 def reap_abandoned_jobs() -> list[int]:
     """Run by celery beat every FTPORTAL_REAPER_SECONDS."""
-    from .reaper import abandoned_jobs_reap
-
     return abandoned_jobs_reap()

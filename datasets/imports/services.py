@@ -574,6 +574,7 @@ def import_batch_start(*, batch: ImportBatch) -> None:
     if not _stored_needs_worker(batch):
         import_batch_run(batch_id=batch.pk)
         return
+    # Deferred: datasets.tasks imports this module to do the work it queues.
     from ..tasks import run_import
 
     batch_id = batch.pk

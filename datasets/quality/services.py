@@ -153,6 +153,7 @@ def analysis_run_create(*, dataset: Dataset, base_model: BaseModel, user: User) 
         run = AnalysisRun.objects.create(
             dataset=dataset, base_model_key=base_model.key, created_by=user
         )
+    # Deferred: datasets.tasks imports this module to do the work it queues.
     from ..tasks import run_analysis
 
     # After commit, so the worker never looks for a run that is not there yet.
