@@ -11,7 +11,7 @@ token was picked. The end-of-turn token is in the set only where the text so far
 allowed answer, so a row stops only on a complete answer (or at max_new_tokens, cut short).
 
 Plain Python and llguidance, no Django: the evaluation app builds the constraint from the
-dataset version's contract and hands it to ChatModel.generate_batch.
+dataset version's contract and hands it to ChatModel.generate_many.
 """
 
 from __future__ import annotations

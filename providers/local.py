@@ -45,9 +45,11 @@ from transformers.cache_utils import Cache, DynamicLayer
 
 from providers.base import (
     AnswerConstraint,
+    ChatResult,
     CheckpointSaved,
     Conversation,
     Generation,
+    OnResult,
     ProviderError,
     TrainingCancelled,
     TrainingConfig,
@@ -1144,6 +1146,51 @@ class LocalChatModel:
             if on_batch is not None:
                 on_batch(indices, generations)
         return [results[index] for index in range(len(prompts))]
+
+    def generate_many(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        batch_size: int = 16,
+        constraint: AnswerConstraint | None = None,
+        before_batch: Callable[[], None] | None = None,
+        on_result: OnResult | None = None,
+    ) -> list[ChatResult]:
+        """The ChatModel protocol: the conversations in input order, ``batch_size`` at a
+        time, each batch answered together (generate_batch) and then reported, so a caller
+        can store a batch before the next one starts. A batch answers together, so each
+        answer's latency is its share of the batch's time: what it cost here. Decoding is
+        greedy, whatever the ``temperature``."""
+        del temperature
+        if batch_size < 1:
+            raise ProviderError("batch_size must be at least 1")
+        results: list[ChatResult] = []
+        for start in range(0, len(conversations), batch_size):
+            if before_batch is not None:
+                before_batch()
+            batch = conversations[start : start + batch_size]
+            began = time.monotonic()
+            generations = self.generate_batch(
+                batch, max_new_tokens=max_new_tokens, batch_size=batch_size, constraint=constraint
+            )
+            share = (time.monotonic() - began) / len(batch)
+            for offset, generation in enumerate(generations):
+                result = ChatResult(
+                    text=generation.text,
+                    prompt_tokens=generation.prompt_tokens,
+                    completion_tokens=generation.completion_tokens,
+                    latency_seconds=share,
+                    attempts=1,
+                )
+                results.append(result)
+                if on_result is not None:
+                    on_result(start + offset, result)
+        return results
+
+    def close(self) -> None:
+        """Nothing to release: the loaded model stays cached for the next one."""
 
 
 def _stop_token_ids(
