@@ -25,7 +25,7 @@ from .weights import base_model_dir
 
 
 def fine_tuner_for(base_model: BaseModel) -> FineTuner:
-    from providers.local import LocalLoRAFineTuner
+    from providers.local.training import LocalLoRAFineTuner
 
     return LocalLoRAFineTuner(base_model_dir(base_model))
 
@@ -49,7 +49,7 @@ def hosted_fine_tuner_for(base_model: BaseModel) -> HostedFineTuner:
 
 def local_chat_model(*, base_model: BaseModel, adapter_dir: str = "") -> ChatModel:
     """A local base model, with the LoRA adapter in ``adapter_dir`` applied when one is named."""
-    from providers.local import LocalChatModel
+    from providers.local.generation import LocalChatModel
 
     return LocalChatModel(base_model_dir(base_model), Path(adapter_dir) if adapter_dir else None)
 

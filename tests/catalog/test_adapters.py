@@ -16,7 +16,7 @@ from catalog.weights import base_model_dir
 from evaluation.models import Candidate, CandidateKind, EvalRun
 from evaluation.runner import _judge_chat, chat_for
 from providers.hosted_chat import AnthropicChat, OpenAICompatibleChat
-from providers.local import LocalChatModel
+from providers.local.generation import LocalChatModel
 from training.models import Checkpoint
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # Not Django code: the providers themselves, and what only tests or measures them.
 NOT_DJANGO = {"providers", "tests", "fakes", "bench", "scripts"}
 # The provider modules whose classes call a model or train one.
-ADAPTER_MODULES = ("providers.local", "providers.hosted_chat", "providers.openai_ft")
+ADAPTER_MODULES = (
+    "providers.local.training",
+    "providers.local.generation",
+    "providers.hosted_chat",
+    "providers.openai_ft",
+)
 BUILDER = Path("catalog/adapters.py")
 
 

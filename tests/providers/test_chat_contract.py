@@ -18,8 +18,8 @@ from fakes.chat_servers import fake_anthropic_fixture as fake_anthropic_fixture
 from fakes.chat_servers import fake_openai_chat_fixture as fake_openai_chat_fixture
 from providers.base import ChatModel, ChatResult, Conversation
 from providers.hosted_chat import AnthropicChat, OpenAICompatibleChat
-from providers.local import LocalChatModel
-from providers.local_weights import ensure_base_model
+from providers.local.generation import LocalChatModel
+from providers.local.weights import ensure_base_model
 
 QUESTIONS: list[Conversation] = [
     [{"role": "user", "content": f"Name a colour, question {index}."}] for index in range(5)
