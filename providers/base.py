@@ -368,8 +368,10 @@ class ChatModel(Protocol):
         again with only the conversations that have none; nothing here remembers them.
 
         An exception from ``on_result`` or ``before_batch`` stops the call (requests already
-        sent finish) and propagates. When an item fails for good, the items already reported
-        stay reported, nothing new is started, and ChatItemError names the first failed item.
+        sent finish) and propagates. When a hosted item fails for good, the items already
+        reported stay reported, nothing new is started, and ChatItemError names the first
+        failed item; a local batch that fails fails the call (ProviderError), after the
+        batches before it were reported.
         ``temperature`` 0 is greedy; a local model is always greedy. With a constraint, a
         provider that can constrain its decoding writes only answers the constraint allows;
         one that cannot ignores it.
