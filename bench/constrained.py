@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 from bench.prepare import prepared_base_model, time_sides  # noqa: E402
 from providers.base import AnswerConstraint, Conversation, Generation  # noqa: E402
-from providers.local import LocalChatModel  # noqa: E402
+from providers.local.generation import LocalChatModel  # noqa: E402
 
 CATEGORIES = ["billing", "bug", "feature request", "account"]
 PRIORITIES = ["low", "normal", "urgent"]

@@ -25,7 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.prepare import prepared_base_model  # noqa: E402
 from evaluation.metrics import exact_match_normalised, token_f1  # noqa: E402
 from providers.base import Conversation, TrainingConfig, TrainingProgress  # noqa: E402
-from providers.local import LocalChatModel, LocalLoRAFineTuner  # noqa: E402
+from providers.local.generation import LocalChatModel  # noqa: E402
+from providers.local.training import LocalLoRAFineTuner  # noqa: E402
 
 DEMO_FILE = REPO / "config" / "demo" / "support_triage.jsonl"
 

@@ -11,9 +11,9 @@ model's own generate(max_new_tokens, do_sample=False) under torch.inference_mode
 is LocalChatModel.generate_batch(prompts, batch_size=32). Each side's time covers rendering,
 tokenizing, generating and decoding the replies; loading the model and a warm-up are excluded.
 
-On CPU, generate_batch runs its linear layers through oneDNN (providers/cpu_matmul.py). A third
-side, "batched, torch linear", runs generate_batch with that turned off, so that the run shows
-how much of the speedup is batching and how much the faster matrix product.
+On CPU, generate_batch runs its linear layers through oneDNN (providers/local/cpu_matmul.py). A
+third side, "batched, torch linear", runs generate_batch with that turned off, so that the run
+shows how much of the speedup is batching and how much the faster matrix product.
 
 Each repeat times every side, in alternating order; the medians are reported, and each repeat's
 own ratio. Examples per second are prompts over the median time. Other work on the machine slows
@@ -48,7 +48,7 @@ import torch  # noqa: E402
 
 from bench.prepare import prepared_base_model, time_sides  # noqa: E402
 from providers.base import Conversation  # noqa: E402
-from providers.local import LocalChatModel  # noqa: E402
+from providers.local.generation import LocalChatModel  # noqa: E402
 
 TOPICS = [
     "invoices",
@@ -132,7 +132,7 @@ def main() -> None:
         return batched_replies(chat, prompts, args.max_new_tokens, args.batch_size)
 
     def run_batched_torch_linear() -> list[str]:
-        with mock.patch("providers.cpu_matmul.onednn_linear_available", return_value=False):
+        with mock.patch("providers.local.cpu_matmul.onednn_linear_available", return_value=False):
             return run_batched()
 
     def run_sequential() -> list[str]:

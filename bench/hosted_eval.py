@@ -54,8 +54,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fakes.chat_servers import CONTROL_PATH, DEFAULT_API_KEY, expected_answer  # noqa: E402
-from providers.base import Conversation  # noqa: E402
-from providers.hosted_chat import HostedGeneration, OpenAICompatibleChat  # noqa: E402
+from providers.base import ChatResult, Conversation  # noqa: E402
+from providers.hosted_chat import OpenAICompatibleChat  # noqa: E402
 
 MODEL = "bench-model"
 # The environment variable the bench's registered endpoint names for its key, as an admin would.
@@ -181,13 +181,13 @@ def chat_for(fake: FakeProcess, max_in_flight: int) -> OpenAICompatibleChat:
 
 def concurrent_run(
     requests: int, max_in_flight: int, delay: float
-) -> tuple[float, dict[str, Any], list[HostedGeneration]]:
+) -> tuple[float, dict[str, Any], list[ChatResult]]:
     items = conversations(requests)
     inject_after = {round(requests * fraction) for fraction in INJECT_AT_FRACTIONS}
     finished = 0
     with FakeProcess(delay) as fake:
 
-        def on_result(index: int, generation: HostedGeneration) -> None:
+        def on_result(index: int, generation: ChatResult) -> None:
             nonlocal finished
             finished += 1
             if finished in inject_after:

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from django.conf import settings
 
-from providers.local_weights import ensure_base_model
+from providers.local.weights import ensure_base_model
 
 REPO = Path(__file__).resolve().parent.parent
 Reply = TypeVar("Reply")

@@ -46,17 +46,17 @@ sys.path.insert(0, str(REPO))
 
 from bench.prepare import prepared_base_model  # noqa: E402
 from providers.base import Conversation, TrainingConfig, TrainingProgress  # noqa: E402
-from providers.local import (  # noqa: E402
+from providers.local.encoding import (  # noqa: E402
     IGNORED_LABEL,
-    MAX_GRAD_NORM,
-    WEIGHT_DECAY,
     EncodedExample,
-    LocalLoRAFineTuner,
     encode_for_training,
     input_tokens,
-    load_tokenizer,
-    pick_device,
-    training_dtype,
+)
+from providers.local.loading import load_tokenizer, pick_device, training_dtype  # noqa: E402
+from providers.local.training import (  # noqa: E402
+    MAX_GRAD_NORM,
+    WEIGHT_DECAY,
+    LocalLoRAFineTuner,
 )
 
 # The project's Django app "datasets" shadows Hugging Face's optional package of that name,

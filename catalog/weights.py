@@ -19,7 +19,7 @@ def base_model_dir(base_model: BaseModel) -> Path:
     """The directory to load a local model from, converting a GGUF file once if needed."""
     if base_model.provider != Provider.LOCAL:
         raise ValueError(f"No local weights for provider {base_model.provider!r}")
-    from providers.local_weights import ensure_base_model, ensure_model_dir
+    from providers.local.weights import ensure_base_model, ensure_model_dir
 
     cache = Path(settings.FTPORTAL_MODEL_CACHE)
     if base_model.weights_path:
@@ -30,7 +30,7 @@ def base_model_dir(base_model: BaseModel) -> Path:
 def prepared_model_dir(base_model: BaseModel) -> Path:
     """Where a local model's files are, without converting anything (the web process must not
     spend tens of seconds dequantizing); it may not exist yet."""
-    from providers.local_weights import BASE_MODEL_KEY, gguf_cache_key
+    from providers.local.weights import BASE_MODEL_KEY, gguf_cache_key
 
     cache = Path(settings.FTPORTAL_MODEL_CACHE)
     if not base_model.weights_path:

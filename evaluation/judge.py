@@ -15,11 +15,10 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Literal
 
 from evaluation.statistics import binomial_two_sided_p, cohens_kappa, percent_agreement
-from providers.base import Conversation
-from providers.hosted_chat import HostedGeneration, HostedItemError, OnResult
+from providers.base import ChatItemError, ChatModel, ChatResult, Conversation
 
 Verdict = Literal["1", "2", "tie"]
 Outcome = Literal["a", "b", "tie", "inconsistent", "unparseable"]
@@ -228,47 +227,36 @@ def combine(original: Verdict | None, swapped: Verdict | None) -> PairVerdict:
 # -- judging ---------------------------------------------------------------------------------
 
 
-class JudgeChat(Protocol):
-    """What the judge needs of a chat model: the hosted adapters' ``generate_many``."""
-
-    def generate_many(
-        self,
-        conversations: Sequence[Conversation],
-        *,
-        max_new_tokens: int = ...,
-        temperature: float = ...,
-        on_result: OnResult | None = None,
-    ) -> list[HostedGeneration]: ...
-
-
 OnVerdict = Callable[[int, PairVerdict], None]
 
 
 def judge_pairwise(
-    chat: JudgeChat,
+    chat: ChatModel,
     items: Sequence[JudgeItem],
     *,
     rubric: str = DEFAULT_RUBRIC,
     max_new_tokens: int = DEFAULT_JUDGE_MAX_NEW_TOKENS,
+    batch_size: int = 16,
     on_result: OnVerdict | None = None,
 ) -> list[PairVerdict]:
-    """A verdict per item, in input order, each from two prompts sent concurrently (A first,
-    then B first) at temperature 0.
+    """A verdict per item, in input order, each from two prompts at temperature 0 (A first,
+    then B first): sent concurrently to a hosted judge, answered ``batch_size`` prompts at a
+    time by a local one.
 
     ``on_result(item_index, verdict)`` runs in the calling thread once per item, as soon as
     both of its orders are in, so a caller can save each verdict and later resume by passing
     only the items without one. A reply with no readable verdict gives "unparseable". When
-    the chat model fails for good, HostedItemError names the item (its index in ``items``).
+    the chat model fails for good, ChatItemError names the item (its index in ``items``).
     """
     prompts: list[Conversation] = []
     for item in items:
         prompts.append(_prompt(item, a_first=True, rubric=rubric))
         prompts.append(_prompt(item, a_first=False, rubric=rubric))
     # Replies by prompt index; prompt 2i is item i with A first, 2i + 1 with B first.
-    replies: dict[int, HostedGeneration] = {}
+    replies: dict[int, ChatResult] = {}
     verdicts: dict[int, PairVerdict] = {}
 
-    def collect(prompt_index: int, generation: HostedGeneration) -> None:
+    def collect(prompt_index: int, generation: ChatResult) -> None:
         replies[prompt_index] = generation
         item_index = prompt_index // 2
         original, swapped = replies.get(2 * item_index), replies.get(2 * item_index + 1)
@@ -284,11 +272,15 @@ def judge_pairwise(
 
     try:
         chat.generate_many(
-            prompts, max_new_tokens=max_new_tokens, temperature=0.0, on_result=collect
+            prompts,
+            max_new_tokens=max_new_tokens,
+            temperature=0.0,
+            batch_size=batch_size,
+            on_result=collect,
         )
-    except HostedItemError as error:
+    except ChatItemError as error:
         order = "A first" if error.index % 2 == 0 else "B first"
-        raise HostedItemError(
+        raise ChatItemError(
             error.index // 2, f"judging with {order} failed ({error})", retryable=error.retryable
         ) from error
     return [verdicts[index] for index in range(len(items))]

@@ -1,8 +1,9 @@
 """The worker side of an evaluation: claim the run, answer every item with every candidate,
 score and store each answer as it arrives, then write the report.
 
-Answers are stored as they come (a local batch at a time, a hosted answer at a time), so a run
-whose worker died resumes where it stopped: items with a stored result are never asked again.
+Answers are stored as they come (a local batch at a time, hosted answers in small batches as
+they arrive), so a run whose worker died resumes where it stopped: items with a stored result
+are never asked again.
 Like training jobs, a run is owned by one attempt at a time and every write checks that the
 attempt still owns it.
 """
@@ -14,7 +15,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Generic, TypeVar
 
 from django.conf import settings
@@ -23,20 +23,19 @@ from django.db.models import F, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
-from catalog.secrets import endpoint_credentials
-from catalog.weights import base_model_dir
+from catalog.adapters import (
+    base_chat_model,
+    fine_tuned_chat_model,
+    hosted_chat_model,
+    local_chat_model,
+)
+from catalog.models import Provider
+from catalog.selectors import base_model_by_key
 from datasets.models import DatasetVersionExample, Split
 from ftportal.collector import existing_objects_frozen
 from ftportal.errors import ApplicationError
 from ftportal.ownership import attempt_claim, heartbeat_for
-from providers.base import AnswerConstraint, ChatModel, Conversation, ProviderError
-from providers.hosted_chat import (
-    AnthropicChat,
-    HostedGeneration,
-    HostedItemError,
-    OpenAICompatibleChat,
-)
+from providers.base import ChatItemError, ChatModel, ChatResult, Conversation, ProviderError
 
 from .contracts import constraint_for, contract_for_run
 from .judge import DEFAULT_RUBRIC, JudgeItem, PairVerdict, judge_pairwise
@@ -64,8 +63,8 @@ from .services import transition
 
 logger = logging.getLogger(__name__)
 
-# Local candidates answer this many items per generate call; results are saved after each, so
-# this is also the most work a crash can lose.
+# Local candidates and judges answer this many items per batch; a candidate's answers are saved
+# after each, so this is also the most work a crash can lose.
 LOCAL_BATCH_SIZE = 32
 MAX_REFUSALS_IN_A_ROW = 3
 FLUSH_ROWS = 50
@@ -202,55 +201,30 @@ def candidate_prompts(
 # --- models -------------------------------------------------------------------------------
 
 
-HostedChat = OpenAICompatibleChat | AnthropicChat
-
-
-def hosted_chat(
-    *, endpoint: Endpoint | None, model: str, who: str, listed_as: str = ""
-) -> HostedChat:
-    """A chat model at a registered endpoint, speaking that endpoint's API, with the key this
-    worker holds for it (read by ``endpoint_credentials``, sent only to its URL). A fine-tuned
-    model is checked against the endpoint's model list as its base model (``listed_as``)."""
-    credentials = endpoint_credentials(endpoint, model=listed_as or model, who=who)
-    assert endpoint is not None  # endpoint_credentials refuses a missing one
-    timeout, in_flight = (
-        settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
-        settings.FTPORTAL_EVAL_MAX_IN_FLIGHT,
-    )
-    chat = AnthropicChat if endpoint.kind == EndpointKind.ANTHROPIC else OpenAICompatibleChat
-    return chat(
-        api_key=credentials.api_key,
-        model=model,
-        base_url=credentials.base_url,
-        timeout=timeout,
-        max_in_flight=in_flight,
-    )
-
-
-def _local_chat(base_model: BaseModel, adapter: str) -> ChatModel:
-    from providers.local import LocalChatModel
-
-    return LocalChatModel(base_model_dir(base_model), Path(adapter) if adapter else None)
-
-
 def chat_for(candidate: Candidate) -> ChatModel:
-    """The provider adapter that answers for this candidate, credentials from this worker."""
+    """The model that answers for this candidate (built by ``catalog.adapters``), with the
+    credentials this worker holds."""
     who = candidate.label
     base = candidate.base_model
+    in_flight = settings.FTPORTAL_EVAL_MAX_IN_FLIGHT
     if candidate.kind in (CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT):
         adapter, hosted_id = _fine_tuned_model_of(candidate)
         if base is None:
             raise ProviderError(f"{who}: no base model recorded.")
-        if adapter:
-            return _local_chat(base, adapter)
-        return hosted_chat(endpoint=base.endpoint, model=hosted_id, who=who, listed_as=base.key)
+        return fine_tuned_chat_model(
+            base_model=base,
+            adapter_dir=adapter,
+            hosted_model_id=hosted_id,
+            who=who,
+            max_in_flight=in_flight,
+        )
     if candidate.kind == CandidateKind.BASE:
         if base is None:
             raise ProviderError(f"{who}: no base model recorded.")
-        if base.provider == Provider.LOCAL:
-            return _local_chat(base, "")
-        return hosted_chat(endpoint=base.endpoint, model=base.key, who=who)
-    return hosted_chat(endpoint=candidate.endpoint, model=candidate.api_model, who=who)
+        return base_chat_model(base_model=base, who=who, max_in_flight=in_flight)
+    return hosted_chat_model(
+        endpoint=candidate.endpoint, model=candidate.api_model, who=who, max_in_flight=in_flight
+    )
 
 
 def _fine_tuned_model_of(candidate: Candidate) -> tuple[str, str]:
@@ -316,79 +290,18 @@ def _answer_all(
         chat = chat_for(candidate)
         started = time.monotonic()
         try:
-            if isinstance(chat, HostedChat):
-                _answer_hosted(run, attempt, candidate, chat, todo, prompts, checks)
-            else:
-                _answer_local(run, attempt, candidate, chat, todo, prompts, checks)
+            _answer_each(run, attempt, candidate, chat, todo, prompts, checks)
         finally:
             # Added up over attempts: a resumed run reports all the time it spent.
             Candidate.objects.filter(pk=candidate.pk).update(
                 generation_seconds=Coalesce(F("generation_seconds"), 0.0)
                 + (time.monotonic() - started)
             )
-            if isinstance(chat, HostedChat):
-                chat.close()
+            chat.close()
     _summarise(candidate)
 
 
-def local_batches(
-    model: ChatModel,
-    conversations: Sequence[Conversation],
-    max_new_tokens: int,
-    constraint: AnswerConstraint | None = None,
-    before_each: Callable[[], None] | None = None,
-) -> Iterator[tuple[int, list[HostedGeneration]]]:
-    """A local model's answers a batch at a time, as (index of the batch's first
-    conversation, its answers). A batch answers together, so each answer's latency is its
-    share of the batch's time: what it cost here. ``before_each`` runs before each batch
-    (it raises to stop: a cancelled run)."""
-    for start in range(0, len(conversations), LOCAL_BATCH_SIZE):
-        if before_each is not None:
-            before_each()
-        batch = conversations[start : start + LOCAL_BATCH_SIZE]
-        began = time.monotonic()
-        generations = model.generate_batch(
-            batch,
-            max_new_tokens=max_new_tokens,
-            batch_size=LOCAL_BATCH_SIZE,
-            constraint=constraint,
-        )
-        share = (time.monotonic() - began) / len(batch)
-        yield (
-            start,
-            [
-                HostedGeneration(g.text, g.prompt_tokens, g.completion_tokens, share, 1)
-                for g in generations
-            ],
-        )
-
-
-def _answer_local(
-    run: EvalRun,
-    attempt: int,
-    candidate: Candidate,
-    chat: ChatModel,
-    todo: Sequence[DatasetVersionExample],
-    prompts: Sequence[Conversation],
-    checks: Checks,
-) -> None:
-    constraint = constraint_for(candidate)
-    batches = local_batches(
-        chat,
-        prompts,
-        run.max_new_tokens,
-        constraint,
-        before_each=lambda: _stop_unless_owned(run.pk, attempt),
-    )
-    for start, generations in batches:
-        answered = [
-            (todo[start + offset], _answer(generation))
-            for offset, generation in enumerate(generations)
-        ]
-        _save(run, attempt, candidate, answered, checks)
-
-
-def _answer(generation: HostedGeneration) -> Answer:
+def _answer(generation: ChatResult) -> Answer:
     return Answer(
         generation.text,
         generation.prompt_tokens,
@@ -402,7 +315,8 @@ class _WrittenInBatches(Generic[Row]):
     one transaction each made storing, not the provider, the bottleneck (bench/hosted_eval.py
     measured 20 ms per answer under load, 5x the arrival rate). Rows are written every
     FLUSH_ROWS rows or FLUSH_SECONDS, whichever comes first, so a crash loses at most that
-    much work."""
+    much work. A row that arrives when a write is due writes the rows before it and waits for
+    the next write: rows that arrive together (a local batch) are written together."""
 
     def __init__(self, write: Callable[[list[Row]], None]) -> None:
         self._write = write
@@ -410,9 +324,10 @@ class _WrittenInBatches(Generic[Row]):
         self._last_flush = time.monotonic()
 
     def add(self, row: Row) -> None:
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self.flush()
         self._waiting.append(row)
-        due = time.monotonic() - self._last_flush >= FLUSH_SECONDS
-        if len(self._waiting) >= FLUSH_ROWS or due:
+        if len(self._waiting) >= FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
@@ -422,28 +337,37 @@ class _WrittenInBatches(Generic[Row]):
         self._last_flush = time.monotonic()
 
 
-def _answer_hosted(
+def _answer_each(
     run: EvalRun,
     attempt: int,
     candidate: Candidate,
-    chat: HostedChat,
+    chat: ChatModel,
     todo: Sequence[DatasetVersionExample],
     prompts: Sequence[Conversation],
     checks: Checks,
 ) -> None:
-    """Every item concurrently, stored as they arrive (in small batches). An item the provider
-    refuses for good is stored as a failed (wrong) answer with the provider's message and the
-    rest go on; running out of retries on rate limits fails the run, which can be resumed
-    later without asking again for what was stored."""
+    """Every item, stored as the answers arrive: a local model's a batch at a time, a hosted
+    model's (all items concurrently) in small batches. Before each batch, what came in is
+    stored and the run is checked to be still this attempt's, so a cancelled run stops
+    before generating another batch. An item the provider refuses for good is stored as a
+    failed (wrong) answer with the provider's message and the rest go on; running out of
+    retries on rate limits fails the run, which can be resumed later without asking again for
+    what was stored."""
     stored: _WrittenInBatches[tuple[DatasetVersionExample, Answer]] = _WrittenInBatches(
         lambda answered: _save(run, attempt, candidate, answered, checks)
     )
+    constraint = constraint_for(candidate)
+
+    def before_batch() -> None:
+        stored.flush()
+        _stop_unless_owned(run.pk, attempt)
+
     answered: set[int] = set()
     refused_in_a_row = 0
     pending = list(range(len(todo)))
     while pending:
 
-        def store(index: int, generation: HostedGeneration, asked: list[int] = pending) -> None:
+        def store(index: int, generation: ChatResult, asked: list[int] = pending) -> None:
             position = asked[index]
             stored.add((todo[position], _answer(generation)))
             answered.add(position)
@@ -454,9 +378,12 @@ def _answer_hosted(
             chat.generate_many(
                 [prompts[i] for i in pending],
                 max_new_tokens=run.max_new_tokens,
+                batch_size=LOCAL_BATCH_SIZE,
+                constraint=constraint,
+                before_batch=before_batch,
                 on_result=store,
             )
-        except HostedItemError as error:
+        except ChatItemError as error:
             refused_in_a_row += 1
             # One refused item is that item's problem; several in a row with no answer between
             # them is the candidate's (a wrong key, an unknown model): stop paying for requests.
@@ -506,47 +433,24 @@ def _judge_all(run: EvalRun, attempt: int, items: Sequence[DatasetVersionExample
         chat.close()
 
 
-class LocalJudge:
-    """A local model as judge: answers the judge's prompts a batch at a time and reports each
-    answer as it is ready, as the hosted adapters do."""
-
-    def __init__(self, model: ChatModel) -> None:
-        self.model = model
-
-    def generate_many(
-        self,
-        conversations: Sequence[Conversation],
-        *,
-        max_new_tokens: int = 256,
-        temperature: float = 0.0,
-        on_result: Callable[[int, HostedGeneration], None] | None = None,
-    ) -> list[HostedGeneration]:
-        del temperature  # local generation is greedy
-        answers: list[HostedGeneration] = []
-        for start, generations in local_batches(self.model, conversations, max_new_tokens):
-            answers += generations
-            for offset, answer in enumerate(generations):
-                if on_result is not None:
-                    on_result(start + offset, answer)
-        return answers
-
-    def close(self) -> None:
-        """Nothing to release: the loaded model stays cached for the next run."""
-
-
-def _judge_chat(run: EvalRun) -> HostedChat | LocalJudge:
+def _judge_chat(run: EvalRun) -> ChatModel:
     if run.judge_kind == CandidateKind.BASE:
-        base = BaseModel.objects.filter(key=run.judge_model, provider=Provider.LOCAL).first()
-        if base is None:
+        base = base_model_by_key(run.judge_model)
+        if base is None or base.provider != Provider.LOCAL:
             raise ProviderError(f"The judge: no local model {run.judge_model!r} in the catalog.")
-        return LocalJudge(_local_chat(base, ""))
-    return hosted_chat(endpoint=run.judge_endpoint, model=run.judge_model, who="The judge")
+        return local_chat_model(base_model=base)
+    return hosted_chat_model(
+        endpoint=run.judge_endpoint,
+        model=run.judge_model,
+        who="The judge",
+        max_in_flight=settings.FTPORTAL_EVAL_MAX_IN_FLIGHT,
+    )
 
 
 def _judge_pair(
     run: EvalRun,
     attempt: int,
-    chat: HostedChat | LocalJudge,
+    chat: ChatModel,
     reference: Candidate,
     other: Candidate,
     todo: Sequence[DatasetVersionExample],
@@ -591,6 +495,7 @@ def _judge_pair(
             questions,
             rubric=run.judge_rubric or DEFAULT_RUBRIC,
             max_new_tokens=run.judge_max_new_tokens,
+            batch_size=LOCAL_BATCH_SIZE,
             on_result=store,
         )
     finally:

@@ -157,6 +157,40 @@ class Generation:
     completion_tokens: int
 
 
+@dataclass(frozen=True)
+class ChatResult:
+    """One answer of ``ChatModel.generate_many``. ``latency_seconds`` is what it cost here: the
+    successful request of a hosted answer, a local answer's share of its batch's time.
+    ``attempts`` counts every request sent for it (1 when the first one answered; a local
+    model answers each conversation once)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_seconds: float
+    attempts: int
+
+    def as_generation(self) -> Generation:
+        return Generation(self.text, self.prompt_tokens, self.completion_tokens)
+
+
+class ChatItemError(ProviderError):
+    """Item ``index`` of a ``generate_many`` call failed for good (refused, or out of attempts).
+
+    ``retryable`` is true when it ran out of attempts on transient errors: the whole run may
+    pass later (resuming from what ``on_result`` reported), unlike a refused request.
+    """
+
+    def __init__(self, index: int, message: str, *, retryable: bool = False) -> None:
+        super().__init__(f"Item {index}: {message}")
+        self.index = index
+        self.retryable = retryable
+
+
+# on_result(index of the conversation in the call, its answer)
+OnResult = Callable[[int, ChatResult], None]
+
+
 class FineTuner(Protocol):
     """Trains synchronously in the calling process (a Celery worker), reporting progress."""
 
@@ -304,6 +338,46 @@ def _label_set(labels: object) -> AnswerConstraint:
 
 
 class ChatModel(Protocol):
+    """A model that answers conversations: local weights, or a hosted API at a registered
+    endpoint. Django code builds every one through ``catalog.adapters``."""
+
+    def generate_many(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int = 256,
+        temperature: float = 0.0,
+        batch_size: int = 16,
+        constraint: AnswerConstraint | None = None,
+        before_batch: Callable[[], None] | None = None,
+        on_result: OnResult | None = None,
+    ) -> list[ChatResult]:
+        """One answer per conversation, returned in input order, and each reported as soon as
+        it is in: ``on_result(index, result)`` runs in the calling thread once per answered
+        item (a local model's batch of ``batch_size`` together, after the batch; a hosted
+        model's answers one by one, in the order they arrive from its concurrent requests).
+
+        ``before_batch()`` runs in the calling thread before each batch starts: before each
+        of a local model's batches, and once before a hosted model sends its requests (it
+        sends them all as one batch, ``max_in_flight`` at a time; ``batch_size`` does not
+        apply). A caller stores what was reported there, so the answers of one batch are
+        stored together, and raises there to stop: nothing more is started.
+
+        Not idempotent: every call generates again (and a hosted one pays again). A caller
+        that must not lose paid work stores each reported answer and, after a crash, calls
+        again with only the conversations that have none; nothing here remembers them.
+
+        An exception from ``on_result`` or ``before_batch`` stops the call (requests already
+        sent finish) and propagates. When a hosted item fails for good, the items already
+        reported stay reported, nothing new is started, and ChatItemError names the first
+        failed item; a local batch that fails fails the call (ProviderError), after the
+        batches before it were reported.
+        ``temperature`` 0 is greedy; a local model is always greedy. With a constraint, a
+        provider that can constrain its decoding writes only answers the constraint allows;
+        one that cannot ignores it.
+        """
+        ...
+
     def generate_batch(
         self,
         conversations: Sequence[Conversation],
@@ -312,7 +386,12 @@ class ChatModel(Protocol):
         batch_size: int = 16,
         constraint: AnswerConstraint | None = None,
     ) -> list[Generation]:
-        """One reply per conversation, in input order. With a constraint, a provider that
-        can constrain its decoding writes only replies the constraint allows; one that cannot
-        ignores it."""
+        """One reply per conversation, in input order, with nothing reported on the way. With
+        a constraint, a provider that can constrain its decoding writes only replies the
+        constraint allows; one that cannot ignores it."""
+        ...
+
+    def close(self) -> None:
+        """Release what the model holds open (a hosted client's connections); a local model
+        stays loaded in this process for the next one."""
         ...

@@ -3,15 +3,15 @@
 A dataset's answer contract (plain JSON: a label set, a JSON Schema or a regular expression)
 becomes an AnswerConstraint (providers.base), and the constraint a grammar for llguidance, a
 maintained structured-generation library (a Rust parser with Python bindings, no other
-dependencies). At
-every decoding step llguidance gives, per batch row, the set of tokens that keep the row's text
-a prefix of some allowed answer; greedy_decode (providers/local.py) sets the logits of every
-other token to minus infinity before it picks the next token, and tells the row's matcher which
-token was picked. The end-of-turn token is in the set only where the text so far is a whole
-allowed answer, so a row stops only on a complete answer (or at max_new_tokens, cut short).
+dependencies). At every decoding step llguidance gives, per batch row, the set of tokens that
+keep the row's text a prefix of some allowed answer; greedy_decode
+(providers/local/generation.py) sets the logits of every other token to minus infinity before
+it picks the next token, and tells the row's matcher which token was picked. The end-of-turn
+token is in the set only where the text so far is a whole allowed answer, so a row stops only
+on a complete answer (or at max_new_tokens, cut short).
 
 Plain Python and llguidance, no Django: the evaluation app builds the constraint from the
-dataset version's contract and hands it to ChatModel.generate_batch.
+dataset version's contract and hands it to ChatModel.generate_many.
 """
 
 from __future__ import annotations

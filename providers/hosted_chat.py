@@ -27,8 +27,11 @@ import openai
 
 from providers.base import (
     AnswerConstraint,
+    ChatItemError,
+    ChatResult,
     Conversation,
     Generation,
+    OnResult,
     ProviderError,
     TransientProviderError,
 )
@@ -40,36 +43,6 @@ MAX_BACKOFF_SECONDS = 30.0
 # Anthropic takes system text apart from the turns, and only these two roles as turns.
 ANTHROPIC_SYSTEM_ROLES = frozenset({"system", "developer"})
 ANTHROPIC_TURN_ROLES = frozenset({"user", "assistant"})
-
-OnResult = Callable[[int, "HostedGeneration"], None]
-
-
-@dataclass(frozen=True)
-class HostedGeneration:
-    """One answer; ``latency_seconds`` is the successful attempt's, ``attempts`` counts every
-    request sent for this item (1 when the first one answered)."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    latency_seconds: float
-    attempts: int
-
-    def as_generation(self) -> Generation:
-        return Generation(self.text, self.prompt_tokens, self.completion_tokens)
-
-
-class HostedItemError(ProviderError):
-    """Item ``index`` of a batch failed for good (refused, or out of attempts).
-
-    ``retryable`` is true when it ran out of attempts on transient errors: the whole run may
-    pass later (resuming from what ``on_result`` saved), unlike a refused request.
-    """
-
-    def __init__(self, index: int, message: str, *, retryable: bool = False) -> None:
-        super().__init__(f"Item {index}: {message}")
-        self.index = index
-        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -149,25 +122,36 @@ class _HostedChat:
         *,
         max_new_tokens: int = 256,
         temperature: float = 0.0,
+        batch_size: int = 16,
+        constraint: AnswerConstraint | None = None,
+        before_batch: Callable[[], None] | None = None,
         on_result: OnResult | None = None,
-    ) -> list[HostedGeneration]:
-        """Answers in input order. ``on_result(index, generation)`` runs in the calling thread
-        as each item finishes. On a permanent failure, items not yet started are dropped,
-        those already in flight are finished (and reported: they are paid for), then
-        HostedItemError naming the first failed item is raised."""
+    ) -> list[ChatResult]:
+        """The ChatModel protocol: answers in input order. ``on_result(index, generation)``
+        runs in the calling thread as each item finishes. On a permanent failure, items not
+        yet started are dropped, those already in flight are finished (and reported: they are
+        paid for), then ChatItemError naming the first failed item is raised.
+
+        Every conversation is one request, ``max_in_flight`` at a time, so ``batch_size`` does
+        not apply and ``before_batch`` runs once, before the first request. Hosted decoding
+        cannot be constrained token by token from here, so ``constraint`` is ignored (the
+        evaluation offers it for local candidates only)."""
+        del batch_size, constraint
         # Every conversation is checked before anything is sent, so a malformed one costs nothing.
         payloads = []
         for index, conversation in enumerate(conversations):
             try:
                 payloads.append(self._prepare(conversation))
             except ProviderError as error:
-                raise HostedItemError(index, str(error)) from error
-        results: list[HostedGeneration | None] = [None] * len(payloads)
+                raise ChatItemError(index, str(error)) from error
+        if payloads and before_batch is not None:
+            before_batch()
+        results: list[ChatResult | None] = [None] * len(payloads)
         stop = threading.Event()
         pause = _RateLimitPause()
-        first_error: HostedItemError | None = None
+        first_error: ChatItemError | None = None
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="hosted-chat") as pool:
-            futures: dict[Future[HostedGeneration], int] = {
+            futures: dict[Future[ChatResult], int] = {
                 pool.submit(
                     self._generate_one,
                     index,
@@ -211,12 +195,14 @@ class _HostedChat:
         batch_size: int = 16,
         constraint: AnswerConstraint | None = None,
     ) -> list[Generation]:
-        """The ChatModel protocol. ``batch_size`` is for local models: a hosted API answers one
-        conversation per request, so ``max_in_flight`` bounds the parallelism instead. Hosted
-        decoding cannot be constrained token by token from here, so ``constraint`` is ignored
-        (the evaluation offers it for local candidates only)."""
-        del batch_size, constraint
-        generations = self.generate_many(conversations, max_new_tokens=max_new_tokens)
+        """The ChatModel protocol; ``batch_size`` and ``constraint`` do not apply, as in
+        generate_many."""
+        generations = self.generate_many(
+            conversations,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            constraint=constraint,
+        )
         return [generation.as_generation() for generation in generations]
 
     # -- one item ------------------------------------------------------------------------------
@@ -230,19 +216,19 @@ class _HostedChat:
         temperature: float,
         pause: _RateLimitPause,
         stop: threading.Event,
-    ) -> HostedGeneration:
+    ) -> ChatResult:
         attempt = 0
         while True:
             attempt += 1
             pause.wait(stop)
             if stop.is_set():
-                raise HostedItemError(index, "abandoned after another item failed.")
+                raise ChatItemError(index, "abandoned after another item failed.")
             started = time.monotonic()
             try:
                 answer = self._send(payload, max_new_tokens=max_new_tokens, temperature=temperature)
             except TransientProviderError as error:
                 if attempt >= self.max_attempts:
-                    raise HostedItemError(
+                    raise ChatItemError(
                         index, f"gave up after {attempt} attempts: {error}", retryable=True
                     ) from error
                 if error.retry_after is not None:
@@ -251,8 +237,8 @@ class _HostedChat:
                 stop.wait(self._delay(attempt, error.retry_after))
                 continue
             except ProviderError as error:
-                raise HostedItemError(index, str(error)) from error
-            return HostedGeneration(
+                raise ChatItemError(index, str(error)) from error
+            return ChatResult(
                 text=answer.text,
                 prompt_tokens=answer.prompt_tokens,
                 completion_tokens=answer.completion_tokens,
@@ -270,23 +256,23 @@ class _HostedChat:
         return base * (1 + random.uniform(0, 0.1))
 
 
-def _stop_all(stop: threading.Event, futures: Iterable[Future[HostedGeneration]]) -> None:
+def _stop_all(stop: threading.Event, futures: Iterable[Future[ChatResult]]) -> None:
     """No new request, no further retry; requests already sent finish."""
     stop.set()
     for future in futures:
         future.cancel()
 
 
-def _as_item_error(index: int, error: BaseException) -> HostedItemError:
-    if isinstance(error, HostedItemError):
+def _as_item_error(index: int, error: BaseException) -> ChatItemError:
+    if isinstance(error, ChatItemError):
         return error
     # A bug or an SDK surprise: still name the item, keep the original as the cause.
-    wrapped = HostedItemError(index, f"unexpected {type(error).__name__}: {error}")
+    wrapped = ChatItemError(index, f"unexpected {type(error).__name__}: {error}")
     wrapped.__cause__ = error
     return wrapped
 
 
-def _present(result: HostedGeneration | None) -> HostedGeneration:
+def _present(result: ChatResult | None) -> ChatResult:
     if result is None:  # cannot happen without an error raised first; a guard for mypy
         raise ProviderError("An item finished without an answer.")
     return result

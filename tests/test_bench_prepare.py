@@ -8,7 +8,7 @@ from pathlib import Path
 from bench.curation import tokenizer_counters
 from bench.prepare import prepared_base_model
 from datasets.quality.tokens import count_conversations
-from providers.local_weights import BASE_MODEL_KEY
+from providers.local.weights import BASE_MODEL_KEY
 
 
 def test_curation_prepares_the_local_tokenizer_in_an_empty_cache(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.adapters import hosted_fine_tuner_for
 from datasets.models import Split
 from ftportal.ownership import attempt_claim
 from providers.base import (
@@ -27,7 +28,6 @@ from providers.base import (
     TransientProviderError,
 )
 
-from .adapters import hosted_fine_tuner_for
 from .estimates import hosted_cost
 from .hooks import TrainedModel, model_version_keeper
 from .hyperparameters import hosted_config

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from catalog.adapters import fine_tuner_for
 from datasets.models import Split
 from datasets.quality.findings import ERROR
 from datasets.quality.validation import validate_conversations
@@ -30,7 +31,6 @@ from providers.base import (
     TrainingResult,
 )
 
-from .adapters import fine_tuner_for
 from .estimates import local_cost
 from .hooks import TrainedModel, model_version_keeper
 from .hyperparameters import local_config

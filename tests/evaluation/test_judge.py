@@ -26,8 +26,8 @@ from evaluation.judge import (
 )
 from evaluation.statistics import binomial_two_sided_p
 from fakes.chat_servers import FakeAnthropicServer, FakeOpenAIChatServer
-from providers.base import Conversation
-from providers.hosted_chat import AnthropicChat, HostedItemError, OpenAICompatibleChat
+from providers.base import ChatItemError, Conversation
+from providers.hosted_chat import AnthropicChat, OpenAICompatibleChat
 
 MODEL = "judge-model"
 MARKER = "PINEAPPLE"
@@ -455,7 +455,7 @@ def test_a_refused_prompt_names_the_item(hosted: tuple[Fake, Chat]):
     items[2] = JudgeItem(items[2].request, None, "fine", "FORBIDDEN TEXT")
     fake.reject_items_containing("FORBIDDEN TEXT")
 
-    with pytest.raises(HostedItemError) as raised:
+    with pytest.raises(ChatItemError) as raised:
         judge_pairwise(chat, items)
 
     assert raised.value.index == 2

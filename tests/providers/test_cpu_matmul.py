@@ -1,4 +1,4 @@
-"""Linear layers through oneDNN while decoding on the CPU (providers.cpu_matmul).
+"""Linear layers through oneDNN while decoding on the CPU (providers.local.cpu_matmul).
 
 What is asserted: inside onednn_linear(), exactly the float32, gradient-free CPU products with
 at least two rows go to oneDNN, and they agree with torch's own linear; everything else, and
@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from providers import cpu_matmul
-from providers.cpu_matmul import onednn_linear, onednn_linear_available
+from providers.local import cpu_matmul
+from providers.local.cpu_matmul import onednn_linear, onednn_linear_available
 
 
 @pytest.fixture

@@ -8,14 +8,8 @@ import pytest
 from fakes.chat_servers import FakeAnthropicServer, FakeOpenAIChatServer, expected_answer
 from fakes.chat_servers import fake_anthropic_fixture as fake_anthropic_fixture
 from fakes.chat_servers import fake_openai_chat_fixture as fake_openai_chat_fixture
-from providers.base import Conversation, ProviderError
-from providers.hosted_chat import (
-    AnthropicChat,
-    HostedGeneration,
-    HostedItemError,
-    OpenAICompatibleChat,
-    anthropic_request,
-)
+from providers.base import ChatItemError, ChatResult, Conversation, ProviderError
+from providers.hosted_chat import AnthropicChat, OpenAICompatibleChat, anthropic_request
 
 MODEL = "test-model"
 
@@ -172,7 +166,7 @@ def test_every_item_answered_exactly_once_through_429s_and_500s(
 def test_running_out_of_attempts_names_the_item(fake_openai_chat: FakeOpenAIChatServer):
     fake_openai_chat.fail_next_requests(3, status=500)
 
-    with pytest.raises(HostedItemError, match=r"Item 0: gave up after 3 attempts") as raised:
+    with pytest.raises(ChatItemError, match=r"Item 0: gave up after 3 attempts") as raised:
         openai_chat(fake_openai_chat, max_attempts=3).generate_many(questions(1))
 
     assert raised.value.index == 0 and raised.value.retryable
@@ -190,7 +184,7 @@ def test_a_permanent_400_raises_naming_the_item_without_retrying(
             questions(8), on_result=lambda index, _: seen.append(index)
         )
 
-    assert isinstance(raised.value, HostedItemError) and raised.value.index == 5
+    assert isinstance(raised.value, ChatItemError) and raised.value.index == 5
     assert not raised.value.retryable
     assert fake_openai_chat.requests_by_item["question number 5"] == 1
     # Items answered before the failure were still reported, so a resume can skip them.
@@ -200,7 +194,7 @@ def test_a_permanent_400_raises_naming_the_item_without_retrying(
 
 def test_on_result_is_called_once_per_item(fake_openai_chat: FakeOpenAIChatServer):
     fake_openai_chat.fail_next_requests(2, status=500)
-    reported: list[tuple[int, HostedGeneration]] = []
+    reported: list[tuple[int, ChatResult]] = []
 
     generations = openai_chat(fake_openai_chat, max_in_flight=3).generate_many(
         questions(10), on_result=lambda index, generation: reported.append((index, generation))
@@ -235,7 +229,7 @@ def test_nothing_to_generate_sends_nothing(fake_openai_chat: FakeOpenAIChatServe
 
 
 def test_a_failing_on_result_stops_the_remaining_requests(fake_openai_chat: FakeOpenAIChatServer):
-    def on_result(index: int, generation: HostedGeneration) -> None:
+    def on_result(index: int, generation: ChatResult) -> None:
         raise RuntimeError("the database is gone")
 
     with pytest.raises(RuntimeError, match="the database is gone"):
@@ -316,7 +310,7 @@ def test_anthropic_refuses_turns_that_do_not_alternate_before_sending(
         [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}],
     )
 
-    with pytest.raises(HostedItemError, match=r"Item 2: message 1 is a second 'user' turn"):
+    with pytest.raises(ChatItemError, match=r"Item 2: message 1 is a second 'user' turn"):
         anthropic_chat(fake_anthropic).generate_many(conversations)
 
     assert fake_anthropic.total_requests == 0
@@ -352,9 +346,7 @@ def test_anthropic_timeout_is_retried(fake_anthropic: FakeAnthropicServer):
 
 
 def test_anthropic_wrong_key_is_permanent(fake_anthropic: FakeAnthropicServer):
-    with pytest.raises(
-        HostedItemError, match=r"Item 0: .*authentication_error.*HTTP 401"
-    ) as raised:
+    with pytest.raises(ChatItemError, match=r"Item 0: .*authentication_error.*HTTP 401") as raised:
         anthropic_chat(fake_anthropic, api_key="sk-wrong").generate_many(questions(1))
 
     assert not raised.value.retryable

@@ -17,13 +17,10 @@ from providers.base import (
     TrainingConfig,
     TrainingProgress,
 )
-from providers.local import (
-    IGNORED_LABEL,
-    LocalChatModel,
-    LocalLoRAFineTuner,
-    encode_for_training,
-)
-from providers.local_weights import (
+from providers.local.encoding import IGNORED_LABEL, encode_for_training
+from providers.local.generation import LocalChatModel
+from providers.local.training import LocalLoRAFineTuner
+from providers.local.weights import (
     BASE_MODEL_KEY,
     base_model_source_description,
     ensure_base_model,

@@ -31,15 +31,15 @@ from providers.base import (
     TrainingProgress,
     TrainingResult,
 )
-from providers.local import (
+from providers.local.checkpoints import (
     CHECKPOINT_FILES,
-    LocalChatModel,
-    LocalLoRAFineTuner,
     checkpoint_dir,
     remove_unfinished_checkpoints,
     write_atomically,
 )
-from providers.local_weights import ensure_base_model
+from providers.local.generation import LocalChatModel
+from providers.local.training import LocalLoRAFineTuner
+from providers.local.weights import ensure_base_model
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM = "Classify the support ticket as billing, bug, feature or account. Answer with one word."
@@ -318,7 +318,7 @@ def test_a_process_killed_mid_write_leaves_no_checkpoint_that_looks_complete(
         f"""
         import os, signal
         from pathlib import Path
-        from providers.local import checkpoint_dir, write_atomically
+        from providers.local.checkpoints import checkpoint_dir, write_atomically
 
         def write_then_die(directory: Path) -> None:
             (directory / "adapter_config.json").write_text("{{}}")

@@ -20,8 +20,8 @@ import torch
 
 from providers.base import AnswerConstraint, Conversation, ProviderError
 from providers.constrained import TokenGuide
-from providers.local import LocalChatModel, greedy_decode
-from providers.local_weights import ensure_base_model
+from providers.local.generation import LocalChatModel, greedy_decode
+from providers.local.weights import ensure_base_model
 
 # Many labels: some long, some sharing long prefixes ("bug" is a prefix of others, so a row may
 # stop after it or go on), some with quotes, backslashes, slashes, tabs and non-ASCII letters.

@@ -16,14 +16,9 @@ from providers.base import (
     TrainingConfig,
     TrainingProgress,
 )
-from providers.local import (
-    EarlyStopping,
-    LocalLoRAFineTuner,
-    checkpoint_dir,
-    estimate_seconds_left,
-    evaluations_after,
-)
-from providers.local_weights import ensure_base_model
+from providers.local.checkpoints import EarlyStopping, checkpoint_dir
+from providers.local.training import LocalLoRAFineTuner, estimate_seconds_left, evaluations_after
+from providers.local.weights import ensure_base_model
 
 SYSTEM = "Classify the support ticket as billing, bug, feature or account. Answer with one word."
 TICKETS = [

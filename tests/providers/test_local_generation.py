@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from providers import cpu_matmul
 from providers.base import Conversation, Generation
-from providers.local import LocalChatModel, greedy_decode, shared_prefix_length
-from providers.local_weights import ensure_base_model
+from providers.local import cpu_matmul
+from providers.local.generation import LocalChatModel, greedy_decode, shared_prefix_length
+from providers.local.weights import ensure_base_model
 
 SYSTEM = "Classify the support ticket as billing, bug, feature or account. Answer with one word."
 
@@ -121,7 +121,7 @@ def test_greedy_decode_is_exact_when_the_kv_cache_grows_every_step(
     chat: LocalChatModel, reference: list[list[int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # With room for one more position at a time, every step copies the cache into a new buffer.
-    monkeypatch.setattr("providers.local.KV_CACHE_GROWTH", 1)
+    monkeypatch.setattr("providers.local.generation.KV_CACHE_GROWTH", 1)
     model, _tokenizer = chat.model_and_tokenizer()
     prompts = [prompt_ids(chat, conversation) for conversation in PROMPTS[:3]]
 

@@ -21,21 +21,23 @@ from transformers import (
 )
 
 from providers.base import Conversation
-from providers.local import (
+from providers.local.encoding import (
     BATCHES_PER_LENGTH_GROUP,
     IGNORED_LABEL,
-    LabelledPositionLoss,
     collate,
     collate_packed,
     encode_for_training,
     epoch_batch_order,
     pack_rows,
+)
+from providers.local.loss import (
+    LabelledPositionLoss,
     packing_is_exact,
     predicting_positions,
     summed_token_loss,
     token_loss_for,
 )
-from providers.local_weights import ensure_base_model
+from providers.local.weights import ensure_base_model
 
 SYSTEM = "Classify the support ticket. Answer with JSON."
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from providers.base import ProviderError
-from providers.local_weights import (
+from providers.local.weights import (
     ensure_base_model,
     ensure_model_dir,
     gguf_cache_key,

@@ -93,7 +93,7 @@ def test_the_catalog_page_lists_versions_whose_base_model_goes_away(client, proj
 def test_a_local_catalog_row_can_name_its_own_weights(tmp_path, settings):
     from catalog.weights import base_model_dir, prepared_model_dir
     from providers.base import ProviderError
-    from providers.local_weights import gguf_cache_key
+    from providers.local.weights import gguf_cache_key
 
     settings.FTPORTAL_MODEL_CACHE = tmp_path / "cache"
     model_dir = tmp_path / "my-model"

@@ -13,7 +13,7 @@ class Command(BaseCommand):
     help = "Prepare the local base model cache (idempotent)."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from providers.local_weights import ensure_base_model
+        from providers.local.weights import ensure_base_model
 
         path = ensure_base_model(Path(settings.FTPORTAL_MODEL_CACHE))
         self.stdout.write(f"Base model ready in {path}")

@@ -1,0 +1,106 @@
+"""Builds the provider adapters: the one place Django code constructs what providers/ offers,
+and so the one place a worker's key for an endpoint (read by
+``catalog.secrets.endpoint_credentials``, at call time) is handed to an adapter.
+
+Fine-tuners for training; chat models (``providers.base.ChatModel``) for whatever asks a model
+something: evaluation's candidates and judges, and next the serving gateway's backends. It
+lives in the catalog, below every app that calls a model, because all it reads is catalog
+rows (base models, endpoints, where the weights are) and the secrets the catalog guards.
+
+Imports of the providers stay inside the functions so that the web process never loads torch
+or the provider SDKs; only the worker that trains or generates pays for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+from providers.base import ChatModel, FineTuner, HostedFineTuner, ProviderError
+
+from .models import BaseModel, Endpoint, EndpointKind, Provider
+from .secrets import endpoint_credentials
+from .weights import base_model_dir
+
+
+def fine_tuner_for(base_model: BaseModel) -> FineTuner:
+    from providers.local.training import LocalLoRAFineTuner
+
+    return LocalLoRAFineTuner(base_model_dir(base_model))
+
+
+def hosted_fine_tuner_for(base_model: BaseModel) -> HostedFineTuner:
+    """The adapter of a hosted provider, calling the base model's registered endpoint with the
+    key this worker holds for it (and only there)."""
+    if base_model.provider != Provider.OPENAI:
+        raise ProviderError(f"No hosted fine-tuning adapter for provider {base_model.provider!r}")
+    credentials = endpoint_credentials(
+        base_model.endpoint, model=base_model.key, who=base_model.display_name
+    )
+    from providers.openai_ft import OpenAIFineTuner
+
+    return OpenAIFineTuner(
+        api_key=credentials.api_key,
+        base_url=credentials.base_url,
+        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
+    )
+
+
+def local_chat_model(*, base_model: BaseModel, adapter_dir: str = "") -> ChatModel:
+    """A local base model, with the LoRA adapter in ``adapter_dir`` applied when one is named."""
+    from providers.local.generation import LocalChatModel
+
+    return LocalChatModel(base_model_dir(base_model), Path(adapter_dir) if adapter_dir else None)
+
+
+def hosted_chat_model(
+    *, endpoint: Endpoint | None, model: str, who: str, max_in_flight: int, listed_as: str = ""
+) -> ChatModel:
+    """A chat model at a registered endpoint, speaking that endpoint's API, with the key this
+    worker holds for it (read by ``endpoint_credentials``, sent only to its URL), at most
+    ``max_in_flight`` requests at a time. A fine-tuned model is checked against the endpoint's
+    model list as its base model (``listed_as``). ProviderError (starting with ``who``) when
+    the endpoint may not be used from this worker."""
+    credentials = endpoint_credentials(endpoint, model=listed_as or model, who=who)
+    assert endpoint is not None  # endpoint_credentials refuses a missing one
+    from providers.hosted_chat import AnthropicChat, OpenAICompatibleChat
+
+    chat = AnthropicChat if endpoint.kind == EndpointKind.ANTHROPIC else OpenAICompatibleChat
+    return chat(
+        api_key=credentials.api_key,
+        model=model,
+        base_url=credentials.base_url,
+        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
+        max_in_flight=max_in_flight,
+    )
+
+
+def base_chat_model(*, base_model: BaseModel, who: str, max_in_flight: int) -> ChatModel:
+    """A catalog base model as it is: local weights, or the hosted model at its endpoint."""
+    if base_model.provider == Provider.LOCAL:
+        return local_chat_model(base_model=base_model)
+    return hosted_chat_model(
+        endpoint=base_model.endpoint, model=base_model.key, who=who, max_in_flight=max_in_flight
+    )
+
+
+def fine_tuned_chat_model(
+    *,
+    base_model: BaseModel,
+    adapter_dir: str,
+    hosted_model_id: str,
+    who: str,
+    max_in_flight: int,
+) -> ChatModel:
+    """A model fine-tuned from ``base_model`` (a version or a checkpoint): its local adapter
+    when it has one, else the provider's fine-tuned model id at the base model's endpoint."""
+    if adapter_dir:
+        return local_chat_model(base_model=base_model, adapter_dir=adapter_dir)
+    return hosted_chat_model(
+        endpoint=base_model.endpoint,
+        model=hosted_model_id,
+        who=who,
+        max_in_flight=max_in_flight,
+        listed_as=base_model.key,
+    )

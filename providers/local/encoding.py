@@ -1,0 +1,240 @@
+"""Training data for the local provider: conversations rendered with the model's chat template
+and tokenized so that only assistant replies carry labels, collated into padded or packed
+batches, and the seeded order of the batches over the epochs."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from providers.base import Conversation, ProviderError, TrainingConfig
+
+IGNORED_LABEL = -100  # cross_entropy's ignore_index: these positions add nothing to the loss
+# Examples are sorted by length within groups of this many batches. Larger groups mean less
+# padding but batches that differ less from epoch to epoch.
+BATCHES_PER_LENGTH_GROUP = 16
+
+
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: Conversation, *, add_generation_prompt: bool
+) -> str:
+    if not tokenizer.chat_template:
+        raise ProviderError(
+            f"the tokenizer of {tokenizer.name_or_path} has no chat template to render "
+            "conversations with"
+        )
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+    if not isinstance(text, str):
+        raise ProviderError("the tokenizer's chat template did not render to text")
+    return text
+
+
+def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    ids: list[int] = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids
+
+
+# --- training data ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def supervised_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORED_LABEL)
+
+
+def encode_for_training(
+    tokenizer: PreTrainedTokenizerBase, conversation: Conversation, max_seq_len: int
+) -> EncodedExample:
+    """Tokenize a conversation so that only assistant replies carry labels.
+
+    The text is tokenized piece by piece (prompt, reply, prompt, reply...) rather than whole:
+    at generation time the prompt is tokenized on its own and the reply is appended token by
+    token, so training on the same split keeps the two consistent at the boundary.
+    """
+    input_ids: list[int] = []
+    labels: list[int] = []
+    rendered = ""
+    for index, message in enumerate(conversation):
+        if message.get("role") != "assistant":
+            continue
+        if index == 0:
+            raise ProviderError("a training conversation starts with an assistant message")
+        prompt = render_chat(tokenizer, conversation[:index], add_generation_prompt=True)
+        with_reply = render_chat(tokenizer, conversation[: index + 1], add_generation_prompt=False)
+        if not prompt.startswith(rendered) or not with_reply.startswith(prompt):
+            raise ProviderError("the chat template does not render conversations prefix-stably")
+        prompt_ids = token_ids(tokenizer, prompt[len(rendered) :])
+        reply_ids = token_ids(tokenizer, with_reply[len(prompt) :])
+        # OpenAI's format lets a reply carry weight 0: it stays as context but is not learned.
+        learned = str(message.get("weight", 1)) != "0"
+        input_ids += prompt_ids + reply_ids
+        labels += [IGNORED_LABEL] * len(prompt_ids)
+        labels += reply_ids if learned else [IGNORED_LABEL] * len(reply_ids)
+        rendered = with_reply
+    return EncodedExample(input_ids[:max_seq_len], labels[:max_seq_len])
+
+
+def training_set_fingerprint(examples: Sequence[EncodedExample]) -> str:
+    """Identifies the encoded training set, so a checkpoint is never resumed on other data."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.input_ids, example.labels]).encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor
+    # Padded batches mark their padding here; packed ones have none and restart position_ids
+    # at 0 for each example instead.
+    attention_mask: torch.Tensor | None
+    labels: torch.Tensor
+    position_ids: torch.Tensor | None = None
+
+    def model_inputs(self) -> dict[str, Any]:
+        # A KV cache would make transformers skip the packed-sequence check (it assumes
+        # generation) and let packed examples attend to each other; training never needs one.
+        inputs: dict[str, Any] = {"input_ids": self.input_ids, "use_cache": False}
+        if self.attention_mask is not None:
+            inputs["attention_mask"] = self.attention_mask
+        if self.position_ids is not None:
+            inputs["position_ids"] = self.position_ids
+        return inputs
+
+
+Collate = Callable[[Sequence[EncodedExample], int, str], Batch]
+
+
+def collate(examples: Sequence[EncodedExample], pad_token_id: int, device: str) -> Batch:
+    """One example per row, right-padded to the longest."""
+    # Right padding is fine for training; labels mask the padding, not the pad id, because this
+    # tokenizer pads with its end-of-turn token, which replies must still learn to produce.
+    width = max(len(example.input_ids) for example in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORED_LABEL, dtype=torch.long)
+    for row, example in enumerate(examples):
+        length = len(example.input_ids)
+        input_ids[row, :length] = torch.tensor(example.input_ids)
+        attention_mask[row, :length] = 1
+        labels[row, :length] = torch.tensor(example.labels)
+    return Batch(input_ids.to(device), attention_mask.to(device), labels.to(device))
+
+
+def pack_rows(lengths: Sequence[int]) -> list[list[int]]:
+    """Indices of the examples to put in each row, first-fit by decreasing length, into rows as
+    long as the longest example: never wider than padding would be, and mostly full."""
+    capacity = max(lengths)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True):
+        fitting = next((row for row, free in enumerate(room) if lengths[index] <= free), None)
+        if fitting is None:
+            rows.append([index])
+            room.append(capacity - lengths[index])
+        else:
+            rows[fitting].append(index)
+            room[fitting] -= lengths[index]
+    return rows
+
+
+def collate_packed(examples: Sequence[EncodedExample], pad_token_id: int, device: str) -> Batch:
+    """Several examples per row (see pack_rows), each attending only to itself.
+
+    Without an attention mask, transformers reads position_ids that restart at 0 as the start
+    of a new sequence and gives the row a block-diagonal causal mask; the padding at a row's end
+    restarts too, so it forms a segment of its own that no example sees. packing_is_exact
+    checks that a model honours this before training relies on it.
+    """
+    rows = pack_rows([len(example.input_ids) for example in examples])
+    width = max(len(example.input_ids) for example in examples)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORED_LABEL, dtype=torch.long)
+    for row, members in enumerate(rows):
+        start = 0
+        for member in members:
+            example = examples[member]
+            end = start + len(example.input_ids)
+            input_ids[row, start:end] = torch.tensor(example.input_ids)
+            position_ids[row, start:end] = torch.arange(end - start)
+            labels[row, start:end] = torch.tensor(example.labels)
+            # The previous example's last position must not learn to predict this first token
+            # (unpacked, nothing predicts a first token).
+            labels[row, start] = IGNORED_LABEL
+            start = end
+        position_ids[row, start:] = torch.arange(width - start)
+    return Batch(
+        input_ids.to(device), None, labels.to(device), position_ids=position_ids.to(device)
+    )
+
+
+def input_tokens(examples: Sequence[EncodedExample]) -> int:
+    """Non-padding input tokens: what throughput counts, here and in the benchmark's baseline."""
+    return sum(len(example.input_ids) for example in examples)
+
+
+# --- batch order --------------------------------------------------------------------------------
+
+
+def epoch_batch_order(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """Example indices of each batch of one epoch, grouped by length, seeded by (seed, epoch).
+
+    The examples are shuffled, cut into groups of BATCHES_PER_LENGTH_GROUP batches, sorted by
+    length within each group and cut into batches; then the batches are shuffled. Batches hold
+    examples of similar length, so padding costs little, while the order stays random. Groups
+    are whole batches, so an epoch has ceil(n / batch_size) batches, like a plain shuffle.
+    """
+    rng = random.Random(f"ftportal-batch-order:{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    group_size = batch_size * BATCHES_PER_LENGTH_GROUP
+    batches: list[list[int]] = []
+    for start in range(0, len(order), group_size):
+        # sorted() is stable: examples of equal length keep their shuffled order.
+        group = sorted(order[start : start + group_size], key=lambda i: lengths[i], reverse=True)
+        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@dataclass(frozen=True)
+class DataPosition:
+    """Where the next batch comes from: its epoch, that epoch's batches, and which one is next."""
+
+    epoch: int
+    epoch_batches: list[list[int]]
+    next_batch: int
+
+    @staticmethod
+    def start(lengths: Sequence[int], config: TrainingConfig) -> DataPosition:
+        return DataPosition(0, epoch_batch_order(lengths, config.batch_size, config.seed, 0), 0)
+
+    def take(
+        self, lengths: Sequence[int], config: TrainingConfig
+    ) -> tuple[list[int], DataPosition]:
+        """The next batch's example indices, and the position after it."""
+        position = self
+        if position.next_batch == len(position.epoch_batches):
+            epoch = position.epoch + 1
+            order = epoch_batch_order(lengths, config.batch_size, config.seed, epoch)
+            position = DataPosition(epoch, order, 0)
+        batch = position.epoch_batches[position.next_batch]
+        return batch, dataclasses.replace(position, next_batch=position.next_batch + 1)

@@ -1,0 +1,127 @@
+"""The training loss of the local provider: the sum of next-token losses over a batch's
+labelled positions, with the output head run only where a label follows when the model allows
+it, and the checks that the shortcuts give the model's own logits."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
+
+from .encoding import IGNORED_LABEL, Batch
+from .loading import training_dtype
+
+# --- the loss -----------------------------------------------------------------------------------
+
+# Sum of next-token losses over a batch's labelled positions, and how many there were.
+TokenLoss = Callable[[Batch], tuple[torch.Tensor, int]]
+
+
+def summed_token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+    """The plain computation: logits at every position, loss where a label follows."""
+    logits = model(**batch.model_inputs()).logits
+    predicted = logits[:, :-1, :].float()
+    targets = batch.labels[:, 1:]
+    loss = torch.nn.functional.cross_entropy(
+        predicted.reshape(-1, predicted.size(-1)),
+        targets.reshape(-1),
+        ignore_index=IGNORED_LABEL,
+        reduction="sum",
+    )
+    return loss, int((targets != IGNORED_LABEL).sum().item())
+
+
+def predicting_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices (row * width + column) of the positions whose next token is labelled, and
+    those next tokens: the only places where logits are needed."""
+    following = labels[:, 1:]
+    rows, columns = (following != IGNORED_LABEL).nonzero(as_tuple=True)
+    return rows * labels.size(1) + columns, following[rows, columns]
+
+
+class LabelledPositionLoss:
+    """The same sum as summed_token_loss, with the output head run only where it counts.
+
+    The decoder still sees every token (prompts are context), but the head's matmul into the
+    vocabulary, the fp32 logits and the softmax are computed for labelled positions only; for
+    short answers to long prompts that is a few percent of the positions.
+    """
+
+    def __init__(self, decoder: torch.nn.Module, head: torch.nn.Module) -> None:
+        self.decoder = decoder
+        self.head = head
+
+    def __call__(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        hidden = self.decoder(**batch.model_inputs()).last_hidden_state
+        positions, targets = predicting_positions(batch.labels)
+        selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
+        logits = self.head(selected).float()
+        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        return loss, int(targets.numel())
+
+
+def token_loss_for(model: PeftModel, device: str) -> TokenLoss:
+    """The fastest loss that gives this model's own logits.
+
+    Some architectures transform the head's output (Gemma's soft-capping, Cohere's logit
+    scale); calling the head directly would silently train on other logits, so the shortcut is
+    used only after checking that it reproduces the full model's logits.
+    """
+    plain: TokenLoss = functools.partial(summed_token_loss, model)
+    causal_lm = model.get_base_model()
+    if not isinstance(causal_lm, PreTrainedModel):
+        return plain
+    decoder = causal_lm.get_decoder()
+    head = causal_lm.get_output_embeddings()
+    if decoder is causal_lm or not isinstance(head, torch.nn.Module):
+        return plain
+    probe = torch.arange(1, 9, device=device).unsqueeze(0)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        full = model(input_ids=probe, use_cache=False).logits[0].float()
+        shortcut = head(decoder(input_ids=probe, use_cache=False).last_hidden_state[0]).float()
+    model.train(was_training)
+    if not logits_match(shortcut, full, device):
+        return plain
+    return LabelledPositionLoss(decoder, head)
+
+
+def logits_match(actual: torch.Tensor, expected: torch.Tensor, device: str) -> bool:
+    """Equal up to rounding, relative to the logits' scale.
+
+    Different kernels (a masked attention against a causal one, a matmul on fewer rows) round
+    differently: about 1e-4 of the largest logit in fp32 and 1e-2 in bf16. What the checks look
+    for is far larger: logits soft-capped or rescaled, or examples seeing each other, move them
+    by a sizeable fraction of that scale.
+    """
+    if actual.shape != expected.shape:
+        return False
+    tolerance = 1e-3 if training_dtype(device) == torch.float32 else 3e-2
+    scale = max(1.0, float(expected.float().abs().max()))
+    return float((actual.float() - expected.float()).abs().max()) <= tolerance * scale
+
+
+def packing_is_exact(model: torch.nn.Module, device: str) -> bool:
+    """Whether the model keeps examples packed in one row apart, giving each the logits it
+    gets alone. Architectures whose attention ignores packed position_ids would let examples
+    see each other; training then pads instead."""
+    first = list(range(1, 6))
+    second = list(range(6, 9))
+    one_row = torch.tensor([first + second], device=device)
+    restarting = torch.tensor([list(range(len(first))) + list(range(len(second)))], device=device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        packed = model(input_ids=one_row, position_ids=restarting, use_cache=False).logits[0]
+        alone = torch.cat(
+            [
+                model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0]
+                for ids in (first, second)
+            ]
+        )
+    model.train(was_training)
+    return logits_match(packed, alone, device)
