@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "training",
     "evaluation",
     "registry",
+    "serving",
     # The site itself: its management commands (load_demo).
     "config",
 ]
@@ -391,3 +392,10 @@ FTPORTAL_TOKEN_FAILURES_PER_ACCOUNT = int(os.environ.get("FTPORTAL_TOKEN_FAILURE
 FTPORTAL_TOKEN_FAILURES_PER_CLIENT = int(os.environ.get("FTPORTAL_TOKEN_FAILURES_PER_CLIENT", 50))
 # API tokens (ftportal.tokens) stop working this many days after they are created.
 FTPORTAL_API_TOKEN_DAYS = int(os.environ.get("FTPORTAL_API_TOKEN_DAYS", 30))
+
+# --- Application keys (serving, issue 15) ----------------------------------------------------
+# A new application key's rate limit, in requests per minute, unless its creator sets its own
+# (serving.services.application_key_rate_check counts them in Redis, one-minute windows).
+FTPORTAL_APP_KEY_RATE_LIMIT_PER_MINUTE = int(
+    os.environ.get("FTPORTAL_APP_KEY_RATE_LIMIT_PER_MINUTE", 600)
+)

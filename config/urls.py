@@ -18,6 +18,7 @@ from ftportal import urls as ftportal_urls
 from ftportal.auth_views import PasswordChangeView
 from ftportal.views import favicon, healthz
 from registry import urls as registry_urls
+from serving import urls as serving_urls
 from training import urls as training_urls
 
 from . import views
@@ -29,6 +30,7 @@ page_patterns: list[URLPattern] = [
     *training_urls.page_patterns,
     *registry_urls.page_patterns,
     *evaluation_urls.page_patterns,
+    *serving_urls.page_patterns,
 ]
 
 project_api_patterns: list[URLPattern] = [
@@ -38,6 +40,7 @@ project_api_patterns: list[URLPattern] = [
     *training_urls.project_api_patterns,
     *registry_urls.project_api_patterns,
     *evaluation_urls.project_api_patterns,
+    *serving_urls.project_api_patterns,
 ]
 
 api_patterns: list[URLPattern | URLResolver] = [

@@ -34,6 +34,10 @@ class Action(models.TextChoices):
     # Promoting without the evaluation the promotion gate asks for, with a reason on record.
     OVERRIDE_PROMOTION_GATE = "override_promotion_gate", "promote without passing the gate"
     MANAGE_MEMBERS = "manage_members", "manage members"
+    # Application keys let programs call the project's production models through the gateway:
+    # creating or revoking one is a lead's call (issue 15: "leads manage keys, routes and
+    # experiments; managers read"). Every member may read the list, which shows no secret.
+    MANAGE_APP_KEYS = "manage_app_keys", "create or revoke application keys"
 
 
 _ALL = frozenset(Role)
@@ -54,6 +58,7 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.PROMOTE: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.OVERRIDE_PROMOTION_GATE: frozenset({Role.ADMIN}),
     Action.MANAGE_MEMBERS: frozenset({Role.ADMIN}),
+    Action.MANAGE_APP_KEYS: frozenset({Role.ML_LEAD, Role.ADMIN}),
 }
 
 
@@ -82,6 +87,7 @@ class RoleFlags:
     promote: bool
     override_promotion_gate: bool
     manage_members: bool
+    manage_app_keys: bool
 
 
 def role_flags(role: str | None) -> RoleFlags:

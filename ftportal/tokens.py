@@ -1,14 +1,11 @@
 """API tokens: created with a password, stored hashed, expiring, revocable.
 
-A key reads ``<prefix>.<secret>``. The prefix is stored as is and finds the row; the secret is
-stored only as its SHA-256, so a copy of the database holds no usable key. The plaintext leaves
-the server once, in the answer that creates it. Clients send ``Authorization: Token <key>``.
+A key reads ``<prefix>.<secret>``, stored hashed the one way ``ftportal.hashed_secrets`` keeps
+every key the product hands out. Clients send ``Authorization: Token <key>``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 from datetime import timedelta
 
@@ -19,25 +16,18 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.request import Request
 
+from .hashed_secrets import last_used_due, new_secret, secret_matches, secret_sha256
 from .models import ApiToken
-
-# last_used_at is written at most this often per token: an API client making many calls a
-# second should not turn every read into a write.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
-
-
-def _sha256(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def api_token_create(*, user: User) -> tuple[ApiToken, str]:
     """A new token for ``user``, and its plaintext key (which is not stored anywhere)."""
     prefix = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(32)
+    secret = new_secret()
     token = ApiToken.objects.create(
         user=user,
         prefix=prefix,
-        secret_sha256=_sha256(secret),
+        secret_sha256=secret_sha256(secret),
         expires_at=timezone.now() + timedelta(days=settings.FTPORTAL_API_TOKEN_DAYS),
     )
     return token, f"{prefix}.{secret}"
@@ -59,9 +49,9 @@ def api_token_for_key(key: str) -> ApiToken:
     """The live token a key names; AuthenticationFailed saying why when there is none."""
     prefix, _, secret = key.partition(".")
     token = ApiToken.objects.select_related("user").filter(prefix=prefix).first()
-    # compare_digest even for an unknown prefix, so timing does not tell which prefixes exist.
-    expected = token.secret_sha256 if token else _sha256(secrets.token_hex(16))
-    if token is None or not secret or not hmac.compare_digest(expected, _sha256(secret)):
+    # Compared even for an unknown prefix (secret_matches says why).
+    matched = secret_matches(token.secret_sha256 if token else None, secret)
+    if token is None or not matched:
         raise exceptions.AuthenticationFailed("Invalid token.")
     now = timezone.now()
     if token.revoked_at is not None:
@@ -75,7 +65,7 @@ def api_token_for_key(key: str) -> ApiToken:
         )
     if not token.user.is_active:
         raise exceptions.AuthenticationFailed("This account is disabled.")
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
+    if last_used_due(token.last_used_at, now):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     return token

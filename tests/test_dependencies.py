@@ -23,6 +23,7 @@ PRODUCT = (
     "training",
     "evaluation",
     "registry",
+    "serving",
     "providers",
 )
 DEVELOPMENT = ("tests", "bench", "fakes")

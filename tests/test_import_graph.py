@@ -26,6 +26,7 @@ LAYER_OF = {
     "training": 3,
     "registry": 4,
     "evaluation": 5,
+    "serving": 6,
     "config": 9,
 }
 # (lower, higher) within one rank: the catalog is built on the core, never the reverse.

@@ -7,7 +7,16 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-APPS = ("config", "ftportal", "catalog", "datasets", "training", "evaluation", "registry")
+APPS = (
+    "config",
+    "ftportal",
+    "catalog",
+    "datasets",
+    "training",
+    "evaluation",
+    "registry",
+    "serving",
+)
 PATTERNS = ("views.py", "*_views.py", "api.py", "*_api.py")
 
 

@@ -1,0 +1,7 @@
+"""The serving app: above evaluation in the layers, the production half of the loop."""
+
+from django.apps import AppConfig
+
+
+class ServingConfig(AppConfig):
+    name = "serving"

@@ -1,0 +1,26 @@
+"""Serving's pages and its API under /api/projects/<project_id>/: application keys."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, path
+
+from . import api, views
+
+page_patterns: list[URLPattern] = [
+    path("projects/<int:project_id>/app-keys/", views.app_keys, name="app_keys"),
+    path(
+        "projects/<int:project_id>/app-keys/<int:key_id>/revoke/",
+        views.app_key_revoke,
+        name="app_key_revoke",
+    ),
+]
+
+project_api_patterns: list[URLPattern] = [
+    path("app-keys/", api.ApplicationKeyCollectionApi.as_view(), name="app_key_list"),
+    path("app-keys/<int:key_id>/", api.ApplicationKeyDetailApi.as_view(), name="app_key_detail"),
+    path(
+        "app-keys/<int:key_id>/revoke/",
+        api.ApplicationKeyRevokeApi.as_view(),
+        name="app_key_revoke",
+    ),
+]
