@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from datasets.models import ImportBatch
+from serving.services import application_key_create
 
 from .builders import World, token_client
 
@@ -76,6 +77,12 @@ def path_ids(world: World, path: str) -> dict[str, Any]:
         "version_id": world.first.pk if "/model-versions/" in path else world.version.pk,
         "run_id": world.eval_run.pk,
     }
+    if "{key_id}" in path:
+        # An application key of the project, made for the operations that name one.
+        key = world.project.application_keys.first() or (
+            application_key_create(project=world.project, user=world.owner, name="fuzzed").key
+        )
+        ids["key_id"] = key.pk
     return {name: value for name, value in ids.items() if "{" + name + "}" in path}
 
 
