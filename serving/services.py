@@ -236,7 +236,8 @@ def _window_count(counter: str, *, ttl_seconds: int) -> int:
 
     In Redis (Django's RedisCache, the cache the project already uses) INCR is atomic, so
     concurrent requests on several web processes count exactly. The counter outlives its window
-    a little and then expires by itself: nothing to clean up.
+    a little and then expires by itself: nothing to clean up. (The embedded default's file
+    cache counts too, but not atomically: close enough on one machine.)
     """
     try:
         return int(cache.incr(counter))
