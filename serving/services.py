@@ -230,6 +230,18 @@ class RateDecision:
     retry_after_seconds: int
     counted: bool = True
 
+    def headers(self) -> dict[str, str]:
+        """The answer's rate-limit headers, named as OpenAI's API names them, so clients that
+        read those read these; a refusal adds Retry-After, for its 429."""
+        headers = {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(self.remaining),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after_seconds)
+            headers["x-ratelimit-reset-requests"] = f"{self.retry_after_seconds}s"
+        return headers
+
 
 def _window_count(counter: str, *, ttl_seconds: int) -> int:
     """Adds one to a window's counter and answers its new value.

@@ -276,6 +276,24 @@ def test_the_rate_limit_answers_retry_after_past_the_limit_and_allows_in_the_nex
     assert next_window.allowed and next_window.remaining == 2
 
 
+def test_a_decision_gives_the_headers_of_its_answer(project: Project, lead_user: User) -> None:
+    key = application_key_create(
+        project=project, user=lead_user, name="app", rate_limit_per_minute=1
+    ).key
+    start = window_start()
+
+    allowed = application_key_rate_check(key, now=start + 1).headers()
+    refused = application_key_rate_check(key, now=start + 50).headers()
+
+    assert allowed == {"x-ratelimit-limit-requests": "1", "x-ratelimit-remaining-requests": "0"}
+    assert refused == {
+        "x-ratelimit-limit-requests": "1",
+        "x-ratelimit-remaining-requests": "0",
+        "Retry-After": "10",
+        "x-ratelimit-reset-requests": "10s",
+    }
+
+
 def test_each_key_has_its_own_count(project: Project, lead_user: User) -> None:
     first = application_key_create(
         project=project, user=lead_user, name="a", rate_limit_per_minute=1
