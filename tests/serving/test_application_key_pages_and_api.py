@@ -392,3 +392,27 @@ def test_revoking_takes_no_body_and_another_projects_key_is_404(
     assert with_body.status_code == 400
     assert cross.status_code == 404
     assert not ApplicationKey.objects.filter(revoked_at__isnull=False).exists()
+
+
+# --- /admin/ ------------------------------------------------------------------------------------
+
+
+def test_a_site_admin_sees_keys_without_their_hash_and_revokes_them(
+    project: Project, existing_key: ApplicationKey
+) -> None:
+    superuser = User.objects.create_superuser(username="root", password="pw")
+    client = logged_in(superuser)
+
+    listing = client.get("/admin/serving/applicationkey/")
+    detail = client.get(f"/admin/serving/applicationkey/{existing_key.pk}/change/")
+    revoked = client.post(
+        "/admin/serving/applicationkey/",
+        {"action": "revoke", "_selected_action": [existing_key.pk]},
+    )
+
+    assert listing.status_code == 200 and existing_key.prefix in listing.content.decode()
+    assert detail.status_code == 200
+    assert existing_key.secret_sha256 not in detail.content.decode()
+    assert revoked.status_code == 302
+    existing_key.refresh_from_db()
+    assert existing_key.revoked_at is not None and existing_key.revoked_by == superuser
