@@ -15,7 +15,11 @@ from django.core.exceptions import ValidationError
 from django.test import Client
 from django.urls import reverse
 
-from catalog.adapters import served_adapter_chat_model, served_adapter_path
+from catalog.adapters import (
+    served_adapter_chat_model,
+    served_adapter_path,
+    served_adapter_unload,
+)
 from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from catalog.services import endpoint_register
 from fakes.vllm_server import FakeVLLMServer, expected_answer
@@ -217,3 +221,23 @@ def test_an_admin_registers_a_vllm_server_in_the_admin(
 
     endpoint = Endpoint.objects.get(name="gpu")
     assert (endpoint.kind, endpoint.adapter_root, endpoint.max_loras) == ("vllm", ROOT, 3)
+
+
+def test_unloading_through_the_catalog_frees_a_place_on_the_server(
+    gpu_host: FakeVLLMServer, base_model: BaseModel
+) -> None:
+    for job in (1, 2):
+        gpu_host.add_adapter_files(f"{ROOT}/jobs/{job}/adapter")
+    endpoint = register(gpu_host, max_loras=1)
+    build(endpoint, base_model, "v1", stored_adapter(1))
+
+    unloaded = served_adapter_unload(
+        endpoint=endpoint, base_model=base_model, adapter_name="v1", who="Experiment 3"
+    )
+    again = served_adapter_unload(
+        endpoint=endpoint, base_model=base_model, adapter_name="v1", who="Experiment 3"
+    )
+    build(endpoint, base_model, "v2", stored_adapter(2))
+
+    assert (unloaded, again) == (True, False)
+    assert gpu_host.loaded_adapters == {"v2": f"{ROOT}/jobs/2/adapter"}

@@ -4,6 +4,8 @@ server's errors coming back as the ChatModel's permanent or transient errors."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from fakes.vllm_server import BASE_MODEL, FakeVLLMServer, expected_answer
@@ -196,3 +198,26 @@ def test_a_name_that_cannot_travel_as_a_model_name_is_refused_before_anything_is
         client(fake_vllm).ensure_adapter(name="../v1 x", path=PATH_A)
 
     assert fake_vllm.calls == []
+
+
+def test_clients_loading_one_adapter_at_once_all_end_with_it_loaded_once(
+    with_files: FakeVLLMServer,
+) -> None:
+    # Gateway processes racing for one adapter: the losers get vLLM's 400 "already loaded",
+    # then find it listed, and none of them fails.
+    failures: list[BaseException] = []
+
+    def ensure() -> None:
+        try:
+            client(with_files).ensure_adapter(name="v1", path=PATH_A)
+        except BaseException as error:  # reported below, in the test's thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=ensure) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert failures == []
+    assert with_files.loads == ["v1"]
