@@ -5,7 +5,7 @@ adapter's path on the server is derived from where this site stored it, never ty
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,9 +22,15 @@ from catalog.adapters import (
 )
 from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from catalog.services import endpoint_register
-from fakes.vllm_server import FakeVLLMServer, expected_answer
+from evaluation.models import EvalStatus
+from fakes.vllm_server import BASE_MODEL, FakeVLLMServer, expected_answer
+from ftportal.models import Project
+from ftportal.roles import Role
 from providers.base import ProviderError
 from providers.hosted_chat import OpenAICompatibleChat
+from tests.api.builders import token_client
+from tests.catalog.test_endpoints import execute_every_queued_run
+from tests.evaluation.test_runs import held_out_version
 
 pytestmark = pytest.mark.django_db
 
@@ -241,3 +247,23 @@ def test_unloading_through_the_catalog_frees_a_place_on_the_server(
 
     assert (unloaded, again) == (True, False)
     assert gpu_host.loaded_adapters == {"v2": f"{ROOT}/jobs/2/adapter"}
+
+
+def test_the_base_model_of_a_vllm_server_is_an_evaluation_candidate(
+    gpu_host: FakeVLLMServer, project: Project, make_member: Callable[[Role], User]
+) -> None:
+    lead = make_member(Role.ML_LEAD)
+    version = held_out_version(project, lead)
+    register(gpu_host)
+    candidate = {"kind": "openai_compatible", "api_model": BASE_MODEL, "endpoint": "gpu"}
+
+    created = token_client(lead).post(
+        f"/api/projects/{project.pk}/evaluations/",
+        {"dataset_version": version.pk, "split": "all", "candidates": [candidate]},
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    [run] = execute_every_queued_run()
+
+    assert run.status == EvalStatus.SUCCEEDED, run.error
+    assert gpu_host.answers_by_model[BASE_MODEL] > 0
