@@ -22,7 +22,11 @@ loaded) rather than evicting one: an adapter in use by a running experiment must
 under it, and which adapters may go is the caller's decision (``unload_adapter``).
 
 Nothing is remembered here: every ``ensure_adapter`` asks the server what it has, so several
-gateway processes, or a restarted server, never disagree with this client. The chat itself is
+gateway processes, or a restarted server, never disagree with this client. Two clients racing
+for one adapter both succeed (the loser's "already loaded" is checked against the list); two
+loading different adapters at the same moment could together pass ``max_loras``, since vLLM
+has no limit to enforce it atomically, so adapters are best loaded from one place (when a route
+or an experiment changes), not on every request. The chat itself is
 ``providers.hosted_chat.OpenAICompatibleChat`` (a ChatModel), pointed at the adapter's name.
 """
 
