@@ -3,7 +3,8 @@ and so the one place a worker's key for an endpoint (read by
 ``catalog.secrets.endpoint_credentials``, at call time) is handed to an adapter.
 
 Fine-tuners for training; chat models (``providers.base.ChatModel``) for whatever asks a model
-something: evaluation's candidates and judges, and next the serving gateway's backends. It
+something: evaluation's candidates and judges, and next the serving gateway's backends (a
+model version's adapter on a registered vLLM server: ``served_adapter_chat_model``). It
 lives in the catalog, below every app that calls a model, because all it reads is catalog
 rows (base models, endpoints, where the weights are) and the secrets the catalog guards.
 
@@ -13,15 +14,26 @@ or the provider SDKs; only the worker that trains or generates pays for them.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from providers.base import ChatModel, FineTuner, HostedFineTuner, ProviderError
+from providers.base import (
+    ChatModel,
+    FineTuner,
+    HostedFineTuner,
+    ProviderError,
+    TransientProviderError,
+)
 
 from .models import BaseModel, Endpoint, EndpointKind, Provider
+from .rules import adapter_root_refusal
 from .secrets import endpoint_credentials
 from .weights import base_model_dir
+
+if TYPE_CHECKING:  # imported inside the functions at run time, as every provider here
+    from providers.vllm import VLLMServer
 
 
 def fine_tuner_for(base_model: BaseModel) -> FineTuner:
@@ -103,4 +115,88 @@ def fine_tuned_chat_model(
         who=who,
         max_in_flight=max_in_flight,
         listed_as=base_model.key,
+    )
+
+
+def served_adapter_path(endpoint: Endpoint, adapter_dir: str) -> str:
+    """Where the vLLM server of ``endpoint`` reads the adapter this site stored in
+    ``adapter_dir``: the same place inside the artifact store (FTPORTAL_ARTIFACTS_DIR, a volume
+    both hosts mount), under the endpoint's ``adapter_root``. Only adapters inside the store
+    travel; nobody types a path. ProviderError for anything else."""
+    store = Path(settings.FTPORTAL_ARTIFACTS_DIR).resolve()
+    stored = Path(adapter_dir).resolve() if adapter_dir else store
+    if stored == store or not stored.is_relative_to(store):
+        raise ProviderError(
+            f"endpoint {endpoint.name}: only an adapter inside the artifact store can be "
+            "served by vLLM; this one is not."
+        )
+    return str(PurePosixPath(endpoint.adapter_root, *stored.relative_to(store).parts))
+
+
+def served_adapter_chat_model(
+    *,
+    endpoint: Endpoint | None,
+    base_model: BaseModel,
+    adapter_name: str,
+    adapter_dir: str,
+    who: str,
+    max_in_flight: int,
+) -> ChatModel:
+    """A LoRA adapter fine-tuned from ``base_model``, served as ``adapter_name`` by the
+    registered vLLM server ``endpoint``: loaded there first unless the server lists it already,
+    refused (ProviderError naming the limit) when that would pass the endpoint's max_loras.
+    The endpoint's model list, when it has one, must name ``base_model``'s key: the base model
+    that server runs. ProviderError (starting with ``who``) when the endpoint may not be used
+    from this worker or is not a vLLM server."""
+    server = _vllm_client(endpoint, model=base_model.key, who=who, max_in_flight=max_in_flight)
+    assert endpoint is not None  # _vllm_client refuses a missing one
+    try:
+        path = served_adapter_path(endpoint, adapter_dir)
+        return server.adapter_chat_model(name=adapter_name, path=path)
+    except TransientProviderError as error:
+        raise TransientProviderError(f"{who}: {error}", retry_after=error.retry_after) from error
+    except ProviderError as error:
+        raise ProviderError(f"{who}: {error}") from error
+    finally:
+        # The chat model holds its own connections; the loading client's are done.
+        server.close()
+
+
+def served_adapter_unload(
+    *, endpoint: Endpoint | None, base_model: BaseModel, adapter_name: str, who: str
+) -> bool:
+    """Stop the registered vLLM server ``endpoint`` serving ``adapter_name``, an adapter
+    fine-tuned from ``base_model`` (freeing one of its max_loras places); False when it did not
+    serve it. ProviderError as for loading."""
+    server = _vllm_client(endpoint, model=base_model.key, who=who, max_in_flight=1)
+    try:
+        return server.unload_adapter(adapter_name)
+    except TransientProviderError as error:
+        raise TransientProviderError(f"{who}: {error}", retry_after=error.retry_after) from error
+    except ProviderError as error:
+        raise ProviderError(f"{who}: {error}") from error
+    finally:
+        server.close()
+
+
+def _vllm_client(
+    endpoint: Endpoint | None, *, model: str, who: str, max_in_flight: int
+) -> VLLMServer:
+    """A client of the registered vLLM server running base model ``model`` (checked against
+    the endpoint's model list), with this worker's key for it and the endpoint's max_loras."""
+    credentials = endpoint_credentials(endpoint, model=model, who=who)
+    assert endpoint is not None  # endpoint_credentials refuses a missing one
+    if endpoint.kind != EndpointKind.VLLM:
+        raise ProviderError(f"{who}: endpoint {endpoint.name} is not a vLLM server.")
+    refusal = adapter_root_refusal(endpoint.adapter_root)
+    if refusal:
+        raise ProviderError(f"{who}: endpoint {endpoint.name}: {refusal}")
+    from providers.vllm import VLLMServer
+
+    return VLLMServer(
+        base_url=credentials.base_url,
+        api_key=credentials.api_key,
+        max_loras=endpoint.max_loras,
+        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
+        max_in_flight=max_in_flight,
     )

@@ -3,13 +3,26 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from .rules import base_url_refusal, effective_base_url, host_refusal, secret_env_refusal
+from .rules import (
+    adapter_root_refusal,
+    base_url_refusal,
+    effective_base_url,
+    host_refusal,
+    secret_env_refusal,
+)
 
 
 class EndpointKind(models.TextChoices):
     OPENAI = "openai", "OpenAI API"
     OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible server (vLLM, Ollama, a proxy)"
     ANTHROPIC = "anthropic", "Anthropic Messages API"
+    VLLM = "vllm", "vLLM server serving LoRA adapters (GPU host)"
+
+
+# What the gpu profile of docker-compose.yml starts vLLM with unless VLLM_MAX_LORAS says otherwise.
+DEFAULT_MAX_LORAS = 4
+# Kinds that speak OpenAI's chat completions at a URL the admin gives (no public default).
+SELF_HOSTED_KINDS = frozenset({EndpointKind.OPENAI_COMPATIBLE, EndpointKind.VLLM})
 
 
 class Endpoint(models.Model):
@@ -39,6 +52,24 @@ class Endpoint(models.Model):
         blank=True,
         help_text="Model ids it may be asked for, one per line; blank: any.",
     )
+    # vLLM servers only: where the adapters come from and how many may be loaded at once.
+    adapter_root = models.CharField(
+        "artifact store on the server",
+        max_length=300,
+        blank=True,
+        help_text="vLLM only: the absolute path at which the vLLM host reads this site's "
+        "artifact store (FTPORTAL_ARTIFACTS_DIR), e.g. /artifacts where the gpu profile mounts "
+        "the shared volume. A model version's adapter is loaded from there.",
+    )
+    max_loras = models.PositiveSmallIntegerField(
+        "max LoRAs",
+        default=DEFAULT_MAX_LORAS,
+        # Blank so that a form without it (an endpoint of another kind) keeps the default.
+        blank=True,
+        help_text="vLLM only: the server's --max-loras, how many adapters it serves at once "
+        "(vLLM's own default is 1; the gpu profile starts it with VLLM_MAX_LORAS, 4 unless "
+        "set). At least the arms of any experiment served there.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -63,7 +94,8 @@ class Endpoint(models.Model):
         errors: dict[str, str] = {}
         self.base_url = self.base_url.strip()
         self.secret_env = self.secret_env.strip()
-        if self.kind == EndpointKind.OPENAI_COMPATIBLE and not self.base_url:
+        self.adapter_root = self.adapter_root.strip()
+        if self.kind in SELF_HOSTED_KINDS and not self.base_url:
             errors["base_url"] = "An OpenAI-compatible server needs its base URL."
         elif self.url:
             refusal = base_url_refusal(self.url) or host_refusal(self.url)
@@ -73,8 +105,17 @@ class Endpoint(models.Model):
             refusal = secret_env_refusal(self.secret_env)
             if refusal:
                 errors["secret_env"] = refusal
-        elif self.kind != EndpointKind.OPENAI_COMPATIBLE:
+        elif self.kind not in SELF_HOSTED_KINDS:
             errors["secret_env"] = "Name the variable holding this provider's key."
+        if self.kind == EndpointKind.VLLM:
+            refusal = adapter_root_refusal(self.adapter_root)
+            if refusal:
+                errors["adapter_root"] = refusal
+        if not self.max_loras:  # None when an admin emptied the field
+            if self.kind == EndpointKind.VLLM:
+                errors["max_loras"] = "Give the server's --max-loras: at least 1."
+            else:
+                self.max_loras = DEFAULT_MAX_LORAS
         if errors:
             raise ValidationError(errors)
 
@@ -146,7 +187,7 @@ class BaseModel(models.Model):
         if self.provider == Provider.OPENAI:
             if self.endpoint is None:
                 raise ValidationError({"endpoint": "A hosted model needs its registered endpoint."})
-            if self.endpoint.kind == EndpointKind.ANTHROPIC:
+            if self.endpoint.kind in (EndpointKind.ANTHROPIC, EndpointKind.VLLM):
                 raise ValidationError(
                     {"endpoint": "OpenAI fine-tuning needs an OpenAI(-compatible) endpoint."}
                 )

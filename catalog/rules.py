@@ -4,6 +4,7 @@ the two can never disagree. Plain functions of settings and values; no database.
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -66,5 +67,17 @@ def secret_env_refusal(name: str) -> str | None:
         return (
             f"{name} is not a secret variable endpoints may use. Whoever runs the workers "
             f"lists those in FTPORTAL_SECRET_ENVS (now: {', '.join(sorted(allowed)) or 'none'})."
+        )
+    return None
+
+
+def adapter_root_refusal(root: str) -> str | None:
+    """Why ``root`` cannot be where a vLLM host reads the artifact store, or None: an absolute
+    path without ``..``, as the server's own file system names it."""
+    path = PurePosixPath(root)
+    if not root or not path.is_absolute() or ".." in path.parts:
+        return (
+            "Give the absolute path at which the vLLM host reads the artifact store "
+            "(e.g. /artifacts), without '..'."
         )
     return None

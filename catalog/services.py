@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .models import Endpoint, EndpointKind
+from .models import DEFAULT_MAX_LORAS, Endpoint, EndpointKind
 
 
 def endpoint_register(
@@ -13,6 +13,8 @@ def endpoint_register(
     base_url: str = "",
     models: Sequence[str] = (),
     enabled: bool = True,
+    adapter_root: str = "",
+    max_loras: int = DEFAULT_MAX_LORAS,
 ) -> Endpoint:
     """Register an endpoint with the checks the admin form runs (ValidationError naming the
     field). Admins do this in /admin/; scripts and tests through here."""
@@ -23,6 +25,8 @@ def endpoint_register(
         secret_env=secret_env,
         allowed_models="\n".join(models),
         enabled=enabled,
+        adapter_root=adapter_root,
+        max_loras=max_loras,
     )
     endpoint.full_clean()
     endpoint.save()

@@ -121,8 +121,9 @@ def _invalid(field: str, message: str) -> ApplicationError:
 
 # Which endpoint kinds speak each hosted candidate kind's API.
 ENDPOINT_KINDS_FOR: dict[str, frozenset[str]] = {
+    # A vLLM server for LoRA adapters answers OpenAI's chat completions for its base model too.
     CandidateKind.OPENAI_COMPATIBLE: frozenset(
-        {EndpointKind.OPENAI, EndpointKind.OPENAI_COMPATIBLE}
+        {EndpointKind.OPENAI, EndpointKind.OPENAI_COMPATIBLE, EndpointKind.VLLM}
     ),
     CandidateKind.ANTHROPIC: frozenset({EndpointKind.ANTHROPIC}),
 }

@@ -9,7 +9,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_compose_runs_web_workers_beat_postgres_and_redis_with_health_checks():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    services = compose["services"]
+    # What `docker compose up` starts: every service outside a profile.
+    services = {
+        name: service
+        for name, service in compose["services"].items()
+        if not service.get("profiles")
+    }
     assert set(services) == {"web", "worker", "trainer", "beat", "postgres", "redis"}
     for name in ("web", "worker", "trainer", "postgres", "redis"):
         assert "healthcheck" in services[name], name
@@ -24,6 +29,29 @@ def test_compose_runs_web_workers_beat_postgres_and_redis_with_health_checks():
         assert environment["CELERY_BROKER_URL"].startswith("redis://")
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert set(compose["volumes"]) >= {"postgres-data", "redis-data"}
+
+
+def test_the_gpu_profile_runs_vllm_with_runtime_lora_loading_over_the_artifact_store():
+    """Issue 15, item 3: vLLM's OpenAI-compatible server on a GPU, started only with
+    `--profile gpu`, serving adapters loaded at run time from the app's artifact store."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    vllm = compose["services"]["vllm"]
+    assert vllm["profiles"] == ["gpu"]
+    assert vllm["image"].startswith("vllm/vllm-openai:")
+    command = vllm["command"].split()
+    assert "--enable-lora" in command
+    assert command[command.index("--max-loras") + 1] == "${VLLM_MAX_LORAS:-4}"
+    assert "--max-lora-rank" in command
+    assert vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    # Read-only, at the path where the app containers write the artifact store (/data/artifacts
+    # under FTPORTAL_VAR_DIR=/data), so an adapter's directory names the same place on both.
+    assert "ftportal-data:/data:ro" in vllm["volumes"]
+    assert compose["services"]["worker"]["environment"]["FTPORTAL_VAR_DIR"] == "/data"
+    [gpu] = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
+    # Whoever reaches it can load adapters: only the project's own network does.
+    assert "ports" not in vllm
+    assert "healthcheck" in vllm
 
 
 def test_the_image_and_the_local_install_get_the_same_packages():

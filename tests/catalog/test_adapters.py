@@ -30,6 +30,7 @@ ADAPTER_MODULES = (
     "providers.local.generation",
     "providers.hosted_chat",
     "providers.openai_ft",
+    "providers.vllm",
 )
 BUILDER = Path("catalog/adapters.py")
 
