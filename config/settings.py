@@ -399,3 +399,24 @@ FTPORTAL_API_TOKEN_DAYS = int(os.environ.get("FTPORTAL_API_TOKEN_DAYS", 30))
 FTPORTAL_APP_KEY_RATE_LIMIT_PER_MINUTE = int(
     os.environ.get("FTPORTAL_APP_KEY_RATE_LIMIT_PER_MINUTE", 600)
 )
+
+# --- Request log (serving.request_log, issue 15 item 4) -----------------------------------------
+# The gateway hands each request's log row to an in-process queue; a background thread writes
+# them in batches of up to FTPORTAL_REQUEST_LOG_BATCH_ROWS, at least every
+# FTPORTAL_REQUEST_LOG_BATCH_MS. Past FTPORTAL_REQUEST_LOG_QUEUE_ROWS queued rows (the database
+# cannot keep up) new rows are dropped and counted, so logging never slows the answer.
+FTPORTAL_REQUEST_LOG_QUEUE_ROWS = int(os.environ.get("FTPORTAL_REQUEST_LOG_QUEUE_ROWS", 10_000))
+FTPORTAL_REQUEST_LOG_BATCH_ROWS = int(os.environ.get("FTPORTAL_REQUEST_LOG_BATCH_ROWS", 500))
+FTPORTAL_REQUEST_LOG_BATCH_MS = int(os.environ.get("FTPORTAL_REQUEST_LOG_BATCH_MS", 200))
+# Mask e-mails, phone, card and ID numbers (datasets.quality.analyzers.find_pii) before storage.
+FTPORTAL_REQUEST_LOG_REDACT_PII = os.environ.get("FTPORTAL_REQUEST_LOG_REDACT_PII", "") in (
+    "1",
+    "true",
+    "yes",
+)
+# Rows older than this many days are deleted by celery beat (0 keeps them forever).
+FTPORTAL_REQUEST_LOG_RETENTION_DAYS = int(os.environ.get("FTPORTAL_REQUEST_LOG_RETENTION_DAYS", 90))
+CELERY_BEAT_SCHEDULE["delete-expired-request-logs"] = {
+    "task": "serving.tasks.delete_expired_request_logs",
+    "schedule": 3600.0,
+}

@@ -447,6 +447,25 @@ def example_derive(
     )
 
 
+def example_add_for_review(
+    *,
+    dataset: Dataset,
+    messages: list[dict[str, str]],
+    origin_kind: OriginKind,
+    metadata: dict[str, Any] | None = None,
+) -> Example:
+    """A new pending example with no example behind it (a production request sent to review):
+    it lands in ``dataset`` and takes the side of the split it is drawn into. An example made
+    from another example is :func:`example_derive`'s."""
+    return Example.objects.create(
+        dataset=dataset,
+        messages=messages,
+        status=ExampleStatus.PENDING,
+        metadata=metadata or {},
+        origin_kind=origin_kind,
+    )
+
+
 def example_move_to_training(
     *, example: Example, user: User, reason: str = ""
 ) -> tuple[ValidationRetirement, ValidationShrink]:

@@ -66,3 +66,94 @@ class ApplicationKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class RequestStatus(models.TextChoices):
+    """How a gateway request ended."""
+
+    OK = "ok", "ok"
+    # Answered by the alias's fallback route after the first backend failed or timed out.
+    FALLBACK = "fallback", "fallback"
+    ERROR = "error", "error"
+    # Refused before any backend was asked (rate limit, bad input): still the project's traffic.
+    REFUSED = "refused", "refused"
+
+
+REQUEST_ID_MAX_LENGTH = 40
+
+
+class RequestLog(models.Model):
+    """One request the gateway answered (or failed to), written off the request path in
+    batches by ``serving.request_log``; the log browser reads it and feedback names it by
+    ``request_id``.
+
+    Every link out of this table is SET_NULL: the log outlives keys and versions (a deleted
+    version must not be blocked by millions of rows, nor take its traffic with it), and
+    ``requested_model`` keeps the name the application asked for either way.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="request_logs")
+    # The public id the application receives and sends feedback against ("req_" + 32 hex).
+    request_id = models.CharField(max_length=REQUEST_ID_MAX_LENGTH, unique=True)
+    application_key = models.ForeignKey(
+        ApplicationKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    requested_model = models.CharField(max_length=300)
+    served_version = models.ForeignKey(
+        "registry.ModelVersion",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # Free text until experiments exist (issue 15 item 5): the arm's name, empty outside one.
+    experiment_arm = models.CharField(max_length=100, blank=True)
+    messages = models.JSONField()
+    output = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=RequestStatus.choices)
+    error = models.TextField(blank=True)
+    latency_ms = models.PositiveIntegerField()
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # None with cost_known False when the served model has no price: an unpriced request is
+    # never a silent zero in a cost-per-1,000 figure.
+    cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
+    cost_known = models.BooleanField(default=False)
+    # The OpenAI ``user`` field: the application's own id of its caller (sticky A/B arms).
+    caller_user = models.CharField(max_length=200, blank=True)
+    # True when personal data was masked before storage (FTPORTAL_REQUEST_LOG_REDACT_PII).
+    redacted = models.BooleanField(default=False)
+    # The pending example this request became when a reviewer sent it to review; a request
+    # is sent once.
+    sent_to_review = models.ForeignKey(
+        "datasets.Example", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(db_index=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The browser's unfiltered page and its keyset: WHERE project = ? AND created_at <= ?
+            # ORDER BY created_at DESC, id DESC LIMIT n reads n index entries at any depth.
+            models.Index(
+                fields=["project", "-created_at", "-id"], name="request_log_project_newest"
+            ),
+            # The same keyset within one served version (the "by version" filter, and what an
+            # experiment page will count per version).
+            models.Index(
+                fields=["project", "served_version", "-created_at", "-id"],
+                name="request_log_version_newest",
+            ),
+            # The same within one status: errors and fallbacks are rare, so without this a
+            # "status = error" page would walk the whole project's history to fill itself.
+            models.Index(
+                fields=["project", "status", "-created_at", "-id"],
+                name="request_log_status_newest",
+            ),
+            # Retention deletes rows older than the cutoff across every project in chunks; a
+            # range on created_at alone needs its own index.
+            models.Index(fields=["created_at"], name="request_log_created"),
+        ]
+
+    def __str__(self) -> str:
+        return self.request_id

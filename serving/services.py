@@ -1,5 +1,6 @@
 """Writes and checks for application keys: create (the secret shown once), revoke (at once),
-authenticate a presented key for the gateway, and its per-minute rate limit."""
+authenticate a presented key for the gateway, and its per-minute rate limit. Writes of the
+request log: sending logged requests to review, and retention."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
@@ -19,12 +21,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from datasets.models import Dataset, Example, OriginKind
+from datasets.services import example_add_for_review
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.hashed_secrets import last_used_due, new_secret, secret_matches, secret_sha256
 from ftportal.models import Project
 
-from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE, ApplicationKey
-from .selectors import application_key_with_prefix
+from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE, ApplicationKey, RequestLog
+from .selectors import application_key_with_prefix, request_logs_in_project
 
 logger = logging.getLogger(__name__)
 
@@ -289,3 +293,108 @@ def application_key_rate_check(key: ApplicationKey, *, now: float | None = None)
             allowed=False, limit=limit, remaining=0, retry_after_seconds=left_in_window
         )
     return RateDecision(allowed=True, limit=limit, remaining=limit - count, retry_after_seconds=0)
+
+
+# --- the request log ----------------------------------------------------------------------------
+
+RETENTION_DELETE_CHUNK_ROWS = 5000
+
+
+def _text_content(content: object) -> str:
+    # OpenAI messages may carry a list of parts; an example holds text.
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
+def _review_messages(row: RequestLog, answer: str) -> list[dict[str, str]]:
+    prompt = [
+        {"role": str(message.get("role", "user")), "content": _text_content(message.get("content"))}
+        for message in row.messages
+        if isinstance(message, dict)
+    ]
+    return [*prompt, {"role": "assistant", "content": answer}]
+
+
+def request_logs_send_to_review(
+    *,
+    project: Project,
+    request_ids: Sequence[str],
+    dataset: Dataset,
+    user: User,
+    corrections: Mapping[str, str] | None = None,
+) -> list[Example]:
+    """Each chosen request becomes a new pending example in ``dataset``: its messages with the
+    reviewer's correction as the proposed answer (the model's output where none is given),
+    and the request id as provenance in its metadata. A request already sent is not sent
+    again. Requests and dataset must both be ``project``'s."""
+    if dataset.project_id != project.pk:
+        raise ApplicationError(
+            f"dataset: no dataset {dataset.pk} in {project.name}.", extra={"field": "dataset"}
+        )
+    wanted = sorted(set(request_ids))
+    if not wanted:
+        raise ApplicationError(
+            "requests: choose at least one request.", extra={"field": "requests"}
+        )
+    corrections = corrections or {}
+    created: list[Example] = []
+    with transaction.atomic():
+        # Locked, so two reviewers sending the same request at once create one example.
+        rows = list(
+            request_logs_in_project(project, wanted)
+            .select_for_update(of=("self",))
+            .select_related("served_version__registered_model")
+            .order_by("created_at", "id")
+        )
+        missing = sorted(set(wanted) - {row.request_id for row in rows})
+        if missing:
+            raise ApplicationError(
+                f"requests: no requests {', '.join(missing)} in {project.name}.",
+                extra={"field": "requests"},
+            )
+        for row in rows:
+            if row.sent_to_review_id is not None:
+                continue
+            correction = corrections.get(row.request_id, "").strip()
+            version = row.served_version
+            example = example_add_for_review(
+                dataset=dataset,
+                messages=_review_messages(row, correction or row.output),
+                origin_kind=OriginKind.PRODUCTION_FEEDBACK,
+                metadata={
+                    "source": "production",
+                    "request_id": row.request_id,
+                    "requested_model": row.requested_model,
+                    "served_version": str(version) if version is not None else "",
+                    "model_output": row.output,
+                    "corrected": bool(correction),
+                    "sent_by": user.get_username(),
+                },
+            )
+            RequestLog.objects.filter(pk=row.pk).update(sent_to_review=example)
+            created.append(example)
+    return created
+
+
+def request_logs_delete_expired(*, now: datetime | None = None) -> int:
+    """Delete rows older than FTPORTAL_REQUEST_LOG_RETENTION_DAYS (0: keep all), a chunk per
+    transaction so the table is never locked long and a stopped run resumes. Returns how
+    many were deleted."""
+    days = int(settings.FTPORTAL_REQUEST_LOG_RETENTION_DAYS)
+    if days <= 0:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    deleted = 0
+    while True:
+        chunk = list(
+            RequestLog.objects.filter(created_at__lt=cutoff)
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:RETENTION_DELETE_CHUNK_ROWS]
+        )
+        if not chunk:
+            return deleted
+        count, _ = RequestLog.objects.filter(pk__in=chunk).delete()
+        deleted += count

@@ -1,4 +1,5 @@
-"""Serving's pages and its API under /api/projects/<project_id>/: application keys."""
+"""Serving's pages (application keys, the request log browser) and its API under
+/api/projects/<project_id>/: application keys."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ page_patterns: list[URLPattern] = [
         "projects/<int:project_id>/app-keys/<int:key_id>/revoke/",
         views.app_key_revoke,
         name="app_key_revoke",
+    ),
+    path("projects/<int:project_id>/requests/", views.request_logs, name="request_logs"),
+    path(
+        "projects/<int:project_id>/requests/send-to-review/",
+        views.request_logs_send,
+        name="request_logs_send",
     ),
 ]
 

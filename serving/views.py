@@ -1,5 +1,7 @@
 """Pages of application keys: the project's keys for every member; a create form (the new key
-shown once, on the answer to the form) and a revoke button for leads and admins."""
+shown once, on the answer to the form) and a revoke button for leads and admins. The request
+log browser: filters and keyset pages for every member; "send to review" for reviewers, leads
+and admins."""
 
 from __future__ import annotations
 
@@ -11,17 +13,31 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from datasets.selectors import dataset_in_project, datasets_of
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest, parse_id
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
+from registry.selectors import model_versions_of
 
-from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE
-from .selectors import application_key_in_project, application_keys_of
-from .services import CreatedApplicationKey, application_key_create, application_key_revoke
+from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE, RequestStatus
+from .selectors import (
+    RequestLogFilters,
+    application_key_in_project,
+    application_keys_of,
+    log_cursor_parse,
+    request_log_page,
+    request_logs_filtered,
+)
+from .services import (
+    CreatedApplicationKey,
+    application_key_create,
+    application_key_revoke,
+    request_logs_send_to_review,
+)
 
 
 def _expiry_from(raw: str) -> datetime | None:
@@ -114,3 +130,111 @@ def app_key_revoke(request: AppRequest, project_id: int, key_id: int) -> HttpRes
     key = application_key_revoke(key=application_key_in_project(project, key_id), user=request.user)
     messages.success(request, f"Revoked {key.name} ({key.prefix}…): it no longer works.")
     return redirect("app_keys", project_id)
+
+
+# --- the request log ----------------------------------------------------------------------------
+
+TEXT_SEARCH_MAX_LENGTH = 200
+
+
+def _date_from(raw: str, *, field: str) -> datetime | None:
+    """A filter's date or date and time (read as UTC); empty: no bound."""
+    if not raw.strip():
+        return None
+    text = raw.strip()
+    try:
+        parsed = parse_datetime(text) or parse_datetime(f"{text}T00:00")
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ApplicationError(
+            f"{field}: a date such as 2027-01-31 or a date and time such as 2027-01-31T18:00.",
+            extra={"field": field},
+        )
+    return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
+
+
+def _filters_from(request: AppRequest) -> RequestLogFilters:
+    query = request.GET
+    version_raw = query.get("version", "").strip()
+    version_id = parse_id(version_raw) if version_raw else None
+    if version_raw and version_id is None:
+        raise ApplicationError("version: choose a model version.", extra={"field": "version"})
+    status = query.get("status", "").strip()
+    if status and status not in RequestStatus.values:
+        raise ApplicationError(
+            f"status: one of {', '.join(RequestStatus.values)}.", extra={"field": "status"}
+        )
+    text = query.get("q", "").strip()
+    if len(text) > TEXT_SEARCH_MAX_LENGTH:
+        raise ApplicationError(
+            f"q: at most {TEXT_SEARCH_MAX_LENGTH} characters.", extra={"field": "q"}
+        )
+    return RequestLogFilters(
+        served_version_id=version_id,
+        experiment_arm=query.get("arm", "").strip(),
+        status=status,
+        since=_date_from(query.get("since", ""), field="since"),
+        until=_date_from(query.get("until", ""), field="until"),
+        text=text,
+    )
+
+
+@login_required
+@require_GET
+def request_logs(request: AppRequest, project_id: int) -> HttpResponse:
+    """The project's logged requests, newest first, filtered, a keyset page at a time."""
+    project, role = project_for(
+        user=request.user, project_id=project_id, action=Action.READ_TRAFFIC
+    )
+    filters = _filters_from(request)
+    after, before = request.GET.get("after", ""), request.GET.get("before", "")
+    page = request_log_page(
+        request_logs_filtered(project, filters),
+        older_than=log_cursor_parse(after, field="after") if after else None,
+        newer_than=log_cursor_parse(before, field="before") if before else None,
+    )
+    # The filters stay in the page links; the cursor is replaced.
+    kept = request.GET.copy()
+    for cursor_name in ("after", "before"):
+        kept.pop(cursor_name, None)
+    can = role_flags(role)
+    context = {
+        "project": project,
+        "role": role,
+        "can": can,
+        "page": page,
+        "filters": filters,
+        "query": request.GET,
+        "kept_query": kept.urlencode(),
+        "statuses": RequestStatus.choices,
+        "versions": model_versions_of(project).select_related("registered_model"),
+        "datasets": datasets_of(project) if can.send_traffic_to_review else [],
+    }
+    return render(request, "serving/request_logs.html", context)
+
+
+@login_required
+@require_POST
+def request_logs_send(request: AppRequest, project_id: int) -> HttpResponse:
+    """Send the chosen requests to review as pending examples of the chosen dataset."""
+    project, _ = project_for(
+        user=request.user, project_id=project_id, action=Action.SEND_TRAFFIC_TO_REVIEW
+    )
+    dataset_id = parse_id(request.POST.get("dataset", "").strip())
+    if dataset_id is None:
+        raise ApplicationError("dataset: choose a dataset.", extra={"field": "dataset"})
+    request_ids = request.POST.getlist("request")
+    created = request_logs_send_to_review(
+        project=project,
+        request_ids=request_ids,
+        dataset=dataset_in_project(project, dataset_id),
+        user=request.user,
+        corrections={rid: request.POST.get(f"correction-{rid}", "") for rid in request_ids},
+    )
+    messages.success(
+        request,
+        f"Sent {len(created)} of {len(set(request_ids))} requests to review "
+        "(a request already sent is not sent again).",
+    )
+    return redirect("request_logs", project_id)

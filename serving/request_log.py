@@ -1,0 +1,334 @@
+"""The request log's writer: the gateway hands each request's row to an in-process queue and
+answers at once; a background thread writes the rows in batches. A clean shutdown writes
+everything still queued; a full queue drops the row and counts it (``dropped``), so logging
+never slows or blocks an answer.
+
+The gateway calls :func:`request_log_enqueue` with a :class:`RequestLogEntry`; health checks
+and tests read :func:`request_log_dropped_count` and :func:`request_log_queued_count`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connections
+from django.utils import timezone
+
+from datasets.quality.analyzers import find_pii
+
+from .models import RequestLog
+
+logger = logging.getLogger(__name__)
+
+# A drop is logged on the first one and then every this many, so an overload does not also
+# flood the log it is overloading.
+DROP_LOG_EVERY = 1000
+# How often a waiting writer looks whether it is being closed.
+STOP_POLL_SECONDS = 0.05
+
+
+def new_request_id() -> str:
+    """The public id the gateway answers with and feedback names a request by."""
+    return f"req_{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True)
+class RequestLogEntry:
+    """Everything one log row holds, as plain values (ids, not rows), built on the request path."""
+
+    project_id: int
+    requested_model: str
+    messages: list[dict[str, Any]]
+    status: str
+    latency_ms: int
+    request_id: str = field(default_factory=new_request_id)
+    application_key_id: int | None = None
+    served_version_id: int | None = None
+    experiment_arm: str = ""
+    output: str = ""
+    error: str = ""
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    # None: the served model has no price; stored as unknown, never as zero.
+    cost: Decimal | None = None
+    caller_user: str = ""
+    created_at: datetime = field(default_factory=timezone.now)
+
+
+# --- redaction ----------------------------------------------------------------------------------
+
+
+def redact_text(text: str) -> tuple[str, bool]:
+    """``text`` with each piece of personal data the product's detector finds replaced by its
+    kind in brackets (``[pii_email]``), and whether anything was replaced."""
+    matches = sorted(find_pii(text), key=lambda match: match.start)
+    if not matches:
+        return text, False
+    pieces: list[str] = []
+    position = 0
+    for match in matches:
+        pieces.append(text[position : match.start])
+        pieces.append(f"[{match.kind}]")
+        position = match.end
+    pieces.append(text[position:])
+    return "".join(pieces), True
+
+
+def _redacted_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+    changed = False
+    cleaned: list[dict[str, Any]] = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            content, masked = redact_text(content)
+            changed = changed or masked
+            cleaned.append({**message, "content": content})
+        else:
+            cleaned.append(message)
+    return cleaned, changed
+
+
+def request_log_row(entry: RequestLogEntry, *, redact: bool) -> RequestLog:
+    """The unsaved row for ``entry``; with ``redact``, personal data masked first."""
+    messages, output, error, redacted = entry.messages, entry.output, entry.error, False
+    if redact:
+        messages, in_messages = _redacted_messages(entry.messages)
+        output, in_output = redact_text(entry.output)
+        error, in_error = redact_text(entry.error)
+        redacted = in_messages or in_output or in_error
+    return RequestLog(
+        project_id=entry.project_id,
+        request_id=entry.request_id,
+        application_key_id=entry.application_key_id,
+        requested_model=entry.requested_model,
+        served_version_id=entry.served_version_id,
+        experiment_arm=entry.experiment_arm,
+        messages=messages,
+        output=output,
+        status=entry.status,
+        error=error,
+        latency_ms=entry.latency_ms,
+        prompt_tokens=entry.prompt_tokens,
+        completion_tokens=entry.completion_tokens,
+        cost=entry.cost,
+        cost_known=entry.cost is not None,
+        caller_user=entry.caller_user,
+        created_at=entry.created_at,
+        redacted=redacted,
+    )
+
+
+def request_logs_write(entries: list[RequestLogEntry]) -> int:
+    """Write ``entries`` in one INSERT (redacted when FTPORTAL_REQUEST_LOG_REDACT_PII is on)."""
+    redact = bool(settings.FTPORTAL_REQUEST_LOG_REDACT_PII)
+    rows = [request_log_row(entry, redact=redact) for entry in entries]
+    RequestLog.objects.bulk_create(rows)
+    return len(rows)
+
+
+# --- the writer ---------------------------------------------------------------------------------
+
+
+class RequestLogWriter:
+    """A bounded queue and the thread that empties it in batches.
+
+    The thread starts with the first entry. It writes when ``batch_rows`` rows are waiting or
+    ``batch_ms`` after the first of a batch arrived, whichever is first. ``write`` is the
+    batch writer (the database by default; tests and the bench may count instead).
+    """
+
+    def __init__(
+        self,
+        *,
+        queue_rows: int,
+        batch_rows: int,
+        batch_ms: int,
+        write: Callable[[list[RequestLogEntry]], int] = request_logs_write,
+    ) -> None:
+        self.batch_rows = max(1, batch_rows)
+        self.batch_seconds = max(1, batch_ms) / 1000
+        self._write = write
+        self._queue: queue.Queue[RequestLogEntry] = queue.Queue(maxsize=max(1, queue_rows))
+        self._stopping = threading.Event()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._dropped = 0
+        self._dropped_lock = threading.Lock()
+        self.written = 0
+
+    # The request path: never blocks, never raises.
+    def enqueue(self, entry: RequestLogEntry) -> bool:
+        """Queue ``entry``; False (and counted) when the queue is full or the writer closed."""
+        if not self._stopping.is_set():
+            self._ensure_thread()
+            try:
+                self._queue.put_nowait(entry)
+                return True
+            except queue.Full:
+                pass
+        with self._dropped_lock:
+            self._dropped += 1
+            dropped = self._dropped
+        if dropped == 1 or dropped % DROP_LOG_EVERY == 0:
+            logger.warning(
+                "Request log queue full or closed: %d rows dropped so far (last %s).",
+                dropped,
+                entry.request_id,
+            )
+        return False
+
+    @property
+    def dropped(self) -> int:
+        with self._dropped_lock:
+            return self._dropped
+
+    @property
+    def queued(self) -> int:
+        """Rows queued or being written, not yet stored."""
+        return self._queue.unfinished_tasks
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every row queued before this call is written; False on timeout."""
+        if self._thread is None or not self._thread.is_alive():
+            self._drain()
+            return True
+        deadline = time.monotonic() + timeout
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._queue.all_tasks_done.wait(remaining):
+                    return self._queue.unfinished_tasks == 0
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop taking rows, write everything queued, and stop the thread."""
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(timeout)
+        # Rows that raced the stop, or a writer whose thread never started.
+        self._drain()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="request-log-writer", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                batch = self._next_batch()
+                if batch:
+                    self._write_batch(batch)
+            self._drain()
+        finally:
+            # A thread's database connection is its own; leave none open behind it.
+            connections.close_all()
+
+    def _next_batch(self) -> list[RequestLogEntry]:
+        try:
+            first = self._queue.get(timeout=min(self.batch_seconds, STOP_POLL_SECONDS))
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.batch_seconds
+        while len(batch) < self.batch_rows:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                # Short waits, so a close is not held up by a long batch window.
+                batch.append(self._queue.get(timeout=min(remaining, STOP_POLL_SECONDS)))
+            except queue.Empty:
+                if self._stopping.is_set():
+                    break
+        return batch
+
+    def _drain(self) -> None:
+        while True:
+            batch: list[RequestLogEntry] = []
+            while len(batch) < self.batch_rows:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not batch:
+                return
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[RequestLogEntry]) -> None:
+        try:
+            self.written += self._write(batch)
+        except DatabaseError:
+            # The rows are lost, not retried forever behind new traffic: counted and logged.
+            with self._dropped_lock:
+                self._dropped += len(batch)
+            logger.exception("Request log: a batch of %d rows could not be written.", len(batch))
+        finally:
+            for _ in batch:
+                self._queue.task_done()
+
+
+_writer: RequestLogWriter | None = None
+_writer_lock = threading.Lock()
+
+
+def _process_writer() -> RequestLogWriter:
+    global _writer
+    with _writer_lock:
+        if _writer is None:
+            _writer = RequestLogWriter(
+                queue_rows=int(settings.FTPORTAL_REQUEST_LOG_QUEUE_ROWS),
+                batch_rows=int(settings.FTPORTAL_REQUEST_LOG_BATCH_ROWS),
+                batch_ms=int(settings.FTPORTAL_REQUEST_LOG_BATCH_MS),
+            )
+        return _writer
+
+
+def request_log_enqueue(entry: RequestLogEntry) -> bool:
+    """Hand one request's row to the writer; False when it was dropped (and counted)."""
+    return _process_writer().enqueue(entry)
+
+
+def request_log_flush(timeout: float = 30.0) -> bool:
+    """Wait until every row queued so far is stored."""
+    return _process_writer().flush(timeout)
+
+
+def request_log_close(timeout: float = 30.0) -> None:
+    """Write everything queued and stop the writer; the next entry starts a new one (the
+    dropped count starts again with it). Runs at interpreter exit."""
+    global _writer
+    with _writer_lock:
+        writer, _writer = _writer, None
+    if writer is not None:
+        writer.close(timeout)
+
+
+def request_log_dropped_count() -> int:
+    """Rows this process dropped (queue full, writer closed, or a failed batch)."""
+    return _process_writer().dropped
+
+
+def request_log_queued_count() -> int:
+    """Rows waiting to be written in this process."""
+    return _process_writer().queued
+
+
+atexit.register(request_log_close)
