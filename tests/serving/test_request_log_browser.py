@@ -1,0 +1,236 @@
+"""The request log browser: keyset pages return every row once (equal times included),
+filters, who may read and send to review, send-to-review's examples and provenance, and
+escaping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from datasets.models import Dataset, Example, ExampleStatus, OriginKind
+from ftportal.errors import ApplicationError
+from ftportal.models import Project
+from ftportal.roles import Role
+from serving.models import RequestLog, RequestStatus
+from serving.request_log import RequestLogEntry, request_logs_write
+from serving.selectors import (
+    LogCursor,
+    RequestLogFilters,
+    log_cursor_parse,
+    request_log_page,
+    request_logs_filtered,
+)
+from serving.services import request_logs_send_to_review
+from tests.pages.builders import XSS, XSS_ESCAPED
+
+pytestmark = pytest.mark.django_db
+
+SENDERS = [Role.REVIEWER, Role.ML_LEAD, Role.ADMIN]
+
+
+def log(project: Project, n: int, *, at: datetime, **overrides: object) -> None:
+    fields: dict[str, object] = {
+        "project_id": project.pk,
+        "requested_model": "triage/production",
+        "messages": [{"role": "user", "content": f"question {n}"}],
+        "output": f"answer {n}",
+        "status": RequestStatus.OK,
+        "latency_ms": 10,
+        "request_id": f"req_{n:04d}",
+        "created_at": at,
+    }
+    fields.update(overrides)
+    request_logs_write([RequestLogEntry(**fields)])  # type: ignore[arg-type]
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def walk(project: Project, filters: RequestLogFilters, size: int) -> list[str]:
+    seen: list[str] = []
+    cursor: LogCursor | None = None
+    while True:
+        page = request_log_page(
+            request_logs_filtered(project, filters), older_than=cursor, size=size
+        )
+        seen += [row.request_id for row in page.rows]
+        if page.older is None:
+            return seen
+        cursor = log_cursor_parse(page.older.encoded(), field="after")
+
+
+def test_keyset_pages_return_every_row_once_with_equal_times(project: Project) -> None:
+    start = timezone.now()
+    # Three rows at each instant: the id breaks the ties.
+    for n in range(23):
+        log(project, n, at=start - timedelta(seconds=n // 3))
+    expected = list(
+        RequestLog.objects.order_by("-created_at", "-id").values_list("request_id", flat=True)
+    )
+
+    for size in (1, 2, 3, 4, 7, 50):
+        assert walk(project, RequestLogFilters(), size) == expected
+
+
+def test_newer_pages_walk_back_to_the_top(project: Project) -> None:
+    start = timezone.now()
+    for n in range(10):
+        log(project, n, at=start - timedelta(seconds=n // 2))
+    rows = request_logs_filtered(project, RequestLogFilters())
+    first = request_log_page(rows, size=4)
+    second = request_log_page(rows, older_than=first.older, size=4)
+    back = request_log_page(rows, newer_than=second.newer, size=4)
+    assert [r.pk for r in back.rows] == [r.pk for r in first.rows]
+    assert back.newer is None and first.newer is None
+
+
+def test_filters(project: Project, make_member: Callable[..., User]) -> None:
+    other = Project.objects.create(name="Other")
+    now = timezone.now()
+    log(project, 1, at=now, status=RequestStatus.ERROR, error="timeout")
+    log(project, 2, at=now - timedelta(days=2), experiment_arm="challenger")
+    log(project, 3, at=now - timedelta(days=5), output="Refund approved")
+    log(other, 4, at=now, output="Refund approved")
+
+    def ids(**filters: object) -> set[str]:
+        rows = request_logs_filtered(project, RequestLogFilters(**filters))  # type: ignore[arg-type]
+        return {row.request_id for row in rows}
+
+    assert ids() == {"req_0001", "req_0002", "req_0003"}
+    assert ids(status=RequestStatus.ERROR) == {"req_0001"}
+    assert ids(experiment_arm="challenger") == {"req_0002"}
+    assert ids(since=now - timedelta(days=3)) == {"req_0001", "req_0002"}
+    assert ids(until=now - timedelta(days=1)) == {"req_0002", "req_0003"}
+    assert ids(text="refund") == {"req_0003"}
+    assert ids(text="QUESTION 2") == {"req_0002"}
+
+    client = logged_in(make_member(Role.MANAGER))
+    html = client.get(reverse("request_logs", args=[project.pk]), {"status": "error"}).content
+    assert b"req_0001" in html and b"req_0002" not in html
+    refused = client.get(reverse("request_logs", args=[project.pk]), {"since": "yesterday"})
+    assert refused.status_code == 400 and b"since" in refused.content
+    assert client.get(reverse("request_logs", args=[project.pk]), {"after": "x"}).status_code == 400
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_member_reads_and_only_reviewers_leads_admins_may_send(
+    project: Project, make_member: Callable[..., User], dataset: Dataset, role: Role
+) -> None:
+    log(project, 1, at=timezone.now())
+    client = logged_in(make_member(role))
+    page = client.get(reverse("request_logs", args=[project.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "req_0001" in html
+    may_send = role in SENDERS
+    assert ('id="send-to-review"' in html) is may_send
+
+    sent = client.post(
+        reverse("request_logs_send", args=[project.pk]),
+        {"request": "req_0001", "dataset": dataset.pk},
+    )
+    assert sent.status_code == (302 if may_send else 403)
+    assert Example.objects.filter(dataset=dataset).count() == (1 if may_send else 0)
+
+
+def test_an_outsider_gets_404(project: Project, make_member: Callable[..., User]) -> None:
+    other = Project.objects.create(name="Other")
+    outsider = make_member(Role.ADMIN, target=other)
+    client = logged_in(outsider)
+    assert client.get(reverse("request_logs", args=[project.pk])).status_code == 404
+    sent = client.post(reverse("request_logs_send", args=[project.pk]), {"request": "x"})
+    assert sent.status_code == 404
+
+
+def test_send_to_review_makes_pending_examples_with_provenance(
+    project: Project, make_member: Callable[..., User], dataset: Dataset
+) -> None:
+    now = timezone.now()
+    log(project, 1, at=now, output="billing")
+    log(project, 2, at=now, output="shipping")
+    client = logged_in(make_member(Role.REVIEWER))
+
+    response = client.post(
+        reverse("request_logs_send", args=[project.pk]),
+        {
+            "request": ["req_0001", "req_0002"],
+            "dataset": dataset.pk,
+            "correction-req_0001": "refunds",
+        },
+    )
+
+    assert response.status_code == 302
+    examples = {e.metadata["request_id"]: e for e in Example.objects.filter(dataset=dataset)}
+    assert set(examples) == {"req_0001", "req_0002"}
+    corrected = examples["req_0001"]
+    assert corrected.status == ExampleStatus.PENDING
+    assert corrected.origin_kind == OriginKind.PRODUCTION_FEEDBACK
+    assert corrected.messages == [
+        {"role": "user", "content": "question 1"},
+        {"role": "assistant", "content": "refunds"},
+    ]
+    assert corrected.metadata["model_output"] == "billing" and corrected.metadata["corrected"]
+    assert examples["req_0002"].messages[-1]["content"] == "shipping"
+    assert RequestLog.objects.get(request_id="req_0001").sent_to_review_id == corrected.pk
+    # Sent once: again creates nothing.
+    client.post(
+        reverse("request_logs_send", args=[project.pk]),
+        {"request": "req_0001", "dataset": dataset.pk},
+    )
+    assert Example.objects.filter(dataset=dataset).count() == 2
+
+
+def test_send_to_review_refuses_another_projects_requests_and_datasets(
+    project: Project, make_member: Callable[..., User], dataset: Dataset
+) -> None:
+    other = Project.objects.create(name="Other")
+    foreign_dataset = Dataset.objects.create(project=other, name="theirs")
+    log(project, 1, at=timezone.now())
+    log(other, 2, at=timezone.now())
+    lead = make_member(Role.ML_LEAD)
+
+    with pytest.raises(ApplicationError, match="requests"):
+        request_logs_send_to_review(
+            project=project, request_ids=["req_0002"], dataset=dataset, user=lead
+        )
+    with pytest.raises(ApplicationError, match="dataset"):
+        request_logs_send_to_review(
+            project=project, request_ids=["req_0001"], dataset=foreign_dataset, user=lead
+        )
+    client = logged_in(lead)
+    page = reverse("request_logs_send", args=[project.pk])
+    assert (
+        client.post(page, {"request": "req_0001", "dataset": foreign_dataset.pk}).status_code == 404
+    )
+    refused = client.post(page, {"request": "req_0002", "dataset": dataset.pk})
+    assert refused.status_code == 400 and b"requests" in refused.content
+    assert Example.objects.count() == 0
+
+
+def test_odd_characters_are_escaped(project: Project, make_member: Callable[..., User]) -> None:
+    log(
+        project,
+        1,
+        at=timezone.now(),
+        messages=[{"role": XSS, "content": XSS}],
+        output=XSS,
+        error=XSS,
+        experiment_arm=XSS,
+        caller_user=XSS,
+        requested_model=XSS,
+    )
+    response = logged_in(make_member(Role.REVIEWER)).get(
+        reverse("request_logs", args=[project.pk]), {"q": XSS}
+    )
+    html = response.content.decode()
+    assert XSS not in html
+    assert html.count(XSS_ESCAPED) >= 6
