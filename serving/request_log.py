@@ -280,6 +280,8 @@ class RequestLogWriter:
             with self._dropped_lock:
                 self._dropped += len(batch)
             logger.exception("Request log: a batch of %d rows could not be written.", len(batch))
+            # A broken connection (the database restarted) is opened afresh for the next batch.
+            connections.close_all()
         finally:
             for _ in batch:
                 self._queue.task_done()

@@ -195,3 +195,25 @@ def test_the_retention_task_is_on_the_beat_schedule() -> None:
 
     names = {item["task"] for item in settings.CELERY_BEAT_SCHEDULE.values()}
     assert delete_expired_request_logs.name in names
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_the_database_refuses_is_counted_and_the_writer_goes_on(project: Project) -> None:
+    from django.db import DatabaseError
+
+    calls: list[int] = []
+
+    def failing_once(entries: list[RequestLogEntry]) -> int:
+        calls.append(len(entries))
+        if len(calls) == 1:
+            raise DatabaseError("connection lost")
+        return request_logs_write(entries)
+
+    writer = RequestLogWriter(queue_rows=100, batch_rows=100, batch_ms=10, write=failing_once)
+    writer.enqueue(entry(project, 1))
+    assert writer.flush(timeout=30)
+    writer.enqueue(entry(project, 2))
+    writer.close(timeout=30)
+
+    assert writer.dropped == 1
+    assert list(RequestLog.objects.values_list("output", flat=True)) == ["answer 2"]
