@@ -234,3 +234,39 @@ def test_odd_characters_are_escaped(project: Project, make_member: Callable[...,
     html = response.content.decode()
     assert XSS not in html
     assert html.count(XSS_ESCAPED) >= 6
+
+
+def test_the_pages_links_walk_older_and_newer_keeping_the_filters(
+    project: Project, make_member: Callable[..., User]
+) -> None:
+    import re
+    from html import unescape
+
+    start = timezone.now()
+    for n in range(120):
+        log(project, n, at=start - timedelta(seconds=n // 3), experiment_arm="a" if n % 2 else "b")
+    client = logged_in(make_member(Role.MANAGER))
+    url = reverse("request_logs", args=[project.pk])
+
+    def visit(query: str) -> tuple[list[str], dict[str, str]]:
+        html = client.get(f"{url}{query}").content.decode()
+        shown = re.findall(r'<tr id="request-(req_\d+)">', html)
+        links = {
+            name: unescape(href)
+            for href, name in re.findall(r'<a href="(\?[^"]*)" id="(newer|older)-requests">', html)
+        }
+        return shown, links
+
+    first, links = visit("?arm=a")
+    assert "newer" not in links and "arm=a" in links["older"]
+    second, links = visit(links["older"])
+    assert "arm=a" in links["newer"] and "older" not in links
+    assert len(first) == 50 and len(second) == 10 and not set(first) & set(second)
+    expected = list(
+        RequestLog.objects.filter(experiment_arm="a")
+        .order_by("-created_at", "-id")
+        .values_list("request_id", flat=True)
+    )
+    assert first + second == expected
+    back, _ = visit(links["newer"])
+    assert back == first
