@@ -217,3 +217,47 @@ def test_a_batch_the_database_refuses_is_counted_and_the_writer_goes_on(project:
 
     assert writer.dropped == 1
     assert list(RequestLog.objects.values_list("output", flat=True)) == ["answer 2"]
+
+
+EXITING_PROCESS = """
+import django
+django.setup()
+from serving.request_log import RequestLogEntry, request_log_enqueue
+for n in range({rows}):
+    assert request_log_enqueue(RequestLogEntry(
+        project_id={project_id}, requested_model="triage/production",
+        messages=[{{"role": "user", "content": "q"}}], status="ok", latency_ms=1,
+    ))
+# No flush: the process ends here, with the batch window still open.
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_that_exits_normally_writes_everything_it_queued(project: Project) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.conf import settings
+
+    test_db = settings.DATABASES["default"]["NAME"]
+    base_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"{base_url}/{test_db}",
+        "FTPORTAL_REQUEST_LOG_BATCH_MS": "60000",
+        "FTPORTAL_REQUEST_LOG_BATCH_ROWS": "100000",
+    }
+    script = EXITING_PROCESS.format(rows=321, project_id=project.pk)
+    finished = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+
+    assert finished.returncode == 0, finished.stderr.decode()
+    assert RequestLog.objects.filter(project=project).count() == 321
