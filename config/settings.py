@@ -399,3 +399,13 @@ FTPORTAL_API_TOKEN_DAYS = int(os.environ.get("FTPORTAL_API_TOKEN_DAYS", 30))
 FTPORTAL_APP_KEY_RATE_LIMIT_PER_MINUTE = int(
     os.environ.get("FTPORTAL_APP_KEY_RATE_LIMIT_PER_MINUTE", 600)
 )
+
+# --- The gateway (serving.gateway, /v1/) -------------------------------------------------------
+# Tries of one request to a hosted backend before the application gets a 503: an application
+# waits on the answer, so fewer than a batch job's retries (FTPORTAL_PROVIDER_MAX_RETRIES).
+FTPORTAL_GATEWAY_BACKEND_ATTEMPTS = int(os.environ.get("FTPORTAL_GATEWAY_BACKEND_ATTEMPTS", 2))
+# Tokens an answer may have when the request names no max_tokens, and the most it may name.
+FTPORTAL_GATEWAY_DEFAULT_MAX_TOKENS = int(
+    os.environ.get("FTPORTAL_GATEWAY_DEFAULT_MAX_TOKENS", 256)
+)
+FTPORTAL_GATEWAY_MAX_TOKENS = int(os.environ.get("FTPORTAL_GATEWAY_MAX_TOKENS", 4096))
