@@ -409,3 +409,6 @@ FTPORTAL_GATEWAY_DEFAULT_MAX_TOKENS = int(
     os.environ.get("FTPORTAL_GATEWAY_DEFAULT_MAX_TOKENS", 256)
 )
 FTPORTAL_GATEWAY_MAX_TOKENS = int(os.environ.get("FTPORTAL_GATEWAY_MAX_TOKENS", 4096))
+# Threads per gateway process for database reads and waiting on backends: each request in
+# flight holds one, so this bounds the requests a process answers at once.
+FTPORTAL_GATEWAY_THREADS = int(os.environ.get("FTPORTAL_GATEWAY_THREADS", 64))

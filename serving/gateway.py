@@ -28,11 +28,13 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -107,9 +109,17 @@ def _invalid(param: str, message: str) -> GatewayError:
     return GatewayError(400, f"{param}: {message}", param=param, code="invalid_value")
 
 
+# The gateway's own threads: asyncio's default pool has min(32, cores + 4) of them, and each
+# request holds one while its backend answers, so that pool would cap the requests in flight.
+_threads = ThreadPoolExecutor(
+    max_workers=int(settings.FTPORTAL_GATEWAY_THREADS), thread_name_prefix="gateway"
+)
+
+
 async def _in_thread(work: Callable[[], Result]) -> Result:
-    """``work`` (ORM reads, a blocking generation) in a worker thread, its database connection
-    given back afterwards as the request cycle would (the thread is not the request's)."""
+    """``work`` (ORM reads, a blocking generation) in one of the gateway's threads, its
+    database connection given back afterwards as the request cycle would (the thread is not
+    the request's)."""
 
     def run() -> Result:
         try:
@@ -117,7 +127,7 @@ async def _in_thread(work: Callable[[], Result]) -> Result:
         finally:
             close_old_connections()
 
-    return await sync_to_async(run, thread_sensitive=False)()
+    return await sync_to_async(run, thread_sensitive=False, executor=_threads)()
 
 
 # --- the key and its limit ----------------------------------------------------------------
@@ -421,7 +431,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     started = time.monotonic()
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     authorization = request.headers.get("Authorization")
-    raw = request.body
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return GatewayError(413, "The request is too large.", code="request_too_large").response()
     try:
         caller = await _in_thread(lambda: _caller(authorization))
     except GatewayError as error:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import openai
@@ -331,3 +332,27 @@ def test_a_failing_backend_is_an_error_for_the_client_not_a_hang(
         )
     assert refused.value.status_code == 502
     assert refused.value.body is not None
+
+
+def test_requests_waiting_on_a_slow_backend_are_answered_together(
+    gateway: str, project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    """Generation runs in threads: the event loop keeps taking requests while others wait."""
+    promote(hosted_version(project, lead, fake_openai_chat), lead)
+    api = client(gateway, app_key(project, lead))
+    fake_openai_chat.response_delay = 1.0
+
+    def ask(number: int) -> str:
+        answer = api.chat.completions.create(
+            model="Ticket triage/production",
+            messages=[{"role": "user", "content": f"question {number}"}],
+        )
+        return answer.choices[0].message.content or ""
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(8)))
+
+    assert answers == [expected_answer(f"question {n}") for n in range(8)]
+    assert time.monotonic() - started < 4  # 8 one-second answers, not one after another
+    assert fake_openai_chat.max_in_flight_seen >= 4
