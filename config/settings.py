@@ -412,3 +412,6 @@ FTPORTAL_GATEWAY_MAX_TOKENS = int(os.environ.get("FTPORTAL_GATEWAY_MAX_TOKENS", 
 # Threads per gateway process for database reads and waiting on backends: each request in
 # flight holds one, so this bounds the requests a process answers at once.
 FTPORTAL_GATEWAY_THREADS = int(os.environ.get("FTPORTAL_GATEWAY_THREADS", 64))
+# The name of a registered vLLM endpoint (catalog, kind "vllm") that serves the adapters of
+# versions trained here; blank: the gateway's own process answers with the local model.
+FTPORTAL_GATEWAY_VLLM_ENDPOINT = os.environ.get("FTPORTAL_GATEWAY_VLLM_ENDPOINT", "")

@@ -45,7 +45,7 @@ from ftportal.models import Project
 from providers.base import ChatResult, Conversation, ProviderError, TransientProviderError
 from registry.models import ModelVersion
 
-from .backends import backend_chat_model
+from .backends import backend_chat_model, backend_forget
 from .model_names import (
     OtherProjectModelName,
     UnknownModelName,
@@ -280,12 +280,16 @@ def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
     trying again), 502 when it refused or failed otherwise."""
     try:
         chat = backend_chat_model(version)
-        [result] = chat.generate_many(
-            [chat_request.messages],
-            max_new_tokens=chat_request.max_tokens,
-            temperature=chat_request.temperature,
-            batch_size=1,
-        )
+        try:
+            [result] = chat.generate_many(
+                [chat_request.messages],
+                max_new_tokens=chat_request.max_tokens,
+                temperature=chat_request.temperature,
+                batch_size=1,
+            )
+        except ProviderError:
+            backend_forget(chat)
+            raise
     except ProviderError as failure:
         transient = isinstance(failure, TransientProviderError) or getattr(
             failure, "retryable", False
