@@ -145,8 +145,8 @@ def _caller(authorization: str | None) -> Caller:
     try:
         key = application_key_authenticate(key_from_authorization(authorization))
     except ApplicationKeyRefused as refused:
-        return_code = "invalid_api_key" if refused.status_code == 401 else "permission_denied"
-        raise GatewayError(refused.status_code, str(refused), code=return_code) from None
+        code = "invalid_api_key" if refused.status_code == 401 else "permission_denied"
+        raise GatewayError(refused.status_code, str(refused), code=code) from None
     rate = application_key_rate_check(key)
     if not rate.allowed:
         raise GatewayError(
@@ -469,6 +469,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 
     try:
         chat_request = _chat_request(raw)
+        # Names the lambdas can close over as set (chat_request and version are rebound above
+        # for record()); the names stay in the thread, where a lazy relation may be read.
         asked = chat_request
         version = await _in_thread(lambda: _resolved(caller.project, asked.model))
         served = version

@@ -32,6 +32,7 @@ from registry.selectors import production_version
 from registry.services import model_version_promote, model_version_register, production_rollback
 from serving.backends import backends_forget
 from serving.services import application_key_create
+from serving.traffic import ServedRequest
 from tests.factories import (
     fake_endpoint,
     finished_evaluation,
@@ -356,3 +357,40 @@ def test_requests_waiting_on_a_slow_backend_are_answered_together(
     assert answers == [expected_answer(f"question {n}") for n in range(8)]
     assert time.monotonic() - started < 4  # 8 one-second answers, not one after another
     assert fake_openai_chat.max_in_flight_seen >= 4
+
+
+def test_each_answered_request_reaches_the_request_logs_call_site_and_refused_keys_do_not(
+    gateway: str,
+    project: Project,
+    lead: User,
+    fake_openai_chat: FakeOpenAIChatServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    version = hosted_version(project, lead, fake_openai_chat)
+    promote(version, lead)
+    recorded: list[ServedRequest] = []
+    monkeypatch.setattr(
+        "serving.gateway.served_request_record", lambda *, served: recorded.append(served)
+    )
+    api = client(gateway, app_key(project, lead))
+
+    api.chat.completions.create(
+        model="Ticket triage/production", messages=QUESTION, user="customer-7", stream=True
+    ).close()
+    with pytest.raises(openai.NotFoundError):
+        api.chat.completions.create(model="Ticket triage/staging", messages=QUESTION)
+    with pytest.raises(openai.AuthenticationError):
+        client(gateway, "not-a-key").chat.completions.create(
+            model="Ticket triage/production", messages=QUESTION
+        )
+
+    served, unknown = recorded
+    assert served.status_code == 200 and served.error == "" and served.stream
+    assert served.served_version == version and served.project == project
+    assert served.requested_model == "Ticket triage/production"
+    assert served.messages == QUESTION and served.caller_user == "customer-7"
+    assert served.output == expected_answer("where is my invoice")
+    assert (served.prompt_tokens, served.completion_tokens) == (4, 5)
+    assert served.latency_seconds > 0 and served.request_id.startswith("chatcmpl-")
+    assert unknown.status_code == 404 and unknown.served_version is None
+    assert "staging" in unknown.error
