@@ -3,8 +3,9 @@ and so the one place a worker's key for an endpoint (read by
 ``catalog.secrets.endpoint_credentials``, at call time) is handed to an adapter.
 
 Fine-tuners for training; chat models (``providers.base.ChatModel``) for whatever asks a model
-something: evaluation's candidates and judges, and next the serving gateway's backends (a
-model version's adapter on a registered vLLM server: ``served_adapter_chat_model``). It
+something: evaluation's candidates and judges, and the serving gateway's backends
+(``serving.backends``: a model version's local adapter, its hosted ``ft:`` model, or its
+adapter on a registered vLLM server, ``served_adapter_chat_model``). It
 lives in the catalog, below every app that calls a model, because all it reads is catalog
 rows (base models, endpoints, where the weights are) and the secrets the catalog guards.
 
