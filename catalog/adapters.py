@@ -3,8 +3,9 @@ and so the one place a worker's key for an endpoint (read by
 ``catalog.secrets.endpoint_credentials``, at call time) is handed to an adapter.
 
 Fine-tuners for training; chat models (``providers.base.ChatModel``) for whatever asks a model
-something: evaluation's candidates and judges, and next the serving gateway's backends (a
-model version's adapter on a registered vLLM server: ``served_adapter_chat_model``). It
+something: evaluation's candidates and judges, and the serving gateway's backends
+(``serving.backends``: a model version's local adapter, its hosted ``ft:`` model, or its
+adapter on a registered vLLM server, ``served_adapter_chat_model``). It
 lives in the catalog, below every app that calls a model, because all it reads is catalog
 rows (base models, endpoints, where the weights are) and the secrets the catalog guards.
 
@@ -67,24 +68,33 @@ def local_chat_model(*, base_model: BaseModel, adapter_dir: str = "") -> ChatMod
 
 
 def hosted_chat_model(
-    *, endpoint: Endpoint | None, model: str, who: str, max_in_flight: int, listed_as: str = ""
+    *,
+    endpoint: Endpoint | None,
+    model: str,
+    who: str,
+    max_in_flight: int,
+    listed_as: str = "",
+    max_attempts: int | None = None,
 ) -> ChatModel:
     """A chat model at a registered endpoint, speaking that endpoint's API, with the key this
     worker holds for it (read by ``endpoint_credentials``, sent only to its URL), at most
     ``max_in_flight`` requests at a time. A fine-tuned model is checked against the endpoint's
-    model list as its base model (``listed_as``). ProviderError (starting with ``who``) when
-    the endpoint may not be used from this worker."""
+    model list as its base model (``listed_as``). ``max_attempts`` caps the tries of one
+    request (the provider's default when None; the gateway answers sooner than a batch job).
+    ProviderError (starting with ``who``) when the endpoint may not be used from this worker."""
     credentials = endpoint_credentials(endpoint, model=listed_as or model, who=who)
     assert endpoint is not None  # endpoint_credentials refuses a missing one
     from providers.hosted_chat import AnthropicChat, OpenAICompatibleChat
 
     chat = AnthropicChat if endpoint.kind == EndpointKind.ANTHROPIC else OpenAICompatibleChat
+    attempts = {} if max_attempts is None else {"max_attempts": max_attempts}
     return chat(
         api_key=credentials.api_key,
         model=model,
         base_url=credentials.base_url,
         timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
         max_in_flight=max_in_flight,
+        **attempts,
     )
 
 
@@ -104,9 +114,11 @@ def fine_tuned_chat_model(
     hosted_model_id: str,
     who: str,
     max_in_flight: int,
+    max_attempts: int | None = None,
 ) -> ChatModel:
     """A model fine-tuned from ``base_model`` (a version or a checkpoint): its local adapter
-    when it has one, else the provider's fine-tuned model id at the base model's endpoint."""
+    when it has one, else the provider's fine-tuned model id at the base model's endpoint
+    (``max_attempts`` as for :func:`hosted_chat_model`)."""
     if adapter_dir:
         return local_chat_model(base_model=base_model, adapter_dir=adapter_dir)
     return hosted_chat_model(
@@ -115,6 +127,7 @@ def fine_tuned_chat_model(
         who=who,
         max_in_flight=max_in_flight,
         listed_as=base_model.key,
+        max_attempts=max_attempts,
     )
 
 

@@ -1,4 +1,6 @@
-"""The ASGI entry point, for an ASGI server; the deployment serves WSGI (config.wsgi)."""
+"""The ASGI entry point: the gateway's server runs it (``uvicorn config.asgi:application``,
+``make gateway``), for the async views of /v1/ and their streams; the site's pages are served
+by WSGI (config.wsgi) as before, though this serves them too."""
 
 import os
 

@@ -400,6 +400,22 @@ FTPORTAL_APP_KEY_RATE_LIMIT_PER_MINUTE = int(
     os.environ.get("FTPORTAL_APP_KEY_RATE_LIMIT_PER_MINUTE", 600)
 )
 
+# --- The gateway (serving.gateway, /v1/) -------------------------------------------------------
+# Tries of one request to a hosted backend before the application gets a 503: an application
+# waits on the answer, so fewer than a batch job's retries (FTPORTAL_PROVIDER_MAX_RETRIES).
+FTPORTAL_GATEWAY_BACKEND_ATTEMPTS = int(os.environ.get("FTPORTAL_GATEWAY_BACKEND_ATTEMPTS", 2))
+# Tokens an answer may have when the request names no max_tokens, and the most it may name.
+FTPORTAL_GATEWAY_DEFAULT_MAX_TOKENS = int(
+    os.environ.get("FTPORTAL_GATEWAY_DEFAULT_MAX_TOKENS", 256)
+)
+FTPORTAL_GATEWAY_MAX_TOKENS = int(os.environ.get("FTPORTAL_GATEWAY_MAX_TOKENS", 4096))
+# Threads per gateway process for database reads and waiting on backends: each request in
+# flight holds one, so this bounds the requests a process answers at once.
+FTPORTAL_GATEWAY_THREADS = int(os.environ.get("FTPORTAL_GATEWAY_THREADS", 64))
+# The name of a registered vLLM endpoint (catalog, kind "vllm") that serves the adapters of
+# versions trained here; blank: the gateway's own process answers with the local model.
+FTPORTAL_GATEWAY_VLLM_ENDPOINT = os.environ.get("FTPORTAL_GATEWAY_VLLM_ENDPOINT", "")
+
 # --- Request log (serving.request_log, issue 15 item 4) -----------------------------------------
 # The gateway hands each request's log row to an in-process queue; a background thread writes
 # them in batches of up to FTPORTAL_REQUEST_LOG_BATCH_ROWS, at least every

@@ -1,7 +1,7 @@
 """The root URL conf: the site's own routes (health, sign-in, admin, the API's schema and docs),
 then each app's pages at / and its API at /api/ (namespace "api"), from the app's urls.py:
 ``page_patterns``, ``api_patterns`` (under /api/) and ``project_api_patterns`` (under
-/api/projects/<project_id>/)."""
+/api/projects/<project_id>/); and serving's OpenAI-compatible gateway at /v1/."""
 
 from __future__ import annotations
 
@@ -73,6 +73,8 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     # Namespaced ("api:...") so that the API's names never clash with the pages' names.
     path("api/", include((api_patterns, "api"))),
+    # The OpenAI-compatible gateway: application keys only (serving.gateway).
+    path("v1/", include(serving_urls.gateway_patterns)),
     path("", include(page_patterns)),
 ]
 

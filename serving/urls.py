@@ -1,11 +1,12 @@
-"""Serving's pages (application keys, the request log browser) and its API under
-/api/projects/<project_id>/: application keys."""
+"""Serving's pages (application keys, the request log browser), its API under
+/api/projects/<project_id>/ (application keys), and the OpenAI-compatible gateway under /v1/
+(``gateway_patterns``)."""
 
 from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from . import api, views
+from . import api, gateway, views
 
 page_patterns: list[URLPattern] = [
     path("projects/<int:project_id>/app-keys/", views.app_keys, name="app_keys"),
@@ -30,4 +31,11 @@ project_api_patterns: list[URLPattern] = [
         api.ApplicationKeyRevokeApi.as_view(),
         name="app_key_revoke",
     ),
+]
+
+# Mounted at /v1/ by config.urls, outside /api/: OpenAI's paths, answered in OpenAI's shapes
+# (plain async Django views, so not in the DRF schema; README "Calling a promoted model").
+gateway_patterns: list[URLPattern] = [
+    path("models", gateway.models, name="gateway_models"),
+    path("chat/completions", gateway.chat_completions, name="gateway_chat_completions"),
 ]

@@ -1,0 +1,138 @@
+"""What answers for a model version at the gateway: a ``providers.base.ChatModel`` built by
+``catalog.adapters`` (the one builder of chat models), kept per process so that requests do not
+build one each.
+
+- a local LoRA version: the embedded local model with the version's adapter, in this process
+  (the dynamic-batching model server of issue 15 replaces this later), or, when
+  FTPORTAL_GATEWAY_VLLM_ENDPOINT names a registered vLLM endpoint, the adapter loaded on that
+  GPU host as ``version-<id>``;
+- a hosted fine-tuned version (an ``ft:`` id): the fine-tuned model at its base model's
+  registered endpoint, with the key this process holds for it.
+
+A kept chat is found by everything that decides what it calls (:func:`backend_key`): the
+version, its adapter or hosted id, its base model and that model's endpoint as registered now.
+A new version, or an endpoint an admin changed or disabled, so gets a chat built anew (and
+refused, for a disabled one). A chat that failed is dropped (:func:`backend_forget`), so the
+next request builds it again: a vLLM server that restarted gets the adapter loaded again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
+
+from django.conf import settings
+
+from catalog.adapters import fine_tuned_chat_model, served_adapter_chat_model
+from catalog.models import Endpoint
+from providers.base import ChatModel, ProviderError
+from registry.models import ModelVersion
+
+# Versions whose chats are kept: the aliases and pins in use, with room to spare. A dropped
+# chat is not closed (a request may still be using it); its connections go with it.
+KEPT_BACKENDS = 32
+
+_kept: OrderedDict[Hashable, ChatModel] = OrderedDict()
+_kept_lock = threading.Lock()
+
+
+def _endpoint_state(endpoint: Endpoint | None) -> Hashable:
+    if endpoint is None:
+        return None
+    return (
+        endpoint.pk,
+        endpoint.kind,
+        endpoint.url,
+        endpoint.enabled,
+        endpoint.secret_env,
+        endpoint.allowed_models,
+        endpoint.adapter_root,
+        endpoint.max_loras,
+    )
+
+
+def _vllm_endpoint(version: ModelVersion) -> Endpoint | None:
+    """The registered vLLM endpoint that serves ``version``'s adapter, when the operator named
+    one (FTPORTAL_GATEWAY_VLLM_ENDPOINT) and the version is a local adapter; else None."""
+    name = str(settings.FTPORTAL_GATEWAY_VLLM_ENDPOINT)
+    if not name or version.fine_tuned_model or not version.adapter_dir:
+        return None
+    return Endpoint.objects.filter(name=name).first()
+
+
+def vllm_adapter_name(version: ModelVersion) -> str:
+    """What a vLLM server calls ``version``'s adapter: one name per version, for good."""
+    return f"version-{version.pk}"
+
+
+def backend_key(version: ModelVersion, *, vllm: Endpoint | None = None) -> Hashable:
+    """Everything that decides what ``version``'s chat calls, as the rows say now."""
+    base = version.base_model
+    return (
+        version.pk,
+        version.adapter_dir,
+        version.fine_tuned_model,
+        base.pk,
+        base.key,
+        base.provider,
+        _endpoint_state(base.endpoint),
+        _endpoint_state(vllm),
+    )
+
+
+def backend_chat_model(version: ModelVersion) -> ChatModel:
+    """The chat that answers for ``version``, built once per process and key. ProviderError
+    when it cannot be built (an endpoint that may not be used from here, say)."""
+    vllm = _vllm_endpoint(version)
+    if settings.FTPORTAL_GATEWAY_VLLM_ENDPOINT and vllm is None and not version.fine_tuned_model:
+        # Named but not registered (or renamed): refused, never served elsewhere unasked.
+        raise ProviderError(
+            f"{version}: FTPORTAL_GATEWAY_VLLM_ENDPOINT names no registered endpoint."
+        )
+    key = backend_key(version, vllm=vllm)
+    with _kept_lock:
+        chat = _kept.get(key)
+        if chat is not None:
+            _kept.move_to_end(key)
+            return chat
+    # Built outside the lock: building may read files or the network, and others may be
+    # served meanwhile; two requests racing to build one keep whichever is stored first.
+    if vllm is not None:
+        built = served_adapter_chat_model(
+            endpoint=vllm,
+            base_model=version.base_model,
+            adapter_name=vllm_adapter_name(version),
+            adapter_dir=version.adapter_dir,
+            who=f"{version}",
+            max_in_flight=1,
+        )
+    else:
+        built = fine_tuned_chat_model(
+            base_model=version.base_model,
+            adapter_dir=version.adapter_dir,
+            hosted_model_id=version.fine_tuned_model,
+            who=f"{version}",
+            max_in_flight=1,
+            max_attempts=settings.FTPORTAL_GATEWAY_BACKEND_ATTEMPTS,
+        )
+    with _kept_lock:
+        chat = _kept.setdefault(key, built)
+        _kept.move_to_end(key)
+        while len(_kept) > KEPT_BACKENDS:
+            _kept.popitem(last=False)
+    return chat
+
+
+def backend_forget(chat: ChatModel) -> None:
+    """Drop a chat that failed, so that the next request builds its version's chat again."""
+    with _kept_lock:
+        for key, kept in list(_kept.items()):
+            if kept is chat:
+                del _kept[key]
+
+
+def backends_forget() -> None:
+    """Drop every kept chat (tests; an operator's reload)."""
+    with _kept_lock:
+        _kept.clear()

@@ -1,0 +1,493 @@
+"""The OpenAI-compatible gateway under /v1/: what applications call instead of a provider.
+
+``GET /v1/models`` lists the names the calling key's project serves and ``POST
+/v1/chat/completions`` answers one conversation with the version a name resolves to at that
+moment (``serving.model_names``), plainly or streamed as server-sent events. The official
+``openai`` client works unchanged with ``base_url=<site>/v1`` and an application key as its
+``api_key``.
+
+Each request, in order: the key (401 without a valid one, before anything else is read), its
+rate limit (429 with Retry-After), the body (400 naming the field), the model name (404 unknown,
+403 another project's), then the backend (502 when it refuses, 503 when it is unreachable or
+overloaded). Errors answer in OpenAI's shape, ``{"error": {"message", "type", "param",
+"code"}}``. Only an application key authenticates here: no session, no CSRF token.
+
+Async views under an ASGI server (``uvicorn config.asgi:application``): the database reads
+and the blocking generation run in worker threads, so the event loop keeps taking requests.
+A stream is produced after generation: the chat interface (``ChatModel.generate_many``)
+answers whole, so the answer is sent as a run of chunks once it is in (token by token when a
+backend streams, later). Its errors therefore still get their status code, never a broken
+stream.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import close_old_connections
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from ftportal.models import Project
+from providers.base import ChatResult, Conversation, ProviderError, TransientProviderError
+from registry.models import ModelVersion
+
+from .backends import backend_chat_model, backend_forget
+from .model_names import (
+    OtherProjectModelName,
+    UnknownModelName,
+    model_name_resolve,
+    pinned_model_name,
+    served_model_names,
+)
+from .models import ApplicationKey
+from .request_log import new_request_id
+from .services import (
+    ApplicationKeyRefused,
+    RateDecision,
+    application_key_authenticate,
+    application_key_rate_check,
+    key_from_authorization,
+)
+from .traffic import ServedRequest, served_request_record
+
+MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant"})
+MAX_USER_LENGTH = 256
+# A streamed answer goes out a word at a time (with the spaces before it).
+STREAM_PIECE = re.compile(r"\s*\S+|\s+$")
+
+Result = TypeVar("Result")
+logger = logging.getLogger(__name__)
+
+
+class GatewayError(Exception):
+    """An answer in OpenAI's error shape, with its status code."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def response(self) -> JsonResponse:
+        body = {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+        return JsonResponse(body, status=self.status, headers=self.headers)
+
+
+def _invalid(param: str, message: str) -> GatewayError:
+    return GatewayError(400, f"{param}: {message}", param=param, code="invalid_value")
+
+
+# The gateway's own threads: asyncio's default pool has min(32, cores + 4) of them, and each
+# request holds one while its backend answers, so that pool would cap the requests in flight.
+_threads = ThreadPoolExecutor(
+    max_workers=int(settings.FTPORTAL_GATEWAY_THREADS), thread_name_prefix="gateway"
+)
+
+
+async def _in_thread(work: Callable[[], Result]) -> Result:
+    """``work`` (ORM reads, a blocking generation) in one of the gateway's threads, its
+    database connection given back afterwards as the request cycle would (the thread is not
+    the request's)."""
+
+    def run() -> Result:
+        try:
+            return work()
+        finally:
+            close_old_connections()
+
+    return await sync_to_async(run, thread_sensitive=False, executor=_threads)()
+
+
+# --- the key and its limit ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    key: ApplicationKey
+    project: Project
+    rate: RateDecision
+
+
+def _caller(authorization: str | None) -> Caller:
+    """The key of the request and its rate decision; GatewayError for 401 and 429."""
+    try:
+        key = application_key_authenticate(key_from_authorization(authorization))
+    except ApplicationKeyRefused as refused:
+        code = "invalid_api_key" if refused.status_code == 401 else "permission_denied"
+        raise GatewayError(refused.status_code, str(refused), code=code) from None
+    rate = application_key_rate_check(key)
+    if not rate.allowed:
+        raise GatewayError(
+            429,
+            f"Rate limit reached for the application key {key.prefix}: "
+            f"{rate.limit} requests per minute. Try again in {rate.retry_after_seconds}s.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers=rate.headers(),
+        )
+    return Caller(key=key, project=key.project, rate=rate)
+
+
+# --- the request body ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: Conversation
+    max_tokens: int
+    temperature: float
+    stream: bool
+    include_usage: bool
+    user: str
+
+
+def _content(position: int, content: object) -> str:
+    """A message's text: a string, or OpenAI's list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise _invalid(f"messages[{position}].content", "only text parts are served here.")
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _invalid(f"messages[{position}].content", "a text part needs its text.")
+            texts.append(text)
+        return "".join(texts)
+    raise _invalid(f"messages[{position}].content", "a string or a list of text parts.")
+
+
+def _messages(value: object) -> Conversation:
+    if not isinstance(value, list) or not value:
+        raise _invalid("messages", "a non-empty list of messages.")
+    messages: Conversation = []
+    for position, message in enumerate(value):
+        if not isinstance(message, dict):
+            raise _invalid(f"messages[{position}]", "an object with a role and a content.")
+        role = message.get("role")
+        if role not in MESSAGE_ROLES:
+            raise _invalid(
+                f"messages[{position}].role", f"one of {', '.join(sorted(MESSAGE_ROLES))}."
+            )
+        messages.append({"role": role, "content": _content(position, message.get("content"))})
+    return messages
+
+
+def _max_tokens(body: dict[str, Any]) -> int:
+    param = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+    value = body.get(param)
+    if value is None:
+        return int(settings.FTPORTAL_GATEWAY_DEFAULT_MAX_TOKENS)
+    ceiling = int(settings.FTPORTAL_GATEWAY_MAX_TOKENS)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= ceiling:
+        raise _invalid(param, f"a whole number from 1 to {ceiling}.")
+    return value
+
+
+def _chat_request(raw: bytes) -> ChatRequest:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise GatewayError(400, "The body is not valid JSON.", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The body must be a JSON object.", code="invalid_json")
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise _invalid("model", "the name of a served model (GET /v1/models lists them).")
+    temperature = body.get("temperature", 0.0)
+    if temperature is None:
+        temperature = 0.0
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise _invalid("temperature", "a number from 0 to 2.")
+    if not 0 <= temperature <= 2:
+        raise _invalid("temperature", "a number from 0 to 2.")
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise _invalid("stream", "true or false.")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise _invalid("stream_options", "an object.")
+    include_usage = options.get("include_usage") or False
+    if not isinstance(include_usage, bool):
+        raise _invalid("stream_options.include_usage", "true or false.")
+    if options and not stream:
+        raise _invalid("stream_options", "only with stream true.")
+    choices = body.get("n")
+    if choices not in (None, 1):
+        raise _invalid("n", "only 1 answer per request is served.")
+    user = body.get("user") or ""
+    if not isinstance(user, str) or len(user) > MAX_USER_LENGTH:
+        raise _invalid("user", f"a string of at most {MAX_USER_LENGTH} characters.")
+    return ChatRequest(
+        model=model,
+        messages=_messages(body.get("messages")),
+        max_tokens=_max_tokens(body),
+        temperature=float(temperature),
+        stream=stream,
+        include_usage=include_usage,
+        user=user,
+    )
+
+
+# --- resolving and generating -------------------------------------------------------------
+
+
+def _resolved(project: Project, name: str) -> ModelVersion:
+    try:
+        return model_name_resolve(project=project, name=name)
+    except UnknownModelName as unknown:
+        raise GatewayError(404, str(unknown), param="model", code="model_not_found") from None
+    except OtherProjectModelName as other:
+        raise GatewayError(403, str(other), param="model", code="permission_denied") from None
+
+
+def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
+    """The backend's answer; GatewayError 503 when it is unreachable or overloaded (worth
+    trying again), 502 when it refused or failed otherwise."""
+    try:
+        chat = backend_chat_model(version)
+        try:
+            [result] = chat.generate_many(
+                [chat_request.messages],
+                max_new_tokens=chat_request.max_tokens,
+                temperature=chat_request.temperature,
+                batch_size=1,
+            )
+        except ProviderError:
+            backend_forget(chat)
+            raise
+    except ProviderError as failure:
+        transient = isinstance(failure, TransientProviderError) or getattr(
+            failure, "retryable", False
+        )
+        name = pinned_model_name(version)
+        # The backend's own words stay in the log: they may name endpoints and variables.
+        logger.warning("gateway: the backend of %s failed: %s", name, failure)
+        if transient:
+            raise GatewayError(
+                503,
+                f"The backend of {name} is unavailable; try again later.",
+                type="server_error",
+                code="backend_unavailable",
+            ) from None
+        raise GatewayError(
+            502,
+            f"The backend of {name} could not answer this request.",
+            type="server_error",
+            code="backend_error",
+        ) from None
+    return result
+
+
+# --- answers --------------------------------------------------------------------------------
+
+
+def _usage(result: ChatResult) -> dict[str, int]:
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
+
+
+def _finish_reason(result: ChatResult, chat_request: ChatRequest) -> str:
+    return "length" if result.completion_tokens >= chat_request.max_tokens else "stop"
+
+
+def _completion(
+    request_id: str, served_name: str, result: ChatResult, chat_request: ChatRequest
+) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        # As OpenAI names the snapshot that answered: the version, pinned.
+        "model": served_name,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "logprobs": None,
+                "finish_reason": _finish_reason(result, chat_request),
+            }
+        ],
+        "usage": _usage(result),
+    }
+
+
+def _event(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    return f"data: {data}\n\n".encode()
+
+
+async def _chunks(
+    request_id: str, served_name: str, result: ChatResult, chat_request: ChatRequest
+) -> AsyncIterator[bytes]:
+    """The answer as OpenAI's ``chat.completion.chunk`` events: the role, the text a word at a
+    time, the finish reason, the usage (when asked for), then ``[DONE]``."""
+    created = int(time.time())
+    usage_field: dict[str, Any] = {"usage": None} if chat_request.include_usage else {}
+
+    def chunk(delta: dict[str, str], finish_reason: str | None) -> bytes:
+        return _event(
+            {
+                "id": request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": served_name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": delta,
+                        "logprobs": None,
+                        "finish_reason": finish_reason,
+                    }
+                ],
+                **usage_field,
+            }
+        )
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    for piece in STREAM_PIECE.findall(result.text):
+        yield chunk({"content": piece}, None)
+    yield chunk({}, _finish_reason(result, chat_request))
+    if chat_request.include_usage:
+        yield _event(
+            {
+                "id": request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": served_name,
+                "choices": [],
+                "usage": _usage(result),
+            }
+        )
+    yield _event("[DONE]")
+
+
+# --- the views ------------------------------------------------------------------------------
+
+
+@csrf_exempt
+@require_GET
+async def models(request: HttpRequest) -> HttpResponse:
+    """``GET /v1/models``: the names the key's project serves now (``serving.model_names``)."""
+    authorization = request.headers.get("Authorization")
+
+    def listing() -> tuple[Caller, list[dict[str, Any]]]:
+        caller = _caller(authorization)
+        names = served_model_names(caller.project)
+        return caller, [
+            {
+                "id": served.name,
+                "object": "model",
+                "created": int(served.version.created_at.timestamp()),
+                "owned_by": caller.project.name,
+            }
+            for served in names
+        ]
+
+    try:
+        caller, data = await _in_thread(listing)
+    except GatewayError as error:
+        return error.response()
+    return JsonResponse({"object": "list", "data": data}, headers=caller.rate.headers())
+
+
+@csrf_exempt
+@require_POST
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    """``POST /v1/chat/completions``: one answer from the version the model name serves now."""
+    started = time.monotonic()
+    request_id = new_request_id()  # the answer's id, the log row's, and what feedback names
+    authorization = request.headers.get("Authorization")
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return GatewayError(413, "The request is too large.", code="request_too_large").response()
+    try:
+        caller = await _in_thread(lambda: _caller(authorization))
+    except GatewayError as error:
+        return error.response()  # refused keys and rate limits: nothing served, nothing logged
+
+    chat_request: ChatRequest | None = None
+    version: ModelVersion | None = None
+
+    def record(status: int, error: str, result: ChatResult | None) -> None:
+        served_request_record(
+            served=ServedRequest(
+                request_id=request_id,
+                key=caller.key,
+                project=caller.project,
+                requested_model=chat_request.model if chat_request else "",
+                served_version=version,
+                messages=chat_request.messages if chat_request else [],
+                output=result.text if result else "",
+                status_code=status,
+                error=error,
+                latency_seconds=time.monotonic() - started,
+                prompt_tokens=result.prompt_tokens if result else 0,
+                completion_tokens=result.completion_tokens if result else 0,
+                caller_user=chat_request.user if chat_request else "",
+                stream=chat_request.stream if chat_request else False,
+            )
+        )
+
+    try:
+        chat_request = _chat_request(raw)
+        # Names the lambdas can close over as set (chat_request and version are rebound above
+        # for record()); the names stay in the thread, where a lazy relation may be read.
+        asked = chat_request
+        version = await _in_thread(lambda: _resolved(caller.project, asked.model))
+        served = version
+        served_name, result = await _in_thread(
+            lambda: (pinned_model_name(served), _generate(served, asked))
+        )
+    except GatewayError as error:
+        record(error.status, error.message, None)
+        error.headers.update(caller.rate.headers())
+        return error.response()
+    headers = {**caller.rate.headers(), "x-request-id": request_id}
+    record(200, "", result)
+    if not chat_request.stream:
+        body = _completion(request_id, served_name, result, chat_request)
+        return JsonResponse(body, headers=headers)
+    return StreamingHttpResponse(
+        _chunks(request_id, served_name, result, chat_request),
+        content_type="text/event-stream",
+        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
