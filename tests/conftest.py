@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,13 @@ def start_celery_worker(
     queues: str = "default,training,inference",
     extra_args: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
+    private_broker: bool = False,
 ) -> subprocess.Popen[bytes]:
     """A real worker in its own process, on Redis, writing to the test database; returns once
-    it says it is ready."""
+    it says it is ready. With ``private_broker`` it sends and takes messages under a key prefix
+    of its own, so the session's worker (alive once an earlier test started it) cannot take
+    what this one's beat or reaper queues: a test that times heartbeats needs its own worker
+    to run the job."""
     test_db = settings.DATABASES["default"]["NAME"]
     base_url = os.environ["DATABASE_URL"].rsplit("/", 1)[0]
     env = {
@@ -111,6 +116,9 @@ def start_celery_worker(
         "DATABASE_URL": f"{base_url}/{test_db}",
         **(extra_env or {}),
     }
+    if private_broker:
+        prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+        env["FTPORTAL_TEST_BROKER_PREFIX"] = f"{prefix}private-{uuid.uuid4().hex[:12]}:"
     command = [
         sys.executable,
         "-m",

@@ -29,7 +29,13 @@ from config.settings import *  # noqa: E402,F403
 
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 DATABASES["default"]["TEST"] = {"NAME": f"test_ftportal_{TEST_RUN_ID}"}  # noqa: F405
-CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"ftportal-test-{TEST_RUN_ID}:"}
+# A worker a test starts with a private broker (start_celery_worker(private_broker=True)) gets a
+# prefix of its own: what its beat and reaper queue never reaches the session's worker.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": os.environ.get(
+        "FTPORTAL_TEST_BROKER_PREFIX", f"ftportal-test-{TEST_RUN_ID}:"
+    )
+}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests never run collectstatic (the live server serves static files from the finders), so
 # WhiteNoise looks files up per request instead of warning that STATIC_ROOT is missing.

@@ -181,6 +181,7 @@ def test_a_killed_worker_is_noticed_and_the_evaluation_resumes_without_asking_ag
         rescuer = start_celery_worker(
             rescuer_log,
             queues=f"{DOOMED_QUEUE},default,inference",
+            private_broker=True,
             extra_args=("-B", f"--schedule={tmp_path / 'beat-schedule'}"),
             extra_env={
                 **worker_env,
@@ -201,8 +202,8 @@ def test_a_killed_worker_is_noticed_and_the_evaluation_resumes_without_asking_ag
 
     assert run.status == EvalStatus.SUCCEEDED, run.error
     # A second claim needs the run back in "queued", which only the reaper does for a run
-    # left "running". Which worker ran the reaper task is not asserted: in a full test run the
-    # session's worker also takes the default queue.
+    # left "running"; the rescuer's private broker keeps the session's worker (its heartbeat
+    # slower than this test's timeout) from taking the requeued run and being reaped in turn.
     assert run.attempts == 2
     assert run.worker != killed_worker
     all_questions = set(questions(ITEM_COUNT))

@@ -80,6 +80,7 @@ def test_a_killed_worker_is_noticed_and_the_job_resumes_from_its_last_checkpoint
     rescuer = start_celery_worker(
         rescuer_log,
         queues="default,training",
+        private_broker=True,
         extra_args=("-B", f"--schedule={tmp_path / 'beat-schedule'}"),
         extra_env={
             **fast_heartbeat,
