@@ -28,6 +28,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
 
+from bench.databases import scratch_database_create, scratch_database_drop  # noqa: E402
+
 SYSTEM = (
     "You triage support tickets for Northwind Cloud. Reply with JSON only, with the keys "
     '"category" (one of: billing, bug, account, feature_request) and "priority" '
@@ -302,25 +304,6 @@ def generate(count: int, seed: int = 7) -> tuple[list[dict[str, Any]], dict[str,
 # -- the throwaway database -------------------------------------------------------------------
 
 
-def create_database() -> tuple[str, str]:
-    """Create an empty database next to the configured one; returns (admin url, bench url)."""
-    import psycopg
-
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ftportal")
-    server = base.rsplit("/", 1)[0]
-    name = f"ftportal_bench_{os.getpid()}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return server, name
-
-
-def drop_database(server: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def import_examples(*, dataset: Any, data: bytes, user: Any) -> int:
     """The import step: the streaming importer reading a file, as a stored upload is read."""
     import tempfile
@@ -462,7 +445,7 @@ def main() -> None:
 
     # A stop (Ctrl-C, timeout) still drops the throwaway database in the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    server, name = create_database()
+    server, name = scratch_database_create("ftportal_bench")
     os.environ["DATABASE_URL"] = f"{server}/{name}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     try:
@@ -471,7 +454,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        drop_database(server, name)
+        scratch_database_drop(server, name)
 
 
 def tokenizer_counters(names: Sequence[str], cache_dir: Path) -> dict[str, Any]:

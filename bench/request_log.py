@@ -37,29 +37,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
 
+from bench.databases import scratch_database_create, scratch_database_drop  # noqa: E402
+
 PAGE_ROWS = 50
 GENERATE_CHUNK_ROWS = 1_000_000
 # Rows of the project being browsed out of every 10; the rest belong to another project.
 BROWSED_OF_TEN = 9
-
-
-def create_database() -> tuple[str, str]:
-    """Create an empty database next to the configured one; returns (server url, name)."""
-    import psycopg
-
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ftportal")
-    server = base.rsplit("/", 1)[0]
-    name = f"ftportal_bench_reqlog_{os.getpid()}"
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return server, name
-
-
-def drop_database(server: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 GENERATE_SQL = """
@@ -208,7 +191,7 @@ def main() -> None:
 
     # A stop (Ctrl-C, timeout) still drops the throwaway database in the finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    server, name = create_database()
+    server, name = scratch_database_create("ftportal_bench_reqlog")
     os.environ["DATABASE_URL"] = f"{server}/{name}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     try:
@@ -217,7 +200,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        drop_database(server, name)
+        scratch_database_drop(server, name)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,10 @@ import psycopg
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/ftportal"
+sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
+
+from bench.databases import scratch_database_create, scratch_database_drop  # noqa: E402
+
 PASSWORD = "bench-pw"
 WARMUP = 20
 COUNTS_REQUESTS = 50
@@ -51,22 +54,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def admin_url(base: str) -> str:
-    return base.rsplit("/", 1)[0] + "/postgres"
-
-
-def create_database(base: str, name: str) -> str:
-    with psycopg.connect(admin_url(base), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return base.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_database(base: str, name: str) -> None:
-    with psycopg.connect(admin_url(base), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def env_for(database_url: str) -> dict[str, str]:
@@ -110,12 +97,18 @@ def messages_for(n: int) -> str:
 
 def bulk_load(database_url: str, dataset_id: int, count: int) -> None:
     """COPY is the fast path for 100k rows; the ORM's bulk_create would take far longer."""
-    columns = "dataset_id, messages, status, metadata, revision, created_at, updated_at"
+    # Every NOT NULL column without a database default: Django keeps defaults in Python.
+    columns = (
+        "dataset_id, messages, status, metadata, revision, origin_kind, import_pending,"
+        " created_at, updated_at"
+    )
     with psycopg.connect(database_url) as conn, conn.cursor() as cur:
         with cur.copy(f"COPY datasets_example ({columns}) FROM STDIN") as copy:
             for n in range(count):
                 metadata = json.dumps({"source": "mail" if n % 3 else "chat"})
-                copy.write_row((dataset_id, messages_for(n), "pending", metadata, 0, "now", "now"))
+                copy.write_row(
+                    (dataset_id, messages_for(n), "pending", metadata, 0, "", False, "now", "now")
+                )
         conn.commit()
     # A database in steady state has been vacuumed: the visibility map lets Postgres count
     # from the index alone.
@@ -258,10 +251,9 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1_000)
     args = parser.parse_args()
 
-    base_url = os.environ.get("DATABASE_URL", DEFAULT_URL)
-    name = f"ftportal_bench_review_{os.getpid()}"
     started = time.perf_counter()
-    database_url = create_database(base_url, name)
+    server_url, name = scratch_database_create("ftportal_bench_review")
+    database_url = f"{server_url}/{name}"
     server: subprocess.Popen[bytes] | None = None
     try:
         env = env_for(database_url)
@@ -299,7 +291,7 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(timeout=20)
-        drop_database(base_url, name)
+        scratch_database_drop(server_url, name)
 
     header = f"{'request':<10}{'dataset':>10}{'p50 ms':>10}{'p95 ms':>10}"
     print(f"{header}{'cpu p50':>10}{'cpu p95':>10}")
