@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 
 from datasets.models import AnalysisRun, Example, ExampleStatus
 from ftportal.roles import Role
+from serving.services import application_key_create
 
 from .builders import World, token_client
 from .test_roles import db_state
@@ -69,6 +70,9 @@ def ids(world: World, make_member: Callable[..., User]) -> dict[str, int]:
         "checkpoints/step": 2,
         "models/model_id": world.registered_model.pk,
         "members/user_id": make_member(Role.REVIEWER).pk,
+        "app-keys/key_id": application_key_create(
+            project=world.project, user=world.owner, name="strict"
+        ).key.pk,
     }
 
 
