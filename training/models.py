@@ -20,6 +20,9 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
+# A worker owns a job in these statuses: it heartbeats, and the reaper watches for silence.
+ACTIVE_STATUSES = (JobStatus.VALIDATING, JobStatus.RUNNING)
+
 # Every allowed move, in one place. Back to QUEUED: a worker died and the job waits to resume
 # from its last checkpoint (local) or to be polled again (hosted).
 JOB_TRANSITIONS: dict[str, frozenset[str]] = {

@@ -20,12 +20,10 @@ from django.utils import timezone
 from ftportal import ownership
 
 from .hyperparameters import HOSTED_PROVIDERS
-from .models import EventLevel, JobStatus, TrainingJob
+from .models import ACTIVE_STATUSES, EventLevel, JobStatus, TrainingJob
 from .services import dispatch, job_event, transition
 
 logger = logging.getLogger(__name__)
-
-ACTIVE_STATUSES = (JobStatus.VALIDATING, JobStatus.RUNNING)
 
 
 def abandoned_jobs_reap(*, now: datetime.datetime | None = None) -> list[int]:

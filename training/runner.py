@@ -34,14 +34,13 @@ from providers.base import (
 from .estimates import local_cost
 from .hooks import TrainedModel, model_version_keeper
 from .hyperparameters import local_config
-from .models import Checkpoint, EventLevel, JobStatus, TrainingJob
+from .models import ACTIVE_STATUSES, Checkpoint, EventLevel, JobStatus, TrainingJob
 from .services import checkpoint_record, cost_record, job_event, metric_record, transition
 
 logger = logging.getLogger(__name__)
 
 # How many data problems a failed validation names before "and N more".
 PROBLEMS_SHOWN = 5
-ACTIVE_STATUSES = (JobStatus.VALIDATING, JobStatus.RUNNING)
 
 
 class AttemptSuperseded(Exception):
