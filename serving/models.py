@@ -157,3 +157,73 @@ class RequestLog(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+FEEDBACK_COMMENT_MAX_LENGTH = 10_000
+OUTCOME_NAME_MAX_LENGTH = 100
+
+
+class Feedback(models.Model):
+    """What the application (or its user, through it) said about one answer, posted against
+    the answer's ``request_id`` (``POST /v1/feedback``).
+
+    ``request_id`` is text, not a link to the log row: the log is written in batches off the
+    request path, so feedback may arrive before its row is stored; readers join on the id.
+    One feedback per request: posting again replaces it (a user changing a thumbs-down to up).
+    ``score`` is in [0, 1] (thumbs up 1, thumbs down 0). ``correction`` is the answer the
+    caller says it should have been: sending the request to review proposes it.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="feedback")
+    request_id = models.CharField(max_length=REQUEST_ID_MAX_LENGTH)
+    application_key = models.ForeignKey(
+        ApplicationKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    score = models.FloatField(validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    comment = models.TextField(blank=True, max_length=FEEDBACK_COMMENT_MAX_LENGTH)
+    correction = models.TextField(blank=True)
+    caller_user = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "request_id"], name="one_feedback_per_request"
+            ),
+            models.CheckConstraint(
+                condition=Q(score__gte=0.0) & Q(score__lte=1.0), name="feedback_score_in_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.score:g}"
+
+
+class OutcomeEvent(models.Model):
+    """A business event the application reports against one answer's ``request_id`` (for
+    example ``ticket_resolved``), so that an experiment's arms are judged on the application's
+    own success metric. Any number per request; ``value`` is 1 unless the event carries an
+    amount (an order's value, say). ``request_id`` is text for the reason Feedback's is."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="outcome_events")
+    request_id = models.CharField(max_length=REQUEST_ID_MAX_LENGTH)
+    name = models.CharField(max_length=OUTCOME_NAME_MAX_LENGTH)
+    value = models.FloatField(default=1.0)
+    application_key = models.ForeignKey(
+        ApplicationKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # An experiment counts, per arm, the requests with at least one event of its
+            # success name: a join on (project, request_id) filtered by name.
+            models.Index(fields=["project", "name", "request_id"], name="outcome_by_name"),
+            models.Index(fields=["project", "request_id"], name="outcome_by_request"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}: {self.name}"
