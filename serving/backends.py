@@ -7,7 +7,10 @@ build one each.
   FTPORTAL_GATEWAY_VLLM_ENDPOINT names a registered vLLM endpoint, the adapter loaded on that
   GPU host as ``version-<id>``;
 - a hosted fine-tuned version (an ``ft:`` id): the fine-tuned model at its base model's
-  registered endpoint, with the key this process holds for it.
+  registered endpoint, with the key this process holds for it;
+- a catalog base model as it is (:func:`base_model_backend_chat`): a hosted baseline (OpenAI,
+  Anthropic, an OpenAI-compatible server) for an experiment's arm or an alias's fallback, or the
+  embedded local model without an adapter.
 
 A kept chat is found by everything that decides what it calls (:func:`backend_key`): the
 version, its adapter or hosted id, its base model and that model's endpoint as registered now.
@@ -20,12 +23,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 from django.conf import settings
 
-from catalog.adapters import fine_tuned_chat_model, served_adapter_chat_model
-from catalog.models import Endpoint
+from catalog.adapters import base_chat_model, fine_tuned_chat_model, served_adapter_chat_model
+from catalog.models import BaseModel, Endpoint
 from providers.base import ChatModel, ProviderError
 from registry.models import ModelVersion
 
@@ -81,6 +84,24 @@ def backend_key(version: ModelVersion, *, vllm: Endpoint | None = None) -> Hasha
     )
 
 
+def _kept_chat(key: Hashable, build: Callable[[], ChatModel]) -> ChatModel:
+    """The chat kept under ``key``, built by ``build`` when there is none."""
+    with _kept_lock:
+        chat = _kept.get(key)
+        if chat is not None:
+            _kept.move_to_end(key)
+            return chat
+    # Built outside the lock: building may read files or the network, and others may be
+    # served meanwhile; two requests racing to build one keep whichever is stored first.
+    built = build()
+    with _kept_lock:
+        chat = _kept.setdefault(key, built)
+        _kept.move_to_end(key)
+        while len(_kept) > KEPT_BACKENDS:
+            _kept.popitem(last=False)
+    return chat
+
+
 def backend_chat_model(version: ModelVersion) -> ChatModel:
     """The chat that answers for ``version``, built once per process and key. ProviderError
     when it cannot be built (an endpoint that may not be used from here, say)."""
@@ -90,25 +111,18 @@ def backend_chat_model(version: ModelVersion) -> ChatModel:
         raise ProviderError(
             f"{version}: FTPORTAL_GATEWAY_VLLM_ENDPOINT names no registered endpoint."
         )
-    key = backend_key(version, vllm=vllm)
-    with _kept_lock:
-        chat = _kept.get(key)
-        if chat is not None:
-            _kept.move_to_end(key)
-            return chat
-    # Built outside the lock: building may read files or the network, and others may be
-    # served meanwhile; two requests racing to build one keep whichever is stored first.
-    if vllm is not None:
-        built = served_adapter_chat_model(
-            endpoint=vllm,
-            base_model=version.base_model,
-            adapter_name=vllm_adapter_name(version),
-            adapter_dir=version.adapter_dir,
-            who=f"{version}",
-            max_in_flight=1,
-        )
-    else:
-        built = fine_tuned_chat_model(
+
+    def build() -> ChatModel:
+        if vllm is not None:
+            return served_adapter_chat_model(
+                endpoint=vllm,
+                base_model=version.base_model,
+                adapter_name=vllm_adapter_name(version),
+                adapter_dir=version.adapter_dir,
+                who=f"{version}",
+                max_in_flight=1,
+            )
+        return fine_tuned_chat_model(
             base_model=version.base_model,
             adapter_dir=version.adapter_dir,
             hosted_model_id=version.fine_tuned_model,
@@ -116,12 +130,31 @@ def backend_chat_model(version: ModelVersion) -> ChatModel:
             max_in_flight=1,
             max_attempts=settings.FTPORTAL_GATEWAY_BACKEND_ATTEMPTS,
         )
-    with _kept_lock:
-        chat = _kept.setdefault(key, built)
-        _kept.move_to_end(key)
-        while len(_kept) > KEPT_BACKENDS:
-            _kept.popitem(last=False)
-    return chat
+
+    return _kept_chat(backend_key(version, vllm=vllm), build)
+
+
+def base_model_backend_key(base_model: BaseModel) -> Hashable:
+    """Everything that decides what ``base_model``'s own chat calls, as the rows say now."""
+    return (
+        "base",
+        base_model.pk,
+        base_model.key,
+        base_model.provider,
+        base_model.weights_path,
+        _endpoint_state(base_model.endpoint),
+    )
+
+
+def base_model_backend_chat(base_model: BaseModel) -> ChatModel:
+    """The chat of a catalog base model as it is (a hosted baseline or fallback), kept like a
+    version's. ProviderError when it cannot be built."""
+    return _kept_chat(
+        base_model_backend_key(base_model),
+        lambda: base_chat_model(
+            base_model=base_model, who=f"base model {base_model.key}", max_in_flight=1
+        ),
+    )
 
 
 def backend_forget(chat: ChatModel) -> None:
