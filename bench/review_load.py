@@ -64,6 +64,12 @@ def env_for(database_url: str) -> dict[str, str]:
         "DJANGO_DEBUG": "0",
         "DJANGO_SECRET_KEY": "bench-only-secret",
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Plain http on loopback, as scripts/run.sh serves it: with DEBUG off the site would
+        # otherwise redirect to https (which gunicorn then reads as a garbled request line)
+        # and mark its cookies Secure (so the login would not stick).
+        "DJANGO_SECURE_SSL_REDIRECT": "0",
+        "DJANGO_SECURE_COOKIES": "0",
+        "DJANGO_SECURE_HSTS_SECONDS": "0",
     }
 
 
@@ -149,7 +155,9 @@ class Reviewer:
         return int(found[1]) if found else 0
 
     def next_card(self, project: int, dataset: int, after: int) -> tuple[float, int]:
-        url = f"{self.base}/projects/{project}/datasets/{dataset}/review/?after={after}"
+        url = f"{self.base}/projects/{project}/datasets/{dataset}/review/"
+        if after:  # ids are positive: the first card of the queue has no ?after at all
+            url += f"?after={after}"
         start = time.perf_counter()
         response = self.session.get(url, headers={"HX-Request": "true"})
         elapsed = time.perf_counter() - start
