@@ -15,6 +15,7 @@ import pytest
 import requests
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.test import Client as DjangoClient
 from django.utils import timezone
 
 from fakes.chat_servers import FakeOpenAIChatServer, fake_openai_chat_fixture  # noqa: F401
@@ -315,3 +316,21 @@ def test_unknown_paths_and_wrong_methods_under_v1_answer_in_openais_shape(
         error = response.json()["error"]
         assert set(error) == ERROR_FIELDS and error["code"] == "method_not_allowed"
         assert method in error["message"]
+
+
+def test_a_signed_in_session_is_not_an_application_key(
+    project: Project, make_member: Callable[..., User]
+) -> None:
+    """Only an application key authenticates under /v1/: a member's session (an admin's
+    included) gets 401, and without a CSRF token nothing about the session matters."""
+    stored_request(project, "req_stored")
+    browser = DjangoClient(enforce_csrf_checks=True)
+    browser.force_login(make_member(Role.ADMIN))
+    for path, body in (
+        ("feedback", {"request_id": "req_stored", "thumbs": "up"}),
+        ("events", {"request_id": "req_stored", "name": "resolved"}),
+    ):
+        response = browser.post(f"/v1/{path}", body, content_type="application/json")
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+    assert not Feedback.objects.exists() and not OutcomeEvent.objects.exists()

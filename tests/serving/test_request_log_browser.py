@@ -397,3 +397,29 @@ def test_feedback_text_is_escaped(project: Project, make_member: Callable[..., U
     html = logged_in(make_member(Role.REVIEWER)).get(reverse("request_logs", args=[project.pk]))
     text = html.content.decode()
     assert XSS not in text and text.count(XSS_ESCAPED) >= 4
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_role_reads_feedback_and_filters_by_it_and_only_senders_send_its_correction(
+    project: Project, make_member: Callable[..., User], dataset: Dataset, role: Role
+) -> None:
+    log(project, 1, at=timezone.now())
+    log(project, 2, at=timezone.now())
+    give_feedback(project, "req_0001", 0.0, correction="billing")
+    client = logged_in(make_member(role))
+
+    page = client.get(reverse("request_logs", args=[project.pk]), {"feedback": "corrected"})
+
+    assert page.status_code == 200
+    html = page_text(page)
+    assert re.findall(r'<tr id="request-(req_\d+)">', html) == ["req_0001"]
+    assert '<span class="muted">should be:</span> billing' in html
+    may_send = role in SENDERS
+    assert ('name="correction-req_0001"' in html) is may_send
+    sent = client.post(
+        reverse("request_logs_send", args=[project.pk]),
+        {"request": "req_0001", "dataset": dataset.pk},
+    )
+    assert sent.status_code == (302 if may_send else 403)
+    proposed = [e.messages[-1]["content"] for e in Example.objects.filter(dataset=dataset)]
+    assert proposed == (["billing"] if may_send else [])
