@@ -42,7 +42,6 @@ from .services import feedback_record, outcome_event_record
 
 THUMB_SCORES = {"up": 1.0, "down": 0.0}
 CORRECTION_MAX_LENGTH = 32_000
-# Feedback's caller_user column (the log's is as wide).
 FEEDBACK_USER_MAX_LENGTH = Feedback._meta.get_field("caller_user").max_length or 200
 FEEDBACK_FIELDS = ("request_id", "thumbs", "score", "comment", "correction", "user")
 EVENT_FIELDS = ("request_id", "name", "value")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import openai
 import pytest
 import requests
 from django.conf import settings
@@ -23,7 +24,13 @@ from ftportal.models import Project
 from ftportal.roles import Role
 from serving import outcomes
 from serving.models import Feedback, OutcomeEvent, RequestLog, RequestStatus
-from serving.request_log import RequestLogEntry, request_log_close, request_logs_write
+from serving.request_log import (
+    RequestLogEntry,
+    request_log_close,
+    request_log_dropped_count,
+    request_log_flush,
+    request_logs_write,
+)
 from serving.services import application_key_create, application_key_revoke
 
 from .gateway_server import running_gateway
@@ -334,3 +341,23 @@ def test_a_signed_in_session_is_not_an_application_key(
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "invalid_api_key"
     assert not Feedback.objects.exists() and not OutcomeEvent.objects.exists()
+
+
+def test_a_user_id_longer_than_the_log_keeps_is_refused_not_dropped_with_its_batch(
+    gateway: str, project: Project, lead: User, key: str, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    """The chat's ``user`` and the feedback's are one id, bounded by the columns that keep
+    them: a longer one would fail the log writer's whole batch, other requests' rows too."""
+    promote(hosted_version(project, lead, fake_openai_chat), lead)
+    api = client(gateway, key)
+    with pytest.raises(openai.BadRequestError) as too_long:
+        api.chat.completions.create(
+            model="Ticket triage/production", messages=QUESTION, user="u" * 201
+        )
+    assert too_long.value.param == "user"
+    answer = api.chat.completions.create(
+        model="Ticket triage/production", messages=QUESTION, user="u" * 200
+    )
+    assert request_log_flush(timeout=30)
+    assert RequestLog.objects.get(request_id=answer.id).caller_user == "u" * 200
+    assert request_log_dropped_count() == 0
