@@ -90,7 +90,9 @@ def test_feedback_from_an_application_becomes_an_example_in_the_review_queue(
     page.goto(f"{live_server.url}/projects/{project.pk}/datasets/{dataset.pk}/review/")
     card = page.locator("article.example")
     expect(card.locator("#card-provenance")).to_contain_text(f"From production request {answer.id}")
-    expect(card.locator("#card-provenance")).to_contain_text("the application's correction")
+    expect(card.locator("#card-provenance")).to_contain_text(
+        "The proposed answer is the application's correction."
+    )
     expect(card.locator(".conversation .role-user .content")).to_have_text(QUESTION)
     expect(card.locator(".conversation .role-assistant .content")).to_have_text(CORRECTION)
     example = Example.objects.get(dataset=dataset)

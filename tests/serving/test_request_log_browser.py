@@ -276,6 +276,11 @@ def test_the_pages_links_walk_older_and_newer_keeping_the_filters(
 # --- feedback and events ------------------------------------------------------------------------
 
 
+def squeezed(html: str) -> str:
+    """``html`` with each run of white space one space, as a browser shows it."""
+    return " ".join(html.split())
+
+
 def give_feedback(project: Project, request_id: str, score: float, **fields: str) -> Feedback:
     return Feedback.objects.create(project=project, request_id=request_id, score=score, **fields)
 
@@ -311,13 +316,13 @@ def test_the_feedback_filter_and_what_each_row_shows(
     url = reverse("request_logs", args=[project.pk])
     page = client.get(url, {"feedback": "down"})
     assert page.status_code == 200
-    html = page_text(page)
+    html = squeezed(page_text(page))
     assert re.findall(r'<tr id="request-(req_\d+)">', html) == ["req_0001", "req_0003"]
     row_one = html.split('id="request-req_0001"')[1].split("</tr>")[0]
     assert "thumbs down" in row_one and "“wrong team”" in row_one
     assert '<span class="muted">should be:</span> billing' in row_one
     assert "score 0.30" in html and "from customer-3" in html
-    everything = page_text(client.get(url))
+    everything = squeezed(page_text(client.get(url)))
     row_two = everything.split('id="request-req_0002"')[1].split("</tr>")[0]
     assert "thumbs up" in row_two and "ticket_resolved" in row_two and "refund = 42.5" in row_two
     row_four = everything.split('id="request-req_0004"')[1].split("</tr>")[0]
@@ -385,9 +390,9 @@ def test_send_to_review_proposes_the_feedbacks_correction_unless_the_reviewer_wr
         reverse("review_queue", args=[project.pk, dataset.pk]),
         {"example": from_feedback.pk},
     )
-    provenance = " ".join(page_text(card).split('id="card-provenance"')[1].split("</p>")[0].split())
+    provenance = squeezed(page_text(card).split('id="card-provenance"')[1].split("</p>")[0])
     assert "From production request <code>req_0001</code>" in provenance
-    assert "the proposed answer is the application's correction" in provenance
+    assert "The proposed answer is the application's correction." in provenance
 
 
 def test_feedback_text_is_escaped(project: Project, make_member: Callable[..., User]) -> None:
@@ -411,7 +416,7 @@ def test_every_role_reads_feedback_and_filters_by_it_and_only_senders_send_its_c
     page = client.get(reverse("request_logs", args=[project.pk]), {"feedback": "corrected"})
 
     assert page.status_code == 200
-    html = page_text(page)
+    html = squeezed(page_text(page))
     assert re.findall(r'<tr id="request-(req_\d+)">', html) == ["req_0001"]
     assert '<span class="muted">should be:</span> billing' in html
     may_send = role in SENDERS
