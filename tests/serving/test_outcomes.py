@@ -361,3 +361,16 @@ def test_a_user_id_longer_than_the_log_keeps_is_refused_not_dropped_with_its_bat
     assert request_log_flush(timeout=30)
     assert RequestLog.objects.get(request_id=answer.id).caller_user == "u" * 200
     assert request_log_dropped_count() == 0
+
+
+def test_an_application_key_opens_nothing_outside_v1(project: Project, key: str) -> None:
+    """The key is for the gateway: the API and the pages (the request log included) do not
+    take it."""
+    stored_request(project, "req_stored")
+    caller = DjangoClient()
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+    api = caller.get(f"/api/projects/{project.pk}/app-keys/", **bearer)
+    assert api.status_code in (401, 403)
+    assert "req_stored" not in api.content.decode()
+    page = caller.get(f"/projects/{project.pk}/requests/", **bearer)
+    assert page.status_code == 302 and page["Location"].startswith("/login/")
