@@ -368,9 +368,9 @@ def test_an_application_key_opens_nothing_outside_v1(project: Project, key: str)
     take it."""
     stored_request(project, "req_stored")
     caller = DjangoClient()
-    bearer = {"HTTP_AUTHORIZATION": f"Bearer {key}"}
-    api = caller.get(f"/api/projects/{project.pk}/app-keys/", **bearer)
+    bearer = {"Authorization": f"Bearer {key}"}
+    api = caller.get(f"/api/projects/{project.pk}/app-keys/", headers=bearer)
     assert api.status_code in (401, 403)
     assert "req_stored" not in api.content.decode()
-    page = caller.get(f"/projects/{project.pk}/requests/", **bearer)
+    page = caller.get(f"/projects/{project.pk}/requests/", headers=bearer)
     assert page.status_code == 302 and page["Location"].startswith("/login/")
