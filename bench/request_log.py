@@ -12,6 +12,9 @@ the same selectors the page uses (``serving.selectors.request_log_page`` over
 ``request_logs_filtered``):
 
 - first page: the newest 50 rows, unfiltered, and filtered by status = error (1% of rows);
+- feedback: 1% of the browsed project's requests get feedback (half thumbs down); the first
+  page filtered to thumbs down, a thumbs-down page 90% of the way down them, and the first
+  page of requests with no feedback;
 - keyset: the 50 rows after a row ``--depth-share`` of the way down the project's log;
 - offset: the same 50 rows by ``ORDER BY created_at DESC, id DESC OFFSET depth LIMIT 50``,
   the baseline, checked to return the same rows.
@@ -92,6 +95,23 @@ def generate(rows: int, *, browsed_project: int, other_project: int) -> None:
         cursor.execute("ANALYZE serving_requestlog")
 
 
+FEEDBACK_SQL = """
+INSERT INTO serving_feedback (
+    project_id, request_id, score, comment, correction, caller_user, created_at, updated_at
+)
+SELECT project_id, request_id, CASE WHEN id %% 2 = 0 THEN 0 ELSE 1 END, '', '', '', now(), now()
+FROM serving_requestlog WHERE project_id = %(project)s AND id %% 200 IN (7, 8)
+"""
+
+
+def give_feedback(project: int) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(FEEDBACK_SQL, {"project": project})
+        cursor.execute("ANALYZE serving_feedback")
+
+
 def timed_ms(read: Callable[[], list[int]]) -> tuple[float, list[int]]:
     started = time.perf_counter()
     ids = read()
@@ -107,6 +127,7 @@ def run(args: argparse.Namespace) -> None:
     from ftportal.models import Project
     from serving.models import RequestLog, RequestStatus
     from serving.selectors import (
+        FeedbackFilter,
         LogCursor,
         RequestLogFilters,
         request_log_page,
@@ -118,10 +139,17 @@ def run(args: argparse.Namespace) -> None:
     browsed = Project.objects.create(name="browsed")
     other = Project.objects.create(name="other")
     generate(args.rows, browsed_project=browsed.pk, other_project=other.pk)
+    give_feedback(browsed.pk)
     print(f"migrated and generated in {time.perf_counter() - started:.1f} s (not timed)")
 
     everything = request_logs_filtered(browsed, RequestLogFilters())
     errors = request_logs_filtered(browsed, RequestLogFilters(status=RequestStatus.ERROR))
+    down = request_logs_filtered(browsed, RequestLogFilters(feedback=FeedbackFilter.DOWN))
+    unrated = request_logs_filtered(browsed, RequestLogFilters(feedback=FeedbackFilter.NONE))
+    down_rows = down.count()
+    deep_down = LogCursor.of(
+        down[int(down_rows * args.depth_share) : int(down_rows * args.depth_share) + 1].get()
+    )
     project_rows = everything.count()
     depth = min(project_rows - PAGE_ROWS, int(project_rows * args.depth_share))
     # The row just above the deep page, as a page link would name it (found once, not timed).
@@ -133,6 +161,15 @@ def run(args: argparse.Namespace) -> None:
 
     def first_error_page() -> list[int]:
         return [row.pk for row in request_log_page(errors, size=PAGE_ROWS).rows]
+
+    def first_down_page() -> list[int]:
+        return [row.pk for row in request_log_page(down, size=PAGE_ROWS).rows]
+
+    def deep_down_page() -> list[int]:
+        return [row.pk for row in request_log_page(down, older_than=deep_down, size=PAGE_ROWS).rows]
+
+    def first_unrated_page() -> list[int]:
+        return [row.pk for row in request_log_page(unrated, size=PAGE_ROWS).rows]
 
     def keyset() -> list[int]:
         page = request_log_page(everything, older_than=cursor, size=PAGE_ROWS)
@@ -153,13 +190,33 @@ def run(args: argparse.Namespace) -> None:
         plan = rows.explain().splitlines()
         scan = next((line for line in plan if "on serving_requestlog" in line), plan[0])
         print(f"{name} plan: {scan.strip().lstrip('-> ')}")
+    for name, rows in (("thumbs down", down[:PAGE_ROWS]), ("no feedback", unrated[:PAGE_ROWS])):
+        plan = [line.strip().lstrip("-> ") for line in rows.explain().splitlines()]
+        print(
+            f"{name} plan: " + " | ".join(line for line in plan if " on " in line or "Join" in line)
+        )
     sides: list[tuple[str, Callable[[], list[int]]]] = [("keyset", keyset), ("offset", offset)]
-    times: dict[str, list[float]] = {"first": [], "first_errors": [], "keyset": [], "offset": []}
-    for read in (first_page, first_error_page, keyset, offset):
+    times: dict[str, list[float]] = {
+        "first": [],
+        "first_errors": [],
+        "first_down": [],
+        "deep_down": [],
+        "first_unrated": [],
+        "keyset": [],
+        "offset": [],
+    }
+    feedback_reads = {
+        "first_down": first_down_page,
+        "deep_down": deep_down_page,
+        "first_unrated": first_unrated_page,
+    }
+    for read in (first_page, first_error_page, keyset, offset, *feedback_reads.values()):
         read()  # warm the plan cache and the buffers alike for every side
     for repeat in range(args.repeats):
         times["first"].append(timed_ms(first_page)[0])
         times["first_errors"].append(timed_ms(first_error_page)[0])
+        for name, read in feedback_reads.items():
+            times[name].append(timed_ms(read)[0])
         results: dict[str, list[int]] = {}
         for name, read in sides[::-1] if repeat % 2 else sides:
             seconds, results[name] = timed_ms(read)
@@ -175,7 +232,10 @@ def run(args: argparse.Namespace) -> None:
     print(
         f"rows={args.rows} project_rows={project_rows} depth={depth} page={PAGE_ROWS} "
         f"repeats={args.repeats} first_page_ms={median['first']:.2f} "
-        f"first_error_page_ms={median['first_errors']:.2f} keyset_ms={median['keyset']:.2f} "
+        f"first_error_page_ms={median['first_errors']:.2f} feedback_rows={down_rows * 2} "
+        f"first_down_page_ms={median['first_down']:.2f} "
+        f"deep_down_page_ms={median['deep_down']:.2f} "
+        f"first_unrated_page_ms={median['first_unrated']:.2f} keyset_ms={median['keyset']:.2f} "
         f"offset_ms={median['offset']:.2f} ratio={median['offset'] / median['keyset']:.1f}"
     )
 

@@ -52,7 +52,7 @@ from .model_names import (
     pinned_model_name,
     served_model_names,
 )
-from .models import ApplicationKey
+from .models import ApplicationKey, RequestLog
 from .request_log import new_request_id
 from .services import (
     ApplicationKeyRefused,
@@ -64,7 +64,8 @@ from .services import (
 from .traffic import ServedRequest, served_request_record
 
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant"})
-MAX_USER_LENGTH = 256
+# The log's caller_user column: a longer id would fail the writer's whole batch (others' rows).
+MAX_USER_LENGTH = RequestLog._meta.get_field("caller_user").max_length or 200
 # A streamed answer goes out a word at a time (with the spaces before it).
 STREAM_PIECE = re.compile(r"\s*\S+|\s+$")
 

@@ -4,7 +4,9 @@ everything still queued; a full queue drops the row and counts it (``dropped``),
 never slows or blocks an answer.
 
 The gateway calls :func:`request_log_enqueue` with a :class:`RequestLogEntry`; health checks
-and tests read :func:`request_log_dropped_count` and :func:`request_log_queued_count`.
+and tests read :func:`request_log_dropped_count` and :func:`request_log_queued_count`;
+feedback asks :func:`request_log_recent_project` whose a request is while its row may still be
+queued.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -305,7 +308,62 @@ def _process_writer() -> RequestLogWriter:
 
 def request_log_enqueue(entry: RequestLogEntry) -> bool:
     """Hand one request's row to the writer; False when it was dropped (and counted)."""
-    return _process_writer().enqueue(entry)
+    queued = _process_writer().enqueue(entry)
+    if queued:
+        _recently_queued().remember(entry.request_id, entry.project_id)
+    return queued
+
+
+# --- requests answered but maybe not stored yet -------------------------------------------------
+
+
+class RecentRequests:
+    """The projects of the last ``capacity`` request ids this process queued, oldest forgotten
+    first: feedback may name an answer whose row is still in the writer's queue."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._projects: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, request_id: str, project_id: int) -> None:
+        with self._lock:
+            self._projects[request_id] = project_id
+            while len(self._projects) > self.capacity:
+                self._projects.popitem(last=False)
+
+    def project_of(self, request_id: str) -> int | None:
+        with self._lock:
+            return self._projects.get(request_id)
+
+
+_recent: RecentRequests | None = None
+
+
+def _recently_queued() -> RecentRequests:
+    global _recent
+    if _recent is not None:  # the request path's case: no lock taken
+        return _recent
+    with _writer_lock:
+        if _recent is None:
+            # A row not yet stored is in the queue (at most QUEUE_ROWS rows, first in first
+            # out) or in the batch being written (at most BATCH_ROWS), so it is among the
+            # last QUEUE_ROWS + BATCH_ROWS ids queued; twice that leaves room for threads
+            # that queue and remember in a different order.
+            _recent = RecentRequests(
+                2
+                * (
+                    int(settings.FTPORTAL_REQUEST_LOG_QUEUE_ROWS)
+                    + int(settings.FTPORTAL_REQUEST_LOG_BATCH_ROWS)
+                )
+            )
+        return _recent
+
+
+def request_log_recent_project(request_id: str) -> int | None:
+    """The project of ``request_id`` if this process queued its row lately (stored or not);
+    None otherwise. Covers every row this process queued that is not stored yet."""
+    return _recently_queued().project_of(request_id)
 
 
 def request_log_flush(timeout: float = 30.0) -> bool:

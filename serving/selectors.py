@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Q, QuerySet, TextField
+from django.db.models import Exists, OuterRef, Q, QuerySet, TextChoices, TextField
 from django.db.models.functions import Cast
 from django.shortcuts import get_object_or_404
 
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 
-from .models import ApplicationKey, RequestLog
+from .models import ApplicationKey, Feedback, OutcomeEvent, RequestLog
 
 
 def application_keys_of(project: Project) -> QuerySet[ApplicationKey]:
@@ -41,6 +41,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+# A score of at least this is positive (a thumbs up is 1, a thumbs down 0).
+POSITIVE_SCORE = 0.5
+
+
+class FeedbackFilter(TextChoices):
+    """Which requests the browser shows by the feedback the application posted on them."""
+
+    ANY = "any", "any feedback"
+    DOWN = "down", "thumbs down (score below 0.5)"
+    UP = "up", "thumbs up (score 0.5 or more)"
+    CORRECTED = "corrected", "with a correction"
+    NONE = "none", "no feedback"
+
+
 @dataclass(frozen=True)
 class RequestLogFilters:
     """The browser's filters; empty ones filter nothing."""
@@ -52,6 +66,8 @@ class RequestLogFilters:
     until: datetime | None = None
     # Case-insensitive substring of the messages or the output.
     text: str = ""
+    # A FeedbackFilter value; empty: with or without feedback.
+    feedback: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,21 @@ def request_logs_in_project(project: Project, request_ids: Sequence[str]) -> Que
     return request_logs_of(project).filter(request_id__in=list(request_ids))
 
 
+def _with_feedback(project: Project, wanted: str) -> Q:
+    """Rows whose feedback is ``wanted`` (a FeedbackFilter value), as an EXISTS on the
+    feedback's unique (project, request_id) index."""
+    given = Feedback.objects.filter(project=project, request_id=OuterRef("request_id"))
+    if wanted == FeedbackFilter.NONE:
+        return ~Q(Exists(given))
+    if wanted == FeedbackFilter.DOWN:
+        given = given.filter(score__lt=POSITIVE_SCORE)
+    elif wanted == FeedbackFilter.UP:
+        given = given.filter(score__gte=POSITIVE_SCORE)
+    elif wanted == FeedbackFilter.CORRECTED:
+        given = given.exclude(correction="")
+    return Q(Exists(given))
+
+
 def request_logs_filtered(project: Project, filters: RequestLogFilters) -> QuerySet[RequestLog]:
     """The project's requests that pass ``filters``, newest first.
 
@@ -106,6 +137,14 @@ def request_logs_filtered(project: Project, filters: RequestLogFilters) -> Query
     the project's index order. The text search cannot use an index: it reads rows newest
     first until a page is full, cheap for common words and a walk through the project's
     history (within the other filters) for rare ones; narrow the dates to bound it.
+
+    The feedback filter is an EXISTS (NOT EXISTS for "none") on the feedback's unique
+    (project, request_id) index, portable to SQLite. Postgres walks the log newest first and
+    probes that index once per row until the page is full (bench/request_log.py prints the
+    plan), so a page costs about 50 / (share of requests with that feedback) probes, whatever
+    the log's size: cheap for "none" (most requests get no feedback) and for common feedback,
+    a long walk for rare feedback (1 request in 200: about 10,000 probes, 0.2 s at a million
+    rows on two busy cores); narrow the dates to bound it, as for the text search.
     """
     rows = request_logs_of(project).select_related(
         "served_version__registered_model", "application_key"
@@ -120,6 +159,8 @@ def request_logs_filtered(project: Project, filters: RequestLogFilters) -> Query
         rows = rows.filter(created_at__gte=filters.since)
     if filters.until is not None:
         rows = rows.filter(created_at__lt=filters.until)
+    if filters.feedback:
+        rows = rows.filter(_with_feedback(project, filters.feedback))
     if filters.text:
         rows = rows.annotate(messages_text=Cast("messages", TextField())).filter(
             Q(output__icontains=filters.text) | Q(messages_text__icontains=filters.text)
@@ -169,3 +210,43 @@ def request_log_page(
         older=LogCursor.of(shown[-1]) if len(downward) > size else None,
         newer=LogCursor.of(shown[0]) if shown and older_than is not None else None,
     )
+
+
+# --- outcomes -----------------------------------------------------------------------------------
+
+
+def request_log_project_id(request_id: str) -> int | None:
+    """The project of the stored request ``request_id``, whichever it is; None when no row
+    has that id (yet: rows are stored in batches after the answer)."""
+    return (
+        RequestLog.objects.filter(request_id=request_id)
+        .values_list("project_id", flat=True)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class RequestOutcomes:
+    """What the application reported about one request: its feedback and its events."""
+
+    feedback: Feedback | None
+    events: Sequence[OutcomeEvent]
+
+
+def request_outcomes(project: Project, request_ids: Sequence[str]) -> dict[str, RequestOutcomes]:
+    """The feedback and events of the project's requests among ``request_ids`` (a page's),
+    in two queries on their (project, request_id) indexes; every id has an entry."""
+    ids = list(request_ids)
+    feedback = {
+        given.request_id: given
+        for given in Feedback.objects.filter(project=project, request_id__in=ids)
+    }
+    events: dict[str, list[OutcomeEvent]] = {request_id: [] for request_id in ids}
+    for event in OutcomeEvent.objects.filter(project=project, request_id__in=ids).order_by(
+        "created_at", "id"
+    ):
+        events[event.request_id].append(event)
+    return {
+        request_id: RequestOutcomes(feedback.get(request_id), events[request_id])
+        for request_id in ids
+    }

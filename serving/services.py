@@ -27,7 +27,14 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.hashed_secrets import last_used_due, new_secret, secret_matches, secret_sha256
 from ftportal.models import Project
 
-from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE, ApplicationKey, RequestLog
+from .models import (
+    KEY_NAME_MAX_LENGTH,
+    MAX_RATE_LIMIT_PER_MINUTE,
+    ApplicationKey,
+    Feedback,
+    OutcomeEvent,
+    RequestLog,
+)
 from .selectors import application_key_with_prefix, request_logs_in_project
 
 logger = logging.getLogger(__name__)
@@ -326,9 +333,10 @@ def request_logs_send_to_review(
     user: User,
     corrections: Mapping[str, str] | None = None,
 ) -> list[Example]:
-    """Each chosen request becomes a new pending example in ``dataset``: its messages with the
-    reviewer's correction as the proposed answer (the model's output where none is given),
-    and the request id as provenance in its metadata. A request already sent is not sent
+    """Each chosen request becomes a new pending example in ``dataset``: its messages with a
+    proposed answer, and the request id as provenance in its metadata. The proposed answer is
+    the reviewer's correction, else the correction the application posted as feedback
+    (``POST /v1/feedback``), else the model's output. A request already sent is not sent
     again. Requests and dataset must both be ``project``'s."""
     if dataset.project_id != project.pk:
         raise ApplicationError(
@@ -355,10 +363,19 @@ def request_logs_send_to_review(
                 f"requests: no requests {', '.join(missing)} in {project.name}.",
                 extra={"field": "requests"},
             )
+        feedback = {
+            given.request_id: given
+            for given in Feedback.objects.filter(
+                project=project, request_id__in=[row.request_id for row in rows]
+            )
+        }
         for row in rows:
             if row.sent_to_review_id is not None:
                 continue
-            correction = corrections.get(row.request_id, "").strip()
+            given = feedback.get(row.request_id)
+            reviewer_correction = corrections.get(row.request_id, "").strip()
+            feedback_correction = given.correction.strip() if given is not None else ""
+            correction = reviewer_correction or feedback_correction
             version = row.served_version
             example = example_add_for_review(
                 dataset=dataset,
@@ -371,12 +388,65 @@ def request_logs_send_to_review(
                     "served_version": str(version) if version is not None else "",
                     "model_output": row.output,
                     "corrected": bool(correction),
+                    # Who proposed the answer: "reviewer", "feedback" (the application's
+                    # correction) or "" (the model's own output).
+                    "correction_by": (
+                        "reviewer"
+                        if reviewer_correction
+                        else "feedback"
+                        if feedback_correction
+                        else ""
+                    ),
+                    "feedback_score": given.score if given is not None else None,
+                    "feedback_comment": given.comment if given is not None else "",
                     "sent_by": user.get_username(),
                 },
             )
             RequestLog.objects.filter(pk=row.pk).update(sent_to_review=example)
             created.append(example)
     return created
+
+
+# --- outcomes: feedback and events posted against a request id ---------------------------------
+
+
+def feedback_record(
+    *,
+    key: ApplicationKey,
+    request_id: str,
+    score: float,
+    comment: str = "",
+    correction: str = "",
+    caller_user: str = "",
+) -> tuple[Feedback, bool]:
+    """The key's project's feedback on ``request_id``, replacing any given before (one per
+    request); True when it is the first. The caller has checked that the request is the
+    project's (``serving.outcomes``)."""
+    return Feedback.objects.update_or_create(
+        project_id=key.project_id,
+        request_id=request_id,
+        defaults={
+            "application_key": key,
+            "score": score,
+            "comment": comment,
+            "correction": correction,
+            "caller_user": caller_user,
+        },
+    )
+
+
+def outcome_event_record(
+    *, key: ApplicationKey, request_id: str, name: str, value: float = 1.0
+) -> OutcomeEvent:
+    """One more business event of the key's project on ``request_id`` (checked as for
+    :func:`feedback_record`)."""
+    return OutcomeEvent.objects.create(
+        project_id=key.project_id,
+        request_id=request_id,
+        name=name,
+        value=value,
+        application_key=key,
+    )
 
 
 def request_logs_delete_expired(*, now: datetime | None = None) -> int:

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, re_path
 
-from . import api, gateway, views
+from . import api, gateway, outcomes, views
+from .gateway_routes import allow_methods, not_found
 
 page_patterns: list[URLPattern] = [
     path("projects/<int:project_id>/app-keys/", views.app_keys, name="app_keys"),
@@ -35,7 +36,15 @@ project_api_patterns: list[URLPattern] = [
 
 # Mounted at /v1/ by config.urls, outside /api/: OpenAI's paths, answered in OpenAI's shapes
 # (plain async Django views, so not in the DRF schema; README "Calling a promoted model").
+# Each path takes its methods only (405 in OpenAI's shape), and any other path is OpenAI's 404.
 gateway_patterns: list[URLPattern] = [
-    path("models", gateway.models, name="gateway_models"),
-    path("chat/completions", gateway.chat_completions, name="gateway_chat_completions"),
+    path("models", allow_methods(gateway.models, "GET"), name="gateway_models"),
+    path(
+        "chat/completions",
+        allow_methods(gateway.chat_completions, "POST"),
+        name="gateway_chat_completions",
+    ),
+    path("feedback", allow_methods(outcomes.feedback, "POST"), name="gateway_feedback"),
+    path("events", allow_methods(outcomes.events, "POST"), name="gateway_events"),
+    re_path(r"^(?P<path>.*)$", not_found, name="gateway_not_found"),
 ]

@@ -25,12 +25,14 @@ from registry.selectors import model_versions_of
 
 from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE, RequestStatus
 from .selectors import (
+    FeedbackFilter,
     RequestLogFilters,
     application_key_in_project,
     application_keys_of,
     log_cursor_parse,
     request_log_page,
     request_logs_filtered,
+    request_outcomes,
 )
 from .services import (
     CreatedApplicationKey,
@@ -170,7 +172,13 @@ def _filters_from(request: AppRequest) -> RequestLogFilters:
         raise ApplicationError(
             f"q: at most {TEXT_SEARCH_MAX_LENGTH} characters.", extra={"field": "q"}
         )
+    feedback = query.get("feedback", "").strip()
+    if feedback and feedback not in FeedbackFilter.values:
+        raise ApplicationError(
+            f"feedback: one of {', '.join(FeedbackFilter.values)}.", extra={"field": "feedback"}
+        )
     return RequestLogFilters(
+        feedback=feedback,
         served_version_id=version_id,
         experiment_arm=query.get("arm", "").strip(),
         status=status,
@@ -199,11 +207,15 @@ def request_logs(request: AppRequest, project_id: int) -> HttpResponse:
     for cursor_name in ("after", "before"):
         kept.pop(cursor_name, None)
     can = role_flags(role)
+    outcomes = request_outcomes(project, [row.request_id for row in page.rows])
     context = {
         "project": project,
         "role": role,
         "can": can,
         "page": page,
+        # Each row with the feedback and events the application posted on it.
+        "entries": [(row, outcomes[row.request_id]) for row in page.rows],
+        "feedback_choices": FeedbackFilter.choices,
         "filters": filters,
         "query": request.GET,
         "kept_query": kept.urlencode(),

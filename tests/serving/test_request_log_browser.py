@@ -4,6 +4,7 @@ escaping."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -17,9 +18,10 @@ from datasets.models import Dataset, Example, ExampleStatus, OriginKind
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.roles import Role
-from serving.models import RequestLog, RequestStatus
+from serving.models import Feedback, OutcomeEvent, RequestLog, RequestStatus
 from serving.request_log import RequestLogEntry, request_logs_write
 from serving.selectors import (
+    FeedbackFilter,
     LogCursor,
     RequestLogFilters,
     log_cursor_parse,
@@ -27,7 +29,7 @@ from serving.selectors import (
     request_logs_filtered,
 )
 from serving.services import request_logs_send_to_review
-from tests.pages.builders import XSS, XSS_ESCAPED
+from tests.pages.builders import XSS, XSS_ESCAPED, page_text
 
 pytestmark = pytest.mark.django_db
 
@@ -239,7 +241,6 @@ def test_odd_characters_are_escaped(project: Project, make_member: Callable[...,
 def test_the_pages_links_walk_older_and_newer_keeping_the_filters(
     project: Project, make_member: Callable[..., User]
 ) -> None:
-    import re
     from html import unescape
 
     start = timezone.now()
@@ -270,3 +271,160 @@ def test_the_pages_links_walk_older_and_newer_keeping_the_filters(
     assert first + second == expected
     back, _ = visit(links["newer"])
     assert back == first
+
+
+# --- feedback and events ------------------------------------------------------------------------
+
+
+def squeezed(html: str) -> str:
+    """``html`` with each run of white space one space, as a browser shows it."""
+    return " ".join(html.split())
+
+
+def give_feedback(project: Project, request_id: str, score: float, **fields: str) -> Feedback:
+    return Feedback.objects.create(project=project, request_id=request_id, score=score, **fields)
+
+
+def test_the_feedback_filter_and_what_each_row_shows(
+    project: Project, make_member: Callable[..., User]
+) -> None:
+    other = Project.objects.create(name="Other")
+    now = timezone.now()
+    for n in range(1, 6):
+        log(project, n, at=now - timedelta(seconds=n))
+    give_feedback(project, "req_0001", 0.0, comment="wrong team", correction="billing")
+    give_feedback(project, "req_0002", 1.0)
+    give_feedback(project, "req_0003", 0.3, caller_user="customer-3")
+    give_feedback(project, "req_0005", 0.9, correction="shipping")
+    # Another project's feedback under an id of this project's log attaches to nothing here.
+    give_feedback(other, "req_0004", 0.0, correction="theirs")
+    OutcomeEvent.objects.create(project=project, request_id="req_0002", name="ticket_resolved")
+    OutcomeEvent.objects.create(project=project, request_id="req_0002", name="refund", value=42.5)
+    OutcomeEvent.objects.create(project=other, request_id="req_0004", name="theirs")
+
+    def ids(feedback: str) -> list[str]:
+        rows = request_logs_filtered(project, RequestLogFilters(feedback=feedback))
+        return [row.request_id for row in request_log_page(rows).rows]
+
+    assert ids(FeedbackFilter.ANY) == ["req_0001", "req_0002", "req_0003", "req_0005"]
+    assert ids(FeedbackFilter.DOWN) == ["req_0001", "req_0003"]
+    assert ids(FeedbackFilter.UP) == ["req_0002", "req_0005"]
+    assert ids(FeedbackFilter.CORRECTED) == ["req_0001", "req_0005"]
+    assert ids(FeedbackFilter.NONE) == ["req_0004"]
+
+    client = logged_in(make_member(Role.MANAGER))
+    url = reverse("request_logs", args=[project.pk])
+    page = client.get(url, {"feedback": "down"})
+    assert page.status_code == 200
+    html = squeezed(page_text(page))
+    assert re.findall(r'<tr id="request-(req_\d+)">', html) == ["req_0001", "req_0003"]
+    row_one = html.split('id="request-req_0001"')[1].split("</tr>")[0]
+    assert "thumbs down" in row_one and "“wrong team”" in row_one
+    assert '<span class="muted">should be:</span> billing' in row_one
+    assert "score 0.30" in html and "from customer-3" in html
+    everything = squeezed(page_text(client.get(url)))
+    row_two = everything.split('id="request-req_0002"')[1].split("</tr>")[0]
+    assert "thumbs up" in row_two and "ticket_resolved" in row_two and "refund = 42.5" in row_two
+    row_four = everything.split('id="request-req_0004"')[1].split("</tr>")[0]
+    assert "theirs" not in row_four and "thumbs" not in row_four
+    refused = client.get(url, {"feedback": "sideways"})
+    assert refused.status_code == 400 and b"feedback" in refused.content
+
+
+def test_the_feedback_filter_keeps_keyset_pages_whole(project: Project) -> None:
+    start = timezone.now()
+    for n in range(30):
+        log(project, n, at=start - timedelta(seconds=n // 3))
+        if n % 3 == 0:
+            give_feedback(project, f"req_{n:04d}", 0.0)
+    expected = [f"req_{n:04d}" for n in range(30) if n % 3 == 0]
+    shown = walk(project, RequestLogFilters(feedback=FeedbackFilter.DOWN), 4)
+    assert sorted(shown) == expected and len(set(shown)) == len(shown) == 10
+    unrated = walk(project, RequestLogFilters(feedback=FeedbackFilter.NONE), 7)
+    assert len(unrated) == 20 and not set(unrated) & set(expected)
+
+
+def test_send_to_review_proposes_the_feedbacks_correction_unless_the_reviewer_writes_one(
+    project: Project, make_member: Callable[..., User], dataset: Dataset
+) -> None:
+    now = timezone.now()
+    log(project, 1, at=now, output="shipping")
+    log(project, 2, at=now, output="shipping")
+    log(project, 3, at=now, output="shipping")
+    give_feedback(project, "req_0001", 0.0, comment="wrong", correction="billing")
+    give_feedback(project, "req_0002", 0.0, correction="billing")
+    give_feedback(project, "req_0003", 0.0)  # no correction: the model's output is proposed
+    reviewer = make_member(Role.REVIEWER)
+    client = logged_in(reviewer)
+
+    page = page_text(client.get(reverse("request_logs", args=[project.pk])))
+    assert page.count("the feedback's correction, unless you write another") == 2
+    client.post(
+        reverse("request_logs_send", args=[project.pk]),
+        {
+            "request": ["req_0001", "req_0002", "req_0003"],
+            "dataset": dataset.pk,
+            "correction-req_0002": "refunds",
+        },
+    )
+
+    examples = {e.metadata["request_id"]: e for e in Example.objects.filter(dataset=dataset)}
+    from_feedback, from_reviewer, uncorrected = (
+        examples["req_0001"],
+        examples["req_0002"],
+        examples["req_0003"],
+    )
+    assert from_feedback.messages[-1] == {"role": "assistant", "content": "billing"}
+    assert from_feedback.metadata["correction_by"] == "feedback"
+    assert from_feedback.metadata["feedback_score"] == 0.0
+    assert from_feedback.metadata["feedback_comment"] == "wrong"
+    assert from_feedback.metadata["model_output"] == "shipping"
+    assert from_feedback.origin_kind == OriginKind.PRODUCTION_FEEDBACK
+    assert from_reviewer.messages[-1]["content"] == "refunds"
+    assert from_reviewer.metadata["correction_by"] == "reviewer"
+    assert uncorrected.messages[-1]["content"] == "shipping"
+    assert uncorrected.metadata["correction_by"] == "" and not uncorrected.metadata["corrected"]
+
+    # The review queue's card says where the example came from.
+    card = client.get(
+        reverse("review_queue", args=[project.pk, dataset.pk]),
+        {"example": from_feedback.pk},
+    )
+    provenance = squeezed(page_text(card).split('id="card-provenance"')[1].split("</p>")[0])
+    assert "From production request <code>req_0001</code>" in provenance
+    assert "The proposed answer is the application's correction." in provenance
+
+
+def test_feedback_text_is_escaped(project: Project, make_member: Callable[..., User]) -> None:
+    log(project, 1, at=timezone.now())
+    give_feedback(project, "req_0001", 0.0, comment=XSS, correction=XSS, caller_user=XSS)
+    OutcomeEvent.objects.create(project=project, request_id="req_0001", name=XSS)
+    html = logged_in(make_member(Role.REVIEWER)).get(reverse("request_logs", args=[project.pk]))
+    text = html.content.decode()
+    assert XSS not in text and text.count(XSS_ESCAPED) >= 4
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_role_reads_feedback_and_filters_by_it_and_only_senders_send_its_correction(
+    project: Project, make_member: Callable[..., User], dataset: Dataset, role: Role
+) -> None:
+    log(project, 1, at=timezone.now())
+    log(project, 2, at=timezone.now())
+    give_feedback(project, "req_0001", 0.0, correction="billing")
+    client = logged_in(make_member(role))
+
+    page = client.get(reverse("request_logs", args=[project.pk]), {"feedback": "corrected"})
+
+    assert page.status_code == 200
+    html = squeezed(page_text(page))
+    assert re.findall(r'<tr id="request-(req_\d+)">', html) == ["req_0001"]
+    assert '<span class="muted">should be:</span> billing' in html
+    may_send = role in SENDERS
+    assert ('name="correction-req_0001"' in html) is may_send
+    sent = client.post(
+        reverse("request_logs_send", args=[project.pk]),
+        {"request": "req_0001", "dataset": dataset.pk},
+    )
+    assert sent.status_code == (302 if may_send else 403)
+    proposed = [e.messages[-1]["content"] for e in Example.objects.filter(dataset=dataset)]
+    assert proposed == (["billing"] if may_send else [])
