@@ -252,6 +252,9 @@ class OutcomeEvent(models.Model):
 EXPERIMENT_NAME_MAX_LENGTH = 100
 ARM_NAME_MAX_LENGTH = 100
 MAX_ARM_WEIGHT = 1_000_000
+# Arms of one experiment, the shadow included: enough for an A/B/n test, and a bound on the
+# page's one aggregate query.
+MAX_ARMS = 10
 
 
 class ExperimentStatus(models.TextChoices):

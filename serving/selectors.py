@@ -210,9 +210,19 @@ def experiment_in_project(project: Project, experiment_id: int) -> Experiment:
 
 @dataclass(frozen=True)
 class Interval:
+    """A figure with its 95 % interval."""
+
     value: float
     low: float
     high: float
+
+    @property
+    def percent_text(self) -> str:
+        return f"{self.value * 100:.1f} % (95 % CI {self.low * 100:.1f} to {self.high * 100:.1f})"
+
+    @property
+    def score_text(self) -> str:
+        return f"{self.value:.2f} (95 % CI {self.low:.2f} to {self.high:.2f})"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from .models import (
     EXPERIMENT_TRANSITIONS,
     KEY_NAME_MAX_LENGTH,
     MAX_ARM_WEIGHT,
+    MAX_ARMS,
     MAX_RATE_LIMIT_PER_MINUTE,
     OUTCOME_NAME_MAX_LENGTH,
     ApplicationKey,
@@ -459,6 +460,8 @@ def _arm_rows(registered_model: RegisteredModel, arms: Sequence[ArmSpec]) -> lis
             "arms: an experiment needs at least two answering arms (plus an optional shadow).",
             extra={"field": "arms"},
         )
+    if len(arms) > MAX_ARMS:
+        raise ApplicationError(f"arms: at most {MAX_ARMS} arms.", extra={"field": "arms"})
     if len([arm for arm in arms if arm.shadow]) > 1:
         raise ApplicationError("arms: at most one shadow arm.", extra={"field": "arms"})
     rows: list[ExperimentArm] = []
