@@ -16,7 +16,8 @@ from ftportal.models import Project
 from registry.models import ModelVersion
 from serving.models import Experiment, Feedback, OutcomeEvent, RequestLog, RequestStatus
 from serving.services import ArmSpec, experiment_create, experiment_start
-from tests.serving.test_gateway import hosted_base, hosted_version, promote
+from tests.factories import fake_endpoint
+from tests.serving.test_gateway import KEY_ENV, hosted_version, promote
 
 SUCCESS = "ticket_resolved"
 _ids = itertools.count(1)
@@ -55,7 +56,7 @@ def other_base(where: Where = UNREACHABLE) -> BaseModel:
             "provider": Provider.OPENAI,
             "tokenizer": "o200k_base",
             "training_usd_per_million_tokens": Decimal("5.00"),
-            "endpoint": hosted_base(where).endpoint,  # type: ignore[arg-type]
+            "endpoint": fake_endpoint(where.base_url, secret_env=KEY_ENV),
             "is_active": True,
         },
     )
