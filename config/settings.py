@@ -161,6 +161,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets that share a field name with another component's get a name of their own.
+    "ENUM_NAME_OVERRIDES": {"ExperimentStatusEnum": "serving.models.ExperimentStatus"},
 }
 # Issue 13 (API edges): every operation documents the one error shape (ftportal/schema.py), and
 # the schema (with /api/docs/, which loads it) is for signed-in users only: it maps every
