@@ -93,6 +93,7 @@ def test_each_user_meets_one_arm_through_the_openai_client(
     assert len(in_experiment) == 32  # the pinned request is outside the experiment
     arms = {arm.pk: arm for arm in experiment.arms.all()}
     for row in in_experiment:
+        assert row.arm_id is not None
         arm = arms[row.arm_id]
         assert row.experiment_arm == arm.name
         assert row.served_version_id == arm.model_version_id
