@@ -269,10 +269,6 @@ def _chat_request(raw: bytes) -> ChatRequest:
 # --- resolving and generating -------------------------------------------------------------
 
 
-def _resolved(project: Project, name: str) -> ModelVersion:
-    return _resolution(project, name).version
-
-
 def _resolution(project: Project, name: str) -> Resolution:
     try:
         return model_name_resolution(project=project, name=name)

@@ -252,16 +252,15 @@ class ArmResult:
         return self.errors / self.requests if self.requests else None
 
 
-# One pass over the experiment's rows (the partial index request_log_by_arm finds them); the
-# outcome and feedback tables are joined on (project, request_id), as their indexes are.
+# One pass over the experiment's rows (the partial index request_log_by_arm finds them), hash
+# joined with the project's requests that had the success event (each once: a request with two
+# events is one success) and with their feedback (one per request), as the planner prefers:
+# a per-row EXISTS would be a sub-plan run once per request.
 _ARM_RESULTS_SQL = """
 SELECT r.arm_id,
        COUNT(*),
        COUNT(*) FILTER (WHERE r.status = %(error)s),
-       COUNT(*) FILTER (WHERE EXISTS (
-           SELECT 1 FROM {events} e
-           WHERE e.project_id = r.project_id AND e.name = %(event)s
-             AND e.request_id = r.request_id)),
+       COUNT(s.request_id),
        COUNT(f.score),
        AVG(f.score),
        VAR_SAMP(f.score),
@@ -270,8 +269,12 @@ SELECT r.arm_id,
        COUNT(*) FILTER (WHERE NOT r.cost_known),
        SUM(r.cost)
 FROM {log} r
-LEFT JOIN {feedback} f ON f.project_id = r.project_id AND f.request_id = r.request_id
-WHERE r.arm_id = ANY(%(arms)s)
+LEFT JOIN (
+    SELECT DISTINCT e.request_id FROM {events} e
+    WHERE e.project_id = %(project)s AND e.name = %(event)s
+) s ON s.request_id = r.request_id
+LEFT JOIN {feedback} f ON f.project_id = %(project)s AND f.request_id = r.request_id
+WHERE r.arm_id = ANY(%(arms)s) AND r.project_id = %(project)s
 GROUP BY r.arm_id
 """
 
@@ -304,6 +307,7 @@ def experiment_arm_results(experiment: Experiment) -> list[ArmResult]:
             {
                 "error": RequestStatus.ERROR,
                 "event": experiment.success_event,
+                "project": experiment.project_id,
                 "arms": [arm.pk for arm in arms],
             },
         )
