@@ -8,7 +8,8 @@ moment (``serving.model_names``), plainly or streamed as server-sent events. The
 
 Each request, in order: the key (401 without a valid one, before anything else is read), its
 rate limit (429 with Retry-After), the body (400 naming the field), the model name (404 unknown,
-403 another project's), then the backend (502 when it refuses, 503 when it is unreachable or
+403 another project's; through an alias with a running experiment, the caller's arm:
+``serving.experiments``), then the backend (502 when it refuses, 503 when it is unreachable or
 overloaded). Errors answer in OpenAI's shape, ``{"error": {"message", "type", "param",
 "code"}}``. Only an application key authenticates here: no session, no CSRF token.
 

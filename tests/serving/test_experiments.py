@@ -5,6 +5,8 @@ the promotion gate, promoted and refused."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from decimal import Decimal
@@ -21,7 +23,8 @@ from ftportal.models import Project
 from ftportal.roles import Role
 from registry.models import ModelVersion
 from registry.selectors import production_version
-from serving.experiments import arm_index, experiment_route, mirrored
+from serving import experiments
+from serving.experiments import ShadowRequest, arm_index, experiment_route, mirrored
 from serving.model_names import model_name_resolution
 from serving.models import Experiment, ExperimentStatus
 from serving.selectors import experiment_arm_results, experiment_verdict
@@ -92,6 +95,44 @@ def test_the_shadow_share_mirrors_about_that_share_of_requests() -> None:
     assert all(mirrored(experiment_id=1, request_id=i, share=1.0) for i in ids)
     share = sum(mirrored(experiment_id=1, request_id=i, share=0.25) for i in ids) / len(ids)
     assert 0.22 < share < 0.28
+
+
+def test_the_shadow_threads_are_bounded_and_a_mirror_past_them_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    started: list[str] = []
+
+    def held(shadow: ShadowRequest) -> None:
+        started.append(shadow.primary_request_id)
+        release.wait(30)
+
+    monkeypatch.setattr(experiments, "_shadow_run", held)
+    runner = experiments._ShadowRunner(concurrency=1)  # one runs, one waits
+    request = ShadowRequest(
+        primary_request_id="req_1",
+        key=None,  # type: ignore[arg-type]
+        requested_model="m",
+        messages=[],
+        max_tokens=1,
+        temperature=0.0,
+        caller_user="",
+        target=None,  # type: ignore[arg-type]
+    )
+    try:
+        assert runner.submit(request) and runner.submit(request)
+        assert not runner.submit(request)  # returns at once, never queues without bound
+        assert runner.skipped == 1
+    finally:
+        release.set()
+    deadline = time.monotonic() + 30
+    while len(started) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(started) == 2
+    # Slots are given back as mirrors finish: a later mirror runs again.
+    while not runner.submit(request):
+        assert time.monotonic() < deadline, "no shadow slot came back"
+        time.sleep(0.01)
 
 
 # --- routing --------------------------------------------------------------------------------
