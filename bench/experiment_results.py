@@ -178,7 +178,8 @@ def run(args: argparse.Namespace) -> None:
             )
             print("\n".join(row[0] for row in cursor.fetchall()))
 
-    aggregate_times, loop_times = [], []
+    aggregate_times: list[float] = []
+    loop_times: list[float] = []
     for repeat in range(args.repeats):
         order = [(aggregate, aggregate_times), (python_loop, loop_times)]
         for read, times in order if repeat % 2 == 0 else reversed(order):
