@@ -161,6 +161,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Choice sets that share a field name with another component's get a name of their own.
+    "ENUM_NAME_OVERRIDES": {"ExperimentStatusEnum": "serving.models.ExperimentStatus"},
 }
 # Issue 13 (API edges): every operation documents the one error shape (ftportal/schema.py), and
 # the schema (with /api/docs/, which loads it) is for signed-in users only: it maps every
@@ -415,6 +417,9 @@ FTPORTAL_GATEWAY_THREADS = int(os.environ.get("FTPORTAL_GATEWAY_THREADS", 64))
 # The name of a registered vLLM endpoint (catalog, kind "vllm") that serves the adapters of
 # versions trained here; blank: the gateway's own process answers with the local model.
 FTPORTAL_GATEWAY_VLLM_ENDPOINT = os.environ.get("FTPORTAL_GATEWAY_VLLM_ENDPOINT", "")
+# Threads per gateway process that ask an experiment's shadow arm (serving.experiments): at
+# most this many mirrored requests run and as many wait; past that a mirror is skipped.
+FTPORTAL_SHADOW_CONCURRENCY = int(os.environ.get("FTPORTAL_SHADOW_CONCURRENCY", 4))
 
 # --- Request log (serving.request_log, issue 15 item 4) -----------------------------------------
 # The gateway hands each request's log row to an in-process queue; a background thread writes

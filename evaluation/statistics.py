@@ -7,11 +7,13 @@ usually far larger than the difference between candidates.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -404,6 +406,176 @@ def verdict_sentence(
 ) -> str:
     """The decision as one sentence; see :meth:`Decision.sentence`."""
     return decision.sentence(name_a, name_b, metric_label, points)
+
+
+# ---------------------------------------------------------------------------
+# Unpaired comparisons: two groups of different requests (an experiment's arms)
+# ---------------------------------------------------------------------------
+#
+# An experiment's arms answer different requests, so nothing pairs; rates get Wilson
+# intervals, a rate difference Newcombe's hybrid score interval with the pooled two-proportion
+# z-test beside it, and the verdict is the same rule as :func:`decide`: a difference counts
+# only when the interval and the test agree.
+
+
+def _z(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, got {confidence}")
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+
+
+def wilson_interval(
+    successes: int, trials: int, *, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Wilson score interval of a rate ``successes / trials`` (good at small counts and at
+    rates near 0 or 1, where the normal interval leaves [0, 1]). (0, 1) when trials = 0."""
+    if trials < 0 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
+    z = _z(confidence)
+    if trials == 0:
+        return 0.0, 1.0
+    rate = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (rate + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / denominator
+    # At 0 or all successes the bound is exactly 0 or 1 (float noise would leave 1e-17).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == trials else min(1.0, centre + half)
+    return low, high
+
+
+def mean_interval(
+    count: int, mean: float, variance: float, *, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Normal interval of a mean from its count, mean and sample variance (what SQL's AVG
+    and VAR_SAMP give, so no row leaves the database): mean +/- z * sqrt(variance / count).
+    With one value the interval is the value itself; with none, ValueError."""
+    if count < 1:
+        raise ValueError("a mean's interval needs at least one value")
+    if variance < 0 or not math.isfinite(variance) or not math.isfinite(mean):
+        raise ValueError("mean and variance must be finite, the variance not negative")
+    half = _z(confidence) * math.sqrt(variance / count)
+    return mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class RateComparison:
+    """Result of :func:`compare_rates`; ``difference`` and the interval are ``a - b``."""
+
+    successes_a: int
+    trials_a: int
+    successes_b: int
+    trials_b: int
+    difference: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    confidence: float
+
+    @property
+    def rate_a(self) -> float:
+        return self.successes_a / self.trials_a
+
+    @property
+    def rate_b(self) -> float:
+        return self.successes_b / self.trials_b
+
+
+RATE_TEST = "two-proportion z-test"
+
+
+def compare_rates(
+    successes_a: int, trials_a: int, successes_b: int, trials_b: int, *, confidence: float = 0.95
+) -> RateComparison:
+    """Two rates from different trials: the difference a - b with Newcombe's hybrid score
+    interval (method 10, built from each rate's Wilson interval) and the pooled two-proportion
+    z-test's two-sided p-value (1 when both rates are 0 or both 1: nothing to tell apart)."""
+    if trials_a < 1 or trials_b < 1:
+        raise ValueError("comparing rates needs at least one trial on each side")
+    low_a, high_a = wilson_interval(successes_a, trials_a, confidence=confidence)
+    low_b, high_b = wilson_interval(successes_b, trials_b, confidence=confidence)
+    rate_a, rate_b = successes_a / trials_a, successes_b / trials_b
+    difference = rate_a - rate_b
+    ci_low = difference - math.sqrt((rate_a - low_a) ** 2 + (high_b - rate_b) ** 2)
+    ci_high = difference + math.sqrt((high_a - rate_a) ** 2 + (rate_b - low_b) ** 2)
+    pooled = (successes_a + successes_b) / (trials_a + trials_b)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / trials_a + 1 / trials_b))
+    p_value = 1.0 if spread == 0 else 2 * (1 - NormalDist().cdf(abs(difference) / spread))
+    return RateComparison(
+        successes_a=successes_a,
+        trials_a=trials_a,
+        successes_b=successes_b,
+        trials_b=trials_b,
+        difference=difference,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        p_value=min(1.0, p_value),
+        confidence=confidence,
+    )
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    """The one rule (:func:`decide`) read on two unpaired rates: a is better or worse only
+    when the interval of a - b excludes 0 and the z-test agrees; neither: no significant
+    difference; only one: borderline."""
+
+    outcome: VerdictOutcome
+    comparison: RateComparison
+
+    @property
+    def alpha(self) -> float:
+        return round(1 - self.comparison.confidence, 10)
+
+    @property
+    def rule(self) -> str:
+        return (
+            f"Rule: {self.comparison.confidence * 100:g} % CI of the difference (Newcombe) "
+            f"excludes 0 and the {RATE_TEST} p < {self.alpha:g}"
+        )
+
+    def sentence(self, name_a: str, name_b: str, metric_label: str) -> str:
+        """One sentence in the words of :meth:`Decision.sentence`, with rates in points."""
+        c = self.comparison
+        level = f"{c.confidence * 100:g} % CI"
+        test = f"{RATE_TEST} p {_format_p(c.p_value)}"
+        interval = f"{level} {_format_amount(c.ci_low, True)} to {_format_amount(c.ci_high, True)}"
+        if self.outcome == VerdictOutcome.NO_DIFFERENCE:
+            return (
+                f"no significant difference between {name_a} and {name_b} on {metric_label} "
+                f"(difference {_format_amount(c.difference, True)} points, {interval}; {test})"
+            )
+        if self.outcome == VerdictOutcome.BORDERLINE:
+            ahead = "higher" if c.difference >= 0 else "lower"
+            excluded = c.ci_low > 0 or c.ci_high < 0
+            why = (
+                f"({interval}, which excludes 0), but {test} is not below {self.alpha:g}"
+                if excluded
+                else f"({interval}, which includes 0), but {test} is below {self.alpha:g}"
+            )
+            return (
+                f"borderline between {name_a} and {name_b} on {metric_label}: {name_a} scores "
+                f"{_format_amount(abs(c.difference), True)} points {ahead} {why}"
+            )
+        verb = "beats" if self.outcome == VerdictOutcome.BETTER else "is worse than"
+        low, high = (c.ci_low, c.ci_high) if c.difference >= 0 else (-c.ci_high, -c.ci_low)
+        return (
+            f"{name_a} {verb} {name_b} by {_format_amount(abs(c.difference), True)} points "
+            f"{metric_label} ({level} {_format_amount(low, True)} to "
+            f"{_format_amount(high, True)}; {test})"
+        )
+
+
+def decide_rates(comparison: RateComparison) -> RateDecision:
+    """The decision rule of :func:`decide` on an unpaired rate comparison (higher is better)."""
+    interval = comparison.ci_low > 0 or comparison.ci_high < 0
+    tested = comparison.p_value < round(1 - comparison.confidence, 10)
+    if not interval and not tested:
+        return RateDecision(VerdictOutcome.NO_DIFFERENCE, comparison)
+    if interval and tested:
+        better = comparison.difference > 0
+        return RateDecision(VerdictOutcome.BETTER if better else VerdictOutcome.WORSE, comparison)
+    return RateDecision(VerdictOutcome.BORDERLINE, comparison)
 
 
 # ---------------------------------------------------------------------------

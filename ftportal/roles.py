@@ -43,6 +43,10 @@ class Action(models.TextChoices):
     # managers read" (every role today).
     READ_TRAFFIC = "read_traffic", "browse the gateway's request log"
     SEND_TRAFFIC_TO_REVIEW = "send_traffic_to_review", "send logged requests to review"
+    # Experiments split an alias's live traffic between versions and conclude by promoting
+    # one: a lead's call (issue 15 item 7); every member reads their results.
+    MANAGE_EXPERIMENTS = "manage_experiments", "create, start, stop or conclude experiments"
+    READ_EXPERIMENTS = "read_experiments", "read experiments and their results"
 
 
 _ALL = frozenset(Role)
@@ -66,6 +70,8 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.MANAGE_APP_KEYS: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.READ_TRAFFIC: _ALL,
     Action.SEND_TRAFFIC_TO_REVIEW: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
+    Action.MANAGE_EXPERIMENTS: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.READ_EXPERIMENTS: _ALL,
 }
 
 
@@ -97,6 +103,8 @@ class RoleFlags:
     manage_app_keys: bool
     read_traffic: bool
     send_traffic_to_review: bool
+    manage_experiments: bool
+    read_experiments: bool
 
 
 def role_flags(role: str | None) -> RoleFlags:

@@ -1,9 +1,11 @@
 """API of application keys under /api/projects/<project_id>/app-keys/: every member lists
 them (names, prefixes, limits, last use, expiry; never a secret); leads and admins create one
-(its plaintext answered once) and revoke one."""
+(its plaintext answered once) and revoke one. Experiments under .../experiments/: every member
+reads them and their results; leads and admins create, start, stop and conclude them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
@@ -14,6 +16,7 @@ from rest_framework.views import APIView
 
 from ftportal.api import (
     PAGINATION_PARAMETERS,
+    IdField,
     InputSerializer,
     acting_user,
     page_serializer,
@@ -22,10 +25,41 @@ from ftportal.api import (
 )
 from ftportal.permissions import project_for
 from ftportal.roles import Action
+from registry.selectors import registered_model_in_project
 
-from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE, ApplicationKey
-from .selectors import application_key_in_project, application_keys_of
-from .services import application_key_create, application_key_revoke
+from .models import (
+    ARM_NAME_MAX_LENGTH,
+    EXPERIMENT_NAME_MAX_LENGTH,
+    KEY_NAME_MAX_LENGTH,
+    MAX_ARM_WEIGHT,
+    MAX_ARMS,
+    MAX_RATE_LIMIT_PER_MINUTE,
+    OUTCOME_NAME_MAX_LENGTH,
+    ApplicationKey,
+    Experiment,
+    ExperimentArm,
+    ExperimentStatus,
+)
+from .selectors import (
+    ArmResult,
+    ExperimentVerdict,
+    Interval,
+    application_key_in_project,
+    application_keys_of,
+    experiment_arm_results,
+    experiment_in_project,
+    experiment_verdict,
+    experiments_of,
+)
+from .services import (
+    ArmSpec,
+    application_key_create,
+    application_key_revoke,
+    experiment_conclude,
+    experiment_create,
+    experiment_start,
+    experiment_stop,
+)
 
 
 class ApplicationKeyOutput(serializers.Serializer[ApplicationKey]):
@@ -133,3 +167,238 @@ class ApplicationKeyRevokeApi(APIView):
         refuse_any_input(request)
         key = application_key_revoke(key=key, user=acting_user(request))
         return Response(ApplicationKeyOutput(key).data)
+
+
+# --- experiments ----------------------------------------------------------------------------
+# Every member reads experiments and their results; leads and admins create, start, stop and
+# conclude them (Action.MANAGE_EXPERIMENTS).
+
+
+class ExperimentArmOutput(serializers.Serializer[ExperimentArm]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    position = serializers.IntegerField()
+    model_version_id = serializers.IntegerField(allow_null=True)
+    model_version_number = serializers.IntegerField(source="model_version.number", allow_null=True)
+    base_model_key = serializers.CharField(source="base_model.key", allow_null=True)
+    weight = serializers.IntegerField(help_text="0 for the shadow arm, which never answers.")
+    shadow = serializers.BooleanField(source="is_shadow")
+
+
+class ExperimentOutput(serializers.Serializer[Experiment]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    registered_model_id = serializers.IntegerField()
+    registered_model_name = serializers.CharField(source="registered_model.name")
+    alias = serializers.CharField()
+    success_event = serializers.CharField()
+    status = serializers.ChoiceField(choices=ExperimentStatus.choices)
+    shadow_share = serializers.FloatField()
+    created_at = serializers.DateTimeField()
+    created_by = serializers.CharField(source="created_by.username", allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    ended_at = serializers.DateTimeField(allow_null=True)
+    conclusion = serializers.CharField(help_text="The verdict as it read when it ended.")
+    promoted_version_id = serializers.IntegerField(allow_null=True)
+    arms = ExperimentArmOutput(many=True)
+
+
+class IntervalOutput(serializers.Serializer[Interval]):
+    value = serializers.FloatField()
+    low = serializers.FloatField()
+    high = serializers.FloatField()
+
+
+class ArmResultOutput(serializers.Serializer[ArmResult]):
+    arm_id = serializers.IntegerField(source="arm.pk")
+    arm = serializers.CharField(source="arm.name")
+    shadow = serializers.BooleanField(source="arm.is_shadow")
+    requests = serializers.IntegerField()
+    successes = serializers.IntegerField()
+    success_rate = IntervalOutput(
+        source="success",
+        allow_null=True,
+        help_text="Share of requests with at least one success event, 95 % Wilson interval.",
+    )
+    feedback_count = serializers.IntegerField()
+    feedback_score = IntervalOutput(
+        source="feedback", allow_null=True, help_text="Mean feedback score, 95 % interval."
+    )
+    error_rate = serializers.FloatField(allow_null=True)
+    latency_p50_ms = serializers.FloatField(allow_null=True)
+    latency_p95_ms = serializers.FloatField(allow_null=True)
+    cost_per_1000_usd = serializers.DecimalField(
+        source="cost_per_1000",
+        max_digits=20,
+        decimal_places=4,
+        allow_null=True,
+        help_text="Null when any request of the arm is unpriced (never a silent 0).",
+    )
+
+
+class ExperimentVerdictOutput(serializers.Serializer[ExperimentVerdict]):
+    sentence = serializers.CharField()
+    rule = serializers.CharField()
+    winner_arm_id = serializers.IntegerField(source="winner.pk", allow_null=True)
+
+
+class ExperimentDetailOutput(ExperimentOutput):
+    results = ArmResultOutput(many=True)
+    verdict = ExperimentVerdictOutput()
+
+
+def _detail(experiment: Experiment) -> dict[str, Any]:
+    results = experiment_arm_results(experiment)
+    experiment.results = results  # type: ignore[attr-defined]
+    experiment.verdict = experiment_verdict(experiment, results)  # type: ignore[attr-defined]
+    return dict(ExperimentDetailOutput(experiment).data)
+
+
+class ExperimentArmInput(InputSerializer):
+    name = serializers.CharField(max_length=ARM_NAME_MAX_LENGTH)
+    weight = serializers.IntegerField(
+        required=False, default=1, min_value=1, max_value=MAX_ARM_WEIGHT
+    )
+    model_version_id = IdField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="A version of the experiment's model; or give base_model_key.",
+    )
+    base_model_key = serializers.CharField(
+        required=False,
+        default="",
+        allow_blank=True,
+        max_length=200,
+        help_text="A catalog base model served as it is (a hosted baseline).",
+    )
+    shadow = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Mirrored to for shadow_share of requests; its answers never returned.",
+    )
+
+
+class ExperimentCollectionApi(APIView):
+    class ExperimentCreateInput(InputSerializer):
+        name = serializers.CharField(max_length=EXPERIMENT_NAME_MAX_LENGTH)
+        registered_model_id = IdField()
+        alias = serializers.CharField(
+            max_length=100, help_text="The alias the application calls, e.g. production."
+        )
+        success_event = serializers.CharField(
+            max_length=OUTCOME_NAME_MAX_LENGTH,
+            help_text="The outcome event's name that counts as a success.",
+        )
+        shadow_share = serializers.FloatField(
+            required=False, default=0.0, min_value=0.0, max_value=1.0
+        )
+        arms = serializers.ListField(child=ExperimentArmInput(), min_length=2, max_length=MAX_ARMS)
+
+    @extend_schema(
+        operation_id="experiments_list",
+        summary="The project's experiments, newest first",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("ExperimentPage", ExperimentOutput),
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.READ_EXPERIMENTS
+        )
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=experiments_of(project),
+            serializer_class=ExperimentOutput,
+        )
+
+    @extend_schema(
+        operation_id="experiments_create",
+        summary="Create a draft experiment on an alias, with its arms",
+        request=ExperimentCreateInput,
+        responses={201: ExperimentOutput},
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.MANAGE_EXPERIMENTS
+        )
+        payload = self.ExperimentCreateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data: dict[str, Any] = payload.validated_data
+        experiment = experiment_create(
+            project=project,
+            user=acting_user(request),
+            name=data["name"],
+            registered_model=registered_model_in_project(project, data["registered_model_id"]),
+            alias=data["alias"],
+            success_event=data["success_event"],
+            shadow_share=data["shadow_share"],
+            arms=[ArmSpec(**arm) for arm in data["arms"]],
+        )
+        created = experiment_in_project(project, experiment.pk)
+        return Response(ExperimentOutput(created).data, status=status.HTTP_201_CREATED)
+
+
+class ExperimentDetailApi(APIView):
+    @extend_schema(
+        operation_id="experiments_retrieve",
+        summary="One experiment with each arm's results and the verdict on the success metric",
+        responses=ExperimentDetailOutput,
+    )
+    def get(self, request: Request, project_id: int, experiment_id: int) -> Response:
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.READ_EXPERIMENTS
+        )
+        return Response(_detail(experiment_in_project(project, experiment_id)))
+
+
+def _acted(
+    request: Request,
+    project_id: int,
+    experiment_id: int,
+    service: Callable[..., Experiment],
+) -> Response:
+    """A lead's action on one experiment (start, stop, conclude), answered with its results."""
+    project, _ = project_for(
+        user=request.user, project_id=project_id, action=Action.MANAGE_EXPERIMENTS
+    )
+    experiment = experiment_in_project(project, experiment_id)
+    refuse_any_input(request)
+    service(experiment=experiment, user=acting_user(request))
+    return Response(_detail(experiment_in_project(project, experiment_id)))
+
+
+class ExperimentStartApi(APIView):
+    @extend_schema(
+        operation_id="experiments_start",
+        summary="Start splitting the alias's traffic between the arms (409 when another "
+        "experiment runs there; 400 when the vLLM server's max_loras is too small)",
+        request=None,
+        responses=ExperimentDetailOutput,
+    )
+    def post(self, request: Request, project_id: int, experiment_id: int) -> Response:
+        return _acted(request, project_id, experiment_id, experiment_start)
+
+
+class ExperimentStopApi(APIView):
+    @extend_schema(
+        operation_id="experiments_stop",
+        summary="Stop the experiment without promoting anything",
+        request=None,
+        responses=ExperimentDetailOutput,
+    )
+    def post(self, request: Request, project_id: int, experiment_id: int) -> Response:
+        return _acted(request, project_id, experiment_id, experiment_stop)
+
+
+class ExperimentConcludeApi(APIView):
+    @extend_schema(
+        operation_id="experiments_conclude",
+        summary="Promote the winning arm's version through the promotion gate and end the "
+        "experiment (409 with the reason when no arm has won, a hosted baseline won, or the "
+        "gate refuses)",
+        request=None,
+        responses=ExperimentDetailOutput,
+    )
+    def post(self, request: Request, project_id: int, experiment_id: int) -> Response:
+        return _acted(request, project_id, experiment_id, experiment_conclude)

@@ -64,6 +64,12 @@ def _vllm_endpoint(version: ModelVersion) -> Endpoint | None:
     return Endpoint.objects.filter(name=name).first()
 
 
+def vllm_endpoint_serving(version: ModelVersion) -> Endpoint | None:
+    """The registered vLLM endpoint the gateway serves ``version``'s adapter on, or None (an
+    experiment's start checks its version arms against that server's max_loras)."""
+    return _vllm_endpoint(version)
+
+
 def vllm_adapter_name(version: ModelVersion) -> str:
     """What a vLLM server calls ``version``'s adapter: one name per version, for good."""
     return f"version-{version.pk}"

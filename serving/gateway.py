@@ -8,7 +8,8 @@ moment (``serving.model_names``), plainly or streamed as server-sent events. The
 
 Each request, in order: the key (401 without a valid one, before anything else is read), its
 rate limit (429 with Retry-After), the body (400 naming the field), the model name (404 unknown,
-403 another project's), then the backend (502 when it refuses, 503 when it is unreachable or
+403 another project's; through an alias with a running experiment, the caller's arm:
+``serving.experiments``), then the backend (502 when it refuses, 503 when it is unreachable or
 overloaded). Errors answer in OpenAI's shape, ``{"error": {"message", "type", "param",
 "code"}}``. Only an application key authenticates here: no session, no CSRF token.
 
@@ -40,15 +41,18 @@ from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from catalog.models import BaseModel
 from ftportal.models import Project
 from providers.base import ChatResult, Conversation, ProviderError, TransientProviderError
 from registry.models import ModelVersion
 
-from .backends import backend_chat_model, backend_forget
+from .backends import backend_chat_model, backend_forget, base_model_backend_chat
+from .experiments import Routed, ShadowRequest, experiment_route, shadow_submit
 from .model_names import (
     OtherProjectModelName,
+    Resolution,
     UnknownModelName,
-    model_name_resolve,
+    model_name_resolution,
     pinned_model_name,
     served_model_names,
 )
@@ -267,9 +271,9 @@ def _chat_request(raw: bytes) -> ChatRequest:
 # --- resolving and generating -------------------------------------------------------------
 
 
-def _resolved(project: Project, name: str) -> ModelVersion:
+def _resolution(project: Project, name: str) -> Resolution:
     try:
-        return model_name_resolve(project=project, name=name)
+        return model_name_resolution(project=project, name=name)
     except UnknownModelName as unknown:
         raise GatewayError(404, str(unknown), param="model", code="model_not_found") from None
     except OtherProjectModelName as other:
@@ -312,6 +316,77 @@ def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
             code="backend_error",
         ) from None
     return result
+
+
+def _backend_failure(name: str, failure: ProviderError) -> GatewayError:
+    """A backend's failure as the gateway answers it: 503 when worth trying again, else 502."""
+    transient = isinstance(failure, TransientProviderError) or getattr(failure, "retryable", False)
+    # The backend's own words stay in the log: they may name endpoints and variables.
+    logger.warning("gateway: the backend of %s failed: %s", name, failure)
+    if transient:
+        return GatewayError(
+            503,
+            f"The backend of {name} is unavailable; try again later.",
+            type="server_error",
+            code="backend_unavailable",
+        )
+    return GatewayError(
+        502,
+        f"The backend of {name} could not answer this request.",
+        type="server_error",
+        code="backend_error",
+    )
+
+
+def _generate_baseline(base_model: BaseModel, chat_request: ChatRequest) -> ChatResult:
+    """A catalog base model's answer as it is (an experiment's hosted baseline arm)."""
+    try:
+        chat = base_model_backend_chat(base_model)
+        try:
+            [result] = chat.generate_many(
+                [chat_request.messages],
+                max_new_tokens=chat_request.max_tokens,
+                temperature=chat_request.temperature,
+                batch_size=1,
+            )
+        except ProviderError:
+            backend_forget(chat)
+            raise
+    except ProviderError as failure:
+        raise _backend_failure(base_model.key, failure) from None
+    return result
+
+
+def _routed(project: Project, chat_request: ChatRequest, request_id: str) -> Routed:
+    """The version (or experiment arm) that answers this request (``serving.experiments``)."""
+    resolution = _resolution(project, chat_request.model)
+    return experiment_route(resolution=resolution, user=chat_request.user, request_id=request_id)
+
+
+def _answer(routed: Routed, chat_request: ChatRequest) -> tuple[str, ChatResult]:
+    """The answer of the routed version or arm, with the name it answers as."""
+    if routed.arm is not None and routed.arm.base_model is not None:
+        return routed.arm.served_name, _generate_baseline(routed.arm.base_model, chat_request)
+    assert routed.version is not None
+    return pinned_model_name(routed.version), _generate(routed.version, chat_request)
+
+
+def _mirror(caller: Caller, routed: Routed, chat_request: ChatRequest, request_id: str) -> None:
+    """Hand the request to the shadow arm when it drew the shadow share: returns at once."""
+    if routed.shadow is None:
+        return
+    shadow_submit(
+        ShadowRequest(
+            primary_request_id=request_id,
+            key=caller.key,
+            requested_model=chat_request.model,
+            messages=chat_request.messages,
+            max_tokens=chat_request.max_tokens,
+            temperature=chat_request.temperature,
+            caller_user=chat_request.user,
+            target=routed.shadow,
+        )
+    )
 
 
 # --- answers --------------------------------------------------------------------------------
@@ -447,6 +522,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 
     chat_request: ChatRequest | None = None
     version: ModelVersion | None = None
+    routed: Routed | None = None
 
     def record(status: int, error: str, result: ChatResult | None) -> None:
         served_request_record(
@@ -465,6 +541,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
                 completion_tokens=result.completion_tokens if result else 0,
                 caller_user=chat_request.user if chat_request else "",
                 stream=chat_request.stream if chat_request else False,
+                arm_id=routed.arm.arm_id if routed and routed.arm else None,
+                arm_name=routed.arm.arm_name if routed and routed.arm else "",
             )
         )
 
@@ -473,17 +551,19 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         # Names the lambdas can close over as set (chat_request and version are rebound above
         # for record()); the names stay in the thread, where a lazy relation may be read.
         asked = chat_request
-        version = await _in_thread(lambda: _resolved(caller.project, asked.model))
-        served = version
-        served_name, result = await _in_thread(
-            lambda: (pinned_model_name(served), _generate(served, asked))
-        )
+        routed = await _in_thread(lambda: _routed(caller.project, asked, request_id))
+        version = routed.version
+        route = routed
+        served_name, result = await _in_thread(lambda: _answer(route, asked))
     except GatewayError as error:
         record(error.status, error.message, None)
+        if routed is not None and chat_request is not None:
+            _mirror(caller, routed, chat_request, request_id)
         error.headers.update(caller.rate.headers())
         return error.response()
     headers = {**caller.rate.headers(), "x-request-id": request_id}
     record(200, "", result)
+    _mirror(caller, routed, chat_request, request_id)
     if not chat_request.stream:
         body = _completion(request_id, served_name, result, chat_request)
         return JsonResponse(body, headers=headers)

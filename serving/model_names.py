@@ -109,8 +109,23 @@ def _parts(name: str) -> list[str]:
     return parts
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """What a name serves now: the version, and the alias it went through (None for a pinned
+    name, which an experiment never splits)."""
+
+    version: ModelVersion
+    alias: Alias | None
+
+
 def model_name_resolve(*, project: Project, name: str) -> ModelVersion:
-    """The version ``name`` serves now for a key of ``project``.
+    """The version ``name`` serves now for a key of ``project`` (see
+    :func:`model_name_resolution`)."""
+    return model_name_resolution(project=project, name=name).version
+
+
+def model_name_resolution(*, project: Project, name: str) -> Resolution:
+    """The version ``name`` serves now for a key of ``project``, with the alias it names.
 
     OtherProjectModelName when the name starts with another existing project's name;
     UnknownModelName (its message naming what is missing) for anything else that serves
@@ -144,7 +159,7 @@ def model_name_resolve(*, project: Project, name: str) -> ModelVersion:
             raise UnknownModelName(
                 f"The model '{name}' does not exist: '{model_name}' has no version {number}."
             )
-        return version
+        return Resolution(version, None)
     if len(parts) == 2:
         aliases = list(
             Alias.objects.filter(registered_model__project=project, name=parts[1]).select_related(
@@ -161,7 +176,7 @@ def model_name_resolve(*, project: Project, name: str) -> ModelVersion:
                 f"The model '{name}' is ambiguous: several models of the project have the alias "
                 f"'{parts[1]}'; name one, as '<project>/<model>/{name_part(parts[1])}'."
             )
-        return versions.get(pk=aliases[0].model_version_id)
+        return Resolution(versions.get(pk=aliases[0].model_version_id), aliases[0])
     alias = Alias.objects.filter(
         registered_model__project=project, registered_model__name=parts[1], name=parts[2]
     ).first()
@@ -170,4 +185,4 @@ def model_name_resolve(*, project: Project, name: str) -> ModelVersion:
             f"The model '{name}' does not exist: the project has no model '{parts[1]}' with "
             f"the alias '{parts[2]}'."
         )
-    return versions.get(pk=alias.model_version_id)
+    return Resolution(versions.get(pk=alias.model_version_id), alias)

@@ -106,8 +106,20 @@ class RequestLog(models.Model):
         blank=True,
         related_name="+",
     )
-    # Free text until experiments exist (issue 15 item 5): the arm's name, empty outside one.
+    # The arm's name as it was when served, empty outside an experiment; ``arm`` is the row
+    # an experiment page counts by (SET_NULL like every link here).
     experiment_arm = models.CharField(max_length=100, blank=True)
+    arm = models.ForeignKey(
+        "serving.ExperimentArm",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # A shadow arm's answer, never returned: the request id of the answered request it
+    # mirrored (empty for every answered request). Experiment pages count a shadow arm on its
+    # own and never among the answered traffic.
+    shadow_of = models.CharField(max_length=REQUEST_ID_MAX_LENGTH, blank=True)
     messages = models.JSONField()
     output = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=RequestStatus.choices)
@@ -149,6 +161,12 @@ class RequestLog(models.Model):
             models.Index(
                 fields=["project", "status", "-created_at", "-id"],
                 name="request_log_status_newest",
+            ),
+            # An experiment page's aggregates per arm: only rows served in an experiment.
+            models.Index(
+                fields=["arm", "status"],
+                name="request_log_by_arm",
+                condition=Q(arm__isnull=False),
             ),
             # Retention deletes rows older than the cutoff across every project in chunks; a
             # range on created_at alone needs its own index.
@@ -227,3 +245,158 @@ class OutcomeEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id}: {self.name}"
+
+
+# --- experiments ----------------------------------------------------------------------------
+
+EXPERIMENT_NAME_MAX_LENGTH = 100
+ARM_NAME_MAX_LENGTH = 100
+MAX_ARM_WEIGHT = 1_000_000
+# Arms of one experiment, the shadow included: enough for an A/B/n test, and a bound on the
+# page's one aggregate query.
+MAX_ARMS = 10
+
+
+class ExperimentStatus(models.TextChoices):
+    DRAFT = "draft", "draft"
+    RUNNING = "running", "running"
+    # Ended with a winner promoted (or the winner already in production).
+    CONCLUDED = "concluded", "concluded"
+    # Ended without a decision: the alias serves what it points at again.
+    STOPPED = "stopped", "stopped"
+
+
+EXPERIMENT_TRANSITIONS: dict[str, frozenset[str]] = {
+    ExperimentStatus.DRAFT: frozenset({ExperimentStatus.RUNNING, ExperimentStatus.STOPPED}),
+    ExperimentStatus.RUNNING: frozenset({ExperimentStatus.CONCLUDED, ExperimentStatus.STOPPED}),
+    ExperimentStatus.CONCLUDED: frozenset(),
+    ExperimentStatus.STOPPED: frozenset(),
+}
+
+
+class Experiment(models.Model):
+    """An A/B test on one alias of a registered model (the name an application calls, e.g.
+    ``support-triage/production``): while it runs, requests to that alias are split between its
+    arms by weight, sticky per caller user (``serving.experiments``), and each arm is judged on
+    the application's own success event (``OutcomeEvent.name``) and feedback scores.
+
+    A pinned name (``<project>/<model>@<n>``) never enters an experiment. At most one
+    experiment runs per alias (a constraint, so two leads starting at once cannot both win).
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="experiments")
+    name = models.CharField(max_length=EXPERIMENT_NAME_MAX_LENGTH)
+    registered_model = models.ForeignKey(
+        "registry.RegisteredModel", on_delete=models.CASCADE, related_name="experiments"
+    )
+    # The alias's name (registry.Alias.name): the alias row itself may move between versions
+    # (or not exist yet while this is a draft).
+    alias = models.CharField(max_length=100)
+    success_event = models.CharField(max_length=OUTCOME_NAME_MAX_LENGTH)
+    status = models.CharField(
+        max_length=20, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT
+    )
+    # The share of answered requests (0..1) mirrored to the shadow arm, when there is one.
+    shadow_share = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # The verdict as it read when the experiment was concluded or stopped, for the record.
+    conclusion = models.TextField(blank=True)
+    promoted_version = models.ForeignKey(
+        "registry.ModelVersion",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "alias"],
+                condition=Q(status="running"),
+                name="one_running_experiment_per_alias",
+            ),
+            models.UniqueConstraint(fields=["project", "name"], name="experiment_name_per_project"),
+            models.CheckConstraint(
+                condition=Q(shadow_share__gte=0.0) & Q(shadow_share__lte=1.0),
+                name="experiment_shadow_share_in_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ExperimentArm(models.Model):
+    """One arm: a registry version, or a catalog base model as it is (a hosted baseline), with
+    its integer weight. The shadow arm (at most one) has weight 0: it is never chosen to
+    answer, only mirrored to for ``Experiment.shadow_share`` of the requests."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="arms")
+    name = models.CharField(max_length=ARM_NAME_MAX_LENGTH)
+    position = models.PositiveSmallIntegerField()
+    model_version = models.ForeignKey(
+        "registry.ModelVersion",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="experiment_arms",
+    )
+    base_model = models.ForeignKey(
+        "catalog.BaseModel",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="experiment_arms",
+    )
+    weight = models.PositiveIntegerField(
+        validators=[MinValueValidator(0), MaxValueValidator(MAX_ARM_WEIGHT)]
+    )
+    is_shadow = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["experiment_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "name"], name="arm_name_per_experiment"),
+            models.UniqueConstraint(
+                fields=["experiment", "position"], name="arm_position_per_experiment"
+            ),
+            models.UniqueConstraint(
+                fields=["experiment"],
+                condition=Q(is_shadow=True),
+                name="one_shadow_arm_per_experiment",
+            ),
+            models.CheckConstraint(
+                condition=Q(model_version__isnull=False, base_model__isnull=True)
+                | Q(model_version__isnull=True, base_model__isnull=False),
+                name="arm_serves_a_version_or_a_base_model",
+            ),
+            models.CheckConstraint(
+                condition=(Q(is_shadow=True) & Q(weight=0))
+                | (Q(is_shadow=False) & Q(weight__gte=1) & Q(weight__lte=MAX_ARM_WEIGHT)),
+                name="arm_weight_in_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name}: {self.name}"
+
+    @property
+    def is_baseline(self) -> bool:
+        """A catalog base model as it is: comparable, never promotable."""
+        return self.base_model_id is not None

@@ -59,6 +59,9 @@ class RequestLogEntry:
     application_key_id: int | None = None
     served_version_id: int | None = None
     experiment_arm: str = ""
+    arm_id: int | None = None
+    # The answered request's id when this row is a shadow arm's answer (never returned).
+    shadow_of: str = ""
     output: str = ""
     error: str = ""
     prompt_tokens: int | None = None
@@ -117,6 +120,8 @@ def request_log_row(entry: RequestLogEntry, *, redact: bool) -> RequestLog:
         requested_model=entry.requested_model,
         served_version_id=entry.served_version_id,
         experiment_arm=entry.experiment_arm,
+        arm_id=entry.arm_id,
+        shadow_of=entry.shadow_of,
         messages=messages,
         output=output,
         status=entry.status,

@@ -6,15 +6,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
-from django.db.models import Exists, OuterRef, Q, QuerySet, TextChoices, TextField
+from django.db import connection
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, TextChoices, TextField
 from django.db.models.functions import Cast
 from django.shortcuts import get_object_or_404
 
+from evaluation.statistics import (
+    VerdictOutcome,
+    compare_rates,
+    decide_rates,
+    mean_interval,
+    wilson_interval,
+)
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 
-from .models import ApplicationKey, Feedback, OutcomeEvent, RequestLog
+from .models import (
+    ApplicationKey,
+    Experiment,
+    ExperimentArm,
+    Feedback,
+    OutcomeEvent,
+    RequestLog,
+    RequestStatus,
+)
 
 
 def application_keys_of(project: Project) -> QuerySet[ApplicationKey]:
@@ -250,3 +267,202 @@ def request_outcomes(project: Project, request_ids: Sequence[str]) -> dict[str, 
         request_id: RequestOutcomes(feedback.get(request_id), events[request_id])
         for request_id in ids
     }
+
+
+# --- experiments --------------------------------------------------------------------------------
+
+
+def experiments_of(project: Project) -> QuerySet[Experiment]:
+    """The project's experiments, newest first, with their model and arms."""
+    arms = ExperimentArm.objects.select_related(
+        "model_version__registered_model", "base_model"
+    ).order_by("position")
+    return (
+        Experiment.objects.filter(project=project)
+        .select_related("registered_model", "created_by", "ended_by", "promoted_version")
+        .prefetch_related(Prefetch("arms", queryset=arms))
+    )
+
+
+def experiment_in_project(project: Project, experiment_id: int) -> Experiment:
+    """One experiment of the project; 404 for any other id."""
+    return get_object_or_404(experiments_of(project), pk=experiment_id)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A figure with its 95 % interval."""
+
+    value: float
+    low: float
+    high: float
+
+    @property
+    def percent_text(self) -> str:
+        return f"{self.value * 100:.1f} % (95 % CI {self.low * 100:.1f} to {self.high * 100:.1f})"
+
+    @property
+    def score_text(self) -> str:
+        return f"{self.value:.2f} (95 % CI {self.low:.2f} to {self.high:.2f})"
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm's traffic as the request log and the application's outcomes say.
+
+    ``requests`` counts the arm's rows: answered requests for an answering arm, mirrored ones
+    for the shadow arm (never counted among the answered). ``success`` is the share of
+    requests with at least one success event (None with no request), ``feedback`` the mean
+    feedback score (None with no feedback). Cost per 1,000 requests is None when any request
+    of the arm is unpriced: shown as "unpriced", never as 0.
+    """
+
+    arm: ExperimentArm
+    requests: int
+    errors: int
+    successes: int
+    success: Interval | None
+    feedback_count: int
+    feedback: Interval | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    cost_per_1000: Decimal | None
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+
+# One pass over the experiment's rows (the partial index request_log_by_arm finds them), hash
+# joined with the project's requests that had the success event (each once: a request with two
+# events is one success) and with their feedback (one per request), as the planner prefers:
+# a per-row EXISTS would be a sub-plan run once per request.
+_ARM_RESULTS_SQL = """
+SELECT r.arm_id,
+       COUNT(*),
+       COUNT(*) FILTER (WHERE r.status = %(error)s),
+       COUNT(s.request_id),
+       COUNT(f.score),
+       AVG(f.score),
+       VAR_SAMP(f.score),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY r.latency_ms),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY r.latency_ms),
+       COUNT(*) FILTER (WHERE NOT r.cost_known),
+       SUM(r.cost)
+FROM {log} r
+LEFT JOIN (
+    SELECT DISTINCT e.request_id FROM {events} e
+    WHERE e.project_id = %(project)s AND e.name = %(event)s
+) s ON s.request_id = r.request_id
+LEFT JOIN {feedback} f ON f.project_id = %(project)s AND f.request_id = r.request_id
+WHERE r.arm_id = ANY(%(arms)s) AND r.project_id = %(project)s
+GROUP BY r.arm_id
+"""
+
+
+def _interval_of_rate(successes: int, trials: int) -> Interval | None:
+    if trials == 0:
+        return None
+    low, high = wilson_interval(successes, trials)
+    return Interval(successes / trials, low, high)
+
+
+def _interval_of_mean(count: int, mean: float | None, variance: float | None) -> Interval | None:
+    if count == 0 or mean is None:
+        return None
+    low, high = mean_interval(count, float(mean), float(variance or 0.0))
+    return Interval(float(mean), max(0.0, low), min(1.0, high))
+
+
+def experiment_arm_results(experiment: Experiment) -> list[ArmResult]:
+    """Every arm's figures, in arm order, from one aggregate query however many requests."""
+    arms = list(experiment.arms.all())
+    sql = _ARM_RESULTS_SQL.format(
+        events=OutcomeEvent._meta.db_table,
+        log=RequestLog._meta.db_table,
+        feedback=Feedback._meta.db_table,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "error": RequestStatus.ERROR,
+                "event": experiment.success_event,
+                "project": experiment.project_id,
+                "arms": [arm.pk for arm in arms],
+            },
+        )
+        rows = {row[0]: row[1:] for row in cursor.fetchall()}
+    results = []
+    for arm in arms:
+        found = rows.get(arm.pk)
+        if found is None:
+            found = (0, 0, 0, 0, None, None, None, None, 0, None)
+        requests, errors, successes, scored, mean, variance, p50, p95, unpriced, cost = found
+        per_1000 = None
+        if requests and not unpriced and cost is not None:
+            per_1000 = (Decimal(cost) * 1000 / requests).quantize(Decimal("0.0001"))
+        results.append(
+            ArmResult(
+                arm=arm,
+                requests=requests,
+                errors=errors,
+                successes=successes,
+                success=_interval_of_rate(successes, requests),
+                feedback_count=scored,
+                feedback=_interval_of_mean(scored, mean, variance),
+                latency_p50_ms=p50,
+                latency_p95_ms=p95,
+                cost_per_1000=per_1000,
+            )
+        )
+    return results
+
+
+@dataclass(frozen=True)
+class ExperimentVerdict:
+    """What the success metric says: ``winner`` is the answering arm that beats every other
+    answering arm by the one rule, None while the evidence is not enough."""
+
+    winner: ExperimentArm | None
+    sentence: str
+    rule: str = ""
+
+
+def experiment_verdict(experiment: Experiment, results: Sequence[ArmResult]) -> ExperimentVerdict:
+    """The verdict sentence on the success metric: the leading answering arm (by success rate)
+    against each other answering arm, unpaired (``evaluation.statistics.decide_rates``)."""
+    label = f"{experiment.success_event} success rate"
+    answering = [result for result in results if not result.arm.is_shadow]
+    measured = [result for result in answering if result.requests > 0]
+    if len(answering) < 2:
+        return ExperimentVerdict(None, "There is one answering arm: nothing to compare.")
+    if len(measured) < len(answering):
+        waiting = ", ".join(r.arm.name for r in answering if r.requests == 0)
+        return ExperimentVerdict(
+            None, f"Not enough evidence yet: no requests served by {waiting} so far."
+        )
+    leader = max(
+        measured, key=lambda result: (result.successes / result.requests, -result.arm.position)
+    )
+    decisions = [
+        decide_rates(
+            compare_rates(leader.successes, leader.requests, other.successes, other.requests)
+        )
+        for other in measured
+        if other is not leader
+    ]
+    others = [other for other in measured if other is not leader]
+    rule = decisions[0].rule
+    if all(decision.outcome == VerdictOutcome.BETTER for decision in decisions):
+        said = "; ".join(
+            decision.sentence(leader.arm.name, other.arm.name, label)
+            for decision, other in zip(decisions, others, strict=True)
+        )
+        return ExperimentVerdict(leader.arm, f"{leader.arm.name} wins: {said}.", rule)
+    # The comparison the leader is least sure of says why there is no winner yet.
+    weakest, rival = max(
+        zip(decisions, others, strict=True), key=lambda pair: pair[0].comparison.p_value
+    )
+    said = weakest.sentence(leader.arm.name, rival.arm.name, label)
+    return ExperimentVerdict(None, f"Not enough evidence yet: {said}.", rule)

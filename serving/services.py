@@ -21,21 +21,41 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from catalog.models import BaseModel
 from datasets.models import Dataset, Example, OriginKind
 from datasets.services import example_add_for_review
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.hashed_secrets import last_used_due, new_secret, secret_matches, secret_sha256
 from ftportal.models import Project
+from ftportal.state import check_transition, state_set
+from registry.models import Alias, ModelVersion, RegisteredModel
+from registry.selectors import production_version
+from registry.services import model_version_promote
 
+from .backends import vllm_endpoint_serving
 from .models import (
+    ARM_NAME_MAX_LENGTH,
+    EXPERIMENT_NAME_MAX_LENGTH,
+    EXPERIMENT_TRANSITIONS,
     KEY_NAME_MAX_LENGTH,
+    MAX_ARM_WEIGHT,
+    MAX_ARMS,
     MAX_RATE_LIMIT_PER_MINUTE,
+    OUTCOME_NAME_MAX_LENGTH,
     ApplicationKey,
+    Experiment,
+    ExperimentArm,
+    ExperimentStatus,
     Feedback,
     OutcomeEvent,
     RequestLog,
 )
-from .selectors import application_key_with_prefix, request_logs_in_project
+from .selectors import (
+    application_key_with_prefix,
+    experiment_arm_results,
+    experiment_verdict,
+    request_logs_in_project,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -468,3 +488,317 @@ def request_logs_delete_expired(*, now: datetime | None = None) -> int:
             return deleted
         count, _ = RequestLog.objects.filter(pk__in=chunk).delete()
         deleted += count
+
+
+# --- experiments ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One arm as a lead asks for it: a version of the experiment's model, or a catalog base
+    model (by key) as it is; the shadow arm's weight is not used."""
+
+    name: str
+    weight: int = 1
+    model_version_id: int | None = None
+    base_model_key: str = ""
+    shadow: bool = False
+
+
+def _arm_field(position: int, name: str) -> str:
+    return f"arms[{position}].{name}"
+
+
+def _text(value: str, *, field: str, max_length: int, what: str) -> str:
+    cleaned = value.strip()
+    if not cleaned:
+        raise ApplicationError(f"{field}: give {what}.", extra={"field": field})
+    if len(cleaned) > max_length:
+        raise ApplicationError(f"{field}: at most {max_length} characters.", extra={"field": field})
+    return cleaned
+
+
+def _arm_rows(registered_model: RegisteredModel, arms: Sequence[ArmSpec]) -> list[ExperimentArm]:
+    """Unsaved arm rows for ``arms``, each checked (the field named in every refusal)."""
+    if len([arm for arm in arms if not arm.shadow]) < 2:
+        raise ApplicationError(
+            "arms: an experiment needs at least two answering arms (plus an optional shadow).",
+            extra={"field": "arms"},
+        )
+    if len(arms) > MAX_ARMS:
+        raise ApplicationError(f"arms: at most {MAX_ARMS} arms.", extra={"field": "arms"})
+    if len([arm for arm in arms if arm.shadow]) > 1:
+        raise ApplicationError("arms: at most one shadow arm.", extra={"field": "arms"})
+    rows: list[ExperimentArm] = []
+    names: set[str] = set()
+    for position, arm in enumerate(arms):
+        name = _text(
+            arm.name,
+            field=_arm_field(position, "name"),
+            max_length=ARM_NAME_MAX_LENGTH,
+            what="the arm a name",
+        )
+        if name in names:
+            raise ApplicationError(
+                f"{_arm_field(position, 'name')}: two arms are named '{name}'.",
+                extra={"field": _arm_field(position, "name")},
+            )
+        names.add(name)
+        if (arm.model_version_id is None) == (not arm.base_model_key):
+            field = _arm_field(position, "model_version_id")
+            raise ApplicationError(
+                f"{field}: an arm serves either a version of {registered_model.name} "
+                "(model_version_id) or a catalog base model as it is (base_model_key), "
+                "not both or neither.",
+                extra={"field": field},
+            )
+        version = base_model = None
+        if arm.model_version_id is not None:
+            version = ModelVersion.objects.filter(
+                registered_model=registered_model, pk=arm.model_version_id
+            ).first()
+            if version is None:
+                field = _arm_field(position, "model_version_id")
+                raise ApplicationError(
+                    f"{field}: {registered_model.name} has no version with id "
+                    f"{arm.model_version_id}.",
+                    extra={"field": field},
+                )
+        else:
+            base_model = BaseModel.objects.filter(key=arm.base_model_key).first()
+            if base_model is None:
+                field = _arm_field(position, "base_model_key")
+                raise ApplicationError(
+                    f"{field}: the catalog has no base model '{arm.base_model_key}'.",
+                    extra={"field": field},
+                )
+        weight = 0 if arm.shadow else arm.weight
+        if not arm.shadow and not 1 <= weight <= MAX_ARM_WEIGHT:
+            field = _arm_field(position, "weight")
+            raise ApplicationError(
+                f"{field}: a whole number from 1 to {MAX_ARM_WEIGHT}.", extra={"field": field}
+            )
+        rows.append(
+            ExperimentArm(
+                name=name,
+                position=position,
+                model_version=version,
+                base_model=base_model,
+                weight=weight,
+                is_shadow=arm.shadow,
+            )
+        )
+    return rows
+
+
+def experiment_create(
+    *,
+    project: Project,
+    user: User,
+    name: str,
+    registered_model: RegisteredModel,
+    alias: str,
+    success_event: str,
+    arms: Sequence[ArmSpec],
+    shadow_share: float = 0.0,
+) -> Experiment:
+    """A draft experiment on ``alias`` of ``registered_model`` (a model of ``project``) with
+    its arms; nothing is served differently until it starts."""
+    if registered_model.project_id != project.pk:
+        raise ApplicationError(
+            "registered_model_id: not a model of this project.",
+            extra={"field": "registered_model_id"},
+        )
+    cleaned = _text(
+        name, field="name", max_length=EXPERIMENT_NAME_MAX_LENGTH, what="the experiment a name"
+    )
+    alias_name = _text(alias, field="alias", max_length=100, what="the alias it splits")
+    event = _text(
+        success_event,
+        field="success_event",
+        max_length=OUTCOME_NAME_MAX_LENGTH,
+        what="the success event's name (as the application posts it)",
+    )
+    if not 0.0 <= shadow_share <= 1.0:
+        raise ApplicationError(
+            "shadow_share: a share from 0 to 1.", extra={"field": "shadow_share"}
+        )
+    rows = _arm_rows(registered_model, arms)
+    has_shadow = any(row.is_shadow for row in rows)
+    if has_shadow and shadow_share == 0:
+        raise ApplicationError(
+            "shadow_share: give the share of requests mirrored to the shadow arm (above 0).",
+            extra={"field": "shadow_share"},
+        )
+    if not has_shadow and shadow_share > 0:
+        raise ApplicationError(
+            "shadow_share: there is no shadow arm to mirror requests to.",
+            extra={"field": "shadow_share"},
+        )
+    conflict = ConflictError(
+        f"name: the project already has an experiment named '{cleaned}'.",
+        extra={"field": "name"},
+    )
+    if Experiment.objects.filter(project=project, name=cleaned).exists():
+        raise conflict
+    try:
+        with transaction.atomic():
+            experiment = Experiment.objects.create(
+                project=project,
+                name=cleaned,
+                registered_model=registered_model,
+                alias=alias_name,
+                success_event=event,
+                shadow_share=shadow_share,
+                created_by=user,
+            )
+            for row in rows:
+                row.experiment = experiment
+            ExperimentArm.objects.bulk_create(rows)
+    except IntegrityError:
+        raise conflict from None
+    return experiment
+
+
+def _locked_experiment(experiment: Experiment) -> Experiment:
+    # Locked: a start, stop and conclude of one experiment at once must see each other's move.
+    return Experiment.objects.select_for_update().get(pk=experiment.pk)
+
+
+def _check_vllm_capacity(arms: Sequence[ExperimentArm]) -> None:
+    """A vLLM server keeps at most max_loras adapters at once: an experiment whose version arms
+    (the shadow included) need more on one server would thrash it, so it may not start."""
+    needed: dict[int, set[int]] = {}
+    servers = {}
+    for arm in arms:
+        if arm.model_version is None:
+            continue
+        endpoint = vllm_endpoint_serving(arm.model_version)
+        if endpoint is None:
+            continue
+        servers[endpoint.pk] = endpoint
+        needed.setdefault(endpoint.pk, set()).add(arm.model_version.pk)
+    for endpoint_pk, versions in needed.items():
+        endpoint = servers[endpoint_pk]
+        if len(versions) > endpoint.max_loras:
+            raise ApplicationError(
+                f"arms: the version arms need {len(versions)} adapters loaded at once on the "
+                f"vLLM endpoint '{endpoint.name}', which keeps at most {endpoint.max_loras} "
+                "(its max_loras): remove an arm or raise the server's --max-loras and the "
+                "endpoint's max_loras.",
+                extra={"field": "arms"},
+            )
+
+
+def experiment_start(*, experiment: Experiment, user: User) -> Experiment:
+    """Start splitting the alias's traffic between the arms; a 409 when another experiment
+    runs on that alias or this one is not a draft."""
+    with transaction.atomic():
+        locked = _locked_experiment(experiment)
+        if not Alias.objects.filter(
+            registered_model_id=locked.registered_model_id, name=locked.alias
+        ).exists():
+            raise ConflictError(
+                f"alias: {locked.registered_model.name} has no alias '{locked.alias}' yet, so "
+                "no application calls it: point the alias at a version first.",
+                extra={"field": "alias"},
+            )
+        arms = list(locked.arms.select_related("model_version__base_model"))
+        _check_vllm_capacity(arms)
+        changed = state_set(
+            locked,
+            kind="experiment",
+            target=ExperimentStatus.RUNNING,
+            allowed=EXPERIMENT_TRANSITIONS,
+            changes={"started_at": timezone.now()},
+        )
+        running = Experiment.objects.filter(
+            registered_model_id=locked.registered_model_id,
+            alias=locked.alias,
+            status=ExperimentStatus.RUNNING,
+        ).first()
+        if running is not None:
+            raise ConflictError(
+                f"The experiment '{running.name}' already runs on the alias '{locked.alias}': "
+                "stop or conclude it first."
+            )
+        try:
+            with transaction.atomic():
+                locked.save(update_fields=changed)
+        except IntegrityError:
+            # Another start on the same alias committed between the check and this save.
+            raise ConflictError(
+                f"Another experiment already runs on the alias '{locked.alias}'."
+            ) from None
+    return locked
+
+
+def experiment_stop(*, experiment: Experiment, user: User) -> Experiment:
+    """End the experiment without promoting anything: the alias serves what it points at
+    again, from the next request. The verdict as it reads now is kept."""
+    with transaction.atomic():
+        locked = _locked_experiment(experiment)
+        verdict = experiment_verdict(locked, experiment_arm_results(locked))
+        changed = state_set(
+            locked,
+            kind="experiment",
+            target=ExperimentStatus.STOPPED,
+            allowed=EXPERIMENT_TRANSITIONS,
+            changes={"ended_at": timezone.now(), "ended_by": user, "conclusion": verdict.sentence},
+        )
+        locked.save(update_fields=changed)
+    return locked
+
+
+def experiment_conclude(*, experiment: Experiment, user: User) -> Experiment:
+    """End the experiment by promoting its winning arm's version to production through the
+    promotion gate (``registry.services.model_version_promote``), in one transaction: a
+    refusal (no winner yet, a hosted baseline that won, the gate's own) leaves it running."""
+    with transaction.atomic():
+        locked = _locked_experiment(experiment)
+        check_transition(
+            kind="experiment",
+            current=locked.status,
+            target=ExperimentStatus.CONCLUDED,
+            allowed=EXPERIMENT_TRANSITIONS,
+        )
+        verdict = experiment_verdict(locked, experiment_arm_results(locked))
+        winner = verdict.winner
+        if winner is None:
+            raise ConflictError(
+                f"No arm has won yet, so there is nothing to promote. {verdict.sentence} "
+                "Let it run longer, or stop it to end it without a winner."
+            )
+        if winner.model_version is None:
+            assert winner.base_model is not None
+            raise ConflictError(
+                f"The winner, {winner.name}, is the catalog base model "
+                f"{winner.base_model.key} as it is (a hosted baseline): it is not a version "
+                "of the registry, so it cannot be promoted. Stop the experiment, and train or "
+                "register a version that does better."
+            )
+        version = winner.model_version
+        current = production_version(locked.registered_model)
+        promoted = None
+        if current != version:
+            model_version_promote(
+                model_version=version,
+                user=user,
+                reason=f"Won the experiment '{locked.name}': {verdict.sentence}",
+                expected_current_version=current.number if current else None,
+            )
+            promoted = version
+        changed = state_set(
+            locked,
+            kind="experiment",
+            target=ExperimentStatus.CONCLUDED,
+            allowed=EXPERIMENT_TRANSITIONS,
+            changes={
+                "ended_at": timezone.now(),
+                "ended_by": user,
+                "conclusion": verdict.sentence,
+                "promoted_version": promoted,
+            },
+        )
+        locked.save(update_fields=changed)
+    return locked

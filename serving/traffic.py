@@ -46,6 +46,11 @@ class ServedRequest:
     caller_user: str
     stream: bool
     extra: dict[str, str] = field(default_factory=dict)
+    # The experiment arm that answered (``serving.experiments``), None outside an experiment.
+    arm_id: int | None = None
+    arm_name: str = ""
+    # Set on a shadow arm's row: the id of the answered request it mirrored.
+    shadow_of: str = ""
 
 
 def served_request_record(*, served: ServedRequest) -> bool:
@@ -69,6 +74,9 @@ def served_request_record(*, served: ServedRequest) -> bool:
             # No price is read on the request path yet: stored as unpriced, never as zero.
             cost=None,
             caller_user=served.caller_user,
+            arm_id=served.arm_id,
+            experiment_arm=served.arm_name,
+            shadow_of=served.shadow_of,
         )
     )
 

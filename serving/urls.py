@@ -22,6 +22,17 @@ page_patterns: list[URLPattern] = [
         views.request_logs_send,
         name="request_logs_send",
     ),
+    path("projects/<int:project_id>/experiments/", views.experiments, name="experiments"),
+    path(
+        "projects/<int:project_id>/experiments/<int:experiment_id>/",
+        views.experiment_detail,
+        name="experiment_page",
+    ),
+    path(
+        "projects/<int:project_id>/experiments/<int:experiment_id>/<str:action>/",
+        views.experiment_act,
+        name="experiment_act",
+    ),
 ]
 
 project_api_patterns: list[URLPattern] = [
@@ -31,6 +42,27 @@ project_api_patterns: list[URLPattern] = [
         "app-keys/<int:key_id>/revoke/",
         api.ApplicationKeyRevokeApi.as_view(),
         name="app_key_revoke",
+    ),
+    path("experiments/", api.ExperimentCollectionApi.as_view(), name="experiment_list"),
+    path(
+        "experiments/<int:experiment_id>/",
+        api.ExperimentDetailApi.as_view(),
+        name="experiment_detail",
+    ),
+    path(
+        "experiments/<int:experiment_id>/start/",
+        api.ExperimentStartApi.as_view(),
+        name="experiment_start",
+    ),
+    path(
+        "experiments/<int:experiment_id>/stop/",
+        api.ExperimentStopApi.as_view(),
+        name="experiment_stop",
+    ),
+    path(
+        "experiments/<int:experiment_id>/conclude/",
+        api.ExperimentConcludeApi.as_view(),
+        name="experiment_conclude",
     ),
 ]
 

@@ -5,11 +5,12 @@ and admins."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -23,12 +24,16 @@ from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
 from registry.selectors import model_versions_of
 
-from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE, RequestStatus
+from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE, Experiment, RequestStatus
 from .selectors import (
     FeedbackFilter,
     RequestLogFilters,
     application_key_in_project,
     application_keys_of,
+    experiment_arm_results,
+    experiment_in_project,
+    experiment_verdict,
+    experiments_of,
     log_cursor_parse,
     request_log_page,
     request_logs_filtered,
@@ -38,6 +43,9 @@ from .services import (
     CreatedApplicationKey,
     application_key_create,
     application_key_revoke,
+    experiment_conclude,
+    experiment_start,
+    experiment_stop,
     request_logs_send_to_review,
 )
 
@@ -250,3 +258,71 @@ def request_logs_send(request: AppRequest, project_id: int) -> HttpResponse:
         "(a request already sent is not sent again).",
     )
     return redirect("request_logs", project_id)
+
+
+# --- experiments --------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def experiments(request: AppRequest, project_id: int) -> HttpResponse:
+    """The project's experiments (created through the API: POST .../experiments/)."""
+    project, role = project_for(
+        user=request.user, project_id=project_id, action=Action.READ_EXPERIMENTS
+    )
+    context = {
+        "project": project,
+        "role": role,
+        "can": role_flags(role),
+        "experiments": experiments_of(project),
+    }
+    return render(request, "serving/experiments.html", context)
+
+
+@login_required
+@require_GET
+def experiment_detail(request: AppRequest, project_id: int, experiment_id: int) -> HttpResponse:
+    """One experiment: per arm its requests, success rate and feedback score with intervals,
+    latency, error rate, cost per 1,000 requests, and the verdict; a lead's buttons."""
+    project, role = project_for(
+        user=request.user, project_id=project_id, action=Action.READ_EXPERIMENTS
+    )
+    experiment = experiment_in_project(project, experiment_id)
+    results = experiment_arm_results(experiment)
+    context = {
+        "project": project,
+        "role": role,
+        "can": role_flags(role),
+        "experiment": experiment,
+        "results": results,
+        "verdict": experiment_verdict(experiment, results),
+    }
+    return render(request, "serving/experiment_detail.html", context)
+
+
+_EXPERIMENT_ACTIONS: dict[str, tuple[Callable[..., Experiment], str]] = {
+    "start": (experiment_start, "Started: the alias's traffic is split between the arms."),
+    "stop": (experiment_stop, "Stopped: the alias serves what it points at again."),
+    "conclude": (experiment_conclude, "Concluded."),
+}
+
+
+@login_required
+@require_POST
+def experiment_act(
+    request: AppRequest, project_id: int, experiment_id: int, action: str
+) -> HttpResponse:
+    """Start, stop or conclude; a refusal (the gate's included) shows as the page's error."""
+    project, _ = project_for(
+        user=request.user, project_id=project_id, action=Action.MANAGE_EXPERIMENTS
+    )
+    if action not in _EXPERIMENT_ACTIONS:
+        raise Http404("No such experiment action.")
+    service, done = _EXPERIMENT_ACTIONS[action]
+    experiment = service(
+        experiment=experiment_in_project(project, experiment_id), user=request.user
+    )
+    if experiment.promoted_version is not None:
+        done = f"Concluded: {experiment.promoted_version} is in production now."
+    messages.success(request, done)
+    return redirect("experiment_page", project_id, experiment_id)

@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from datasets.models import ImportBatch
-from serving.services import application_key_create
+from serving.services import ArmSpec, application_key_create, experiment_create
 
 from .builders import World, token_client
 
@@ -83,6 +83,21 @@ def path_ids(world: World, path: str) -> dict[str, Any]:
             application_key_create(project=world.project, user=world.owner, name="fuzzed").key
         )
         ids["key_id"] = key.pk
+    if "{experiment_id}" in path:
+        # A draft experiment of the project, made for the operations that name one.
+        experiment = world.project.experiments.first() or experiment_create(
+            project=world.project,
+            user=world.owner,
+            name="fuzzed",
+            registered_model=world.registered_model,
+            alias="production",
+            success_event="resolved",
+            arms=[
+                ArmSpec(name="first", model_version_id=world.first.pk),
+                ArmSpec(name="second", model_version_id=world.second.pk),
+            ],
+        )
+        ids["experiment_id"] = experiment.pk
     return {name: value for name, value in ids.items() if "{" + name + "}" in path}
 
 

@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 
 from datasets.models import AnalysisRun, Example, ExampleStatus
 from ftportal.roles import Role
-from serving.services import application_key_create
+from serving.services import ArmSpec, application_key_create, experiment_create
 
 from .builders import World, token_client
 from .test_roles import db_state
@@ -73,6 +73,18 @@ def ids(world: World, make_member: Callable[..., User]) -> dict[str, int]:
         "app-keys/key_id": application_key_create(
             project=world.project, user=world.owner, name="strict"
         ).key.pk,
+        "experiments/experiment_id": experiment_create(
+            project=world.project,
+            user=world.owner,
+            name="strict",
+            registered_model=world.registered_model,
+            alias="production",
+            success_event="resolved",
+            arms=[
+                ArmSpec(name="first", model_version_id=world.first.pk),
+                ArmSpec(name="second", model_version_id=world.second.pk),
+            ],
+        ).pk,
     }
 
 
