@@ -9,8 +9,12 @@ moment (``serving.model_names``), plainly or streamed as server-sent events. The
 Each request, in order: the key (401 without a valid one, before anything else is read), its
 rate limit (429 with Retry-After), the body (400 naming the field), the model name (404 unknown,
 403 another project's), then the backend (502 when it refuses, 503 when it is unreachable or
-overloaded). Errors answer in OpenAI's shape, ``{"error": {"message", "type", "param",
-"code"}}``. Only an application key authenticates here: no session, no CSRF token.
+overloaded). A name that goes through an alias with a fallback route is answered by the route's
+target when the version fails, outlives the route's timeout or has its circuit open
+(``_answer``, ``serving.fallbacks``, ``serving.breaker``); the answer's ``model`` names what
+answered, and only when both fail is the request an error. Errors answer in OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``. Only an application key authenticates
+here: no session, no CSRF token.
 
 Async views under an ASGI server (``uvicorn config.asgi:application``): the database reads
 and the blocking generation run in worker threads, so the event loop keeps taking requests.
@@ -40,11 +44,20 @@ from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from catalog.models import BaseModel
 from ftportal.models import Project
-from providers.base import ChatResult, Conversation, ProviderError, TransientProviderError
+from providers.base import (
+    ChatModel,
+    ChatResult,
+    Conversation,
+    ProviderError,
+    TransientProviderError,
+)
 from registry.models import ModelVersion
 
-from .backends import backend_chat_model, backend_forget
+from .backends import backend_chat_model, backend_forget, base_model_backend_chat
+from .breaker import breakers
+from .fallbacks import FallbackUse, PrimaryTimedOut, fallback_route_for, within_timeout
 from .model_names import (
     OtherProjectModelName,
     UnknownModelName,
@@ -52,7 +65,7 @@ from .model_names import (
     pinned_model_name,
     served_model_names,
 )
-from .models import ApplicationKey
+from .models import ApplicationKey, FallbackCause
 from .request_log import new_request_id
 from .services import (
     ApplicationKeyRefused,
@@ -276,10 +289,23 @@ def _resolved(project: Project, name: str) -> ModelVersion:
 
 
 def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
-    """The backend's answer; GatewayError 503 when it is unreachable or overloaded (worth
-    trying again), 502 when it refused or failed otherwise."""
+    """The version's answer; GatewayError 503 when its backend is unreachable or overloaded
+    (worth trying again), 502 when it refused or failed otherwise."""
+    return _generate_with(
+        lambda: backend_chat_model(version), pinned_model_name(version), chat_request
+    )
+
+
+def _generate_base(base_model: BaseModel, chat_request: ChatRequest) -> ChatResult:
+    """A catalog base model's own answer (a route's hosted fallback), failing as _generate."""
+    return _generate_with(lambda: base_model_backend_chat(base_model), base_model.key, chat_request)
+
+
+def _generate_with(
+    chat_of: Callable[[], ChatModel], name: str, chat_request: ChatRequest
+) -> ChatResult:
     try:
-        chat = backend_chat_model(version)
+        chat = chat_of()
         try:
             [result] = chat.generate_many(
                 [chat_request.messages],
@@ -294,7 +320,6 @@ def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
         transient = isinstance(failure, TransientProviderError) or getattr(
             failure, "retryable", False
         )
-        name = pinned_model_name(version)
         # The backend's own words stay in the log: they may name endpoints and variables.
         logger.warning("gateway: the backend of %s failed: %s", name, failure)
         if transient:
@@ -311,6 +336,93 @@ def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
             code="backend_error",
         ) from None
     return result
+
+
+# --- fallback routes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A request's answer and what gave it: ``name`` is the answer's ``model`` (a pinned
+    version, or a base model's key), ``version`` or ``base_model`` the row that answered, and
+    ``fallback`` why the alias's route answered instead of the version the name resolved to."""
+
+    result: ChatResult
+    name: str
+    version: ModelVersion | None
+    base_model: BaseModel | None = None
+    fallback: FallbackUse | None = None
+
+
+class FallbackFailed(GatewayError):
+    """The primary and the route's target both failed: the target's status, and the route's
+    use for the log."""
+
+    def __init__(self, target_error: GatewayError, fallback: FallbackUse) -> None:
+        super().__init__(
+            target_error.status,
+            f"{fallback.reason}; its fallback failed too: {target_error.message}",
+            type=target_error.type,
+            code=target_error.code,
+        )
+        self.fallback = fallback
+
+
+def _answer(project: Project, version: ModelVersion, chat_request: ChatRequest) -> Answer:
+    """The answer for a resolved name: the version's, or, when the name goes through an alias
+    with an enabled fallback route and the version fails, times out or its circuit is open,
+    the route target's (``serving.fallbacks``, ``serving.breaker``)."""
+    route = fallback_route_for(project=project, name=chat_request.model)
+    name = pinned_model_name(version)
+    if route is None or route.fallback_version_id == version.pk:
+        # No route, or the alias now serves the route's own target: nothing to fall back to.
+        return Answer(_generate(version, chat_request), name, version)
+    breaker_key = ("version", version.pk)  # one breaker per primary backend
+    admission = breakers.admit(breaker_key)
+    if not admission.ask_primary:
+        cause = FallbackCause.CIRCUIT_OPEN
+        reason = (
+            f"the circuit of {name} is open after {admission.failures_in_a_row} failures in a "
+            "row; it was not asked"
+        )
+    else:
+        try:
+            result = within_timeout(route.timeout_seconds, lambda: _generate(version, chat_request))
+        except GatewayError as failure:
+            cause, reason = FallbackCause.ERROR, f"{failure.code}: {failure.message}"
+        except PrimaryTimedOut as late:
+            cause, reason = FallbackCause.TIMEOUT, f"the backend of {name} gave {late}"
+        except BaseException:
+            breakers.abandoned(breaker_key, admission)
+            raise
+        else:
+            breakers.succeeded(breaker_key)
+            return Answer(result, name, version)
+        breakers.failed(
+            breaker_key,
+            failures_to_open=route.failures_to_open,
+            cooldown_seconds=route.cooldown_seconds,
+        )
+    used = FallbackUse(route=route, cause=cause, reason=reason)
+    target_version, target_base = route.fallback_version, route.fallback_base_model
+    try:
+        if target_version is not None:
+            return Answer(
+                _generate(target_version, chat_request),
+                pinned_model_name(target_version),
+                target_version,
+                fallback=used,
+            )
+        assert target_base is not None  # the table's check: exactly one target
+        return Answer(
+            _generate_base(target_base, chat_request),
+            target_base.key,
+            None,
+            base_model=target_base,
+            fallback=used,
+        )
+    except GatewayError as target_error:
+        raise FallbackFailed(target_error, used) from None
 
 
 # --- answers --------------------------------------------------------------------------------
@@ -447,14 +559,22 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     chat_request: ChatRequest | None = None
     version: ModelVersion | None = None
 
-    def record(status: int, error: str, result: ChatResult | None) -> None:
+    def record(
+        status: int,
+        error: str,
+        result: ChatResult | None,
+        answer: Answer | None = None,
+        fallback: FallbackUse | None = None,
+    ) -> None:
         served_request_record(
             served=ServedRequest(
                 request_id=request_id,
                 key=caller.key,
                 project=caller.project,
                 requested_model=chat_request.model if chat_request else "",
-                served_version=version,
+                served_version=answer.version if answer else version,
+                served_base_model=answer.base_model if answer else None,
+                fallback=answer.fallback if answer else fallback,
                 messages=chat_request.messages if chat_request else [],
                 output=result.text if result else "",
                 status_code=status,
@@ -474,15 +594,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         asked = chat_request
         version = await _in_thread(lambda: _resolved(caller.project, asked.model))
         served = version
-        served_name, result = await _in_thread(
-            lambda: (pinned_model_name(served), _generate(served, asked))
-        )
+        answer = await _in_thread(lambda: _answer(caller.project, served, asked))
     except GatewayError as error:
-        record(error.status, error.message, None)
+        record(error.status, error.message, None, fallback=getattr(error, "fallback", None))
         error.headers.update(caller.rate.headers())
         return error.response()
     headers = {**caller.rate.headers(), "x-request-id": request_id}
-    record(200, "", result)
+    record(200, "", answer.result, answer)
+    served_name, result = answer.name, answer.result
     if not chat_request.stream:
         body = _completion(request_id, served_name, result, chat_request)
         return JsonResponse(body, headers=headers)
