@@ -199,8 +199,15 @@ class RequestLog(models.Model):
     )
     fallback_cause = models.CharField(max_length=20, choices=FallbackCause.choices, blank=True)
     fallback_reason = models.TextField(blank=True)
+    # No index of its own: nothing looks rows up by it (the route's link, which the route
+    # page counts by, has one), and each index is a write on every logged request.
     served_base_model = models.ForeignKey(
-        "catalog.BaseModel", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "catalog.BaseModel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     # Free text until experiments exist (issue 15 item 5): the arm's name, empty outside one.
     experiment_arm = models.CharField(max_length=100, blank=True)
