@@ -20,7 +20,7 @@ from datasets.models import AnalysisRun, Example, ExampleStatus
 from ftportal.roles import Role
 from serving.services import application_key_create
 
-from .builders import World, token_client
+from .builders import World, token_client, world_fallback_route
 from .test_roles import db_state
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +73,7 @@ def ids(world: World, make_member: Callable[..., User]) -> dict[str, int]:
         "app-keys/key_id": application_key_create(
             project=world.project, user=world.owner, name="strict"
         ).key.pk,
+        "fallback-routes/route_id": world_fallback_route(world).pk,
     }
 
 
