@@ -337,7 +337,9 @@ def test_bad_input_through_the_api_is_a_400_naming_the_field(
     body: dict[str, object] = {"model": world.registered_model.pk, "alias": "production"}
     for name, value in changes.items():
         filled = value.format(**ids) if isinstance(value, str) else value
-        body[name] = int(filled) if name == "fallback_version" else filled
+        body[name] = (
+            int(filled) if name == "fallback_version" and isinstance(filled, str) else filled
+        )
 
     response = token_client(make_member(Role.ML_LEAD)).post(
         routes_api(world.project), body, format="json"
