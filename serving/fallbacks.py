@@ -23,7 +23,9 @@ from urllib.parse import unquote
 from django.conf import settings
 from django.db import close_old_connections
 
+from catalog.models import BaseModel
 from ftportal.models import Project
+from registry.models import ModelVersion
 
 from .model_names import PINNED_MARK, SEPARATOR
 from .models import FallbackCause, FallbackRoute
@@ -90,22 +92,35 @@ def _alias_of(name: str) -> tuple[str | None, str] | None:
 
 
 def fallback_route_for(*, project: Project, name: str) -> FallbackRoute | None:
-    """The enabled route of the alias ``name`` goes through, with its target ready to serve;
-    None for a pinned name or an alias without an enabled route. One query."""
+    """The enabled route of the alias ``name`` goes through; None for a pinned name or an
+    alias without an enabled route. One query over three small tables: every alias request
+    pays it, so the targets are not joined here (``fallback_target_version`` and
+    ``fallback_target_base_model`` read them when a request falls back)."""
     alias = _alias_of(name)
     if alias is None:
         return None
     model_name, alias_name = alias
     routes = FallbackRoute.objects.filter(
         enabled=True, alias__registered_model__project=project, alias__name=alias_name
-    ).select_related(
-        "alias",
-        "fallback_version__registered_model__project",
-        "fallback_version__base_model__endpoint",
-        "fallback_base_model__endpoint",
     )
     if model_name is not None:
         routes = routes.filter(alias__registered_model__name=model_name)
     found = list(routes[:2])
     # The short form with several models' aliases is refused before this (ambiguous name).
     return found[0] if len(found) == 1 else None
+
+
+def fallback_target_version(route: FallbackRoute) -> ModelVersion | None:
+    """The route's target version, with what serving it reads (its name, its backend)."""
+    if route.fallback_version_id is None:
+        return None
+    return ModelVersion.objects.select_related(
+        "registered_model__project", "base_model__endpoint"
+    ).get(pk=route.fallback_version_id)
+
+
+def fallback_target_base_model(route: FallbackRoute) -> BaseModel | None:
+    """The route's target base model, with its endpoint."""
+    if route.fallback_base_model_id is None:
+        return None
+    return BaseModel.objects.select_related("endpoint").get(pk=route.fallback_base_model_id)

@@ -57,7 +57,14 @@ from registry.models import ModelVersion
 
 from .backends import backend_chat_model, backend_forget, base_model_backend_chat
 from .breaker import breakers
-from .fallbacks import FallbackUse, PrimaryTimedOut, fallback_route_for, within_timeout
+from .fallbacks import (
+    FallbackUse,
+    PrimaryTimedOut,
+    fallback_route_for,
+    fallback_target_base_model,
+    fallback_target_version,
+    within_timeout,
+)
 from .model_names import (
     OtherProjectModelName,
     UnknownModelName,
@@ -404,8 +411,8 @@ def _answer(project: Project, version: ModelVersion, chat_request: ChatRequest) 
             cooldown_seconds=route.cooldown_seconds,
         )
     used = FallbackUse(route=route, cause=cause, reason=reason)
-    target_version, target_base = route.fallback_version, route.fallback_base_model
     try:
+        target_version = fallback_target_version(route)
         if target_version is not None:
             return Answer(
                 _generate(target_version, chat_request),
@@ -413,6 +420,7 @@ def _answer(project: Project, version: ModelVersion, chat_request: ChatRequest) 
                 target_version,
                 fallback=used,
             )
+        target_base = fallback_target_base_model(route)
         assert target_base is not None  # the table's check: exactly one target
         return Answer(
             _generate_base(target_base, chat_request),
