@@ -111,7 +111,7 @@ def request_logs_filtered(project: Project, filters: RequestLogFilters) -> Query
     history (within the other filters) for rare ones; narrow the dates to bound it.
     """
     rows = request_logs_of(project).select_related(
-        "served_version__registered_model", "application_key"
+        "served_version__registered_model", "served_base_model", "application_key"
     )
     if filters.served_version_id is not None:
         rows = rows.filter(served_version_id=filters.served_version_id)

@@ -23,6 +23,7 @@ from serving.models import FallbackCause, FallbackRoute, RequestLog, RequestStat
 from tests.api.builders import World, register_model_version, token_client, world_fallback_route
 from tests.api.fixtures import api_world_fixture  # noqa: F401
 from tests.factories import frozen_version
+from tests.pages.builders import XSS, XSS_ESCAPED
 
 pytestmark = pytest.mark.django_db
 
@@ -349,3 +350,23 @@ def test_bad_input_through_the_api_is_a_400_naming_the_field(
     error = response.json()["error"]
     assert field in error.get("fields", {}) or error.get("field") == field
     assert not FallbackRoute.objects.exists()
+
+
+def test_the_request_log_shows_why_a_request_fell_back_and_what_answered(
+    world: World, make_member: Callable[..., User], base_model: BaseModel
+) -> None:
+    route = world_fallback_route(world)
+    log_row(route, RequestStatus.FALLBACK, FallbackCause.TIMEOUT)
+    RequestLog.objects.update(
+        served_base_model=base_model, fallback_reason=f"no answer within 2s {XSS}"
+    )
+
+    html = (
+        logged_in(make_member(Role.MANAGER))
+        .get(reverse("request_logs", args=[world.project.pk]), {"status": "fallback"})
+        .content.decode()
+    )
+
+    assert "primary timed out:" in html and f"no answer within 2s {XSS_ESCAPED}" in html
+    assert XSS not in html
+    assert f"{base_model.key} (base model)" in html
