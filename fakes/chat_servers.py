@@ -36,8 +36,10 @@ Counters: ``connections``, ``total_requests``, ``headers_seen`` (each request's 
 ``request_times_by_item`` (arrival times, ``time.monotonic()``). Scenario controls:
 ``fail_next_requests`` (429 with Retry-After, 500, 529 overloaded, a 400, ...),
 ``stall_next_requests`` (held, then dropped unanswered: longer than the client's timeout),
-``reject_items_containing`` (a permanent 400 for matching items), and ``response_delay``
-(seconds before each successful answer).
+``reject_items_containing`` (a permanent 400 for matching items), ``fail_model`` (every
+request naming that ``model`` answered with an error status until ``fail_model(model, None)``;
+one server can then host a failing fine-tuned model beside a working one), and
+``response_delay`` (seconds before each successful answer).
 
 ``python -m fakes.chat_servers`` runs the OpenAI-compatible fake in a process of its own,
 controlled over HTTP at ``CONTROL_PATH`` (see ``serve_until_stdin_closes``).
@@ -119,6 +121,7 @@ class _FakeChatServer(FakeServer):
         self.request_times_by_item: dict[str, list[float]] = {}
         self._in_flight = 0
         self._rejected_texts: list[str] = []
+        self._failing_models: dict[str, int] = {}
         super().__init__(_handler_for(self))
 
     @property
@@ -143,6 +146,21 @@ class _FakeChatServer(FakeServer):
         """Refuse (400, permanently) every request whose last user message contains ``text``."""
         with self._lock:
             self._rejected_texts.append(text)
+
+    def fail_model(self, model: str, status: int | None) -> None:
+        """Answer every request naming ``model`` with ``status`` (None: answer it again)."""
+        with self._lock:
+            if status is None:
+                self._failing_models.pop(model, None)
+            else:
+                self._failing_models[model] = status
+
+    def requests_for_model(self, model: str) -> int:
+        """How many requests named ``model`` (failed ones included)."""
+        with self._lock:
+            return sum(
+                1 for body in self.bodies if isinstance(body, dict) and body.get("model") == model
+            )
 
     @property
     def successful_answers(self) -> int:
@@ -210,6 +228,11 @@ class _FakeChatServer(FakeServer):
         with self._lock:
             self.headers_seen.append(dict(headers))
         failure, stall = self._arrive(item)
+        with self._lock:
+            model = body.get("model") if isinstance(body, dict) else None
+            model_status = self._failing_models.get(str(model))
+        if failure is None and model_status is not None:
+            failure = InjectedFailure(model_status, {}, f"Simulated {model_status} for this model.")
         try:
             if failure is not None:
                 return Reply(

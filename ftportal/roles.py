@@ -38,6 +38,9 @@ class Action(models.TextChoices):
     # creating or revoking one is a lead's call (issue 15: "leads manage keys, routes and
     # experiments; managers read"). Every member may read the list, which shows no secret.
     MANAGE_APP_KEYS = "manage_app_keys", "create or revoke application keys"
+    # Where an alias's traffic goes when its version fails (issue 15: "leads manage keys,
+    # routes and experiments; managers read"): every member reads the routes.
+    MANAGE_ROUTES = "manage_routes", "set, change or remove fallback routes"
     # The request log holds what end users typed: its own action, so tightening who reads
     # production traffic is one line here. Issue 15: "reviewers browse logs and send to review;
     # managers read" (every role today).
@@ -68,6 +71,7 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.OVERRIDE_PROMOTION_GATE: frozenset({Role.ADMIN}),
     Action.MANAGE_MEMBERS: frozenset({Role.ADMIN}),
     Action.MANAGE_APP_KEYS: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.MANAGE_ROUTES: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.READ_TRAFFIC: _ALL,
     Action.SEND_TRAFFIC_TO_REVIEW: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
     Action.MANAGE_EXPERIMENTS: frozenset({Role.ML_LEAD, Role.ADMIN}),
@@ -101,6 +105,7 @@ class RoleFlags:
     override_promotion_gate: bool
     manage_members: bool
     manage_app_keys: bool
+    manage_routes: bool
     read_traffic: bool
     send_traffic_to_review: bool
     manage_experiments: bool

@@ -255,6 +255,7 @@ def _shadow_run(shadow: ShadowRequest) -> None:
                 project=shadow.key.project,
                 requested_model=shadow.requested_model,
                 served_version=shadow.target.version,
+                served_base_model=shadow.target.base_model,
                 messages=shadow.messages,
                 output=result.text if result else "",
                 status_code=200 if result else 502,

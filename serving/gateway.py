@@ -10,8 +10,12 @@ Each request, in order: the key (401 without a valid one, before anything else i
 rate limit (429 with Retry-After), the body (400 naming the field), the model name (404 unknown,
 403 another project's; through an alias with a running experiment, the caller's arm:
 ``serving.experiments``), then the backend (502 when it refuses, 503 when it is unreachable or
-overloaded). Errors answer in OpenAI's shape, ``{"error": {"message", "type", "param",
-"code"}}``. Only an application key authenticates here: no session, no CSRF token.
+overloaded). A name that goes through an alias with a fallback route is answered by the route's
+target when the version fails, outlives the route's timeout or has its circuit open
+(``_answer``, ``serving.fallbacks``, ``serving.breaker``); the answer's ``model`` names what
+answered, and only when both fail is the request an error. Errors answer in OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``. Only an application key authenticates
+here: no session, no CSRF token.
 
 Async views under an ASGI server (``uvicorn config.asgi:application``): the database reads
 and the blocking generation run in worker threads, so the event loop keeps taking requests.
@@ -43,11 +47,26 @@ from django.views.decorators.http import require_GET, require_POST
 
 from catalog.models import BaseModel
 from ftportal.models import Project
-from providers.base import ChatResult, Conversation, ProviderError, TransientProviderError
+from providers.base import (
+    ChatModel,
+    ChatResult,
+    Conversation,
+    ProviderError,
+    TransientProviderError,
+)
 from registry.models import ModelVersion
 
 from .backends import backend_chat_model, backend_forget, base_model_backend_chat
+from .breaker import breakers
 from .experiments import Routed, ShadowRequest, experiment_route, shadow_submit
+from .fallbacks import (
+    FallbackUse,
+    PrimaryTimedOut,
+    fallback_route_for,
+    fallback_target_base_model,
+    fallback_target_version,
+    within_timeout,
+)
 from .model_names import (
     OtherProjectModelName,
     Resolution,
@@ -56,7 +75,7 @@ from .model_names import (
     pinned_model_name,
     served_model_names,
 )
-from .models import ApplicationKey, RequestLog
+from .models import ApplicationKey, FallbackCause, RequestLog
 from .request_log import new_request_id
 from .services import (
     ApplicationKeyRefused,
@@ -281,10 +300,23 @@ def _resolution(project: Project, name: str) -> Resolution:
 
 
 def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
-    """The backend's answer; GatewayError 503 when it is unreachable or overloaded (worth
-    trying again), 502 when it refused or failed otherwise."""
+    """The version's answer; GatewayError 503 when its backend is unreachable or overloaded
+    (worth trying again), 502 when it refused or failed otherwise."""
+    return _generate_with(
+        lambda: backend_chat_model(version), pinned_model_name(version), chat_request
+    )
+
+
+def _generate_base(base_model: BaseModel, chat_request: ChatRequest) -> ChatResult:
+    """A catalog base model's own answer (a route's hosted fallback), failing as _generate."""
+    return _generate_with(lambda: base_model_backend_chat(base_model), base_model.key, chat_request)
+
+
+def _generate_with(
+    chat_of: Callable[[], ChatModel], name: str, chat_request: ChatRequest
+) -> ChatResult:
     try:
-        chat = backend_chat_model(version)
+        chat = chat_of()
         try:
             [result] = chat.generate_many(
                 [chat_request.messages],
@@ -299,7 +331,6 @@ def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
         transient = isinstance(failure, TransientProviderError) or getattr(
             failure, "retryable", False
         )
-        name = pinned_model_name(version)
         # The backend's own words stay in the log: they may name endpoints and variables.
         logger.warning("gateway: the backend of %s failed: %s", name, failure)
         if transient:
@@ -318,57 +349,106 @@ def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
     return result
 
 
-def _backend_failure(name: str, failure: ProviderError) -> GatewayError:
-    """A backend's failure as the gateway answers it: 503 when worth trying again, else 502."""
-    transient = isinstance(failure, TransientProviderError) or getattr(failure, "retryable", False)
-    # The backend's own words stay in the log: they may name endpoints and variables.
-    logger.warning("gateway: the backend of %s failed: %s", name, failure)
-    if transient:
-        return GatewayError(
-            503,
-            f"The backend of {name} is unavailable; try again later.",
-            type="server_error",
-            code="backend_unavailable",
-        )
-    return GatewayError(
-        502,
-        f"The backend of {name} could not answer this request.",
-        type="server_error",
-        code="backend_error",
-    )
-
-
-def _generate_baseline(base_model: BaseModel, chat_request: ChatRequest) -> ChatResult:
-    """A catalog base model's answer as it is (an experiment's hosted baseline arm)."""
-    try:
-        chat = base_model_backend_chat(base_model)
-        try:
-            [result] = chat.generate_many(
-                [chat_request.messages],
-                max_new_tokens=chat_request.max_tokens,
-                temperature=chat_request.temperature,
-                batch_size=1,
-            )
-        except ProviderError:
-            backend_forget(chat)
-            raise
-    except ProviderError as failure:
-        raise _backend_failure(base_model.key, failure) from None
-    return result
-
-
 def _routed(project: Project, chat_request: ChatRequest, request_id: str) -> Routed:
     """The version (or experiment arm) that answers this request (``serving.experiments``)."""
     resolution = _resolution(project, chat_request.model)
     return experiment_route(resolution=resolution, user=chat_request.user, request_id=request_id)
 
 
-def _answer(routed: Routed, chat_request: ChatRequest) -> tuple[str, ChatResult]:
-    """The answer of the routed version or arm, with the name it answers as."""
+# --- fallback routes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A request's answer and what gave it: ``name`` is the answer's ``model`` (a pinned
+    version, or a base model's key), ``version`` or ``base_model`` the row that answered, and
+    ``fallback`` why the alias's route answered instead of the version the name resolved to."""
+
+    result: ChatResult
+    name: str
+    version: ModelVersion | None
+    base_model: BaseModel | None = None
+    fallback: FallbackUse | None = None
+
+
+class FallbackFailed(GatewayError):
+    """The primary and the route's target both failed: the target's status, and the route's
+    use for the log."""
+
+    def __init__(self, target_error: GatewayError, fallback: FallbackUse) -> None:
+        super().__init__(
+            target_error.status,
+            f"{fallback.reason}; its fallback failed too: {target_error.message}",
+            type=target_error.type,
+            code=target_error.code,
+        )
+        self.fallback = fallback
+
+
+def _answer(project: Project, routed: Routed, chat_request: ChatRequest) -> Answer:
+    """The answer for a routed request: an experiment's hosted-baseline arm's as it is (no
+    route: the baseline is itself what a route would fall back to); else the version's, or,
+    when the name goes through an alias with an enabled fallback route and the version fails,
+    times out or its circuit is open, the route target's (``serving.fallbacks``,
+    ``serving.breaker``). The route is the alias's whichever arm's version answers; the breaker
+    is that version's."""
     if routed.arm is not None and routed.arm.base_model is not None:
-        return routed.arm.served_name, _generate_baseline(routed.arm.base_model, chat_request)
-    assert routed.version is not None
-    return pinned_model_name(routed.version), _generate(routed.version, chat_request)
+        base = routed.arm.base_model
+        return Answer(_generate_base(base, chat_request), base.key, None, base_model=base)
+    version = routed.version
+    assert version is not None  # an arm serves a version or a base model
+    route = fallback_route_for(project=project, name=chat_request.model)
+    name = pinned_model_name(version)
+    if route is None or route.fallback_version_id == version.pk:
+        # No route, or the alias now serves the route's own target: nothing to fall back to.
+        return Answer(_generate(version, chat_request), name, version)
+    breaker_key = ("version", version.pk)  # one breaker per primary backend
+    admission = breakers.admit(breaker_key)
+    if not admission.ask_primary:
+        cause = FallbackCause.CIRCUIT_OPEN
+        reason = (
+            f"the circuit of {name} is open after {admission.failures_in_a_row} failures in a "
+            "row; it was not asked"
+        )
+    else:
+        try:
+            result = within_timeout(route.timeout_seconds, lambda: _generate(version, chat_request))
+        except GatewayError as failure:
+            cause, reason = FallbackCause.ERROR, f"{failure.code}: {failure.message}"
+        except PrimaryTimedOut as late:
+            cause, reason = FallbackCause.TIMEOUT, f"the backend of {name} gave {late}"
+        except BaseException:
+            breakers.abandoned(breaker_key, admission)
+            raise
+        else:
+            breakers.succeeded(breaker_key)
+            return Answer(result, name, version)
+        breakers.failed(
+            breaker_key,
+            failures_to_open=route.failures_to_open,
+            cooldown_seconds=route.cooldown_seconds,
+        )
+    used = FallbackUse(route=route, cause=cause, reason=reason)
+    try:
+        target_version = fallback_target_version(route)
+        if target_version is not None:
+            return Answer(
+                _generate(target_version, chat_request),
+                pinned_model_name(target_version),
+                target_version,
+                fallback=used,
+            )
+        target_base = fallback_target_base_model(route)
+        assert target_base is not None  # the table's check: exactly one target
+        return Answer(
+            _generate_base(target_base, chat_request),
+            target_base.key,
+            None,
+            base_model=target_base,
+            fallback=used,
+        )
+    except GatewayError as target_error:
+        raise FallbackFailed(target_error, used) from None
 
 
 def _mirror(caller: Caller, routed: Routed, chat_request: ChatRequest, request_id: str) -> None:
@@ -524,14 +604,22 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     version: ModelVersion | None = None
     routed: Routed | None = None
 
-    def record(status: int, error: str, result: ChatResult | None) -> None:
+    def record(
+        status: int,
+        error: str,
+        result: ChatResult | None,
+        answer: Answer | None = None,
+        fallback: FallbackUse | None = None,
+    ) -> None:
         served_request_record(
             served=ServedRequest(
                 request_id=request_id,
                 key=caller.key,
                 project=caller.project,
                 requested_model=chat_request.model if chat_request else "",
-                served_version=version,
+                served_version=answer.version if answer else version,
+                served_base_model=answer.base_model if answer else None,
+                fallback=answer.fallback if answer else fallback,
                 messages=chat_request.messages if chat_request else [],
                 output=result.text if result else "",
                 status_code=status,
@@ -554,16 +642,17 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         routed = await _in_thread(lambda: _routed(caller.project, asked, request_id))
         version = routed.version
         route = routed
-        served_name, result = await _in_thread(lambda: _answer(route, asked))
+        answer = await _in_thread(lambda: _answer(caller.project, route, asked))
     except GatewayError as error:
-        record(error.status, error.message, None)
+        record(error.status, error.message, None, fallback=getattr(error, "fallback", None))
         if routed is not None and chat_request is not None:
             _mirror(caller, routed, chat_request, request_id)
         error.headers.update(caller.rate.headers())
         return error.response()
     headers = {**caller.rate.headers(), "x-request-id": request_id}
-    record(200, "", result)
+    record(200, "", answer.result, answer)
     _mirror(caller, routed, chat_request, request_id)
+    served_name, result = answer.name, answer.result
     if not chat_request.stream:
         body = _completion(request_id, served_name, result, chat_request)
         return JsonResponse(body, headers=headers)

@@ -1,4 +1,5 @@
-"""Tables of the serving app: the application keys programs call the gateway with."""
+"""Tables of the serving app: the application keys programs call the gateway with, the request
+log, feedback and outcome events, and the fallback routes of aliases."""
 
 from __future__ import annotations
 
@@ -68,6 +69,89 @@ class ApplicationKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
 
+# A fallback route's bounds: below a tenth of a second a timeout or a cool-down is noise; past
+# ten minutes a client has long given up; past 1,000 failures a breaker never opens.
+MIN_ROUTE_SECONDS = 0.1
+MAX_TIMEOUT_SECONDS = 600.0
+MAX_COOLDOWN_SECONDS = 86_400.0
+MAX_FAILURES_TO_OPEN = 1000
+
+
+class FallbackRoute(models.Model):
+    """What answers for an alias of a registered model when the version it serves fails.
+
+    One route per alias (``Ticket triage/production``, whatever version it points at now).
+    The target is either a registry version of the same registered model (say, the previous
+    production version) or a catalog base model as it is (a hosted model). The gateway waits
+    ``timeout_seconds`` for the primary backend; a failure or a timeout is answered by the
+    target (``serving.fallbacks``). After ``failures_to_open`` failures in a row the primary's
+    circuit breaker opens (``serving.breaker``): for ``cooldown_seconds`` requests go straight
+    to the target, then one trial request decides whether it closes again. Pinned names
+    (``<project>/<model>@<n>``) ask for one version and never fall back.
+    """
+
+    alias = models.OneToOneField(
+        "registry.Alias", on_delete=models.CASCADE, related_name="fallback_route"
+    )
+    # Exactly one of the two (a check constraint): a version, or a base model as it is.
+    fallback_version = models.ForeignKey(
+        "registry.ModelVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    fallback_base_model = models.ForeignKey(
+        "catalog.BaseModel", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    timeout_seconds = models.FloatField(
+        default=30.0,
+        validators=[MinValueValidator(MIN_ROUTE_SECONDS), MaxValueValidator(MAX_TIMEOUT_SECONDS)],
+    )
+    failures_to_open = models.PositiveIntegerField(
+        default=5, validators=[MinValueValidator(1), MaxValueValidator(MAX_FAILURES_TO_OPEN)]
+    )
+    cooldown_seconds = models.FloatField(
+        default=30.0,
+        validators=[MinValueValidator(MIN_ROUTE_SECONDS), MaxValueValidator(MAX_COOLDOWN_SECONDS)],
+    )
+    enabled = models.BooleanField(default=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["alias__registered_model__name", "alias__name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(fallback_version__isnull=False) & Q(fallback_base_model__isnull=True))
+                | (Q(fallback_version__isnull=True) & Q(fallback_base_model__isnull=False)),
+                name="fallback_route_one_target",
+            ),
+            models.CheckConstraint(
+                condition=Q(timeout_seconds__gte=MIN_ROUTE_SECONDS)
+                & Q(timeout_seconds__lte=MAX_TIMEOUT_SECONDS)
+                & Q(cooldown_seconds__gte=MIN_ROUTE_SECONDS)
+                & Q(cooldown_seconds__lte=MAX_COOLDOWN_SECONDS)
+                & Q(failures_to_open__gte=1)
+                & Q(failures_to_open__lte=MAX_FAILURES_TO_OPEN),
+                name="fallback_route_settings_in_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"fallback of {self.alias.registered_model.name}/{self.alias.name}"
+
+
+class FallbackCause(models.TextChoices):
+    """Why a request was answered by its alias's fallback route."""
+
+    # The primary backend answered with an error (ProviderError).
+    ERROR = "error", "primary failed"
+    # The primary backend did not answer within the route's timeout.
+    TIMEOUT = "timeout", "primary timed out"
+    # The primary's circuit breaker was open: it was not asked at all.
+    CIRCUIT_OPEN = "circuit_open", "circuit open"
+
+
 class RequestStatus(models.TextChoices):
     """How a gateway request ended."""
 
@@ -105,6 +189,25 @@ class RequestLog(models.Model):
         null=True,
         blank=True,
         related_name="+",
+    )
+    # A request answered by (or failed over to) its alias's fallback route: the route, why
+    # (``fallback_cause``, and ``fallback_reason`` in words), and, when a catalog base model
+    # answered, which one (``served_version`` is then empty; when a version answered, it is
+    # that version).
+    fallback_route = models.ForeignKey(
+        FallbackRoute, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    fallback_cause = models.CharField(max_length=20, choices=FallbackCause.choices, blank=True)
+    fallback_reason = models.TextField(blank=True)
+    # No index of its own: nothing looks rows up by it (the route's link, which the route
+    # page counts by, has one), and each index is a write on every logged request.
+    served_base_model = models.ForeignKey(
+        "catalog.BaseModel",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     # The arm's name as it was when served, empty outside an experiment; ``arm`` is the row
     # an experiment page counts by (SET_NULL like every link here).

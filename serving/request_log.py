@@ -69,6 +69,11 @@ class RequestLogEntry:
     # None: the served model has no price; stored as unknown, never as zero.
     cost: Decimal | None = None
     caller_user: str = ""
+    # A request its alias's fallback route answered (or failed over to): serving.fallbacks.
+    served_base_model_id: int | None = None
+    fallback_route_id: int | None = None
+    fallback_cause: str = ""
+    fallback_reason: str = ""
     created_at: datetime = field(default_factory=timezone.now)
 
 
@@ -132,6 +137,10 @@ def request_log_row(entry: RequestLogEntry, *, redact: bool) -> RequestLog:
         cost=entry.cost,
         cost_known=entry.cost is not None,
         caller_user=entry.caller_user,
+        served_base_model_id=entry.served_base_model_id,
+        fallback_route_id=entry.fallback_route_id,
+        fallback_cause=entry.fallback_cause,
+        fallback_reason=entry.fallback_reason,
         created_at=entry.created_at,
         redacted=redacted,
     )

@@ -1,5 +1,5 @@
-"""Reads for serving: each application key only within its project, and the request log
-browser's filtered, keyset-paginated pages."""
+"""Reads for serving: each application key only within its project, the request log
+browser's filtered, keyset-paginated pages, and the fallback routes with their counts."""
 
 from __future__ import annotations
 
@@ -7,11 +7,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, TextChoices, TextField
-from django.db.models.functions import Cast
+from django.db.models import (
+    Count,
+    Exists,
+    Max,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    TextChoices,
+    TextField,
+)
+from django.db.models.functions import Cast, Coalesce
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
 from evaluation.statistics import (
     VerdictOutcome,
@@ -22,11 +35,14 @@ from evaluation.statistics import (
 )
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
+from registry.models import Alias
 
 from .models import (
     ApplicationKey,
     Experiment,
     ExperimentArm,
+    FallbackCause,
+    FallbackRoute,
     Feedback,
     OutcomeEvent,
     RequestLog,
@@ -164,7 +180,7 @@ def request_logs_filtered(project: Project, filters: RequestLogFilters) -> Query
     rows on two busy cores); narrow the dates to bound it, as for the text search.
     """
     rows = request_logs_of(project).select_related(
-        "served_version__registered_model", "application_key"
+        "served_version__registered_model", "served_base_model", "application_key"
     )
     if filters.served_version_id is not None:
         rows = rows.filter(served_version_id=filters.served_version_id)
@@ -466,3 +482,81 @@ def experiment_verdict(experiment: Experiment, results: Sequence[ArmResult]) -> 
     )
     said = weakest.sentence(leader.arm.name, rival.arm.name, label)
     return ExperimentVerdict(None, f"Not enough evidence yet: {said}.", rule)
+
+
+# --- fallback routes ----------------------------------------------------------------------------
+
+FALLBACK_COUNT_WINDOW = timedelta(hours=24)
+
+
+def _route_log_subquery(since: datetime, *, value: Any, **conditions: Any) -> Subquery:
+    """One figure of each route's log rows since ``since`` (a correlated subquery on the
+    log's (project, status, created_at) index: fallbacks and errors are the rare rows)."""
+    rows = (
+        RequestLog.objects.filter(
+            fallback_route=OuterRef("pk"),
+            project=OuterRef("alias__registered_model__project"),
+            created_at__gte=since,
+            **conditions,
+        )
+        .order_by()
+        .values("fallback_route")
+        .annotate(figure=value)
+        .values("figure")
+    )
+    return Subquery(rows)
+
+
+def fallback_routes_of(project: Project, *, now: datetime | None = None) -> QuerySet[FallbackRoute]:
+    """The project's fallback routes, by model and alias, with their alias, targets and who
+    last set them, and their last 24 hours from the request log (every gateway process's
+    requests): ``fallbacks_last_24h`` answered by the route, ``circuit_open_last_24h`` of them
+    without asking the primary (its breaker was open), ``failed_too_last_24h`` failed on the
+    route as well, ``latest_fallback_at``."""
+    since = (now or timezone.now()) - FALLBACK_COUNT_WINDOW
+    fallback = {"status": RequestStatus.FALLBACK}
+    return (
+        FallbackRoute.objects.filter(alias__registered_model__project=project)
+        .select_related(
+            "alias__registered_model",
+            "alias__model_version",
+            "fallback_version",
+            "fallback_base_model",
+            "updated_by",
+        )
+        .annotate(
+            fallbacks_last_24h=Coalesce(
+                _route_log_subquery(since, value=Count("id"), **fallback), 0
+            ),
+            circuit_open_last_24h=Coalesce(
+                _route_log_subquery(
+                    since, value=Count("id"), fallback_cause=FallbackCause.CIRCUIT_OPEN, **fallback
+                ),
+                0,
+            ),
+            failed_too_last_24h=Coalesce(
+                _route_log_subquery(since, value=Count("id"), status=RequestStatus.ERROR), 0
+            ),
+            latest_fallback_at=_route_log_subquery(since, value=Max("created_at"), **fallback),
+        )
+    )
+
+
+def fallback_route_in_project(project: Project, route_id: int) -> FallbackRoute:
+    """One route of the project; 404 for any other id (another project's included)."""
+    return get_object_or_404(fallback_routes_of(project), pk=route_id)
+
+
+def aliases_of(project: Project) -> QuerySet[Alias]:
+    """Every alias of the project's registered models (what a route may be set on), with the
+    version it serves now."""
+    return (
+        Alias.objects.filter(registered_model__project=project)
+        .select_related("registered_model", "model_version")
+        .order_by("registered_model__name", "name")
+    )
+
+
+def route_alias_in_project(project: Project, model_id: int, alias_name: str) -> Alias | None:
+    """The alias ``alias_name`` of the project's registered model ``model_id``, or None."""
+    return aliases_of(project).filter(registered_model_id=model_id, name=alias_name).first()

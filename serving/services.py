@@ -1,6 +1,7 @@
 """Writes and checks for application keys: create (the secret shown once), revoke (at once),
 authenticate a presented key for the gateway, and its per-minute rate limit. Writes of the
-request log: sending logged requests to review, and retention."""
+request log: sending logged requests to review, and retention. Aliases' fallback routes:
+create, change, remove."""
 
 from __future__ import annotations
 
@@ -40,12 +41,17 @@ from .models import (
     KEY_NAME_MAX_LENGTH,
     MAX_ARM_WEIGHT,
     MAX_ARMS,
+    MAX_COOLDOWN_SECONDS,
+    MAX_FAILURES_TO_OPEN,
     MAX_RATE_LIMIT_PER_MINUTE,
+    MAX_TIMEOUT_SECONDS,
+    MIN_ROUTE_SECONDS,
     OUTCOME_NAME_MAX_LENGTH,
     ApplicationKey,
     Experiment,
     ExperimentArm,
     ExperimentStatus,
+    FallbackRoute,
     Feedback,
     OutcomeEvent,
     RequestLog,
@@ -802,3 +808,117 @@ def experiment_conclude(*, experiment: Experiment, user: User) -> Experiment:
         )
         locked.save(update_fields=changed)
     return locked
+
+
+# --- fallback routes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """What a lead sets on an alias's fallback route: exactly one target, the primary's
+    timeout and its circuit breaker."""
+
+    fallback_version: ModelVersion | None
+    fallback_base_model: BaseModel | None
+    timeout_seconds: float = 30.0
+    failures_to_open: int = 5
+    cooldown_seconds: float = 30.0
+    enabled: bool = True
+
+
+def _refuse(field: str, message: str) -> ApplicationError:
+    return ApplicationError(f"{field}: {message}", extra={"field": field})
+
+
+def _checked_route_settings(alias: Alias, wanted: RouteSettings) -> RouteSettings:
+    """``wanted`` when it is a route this alias may have; else the field that is wrong.
+
+    A target version must be another version of the alias's own registered model: a registered
+    model is one task with one answer contract, so another model's version (or another
+    project's, which the caller cannot even name) would answer a different question under this
+    alias's name. A hosted answer to the same task is a catalog base model, which may be any
+    active one the catalog offers.
+    """
+    version, base = wanted.fallback_version, wanted.fallback_base_model
+    if (version is None) == (base is None):
+        raise _refuse(
+            "fallback_version",
+            "give either a fallback version or a fallback base model (exactly one).",
+        )
+    model = alias.registered_model
+    if version is not None:
+        if version.registered_model_id != model.pk:
+            raise _refuse(
+                "fallback_version",
+                f"must be a version of {model.name}, the model the alias '{alias.name}' "
+                "belongs to; another model answers another task.",
+            )
+        if version.pk == alias.model_version_id:
+            raise _refuse(
+                "fallback_version",
+                f"version {version.number} is what '{alias.name}' serves now; a fallback must "
+                "be another version.",
+            )
+    if base is not None:
+        today = timezone.now().date()
+        if not base.is_active or (base.retires_at is not None and base.retires_at <= today):
+            raise _refuse(
+                "fallback_base_model", f"{base.key} is not offered by the catalog any more."
+            )
+    for field, value, low, high in (
+        ("timeout_seconds", wanted.timeout_seconds, MIN_ROUTE_SECONDS, MAX_TIMEOUT_SECONDS),
+        ("cooldown_seconds", wanted.cooldown_seconds, MIN_ROUTE_SECONDS, MAX_COOLDOWN_SECONDS),
+        ("failures_to_open", wanted.failures_to_open, 1, MAX_FAILURES_TO_OPEN),
+    ):
+        if not math.isfinite(value) or not low <= value <= high:
+            raise _refuse(field, f"a number from {low:g} to {high:g}.")
+    return wanted
+
+
+def _route_fields(wanted: RouteSettings, user: User) -> dict[str, object]:
+    return {
+        "fallback_version": wanted.fallback_version,
+        "fallback_base_model": wanted.fallback_base_model,
+        "timeout_seconds": float(wanted.timeout_seconds),
+        "failures_to_open": int(wanted.failures_to_open),
+        "cooldown_seconds": float(wanted.cooldown_seconds),
+        "enabled": wanted.enabled,
+        "updated_by": user,
+    }
+
+
+def fallback_route_create(*, alias: Alias, user: User, wanted: RouteSettings) -> FallbackRoute:
+    """The alias's new fallback route; 409 when it has one already (change or remove that)."""
+    checked = _checked_route_settings(alias, wanted)
+    conflict = ConflictError(
+        f"alias: {alias.registered_model.name}/{alias.name} has a fallback route already; "
+        "change it or remove it first.",
+        extra={"field": "alias"},
+    )
+    if FallbackRoute.objects.filter(alias=alias).exists():
+        raise conflict
+    try:
+        # Its own savepoint: two concurrent creates for one alias meet the one-to-one
+        # constraint, and the loser's error must not break the caller's transaction.
+        with transaction.atomic():
+            return FallbackRoute.objects.create(alias=alias, **_route_fields(checked, user))
+    except IntegrityError:
+        raise conflict from None
+
+
+def fallback_route_change(
+    *, route: FallbackRoute, user: User, wanted: RouteSettings
+) -> FallbackRoute:
+    """The route with new settings, checked as a new one's; the gateway reads it at the next
+    request (and its breaker takes the new thresholds at its next failure)."""
+    checked = _checked_route_settings(route.alias, wanted)
+    for name, value in _route_fields(checked, user).items():
+        setattr(route, name, value)
+    route.save()
+    return route
+
+
+def fallback_route_remove(*, route: FallbackRoute) -> None:
+    """The alias serves without a fallback from the next request on; logged requests that
+    used the route keep their cause and reason (their link is cleared)."""
+    route.delete()

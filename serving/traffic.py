@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from catalog.models import BaseModel
 from ftportal.models import Project
 from providers.base import Conversation
 from registry.models import ModelVersion
 
+from .fallbacks import FallbackUse
 from .models import ApplicationKey, RequestStatus
 from .request_log import RequestLogEntry, request_log_enqueue
 
@@ -24,7 +26,8 @@ class ServedRequest:
     """One answered request, as the gateway saw it.
 
     ``requested_model`` is the name the application sent; ``served_version`` the version that
-    name resolved to (None when it resolved to nothing: a 400, 403 or 404). ``status_code`` is
+    answered: the one the name resolved to (None when it resolved to nothing: a 400, 403 or
+    404), or its fallback route's. ``status_code`` is
     the HTTP status answered and ``error`` its message (empty when served).
     ``latency_seconds`` runs from the request's arrival to the answer being ready (for a
     stream, before its chunks go out). ``caller_user`` is the request's ``user`` field, the
@@ -51,6 +54,10 @@ class ServedRequest:
     arm_name: str = ""
     # Set on a shadow arm's row: the id of the answered request it mirrored.
     shadow_of: str = ""
+    # Set when the alias's fallback route answered (or was asked and failed too): then
+    # ``served_version`` is the route's target version, or None with ``served_base_model``.
+    fallback: FallbackUse | None = None
+    served_base_model: BaseModel | None = None
 
 
 def served_request_record(*, served: ServedRequest) -> bool:
@@ -62,7 +69,7 @@ def served_request_record(*, served: ServedRequest) -> bool:
             project_id=served.project.pk,
             requested_model=served.requested_model,
             messages=list(served.messages),
-            status=_status_of(served.status_code),
+            status=_status_of(served.status_code, fallback=served.fallback is not None),
             latency_ms=round(served.latency_seconds * 1000),
             request_id=served.request_id,
             application_key_id=served.key.pk,
@@ -77,11 +84,15 @@ def served_request_record(*, served: ServedRequest) -> bool:
             arm_id=served.arm_id,
             experiment_arm=served.arm_name,
             shadow_of=served.shadow_of,
+            served_base_model_id=served.served_base_model.pk if served.served_base_model else None,
+            fallback_route_id=served.fallback.route.pk if served.fallback else None,
+            fallback_cause=served.fallback.cause if served.fallback else "",
+            fallback_reason=served.fallback.reason if served.fallback else "",
         )
     )
 
 
-def _status_of(status_code: int) -> str:
+def _status_of(status_code: int, *, fallback: bool) -> str:
     if status_code < 400:
-        return RequestStatus.OK
+        return RequestStatus.FALLBACK if fallback else RequestStatus.OK
     return RequestStatus.REFUSED if status_code < 500 else RequestStatus.ERROR

@@ -1,6 +1,6 @@
-"""Serving's pages (application keys, the request log browser), its API under
-/api/projects/<project_id>/ (application keys), and the OpenAI-compatible gateway under /v1/
-(``gateway_patterns``)."""
+"""Serving's pages (application keys, fallback routes, the request log browser), its API under
+/api/projects/<project_id>/ (application keys, fallback routes), and the OpenAI-compatible
+gateway under /v1/ (``gateway_patterns``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ page_patterns: list[URLPattern] = [
         "projects/<int:project_id>/app-keys/<int:key_id>/revoke/",
         views.app_key_revoke,
         name="app_key_revoke",
+    ),
+    path("projects/<int:project_id>/routes/", views.fallback_routes, name="fallback_routes"),
+    path(
+        "projects/<int:project_id>/routes/<int:route_id>/remove/",
+        views.route_remove,
+        name="fallback_route_remove",
     ),
     path("projects/<int:project_id>/requests/", views.request_logs, name="request_logs"),
     path(
@@ -63,6 +69,16 @@ project_api_patterns: list[URLPattern] = [
         "experiments/<int:experiment_id>/conclude/",
         api.ExperimentConcludeApi.as_view(),
         name="experiment_conclude",
+    ),
+    path(
+        "fallback-routes/",
+        api.FallbackRouteCollectionApi.as_view(),
+        name="fallback_route_list",
+    ),
+    path(
+        "fallback-routes/<int:route_id>/",
+        api.FallbackRouteDetailApi.as_view(),
+        name="fallback_route_detail",
     ),
 ]
 

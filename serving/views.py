@@ -1,39 +1,57 @@
 """Pages of application keys: the project's keys for every member; a create form (the new key
 shown once, on the answer to the form) and a revoke button for leads and admins. The request
 log browser: filters and keyset pages for every member; "send to review" for reviewers, leads
-and admins."""
+and admins. Fallback routes: every alias with its route and the route's last 24 hours for
+every member; set, change and remove for leads and admins."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from catalog.selectors import active_base_models, base_model_by_key
 from datasets.selectors import dataset_in_project, datasets_of
 from ftportal.errors import ApplicationError
 from ftportal.http import AppRequest, parse_id
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
+from registry.models import Alias, ModelVersion
 from registry.selectors import model_versions_of
 
-from .models import KEY_NAME_MAX_LENGTH, MAX_RATE_LIMIT_PER_MINUTE, Experiment, RequestStatus
+from .models import (
+    KEY_NAME_MAX_LENGTH,
+    MAX_COOLDOWN_SECONDS,
+    MAX_FAILURES_TO_OPEN,
+    MAX_RATE_LIMIT_PER_MINUTE,
+    MAX_TIMEOUT_SECONDS,
+    MIN_ROUTE_SECONDS,
+    Experiment,
+    FallbackRoute,
+    RequestStatus,
+)
 from .selectors import (
     FeedbackFilter,
     RequestLogFilters,
+    aliases_of,
     application_key_in_project,
     application_keys_of,
     experiment_arm_results,
     experiment_in_project,
     experiment_verdict,
     experiments_of,
+    fallback_route_in_project,
+    fallback_routes_of,
     log_cursor_parse,
     request_log_page,
     request_logs_filtered,
@@ -41,11 +59,15 @@ from .selectors import (
 )
 from .services import (
     CreatedApplicationKey,
+    RouteSettings,
     application_key_create,
     application_key_revoke,
     experiment_conclude,
     experiment_start,
     experiment_stop,
+    fallback_route_change,
+    fallback_route_create,
+    fallback_route_remove,
     request_logs_send_to_review,
 )
 
@@ -307,6 +329,141 @@ _EXPERIMENT_ACTIONS: dict[str, tuple[Callable[..., Experiment], str]] = {
 }
 
 
+# --- fallback routes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AliasRoute:
+    """One alias on the routes page: the version it serves, its route (None: none yet), and
+    what the route may point at (the model's other versions)."""
+
+    alias: Alias
+    route: FallbackRoute | None
+    versions: list[ModelVersion]
+
+
+def _alias_routes(project: Project) -> list[AliasRoute]:
+    routes = {route.alias_id: route for route in fallback_routes_of(project)}
+    versions: dict[int, list[ModelVersion]] = {}
+    for version in model_versions_of(project).order_by("-number"):
+        versions.setdefault(version.registered_model_id, []).append(version)
+    return [
+        AliasRoute(
+            alias=alias,
+            route=routes.get(alias.pk),
+            versions=[
+                version
+                for version in versions.get(alias.registered_model_id, [])
+                if version.pk != alias.model_version_id
+            ],
+        )
+        for alias in aliases_of(project)
+    ]
+
+
+def _routes_page(
+    request: AppRequest, *, project: Project, role: str, error: str = "", status: int = 200
+) -> HttpResponse:
+    context = {
+        "project": project,
+        "alias_routes": _alias_routes(project),
+        "base_models": active_base_models(),
+        "error": error,
+        "form": request.POST if error else {},
+        "can": role_flags(role),
+        "min_seconds": MIN_ROUTE_SECONDS,
+        "max_timeout": MAX_TIMEOUT_SECONDS,
+        "max_cooldown": MAX_COOLDOWN_SECONDS,
+        "max_failures": MAX_FAILURES_TO_OPEN,
+    }
+    return render(request, "serving/fallback_routes.html", context, status=status)
+
+
+def _number_from(raw: str, *, field: str, low: float, high: float) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not low <= value <= high:
+        raise ApplicationError(
+            f"{field}: a number from {low:g} to {high:g}.", extra={"field": field}
+        )
+    return value
+
+
+def _route_settings_from(project: Project, form: QueryDict) -> RouteSettings:
+    """The form's route: its target (``version:<id>`` or ``base:<catalog key>``) and numbers."""
+    kind, _, value = form.get("target", "").partition(":")
+    version = base = None
+    if kind == "version" and (version_id := parse_id(value)) is not None:
+        version = model_versions_of(project).filter(pk=version_id).first()
+    elif kind == "base":
+        base = base_model_by_key(value)
+    if version is None and base is None:
+        raise ApplicationError(
+            "target: choose a version or a base model to fall back to.", extra={"field": "target"}
+        )
+    failures = _number_from(
+        form.get("failures_to_open", ""), field="failures_to_open", low=1, high=MAX_FAILURES_TO_OPEN
+    )
+    if failures != int(failures):
+        raise ApplicationError(
+            "failures_to_open: a whole number.", extra={"field": "failures_to_open"}
+        )
+    return RouteSettings(
+        fallback_version=version,
+        fallback_base_model=base,
+        timeout_seconds=_number_from(
+            form.get("timeout_seconds", ""),
+            field="timeout_seconds",
+            low=MIN_ROUTE_SECONDS,
+            high=MAX_TIMEOUT_SECONDS,
+        ),
+        failures_to_open=int(failures),
+        cooldown_seconds=_number_from(
+            form.get("cooldown_seconds", ""),
+            field="cooldown_seconds",
+            low=MIN_ROUTE_SECONDS,
+            high=MAX_COOLDOWN_SECONDS,
+        ),
+        enabled=form.get("enabled") == "on",
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def fallback_routes(request: AppRequest, project_id: int) -> HttpResponse:
+    """GET: every alias of the project's models with its fallback route and that route's last
+    24 hours. POST (leads, admins): set an alias's route, or change the one it has."""
+    if request.method == "GET":
+        project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return _routes_page(request, project=project, role=role)
+    project, role = project_for(
+        user=request.user, project_id=project_id, action=Action.MANAGE_ROUTES
+    )
+    alias_id = parse_id(request.POST.get("alias", ""))
+    alias = aliases_of(project).filter(pk=alias_id).first() if alias_id is not None else None
+    try:
+        if alias is None:
+            raise ApplicationError(
+                "alias: choose one of the project's aliases.", extra={"field": "alias"}
+            )
+        wanted = _route_settings_from(project, request.POST)
+        existing = fallback_routes_of(project).filter(alias=alias).first()
+        if existing is None:
+            fallback_route_create(alias=alias, user=request.user, wanted=wanted)
+        else:
+            fallback_route_change(route=existing, user=request.user, wanted=wanted)
+    except ApplicationError as refused:
+        return _routes_page(
+            request, project=project, role=role, error=refused.message, status=refused.status_code
+        )
+    messages.success(
+        request, f"Saved the fallback route of {alias.registered_model.name}/{alias.name}."
+    )
+    return redirect("fallback_routes", project_id)
+
+
 @login_required
 @require_POST
 def experiment_act(
@@ -326,3 +483,12 @@ def experiment_act(
         done = f"Concluded: {experiment.promoted_version} is in production now."
     messages.success(request, done)
     return redirect("experiment_page", project_id, experiment_id)
+
+
+def route_remove(request: AppRequest, project_id: int, route_id: int) -> HttpResponse:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.MANAGE_ROUTES)
+    route = fallback_route_in_project(project, route_id)
+    name = f"{route.alias.registered_model.name}/{route.alias.name}"
+    fallback_route_remove(route=route)
+    messages.success(request, f"Removed the fallback route of {name}: it serves without one now.")
+    return redirect("fallback_routes", project_id)

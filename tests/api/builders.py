@@ -19,8 +19,10 @@ from evaluation.models import EvalResult, EvalRun
 from evaluation.services import eval_run_for_version
 from ftportal.models import Project
 from ftportal.tokens import api_token_create
-from registry.models import ModelVersion, RegisteredModel
+from registry.models import Alias, ModelVersion, RegisteredModel
 from registry.services import model_version_promote, model_version_register
+from serving.models import FallbackRoute
+from serving.services import RouteSettings, fallback_route_create
 from tests.factories import finished_evaluation, import_bytes, production_number
 from training.models import Checkpoint, JobStatus, TrainingJob
 from training.services import training_job_create
@@ -230,4 +232,19 @@ def build_world(*, project: Project, owner: User, base_model: BaseModel) -> Worl
         eval_run=eval_run,
         eval_result=eval_result,
         gate_runs=gate_runs,
+    )
+
+
+def world_fallback_route(world: World) -> FallbackRoute:
+    """The production alias's fallback route, made when first asked for: to whichever of the
+    two versions the alias does not serve now (an API walk may have promoted either)."""
+    alias = Alias.objects.get(registered_model=world.registered_model, name="production")
+    existing = FallbackRoute.objects.filter(alias=alias).first()
+    if existing is not None:
+        return existing
+    target = world.second if alias.model_version_id == world.first.pk else world.first
+    return fallback_route_create(
+        alias=alias,
+        user=world.owner,
+        wanted=RouteSettings(fallback_version=target, fallback_base_model=None),
     )

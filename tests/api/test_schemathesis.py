@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 from datasets.models import ImportBatch
 from serving.services import ArmSpec, application_key_create, experiment_create
 
-from .builders import World, token_client
+from .builders import World, token_client, world_fallback_route
 
 pytestmark = pytest.mark.django_db
 
@@ -98,6 +98,9 @@ def path_ids(world: World, path: str) -> dict[str, Any]:
             ],
         )
         ids["experiment_id"] = experiment.pk
+    if "{route_id}" in path:
+        # The production alias's fallback route (to the first version), made when first named.
+        ids["route_id"] = world_fallback_route(world).pk
     return {name: value for name, value in ids.items() if "{" + name + "}" in path}
 
 
