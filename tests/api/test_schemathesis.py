@@ -11,7 +11,6 @@ dispatch runs, and any direct send to the broker is recorded (conftest.unsent_ta
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,8 +40,6 @@ pytestmark = pytest.mark.django_db
 
 # Per operation and generation mode; with ~60 operations this is a few hundred requests.
 MAX_EXAMPLES = 4
-# The whole run must stay far below the two minutes the suite allows it on a busy machine.
-TIME_BUDGET_S = 100
 POSITIVE_CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -172,7 +169,6 @@ def test_every_operation_holds_to_its_schema_under_generated_input(
     failures: list[str] = []
     statuses: list[int] = []
     operations = 0
-    started = time.monotonic()
 
     for result in schema.get_all_operations():
         # An operation schemathesis cannot read is a broken schema: fail with its error.
@@ -191,11 +187,9 @@ def test_every_operation_holds_to_its_schema_under_generated_input(
                 statuses=statuses,
             )
 
-    elapsed = time.monotonic() - started
     assert operations > 50
     assert not failures, "\n\n".join(failures)
     # Every call carried the lead's valid token: a 401 would mean the run lost it midway and
     # the rest of the operations were only refused, not exercised.
     assert 401 not in statuses
     assert sum(200 <= status < 300 for status in statuses) > 100
-    assert elapsed < TIME_BUDGET_S

@@ -5,7 +5,6 @@ The backends are hosted fine-tuned versions (``ft:`` ids) at a fake OpenAI-compa
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -132,9 +131,15 @@ def client(origin: str, api_key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{origin}/v1", api_key=api_key, max_retries=0, timeout=30)
 
 
-def app_key(project: Project, lead: User, *, rate_limit_per_minute: int | None = None) -> str:
+def app_key(
+    project: Project,
+    lead: User,
+    *,
+    rate_limit_per_minute: int | None = None,
+    name: str = "support bot",
+) -> str:
     created = application_key_create(
-        project=project, user=lead, name="support bot", rate_limit_per_minute=rate_limit_per_minute
+        project=project, user=lead, name=name, rate_limit_per_minute=rate_limit_per_minute
     )
     return created.plaintext
 
@@ -295,19 +300,34 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after(
     gateway: str, project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
 ) -> None:
     promote(hosted_version(project, lead, fake_openai_chat), lead)
-    api = client(gateway, app_key(project, lead, rate_limit_per_minute=2))
-    if math.ceil(time.time()) % 60 > 55:  # the limit counts per clock minute: start a new one
-        time.sleep(61 - time.time() % 60)
 
-    for _ in range(2):
-        api.chat.completions.create(model="Ticket triage/production", messages=QUESTION)
-    with pytest.raises(openai.RateLimitError) as limited:
-        api.chat.completions.create(model="Ticket triage/production", messages=QUESTION)
+    def minute() -> int:
+        return int(time.time() // 60)
 
-    assert limited.value.status_code == 429
-    assert 1 <= int(limited.value.response.headers["Retry-After"]) <= 60
-    assert limited.value.code == "rate_limit_exceeded"
-    assert fake_openai_chat.total_requests == 2
+    # The limit counts per clock minute: three calls that straddle a minute's end prove
+    # nothing (the third may rightly pass), so such a run is tried again with a fresh key.
+    limited: openai.RateLimitError | None = None
+    for attempt in range(3):
+        api = client(
+            gateway, app_key(project, lead, rate_limit_per_minute=2, name=f"bot {attempt}")
+        )
+        asked_before = fake_openai_chat.total_requests
+        window = minute()
+        for _ in range(2):
+            api.chat.completions.create(model="Ticket triage/production", messages=QUESTION)
+        try:
+            api.chat.completions.create(model="Ticket triage/production", messages=QUESTION)
+        except openai.RateLimitError as refusal:
+            if minute() == window:
+                limited = refusal
+                break
+        else:
+            assert minute() != window, "a third call within one minute was not limited"
+    assert limited is not None, "three tries each straddled a clock minute's end"
+    assert limited.status_code == 429
+    assert 1 <= int(limited.response.headers["Retry-After"]) <= 60
+    assert limited.code == "rate_limit_exceeded"
+    assert fake_openai_chat.total_requests - asked_before == 2
 
 
 def test_a_failing_backend_is_an_error_for_the_client_not_a_hang(
