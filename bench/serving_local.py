@@ -186,14 +186,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--window-ms", type=float, default=BATCHED.window_ms)
     args = parser.parse_args()
+    batched_side = Side("batched", window_ms=args.window_ms, max_batch=BATCHED.max_batch)
 
     base_dir = prepared_base_model()
     with tempfile.TemporaryDirectory(prefix="serving-local-") as scratch:
         root = Path(scratch)
         adapter = untrained_adapter(base_dir, root / "adapter")
         single = run_side(SINGLE, root, adapter, args)
-        batched = run_side(BATCHED, root, adapter, args)
+        batched = run_side(batched_side, root, adapter, args)
 
     rps_single = statistics.median(args.requests / run.seconds for run in single)
     rps_batched = statistics.median(args.requests / run.seconds for run in batched)
@@ -219,6 +221,7 @@ def main() -> None:
         "requests": args.requests,
         "clients": args.clients,
         "max_tokens": args.max_tokens,
+        "window_ms": f"{args.window_ms:g}",
         "repeats": args.repeats,
         "rps_batched": f"{rps_batched:.3f}",
         "rps_single": f"{rps_single:.3f}",
