@@ -6,10 +6,11 @@ against the same server answering one request at a time, same prompts, same clie
 Both sides are the real thing: ``python -m providers.local.serve`` in its own process (the
 embedded SmolLM2-135M-Instruct with a LoRA adapter loaded through ``/v1/load_lora_adapter``),
 reached over HTTP by ``--clients`` concurrent client threads, each sending the next of the
-demo's tickets to ``/v1/chat/completions`` until ``--requests`` are answered. Batched: a 5 ms
-window and batches of up to 16; single: window 0, batches of 1. One server runs at a time, so
-neither competes with the other for the cores. Decoding is greedy, so every answer must be the
-same on both sides (checked). The last line is machine-readable.
+demo's tickets to ``/v1/chat/completions`` until ``--requests`` are answered. Batched: the
+server's default window (25 ms, ``--window-ms``) and batches of up to 16; single: window 0,
+batches of 1. One server runs at a time, so neither competes with the other for the cores.
+Decoding is greedy, so every answer must be the same on both sides (checked). The last line is
+machine-readable.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.prepare import model_cache_dir, prepared_base_model  # noqa: E402
+from providers.local.model_server import DEFAULT_WINDOW_MS  # noqa: E402
 
 DEMO_FILE = REPO / "config" / "demo" / "support_triage.jsonl"
 ADAPTER = "bench-adapter"
@@ -49,7 +51,7 @@ class Side:
     max_batch: int
 
 
-BATCHED = Side("batched", window_ms=5.0, max_batch=16)
+BATCHED = Side("batched", window_ms=DEFAULT_WINDOW_MS, max_batch=16)
 SINGLE = Side("single", window_ms=0.0, max_batch=1)
 
 

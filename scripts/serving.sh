@@ -7,7 +7,7 @@
 #
 # Environment: GATEWAY_HOST/GATEWAY_PORT (127.0.0.1:8001), MODEL_SERVER_PORT (8002),
 # FTPORTAL_VAR_DIR (var), FTPORTAL_MODEL_CACHE and FTPORTAL_ARTIFACTS_DIR (as in settings),
-# FTPORTAL_MODEL_SERVER_WINDOW_MS (5) and FTPORTAL_MODEL_SERVER_MAX_BATCH (16).
+# FTPORTAL_MODEL_SERVER_WINDOW_MS (25) and FTPORTAL_MODEL_SERVER_MAX_BATCH (16).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +31,7 @@ trap 'exit 130' INT
 .venv/bin/python -m providers.local.serve --host 127.0.0.1 --port "$model_server_port" \
   --model-cache "${FTPORTAL_MODEL_CACHE:-$var/models}" \
   --adapter-root "${FTPORTAL_ARTIFACTS_DIR:-$var/artifacts}" \
-  --window-ms "${FTPORTAL_MODEL_SERVER_WINDOW_MS:-5}" \
+  --window-ms "${FTPORTAL_MODEL_SERVER_WINDOW_MS:-25}" \
   --max-batch "${FTPORTAL_MODEL_SERVER_MAX_BATCH:-16}" \
   >"$var/log/model_server.log" 2>&1 &
 model_server=$!

@@ -7,6 +7,7 @@ API the product already speaks (``providers.vllm``):
     POST /v1/load_lora_adapter     {"lora_name", "lora_path"}: "Success: ..." (vLLM's answers)
     POST /v1/unload_lora_adapter   {"lora_name"}
     POST /v1/chat/completions      model=<adapter or base name>, messages, max_tokens
+                                   (greedy whatever the temperature; no streaming, n=1)
     GET  /metrics                  requests, batches and their sizes, as JSON
 
 So the gateway reaches it through the same client as a GPU host's vLLM server, over HTTP, and
@@ -58,6 +59,11 @@ MAX_BODY_BYTES = 1_000_000
 # Requests waiting beyond this are refused with 503 and Retry-After, instead of queueing for
 # minutes: the gateway's timeout would end them anyway.
 MAX_QUEUED_REQUESTS = 512
+# The quiet window that closes a batch. 5 ms split 16 clients' batches 13 + 3 on 2 busy cores
+# (the burst of a batch's clients sending again spreads over more than 5 ms there); 25 ms fills
+# them (bench/serving_local.py: 3.0x with 5 ms, 4.9x with 25 ms), and costs a lone request
+# 25 ms against the seconds a CPU decodes for.
+DEFAULT_WINDOW_MS = 25.0
 # A batch waits at most this many windows for more requests (see BatchingScheduler).
 MAX_WAIT_WINDOWS = 10
 # Adapter names travel as model names (the same rule as providers.vllm.ADAPTER_NAME).
@@ -254,7 +260,11 @@ class BatchingScheduler:
     for a quiet window takes the burst too."""
 
     def __init__(
-        self, models: AdapterModels, *, window_seconds: float = 0.005, max_batch: int = 16
+        self,
+        models: AdapterModels,
+        *,
+        window_seconds: float = DEFAULT_WINDOW_MS / 1000,
+        max_batch: int = 16,
     ) -> None:
         if max_batch < 1 or window_seconds < 0:
             raise ValueError("max_batch must be at least 1 and window_seconds not negative.")
@@ -513,7 +523,12 @@ class ModelServerApp:
         if payload.get("n", 1) != 1:
             raise ServerRefusal(400, "Only one choice (n=1) is offered.", param="n")
         answer = self.scheduler.submit(model, messages, max_tokens)
-        generation = await asyncio.wrap_future(answer)
+        try:
+            generation = await asyncio.wrap_future(answer)
+        except ServerRefusal:
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever decoding raised, answered as JSON
+            raise ServerRefusal(500, f"Generation failed: {error}") from error
         # Stopped by the limit rather than by the end-of-turn token (which it counts).
         finish = "length" if generation.completion_tokens >= max_tokens else "stop"
         return _json(

@@ -1,7 +1,7 @@
 """Run the local model server (``providers.local.model_server``) under uvicorn:
 
     python -m providers.local.serve --port 8002 --adapter-root var/artifacts \\
-        [--model-cache var/models] [--window-ms 5] [--max-batch 16] [--max-loaded 4]
+        [--model-cache var/models] [--window-ms 25] [--max-batch 16] [--max-loaded 4]
 
 The base model is the embedded default, prepared in ``--model-cache`` (converted once, as
 ``manage.py prepare_models`` does). It listens on 127.0.0.1 unless told otherwise, and asks
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
-from .model_server import AdapterModels, BatchingScheduler, ModelServerApp
+from .model_server import DEFAULT_WINDOW_MS, AdapterModels, BatchingScheduler, ModelServerApp
 from .weights import BASE_MODEL_KEY, ensure_base_model
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         default=Path(os.environ.get("FTPORTAL_ARTIFACTS_DIR", "var/artifacts")),
         help="only adapters under this directory may be loaded (the artifact store)",
     )
-    parser.add_argument("--window-ms", type=float, default=5.0)
+    parser.add_argument("--window-ms", type=float, default=DEFAULT_WINDOW_MS)
     parser.add_argument("--max-batch", type=int, default=16)
     parser.add_argument("--max-loaded", type=int, default=4, help="merged adapters kept")
     parser.add_argument("--max-adapters", type=int, default=64, help="adapters registered")

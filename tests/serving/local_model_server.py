@@ -50,7 +50,7 @@ def _healthy(origin: str) -> bool:
 
 @contextmanager
 def running_local_model_server(
-    adapter_root: Path, *, window_ms: float = 5.0, max_batch: int = 16
+    adapter_root: Path, *, window_ms: float = 25.0, max_batch: int = 16
 ) -> Iterator[LocalModelServer]:
     port = _free_port()
     command = [

@@ -34,8 +34,8 @@ from .load_demo import DATASET_NAME, PROJECT_NAME
 
 MODEL_NAME = "triage"
 # Steps of the short run: the training loss falls from 1.4 to about 0.5 in 4 steps (measured
-# on the demo), and 4 steps take tens of seconds on a laptop's CPU. Validation once, at the
-# end, and no checkpoint but the final adapter: each costs as much as a step or two.
+# on the demo), and a step takes 5 to 20 s on 2 CPU cores (idle to busy). Validation once, at
+# the end, and no checkpoint but the final adapter: each costs as much as a step or two.
 DEFAULT_STEPS = 4
 # A worker of an earlier `make run` may hold the job; how long to wait for it to finish.
 WAIT_FOR_WORKER_S = 600
