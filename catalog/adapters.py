@@ -137,11 +137,17 @@ def fine_tuned_chat_model(
 
 
 def local_server_chat_model(
-    *, adapter_name: str, adapter_dir: str, who: str, max_attempts: int | None = None
+    *,
+    base_model: BaseModel,
+    adapter_name: str,
+    adapter_dir: str,
+    who: str,
+    max_attempts: int | None = None,
 ) -> ChatModel:
     """A LoRA adapter of the embedded base model, served as ``adapter_name`` by this site's
     local model server (``providers.local.model_server``, at FTPORTAL_GATEWAY_LOCAL_SERVER_URL):
-    loaded there first unless the server lists it already. The server speaks vLLM's adapter
+    loaded there first unless the server lists it already, and only when the server runs
+    ``base_model`` (the adapter was fine-tuned from it). The server speaks vLLM's adapter
     routes, so the same client talks to both; it runs on this host and reads the adapter from
     the artifact store itself (it refuses any other directory), and asks for no key.
     TransientProviderError when the server cannot be reached; ProviderError (starting with
@@ -158,6 +164,12 @@ def local_server_chat_model(
         max_in_flight=1,
     )
     try:
+        runs = server.served_models().base_models
+        if base_model.key not in runs:
+            raise ProviderError(
+                f"the local model server runs {', '.join(runs) or 'no base model'}, not "
+                f"{base_model.key}, the base model of this adapter."
+            )
         server.ensure_adapter(name=adapter_name, path=str(Path(adapter_dir).resolve()))
     except TransientProviderError as error:
         raise TransientProviderError(f"{who}: {error}", retry_after=error.retry_after) from error

@@ -122,6 +122,7 @@ def backend_chat_model(version: ModelVersion) -> ChatModel:
     def build() -> ChatModel:
         if vllm is None and local_server and version.adapter_dir:
             return local_server_chat_model(
+                base_model=version.base_model,
                 adapter_name=vllm_adapter_name(version),
                 adapter_dir=version.adapter_dir,
                 who=f"{version}",

@@ -224,3 +224,26 @@ def test_a_server_killed_mid_request_is_a_prompt_503_and_a_logged_error(
     assert row.status == "error"
     assert row.error == "The backend of Ticket triage/triage@1 is unavailable; try again later."
     assert row.output == ""
+
+
+def test_a_version_of_another_base_model_is_refused_not_served_on_the_wrong_one(
+    project: Project, lead: User, base_model: BaseModel, server: LocalModelServer, tmp_path: Path
+) -> None:
+    version = production_version(project, lead, base_model, tmp_path)
+    other = BaseModel.objects.create(
+        key="other-local-model",
+        display_name="Another local model",
+        provider=base_model.provider,
+        parameter_count=1,
+    )
+    ModelVersion.objects.filter(pk=version.pk).update(base_model=other)
+    key = application_key_create(project=project, user=lead, name="app").plaintext
+
+    with running_gateway() as origin, pytest.raises(openai.APIStatusError) as refused:
+        client(origin, key).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": QUESTION}], max_tokens=2
+        )
+
+    assert refused.value.status_code == 502
+    assert server.metrics()["requests"] == 0
+    assert server.metrics()["adapters_registered"] == 0
