@@ -61,8 +61,9 @@ MAX_BODY_BYTES = 1_000_000
 MAX_QUEUED_REQUESTS = 512
 # The quiet window that closes a batch. 5 ms split 16 clients' batches 13 + 3 on 2 busy cores
 # (the burst of a batch's clients sending again spreads over more than 5 ms there); 25 ms fills
-# them (bench/serving_local.py: 3.0x with 5 ms, 4.9x with 25 ms), and costs a lone request
-# 25 ms against the seconds a CPU decodes for.
+# them (bench/serving_local.py on a busy machine: 3.0x with 5 ms, 4.9x with 25 ms; quieter,
+# 5.9x with 25 ms and every batch 16), and costs a lone request 25 ms against the seconds a
+# CPU decodes for.
 DEFAULT_WINDOW_MS = 25.0
 # A batch waits at most this many windows for more requests (see BatchingScheduler).
 MAX_WAIT_WINDOWS = 10
