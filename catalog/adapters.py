@@ -4,8 +4,9 @@ and so the one place a worker's key for an endpoint (read by
 
 Fine-tuners for training; chat models (``providers.base.ChatModel``) for whatever asks a model
 something: evaluation's candidates and judges, and the serving gateway's backends
-(``serving.backends``: a model version's local adapter, its hosted ``ft:`` model, or its
-adapter on a registered vLLM server, ``served_adapter_chat_model``). It
+(``serving.backends``: a model version's local adapter, in process or on the local model
+server (``local_server_chat_model``), its hosted ``ft:`` model, or its adapter on a
+registered vLLM server, ``served_adapter_chat_model``). It
 lives in the catalog, below every app that calls a model, because all it reads is catalog
 rows (base models, endpoints, where the weights are) and the secrets the catalog guards.
 
@@ -32,6 +33,10 @@ from .models import BaseModel, Endpoint, EndpointKind, Provider
 from .rules import adapter_root_refusal
 from .secrets import endpoint_credentials
 from .weights import base_model_dir
+
+# The local model server asks for no key (it listens on this host only); the OpenAI client
+# still sends one.
+LOCAL_SERVER_KEY = "local"
 
 if TYPE_CHECKING:  # imported inside the functions at run time, as every provider here
     from providers.vllm import VLLMServer
@@ -128,6 +133,58 @@ def fine_tuned_chat_model(
         max_in_flight=max_in_flight,
         listed_as=base_model.key,
         max_attempts=max_attempts,
+    )
+
+
+def local_server_chat_model(
+    *,
+    base_model: BaseModel,
+    adapter_name: str,
+    adapter_dir: str,
+    who: str,
+    max_attempts: int | None = None,
+) -> ChatModel:
+    """A LoRA adapter of the embedded base model, served as ``adapter_name`` by this site's
+    local model server (``providers.local.model_server``, at FTPORTAL_GATEWAY_LOCAL_SERVER_URL):
+    loaded there first unless the server lists it already, and only when the server runs
+    ``base_model`` (the adapter was fine-tuned from it). The server speaks vLLM's adapter
+    routes, so the same client talks to both; it runs on this host and reads the adapter from
+    the artifact store itself (it refuses any other directory), and asks for no key.
+    TransientProviderError when the server cannot be reached; ProviderError (starting with
+    ``who``) when it refuses the adapter."""
+    base_url = str(settings.FTPORTAL_GATEWAY_LOCAL_SERVER_URL).rstrip("/") + "/v1"
+    from providers.hosted_chat import OpenAICompatibleChat
+    from providers.vllm import VLLMServer
+
+    server = VLLMServer(
+        base_url=base_url,
+        api_key=LOCAL_SERVER_KEY,
+        max_loras=settings.FTPORTAL_LOCAL_SERVER_MAX_ADAPTERS,
+        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
+        max_in_flight=1,
+    )
+    try:
+        runs = server.served_models().base_models
+        if base_model.key not in runs:
+            raise ProviderError(
+                f"the local model server runs {', '.join(runs) or 'no base model'}, not "
+                f"{base_model.key}, the base model of this adapter."
+            )
+        server.ensure_adapter(name=adapter_name, path=str(Path(adapter_dir).resolve()))
+    except TransientProviderError as error:
+        raise TransientProviderError(f"{who}: {error}", retry_after=error.retry_after) from error
+    except ProviderError as error:
+        raise ProviderError(f"{who}: {error}") from error
+    finally:
+        server.close()
+    attempts = {} if max_attempts is None else {"max_attempts": max_attempts}
+    return OpenAICompatibleChat(
+        api_key=LOCAL_SERVER_KEY,
+        model=adapter_name,
+        base_url=base_url,
+        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
+        max_in_flight=1,
+        **attempts,
     )
 
 

@@ -420,6 +420,13 @@ FTPORTAL_GATEWAY_VLLM_ENDPOINT = os.environ.get("FTPORTAL_GATEWAY_VLLM_ENDPOINT"
 # Threads per gateway process that ask an experiment's shadow arm (serving.experiments): at
 # most this many mirrored requests run and as many wait; past that a mirror is skipped.
 FTPORTAL_SHADOW_CONCURRENCY = int(os.environ.get("FTPORTAL_SHADOW_CONCURRENCY", 4))
+# The local model server (python -m providers.local.serve; `make run` starts it) that answers
+# for local LoRA versions, batching concurrent requests: its origin, e.g.
+# http://127.0.0.1:8002. Blank: the gateway's own process answers with the local model, one
+# request at a time (tests, and a gateway started without the server).
+FTPORTAL_GATEWAY_LOCAL_SERVER_URL = os.environ.get("FTPORTAL_GATEWAY_LOCAL_SERVER_URL", "")
+# How many adapters the local model server keeps registered (its --max-adapters).
+FTPORTAL_LOCAL_SERVER_MAX_ADAPTERS = int(os.environ.get("FTPORTAL_LOCAL_SERVER_MAX_ADAPTERS", 64))
 
 # --- Request log (serving.request_log, issue 15 item 4) -----------------------------------------
 # The gateway hands each request's log row to an in-process queue; a background thread writes

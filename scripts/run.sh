@@ -27,12 +27,22 @@ $py manage.py migrate --no-input -v0
 $py manage.py load_demo
 echo "Preparing the local base model (first run converts the GGUF weights, about 20 s)..."
 $py manage.py prepare_models
+# A production model for the demo to call at /v1/ (the first run trains a short LoRA, tens of
+# seconds; later runs find it).
+$py manage.py load_demo_model
+
+# The gateway (GATEWAY_PORT, 8001) and the local model server that answers for local versions
+# (MODEL_SERVER_PORT, 8002), stopping together; see scripts/serving.sh. The web server below
+# gets the same server address, for the gateway routes it also serves.
+export FTPORTAL_GATEWAY_LOCAL_SERVER_URL=${FTPORTAL_GATEWAY_LOCAL_SERVER_URL:-http://127.0.0.1:${MODEL_SERVER_PORT:-8002}}
+bash scripts/serving.sh &
+serving=$!
 
 # The worker and celery beat (the reapers' clock) as two processes that stop together; see
 # scripts/workers.sh. Stopping this script stops them.
 bash scripts/workers.sh &
 workers=$!
-trap 'kill $workers 2>/dev/null || true' EXIT INT TERM
+trap 'kill $workers $serving 2>/dev/null || true' EXIT INT TERM
 
 cat <<TXT
 
@@ -42,6 +52,8 @@ cat <<TXT
     reviewer  reviewer: review the pending examples
     manager   manager: reads everything, changes nothing
     admin     admin: everything, plus /admin/
+  Gateway (OpenAI-compatible): http://127.0.0.1:${GATEWAY_PORT:-8001}/v1/ (see the README:
+    "Calling the demo's production model"); local model server: var/log/model_server.log.
   Worker log: var/log/worker.log, beat log: var/log/beat.log. Stop with Ctrl+C.
 
 TXT

@@ -2,10 +2,11 @@
 ``catalog.adapters`` (the one builder of chat models), kept per process so that requests do not
 build one each.
 
-- a local LoRA version: the embedded local model with the version's adapter, in this process
-  (the dynamic-batching model server of issue 15 replaces this later), or, when
-  FTPORTAL_GATEWAY_VLLM_ENDPOINT names a registered vLLM endpoint, the adapter loaded on that
-  GPU host as ``version-<id>``;
+- a local LoRA version: when FTPORTAL_GATEWAY_VLLM_ENDPOINT names a registered vLLM endpoint,
+  the adapter loaded on that GPU host as ``version-<id>``; else, when
+  FTPORTAL_GATEWAY_LOCAL_SERVER_URL names the local model server (``make run`` starts one),
+  the adapter loaded there under the same name, its requests batched with others'; else the
+  embedded local model with the version's adapter in this process (tests, a bare gateway);
 - a hosted fine-tuned version (an ``ft:`` id): the fine-tuned model at its base model's
   registered endpoint, with the key this process holds for it;
 - a catalog base model as it is (:func:`base_model_backend_chat`): a hosted baseline (OpenAI,
@@ -27,7 +28,12 @@ from collections.abc import Callable, Hashable
 
 from django.conf import settings
 
-from catalog.adapters import base_chat_model, fine_tuned_chat_model, served_adapter_chat_model
+from catalog.adapters import (
+    base_chat_model,
+    fine_tuned_chat_model,
+    local_server_chat_model,
+    served_adapter_chat_model,
+)
 from catalog.models import BaseModel, Endpoint
 from providers.base import ChatModel, ProviderError
 from registry.models import ModelVersion
@@ -112,6 +118,7 @@ def backend_chat_model(version: ModelVersion) -> ChatModel:
     """The chat that answers for ``version``, built once per process and key. ProviderError
     when it cannot be built (an endpoint that may not be used from here, say)."""
     vllm = _vllm_endpoint(version)
+    local_server = str(settings.FTPORTAL_GATEWAY_LOCAL_SERVER_URL)
     if settings.FTPORTAL_GATEWAY_VLLM_ENDPOINT and vllm is None and not version.fine_tuned_model:
         # Named but not registered (or renamed): refused, never served elsewhere unasked.
         raise ProviderError(
@@ -119,6 +126,14 @@ def backend_chat_model(version: ModelVersion) -> ChatModel:
         )
 
     def build() -> ChatModel:
+        if vllm is None and local_server and version.adapter_dir:
+            return local_server_chat_model(
+                base_model=version.base_model,
+                adapter_name=vllm_adapter_name(version),
+                adapter_dir=version.adapter_dir,
+                who=f"{version}",
+                max_attempts=settings.FTPORTAL_GATEWAY_BACKEND_ATTEMPTS,
+            )
         if vllm is not None:
             return served_adapter_chat_model(
                 endpoint=vllm,
@@ -137,7 +152,8 @@ def backend_chat_model(version: ModelVersion) -> ChatModel:
             max_attempts=settings.FTPORTAL_GATEWAY_BACKEND_ATTEMPTS,
         )
 
-    return _kept_chat(backend_key(version, vllm=vllm), build)
+    key = (backend_key(version, vllm=vllm), local_server)
+    return _kept_chat(key, build)
 
 
 def base_model_backend_key(base_model: BaseModel) -> Hashable:
