@@ -48,9 +48,9 @@ from .backends import backend_chat_model, backend_forget
 from .model_names import (
     OtherProjectModelName,
     UnknownModelName,
-    model_name_resolve,
     pinned_model_name,
     served_model_names,
+    served_version,
 )
 from .models import ApplicationKey
 from .request_log import new_request_id
@@ -268,7 +268,7 @@ def _chat_request(raw: bytes) -> ChatRequest:
 
 def _resolved(project: Project, name: str) -> ModelVersion:
     try:
-        return model_name_resolve(project=project, name=name)
+        return served_version(project=project, name=name)
     except UnknownModelName as unknown:
         raise GatewayError(404, str(unknown), param="model", code="model_not_found") from None
     except OtherProjectModelName as other:
