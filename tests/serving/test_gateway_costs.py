@@ -282,3 +282,61 @@ def test_healthz_shows_the_request_logs_queue_and_its_dropped_rows(
         writer.close(timeout=30)
     assert RequestLog.objects.count() == 3
     assert json.loads(client.get("/healthz").content)["request_log"]["queued"] == 0
+
+
+def asgi_get(path: str) -> tuple[int, dict[str, str]]:
+    """A GET through the site's ASGI application (config.asgi), as uvicorn would send it."""
+    from config.asgi import application
+
+    async def call() -> tuple[int, dict[str, str]]:
+        start: dict[str, Any] = {}
+        requested = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            # The client stays connected: Django cancels this wait once it has answered.
+            await asyncio.Event().wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8001),
+        }
+        await application(scope, receive, send)
+        headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
+        return int(start["status"]), headers
+
+    return asyncio.run(call())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_gateways_paths_skip_the_sites_middleware_and_the_pages_keep_it() -> None:
+    from django.conf import settings
+
+    from config.asgi import GATEWAY_MIDDLEWARE
+
+    status, headers = asgi_get("/v1/models")
+    assert status == 401  # no key: the gateway's own answer
+    assert "x-frame-options" not in headers  # the site's page headers are not added
+
+    status, headers = asgi_get("/healthz")
+    assert status == 200
+    assert headers["x-frame-options"] == "DENY"
+    assert settings.MIDDLEWARE != GATEWAY_MIDDLEWARE  # the site's list, put back
