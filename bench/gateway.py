@@ -450,6 +450,11 @@ def run(args: argparse.Namespace) -> None:
         )
     finally:
         if gateway is not None and gateway.poll() is None:
+            import psutil
+
+            # Its workers too (with --workers, uvicorn's supervisor has children of its own).
+            for worker in psutil.Process(gateway.pid).children(recursive=True):
+                worker.kill()
             gateway.kill()
             gateway.wait()
         assert fake.stdin is not None
