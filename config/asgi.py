@@ -1,10 +1,72 @@
 """The ASGI entry point: the gateway's server runs it (``uvicorn config.asgi:application``,
 ``make gateway``), for the async views of /v1/ and their streams; the site's pages are served
-by WSGI (config.wsgi) as before, though this serves them too."""
+by WSGI (config.wsgi) as before, though this serves them too.
+
+The gateway's paths (/v1/) go through a handler of their own whose middleware is
+GATEWAY_MIDDLEWARE only: an application key is their one authentication, so the site's
+sessions, CSRF, sign-in lockout, messages, htmx and page headers have nothing to do there,
+and running them was a fifth of a gateway request's time (bench/gateway.py).
+
+Django answers HTTP; this answers the server's lifespan events, so that a clean stop writes
+the request log's queued rows (``serving.request_log``) before the process ends. An exit hook
+is not enough: uvicorn stops on SIGTERM by raising that signal again once it has shut down, and
+a process ended by a signal runs no exit hooks (bench/gateway.py lost the last batch so).
+"""
 
 import os
+from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.asgi import get_asgi_application
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_asgi_application()
+django_application = get_asgi_application()
+
+GATEWAY_PREFIX = "/v1/"
+# HTTPS redirect and HSTS as on the site (SECURE_* settings); nothing else applies to a key.
+GATEWAY_MIDDLEWARE = ["django.middleware.security.SecurityMiddleware"]
+
+
+class GatewayASGIHandler(ASGIHandler):
+    """Django's ASGI handler with GATEWAY_MIDDLEWARE instead of the site's MIDDLEWARE (the
+    same URLs and views)."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        # Django builds the chain from settings.MIDDLEWARE alone: set for this one build (at
+        # import, before any request), then put back.
+        site_middleware = settings.MIDDLEWARE
+        settings.MIDDLEWARE = GATEWAY_MIDDLEWARE
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = site_middleware
+
+
+gateway_application = GatewayASGIHandler()
+
+Message = dict[str, Any]
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    from serving.request_log import request_log_close
+
+    while True:
+        message: Message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            # After the server has answered its last request: everything is queued by now.
+            await sync_to_async(request_log_close, thread_sensitive=False)()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def application(scope: Message, receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    elif scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
+        await gateway_application(scope, receive, send)
+    else:
+        await django_application(scope, receive, send)

@@ -16,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.utils.cache import patch_cache_control
 
 from .errors import ApplicationError
+from .health import health_sections
 from .http import AppRequest, parse_id
 from .models import Membership, Project
 from .permissions import project_for
@@ -109,7 +110,11 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
     A missing worker makes the status "degraded" but keeps HTTP 200, so that the web
     container is not restarted because a worker is down; ``?workers=required`` answers 503
-    unless every queue has a worker (for a monitor that should page someone)."""
+    unless every queue has a worker (for a monitor that should page someone).
+
+    Higher apps add their figures about this process (``ftportal.health``): the gateway's
+    ``request_log`` (rows queued, rows dropped since the process started), read at the
+    gateway's own origin."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     queues = queues_attendance()
@@ -124,6 +129,7 @@ def healthz(request: HttpRequest) -> HttpResponse:
             }
             for name, queue in queues.items()
         },
+        **health_sections(),
     }
     required = request.GET.get("workers") == "required"
     return JsonResponse(body, status=503 if required and not all_attended else 200)

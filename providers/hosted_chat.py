@@ -149,6 +149,26 @@ class _HostedChat:
         results: list[ChatResult | None] = [None] * len(payloads)
         stop = threading.Event()
         pause = _RateLimitPause()
+        if len(payloads) == 1:
+            # One request (each of the gateway's): sent from this thread. A pool would start a
+            # thread for it, and a thread's start waits for the GIL, which under load cost
+            # more than the request's own work (bench/gateway.py).
+            try:
+                only = self._generate_one(
+                    0,
+                    payloads[0],
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    pause=pause,
+                    stop=stop,
+                )
+            except ChatItemError:
+                raise
+            except Exception as unexpected:
+                raise _as_item_error(0, unexpected) from unexpected
+            if on_result is not None:
+                on_result(0, only)
+            return [only]
         first_error: ChatItemError | None = None
         with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="hosted-chat") as pool:
             futures: dict[Future[ChatResult], int] = {

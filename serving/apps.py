@@ -1,7 +1,46 @@
 """The serving app: above evaluation in the layers, the production half of the loop."""
 
+from typing import Any
+
 from django.apps import AppConfig
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
+
+# What a model name's resolution reads: a change to any of these may change what it serves.
+RESOLUTION_MODELS = (
+    "registry.Alias",
+    "registry.ModelVersion",
+    "registry.RegisteredModel",
+    "ftportal.Project",
+    "catalog.BaseModel",
+    "catalog.Endpoint",
+)
+
+
+def _forget_resolutions(**_: Any) -> None:
+    from .model_names import served_versions_forget
+
+    # Once committed: forgotten before, a request could read the old row again and keep it.
+    transaction.on_commit(served_versions_forget)
 
 
 class ServingConfig(AppConfig):
     name = "serving"
+
+    def ready(self) -> None:
+        from django.apps import apps
+
+        from ftportal.health import health_section_register
+
+        from .request_log import request_log_health
+
+        # What operators read at /healthz: this process's request log queue.
+        health_section_register("request_log", request_log_health)
+        # A hook on the lower layers' rows (they may not import serving): the gateway's kept
+        # resolutions (serving.model_names.served_version) go with any change to them.
+        for label in RESOLUTION_MODELS:
+            model = apps.get_model(label)
+            post_save.connect(_forget_resolutions, sender=model, dispatch_uid=f"serving-{label}")
+            post_delete.connect(
+                _forget_resolutions, sender=model, dispatch_uid=f"serving-{label}-delete"
+            )

@@ -44,6 +44,8 @@ KEPT_BACKENDS = 32
 
 _kept: OrderedDict[Hashable, ChatModel] = OrderedDict()
 _kept_lock = threading.Lock()
+# The keys whose chat is being built, each with the lock its builder holds.
+_building: dict[Hashable, threading.Lock] = {}
 
 
 def _endpoint_state(endpoint: Endpoint | None) -> Hashable:
@@ -97,21 +99,36 @@ def backend_key(version: ModelVersion, *, vllm: Endpoint | None = None) -> Hasha
 
 
 def _kept_chat(key: Hashable, build: Callable[[], ChatModel]) -> ChatModel:
-    """The chat kept under ``key``, built by ``build`` when there is none."""
+    """The chat kept under ``key``, built by ``build`` when there is none.
+
+    Built once, under a lock of its key alone: the requests that arrive meanwhile (all of
+    them, when traffic starts) wait for that one build rather than each building its own (50
+    hosted clients at once, each loading the CA certificates, held a gateway's first second of
+    traffic for several in bench/gateway.py); requests for other keys go on being served.
+    """
     with _kept_lock:
         chat = _kept.get(key)
         if chat is not None:
             _kept.move_to_end(key)
             return chat
-    # Built outside the lock: building may read files or the network, and others may be
-    # served meanwhile; two requests racing to build one keep whichever is stored first.
-    built = build()
-    with _kept_lock:
-        chat = _kept.setdefault(key, built)
-        _kept.move_to_end(key)
-        while len(_kept) > KEPT_BACKENDS:
-            _kept.popitem(last=False)
-    return chat
+        building = _building.setdefault(key, threading.Lock())
+    with building:
+        with _kept_lock:
+            chat = _kept.get(key)  # built while this request waited
+            if chat is not None:
+                return chat
+        try:
+            built = build()
+        finally:
+            with _kept_lock:
+                # A failed build leaves nothing: the next request tries anew.
+                _building.pop(key, None)
+        with _kept_lock:
+            _kept[key] = built
+            _kept.move_to_end(key)
+            while len(_kept) > KEPT_BACKENDS:
+                _kept.popitem(last=False)
+    return built
 
 
 def backend_chat_model(version: ModelVersion) -> ChatModel:

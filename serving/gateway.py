@@ -71,9 +71,9 @@ from .model_names import (
     OtherProjectModelName,
     Resolution,
     UnknownModelName,
-    model_name_resolution,
     pinned_model_name,
     served_model_names,
+    served_resolution,
 )
 from .models import ApplicationKey, FallbackCause, RequestLog
 from .request_log import new_request_id
@@ -292,7 +292,7 @@ def _chat_request(raw: bytes) -> ChatRequest:
 
 def _resolution(project: Project, name: str) -> Resolution:
     try:
-        return model_name_resolution(project=project, name=name)
+        return served_resolution(project=project, name=name)
     except UnknownModelName as unknown:
         raise GatewayError(404, str(unknown), param="model", code="model_not_found") from None
     except OtherProjectModelName as other:

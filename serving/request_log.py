@@ -3,10 +3,12 @@ answers at once; a background thread writes the rows in batches. A clean shutdow
 everything still queued; a full queue drops the row and counts it (``dropped``), so logging
 never slows or blocks an answer.
 
-The gateway calls :func:`request_log_enqueue` with a :class:`RequestLogEntry`; health checks
-and tests read :func:`request_log_dropped_count` and :func:`request_log_queued_count`;
-feedback asks :func:`request_log_recent_project` whose a request is while its row may still be
-queued.
+The gateway calls :func:`request_log_enqueue` with a :class:`RequestLogEntry`; ``/healthz``
+shows :func:`request_log_health` (rows queued and dropped in the answering process), and tests
+read :func:`request_log_dropped_count` and :func:`request_log_queued_count`; feedback asks
+:func:`request_log_recent_project` whose a request is while its row may still be queued. A
+clean stop of the ASGI server writes what is queued (its lifespan shutdown, ``config.asgi``; an
+exit hook as well, for other servers).
 """
 
 from __future__ import annotations
@@ -173,10 +175,11 @@ class RequestLogWriter:
         batch_ms: int,
         write: Callable[[list[RequestLogEntry]], int] = request_logs_write,
     ) -> None:
+        self.queue_rows = max(1, queue_rows)
         self.batch_rows = max(1, batch_rows)
         self.batch_seconds = max(1, batch_ms) / 1000
         self._write = write
-        self._queue: queue.Queue[RequestLogEntry] = queue.Queue(maxsize=max(1, queue_rows))
+        self._queue: queue.Queue[RequestLogEntry] = queue.Queue(maxsize=self.queue_rows)
         self._stopping = threading.Event()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -403,6 +406,17 @@ def request_log_dropped_count() -> int:
 def request_log_queued_count() -> int:
     """Rows waiting to be written in this process."""
     return _process_writer().queued
+
+
+def request_log_health() -> dict[str, object]:
+    """This process's request log for ``/healthz``: rows waiting, the queue's room, and rows
+    dropped (queue full, writer closed, a failed batch) since the writer started."""
+    writer = _process_writer()
+    return {
+        "queued": writer.queued,
+        "queue_rows": writer.queue_rows,
+        "dropped": writer.dropped,
+    }
 
 
 atexit.register(request_log_close)

@@ -64,7 +64,9 @@ def application_key_in_project(project: Project, key_id: int) -> ApplicationKey:
 def application_key_with_prefix(prefix: str) -> ApplicationKey | None:
     """The key a presented prefix names, with its project, whatever the project: the gateway
     learns the project from the key (and checks it against the model asked for)."""
-    return ApplicationKey.objects.select_related("project").filter(prefix=prefix).first()
+    # The prefix is unique: no ORDER BY (the model's ordering) to compile on every request.
+    keys = ApplicationKey.objects.select_related("project").filter(prefix=prefix).order_by()
+    return next(iter(keys[:1]), None)
 
 
 # --- the request log ----------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from enum import StrEnum
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.cache import cache
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -280,6 +281,23 @@ class RateDecision:
         return headers
 
 
+# The counters' cache, one per process: ``django.core.cache.cache`` is one per async context
+# (an asgiref Local), so under ASGI every gateway request got a cache of its own, with a Redis
+# connection pool of its own and a new connection (bench/gateway.py: a ~20x throughput cut).
+# Kept with the settings it was made from, so a changed CACHES (override_settings) makes anew.
+_counter_cache: tuple[object, BaseCache] | None = None
+
+
+def _counters() -> BaseCache:
+    global _counter_cache
+    config = settings.CACHES["default"]
+    kept = _counter_cache
+    if kept is None or kept[0] is not config:
+        # Two threads racing here make two; one is kept, the other's pool goes with it.
+        kept = _counter_cache = (config, caches.create_connection("default"))
+    return kept[1]
+
+
 def _window_count(counter: str, *, ttl_seconds: int) -> int:
     """Adds one to a window's counter and answers its new value.
 
@@ -288,6 +306,7 @@ def _window_count(counter: str, *, ttl_seconds: int) -> int:
     a little and then expires by itself: nothing to clean up. (The embedded default's file
     cache counts too, but not atomically: close enough on one machine.)
     """
+    cache = _counters()
     try:
         return int(cache.incr(counter))
     except ValueError:  # the window's first request: no counter yet

@@ -351,3 +351,32 @@ def test_anthropic_wrong_key_is_permanent(fake_anthropic: FakeAnthropicServer):
 
     assert not raised.value.retryable
     assert fake_anthropic.total_requests == 1
+
+
+def test_a_single_conversation_is_sent_from_the_calling_thread_with_the_same_errors(
+    fake_openai_chat: FakeOpenAIChatServer, monkeypatch: pytest.MonkeyPatch
+):
+    """The gateway's one request per call starts no pool thread; retries and failures read
+    as they do for a batch."""
+    import threading
+
+    chat = openai_chat(fake_openai_chat)
+    senders: list[threading.Thread] = []
+    send = chat._send
+
+    def recording_send(*args: object, **kwargs: object) -> object:
+        senders.append(threading.current_thread())
+        return send(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(chat, "_send", recording_send)
+    fake_openai_chat.fail_next_requests(1, status=500)
+    [result] = chat.generate_many(questions(1))
+
+    assert result.text == expected_answer("question number 0")
+    assert result.attempts == 2
+    assert senders == [threading.current_thread()] * 2
+
+    fake_openai_chat.reject_items_containing("question number 0")
+    with pytest.raises(ChatItemError) as refused:
+        chat.generate_many(questions(1))
+    assert refused.value.index == 0 and not refused.value.retryable
