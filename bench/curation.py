@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import signal
 import statistics
 import sys
 import time
@@ -28,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
 
-from bench.databases import scratch_database_create, scratch_database_drop  # noqa: E402
+from bench.databases import in_scratch_django_database  # noqa: E402
 
 SYSTEM = (
     "You triage support tickets for Northwind Cloud. Reply with JSON only, with the keys "
@@ -443,18 +441,7 @@ def main() -> None:
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
     print(f"generated {len(records)} examples, {len(data) / 1e6:.1f} MB; injected {injected}")
 
-    # A stop (Ctrl-C, timeout) still drops the throwaway database in the finally below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    server, name = scratch_database_create("ftportal_bench")
-    os.environ["DATABASE_URL"] = f"{server}/{name}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    try:
-        run(args, data, injected)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        scratch_database_drop(server, name)
+    in_scratch_django_database("ftportal_bench", lambda: run(args, data, injected))
 
 
 def tokenizer_counters(names: Sequence[str], cache_dir: Path) -> dict[str, Any]:

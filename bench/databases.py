@@ -4,6 +4,9 @@ one DATABASE_URL names, and dropped (forcibly: a bench's server may still hold c
 from __future__ import annotations
 
 import os
+import signal
+import sys
+from collections.abc import Callable
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/ftportal"
 
@@ -30,3 +33,20 @@ def scratch_database_drop(server: str, name: str) -> None:
 
     with psycopg.connect(f"{server}/postgres", autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def in_scratch_django_database(prefix: str, work: Callable[[], None]) -> None:
+    """Run ``work`` with Django pointed at a scratch database (DATABASE_URL set before Django
+    reads its settings, so ``work`` sets Django up), and drop the database afterwards, also
+    when the run is stopped (Ctrl-C, or a timeout's SIGTERM, turned into an exit here)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    server, name = scratch_database_create(prefix)
+    os.environ["DATABASE_URL"] = f"{server}/{name}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    try:
+        work()
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        scratch_database_drop(server, name)

@@ -15,8 +15,6 @@ both must give the same counts. Medians are printed; the last line is key=value.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import sys
 import time
@@ -27,7 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
 
-from bench.databases import scratch_database_create, scratch_database_drop  # noqa: E402
+from bench.databases import in_scratch_django_database  # noqa: E402
 
 ROWS_SQL = """
 INSERT INTO serving_requestlog (
@@ -208,17 +206,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.rows < 100 or args.repeats < 1:
         parser.error("--rows at least 100, --repeats at least 1")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    server, name = scratch_database_create("ftportal_bench_experiment")
-    os.environ["DATABASE_URL"] = f"{server}/{name}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        scratch_database_drop(server, name)
+    in_scratch_django_database("ftportal_bench_experiment", lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ in a throwaway Postgres database:
 
 - baseline: resolving an alias name to its version (``serving.model_names.model_name_resolve``,
   which every alias request runs);
-- route lookup: ``serving.fallbacks.fallback_route_for`` for the same name, once for an alias
+- route lookup: ``serving.fallbacks.fallback_route_of`` for the same name's alias, once for an alias
   without a route (every alias request pays it) and once for one with a route;
 - the timeout's thread hop: ``within_timeout`` around a call that returns at once, against the
   call made directly (only requests whose alias has an enabled route pay it);
@@ -18,8 +18,6 @@ per-call means are printed in microseconds. The last line is key=value.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import sys
 import time
@@ -29,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
 
-from bench.databases import scratch_database_create, scratch_database_drop  # noqa: E402
+from bench.databases import in_scratch_django_database  # noqa: E402
 
 
 def per_call_us(work: Callable[[], object], calls: int) -> float:
@@ -51,8 +49,8 @@ def run(args: argparse.Namespace) -> None:
     from ftportal.models import Project
     from registry.models import Alias, ModelVersion, RegisteredModel
     from serving.breaker import CircuitBreakers
-    from serving.fallbacks import fallback_route_for, within_timeout
-    from serving.model_names import model_name_resolve
+    from serving.fallbacks import fallback_route_of, within_timeout
+    from serving.model_names import model_name_resolution, model_name_resolve
     from serving.services import RouteSettings, fallback_route_create
     from training.models import TrainingJob
 
@@ -109,8 +107,11 @@ def run(args: argparse.Namespace) -> None:
                 wanted=RouteSettings(fallback_version=versions[0], fallback_base_model=None),
             )
     plain, routed = "Bench/plain/production", "Bench/routed/production"
-    assert fallback_route_for(project=project, name=plain) is None
-    assert fallback_route_for(project=project, name=routed) is not None
+    plain_alias = model_name_resolution(project=project, name=plain).alias
+    routed_alias = model_name_resolution(project=project, name=routed).alias
+    assert plain_alias is not None and routed_alias is not None
+    assert fallback_route_of(plain_alias) is None
+    assert fallback_route_of(routed_alias) is not None
     breakers = CircuitBreakers()
 
     def breaker_round() -> None:
@@ -119,8 +120,8 @@ def run(args: argparse.Namespace) -> None:
 
     timed: dict[str, Callable[[], object]] = {
         "resolve": lambda: model_name_resolve(project=project, name=plain),
-        "lookup_none": lambda: fallback_route_for(project=project, name=plain),
-        "lookup_route": lambda: fallback_route_for(project=project, name=routed),
+        "lookup_none": lambda: fallback_route_of(plain_alias),
+        "lookup_route": lambda: fallback_route_of(routed_alias),
         "direct": lambda: None,
         "hop": lambda: within_timeout(5.0, lambda: None),
         "breaker": breaker_round,
@@ -148,18 +149,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    # A stop (Ctrl-C, timeout) still drops the throwaway database in the finally below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    server, name = scratch_database_create("ftportal_bench_fallbacks")
-    os.environ["DATABASE_URL"] = f"{server}/{name}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        scratch_database_drop(server, name)
+    in_scratch_django_database("ftportal_bench_fallbacks", lambda: run(args))
 
 
 if __name__ == "__main__":

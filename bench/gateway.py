@@ -10,10 +10,11 @@ What runs, each in a process of its own:
 
 - the fake: ``python -m fakes.chat_servers 0.05`` (``fakes.chat_servers``, the OpenAI fake the
   tests use; a thread per connection, connections kept alive as real providers keep them);
-- the gateway: ``uvicorn config.asgi:application --workers 1 --loop asyncio --http h11
-  --lifespan on --no-access-log`` (uvloop and httptools are not installed, so uvicorn's pure
-  Python loop and HTTP parser), DJANGO_DEBUG off as in production (no query recording),
-  FTPORTAL_GATEWAY_THREADS threads, the request log's default queue and batches. Its database
+- the gateway: ``uvicorn config.asgi:application --workers 1 --loop uvloop --http httptools
+  --lifespan on --no-access-log`` (what ``make gateway`` gets by uvicorn's "auto" with the
+  requirements installed; the pure-Python asyncio loop and h11 parser when they are not),
+  DJANGO_DEBUG off as in production (no query recording), FTPORTAL_GATEWAY_THREADS threads,
+  the request log's default queue and batches. Its database
   is a scratch one beside DATABASE_URL's (migrated, dropped afterwards); its cache (the rate
   limit) is Redis (REDIS_URL, default redis://127.0.0.1:6379/0) under a key prefix of its own.
   The served version is a hosted fine-tuned one (an ``ft:`` id at a registered
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import itertools
 import json
 import os
@@ -50,6 +52,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# What uvicorn's "auto" picks, named so the figures say which ran.
+LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+HTTP_PARSER = "httptools" if importlib.util.find_spec("httptools") else "h11"
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
@@ -228,9 +234,9 @@ def gateway_command(port: int, args: argparse.Namespace) -> list[str]:
         "--workers",
         str(args.workers),
         "--loop",
-        "asyncio",
+        LOOP,
         "--http",
-        "h11",
+        HTTP_PARSER,
         "--lifespan",
         "on",
         "--no-access-log",
@@ -392,7 +398,7 @@ def run(args: argparse.Namespace) -> None:
         gateway = subprocess.Popen(gateway_command(gateway_port, args), cwd=REPO)
         wait_until_answering(gateway, through)
         print(
-            f"gateway: uvicorn, {args.workers} worker(s), asyncio loop, h11, "
+            f"gateway: uvicorn, {args.workers} worker(s), {LOOP} loop, {HTTP_PARSER} parser, "
             f"{os.environ['FTPORTAL_GATEWAY_THREADS']} threads; backend delay {args.delay_ms} ms; "
             f"{args.concurrency} clients; {args.requests} requests a side a repeat",
             flush=True,

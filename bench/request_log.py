@@ -28,8 +28,6 @@ key=value.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import sys
 import time
@@ -40,7 +38,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
 
-from bench.databases import scratch_database_create, scratch_database_drop  # noqa: E402
+from bench.databases import in_scratch_django_database  # noqa: E402
 
 PAGE_ROWS = 50
 GENERATE_CHUNK_ROWS = 1_000_000
@@ -249,18 +247,7 @@ def main() -> None:
     if args.rows < 10 * PAGE_ROWS or not 0 < args.depth_share < 1:
         parser.error(f"--rows at least {10 * PAGE_ROWS}; --depth-share between 0 and 1")
 
-    # A stop (Ctrl-C, timeout) still drops the throwaway database in the finally below.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    server, name = scratch_database_create("ftportal_bench_reqlog")
-    os.environ["DATABASE_URL"] = f"{server}/{name}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    try:
-        run(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        scratch_database_drop(server, name)
+    in_scratch_django_database("ftportal_bench_reqlog", lambda: run(args))
 
 
 if __name__ == "__main__":

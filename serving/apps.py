@@ -6,22 +6,26 @@ from django.apps import AppConfig
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
-# What a model name's resolution reads: a change to any of these may change what it serves.
-RESOLUTION_MODELS = (
+# What a model name's serving plan reads (serving.plans): a change to any of these may change
+# what it serves.
+PLAN_MODELS = (
     "registry.Alias",
     "registry.ModelVersion",
     "registry.RegisteredModel",
     "ftportal.Project",
     "catalog.BaseModel",
     "catalog.Endpoint",
+    "serving.Experiment",
+    "serving.ExperimentArm",
+    "serving.FallbackRoute",
 )
 
 
-def _forget_resolutions(**_: Any) -> None:
-    from .model_names import served_versions_forget
+def _forget_plans(**_: Any) -> None:
+    from .plans import serving_plans_forget
 
     # Once committed: forgotten before, a request could read the old row again and keep it.
-    transaction.on_commit(served_versions_forget)
+    transaction.on_commit(serving_plans_forget)
 
 
 class ServingConfig(AppConfig):
@@ -37,10 +41,8 @@ class ServingConfig(AppConfig):
         # What operators read at /healthz: this process's request log queue.
         health_section_register("request_log", request_log_health)
         # A hook on the lower layers' rows (they may not import serving): the gateway's kept
-        # resolutions (serving.model_names.served_version) go with any change to them.
-        for label in RESOLUTION_MODELS:
+        # plans (serving.plans) go with any change to them.
+        for label in PLAN_MODELS:
             model = apps.get_model(label)
-            post_save.connect(_forget_resolutions, sender=model, dispatch_uid=f"serving-{label}")
-            post_delete.connect(
-                _forget_resolutions, sender=model, dispatch_uid=f"serving-{label}-delete"
-            )
+            post_save.connect(_forget_plans, sender=model, dispatch_uid=f"serving-{label}")
+            post_delete.connect(_forget_plans, sender=model, dispatch_uid=f"serving-{label}-delete")

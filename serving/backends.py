@@ -35,7 +35,7 @@ from catalog.adapters import (
     served_adapter_chat_model,
 )
 from catalog.models import BaseModel, Endpoint
-from providers.base import ChatModel, ProviderError
+from providers.base import ChatModel, ChatResult, Conversation, ProviderError
 from registry.models import ModelVersion
 
 # Versions whose chats are kept: the aliases and pins in use, with room to spare. A dropped
@@ -194,6 +194,21 @@ def base_model_backend_chat(base_model: BaseModel) -> ChatModel:
             base_model=base_model, who=f"base model {base_model.key}", max_in_flight=1
         ),
     )
+
+
+def backend_answer(
+    chat: ChatModel, conversation: Conversation, *, max_tokens: int, temperature: float
+) -> ChatResult:
+    """One conversation's answer from a kept chat. A chat that fails is dropped (the next
+    request builds it again) and its ProviderError raised."""
+    try:
+        [result] = chat.generate_many(
+            [conversation], max_new_tokens=max_tokens, temperature=temperature, batch_size=1
+        )
+    except ProviderError:
+        backend_forget(chat)
+        raise
+    return result
 
 
 def backend_forget(chat: ChatModel) -> None:

@@ -31,7 +31,7 @@ from catalog.models import BaseModel
 from providers.base import ChatModel, ChatResult, Conversation, ProviderError
 from registry.models import ModelVersion
 
-from .backends import backend_chat_model, backend_forget, base_model_backend_chat
+from .backends import backend_answer, backend_chat_model, base_model_backend_chat
 from .model_names import Resolution, pinned_model_name
 from .models import ApplicationKey, Experiment, ExperimentArm, ExperimentStatus
 from .request_log import new_request_id
@@ -123,14 +123,12 @@ def running_experiment(*, registered_model_id: int, alias: str) -> Experiment | 
     )
 
 
-def experiment_route(*, resolution: Resolution, user: str, request_id: str) -> Routed:
+def experiment_route(
+    *, resolution: Resolution, experiment: Experiment | None, user: str, request_id: str
+) -> Routed:
     """How to serve a request whose model name resolved to ``resolution``: its version, or the
-    arm of the experiment running on its alias (pinned names bypass experiments)."""
-    if resolution.alias is None:
-        return Routed(version=resolution.version)
-    experiment = running_experiment(
-        registered_model_id=resolution.alias.registered_model_id, alias=resolution.alias.name
-    )
+    arm of ``experiment``, the one running on its alias (``serving.plans``; pinned names have
+    none)."""
     if experiment is None:
         return Routed(version=resolution.version)
     arms = list(experiment.arms.all())
@@ -229,17 +227,12 @@ def _shadow_run(shadow: ShadowRequest) -> None:
     result: ChatResult | None = None
     error = ""
     try:
-        chat = chat_of(shadow.target)
-        try:
-            [result] = chat.generate_many(
-                [shadow.messages],
-                max_new_tokens=shadow.max_tokens,
-                temperature=shadow.temperature,
-                batch_size=1,
-            )
-        except ProviderError:
-            backend_forget(chat)
-            raise
+        result = backend_answer(
+            chat_of(shadow.target),
+            shadow.messages,
+            max_tokens=shadow.max_tokens,
+            temperature=shadow.temperature,
+        )
     except ProviderError as failure:
         # The backend's own words stay in the server log: they may name endpoints.
         logger.warning("experiments: the shadow arm %s failed: %s", shadow.target.arm_name, failure)

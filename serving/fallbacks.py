@@ -18,16 +18,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
-from urllib.parse import unquote
 
 from django.conf import settings
 from django.db import close_old_connections
 
 from catalog.models import BaseModel
-from ftportal.models import Project
-from registry.models import ModelVersion
+from registry.models import Alias, ModelVersion
 
-from .model_names import PINNED_MARK, SEPARATOR
 from .models import FallbackCause, FallbackRoute
 
 Result = TypeVar("Result")
@@ -79,35 +76,12 @@ class FallbackUse:
     reason: str
 
 
-def _alias_of(name: str) -> tuple[str | None, str] | None:
-    """(model name or None for the short form, alias name) of an alias name; None for a
-    pinned name. The name has been resolved already, so its syntax is valid."""
-    raw_parts = name.split(SEPARATOR)
-    parts = [unquote(part) for part in raw_parts]
-    if len(parts) == 3:
-        return parts[1], parts[2]
-    if len(parts) == 2 and PINNED_MARK not in raw_parts[1]:
-        return None, parts[1]
-    return None
-
-
-def fallback_route_for(*, project: Project, name: str) -> FallbackRoute | None:
-    """The enabled route of the alias ``name`` goes through; None for a pinned name or an
-    alias without an enabled route. One query over three small tables: every alias request
-    pays it, so the targets are not joined here (``fallback_target_version`` and
-    ``fallback_target_base_model`` read them when a request falls back)."""
-    alias = _alias_of(name)
-    if alias is None:
-        return None
-    model_name, alias_name = alias
-    routes = FallbackRoute.objects.filter(
-        enabled=True, alias__registered_model__project=project, alias__name=alias_name
-    )
-    if model_name is not None:
-        routes = routes.filter(alias__registered_model__name=model_name)
-    found = list(routes[:2])
-    # The short form with several models' aliases is refused before this (ambiguous name).
-    return found[0] if len(found) == 1 else None
+def fallback_route_of(alias: Alias) -> FallbackRoute | None:
+    """The alias's enabled route; None when it has none (or it is disabled). The targets are
+    not joined here: every alias request reads this (``serving.plans`` keeps it a moment),
+    and ``fallback_target_version`` / ``fallback_target_base_model`` read them only when a
+    request falls back."""
+    return FallbackRoute.objects.filter(enabled=True, alias=alias).first()
 
 
 def fallback_target_version(route: FallbackRoute) -> ModelVersion | None:

@@ -56,26 +56,24 @@ from providers.base import (
 )
 from registry.models import ModelVersion
 
-from .backends import backend_chat_model, backend_forget, base_model_backend_chat
+from .backends import backend_answer, backend_chat_model, base_model_backend_chat
 from .breaker import breakers
 from .experiments import Routed, ShadowRequest, experiment_route, shadow_submit
 from .fallbacks import (
     FallbackUse,
     PrimaryTimedOut,
-    fallback_route_for,
     fallback_target_base_model,
     fallback_target_version,
     within_timeout,
 )
 from .model_names import (
     OtherProjectModelName,
-    Resolution,
     UnknownModelName,
     pinned_model_name,
     served_model_names,
-    served_resolution,
 )
-from .models import ApplicationKey, FallbackCause, RequestLog
+from .models import ApplicationKey, FallbackCause, FallbackRoute, RequestLog
+from .plans import ServingPlan, serving_plan
 from .request_log import new_request_id
 from .services import (
     ApplicationKeyRefused,
@@ -290,9 +288,9 @@ def _chat_request(raw: bytes) -> ChatRequest:
 # --- resolving and generating -------------------------------------------------------------
 
 
-def _resolution(project: Project, name: str) -> Resolution:
+def _plan(project: Project, name: str) -> ServingPlan:
     try:
-        return served_resolution(project=project, name=name)
+        return serving_plan(project=project, name=name)
     except UnknownModelName as unknown:
         raise GatewayError(404, str(unknown), param="model", code="model_not_found") from None
     except OtherProjectModelName as other:
@@ -316,17 +314,12 @@ def _generate_with(
     chat_of: Callable[[], ChatModel], name: str, chat_request: ChatRequest
 ) -> ChatResult:
     try:
-        chat = chat_of()
-        try:
-            [result] = chat.generate_many(
-                [chat_request.messages],
-                max_new_tokens=chat_request.max_tokens,
-                temperature=chat_request.temperature,
-                batch_size=1,
-            )
-        except ProviderError:
-            backend_forget(chat)
-            raise
+        result = backend_answer(
+            chat_of(),
+            chat_request.messages,
+            max_tokens=chat_request.max_tokens,
+            temperature=chat_request.temperature,
+        )
     except ProviderError as failure:
         transient = isinstance(failure, TransientProviderError) or getattr(
             failure, "retryable", False
@@ -349,10 +342,24 @@ def _generate_with(
     return result
 
 
-def _routed(project: Project, chat_request: ChatRequest, request_id: str) -> Routed:
-    """The version (or experiment arm) that answers this request (``serving.experiments``)."""
-    resolution = _resolution(project, chat_request.model)
-    return experiment_route(resolution=resolution, user=chat_request.user, request_id=request_id)
+@dataclass(frozen=True)
+class Planned:
+    """How a request is served: the version or experiment arm (``serving.experiments``), and
+    the fallback route of the alias its name went through (None for none)."""
+
+    routed: Routed
+    route: FallbackRoute | None
+
+
+def _planned(project: Project, chat_request: ChatRequest, request_id: str) -> Planned:
+    plan = _plan(project, chat_request.model)
+    routed = experiment_route(
+        resolution=plan.resolution,
+        experiment=plan.experiment,
+        user=chat_request.user,
+        request_id=request_id,
+    )
+    return Planned(routed, plan.route)
 
 
 # --- fallback routes ------------------------------------------------------------------------
@@ -385,19 +392,19 @@ class FallbackFailed(GatewayError):
         self.fallback = fallback
 
 
-def _answer(project: Project, routed: Routed, chat_request: ChatRequest) -> Answer:
+def _answer(planned: Planned, chat_request: ChatRequest) -> Answer:
     """The answer for a routed request: an experiment's hosted-baseline arm's as it is (no
     route: the baseline is itself what a route would fall back to); else the version's, or,
     when the name goes through an alias with an enabled fallback route and the version fails,
     times out or its circuit is open, the route target's (``serving.fallbacks``,
     ``serving.breaker``). The route is the alias's whichever arm's version answers; the breaker
     is that version's."""
+    routed, route = planned.routed, planned.route
     if routed.arm is not None and routed.arm.base_model is not None:
         base = routed.arm.base_model
         return Answer(_generate_base(base, chat_request), base.key, None, base_model=base)
     version = routed.version
     assert version is not None  # an arm serves a version or a base model
-    route = fallback_route_for(project=project, name=chat_request.model)
     name = pinned_model_name(version)
     if route is None or route.fallback_version_id == version.pk:
         # No route, or the alias now serves the route's own target: nothing to fall back to.
@@ -639,10 +646,19 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         # Names the lambdas can close over as set (chat_request and version are rebound above
         # for record()); the names stay in the thread, where a lazy relation may be read.
         asked = chat_request
-        routed = await _in_thread(lambda: _routed(caller.project, asked, request_id))
-        version = routed.version
-        route = routed
-        answer = await _in_thread(lambda: _answer(caller.project, route, asked))
+        planned: list[Planned] = []  # set by the thread once known, for record() and _mirror
+
+        def plan_and_answer() -> Answer:
+            # One thread hop for both: each hop is a measurable share of a request's cost.
+            planned.append(_planned(caller.project, asked, request_id))
+            return _answer(planned[0], asked)
+
+        try:
+            answer = await _in_thread(plan_and_answer)
+        finally:
+            if planned:
+                routed = planned[0].routed
+                version = routed.version
     except GatewayError as error:
         record(error.status, error.message, None, fallback=getattr(error, "fallback", None))
         if routed is not None and chat_request is not None:
@@ -651,6 +667,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return error.response()
     headers = {**caller.rate.headers(), "x-request-id": request_id}
     record(200, "", answer.result, answer)
+    assert routed is not None  # an answer was planned first
     _mirror(caller, routed, chat_request, request_id)
     served_name, result = answer.name, answer.result
     if not chat_request.stream:

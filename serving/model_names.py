@@ -14,23 +14,16 @@ included, except for the three characters the syntax uses, written percent-encod
 ``R&D %2F EU``). Any other percent-encoding is accepted too and decoded, so a name encoded whole
 (``Ticket%20triage/production``) resolves as well.
 
-:func:`model_name_resolve` reads the rows every time. The gateway asks :func:`served_version`,
-which keeps each resolution a moment (FTPORTAL_GATEWAY_NAME_TTL_SECONDS, 1 s by default; 0
-keeps none): the three queries of a resolution were a fifth of a gateway request's time
-(bench/gateway.py). A change to an alias, version, model, project, base model or endpoint saved
-in this process forgets every kept resolution once committed (``serving.apps``), so a
-promotion or a rollback is served from the next request on in the process that made it, and
-within that TTL in every other process (the web server promotes, the gateway serves).
+:func:`model_name_resolution` reads the rows every time. The gateway asks
+``serving.plans.serving_plan``, which keeps a name's resolution (with its alias's running
+experiment and fallback route) a moment, FTPORTAL_GATEWAY_NAME_TTL_SECONDS: the queries were a
+large share of a gateway request's CPU time (bench/gateway.py).
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from urllib.parse import unquote
-
-from django.conf import settings
 
 from ftportal.models import Project
 from registry.models import Alias, ModelVersion, RegisteredModel
@@ -195,46 +188,3 @@ def model_name_resolution(*, project: Project, name: str) -> Resolution:
             f"the alias '{parts[2]}'."
         )
     return Resolution(versions.get(pk=alias.model_version_id), alias)
-
-
-# --- the gateway's resolutions, kept a moment ----------------------------------------------------
-
-# Past this many kept names (a client sending made-up names), all are forgotten at once.
-MAX_KEPT_NAMES = 10_000
-
-_kept_names: dict[tuple[int, str, str], tuple[float, Resolution]] = {}
-_kept_names_lock = threading.Lock()
-# Counts the forgets: a resolution read before one is not kept after it (it may be stale).
-_forgotten = 0
-
-
-def served_resolution(*, project: Project, name: str, now: float | None = None) -> Resolution:
-    """:func:`model_name_resolution`, kept per process for FTPORTAL_GATEWAY_NAME_TTL_SECONDS
-    (``now``: ``time.monotonic()`` by default). Only names that serve a version are kept;
-    refusals are resolved (and explained) anew each time."""
-    ttl = float(settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS)
-    if ttl <= 0:
-        return model_name_resolution(project=project, name=name)
-    moment = time.monotonic() if now is None else now
-    # The project's name is part of the key: a renamed project's old names stop at once.
-    key = (project.pk, project.name, name)
-    with _kept_names_lock:
-        kept = _kept_names.get(key)
-        forgets_before = _forgotten
-    if kept is not None and kept[0] > moment:
-        return kept[1]
-    resolution = model_name_resolution(project=project, name=name)
-    with _kept_names_lock:
-        if _forgotten == forgets_before:
-            if len(_kept_names) >= MAX_KEPT_NAMES:
-                _kept_names.clear()
-            _kept_names[key] = (moment + ttl, resolution)
-    return resolution
-
-
-def served_versions_forget() -> None:
-    """Forget every kept resolution (after a change to what names serve, and in tests)."""
-    global _forgotten
-    with _kept_names_lock:
-        _kept_names.clear()
-        _forgotten += 1

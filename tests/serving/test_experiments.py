@@ -25,8 +25,8 @@ from registry.models import ModelVersion
 from registry.selectors import production_version
 from serving import experiments
 from serving.experiments import ShadowRequest, arm_index, experiment_route, mirrored
-from serving.model_names import model_name_resolution
 from serving.models import Experiment, ExperimentStatus
+from serving.plans import serving_plan_read
 from serving.selectors import experiment_arm_results, experiment_verdict
 from serving.services import (
     ArmSpec,
@@ -142,10 +142,12 @@ def test_an_alias_with_a_running_experiment_routes_to_the_users_arm(
     project: Project, lead: User, versions: TwoVersions
 ) -> None:
     experiment = running_experiment(project, lead, versions, weights=(1, 1))
-    resolution = model_name_resolution(project=project, name="Ticket triage/production")
+    plan = serving_plan_read(project=project, name="Ticket triage/production")
     served: dict[str, int] = {}
     for user in USERS[:200]:
-        routed = experiment_route(resolution=resolution, user=user, request_id="req_1")
+        routed = experiment_route(
+            resolution=plan.resolution, experiment=plan.experiment, user=user, request_id="req_1"
+        )
         assert routed.arm is not None and routed.version is not None
         assert routed.version.pk in (versions.first.pk, versions.second.pk)
         position = arm_index(experiment_id=experiment.pk, user=user, weights=[1, 1])
@@ -158,14 +160,20 @@ def test_pinned_names_and_drafts_bypass_experiments(
     project: Project, lead: User, versions: TwoVersions
 ) -> None:
     running_experiment(project, lead, versions)
-    pinned = model_name_resolution(project=project, name="Ticket triage/triage@2")
-    routed = experiment_route(resolution=pinned, user="user-1", request_id="req_1")
+    pinned = serving_plan_read(project=project, name="Ticket triage/triage@2")
+    assert pinned.experiment is None
+    routed = experiment_route(
+        resolution=pinned.resolution, experiment=None, user="user-1", request_id="req_1"
+    )
     assert routed.arm is None and routed.version == versions.second
 
     experiment_stop(experiment=Experiment.objects.get(), user=lead)
     running_experiment(project, lead, versions, start=False)  # a draft
-    alias = model_name_resolution(project=project, name="Ticket triage/production")
-    routed = experiment_route(resolution=alias, user="user-1", request_id="req_1")
+    alias = serving_plan_read(project=project, name="Ticket triage/production")
+    assert alias.experiment is None
+    routed = experiment_route(
+        resolution=alias.resolution, experiment=None, user="user-1", request_id="req_1"
+    )
     assert routed.arm is None and routed.version == versions.first
 
 

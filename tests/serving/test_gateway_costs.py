@@ -25,8 +25,8 @@ from registry.models import Alias, ModelVersion
 from registry.services import model_version_register
 from serving import backends, request_log
 from serving.backends import backend_chat_model, backends_forget
-from serving.model_names import served_resolution, served_versions_forget
 from serving.models import RequestLog
+from serving.plans import serving_plan, serving_plans_forget
 from serving.request_log import RequestLogEntry, RequestLogWriter, request_logs_write
 from tests.factories import frozen_version
 from training.models import JobStatus, TrainingJob
@@ -36,10 +36,10 @@ NAME = "Ticket triage/production"
 
 @pytest.fixture(autouse=True)
 def nothing_kept() -> Iterator[None]:
-    served_versions_forget()
+    serving_plans_forget()
     backends_forget()
     yield
-    served_versions_forget()
+    serving_plans_forget()
     backends_forget()
 
 
@@ -82,13 +82,13 @@ def test_a_resolution_is_kept_for_the_ttl_then_read_again(
     settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 1.0
     first, second = two_versions
     alias = point_production(first)
-    assert served_resolution(project=project, name=NAME, now=100.0).version == first
+    assert serving_plan(project=project, name=NAME, now=100.0).resolution.version == first
 
     # Moved by another process (an UPDATE: no signal reaches this one).
     Alias.objects.filter(pk=alias.pk).update(model_version=second)
 
-    assert served_resolution(project=project, name=NAME, now=100.9).version == first
-    assert served_resolution(project=project, name=NAME, now=101.0).version == second
+    assert serving_plan(project=project, name=NAME, now=100.9).resolution.version == first
+    assert serving_plan(project=project, name=NAME, now=101.0).resolution.version == second
 
 
 def test_a_change_saved_in_this_process_is_served_at_the_next_request(
@@ -100,12 +100,12 @@ def test_a_change_saved_in_this_process_is_served_at_the_next_request(
     settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 60.0
     first, second = two_versions
     point_production(first)
-    assert served_resolution(project=project, name=NAME, now=100.0).version == first
+    assert serving_plan(project=project, name=NAME, now=100.0).resolution.version == first
 
     with django_capture_on_commit_callbacks(execute=True):
         point_production(second)
 
-    assert served_resolution(project=project, name=NAME, now=100.1).version == second
+    assert serving_plan(project=project, name=NAME, now=100.1).resolution.version == second
 
 
 def test_a_renamed_project_stops_serving_its_old_names_at_once(
@@ -113,7 +113,7 @@ def test_a_renamed_project_stops_serving_its_old_names_at_once(
 ) -> None:
     settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 60.0
     point_production(two_versions[0])
-    assert served_resolution(project=project, name=NAME, now=100.0).version == two_versions[0]
+    assert serving_plan(project=project, name=NAME, now=100.0).resolution.version == two_versions[0]
     # Renamed elsewhere (no signal here); this process's key object carries the new name.
     Project.objects.filter(pk=project.pk).update(name="Billing")
     project.refresh_from_db()
@@ -121,7 +121,7 @@ def test_a_renamed_project_stops_serving_its_old_names_at_once(
     from serving.model_names import OtherProjectModelName, UnknownModelName
 
     with pytest.raises((UnknownModelName, OtherProjectModelName)):
-        served_resolution(project=project, name=NAME, now=100.1)
+        serving_plan(project=project, name=NAME, now=100.1)
 
 
 def test_a_ttl_of_zero_reads_the_rows_every_time(
@@ -130,9 +130,9 @@ def test_a_ttl_of_zero_reads_the_rows_every_time(
     settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 0
     first, second = two_versions
     alias = point_production(first)
-    assert served_resolution(project=project, name=NAME, now=100.0).version == first
+    assert serving_plan(project=project, name=NAME, now=100.0).resolution.version == first
     Alias.objects.filter(pk=alias.pk).update(model_version=second)
-    assert served_resolution(project=project, name=NAME, now=100.0).version == second
+    assert serving_plan(project=project, name=NAME, now=100.0).resolution.version == second
 
 
 # --- a backend's chat: built once ----------------------------------------------------------------
