@@ -29,6 +29,7 @@ from serving.models import RequestLog
 from serving.plans import serving_plan, serving_plans_forget
 from serving.request_log import RequestLogEntry, RequestLogWriter, request_logs_write
 from tests.factories import frozen_version
+from tests.threads import on_own_thread
 from training.models import JobStatus, TrainingJob
 
 NAME = "Ticket triage/production"
@@ -204,7 +205,7 @@ def test_a_static_file_is_served_in_an_async_chain(tmp_path: Any, settings: Any)
         response: Any = await AsyncClient().get("/static/js/actions.js")
         return response.status_code, b"".join(response.streaming_content)
 
-    status, body = asyncio.run(fetched())
+    status, body = on_own_thread(lambda: asyncio.run(fetched()))
 
     assert status == 200
     assert body == (Path(__file__).resolve().parents[2] / "static/js/actions.js").read_bytes()
@@ -244,7 +245,7 @@ def test_the_servers_clean_stop_writes_the_queued_rows(project: Project, setting
         await application({"type": "lifespan"}, events.get, send)
         return sent
 
-    assert asyncio.run(serve_lifespan()) == [
+    assert on_own_thread(lambda: asyncio.run(serve_lifespan())) == [
         "lifespan.startup.complete",
         "lifespan.shutdown.complete",
     ]
@@ -323,7 +324,7 @@ def asgi_get(path: str) -> tuple[int, dict[str, str]]:
         headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}
         return int(start["status"]), headers
 
-    return asyncio.run(call())
+    return on_own_thread(lambda: asyncio.run(call()))
 
 
 @pytest.mark.django_db(transaction=True)

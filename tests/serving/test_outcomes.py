@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import openai
@@ -32,6 +33,7 @@ from serving.request_log import (
     request_logs_write,
 )
 from serving.services import application_key_create, application_key_revoke
+from tests.threads import on_own_thread
 
 from .gateway_server import running_gateway
 from .test_gateway import QUESTION, chat_key, client, hosted_version, promote  # noqa: F401
@@ -337,7 +339,9 @@ def test_a_signed_in_session_is_not_an_application_key(
         ("feedback", {"request_id": "req_stored", "thumbs": "up"}),
         ("events", {"request_id": "req_stored", "name": "resolved"}),
     ):
-        response = browser.post(f"/v1/{path}", body, content_type="application/json")
+        response = on_own_thread(
+            partial(browser.post, f"/v1/{path}", body, content_type="application/json")
+        )
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "invalid_api_key"
     assert not Feedback.objects.exists() and not OutcomeEvent.objects.exists()
