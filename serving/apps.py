@@ -36,10 +36,13 @@ class ServingConfig(AppConfig):
 
         from ftportal.health import health_section_register
 
+        from .experiments import shadow_health
         from .request_log import request_log_health
 
         # What operators read at /healthz: this process's request log queue.
         health_section_register("request_log", request_log_health)
+        # ... and the shadow mirrors it skipped (experiments' shadow arms, when busy).
+        health_section_register("shadow", shadow_health)
         # A hook on the lower layers' rows (they may not import serving): the gateway's kept
         # plans (serving.plans) go with any change to them.
         for label in PLAN_MODELS:

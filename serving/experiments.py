@@ -217,8 +217,10 @@ def shadow_submit(shadow: ShadowRequest) -> bool:
     return _shadow_runner().submit(shadow)
 
 
-def shadow_skipped_count() -> int:
-    return _shadow_runner().skipped
+def shadow_health() -> dict[str, object]:
+    """This process's shadow arm for ``/healthz``: mirrors skipped because its threads were busy
+    (read without starting the threads)."""
+    return {"skipped": _runner.skipped if _runner is not None else 0}
 
 
 def _shadow_run(shadow: ShadowRequest) -> None:

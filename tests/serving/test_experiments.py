@@ -5,6 +5,7 @@ the promotion gate, promoted and refused."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from catalog.models import EndpointKind
@@ -123,6 +125,9 @@ def test_the_shadow_threads_are_bounded_and_a_mirror_past_them_is_skipped(
         assert runner.submit(request) and runner.submit(request)
         assert not runner.submit(request)  # returns at once, never queues without bound
         assert runner.skipped == 1
+        # Operators read the count at /healthz (this process's runner).
+        monkeypatch.setattr(experiments, "_runner", runner)
+        assert json.loads(Client().get("/healthz").content)["shadow"] == {"skipped": 1}
     finally:
         release.set()
     deadline = time.monotonic() + 30
