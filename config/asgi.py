@@ -2,7 +2,10 @@
 ``make gateway``), for the async views of /v1/ and their streams; the site's pages are served
 by WSGI (config.wsgi) as before, though this serves them too.
 
-The gateway's paths (/v1/) go through a handler of their own whose middleware is
+POST /v1/chat/completions, the path applications call for every answer, is a plain ASGI
+application (``serving.gateway.chat_completions``): Django's request cycle was most of what the
+gateway added to a request (bench/gateway.py). The gateway's other paths (/v1/) go through a
+handler of their own whose middleware is
 GATEWAY_MIDDLEWARE only: an application key is their one authentication, so the site's
 sessions, CSRF, sign-in lockout, messages, htmx and page headers have nothing to do there,
 and running them was a fifth of a gateway request's time (bench/gateway.py).
@@ -46,10 +49,17 @@ class GatewayASGIHandler(ASGIHandler):
 
 gateway_application = GatewayASGIHandler()
 
+# The gateway's hot path answers as a plain ASGI application, without Django's request cycle
+# (serving.gateway.chat_completions says why); imported once Django is set up.
+from serving.gateway import chat_completions  # noqa: E402
+
+CHAT_COMPLETIONS_PATH = GATEWAY_PREFIX + "chat/completions"
+
 Message = dict[str, Any]
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
+    from providers.hosted_chat import async_sessions_close
     from serving.request_log import request_log_close
 
     while True:
@@ -59,6 +69,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             # After the server has answered its last request: everything is queued by now.
             await sync_to_async(request_log_close, thread_sensitive=False)()
+            await async_sessions_close()  # the backends' connections, on the loop they are of
             await send({"type": "lifespan.shutdown.complete"})
             return
 
@@ -66,6 +77,8 @@ async def _lifespan(receive: Any, send: Any) -> None:
 async def application(scope: Message, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
+    elif scope["type"] == "http" and scope["path"] == CHAT_COMPLETIONS_PATH:
+        await chat_completions(scope, receive, send)
     elif scope["type"] == "http" and scope["path"].startswith(GATEWAY_PREFIX):
         await gateway_application(scope, receive, send)
     else:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Message = dict[str, str]
 Conversation = list[Message]
@@ -394,4 +394,18 @@ class ChatModel(Protocol):
     def close(self) -> None:
         """Release what the model holds open (a hosted client's connections); a local model
         stays loaded in this process for the next one."""
+        ...
+
+
+@runtime_checkable
+class AsyncChatModel(Protocol):
+    """A ChatModel that can also answer one conversation on an event loop, without a thread:
+    the gateway's path for backends reached over HTTP (``serving.gateway``). Same answers and
+    errors as ``generate_many`` for one conversation, with TransientProviderError (worth
+    trying again) once its own attempts are spent."""
+
+    async def answer_async(
+        self, conversation: Conversation, *, max_new_tokens: int, temperature: float
+    ) -> ChatResult:
+        """One answer; ProviderError when it cannot be had."""
         ...

@@ -14,7 +14,10 @@ every worker, not just the one that received it.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +25,9 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import anthropic
+import certifi
 import openai
 
 from providers.base import (
@@ -35,7 +40,12 @@ from providers.base import (
     ProviderError,
     TransientProviderError,
 )
-from providers.openai_ft import TRANSIENT_STATUS_CODES, classify_error, retry_after_seconds
+from providers.openai_ft import (
+    TRANSIENT_STATUS_CODES,
+    classify_error,
+    classify_status,
+    retry_after_seconds,
+)
 
 # Exponential backoff never waits longer than this between two attempts of one item (a
 # provider's Retry-After is honoured whatever its length).
@@ -305,7 +315,24 @@ class OpenAICompatibleChat(_HostedChat):
     """Chat completions at OpenAI or any server that speaks them (vLLM, Ollama: ``base_url``).
 
     Sends ``max_tokens``, which OpenAI's chat models, vLLM and Ollama all accept.
+
+    :meth:`answer_async` is the gateway's path: one request on the caller's event loop through
+    aiohttp, not the SDK. The same request and the same error classification
+    (``providers.openai_ft.classify_status``), for an eighth of the SDK's CPU time
+    (bench/gateway.py), which is most of what the gateway adds to a request.
     """
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        client: openai.OpenAI = self._client
+        # Exactly where the SDK sends, and with its key: its base URL default included.
+        self._completions_url = f"{str(client.base_url).rstrip('/')}/chat/completions"
+        self._headers = {
+            "Authorization": f"Bearer {client.api_key}",
+            "Content-Type": "application/json",
+        }
+        # Before this moment (the event loop's clock) no request is sent: a 429's Retry-After.
+        self._resume_at = 0.0
 
     def _connect(self, *, api_key: str, base_url: str | None, timeout: float) -> openai.OpenAI:
         return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
@@ -320,7 +347,7 @@ class OpenAICompatibleChat(_HostedChat):
                 temperature=temperature,
             )
         except openai.OpenAIError as error:
-            raise classify_error("generating a chat completion", error) from error
+            raise classify_error(COMPLETING, error) from error
         if not completion.choices:
             raise ProviderError("The provider answered with no choices.")
         usage = completion.usage
@@ -329,6 +356,119 @@ class OpenAICompatibleChat(_HostedChat):
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
+
+    # -- one answer on an event loop -----------------------------------------------------------
+
+    async def answer_async(
+        self, conversation: Conversation, *, max_new_tokens: int, temperature: float
+    ) -> ChatResult:
+        """``providers.base.AsyncChatModel``: the conversation's answer, with this chat's
+        attempts, backoff and Retry-After as ``generate_many`` has them."""
+        loop = asyncio.get_running_loop()
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": conversation,
+                "max_tokens": max_new_tokens,
+                "temperature": temperature,
+            }
+        ).encode()
+        attempt = 0
+        while True:
+            attempt += 1
+            paused = self._resume_at - loop.time()
+            if paused > 0:
+                await asyncio.sleep(paused)
+            started = time.monotonic()
+            try:
+                answer = await self._post_async(body)
+            except TransientProviderError as error:
+                if attempt >= self.max_attempts:
+                    raise TransientProviderError(
+                        f"gave up after {attempt} attempts: {error}", retry_after=error.retry_after
+                    ) from error
+                if error.retry_after is not None:
+                    self._resume_at = max(self._resume_at, loop.time() + error.retry_after)
+                await asyncio.sleep(self._delay(attempt, error.retry_after))
+                continue
+            return ChatResult(
+                text=answer.text,
+                prompt_tokens=answer.prompt_tokens,
+                completion_tokens=answer.completion_tokens,
+                latency_seconds=time.monotonic() - started,
+                attempts=attempt,
+            )
+
+    async def _post_async(self, body: bytes) -> _Answer:
+        try:
+            async with _loop_session().post(
+                self._completions_url,
+                data=body,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            ) as response:
+                status, headers = response.status, response.headers
+                raw = await response.read()
+        except TimeoutError:
+            raise TransientProviderError(f"{COMPLETING}: the provider did not answer in time.")
+        except aiohttp.ClientError as error:
+            raise TransientProviderError(
+                f"{COMPLETING}: could not reach the provider ({error})."
+            ) from error
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = raw.decode("utf-8", "replace")
+        if status >= 400:
+            error_body = answer.get("error", answer) if isinstance(answer, dict) else answer
+            raise classify_status(COMPLETING, status=status, body=error_body, headers=headers)
+        return _completion_answer(answer)
+
+
+# One aiohttp session per event loop, for every chat's requests on it: its connections belong
+# to that loop (a test's servers each run a loop of their own), and are pooled per host.
+_sessions: dict[int, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
+
+
+def _loop_session() -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    kept = _sessions.get(id(loop))
+    if kept is not None and kept[0] is loop and not kept[1].closed:
+        return kept[1]
+    session = aiohttp.ClientSession(
+        # As many connections as requests in flight: the gateway's callers set its pace.
+        connector=aiohttp.TCPConnector(limit=0, ssl=_TLS),
+    )
+    _sessions[id(loop)] = (loop, session)
+    return session
+
+
+async def async_sessions_close() -> None:
+    """Close this event loop's connections to the providers (a server's clean shutdown)."""
+    kept = _sessions.pop(id(asyncio.get_running_loop()), None)
+    if kept is not None:
+        await kept[1].close()
+
+
+# The CA certificates the SDKs trust (certifi's), for the gateway's own client too.
+_TLS = ssl.create_default_context(cafile=certifi.where())
+COMPLETING = "generating a chat completion"
+
+
+def _completion_answer(answer: object) -> _Answer:
+    """A chat completion's text and token counts, from its JSON."""
+    choices = answer.get("choices") if isinstance(answer, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ProviderError("The provider answered with no choices.")
+    message = choices[0].get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    usage = answer.get("usage") if isinstance(answer, dict) else None
+    usage = usage if isinstance(usage, dict) else {}
+    return _Answer(
+        text=content if isinstance(content, str) else "",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
 
 
 # -- Anthropic -------------------------------------------------------------------------------

@@ -360,25 +360,40 @@ def classify_error(doing: str, error: openai.OpenAIError) -> ProviderError:
     if isinstance(error, openai.APIConnectionError):
         return TransientProviderError(f"{doing}: could not reach the provider ({error}).")
     if isinstance(error, openai.APIStatusError):
-        status = error.status_code
-        message = f"{doing}: {_status_error_text(error)} (HTTP {status})"
-        if BILLING_ERROR_CODES & {error.code, error.type}:
-            return ProviderError(message)
-        if status in TRANSIENT_STATUS_CODES or status >= 500:
-            return TransientProviderError(
-                message, retry_after=retry_after_seconds(error.response.headers)
-            )
-        return ProviderError(message)
+        # The SDK hands over the body's "error" object, when there is one, as ``body``.
+        return classify_status(
+            doing, status=error.status_code, body=error.body, headers=error.response.headers
+        )
     return ProviderError(f"{doing}: {error}")
 
 
-def _status_error_text(error: openai.APIStatusError) -> str:
-    # The SDK hands over the body's "error" object, when there is one, as ``body``.
-    body = error.body
+def classify_status(
+    doing: str, *, status: int, body: object, headers: Mapping[str, str]
+) -> ProviderError:
+    """The error of an OpenAI-compatible answer with HTTP ``status``: transient (worth trying
+    again, with the provider's Retry-After) or not. ``body`` is the answer's ``error`` object
+    when it has one, else its body as parsed or as text; ``headers`` are read without regard
+    to case. The SDK's errors (:func:`classify_error`) and the gateway's own client
+    (``providers.hosted_chat``) both come here, so both say and retry the same."""
+    fields = body if isinstance(body, Mapping) else {}
+    code, kind, param = (_text_or_none(fields.get(name)) for name in ("code", "type", "param"))
+    message = f"{doing}: {_status_error_text(body, code=code, param=param)} (HTTP {status})"
+    if BILLING_ERROR_CODES & {code, kind}:
+        return ProviderError(message)
+    if status in TRANSIENT_STATUS_CODES or status >= 500:
+        return TransientProviderError(message, retry_after=retry_after_seconds(headers))
+    return ProviderError(message)
+
+
+def _text_or_none(value: object) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _status_error_text(body: object, *, code: str | None, param: str | None) -> str:
     message = body.get("message") if isinstance(body, Mapping) else None
     if not isinstance(message, str) or not message:
         message = body.strip() if isinstance(body, str) and body.strip() else "no details given"
-    return _with_code_and_param(message, code=error.code, param=error.param)
+    return _with_code_and_param(message, code=code, param=param)
 
 
 def _with_code_and_param(message: str, *, code: str | None, param: str | None) -> str:

@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.apps import AppConfig
+from django.core.signals import setting_changed
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
@@ -28,6 +29,29 @@ def _forget_plans(**_: Any) -> None:
     transaction.on_commit(serving_plans_forget)
 
 
+# What admits a gateway request (serving.admission keeps admitted keys a moment): a change to
+# a key (a revocation, a new limit) or to a project (its name is in the model names) must be
+# seen by every gateway process at its next request.
+ADMISSION_MODELS = ("serving.ApplicationKey", "ftportal.Project")
+
+
+def _announce_key_change(**_: Any) -> None:
+    from .admission import keys_changed
+
+    # Once committed: announced before, a gateway could read the old row under the new token.
+    transaction.on_commit(keys_changed)
+
+
+def _forget_plans_on_setting(*, setting: str, **_: Any) -> None:
+    from .plans import serving_plans_forget
+
+    # A plan holds the backend chats it looked up, built from the gateway's settings (the
+    # vLLM endpoint, the local model server): a process restarts for new settings, a test
+    # changes them in place.
+    if setting.startswith("FTPORTAL_GATEWAY_"):
+        serving_plans_forget()
+
+
 class ServingConfig(AppConfig):
     name = "serving"
 
@@ -49,3 +73,12 @@ class ServingConfig(AppConfig):
             model = apps.get_model(label)
             post_save.connect(_forget_plans, sender=model, dispatch_uid=f"serving-{label}")
             post_delete.connect(_forget_plans, sender=model, dispatch_uid=f"serving-{label}-delete")
+        setting_changed.connect(_forget_plans_on_setting, dispatch_uid="serving-settings")
+        for label in ADMISSION_MODELS:
+            model = apps.get_model(label)
+            post_save.connect(
+                _announce_key_change, sender=model, dispatch_uid=f"serving-keys-{label}"
+            )
+            post_delete.connect(
+                _announce_key_change, sender=model, dispatch_uid=f"serving-keys-{label}-delete"
+            )

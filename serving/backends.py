@@ -35,7 +35,7 @@ from catalog.adapters import (
     served_adapter_chat_model,
 )
 from catalog.models import BaseModel, Endpoint
-from providers.base import ChatModel, ChatResult, Conversation, ProviderError
+from providers.base import AsyncChatModel, ChatModel, ChatResult, Conversation, ProviderError
 from registry.models import ModelVersion
 
 # Versions whose chats are kept: the aliases and pins in use, with room to spare. A dropped
@@ -211,7 +211,7 @@ def backend_answer(
     return result
 
 
-def backend_forget(chat: ChatModel) -> None:
+def backend_forget(chat: ChatModel | AsyncChatModel) -> None:
     """Drop a chat that failed, so that the next request builds its version's chat again."""
     with _kept_lock:
         for key, kept in list(_kept.items()):
@@ -223,3 +223,16 @@ def backends_forget() -> None:
     """Drop every kept chat (tests; an operator's reload)."""
     with _kept_lock:
         _kept.clear()
+
+
+async def backend_answer_async(
+    chat: AsyncChatModel, conversation: Conversation, *, max_tokens: int, temperature: float
+) -> ChatResult:
+    """:func:`backend_answer` on the event loop, for a chat reached over HTTP."""
+    try:
+        return await chat.answer_async(
+            conversation, max_new_tokens=max_tokens, temperature=temperature
+        )
+    except ProviderError:
+        backend_forget(chat)
+        raise

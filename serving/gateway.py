@@ -27,27 +27,27 @@ stream.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.db import close_old_connections
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.http.response import HttpResponseBase
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from catalog.models import BaseModel
 from ftportal.models import Project
 from providers.base import (
+    AsyncChatModel,
     ChatModel,
     ChatResult,
     Conversation,
@@ -56,16 +56,16 @@ from providers.base import (
 )
 from registry.models import ModelVersion
 
-from .backends import backend_answer, backend_chat_model, base_model_backend_chat
+from .admission import Admission, admission_kept, admission_read
+from .backends import (
+    backend_answer,
+    backend_answer_async,
+    backend_chat_model,
+    base_model_backend_chat,
+)
 from .breaker import breakers
 from .experiments import Routed, ShadowRequest, experiment_route, shadow_submit
-from .fallbacks import (
-    FallbackUse,
-    PrimaryTimedOut,
-    fallback_target_base_model,
-    fallback_target_version,
-    within_timeout,
-)
+from .fallbacks import FallbackUse, fallback_targets
 from .model_names import (
     OtherProjectModelName,
     UnknownModelName,
@@ -73,15 +73,9 @@ from .model_names import (
     served_model_names,
 )
 from .models import ApplicationKey, FallbackCause, FallbackRoute, RequestLog
-from .plans import ServingPlan, serving_plan
+from .plans import ServingPlan, serving_plan, serving_plan_kept
 from .request_log import new_request_id
-from .services import (
-    ApplicationKeyRefused,
-    RateDecision,
-    application_key_authenticate,
-    application_key_rate_check,
-    key_from_authorization,
-)
+from .services import ApplicationKeyRefused, RateDecision
 from .traffic import ServedRequest, served_request_record
 
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant"})
@@ -115,8 +109,8 @@ class GatewayError(Exception):
         self.code = code
         self.headers = headers or {}
 
-    def response(self) -> JsonResponse:
-        body = {
+    def payload(self) -> dict[str, Any]:
+        return {
             "error": {
                 "message": self.message,
                 "type": self.type,
@@ -124,7 +118,9 @@ class GatewayError(Exception):
                 "code": self.code,
             }
         }
-        return JsonResponse(body, status=self.status, headers=self.headers)
+
+    def response(self) -> JsonResponse:
+        return JsonResponse(self.payload(), status=self.status, headers=self.headers)
 
 
 def _invalid(param: str, message: str) -> GatewayError:
@@ -162,14 +158,9 @@ class Caller:
     rate: RateDecision
 
 
-def _caller(authorization: str | None) -> Caller:
-    """The key of the request and its rate decision; GatewayError for 401 and 429."""
-    try:
-        key = application_key_authenticate(key_from_authorization(authorization))
-    except ApplicationKeyRefused as refused:
-        code = "invalid_api_key" if refused.status_code == 401 else "permission_denied"
-        raise GatewayError(refused.status_code, str(refused), code=code) from None
-    rate = application_key_rate_check(key)
+def _caller_of(admission: Admission) -> Caller:
+    """The admitted request's caller; GatewayError 429 when it is over its key's limit."""
+    key, rate = admission.key, admission.rate
     if not rate.allowed:
         raise GatewayError(
             429,
@@ -180,6 +171,26 @@ def _caller(authorization: str | None) -> Caller:
             headers=rate.headers(),
         )
     return Caller(key=key, project=key.project, rate=rate)
+
+
+def _admission_read(authorization: str | None) -> Admission:
+    """``serving.admission.admission_read`` with its refusals as GatewayError 401/403."""
+    try:
+        return admission_read(authorization)
+    except ApplicationKeyRefused as refused:
+        code = "invalid_api_key" if refused.status_code == 401 else "permission_denied"
+        raise GatewayError(refused.status_code, str(refused), code=code) from None
+
+
+async def caller_admitted(authorization: str | None) -> Caller:
+    """The request's caller: its key (401/403 without a live one, before anything else is
+    read) and its rate decision (429 over its limit). A key admitted a moment ago is admitted
+    again on the event loop in one Redis round trip (``serving.admission``); any other goes
+    to Postgres in a thread."""
+    admission = await admission_kept(authorization)
+    if admission is None:
+        admission = await _in_thread(lambda: _admission_read(authorization))
+    return _caller_of(admission)
 
 
 # --- the request body ---------------------------------------------------------------------
@@ -297,30 +308,102 @@ def _plan(project: Project, name: str) -> ServingPlan:
         raise GatewayError(403, str(other), param="model", code="permission_denied") from None
 
 
-def _generate(version: ModelVersion, chat_request: ChatRequest) -> ChatResult:
+@dataclass(frozen=True)
+class Planned:
+    """How a request is served: its name's plan (``serving.plans``), and the version or
+    experiment arm that answers it (``serving.experiments``)."""
+
+    plan: ServingPlan
+    routed: Routed
+
+    @property
+    def route(self) -> FallbackRoute | None:
+        """The fallback route of the alias the name went through (None for none)."""
+        return self.plan.route
+
+
+async def _planned(project: Project, chat_request: ChatRequest, request_id: str) -> Planned:
+    """The request's plan, kept (on the event loop) or read (in a thread: 404 unknown, 403
+    another project's), and its arm."""
+    plan = serving_plan_kept(project=project, name=chat_request.model)
+    if plan is None:
+        plan = await _in_thread(lambda: _plan(project, chat_request.model))
+    routed = experiment_route(
+        resolution=plan.resolution,
+        experiment=plan.experiment,
+        user=chat_request.user,
+        request_id=request_id,
+    )
+    return Planned(plan, routed)
+
+
+async def _chat(
+    plan: ServingPlan, key: tuple[str, int], chat_of: Callable[[], ChatModel]
+) -> ChatModel:
+    """The backend chat for ``key``, looked up once per plan (in a thread: it may read rows)."""
+    chat = plan.chats.get(key)
+    if chat is None:
+        chat = plan.chats[key] = await _in_thread(chat_of)
+    return chat
+
+
+async def _generate(
+    plan: ServingPlan, version: ModelVersion, chat_request: ChatRequest
+) -> ChatResult:
     """The version's answer; GatewayError 503 when its backend is unreachable or overloaded
     (worth trying again), 502 when it refused or failed otherwise."""
-    return _generate_with(
-        lambda: backend_chat_model(version), pinned_model_name(version), chat_request
+    return await _generate_with(
+        plan,
+        ("version", version.pk),
+        lambda: backend_chat_model(version),
+        pinned_model_name(version),
+        chat_request,
     )
 
 
-def _generate_base(base_model: BaseModel, chat_request: ChatRequest) -> ChatResult:
-    """A catalog base model's own answer (a route's hosted fallback), failing as _generate."""
-    return _generate_with(lambda: base_model_backend_chat(base_model), base_model.key, chat_request)
-
-
-def _generate_with(
-    chat_of: Callable[[], ChatModel], name: str, chat_request: ChatRequest
+async def _generate_base(
+    plan: ServingPlan, base_model: BaseModel, chat_request: ChatRequest
 ) -> ChatResult:
+    """A catalog base model's own answer (a route's hosted fallback), failing as _generate."""
+    return await _generate_with(
+        plan,
+        ("base", base_model.pk),
+        lambda: base_model_backend_chat(base_model),
+        base_model.key,
+        chat_request,
+    )
+
+
+async def _generate_with(
+    plan: ServingPlan,
+    key: tuple[str, int],
+    chat_of: Callable[[], ChatModel],
+    name: str,
+    chat_request: ChatRequest,
+) -> ChatResult:
+    """The answer of the chat ``chat_of`` builds: on the event loop for a backend reached
+    over HTTP (``providers.base.AsyncChatModel``), else in a thread (a model in this process,
+    Anthropic's SDK)."""
     try:
-        result = backend_answer(
-            chat_of(),
-            chat_request.messages,
-            max_tokens=chat_request.max_tokens,
-            temperature=chat_request.temperature,
+        chat = await _chat(plan, key, chat_of)
+        if isinstance(chat, AsyncChatModel):
+            return await backend_answer_async(
+                chat,
+                chat_request.messages,
+                max_tokens=chat_request.max_tokens,
+                temperature=chat_request.temperature,
+            )
+        blocking = chat
+        return await _in_thread(
+            lambda: backend_answer(
+                blocking,
+                chat_request.messages,
+                max_tokens=chat_request.max_tokens,
+                temperature=chat_request.temperature,
+            )
         )
     except ProviderError as failure:
+        plan.chats.pop(key, None)  # the backend drops it too: the next request builds anew
         transient = isinstance(failure, TransientProviderError) or getattr(
             failure, "retryable", False
         )
@@ -339,27 +422,6 @@ def _generate_with(
             type="server_error",
             code="backend_error",
         ) from None
-    return result
-
-
-@dataclass(frozen=True)
-class Planned:
-    """How a request is served: the version or experiment arm (``serving.experiments``), and
-    the fallback route of the alias its name went through (None for none)."""
-
-    routed: Routed
-    route: FallbackRoute | None
-
-
-def _planned(project: Project, chat_request: ChatRequest, request_id: str) -> Planned:
-    plan = _plan(project, chat_request.model)
-    routed = experiment_route(
-        resolution=plan.resolution,
-        experiment=plan.experiment,
-        user=chat_request.user,
-        request_id=request_id,
-    )
-    return Planned(routed, plan.route)
 
 
 # --- fallback routes ------------------------------------------------------------------------
@@ -392,23 +454,25 @@ class FallbackFailed(GatewayError):
         self.fallback = fallback
 
 
-def _answer(planned: Planned, chat_request: ChatRequest) -> Answer:
+async def _answer(planned: Planned, chat_request: ChatRequest) -> Answer:
     """The answer for a routed request: an experiment's hosted-baseline arm's as it is (no
     route: the baseline is itself what a route would fall back to); else the version's, or,
     when the name goes through an alias with an enabled fallback route and the version fails,
     times out or its circuit is open, the route target's (``serving.fallbacks``,
     ``serving.breaker``). The route is the alias's whichever arm's version answers; the breaker
     is that version's."""
-    routed, route = planned.routed, planned.route
+    plan, routed, route = planned.plan, planned.routed, planned.route
     if routed.arm is not None and routed.arm.base_model is not None:
         base = routed.arm.base_model
-        return Answer(_generate_base(base, chat_request), base.key, None, base_model=base)
+        return Answer(
+            await _generate_base(plan, base, chat_request), base.key, None, base_model=base
+        )
     version = routed.version
     assert version is not None  # an arm serves a version or a base model
     name = pinned_model_name(version)
     if route is None or route.fallback_version_id == version.pk:
         # No route, or the alias now serves the route's own target: nothing to fall back to.
-        return Answer(_generate(version, chat_request), name, version)
+        return Answer(await _generate(plan, version, chat_request), name, version)
     breaker_key = ("version", version.pk)  # one breaker per primary backend
     admission = breakers.admit(breaker_key)
     if not admission.ask_primary:
@@ -419,11 +483,16 @@ def _answer(planned: Planned, chat_request: ChatRequest) -> Answer:
         )
     else:
         try:
-            result = within_timeout(route.timeout_seconds, lambda: _generate(version, chat_request))
+            # A call that outlives the timeout is cancelled on the event loop; one in a thread
+            # (a model in this process) runs on there and its answer is dropped.
+            result = await asyncio.wait_for(
+                _generate(plan, version, chat_request), route.timeout_seconds
+            )
         except GatewayError as failure:
             cause, reason = FallbackCause.ERROR, f"{failure.code}: {failure.message}"
-        except PrimaryTimedOut as late:
-            cause, reason = FallbackCause.TIMEOUT, f"the backend of {name} gave {late}"
+        except TimeoutError:
+            cause = FallbackCause.TIMEOUT
+            reason = f"the backend of {name} gave no answer within {route.timeout_seconds:g}s"
         except BaseException:
             breakers.abandoned(breaker_key, admission)
             raise
@@ -437,18 +506,17 @@ def _answer(planned: Planned, chat_request: ChatRequest) -> Answer:
         )
     used = FallbackUse(route=route, cause=cause, reason=reason)
     try:
-        target_version = fallback_target_version(route)
+        target_version, target_base = await _in_thread(lambda: fallback_targets(route))
         if target_version is not None:
             return Answer(
-                _generate(target_version, chat_request),
+                await _generate(plan, target_version, chat_request),
                 pinned_model_name(target_version),
                 target_version,
                 fallback=used,
             )
-        target_base = fallback_target_base_model(route)
         assert target_base is not None  # the table's check: exactly one target
         return Answer(
-            _generate_base(target_base, chat_request),
+            await _generate_base(plan, target_base, chat_request),
             target_base.key,
             None,
             base_model=target_base,
@@ -562,54 +630,183 @@ async def _chunks(
     yield _event("[DONE]")
 
 
-# --- the views ------------------------------------------------------------------------------
+# --- GET /v1/models (a Django view) -------------------------------------------------------
 
 
 @csrf_exempt
 @require_GET
 async def models(request: HttpRequest) -> HttpResponse:
     """``GET /v1/models``: the names the key's project serves now (``serving.model_names``)."""
-    authorization = request.headers.get("Authorization")
+    try:
+        caller = await caller_admitted(request.headers.get("Authorization"))
+    except GatewayError as error:
+        return error.response()
 
-    def listing() -> tuple[Caller, list[dict[str, Any]]]:
-        caller = _caller(authorization)
-        names = served_model_names(caller.project)
-        return caller, [
+    def listing() -> list[dict[str, Any]]:
+        return [
             {
                 "id": served.name,
                 "object": "model",
                 "created": int(served.version.created_at.timestamp()),
                 "owned_by": caller.project.name,
             }
-            for served in names
+            for served in served_model_names(caller.project)
         ]
 
-    try:
-        caller, data = await _in_thread(listing)
-    except GatewayError as error:
-        return error.response()
+    data = await _in_thread(listing)
     return JsonResponse({"object": "list", "data": data}, headers=caller.rate.headers())
 
 
-@csrf_exempt
-@require_POST
-async def chat_completions(request: HttpRequest) -> HttpResponseBase:
-    """``POST /v1/chat/completions``: one answer from the version the model name serves now."""
+# --- POST /v1/chat/completions (plain ASGI) -------------------------------------------------
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read: nothing to answer."""
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _is_secure(scope: Scope) -> bool:
+    """Whether the request came over HTTPS, as Django's ``request.is_secure`` decides it
+    (the scheme, or SECURE_PROXY_SSL_HEADER set by a trusted proxy)."""
+    if scope.get("scheme") == "https":
+        return True
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if not proxy:
+        return False
+    header, secure_value = proxy
+    name = header.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1")
+    value = _header(scope, name)
+    return value is not None and value.split(",", 1)[0].strip() == secure_value
+
+
+async def _body(receive: Receive) -> bytes:
+    """The request's body, refused with 413 past DATA_UPLOAD_MAX_MEMORY_SIZE as Django
+    refuses its own requests' bodies."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise GatewayError(413, "The request is too large.", code="request_too_large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    raw = [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
+    if settings.SECURE_HSTS_SECONDS:
+        # HSTS as SecurityMiddleware sends it on the site's HTTPS answers.
+        policy = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            policy += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            policy += "; preload"
+        raw.append((b"strict-transport-security", policy.encode("latin-1")))
+    return raw
+
+
+async def _send_body(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
+    all_headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}
+    await send(
+        {"type": "http.response.start", "status": status, "headers": _raw_headers(all_headers)}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(
+    send: Send, status: int, payload: dict[str, Any], headers: dict[str, str]
+) -> None:
+    await _send_body(send, status, json.dumps(payload).encode(), headers)
+
+
+async def _send_error(send: Send, error: GatewayError) -> None:
+    await _send_json(send, error.status, error.payload(), error.headers)
+
+
+async def _send_stream(send: Send, chunks: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    stream_headers = {
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+        **headers,
+    }
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": _raw_headers(stream_headers)}
+    )
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _redirect_to_https(scope: Scope, send: Send) -> None:
+    """SECURE_SSL_REDIRECT as SecurityMiddleware answers it: 301 to the same path on HTTPS
+    (an application key must not travel in the clear)."""
+    host = settings.SECURE_SSL_HOST or _header(scope, b"host") or ""
+    location = f"https://{host}{scope['path']}"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 301,
+            "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/chat/completions``: one answer from the version the model name serves now.
+
+    A plain ASGI application (``config.asgi`` sends the path here, not to Django): no request
+    or response objects, no middleware (an application key is the only authentication: the
+    HTTPS redirect and HSTS are applied here), and no thread for what is kept in memory (the
+    key, the plan, the backend's chat) or reached over HTTP (``providers.base.AsyncChatModel``).
+    bench/gateway.py measures what this saves."""
+    if scope["method"] != "POST":
+        await _send_error(
+            send,
+            GatewayError(
+                405,
+                f"{scope['method']} is not allowed on {scope['path']}; use POST.",
+                code="method_not_allowed",
+                headers={"Allow": "POST"},
+            ),
+        )
+        return
+    if settings.SECURE_SSL_REDIRECT and not _is_secure(scope):
+        await _redirect_to_https(scope, send)
+        return
     started = time.monotonic()
     request_id = new_request_id()  # the answer's id, the log row's, and what feedback names
-    authorization = request.headers.get("Authorization")
     try:
-        raw = request.body
-    except RequestDataTooBig:
-        return GatewayError(413, "The request is too large.", code="request_too_large").response()
-    try:
-        caller = await _in_thread(lambda: _caller(authorization))
+        raw = await _body(receive)
+        # Refused keys and rate limits: nothing served, nothing logged.
+        caller = await caller_admitted(_header(scope, b"authorization"))
     except GatewayError as error:
-        return error.response()  # refused keys and rate limits: nothing served, nothing logged
+        await _send_error(send, error)
+        return
+    except ClientGone:
+        return
 
     chat_request: ChatRequest | None = None
-    version: ModelVersion | None = None
-    routed: Routed | None = None
+    planned: Planned | None = None
 
     def record(
         status: int,
@@ -618,13 +815,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         answer: Answer | None = None,
         fallback: FallbackUse | None = None,
     ) -> None:
+        routed = planned.routed if planned else None
         served_request_record(
             served=ServedRequest(
                 request_id=request_id,
                 key=caller.key,
                 project=caller.project,
                 requested_model=chat_request.model if chat_request else "",
-                served_version=answer.version if answer else version,
+                served_version=answer.version if answer else routed.version if routed else None,
                 served_base_model=answer.base_model if answer else None,
                 fallback=answer.fallback if answer else fallback,
                 messages=chat_request.messages if chat_request else [],
@@ -643,38 +841,22 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 
     try:
         chat_request = _chat_request(raw)
-        # Names the lambdas can close over as set (chat_request and version are rebound above
-        # for record()); the names stay in the thread, where a lazy relation may be read.
-        asked = chat_request
-        planned: list[Planned] = []  # set by the thread once known, for record() and _mirror
-
-        def plan_and_answer() -> Answer:
-            # One thread hop for both: each hop is a measurable share of a request's cost.
-            planned.append(_planned(caller.project, asked, request_id))
-            return _answer(planned[0], asked)
-
-        try:
-            answer = await _in_thread(plan_and_answer)
-        finally:
-            if planned:
-                routed = planned[0].routed
-                version = routed.version
+        planned = await _planned(caller.project, chat_request, request_id)
+        answer = await _answer(planned, chat_request)
     except GatewayError as error:
         record(error.status, error.message, None, fallback=getattr(error, "fallback", None))
-        if routed is not None and chat_request is not None:
-            _mirror(caller, routed, chat_request, request_id)
+        if planned is not None and chat_request is not None:
+            _mirror(caller, planned.routed, chat_request, request_id)
         error.headers.update(caller.rate.headers())
-        return error.response()
+        await _send_error(send, error)
+        return
     headers = {**caller.rate.headers(), "x-request-id": request_id}
     record(200, "", answer.result, answer)
-    assert routed is not None  # an answer was planned first
-    _mirror(caller, routed, chat_request, request_id)
+    _mirror(caller, planned.routed, chat_request, request_id)
     served_name, result = answer.name, answer.result
-    if not chat_request.stream:
-        body = _completion(request_id, served_name, result, chat_request)
-        return JsonResponse(body, headers=headers)
-    return StreamingHttpResponse(
-        _chunks(request_id, served_name, result, chat_request),
-        content_type="text/event-stream",
-        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    if chat_request.stream:
+        await _send_stream(send, _chunks(request_id, served_name, result, chat_request), headers)
+    else:
+        await _send_json(
+            send, 200, _completion(request_id, served_name, result, chat_request), headers
+        )

@@ -3,7 +3,7 @@
 ``POST /v1/events`` (a business event such as ``ticket_resolved``, with an optional value), so
 that versions and experiment arms are judged on the application's own results.
 
-Authenticated like every /v1/ call, by the application key alone (``gateway._caller``: 401,
+Authenticated like every /v1/ call, by the application key alone (``gateway.caller_admitted``: 401,
 403, 429), answered in OpenAI's error shape, each invalid field named (400).
 
 Which request ids a key may report on: its own project's. The log is written in batches off
@@ -28,7 +28,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from .gateway import Caller, GatewayError, _caller, _in_thread, _invalid
+from .gateway import Caller, GatewayError, _in_thread, _invalid, caller_admitted
 from .models import (
     FEEDBACK_COMMENT_MAX_LENGTH,
     OUTCOME_NAME_MAX_LENGTH,
@@ -199,8 +199,7 @@ async def _authenticated_body(request: HttpRequest) -> tuple[Caller, bytes]:
         raw = request.body
     except RequestDataTooBig:
         raise GatewayError(413, "The request is too large.", code="request_too_large") from None
-    authorization = request.headers.get("Authorization")
-    return await _in_thread(lambda: _caller(authorization)), raw
+    return await caller_admitted(request.headers.get("Authorization")), raw
 
 
 @csrf_exempt

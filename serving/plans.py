@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from ftportal.models import Project
+from providers.base import ChatModel
 
 from .experiments import running_experiment
 from .fallbacks import fallback_route_of
@@ -32,11 +33,17 @@ MAX_KEPT_NAMES = 10_000
 @dataclass(frozen=True)
 class ServingPlan:
     """A name's resolution, and, when it goes through an alias, the experiment running there
-    (its arms prefetched) and the alias's enabled fallback route."""
+    (its arms prefetched) and the alias's enabled fallback route.
+
+    ``chats`` holds the backend chats the gateway has looked up for this plan, by ("version",
+    id) or ("base", id): looking one up may read rows (``serving.backends``), so it is done
+    in a thread once per plan, and the plan's later requests find it here on the event loop.
+    """
 
     resolution: Resolution
     experiment: Experiment | None = None
     route: FallbackRoute | None = None
+    chats: dict[tuple[str, int], ChatModel] = field(default_factory=dict, compare=False)
 
 
 def serving_plan_read(*, project: Project, name: str) -> ServingPlan:
@@ -56,6 +63,24 @@ _kept_lock = threading.Lock()
 _forgotten = 0
 
 
+def _kept_key(project: Project, name: str) -> tuple[int, str, str]:
+    # The project's name is part of the key: a renamed project's old names stop at once.
+    return (project.pk, project.name, name)
+
+
+def serving_plan_kept(
+    *, project: Project, name: str, now: float | None = None
+) -> ServingPlan | None:
+    """The plan kept for ``name``, when there is one still fresh; None otherwise. Reads no
+    rows, so the gateway calls it on its event loop, and :func:`serving_plan` in a thread only
+    when this has none."""
+    moment = time.monotonic() if now is None else now
+    kept = _kept.get(_kept_key(project, name))
+    if kept is not None and kept[0] > moment:
+        return kept[1]
+    return None
+
+
 def serving_plan(*, project: Project, name: str, now: float | None = None) -> ServingPlan:
     """:func:`serving_plan_read`, kept per process for FTPORTAL_GATEWAY_NAME_TTL_SECONDS
     (``now``: ``time.monotonic()`` by default; 0 keeps nothing)."""
@@ -63,19 +88,17 @@ def serving_plan(*, project: Project, name: str, now: float | None = None) -> Se
     if ttl <= 0:
         return serving_plan_read(project=project, name=name)
     moment = time.monotonic() if now is None else now
-    # The project's name is part of the key: a renamed project's old names stop at once.
-    key = (project.pk, project.name, name)
+    kept = serving_plan_kept(project=project, name=name, now=moment)
+    if kept is not None:
+        return kept
     with _kept_lock:
-        kept = _kept.get(key)
         forgets_before = _forgotten
-    if kept is not None and kept[0] > moment:
-        return kept[1]
     plan = serving_plan_read(project=project, name=name)
     with _kept_lock:
         if _forgotten == forgets_before:
             if len(_kept) >= MAX_KEPT_NAMES:
                 _kept.clear()
-            _kept[key] = (moment + ttl, plan)
+            _kept[_kept_key(project, name)] = (moment + ttl, plan)
     return plan
 
 

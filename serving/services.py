@@ -154,11 +154,15 @@ def application_key_create(
 
 
 def application_key_revoke(*, key: ApplicationKey, user: User) -> ApplicationKey:
-    """Ends a key now: the next request with it is refused (every request reads the row).
-    Revoking a revoked key keeps its first revocation."""
-    ApplicationKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now(), revoked_by=user
-    )
+    """Ends a key now: the next request with it is refused in every gateway process (saved,
+    so the commit announces it to the keys they keep: ``serving.apps``,
+    ``serving.admission``). Revoking a revoked key keeps its first revocation."""
+    with transaction.atomic():
+        locked = ApplicationKey.objects.select_for_update().get(pk=key.pk)
+        if locked.revoked_at is None:
+            locked.revoked_at = timezone.now()
+            locked.revoked_by = user
+            locked.save(update_fields=["revoked_at", "revoked_by"])
     key.refresh_from_db(fields=["revoked_at", "revoked_by"])
     return key
 
@@ -244,9 +248,15 @@ def application_key_authenticate(
             f"The application key {key.prefix} belongs to another project.",
         )
     if last_used_due(key.last_used_at, now):
-        ApplicationKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        application_key_used(key_id=key.pk, now=now)
         key.last_used_at = now
     return key
+
+
+def application_key_used(*, key_id: int, now: datetime) -> None:
+    """Records that a key was used at ``now`` (its ``last_used_at``; callers write it at most
+    once a minute, ``ftportal.hashed_secrets.last_used_due``)."""
+    ApplicationKey.objects.filter(pk=key_id).update(last_used_at=now)
 
 
 # --- rate limit -------------------------------------------------------------------------------
@@ -315,36 +325,62 @@ def _window_count(counter: str, *, ttl_seconds: int) -> int:
         return int(cache.incr(counter))  # another request created it meanwhile
 
 
-def application_key_rate_check(key: ApplicationKey, *, now: float | None = None) -> RateDecision:
-    """Counts one request of ``key`` against its limit in a fixed one-minute window.
+@dataclass(frozen=True)
+class RateWindow:
+    """The one-minute window a moment falls in: windows start on the minute of the Unix clock.
+    ``seconds_left`` (whole, at least 1) is the Retry-After of a refusal in it; a window's
+    counter lives ``ttl_seconds``, a little past its end, and then expires by itself."""
 
-    Windows start on the minute (of the Unix clock); ``now`` is the request's time in epoch
-    seconds, the clock's by default. A request over the limit is counted too, so a client that
-    keeps hammering stays refused until the window ends; Retry-After is the time left in it.
+    number: int
+    seconds_left: int
+
+    def counter(self, key_id: int) -> str:
+        """The name of a key's counter for this window (in the default cache)."""
+        return f"serving:rate:{key_id}:{self.number}"
+
+    @property
+    def ttl_seconds(self) -> int:
+        return self.seconds_left + RATE_WINDOW_SECONDS
+
+
+def rate_window(moment: float) -> RateWindow:
+    """The window of ``moment`` (epoch seconds)."""
+    window = math.floor(moment / RATE_WINDOW_SECONDS)
+    window_end = (window + 1) * RATE_WINDOW_SECONDS
+    return RateWindow(number=window, seconds_left=max(1, math.ceil(window_end - moment)))
+
+
+def rate_decision(key: ApplicationKey, *, count: int, window: RateWindow) -> RateDecision:
+    """The decision for the ``count``-th request of ``key`` in ``window``."""
+    limit = key.rate_limit_per_minute
+    if count > limit:
+        return RateDecision(
+            allowed=False, limit=limit, remaining=0, retry_after_seconds=window.seconds_left
+        )
+    return RateDecision(allowed=True, limit=limit, remaining=limit - count, retry_after_seconds=0)
+
+
+def application_key_rate_check(key: ApplicationKey, *, now: float | None = None) -> RateDecision:
+    """Counts one request of ``key`` against its limit in a fixed one-minute window
+    (:func:`rate_window`; ``now`` is the request's time in epoch seconds, the clock's by
+    default). A request over the limit is counted too, so a client that keeps hammering stays
+    refused until the window ends; Retry-After is the time left in it.
 
     When the counter store is down, the request is allowed (fail open) and a warning logged:
     the key itself was already checked in Postgres, so only known, live applications pass,
     and the limit protects capacity, not secrecy. Failing closed would turn a Redis outage
     into an outage of every application's production traffic.
     """
-    moment = time.time() if now is None else now
-    window = math.floor(moment / RATE_WINDOW_SECONDS)
-    window_end = (window + 1) * RATE_WINDOW_SECONDS
-    left_in_window = max(1, math.ceil(window_end - moment))
-    limit = key.rate_limit_per_minute
-    counter = f"serving:rate:{key.pk}:{window}"
+    window = rate_window(time.time() if now is None else now)
     try:
-        count = _window_count(counter, ttl_seconds=left_in_window + RATE_WINDOW_SECONDS)
+        count = _window_count(window.counter(key.pk), ttl_seconds=window.ttl_seconds)
     except (RedisError, OSError) as failure:
         logger.warning("rate limit not checked for application key %s: %s", key.prefix, failure)
+        limit = key.rate_limit_per_minute
         return RateDecision(
             allowed=True, limit=limit, remaining=limit, retry_after_seconds=0, counted=False
         )
-    if count > limit:
-        return RateDecision(
-            allowed=False, limit=limit, remaining=0, retry_after_seconds=left_in_window
-        )
-    return RateDecision(allowed=True, limit=limit, remaining=limit - count, retry_after_seconds=0)
+    return rate_decision(key, count=count, window=window)
 
 
 # --- the request log ----------------------------------------------------------------------------

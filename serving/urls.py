@@ -87,11 +87,6 @@ project_api_patterns: list[URLPattern] = [
 # Each path takes its methods only (405 in OpenAI's shape), and any other path is OpenAI's 404.
 gateway_patterns: list[URLPattern] = [
     path("models", allow_methods(gateway.models, "GET"), name="gateway_models"),
-    path(
-        "chat/completions",
-        allow_methods(gateway.chat_completions, "POST"),
-        name="gateway_chat_completions",
-    ),
     path("feedback", allow_methods(outcomes.feedback, "POST"), name="gateway_feedback"),
     path("events", allow_methods(outcomes.events, "POST"), name="gateway_events"),
     re_path(r"^(?P<path>.*)$", not_found, name="gateway_not_found"),

@@ -25,7 +25,9 @@ def running_gateway() -> Iterator[str]:
     listening = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listening.bind(("127.0.0.1", 0))
     port = listening.getsockname()[1]
-    config = uvicorn.Config(application, lifespan="off", log_level="warning", access_log=False)
+    # Its lifespan as in production: a clean stop writes the request log and closes the
+    # backends' connections on the server's own loop.
+    config = uvicorn.Config(application, lifespan="on", log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [listening]}, name="gateway", daemon=True
