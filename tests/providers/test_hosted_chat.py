@@ -3,13 +3,28 @@ fake chat servers. No assertion here is about speed (bench/hosted_eval.py measur
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from fakes.chat_servers import FakeAnthropicServer, FakeOpenAIChatServer, expected_answer
 from fakes.chat_servers import fake_anthropic_fixture as fake_anthropic_fixture
 from fakes.chat_servers import fake_openai_chat_fixture as fake_openai_chat_fixture
-from providers.base import ChatItemError, ChatResult, Conversation, ProviderError
-from providers.hosted_chat import AnthropicChat, OpenAICompatibleChat, anthropic_request
+from providers.base import (
+    AsyncChatModel,
+    ChatItemError,
+    ChatResult,
+    Conversation,
+    ProviderError,
+    TransientProviderError,
+)
+from providers.hosted_chat import (
+    AnthropicChat,
+    OpenAICompatibleChat,
+    anthropic_request,
+    async_sessions_close,
+)
 
 MODEL = "test-model"
 
@@ -380,3 +395,89 @@ def test_a_single_conversation_is_sent_from_the_calling_thread_with_the_same_err
     with pytest.raises(ChatItemError) as refused:
         chat.generate_many(questions(1))
     assert refused.value.index == 0 and not refused.value.retryable
+
+
+# -- OpenAI-compatible, one answer on an event loop (the gateway's path) ----------------------
+
+
+def answer_async(chat: OpenAICompatibleChat, conversation: Conversation) -> ChatResult:
+    async def answered() -> ChatResult:
+        try:
+            return await chat.answer_async(conversation, max_new_tokens=16, temperature=0.0)
+        finally:
+            await async_sessions_close()
+
+    return asyncio.run(answered())
+
+
+def test_answer_async_gives_the_same_answer_and_usage_as_generate_many(
+    fake_openai_chat: FakeOpenAIChatServer,
+):
+    chat = openai_chat(fake_openai_chat)
+    [question] = questions(1, system="Answer briefly.")
+
+    [synchronous] = chat.generate_many([question], max_new_tokens=16)
+    on_a_loop = answer_async(chat, question)
+
+    assert isinstance(chat, AsyncChatModel)
+    assert on_a_loop.text == synchronous.text == expected_answer("question number 0")
+    assert (on_a_loop.prompt_tokens, on_a_loop.completion_tokens) == (
+        synchronous.prompt_tokens,
+        synchronous.completion_tokens,
+    )
+    assert on_a_loop.attempts == 1
+
+
+def test_answer_async_waits_out_a_rate_limit_and_retries_server_errors(
+    fake_openai_chat: FakeOpenAIChatServer,
+):
+    fake_openai_chat.fail_next_requests(1, status=429, headers={"retry-after-ms": "300"})
+    fake_openai_chat.fail_next_requests(1, status=503)
+    started = time.monotonic()
+
+    answered = answer_async(openai_chat(fake_openai_chat), questions(1)[0])
+
+    assert answered.attempts == 3
+    assert time.monotonic() - started >= 0.3
+    assert fake_openai_chat.answers_by_item["question number 0"] == 1
+
+
+def test_answer_async_gives_up_as_transient_after_its_attempts(
+    fake_openai_chat: FakeOpenAIChatServer,
+):
+    fake_openai_chat.fail_next_requests(3, status=500)
+
+    with pytest.raises(TransientProviderError, match=r"gave up after 3 attempts.*HTTP 500"):
+        answer_async(openai_chat(fake_openai_chat, max_attempts=3), questions(1)[0])
+    assert fake_openai_chat.total_requests == 3
+
+
+def test_answer_async_raises_a_permanent_400_at_once_with_the_providers_words(
+    fake_openai_chat: FakeOpenAIChatServer,
+):
+    fake_openai_chat.reject_items_containing("question number 0")
+
+    with pytest.raises(ProviderError, match=r"HTTP 400") as raised:
+        answer_async(openai_chat(fake_openai_chat), questions(1)[0])
+    assert not isinstance(raised.value, TransientProviderError)
+    assert fake_openai_chat.total_requests == 1
+
+
+def test_answer_async_times_out_a_stalled_request_and_retries_it(
+    fake_openai_chat: FakeOpenAIChatServer,
+):
+    fake_openai_chat.stall_next_requests(1, seconds=3)
+
+    answered = answer_async(openai_chat(fake_openai_chat, timeout=0.3), questions(1)[0])
+
+    assert answered.attempts == 2
+    assert fake_openai_chat.answers_by_item["question number 0"] == 1
+
+
+def test_answer_async_names_an_unreachable_server_as_transient() -> None:
+    nowhere = OpenAICompatibleChat(
+        api_key="k", model=MODEL, base_url="http://127.0.0.1:9/v1", max_attempts=1
+    )
+
+    with pytest.raises(TransientProviderError, match="could not reach the provider"):
+        answer_async(nowhere, questions(1)[0])
