@@ -191,7 +191,10 @@ def test_the_chat_path_redirects_plain_http_when_the_site_requires_https(
     key = application_key_create(project=project, user=lead, name="bot").plaintext
     settings.SECURE_SSL_REDIRECT = True  # type: ignore[attr-defined]
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # type: ignore[attr-defined]
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "where is my invoice"}]}
+    body: dict[str, object] = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "where is my invoice"}],
+    }
     headers = {"Authorization": f"Bearer {key}", "Host": "gateway.example"}
 
     plain = requests.post(
