@@ -6,6 +6,7 @@ counted twice. Also the chat path's own HTTP answers (it is a plain ASGI applica
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -191,15 +192,18 @@ def test_the_chat_path_redirects_plain_http_when_the_site_requires_https(
     key = application_key_create(project=project, user=lead, name="bot").plaintext
     settings.SECURE_SSL_REDIRECT = True  # type: ignore[attr-defined]
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")  # type: ignore[attr-defined]
-    body: dict[str, object] = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "where is my invoice"}],
+    body = json.dumps(
+        {"model": MODEL, "messages": [{"role": "user", "content": "where is my invoice"}]}
+    )
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Host": "gateway.example",
+        "Content-Type": "application/json",
     }
-    headers = {"Authorization": f"Bearer {key}", "Host": "gateway.example"}
 
     plain = requests.post(
         f"{served}/v1/chat/completions",
-        json=body,
+        data=body,
         headers=headers,
         allow_redirects=False,
         timeout=30,
@@ -209,7 +213,7 @@ def test_the_chat_path_redirects_plain_http_when_the_site_requires_https(
 
     behind_tls = requests.post(
         f"{served}/v1/chat/completions",
-        json=body,
+        data=body,
         headers={**headers, "X-Forwarded-Proto": "https"},
         allow_redirects=False,
         timeout=30,
