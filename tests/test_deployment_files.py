@@ -15,20 +15,48 @@ def test_compose_runs_web_workers_beat_postgres_and_redis_with_health_checks():
         for name, service in compose["services"].items()
         if not service.get("profiles")
     }
-    assert set(services) == {"web", "worker", "trainer", "beat", "postgres", "redis"}
-    for name in ("web", "worker", "trainer", "postgres", "redis"):
+    assert set(services) == {
+        "web",
+        "gateway",
+        "model-server",
+        "worker",
+        "trainer",
+        "beat",
+        "postgres",
+        "redis",
+    }
+    for name in ("web", "gateway", "model-server", "worker", "trainer", "postgres", "redis"):
         assert "healthcheck" in services[name], name
     assert "gunicorn" in services["web"]["command"]
     assert "celery" in services["worker"]["command"] and "beat" in services["beat"]["command"]
     # Every queue has a consumer; training runs one job at a time on its own worker.
     assert "--queues=default,inference" in services["worker"]["command"]
     assert "--queues=training --concurrency=1" in services["trainer"]["command"]
-    for name in ("web", "worker", "trainer", "beat"):
+    for name in ("web", "gateway", "model-server", "worker", "trainer", "beat"):
         environment = services[name]["environment"]
         assert environment["DATABASE_URL"].startswith("postgres://")
         assert environment["CELERY_BROKER_URL"].startswith("redis://")
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert set(compose["volumes"]) >= {"postgres-data", "redis-data"}
+
+
+def test_compose_runs_the_gateway_under_an_asgi_server_beside_the_local_model_server():
+    """Issue 15: applications call /v1/ (an ASGI application: gunicorn's WSGI web server has
+    no chat path), whose local versions the model server answers, reached only by the gateway."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    gateway, model_server = compose["services"]["gateway"], compose["services"]["model-server"]
+    command = gateway["command"].split()
+    assert command[:2] == ["uvicorn", "config.asgi:application"]
+    assert command[command.index("--lifespan") + 1] == "on"  # the request log written at stop
+    assert gateway["ports"] == ["8001:8001"]
+    environment = gateway["environment"]
+    assert environment["FTPORTAL_GATEWAY_LOCAL_SERVER_URL"] == "http://model-server:8002"
+    assert (
+        environment["DJANGO_SECRET_KEY"]
+        == compose["services"]["web"]["environment"]["DJANGO_SECRET_KEY"]
+    )
+    assert "providers.local.serve --host 0.0.0.0 --port 8002" in model_server["command"]
+    assert "ports" not in model_server  # it asks for no key
 
 
 def test_the_gpu_profile_runs_vllm_with_runtime_lora_loading_over_the_artifact_store():
