@@ -24,16 +24,23 @@ class ProviderError(Exception):
     """A provider could not do what was asked; the message says what and why.
 
     Permanent: trying the same request again would fail the same way (a file the provider
-    refused, a job that failed, bad credentials).
+    refused, a job that failed, bad credentials). ``status_code`` is the provider's HTTP status
+    when it answered with one (None otherwise).
     """
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class TransientProviderError(ProviderError):
     """Worth trying again later: rate limits (429), server errors (5xx), timeouts, lost
     connections. ``retry_after`` is the provider's Retry-After in seconds, when it sent one."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status_code: int | None = None
+    ) -> None:
+        super().__init__(message, status_code=status_code)
         self.retry_after = retry_after
 
 
@@ -181,8 +188,15 @@ class ChatItemError(ProviderError):
     pass later (resuming from what ``on_result`` reported), unlike a refused request.
     """
 
-    def __init__(self, index: int, message: str, *, retryable: bool = False) -> None:
-        super().__init__(f"Item {index}: {message}")
+    def __init__(
+        self,
+        index: int,
+        message: str,
+        *,
+        retryable: bool = False,
+        status_code: int | None = None,
+    ) -> None:
+        super().__init__(f"Item {index}: {message}", status_code=status_code)
         self.index = index
         self.retryable = retryable
 

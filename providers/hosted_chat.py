@@ -153,7 +153,7 @@ class _HostedChat:
             try:
                 payloads.append(self._prepare(conversation))
             except ProviderError as error:
-                raise ChatItemError(index, str(error)) from error
+                raise ChatItemError(index, str(error), status_code=error.status_code) from error
         if payloads and before_batch is not None:
             before_batch()
         results: list[ChatResult | None] = [None] * len(payloads)
@@ -267,7 +267,7 @@ class _HostedChat:
                 stop.wait(self._delay(attempt, error.retry_after))
                 continue
             except ProviderError as error:
-                raise ChatItemError(index, str(error)) from error
+                raise ChatItemError(index, str(error), status_code=error.status_code) from error
             return ChatResult(
                 text=answer.text,
                 prompt_tokens=answer.prompt_tokens,
@@ -385,7 +385,9 @@ class OpenAICompatibleChat(_HostedChat):
             except TransientProviderError as error:
                 if attempt >= self.max_attempts:
                     raise TransientProviderError(
-                        f"gave up after {attempt} attempts: {error}", retry_after=error.retry_after
+                        f"gave up after {attempt} attempts: {error}",
+                        retry_after=error.retry_after,
+                        status_code=error.status_code,
                     ) from error
                 if error.retry_after is not None:
                     self._resume_at = max(self._resume_at, loop.time() + error.retry_after)

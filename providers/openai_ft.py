@@ -379,10 +379,12 @@ def classify_status(
     code, kind, param = (_text_or_none(fields.get(name)) for name in ("code", "type", "param"))
     message = f"{doing}: {_status_error_text(body, code=code, param=param)} (HTTP {status})"
     if BILLING_ERROR_CODES & {code, kind}:
-        return ProviderError(message)
+        return ProviderError(message, status_code=status)
     if status in TRANSIENT_STATUS_CODES or status >= 500:
-        return TransientProviderError(message, retry_after=retry_after_seconds(headers))
-    return ProviderError(message)
+        return TransientProviderError(
+            message, retry_after=retry_after_seconds(headers), status_code=status
+        )
+    return ProviderError(message, status_code=status)
 
 
 def _text_or_none(value: object) -> str | None:

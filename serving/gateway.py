@@ -79,6 +79,9 @@ from .services import ApplicationKeyRefused, RateDecision
 from .traffic import ServedRequest, served_request_record
 
 MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant"})
+# A backend's answers that refuse one request as invalid (too long a conversation, say): the
+# backend is up, so they do not count toward opening its circuit (serving.breaker).
+REQUEST_REFUSALS = frozenset({400, 413, 422})
 # The log's caller_user column: a longer id would fail the writer's whole batch (others' rows).
 MAX_USER_LENGTH = RequestLog._meta.get_field("caller_user").max_length or 200
 # A streamed answer goes out a word at a time (with the spaces before it).
@@ -108,6 +111,9 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.headers = headers or {}
+        # Set for a backend that refused this request as invalid: it answered, so its
+        # breaker does not count the refusal (``_answer``).
+        self.backend_answered = False
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -416,12 +422,14 @@ async def _generate_with(
                 type="server_error",
                 code="backend_unavailable",
             ) from None
-        raise GatewayError(
+        refused = GatewayError(
             502,
             f"The backend of {name} could not answer this request.",
             type="server_error",
             code="backend_error",
-        ) from None
+        )
+        refused.backend_answered = failure.status_code in REQUEST_REFUSALS
+        raise refused from None
 
 
 # --- fallback routes ------------------------------------------------------------------------
@@ -490,20 +498,27 @@ async def _answer(planned: Planned, chat_request: ChatRequest) -> Answer:
             )
         except GatewayError as failure:
             cause, reason = FallbackCause.ERROR, f"{failure.code}: {failure.message}"
+            backend_answered = failure.backend_answered
         except TimeoutError:
             cause = FallbackCause.TIMEOUT
             reason = f"the backend of {name} gave no answer within {route.timeout_seconds:g}s"
+            backend_answered = False
         except BaseException:
             breakers.abandoned(breaker_key, admission)
             raise
         else:
             breakers.succeeded(breaker_key)
             return Answer(result, name, version)
-        breakers.failed(
-            breaker_key,
-            failures_to_open=route.failures_to_open,
-            cooldown_seconds=route.cooldown_seconds,
-        )
+        if backend_answered:
+            # It refused this request, so the route's target is asked for it; the primary
+            # itself is up, and callers sending bad requests must not open its circuit.
+            breakers.succeeded(breaker_key)
+        else:
+            breakers.failed(
+                breaker_key,
+                failures_to_open=route.failures_to_open,
+                cooldown_seconds=route.cooldown_seconds,
+            )
     used = FallbackUse(route=route, cause=cause, reason=reason)
     try:
         target_version, target_base = await _in_thread(lambda: fallback_targets(route))

@@ -218,6 +218,28 @@ def test_the_breaker_opens_after_n_failures_and_the_primary_is_not_asked_while_o
     assert {row.status for row in rows} == {RequestStatus.FALLBACK}
 
 
+def test_a_primary_that_refuses_requests_as_invalid_is_asked_again_its_circuit_stays_closed(
+    gateway: str, project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    v1, v2 = two_versions(project, lead, fake_openai_chat)
+    route_to(production_alias(v2), lead, version=v1, failures_to_open=2, cooldown_seconds=600)
+    # A 400 refuses the request, not the backend: bad requests must not open its circuit.
+    fake_openai_chat.fail_model(v2.fine_tuned_model, 400)
+    api = client(gateway, app_key(project, lead))
+
+    answers = [
+        api.chat.completions.create(model="Ticket triage/production", messages=QUESTION)
+        for _ in range(4)
+    ]
+
+    assert {answer.model for answer in answers} == {"Ticket triage/triage@1"}  # the route's
+    # Each of the four was asked of the primary once (a refusal is not tried again): no
+    # circuit opened after two.
+    assert fake_openai_chat.requests_for_model(v2.fine_tuned_model) == 4
+    rows = [logged(answer.id) for answer in answers]
+    assert [row.fallback_cause for row in rows] == [FallbackCause.ERROR] * 4
+
+
 def test_after_its_cooldown_a_trial_request_reaches_the_recovered_primary_and_closes_it(
     gateway: str, project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
 ) -> None:
