@@ -65,6 +65,14 @@ def hosted_fine_tuner_for(base_model: BaseModel) -> HostedFineTuner:
     )
 
 
+async def hosted_connections_close() -> None:
+    """Close the connections this event loop's chats hold to providers over HTTP (the
+    gateway's answers on its loop: ``providers.base.AsyncChatModel``), at a clean shutdown."""
+    from providers.hosted_chat import async_sessions_close
+
+    await async_sessions_close()
+
+
 def local_chat_model(*, base_model: BaseModel, adapter_dir: str = "") -> ChatModel:
     """A local base model, with the LoRA adapter in ``adapter_dir`` applied when one is named."""
     from providers.local.generation import LocalChatModel

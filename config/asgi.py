@@ -59,7 +59,7 @@ Message = dict[str, Any]
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
-    from providers.hosted_chat import async_sessions_close
+    from catalog.adapters import hosted_connections_close
     from serving.request_log import request_log_close
 
     while True:
@@ -69,7 +69,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             # After the server has answered its last request: everything is queued by now.
             await sync_to_async(request_log_close, thread_sensitive=False)()
-            await async_sessions_close()  # the backends' connections, on the loop they are of
+            await hosted_connections_close()  # the backends' connections, on the loop they are of
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -38,8 +38,11 @@ Counters: ``connections``, ``total_requests``, ``headers_seen`` (each request's 
 ``stall_next_requests`` (held, then dropped unanswered: longer than the client's timeout),
 ``reject_items_containing`` (a permanent 400 for matching items), ``fail_model`` (every
 request naming that ``model`` answered with an error status until ``fail_model(model, None)``;
-one server can then host a failing fine-tuned model beside a working one), and
-``response_delay`` (seconds before each successful answer).
+one server can then host a failing fine-tuned model beside a working one),
+``response_delay`` (seconds before each successful answer), and for OpenAI's ``stream: true``
+(server-sent ``chat.completion.chunk`` events, a word each, the usage when asked for)
+``stream_gate`` (streams held after their first word until the test sets it) and
+``break_streams`` (streams cut off after their first word).
 
 ``python -m fakes.chat_servers`` runs the OpenAI-compatible fake in a process of its own,
 controlled over HTTP at ``CONTROL_PATH`` (see ``serve_until_stdin_closes``).
@@ -51,7 +54,9 @@ Use them as context managers or as the ``fake_openai_chat`` and ``fake_anthropic
 from __future__ import annotations
 
 import json
+import re
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -109,6 +114,11 @@ class _FakeChatServer(FakeServer):
         self.response_delay = response_delay
         self.answer_with = answer_with
         self.keep_alive = keep_alive
+        # Set by a test to hold every streamed answer after its first word until it is set
+        # (what the client receives before the backend has finished), or to break every
+        # streamed answer there (a backend that died while answering).
+        self.stream_gate: threading.Event | None = None
+        self.break_streams = False
         self.bodies: list[Any] = []  # every decoded request body, in arrival order
         # Every request's headers (lower-case names), in arrival order: what a client sent,
         # credentials included, so tests can tell which key reached which server.
@@ -202,6 +212,10 @@ class _FakeChatServer(FakeServer):
             return " ".join(words[:max_tokens])
         return answer
 
+    def _stream_events(self, body: dict[str, Any], text: str, prompt_words: int) -> list[Any]:
+        """A ``stream: true`` request's answer as its API streams it (OpenAI's fake only)."""
+        raise NotImplementedError
+
     def _error_body(self, status: int, message: str) -> Any:
         raise NotImplementedError
 
@@ -256,7 +270,18 @@ class _FakeChatServer(FakeServer):
             prompt_words = sum(
                 word_count(message.get("content") or "") for message in body.get("messages", [])
             ) + word_count(body.get("system") or "")
-            reply = Reply(200, self._answer(body, item, prompt_words))
+            if body.get("stream"):
+                # Held or broken after the role's event and the first word's.
+                reply = Reply(
+                    200,
+                    None,
+                    events=self._stream_events(body, item, prompt_words),
+                    hold_after=2,
+                    gate=self.stream_gate,
+                    break_after=2 if self.break_streams else None,
+                )
+            else:
+                reply = Reply(200, self._answer(body, item, prompt_words))
             with self._lock:
                 self.answers_by_item[item] += 1
             return reply
@@ -316,6 +341,38 @@ class FakeOpenAIChatServer(_FakeChatServer):
                 "total_tokens": prompt_words + word_count(answer),
             },
         }
+
+    def _stream_events(self, body: dict[str, Any], text: str, prompt_words: int) -> list[Any]:
+        """The answer as OpenAI streams it: a chunk with the role, one per word (with the
+        spaces before it), one with the finish reason, then the usage when it was asked for."""
+        answer = self._answer_text(body, text)
+        created = int(time.time())
+
+        def chunk(delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
+            return {
+                "id": f"chatcmpl-{self.total_requests}",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": body.get("model", ""),
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            }
+
+        events: list[Any] = [chunk({"role": "assistant", "content": ""}, None)]
+        events += [chunk({"content": piece}, None) for piece in re.findall(r"\s*\S+", answer)]
+        events.append(chunk({}, "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(
+                {
+                    **chunk({}, None),
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt_words,
+                        "completion_tokens": word_count(answer),
+                        "total_tokens": prompt_words + word_count(answer),
+                    },
+                }
+            )
+        return events
 
     def _error_body(self, status: int, message: str) -> Any:
         error_type = "requests" if status == 429 else "server_error" if status >= 500 else ""

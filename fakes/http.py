@@ -15,9 +15,18 @@ from typing import Any, Self
 
 @dataclass(frozen=True)
 class Reply:
+    """A JSON answer, or, with ``events``, a stream of server-sent events (each JSON, then
+    ``[DONE]``). With ``hold_after``, the stream waits on ``gate`` after that many events (what
+    a client has before the server has finished); with ``break_after``, the connection is
+    closed after that many (a server that died mid-answer)."""
+
     status: int
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
+    events: list[Any] | None = None
+    hold_after: int | None = None
+    gate: threading.Event | None = None
+    break_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,28 @@ def send_json(handler: BaseHTTPRequestHandler, reply: Reply, *, keep_alive: bool
         pass  # the client gave up (its timeout), as real clients do
 
 
+def send_events(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+    """The reply's events as ``text/event-stream``, each flushed as it is written; the body
+    ends when the connection closes (no length is known beforehand)."""
+    try:
+        handler.send_response(reply.status)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Cache-Control", "no-cache")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        for sent, event in enumerate([*(reply.events or []), "[DONE]"], start=1):
+            data = event if isinstance(event, str) else json.dumps(event)
+            handler.wfile.write(f"data: {data}\n\n".encode())
+            handler.wfile.flush()
+            if sent == reply.break_after:
+                break
+            if sent == reply.hold_after and reply.gate is not None:
+                reply.gate.wait(timeout=30)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    handler.close_connection = True
+
+
 class JSONHandler(BaseHTTPRequestHandler):
     """The request side every fake's handler shares: HTTP/1.1, the raw body, lower-case header
     names, a JSON reply, and no log lines (tests read the fakes' counters instead)."""
@@ -60,7 +91,10 @@ class JSONHandler(BaseHTTPRequestHandler):
         return {name.lower(): value for name, value in self.headers.items()}
 
     def send(self, reply: Reply) -> None:
-        send_json(self, reply, keep_alive=not self.close_connection)
+        if reply.events is not None:
+            send_events(self, reply)
+        else:
+            send_json(self, reply, keep_alive=not self.close_connection)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -411,6 +411,22 @@ class ChatModel(Protocol):
         ...
 
 
+class LiveAnswer(Protocol):
+    """A streamed answer whose first piece of text has arrived."""
+
+    # Set once ``pieces`` has given the last piece: the whole answer, with its usage.
+    result: ChatResult | None
+
+    def pieces(self) -> AsyncIterator[str]:
+        """The answer's text as it arrives (the first piece already in); ProviderError when
+        the stream breaks after it."""
+        ...
+
+    def close(self) -> None:
+        """Stop reading before the end (the caller went away)."""
+        ...
+
+
 @runtime_checkable
 class AsyncChatModel(Protocol):
     """A ChatModel that can also answer one conversation on an event loop, without a thread:
@@ -422,4 +438,11 @@ class AsyncChatModel(Protocol):
         self, conversation: Conversation, *, max_new_tokens: int, temperature: float
     ) -> ChatResult:
         """One answer; ProviderError when it cannot be had."""
+        ...
+
+    async def stream_async(
+        self, conversation: Conversation, *, max_new_tokens: int, temperature: float
+    ) -> LiveAnswer:
+        """One answer as it is generated, returned once its first piece is in (a failure
+        before it raises here, tried again like ``answer_async``'s)."""
         ...

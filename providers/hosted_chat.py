@@ -20,10 +20,10 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import anthropic
@@ -36,6 +36,7 @@ from providers.base import (
     ChatResult,
     Conversation,
     Generation,
+    LiveAnswer,
     OnResult,
     ProviderError,
     TransientProviderError,
@@ -47,6 +48,7 @@ from providers.openai_ft import (
     retry_after_seconds,
 )
 
+Sent = TypeVar("Sent")
 # Exponential backoff never waits longer than this between two attempts of one item (a
 # provider's Retry-After is honoured whatever its length).
 MAX_BACKOFF_SECONDS = 30.0
@@ -364,24 +366,56 @@ class OpenAICompatibleChat(_HostedChat):
     ) -> ChatResult:
         """``providers.base.AsyncChatModel``: the conversation's answer, with this chat's
         attempts, backoff and Retry-After as ``generate_many`` has them."""
+        body = self._request_body(conversation, max_new_tokens, temperature, stream=False)
+        started = time.monotonic()
+        answer, attempts = await self._with_attempts(lambda: self._post_async(body))
+        return ChatResult(
+            text=answer.text,
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+            latency_seconds=time.monotonic() - started,
+            attempts=attempts,
+        )
+
+    async def stream_async(
+        self, conversation: Conversation, *, max_new_tokens: int, temperature: float
+    ) -> LiveAnswer:
+        """``providers.base.AsyncChatModel``: the answer streamed (``stream: true``, with its
+        usage), returned once its first piece has arrived, so that a failure before any text
+        is tried again like any other (and a caller can still answer it with an error
+        status). A server that answers the request whole (no streaming) gives one piece."""
+        body = self._request_body(conversation, max_new_tokens, temperature, stream=True)
+        started = time.monotonic()
+        live, attempts = await self._with_attempts(lambda: self._open_stream(body, started))
+        live.attempts = attempts
+        return live
+
+    def _request_body(
+        self, conversation: Conversation, max_new_tokens: int, temperature: float, *, stream: bool
+    ) -> bytes:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": conversation,
+            "max_tokens": max_new_tokens,
+            "temperature": temperature,
+        }
+        if stream:
+            request["stream"] = True
+            request["stream_options"] = {"include_usage": True}
+        return json.dumps(request).encode()
+
+    async def _with_attempts(self, send: Callable[[], Awaitable[Sent]]) -> tuple[Sent, int]:
+        """What ``send`` gives, tried again on transient errors as ``generate_many`` tries
+        (backoff, Retry-After shared by this chat's requests), with the attempts it took."""
         loop = asyncio.get_running_loop()
-        body = json.dumps(
-            {
-                "model": self.model,
-                "messages": conversation,
-                "max_tokens": max_new_tokens,
-                "temperature": temperature,
-            }
-        ).encode()
         attempt = 0
         while True:
             attempt += 1
             paused = self._resume_at - loop.time()
             if paused > 0:
                 await asyncio.sleep(paused)
-            started = time.monotonic()
             try:
-                answer = await self._post_async(body)
+                return await send(), attempt
             except TransientProviderError as error:
                 if attempt >= self.max_attempts:
                     raise TransientProviderError(
@@ -392,14 +426,6 @@ class OpenAICompatibleChat(_HostedChat):
                 if error.retry_after is not None:
                     self._resume_at = max(self._resume_at, loop.time() + error.retry_after)
                 await asyncio.sleep(self._delay(attempt, error.retry_after))
-                continue
-            return ChatResult(
-                text=answer.text,
-                prompt_tokens=answer.prompt_tokens,
-                completion_tokens=answer.completion_tokens,
-                latency_seconds=time.monotonic() - started,
-                attempts=attempt,
-            )
 
     async def _post_async(self, body: bytes) -> _Answer:
         try:
@@ -417,14 +443,162 @@ class OpenAICompatibleChat(_HostedChat):
             raise TransientProviderError(
                 f"{COMPLETING}: could not reach the provider ({error})."
             ) from error
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            answer = raw.decode("utf-8", "replace")
+        answer = _json_or_text(raw)
         if status >= 400:
-            error_body = answer.get("error", answer) if isinstance(answer, dict) else answer
-            raise classify_status(COMPLETING, status=status, body=error_body, headers=headers)
+            raise _status_error(status, answer, headers)
         return _completion_answer(answer)
+
+    async def _open_stream(self, body: bytes, started: float) -> _LiveCompletion:
+        try:
+            response = await _loop_session().post(
+                self._completions_url,
+                data=body,
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+        except TimeoutError:
+            raise TransientProviderError(f"{COMPLETING}: the provider did not answer in time.")
+        except aiohttp.ClientError as error:
+            raise TransientProviderError(
+                f"{COMPLETING}: could not reach the provider ({error})."
+            ) from error
+        live = _LiveCompletion(response, started)
+        try:
+            if response.status >= 400:
+                raise _status_error(
+                    response.status, _json_or_text(await response.read()), response.headers
+                )
+            await live.first_piece()
+        except BaseException:
+            response.close()
+            raise
+        return live
+
+
+class _LiveCompletion:
+    """``providers.base.LiveAnswer`` over a streamed chat completion: the server-sent events
+    of an open response, read up to the first piece of text by :meth:`first_piece`."""
+
+    def __init__(self, response: aiohttp.ClientResponse, started: float) -> None:
+        self._response = response
+        self._started = started
+        self._buffered: list[str] = []
+        self._texts: list[str] = []
+        self._usage: dict[str, Any] = {}
+        self._events: AsyncIterator[dict[str, Any]] | None = None
+        self._whole: _Answer | None = None
+        self.attempts = 1
+        self.result: ChatResult | None = None
+
+    async def first_piece(self) -> None:
+        """Read until the first text (or the end); TransientProviderError on a failure
+        before it, as on a failed request."""
+        try:
+            if not self._response.content_type.startswith("text/event-stream"):
+                self._whole = _completion_answer(_json_or_text(await self._response.read()))
+                self._buffered.append(self._whole.text)
+                return
+            self._events = _server_sent_events(self._response)
+            async for event in self._events:
+                piece = self._take(event)
+                if piece:
+                    self._buffered.append(piece)
+                    return
+        except TimeoutError:
+            raise TransientProviderError(f"{COMPLETING}: the provider did not answer in time.")
+        except aiohttp.ClientError as error:
+            raise TransientProviderError(
+                f"{COMPLETING}: the provider's stream broke ({error})."
+            ) from error
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """The answer's text as it arrives; ``result`` is set once the last is in.
+        ProviderError when the stream breaks after its first piece."""
+        try:
+            for piece in self._buffered:
+                yield piece
+            if self._events is not None:
+                async for event in self._events:
+                    piece = self._take(event)
+                    if piece:
+                        yield piece
+            self.result = self._finished()
+        except TimeoutError:
+            raise ProviderError(f"{COMPLETING}: the provider stopped answering mid-stream.")
+        except aiohttp.ClientError as error:
+            raise ProviderError(f"{COMPLETING}: the provider's stream broke ({error}).") from error
+        finally:
+            self._response.close()
+
+    def _take(self, event: dict[str, Any]) -> str:
+        """An event's text (empty for none), keeping its usage when it carries one."""
+        if isinstance(event.get("usage"), dict):
+            self._usage = event["usage"]
+        choices = event.get("choices")
+        if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+            return ""
+        delta = choices[0].get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str) and content:
+            self._texts.append(content)
+            return content
+        return ""
+
+    def _finished(self) -> ChatResult:
+        if self._whole is not None:
+            text, prompt, completion = (
+                self._whole.text,
+                self._whole.prompt_tokens,
+                self._whole.completion_tokens,
+            )
+        else:
+            text = "".join(self._texts)
+            prompt = int(self._usage.get("prompt_tokens") or 0)
+            completion = int(self._usage.get("completion_tokens") or 0)
+        return ChatResult(
+            text=text,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            latency_seconds=time.monotonic() - self._started,
+            attempts=self.attempts,
+        )
+
+    def close(self) -> None:
+        """Stop reading (the client went away): the connection is dropped, not reused."""
+        self._response.close()
+
+
+async def _server_sent_events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    """The JSON events of an OpenAI-style stream, up to ``[DONE]``; an error event raises."""
+    async for raw in response.content:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue  # blank separators, comments, event names
+        data = line[len(b"data:") :].strip()
+        if data == b"[DONE]":
+            return
+        event = _json_or_text(data)
+        if not isinstance(event, dict):
+            raise ProviderError(f"{COMPLETING}: the provider streamed something not JSON.")
+        if isinstance(event.get("error"), dict):
+            # A failure while generating (the status line said 200 long ago): a server error.
+            raise _status_error(500, event, {})
+        yield event
+    # OpenAI-compatible servers end every stream with [DONE]: one that ends without it broke
+    # (the server went away mid-answer), however whole the text may look.
+    raise ProviderError(f"{COMPLETING}: the provider's stream ended before its end ([DONE]).")
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def _status_error(status: int, answer: Any, headers: Mapping[str, str]) -> ProviderError:
+    error_body = answer.get("error", answer) if isinstance(answer, dict) else answer
+    return classify_status(COMPLETING, status=status, body=error_body, headers=headers)
 
 
 # One aiohttp session per event loop, for every chat's requests on it: its connections belong

@@ -35,7 +35,14 @@ from catalog.adapters import (
     served_adapter_chat_model,
 )
 from catalog.models import BaseModel, Endpoint
-from providers.base import AsyncChatModel, ChatModel, ChatResult, Conversation, ProviderError
+from providers.base import (
+    AsyncChatModel,
+    ChatModel,
+    ChatResult,
+    Conversation,
+    LiveAnswer,
+    ProviderError,
+)
 from registry.models import ModelVersion
 
 # Versions whose chats are kept: the aliases and pins in use, with room to spare. A dropped
@@ -226,10 +233,20 @@ def backends_forget() -> None:
 
 
 async def backend_answer_async(
-    chat: AsyncChatModel, conversation: Conversation, *, max_tokens: int, temperature: float
-) -> ChatResult:
-    """:func:`backend_answer` on the event loop, for a chat reached over HTTP."""
+    chat: AsyncChatModel,
+    conversation: Conversation,
+    *,
+    max_tokens: int,
+    temperature: float,
+    stream: bool = False,
+) -> ChatResult | LiveAnswer:
+    """:func:`backend_answer` on the event loop, for a chat reached over HTTP; with
+    ``stream``, the answer as it is generated, returned once its first piece is in."""
     try:
+        if stream:
+            return await chat.stream_async(
+                conversation, max_new_tokens=max_tokens, temperature=temperature
+            )
         return await chat.answer_async(
             conversation, max_new_tokens=max_tokens, temperature=temperature
         )

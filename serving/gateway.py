@@ -51,6 +51,7 @@ from providers.base import (
     ChatModel,
     ChatResult,
     Conversation,
+    LiveAnswer,
     ProviderError,
     TransientProviderError,
 )
@@ -355,7 +356,7 @@ async def _chat(
 
 async def _generate(
     plan: ServingPlan, version: ModelVersion, chat_request: ChatRequest
-) -> ChatResult:
+) -> ChatResult | LiveAnswer:
     """The version's answer; GatewayError 503 when its backend is unreachable or overloaded
     (worth trying again), 502 when it refused or failed otherwise."""
     return await _generate_with(
@@ -369,7 +370,7 @@ async def _generate(
 
 async def _generate_base(
     plan: ServingPlan, base_model: BaseModel, chat_request: ChatRequest
-) -> ChatResult:
+) -> ChatResult | LiveAnswer:
     """A catalog base model's own answer (a route's hosted fallback), failing as _generate."""
     return await _generate_with(
         plan,
@@ -386,9 +387,10 @@ async def _generate_with(
     chat_of: Callable[[], ChatModel],
     name: str,
     chat_request: ChatRequest,
-) -> ChatResult:
+) -> ChatResult | LiveAnswer:
     """The answer of the chat ``chat_of`` builds: on the event loop for a backend reached
-    over HTTP (``providers.base.AsyncChatModel``), else in a thread (a model in this process,
+    over HTTP (``providers.base.AsyncChatModel``; for a stream request, streamed, returned
+    once its first piece is in), else whole, in a thread (a model in this process,
     Anthropic's SDK)."""
     try:
         chat = await _chat(plan, key, chat_of)
@@ -398,6 +400,7 @@ async def _generate_with(
                 chat_request.messages,
                 max_tokens=chat_request.max_tokens,
                 temperature=chat_request.temperature,
+                stream=chat_request.stream,
             )
         blocking = chat
         return await _in_thread(
@@ -441,7 +444,7 @@ class Answer:
     version, or a base model's key), ``version`` or ``base_model`` the row that answered, and
     ``fallback`` why the alias's route answered instead of the version the name resolved to."""
 
-    result: ChatResult
+    result: ChatResult | LiveAnswer  # live: a stream whose first piece is in
     name: str
     version: ModelVersion | None
     base_model: BaseModel | None = None
@@ -600,49 +603,94 @@ def _event(payload: dict[str, Any] | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
+class _StreamChunks:
+    """OpenAI's ``chat.completion.chunk`` events of one answer, as bytes to send."""
+
+    def __init__(self, request_id: str, served_name: str, chat_request: ChatRequest) -> None:
+        self.request_id = request_id
+        self.served_name = served_name
+        self.chat_request = chat_request
+        self.created = int(time.time())
+
+    def _base(self) -> dict[str, Any]:
+        return {
+            "id": self.request_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.served_name,
+        }
+
+    def chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> bytes:
+        usage_field: dict[str, Any] = {"usage": None} if self.chat_request.include_usage else {}
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return _event({**self._base(), "choices": [choice], **usage_field})
+
+    def ending(self, result: ChatResult) -> list[bytes]:
+        """The finish reason, the usage (when asked for), then ``[DONE]``."""
+        events = [self.chunk({}, _finish_reason(result, self.chat_request))]
+        if self.chat_request.include_usage:
+            events.append(_event({**self._base(), "choices": [], "usage": _usage(result)}))
+        return [*events, _event("[DONE]")]
+
+
 async def _chunks(
     request_id: str, served_name: str, result: ChatResult, chat_request: ChatRequest
 ) -> AsyncIterator[bytes]:
-    """The answer as OpenAI's ``chat.completion.chunk`` events: the role, the text a word at a
-    time, the finish reason, the usage (when asked for), then ``[DONE]``."""
-    created = int(time.time())
-    usage_field: dict[str, Any] = {"usage": None} if chat_request.include_usage else {}
-
-    def chunk(delta: dict[str, str], finish_reason: str | None) -> bytes:
-        return _event(
-            {
-                "id": request_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": served_name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": delta,
-                        "logprobs": None,
-                        "finish_reason": finish_reason,
-                    }
-                ],
-                **usage_field,
-            }
-        )
-
-    yield chunk({"role": "assistant", "content": ""}, None)
+    """A whole answer as a stream (a backend that does not stream: a model in this process):
+    the role, the text a word at a time, then the ending."""
+    chunks = _StreamChunks(request_id, served_name, chat_request)
+    yield chunks.chunk({"role": "assistant", "content": ""})
     for piece in STREAM_PIECE.findall(result.text):
-        yield chunk({"content": piece}, None)
-    yield chunk({}, _finish_reason(result, chat_request))
-    if chat_request.include_usage:
-        yield _event(
-            {
-                "id": request_id,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": served_name,
-                "choices": [],
-                "usage": _usage(result),
-            }
+        yield chunks.chunk({"content": piece})
+    for event in chunks.ending(result):
+        yield event
+
+
+@dataclass(frozen=True)
+class LiveOutcome:
+    """How a live stream ended, for its log row: the whole answer, or the failure and the
+    text sent before it."""
+
+    result: ChatResult | None = None
+    failure: str = ""
+    partial: str = ""
+
+
+async def _live_chunks(
+    request_id: str,
+    served_name: str,
+    live: LiveAnswer,
+    chat_request: ChatRequest,
+    ended: Callable[[LiveOutcome], None],
+) -> AsyncIterator[bytes]:
+    """A streamed answer relayed piece by piece as the backend sends it. A failure after the
+    first piece can no longer change the status: the stream ends with OpenAI's error object as
+    its last event (no ``[DONE]``). ``ended`` hears how it ended before the client does (its
+    last events), so the request's row is queued by the time the client has the answer."""
+    chunks = _StreamChunks(request_id, served_name, chat_request)
+    sent: list[str] = []
+    yield chunks.chunk({"role": "assistant", "content": ""})
+    try:
+        async for piece in live.pieces():
+            sent.append(piece)
+            yield chunks.chunk({"content": piece})
+    except ProviderError as failure:
+        logger.warning("gateway: the stream of %s broke: %s", served_name, failure)
+        error = GatewayError(
+            502,
+            f"The backend of {served_name} stopped while answering.",
+            type="server_error",
+            code="backend_error",
         )
-    yield _event("[DONE]")
+        ended(LiveOutcome(failure=error.message, partial="".join(sent)))
+        yield _event(error.payload())
+        return
+    finally:
+        live.close()  # the end, or the client went away: the backend's connection is done
+    assert live.result is not None  # set once the last piece was given
+    ended(LiveOutcome(result=live.result))
+    for event in chunks.ending(live.result):
+        yield event
 
 
 # --- GET /v1/models (a Django view) -------------------------------------------------------
@@ -866,12 +914,38 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
         await _send_error(send, error)
         return
     headers = {**caller.rate.headers(), "x-request-id": request_id}
-    record(200, "", answer.result, answer)
     _mirror(caller, planned.routed, chat_request, request_id)
     served_name, result = answer.name, answer.result
-    if chat_request.stream:
-        await _send_stream(send, _chunks(request_id, served_name, result, chat_request), headers)
-    else:
-        await _send_json(
-            send, 200, _completion(request_id, served_name, result, chat_request), headers
-        )
+    if isinstance(result, ChatResult):
+        record(200, "", result, answer)
+        if chat_request.stream:
+            chunks = _chunks(request_id, served_name, result, chat_request)
+            await _send_stream(send, chunks, headers)
+        else:
+            completion = _completion(request_id, served_name, result, chat_request)
+            await _send_json(send, 200, completion, headers)
+        return
+    # Streamed as it arrives; its row is written once it has ended (its latency is the whole
+    # answer's, its output what was sent when it broke).
+    outcomes: list[LiveOutcome] = []
+
+    def ended(outcome: LiveOutcome) -> None:
+        outcomes.append(outcome)
+        if outcome.result is not None:
+            record(200, "", outcome.result, answer)
+        else:
+            record(502, outcome.failure, _partial(outcome.partial), answer)
+
+    try:
+        live = _live_chunks(request_id, served_name, result, chat_request, ended)
+        await _send_stream(send, live, headers)
+    finally:
+        if not outcomes:  # stopped before its end: the server shutting down
+            ended(LiveOutcome(failure="The gateway stopped before the answer ended."))
+
+
+def _partial(text: str) -> ChatResult:
+    """What a broken stream had sent, as the log row's output (no usage was reported)."""
+    return ChatResult(
+        text=text, prompt_tokens=0, completion_tokens=0, latency_seconds=0.0, attempts=1
+    )

@@ -7,7 +7,10 @@ API the product already speaks (``providers.vllm``):
     POST /v1/load_lora_adapter     {"lora_name", "lora_path"}: "Success: ..." (vLLM's answers)
     POST /v1/unload_lora_adapter   {"lora_name"}
     POST /v1/chat/completions      model=<adapter or base name>, messages, max_tokens
-                                   (greedy whatever the temperature; no streaming, n=1)
+                                   (greedy whatever the temperature; n=1; with stream,
+                                   the answer as server-sent events once it is decoded:
+                                   a batch decodes its rows together, so no piece is
+                                   ready before the whole)
     GET  /metrics                  requests, batches and their sizes, as JSON
 
 So the gateway reaches it through the same client as a GPU host's vLLM server, over HTTP, and
@@ -519,8 +522,9 @@ class ModelServerApp:
         model = _text(payload, "model")
         messages = _messages(payload.get("messages"))
         max_tokens = self._max_tokens(payload)
-        if payload.get("stream"):
-            raise ServerRefusal(400, "Streaming is not offered by this server.", param="stream")
+        stream = payload.get("stream") or False
+        if not isinstance(stream, bool):
+            raise ServerRefusal(400, "stream must be true or false.", param="stream")
         if payload.get("n", 1) != 1:
             raise ServerRefusal(400, "Only one choice (n=1) is offered.", param="n")
         answer = self.scheduler.submit(model, messages, max_tokens)
@@ -532,12 +536,22 @@ class ModelServerApp:
             raise ServerRefusal(500, f"Generation failed: {error}") from error
         # Stopped by the limit rather than by the end-of-turn token (which it counts).
         finish = "length" if generation.completion_tokens >= max_tokens else "stop"
+        usage = {
+            "prompt_tokens": generation.prompt_tokens,
+            "completion_tokens": generation.completion_tokens,
+            "total_tokens": generation.prompt_tokens + generation.completion_tokens,
+        }
+        answer_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if stream:
+            options = payload.get("stream_options")
+            with_usage = isinstance(options, dict) and options.get("include_usage") is True
+            return _events(answer_id, created, model, generation.text, finish, usage, with_usage)
         return _json(
             200,
             {
-                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "id": answer_id,
                 "object": "chat.completion",
-                "created": int(time.time()),
+                "created": created,
                 "model": model,
                 "choices": [
                     {
@@ -546,11 +560,7 @@ class ModelServerApp:
                         "finish_reason": finish,
                     }
                 ],
-                "usage": {
-                    "prompt_tokens": generation.prompt_tokens,
-                    "completion_tokens": generation.completion_tokens,
-                    "total_tokens": generation.prompt_tokens + generation.completion_tokens,
-                },
+                "usage": usage,
             },
         )
 
@@ -567,6 +577,34 @@ class ModelServerApp:
                 )
             return value
         return self.default_max_tokens
+
+
+def _events(
+    answer_id: str,
+    created: int,
+    model: str,
+    text: str,
+    finish: str,
+    usage: dict[str, int],
+    with_usage: bool,
+) -> _Reply:
+    """A decoded answer as OpenAI's stream of ``chat.completion.chunk`` events: the role and
+    the whole text, the finish reason, the usage when asked for, then ``[DONE]``."""
+
+    def chunk(delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
+        return {
+            "id": answer_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    events: list[Any] = [chunk({"role": "assistant", "content": text}, None), chunk({}, finish)]
+    if with_usage:
+        events.append({**chunk({}, None), "choices": [], "usage": usage})
+    lines = [f"data: {json.dumps(event)}\n\n" for event in events] + ["data: [DONE]\n\n"]
+    return _Reply(200, "".join(lines).encode(), "text/event-stream")
 
 
 def _model_card(name: str, created: int, *, parent: str | None, root: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from providers.hosted_chat import (
     anthropic_request,
     async_sessions_close,
 )
+from tests.threads import on_own_thread
 
 MODEL = "test-model"
 
@@ -407,7 +408,8 @@ def answer_async(chat: OpenAICompatibleChat, conversation: Conversation) -> Chat
         finally:
             await async_sessions_close()
 
-    return asyncio.run(answered())
+    # On a thread of its own: after a browser test the main thread has Playwright's loop.
+    return on_own_thread(lambda: asyncio.run(answered()))
 
 
 def test_answer_async_gives_the_same_answer_and_usage_as_generate_many(

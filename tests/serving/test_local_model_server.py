@@ -19,6 +19,7 @@ from typing import Any
 import openai
 import pytest
 from django.contrib.auth.models import User
+from openai.types.chat import ChatCompletionMessageParam
 
 from catalog.adapters import local_chat_model
 from catalog.models import BaseModel
@@ -122,6 +123,35 @@ def test_the_gateway_answers_through_the_local_model_server_with_the_versions_ad
     served = client(server.origin, "local").models.list()
     assert vllm_adapter_name(version) in {model.id for model in served.data}
     assert server.metrics()["requests"] == 1
+
+
+def test_a_streamed_request_through_the_gateway_gets_the_same_answer_as_a_plain_one(
+    project: Project, lead: User, base_model: BaseModel, server: LocalModelServer, tmp_path: Path
+) -> None:
+    production_version(project, lead, base_model, tmp_path)
+    key = application_key_create(project=project, user=lead, name="app").plaintext
+
+    with running_gateway() as origin:
+        api = client(origin, key)
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
+        plain = api.chat.completions.create(model=MODEL, messages=messages, max_tokens=MAX_TOKENS)
+        chunks = list(
+            api.chat.completions.create(
+                model=MODEL,
+                messages=messages,
+                max_tokens=MAX_TOKENS,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
+    assert streamed == plain.choices[0].message.content != ""
+    # The server decodes a batch whole, then sends it as events: asked as a stream, with usage.
+    usage = chunks[-1].usage
+    assert usage is not None and plain.usage is not None
+    assert usage.completion_tokens == plain.usage.completion_tokens
+    assert server.metrics()["requests"] == 2
 
 
 def test_concurrent_requests_through_the_gateway_are_decoded_together(
