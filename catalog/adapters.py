@@ -161,7 +161,6 @@ def local_server_chat_model(
     TransientProviderError when the server cannot be reached; ProviderError (starting with
     ``who``) when it refuses the adapter."""
     base_url = str(settings.FTPORTAL_GATEWAY_LOCAL_SERVER_URL).rstrip("/") + "/v1"
-    from providers.hosted_chat import OpenAICompatibleChat
     from providers.vllm import VLLMServer
 
     server = VLLMServer(
@@ -178,22 +177,16 @@ def local_server_chat_model(
                 f"the local model server runs {', '.join(runs) or 'no base model'}, not "
                 f"{base_model.key}, the base model of this adapter."
             )
-        server.ensure_adapter(name=adapter_name, path=str(Path(adapter_dir).resolve()))
+        # Loaded again by the chat itself should the server restart and forget it.
+        return server.adapter_chat_model(
+            name=adapter_name, path=str(Path(adapter_dir).resolve()), max_attempts=max_attempts
+        )
     except TransientProviderError as error:
         raise TransientProviderError(f"{who}: {error}", retry_after=error.retry_after) from error
     except ProviderError as error:
         raise ProviderError(f"{who}: {error}") from error
     finally:
         server.close()
-    attempts = {} if max_attempts is None else {"max_attempts": max_attempts}
-    return OpenAICompatibleChat(
-        api_key=LOCAL_SERVER_KEY,
-        model=adapter_name,
-        base_url=base_url,
-        timeout=settings.FTPORTAL_PROVIDER_TIMEOUT_SECONDS,
-        max_in_flight=1,
-        **attempts,
-    )
 
 
 def served_adapter_path(endpoint: Endpoint, adapter_dir: str) -> str:

@@ -25,7 +25,10 @@ deterministic and name who answered: ``expected_answer(model, last user message)
 
 Record for tests: ``calls`` (method, path, decoded body, in arrival order),
 ``loads``/``unloads`` (the names, in order), ``answers_by_model``. Scenario control:
-``fail_next_requests`` (any route; 500, 503, 429 with Retry-After, ...).
+``fail_next_requests`` (any route; 500, 503, 429 with Retry-After, ...); ``restart()``, a
+server that came back without the adapters loaded before (vLLM keeps none across a restart);
+``restart_before_next_chats(count)``, one such restart just before each of the next ``count``
+chat requests (a server restarting again and again; ``restarts`` counts them all).
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class FakeVLLMServer(FakeServer):
         self.unloads: list[str] = []
         self.answers_by_model: Counter[str] = Counter()
         self.most_adapters_loaded = 0
+        self.restarts = 0
+        self._restarts_before_chats = 0
         # lora_name -> lora_path, in load order (vLLM lists them so).
         self._loaded: dict[str, str] = {}
         # path -> rank of the adapters a test put "on disk".
@@ -105,6 +110,19 @@ class FakeVLLMServer(FakeServer):
     ) -> None:
         failure = InjectedFailure(status, dict(headers or {}), f"Simulated {status}.")
         self._queue_failures(count, failure)
+
+    def restart(self) -> None:
+        """Come back as a restarted vLLM does: the base model served, no adapter loaded."""
+        with self._lock:
+            self._restart_locked()
+
+    def restart_before_next_chats(self, count: int) -> None:
+        with self._lock:
+            self._restarts_before_chats = count
+
+    def _restart_locked(self) -> None:
+        self._loaded.clear()
+        self.restarts += 1
 
     @property
     def loaded_adapters(self) -> dict[str, str]:
@@ -202,6 +220,9 @@ class FakeVLLMServer(FakeServer):
     def _chat(self, body: Any) -> Reply:
         model = _text(body, "model")
         with self._lock:
+            if self._restarts_before_chats > 0:
+                self._restarts_before_chats -= 1
+                self._restart_locked()
             known = model == self.base_model or model in self._loaded
         if not known:
             return Reply(

@@ -28,19 +28,32 @@ loading different adapters at the same moment could together pass ``max_loras``,
 has no limit to enforce it atomically, so adapters are best loaded from one place (when a route
 or an experiment changes), not on every request. The chat itself is
 ``providers.hosted_chat.OpenAICompatibleChat`` (a ChatModel), pointed at the adapter's name.
+
+A restarted server (vLLM, or the product's local model server, which speaks the same routes)
+has forgotten every adapter loaded before and answers a chat for one with 404 "The model `x`
+does not exist.". An adapter's chat (:class:`AdapterChat`) takes that one answer as "load it
+again": it loads the adapter through ``/v1/load_lora_adapter`` and sends the request once
+more. A second 404 after that load, and every other failure, is the error it always was.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import openai
 
-from providers.base import ChatModel, ProviderError
+from providers.base import ChatModel, Conversation, ProviderError, TransientProviderError
 from providers.hosted_chat import OpenAICompatibleChat
 from providers.openai_ft import classify_error
+
+if TYPE_CHECKING:
+    # What one request of the chat brings back: the type of the two methods overridden here.
+    from providers.hosted_chat import _Answer
 
 # What an adapter may be called: it travels as a model name, so no spaces or slashes.
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -161,10 +174,23 @@ class VLLMServer:
             max_in_flight=self.max_in_flight,
         )
 
-    def adapter_chat_model(self, *, name: str, path: str) -> ChatModel:
-        """The adapter in ``path``, loaded as ``name`` unless the server has it already."""
+    def adapter_chat_model(
+        self, *, name: str, path: str, max_attempts: int | None = None
+    ) -> AdapterChat:
+        """The adapter in ``path``, loaded as ``name`` unless the server has it already, and
+        loaded again whenever the server answers that it lost it (a restart)."""
         self.ensure_adapter(name=name, path=path)
-        return self.chat_model(name)
+        attempts = {} if max_attempts is None else {"max_attempts": max_attempts}
+        return AdapterChat(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            adapter_name=name,
+            adapter_path=path,
+            max_loras=self.max_loras,
+            timeout=self.timeout,
+            max_in_flight=self.max_in_flight,
+            **attempts,
+        )
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -189,6 +215,99 @@ class VLLMServer:
                 f"vLLM at {self.base_url} serves {name!r} from {listed}, not from {wanted}: "
                 "two adapters under one name. Unload it first."
             )
+
+
+class AdapterChat(OpenAICompatibleChat):
+    """The chat of one LoRA adapter served as ``adapter_name``, which loads the adapter again
+    (from ``adapter_path``, within ``max_loras``) when the server answers that it does not
+    have it, and then sends that request once more. ``reloads`` counts the requests that did so
+    (one that found the adapter loaded again by another meanwhile included)."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        adapter_name: str,
+        adapter_path: str,
+        max_loras: int,
+        timeout: float = 60.0,
+        max_in_flight: int = 8,
+        max_attempts: int = 6,
+    ) -> None:
+        super().__init__(
+            api_key=api_key,
+            model=adapter_name,
+            base_url=base_url,
+            timeout=timeout,
+            max_in_flight=max_in_flight,
+            max_attempts=max_attempts,
+        )
+        self.adapter_path = adapter_path
+        self.reloads = 0
+        self._base_url = base_url
+        self._api_key = api_key
+        self._max_loras = max_loras
+        # Requests that found the adapter gone together reload it one at a time: the first
+        # loads it, the others find it listed and send nothing.
+        self._reload_lock = threading.Lock()
+
+    # Both ways a request is sent, each attempt: ``_send`` (generate_many, through the SDK)
+    # and ``_post_async`` (answer_async, the gateway's, through aiohttp).
+
+    def _send(self, payload: Conversation, *, max_new_tokens: int, temperature: float) -> _Answer:
+        try:
+            return super()._send(payload, max_new_tokens=max_new_tokens, temperature=temperature)
+        except ProviderError as error:
+            if not _adapter_missing(error, self.model):
+                raise
+        self._reload()
+        # Once: a second "does not exist" is raised as it comes (a server that keeps losing
+        # the adapter is broken, and looping would hide that).
+        return super()._send(payload, max_new_tokens=max_new_tokens, temperature=temperature)
+
+    async def _post_async(self, body: bytes) -> _Answer:
+        try:
+            return await super()._post_async(body)
+        except ProviderError as error:
+            if not _adapter_missing(error, self.model):
+                raise
+        # The load goes through the SDK, off the event loop: it is rare, and other requests
+        # on the loop go on meanwhile.
+        await asyncio.to_thread(self._reload)
+        return await super()._post_async(body)
+
+    def _reload(self) -> None:
+        doing = f"loading adapter {self.model!r} again after the server lost it"
+        with self._reload_lock:
+            # A client for the moment: restarts are rare, and a client kept per chat would
+            # cost every chat's build the SDK's setup.
+            loader = VLLMServer(
+                base_url=self._base_url,
+                api_key=self._api_key,
+                max_loras=self._max_loras,
+                timeout=self.timeout,
+            )
+            try:
+                loader.ensure_adapter(name=self.model, path=self.adapter_path)
+            except TransientProviderError as error:
+                raise TransientProviderError(
+                    f"{doing}: {error}", retry_after=error.retry_after
+                ) from error
+            except ProviderError as error:
+                raise ProviderError(f"{doing}: {error}") from error
+            finally:
+                loader.close()
+            self.reloads += 1
+
+
+def _adapter_missing(error: ProviderError, name: str) -> bool:
+    """Whether ``error`` is the server's 404 for a chat with ``name``: "The model `name` does
+    not exist." (vLLM's words, and the local model server's), not a route it lacks (whose
+    answer names no model) nor any other 404. Read from the error's text, as
+    ``providers.openai_ft.classify_status`` writes it for both ways of sending."""
+    text = str(error)
+    return text.endswith("(HTTP 404)") and f"`{name}`" in text
 
 
 def _check_adapter_name(name: str) -> None:

@@ -2,7 +2,9 @@
 shown once, on the answer to the form) and a revoke button for leads and admins. The request
 log browser: filters and keyset pages for every member; "send to review" for reviewers, leads
 and admins. Fallback routes: every alias with its route and the route's last 24 hours for
-every member; set, change and remove for leads and admins."""
+every member; set, change and remove for leads and admins. Experiments: the list and each
+one's results for every member; create (the form in ``experiment_form``), start, stop and
+conclude for leads and admins."""
 
 from __future__ import annotations
 
@@ -27,10 +29,18 @@ from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
 from registry.models import Alias, ModelVersion
-from registry.selectors import model_versions_of
+from registry.selectors import model_versions_of, registered_models_of
 
+from .experiment_form import (
+    ExperimentForm,
+    experiment_form_blank,
+    experiment_form_from,
+    experiment_form_refused,
+    experiment_wanted,
+)
 from .models import (
     KEY_NAME_MAX_LENGTH,
+    MAX_ARM_WEIGHT,
     MAX_COOLDOWN_SECONDS,
     MAX_FAILURES_TO_OPEN,
     MAX_RATE_LIMIT_PER_MINUTE,
@@ -63,6 +73,7 @@ from .services import (
     application_key_create,
     application_key_revoke,
     experiment_conclude,
+    experiment_create,
     experiment_start,
     experiment_stop,
     fallback_route_change,
@@ -285,20 +296,67 @@ def request_logs_send(request: AppRequest, project_id: int) -> HttpResponse:
 # --- experiments --------------------------------------------------------------------------------
 
 
-@login_required
-@require_GET
-def experiments(request: AppRequest, project_id: int) -> HttpResponse:
-    """The project's experiments (created through the API: POST .../experiments/)."""
-    project, role = project_for(
-        user=request.user, project_id=project_id, action=Action.READ_EXPERIMENTS
-    )
+def _experiments_page(
+    request: AppRequest, *, project: Project, role: str, form: ExperimentForm, status: int = 200
+) -> HttpResponse:
+    can = role_flags(role)
     context = {
         "project": project,
         "role": role,
-        "can": role_flags(role),
+        "can": can,
         "experiments": experiments_of(project),
+        "form": form,
+        "max_arm_weight": MAX_ARM_WEIGHT,
     }
-    return render(request, "serving/experiments.html", context)
+    if can.manage_experiments:
+        context |= {
+            "registered_models": registered_models_of(project).order_by("name"),
+            "versions": model_versions_of(project).order_by("registered_model__name", "number"),
+            "base_models": active_base_models(),
+        }
+    return render(request, "serving/experiments.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def experiments(request: AppRequest, project_id: int) -> HttpResponse:
+    """GET: the project's experiments, and for leads and admins a form creating one. POST
+    (leads, admins): create a draft experiment through the service the API uses; refused, the
+    form comes back as typed with each error beside its input."""
+    if request.method == "GET":
+        project, role = project_for(
+            user=request.user, project_id=project_id, action=Action.READ_EXPERIMENTS
+        )
+        return _experiments_page(
+            request, project=project, role=role, form=experiment_form_blank(project)
+        )
+    project, role = project_for(
+        user=request.user, project_id=project_id, action=Action.MANAGE_EXPERIMENTS
+    )
+    form = experiment_form_from(request.POST)
+    wanted = experiment_wanted(project, form)
+    if wanted is None:
+        return _experiments_page(request, project=project, role=role, form=form, status=400)
+    try:
+        experiment = experiment_create(
+            project=project,
+            user=request.user,
+            name=wanted.name,
+            registered_model=wanted.registered_model,
+            alias=wanted.alias,
+            success_event=wanted.success_event,
+            arms=wanted.arms,
+            shadow_share=wanted.shadow_share,
+        )
+    except ApplicationError as refused:
+        experiment_form_refused(form, wanted, refused)
+        return _experiments_page(
+            request, project=project, role=role, form=form, status=refused.status_code
+        )
+    messages.success(
+        request, f"Created {experiment.name}, a draft: nothing changes until you start it."
+    )
+    return redirect("experiment_page", project_id, experiment.pk)
 
 
 @login_required

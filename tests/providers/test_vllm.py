@@ -4,14 +4,23 @@ server's errors coming back as the ChatModel's permanent or transient errors."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
 
 from fakes.vllm_server import BASE_MODEL, FakeVLLMServer, expected_answer
 from fakes.vllm_server import fake_vllm_fixture as fake_vllm_fixture
-from providers.base import ChatItemError, Conversation, ProviderError, TransientProviderError
-from providers.vllm import VLLMServer
+from providers.base import (
+    ChatItemError,
+    ChatResult,
+    Conversation,
+    ProviderError,
+    TransientProviderError,
+)
+from providers.hosted_chat import async_sessions_close
+from providers.vllm import AdapterChat, VLLMServer
+from tests.threads import on_own_thread
 
 PATH_A = "/artifacts/jobs/1/adapter"
 PATH_B = "/artifacts/jobs/2/adapter"
@@ -120,17 +129,137 @@ def test_chats_reach_the_adapter_they_name_and_the_base_model(with_files: FakeVL
     assert with_files.answers_by_model == {"v1": 2, "v2": 1, BASE_MODEL: 1}
 
 
-def test_a_chat_with_an_adapter_the_server_no_longer_has_fails_for_good(
+def test_an_adapter_a_restarted_server_lost_is_loaded_again_and_the_request_answered(
     with_files: FakeVLLMServer,
 ) -> None:
-    server = client(with_files)
-    chat = server.adapter_chat_model(name="v1", path=PATH_A)
-    server.unload_adapter("v1")
+    chat = client(with_files).adapter_chat_model(name="v1", path=PATH_A)
+    with_files.restart()
+
+    [answer] = chat.generate_many(questions("alpha"))
+
+    assert answer.text == expected_answer("v1", "alpha")
+    assert answer.attempts == 1  # the reload is part of the attempt, not a retry of it
+    assert with_files.loads == ["v1", "v1"]
+    assert with_files.loaded_adapters == {"v1": PATH_A}
+    assert chat.reloads == 1
+    assert [call.path for call in with_files.calls][-4:] == [
+        "/v1/chat/completions",
+        "/v1/models",
+        "/v1/load_lora_adapter",
+        "/v1/chat/completions",
+    ]
+
+
+def test_a_second_not_found_after_loading_again_fails_for_good_without_a_third_try(
+    with_files: FakeVLLMServer,
+) -> None:
+    chat = client(with_files).adapter_chat_model(name="v1", path=PATH_A)
+    with_files.restart_before_next_chats(2)
 
     with pytest.raises(ChatItemError, match=r"`v1` does not exist.*HTTP 404") as failure:
         chat.generate_many(questions("alpha"))
 
     assert failure.value.retryable is False
+    assert with_files.loads == ["v1", "v1"]
+    assert sum(call.path == "/v1/chat/completions" for call in with_files.calls) == 2
+    assert with_files.answers_by_model == {}
+
+
+def ask_async(chat: AdapterChat, text: str) -> ChatResult:
+    """One answer through answer_async (the gateway's way), on a loop of a thread of its own."""
+
+    async def answer() -> ChatResult:
+        try:
+            return await chat.answer_async(questions(text)[0], max_new_tokens=16, temperature=0.0)
+        finally:
+            await async_sessions_close()  # the loop's connections go with the loop
+
+    return on_own_thread(lambda: asyncio.run(answer()))
+
+
+def test_on_the_event_loop_too_a_lost_adapter_is_loaded_again_and_the_request_answered(
+    with_files: FakeVLLMServer,
+) -> None:
+    chat = client(with_files).adapter_chat_model(name="v1", path=PATH_A)
+    with_files.restart()
+
+    answer = ask_async(chat, "alpha")
+
+    assert answer.text == expected_answer("v1", "alpha")
+    assert answer.attempts == 1
+    assert with_files.loads == ["v1", "v1"]
+    assert chat.reloads == 1
+
+
+def test_on_the_event_loop_a_second_not_found_after_loading_again_fails_for_good(
+    with_files: FakeVLLMServer,
+) -> None:
+    chat = client(with_files).adapter_chat_model(name="v1", path=PATH_A)
+    with_files.restart_before_next_chats(2)
+
+    with pytest.raises(ProviderError, match=r"`v1` does not exist.*HTTP 404") as failure:
+        ask_async(chat, "alpha")
+
+    assert not isinstance(failure.value, TransientProviderError)
+    assert with_files.loads == ["v1", "v1"]
+    assert sum(call.path == "/v1/chat/completions" for call in with_files.calls) == 2
+
+
+def test_on_the_event_loop_other_not_found_answers_load_nothing(
+    with_files: FakeVLLMServer,
+) -> None:
+    chat = client(with_files).adapter_chat_model(name="v1", path=PATH_A)
+    with_files.fail_next_requests(1, status=404)
+
+    with pytest.raises(ProviderError, match=r"Simulated 404.*HTTP 404"):
+        ask_async(chat, "alpha")
+
+    assert with_files.loads == ["v1"]
+
+
+def test_requests_that_find_the_adapter_gone_together_load_it_once(
+    with_files: FakeVLLMServer,
+) -> None:
+    chat = client(with_files).adapter_chat_model(name="v1", path=PATH_A)
+    with_files.restart()
+
+    answers = chat.generate_many(questions("a", "b", "c", "d", "e", "f"))
+
+    assert [answer.text for answer in answers] == [
+        expected_answer("v1", text) for text in ("a", "b", "c", "d", "e", "f")
+    ]
+    assert with_files.loads == ["v1", "v1"]
+
+
+def test_a_reload_the_server_has_no_room_for_fails_naming_the_limit(
+    with_files: FakeVLLMServer,
+) -> None:
+    chat = client(with_files, max_loras=1).adapter_chat_model(name="v1", path=PATH_A)
+    with_files.restart()
+    client(with_files, max_loras=1).ensure_adapter(name="v2", path=PATH_B)
+
+    with pytest.raises(ChatItemError, match=r"loading adapter 'v1' again.*max_loras=1"):
+        chat.generate_many(questions("alpha"))
+
+    assert with_files.loaded_adapters == {"v2": PATH_B}
+
+
+def test_other_not_found_answers_are_not_taken_for_a_lost_adapter(
+    with_files: FakeVLLMServer,
+) -> None:
+    server = client(with_files)
+    adapter_chat = server.adapter_chat_model(name="v1", path=PATH_A)
+    with_files.fail_next_requests(1, status=404)
+
+    with pytest.raises(ChatItemError, match=r"Simulated 404.*HTTP 404"):
+        adapter_chat.generate_many(questions("alpha"))
+
+    # A plain chat by name never loads anything: it has no adapter path to load from.
+    server.unload_adapter("v1")
+    with pytest.raises(ChatItemError, match=r"`v1` does not exist.*HTTP 404") as failure:
+        server.chat_model("v1").generate_many(questions("alpha"))
+    assert failure.value.retryable is False
+    assert with_files.loads == ["v1"]
 
 
 def test_server_errors_in_a_chat_are_retried_as_transient(with_files: FakeVLLMServer) -> None:

@@ -28,6 +28,10 @@ class LocalModelServer:
     origin: str
     process: subprocess.Popen[bytes]
 
+    @property
+    def port(self) -> int:
+        return int(self.origin.rsplit(":", 1)[1])
+
     def metrics(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.origin}/metrics", timeout=30) as answer:
             metrics: dict[str, Any] = json.loads(answer.read())
@@ -50,9 +54,11 @@ def _healthy(origin: str) -> bool:
 
 @contextmanager
 def running_local_model_server(
-    adapter_root: Path, *, window_ms: float = 25.0, max_batch: int = 16
+    adapter_root: Path, *, window_ms: float = 25.0, max_batch: int = 16, port: int | None = None
 ) -> Iterator[LocalModelServer]:
-    port = _free_port()
+    """The server, stopped on leaving; on ``port`` when given (a restart where the gateway
+    still looks for it), else on a free one."""
+    port = _free_port() if port is None else port
     command = [
         sys.executable, "-m", "providers.local.serve", "--port", str(port),
         "--model-cache", str(settings.FTPORTAL_MODEL_CACHE), "--adapter-root", str(adapter_root),

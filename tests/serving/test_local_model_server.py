@@ -256,6 +256,35 @@ def test_a_server_killed_mid_request_is_a_prompt_503_and_a_logged_error(
     assert row.output == ""
 
 
+def test_after_a_restart_of_the_local_model_server_the_first_request_loads_the_adapter_again(
+    project: Project, lead: User, base_model: BaseModel, server: LocalModelServer, tmp_path: Path
+) -> None:
+    version = production_version(project, lead, base_model, tmp_path)
+    key = application_key_create(project=project, user=lead, name="app").plaintext
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": QUESTION}]
+
+    with running_gateway() as origin:
+        api = client(origin, key)
+        before = api.chat.completions.create(model=MODEL, messages=messages, max_tokens=MAX_TOKENS)
+        server.process.kill()
+        server.process.wait(timeout=30)
+        # Back on the same address, knowing no adapter: the gateway's kept chat meets a 404.
+        with running_local_model_server(tmp_path, port=server.port) as restarted:
+            assert restarted.metrics()["adapters_registered"] == 0
+            after = api.chat.completions.create(
+                model=MODEL, messages=messages, max_tokens=MAX_TOKENS
+            )
+            metrics = restarted.metrics()
+            listed = {model.id for model in client(restarted.origin, "local").models.list().data}
+
+    assert after.choices[0].message.content == before.choices[0].message.content != ""
+    assert metrics["adapters_registered"] == 1
+    assert metrics["requests"] == 1
+    served = [row.status for row in RequestLog.objects.filter(project=project).order_by("pk")]
+    assert served == ["ok", "ok"]
+    assert vllm_adapter_name(version) in listed
+
+
 def test_a_version_of_another_base_model_is_refused_not_served_on_the_wrong_one(
     project: Project, lead: User, base_model: BaseModel, server: LocalModelServer, tmp_path: Path
 ) -> None:
