@@ -53,7 +53,7 @@ from providers.openai_ft import classify_error
 
 if TYPE_CHECKING:
     # What one request of the chat brings back: the type of the two methods overridden here.
-    from providers.hosted_chat import _Answer
+    from providers.hosted_chat import _Answer, _LiveCompletion
 
 # What an adapter may be called: it travels as a model name, so no spaces or slashes.
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -252,8 +252,9 @@ class AdapterChat(OpenAICompatibleChat):
         # loads it, the others find it listed and send nothing.
         self._reload_lock = threading.Lock()
 
-    # Both ways a request is sent, each attempt: ``_send`` (generate_many, through the SDK)
-    # and ``_post_async`` (answer_async, the gateway's, through aiohttp).
+    # Every way a request is sent, each attempt: ``_send`` (generate_many, through the SDK),
+    # ``_post_async`` (answer_async, the gateway's, through aiohttp) and ``_open_stream``
+    # (stream_async, the gateway's streams).
 
     def _send(self, payload: Conversation, *, max_new_tokens: int, temperature: float) -> _Answer:
         try:
@@ -276,6 +277,15 @@ class AdapterChat(OpenAICompatibleChat):
         # on the loop go on meanwhile.
         await asyncio.to_thread(self._reload)
         return await super()._post_async(body)
+
+    async def _open_stream(self, body: bytes, started: float) -> _LiveCompletion:
+        try:
+            return await super()._open_stream(body, started)
+        except ProviderError as error:
+            if not _adapter_missing(error, self.model):
+                raise
+        await asyncio.to_thread(self._reload)
+        return await super()._open_stream(body, started)
 
     def _reload(self) -> None:
         doing = f"loading adapter {self.model!r} again after the server lost it"
@@ -304,10 +314,9 @@ class AdapterChat(OpenAICompatibleChat):
 def _adapter_missing(error: ProviderError, name: str) -> bool:
     """Whether ``error`` is the server's 404 for a chat with ``name``: "The model `name` does
     not exist." (vLLM's words, and the local model server's), not a route it lacks (whose
-    answer names no model) nor any other 404. Read from the error's text, as
-    ``providers.openai_ft.classify_status`` writes it for both ways of sending."""
-    text = str(error)
-    return text.endswith("(HTTP 404)") and f"`{name}`" in text
+    answer names no model) nor any other 404: the status ``classify_status`` keeps, and the
+    name in its message."""
+    return error.status_code == 404 and f"`{name}`" in str(error)
 
 
 def _check_adapter_name(name: str) -> None:

@@ -543,7 +543,10 @@ def experiment_act(
     return redirect("experiment_page", project_id, experiment_id)
 
 
+@login_required
+@require_POST
 def route_remove(request: AppRequest, project_id: int, route_id: int) -> HttpResponse:
+    """Remove a fallback route (a form's POST: a link or an image must not remove one)."""
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.MANAGE_ROUTES)
     route = fallback_route_in_project(project, route_id)
     name = f"{route.alias.registered_model.name}/{route.alias.name}"

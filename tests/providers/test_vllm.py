@@ -191,6 +191,31 @@ def test_on_the_event_loop_too_a_lost_adapter_is_loaded_again_and_the_request_an
     assert chat.reloads == 1
 
 
+def test_a_stream_asked_after_a_restart_loads_the_adapter_again_and_is_answered(
+    with_files: FakeVLLMServer,
+) -> None:
+    chat = client(with_files).adapter_chat_model(name="v1", path=PATH_A)
+    with_files.restart()
+
+    async def streamed() -> tuple[str, ChatResult | None]:
+        try:
+            live = await chat.stream_async(
+                questions("alpha")[0], max_new_tokens=16, temperature=0.0
+            )
+            text = "".join([piece async for piece in live.pieces()])
+            return text, live.result
+        finally:
+            await async_sessions_close()
+
+    text, result = on_own_thread(lambda: asyncio.run(streamed()))
+
+    # The fake answers whole (no streaming): one piece, the same answer.
+    assert text == expected_answer("v1", "alpha")
+    assert result is not None and result.text == text
+    assert with_files.loads == ["v1", "v1"]
+    assert chat.reloads == 1
+
+
 def test_on_the_event_loop_a_second_not_found_after_loading_again_fails_for_good(
     with_files: FakeVLLMServer,
 ) -> None:

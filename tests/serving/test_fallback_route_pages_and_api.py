@@ -148,6 +148,9 @@ def test_a_lead_or_admin_sets_changes_and_removes_a_route_on_the_page(
     assert route.timeout_seconds == 9 and not route.enabled
 
     remove = reverse("fallback_route_remove", args=[world.project.pk, route.pk])
+    # A link or an image (GET) removes nothing: only the page's form does.
+    assert browser.get(remove).status_code == 405
+    assert FallbackRoute.objects.filter(pk=route.pk).exists()
     assert browser.post(remove).status_code == 302
     assert not FallbackRoute.objects.exists()
 
