@@ -223,6 +223,13 @@ class RequestLog(models.Model):
     # mirrored (empty for every answered request). Experiment pages count a shadow arm on its
     # own and never among the answered traffic.
     shadow_of = models.CharField(max_length=REQUEST_ID_MAX_LENGTH, blank=True)
+    # The feedback posted on this request, copied from its Feedback row in the transaction that
+    # writes either (``serving.services.feedback_record``, and the log's writer for feedback
+    # that arrived before its row): the browser's feedback filter then reads one small index
+    # in the page's order instead of probing the feedback table for each row it walks past.
+    # The score (None: no feedback) and whether the feedback carries a correction.
+    feedback_score = models.FloatField(null=True, blank=True)
+    feedback_corrected = models.BooleanField(default=False)
     messages = models.JSONField()
     output = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=RequestStatus.choices)
@@ -274,6 +281,28 @@ class RequestLog(models.Model):
             # Retention deletes rows older than the cutoff across every project in chunks; a
             # range on created_at alone needs its own index.
             models.Index(fields=["created_at"], name="request_log_created"),
+            # The browser's feedback filters: only rows with feedback (a few percent, and no
+            # write for a row logged without it), in the page's order; the score and the
+            # correction flag are key columns so that "thumbs down" or "corrected" is checked
+            # on the index entry, without reading the rows it skips.
+            models.Index(
+                fields=["project", "-created_at", "-id", "feedback_score", "feedback_corrected"],
+                name="request_log_feedback_newest",
+                condition=Q(feedback_score__isnull=False),
+            ),
+            # The shadow arm's mirrored rows, for the browser's "shadow only" traffic filter.
+            models.Index(
+                fields=["project", "-created_at", "-id"],
+                name="request_log_shadow_newest",
+                condition=~Q(shadow_of=""),
+            ),
+            # The browser's arm filter: rows served in an experiment only, in the page's order
+            # (an experiment that ended months ago is not found by walking the months since).
+            models.Index(
+                fields=["project", "experiment_arm", "-created_at", "-id"],
+                name="request_log_arm_newest",
+                condition=~Q(experiment_arm=""),
+            ),
         ]
 
     def __str__(self) -> str:

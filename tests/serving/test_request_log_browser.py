@@ -18,7 +18,7 @@ from datasets.models import Dataset, Example, ExampleStatus, OriginKind
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.roles import Role
-from serving.models import Feedback, OutcomeEvent, RequestLog, RequestStatus
+from serving.models import ApplicationKey, Feedback, OutcomeEvent, RequestLog, RequestStatus
 from serving.request_log import RequestLogEntry, request_logs_write
 from serving.selectors import (
     FeedbackFilter,
@@ -28,7 +28,7 @@ from serving.selectors import (
     request_log_page,
     request_logs_filtered,
 )
-from serving.services import request_logs_send_to_review
+from serving.services import feedback_record, request_logs_send_to_review
 from tests.pages.builders import XSS, XSS_ESCAPED, page_text
 
 pytestmark = pytest.mark.django_db
@@ -282,7 +282,14 @@ def squeezed(html: str) -> str:
 
 
 def give_feedback(project: Project, request_id: str, score: float, **fields: str) -> Feedback:
-    return Feedback.objects.create(project=project, request_id=request_id, score=score, **fields)
+    """Feedback as ``POST /v1/feedback`` stores it, by a key of ``project``."""
+    key, _ = ApplicationKey.objects.get_or_create(
+        project=project,
+        name="support bot",
+        defaults={"prefix": f"ftp_{project.pk:012x}", "rate_limit_per_minute": 60},
+    )
+    stored, _ = feedback_record(key=key, request_id=request_id, score=score, **fields)
+    return stored
 
 
 def test_the_feedback_filter_and_what_each_row_shows(
