@@ -278,9 +278,10 @@ class RequestLog(models.Model):
                 name="request_log_by_arm",
                 condition=Q(arm__isnull=False),
             ),
-            # Retention deletes rows older than the cutoff across every project in chunks; a
-            # range on created_at alone needs its own index.
-            models.Index(fields=["created_at"], name="request_log_created"),
+            # No index on created_at alone: Postgres would read one backwards for a filtered
+            # page (the log lies on disk in time order, so it prices that walk cheap) and
+            # walk months of rows to fill an old version's page (bench/request_log.py). Retention
+            # deletes per project along request_log_project_newest instead.
             # The browser's feedback filters: only rows with feedback (a few percent, and no
             # write for a row logged without it), in the page's order; the score and the
             # correction flag are key columns so that "thumbs down" or "corrected" is checked

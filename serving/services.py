@@ -519,16 +519,20 @@ def request_logs_delete_expired(*, now: datetime | None = None) -> int:
         return 0
     cutoff = (now or timezone.now()) - timedelta(days=days)
     deleted = 0
-    while True:
-        chunk = list(
-            RequestLog.objects.filter(created_at__lt=cutoff)
-            .order_by("created_at")
-            .values_list("pk", flat=True)[:RETENTION_DELETE_CHUNK_ROWS]
-        )
-        if not chunk:
-            return deleted
-        count, _ = RequestLog.objects.filter(pk__in=chunk).delete()
-        deleted += count
+    # Project by project, oldest first: each chunk is read along the project's index in the
+    # log's order (there is no index on created_at alone; see RequestLog.Meta).
+    for project_id in Project.objects.order_by("pk").values_list("pk", flat=True):
+        while True:
+            chunk = list(
+                RequestLog.objects.filter(project_id=project_id, created_at__lt=cutoff)
+                .order_by("created_at", "id")
+                .values_list("pk", flat=True)[:RETENTION_DELETE_CHUNK_ROWS]
+            )
+            if not chunk:
+                break
+            count, _ = RequestLog.objects.filter(pk__in=chunk).delete()
+            deleted += count
+    return deleted
 
 
 # --- experiments ----------------------------------------------------------------------------
