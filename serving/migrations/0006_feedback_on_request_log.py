@@ -4,8 +4,44 @@ filters; the index on created_at alone removed (the planner walked it for filter
 
 from typing import Any
 
+from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
+from django.db.migrations.operations import AddIndex, RemoveIndex
 from django.db.models import Exists, OuterRef, Subquery
+
+
+class AddIndexWithoutBlockingWrites(AddIndexConcurrently):
+    """CREATE INDEX CONCURRENTLY on Postgres: building an index reads the whole log (seconds to
+    minutes at millions of rows), and a plain CREATE INDEX would block the log's writers that
+    long, filling their queues until they drop rows. A plain CREATE INDEX elsewhere (SQLite)."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):  # type: ignore[no-untyped-def]
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        else:
+            AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):  # type: ignore[no-untyped-def]
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        else:
+            AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
+
+
+class RemoveIndexWithoutBlockingWrites(RemoveIndexConcurrently):
+    """DROP INDEX CONCURRENTLY on Postgres (for the reason above), a plain DROP elsewhere."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):  # type: ignore[no-untyped-def]
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+        else:
+            RemoveIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):  # type: ignore[no-untyped-def]
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)
+        else:
+            RemoveIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
 
 
 def copy_feedback_to_log(apps: Any, schema_editor: Any) -> None:
@@ -24,6 +60,10 @@ def copy_feedback_to_log(apps: Any, schema_editor: Any) -> None:
 
 
 class Migration(migrations.Migration):
+    # CREATE INDEX CONCURRENTLY runs outside a transaction; the other steps are one statement
+    # each (adding the columns is a change of the catalog only, whatever the table's size).
+    atomic = False
+
     dependencies = [
         ("serving", "0005_fallback_routes"),
     ]
@@ -40,8 +80,8 @@ class Migration(migrations.Migration):
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.RunPython(copy_feedback_to_log, migrations.RunPython.noop),
-        migrations.RemoveIndex(model_name="requestlog", name="request_log_created"),
-        migrations.AddIndex(
+        RemoveIndexWithoutBlockingWrites(model_name="requestlog", name="request_log_created"),
+        AddIndexWithoutBlockingWrites(
             model_name="requestlog",
             index=models.Index(
                 condition=models.Q(("feedback_score__isnull", False)),
@@ -49,7 +89,7 @@ class Migration(migrations.Migration):
                 name="request_log_feedback_newest",
             ),
         ),
-        migrations.AddIndex(
+        AddIndexWithoutBlockingWrites(
             model_name="requestlog",
             index=models.Index(
                 condition=models.Q(("shadow_of", ""), _negated=True),
@@ -57,7 +97,7 @@ class Migration(migrations.Migration):
                 name="request_log_shadow_newest",
             ),
         ),
-        migrations.AddIndex(
+        AddIndexWithoutBlockingWrites(
             model_name="requestlog",
             index=models.Index(
                 condition=models.Q(("experiment_arm", ""), _negated=True),
