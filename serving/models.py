@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, TextField, Value
+from django.db.models.functions import Cast, Concat
 
 from ftportal.models import Project
 
@@ -166,6 +167,15 @@ class RequestStatus(models.TextChoices):
 REQUEST_ID_MAX_LENGTH = 40
 
 
+def request_log_search_text() -> Concat:
+    """What the browser's text search reads of a row: its messages (as JSON text) and its
+    output, one expression so that one trigram index serves it: ``request_log_text_search``
+    (Postgres only, migration 0007) indexes it upper-cased, as Django's ``icontains`` compares;
+    a test checks that the search's plan can use it. JSON text has no raw line break, so a
+    match never spans the two unless the search holds one."""
+    return Concat(Cast("messages", TextField()), Value("\n"), "output", output_field=TextField())
+
+
 class RequestLog(models.Model):
     """One request the gateway answered (or failed to), written off the request path in
     batches by ``serving.request_log``; the log browser reads it and feedback names it by
@@ -304,6 +314,8 @@ class RequestLog(models.Model):
                 name="request_log_arm_newest",
                 condition=~Q(experiment_arm=""),
             ),
+            # Postgres only, so not declared here (SQLite has no GIN): request_log_text_search,
+            # pg_trgm's GIN index on UPPER(request_log_search_text()), made by migration 0007.
         ]
 
     def __str__(self) -> str:

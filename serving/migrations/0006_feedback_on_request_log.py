@@ -1,47 +1,10 @@
 """The feedback's score and correction flag copied onto its request log row, backfilled from
-the feedback already posted; partial indexes for the browser's feedback, shadow and arm
-filters; the index on created_at alone removed (the planner walked it for filtered pages)."""
+the feedback already posted (the browser's feedback filter reads them there)."""
 
 from typing import Any
 
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
-from django.db.migrations.operations import AddIndex, RemoveIndex
 from django.db.models import Exists, OuterRef, Subquery
-
-
-class AddIndexWithoutBlockingWrites(AddIndexConcurrently):
-    """CREATE INDEX CONCURRENTLY on Postgres: building an index reads the whole log (seconds to
-    minutes at millions of rows), and a plain CREATE INDEX would block the log's writers that
-    long, filling their queues until they drop rows. A plain CREATE INDEX elsewhere (SQLite)."""
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):  # type: ignore[no-untyped-def]
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            AddIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):  # type: ignore[no-untyped-def]
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            AddIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
-
-
-class RemoveIndexWithoutBlockingWrites(RemoveIndexConcurrently):
-    """DROP INDEX CONCURRENTLY on Postgres (for the reason above), a plain DROP elsewhere."""
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):  # type: ignore[no-untyped-def]
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-        else:
-            RemoveIndex.database_forwards(self, app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):  # type: ignore[no-untyped-def]
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)
-        else:
-            RemoveIndex.database_backwards(self, app_label, schema_editor, from_state, to_state)
 
 
 def copy_feedback_to_log(apps: Any, schema_editor: Any) -> None:
@@ -60,10 +23,6 @@ def copy_feedback_to_log(apps: Any, schema_editor: Any) -> None:
 
 
 class Migration(migrations.Migration):
-    # CREATE INDEX CONCURRENTLY runs outside a transaction; the other steps are one statement
-    # each (adding the columns is a change of the catalog only, whatever the table's size).
-    atomic = False
-
     dependencies = [
         ("serving", "0005_fallback_routes"),
     ]
@@ -80,29 +39,4 @@ class Migration(migrations.Migration):
             field=models.FloatField(blank=True, null=True),
         ),
         migrations.RunPython(copy_feedback_to_log, migrations.RunPython.noop),
-        RemoveIndexWithoutBlockingWrites(model_name="requestlog", name="request_log_created"),
-        AddIndexWithoutBlockingWrites(
-            model_name="requestlog",
-            index=models.Index(
-                condition=models.Q(("feedback_score__isnull", False)),
-                fields=["project", "-created_at", "-id", "feedback_score", "feedback_corrected"],
-                name="request_log_feedback_newest",
-            ),
-        ),
-        AddIndexWithoutBlockingWrites(
-            model_name="requestlog",
-            index=models.Index(
-                condition=models.Q(("shadow_of", ""), _negated=True),
-                fields=["project", "-created_at", "-id"],
-                name="request_log_shadow_newest",
-            ),
-        ),
-        AddIndexWithoutBlockingWrites(
-            model_name="requestlog",
-            index=models.Index(
-                condition=models.Q(("experiment_arm", ""), _negated=True),
-                fields=["project", "experiment_arm", "-created_at", "-id"],
-                name="request_log_arm_newest",
-            ),
-        ),
     ]
