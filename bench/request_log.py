@@ -8,9 +8,10 @@ Creates its own database next to DATABASE_URL's (default
 postgres://postgres@127.0.0.1:5432/ftportal), migrates it, and generates ``--rows`` log rows in
 Postgres itself (INSERT ... SELECT from generate_series, a million rows per statement), with the
 table's secondary indexes dropped while it fills and built again afterwards, and foreign-key
-checks off for the session (``session_replication_role = replica``: the version ids name no row,
-a version needs a training run; the LEFT JOINs the page makes still run). The rows, over 180
-days, three to an instant (the keyset's id tie-break is exercised):
+checks off for the session (``session_replication_role = replica``: the three versions the rows
+name are rows whose training run, data and base model are not, as a version needs a training
+run; the page joins the versions and their model, never those). The rows, over 180 days, three
+to an instant (the keyset's id tie-break is exercised):
 
 - projects: 90% in the browsed project, the rest in two others;
 - versions: three in turn (the oldest 40% of the time, the next 50%, the newest 10%);
