@@ -60,7 +60,7 @@ class RemoveIndexWithoutBlockingWrites(RemoveIndexConcurrently):
 # compiles it (Django cannot spell a GIN index with an operator class on this expression);
 # Postgres uses the index only for the same expression, which a test checks.
 TEXT_SEARCH_INDEX_SQL = """
-CREATE INDEX CONCURRENTLY IF NOT EXISTS request_log_text_search ON serving_requestlog
+CREATE INDEX CONCURRENTLY request_log_text_search ON serving_requestlog
 USING gin ((UPPER(COALESCE(messages::text, '') || COALESCE(E'\\n' || COALESCE(output, ''), '')))
            gin_trgm_ops)
 """
