@@ -6,7 +6,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, TextField, Value
+from django.db.models.functions import Cast, Concat
 
 from ftportal.models import Project
 
@@ -166,6 +167,15 @@ class RequestStatus(models.TextChoices):
 REQUEST_ID_MAX_LENGTH = 40
 
 
+def request_log_search_text() -> Concat:
+    """What the browser's text search reads of a row: its messages (as JSON text) and its
+    output, one expression so that one trigram index serves it: ``request_log_text_search``
+    (Postgres only, migration 0007) indexes it upper-cased, as Django's ``icontains`` compares;
+    a test checks that the search's plan can use it. JSON text has no raw line break, so a
+    match never spans the two unless the search holds one."""
+    return Concat(Cast("messages", TextField()), Value("\n"), "output", output_field=TextField())
+
+
 class RequestLog(models.Model):
     """One request the gateway answered (or failed to), written off the request path in
     batches by ``serving.request_log``; the log browser reads it and feedback names it by
@@ -223,6 +233,13 @@ class RequestLog(models.Model):
     # mirrored (empty for every answered request). Experiment pages count a shadow arm on its
     # own and never among the answered traffic.
     shadow_of = models.CharField(max_length=REQUEST_ID_MAX_LENGTH, blank=True)
+    # The feedback posted on this request, copied from its Feedback row in the transaction that
+    # writes either (``serving.services.feedback_record``, and the log's writer for feedback
+    # that arrived before its row): the browser's feedback filter then reads one small index
+    # in the page's order instead of probing the feedback table for each row it walks past.
+    # The score (None: no feedback) and whether the feedback carries a correction.
+    feedback_score = models.FloatField(null=True, blank=True)
+    feedback_corrected = models.BooleanField(default=False)
     messages = models.JSONField()
     output = models.TextField(blank=True)
     status = models.CharField(max_length=20, choices=RequestStatus.choices)
@@ -271,9 +288,34 @@ class RequestLog(models.Model):
                 name="request_log_by_arm",
                 condition=Q(arm__isnull=False),
             ),
-            # Retention deletes rows older than the cutoff across every project in chunks; a
-            # range on created_at alone needs its own index.
-            models.Index(fields=["created_at"], name="request_log_created"),
+            # No index on created_at alone: Postgres would read one backwards for a filtered
+            # page (the log lies on disk in time order, so it prices that walk cheap) and
+            # walk months of rows to fill an old version's page (bench/request_log.py). Retention
+            # deletes per project along request_log_project_newest instead.
+            # The browser's feedback filters: only rows with feedback (a few percent, and no
+            # write for a row logged without it), in the page's order; the score and the
+            # correction flag are key columns so that "thumbs down" or "corrected" is checked
+            # on the index entry, without reading the rows it skips.
+            models.Index(
+                fields=["project", "-created_at", "-id", "feedback_score", "feedback_corrected"],
+                name="request_log_feedback_newest",
+                condition=Q(feedback_score__isnull=False),
+            ),
+            # The shadow arm's mirrored rows, for the browser's "shadow only" traffic filter.
+            models.Index(
+                fields=["project", "-created_at", "-id"],
+                name="request_log_shadow_newest",
+                condition=~Q(shadow_of=""),
+            ),
+            # The browser's arm filter: rows served in an experiment only, in the page's order
+            # (an experiment that ended months ago is not found by walking the months since).
+            models.Index(
+                fields=["project", "experiment_arm", "-created_at", "-id"],
+                name="request_log_arm_newest",
+                condition=~Q(experiment_arm=""),
+            ),
+            # Postgres only, so not declared here (SQLite has no GIN): request_log_text_search,
+            # pg_trgm's GIN index on UPPER(request_log_search_text()), made by migration 0007.
         ]
 
     def __str__(self) -> str:

@@ -27,12 +27,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connection, connections, transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from datasets.quality.analyzers import find_pii
 
-from .models import RequestLog
+from .models import Feedback, RequestLog
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +149,68 @@ def request_log_row(entry: RequestLogEntry, *, redact: bool) -> RequestLog:
     )
 
 
+# --- feedback posted before its row is stored ---------------------------------------------------
+
+# A Postgres advisory lock (one number for the whole site) that orders the log's writers
+# against feedback whose row is not stored yet; see request_log_feedback_lock.
+FEEDBACK_BEFORE_ROW_LOCK = 0x66745F6C6F67  # "ft_log"
+
+
+def request_log_feedback_lock(*, shared: bool) -> None:
+    """Take the feedback-before-row lock until the transaction ends: shared by each writer's
+    batch, exclusive by feedback that found no row to copy itself onto.
+
+    Feedback copies itself onto its row (``serving.services.feedback_record``), and the writer
+    copies feedback already posted onto the rows it inserts. Without this lock both can miss:
+    the feedback's UPDATE runs before the writer's INSERT commits (no row to see) while the
+    writer's read of the feedback runs before the feedback commits (no feedback to see). With
+    it, feedback that found no row waits for the batches being written and looks again, and a
+    batch that starts later waits until that feedback is committed, so it reads it. Writers
+    never wait for each other (shared), and feedback waits only when it came first.
+    """
+    if connection.vendor != "postgresql":
+        return  # SQLite runs one write transaction at a time: the two cannot interleave
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(%s)", [FEEDBACK_BEFORE_ROW_LOCK])
+
+
+def _copy_feedback_posted_first(rows: list[RequestLog]) -> None:
+    """Give ``rows`` the feedback already posted on them: an application may send feedback
+    on an answer while its row still waits in a writer's queue. One query on the feedback's
+    unique (project, request_id) index per batch; nothing found is the usual case."""
+    request_log_feedback_lock(shared=True)
+    # A shadow arm's row has an id no caller was given: no feedback can name it.
+    answered = [row for row in rows if not row.shadow_of]
+    ids_by_project: dict[int, list[str]] = {}
+    for row in answered:
+        ids_by_project.setdefault(row.project_id, []).append(row.request_id)
+    if not ids_by_project:
+        return
+    wanted = Q()
+    for project_id, request_ids in ids_by_project.items():
+        wanted |= Q(project_id=project_id, request_id__in=request_ids)
+    has_correction = ExpressionWrapper(~Q(correction=""), output_field=BooleanField())
+    given = {
+        (project_id, request_id): (score, corrected)
+        for project_id, request_id, score, corrected in Feedback.objects.filter(wanted)
+        .annotate(corrected=has_correction)
+        .values_list("project_id", "request_id", "score", "corrected")
+    }
+    for row in answered:
+        found = given.get((row.project_id, row.request_id))
+        if found is not None:
+            row.feedback_score, row.feedback_corrected = found
+
+
 def request_logs_write(entries: list[RequestLogEntry]) -> int:
-    """Write ``entries`` in one INSERT (redacted when FTPORTAL_REQUEST_LOG_REDACT_PII is on)."""
+    """Write ``entries`` in one INSERT (redacted when FTPORTAL_REQUEST_LOG_REDACT_PII is on),
+    with any feedback already posted on them."""
     redact = bool(settings.FTPORTAL_REQUEST_LOG_REDACT_PII)
     rows = [request_log_row(entry, redact=redact) for entry in entries]
-    RequestLog.objects.bulk_create(rows)
+    with transaction.atomic():
+        _copy_feedback_posted_first(rows)
+        RequestLog.objects.bulk_create(rows)
     return len(rows)
 
 

@@ -12,7 +12,6 @@ from typing import Any
 from django.db import connection
 from django.db.models import (
     Count,
-    Exists,
     Max,
     OuterRef,
     Prefetch,
@@ -20,9 +19,8 @@ from django.db.models import (
     QuerySet,
     Subquery,
     TextChoices,
-    TextField,
 )
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
@@ -47,6 +45,7 @@ from .models import (
     OutcomeEvent,
     RequestLog,
     RequestStatus,
+    request_log_search_text,
 )
 
 
@@ -90,6 +89,15 @@ class FeedbackFilter(TextChoices):
     NONE = "none", "no feedback"
 
 
+class TrafficFilter(TextChoices):
+    """Which rows the browser shows by who got the answer: the shadow arm's mirrored requests
+    (``RequestLog.shadow_of`` set) were answered to no one."""
+
+    ANSWERED = "answered", "answered to callers"
+    SHADOW = "shadow", "shadow arm's mirrors only"
+    ALL = "all", "answered and shadow"
+
+
 @dataclass(frozen=True)
 class RequestLogFilters:
     """The browser's filters; empty ones filter nothing."""
@@ -103,6 +111,8 @@ class RequestLogFilters:
     text: str = ""
     # A FeedbackFilter value; empty: with or without feedback.
     feedback: str = ""
+    # A TrafficFilter value: by default what callers were answered, as they saw it.
+    traffic: str = TrafficFilter.ANSWERED
 
 
 @dataclass(frozen=True)
@@ -149,41 +159,49 @@ def request_logs_in_project(project: Project, request_ids: Sequence[str]) -> Que
     return request_logs_of(project).filter(request_id__in=list(request_ids))
 
 
-def _with_feedback(project: Project, wanted: str) -> Q:
-    """Rows whose feedback is ``wanted`` (a FeedbackFilter value), as an EXISTS on the
-    feedback's unique (project, request_id) index."""
-    given = Feedback.objects.filter(project=project, request_id=OuterRef("request_id"))
+def _with_feedback(wanted: str) -> Q:
+    """Rows whose feedback is ``wanted`` (a FeedbackFilter value), read from the score and
+    correction flag copied onto each row (``RequestLog.feedback_score``)."""
     if wanted == FeedbackFilter.NONE:
-        return ~Q(Exists(given))
+        return Q(feedback_score__isnull=True)
     if wanted == FeedbackFilter.DOWN:
-        given = given.filter(score__lt=POSITIVE_SCORE)
-    elif wanted == FeedbackFilter.UP:
-        given = given.filter(score__gte=POSITIVE_SCORE)
-    elif wanted == FeedbackFilter.CORRECTED:
-        given = given.exclude(correction="")
-    return Q(Exists(given))
+        return Q(feedback_score__lt=POSITIVE_SCORE)
+    if wanted == FeedbackFilter.UP:
+        return Q(feedback_score__gte=POSITIVE_SCORE)
+    if wanted == FeedbackFilter.CORRECTED:
+        return Q(feedback_score__isnull=False, feedback_corrected=True)
+    return Q(feedback_score__isnull=False)
+
+
+def _with_traffic(wanted: str) -> Q:
+    """Rows of ``wanted`` traffic (a TrafficFilter value)."""
+    if wanted == TrafficFilter.SHADOW:
+        return ~Q(shadow_of="")
+    if wanted == TrafficFilter.ALL:
+        return Q()
+    return Q(shadow_of="")
 
 
 def request_logs_filtered(project: Project, filters: RequestLogFilters) -> QuerySet[RequestLog]:
     """The project's requests that pass ``filters``, newest first.
 
-    Version and status each have an index led by (project, that column) in the log's order,
-    so a page reads about as many index entries as it shows. Arm and date filter rows read in
-    the project's index order. The text search cannot use an index: it reads rows newest
-    first until a page is full, cheap for common words and a walk through the project's
-    history (within the other filters) for rare ones; narrow the dates to bound it.
+    Each filter but the text search has an index in the log's order, so a first or a deeper
+    keyset page reads about as many index entries as it shows, at any size of log
+    (bench/request_log.py: 10 million rows): version and status each lead one with (project,
+    that column); the arm, the shadow rows and the rows with feedback each have a partial
+    index of only their rows, and the feedback's score and correction flag are checked on
+    its entries. Dates bound whichever index is read. "Answered to callers" (the default) and
+    "no feedback" keep nearly every row, so they filter rows read in the project's order.
 
-    The feedback filter is an EXISTS (NOT EXISTS for "none") on the feedback's unique
-    (project, request_id) index, portable to SQLite. Postgres walks the log newest first and
-    probes that index once per row until the page is full (bench/request_log.py prints the
-    plan), so a page costs about 50 / (share of requests with that feedback) probes, whatever
-    the log's size: cheap for "none" (most requests get no feedback) and for common feedback,
-    a long walk for rare feedback (1 request in 200: about 10,000 probes, 0.2 s at a million
-    rows on two busy cores); narrow the dates to bound it, as for the text search.
+    The text search (``request_log_search_text``, case-insensitive): on Postgres a rare word's
+    rows come from the trigram index ``request_log_text_search`` and are sorted, while a
+    common word's page fills within the first rows of the project's index, whichever Postgres
+    prices lower; elsewhere it reads rows newest first until a page is full.
     """
     rows = request_logs_of(project).select_related(
         "served_version__registered_model", "served_base_model", "application_key"
     )
+    rows = rows.filter(_with_traffic(filters.traffic))
     if filters.served_version_id is not None:
         rows = rows.filter(served_version_id=filters.served_version_id)
     if filters.status:
@@ -195,10 +213,10 @@ def request_logs_filtered(project: Project, filters: RequestLogFilters) -> Query
     if filters.until is not None:
         rows = rows.filter(created_at__lt=filters.until)
     if filters.feedback:
-        rows = rows.filter(_with_feedback(project, filters.feedback))
+        rows = rows.filter(_with_feedback(filters.feedback))
     if filters.text:
-        rows = rows.annotate(messages_text=Cast("messages", TextField())).filter(
-            Q(output__icontains=filters.text) | Q(messages_text__icontains=filters.text)
+        rows = rows.annotate(search_text=request_log_search_text()).filter(
+            search_text__icontains=filters.text
         )
     return rows
 

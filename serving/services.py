@@ -57,6 +57,7 @@ from .models import (
     OutcomeEvent,
     RequestLog,
 )
+from .request_log import request_log_feedback_lock
 from .selectors import (
     application_key_with_prefix,
     experiment_arm_results,
@@ -502,18 +503,33 @@ def feedback_record(
 ) -> tuple[Feedback, bool]:
     """The key's project's feedback on ``request_id``, replacing any given before (one per
     request); True when it is the first. The caller has checked that the request is the
-    project's (``serving.outcomes``)."""
-    return Feedback.objects.update_or_create(
-        project_id=key.project_id,
-        request_id=request_id,
-        defaults={
-            "application_key": key,
-            "score": score,
-            "comment": comment,
-            "correction": correction,
-            "caller_user": caller_user,
-        },
-    )
+    project's (``serving.outcomes``). The request's log row gets the score and whether there
+    is a correction in the same transaction (the browser's feedback filter reads them there)."""
+    with transaction.atomic():
+        stored, created = Feedback.objects.update_or_create(
+            project_id=key.project_id,
+            request_id=request_id,
+            defaults={
+                "application_key": key,
+                "score": score,
+                "comment": comment,
+                "correction": correction,
+                "caller_user": caller_user,
+            },
+        )
+        _feedback_onto_log_row(stored)
+    return stored, created
+
+
+def _feedback_onto_log_row(feedback: Feedback) -> None:
+    """Copy ``feedback`` onto its request's log row. The row may not be stored yet (the log
+    is written in batches): then wait for the batches being written and look once more; a
+    batch written later copies the feedback itself (``request_log_feedback_lock``)."""
+    row = RequestLog.objects.filter(project_id=feedback.project_id, request_id=feedback.request_id)
+    copied = {"feedback_score": feedback.score, "feedback_corrected": feedback.correction != ""}
+    if row.update(**copied) == 0:
+        request_log_feedback_lock(shared=False)
+        row.update(**copied)
 
 
 def outcome_event_record(
@@ -539,16 +555,20 @@ def request_logs_delete_expired(*, now: datetime | None = None) -> int:
         return 0
     cutoff = (now or timezone.now()) - timedelta(days=days)
     deleted = 0
-    while True:
-        chunk = list(
-            RequestLog.objects.filter(created_at__lt=cutoff)
-            .order_by("created_at")
-            .values_list("pk", flat=True)[:RETENTION_DELETE_CHUNK_ROWS]
-        )
-        if not chunk:
-            return deleted
-        count, _ = RequestLog.objects.filter(pk__in=chunk).delete()
-        deleted += count
+    # Project by project, oldest first: each chunk is read along the project's index in the
+    # log's order (there is no index on created_at alone; see RequestLog.Meta).
+    for project_id in Project.objects.order_by("pk").values_list("pk", flat=True):
+        while True:
+            chunk = list(
+                RequestLog.objects.filter(project_id=project_id, created_at__lt=cutoff)
+                .order_by("created_at", "id")
+                .values_list("pk", flat=True)[:RETENTION_DELETE_CHUNK_ROWS]
+            )
+            if not chunk:
+                break
+            count, _ = RequestLog.objects.filter(pk__in=chunk).delete()
+            deleted += count
+    return deleted
 
 
 # --- experiments ----------------------------------------------------------------------------

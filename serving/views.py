@@ -53,6 +53,7 @@ from .models import (
 from .selectors import (
     FeedbackFilter,
     RequestLogFilters,
+    TrafficFilter,
     aliases_of,
     application_key_in_project,
     application_keys_of,
@@ -218,8 +219,14 @@ def _filters_from(request: AppRequest) -> RequestLogFilters:
         raise ApplicationError(
             f"feedback: one of {', '.join(FeedbackFilter.values)}.", extra={"field": "feedback"}
         )
+    traffic = query.get("traffic", "").strip() or TrafficFilter.ANSWERED
+    if traffic not in TrafficFilter.values:
+        raise ApplicationError(
+            f"traffic: one of {', '.join(TrafficFilter.values)}.", extra={"field": "traffic"}
+        )
     return RequestLogFilters(
         feedback=feedback,
+        traffic=traffic,
         served_version_id=version_id,
         experiment_arm=query.get("arm", "").strip(),
         status=status,
@@ -257,6 +264,7 @@ def request_logs(request: AppRequest, project_id: int) -> HttpResponse:
         # Each row with the feedback and events the application posted on it.
         "entries": [(row, outcomes[row.request_id]) for row in page.rows],
         "feedback_choices": FeedbackFilter.choices,
+        "traffic_choices": TrafficFilter.choices,
         "filters": filters,
         "query": request.GET,
         "kept_query": kept.urlencode(),

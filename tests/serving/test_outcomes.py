@@ -148,8 +148,11 @@ def test_feedback_and_an_event_on_an_answer_given_a_moment_ago(
         (project, answer.id, "ticket_reopened", 1.0),
         (project, answer.id, "refund", 42.5),
     ]
-    # The row was stored on the gateway's clean shutdown.
-    assert RequestLog.objects.get(request_id=answer.id).project == project
+    # The row was stored on the gateway's clean shutdown, with the feedback posted before it
+    # (the browser's feedback filter reads it there).
+    row = RequestLog.objects.get(request_id=answer.id)
+    assert row.project == project
+    assert (row.feedback_score, row.feedback_corrected) == (0.75, False)
 
 
 def test_feedback_on_a_request_stored_long_ago(gateway: str, project: Project, key: str) -> None:

@@ -18,17 +18,18 @@ from datasets.models import Dataset, Example, ExampleStatus, OriginKind
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from ftportal.roles import Role
-from serving.models import Feedback, OutcomeEvent, RequestLog, RequestStatus
+from serving.models import ApplicationKey, Feedback, OutcomeEvent, RequestLog, RequestStatus
 from serving.request_log import RequestLogEntry, request_logs_write
 from serving.selectors import (
     FeedbackFilter,
     LogCursor,
     RequestLogFilters,
+    TrafficFilter,
     log_cursor_parse,
     request_log_page,
     request_logs_filtered,
 )
-from serving.services import request_logs_send_to_review
+from serving.services import feedback_record, request_logs_send_to_review
 from tests.pages.builders import XSS, XSS_ESCAPED, page_text
 
 pytestmark = pytest.mark.django_db
@@ -282,7 +283,14 @@ def squeezed(html: str) -> str:
 
 
 def give_feedback(project: Project, request_id: str, score: float, **fields: str) -> Feedback:
-    return Feedback.objects.create(project=project, request_id=request_id, score=score, **fields)
+    """Feedback as ``POST /v1/feedback`` stores it, by a key of ``project``."""
+    key, _ = ApplicationKey.objects.get_or_create(
+        project=project,
+        name="support bot",
+        defaults={"prefix": f"ftp_{project.pk:012x}", "rate_limit_per_minute": 60},
+    )
+    stored, _ = feedback_record(key=key, request_id=request_id, score=score, **fields)
+    return stored
 
 
 def test_the_feedback_filter_and_what_each_row_shows(
@@ -428,3 +436,95 @@ def test_every_role_reads_feedback_and_filters_by_it_and_only_senders_send_its_c
     assert sent.status_code == (302 if may_send else 403)
     proposed = [e.messages[-1]["content"] for e in Example.objects.filter(dataset=dataset)]
     assert proposed == (["billing"] if may_send else [])
+
+
+# --- the shadow arm's rows ----------------------------------------------------------------------
+
+
+def log_with_a_shadow(project: Project) -> None:
+    """Two answered requests and the shadow arm's mirror of the first, answered to no one."""
+    now = timezone.now()
+    log(project, 1, at=now - timedelta(seconds=2), experiment_arm="control", output="billing")
+    log(project, 2, at=now - timedelta(seconds=1), experiment_arm="challenger")
+    log(project, 3, at=now, experiment_arm="shadow", shadow_of="req_0001", output="refunds")
+
+
+def test_the_traffic_filter_shows_what_callers_were_answered_unless_asked_for_shadows(
+    project: Project,
+) -> None:
+    log_with_a_shadow(project)
+
+    def ids(**filters: object) -> list[str]:
+        rows = request_logs_filtered(project, RequestLogFilters(**filters))  # type: ignore[arg-type]
+        return [row.request_id for row in request_log_page(rows).rows]
+
+    assert ids() == ["req_0002", "req_0001"]
+    assert ids(traffic=TrafficFilter.ANSWERED) == ["req_0002", "req_0001"]
+    assert ids(traffic=TrafficFilter.SHADOW) == ["req_0003"]
+    assert ids(traffic=TrafficFilter.ALL) == ["req_0003", "req_0002", "req_0001"]
+    # The arm filter within each: the shadow arm's rows are not answered traffic.
+    assert ids(experiment_arm="shadow") == []
+    assert ids(experiment_arm="shadow", traffic=TrafficFilter.SHADOW) == ["req_0003"]
+
+
+def test_shadow_pages_walk_every_shadow_row_once(project: Project) -> None:
+    start = timezone.now()
+    for n in range(30):
+        log(project, n, at=start - timedelta(seconds=n // 3), shadow_of="req_9999" if n % 4 else "")
+    shadows = [f"req_{n:04d}" for n in range(30) if n % 4]
+    for size in (1, 4, 7):
+        shown = walk(project, RequestLogFilters(traffic=TrafficFilter.SHADOW), size)
+        assert sorted(shown) == shadows and len(set(shown)) == len(shown)
+        answered = walk(project, RequestLogFilters(), size)
+        assert len(answered) == 30 - len(shadows) and not set(answered) & set(shadows)
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_every_member_sees_shadow_rows_marked_when_asking_for_them(
+    project: Project, make_member: Callable[..., User], role: Role
+) -> None:
+    log_with_a_shadow(project)
+    client = logged_in(make_member(role))
+    url = reverse("request_logs", args=[project.pk])
+
+    answered = client.get(url)
+    assert answered.status_code == 200
+    assert re.findall(r'<tr id="request-(req_\d+)">', answered.content.decode()) == [
+        "req_0002",
+        "req_0001",
+    ]
+    assert "request-shadow" not in answered.content.decode()
+
+    shadows = client.get(url, {"traffic": "shadow"})
+    assert shadows.status_code == 200
+    html = squeezed(page_text(shadows))
+    assert re.findall(r'<tr id="request-(req_\d+)">', html) == ["req_0003"]
+    assert "shadow: mirrors <code>req_0001</code>, answered to no one" in html
+    assert '<option value="shadow" selected>' in html
+
+    everything = squeezed(page_text(client.get(url, {"traffic": "all"})))
+    assert re.findall(r'<tr id="request-(req_\d+)">', everything) == [
+        "req_0003",
+        "req_0002",
+        "req_0001",
+    ]
+    assert everything.count('class="request-shadow"') == 1
+
+
+def test_a_traffic_value_that_is_not_one_is_a_400_naming_the_field(
+    project: Project, make_member: Callable[..., User]
+) -> None:
+    client = logged_in(make_member(Role.MANAGER))
+    refused = client.get(reverse("request_logs", args=[project.pk]), {"traffic": "mirrors"})
+    assert refused.status_code == 400 and b"traffic" in refused.content
+
+
+def test_an_outsider_gets_404_for_the_shadow_rows_too(
+    project: Project, make_member: Callable[..., User]
+) -> None:
+    log_with_a_shadow(project)
+    outsider = make_member(Role.ADMIN, target=Project.objects.create(name="Other"))
+    page = logged_in(outsider).get(
+        reverse("request_logs", args=[project.pk]), {"traffic": "shadow"}
+    )
+    assert page.status_code == 404 and b"req_0003" not in page.content

@@ -181,6 +181,29 @@ def test_retention_deletes_only_old_rows(project: Project, monkeypatch: pytest.M
 
 
 @pytest.mark.django_db
+@override_settings(FTPORTAL_REQUEST_LOG_RETENTION_DAYS=30)
+def test_retention_deletes_every_projects_old_rows_and_keeps_their_young_ones(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("serving.services.RETENTION_DELETE_CHUNK_ROWS", 2)
+    other = Project.objects.create(name="Other")
+    now = timezone.now()
+    request_logs_write(
+        [
+            entry(owner, n, created_at=now - timedelta(days=40, minutes=n))
+            for owner in (project, other)
+            for n in range(5)
+        ]
+        + [entry(owner, created_at=now - timedelta(days=1)) for owner in (project, other)]
+    )
+
+    assert request_logs_delete_expired(now=now) == 10
+
+    left = RequestLog.objects.values_list("project_id", flat=True)
+    assert sorted(left) == sorted([project.pk, other.pk])
+
+
+@pytest.mark.django_db
 @override_settings(FTPORTAL_REQUEST_LOG_RETENTION_DAYS=0)
 def test_retention_zero_keeps_everything(project: Project) -> None:
     request_logs_write([entry(project, created_at=timezone.now() - timedelta(days=3650))])
