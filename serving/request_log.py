@@ -367,6 +367,7 @@ class RequestLogWriter:
 
 _writer: RequestLogWriter | None = None
 _writer_lock = threading.Lock()
+_closing_lock = threading.Lock()
 
 
 def _process_writer() -> RequestLogWriter:
@@ -450,10 +451,13 @@ def request_log_close(timeout: float = 30.0) -> None:
     """Write everything queued and stop the writer; the next entry starts a new one (the
     dropped count starts again with it). Runs at interpreter exit."""
     global _writer
-    with _writer_lock:
-        writer, _writer = _writer, None
-    if writer is not None:
-        writer.close(timeout)
+    # One close at a time: a second caller (the server's lifespan and a test's teardown, or
+    # two signal handlers) returns only once the first has written what was queued.
+    with _closing_lock:
+        with _writer_lock:
+            writer, _writer = _writer, None
+        if writer is not None:
+            writer.close(timeout)
 
 
 def request_log_dropped_count() -> int:
