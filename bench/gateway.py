@@ -4,7 +4,10 @@ application key, ``model="bench/production"``) and once to the fake directly (th
 with 50 concurrent clients for a fixed number of requests on each side.
 
     python bench/gateway.py [--requests 2000] [--concurrency 50] [--delay-ms 50]
-                            [--repeats 3] [--workers 1] [--threads 64]
+                            [--repeats 3] [--workers 1] [--threads 64] [--pin]
+
+With ``--pin`` the gateway runs on the machine's first core and the fake and the clients on
+the others, so neither side competes with the other for a core (on 2 cores: one each).
 
 What runs, each in a process of its own:
 
@@ -19,7 +22,9 @@ What runs, each in a process of its own:
   limit) is Redis (REDIS_URL, default redis://127.0.0.1:6379/0) under a key prefix of its own.
   The served version is a hosted fine-tuned one (an ``ft:`` id at a registered
   OpenAI-compatible endpoint: the fake), promoted to ``production``, so every request runs the
-  whole path: key, rate limit, alias resolution, the ``openai`` SDK, the request log.
+  whole path: the key (admitted from Postgres once, then as kept: one Redis round trip that
+  also counts it), alias resolution (kept a second), the backend asked through aiohttp
+  (``OpenAICompatibleChat.answer_async``), the request log.
 - the clients: this process, 50 coroutines on one asyncio loop, each on one kept-alive
   connection sending its next request when the last is answered (raw HTTP/1.1 over asyncio
   streams, not an HTTP library: this machine has 2 cores for the gateway, the fake and the
@@ -50,6 +55,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,9 +215,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_fake(delay_ms: float) -> tuple[subprocess.Popen[str], str]:
+def pinned_to(cores: set[int] | None) -> Callable[[], None] | None:
+    """For Popen's preexec_fn: the child runs on ``cores`` only (None: anywhere)."""
+    if cores is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+def start_fake(delay_ms: float, cores: set[int] | None) -> tuple[subprocess.Popen[str], str]:
     fake = subprocess.Popen(
         [sys.executable, "-m", "fakes.chat_servers", str(delay_ms / 1000)],
+        preexec_fn=pinned_to(cores),
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -373,7 +387,16 @@ def run(args: argparse.Namespace) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    fake, fake_base_url = start_fake(args.delay_ms)
+    # --pin: the gateway on the first core, the fake and the clients on the others, so that
+    # neither side's figures include the other competing for a core (Postgres and Redis run
+    # wherever the system puts them). The direct side then runs on fewer cores than the
+    # machine has; its figures say whether that capped it.
+    all_cores = sorted(os.sched_getaffinity(0))
+    gateway_cores = {all_cores[0]} if args.pin else None
+    other_cores = set(all_cores[1:]) if args.pin else None
+    if other_cores is not None:
+        os.sched_setaffinity(0, other_cores)  # this process: the clients
+    fake, fake_base_url = start_fake(args.delay_ms, other_cores)
     gateway: subprocess.Popen[bytes] | None = None
     try:
         app_key, fine_tuned_model = served_version_create(fake_base_url)
@@ -395,10 +418,14 @@ def run(args: argparse.Namespace) -> None:
             f"Bearer {app_key}",
             MODEL_NAME,
         )
-        gateway = subprocess.Popen(gateway_command(gateway_port, args), cwd=REPO)
+        gateway = subprocess.Popen(
+            gateway_command(gateway_port, args), cwd=REPO, preexec_fn=pinned_to(gateway_cores)
+        )
         wait_until_answering(gateway, through)
         print(
             f"gateway: uvicorn, {args.workers} worker(s), {LOOP} loop, {HTTP_PARSER} parser, "
+            f"cores {sorted(gateway_cores) if gateway_cores else 'any'} (fake and clients: "
+            f"{sorted(other_cores) if other_cores else 'any'}), "
             f"{os.environ['FTPORTAL_GATEWAY_THREADS']} threads; backend delay {args.delay_ms} ms; "
             f"{args.concurrency} clients; {args.requests} requests a side a repeat",
             flush=True,
@@ -448,7 +475,7 @@ def run(args: argparse.Namespace) -> None:
         if logged != requests or distinct != requests:
             raise SystemExit("FAIL: not every request logged exactly once")
         print(
-            f"requests={requests} logged={logged} workers={args.workers} "
+            f"requests={requests} logged={logged} workers={args.workers} pinned={args.pin} "
             f"concurrency={args.concurrency} delay_ms={args.delay_ms} repeats={args.repeats} "
             f"overhead_p50_ms={statistics.median(overhead_p50):.1f} "
             f"overhead_p99_ms={statistics.median(overhead_p99):.1f} "
@@ -477,6 +504,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=200, help="a side, not timed")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     parser.add_argument("--threads", type=int, default=64, help="FTPORTAL_GATEWAY_THREADS")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the gateway on the first core, the fake and the clients on the others",
+    )
     args = parser.parse_args()
     if args.requests < args.concurrency or args.repeats < 1:
         parser.error("--requests at least --concurrency; --repeats at least 1")
