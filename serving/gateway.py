@@ -17,12 +17,12 @@ answered, and only when both fail is the request an error. Errors answer in Open
 ``{"error": {"message", "type", "param", "code"}}``. Only an application key authenticates
 here: no session, no CSRF token.
 
-Async views under an ASGI server (``uvicorn config.asgi:application``): the database reads
-and the blocking generation run in worker threads, so the event loop keeps taking requests.
-A stream is produced after generation: the chat interface (``ChatModel.generate_many``)
-answers whole, so the answer is sent as a run of chunks once it is in (token by token when a
-backend streams, later). Its errors therefore still get their status code, never a broken
-stream.
+Under an ASGI server (``uvicorn config.asgi:application``); the chat path is a plain ASGI
+application (:func:`chat_completions`). Database reads and blocking generation run in the
+gateway's threads, backends reached over HTTP on the event loop
+(``providers.base.AsyncChatModel``). A stream from a backend that streams is relayed piece by
+piece once its first piece is in (so a failure before any text still gets its status code);
+one from a backend that answers whole is sent as a run of chunks once the answer is in.
 """
 
 from __future__ import annotations
@@ -137,8 +137,9 @@ def _invalid(param: str, message: str) -> GatewayError:
     return GatewayError(400, f"{param}: {message}", param=param, code="invalid_value")
 
 
-# The gateway's own threads: asyncio's default pool has min(32, cores + 4) of them, and each
-# request holds one while its backend answers, so that pool would cap the requests in flight.
+# The gateway's own threads, for database reads and for backends that block (a model in this
+# process, Anthropic's SDK), each holding one while it answers: asyncio's default pool of
+# min(32, cores + 4) would cap those requests in flight.
 _threads = ThreadPoolExecutor(
     max_workers=int(settings.FTPORTAL_GATEWAY_THREADS), thread_name_prefix="gateway"
 )
