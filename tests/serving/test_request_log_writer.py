@@ -5,7 +5,8 @@ deletes only old rows."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.test import override_settings
@@ -284,3 +285,36 @@ def test_a_process_that_exits_normally_writes_everything_it_queued(project: Proj
 
     assert finished.returncode == 0, finished.stderr.decode()
     assert RequestLog.objects.filter(project=project).count() == 321
+
+
+@pytest.mark.django_db
+def test_every_field_of_a_row_is_stored_as_given_odd_characters_and_all(project: Project) -> None:
+    # The writer's insert (COPY on Postgres) converts each value the way its field does.
+    odd = 'tab\there, newline\nthere, backslash \\ quote " nul-free emoji 🚀 and ñ'
+    given = entry(
+        project,
+        messages=[{"role": "system", "content": odd}, {"role": "user", "content": "\\N"}],
+        output=odd,
+        status=RequestStatus.REFUSED,
+        error="param: \\x00-free",
+        latency_ms=4_000_000,
+        prompt_tokens=7,
+        completion_tokens=None,
+        cost=Decimal("0.00012345"),
+        caller_user="user\twith tab",
+        experiment_arm="arm b",
+        fallback_cause="",
+        created_at=datetime(2026, 12, 6, 11, 30, 15, 123456, tzinfo=UTC),
+    )
+
+    assert request_logs_write([given]) == 1
+
+    row = RequestLog.objects.get(request_id=given.request_id)
+    assert row.messages == given.messages
+    assert (row.output, row.error, row.caller_user) == (odd, "param: \\x00-free", "user\twith tab")
+    assert (row.status, row.latency_ms) == (RequestStatus.REFUSED, 4_000_000)
+    assert (row.prompt_tokens, row.completion_tokens) == (7, None)
+    assert row.cost == Decimal("0.00012345") and row.cost_known
+    assert row.created_at == given.created_at
+    assert row.experiment_arm == "arm b" and row.feedback_score is None
+    assert row.served_version_id is None and not row.redacted
