@@ -4,7 +4,7 @@ application key, ``model="bench/production"``) and once to the fake directly (th
 with 50 concurrent clients for a fixed number of requests on each side.
 
     python bench/gateway.py [--requests 2000] [--concurrency 50] [--delay-ms 50]
-                            [--repeats 3] [--workers 1] [--threads 64] [--pin]
+                            [--repeats 3] [--workers 2] [--threads 64] [--pin]
 
 With ``--pin`` the gateway runs on the machine's first core and the fake and the clients on
 the others, so neither side competes with the other for a core (on 2 cores: one each).
@@ -13,9 +13,10 @@ What runs, each in a process of its own:
 
 - the fake: ``python -m fakes.chat_servers 0.05`` (``fakes.chat_servers``, the OpenAI fake the
   tests use; a thread per connection, connections kept alive as real providers keep them);
-- the gateway: ``uvicorn config.asgi:application --workers 1 --loop uvloop --http httptools
-  --lifespan on --no-access-log`` (what ``make gateway`` gets by uvicorn's "auto" with the
-  requirements installed; the pure-Python asyncio loop and h11 parser when they are not),
+- the gateway: ``uvicorn config.asgi:application --workers 2 --loop uvloop --http httptools
+  --lifespan on --no-access-log`` (2 workers, as docker-compose runs it; the loop and parser
+  are what uvicorn's "auto" picks with the requirements installed, the pure-Python asyncio
+  loop and h11 parser when they are not),
   DJANGO_DEBUG off as in production (no query recording), FTPORTAL_GATEWAY_THREADS threads,
   the request log's default queue and batches. Its database
   is a scratch one beside DATABASE_URL's (migrated, dropped afterwards); its cache (the rate
@@ -502,7 +503,7 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=200, help="a side, not timed")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--threads", type=int, default=64, help="FTPORTAL_GATEWAY_THREADS")
     parser.add_argument(
         "--pin",
