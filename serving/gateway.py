@@ -77,7 +77,7 @@ from .model_names import (
     served_model_names,
 )
 from .models import ApplicationKey, FallbackCause, FallbackRoute, RequestLog
-from .plans import ServingPlan, serving_plan, serving_plan_kept
+from .plans import ServingPlan, serving_plan, serving_plan_kept, serving_plans_generation
 from .request_log import new_request_id
 from .services import ApplicationKeyRefused, RateDecision
 from .traffic import ServedRequest, served_request_record
@@ -356,13 +356,14 @@ def _plan_with_chats(project: Project, name: str) -> ServingPlan:
 # its reading wait for that one read instead of each reading it (bench/gateway.py: 50 reads
 # at once, every second, were most of its p99).
 _plans_reading: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[int, str, str], asyncio.Future[ServingPlan]]
+    asyncio.AbstractEventLoop, dict[tuple[int, str, str, int], asyncio.Future[ServingPlan]]
 ] = weakref.WeakKeyDictionary()
 
 
 async def _plan_read_once(project: Project, name: str) -> ServingPlan:
     reading = _plans_reading.setdefault(asyncio.get_running_loop(), {})
-    key = (project.pk, project.name, name)
+    # A read started before the plans were last forgotten may hold what changed since.
+    key = (project.pk, project.name, name, serving_plans_generation())
     pending = reading.get(key)
     if pending is None:
         pending = reading[key] = asyncio.ensure_future(

@@ -102,6 +102,12 @@ def serving_plan(*, project: Project, name: str, now: float | None = None) -> Se
     return plan
 
 
+def serving_plans_generation() -> int:
+    """How many times the kept plans were forgotten: a read started before a change is not
+    the read a request after it may wait for (``serving.gateway`` reads each plan once)."""
+    return _forgotten
+
+
 def serving_plans_forget() -> None:
     """Forget every kept plan (after a change to what names serve, and in tests)."""
     global _forgotten

@@ -1,0 +1,86 @@
+"""A name's plan at the gateway: read once per process when none is kept, however many
+requests arrive while it is being read, and read anew for requests after a change."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from fakes.chat_servers import (
+    DEFAULT_API_KEY,
+    FakeOpenAIChatServer,
+    fake_openai_chat_fixture,  # noqa: F401
+)
+from ftportal.models import Project
+from ftportal.roles import Role
+from serving import gateway
+from serving.backends import backends_forget
+from serving.plans import ServingPlan
+from serving.services import application_key_create
+
+from .gateway_server import running_gateway
+from .test_gateway import KEY_ENV, QUESTION, client, hosted_version, promote
+
+pytestmark = pytest.mark.django_db(transaction=True)
+MODEL = "Ticket triage/production"
+REQUESTS = 20
+
+
+@pytest.fixture(autouse=True)
+def chat_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv(KEY_ENV, DEFAULT_API_KEY)
+    backends_forget()
+    yield
+    backends_forget()
+
+
+@pytest.fixture
+def lead(make_member: Callable[[Role], User]) -> User:
+    return make_member(Role.ML_LEAD)
+
+
+def test_requests_arriving_while_a_plan_is_read_wait_for_that_one_read(
+    project: Project,
+    lead: User,
+    fake_openai_chat: FakeOpenAIChatServer,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+) -> None:
+    settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 60  # kept for the whole test once read
+    promote(hosted_version(project, lead, fake_openai_chat), lead)
+    key = application_key_create(project=project, user=lead, name="bot").plaintext
+    reads: list[str] = []
+    lock = threading.Lock()
+    read_for_real = gateway._plan_with_chats
+
+    def slow_read(project: Project, name: str) -> ServingPlan:
+        with lock:
+            reads.append(name)
+        time.sleep(1.0)  # long enough for every request below to arrive meanwhile
+        return read_for_real(project, name)
+
+    monkeypatch.setattr(gateway, "_plan_with_chats", slow_read)
+
+    with running_gateway() as origin:
+        api = client(origin, key)
+
+        def ask(_: int) -> str:
+            answer = api.chat.completions.create(model=MODEL, messages=QUESTION)
+            return answer.model
+
+        with ThreadPoolExecutor(max_workers=REQUESTS) as pool:
+            served = list(pool.map(ask, range(REQUESTS)))
+
+        assert served == ["Ticket triage/triage@1"] * REQUESTS
+        assert reads == [MODEL]  # one read for all twenty
+
+        # A promotion forgets the plans: the next request reads the name again.
+        promote(hosted_version(project, lead, fake_openai_chat), lead)
+        assert ask(0) == "Ticket triage/triage@2"
+        assert reads == [MODEL, MODEL]
