@@ -20,8 +20,17 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -428,7 +437,7 @@ class OpenAICompatibleChat(_HostedChat):
                 await asyncio.sleep(self._delay(attempt, error.retry_after))
 
     async def _post_async(self, body: bytes) -> _Answer:
-        try:
+        with _transport_errors(TransientProviderError, "could not reach the provider"):
             async with _loop_session().post(
                 self._completions_url,
                 data=body,
@@ -437,37 +446,25 @@ class OpenAICompatibleChat(_HostedChat):
             ) as response:
                 status, headers = response.status, response.headers
                 raw = await response.read()
-        except TimeoutError:
-            raise TransientProviderError(f"{COMPLETING}: the provider did not answer in time.")
-        except aiohttp.ClientError as error:
-            raise TransientProviderError(
-                f"{COMPLETING}: could not reach the provider ({error})."
-            ) from error
         answer = _json_or_text(raw)
         if status >= 400:
             raise _status_error(status, answer, headers)
         return _completion_answer(answer)
 
     async def _open_stream(self, body: bytes, started: float) -> _LiveCompletion:
-        try:
+        with _transport_errors(TransientProviderError, "could not reach the provider"):
             response = await _loop_session().post(
                 self._completions_url,
                 data=body,
                 headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             )
-        except TimeoutError:
-            raise TransientProviderError(f"{COMPLETING}: the provider did not answer in time.")
-        except aiohttp.ClientError as error:
-            raise TransientProviderError(
-                f"{COMPLETING}: could not reach the provider ({error})."
-            ) from error
         live = _LiveCompletion(response, started)
         try:
             if response.status >= 400:
-                raise _status_error(
-                    response.status, _json_or_text(await response.read()), response.headers
-                )
+                with _transport_errors(TransientProviderError, "could not reach the provider"):
+                    answer = _json_or_text(await response.read())
+                raise _status_error(response.status, answer, response.headers)
             await live.first_piece()
         except BaseException:
             response.close()
@@ -493,7 +490,7 @@ class _LiveCompletion:
     async def first_piece(self) -> None:
         """Read until the first text (or the end); TransientProviderError on a failure
         before it, as on a failed request."""
-        try:
+        with _transport_errors(TransientProviderError, "the provider's stream broke"):
             if not self._response.content_type.startswith("text/event-stream"):
                 self._whole = _completion_answer(_json_or_text(await self._response.read()))
                 self._buffered.append(self._whole.text)
@@ -504,29 +501,21 @@ class _LiveCompletion:
                 if piece:
                     self._buffered.append(piece)
                     return
-        except TimeoutError:
-            raise TransientProviderError(f"{COMPLETING}: the provider did not answer in time.")
-        except aiohttp.ClientError as error:
-            raise TransientProviderError(
-                f"{COMPLETING}: the provider's stream broke ({error})."
-            ) from error
 
     async def pieces(self) -> AsyncIterator[str]:
         """The answer's text as it arrives; ``result`` is set once the last is in.
         ProviderError when the stream breaks after its first piece."""
         try:
-            for piece in self._buffered:
-                yield piece
-            if self._events is not None:
-                async for event in self._events:
-                    piece = self._take(event)
-                    if piece:
-                        yield piece
+            # Not transient any more: pieces were given, so the answer cannot be asked again.
+            with _transport_errors(ProviderError, "the provider's stream broke"):
+                for piece in self._buffered:
+                    yield piece
+                if self._events is not None:
+                    async for event in self._events:
+                        piece = self._take(event)
+                        if piece:
+                            yield piece
             self.result = self._finished()
-        except TimeoutError:
-            raise ProviderError(f"{COMPLETING}: the provider stopped answering mid-stream.")
-        except aiohttp.ClientError as error:
-            raise ProviderError(f"{COMPLETING}: the provider's stream broke ({error}).") from error
         finally:
             self._response.close()
 
@@ -587,6 +576,18 @@ async def _server_sent_events(response: aiohttp.ClientResponse) -> AsyncIterator
     # OpenAI-compatible servers end every stream with [DONE]: one that ends without it broke
     # (the server went away mid-answer), however whole the text may look.
     raise ProviderError(f"{COMPLETING}: the provider's stream ended before its end ([DONE]).")
+
+
+@contextmanager
+def _transport_errors(kind: type[ProviderError], broken: str) -> Iterator[None]:
+    """aiohttp's timeouts and connection failures as ``kind``: "did not answer in time", or
+    ``broken`` with aiohttp's words."""
+    try:
+        yield
+    except TimeoutError:
+        raise kind(f"{COMPLETING}: the provider did not answer in time.") from None
+    except aiohttp.ClientError as error:
+        raise kind(f"{COMPLETING}: {broken} ({error}).") from error
 
 
 def _json_or_text(raw: bytes) -> Any:

@@ -10,9 +10,26 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 import uvicorn
 
+from fakes.chat_servers import DEFAULT_API_KEY
+
 START_TIMEOUT_S = 20
+# Where the gateway's process reads the fake OpenAI server's key (a hosted version's endpoint
+# names this variable).
+FAKE_CHAT_KEY_ENV = "FAKE_CHAT_KEY"
+
+
+@pytest.fixture
+def fake_chat_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The fake's key where this process reads it; no backend chat kept from another test."""
+    from serving.backends import backends_forget
+
+    monkeypatch.setenv(FAKE_CHAT_KEY_ENV, DEFAULT_API_KEY)
+    backends_forget()
+    yield
+    backends_forget()
 
 
 @contextmanager

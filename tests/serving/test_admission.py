@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import openai
@@ -20,35 +20,19 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from fakes.chat_servers import (
-    DEFAULT_API_KEY,
     FakeOpenAIChatServer,
     fake_openai_chat_fixture,  # noqa: F401
 )
 from ftportal.models import Project
-from ftportal.roles import Role
 from serving import admission
-from serving.backends import backends_forget
 from serving.models import ApplicationKey
 from serving.services import application_key_create, application_key_revoke
 
-from .gateway_server import running_gateway
-from .test_gateway import KEY_ENV, QUESTION, client, hosted_version, promote
+from .gateway_server import fake_chat_key, running_gateway  # noqa: F401
+from .test_gateway import QUESTION, client, hosted_version, promote
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_chat_key")]
 MODEL = "Ticket triage/production"
-
-
-@pytest.fixture(autouse=True)
-def chat_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv(KEY_ENV, DEFAULT_API_KEY)
-    backends_forget()
-    yield
-    backends_forget()
-
-
-@pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
 
 
 @pytest.fixture

@@ -37,11 +37,6 @@ READERS_ONLY = [Role.REVIEWER, Role.MANAGER]
 
 
 @pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
-
-
-@pytest.fixture
 def versions(project: Project, lead: User) -> TwoVersions:
     return two_versions(project, lead)
 

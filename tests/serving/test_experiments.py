@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -22,7 +21,6 @@ from catalog.models import EndpointKind
 from catalog.services import endpoint_register
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.models import Project
-from ftportal.roles import Role
 from registry.models import ModelVersion
 from registry.selectors import production_version
 from serving import experiments
@@ -51,11 +49,6 @@ from .experiment_builders import (
 pytestmark = pytest.mark.django_db
 
 USERS = [f"user-{n}" for n in range(10_000)]
-
-
-@pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
 
 
 @pytest.fixture

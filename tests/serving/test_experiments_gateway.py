@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,21 +21,16 @@ from fakes.chat_servers import (
     fake_openai_chat_fixture,  # noqa: F401
 )
 from ftportal.models import Project
-from ftportal.roles import Role
 from serving.models import RequestLog
 from serving.request_log import request_log_flush
 from serving.services import ArmSpec, experiment_create, experiment_start
 
 from .experiment_builders import SUCCESS, Where, other_base, running_experiment, two_versions
-from .test_gateway import QUESTION, app_key, chat_key, client, gateway  # noqa: F401
+from .gateway_server import fake_chat_key  # noqa: F401
+from .test_gateway import QUESTION, app_key, client, gateway  # noqa: F401
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_chat_key")]
 WAIT_S = 60
-
-
-@pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
 
 
 def rows_when_stored(count: int, **filters: Any) -> list[RequestLog]:

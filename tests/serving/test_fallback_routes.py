@@ -6,7 +6,7 @@ fallback's log row says so."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import openai
@@ -21,7 +21,6 @@ from fakes.chat_servers import (
     fake_openai_chat_fixture,  # noqa: F401
 )
 from ftportal.models import Project
-from ftportal.roles import Role
 from registry.models import Alias, ModelVersion
 from serving.breaker import breakers
 from serving.models import FallbackCause, FallbackRoute, RequestLog, RequestStatus
@@ -30,17 +29,17 @@ from serving.services import RouteSettings, fallback_route_create
 from tests.conftest import wait_until
 from tests.factories import fake_endpoint
 
+from .gateway_server import fake_chat_key  # noqa: F401
 from .test_gateway import (
     KEY_ENV,
     QUESTION,
     app_key,
-    chat_key,  # noqa: F401
     client,
     hosted_version,
     promote,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_chat_key")]
 HOSTED_FALLBACK = "gpt-4o-2024-08-06"
 # Each failed request of the primary is FTPORTAL_GATEWAY_BACKEND_ATTEMPTS tries at the fake.
 TRIES = settings.FTPORTAL_GATEWAY_BACKEND_ATTEMPTS
@@ -59,11 +58,6 @@ def gateway() -> Iterator[str]:
 
     with running_gateway() as origin:
         yield origin
-
-
-@pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
 
 
 @pytest.fixture

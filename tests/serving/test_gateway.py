@@ -6,7 +6,7 @@ The backends are hosted fine-tuned versions (``ft:`` ids) at a fake OpenAI-compa
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
@@ -19,17 +19,14 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from catalog.models import BaseModel, Provider
 from fakes.chat_servers import (
-    DEFAULT_API_KEY,
     FakeOpenAIChatServer,
     expected_answer,
     fake_openai_chat_fixture,  # noqa: F401
 )
 from ftportal.models import Project
-from ftportal.roles import Role
 from registry.models import ModelVersion
 from registry.selectors import production_version
 from registry.services import model_version_promote, model_version_register, production_rollback
-from serving.backends import backends_forget
 from serving.models import RequestLog, RequestStatus
 from serving.request_log import request_log_flush
 from serving.services import application_key_create
@@ -43,33 +40,19 @@ from tests.factories import (
 )
 from training.models import JobStatus, TrainingJob
 
-from .gateway_server import running_gateway
+from .gateway_server import FAKE_CHAT_KEY_ENV, fake_chat_key, running_gateway  # noqa: F401
 
-pytestmark = pytest.mark.django_db(transaction=True)
-KEY_ENV = "FAKE_CHAT_KEY"
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_chat_key")]
+KEY_ENV = FAKE_CHAT_KEY_ENV
 BASE = "gpt-4o-mini-2024-07-18"
 ALL_RIGHT = [1.0] * 10
 ALL_WRONG = [0.0] * 10
-
-
-@pytest.fixture(autouse=True)
-def chat_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The fake's key where this process reads it; no chat kept from another test."""
-    monkeypatch.setenv(KEY_ENV, DEFAULT_API_KEY)
-    backends_forget()
-    yield
-    backends_forget()
 
 
 @pytest.fixture
 def gateway() -> Iterator[str]:
     with running_gateway() as origin:
         yield origin
-
-
-@pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
 
 
 def hosted_base(fake: FakeOpenAIChatServer) -> BaseModel:

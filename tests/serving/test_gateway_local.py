@@ -6,7 +6,7 @@ The adapter is made, not trained (LoRA starts as a no-op), so the test costs one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import openai
@@ -20,7 +20,6 @@ from catalog.adapters import local_chat_model
 from catalog.models import BaseModel
 from catalog.weights import base_model_dir
 from ftportal.models import Project
-from ftportal.roles import Role
 from registry.services import model_version_register
 from serving.backends import backends_forget
 from serving.services import application_key_create
@@ -46,11 +45,6 @@ def untrained_adapter(base: BaseModel, directory: Path) -> Path:
     )
     lora.save_pretrained(str(directory))
     return directory
-
-
-@pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,36 +12,20 @@ import pytest
 from django.contrib.auth.models import User
 
 from fakes.chat_servers import (
-    DEFAULT_API_KEY,
     FakeOpenAIChatServer,
     fake_openai_chat_fixture,  # noqa: F401
 )
 from ftportal.models import Project
-from ftportal.roles import Role
 from serving import gateway
-from serving.backends import backends_forget
 from serving.plans import ServingPlan
 from serving.services import application_key_create
 
-from .gateway_server import running_gateway
-from .test_gateway import KEY_ENV, QUESTION, client, hosted_version, promote
+from .gateway_server import fake_chat_key, running_gateway  # noqa: F401
+from .test_gateway import QUESTION, client, hosted_version, promote
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_chat_key")]
 MODEL = "Ticket triage/production"
 REQUESTS = 20
-
-
-@pytest.fixture(autouse=True)
-def chat_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv(KEY_ENV, DEFAULT_API_KEY)
-    backends_forget()
-    yield
-    backends_forget()
-
-
-@pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
 
 
 def test_requests_arriving_while_a_plan_is_read_wait_for_that_one_read(

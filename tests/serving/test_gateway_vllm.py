@@ -6,7 +6,7 @@ server, through uvicorn and the ``openai`` client."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ from catalog.models import BaseModel, EndpointKind
 from catalog.services import endpoint_register
 from fakes.vllm_server import FakeVLLMServer, expected_answer
 from ftportal.models import Project
-from ftportal.roles import Role
 from registry.services import model_version_register
 from serving.backends import backends_forget, vllm_adapter_name
 from serving.services import application_key_create
@@ -49,11 +48,6 @@ def endpoint_secret(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def gpu_host() -> Iterator[FakeVLLMServer]:
     with FakeVLLMServer(api_key=SECRET, max_loras=2) as server:
         yield server
-
-
-@pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
 
 
 def test_a_local_version_is_served_by_the_named_vllm_endpoint_and_reloaded_when_lost(

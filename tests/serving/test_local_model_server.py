@@ -24,7 +24,6 @@ from openai.types.chat import ChatCompletionMessageParam
 from catalog.adapters import local_chat_model
 from catalog.models import BaseModel
 from ftportal.models import Project
-from ftportal.roles import Role
 from registry.models import ModelVersion
 from registry.services import model_version_register
 from serving.backends import backends_forget, vllm_adapter_name
@@ -52,11 +51,6 @@ def no_kept_backends() -> Iterator[None]:
     backends_forget()
     yield
     backends_forget()
-
-
-@pytest.fixture
-def lead(make_member: Callable[[Role], User]) -> User:
-    return make_member(Role.ML_LEAD)
 
 
 @pytest.fixture

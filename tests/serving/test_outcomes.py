@@ -35,10 +35,13 @@ from serving.request_log import (
 from serving.services import application_key_create, application_key_revoke
 from tests.threads import on_own_thread
 
-from .gateway_server import running_gateway
-from .test_gateway import QUESTION, chat_key, client, hosted_version, promote  # noqa: F401
+from .gateway_server import (
+    fake_chat_key,  # noqa: F401
+    running_gateway,
+)
+from .test_gateway import QUESTION, client, hosted_version, promote
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("fake_chat_key")]
 ERROR_FIELDS = {"message", "type", "param", "code"}
 
 
