@@ -18,12 +18,12 @@ from datasets.models import Dataset, Example, ExampleStatus
 from fakes.chat_servers import FakeOpenAIChatServer, expected_answer, fake_openai_chat_fixture  # noqa: F401
 from ftportal.roles import Role
 from serving.models import Feedback, RequestLog
-from tests.serving.gateway_server import running_gateway
-from tests.serving.test_gateway import chat_key, hosted_version, promote  # noqa: F401
+from tests.serving.gateway_server import fake_chat_key, running_gateway  # noqa: F401
+from tests.serving.test_gateway import hosted_version, promote
 
 from .conftest import login
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("fake_chat_key")]
 QUESTION = "I was charged twice for my subscription"
 CORRECTION = '{"category": "billing", "priority": "high"}'
 
