@@ -886,7 +886,32 @@ async def chat_completions(scope: Scope, receive: Receive, send: Send) -> None:
     or response objects, no middleware (an application key is the only authentication: the
     HTTPS redirect and HSTS are applied here), and no thread for what is kept in memory (the
     key, the plan, the backend's chat) or reached over HTTP (``providers.base.AsyncChatModel``).
-    bench/gateway.py measures what this saves."""
+    bench/gateway.py measures what this saves. A bug is logged and answered with OpenAI's
+    500, as Django would have answered it with its own."""
+    started: list[bool] = []
+
+    async def tracked(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            started.append(True)
+        await send(message)
+
+    try:
+        await _chat_completion(scope, receive, tracked)
+    except Exception:
+        logger.exception("gateway: %s %s failed", scope["method"], scope["path"])
+        if not started:
+            await _send_error(
+                send,
+                GatewayError(
+                    500,
+                    "The gateway failed to answer this request.",
+                    type="server_error",
+                    code="internal_error",
+                ),
+            )
+
+
+async def _chat_completion(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["method"] != "POST":
         await _send_error(
             send,

@@ -24,7 +24,7 @@ from fakes.chat_servers import (
     fake_openai_chat_fixture,  # noqa: F401
 )
 from ftportal.models import Project
-from serving import admission
+from serving import admission, gateway
 from serving.models import ApplicationKey
 from serving.services import application_key_create, application_key_revoke
 
@@ -220,3 +220,19 @@ def test_without_redis_every_request_is_admitted_from_postgres(
     revoke_without_announcing(created.key)
     with pytest.raises(openai.AuthenticationError):
         ask(served, created.plaintext)
+
+
+def test_a_bug_on_the_chat_path_is_openais_500_and_logged(
+    served: str, project: Project, lead: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = application_key_create(project=project, user=lead, name="bot").plaintext
+
+    def broken(raw: bytes) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gateway, "_chat_request", broken)
+    with pytest.raises(openai.InternalServerError) as failed:
+        ask(served, key)
+    assert failed.value.status_code == 500
+    assert failed.value.code == "internal_error"
+    assert "a bug" not in failed.value.message  # the traceback goes to the log, not the caller
