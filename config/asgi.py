@@ -16,7 +16,6 @@ is not enough: uvicorn stops on SIGTERM by raising that signal again once it has
 a process ended by a signal runs no exit hooks (bench/gateway.py lost the last batch so).
 """
 
-import gc
 import os
 from typing import Any
 
@@ -24,6 +23,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
+
+from ftportal.collector import long_lived_objects_frozen
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_asgi_application()
@@ -59,37 +60,22 @@ CHAT_COMPLETIONS_PATH = GATEWAY_PREFIX + "chat/completions"
 Message = dict[str, Any]
 
 
-def _freeze_after_full_collection(phase: str, info: dict[str, int]) -> None:
-    """Move what survived a full collection out of the collector's sight (``gc.freeze``).
-
-    A full (generation 2) collection walks every container object the process holds: here
-    about 230,000 after the first requests have imported what they use, 80–150 ms during which
-    no request is answered (bench/gateway.py's p99). What survived one is the process's own
-    modules, classes and caches, which live as long as it does; frozen, the next full
-    collections walk only what came since. Objects frozen are still freed by their reference
-    counts; only a cycle among them would outlive its use.
-    """
-    if phase == "stop" and info["generation"] == 2:
-        gc.freeze()
-
-
 async def _lifespan(receive: Any, send: Any) -> None:
     from catalog.adapters import hosted_connections_close
     from serving.request_log import request_log_close
 
-    while True:
-        message: Message = await receive()
-        if message["type"] == "lifespan.startup":
-            gc.freeze()  # what importing the application made
-            if _freeze_after_full_collection not in gc.callbacks:
-                gc.callbacks.append(_freeze_after_full_collection)
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            # After the server has answered its last request: everything is queued by now.
-            await sync_to_async(request_log_close, thread_sensitive=False)()
-            await hosted_connections_close()  # the backends' connections, on the loop they are of
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    # The server's whole life, from startup to shutdown, runs inside this coroutine.
+    with long_lived_objects_frozen():
+        while True:
+            message: Message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # After the server has answered its last request: everything is queued by now.
+                await sync_to_async(request_log_close, thread_sensitive=False)()
+                await hosted_connections_close()  # the backends' connections, on their loop
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 async def application(scope: Message, receive: Any, send: Any) -> None:

@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 
-from ftportal.collector import existing_objects_frozen
+from ftportal.collector import existing_objects_frozen, long_lived_objects_frozen
 
 
 class Node:
@@ -105,3 +105,32 @@ def test_someone_elses_freeze_is_left_alone(other_threads_free_objects: bool) ->
             gc.unfreeze()
     gc.collect()
     assert before() is None
+
+
+# --- a server's life ------------------------------------------------------------------------
+
+
+def test_what_survives_a_full_collection_within_a_servers_life_is_frozen_and_freed_after() -> None:
+    with long_lived_objects_frozen():
+        assert gc.get_freeze_count() > 0
+        survivor = cycle()
+        kept = survivor()  # held: it survives the next full collection
+        dropped = cycle()  # garbage made within: still collected
+        gc.collect()
+        assert dropped() is None
+        del kept
+        gc.collect()
+        assert survivor() is not None  # frozen when it survived: out of the collector's reach
+
+    assert gc.get_freeze_count() == 0
+    assert not [hook for hook in gc.callbacks if hook.__module__ == "ftportal.collector"]
+    gc.collect()
+    assert survivor() is None  # collectable again once the server's life ended
+
+
+def test_a_servers_life_that_ends_in_an_error_unfreezes_too() -> None:
+    with pytest.raises(RuntimeError), long_lived_objects_frozen():
+        raise RuntimeError("the server failed")
+
+    assert gc.get_freeze_count() == 0
+    assert not [hook for hook in gc.callbacks if hook.__module__ == "ftportal.collector"]

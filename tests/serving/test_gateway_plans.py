@@ -3,6 +3,7 @@ requests arrive while it is being read, and read anew for requests after a chang
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -67,3 +68,7 @@ def test_requests_arriving_while_a_plan_is_read_wait_for_that_one_read(
         promote(hosted_version(project, lead, fake_openai_chat), lead)
         assert ask(0) == "Ticket triage/triage@2"
         assert reads == [MODEL, MODEL]
+        assert gc.get_freeze_count() > 0  # the server's long-lived objects (ftportal.collector)
+
+    # Its lifespan has ended: nothing of this (test) process is left frozen.
+    assert gc.get_freeze_count() == 0
