@@ -73,6 +73,13 @@ async def hosted_connections_close() -> None:
     await async_sessions_close()
 
 
+def hosted_chat_modules_import() -> None:
+    """Import the hosted chats' modules (the providers' SDKs among them) now, as a server does
+    before it starts, not within a first request (``config.asgi``)."""
+    import providers.hosted_chat  # noqa: F401
+    import providers.vllm  # noqa: F401
+
+
 def local_chat_model(*, base_model: BaseModel, adapter_dir: str = "") -> ChatModel:
     """A local base model, with the LoRA adapter in ``adapter_dir`` applied when one is named."""
     from providers.local.generation import LocalChatModel

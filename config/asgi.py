@@ -23,6 +23,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
+from django.urls import get_resolver
 
 from ftportal.collector import long_lived_objects_frozen
 
@@ -52,7 +53,8 @@ class GatewayASGIHandler(ASGIHandler):
 gateway_application = GatewayASGIHandler()
 
 # The gateway's hot path answers as a plain ASGI application, without Django's request cycle
-# (serving.gateway.chat_completions says why); imported once Django is set up.
+# (serving.gateway.chat_completions says why); imported once Django is set up, as is catalog.
+from catalog.adapters import hosted_chat_modules_import, hosted_connections_close  # noqa: E402
 from serving.gateway import chat_completions  # noqa: E402
 
 CHAT_COMPLETIONS_PATH = GATEWAY_PREFIX + "chat/completions"
@@ -60,10 +62,20 @@ CHAT_COMPLETIONS_PATH = GATEWAY_PREFIX + "chat/completions"
 Message = dict[str, Any]
 
 
+def _request_modules_import() -> None:
+    """Import what requests use before the server starts: the URLconf with the views it names,
+    and the hosted chats' modules. Left to the first requests, some 4,000 modules (the
+    providers' SDKs, the site's views) came in while traffic was served, and each of the full
+    collections that followed walked 60,000 objects or more, 20 to 70 ms in which that worker
+    answered nothing (bench/gateway.py's p99)."""
+    get_resolver().url_patterns  # noqa: B018 (the property imports them)
+    hosted_chat_modules_import()
+
+
 async def _lifespan(receive: Any, send: Any) -> None:
-    from catalog.adapters import hosted_connections_close
     from serving.request_log import request_log_close
 
+    _request_modules_import()
     # The server's whole life, from startup to shutdown, runs inside this coroutine.
     with long_lived_objects_frozen():
         while True:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import sys
 from collections.abc import Iterator
 
 
@@ -36,32 +37,49 @@ def existing_objects_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _freeze_after_full_collection(phase: str, info: dict[str, int]) -> None:
-    if phase == "stop" and info["generation"] == 2:
-        gc.freeze()
+class _FreezeAfterImports:
+    """A collector callback that freezes what survived a full collection when modules were
+    imported since the last freeze.
+
+    An import is what brings objects that live as long as the process (a module's functions,
+    classes and caches). What a full collection finds alive otherwise is mostly the requests in
+    flight; frozen, the cycles among those would never be freed.
+    """
+
+    def __init__(self) -> None:
+        self.modules_at_freeze = len(sys.modules)
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        imported = len(sys.modules) != self.modules_at_freeze
+        if phase == "stop" and info["generation"] == 2 and imported:
+            gc.freeze()
+            self.modules_at_freeze = len(sys.modules)
 
 
 @contextlib.contextmanager
 def long_lived_objects_frozen() -> Iterator[None]:
     """Within it (a server's life, from its startup to its shutdown), the objects that exist
-    at its start, and those that survive each full collection after it, are frozen; at its
-    end all are collectable again.
+    at its start are frozen, and so are those that survive a full collection after modules
+    were imported; at its end all are collectable again.
 
-    The gateway's process (``config.asgi``) holds some 230,000 tracked objects once its first
-    requests have imported what they use; each full collection walked them all, 80 to 150 ms
-    in which no request was answered (bench/gateway.py's p99). What survives a full
-    collection is the process's modules, classes and caches, which live as long as it does;
-    frozen, the next full collections walk only what came since (about 15 ms). Objects frozen
-    are still freed by their reference counts; only cycles among them wait for the end.
-    Where something else has frozen objects already, that is left alone and this does nothing.
+    The gateway's process (``config.asgi``) holds some 300,000 tracked objects once the modules
+    its requests use are imported; each full collection walked them all, 80 to 150 ms in which
+    no request was answered (bench/gateway.py's p99). Frozen, a full collection walks only what
+    came since: the requests in flight, about a millisecond. Objects frozen are still freed by
+    their reference counts; only cycles among them wait for the end. The server imports what
+    its requests use before it starts (``config.asgi``); what a rare path imports later is
+    frozen after the next full collection. Where something else has frozen objects already,
+    that is left alone and this does nothing.
     """
     if gc.get_freeze_count():
         yield
         return
+    gc.collect()  # the garbage of the start-up, not frozen with what lives on
     gc.freeze()
-    gc.callbacks.append(_freeze_after_full_collection)
+    freeze_after_imports = _FreezeAfterImports()
+    gc.callbacks.append(freeze_after_imports)
     try:
         yield
     finally:
-        gc.callbacks.remove(_freeze_after_full_collection)
+        gc.callbacks.remove(freeze_after_imports)
         gc.unfreeze()

@@ -8,8 +8,10 @@ key (the key itself is never kept). :func:`admission_kept` then admits that key'
 in one Redis round trip, which counts the request against the key's limit only if the keys'
 generation is still the one read before the row was: a token that every change to a key or a
 project replaces, once committed (:func:`keys_changed`, from ``serving.apps`` and the revoke
-service). So a revocation, an edited limit or a renamed project is seen at the next request in
-every gateway process, not after a cache's lifetime. Expiry is compared with the clock.
+service; ``serving.generations``). So a revocation, an edited limit or a renamed project is
+seen at the next request in every gateway process, not after a cache's lifetime. Expiry is
+compared with the clock. The same round trip answers the plans' generation, under which the
+gateway keeps what model names serve (``serving.plans``).
 
 Without Redis (the embedded default's file cache) or while it is unreachable nothing is kept
 and every request takes :func:`admission_read`, whose rate check fails open as before.
@@ -21,17 +23,15 @@ thread hop were a fifth of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 
-import redis
 import redis.asyncio
-from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 from redis.commands.core import AsyncScript
@@ -39,6 +39,15 @@ from redis.exceptions import RedisError
 
 from ftportal.hashed_secrets import last_used_due
 
+from .generations import (
+    KEYS,
+    PLANS,
+    cache_key,
+    generation_replace,
+    generation_text,
+    generations_read,
+    redis_url,
+)
 from .models import ApplicationKey
 from .services import (
     RateDecision,
@@ -58,27 +67,30 @@ KEPT_KEY_SECONDS = 60.0
 # Past this many kept keys (a client cycling through made-up keys cannot get here: only keys
 # that passed are kept), all are forgotten at once.
 MAX_KEPT_KEYS = 10_000
-GENERATION = "serving:keys:generation"
 # How long the gateway waits for Redis to admit a kept key before asking Postgres instead.
 REDIS_TIMEOUT_SECONDS = 1.0
 
-# Counts the request only when the generation is the expected one, atomically: a key that
-# changed is read again before it is counted, so no request is counted twice.
+# Counts the request only when the keys' generation is the expected one, atomically: a key
+# that changed is read again before it is counted, so no request is counted twice. Answers
+# the plans' generation too, in the same round trip (serving.plans keeps plans under it).
 _COUNT_IF_UNCHANGED = """
 local generation = redis.call('GET', KEYS[1]) or ''
-if generation ~= ARGV[1] then return {-1, generation} end
+local plans = redis.call('GET', KEYS[3]) or ''
+if generation ~= ARGV[1] then return {-1, generation, plans} end
 local count = redis.call('INCR', KEYS[2])
 if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
-return {count, generation}
+return {count, generation, plans}
 """
 
 
 @dataclass(frozen=True)
 class Admission:
-    """A request's key (with its project) and its rate decision."""
+    """A request's key (with its project) and its rate decision, and the plans' generation
+    token seen while admitting it (``serving.generations``; None without Redis)."""
 
     key: ApplicationKey
     rate: RateDecision
+    plans_generation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,52 +108,12 @@ def _digest(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def _redis_url() -> str | None:
-    """Where the counters live: the default cache's Redis, or None for another cache."""
-    config = settings.CACHES["default"]
-    if not config["BACKEND"].endswith("RedisCache"):
-        return None
-    return str(config["LOCATION"])
-
-
-def _cache_key(name: str) -> str:
-    """``name`` as Django's cache names it in Redis (its prefix and version), so this and
-    ``serving.services``' counters are the same keys."""
-    config = settings.CACHES["default"]
-    return f"{config.get('KEY_PREFIX', '')}:{config.get('VERSION', 1)}:{name}"
-
-
-# --- the generation -------------------------------------------------------------------------
-
-_sync_clients: dict[str, redis.Redis] = {}
-
-
-def _sync_client(url: str) -> redis.Redis:
-    client = _sync_clients.get(url)
-    if client is None:
-        client = _sync_clients[url] = redis.Redis.from_url(url)
-    return client
-
-
-def _generation_read(url: str) -> str:
-    value = _sync_client(url).get(_cache_key(GENERATION))
-    return value.decode() if isinstance(value, bytes) else ""
-
-
 def keys_changed() -> None:
     """Announce that a key or a project changed: every process reads its kept keys again.
-    Call it once the change is committed (a process that read the key between the
-    announcement and the commit would keep the old row under the new generation)."""
+    Call it once the change is committed (``serving.generations``)."""
     with _kept_lock:
         _kept.clear()
-    url = _redis_url()
-    if url is None:
-        return
-    try:
-        _sync_client(url).set(_cache_key(GENERATION), secrets.token_hex(8))
-    except (RedisError, OSError) as failure:
-        # The other processes keep their keys until KEPT_KEY_SECONDS: said, not hidden.
-        logger.error("application keys changed but Redis could not say so: %s", failure)
+    generation_replace(KEYS, what="application keys")
 
 
 # --- admitting ------------------------------------------------------------------------------
@@ -152,13 +124,14 @@ def admission_read(authorization: str | None) -> Admission:
     reads); ApplicationKeyRefused for a key that serves nothing. An admitted key is kept for
     :func:`admission_kept`."""
     raw_key = key_from_authorization(authorization)
-    url = _redis_url()
+    url = redis_url()
     generation: str | None = None
+    plans_generation: str | None = None
     if url is not None and raw_key:
-        try:
-            generation = _generation_read(url)  # before the row: see keys_changed
-        except (RedisError, OSError):
-            generation = None  # not kept; the rate check below says what failed
+        # Before the rows (serving.generations). Unreadable: nothing kept, and the rate check
+        # below says what failed.
+        with contextlib.suppress(RedisError, OSError):
+            generation, plans_generation = generations_read(url, KEYS, PLANS)
     key = application_key_authenticate(raw_key)
     rate = application_key_rate_check(key)
     if generation is not None and raw_key and rate.counted:
@@ -168,7 +141,7 @@ def admission_read(authorization: str | None) -> Admission:
             _kept[_digest(raw_key)] = _KeptKey(
                 key=key, generation=generation, kept_until=time.monotonic() + KEPT_KEY_SECONDS
             )
-    return Admission(key=key, rate=rate)
+    return Admission(key=key, rate=rate, plans_generation=plans_generation)
 
 
 async def admission_kept(authorization: str | None) -> Admission | None:
@@ -176,7 +149,7 @@ async def admission_kept(authorization: str | None) -> Admission | None:
     when the key is not kept (or no longer valid as kept, or Redis cannot be asked): then
     :func:`admission_read` decides, and nothing was counted here."""
     raw_key = key_from_authorization(authorization)
-    url = _redis_url()
+    url = redis_url()
     if not raw_key or url is None:
         return None
     digest = _digest(raw_key)
@@ -192,9 +165,9 @@ async def admission_kept(authorization: str | None) -> Admission | None:
     moment = time.time()
     window = rate_window(moment)
     try:
-        count, generation = await _count_if_unchanged(
+        count, plans_generation = await _count_if_unchanged(
             url,
-            counter=_cache_key(window.counter(key.pk)),
+            counter=cache_key(window.counter(key.pk)),
             expected=kept.generation,
             ttl_seconds=window.ttl_seconds,
         )
@@ -207,7 +180,11 @@ async def admission_kept(authorization: str | None) -> Admission | None:
     if last_used_due(key.last_used_at, now):
         key.last_used_at = now  # one write a minute, not one per request while it runs
         _touch_in_background(key.pk, now)
-    return Admission(key=key, rate=rate_decision(key, count=count, window=window))
+    return Admission(
+        key=key,
+        rate=rate_decision(key, count=count, window=window),
+        plans_generation=plans_generation,
+    )
 
 
 _async_clients: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop, AsyncScript]] = {}
@@ -232,15 +209,17 @@ def _count_script(url: str) -> AsyncScript:
 async def _count_if_unchanged(
     url: str, *, counter: str, expected: str, ttl_seconds: int
 ) -> tuple[int, str]:
+    """(the key's count this window, or -1 when the keys' generation is no longer
+    ``expected``; the plans' generation)."""
     # Bounded here, once, rather than by the client's socket timeout: redis-py wraps every
     # write in asyncio.wait_for when it has one, a task a command (a seventh of the gateway's
     # CPU time in bench/gateway.py). A Redis that does not answer in time admits nothing
     # here; the request is then admitted from Postgres, its count failing open.
     async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-        count, generation = await _count_script(url)(
-            keys=[_cache_key(GENERATION), counter], args=[expected, ttl_seconds]
+        count, _, plans_generation = await _count_script(url)(
+            keys=[cache_key(KEYS), counter, cache_key(PLANS)], args=[expected, ttl_seconds]
         )
-    return int(count), generation.decode() if isinstance(generation, bytes) else str(generation)
+    return int(count), generation_text(plans_generation)
 
 
 def _touch_in_background(key_id: int, now: datetime) -> None:

@@ -23,10 +23,10 @@ PLAN_MODELS = (
 
 
 def _forget_plans(**_: Any) -> None:
-    from .plans import serving_plans_forget
+    from .plans import serving_plans_changed
 
     # Once committed: forgotten before, a request could read the old row again and keep it.
-    transaction.on_commit(serving_plans_forget)
+    transaction.on_commit(serving_plans_changed)
 
 
 # What admits a gateway request (serving.admission keeps admitted keys a moment): a change to

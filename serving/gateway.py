@@ -167,6 +167,8 @@ class Caller:
     key: ApplicationKey
     project: Project
     rate: RateDecision
+    # The plans' generation token seen while admitting the request (serving.plans).
+    plans_generation: str | None = None
 
 
 def _caller_of(admission: Admission) -> Caller:
@@ -181,7 +183,9 @@ def _caller_of(admission: Admission) -> Caller:
             code="rate_limit_exceeded",
             headers=rate.headers(),
         )
-    return Caller(key=key, project=key.project, rate=rate)
+    return Caller(
+        key=key, project=key.project, rate=rate, plans_generation=admission.plans_generation
+    )
 
 
 def _admission_read(authorization: str | None) -> Admission:
@@ -310,9 +314,9 @@ def _chat_request(raw: bytes) -> ChatRequest:
 # --- resolving and generating -------------------------------------------------------------
 
 
-def _plan(project: Project, name: str) -> ServingPlan:
+def _plan(project: Project, name: str, generation: str | None) -> ServingPlan:
     try:
-        return serving_plan(project=project, name=name)
+        return serving_plan(project=project, name=name, generation=generation)
     except UnknownModelName as unknown:
         raise GatewayError(404, str(unknown), param="model", code="model_not_found") from None
     except OtherProjectModelName as other:
@@ -333,11 +337,11 @@ class Planned:
         return self.plan.route
 
 
-def _plan_with_chats(project: Project, name: str) -> ServingPlan:
+def _plan_with_chats(project: Project, name: str, generation: str | None) -> ServingPlan:
     """:func:`_plan`, with the chats of what it serves looked up while in the thread (the
     resolved version and the experiment's arms), so its requests need no second thread hop.
     A chat that cannot be built is left out: the request that needs it says why."""
-    plan = _plan(project, name)
+    plan = _plan(project, name, generation)
     served: list[ModelVersion | BaseModel] = [plan.resolution.version]
     for arm in plan.experiment.arms.all() if plan.experiment else []:
         served += [target for target in (arm.model_version, arm.base_model) if target]
@@ -356,30 +360,33 @@ def _plan_with_chats(project: Project, name: str) -> ServingPlan:
 # its reading wait for that one read instead of each reading it (bench/gateway.py: 50 reads
 # at once, every second, were most of its p99).
 _plans_reading: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[int, str, str, int], asyncio.Future[ServingPlan]]
+    asyncio.AbstractEventLoop,
+    dict[tuple[int, str, str, int, str | None], asyncio.Future[ServingPlan]],
 ] = weakref.WeakKeyDictionary()
 
 
-async def _plan_read_once(project: Project, name: str) -> ServingPlan:
+async def _plan_read_once(project: Project, name: str, generation: str | None) -> ServingPlan:
     reading = _plans_reading.setdefault(asyncio.get_running_loop(), {})
-    # A read started before the plans were last forgotten may hold what changed since.
-    key = (project.pk, project.name, name, serving_plans_generation())
+    # A read started before the plans were last forgotten here, or under another generation
+    # token than the one this request saw, may hold what changed since.
+    key = (project.pk, project.name, name, serving_plans_generation(), generation)
     pending = reading.get(key)
     if pending is None:
         pending = reading[key] = asyncio.ensure_future(
-            _in_thread(lambda: _plan_with_chats(project, name))
+            _in_thread(lambda: _plan_with_chats(project, name, generation))
         )
         pending.add_done_callback(lambda _: reading.pop(key, None))
     # Shielded: one waiter cancelled (its client gone) does not cancel the others' read.
     return await asyncio.shield(pending)
 
 
-async def _planned(project: Project, chat_request: ChatRequest, request_id: str) -> Planned:
+async def _planned(caller: Caller, chat_request: ChatRequest, request_id: str) -> Planned:
     """The request's plan, kept (on the event loop) or read (in a thread: 404 unknown, 403
     another project's), and its arm."""
-    plan = serving_plan_kept(project=project, name=chat_request.model)
+    project, generation = caller.project, caller.plans_generation
+    plan = serving_plan_kept(project=project, name=chat_request.model, generation=generation)
     if plan is None:
-        plan = await _plan_read_once(project, chat_request.model)
+        plan = await _plan_read_once(project, chat_request.model, generation)
     routed = experiment_route(
         resolution=plan.resolution,
         experiment=plan.experiment,
@@ -974,7 +981,7 @@ async def _chat_completion(scope: Scope, receive: Receive, send: Send) -> None:
 
     try:
         chat_request = _chat_request(raw)
-        planned = await _planned(caller.project, chat_request, request_id)
+        planned = await _planned(caller, chat_request, request_id)
         answer = await _answer(planned, chat_request)
     except GatewayError as error:
         record(error.status, error.message, None, fallback=getattr(error, "fallback", None))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import importlib
+import sys
 import threading
+import uuid
 import weakref
+from pathlib import Path
 
 import pytest
 
@@ -110,12 +114,25 @@ def test_someone_elses_freeze_is_left_alone(other_threads_free_objects: bool) ->
 # --- a server's life ------------------------------------------------------------------------
 
 
-def test_what_survives_a_full_collection_within_a_servers_life_is_frozen_and_freed_after() -> None:
+def a_module_imported(directory: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import a module of its own (as a first request importing an SDK would), and forget it
+    afterwards."""
+    name = f"collector_probe_{uuid.uuid4().hex}"
+    (directory / f"{name}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(directory))
+    monkeypatch.delitem(sys.modules, name, raising=False)  # removed again at the end
+    importlib.import_module(name)
+
+
+def test_what_survives_a_full_collection_after_an_import_is_frozen_and_freed_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with long_lived_objects_frozen():
         assert gc.get_freeze_count() > 0
         survivor = cycle()
         kept = survivor()  # held: it survives the next full collection
         dropped = cycle()  # garbage made within: still collected
+        a_module_imported(tmp_path, monkeypatch)
         gc.collect()
         assert dropped() is None
         del kept
@@ -126,6 +143,26 @@ def test_what_survives_a_full_collection_within_a_servers_life_is_frozen_and_fre
     assert not [hook for hook in gc.callbacks if hook.__module__ == "ftportal.collector"]
     gc.collect()
     assert survivor() is None  # collectable again once the server's life ended
+
+
+def test_what_survives_a_full_collection_without_an_import_stays_collectable() -> None:
+    """What is alive at a full collection with no import since the last freeze is mostly the
+    requests in flight: frozen, their cycles would never be freed while the server lives."""
+    with long_lived_objects_frozen():
+        frozen_before = gc.get_freeze_count()
+        in_flight = cycle()
+        held = in_flight()
+        gc.collect()
+        assert gc.get_freeze_count() == frozen_before  # nothing new frozen
+        del held
+        gc.collect()
+        assert in_flight() is None  # its cycle freed within the server's life
+
+
+def test_a_servers_life_begins_with_a_collection_so_its_start_up_garbage_is_not_kept() -> None:
+    start_up_garbage = cycle()
+    with long_lived_objects_frozen():
+        assert start_up_garbage() is None
 
 
 def test_a_servers_life_that_ends_in_an_error_unfreezes_too() -> None:

@@ -24,7 +24,7 @@ from fakes.chat_servers import (
     fake_openai_chat_fixture,  # noqa: F401
 )
 from ftportal.models import Project
-from serving import admission, gateway
+from serving import admission, gateway, generations
 from serving.models import ApplicationKey
 from serving.services import application_key_create, application_key_revoke
 
@@ -52,7 +52,7 @@ def another_process_announces_a_change() -> None:
     """What ``keys_changed`` does in another gateway process, seen from this one: the token in
     Redis is replaced, and this process's kept keys are left as they are."""
     url = str(settings.CACHES["default"]["LOCATION"])
-    redis.Redis.from_url(url).set(admission._cache_key(admission.GENERATION), f"t{time.time()}")
+    redis.Redis.from_url(url).set(generations.cache_key(generations.KEYS), f"t{time.time()}")
 
 
 def revoke_without_announcing(key: ApplicationKey) -> None:

@@ -8,11 +8,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient
@@ -23,10 +29,10 @@ from ftportal.roles import Role
 from providers.base import ChatModel
 from registry.models import Alias, ModelVersion
 from registry.services import model_version_register
-from serving import backends, request_log
+from serving import backends, generations, request_log
 from serving.backends import backend_chat_model, backends_forget
 from serving.models import RequestLog
-from serving.plans import serving_plan, serving_plans_forget
+from serving.plans import KEPT_PLAN_SECONDS, serving_plan, serving_plans_forget
 from serving.request_log import RequestLogEntry, RequestLogWriter, request_logs_write
 from tests.factories import frozen_version
 from tests.threads import on_own_thread
@@ -134,6 +140,112 @@ def test_a_ttl_of_zero_reads_the_rows_every_time(
     assert serving_plan(project=project, name=NAME, now=100.0).resolution.version == first
     Alias.objects.filter(pk=alias.pk).update(model_version=second)
     assert serving_plan(project=project, name=NAME, now=100.0).resolution.version == second
+
+
+# --- plans kept under the plans' generation token (serving.generations) -------------------------
+
+
+def another_process_commits_a_plan_change() -> str:
+    """What ``serving_plans_changed`` does in another gateway process, seen from this one: the
+    token in Redis is replaced (this process's kept plans are left as they are); the new one."""
+    token = f"t{uuid.uuid4().hex}"
+    url = generations.redis_url()
+    assert url is not None, "these tests need the Redis cache (REDIS_URL)"
+    redis.Redis.from_url(url).set(generations.cache_key(generations.PLANS), token)
+    return token
+
+
+def test_a_plan_is_kept_past_the_ttl_while_the_generation_stays_and_read_at_its_change(
+    project: Project, two_versions: tuple[ModelVersion, ModelVersion], settings: Any
+) -> None:
+    settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 1.0
+    first, second = two_versions
+    alias = point_production(first)
+    seen = another_process_commits_a_plan_change()
+    assert (
+        serving_plan(project=project, name=NAME, generation=seen, now=100.0).resolution.version
+        == first
+    )
+
+    Alias.objects.filter(pk=alias.pk).update(model_version=second)  # no signal reaches here
+    # Thirty TTLs later, under the same token: still the kept plan (no rows read).
+    assert (
+        serving_plan(project=project, name=NAME, generation=seen, now=130.0).resolution.version
+        == first
+    )
+
+    changed = another_process_commits_a_plan_change()
+    assert (
+        serving_plan(project=project, name=NAME, generation=changed, now=130.1).resolution.version
+        == second
+    )
+
+
+def test_a_plan_kept_under_a_generation_is_read_again_after_its_bound(
+    project: Project, two_versions: tuple[ModelVersion, ModelVersion], settings: Any
+) -> None:
+    """A change whose token Redis lost (a restart between two reads) is served all the same,
+    within KEPT_PLAN_SECONDS."""
+    settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 1.0
+    first, second = two_versions
+    alias = point_production(first)
+    seen = another_process_commits_a_plan_change()
+    assert (
+        serving_plan(project=project, name=NAME, generation=seen, now=100.0).resolution.version
+        == first
+    )
+    Alias.objects.filter(pk=alias.pk).update(model_version=second)
+
+    just_before = 100.0 + KEPT_PLAN_SECONDS - 0.1
+    assert (
+        serving_plan(
+            project=project, name=NAME, generation=seen, now=just_before
+        ).resolution.version
+        == first
+    )
+    bound = 100.0 + KEPT_PLAN_SECONDS
+    assert (
+        serving_plan(project=project, name=NAME, generation=seen, now=bound).resolution.version
+        == second
+    )
+
+
+def test_a_request_that_saw_no_generation_is_served_a_plan_no_older_than_the_ttl(
+    project: Project, two_versions: tuple[ModelVersion, ModelVersion], settings: Any
+) -> None:
+    """Redis could not be asked while admitting it: the TTL is the bound, as without Redis."""
+    settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 1.0
+    first, second = two_versions
+    alias = point_production(first)
+    seen = another_process_commits_a_plan_change()
+    assert (
+        serving_plan(project=project, name=NAME, generation=seen, now=100.0).resolution.version
+        == first
+    )
+    Alias.objects.filter(pk=alias.pk).update(model_version=second)
+
+    assert (
+        serving_plan(project=project, name=NAME, generation=None, now=100.9).resolution.version
+        == first
+    )
+    assert (
+        serving_plan(project=project, name=NAME, generation=None, now=101.0).resolution.version
+        == second
+    )
+
+
+def test_a_committed_change_to_what_a_name_serves_replaces_the_plans_token(
+    project: Project,
+    two_versions: tuple[ModelVersion, ModelVersion],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    url = generations.redis_url()
+    assert url is not None, "these tests need the Redis cache (REDIS_URL)"
+    before = another_process_commits_a_plan_change()
+    with django_capture_on_commit_callbacks(execute=True):
+        point_production(two_versions[1])
+    [after] = generations.generations_read(url, generations.PLANS)
+    assert after not in ("", before)
 
 
 # --- a backend's chat: built once ----------------------------------------------------------------
@@ -341,3 +453,50 @@ def test_the_gateways_paths_skip_the_sites_middleware_and_the_pages_keep_it() ->
     assert status == 200
     assert headers["x-frame-options"] == "DENY"
     assert settings.MIDDLEWARE != GATEWAY_MIDDLEWARE  # the site's list, put back
+
+
+# --- the server's start ---------------------------------------------------------------------------
+
+LIFESPAN_PROBE = """
+import asyncio, gc, json, sys
+
+import config.asgi
+
+before = {"anthropic": "anthropic" in sys.modules, "openai": "openai" in sys.modules}
+
+async def started():
+    messages = asyncio.Queue()
+    for kind in ("lifespan.startup", "lifespan.shutdown"):
+        messages.put_nowait({"type": kind})
+    seen = {}
+
+    async def send(message):
+        if message["type"] == "lifespan.startup.complete":
+            seen["anthropic"] = "anthropic" in sys.modules
+            seen["openai"] = "openai" in sys.modules
+            seen["frozen"] = gc.get_freeze_count()
+
+    await config.asgi.application({"type": "lifespan"}, messages.get, send)
+    return seen
+
+print(json.dumps({"before": before, "started": asyncio.run(started())}))
+"""
+
+
+def test_the_gateway_imports_what_requests_use_before_it_starts() -> None:
+    """Imported by a first request instead, the providers' SDKs came in while traffic was
+    served, and the full collections after them stopped a worker for 20 to 70 ms."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    probe = subprocess.run(
+        [sys.executable, "-c", LIFESPAN_PROBE],
+        cwd=settings.BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen["before"] == {"anthropic": False, "openai": False}  # not at import
+    assert seen["started"]["anthropic"] and seen["started"]["openai"]  # before serving
+    assert seen["started"]["frozen"] > 0  # and frozen with the rest (ftportal.collector)

@@ -121,7 +121,7 @@ def test_feedback_arriving_while_its_rows_batch_is_written_still_reaches_the_row
     looked, may_insert = threading.Event(), threading.Event()
     look_for_feedback = request_log._copy_feedback_posted_first
 
-    def look_then_pause(rows: list[RequestLog]) -> None:
+    def look_then_pause(rows: list[request_log.Row]) -> None:
         look_for_feedback(rows)
         looked.set()
         may_insert.wait(THREAD_WAIT_SECONDS)
