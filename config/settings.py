@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "evaluation",
     "registry",
     "serving",
+    "costs",
     # The site itself: its management commands (load_demo).
     "config",
 ]

@@ -24,6 +24,7 @@ PRODUCT = (
     "evaluation",
     "registry",
     "serving",
+    "costs",
     "providers",
 )
 DEVELOPMENT = ("tests", "bench", "fakes")

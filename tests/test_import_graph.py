@@ -27,6 +27,8 @@ LAYER_OF = {
     "registry": 4,
     "evaluation": 5,
     "serving": 6,
+    # monitoring (7) is still to come.
+    "costs": 8,
     "config": 9,
 }
 # (lower, higher) within one rank: the catalog is built on the core, never the reverse.

@@ -16,6 +16,7 @@ APPS = (
     "evaluation",
     "registry",
     "serving",
+    "costs",
 )
 PATTERNS = ("views.py", "*_views.py", "api.py", "*_api.py")
 

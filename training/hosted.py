@@ -34,6 +34,7 @@ from .hyperparameters import hosted_config
 from .models import EventLevel, JobStatus, TrainingJob
 from .runner import data_problems, problems_summary
 from .services import checkpoint_record, cost_record, job_event, metric_record, transition
+from .spending import hosted_spend_record
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ def _succeed(job: TrainingJob, state: HostedJobState) -> None:
         trained_tokens=trained_tokens,
     )
     cost_record(job, *hosted_cost(job.base_model, trained_tokens))
+    hosted_spend_record(job, trained_tokens=trained_tokens)
     # Inside training_job_poll's transaction: the job succeeds with its model version or not
     # at all.
     model_version_keeper().job_succeeded(

@@ -36,6 +36,7 @@ from .hooks import TrainedModel, model_version_keeper
 from .hyperparameters import local_config
 from .models import ACTIVE_STATUSES, Checkpoint, EventLevel, JobStatus, TrainingJob
 from .services import checkpoint_record, cost_record, job_event, metric_record, transition
+from .spending import local_attempt_spend_record
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +227,7 @@ def _finish(
         job.compute_seconds += seconds
         transition(job, target, error=error, compute_seconds=job.compute_seconds)
         cost_record(job, *_local_cost(job))
+        local_attempt_spend_record(job, attempt=attempt, seconds=seconds)
     return job
 
 
@@ -263,6 +265,7 @@ def _succeed(
             compute_seconds=job.compute_seconds,
         )
         cost_record(job, *_local_cost(job))
+        local_attempt_spend_record(job, attempt=attempt, seconds=seconds)
         # In the same transaction: the job succeeds with its model version or not at all.
         model_version_keeper().job_succeeded(
             TrainedModel(

@@ -11,8 +11,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from catalog.models import BaseModel, EndpointKind, Provider
+from costs.models import LedgerEntry
 from fakes.openai_server import FakeOpenAIServer, fake_openai_fixture  # noqa: F401
 from ftportal.roles import Role
 from registry.models import ModelVersion
@@ -109,6 +111,13 @@ def test_a_killed_worker_is_noticed_and_the_job_resumes_from_its_last_checkpoint
     assert killed_at < job.total_steps
     assert ModelVersion.objects.filter(training_job=job).count() == 1
     assert job.actual_cost_usd is not None and job.compute_seconds > 0
+    # The ledger (costs): the attempt that finished is one row of its worker time; the killed
+    # attempt's time died with its worker, unmeasured.
+    [spent] = LedgerEntry.objects.filter(training_job=job)
+    assert spent.event == f"training_job:{job.pk}:attempt:2"
+    assert abs(spent.quantity - Decimal(str(job.compute_seconds))) < Decimal("0.000001")
+    rate = Decimal(str(settings.FTPORTAL_LOCAL_USD_PER_HOUR))
+    assert spent.amount == (spent.quantity * rate / 3600).quantize(Decimal("0.00000001"))
 
 
 def test_a_hosted_job_runs_through_the_worker_against_the_fake_api(

@@ -1,0 +1,86 @@
+"""The cost ledger: one append-only row for every spend (``ftportal.spending.Spend``)."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from django.db import models
+
+from ftportal.models import Project
+from ftportal.spending import SpendKind, SpendUnit
+
+
+class LedgerChangeRefused(Exception):
+    """A ledger row is never changed or deleted once written: an audit reads it as it was."""
+
+
+class LedgerEntryQuerySet(models.QuerySet["LedgerEntry"]):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise LedgerChangeRefused("Ledger rows are append-only: nothing updates them.")
+
+    def delete(self) -> NoReturn:
+        raise LedgerChangeRefused("Ledger rows are append-only: nothing deletes them.")
+
+
+class LedgerEntry(models.Model):
+    """One spend: what was used (``quantity`` of ``unit``), at what price and by whose word
+    (``price`` dollars per ``price_per`` units, ``price_source``), and what it cost
+    (``amount``; None when no price was known: unpriced, never $0).
+
+    Append-only: saving a stored row again, updating or deleting rows raises
+    LedgerChangeRefused (a project's deletion still takes its rows with it). ``event`` is the
+    spend's unique name from the step that made it, so a retried task adds no second row.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="ledger_entries")
+    # What the spend served, where known; the rows outlive versions and jobs (SET_NULL).
+    model_version = models.ForeignKey(
+        "registry.ModelVersion",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    training_job = models.ForeignKey(
+        "training.TrainingJob",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    kind = models.CharField(max_length=20, choices=SpendKind.choices)
+    quantity = models.DecimalField(max_digits=24, decimal_places=6)
+    unit = models.CharField(max_length=20, choices=SpendUnit.choices)
+    price = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
+    price_per = models.DecimalField(max_digits=12, decimal_places=0)
+    price_source = models.CharField(max_length=300)
+    amount = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
+    event = models.CharField(max_length=200, unique=True)
+    origin = models.CharField(max_length=300)
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    objects = LedgerEntryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["project", "occurred_at"], name="ledger_project_time"),
+            models.Index(fields=["occurred_at"], name="ledger_time"),
+        ]
+
+    def __str__(self) -> str:
+        cost = "unpriced" if self.amount is None else f"${self.amount}"
+        return f"{self.kind} {self.quantity} {self.unit}: {cost} ({self.origin})"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise LedgerChangeRefused(f"Ledger row {self.pk} is append-only: not changed.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise LedgerChangeRefused(f"Ledger row {self.pk} is append-only: not deleted.")
+
+    @property
+    def priced(self) -> bool:
+        return self.amount is not None

@@ -1,0 +1,85 @@
+"""What every step that spends money or machine time reports: one :class:`Spend`, handed to
+:func:`spend_record` in the transaction that did the spending.
+
+The ledger that stores them (``costs``) sits above every app that spends, so those apps cannot
+import it; this module, in the lowest app layer, is the hook between them. ``costs`` connects
+its receiver to :data:`spend_recorded` when it loads, and writes each spend as one append-only
+ledger row in the caller's transaction: a job that fails to save its outcome leaves no row.
+
+A spend is priced as ``quantity x price / price_per``: a compute time of 90 s at $0.10 an hour
+is ``90 x 0.10 / 3600``, and 1,234 tokens at $3 per million ``1234 x 3 / 1000000``, so that the
+amount is exact in Decimal (a price per single second or token would not be). A spend whose
+price is unknown keeps ``price`` None and is recorded as unpriced, never as $0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import models
+from django.dispatch import Signal
+from django.utils import timezone
+
+# Amounts are kept to this many decimal places of a dollar (a token of a cheap model costs
+# well under a millionth of one).
+AMOUNT_PLACES = Decimal("0.00000001")
+TOKENS_PER_PRICE = Decimal(1_000_000)
+SECONDS_PER_PRICE = Decimal(3600)
+
+
+class SpendKind(models.TextChoices):
+    TRAINING = "training", "Training"
+    EVALUATION = "evaluation", "Evaluation"
+    JUDGING = "judging", "Judging"
+    SERVING = "serving", "Serving"
+    DATA_PREPARATION = "data_preparation", "Data preparation"
+
+
+class SpendUnit(models.TextChoices):
+    TOKENS = "tokens", "tokens"
+    COMPUTE_SECONDS = "compute_seconds", "compute seconds"
+
+
+@dataclass(frozen=True)
+class Spend:
+    """One spend, as the step that made it knows it.
+
+    ``event`` names the spend uniquely and stably (``training_job:12:attempt:2``): a retried
+    task that reports the same spend again adds no second row. ``origin`` says in words what
+    spent it, for the ledger's readers."""
+
+    project_id: int
+    kind: SpendKind
+    quantity: Decimal
+    unit: SpendUnit
+    # Dollars per ``price_per`` units; None: no price is known (unpriced, never $0).
+    price: Decimal | None
+    price_per: Decimal
+    price_source: str
+    event: str
+    origin: str
+    model_version_id: int | None = None
+    training_job_id: int | None = None
+    occurred_at: datetime = field(default_factory=timezone.now)
+
+    @property
+    def amount(self) -> Decimal | None:
+        """What it cost in dollars, exact to AMOUNT_PLACES; None when unpriced."""
+        if self.price is None:
+            return None
+        return (self.quantity * self.price / self.price_per).quantize(AMOUNT_PLACES)
+
+
+# Sent with ``spend=`` a Spend; the ledger's receiver writes it (``costs.apps``).
+spend_recorded = Signal()
+
+
+def spend_record(spend: Spend) -> None:
+    """Report ``spend`` to the ledger, within the caller's transaction. A site without the
+    ledger's app loaded is misconfigured: a spend must never go unrecorded."""
+    if not spend_recorded.has_listeners():
+        raise ImproperlyConfigured("No cost ledger receives spends: is 'costs' installed?")
+    spend_recorded.send(sender=Spend, spend=spend)
