@@ -60,6 +60,7 @@ from .prompting import (
 from .report import candidate_summary_of, run_report
 from .scoring import Checks, score_answer
 from .services import transition
+from .spending import answers_spend_record, verdicts_spend_record
 
 logger = logging.getLogger(__name__)
 
@@ -270,9 +271,22 @@ def _save(
         )
         for item, answer in answered
     ]
+    answers = [answer for _, answer in answered]
     with _while_owned(run.pk, attempt):
         EvalResult.objects.bulk_create(rows, ignore_conflicts=True)
         _owned(run.pk, attempt).update(heartbeat_at=timezone.now())
+        answers_spend_record(
+            run=run,
+            attempt=attempt,
+            candidate=candidate,
+            first_item_id=answered[0][0].pk,
+            count=len(answered),
+            tokens=(
+                sum(answer.prompt_tokens for answer in answers),
+                sum(answer.completion_tokens for answer in answers),
+            ),
+            seconds=sum(answer.latency_seconds or 0.0 for answer in answers),
+        )
 
 
 def _answer_all(
@@ -466,9 +480,26 @@ def _judge_pair(
         for item in todo
     ]
 
+    # A local judge's spend is its time: each batch of verdicts took what passed since the last.
+    last_write = [time.monotonic()]
+
     def write(rows: list[JudgeVerdict]) -> None:
+        now = time.monotonic()
         with _while_owned(run.pk, attempt):
             JudgeVerdict.objects.bulk_create(rows, ignore_conflicts=True)
+            verdicts_spend_record(
+                run=run,
+                attempt=attempt,
+                pair=(reference, other),
+                first_item_id=rows[0].item_id,
+                count=len(rows),
+                tokens=(
+                    sum(row.prompt_tokens for row in rows),
+                    sum(row.completion_tokens for row in rows),
+                ),
+                seconds=now - last_write[0],
+            )
+        last_write[0] = now
 
     stored = _WrittenInBatches(write)
 

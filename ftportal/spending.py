@@ -14,10 +14,12 @@ price is unknown keeps ``price`` None and is recorded as unpriced, never as $0.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.dispatch import Signal
@@ -28,6 +30,7 @@ from django.utils import timezone
 AMOUNT_PLACES = Decimal("0.00000001")
 TOKENS_PER_PRICE = Decimal(1_000_000)
 SECONDS_PER_PRICE = Decimal(3600)
+SECONDS_PLACES = Decimal("0.000001")
 
 
 class SpendKind(models.TextChoices):
@@ -71,6 +74,18 @@ class Spend:
         if self.price is None:
             return None
         return (self.quantity * self.price / self.price_per).quantize(AMOUNT_PLACES)
+
+
+def worker_hourly_rate() -> tuple[Decimal, str]:
+    """What an hour of this worker's time costs (its FTPORTAL_LOCAL_USD_PER_HOUR: each host
+    sets its own), and the price source naming the host; ``price_per`` SECONDS_PER_PRICE."""
+    rate = Decimal(str(settings.FTPORTAL_LOCAL_USD_PER_HOUR))
+    return rate, f"FTPORTAL_LOCAL_USD_PER_HOUR on worker {socket.gethostname()}"
+
+
+def seconds_quantity(seconds: float) -> Decimal:
+    """A duration as a spend's quantity of compute seconds."""
+    return Decimal(str(seconds)).quantize(SECONDS_PLACES)
 
 
 # Sent with ``spend=`` a Spend; the ledger's receiver writes it (``costs.apps``).

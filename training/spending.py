@@ -3,10 +3,7 @@ a local job, the trained tokens of a hosted one."""
 
 from __future__ import annotations
 
-import socket
 from decimal import Decimal
-
-from django.conf import settings
 
 from ftportal.spending import (
     SECONDS_PER_PRICE,
@@ -14,28 +11,27 @@ from ftportal.spending import (
     Spend,
     SpendKind,
     SpendUnit,
+    seconds_quantity,
     spend_record,
+    worker_hourly_rate,
 )
 
 from .models import TrainingJob
-
-SECONDS_PLACES = Decimal("0.000001")
 
 
 def local_attempt_spend_record(job: TrainingJob, *, attempt: int, seconds: float) -> None:
     """One attempt's worker time, priced at this worker's FTPORTAL_LOCAL_USD_PER_HOUR (each
     host sets its own rate; the row names the host)."""
-    rate = Decimal(str(settings.FTPORTAL_LOCAL_USD_PER_HOUR))
-    host = socket.gethostname()
+    rate, source = worker_hourly_rate()
     spend_record(
         Spend(
             project_id=job.project_id,
             kind=SpendKind.TRAINING,
-            quantity=Decimal(str(seconds)).quantize(SECONDS_PLACES),
+            quantity=seconds_quantity(seconds),
             unit=SpendUnit.COMPUTE_SECONDS,
             price=rate,
             price_per=SECONDS_PER_PRICE,
-            price_source=f"FTPORTAL_LOCAL_USD_PER_HOUR on worker {host}",
+            price_source=source,
             event=f"training_job:{job.pk}:attempt:{attempt}",
             origin=f"Training job {job.pk} ({job.model_name}), attempt {attempt} on "
             f"{job.device or 'cpu'}",
