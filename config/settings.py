@@ -458,3 +458,11 @@ CELERY_BEAT_SCHEDULE["delete-expired-request-logs"] = {
     "task": "serving.tasks.delete_expired_request_logs",
     "schedule": 3600.0,
 }
+
+# --- costs ---------------------------------------------------------------------------------------
+# Token prices are imported daily from litellm's price table into dated rows (costs.prices): a
+# price that changed adds a row; what was written before keeps its own price.
+CELERY_BEAT_SCHEDULE["refresh-token-prices"] = {
+    "task": "costs.tasks.prices_refresh",
+    "schedule": 24 * 3600.0,
+}

@@ -84,3 +84,50 @@ class LedgerEntry(models.Model):
     @property
     def priced(self) -> bool:
         return self.amount is not None
+
+
+class PriceOrigin(models.TextChoices):
+    # Imported from litellm's machine-readable price table (costs.prices).
+    TABLE = "table", "price table"
+    # Set by a lead or an admin; an import never overrides it.
+    MANUAL = "manual", "manual override"
+
+
+class Price(models.Model):
+    """A model's token prices from a date on, per million tokens: dated rows, never edited, so
+    that the price in force at any moment can be read back (``costs.prices.price_in_force``).
+
+    ``model`` is the id the provider bills under (``gpt-4o-mini-2024-07-18``,
+    ``ft:gpt-4o-mini-2024-07-18`` for that model's fine-tunes, ``claude-haiku-4-5``). A price
+    unknown on one side stays None (unpriced there, never $0). Manual rows win over the
+    table's from their date on.
+    """
+
+    model = models.CharField(max_length=300)
+    provider = models.CharField(max_length=100, blank=True)
+    input_usd_per_million_tokens = models.DecimalField(
+        max_digits=18, decimal_places=8, null=True, blank=True
+    )
+    output_usd_per_million_tokens = models.DecimalField(
+        max_digits=18, decimal_places=8, null=True, blank=True
+    )
+    origin = models.CharField(max_length=10, choices=PriceOrigin.choices)
+    # Where the figures came from, in words: the table and its version, or who set them why.
+    source = models.CharField(max_length=300)
+    effective_from = models.DateTimeField()
+    created_by = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["model", "-effective_from", "-id"]
+        indexes = [
+            models.Index(fields=["model", "origin", "effective_from"], name="price_model_in_force"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.model}: in {self.input_usd_per_million_tokens}, out "
+            f"{self.output_usd_per_million_tokens} per M ({self.source})"
+        )
