@@ -24,6 +24,8 @@ fi
 # With DEBUG off, WhiteNoise serves /static/ from the collected files.
 $py manage.py collectstatic --no-input -v0
 $py manage.py migrate --no-input -v0
+# Token prices from the installed price table (beat refreshes them daily; unchanged: nothing added).
+$py manage.py prices_import
 $py manage.py load_demo
 echo "Preparing the local base model (first run converts the GGUF weights, about 20 s)..."
 $py manage.py prepare_models
