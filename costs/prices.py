@@ -24,6 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ftportal.errors import ApplicationError
+from ftportal.spending import TokenPrice
 
 from .models import Price, PriceOrigin
 
@@ -178,3 +179,16 @@ def price_in_force(model_id: str, at: datetime) -> Price | None:
         if price is not None:
             return price
     return None
+
+
+def token_price_in_force(model_id: str, at: datetime) -> TokenPrice | None:
+    """:func:`price_in_force` as the lower layers read it (``ftportal.spending.token_price``)."""
+    price = price_in_force(model_id, at)
+    if price is None:
+        return None
+    return TokenPrice(
+        price.input_usd_per_million_tokens,
+        price.output_usd_per_million_tokens,
+        f"{price.get_origin_display()} for {price.model} from "
+        f"{price.effective_from:%Y-%m-%d}: {price.source}",
+    )

@@ -15,6 +15,7 @@ price is unknown keeps ``price`` None and is recorded as unpriced, never as $0.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -86,6 +87,34 @@ def worker_hourly_rate() -> tuple[Decimal, str]:
 def seconds_quantity(seconds: float) -> Decimal:
     """A duration as a spend's quantity of compute seconds."""
     return Decimal(str(seconds)).quantize(SECONDS_PLACES)
+
+
+@dataclass(frozen=True)
+class TokenPrice:
+    """A model's token prices in force at a moment (dollars per million; None: unknown on that
+    side) and where they come from."""
+
+    input_usd_per_million_tokens: Decimal | None
+    output_usd_per_million_tokens: Decimal | None
+    source: str
+
+
+TokenPriceLookup = Callable[[str, datetime], TokenPrice | None]
+_token_price_lookup: TokenPriceLookup | None = None
+
+
+def token_price_lookup_register(lookup: TokenPriceLookup) -> None:
+    """Called by the ledger's app (``costs``), which keeps the dated prices, when it loads."""
+    global _token_price_lookup
+    _token_price_lookup = lookup
+
+
+def token_price(model_id: str, at: datetime) -> TokenPrice | None:
+    """The token prices of the provider's ``model_id`` in force at ``at``; None when none is
+    known (the spend is then unpriced)."""
+    if _token_price_lookup is None:
+        raise ImproperlyConfigured("No price table answers: is 'costs' installed?")
+    return _token_price_lookup(model_id, at)
 
 
 # Sent with ``spend=`` a Spend; the ledger's receiver writes it (``costs.apps``).

@@ -35,6 +35,7 @@ from psycopg.types.json import Jsonb
 from datasets.quality.analyzers import find_pii
 
 from .models import Feedback, RequestLog
+from .spending import serving_rows_priced
 
 logger = logging.getLogger(__name__)
 
@@ -222,12 +223,14 @@ def _copy_feedback_posted_first(rows: list[Row]) -> None:
 
 def request_logs_write(entries: list[RequestLogEntry]) -> int:
     """Write ``entries`` in one INSERT (redacted when FTPORTAL_REQUEST_LOG_REDACT_PII is on),
-    with any feedback already posted on them."""
+    with any feedback already posted on them, priced, their tokens reported to the ledger
+    (``serving.spending``)."""
     redact = bool(settings.FTPORTAL_REQUEST_LOG_REDACT_PII)
     defaults = _row_defaults()
     rows = [request_log_row(entry, redact=redact, defaults=defaults) for entry in entries]
     with transaction.atomic():
         _copy_feedback_posted_first(rows)
+        serving_rows_priced(rows)
         _rows_insert(rows)
     return len(rows)
 

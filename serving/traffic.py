@@ -78,7 +78,7 @@ def served_request_record(*, served: ServedRequest) -> bool:
             error=served.error,
             prompt_tokens=served.prompt_tokens if served.status_code < 400 else None,
             completion_tokens=served.completion_tokens if served.status_code < 400 else None,
-            # No price is read on the request path yet: stored as unpriced, never as zero.
+            # Priced where the log is written (serving.spending), not on the request path.
             cost=None,
             caller_user=served.caller_user,
             arm_id=served.arm_id,
