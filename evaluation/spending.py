@@ -16,14 +16,14 @@ from decimal import Decimal
 from catalog.models import Provider
 from ftportal.spending import (
     SECONDS_PER_PRICE,
-    TOKENS_PER_PRICE,
     Spend,
     SpendKind,
+    SpendUnit,
     seconds_quantity,
     spend_record,
+    token_spends,
     worker_hourly_rate,
 )
-from ftportal.spending import SpendUnit as Unit
 
 from .models import Candidate, CandidateKind, EvalRun
 
@@ -36,40 +36,6 @@ def runs_locally(candidate: Candidate) -> bool:
     return candidate.kind in local_kinds and base is not None and base.provider == Provider.LOCAL
 
 
-def _tokens_spends(
-    *,
-    run: EvalRun,
-    kind: SpendKind,
-    event: str,
-    origin: str,
-    tokens: tuple[int, int],
-    prices: tuple[Decimal | None, Decimal | None],
-    priced_by: str,
-    model_version_id: int | None,
-) -> list[Spend]:
-    spends = []
-    for side, count, price in zip(("input", "output"), tokens, prices, strict=True):
-        if count == 0:
-            continue
-        spends.append(
-            Spend(
-                project_id=run.project_id,
-                kind=kind,
-                quantity=Decimal(count),
-                unit=Unit.TOKENS,
-                price=price,
-                price_per=TOKENS_PER_PRICE,
-                price_source=f"{priced_by} {side} price, as the run recorded it"
-                if price is not None
-                else f"{priced_by} has no {side} price",
-                event=f"{event}:{side}",
-                origin=f"{origin}, {side} tokens",
-                model_version_id=model_version_id,
-            )
-        )
-    return spends
-
-
 def _time_spend(
     *, run: EvalRun, kind: SpendKind, event: str, origin: str, seconds: float, version: int | None
 ) -> Spend:
@@ -78,7 +44,7 @@ def _time_spend(
         project_id=run.project_id,
         kind=kind,
         quantity=seconds_quantity(seconds),
-        unit=Unit.COMPUTE_SECONDS,
+        unit=SpendUnit.COMPUTE_SECONDS,
         price=rate,
         price_per=SECONDS_PER_PRICE,
         price_source=source,
@@ -86,6 +52,43 @@ def _time_spend(
         origin=origin,
         model_version_id=version,
     )
+
+
+def _batch_spends_record(
+    *,
+    run: EvalRun,
+    kind: SpendKind,
+    event: str,
+    origin: str,
+    on_this_worker: bool,
+    seconds: float,
+    tokens: tuple[int, int],
+    prices: tuple[Decimal | None, Decimal | None],
+    priced_by: str,
+    version: int | None,
+) -> None:
+    """A stored batch's spends: its worker time when the model ran on this worker, else its
+    tokens at ``prices``."""
+    if on_this_worker:
+        spends = [
+            _time_spend(
+                run=run, kind=kind, event=event, origin=origin, seconds=seconds, version=version
+            )
+        ]
+    else:
+        known = "" if None in prices else ", as the run recorded them"
+        spends = token_spends(
+            project_id=run.project_id,
+            kind=kind,
+            event=event,
+            origin=origin,
+            tokens=tokens,
+            prices=prices,
+            price_source=f"{priced_by} prices{known}",
+            model_version_id=version,
+        )
+    for spend in spends:
+        spend_record(spend)
 
 
 def answers_spend_record(
@@ -100,38 +103,21 @@ def answers_spend_record(
 ) -> None:
     """The spend of one stored batch of ``count`` answers (starting at item ``first_item_id``):
     ``tokens`` (prompt, completion) for a hosted candidate, ``seconds`` for a local one."""
-    event = (
-        f"eval_run:{run.pk}:attempt:{attempt}:candidate:{candidate.pk}:"
-        f"items:{first_item_id}+{count}"
+    _batch_spends_record(
+        run=run,
+        kind=SpendKind.EVALUATION,
+        event=(
+            f"eval_run:{run.pk}:attempt:{attempt}:candidate:{candidate.pk}:"
+            f"items:{first_item_id}+{count}"
+        ),
+        origin=f"Evaluation {run.pk}: {candidate.label}, {count} answers",
+        on_this_worker=runs_locally(candidate),
+        seconds=seconds,
+        tokens=tokens,
+        prices=(candidate.input_usd_per_million_tokens, candidate.output_usd_per_million_tokens),
+        priced_by=f"the candidate {candidate.label}'s",
+        version=candidate.model_version_id,
     )
-    origin = f"Evaluation {run.pk}: {candidate.label}, {count} answers"
-    if runs_locally(candidate):
-        spends = [
-            _time_spend(
-                run=run,
-                kind=SpendKind.EVALUATION,
-                event=event,
-                origin=origin,
-                seconds=seconds,
-                version=candidate.model_version_id,
-            )
-        ]
-    else:
-        spends = _tokens_spends(
-            run=run,
-            kind=SpendKind.EVALUATION,
-            event=event,
-            origin=origin,
-            tokens=tokens,
-            prices=(
-                candidate.input_usd_per_million_tokens,
-                candidate.output_usd_per_million_tokens,
-            ),
-            priced_by=f"the candidate {candidate.label}'s",
-            model_version_id=candidate.model_version_id,
-        )
-    for spend in spends:
-        spend_record(spend)
 
 
 def verdicts_spend_record(
@@ -147,35 +133,19 @@ def verdicts_spend_record(
     """The spend of one stored batch of the judge's ``count`` verdicts on ``pair``: ``tokens``
     at the run's judge prices for a hosted judge, ``seconds`` of worker time for a local one."""
     reference, other = pair
-    event = (
-        f"eval_run:{run.pk}:attempt:{attempt}:judge:{reference.pk}-{other.pk}:"
-        f"items:{first_item_id}+{count}"
+    _batch_spends_record(
+        run=run,
+        kind=SpendKind.JUDGING,
+        event=(
+            f"eval_run:{run.pk}:attempt:{attempt}:judge:{reference.pk}-{other.pk}:"
+            f"items:{first_item_id}+{count}"
+        ),
+        origin=f"Evaluation {run.pk}: the judge {run.judge_model}, {count} verdicts",
+        # A judge of kind "base" is a local catalog model (evaluation.runner._judge_chat).
+        on_this_worker=run.judge_kind == CandidateKind.BASE,
+        seconds=seconds,
+        tokens=tokens,
+        prices=(run.judge_input_usd_per_million_tokens, run.judge_output_usd_per_million_tokens),
+        priced_by=f"the judge {run.judge_model}'s",
+        version=None,
     )
-    origin = f"Evaluation {run.pk}: the judge {run.judge_model}, {count} verdicts"
-    if run.judge_kind == CandidateKind.BASE:  # a local judge (catalog base models are local)
-        spends = [
-            _time_spend(
-                run=run,
-                kind=SpendKind.JUDGING,
-                event=event,
-                origin=origin,
-                seconds=seconds,
-                version=None,
-            )
-        ]
-    else:
-        spends = _tokens_spends(
-            run=run,
-            kind=SpendKind.JUDGING,
-            event=event,
-            origin=origin,
-            tokens=tokens,
-            prices=(
-                run.judge_input_usd_per_million_tokens,
-                run.judge_output_usd_per_million_tokens,
-            ),
-            priced_by=f"the judge {run.judge_model}'s",
-            model_version_id=None,
-        )
-    for spend in spends:
-        spend_record(spend)

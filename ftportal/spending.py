@@ -89,6 +89,44 @@ def seconds_quantity(seconds: float) -> Decimal:
     return Decimal(str(seconds)).quantize(SECONDS_PLACES)
 
 
+def token_spends(
+    *,
+    project_id: int,
+    kind: SpendKind,
+    event: str,
+    origin: str,
+    tokens: tuple[int, int],
+    prices: tuple[Decimal | None, Decimal | None],
+    price_source: str,
+    model_version_id: int | None = None,
+    occurred_at: datetime | None = None,
+) -> list[Spend]:
+    """The spends of ``tokens`` (input, output) at ``prices`` (dollars per million, input and
+    output; None: unpriced on that side): one spend a side that used any, its event
+    ``event`` with ``:input`` or ``:output`` added."""
+    spends = []
+    for side, count, price in zip(("input", "output"), tokens, prices, strict=True):
+        if count == 0:
+            continue
+        source = price_source if price is not None else f"{price_source}: none for {side}"
+        spends.append(
+            Spend(
+                project_id=project_id,
+                kind=kind,
+                quantity=Decimal(count),
+                unit=SpendUnit.TOKENS,
+                price=price,
+                price_per=TOKENS_PER_PRICE,
+                price_source=source,
+                event=f"{event}:{side}",
+                origin=f"{origin}, {side} tokens",
+                model_version_id=model_version_id,
+                occurred_at=occurred_at or timezone.now(),
+            )
+        )
+    return spends
+
+
 @dataclass(frozen=True)
 class TokenPrice:
     """A model's token prices in force at a moment (dollars per million; None: unknown on that

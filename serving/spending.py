@@ -20,12 +20,11 @@ from catalog.models import BaseModel, Provider
 from ftportal.spending import (
     AMOUNT_PLACES,
     TOKENS_PER_PRICE,
-    Spend,
     SpendKind,
-    SpendUnit,
     TokenPrice,
     spend_record,
     token_price,
+    token_spends,
 )
 from registry.models import ModelVersion
 
@@ -119,22 +118,16 @@ def _group_spends_record(
         if price is not None
         else (None, None)
     )
-    source = price.source if price is not None else f"no price for {billed.model} in the table"
-    for side, count, side_price in zip(("input", "output"), tokens, prices, strict=True):
-        if count == 0:
-            continue
-        spend_record(
-            Spend(
-                project_id=project_id,
-                kind=SpendKind.SERVING,
-                quantity=Decimal(count),
-                unit=SpendUnit.TOKENS,
-                price=side_price,
-                price_per=TOKENS_PER_PRICE,
-                price_source=source if side_price is not None else f"{source} ({side}: none)",
-                event=f"serving:{batch}:{project_id}:{kind}:{pk}:{side}",
-                origin=f"Gateway: {len(group)} requests to {billed.model}, {side} tokens",
-                model_version_id=pk if kind == "version" else None,
-                occurred_at=max(row["created_at"] for row in group),
-            )
-        )
+    spends = token_spends(
+        project_id=project_id,
+        kind=SpendKind.SERVING,
+        event=f"serving:{batch}:{project_id}:{kind}:{pk}",
+        origin=f"Gateway: {len(group)} requests to {billed.model}",
+        tokens=tokens,
+        prices=prices,
+        price_source=price.source if price is not None else f"no price for {billed.model}",
+        model_version_id=pk if kind == "version" else None,
+        occurred_at=max(row["created_at"] for row in group),
+    )
+    for spend in spends:
+        spend_record(spend)

@@ -155,83 +155,66 @@ def another_process_commits_a_plan_change() -> str:
     return token
 
 
-def test_a_plan_is_kept_past_the_ttl_while_the_generation_stays_and_read_at_its_change(
+def served(project: Project, *, generation: str | None, now: float) -> ModelVersion | None:
+    """The version NAME serves to a request that saw ``generation``, at ``now``."""
+    return serving_plan(
+        project=project, name=NAME, generation=generation, now=now
+    ).resolution.version
+
+
+Kept = tuple[Alias, ModelVersion, ModelVersion, str]
+
+
+@pytest.fixture
+def production_kept(
     project: Project, two_versions: tuple[ModelVersion, ModelVersion], settings: Any
-) -> None:
+) -> Kept:
+    """A TTL of 1 s, production at the first version, its plan read at 100 s under a token
+    another process set: (the alias, the first version, the second, the token)."""
     settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 1.0
     first, second = two_versions
     alias = point_production(first)
     seen = another_process_commits_a_plan_change()
-    assert (
-        serving_plan(project=project, name=NAME, generation=seen, now=100.0).resolution.version
-        == first
-    )
+    assert served(project, generation=seen, now=100.0) == first
+    return alias, first, second, seen
+
+
+def test_a_plan_is_kept_past_the_ttl_while_the_generation_stays_and_read_at_its_change(
+    project: Project, production_kept: Kept
+) -> None:
+    alias, first, second, seen = production_kept
 
     Alias.objects.filter(pk=alias.pk).update(model_version=second)  # no signal reaches here
     # Thirty TTLs later, under the same token: still the kept plan (no rows read).
-    assert (
-        serving_plan(project=project, name=NAME, generation=seen, now=130.0).resolution.version
-        == first
-    )
+    assert served(project, generation=seen, now=130.0) == first
 
     changed = another_process_commits_a_plan_change()
-    assert (
-        serving_plan(project=project, name=NAME, generation=changed, now=130.1).resolution.version
-        == second
-    )
+    assert served(project, generation=changed, now=130.1) == second
 
 
 def test_a_plan_kept_under_a_generation_is_read_again_after_its_bound(
-    project: Project, two_versions: tuple[ModelVersion, ModelVersion], settings: Any
+    project: Project, production_kept: Kept
 ) -> None:
     """A change whose token Redis lost (a restart between two reads) is served all the same,
     within KEPT_PLAN_SECONDS."""
-    settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 1.0
-    first, second = two_versions
-    alias = point_production(first)
-    seen = another_process_commits_a_plan_change()
-    assert (
-        serving_plan(project=project, name=NAME, generation=seen, now=100.0).resolution.version
-        == first
-    )
+    alias, first, second, seen = production_kept
     Alias.objects.filter(pk=alias.pk).update(model_version=second)
 
     just_before = 100.0 + KEPT_PLAN_SECONDS - 0.1
-    assert (
-        serving_plan(
-            project=project, name=NAME, generation=seen, now=just_before
-        ).resolution.version
-        == first
-    )
+    assert served(project, generation=seen, now=just_before) == first
     bound = 100.0 + KEPT_PLAN_SECONDS
-    assert (
-        serving_plan(project=project, name=NAME, generation=seen, now=bound).resolution.version
-        == second
-    )
+    assert served(project, generation=seen, now=bound) == second
 
 
 def test_a_request_that_saw_no_generation_is_served_a_plan_no_older_than_the_ttl(
-    project: Project, two_versions: tuple[ModelVersion, ModelVersion], settings: Any
+    project: Project, production_kept: Kept
 ) -> None:
     """Redis could not be asked while admitting it: the TTL is the bound, as without Redis."""
-    settings.FTPORTAL_GATEWAY_NAME_TTL_SECONDS = 1.0
-    first, second = two_versions
-    alias = point_production(first)
-    seen = another_process_commits_a_plan_change()
-    assert (
-        serving_plan(project=project, name=NAME, generation=seen, now=100.0).resolution.version
-        == first
-    )
+    alias, first, second, seen = production_kept
     Alias.objects.filter(pk=alias.pk).update(model_version=second)
 
-    assert (
-        serving_plan(project=project, name=NAME, generation=None, now=100.9).resolution.version
-        == first
-    )
-    assert (
-        serving_plan(project=project, name=NAME, generation=None, now=101.0).resolution.version
-        == second
-    )
+    assert served(project, generation=None, now=100.9) == first
+    assert served(project, generation=None, now=101.0) == second
 
 
 def test_a_committed_change_to_what_a_name_serves_replaces_the_plans_token(
