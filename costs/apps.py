@@ -5,6 +5,8 @@ from typing import Any
 
 from django.apps import AppConfig
 
+from ftportal.spending import TokenPrice
+
 
 def _spend_recorded(*, spend: Any, **_: Any) -> None:
     from .services import ledger_entry_record
@@ -12,7 +14,7 @@ def _spend_recorded(*, spend: Any, **_: Any) -> None:
     ledger_entry_record(spend=spend)
 
 
-def _token_price(model_id: str, at: datetime) -> Any:
+def _token_price(model_id: str, at: datetime) -> TokenPrice | None:
     from .prices import token_price_in_force
 
     return token_price_in_force(model_id, at)

@@ -14,16 +14,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from catalog.models import Provider
-from ftportal.spending import (
-    SECONDS_PER_PRICE,
-    Spend,
-    SpendKind,
-    SpendUnit,
-    seconds_quantity,
-    spend_record,
-    token_spends,
-    worker_hourly_rate,
-)
+from ftportal.spending import SpendKind, spend_record, token_spends, worker_time_spend
 
 from .models import Candidate, CandidateKind, EvalRun
 
@@ -34,24 +25,6 @@ def runs_locally(candidate: Candidate) -> bool:
     base = candidate.base_model
     local_kinds = (CandidateKind.BASE, CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT)
     return candidate.kind in local_kinds and base is not None and base.provider == Provider.LOCAL
-
-
-def _time_spend(
-    *, run: EvalRun, kind: SpendKind, event: str, origin: str, seconds: float, version: int | None
-) -> Spend:
-    rate, source = worker_hourly_rate()
-    return Spend(
-        project_id=run.project_id,
-        kind=kind,
-        quantity=seconds_quantity(seconds),
-        unit=SpendUnit.COMPUTE_SECONDS,
-        price=rate,
-        price_per=SECONDS_PER_PRICE,
-        price_source=source,
-        event=f"{event}:time",
-        origin=origin,
-        model_version_id=version,
-    )
 
 
 def _batch_spends_record(
@@ -71,8 +44,13 @@ def _batch_spends_record(
     tokens at ``prices``."""
     if on_this_worker:
         spends = [
-            _time_spend(
-                run=run, kind=kind, event=event, origin=origin, seconds=seconds, version=version
+            worker_time_spend(
+                project_id=run.project_id,
+                kind=kind,
+                seconds=seconds,
+                event=f"{event}:time",
+                origin=origin,
+                model_version_id=version,
             )
         ]
     else:

@@ -77,16 +77,31 @@ class Spend:
         return (self.quantity * self.price / self.price_per).quantize(AMOUNT_PLACES)
 
 
-def worker_hourly_rate() -> tuple[Decimal, str]:
-    """What an hour of this worker's time costs (its FTPORTAL_LOCAL_USD_PER_HOUR: each host
-    sets its own), and the price source naming the host; ``price_per`` SECONDS_PER_PRICE."""
-    rate = Decimal(str(settings.FTPORTAL_LOCAL_USD_PER_HOUR))
-    return rate, f"FTPORTAL_LOCAL_USD_PER_HOUR on worker {socket.gethostname()}"
-
-
-def seconds_quantity(seconds: float) -> Decimal:
-    """A duration as a spend's quantity of compute seconds."""
-    return Decimal(str(seconds)).quantize(SECONDS_PLACES)
+def worker_time_spend(
+    *,
+    project_id: int,
+    kind: SpendKind,
+    seconds: float,
+    event: str,
+    origin: str,
+    model_version_id: int | None = None,
+    training_job_id: int | None = None,
+) -> Spend:
+    """``seconds`` of this worker's time at its FTPORTAL_LOCAL_USD_PER_HOUR (each host sets its
+    own rate; the price source names the host)."""
+    return Spend(
+        project_id=project_id,
+        kind=kind,
+        quantity=Decimal(str(seconds)).quantize(SECONDS_PLACES),
+        unit=SpendUnit.COMPUTE_SECONDS,
+        price=Decimal(str(settings.FTPORTAL_LOCAL_USD_PER_HOUR)),
+        price_per=SECONDS_PER_PRICE,
+        price_source=f"FTPORTAL_LOCAL_USD_PER_HOUR on worker {socket.gethostname()}",
+        event=event,
+        origin=origin,
+        model_version_id=model_version_id,
+        training_job_id=training_job_id,
+    )
 
 
 def token_spends(

@@ -12,7 +12,6 @@ machine time, not tokens; its rows keep no cost and no token spend is written fo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -29,14 +28,6 @@ from ftportal.spending import (
 from registry.models import ModelVersion
 
 Row = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class _Billed:
-    """Who bills a group of rows, and at what."""
-
-    model: str
-    price: TokenPrice | None
 
 
 def _billed_models(rows: Sequence[Row]) -> dict[tuple[str, int], str]:
@@ -84,7 +75,8 @@ def serving_rows_priced(rows: Sequence[Row]) -> None:
         return
     billed_models = _billed_models(answered)
     moment = max(row["created_at"] for row in answered)
-    billed: dict[str, _Billed] = {}
+    # The price of each billed model, read once a batch.
+    prices: dict[str, TokenPrice | None] = {}
     groups: dict[tuple[int, tuple[str, int]], list[Row]] = {}
     for row in answered:
         served = _served(row)
@@ -92,27 +84,32 @@ def serving_rows_priced(rows: Sequence[Row]) -> None:
         model = billed_models.get(served)
         if model is None:
             continue  # our own hardware: machine time, not tokens
-        if model not in billed:
-            billed[model] = _Billed(model, token_price(model, moment))
-        price = billed[model].price
+        if model not in prices:
+            prices[model] = token_price(model, moment)
+        price = prices[model]
         if price is not None and row["cost"] is None:
             row["cost"] = _row_cost(row, price)
             row["cost_known"] = row["cost"] is not None
         groups.setdefault((row["project_id"], served), []).append(row)
     batch = answered[0]["request_id"]
     for (project_id, served), group in groups.items():
-        _group_spends_record(project_id, served, group, billed[billed_models[served]], batch)
+        model = billed_models[served]
+        _group_spends_record(project_id, served, group, model, prices[model], batch)
 
 
 def _group_spends_record(
-    project_id: int, served: tuple[str, int], group: list[Row], billed: _Billed, batch: str
+    project_id: int,
+    served: tuple[str, int],
+    group: list[Row],
+    model: str,
+    price: TokenPrice | None,
+    batch: str,
 ) -> None:
     kind, pk = served
     tokens = (
         sum(row["prompt_tokens"] for row in group),
         sum(row["completion_tokens"] or 0 for row in group),
     )
-    price = billed.price
     prices = (
         (price.input_usd_per_million_tokens, price.output_usd_per_million_tokens)
         if price is not None
@@ -122,10 +119,10 @@ def _group_spends_record(
         project_id=project_id,
         kind=SpendKind.SERVING,
         event=f"serving:{batch}:{project_id}:{kind}:{pk}",
-        origin=f"Gateway: {len(group)} requests to {billed.model}",
+        origin=f"Gateway: {len(group)} requests to {model}",
         tokens=tokens,
         prices=prices,
-        price_source=price.source if price is not None else f"no price for {billed.model}",
+        price_source=price.source if price is not None else f"no price for {model}",
         model_version_id=pk if kind == "version" else None,
         occurred_at=max(row["created_at"] for row in group),
     )

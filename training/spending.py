@@ -6,32 +6,24 @@ from __future__ import annotations
 from decimal import Decimal
 
 from ftportal.spending import (
-    SECONDS_PER_PRICE,
     TOKENS_PER_PRICE,
     Spend,
     SpendKind,
     SpendUnit,
-    seconds_quantity,
     spend_record,
-    worker_hourly_rate,
+    worker_time_spend,
 )
 
 from .models import TrainingJob
 
 
 def local_attempt_spend_record(job: TrainingJob, *, attempt: int, seconds: float) -> None:
-    """One attempt's worker time, priced at this worker's FTPORTAL_LOCAL_USD_PER_HOUR (each
-    host sets its own rate; the row names the host)."""
-    rate, source = worker_hourly_rate()
+    """One attempt's worker time, at this worker's hourly rate."""
     spend_record(
-        Spend(
+        worker_time_spend(
             project_id=job.project_id,
             kind=SpendKind.TRAINING,
-            quantity=seconds_quantity(seconds),
-            unit=SpendUnit.COMPUTE_SECONDS,
-            price=rate,
-            price_per=SECONDS_PER_PRICE,
-            price_source=source,
+            seconds=seconds,
             event=f"training_job:{job.pk}:attempt:{attempt}",
             origin=f"Training job {job.pk} ({job.model_name}), attempt {attempt} on "
             f"{job.device or 'cpu'}",
