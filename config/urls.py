@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from catalog import urls as catalog_urls
+from costs import urls as costs_urls
 from datasets import urls as datasets_urls
 from evaluation import urls as evaluation_urls
 from ftportal import urls as ftportal_urls
@@ -31,6 +32,7 @@ page_patterns: list[URLPattern] = [
     *registry_urls.page_patterns,
     *evaluation_urls.page_patterns,
     *serving_urls.page_patterns,
+    *costs_urls.page_patterns,
 ]
 
 project_api_patterns: list[URLPattern] = [
@@ -41,10 +43,12 @@ project_api_patterns: list[URLPattern] = [
     *registry_urls.project_api_patterns,
     *evaluation_urls.project_api_patterns,
     *serving_urls.project_api_patterns,
+    *costs_urls.project_api_patterns,
 ]
 
 api_patterns: list[URLPattern | URLResolver] = [
     *ftportal_urls.api_patterns,
+    *costs_urls.api_patterns,
     path("projects/<int:project_id>/", include(project_api_patterns)),
 ]
 

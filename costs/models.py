@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from django.db import models
@@ -43,6 +44,15 @@ class LedgerEntry(models.Model):
     )
     training_job = models.ForeignKey(
         "training.TrainingJob",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    # The registered endpoint whose provider bills this spend (hosted tokens), for reconciling
+    # with that provider's own cost report; None for our own hardware.
+    endpoint = models.ForeignKey(
+        "catalog.Endpoint",
         on_delete=models.SET_NULL,
         null=True,
         blank=True,
@@ -131,3 +141,111 @@ class Price(models.Model):
             f"{self.model}: in {self.input_usd_per_million_tokens}, out "
             f"{self.output_usd_per_million_tokens} per M ({self.source})"
         )
+
+
+class LedgerDay(models.Model):
+    """The ledger summed per project, day, kind and model version: what the dashboards read
+    instead of the millions of ledger rows (``costs.selectors``). Written only by
+    ``costs.services.ledger_entry_record``, in the transaction that writes the ledger row, so
+    it always equals the ledger's sums (the ledger stays the one record of every spend).
+
+    ``model_version_key`` is the version's id, 0 for a spend of no version: a unique key
+    needs a value where a foreign key would be NULL."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    kind = models.CharField(max_length=20, choices=SpendKind.choices)
+    model_version_key = models.BigIntegerField()
+    # Sum of the priced rows' amounts; the unpriced rows are counted, never summed as $0.
+    amount = models.DecimalField(max_digits=24, decimal_places=8)
+    entries = models.BigIntegerField()
+    unpriced_entries = models.BigIntegerField()
+    tokens = models.DecimalField(max_digits=28, decimal_places=6)
+    compute_seconds = models.DecimalField(max_digits=28, decimal_places=6)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "day", "kind", "model_version_key"], name="ledger_day_key"
+            )
+        ]
+        indexes = [models.Index(fields=["day"], name="ledger_day_day")]
+
+
+class Budget(models.Model):
+    """A project's monthly spending limit in dollars (calendar months, UTC). Alerts fire at
+    ``ALERT_THRESHOLDS`` of it; with ``hard_cap`` the project's new training jobs and hosted
+    evaluations are refused and its gateway keys answered 429 once the month's spend reaches
+    it (``costs.budgets``)."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="budget")
+    monthly_usd = models.DecimalField(max_digits=14, decimal_places=2)
+    hard_cap = models.BooleanField(default=False)
+    updated_by = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        cap = ", hard cap" if self.hard_cap else ""
+        return f"{self.project}: ${self.monthly_usd} a month{cap}"
+
+
+class BudgetAlert(models.Model):
+    """One alert of one budget threshold in one month: unique, so that it fires once.
+    ``spent_usd`` and ``budget_usd`` are the figures when it fired; ``notified`` lists the
+    addresses it was e-mailed to."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="budget_alerts")
+    month = models.DateField(help_text="The first day of the month it is about.")
+    threshold_percent = models.PositiveSmallIntegerField()
+    spent_usd = models.DecimalField(max_digits=24, decimal_places=8)
+    budget_usd = models.DecimalField(max_digits=14, decimal_places=2)
+    fired_at = models.DateTimeField(auto_now_add=True)
+    notified = models.TextField(blank=True)
+    acknowledged_by = models.ForeignKey(
+        "auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "month", "threshold_percent"], name="budget_alert_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project}: {self.threshold_percent} % of ${self.budget_usd} in {self.month}"
+
+
+class ReconciliationDay(models.Model):
+    """One day of one endpoint's bill compared with the ledger (``costs.reconciliation``):
+    what the provider's own cost report says, what the ledger holds for spends billed by that
+    endpoint, and whether the difference is above the threshold. Checked again, the row is
+    replaced by the newer comparison (it is a report, not a record of spending)."""
+
+    endpoint = models.ForeignKey("catalog.Endpoint", on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    provider_usd = models.DecimalField(max_digits=24, decimal_places=8)
+    ledger_usd = models.DecimalField(max_digits=24, decimal_places=8)
+    ledger_unpriced_entries = models.BigIntegerField(default=0)
+    flagged = models.BooleanField(default=False)
+    note = models.CharField(max_length=500, blank=True)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day", "endpoint_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "day"], name="reconciliation_once_a_day")
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.endpoint} {self.day}: provider ${self.provider_usd}, ledger ${self.ledger_usd}"
+        )
+
+    @property
+    def difference_usd(self) -> Decimal:
+        return self.provider_usd - self.ledger_usd

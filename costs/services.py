@@ -1,12 +1,17 @@
-"""Writing the ledger: a spend reported through ``ftportal.spending`` becomes one row."""
+"""Writing the ledger: a spend reported through ``ftportal.spending`` becomes one row, and the
+day's sums the dashboards read (``LedgerDay``) take it in, in the same transaction."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from decimal import Decimal
 
-from ftportal.spending import Spend
+from django.db import connection
 
-from .models import LedgerEntry
+from ftportal.spending import Spend, SpendUnit
+
+from .models import LedgerDay, LedgerEntry
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +26,7 @@ def ledger_entry_record(*, spend: Spend) -> LedgerEntry:
             "project_id": spend.project_id,
             "model_version_id": spend.model_version_id,
             "training_job_id": spend.training_job_id,
+            "endpoint_id": spend.endpoint_id,
             "kind": spend.kind,
             "quantity": spend.quantity,
             "unit": spend.unit,
@@ -32,7 +38,10 @@ def ledger_entry_record(*, spend: Spend) -> LedgerEntry:
             "occurred_at": spend.occurred_at,
         },
     )
-    if created and entry.amount is None:
+    if not created:
+        return entry
+    _ledger_day_add(entry)
+    if entry.amount is None:
         logger.warning(
             "Unpriced spend in project %s: %s %s of %s (%s).",
             spend.project_id,
@@ -42,3 +51,36 @@ def ledger_entry_record(*, spend: Spend) -> LedgerEntry:
             spend.price_source,
         )
     return entry
+
+
+def ledger_day(moment: dt.datetime) -> dt.date:
+    """The day (UTC) a spend at ``moment`` is summed under."""
+    return moment.astimezone(dt.UTC).date()
+
+
+def _ledger_day_add(entry: LedgerEntry) -> None:
+    # One statement that adds to the day's row or creates it: two writers adding to the same
+    # day at once (the gateway's log writer and a training worker) each add their own, where
+    # a read-then-write would lose one of them. SQLite and Postgres both speak this form.
+    table = LedgerDay._meta.db_table
+    priced = entry.amount is not None
+    values = [
+        entry.project_id,
+        ledger_day(entry.occurred_at),
+        entry.kind,
+        entry.model_version_id or 0,
+        entry.amount if priced else Decimal(0),
+        1,
+        0 if priced else 1,
+        entry.quantity if entry.unit == SpendUnit.TOKENS else Decimal(0),
+        entry.quantity if entry.unit == SpendUnit.COMPUTE_SECONDS else Decimal(0),
+    ]
+    sums = ("amount", "entries", "unpriced_entries", "tokens", "compute_seconds")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (project_id, day, kind, model_version_key, amount, entries, "
+            "unpriced_entries, tokens, compute_seconds) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s) ON CONFLICT (project_id, day, kind, model_version_key) DO UPDATE SET "
+            + ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in sums),
+            values,
+        )

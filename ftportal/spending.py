@@ -67,6 +67,8 @@ class Spend:
     origin: str
     model_version_id: int | None = None
     training_job_id: int | None = None
+    # The registered endpoint whose provider bills it (hosted tokens); None on our hardware.
+    endpoint_id: int | None = None
     occurred_at: datetime = field(default_factory=timezone.now)
 
     @property
