@@ -64,7 +64,7 @@ def _ledger_day_add(entry: LedgerEntry) -> None:
     # a read-then-write would lose one of them. SQLite and Postgres both speak this form.
     table = LedgerDay._meta.db_table
     priced = entry.amount is not None
-    values = [
+    values: list[int | str | dt.date | Decimal] = [
         entry.project_id,
         ledger_day(entry.occurred_at),
         entry.kind,
