@@ -63,15 +63,15 @@ def _ledger_day_add(entry: LedgerEntry) -> None:
     # day at once (the gateway's log writer and a training worker) each add their own, where
     # a read-then-write would lose one of them. SQLite and Postgres both speak this form.
     table = LedgerDay._meta.db_table
-    priced = entry.amount is not None
+    amount = entry.amount
     values: list[int | str | dt.date | Decimal] = [
         entry.project_id,
         ledger_day(entry.occurred_at),
         entry.kind,
         entry.model_version_id or 0,
-        entry.amount if priced else Decimal(0),
+        amount if amount is not None else Decimal(0),
         1,
-        0 if priced else 1,
+        0 if amount is not None else 1,
         entry.quantity if entry.unit == SpendUnit.TOKENS else Decimal(0),
         entry.quantity if entry.unit == SpendUnit.COMPUTE_SECONDS else Decimal(0),
     ]
