@@ -70,6 +70,16 @@ class Endpoint(models.Model):
         "(vLLM's own default is 1; the gpu profile starts it with VLLM_MAX_LORAS, 4 unless "
         "set). At least the arms of any experiment served there.",
     )
+    # OpenAI's organisation cost report takes an admin key, not the key the calls use; with
+    # it the ledger is reconciled with what the provider billed (costs.reconciliation).
+    cost_report_secret_env = models.CharField(
+        "cost report secret variable",
+        max_length=100,
+        blank=True,
+        help_text="OpenAI only, optional: the name of the workers' environment variable holding "
+        "an organisation admin key, with which the ledger is compared daily with OpenAI's own "
+        "cost report (it must be listed in FTPORTAL_SECRET_ENVS). Blank: no reconciliation.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -95,6 +105,7 @@ class Endpoint(models.Model):
         self.base_url = self.base_url.strip()
         self.secret_env = self.secret_env.strip()
         self.adapter_root = self.adapter_root.strip()
+        self.cost_report_secret_env = self.cost_report_secret_env.strip()
         if self.kind in SELF_HOSTED_KINDS and not self.base_url:
             errors["base_url"] = "An OpenAI-compatible server needs its base URL."
         elif self.url:
@@ -107,6 +118,14 @@ class Endpoint(models.Model):
                 errors["secret_env"] = refusal
         elif self.kind not in SELF_HOSTED_KINDS:
             errors["secret_env"] = "Name the variable holding this provider's key."
+        if self.cost_report_secret_env:
+            refusal = (
+                "Only an OpenAI endpoint offers a cost report."
+                if self.kind != EndpointKind.OPENAI
+                else secret_env_refusal(self.cost_report_secret_env)
+            )
+            if refusal:
+                errors["cost_report_secret_env"] = refusal
         if self.kind == EndpointKind.VLLM:
             refusal = adapter_root_refusal(self.adapter_root)
             if refusal:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from providers.base import ProviderError
 
-from .models import Endpoint
+from .models import Endpoint, EndpointKind
 from .rules import base_url_refusal, host_refusal, secret_env_refusal
 
 # What an OpenAI-compatible server without a key is sent: the SDK insists on some key.
@@ -46,6 +46,30 @@ def endpoint_credentials(endpoint: Endpoint | None, *, model: str, who: str) -> 
             "on this worker."
         )
     return Credentials(base_url=endpoint.url, api_key=key)
+
+
+def endpoint_cost_report_credentials(endpoint: Endpoint, *, who: str) -> Credentials:
+    """The URL and organisation admin key to read ``endpoint``'s cost report with (its
+    ``cost_report_secret_env``): the admin key goes to this endpoint's URL only, as its API key
+    does. ProviderError (starting with ``who``) when it may not be read from this worker."""
+    refusal = endpoint_refusal(endpoint) or _cost_report_refusal(endpoint)
+    if refusal:
+        raise ProviderError(f"{who}: endpoint {endpoint.name}: {refusal}")
+    name = endpoint.cost_report_secret_env
+    key = os.environ.get(name, "")
+    if not key:
+        raise ProviderError(
+            f"{who}: endpoint {endpoint.name}: the variable {name} is not set on this worker."
+        )
+    return Credentials(base_url=endpoint.url, api_key=key)
+
+
+def _cost_report_refusal(endpoint: Endpoint) -> str | None:
+    if endpoint.kind != EndpointKind.OPENAI:
+        return "only an OpenAI endpoint offers a cost report."
+    if not endpoint.cost_report_secret_env:
+        return "it names no cost report variable."
+    return secret_env_refusal(endpoint.cost_report_secret_env)
 
 
 def endpoint_refusal(endpoint: Endpoint) -> str | None:

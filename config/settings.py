@@ -459,10 +459,36 @@ CELERY_BEAT_SCHEDULE["delete-expired-request-logs"] = {
     "schedule": 3600.0,
 }
 
+# --- e-mail ------------------------------------------------------------------------------------
+# Budget alerts are e-mailed (costs.budget_alerts). In development the messages are printed by
+# the console backend; a deployment names its SMTP server here.
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ftportal@localhost")
+
 # --- costs ---------------------------------------------------------------------------------------
 # Token prices are imported daily from litellm's price table into dated rows (costs.prices): a
 # price that changed adds a row; what was written before keeps its own price.
 CELERY_BEAT_SCHEDULE["refresh-token-prices"] = {
     "task": "costs.tasks.prices_refresh",
+    "schedule": 24 * 3600.0,
+}
+# Reconciliation (costs.reconciliation): daily, each OpenAI endpoint with a cost report
+# variable is compared day by day with the ledger; a day is flagged when the two differ by more
+# than FTPORTAL_RECONCILE_ABS_USD dollars and by more than FTPORTAL_RECONCILE_REL (a fraction)
+# of what the provider billed.
+FTPORTAL_RECONCILE_ABS_USD = os.environ.get("FTPORTAL_RECONCILE_ABS_USD", "0.50")
+FTPORTAL_RECONCILE_REL = os.environ.get("FTPORTAL_RECONCILE_REL", "0.05")
+CELERY_BEAT_SCHEDULE["reconcile-provider-costs"] = {
+    "task": "costs.tasks.provider_costs_reconcile_daily",
     "schedule": 24 * 3600.0,
 }

@@ -1,5 +1,5 @@
 """The site's pages that gather every app: a project's overview (its datasets, versions, jobs
-and evaluations)."""
+and evaluations, and a banner once the month has used most of its budget)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import render
 
+from costs.budgets import budget_status
 from datasets.selectors import dataset_versions_of, datasets_of, status_counts
 from evaluation.selectors import eval_runs_of
 from ftportal.http import AppRequest
@@ -19,6 +20,7 @@ from training.selectors import training_jobs_of
 def project_detail(request: AppRequest, project_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
     datasets = [(d, status_counts(d)) for d in datasets_of(project)]
+    can = role_flags(role)
     context = {
         "project": project,
         "role": role,
@@ -26,6 +28,8 @@ def project_detail(request: AppRequest, project_id: int) -> HttpResponse:
         "versions": dataset_versions_of(project)[:10],
         "jobs": training_jobs_of(project)[:10],
         "evals": eval_runs_of(project)[:10],
-        "can": role_flags(role),
+        "can": can,
+        # A banner from the first alert threshold on (costs.budgets), for those who read costs.
+        "budget": budget_status(project) if can.read_costs else None,
     }
     return render(request, "ftportal/project_detail.html", context)

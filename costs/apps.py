@@ -1,4 +1,6 @@
-"""The costs app: connects the ledger to the spends the lower layers report."""
+"""The costs app: connects the ledger to the spends the lower layers report, checks budgets
+after those spends commit, and answers the lower layers' question whether a project may spend
+(``ftportal.spending.spending_refusal``: a budget's hard cap)."""
 
 from datetime import datetime
 from typing import Any
@@ -9,9 +11,18 @@ from ftportal.spending import TokenPrice
 
 
 def _spend_recorded(*, spend: Any, **_: Any) -> None:
+    from .budget_alerts import budget_check_on_commit
     from .services import ledger_entry_record
 
     ledger_entry_record(spend=spend)
+    # After the spender's commit, once per project and transaction (costs.budget_alerts).
+    budget_check_on_commit(spend.project_id)
+
+
+def _spending_refusal(project_id: int) -> str | None:
+    from .budgets import spending_refusal
+
+    return spending_refusal(project_id)
 
 
 def _token_price(model_id: str, at: datetime) -> TokenPrice | None:
@@ -24,7 +35,12 @@ class CostsConfig(AppConfig):
     name = "costs"
 
     def ready(self) -> None:
-        from ftportal.spending import spend_recorded, token_price_lookup_register
+        from ftportal.spending import (
+            spend_recorded,
+            spending_refusal_register,
+            token_price_lookup_register,
+        )
 
         spend_recorded.connect(_spend_recorded, dispatch_uid="costs-ledger")
         token_price_lookup_register(_token_price)
+        spending_refusal_register(_spending_refusal)

@@ -20,9 +20,11 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from catalog.models import BaseModel
 from ftportal.errors import ApplicationError
 from ftportal.spending import TokenPrice
 
@@ -192,3 +194,96 @@ def token_price_in_force(model_id: str, at: datetime) -> TokenPrice | None:
         f"{price.get_origin_display()} for {price.model} from "
         f"{price.effective_from:%Y-%m-%d}: {price.source}",
     )
+
+
+# What a price is written with on the override form: whole dollars per million tokens, to the
+# row's eight places; more than this is a typo, not a price.
+MAX_PRICE_PER_MILLION = Decimal(100_000)
+MODEL_MAX_LENGTH = 300
+
+
+def _checked_price(raw: str, field: str, label: str) -> Decimal | None:
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ApplicationError(
+            f"{label} ({field}): {text[:40]!r} is not a number.", extra={"field": field}
+        ) from None
+    if not value.is_finite() or value < 0 or value > MAX_PRICE_PER_MILLION:
+        raise ApplicationError(
+            f"{label} ({field}): give dollars per million tokens from 0 to "
+            f"{MAX_PRICE_PER_MILLION}, not {text[:40]}.",
+            extra={"field": field},
+        )
+    if value != value.quantize(PRICE_PLACES):
+        raise ApplicationError(
+            f"{label} ({field}): at most 8 decimal places, not {text[:40]}.",
+            extra={"field": field},
+        )
+    return value
+
+
+def price_override_add(
+    *,
+    model: str,
+    input_usd_per_million: str,
+    output_usd_per_million: str,
+    reason: str,
+    user: User,
+    effective_from: datetime | None = None,
+) -> Price:
+    """A lead's manual price for ``model`` from ``effective_from`` (now by default): a new
+    dated row that wins over the table's from then on. Rows already in the ledger keep the
+    price they were written with. ApplicationError naming the field for bad input."""
+    model = model.strip()
+    if not model or len(model) > MODEL_MAX_LENGTH:
+        raise ApplicationError(
+            f"Model (model): give the id the provider bills, 1 to {MODEL_MAX_LENGTH} characters.",
+            extra={"field": "model"},
+        )
+    given = _checked_price(input_usd_per_million, "input_usd_per_million", "Input price")
+    taken = _checked_price(output_usd_per_million, "output_usd_per_million", "Output price")
+    if given is None and taken is None:
+        raise ApplicationError(
+            "Input price (input_usd_per_million): give the input price, the output price or both.",
+            extra={"field": "input_usd_per_million"},
+        )
+    reason = reason.strip()
+    if not reason:
+        raise ApplicationError(
+            "Reason (reason): say why, e.g. the negotiated rate and its contract.",
+            extra={"field": "reason"},
+        )
+    return Price.objects.create(
+        model=billing_model(model),
+        input_usd_per_million_tokens=given,
+        output_usd_per_million_tokens=taken,
+        origin=PriceOrigin.MANUAL,
+        source=f"set by {user.get_username()}: {reason[:200]}",
+        effective_from=effective_from or timezone.now(),
+        created_by=user,
+    )
+
+
+def prices_listed(*, search: str = "", limit: int = 50) -> list[Price]:
+    """The price in force now of each model matching ``search`` in its id (at most ``limit``,
+    by id); without a search, of the models someone set by hand and those the catalog
+    offers (a hosted base model and its fine-tunes)."""
+    now = timezone.now()
+    if search.strip():
+        models = list(
+            Price.objects.filter(effective_from__lte=now, model__icontains=search.strip())
+            .values_list("model", flat=True)
+            .distinct()
+            .order_by("model")[:limit]
+        )
+    else:
+        catalog = list(BaseModel.objects.values_list("key", flat=True))
+        wanted = {*catalog, *(f"ft:{key}" for key in catalog)}
+        manual = Price.objects.filter(origin=PriceOrigin.MANUAL).values_list("model", flat=True)
+        models = sorted(wanted | set(manual))[:limit]
+    prices = (price_in_force(model, now) for model in models)
+    return [price for price in prices if price is not None]

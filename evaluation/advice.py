@@ -211,18 +211,54 @@ def cost_per_1000_requests_of(candidate: Candidate) -> tuple[Decimal, str]:
     """What 1,000 requests like this candidate's evaluated ones cost, and on what basis: its
     token prices, else the machine time each answer took at the configured hourly rate (the
     same pricing the advisor weighs)."""
-    pricing = _pricing(candidate)
-    option = Option(
+    option = _option_of(candidate, metric="")
+    cost = (cost_per_request(option) * 1000).quantize(Decimal("0.0001"))
+    if _has_token_prices(candidate) and not generates_locally(candidate):
+        return cost, "token prices"
+    return cost, f"machine time at ${local_usd_per_hour()} an hour"
+
+
+@dataclass(frozen=True)
+class PricedAlternative:
+    """A prompted candidate the fine-tuned model was weighed against: its quality on the run's
+    primary metric and what one request like its evaluated ones costs, as the advisor prices
+    it (token prices, else machine time)."""
+
+    name: str
+    kind_label: str
+    quality: float
+    cost_per_request: Decimal
+    run_id: int
+
+
+def _option_of(candidate: Candidate, metric: str) -> Option:
+    return Option(
         name=candidate.label,
         kind=_kind_of(candidate),
-        quality=0.0,
-        pricing=pricing,
+        quality=candidate.metrics.get("means", {}).get(metric) or 0.0,
+        pricing=_pricing(candidate),
         request_shape=RequestShape(
             mean_prompt_tokens=candidate.metrics.get("prompt_tokens_mean", 0.0),
             mean_completion_tokens=candidate.metrics.get("completion_tokens_mean", 0.0),
         ),
     )
-    cost = (cost_per_request(option) * 1000).quantize(Decimal("0.0001"))
-    if _has_token_prices(candidate) and not generates_locally(candidate):
-        return cost, "token prices"
-    return cost, f"machine time at ${local_usd_per_hour()} an hour"
+
+
+def priced_alternatives(run: EvalRun) -> list[PricedAlternative]:
+    """The run's candidates that are not fine-tuned, the best on its primary metric first."""
+    metric = run.report.get("primary_metric") or run.primary_metric
+    alternatives = []
+    for candidate in run.candidates.select_related("base_model", "endpoint"):
+        if candidate.kind in FINE_TUNED_KINDS:
+            continue
+        option = _option_of(candidate, metric)
+        alternatives.append(
+            PricedAlternative(
+                name=option.name,
+                kind_label=option.kind_label,
+                quality=option.quality,
+                cost_per_request=cost_per_request(option),
+                run_id=run.pk,
+            )
+        )
+    return sorted(alternatives, key=lambda alternative: -alternative.quality)

@@ -19,6 +19,7 @@ from ftportal.errors import ApplicationError, ConflictError
 from ftportal.idempotency import request_fingerprint
 from ftportal.models import Project
 from ftportal.ownership import attempts_renew, ownership_release
+from ftportal.spending import new_spending_check
 from ftportal.state import state_change
 from providers.base import AnswerConstraint, ProviderError
 from registry.models import ModelVersion
@@ -256,6 +257,20 @@ def _base_model_of(spec: CandidateSpec) -> BaseModel | None:
     return spec.base_model
 
 
+def _bills_tokens(candidates: Sequence[CandidateSpec], judge: JudgeSpec | None) -> bool:
+    """Whether a provider bills the run per token: a hosted candidate (a hosted model, or a
+    version, checkpoint or base model of a hosted base model) or a hosted judge. The same
+    line ``evaluation.spending`` draws between token spends and worker time."""
+    if judge is not None and judge.kind != CandidateKind.BASE:
+        return True
+    local_kinds = (CandidateKind.BASE, CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT)
+    for spec in candidates:
+        base = _base_model_of(spec)
+        if spec.kind not in local_kinds or base is None or base.provider != Provider.LOCAL:
+            return True
+    return False
+
+
 def _prices(spec: CandidateSpec) -> tuple[Decimal | None, Decimal | None]:
     """The spec's prices, else the catalog's for hosted base models; local models cost machine
     time, which the training estimate, not a token price, accounts for."""
@@ -347,6 +362,10 @@ def eval_run_create(
     for index, spec in enumerate(candidates):
         if spec.prompting == Prompting.FEW_SHOT:
             _check_shots(spec, f"candidates[{index}]", project, dataset_version, split)
+    if _bills_tokens(candidates, judge):
+        # A budget's hard cap refuses what a provider bills per token; a run wholly on our own
+        # hardware costs worker time only and may still run (issue 16: "hosted evaluations").
+        new_spending_check(project.pk)
     with transaction.atomic():
         run = EvalRun.objects.create(
             project=project,

@@ -27,6 +27,19 @@ def runs_locally(candidate: Candidate) -> bool:
     return candidate.kind in local_kinds and base is not None and base.provider == Provider.LOCAL
 
 
+def billing_endpoint_id(candidate: Candidate) -> int | None:
+    """The registered endpoint a hosted candidate's calls go through, whose provider bills
+    them (as ``evaluation.runner.chat_for`` picks it): its own endpoint for a model named at
+    an endpoint, its base model's for a hosted base model or a fine-tune of one; None for
+    what answers on this worker."""
+    if candidate.kind in (CandidateKind.OPENAI_COMPATIBLE, CandidateKind.ANTHROPIC):
+        return candidate.endpoint_id
+    base = candidate.base_model
+    if base is None or runs_locally(candidate):
+        return None
+    return base.endpoint_id
+
+
 def _batch_spends_record(
     *,
     run: EvalRun,
@@ -39,9 +52,10 @@ def _batch_spends_record(
     prices: tuple[Decimal | None, Decimal | None],
     priced_by: str,
     version: int | None,
+    endpoint_id: int | None,
 ) -> None:
     """A stored batch's spends: its worker time when the model ran on this worker, else its
-    tokens at ``prices``."""
+    tokens at ``prices``, billed by the endpoint ``endpoint_id``."""
     if on_this_worker:
         spends = [
             worker_time_spend(
@@ -64,6 +78,7 @@ def _batch_spends_record(
             prices=prices,
             price_source=f"{priced_by} prices{known}",
             model_version_id=version,
+            endpoint_id=endpoint_id,
         )
     for spend in spends:
         spend_record(spend)
@@ -95,6 +110,7 @@ def answers_spend_record(
         prices=(candidate.input_usd_per_million_tokens, candidate.output_usd_per_million_tokens),
         priced_by=f"the candidate {candidate.label}'s",
         version=candidate.model_version_id,
+        endpoint_id=billing_endpoint_id(candidate),
     )
 
 
@@ -126,4 +142,5 @@ def verdicts_spend_record(
         prices=(run.judge_input_usd_per_million_tokens, run.judge_output_usd_per_million_tokens),
         priced_by=f"the judge {run.judge_model}'s",
         version=None,
+        endpoint_id=run.judge_endpoint_id,
     )

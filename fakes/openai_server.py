@@ -11,6 +11,11 @@ honours Idempotency-Key. Jobs advance one tick each time they are retrieved (GET
             checkpoint at the end of each epoch; then succeeded, with fine_tuned_model
             "ft:<model>:<suffix>:<short id>" and trained_tokens = rough tokens x epochs.
 
+It also serves the organisation cost report (GET /organization/costs), which takes the admin
+key (``admin_key``), never the API key: one bucket a UTC day from ``start_time`` up to
+``end_time``, each holding that day's ``daily_costs`` (dollars, a Decimal) as one cost result,
+in pages of ``limit`` buckets (at most ``max_cost_page_buckets``) joined by ``next_page``.
+
 Scenario controls: ``fail_next_requests`` (429 with Retry-After, 5xx, ...),
 ``stall_next_requests`` (longer than the client's timeout), ``drop_response_after_next_job_create``
 (the job is created but its id never reaches the client), ``fail_training_at_step``, and plain
@@ -31,6 +36,8 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
@@ -41,6 +48,7 @@ import pytest
 from fakes.http import FakeServer, InjectedFailure, JSONHandler, Reply
 
 DEFAULT_API_KEY = "sk-fake-test-key"
+DEFAULT_ADMIN_KEY = "sk-admin-fake-test-key"
 DEFAULT_MODELS = frozenset({"gpt-4o-mini-2024-07-18", "gpt-4.1-mini-2025-04-14"})
 ORGANIZATION_ID = "org-fake"
 # What "auto" resolves to here; OpenAI picks from the data, a fixed choice keeps tests exact.
@@ -49,6 +57,10 @@ AUTO_BATCH_SIZE = 1
 AUTO_LEARNING_RATE_MULTIPLIER = 2.0
 SECONDS_PER_STEP = 10  # only for estimated_finish
 DEFAULT_LIST_LIMIT = 20
+# OpenAI's cost report: 7 buckets a page unless asked, at most 180.
+DEFAULT_COST_BUCKETS = 7
+MAX_COST_BUCKETS = 180
+SECONDS_PER_DAY = 86_400
 METADATA_QUERY = re.compile(r"^metadata\[(?P<key>[^\]]*)\]$")
 # Multipart form fields by name: (file name or None, raw value).
 FormFields = dict[str, tuple[str | None, bytes]]
@@ -238,11 +250,13 @@ class FakeOpenAIServer(FakeServer):
         self,
         *,
         api_key: str = DEFAULT_API_KEY,
+        admin_key: str = DEFAULT_ADMIN_KEY,
         path_prefix: str = "/v1",
         models: frozenset[str] = DEFAULT_MODELS,
         steps_per_poll: int = 2,
     ) -> None:
         self.api_key = api_key
+        self.admin_key = admin_key
         self.path_prefix = path_prefix.rstrip("/")
         self.models = models
         self.steps_per_poll = steps_per_poll
@@ -250,6 +264,9 @@ class FakeOpenAIServer(FakeServer):
         self.filters_by_metadata = True
         self.keeps_metadata = True
         self.max_page_size = 100
+        self.max_cost_page_buckets = MAX_COST_BUCKETS
+        # What the organisation was billed each UTC day, in dollars (the cost report).
+        self.daily_costs: dict[date, Decimal] = {}
 
         self.files: dict[str, UploadedFile] = {}
         self.jobs: dict[str, FakeJob] = {}
@@ -318,6 +335,10 @@ class FakeOpenAIServer(FakeServer):
         return len(self.jobs)
 
     @property
+    def cost_report_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path == "/organization/costs"]
+
+    @property
     def job_create_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == "POST" and r.path == "/fine_tuning/jobs"]
 
@@ -332,7 +353,10 @@ class FakeOpenAIServer(FakeServer):
             self.requests.append(request)
             if self._failures:
                 return self._injected_failure_reply(self._failures.popleft())
-            if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            # The organisation's admin endpoints take its admin key; everything else the API key.
+            admin = request.path.startswith("/organization/")
+            key = self.admin_key if admin else self.api_key
+            if request.headers.get("authorization") != f"Bearer {key}":
                 raise _ApiError(
                     401,
                     "Incorrect API key provided. You can find your API key in your account.",
@@ -377,6 +401,8 @@ class FakeOpenAIServer(FakeServer):
                 return Reply(200, self._page(self._job(job_id).checkpoints[::-1], request.query))
             case "POST", ["fine_tuning", "jobs", job_id, "cancel"]:
                 return Reply(200, self._cancel(self._job(job_id)))
+            case "GET", ["organization", "costs"]:
+                return Reply(200, self._costs_page(request.query))
         raise _ApiError(404, f"Unknown request URL: {request.method} {request.path}.")
 
     def _new_id(self, prefix: str) -> str:
@@ -476,6 +502,53 @@ class FakeOpenAIServer(FakeServer):
         self, items_newest_first: list[dict[str, Any]], query: dict[str, list[str]]
     ) -> dict[str, Any]:
         return _cursor_page(items_newest_first, query, max_page_size=self.max_page_size)
+
+    def _costs_page(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        """One page of the day buckets from ``start_time`` (required) up to ``end_time`` (now
+        when absent); ``page`` is the cursor of the previous page's ``next_page``."""
+        start = _int_param(query, "start_time")
+        if start is None:
+            raise _ApiError(400, "start_time is required.", param="start_time")
+        end = _int_param(query, "end_time") or int(time.time())
+        if query.get("bucket_width", ["1d"])[-1] != "1d":
+            raise _ApiError(400, "Only 1d buckets are supported.", param="bucket_width")
+        limit = _int_param(query, "limit") or DEFAULT_COST_BUCKETS
+        if not 1 <= limit <= MAX_COST_BUCKETS:
+            raise _ApiError(400, "limit must be between 1 and 180.", param="limit")
+        first = start - start % SECONDS_PER_DAY  # buckets snap to the start of the UTC day
+        days = list(range(first, end, SECONDS_PER_DAY))
+        cursor = query.get("page", [""])[-1]
+        offset = int(cursor.removeprefix("page_")) if cursor.startswith("page_") else 0
+        size = min(limit, self.max_cost_page_buckets)
+        shown = days[offset : offset + size]
+        more = offset + size < len(days)
+        return {
+            "object": "page",
+            "data": [self._cost_bucket(moment) for moment in shown],
+            "has_more": more,
+            "next_page": f"page_{offset + size}" if more else None,
+        }
+
+    def _cost_bucket(self, start: int) -> dict[str, Any]:
+        amount = self.daily_costs.get(datetime.fromtimestamp(start, tz=UTC).date())
+        results = (
+            []
+            if amount is None
+            else [
+                {
+                    "object": "organization.costs.result",
+                    "amount": {"value": float(amount), "currency": "usd"},
+                    "line_item": None,
+                    "project_id": None,
+                }
+            ]
+        )
+        return {
+            "object": "bucket",
+            "start_time": start,
+            "end_time": start + SECONDS_PER_DAY,
+            "results": results,
+        }
 
     def _job(self, job_id: str) -> FakeJob:
         job = self.jobs.get(job_id)
@@ -613,6 +686,16 @@ class FakeOpenAIServer(FakeServer):
                 "data": data or {},
             }
         )
+
+
+def _int_param(query: dict[str, list[str]], name: str) -> int | None:
+    value = query.get(name, [""])[-1]
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise _ApiError(400, f"{name} must be an integer.", param=name)
 
 
 def _checked_metadata(metadata: object) -> dict[str, str] | None:

@@ -10,7 +10,8 @@ from typing import Literal
 
 # How charts.js writes the values of an axis in its ticks and tooltips: "percent" takes
 # fractions (0.25 is written 25 %), "scientific" suits learning rates (2.00e-4).
-ValueFormat = Literal["decimal", "percent", "scientific", "integer"]
+# "usd" writes dollars ("$1,234.50").
+ValueFormat = Literal["decimal", "percent", "scientific", "integer", "usd"]
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 Point = tuple[float | str, float]
 
@@ -62,6 +63,9 @@ class Chart:
     y: Axis
     series: list[Series]
     y2: Axis | None = None
+    # "bar" draws the series as bars stacked on each other (spend by kind per month: the
+    # stack is the month's total); "line" draws lines.
+    style: Literal["line", "bar"] = "line"
 
     @property
     def is_empty(self) -> bool:
@@ -74,6 +78,7 @@ class Chart:
             "x": self.x.as_json(),
             "y": self.y.as_json(),
             "y2": self.y2.as_json() if self.y2 else None,
+            "style": self.style,
             "series": [
                 {"name": s.name, "axis": s.axis, "points": [[x, y] for x, y in s.points]}
                 for s in self.series

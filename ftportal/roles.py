@@ -50,6 +50,12 @@ class Action(models.TextChoices):
     # one: a lead's call (issue 15 item 7); every member reads their results.
     MANAGE_EXPERIMENTS = "manage_experiments", "create, start, stop or conclude experiments"
     READ_EXPERIMENTS = "read_experiments", "read experiments and their results"
+    # What the project spent, on the managers' dashboard (issue 16): managers, leads and
+    # admins; reviewers label data and see no bills.
+    READ_COSTS = "read_costs", "read the project's costs"
+    # A project's monthly budget, its hard cap and its alerts (issue 16 item 5): a lead's call,
+    # as launching what spends is; managers read it ("change nothing").
+    SET_BUDGET = "set_budget", "set the monthly budget and acknowledge its alerts"
 
 
 _ALL = frozenset(Role)
@@ -76,6 +82,8 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.SEND_TRAFFIC_TO_REVIEW: frozenset({Role.REVIEWER, Role.ML_LEAD, Role.ADMIN}),
     Action.MANAGE_EXPERIMENTS: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.READ_EXPERIMENTS: _ALL,
+    Action.READ_COSTS: frozenset({Role.MANAGER, Role.ML_LEAD, Role.ADMIN}),
+    Action.SET_BUDGET: frozenset({Role.ML_LEAD, Role.ADMIN}),
 }
 
 
@@ -110,6 +118,8 @@ class RoleFlags:
     send_traffic_to_review: bool
     manage_experiments: bool
     read_experiments: bool
+    read_costs: bool
+    set_budget: bool
 
 
 def role_flags(role: str | None) -> RoleFlags:

@@ -26,6 +26,8 @@ from django.db import models
 from django.dispatch import Signal
 from django.utils import timezone
 
+from .errors import ConflictError
+
 # Amounts are kept to this many decimal places of a dollar (a token of a cheap model costs
 # well under a millionth of one).
 AMOUNT_PLACES = Decimal("0.00000001")
@@ -116,11 +118,13 @@ def token_spends(
     prices: tuple[Decimal | None, Decimal | None],
     price_source: str,
     model_version_id: int | None = None,
+    endpoint_id: int | None = None,
     occurred_at: datetime | None = None,
 ) -> list[Spend]:
     """The spends of ``tokens`` (input, output) at ``prices`` (dollars per million, input and
     output; None: unpriced on that side): one spend a side that used any, its event
-    ``event`` with ``:input`` or ``:output`` added."""
+    ``event`` with ``:input`` or ``:output`` added. ``endpoint_id``: the registered endpoint
+    whose provider bills them."""
     spends = []
     for side, count, price in zip(("input", "output"), tokens, prices, strict=True):
         if count == 0:
@@ -138,6 +142,7 @@ def token_spends(
                 event=f"{event}:{side}",
                 origin=f"{origin}, {side} tokens",
                 model_version_id=model_version_id,
+                endpoint_id=endpoint_id,
                 occurred_at=occurred_at or timezone.now(),
             )
         )
@@ -182,3 +187,40 @@ def spend_record(spend: Spend) -> None:
     if not spend_recorded.has_listeners():
         raise ImproperlyConfigured("No cost ledger receives spends: is 'costs' installed?")
     spend_recorded.send(sender=Spend, spend=spend)
+
+
+# --- refusing new spending ----------------------------------------------------------------------
+# A project whose budget has a hard cap and has reached it starts nothing new that spends:
+# the ledger's app (``costs``, above every spender) answers why through this hook, registered
+# when it loads; training, evaluation and the gateway ask it before they spend.
+
+SpendingRefusal = Callable[[int], str | None]
+_spending_refusal: SpendingRefusal | None = None
+
+
+def spending_refusal_register(refusal: SpendingRefusal) -> None:
+    """Called by the ledger's app (``costs``), which keeps the budgets, when it loads."""
+    global _spending_refusal
+    _spending_refusal = refusal
+
+
+def spending_refusal(project_id: int) -> str | None:
+    """Why the project may start nothing new that spends (its budget's hard cap, in words
+    that name the budget); None when it may. Without the ledger's app there are no budgets,
+    so nothing is refused."""
+    if _spending_refusal is None:
+        return None
+    return _spending_refusal(project_id)
+
+
+class SpendingRefused(ConflictError):
+    """New spending refused by the project's budget (409: the project's state, not the
+    request, is what stands in the way; it ends with the month or a raised budget)."""
+
+
+def new_spending_check(project_id: int) -> None:
+    """SpendingRefused with the budget's message when the project may not start new spending
+    (a training job, a hosted evaluation)."""
+    refusal = spending_refusal(project_id)
+    if refusal is not None:
+        raise SpendingRefused(refusal, extra={"reason": "budget_hard_cap"})

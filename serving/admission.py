@@ -11,7 +11,9 @@ project replaces, once committed (:func:`keys_changed`, from ``serving.apps`` an
 service; ``serving.generations``). So a revocation, an edited limit or a renamed project is
 seen at the next request in every gateway process, not after a cache's lifetime. Expiry is
 compared with the clock. The same round trip answers the plans' generation, under which the
-gateway keeps what model names serve (``serving.plans``).
+gateway keeps what model names serve (``serving.plans``), and whether the key's project is
+refused (``serving.refusals``: its budget's hard cap reached); :func:`admission_read` asks
+``ftportal.spending.spending_refusal`` for the latter, from the rows.
 
 Without Redis (the embedded default's file cache) or while it is unreachable nothing is kept
 and every request takes :func:`admission_read`, whose rate check fails open as before.
@@ -38,6 +40,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ftportal.hashed_secrets import last_used_due
+from ftportal.spending import spending_refusal
 
 from .generations import (
     KEYS,
@@ -49,6 +52,7 @@ from .generations import (
     redis_url,
 )
 from .models import ApplicationKey
+from .refusals import refusal_name
 from .services import (
     RateDecision,
     application_key_authenticate,
@@ -72,25 +76,30 @@ REDIS_TIMEOUT_SECONDS = 1.0
 
 # Counts the request only when the keys' generation is the expected one, atomically: a key
 # that changed is read again before it is counted, so no request is counted twice. Answers
-# the plans' generation too, in the same round trip (serving.plans keeps plans under it).
+# the plans' generation too, in the same round trip (serving.plans keeps plans under it), and
+# the project's refusal ('' for none: serving.refusals). A refused request is still counted:
+# the limit holds for every path of the key (feedback and events are not refused).
 _COUNT_IF_UNCHANGED = """
 local generation = redis.call('GET', KEYS[1]) or ''
 local plans = redis.call('GET', KEYS[3]) or ''
-if generation ~= ARGV[1] then return {-1, generation, plans} end
+local refused = redis.call('GET', KEYS[4]) or ''
+if generation ~= ARGV[1] then return {-1, generation, plans, refused} end
 local count = redis.call('INCR', KEYS[2])
 if count == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
-return {count, generation, plans}
+return {count, generation, plans, refused}
 """
 
 
 @dataclass(frozen=True)
 class Admission:
-    """A request's key (with its project) and its rate decision, and the plans' generation
-    token seen while admitting it (``serving.generations``; None without Redis)."""
+    """A request's key (with its project) and its rate decision, the plans' generation
+    token seen while admitting it (``serving.generations``; None without Redis), and why the
+    project's chat requests are refused (its budget's hard cap; None: they are served)."""
 
     key: ApplicationKey
     rate: RateDecision
     plans_generation: str | None = None
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +143,9 @@ def admission_read(authorization: str | None) -> Admission:
             generation, plans_generation = generations_read(url, KEYS, PLANS)
     key = application_key_authenticate(raw_key)
     rate = application_key_rate_check(key)
+    # From the rows, as the key was (the budget's hook); a kept key then reads the copy in
+    # Redis with its count, which the hook keeps in step.
+    refusal = spending_refusal(key.project_id)
     if generation is not None and raw_key and rate.counted:
         with _kept_lock:
             if len(_kept) >= MAX_KEPT_KEYS:
@@ -141,7 +153,7 @@ def admission_read(authorization: str | None) -> Admission:
             _kept[_digest(raw_key)] = _KeptKey(
                 key=key, generation=generation, kept_until=time.monotonic() + KEPT_KEY_SECONDS
             )
-    return Admission(key=key, rate=rate, plans_generation=plans_generation)
+    return Admission(key=key, rate=rate, plans_generation=plans_generation, refusal=refusal)
 
 
 async def admission_kept(authorization: str | None) -> Admission | None:
@@ -165,9 +177,10 @@ async def admission_kept(authorization: str | None) -> Admission | None:
     moment = time.time()
     window = rate_window(moment)
     try:
-        count, plans_generation = await _count_if_unchanged(
+        count, plans_generation, refusal = await _count_if_unchanged(
             url,
             counter=cache_key(window.counter(key.pk)),
+            refused=refusal_name(key.project_id),
             expected=kept.generation,
             ttl_seconds=window.ttl_seconds,
         )
@@ -184,6 +197,7 @@ async def admission_kept(authorization: str | None) -> Admission | None:
         key=key,
         rate=rate_decision(key, count=count, window=window),
         plans_generation=plans_generation,
+        refusal=refusal,
     )
 
 
@@ -207,19 +221,20 @@ def _count_script(url: str) -> AsyncScript:
 
 
 async def _count_if_unchanged(
-    url: str, *, counter: str, expected: str, ttl_seconds: int
-) -> tuple[int, str]:
+    url: str, *, counter: str, refused: str, expected: str, ttl_seconds: int
+) -> tuple[int, str, str | None]:
     """(the key's count this window, or -1 when the keys' generation is no longer
-    ``expected``; the plans' generation)."""
+    ``expected``; the plans' generation; the project's refusal under ``refused``, or None)."""
     # Bounded here, once, rather than by the client's socket timeout: redis-py wraps every
     # write in asyncio.wait_for when it has one, a task a command (a seventh of the gateway's
     # CPU time in bench/gateway.py). A Redis that does not answer in time admits nothing
     # here; the request is then admitted from Postgres, its count failing open.
     async with asyncio.timeout(REDIS_TIMEOUT_SECONDS):
-        count, _, plans_generation = await _count_script(url)(
-            keys=[cache_key(KEYS), counter, cache_key(PLANS)], args=[expected, ttl_seconds]
+        count, _, plans_generation, refusal = await _count_script(url)(
+            keys=[cache_key(KEYS), counter, cache_key(PLANS), refused],
+            args=[expected, ttl_seconds],
         )
-    return int(count), generation_text(plans_generation)
+    return int(count), generation_text(plans_generation), generation_text(refusal) or None
 
 
 def _touch_in_background(key_id: int, now: datetime) -> None:

@@ -7,15 +7,16 @@ moment (``serving.model_names``), plainly or streamed as server-sent events. The
 ``api_key``.
 
 Each request, in order: the key (401 without a valid one, before anything else is read), its
-rate limit (429 with Retry-After), the body (400 naming the field), the model name (404 unknown,
-403 another project's; through an alias with a running experiment, the caller's arm:
-``serving.experiments``), then the backend (502 when it refuses, 503 when it is unreachable or
-overloaded). A name that goes through an alias with a fallback route is answered by the route's
-target when the version fails, outlives the route's timeout or has its circuit open
-(``_answer``, ``serving.fallbacks``, ``serving.breaker``); the answer's ``model`` names what
-answered, and only when both fail is the request an error. Errors answer in OpenAI's shape,
-``{"error": {"message", "type", "param", "code"}}``. Only an application key authenticates
-here: no session, no CSRF token.
+rate limit (429 with Retry-After), its project's budget (429 ``insufficient_quota`` naming the
+budget once its hard cap is reached: ``serving.refusals``), the body (400 naming the field),
+the model name (404 unknown, 403 another project's; through an alias with a running
+experiment, the caller's arm: ``serving.experiments``), then the backend (502 when it refuses,
+503 when it is unreachable or overloaded). A name that goes through an alias with a fallback
+route is answered by the route's target when the version fails, outlives the route's timeout
+or has its circuit open (``_answer``, ``serving.fallbacks``, ``serving.breaker``); the
+answer's ``model`` names what answered, and only when both fail is the request an error.
+Errors answer in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``. Only an
+application key authenticates here: no session, no CSRF token.
 
 Under an ASGI server (``uvicorn config.asgi:application``); the chat path is a plain ASGI
 application (:func:`chat_completions`). Database reads and blocking generation run in the
@@ -169,6 +170,8 @@ class Caller:
     rate: RateDecision
     # The plans' generation token seen while admitting the request (serving.plans).
     plans_generation: str | None = None
+    # Why the project's chat requests are refused (its budget's hard cap); None: served.
+    refusal: str | None = None
 
 
 def _caller_of(admission: Admission) -> Caller:
@@ -184,7 +187,28 @@ def _caller_of(admission: Admission) -> Caller:
             headers=rate.headers(),
         )
     return Caller(
-        key=key, project=key.project, rate=rate, plans_generation=admission.plans_generation
+        key=key,
+        project=key.project,
+        rate=rate,
+        plans_generation=admission.plans_generation,
+        refusal=admission.refusal,
+    )
+
+
+def _chat_allowed(caller: Caller) -> None:
+    """GatewayError 429 in the shape OpenAI answers an exhausted quota with, naming the budget,
+    when the caller's project may spend nothing more (``serving.refusals``). Only the chat path
+    spends: the model list, feedback and events are still answered."""
+    if caller.refusal is None:
+        return
+    raise GatewayError(
+        429,
+        caller.refusal,
+        type="insufficient_quota",
+        code="insufficient_quota",
+        # Trying again changes nothing until a lead raises the budget or the month ends; the
+        # openai client obeys this header instead of retrying a 429.
+        headers={"x-should-retry": "false"},
     )
 
 
@@ -937,8 +961,9 @@ async def _chat_completion(scope: Scope, receive: Receive, send: Send) -> None:
     request_id = new_request_id()  # the answer's id, the log row's, and what feedback names
     try:
         raw = await _body(receive)
-        # Refused keys and rate limits: nothing served, nothing logged.
+        # Refused keys, rate limits and budgets: nothing served, nothing logged.
         caller = await caller_admitted(_header(scope, b"authorization"))
+        _chat_allowed(caller)
     except GatewayError as error:
         await _send_error(send, error)
         return

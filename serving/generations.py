@@ -46,7 +46,8 @@ def cache_key(name: str) -> str:
 _sync_clients: dict[str, redis.Redis] = {}
 
 
-def _sync_client(url: str) -> redis.Redis:
+def redis_client(url: str) -> redis.Redis:
+    """This process's client of the Redis at ``url`` (one connection pool per URL)."""
     client = _sync_clients.get(url)
     if client is None:
         client = _sync_clients[url] = redis.Redis.from_url(url)
@@ -61,7 +62,7 @@ def generation_text(value: object) -> str:
 def generations_read(url: str, *names: str) -> tuple[str, ...]:
     """The tokens of ``names`` now ("" for one never set), in one round trip. Raises what
     redis-py raises when Redis cannot be asked."""
-    values = _sync_client(url).mget([cache_key(name) for name in names])
+    values = redis_client(url).mget([cache_key(name) for name in names])
     return tuple(generation_text(value) for value in values)
 
 
@@ -74,7 +75,7 @@ def generation_replace(name: str, *, what: str) -> None:
     if url is None:
         return
     try:
-        _sync_client(url).set(cache_key(name), secrets.token_hex(8))
+        redis_client(url).set(cache_key(name), secrets.token_hex(8))
     except (RedisError, OSError) as failure:
         # The other processes keep what they have until their own bound: said, not hidden.
         logger.error("%s changed but Redis could not say so: %s", what, failure)

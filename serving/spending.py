@@ -12,6 +12,7 @@ machine time, not tokens; its rows keep no cost and no token spend is written fo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -30,22 +31,32 @@ from registry.models import ModelVersion
 Row = dict[str, Any]
 
 
-def _billed_models(rows: Sequence[Row]) -> dict[tuple[str, int], str]:
-    """The provider's model id each served version or base model is billed under; absent for
-    what answers on our own hardware."""
+@dataclass(frozen=True)
+class Billed:
+    """What a provider bills a served version or base model under: its model id, and the
+    registered endpoint the gateway calls it through (the base model's: ``serving.backends``),
+    for reconciling with that provider's own cost report."""
+
+    model: str
+    endpoint_id: int | None
+
+
+def _billed_models(rows: Sequence[Row]) -> dict[tuple[str, int], Billed]:
+    """How each served version or base model is billed; absent for what answers on our own
+    hardware."""
     version_ids = {row["served_version_id"] for row in rows if row["served_version_id"]}
     base_ids = {row["served_base_model_id"] for row in rows if row["served_base_model_id"]}
-    billed: dict[tuple[str, int], str] = {}
-    for pk, fine_tuned in ModelVersion.objects.filter(pk__in=version_ids).values_list(
-        "pk", "fine_tuned_model"
+    billed: dict[tuple[str, int], Billed] = {}
+    for pk, fine_tuned, endpoint_id in ModelVersion.objects.filter(pk__in=version_ids).values_list(
+        "pk", "fine_tuned_model", "base_model__endpoint_id"
     ):
         if fine_tuned:
-            billed[("version", pk)] = fine_tuned
-    for pk, key, provider in BaseModel.objects.filter(pk__in=base_ids).values_list(
-        "pk", "key", "provider"
+            billed[("version", pk)] = Billed(fine_tuned, endpoint_id)
+    for pk, key, provider, endpoint_id in BaseModel.objects.filter(pk__in=base_ids).values_list(
+        "pk", "key", "provider", "endpoint_id"
     ):
         if provider != Provider.LOCAL:
-            billed[("base", pk)] = key
+            billed[("base", pk)] = Billed(key, endpoint_id)
     return billed
 
 
@@ -81,9 +92,10 @@ def serving_rows_priced(rows: Sequence[Row]) -> None:
     for row in answered:
         served = _served(row)
         assert served is not None
-        model = billed_models.get(served)
-        if model is None:
+        billed = billed_models.get(served)
+        if billed is None:
             continue  # our own hardware: machine time, not tokens
+        model = billed.model
         if model not in prices:
             prices[model] = token_price(model, moment)
         price = prices[model]
@@ -93,19 +105,20 @@ def serving_rows_priced(rows: Sequence[Row]) -> None:
         groups.setdefault((row["project_id"], served), []).append(row)
     batch = answered[0]["request_id"]
     for (project_id, served), group in groups.items():
-        model = billed_models[served]
-        _group_spends_record(project_id, served, group, model, prices[model], batch)
+        billed = billed_models[served]
+        _group_spends_record(project_id, served, group, billed, prices[billed.model], batch)
 
 
 def _group_spends_record(
     project_id: int,
     served: tuple[str, int],
     group: list[Row],
-    model: str,
+    billed: Billed,
     price: TokenPrice | None,
     batch: str,
 ) -> None:
     kind, pk = served
+    model = billed.model
     tokens = (
         sum(row["prompt_tokens"] for row in group),
         sum(row["completion_tokens"] or 0 for row in group),
@@ -124,6 +137,7 @@ def _group_spends_record(
         prices=prices,
         price_source=price.source if price is not None else f"no price for {model}",
         model_version_id=pk if kind == "version" else None,
+        endpoint_id=billed.endpoint_id,
         occurred_at=max(row["created_at"] for row in group),
     )
     for spend in spends:

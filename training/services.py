@@ -20,6 +20,7 @@ from datasets.quality.stats import tokens_per_epoch_text
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.idempotency import Once, once_per_key, request_fingerprint
 from ftportal.models import Project
+from ftportal.spending import new_spending_check
 from ftportal.state import state_change
 
 from .estimates import LaunchEstimate, end_of_life_problem, launch_estimate
@@ -142,6 +143,9 @@ def training_job_create(
         raise ApplicationError(
             f"{dataset_version} has no training examples.", extra={"field": "dataset_version"}
         )
+    # Last: a mistake in the request is said first; a budget's hard cap (409) is not the
+    # request's fault and ends with the month or a raised budget.
+    new_spending_check(project.pk)
     job = TrainingJob.objects.create(
         project=project,
         dataset_version=dataset_version,

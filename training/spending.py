@@ -34,7 +34,8 @@ def local_attempt_spend_record(job: TrainingJob, *, attempt: int, seconds: float
 
 def hosted_spend_record(job: TrainingJob, *, trained_tokens: int) -> None:
     """The trained tokens of a hosted job that succeeded, at its base model's training price
-    in the catalog (unpriced when it has none)."""
+    in the catalog (unpriced when it has none), billed by the base model's endpoint (where the
+    job was submitted: ``catalog.adapters.hosted_fine_tuner_for``)."""
     base_model = job.base_model
     spend_record(
         Spend(
@@ -50,5 +51,6 @@ def hosted_spend_record(job: TrainingJob, *, trained_tokens: int) -> None:
             event=f"training_job:{job.pk}:hosted",
             origin=f"Training job {job.pk} ({job.model_name}) at {job.provider}",
             training_job_id=job.pk,
+            endpoint_id=base_model.endpoint_id,
         )
     )

@@ -19,6 +19,9 @@
     scientific: function (value) { return value === 0 ? "0" : value.toExponential(2); },
     // Fractions, written as the rest of the product writes them ("25.0 %").
     percent: function (value) { return (value * 100).toFixed(1) + " %"; },
+    usd: function (value) {
+      return formatNumber(value, { style: "currency", currency: "USD", maximumFractionDigits: 4 });
+    },
   };
   // Ticks are read at a glance: fewer digits than tooltips.
   var TICK_FORMATS = {
@@ -26,6 +29,7 @@
     integer: FORMATS.integer,
     scientific: function (value) { return value === 0 ? "0" : value.toExponential(1); },
     percent: function (value) { return Math.round(value * 100) + " %"; },
+    usd: function (value) { return formatNumber(value, { style: "currency", currency: "USD" }); },
   };
 
   function formatNumber(value, options) {
@@ -53,13 +57,16 @@
       x: scale(spec.x, spec.x.labels.length ? null : TICK_FORMATS[spec.x.format]),
       y: scale(spec.y, TICK_FORMATS[spec.y.format]),
     };
+    // Bars are stacked: a month's bar is its total, each kind a part of it.
+    var bars = spec.style === "bar";
+    if (bars) { scales.x.stacked = true; scales.y.stacked = true; }
     if (spec.y2) {
       scales.y2 = scale(spec.y2, TICK_FORMATS[spec.y2.format]);
       scales.y2.position = "right";
       scales.y2.grid = { drawOnChartArea: false };  // one grid, the left axis's
     }
     return {
-      type: "line",
+      type: bars ? "bar" : "line",
       data: {
         datasets: spec.series.map(function (series, index) {
           var colour = COLOURS[index % COLOURS.length];

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from catalog.models import BaseModel
+from costs.budgets import month_of
+from costs.models import BudgetAlert
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ReviewAction
 from datasets.services import dataset_version_freeze, example_review
 from evaluation.models import EvalResult, EvalRun
@@ -248,3 +252,14 @@ def world_fallback_route(world: World) -> FallbackRoute:
         user=world.owner,
         wanted=RouteSettings(fallback_version=target, fallback_base_model=None),
     )
+
+
+def world_budget_alert(world: World) -> BudgetAlert:
+    """A budget alert of the project (80 % of $10 this month), made when first asked for."""
+    alert, _ = BudgetAlert.objects.get_or_create(
+        project=world.project,
+        month=month_of(timezone.now()),
+        threshold_percent=80,
+        defaults={"spent_usd": Decimal("8.00"), "budget_usd": Decimal("10.00")},
+    )
+    return alert

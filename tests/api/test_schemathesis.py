@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 from datasets.models import ImportBatch
 from serving.services import ArmSpec, application_key_create, experiment_create
 
-from .builders import World, token_client, world_fallback_route
+from .builders import World, token_client, world_budget_alert, world_fallback_route
 
 pytestmark = pytest.mark.django_db
 
@@ -98,6 +98,9 @@ def path_ids(world: World, path: str) -> dict[str, Any]:
     if "{route_id}" in path:
         # The production alias's fallback route (to the first version), made when first named.
         ids["route_id"] = world_fallback_route(world).pk
+    if "{alert_id}" in path:
+        # A budget alert of the project (80 % of $10 this month), made when first named.
+        ids["alert_id"] = world_budget_alert(world).pk
     return {name: value for name, value in ids.items() if "{" + name + "}" in path}
 
 

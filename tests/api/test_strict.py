@@ -20,7 +20,7 @@ from datasets.models import AnalysisRun, Example, ExampleStatus
 from ftportal.roles import Role
 from serving.services import ArmSpec, application_key_create, experiment_create
 
-from .builders import World, token_client, world_fallback_route
+from .builders import World, token_client, world_budget_alert, world_fallback_route
 from .test_roles import db_state
 
 pytestmark = pytest.mark.django_db
@@ -86,6 +86,7 @@ def ids(world: World, make_member: Callable[..., User]) -> dict[str, int]:
             ],
         ).pk,
         "fallback-routes/route_id": world_fallback_route(world).pk,
+        "alerts/alert_id": world_budget_alert(world).pk,
     }
 
 

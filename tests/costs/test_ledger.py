@@ -167,6 +167,8 @@ def test_each_local_attempt_is_its_worker_time_at_the_hosts_hourly_rate(
     assert all(
         row.price_source.startswith("FTPORTAL_LOCAL_USD_PER_HOUR on worker ") for row in rows
     )
+    # Our own hardware: no provider bills it, so there is nothing to reconcile it with.
+    assert all(row.endpoint_id is None for row in rows)
 
 
 def test_a_hosted_job_that_succeeds_writes_its_trained_tokens_at_the_catalog_price(
@@ -184,3 +186,7 @@ def test_a_hosted_job_that_succeeds_writes_its_trained_tokens_at_the_catalog_pri
     assert entry.price == Decimal("3.00") and entry.price_per == TOKENS_PER_PRICE
     assert entry.amount == Decimal(hosted.trained_tokens) * 3 / 10**6
     assert entry.project_id == hosted.project_id
+    # Billed by the endpoint the job was submitted to: its base model's, the fake API's.
+    assert entry.endpoint is not None
+    assert entry.endpoint == hosted.base_model.endpoint
+    assert entry.endpoint.url == fake_openai.base_url

@@ -10,10 +10,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.db.models import Sum
 
-from catalog.models import BaseModel
+from catalog.models import BaseModel, EndpointKind, Provider
 from costs.models import LedgerEntry
-from evaluation.models import CandidateKind, EvalResult, EvalStatus, JudgeVerdict
+from evaluation.models import Candidate, CandidateKind, EvalResult, EvalStatus, JudgeVerdict
 from evaluation.services import CandidateSpec
+from evaluation.spending import billing_endpoint_id
 from fakes.chat_servers import (
     FakeAnthropicServer,
     FakeOpenAIChatServer,
@@ -31,6 +32,7 @@ from tests.evaluation.test_runs import (
     openai_spec,
     run_of,
 )
+from tests.factories import fake_endpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -87,6 +89,16 @@ def test_hosted_answers_and_a_hosted_judge_are_spent_at_the_runs_prices(
     )
     assert ledger_total(kind=SpendKind.JUDGING) == Decimal(finished.report["judge_cost_usd"])
 
+    # Each spend names the endpoint that bills it: the candidates' OpenAI-compatible endpoint,
+    # the judge's Anthropic one.
+    [candidate_endpoint] = {candidate.endpoint for candidate in run.candidates.all()}
+    assert candidate_endpoint is not None and run.judge_endpoint is not None
+    assert candidate_endpoint.url == fake_openai_chat.base_url
+    assert set(evaluation.values_list("endpoint", flat=True)) == {candidate_endpoint.pk}
+    judging = LedgerEntry.objects.filter(kind=SpendKind.JUDGING)
+    assert judging.exists()
+    assert set(judging.values_list("endpoint", flat=True)) == {run.judge_endpoint.pk}
+
 
 def test_a_hosted_candidate_without_prices_is_recorded_unpriced_not_free(
     project: Project, lead: User, fake_openai_chat: FakeOpenAIChatServer
@@ -125,7 +137,29 @@ def test_a_local_candidate_is_spent_as_worker_time_at_the_hourly_rate(
         )
     )
     assert abs(spent_seconds - answered_seconds) < Decimal("0.00001") * len(rows)
+    # This worker's own time: no provider bills it.
+    assert all(row.endpoint_id is None for row in rows)
     # $0.36 an hour is $0.0001 a second.
     for row in rows:
         assert row.price == Decimal("0.36")
         assert row.amount == (row.quantity / 10_000).quantize(Decimal("0.00000001"))
+
+
+def test_a_hosted_base_model_or_its_fine_tune_is_billed_by_the_base_models_endpoint(
+    base_model: BaseModel, fake_openai_chat: FakeOpenAIChatServer
+) -> None:
+    endpoint = fake_endpoint(
+        fake_openai_chat.base_url, secret_env="OPENAI_API_KEY", kind=EndpointKind.OPENAI
+    )
+    hosted = BaseModel.objects.create(
+        key="ft-test-hosted-base",
+        display_name="GPT-4.1 mini",
+        provider=Provider.OPENAI,
+        endpoint=endpoint,
+    )
+    # As evaluation.runner.chat_for calls them: at the base model's endpoint, or on this worker.
+    for kind in (CandidateKind.BASE, CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT):
+        assert billing_endpoint_id(Candidate(kind=kind, base_model=hosted)) == endpoint.pk
+        assert billing_endpoint_id(Candidate(kind=kind, base_model=base_model)) is None
+    named = Candidate(kind=CandidateKind.OPENAI_COMPATIBLE, endpoint=endpoint, base_model=None)
+    assert billing_endpoint_id(named) == endpoint.pk

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.db.models import Sum
 from django.utils import timezone
 
-from catalog.models import BaseModel, Provider
+from catalog.models import BaseModel, EndpointKind, Provider
 from costs.models import LedgerEntry, Price, PriceOrigin
 from ftportal.models import Project
 from ftportal.spending import SpendKind
@@ -21,7 +21,7 @@ from registry.models import ModelVersion
 from registry.services import model_version_register
 from serving.models import RequestLog
 from serving.request_log import RequestLogEntry, request_logs_write
-from tests.factories import frozen_version
+from tests.factories import fake_endpoint, frozen_version
 from training.models import JobStatus, TrainingJob
 
 pytestmark = pytest.mark.django_db
@@ -30,9 +30,18 @@ HOSTED_BASE = "gpt-4o-mini-2024-07-18"
 
 @pytest.fixture
 def hosted_base(db: None) -> BaseModel:
+    # Its endpoint is never called here: the rows are written as the gateway would have.
+    endpoint = fake_endpoint(
+        "http://127.0.0.1:9/v1", secret_env="OPENAI_API_KEY", kind=EndpointKind.OPENAI
+    )
     base, _ = BaseModel.objects.update_or_create(
         key=HOSTED_BASE,
-        defaults={"display_name": "GPT-4o mini", "provider": Provider.OPENAI, "is_active": True},
+        defaults={
+            "display_name": "GPT-4o mini",
+            "provider": Provider.OPENAI,
+            "is_active": True,
+            "endpoint": endpoint,
+        },
     )
     return base
 
@@ -116,6 +125,9 @@ def test_a_hosted_fine_tune_is_priced_per_row_and_spent_per_batch(
     assert (taken.quantity, taken.amount) == (60, Decimal("0.000072"))  # 60 x 1.20 / 1M
     assert given.model_version == version
     assert spends.aggregate(total=Sum("amount"))["total"] == Decimal("0.000252")  # the rows' sum
+    # Billed by the endpoint the gateway calls the fine-tune through: its base model's.
+    assert hosted_base.endpoint is not None
+    assert {spend.endpoint for spend in spends} == {hosted_base.endpoint}
 
 
 def test_a_fallback_to_a_hosted_base_model_is_priced_at_that_models_price(
@@ -127,6 +139,10 @@ def test_a_fallback_to_a_hosted_base_model_is_priced_at_that_models_price(
     # 1000 x 0.15 + 100 x 0.60 = 210 per million: $0.00021.
     assert RequestLog.objects.get(request_id=entry.request_id).cost == Decimal("0.00021")
     assert LedgerEntry.objects.filter(kind=SpendKind.SERVING).count() == 2
+    assert hosted_base.endpoint is not None
+    assert {spend.endpoint for spend in LedgerEntry.objects.filter(kind=SpendKind.SERVING)} == {
+        hosted_base.endpoint
+    }
 
 
 def test_a_model_without_a_price_is_unpriced_and_a_local_version_spends_no_tokens(
@@ -146,6 +162,9 @@ def test_a_model_without_a_price_is_unpriced_and_a_local_version_spends_no_token
     assert spends.count() == 2 and all(spend.amount is None for spend in spends)
     assert all(spend.model_version == hosted for spend in spends)
     assert all("no price" in spend.price_source for spend in spends)
+    # Unpriced, the spends still name the endpoint that bills them (reconciliation counts them).
+    assert hosted_base.endpoint is not None
+    assert all(spend.endpoint == hosted_base.endpoint for spend in spends)
 
 
 def test_a_later_price_does_not_reprice_what_was_written(
