@@ -263,3 +263,29 @@ class ReconciliationDay(models.Model):
     @property
     def difference_usd(self) -> Decimal:
         return self.provider_usd - self.ledger_usd
+
+
+class UnpricedAlert(models.Model):
+    """A spend recorded without a price, alerted once a month per project and missing price
+    (``costs.unpriced_alerts``): shown on the dashboard and e-mailed to those who read the
+    project's costs, so that a gap in the price table is fixed rather than read as free.
+    ``subject`` is what lacked a price, as the spend's price source says it."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField(help_text="The first day of the month it is about.")
+    subject = models.CharField(max_length=300)
+    kind = models.CharField(max_length=20, choices=SpendKind.choices)
+    first_event = models.CharField(max_length=200)
+    fired_at = models.DateTimeField(auto_now_add=True)
+    notified = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "month", "subject"], name="unpriced_alert_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project}: unpriced {self.kind} in {self.month:%Y-%m} ({self.subject})"

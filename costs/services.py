@@ -12,14 +12,15 @@ from django.db import connection
 from ftportal.spending import Spend, SpendUnit
 
 from .models import LedgerDay, LedgerEntry
+from .unpriced_alerts import unpriced_alert_on_commit
 
 logger = logging.getLogger(__name__)
 
 
 def ledger_entry_record(*, spend: Spend) -> LedgerEntry:
     """The ledger row of ``spend``, written once: a spend reported again under the same event
-    (a retried task) returns the row already written. An unpriced spend is logged as such, so
-    that it is seen, not summed as zero."""
+    (a retried task) returns the row already written. An unpriced spend is logged and alerted
+    (``costs.unpriced_alerts``), so that it is seen, not summed as zero."""
     entry, created = LedgerEntry.objects.get_or_create(
         event=spend.event,
         defaults={
@@ -42,6 +43,7 @@ def ledger_entry_record(*, spend: Spend) -> LedgerEntry:
         return entry
     _ledger_day_add(entry)
     if entry.amount is None:
+        unpriced_alert_on_commit(entry)
         logger.warning(
             "Unpriced spend in project %s: %s %s of %s (%s).",
             spend.project_id,

@@ -32,9 +32,12 @@ from .selectors import (
     cost_projects,
     ledger_entries,
 )
+from .unpriced_alerts import unpriced_alerts_of
 
 # The flagged reconciliation days the dashboard warns of: the last month's.
 RECONCILIATION_WINDOW_DAYS = 30
+# The unpriced spends' alerts listed (the newest): each names a price to set.
+UNPRICED_ALERTS_SHOWN = 20
 # The default view: this month and the eleven before it.
 DEFAULT_MONTHS = 12
 # Years a filter may span: beyond it a typo (0026 for 2026) would ask for centuries of rows.
@@ -183,6 +186,9 @@ def costs_dashboard(request: AppRequest) -> HttpResponse:
             (trend, trend_chart(trend, index)) for index, trend in enumerate(dashboard.trends)
         ],
         "query": request.GET.urlencode(),
+        "unpriced_alerts": unpriced_alerts_of(chosen.project_ids, since=chosen.start)[
+            :UNPRICED_ALERTS_SHOWN
+        ],
         "reconciliation_readable": reconciliation_readable(request.user),
         "reconciliation_window_days": RECONCILIATION_WINDOW_DAYS,
         "flagged_days": reconciliation_flags(
