@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,6 +40,7 @@ from ..models import (
     Split,
 )
 from ..services import assistant_answer, example_transition
+from ..spending import analysis_spend_record
 from .findings import EXACT_DUPLICATE
 from .report import AnalysisResult, analyze_conversations
 from .stats import TOKENS_PER_EPOCH_MEANS, epoch_totals, readiness_band
@@ -180,6 +182,8 @@ def analysis_run_execute(*, run_id: int) -> AnalysisRun:
     if claimed is None:
         return AnalysisRun.objects.get(pk=run_id)
     run = claimed
+    # This worker's time from here on is the analysis's data preparation spend.
+    started = time.monotonic()
     try:
         base_model = base_model_by_key(run.base_model_key)
         if base_model is None:
@@ -197,10 +201,10 @@ def analysis_run_execute(*, run_id: int) -> AnalysisRun:
         )
         result.stats["fingerprint"] = examples_fingerprint(rows)
     except (ApplicationError, TokenizerUnavailable) as error:
-        return _fail(run_id, str(getattr(error, "message", error)))
+        return _fail(run_id, str(getattr(error, "message", error)), started=started)
     except Exception as error:
         logger.exception("analysis run %s failed", run_id)
-        return _fail(run_id, f"{type(error).__name__}: {error}")
+        return _fail(run_id, f"{type(error).__name__}: {error}", started=started)
     ids = [pk for pk, _, _, _ in rows]
     with transaction.atomic():
         run = AnalysisRun.objects.select_for_update().get(pk=run_id)
@@ -223,6 +227,7 @@ def analysis_run_execute(*, run_id: int) -> AnalysisRun:
         analysis_run_transition(
             run, AnalysisStatus.SUCCEEDED, stats=result.stats, finished_at=timezone.now()
         )
+        analysis_spend_record(run, seconds=time.monotonic() - started)
     return run
 
 
@@ -242,7 +247,7 @@ def _claim(run_id: int) -> AnalysisRun | None:
     return run
 
 
-def _fail(run_id: int, message: str) -> AnalysisRun:
+def _fail(run_id: int, message: str, *, started: float) -> AnalysisRun:
     with transaction.atomic():
         run = AnalysisRun.objects.select_for_update().get(pk=run_id)
         if run.status != AnalysisStatus.RUNNING:
@@ -252,6 +257,7 @@ def _fail(run_id: int, message: str) -> AnalysisRun:
         analysis_run_transition(
             run, AnalysisStatus.FAILED, failure_message=message, finished_at=timezone.now()
         )
+        analysis_spend_record(run, seconds=time.monotonic() - started)
     return run
 
 
