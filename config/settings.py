@@ -492,3 +492,11 @@ CELERY_BEAT_SCHEDULE["reconcile-provider-costs"] = {
     "task": "costs.tasks.provider_costs_reconcile_daily",
     "schedule": 24 * 3600.0,
 }
+# The local model server's machine time (costs.local_serving), read from its /metrics at
+# FTPORTAL_GATEWAY_LOCAL_SERVER_URL: what each version's adapter decoded since the last reading
+# becomes a serving spend. A server restarted between readings loses what it decoded since the
+# last one, so readings are frequent.
+CELERY_BEAT_SCHEDULE["record-local-serving-time"] = {
+    "task": "costs.tasks.local_serving_time_record_task",
+    "schedule": 300.0,
+}

@@ -287,8 +287,9 @@ class ProductionModel:
 
     @property
     def on_own_hardware(self) -> bool:
-        """Served by the local model server or a vLLM host: its machine time is not yet a
-        ledger spend, so its serving cost reads $0 and its savings are an upper bound."""
+        """Served by the local model server or a vLLM host: its serving cost is the model
+        server's decoding time (``costs.local_serving``); idle time and a vLLM host's time
+        are not metered, so its savings may read high."""
         return not self.version.fine_tuned_model
 
     @property

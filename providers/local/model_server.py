@@ -11,7 +11,9 @@ API the product already speaks (``providers.vllm``):
                                    the answer as server-sent events once it is decoded:
                                    a batch decodes its rows together, so no piece is
                                    ready before the whole)
-    GET  /metrics                  requests, batches and their sizes, as JSON
+    GET  /metrics                  requests, batches and their sizes, and the seconds spent
+                                   decoding for each model since the server started (with
+                                   the server's instance id, host and hourly rate), as JSON
 
 So the gateway reaches it through the same client as a GPU host's vLLM server, over HTTP, and
 the heavy model lives in its own process rather than in every ASGI worker of the gateway.
@@ -39,10 +41,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import os
+import socket
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -285,6 +289,11 @@ class BatchingScheduler:
         self._requests = 0
         self._failed_batches = 0
         self._decoding = 0  # requests in the batch being decoded now
+        # Seconds the decoding thread worked for each model (failed batches too): the machine
+        # time the ledger prices (costs.local_serving), told apart across restarts by
+        # ``instance``, since the counts start again from zero.
+        self._busy_seconds: defaultdict[str, float] = defaultdict(float)
+        self.instance = uuid.uuid4().hex
         self._thread = threading.Thread(target=self._run, name="model-server-decode", daemon=True)
         self._thread.start()
 
@@ -321,6 +330,14 @@ class BatchingScheduler:
                 "max_batch": self.max_batch,
                 "adapters_registered": len(self.models.adapters()),
                 "adapters_loaded": self.models.loaded_count(),
+                "instance": self.instance,
+                "host": socket.gethostname(),
+                # What an hour of this host costs, where its operator set it (else the
+                # reader's own rate applies).
+                "usd_per_hour": os.environ.get("FTPORTAL_LOCAL_USD_PER_HOUR") or None,
+                "busy_seconds": {
+                    name: round(seconds, 6) for name, seconds in sorted(self._busy_seconds.items())
+                },
             }
 
     def close(self) -> None:
@@ -374,6 +391,7 @@ class BatchingScheduler:
             if taken is None:
                 return
             (model, max_new_tokens), batch = taken
+            started = time.monotonic()
             try:
                 chat = self.models.chat_for(model)
                 generations = chat.generate_batch(
@@ -387,10 +405,12 @@ class BatchingScheduler:
                 with self._ready:
                     self._failed_batches += 1
                     self._decoding = 0
+                    self._busy_seconds[model] += time.monotonic() - started
                 for pending in batch:
                     pending.answer.set_exception(error)
                 continue
             with self._ready:
+                self._busy_seconds[model] += time.monotonic() - started
                 self._batch_sizes[len(batch)] += 1
                 self._requests += len(batch)
                 self._decoding = 0

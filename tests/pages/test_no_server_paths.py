@@ -10,6 +10,7 @@ var, artifacts, uploads or model cache directories.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,11 @@ def exposed(world: World) -> World:
         status=AnalysisStatus.RUNNING,
         created_by=world.owner,
     )
-    analysis_failed(analysis.pk, f"OSError: cannot read {cache / 'smollm2/tokenizer.json'}")
+    analysis_failed(
+        analysis.pk,
+        f"OSError: cannot read {cache / 'smollm2/tokenizer.json'}",
+        started=time.monotonic(),
+    )
     return world
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from catalog.adapters import local_chat_model
 from catalog.models import BaseModel
+from costs.local_serving import local_serving_time_record
+from costs.models import LedgerEntry
 from ftportal.models import Project
+from ftportal.spending import SpendKind, SpendUnit
 from registry.models import ModelVersion
 from registry.services import model_version_register
 from serving.backends import backends_forget, vllm_adapter_name
@@ -116,7 +120,16 @@ def test_the_gateway_answers_through_the_local_model_server_with_the_versions_ad
     # Answered by the server, with the adapter loaded there under the version's name.
     served = client(server.origin, "local").models.list()
     assert vllm_adapter_name(version) in {model.id for model in served.data}
-    assert server.metrics()["requests"] == 1
+    metrics = server.metrics()
+    assert metrics["requests"] == 1
+    # Its decoding time is the version's, and the ledger's reading of it a serving spend.
+    decoded = metrics["busy_seconds"][vllm_adapter_name(version)]
+    assert decoded > 0
+    assert local_serving_time_record() == 1
+    spend = LedgerEntry.objects.get(model_version=version, kind=SpendKind.SERVING)
+    assert spend.unit == SpendUnit.COMPUTE_SECONDS
+    assert spend.quantity == Decimal(str(decoded)).quantize(Decimal("0.001"), ROUND_DOWN)
+    assert spend.event.startswith(f"local_serving:{metrics['instance']}:")
 
 
 def test_a_streamed_request_through_the_gateway_gets_the_same_answer_as_a_plain_one(
