@@ -8,7 +8,7 @@ import json
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from catalog.models import Endpoint, EndpointKind
+from catalog.models import BaseModel, Endpoint, EndpointKind
 from catalog.services import endpoint_register
 from datasets.imports.services import ImportRequest, examples_import_file
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ImportBatch
@@ -18,7 +18,8 @@ from evaluation.report import candidate_summary_of, run_report
 from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import production_version
-from registry.services import rollback_target
+from registry.services import model_version_register, rollback_target
+from training.models import JobStatus, TrainingJob
 
 SYSTEM = "Triage the ticket. Reply with JSON only."
 TICKETS = [
@@ -175,3 +176,22 @@ def rollback_number(registered_model: RegisteredModel) -> int:
     the service refuses that case before it looks at the target)."""
     target = rollback_target(registered_model)
     return target.number if target else 1
+
+
+def registered_version(
+    project: Project, lead: User, base_model: BaseModel, **where: str
+) -> ModelVersion:
+    """A version of a finished job of ``base_model`` on a fresh frozen dataset version,
+    registered with ``where`` (``fine_tuned_model=`` for a hosted one, ``adapter_dir=`` for
+    a local one)."""
+    job = TrainingJob.objects.create(
+        project=project,
+        dataset_version=frozen_version(project, lead),
+        base_model=base_model,
+        provider=base_model.provider,
+        hyperparameters={"epochs": 1},
+        model_name="triage",
+        created_by=lead,
+        status=JobStatus.SUCCEEDED,
+    )
+    return model_version_register(job=job, checkpoint=None, **where)  # type: ignore[arg-type]

@@ -35,10 +35,9 @@ from ftportal.spending import (
     spend_record,
 )
 from registry.models import ModelVersion
-from registry.services import model_version_promote, model_version_register
+from registry.services import model_version_promote
 from serving.request_log import RequestLogEntry, request_logs_write
-from tests.factories import finished_evaluation, frozen_version
-from training.models import JobStatus, TrainingJob
+from tests.factories import finished_evaluation, registered_version
 
 pytestmark = pytest.mark.django_db
 UTC = dt.UTC
@@ -241,19 +240,7 @@ def hosted_base(db: None) -> BaseModel:
 
 
 def in_production(project: Project, lead: User, base: BaseModel) -> ModelVersion:
-    job = TrainingJob.objects.create(
-        project=project,
-        dataset_version=frozen_version(project, lead),
-        base_model=base,
-        provider=base.provider,
-        hyperparameters={"epochs": 1},
-        model_name="triage",
-        created_by=lead,
-        status=JobStatus.SUCCEEDED,
-    )
-    version = model_version_register(
-        job=job, checkpoint=None, fine_tuned_model=f"ft:{HOSTED_BASE}:triage:x"
-    )
+    version = registered_version(project, lead, base, fine_tuned_model=f"ft:{HOSTED_BASE}:triage:x")
     run = finished_evaluation(
         version=version,
         against=None,

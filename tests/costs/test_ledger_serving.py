@@ -17,12 +17,9 @@ from catalog.models import BaseModel, EndpointKind, Provider
 from costs.models import LedgerEntry, Price, PriceOrigin
 from ftportal.models import Project
 from ftportal.spending import SpendKind
-from registry.models import ModelVersion
-from registry.services import model_version_register
 from serving.models import RequestLog
 from serving.request_log import RequestLogEntry, request_logs_write
-from tests.factories import fake_endpoint, frozen_version
-from training.models import JobStatus, TrainingJob
+from tests.factories import fake_endpoint, registered_version
 
 pytestmark = pytest.mark.django_db
 HOSTED_BASE = "gpt-4o-mini-2024-07-18"
@@ -44,20 +41,6 @@ def hosted_base(db: None) -> BaseModel:
         },
     )
     return base
-
-
-def registered(project: Project, lead: User, base: BaseModel, **where: str) -> ModelVersion:
-    job = TrainingJob.objects.create(
-        project=project,
-        dataset_version=frozen_version(project, lead),
-        base_model=base,
-        provider=base.provider,
-        hyperparameters={"epochs": 1},
-        model_name="triage",
-        created_by=lead,
-        status=JobStatus.SUCCEEDED,
-    )
-    return model_version_register(job=job, checkpoint=None, **where)  # type: ignore[arg-type]
 
 
 def price(model: str, given: str, taken: str, *, days_ago: int = 1) -> Price:
@@ -88,7 +71,7 @@ def answered(project: Project, tokens: tuple[int, int], **served: object) -> Req
 def test_a_hosted_fine_tune_is_priced_per_row_and_spent_per_batch(
     project: Project, lead: User, hosted_base: BaseModel
 ) -> None:
-    version = registered(
+    version = registered_version(
         project, lead, hosted_base, fine_tuned_model=f"ft:{HOSTED_BASE}:acme:triage:x1"
     )
     price(f"ft:{HOSTED_BASE}", "0.30", "1.20")
@@ -148,10 +131,10 @@ def test_a_fallback_to_a_hosted_base_model_is_priced_at_that_models_price(
 def test_a_model_without_a_price_is_unpriced_and_a_local_version_spends_no_tokens(
     project: Project, lead: User, hosted_base: BaseModel, base_model: BaseModel
 ) -> None:
-    hosted = registered(
+    hosted = registered_version(
         project, lead, hosted_base, fine_tuned_model=f"ft:{HOSTED_BASE}:acme:triage:x2"
     )
-    local = registered(project, lead, base_model, adapter_dir="/adapters/local")
+    local = registered_version(project, lead, base_model, adapter_dir="/adapters/local")
     unpriced = answered(project, (100, 10), served_version_id=hosted.pk)
     on_our_hardware = answered(project, (100, 10), served_version_id=local.pk)
     request_logs_write([unpriced, on_our_hardware])
@@ -170,7 +153,7 @@ def test_a_model_without_a_price_is_unpriced_and_a_local_version_spends_no_token
 def test_a_later_price_does_not_reprice_what_was_written(
     project: Project, lead: User, hosted_base: BaseModel
 ) -> None:
-    version = registered(
+    version = registered_version(
         project, lead, hosted_base, fine_tuned_model=f"ft:{HOSTED_BASE}:acme:triage:x3"
     )
     price(f"ft:{HOSTED_BASE}", "0.30", "1.20", days_ago=2)

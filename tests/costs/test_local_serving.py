@@ -18,26 +18,14 @@ from ftportal.models import Project
 from ftportal.spending import SpendKind, SpendUnit
 from providers.local.server_metrics import ServerBusy
 from registry.models import ModelVersion
-from registry.services import model_version_register
-from tests.factories import frozen_version
-from training.models import JobStatus, TrainingJob
+from tests.factories import registered_version
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def version(project: Project, lead: User, base_model: BaseModel) -> ModelVersion:
-    job = TrainingJob.objects.create(
-        project=project,
-        dataset_version=frozen_version(project, lead),
-        base_model=base_model,
-        provider=base_model.provider,
-        hyperparameters={"epochs": 1},
-        model_name="triage",
-        created_by=lead,
-        status=JobStatus.SUCCEEDED,
-    )
-    return model_version_register(job=job, checkpoint=None, adapter_dir="/artifacts/a/job1")
+    return registered_version(project, lead, base_model, adapter_dir="/artifacts/a/job1")
 
 
 def reading(instance: str, seconds: dict[str, float], rate: str | None = "0.72") -> ServerBusy:
