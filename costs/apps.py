@@ -3,6 +3,7 @@ after those spends commit, and answers the lower layers' question whether a proj
 (``ftportal.spending.spending_refusal``: a budget's hard cap)."""
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.apps import AppConfig
@@ -25,6 +26,12 @@ def _spending_refusal(project_id: int) -> str | None:
     return spending_refusal(project_id)
 
 
+def _training_job_spent(training_job_id: int) -> Decimal | None:
+    from .services import training_job_spent
+
+    return training_job_spent(training_job_id)
+
+
 def _token_price(model_id: str, at: datetime) -> TokenPrice | None:
     from .prices import token_price_in_force
 
@@ -39,8 +46,10 @@ class CostsConfig(AppConfig):
             spend_recorded,
             spending_refusal_register,
             token_price_lookup_register,
+            training_job_spent_register,
         )
 
         spend_recorded.connect(_spend_recorded, dispatch_uid="costs-ledger")
         token_price_lookup_register(_token_price)
         spending_refusal_register(_spending_refusal)
+        training_job_spent_register(_training_job_spent)

@@ -8,6 +8,7 @@ import logging
 from decimal import Decimal
 
 from django.db import connection
+from django.db.models import Count, Q, Sum
 
 from ftportal.spending import Spend, SpendUnit
 
@@ -86,3 +87,14 @@ def _ledger_day_add(entry: LedgerEntry) -> None:
             + ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in sums),
             values,
         )
+
+
+def training_job_spent(training_job_id: int) -> Decimal | None:
+    """The sum of the job's ledger rows; None without rows or with an unpriced one
+    (``ftportal.spending.training_job_spent``)."""
+    sums = LedgerEntry.objects.filter(training_job_id=training_job_id).aggregate(
+        spent=Sum("amount"), rows=Count("id"), unpriced=Count("id", filter=Q(amount__isnull=True))
+    )
+    if not sums["rows"] or sums["unpriced"]:
+        return None
+    return sums["spent"]

@@ -177,6 +177,26 @@ def token_price(model_id: str, at: datetime) -> TokenPrice | None:
     return _token_price_lookup(model_id, at)
 
 
+SpentLookup = Callable[[int], Decimal | None]
+_training_job_spent: SpentLookup | None = None
+
+
+def training_job_spent_register(lookup: SpentLookup) -> None:
+    """Called by the ledger's app (``costs``) when it loads."""
+    global _training_job_spent
+    _training_job_spent = lookup
+
+
+def training_job_spent(training_job_id: int) -> Decimal | None:
+    """What the ledger holds for the job's spends (its attempts, its trained tokens), read in
+    the caller's transaction; None when it holds none, or one without a price (its total is
+    then unknown, never a sum that counts it as $0). The job's page shows this: the ledger
+    is the one place spend is computed."""
+    if _training_job_spent is None:
+        raise ImproperlyConfigured("No cost ledger answers: is 'costs' installed?")
+    return _training_job_spent(training_job_id)
+
+
 # Sent with ``spend=`` a Spend; the ledger's receiver writes it (``costs.apps``).
 spend_recorded = Signal()
 

@@ -226,8 +226,8 @@ def _succeed(job: TrainingJob, state: HostedJobState) -> None:
         fine_tuned_model=state.fine_tuned_model or "",
         trained_tokens=trained_tokens,
     )
-    cost_record(job, *hosted_cost(job.base_model, trained_tokens))
     hosted_spend_record(job, trained_tokens=trained_tokens)
+    cost_record(job, hosted_cost(job.base_model, trained_tokens)[1])
     # Inside training_job_poll's transaction: the job succeeds with its model version or not
     # at all.
     model_version_keeper().job_succeeded(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -226,14 +225,14 @@ def _finish(
             return None
         job.compute_seconds += seconds
         transition(job, target, error=error, compute_seconds=job.compute_seconds)
-        cost_record(job, *_local_cost(job))
         local_attempt_spend_record(job, attempt=attempt, seconds=seconds)
+        cost_record(job, _local_basis(job))
     return job
 
 
-def _local_cost(job: TrainingJob) -> tuple[Decimal, str]:
-    cost, basis = local_cost(job.compute_seconds)
-    return cost, f"{basis} of worker time ({job.device or 'cpu'})"
+def _local_basis(job: TrainingJob) -> str:
+    _, basis = local_cost(job.compute_seconds)
+    return f"{basis} of worker time ({job.device or 'cpu'})"
 
 
 def _succeed(
@@ -264,8 +263,8 @@ def _succeed(
             trained_tokens=result.trained_tokens,
             compute_seconds=job.compute_seconds,
         )
-        cost_record(job, *_local_cost(job))
         local_attempt_spend_record(job, attempt=attempt, seconds=seconds)
+        cost_record(job, _local_basis(job))
         # In the same transaction: the job succeeds with its model version or not at all.
         model_version_keeper().job_succeeded(
             TrainedModel(

@@ -28,6 +28,7 @@ from tests.factories import frozen_version
 from tests.training.test_hosted import hosted_model, job, poll_to_the_end  # noqa: F401
 from training.hosted import training_job_submit
 from training.models import JobStatus, TrainingJob
+from training.services import cost_record
 from training.spending import local_attempt_spend_record
 
 pytestmark = pytest.mark.django_db
@@ -169,6 +170,18 @@ def test_each_local_attempt_is_its_worker_time_at_the_hosts_hourly_rate(
     )
     # Our own hardware: no provider bills it, so there is nothing to reconcile it with.
     assert all(row.endpoint_id is None for row in rows)
+    # The job's actual cost is what the ledger holds for it, to the column's 4 places:
+    # 0.0025 + 0.00101389 = 0.00351389, kept as 0.0035.
+    cost_record(local_job, "two attempts")
+    local_job.refresh_from_db()
+    assert local_job.actual_cost_usd == Decimal("0.0035")
+    # A job with an unpriced spend has no known total, never one that counts it as $0.
+    spend_record(
+        a_spend(project, event="unpriced-tokens", price=None, training_job_id=local_job.pk)
+    )
+    cost_record(local_job, "with an unpriced spend")
+    local_job.refresh_from_db()
+    assert local_job.actual_cost_usd is None
 
 
 def test_a_hosted_job_that_succeeds_writes_its_trained_tokens_at_the_catalog_price(
