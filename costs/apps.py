@@ -8,7 +8,7 @@ from typing import Any
 
 from django.apps import AppConfig
 
-from ftportal.spending import TokenPrice
+from ftportal.spending import SpentQuery, TokenPrice
 
 
 def _spend_recorded(*, spend: Any, **_: Any) -> None:
@@ -26,10 +26,10 @@ def _spending_refusal(project_id: int) -> str | None:
     return spending_refusal(project_id)
 
 
-def _training_job_spent(training_job_id: int) -> Decimal | None:
-    from .services import training_job_spent
+def _ledger_spent(query: SpentQuery) -> Decimal | None:
+    from .services import ledger_spent
 
-    return training_job_spent(training_job_id)
+    return ledger_spent(query)
 
 
 def _token_price(model_id: str, at: datetime) -> TokenPrice | None:
@@ -43,13 +43,13 @@ class CostsConfig(AppConfig):
 
     def ready(self) -> None:
         from ftportal.spending import (
+            ledger_spent_register,
             spend_recorded,
             spending_refusal_register,
             token_price_lookup_register,
-            training_job_spent_register,
         )
 
         spend_recorded.connect(_spend_recorded, dispatch_uid="costs-ledger")
         token_price_lookup_register(_token_price)
         spending_refusal_register(_spending_refusal)
-        training_job_spent_register(_training_job_spent)
+        ledger_spent_register(_ledger_spent)

@@ -58,6 +58,14 @@ class LedgerEntry(models.Model):
         blank=True,
         related_name="+",
     )
+    # The evaluation run that spent it (answers, judging), for its page's total.
+    eval_run = models.ForeignKey(
+        "evaluation.EvalRun",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
     kind = models.CharField(max_length=20, choices=SpendKind.choices)
     quantity = models.DecimalField(max_digits=24, decimal_places=6)
     unit = models.CharField(max_length=20, choices=SpendUnit.choices)

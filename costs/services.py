@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.db import connection
 from django.db.models import Count, Q, Sum
 
-from ftportal.spending import Spend, SpendUnit
+from ftportal.spending import Spend, SpendUnit, SpentQuery
 
 from .models import LedgerDay, LedgerEntry
 from .unpriced_alerts import unpriced_alert_on_commit
@@ -29,6 +29,7 @@ def ledger_entry_record(*, spend: Spend) -> LedgerEntry:
             "model_version_id": spend.model_version_id,
             "training_job_id": spend.training_job_id,
             "endpoint_id": spend.endpoint_id,
+            "eval_run_id": spend.eval_run_id,
             "kind": spend.kind,
             "quantity": spend.quantity,
             "unit": spend.unit,
@@ -89,10 +90,17 @@ def _ledger_day_add(entry: LedgerEntry) -> None:
         )
 
 
-def training_job_spent(training_job_id: int) -> Decimal | None:
-    """The sum of the job's ledger rows; None without rows or with an unpriced one
-    (``ftportal.spending.training_job_spent``)."""
-    sums = LedgerEntry.objects.filter(training_job_id=training_job_id).aggregate(
+def ledger_spent(query: SpentQuery) -> Decimal | None:
+    """The sum of the ledger rows ``query`` names; None without rows or with an unpriced one
+    (``ftportal.spending.ledger_spent``)."""
+    rows = LedgerEntry.objects.all()
+    if query.training_job_id is not None:
+        rows = rows.filter(training_job_id=query.training_job_id)
+    if query.eval_run_id is not None:
+        rows = rows.filter(eval_run_id=query.eval_run_id)
+    if query.kind is not None:
+        rows = rows.filter(kind=query.kind)
+    sums = rows.aggregate(
         spent=Sum("amount"), rows=Count("id"), unpriced=Count("id", filter=Q(amount__isnull=True))
     )
     if not sums["rows"] or sums["unpriced"]:

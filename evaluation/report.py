@@ -10,9 +10,9 @@ from decimal import Decimal
 from typing import Any, cast
 
 from django.conf import settings
-from django.db.models import Sum
 
 from catalog.models import Provider
+from ftportal.spending import SpendKind, SpentQuery, ledger_spent
 
 from .judge import JudgeSummary, Outcome, PairVerdict, Verdict, summarise
 from .models import Candidate, CandidateKind, EvalKind, EvalResult, EvalRun, JudgeVerdict
@@ -215,16 +215,15 @@ def run_report(run: EvalRun) -> dict[str, Any]:
 
 
 def judge_cost(run: EvalRun) -> Decimal | None:
-    """What the judge's requests cost at its prices; None when it has none (local judges)."""
-    price_in = run.judge_input_usd_per_million_tokens
-    price_out = run.judge_output_usd_per_million_tokens
-    if price_in is None or price_out is None:
-        return None
-    usage = JudgeVerdict.objects.filter(run=run).aggregate(
-        prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
-    )
-    total = (usage["prompt"] or 0) * price_in + (usage["completion"] or 0) * price_out
-    return (total / 1_000_000).quantize(Decimal("0.000001"))
+    """What the judge cost, as the ledger holds it (its tokens at the run's judge prices, or
+    a local judge's worker time); None when unknown (an unpriced spend, or none recorded)."""
+    spent = ledger_spent(run_spent(run, kind=SpendKind.JUDGING))
+    return None if spent is None else spent.quantize(Decimal("0.000001"))
+
+
+def run_spent(run: EvalRun, *, kind: SpendKind | None = None) -> SpentQuery:
+    """The ledger's rows of ``run``, every attempt's (``evaluation.spending``)."""
+    return SpentQuery(eval_run_id=run.pk, kind=kind)
 
 
 def judge_report(run: EvalRun, candidates: list[Candidate]) -> list[dict[str, Any]]:

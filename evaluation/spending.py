@@ -11,6 +11,7 @@ written whatever the insert kept.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from catalog.models import Provider
@@ -81,7 +82,7 @@ def _batch_spends_record(
             endpoint_id=endpoint_id,
         )
     for spend in spends:
-        spend_record(spend)
+        spend_record(replace(spend, eval_run_id=run.pk))
 
 
 def answers_spend_record(

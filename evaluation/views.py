@@ -5,8 +5,6 @@ side-by-side rating of two candidates. The failures page is in failure_views.py.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, QueryDict
 from django.shortcuts import redirect, render
@@ -20,6 +18,7 @@ from ftportal.http import AppRequest
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
+from ftportal.spending import ledger_spent
 from registry.selectors import model_version_in_project, model_versions_of
 from training.selectors import training_job_in_project
 
@@ -30,7 +29,7 @@ from .forms import new_evaluation_from, whole_number
 from .judge import DEFAULT_RUBRIC
 from .models import Candidate, EvalRun, EvalSplit, EvalStatus
 from .rating import choice_from_side, next_card
-from .report import run_verdicts
+from .report import run_spent, run_verdicts
 from .runner import progress
 from .scoring import BOOTSTRAP_RESAMPLES, METRICS
 from .selectors import (
@@ -120,10 +119,8 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
         "sweep_chart": checkpoint_sweep_chart(run),
         "reference_id": run.report.get("reference"),
         "confusions": confusions(run),
-        "spend_usd": sum(
-            (Decimal(c.metrics["cost_usd"]) for c in candidates if "cost_usd" in c.metrics),
-            Decimal(run.report.get("judge_cost_usd", 0)),
-        ),
+        # What the ledger holds for the run (hosted tokens, this machine's time), all attempts.
+        "spend_usd": ledger_spent(run_spent(run)),
         "has_fine_tuned": any(c.kind in FINE_TUNED_KINDS for c in candidates),
         "judge_rows": run.report.get("judge", []),
         "agreement_rows": judge_agreement(run) if run.report.get("judge") else [],

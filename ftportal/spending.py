@@ -71,6 +71,8 @@ class Spend:
     training_job_id: int | None = None
     # The registered endpoint whose provider bills it (hosted tokens); None on our hardware.
     endpoint_id: int | None = None
+    # The evaluation run that spent it (its answers, its judge), where one did.
+    eval_run_id: int | None = None
     occurred_at: datetime = field(default_factory=timezone.now)
 
     @property
@@ -177,24 +179,34 @@ def token_price(model_id: str, at: datetime) -> TokenPrice | None:
     return _token_price_lookup(model_id, at)
 
 
-SpentLookup = Callable[[int], Decimal | None]
-_training_job_spent: SpentLookup | None = None
+@dataclass(frozen=True)
+class SpentQuery:
+    """Which of the ledger's rows to total: a training job's or an evaluation run's, of
+    ``kind`` if given."""
+
+    training_job_id: int | None = None
+    eval_run_id: int | None = None
+    kind: SpendKind | None = None
 
 
-def training_job_spent_register(lookup: SpentLookup) -> None:
+SpentLookup = Callable[[SpentQuery], Decimal | None]
+_ledger_spent: SpentLookup | None = None
+
+
+def ledger_spent_register(lookup: SpentLookup) -> None:
     """Called by the ledger's app (``costs``) when it loads."""
-    global _training_job_spent
-    _training_job_spent = lookup
+    global _ledger_spent
+    _ledger_spent = lookup
 
 
-def training_job_spent(training_job_id: int) -> Decimal | None:
-    """What the ledger holds for the job's spends (its attempts, its trained tokens), read in
-    the caller's transaction; None when it holds none, or one without a price (its total is
-    then unknown, never a sum that counts it as $0). The job's page shows this: the ledger
-    is the one place spend is computed."""
-    if _training_job_spent is None:
+def ledger_spent(query: SpentQuery) -> Decimal | None:
+    """What the ledger holds for the spends ``query`` names, read in the caller's transaction;
+    None when it holds none, or one without a price (the total is then unknown, never a sum
+    that counts it as $0). Pages that show what a job or an evaluation cost read it here: the
+    ledger is the one place spend is computed."""
+    if _ledger_spent is None:
         raise ImproperlyConfigured("No cost ledger answers: is 'costs' installed?")
-    return _training_job_spent(training_job_id)
+    return _ledger_spent(query)
 
 
 # Sent with ``spend=`` a Spend; the ledger's receiver writes it (``costs.apps``).

@@ -20,7 +20,7 @@ from datasets.quality.stats import tokens_per_epoch_text
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.idempotency import Once, once_per_key, request_fingerprint
 from ftportal.models import Project
-from ftportal.spending import new_spending_check, training_job_spent
+from ftportal.spending import SpentQuery, ledger_spent, new_spending_check
 from ftportal.state import state_change
 
 from .estimates import LaunchEstimate, end_of_life_problem, launch_estimate
@@ -266,9 +266,9 @@ COST_PLACES = Decimal("0.0001")
 
 def cost_record(job: TrainingJob, basis: str) -> None:
     """The job's actual cost as the ledger holds it, after its spends were recorded in this
-    transaction (``ftportal.spending.training_job_spent``; None when one is unpriced), with
+    transaction (``ftportal.spending.ledger_spent``; None when one is unpriced), with
     ``basis`` saying in words how it was priced."""
-    spent = training_job_spent(job.pk)
+    spent = ledger_spent(SpentQuery(training_job_id=job.pk))
     cost = None if spent is None else spent.quantize(COST_PLACES)
     job.actual_cost_usd = cost
     job.cost_basis = basis

@@ -4,11 +4,12 @@ verdicts are judging; the amounts match what the answers' usage says, worked out
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from django.contrib.auth.models import User
 from django.db.models import Sum
+from django.test import Client
 
 from catalog.models import BaseModel, EndpointKind, Provider
 from costs.models import LedgerEntry
@@ -47,6 +48,7 @@ def test_hosted_answers_and_a_hosted_judge_are_spent_at_the_runs_prices(
     lead: User,
     fake_openai_chat: FakeOpenAIChatServer,
     fake_anthropic: FakeAnthropicServer,
+    client: Client,
 ) -> None:
     fake_anthropic.answer_with = lambda messages: "Reasoning.\nVerdict: 1"
     run = judged_run(
@@ -98,6 +100,12 @@ def test_hosted_answers_and_a_hosted_judge_are_spent_at_the_runs_prices(
     judging = LedgerEntry.objects.filter(kind=SpendKind.JUDGING)
     assert judging.exists()
     assert set(judging.values_list("endpoint", flat=True)) == {run.judge_endpoint.pk}
+    # Every row names the run, and the run's page shows the ledger's total for it.
+    assert set(LedgerEntry.objects.values_list("eval_run", flat=True)) == {run.pk}
+    client.force_login(lead)
+    page = client.get(f"/projects/{run.project_id}/evaluations/{run.pk}/")
+    shown = ledger_total(eval_run=run).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+    assert f"This evaluation spent ${shown}" in " ".join(page.content.decode().split())
 
 
 def test_a_hosted_candidate_without_prices_is_recorded_unpriced_not_free(
