@@ -529,6 +529,10 @@ class MonthRow:
     total: SpendSum
 
 
+def production_models(chosen: CostFilter) -> list[ProductionModel]:
+    return [production_model(version, chosen) for version in production_versions(chosen)]
+
+
 def cost_dashboard(chosen: CostFilter) -> CostDashboard:
     versions = production_versions(chosen)
     return CostDashboard(

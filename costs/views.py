@@ -31,9 +31,15 @@ from .selectors import (
     cost_dashboard,
     cost_projects,
     ledger_entries,
+    production_models,
+    spend_by_month_and_kind,
+    spend_by_project,
+    top_cost_drivers,
 )
 from .unpriced_alerts import unpriced_alerts_of
 
+# Every cost driver of the view goes into its export, not only the page's top ten.
+DRIVERS_EXPORTED = 10_000
 # The flagged reconciliation days the dashboard warns of: the last month's.
 RECONCILIATION_WINDOW_DAYS = 30
 # The unpriced spends' alerts listed (the newest): each names a price to set.
@@ -267,8 +273,7 @@ def _ledger_rows(chosen: CostFilter) -> Iterator[list[object]]:
 
 def _monthly_lines(chosen: CostFilter) -> Iterator[list[object]]:
     yield ["month", "kind", "amount_usd", "spends", "unpriced_spends"]
-    dashboard = cost_dashboard(chosen)
-    for spend in dashboard.by_month:
+    for spend in spend_by_month_and_kind(chosen):
         yield [
             spend.month.strftime("%Y-%m"),
             spend.kind,
@@ -278,21 +283,114 @@ def _monthly_lines(chosen: CostFilter) -> Iterator[list[object]]:
         ]
 
 
+def _project_lines(chosen: CostFilter) -> Iterator[list[object]]:
+    yield [
+        "project",
+        "amount_usd",
+        *(f"{kind.value}_usd" for kind in SpendKind),
+        "spends",
+        "unpriced_spends",
+    ]
+    for spend in spend_by_project(chosen):
+        yield [
+            spend.project.name,
+            spend.total.amount,
+            *spend.kind_amounts,
+            spend.total.entries,
+            spend.total.unpriced_entries,
+        ]
+
+
+def _driver_lines(chosen: CostFilter) -> Iterator[list[object]]:
+    yield [
+        "project",
+        "kind",
+        "model_version",
+        "amount_usd",
+        "tokens",
+        "compute_seconds",
+        "spends",
+        "unpriced_spends",
+    ]
+    for driver in top_cost_drivers(chosen, limit=DRIVERS_EXPORTED):
+        yield [
+            driver.project.name,
+            driver.kind,
+            driver.model_version,
+            driver.spend.amount,
+            driver.tokens,
+            driver.compute_seconds,
+            driver.spend.entries,
+            driver.spend.unpriced_entries,
+        ]
+
+
+def _production_lines(chosen: CostFilter) -> Iterator[list[object]]:
+    yield [
+        "project",
+        "model_version",
+        "requests",
+        "prompt_tokens",
+        "completion_tokens",
+        "serving_usd",
+        "serving_unpriced_spends",
+        "alternative",
+        "alternative_kind",
+        "alternative_usd_per_request",
+        "alternative_usd",
+        "savings_usd",
+        "investment_usd",
+        "investment_unpriced_spends",
+        "savings_to_date_usd",
+        "net_to_date_usd",
+        "payback",
+    ]
+    for model in production_models(chosen):
+        alternative = model.alternative
+        yield [
+            model.project.name,
+            model.version,
+            model.requests,
+            model.prompt_tokens,
+            model.completion_tokens,
+            model.serving.amount,
+            model.serving.unpriced_entries,
+            alternative.name if alternative else None,
+            alternative.kind_label if alternative else None,
+            alternative.cost_per_request if alternative else None,
+            model.alternative_usd,
+            model.savings_usd,
+            model.investment.amount,
+            model.investment.unpriced_entries,
+            model.savings_to_date_usd,
+            model.net_to_date_usd,
+            model.payback,
+        ]
+
+
 def _csv_stream(lines: Iterable[list[object]]) -> Iterator[str]:
     writer = csv.writer(_Echo())
     for line in lines:
         yield writer.writerow([csv_cell(value) for value in line])
 
 
-REPORTS = {"ledger": ledger_csv_lines, "monthly": _monthly_lines}
+REPORTS = {
+    "ledger": ledger_csv_lines,
+    "monthly": _monthly_lines,
+    "projects": _project_lines,
+    "drivers": _driver_lines,
+    "production": _production_lines,
+}
 
 
 @login_required
 @require_GET
 def costs_export(request: AppRequest) -> StreamingHttpResponse:
-    """The ledger's rows in view as CSV (``report=ledger``, the default), or the spend per
-    month and kind (``report=monthly``); streamed, so a year of a busy gateway's spends is
-    never held in memory."""
+    """The ledger's rows in view as CSV (``report=ledger``, the default), or one of the
+    dashboard's tables: the spend per month and kind (``monthly``), per project
+    (``projects``), the cost drivers (``drivers``), the production models' savings
+    (``production``); streamed, so a year of a busy gateway's spends is never held in
+    memory."""
     projects = cost_projects(request.user)
     chosen = cost_filter_from(request.GET, projects)
     report = request.GET.get("report", "ledger")

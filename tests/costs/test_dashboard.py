@@ -437,3 +437,22 @@ def test_the_api_answers_the_pages_figures_as_exact_decimals(
     assert client.get("/api/costs/", {"start": "2026-10-01"}).status_code == 200
     client.logout()
     assert client.get("/api/costs/").status_code in (401, 403)
+
+
+def test_each_table_of_the_dashboard_exports_as_csv_with_the_pages_figures(
+    client: Client, manager: User, spends: None
+) -> None:
+    client.force_login(manager)
+    view = {"start": "2026-10-01", "end": "2026-11-30"}
+    projects = csv_rows(client, **view, report="projects")
+    assert [(r["project"], r["amount_usd"], r["unpriced_spends"]) for r in projects] == [
+        ("Ticket triage", "0.30620200", "1"),
+        ("Invoices", "0.10000000", "0"),
+    ]
+    assert (projects[0]["serving_usd"], projects[0]["judging_usd"]) == ("0.30000000", "")
+    drivers = csv_rows(client, **view, report="drivers")
+    assert len(drivers) == 4  # every driver, however many the page shows
+    assert sum(Decimal(r["amount_usd"]) for r in drivers) == Decimal("0.406202")
+    assert csv_rows(client, **view, report="production") == []
+    refused = client.get("/costs/export.csv", {**view, "report": "everything"})
+    assert refused.status_code == 400
