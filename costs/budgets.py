@@ -22,14 +22,14 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 from serving.refusals import project_refusal_clear, project_refusal_set
 
-from .models import Budget, LedgerDay
+from .models import Budget
+from .selectors import CostFilter, spend_total
 
 logger = logging.getLogger(__name__)
 
@@ -72,14 +72,11 @@ class MonthSpend:
 
 
 def month_spend(project_id: int, month: dt.date) -> MonthSpend:
-    """The sum of the project's ledger days in ``month`` (one small indexed aggregate)."""
-    sums = LedgerDay.objects.filter(
-        project_id=project_id, day__gte=month, day__lt=month_end(month).date()
-    ).aggregate(amount=Sum("amount"), unpriced=Sum("unpriced_entries"))
-    return MonthSpend(
-        spent_usd=sums["amount"] if sums["amount"] is not None else Decimal(0),
-        unpriced_entries=int(sums["unpriced"] or 0),
-    )
+    """The sum of the project's ledger days in ``month``, as the dashboard sums them (one
+    small indexed aggregate)."""
+    last_day = month_end(month).date() - dt.timedelta(days=1)
+    spent = spend_total(CostFilter(project_ids=(project_id,), start=month, end=last_day))
+    return MonthSpend(spent_usd=spent.amount, unpriced_entries=spent.unpriced_entries)
 
 
 @dataclass(frozen=True)
