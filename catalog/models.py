@@ -80,6 +80,13 @@ class Endpoint(models.Model):
         "an organisation admin key, with which the ledger is compared daily with OpenAI's own "
         "cost report (it must be listed in FTPORTAL_SECRET_ENVS). Blank: no reconciliation.",
     )
+    # The day the provider stops accepting new fine-tuning jobs here (OpenAI: 2027-01-06 for
+    # self-serve fine-tuning), an admin's dated entry; every base model it trains follows it.
+    fine_tuning_ends_at = models.DateField(
+        null=True,
+        blank=True,
+        help_text="The provider accepts no new fine-tuning jobs here from this day.",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -176,6 +183,17 @@ class BaseModel(models.Model):
         blank=True,
         help_text="Shutdown: the model, and every model fine-tuned from it, stops serving.",
     )
+    # Inference on models fine-tuned from this one stops (a provider may keep serving the base
+    # longer, or shorter); an admin's dated entry, or None when none was announced.
+    fine_tuned_inference_ends_at = models.DateField(
+        null=True,
+        blank=True,
+        help_text="Models fine-tuned from this one stop serving on this day.",
+    )
+    # Where the lifecycle dates come from and when they were last read there: the provider's
+    # model list (catalog.lifecycle, daily) or an admin's dated manual entry.
+    lifecycle_source = models.CharField(max_length=300, blank=True)
+    lifecycle_checked_at = models.DateTimeField(null=True, blank=True)
     is_active = models.BooleanField(default=True)
     context_window = models.PositiveIntegerField(
         null=True, blank=True, help_text="Tokens per example the model accepts in training."

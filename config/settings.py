@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "registry",
     "serving",
     "costs",
+    "monitoring",
     # The site itself: its management commands (load_demo).
     "config",
 ]

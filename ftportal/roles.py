@@ -56,6 +56,15 @@ class Action(models.TextChoices):
     # A project's monthly budget, its hard cap and its alerts (issue 16 item 5): a lead's call,
     # as launching what spends is; managers read it ("change nothing").
     SET_BUDGET = "set_budget", "set the monthly budget and acknowledge its alerts"
+    # What production serves, its drift and its alerts (issue 17): every member reads them,
+    # as they read the request log they come from.
+    READ_MONITORING = "read_monitoring", "read production figures, drift reports and alerts"
+    # Alert rules, where alerts are sent, acknowledging and resolving them, and deciding on a
+    # proposed retrain (accepting one launches training): a lead's call.
+    MANAGE_MONITORING = (
+        "manage_monitoring",
+        "edit alert rules, handle alerts and decide on proposed retrains",
+    )
 
 
 _ALL = frozenset(Role)
@@ -84,6 +93,8 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.READ_EXPERIMENTS: _ALL,
     Action.READ_COSTS: frozenset({Role.MANAGER, Role.ML_LEAD, Role.ADMIN}),
     Action.SET_BUDGET: frozenset({Role.ML_LEAD, Role.ADMIN}),
+    Action.READ_MONITORING: _ALL,
+    Action.MANAGE_MONITORING: frozenset({Role.ML_LEAD, Role.ADMIN}),
 }
 
 
@@ -120,6 +131,8 @@ class RoleFlags:
     read_experiments: bool
     read_costs: bool
     set_budget: bool
+    read_monitoring: bool
+    manage_monitoring: bool
 
 
 def role_flags(role: str | None) -> RoleFlags:

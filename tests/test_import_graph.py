@@ -27,7 +27,7 @@ LAYER_OF = {
     "registry": 4,
     "evaluation": 5,
     "serving": 6,
-    # monitoring (7) is still to come.
+    "monitoring": 7,
     "costs": 8,
     "config": 9,
 }
