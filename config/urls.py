@@ -13,6 +13,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from catalog import urls as catalog_urls
 from costs import urls as costs_urls
+from monitoring import urls as monitoring_urls
 from datasets import urls as datasets_urls
 from evaluation import urls as evaluation_urls
 from ftportal import urls as ftportal_urls
@@ -33,6 +34,7 @@ page_patterns: list[URLPattern] = [
     *evaluation_urls.page_patterns,
     *serving_urls.page_patterns,
     *costs_urls.page_patterns,
+    *monitoring_urls.page_patterns,
 ]
 
 project_api_patterns: list[URLPattern] = [
@@ -44,6 +46,7 @@ project_api_patterns: list[URLPattern] = [
     *evaluation_urls.project_api_patterns,
     *serving_urls.project_api_patterns,
     *costs_urls.project_api_patterns,
+    *monitoring_urls.project_api_patterns,
 ]
 
 api_patterns: list[URLPattern | URLResolver] = [
