@@ -13,12 +13,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from catalog import urls as catalog_urls
 from costs import urls as costs_urls
-from monitoring import urls as monitoring_urls
 from datasets import urls as datasets_urls
 from evaluation import urls as evaluation_urls
 from ftportal import urls as ftportal_urls
 from ftportal.auth_views import PasswordChangeView
 from ftportal.views import favicon, healthz
+from monitoring import urls as monitoring_urls
 from registry import urls as registry_urls
 from serving import urls as serving_urls
 from training import urls as training_urls
