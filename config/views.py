@@ -13,6 +13,7 @@ from evaluation.selectors import eval_runs_of
 from ftportal.http import AppRequest
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
+from monitoring.alerts import unresolved_alert_count
 from training.selectors import training_jobs_of
 
 
@@ -31,5 +32,6 @@ def project_detail(request: AppRequest, project_id: int) -> HttpResponse:
         "can": can,
         # A banner from the first alert threshold on (costs.budgets), for those who read costs.
         "budget": budget_status(project) if can.read_costs else None,
+        "open_alerts": unresolved_alert_count(project),
     }
     return render(request, "ftportal/project_detail.html", context)

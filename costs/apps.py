@@ -38,6 +38,15 @@ def _token_price(model_id: str, at: datetime) -> TokenPrice | None:
     return token_price_in_force(model_id, at)
 
 
+def _budget_used_percent(project_id: int) -> float | None:
+    from .budgets import budget_status_of
+    from .models import Budget
+
+    budget = Budget.objects.filter(project_id=project_id).select_related("project").first()
+    percent = budget_status_of(budget).percent if budget is not None else None
+    return float(percent) if percent is not None else None
+
+
 class CostsConfig(AppConfig):
     name = "costs"
 
@@ -48,8 +57,11 @@ class CostsConfig(AppConfig):
             spending_refusal_register,
             token_price_lookup_register,
         )
+        from monitoring.project_figures import project_figure_register
 
         spend_recorded.connect(_spend_recorded, dispatch_uid="costs-ledger")
         token_price_lookup_register(_token_price)
         spending_refusal_register(_spending_refusal)
         ledger_spent_register(_ledger_spent)
+        # Alert rules on the budget read this month's share of it (monitoring.rules).
+        project_figure_register("budget_used_percent", _budget_used_percent)

@@ -28,6 +28,8 @@ from django.utils import timezone
 from ftportal.errors import ConflictError
 from ftportal.models import Membership, Project
 from ftportal.roles import Role
+from monitoring.alerts import AlertRaise, alert_raise
+from monitoring.models import AlertKind, Severity
 
 from .budgets import (
     BudgetStatus,
@@ -133,6 +135,7 @@ def _alerts_fire(status: BudgetStatus) -> list[BudgetAlert]:
         )
         if created:
             _alert_notify(alert, status)
+            _alert_list(alert, status)
             fired.append(alert)
     return fired
 
@@ -190,6 +193,23 @@ def _alert_notify(alert: BudgetAlert, status: BudgetStatus) -> None:
     if sent:
         alert.notified = "\n".join(sent)
         alert.save(update_fields=["notified"])
+
+
+def _alert_list(alert: BudgetAlert, status: BudgetStatus) -> None:
+    """Put the alert in the project's alert list too (``monitoring``), and post it to the
+    project's webhook; it was e-mailed above in the budget's own words."""
+    subject, body = alert_text(alert, status)
+    alert_raise(
+        AlertRaise(
+            project_id=status.project.pk,
+            kind=AlertKind.BUDGET,
+            key=f"budget:{alert.month:%Y-%m}:{alert.threshold_percent}",
+            title=subject.removeprefix("[ftportal] "),
+            message=body.strip(),
+            severity=Severity.CRITICAL if alert.threshold_percent >= 100 else Severity.WARNING,
+            email=False,
+        )
+    )
 
 
 # --- reading and acknowledging ------------------------------------------------------------------

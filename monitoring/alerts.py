@@ -46,6 +46,9 @@ class AlertRaise:
     value: float | None = None
     threshold: float | None = None
     cooldown: dt.timedelta = DEFAULT_COOLDOWN
+    # False when the raiser e-mails on its own (budgets do, with their own wording): the
+    # alert is then only listed and posted to the webhook.
+    email: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,7 @@ def alert_raise(found: AlertRaise, *, now: dt.datetime | None = None) -> Raised:
             alert.last_notified_at = now
         alert.save()
         if notifies:
-            transaction.on_commit(lambda: _notify(alert.pk), robust=True)
+            transaction.on_commit(lambda: _notify(alert.pk, email=found.email), robust=True)
     return Raised(alert=alert, created=created, notifies=notifies)
 
 
@@ -119,9 +122,9 @@ def _words_of(found: AlertRaise) -> dict[str, object]:
     }
 
 
-def _notify(alert_id: int) -> None:
+def _notify(alert_id: int, *, email: bool) -> None:
     alert = Alert.objects.select_related("project").get(pk=alert_id)
-    delivery = alert_deliver(alert)
+    delivery = alert_deliver(alert, email=email)
     Alert.objects.filter(pk=alert_id).update(notified=delivery.in_words)
 
 
@@ -151,6 +154,10 @@ def alerts_of(project: Project) -> QuerySet[Alert]:
     return Alert.objects.filter(project=project).select_related(
         "acknowledged_by", "resolved_by", "registered_model", "model_version", "rule"
     )
+
+
+def unresolved_alert_count(project: Project) -> int:
+    return Alert.objects.filter(project=project).exclude(state=AlertState.RESOLVED).count()
 
 
 def alert_in_project(project: Project, alert_id: int) -> Alert:

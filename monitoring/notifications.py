@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
@@ -105,6 +106,9 @@ def _email(alert: Alert) -> tuple[str, ...]:
 
 def webhook_post(destination: WebhookDestination, payload: dict[str, object]) -> None:
     """POST ``payload`` as JSON to the destination; raises on a refused or failed delivery."""
+    if urllib.parse.urlsplit(destination.url).scheme not in ("http", "https"):
+        # urllib would also open file:// and ftp:// URLs: a webhook is HTTP or nothing.
+        raise ValueError("a webhook URL must be http or https")
     request = urllib.request.Request(
         destination.url,
         data=json.dumps(payload).encode(),
@@ -128,9 +132,11 @@ def _webhook(alert: Alert, destination: WebhookDestination | None) -> str:
     return destination.name
 
 
-def alert_deliver(alert: Alert) -> Delivery:
-    """Send the alert through the project's channels; where it reached."""
+def alert_deliver(alert: Alert, *, email: bool = True) -> Delivery:
+    """Send the alert through the project's channels (``email`` False: the webhook only);
+    where it reached."""
     choices = MonitoringSettings.objects.filter(project_id=alert.project_id).first()
-    emailed = _email(alert) if choices is None or choices.email_enabled else ()
+    emails_on = choices is None or choices.email_enabled
+    emailed = _email(alert) if email and emails_on else ()
     webhook = _webhook(alert, choices.webhook if choices else None)
     return Delivery(emailed=emailed, webhook=webhook)

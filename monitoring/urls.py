@@ -3,12 +3,46 @@ alerts and their rules, retraining proposals, and the project's monitoring setti
 
 from __future__ import annotations
 
-from django.urls import URLPattern
+from django.urls import URLPattern, path
+
+from . import alert_api, alert_views
 
 # Pages under the site root (each names its project in the path).
 page_patterns: list[URLPattern] = [
     # --- production pages (monitoring.production_views) ---
     # --- alerts, rules and settings (monitoring.alert_views) ---
+    path("projects/<int:project_id>/alerts/", alert_views.alert_list, name="monitoring_alerts"),
+    path(
+        "projects/<int:project_id>/alerts/<int:alert_id>/",
+        alert_views.alert_detail,
+        name="monitoring_alert",
+    ),
+    path(
+        "projects/<int:project_id>/alerts/<int:alert_id>/acknowledge/",
+        alert_views.alert_page_acknowledge,
+        name="monitoring_alert_acknowledge",
+    ),
+    path(
+        "projects/<int:project_id>/alerts/<int:alert_id>/resolve/",
+        alert_views.alert_page_resolve,
+        name="monitoring_alert_resolve",
+    ),
+    path("projects/<int:project_id>/alert-rules/", alert_views.rule_list, name="monitoring_rules"),
+    path(
+        "projects/<int:project_id>/alert-rules/<int:rule_id>/",
+        alert_views.rule_edit,
+        name="monitoring_rule",
+    ),
+    path(
+        "projects/<int:project_id>/alert-rules/<int:rule_id>/delete/",
+        alert_views.rule_page_delete,
+        name="monitoring_rule_delete",
+    ),
+    path(
+        "projects/<int:project_id>/monitoring/settings/",
+        alert_views.monitoring_settings_page,
+        name="monitoring_settings",
+    ),
     # --- retraining proposals (monitoring.retrain_views) ---
 ]
 
@@ -16,5 +50,26 @@ page_patterns: list[URLPattern] = [
 project_api_patterns: list[URLPattern] = [
     # --- production figures (monitoring.production_api) ---
     # --- alerts and rules (monitoring.alert_api) ---
+    path("alerts/", alert_api.AlertListApi.as_view(), name="alerts_list"),
+    path("alerts/<int:alert_id>/", alert_api.AlertDetailApi.as_view(), name="alerts_detail"),
+    path(
+        "alerts/<int:alert_id>/acknowledge/",
+        alert_api.AlertAcknowledgeApi.as_view(),
+        name="alerts_acknowledge",
+    ),
+    path(
+        "alerts/<int:alert_id>/resolve/",
+        alert_api.AlertResolveApi.as_view(),
+        name="alerts_resolve",
+    ),
+    path("alert-rules/", alert_api.RuleListApi.as_view(), name="alert_rules_list"),
+    path(
+        "alert-rules/<int:rule_id>/", alert_api.RuleDetailApi.as_view(), name="alert_rules_detail"
+    ),
+    path(
+        "monitoring/settings/",
+        alert_api.MonitoringSettingsApi.as_view(),
+        name="monitoring_settings_api",
+    ),
     # --- retraining proposals (monitoring.retrain_api) ---
 ]
