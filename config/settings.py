@@ -501,3 +501,39 @@ CELERY_BEAT_SCHEDULE["record-local-serving-time"] = {
     "task": "costs.tasks.local_serving_time_record_task",
     "schedule": 300.0,
 }
+# Lifecycle (catalog.lifecycle): daily, each OpenAI(-compatible) endpoint that a base model
+# names is asked for its model list, and an announced shutdown_date becomes the base model's
+# retires_at. Then (monitoring.lifecycle_alerts) every production version whose base model
+# shuts down, or can no longer be fine-tuned, within 180 days has its countdown alert.
+CELERY_BEAT_SCHEDULE["refresh-model-lifecycle"] = {
+    "task": "catalog.tasks.lifecycle_refresh_daily",
+    "schedule": 24 * 3600.0,
+}
+CELERY_BEAT_SCHEDULE["check-lifecycle-alerts"] = {
+    "task": "monitoring.tasks.lifecycle_alerts_check_daily",
+    "schedule": 24 * 3600.0,
+}
+# --- monitoring -----------------------------------------------------------------------------------
+# Alert rules (monitoring.rules): every production alias gets the default rules, and every
+# enabled rule is checked against its window this often.
+FTPORTAL_ALERT_RULES_SECONDS = float(os.environ.get("FTPORTAL_ALERT_RULES_SECONDS", 300))
+CELERY_BEAT_SCHEDULE["check-alert-rules"] = {
+    "task": "monitoring.tasks.alert_rules_check",
+    "schedule": FTPORTAL_ALERT_RULES_SECONDS,
+}
+# Drift reports (monitoring.drift): every production alias's window (the project's drift
+# window, 24 hours unless a lead changes it) against its served version's training data; the
+# drift rules are checked right after.
+FTPORTAL_DRIFT_REPORT_SECONDS = float(os.environ.get("FTPORTAL_DRIFT_REPORT_SECONDS", 3600))
+CELERY_BEAT_SCHEDULE["compute-drift-reports"] = {
+    "task": "monitoring.tasks.drift_reports_compute",
+    "schedule": FTPORTAL_DRIFT_REPORT_SECONDS,
+}
+# Retraining proposals (monitoring.retraining): hourly, the gating evaluation of each accepted
+# retrain whose version is registered is queued, then every production alias is checked for new
+# approved examples, drift alerts and its base model's end; nothing is launched before a lead
+# accepts a proposal.
+CELERY_BEAT_SCHEDULE["check-retraining"] = {
+    "task": "monitoring.tasks.retrain_checks_run",
+    "schedule": 3600.0,
+}

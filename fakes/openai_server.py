@@ -16,6 +16,11 @@ key (``admin_key``), never the API key: one bucket a UTC day from ``start_time``
 ``end_time``, each holding that day's ``daily_costs`` (dollars, a Decimal) as one cost result,
 in pages of ``limit`` buckets (at most ``max_cost_page_buckets``) joined by ``next_page``.
 
+It lists its models (GET /models): the models it fine-tunes (``models``), those named in
+``shutdown_dates`` and every fine-tuned model of a succeeded job, each as OpenAI's Model
+object; a model named in ``shutdown_dates`` carries its ``shutdown_date`` ("YYYY-MM-DD", or
+null for None), the others leave the optional field out. One page, as OpenAI answers it.
+
 Scenario controls: ``fail_next_requests`` (429 with Retry-After, 5xx, ...),
 ``stall_next_requests`` (longer than the client's timeout), ``drop_response_after_next_job_create``
 (the job is created but its id never reaches the client), ``fail_training_at_step``, and plain
@@ -267,6 +272,8 @@ class FakeOpenAIServer(FakeServer):
         self.max_cost_page_buckets = MAX_COST_BUCKETS
         # What the organisation was billed each UTC day, in dollars (the cost report).
         self.daily_costs: dict[date, Decimal] = {}
+        # Announced shutdown days of listed models (GET /models); None is served as null.
+        self.shutdown_dates: dict[str, date | None] = {}
 
         self.files: dict[str, UploadedFile] = {}
         self.jobs: dict[str, FakeJob] = {}
@@ -339,6 +346,10 @@ class FakeOpenAIServer(FakeServer):
         return [r for r in self.requests if r.path == "/organization/costs"]
 
     @property
+    def models_list_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "GET" and r.path == "/models"]
+
+    @property
     def job_create_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == "POST" and r.path == "/fine_tuning/jobs"]
 
@@ -403,6 +414,8 @@ class FakeOpenAIServer(FakeServer):
                 return Reply(200, self._cancel(self._job(job_id)))
             case "GET", ["organization", "costs"]:
                 return Reply(200, self._costs_page(request.query))
+            case "GET", ["models"]:
+                return Reply(200, {"object": "list", "data": self._listed_models()})
         raise _ApiError(404, f"Unknown request URL: {request.method} {request.path}.")
 
     def _new_id(self, prefix: str) -> str:
@@ -502,6 +515,23 @@ class FakeOpenAIServer(FakeServer):
         self, items_newest_first: list[dict[str, Any]], query: dict[str, list[str]]
     ) -> dict[str, Any]:
         return _cursor_page(items_newest_first, query, max_page_size=self.max_page_size)
+
+    def _listed_models(self) -> list[dict[str, Any]]:
+        fine_tuned = [job.fine_tuned_model for job in self.jobs.values() if job.fine_tuned_model]
+        names = sorted(set(self.models) | set(self.shutdown_dates)) + fine_tuned
+        return [self._model_object(name) for name in dict.fromkeys(names)]
+
+    def _model_object(self, name: str) -> dict[str, Any]:
+        model: dict[str, Any] = {
+            "id": name,
+            "object": "model",
+            "created": 1_700_000_000,
+            "owned_by": ORGANIZATION_ID if name.startswith("ft:") else "system",
+        }
+        if name in self.shutdown_dates:
+            day = self.shutdown_dates[name]
+            model["shutdown_date"] = day.isoformat() if day is not None else None
+        return model
 
     def _costs_page(self, query: dict[str, list[str]]) -> dict[str, Any]:
         """One page of the day buckets from ``start_time`` (required) up to ``end_time`` (now

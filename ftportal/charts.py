@@ -52,6 +52,19 @@ class Series:
 
 
 @dataclass(frozen=True)
+class Marker:
+    """A moment on the x axis drawn as a labelled vertical line (a promotion, a rollback):
+    ``x`` is where it stands, an x value of the chart's points (on a category axis, the label
+    of the category that holds the moment); ``label`` says what happened there."""
+
+    x: float | str
+    label: str
+
+    def as_json(self) -> dict[str, JsonValue]:
+        return {"x": self.x, "label": self.label}
+
+
+@dataclass(frozen=True)
 class Chart:
     """``element_id`` names the page's JSON element, so it must be unique on the page;
     ``description`` says in words what the chart shows (screen readers read it); ``y2`` is a
@@ -66,6 +79,8 @@ class Chart:
     # "bar" draws the series as bars stacked on each other (spend by kind per month: the
     # stack is the month's total); "line" draws lines.
     style: Literal["line", "bar"] = "line"
+    # Vertical lines across the plot at these x values, each with its label.
+    markers: tuple[Marker, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -83,4 +98,5 @@ class Chart:
                 {"name": s.name, "axis": s.axis, "points": [[x, y] for x, y in s.points]}
                 for s in self.series
             ],
+            "markers": [marker.as_json() for marker in self.markers],
         }

@@ -281,7 +281,7 @@ def _settings_output(found: MonitoringSettings) -> dict[str, Any]:
 
 
 class MonitoringSettingsApi(APIView):
-    class SettingsInput(InputSerializer):
+    class MonitoringSettingsInput(InputSerializer):
         email_enabled = serializers.BooleanField()
         webhook = serializers.CharField(
             allow_blank=True, max_length=100, help_text="A registered webhook's name; '' none."
@@ -306,14 +306,14 @@ class MonitoringSettingsApi(APIView):
     @extend_schema(
         operation_id="monitoring_settings_set",
         summary="Change the project's monitoring settings",
-        request=SettingsInput,
+        request=MonitoringSettingsInput,
         responses=SettingsOutput,
     )
     def put(self, request: Request, project_id: int) -> Response:
         project, _ = project_for(
             user=request.user, project_id=project_id, action=Action.MANAGE_MONITORING
         )
-        payload = self.SettingsInput(data=request.data)
+        payload = self.MonitoringSettingsInput(data=request.data)
         payload.is_valid(raise_exception=True)
         found = monitoring_settings_set(
             project=project, user=acting_user(request), data=payload.validated_data

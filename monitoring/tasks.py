@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from . import retraining
 from .drift import drift_reports_run
 from .lifecycle_alerts import lifecycle_alerts_check
 from .models import DRIFT_FIGURES, AlertRule
@@ -36,3 +37,12 @@ def lifecycle_alerts_check_daily() -> int:
     """Raise the retirement countdown of every production version and resolve those no
     longer due; the number of alerts made new. No retries: the next day's run checks again."""
     return sum(done.created for done in lifecycle_alerts_check())
+
+
+@shared_task
+def retrain_checks_run() -> int:
+    """Queue the gating evaluation of every accepted retrain whose version is registered, then
+    check every production alias for a reason to propose a retrain; the open proposals. No
+    retries: the next run checks again, and neither step does anything twice."""
+    retraining.retrain_followups_run()
+    return retraining.retrain_checks_run()

@@ -77,6 +77,12 @@ class LaunchEstimate:
         }
 
 
+def fine_tuning_end(base_model: BaseModel) -> datetime.date | None:
+    """The day the model's endpoint stops taking new fine-tuning jobs, if one was entered."""
+    endpoint = base_model.endpoint
+    return endpoint.fine_tuning_ends_at if endpoint is not None else None
+
+
 def end_of_life_problem(base_model: BaseModel, today: datetime.date) -> str:
     """Why no job may start on this model any more, or ""."""
     if base_model.retires_at and base_model.retires_at <= today:
@@ -85,6 +91,12 @@ def end_of_life_problem(base_model: BaseModel, today: datetime.date) -> str:
         return (
             f"{base_model.display_name} takes no new fine-tuning jobs since "
             f"{base_model.deprecated_at}."
+        )
+    ends = fine_tuning_end(base_model)
+    if ends and ends <= today:
+        return (
+            f"The {base_model.endpoint} endpoint takes no new fine-tuning jobs since {ends}; "
+            "the local LoRA trainer still does."
         )
     return ""
 
@@ -98,6 +110,15 @@ def end_of_life_warnings(base_model: BaseModel, today: datetime.date) -> list[La
                 "base_model_deprecating",
                 f"{base_model.display_name} takes no new fine-tuning jobs from "
                 f"{base_model.deprecated_at}: retraining after that needs another base model.",
+            )
+        )
+    ends = fine_tuning_end(base_model)
+    if ends and today < ends <= horizon:
+        warnings.append(
+            LaunchWarning(
+                "fine_tuning_ending",
+                f"The {base_model.endpoint} endpoint takes no new fine-tuning jobs from {ends}: "
+                "retraining after that needs the local LoRA trainer or another provider.",
             )
         )
     if base_model.retires_at and today < base_model.retires_at <= horizon:

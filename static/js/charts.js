@@ -4,6 +4,10 @@
 // with its unit, a value format, optional bounds, category labels; a second value axis on the
 // right when one is given) and named series of [x, y] points. Templates carry no chart code.
 //
+// A chart may carry markers ({x, label}: a promotion, a rollback): each is drawn as a dashed
+// vertical line across the plot at that x (on a category axis, the category named x) with its
+// label at the top, by the small plugin below; charts without markers do not load it.
+//
 // htmx replaces parts of a page while it polls (the job page every 2 s), canvases included:
 // after each swap the charts whose canvas left the page are destroyed, so none is left behind
 // listening for resizes, and the new canvases are drawn.
@@ -51,6 +55,52 @@
     return options;
   }
 
+  var MARKER_COLOUR = "#5b6475";
+  var MARKER_FONT = "11px system-ui, sans-serif";
+
+  // Where a marker's x lies on the x axis, in pixels; null when the axis does not hold it.
+  function markerPixel(scale, x) {
+    if (scale.type === "category") {
+      var index = scale.getLabels().indexOf(String(x));
+      return index < 0 ? null : scale.getPixelForValue(index);
+    }
+    return typeof x === "number" ? scale.getPixelForValue(x) : null;
+  }
+
+  // Draws options.markers after the datasets: a dashed line and its label (canvas text, so
+  // a label is never markup). Labels at the same x are stacked so that they stay readable.
+  var markerPlugin = {
+    id: "markers",
+    afterDatasetsDraw: function (chart, args, options) {
+      var area = chart.chartArea;
+      var context = chart.ctx;
+      var rows = {};
+      (options.markers || []).forEach(function (marker) {
+        var x = markerPixel(chart.scales.x, marker.x);
+        if (x === null || x < area.left || x > area.right) { return; }
+        var row = rows[x] = (rows[x] || 0) + 1;
+        context.save();
+        context.strokeStyle = MARKER_COLOUR;
+        context.lineWidth = 1;
+        context.setLineDash([4, 3]);
+        context.beginPath();
+        context.moveTo(x, area.top);
+        context.lineTo(x, area.bottom);
+        context.stroke();
+        context.setLineDash([]);
+        context.fillStyle = MARKER_COLOUR;
+        context.font = MARKER_FONT;
+        context.textBaseline = "top";
+        // Right of the line, or left of it near the right edge.
+        var width = context.measureText(marker.label).width;
+        var left = x + 3 + width > area.right;
+        context.textAlign = left ? "right" : "left";
+        context.fillText(marker.label, left ? x - 3 : x + 3, area.top + 2 + (row - 1) * 13);
+        context.restore();
+      });
+    },
+  };
+
   function config(spec) {
     var scales = {
       // A category axis (model versions) shows its labels as they are.
@@ -65,8 +115,24 @@
       scales.y2.position = "right";
       scales.y2.grid = { drawOnChartArea: false };  // one grid, the left axis's
     }
+    var markers = spec.markers || [];
+    var plugins = {
+      legend: { display: true, position: "bottom" },
+      tooltip: {
+        callbacks: {
+          // "Step 12", "Model version v2": the item's label is its x as the axis writes it.
+          title: function (items) { return items.length ? spec.x.title + " " + items[0].label : ""; },
+          label: function (item) {
+            var format = FORMATS[spec[item.dataset.yAxisID].format];
+            return item.dataset.label + ": " + format(item.parsed.y);
+          },
+        },
+      },
+    };
+    if (markers.length) { plugins.markers = { markers: markers }; }
     return {
       type: bars ? "bar" : "line",
+      plugins: markers.length ? [markerPlugin] : [],
       data: {
         datasets: spec.series.map(function (series, index) {
           var colour = COLOURS[index % COLOURS.length];
@@ -94,19 +160,7 @@
         parsing: { xAxisKey: "x", yAxisKey: "y" },
         interaction: { mode: "nearest", intersect: false },
         scales: scales,
-        plugins: {
-          legend: { display: true, position: "bottom" },
-          tooltip: {
-            callbacks: {
-              // "Step 12", "Model version v2": the item's label is its x as the axis writes it.
-              title: function (items) { return items.length ? spec.x.title + " " + items[0].label : ""; },
-              label: function (item) {
-                var format = FORMATS[spec[item.dataset.yAxisID].format];
-                return item.dataset.label + ": " + format(item.parsed.y);
-              },
-            },
-          },
-        },
+        plugins: plugins,
       },
     };
   }

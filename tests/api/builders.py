@@ -23,6 +23,9 @@ from evaluation.models import EvalResult, EvalRun
 from evaluation.services import eval_run_for_version
 from ftportal.models import Project
 from ftportal.tokens import api_token_create
+from monitoring.alerts import AlertRaise, alert_raise
+from monitoring.models import Alert, AlertKind, AlertRule, RetrainProposal
+from monitoring.rules import default_rules_ensure
 from registry.models import Alias, ModelVersion, RegisteredModel
 from registry.services import model_version_promote, model_version_register
 from serving.models import FallbackRoute
@@ -263,3 +266,36 @@ def world_budget_alert(world: World) -> BudgetAlert:
         defaults={"spent_usd": Decimal("8.00"), "budget_usd": Decimal("10.00")},
     )
     return alert
+
+
+def world_monitoring_alert(world: World) -> Alert:
+    """An open alert of the project's alert list (a rule's), made when first asked for."""
+    return alert_raise(
+        AlertRaise(
+            project_id=world.project.pk,
+            kind=AlertKind.RULE,
+            key="rule:world",
+            title="Error rate of the world's model is high",
+        )
+    ).alert
+
+
+def world_alert_rule(world: World) -> AlertRule:
+    """The production alias's default error-rate rule, made when first asked for."""
+    default_rules_ensure(world.registered_model)
+    return AlertRule.objects.get(registered_model=world.registered_model, figure="error_rate")
+
+
+def world_retrain_proposal(world: World) -> RetrainProposal:
+    """An open retraining proposal for the first version, made when first asked for."""
+    proposal, _ = RetrainProposal.objects.get_or_create(
+        project=world.project,
+        registered_model=world.first.registered_model,
+        state="open",
+        defaults={
+            "served_version": world.first,
+            "base_model": world.first.base_model,
+            "reasons": [{"kind": "drift", "text": "Input drift was alerted."}],
+        },
+    )
+    return proposal

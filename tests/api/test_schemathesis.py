@@ -34,7 +34,15 @@ from schemathesis.specs.openapi.checks import (
 from datasets.models import ImportBatch
 from serving.services import ArmSpec, application_key_create, experiment_create
 
-from .builders import World, token_client, world_budget_alert, world_fallback_route
+from .builders import (
+    World,
+    token_client,
+    world_alert_rule,
+    world_budget_alert,
+    world_fallback_route,
+    world_monitoring_alert,
+    world_retrain_proposal,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -98,9 +106,18 @@ def path_ids(world: World, path: str) -> dict[str, Any]:
     if "{route_id}" in path:
         # The production alias's fallback route (to the first version), made when first named.
         ids["route_id"] = world_fallback_route(world).pk
-    if "{alert_id}" in path:
+    if "{alert_id}" in path and "/budget/" in path:
         # A budget alert of the project (80 % of $10 this month), made when first named.
         ids["alert_id"] = world_budget_alert(world).pk
+    elif "{alert_id}" in path:
+        # An open alert of the project's alert list, made when first named.
+        ids["alert_id"] = world_monitoring_alert(world).pk
+    if "{rule_id}" in path:
+        ids["rule_id"] = world_alert_rule(world).pk
+    if "{alias}" in path:
+        ids["alias"] = "production"
+    if "{proposal_id}" in path:
+        ids["proposal_id"] = world_retrain_proposal(world).pk
     return {name: value for name, value in ids.items() if "{" + name + "}" in path}
 
 

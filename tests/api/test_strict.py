@@ -20,7 +20,15 @@ from datasets.models import AnalysisRun, Example, ExampleStatus
 from ftportal.roles import Role
 from serving.services import ArmSpec, application_key_create, experiment_create
 
-from .builders import World, token_client, world_budget_alert, world_fallback_route
+from .builders import (
+    World,
+    token_client,
+    world_alert_rule,
+    world_budget_alert,
+    world_fallback_route,
+    world_monitoring_alert,
+    world_retrain_proposal,
+)
 from .test_roles import db_state
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +59,7 @@ def operation_id(case: tuple[str, str, dict[str, Any]]) -> str:
 
 
 @pytest.fixture
-def ids(world: World, make_member: Callable[..., User]) -> dict[str, int]:
+def ids(world: World, make_member: Callable[..., User]) -> dict[str, int | str]:
     """An object of the project for each kind of id a URL names, keyed by the segment before."""
     analysis = AnalysisRun.objects.create(
         dataset=world.dataset, base_model_key="smollm2-135m-instruct", created_by=world.owner
@@ -86,14 +94,23 @@ def ids(world: World, make_member: Callable[..., User]) -> dict[str, int]:
             ],
         ).pk,
         "fallback-routes/route_id": world_fallback_route(world).pk,
-        "alerts/alert_id": world_budget_alert(world).pk,
+        "budget/alerts/alert_id": world_budget_alert(world).pk,
+        "alerts/alert_id": world_monitoring_alert(world).pk,
+        "alert-rules/rule_id": world_alert_rule(world).pk,
+        "retraining/proposal_id": world_retrain_proposal(world).pk,
+        "production/model_id": world.registered_model.pk,
+        "{model_id}/alias": "production",
     }
 
 
-def concrete(path: str, ids: dict[str, int]) -> str:
+def concrete(path: str, ids: dict[str, int | str]) -> str:
     def fill(match: re.Match[str]) -> str:
-        segment = path[: match.start()].rstrip("/").rsplit("/", 1)[-1]
-        key = f"{segment}/{match.group(1)}"
+        before = path[: match.start()].rstrip("/").rsplit("/", 2)
+        # Two segments first where one is not enough ("budget/alerts" and "alerts" name
+        # different alerts), then the segment before the parameter.
+        key = f"{'/'.join(before[-2:])}/{match.group(1)}"
+        if key not in ids:
+            key = f"{before[-1]}/{match.group(1)}"
         if key not in ids:
             pytest.fail(f"{path}: no object for {key}; add one to the ids fixture")
         return str(ids[key])
@@ -116,7 +133,7 @@ def test_the_walk_finds_the_endpoints_it_is_meant_to_check() -> None:
 
 @pytest.mark.parametrize("case", WRITES, ids=operation_id)
 def test_every_write_endpoint_refuses_an_unknown_key_by_name(
-    case: tuple[str, str, dict[str, Any]], ids: dict[str, int], admin: APIClient
+    case: tuple[str, str, dict[str, Any]], ids: dict[str, int | str], admin: APIClient
 ) -> None:
     path, method, operation = case
     content = operation.get("requestBody", {}).get("content", {"application/json": {}})
@@ -175,7 +192,7 @@ def test_the_lists_are_found() -> None:
 
 @pytest.mark.parametrize("case", READS, ids=operation_id)
 def test_every_get_endpoint_that_lists_answers_one_page_shape(
-    case: tuple[str, str, dict[str, Any]], ids: dict[str, int], admin: APIClient
+    case: tuple[str, str, dict[str, Any]], ids: dict[str, int | str], admin: APIClient
 ) -> None:
     path, _, _ = case
     response = admin.get(concrete(path, ids))
@@ -191,7 +208,7 @@ def test_every_get_endpoint_that_lists_answers_one_page_shape(
 
 @pytest.mark.parametrize("case", LISTS, ids=operation_id)
 def test_every_list_pages_by_limit_and_refuses_an_unknown_query_key(
-    case: tuple[str, str, dict[str, Any]], ids: dict[str, int], admin: APIClient
+    case: tuple[str, str, dict[str, Any]], ids: dict[str, int | str], admin: APIClient
 ) -> None:
     url = concrete(case[0], ids)
     one = admin.get(url, {"limit": 1}).json()

@@ -254,4 +254,4 @@ def test_the_project_page_counts_unresolved_alerts(
     project: Project, alert: Alert, lead: User
 ) -> None:
     text = logged_in(lead).get(reverse("project_detail", args=[project.pk])).content.decode()
-    assert "Alerts (1 unresolved)" in text
+    assert "(1 unresolved)" in text

@@ -121,7 +121,9 @@ def page_urls(world: World) -> list[str]:
             values["version_id"] = world.first.pk
         if "analyses" in route and analysis is not None:
             values["run_id"] = analysis.pk
-        urls.append("/" + fill(route, values, r"<int:(\w+)>"))
+        filled = fill(route, values, r"<int:(\w+)>")
+        # An alias name (production pages): the world's production alias.
+        urls.append("/" + filled.replace("<path:alias>", "production"))
     return urls
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from catalog.models import BaseModel, Provider
+from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from datasets.models import DatasetVersionExample, Split
 from datasets.quality.tokens import count_conversations, tiktoken_counter
 from ftportal.errors import ApplicationError, ConflictError
@@ -47,6 +47,10 @@ def hosted_model(db) -> BaseModel:
             "is_active": True,
         },
     )
+    # The seeded endpoint's own end of fine-tuning (OpenAI's, a real date) is tested on its
+    # own below; here the model's dates are the test's.
+    Endpoint.objects.filter(pk=model.endpoint_id).update(fine_tuning_ends_at=None)
+    model.refresh_from_db()
     return model
 
 
@@ -334,3 +338,33 @@ def test_versions_whose_base_model_goes_away_are_listed_with_the_reason(
 
     assert row.version == going
     assert f"takes no new fine-tuning jobs from {hosted_model.deprecated_at}" in row.reason
+
+
+def test_an_endpoint_whose_fine_tuning_ends_warns_and_then_refuses_new_jobs(
+    project, lead, hosted_model
+):
+    endpoint = Endpoint.objects.create(
+        name="hosted-ft", kind=EndpointKind.OPENAI, secret_env="OPENAI_API_KEY"
+    )
+    hosted_model.endpoint = endpoint
+    hosted_model.save()
+    version = frozen_version(project, lead)
+    stored = config_for(hosted_model.provider, {"epochs": 3})
+
+    endpoint.fine_tuning_ends_at = timezone.localdate() + datetime.timedelta(days=31)
+    endpoint.save()
+    hosted_model.refresh_from_db()
+    estimate = launch_estimate(version=version, base_model=hosted_model, hyperparameters=stored)
+    [ending] = [w for w in estimate.warnings if w.code == "fine_tuning_ending"]
+    assert "hosted-ft endpoint takes no new fine-tuning jobs from" in ending.message
+    assert "local LoRA trainer" in ending.message
+
+    endpoint.fine_tuning_ends_at = timezone.localdate()
+    endpoint.save()
+    hosted_model.refresh_from_db()
+    with pytest.raises(ApplicationError, match="takes no new fine-tuning jobs since") as error:
+        training_job_create(
+            project=project, dataset_version=version, base_model=hosted_model, user=lead
+        )
+    assert error.value.extra["field"] == "base_model"
+    assert not TrainingJob.objects.exists()
