@@ -26,8 +26,14 @@ from ftportal.api import (
 from ftportal.permissions import project_for
 from ftportal.roles import Action
 
-from .alerts import alert_acknowledge, alert_in_project, alert_resolve, alerts_of
-from .models import AlertRule, AlertState, Comparison, Figure, MonitoringSettings
+from .alerts import (
+    STATE_FILTERS,
+    alert_acknowledge,
+    alert_in_project,
+    alert_resolve,
+    alerts_in_state,
+)
+from .models import AlertRule, Comparison, Figure, MonitoringSettings
 from .services import (
     MAX_COOLDOWN_MINUTES,
     MAX_DRIFT_WINDOW_HOURS,
@@ -78,16 +84,14 @@ class AlertOutput(serializers.Serializer[Any]):
 
 class AlertListApi(APIView):
     class AlertQuery(ListQueryInput):
-        state = serializers.ChoiceField(
-            choices=[*AlertState.values, "unresolved", "all"], required=False, default="all"
-        )
+        state = serializers.ChoiceField(choices=STATE_FILTERS, required=False, default="all")
 
     @extend_schema(
         operation_id="alerts_list",
         summary="The project's alerts, last raised first",
         parameters=[
             *PAGINATION_PARAMETERS,
-            OpenApiParameter("state", str, enum=[*AlertState.values, "unresolved", "all"]),
+            OpenApiParameter("state", str, enum=list(STATE_FILTERS)),
         ],
         responses=page_serializer("AlertPage", AlertOutput),
     )
@@ -97,12 +101,7 @@ class AlertListApi(APIView):
         )
         query = self.AlertQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        wanted = query.validated_data["state"]
-        alerts = alerts_of(project)
-        if wanted == "unresolved":
-            alerts = alerts.exclude(state=AlertState.RESOLVED)
-        elif wanted != "all":
-            alerts = alerts.filter(state=wanted)
+        alerts = alerts_in_state(project, query.validated_data["state"])
         return paginated_response(
             request=request, view=self, queryset=alerts, serializer_class=AlertOutput, query=None
         )

@@ -18,8 +18,14 @@ from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
 from registry.models import Alias
 
-from .alerts import alert_acknowledge, alert_in_project, alert_resolve, alerts_of
-from .models import AlertRule, AlertState, Comparison, Figure
+from .alerts import (
+    STATE_FILTERS,
+    alert_acknowledge,
+    alert_in_project,
+    alert_resolve,
+    alerts_in_state,
+)
+from .models import AlertRule, Comparison, Figure
 from .services import (
     monitoring_settings_of,
     monitoring_settings_set,
@@ -32,7 +38,6 @@ from .services import (
 )
 
 PAGE_ALERTS = 100
-STATE_FILTERS = ("unresolved", "open", "acknowledged", "resolved", "all")
 
 
 def _state_filter(request: AppRequest) -> str:
@@ -51,11 +56,7 @@ def alert_list(request: AppRequest, project_id: int) -> HttpResponse:
         user=request.user, project_id=project_id, action=Action.READ_MONITORING
     )
     wanted = _state_filter(request)
-    alerts = alerts_of(project)
-    if wanted == "unresolved":
-        alerts = alerts.exclude(state=AlertState.RESOLVED)
-    elif wanted != "all":
-        alerts = alerts.filter(state=wanted)
+    alerts = alerts_in_state(project, wanted)
     context = {
         "project": project,
         "can": role_flags(role),

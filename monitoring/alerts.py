@@ -156,6 +156,20 @@ def alerts_of(project: Project) -> QuerySet[Alert]:
     )
 
 
+# The alert list's filters: a state, or every alert not resolved, or all of them.
+STATE_FILTERS = ("unresolved", *AlertState.values, "all")
+
+
+def alerts_in_state(project: Project, wanted: str) -> QuerySet[Alert]:
+    """The project's alerts in one of STATE_FILTERS."""
+    alerts = alerts_of(project)
+    if wanted == "unresolved":
+        return alerts.exclude(state=AlertState.RESOLVED)
+    if wanted == "all":
+        return alerts
+    return alerts.filter(state=wanted)
+
+
 def unresolved_alert_count(project: Project) -> int:
     return Alert.objects.filter(project=project).exclude(state=AlertState.RESOLVED).count()
 

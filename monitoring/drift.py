@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,7 @@ from datasets.models import DatasetVersionExample, Split
 from registry.models import PRODUCTION_ALIAS, Alias, ModelVersion, RegisteredModel
 from serving.models import RequestLog, RequestStatus
 
-from .drift_stats import DriftResult, DriftSample, drift_figures
-from .embedding import sentence_embedder
+from .drift_stats import DriftResult, DriftSample, ReferenceEmbeddings, drift_figures
 from .models import DriftReport, DriftStatus, MonitoringSettings
 
 logger = logging.getLogger(__name__)
@@ -170,28 +169,39 @@ def window_of(version: ModelVersion, since: dt.datetime, until: dt.datetime) -> 
 # --- reference embeddings, computed once per dataset version ------------------------------------
 
 
-def _embedding_cache_path(version: ModelVersion, fingerprint: str) -> Path:
-    digest = hashlib.sha256(
-        f"{version.dataset_version.content_hash}:{version.dataset_version_id}:{fingerprint}".encode()
-    ).hexdigest()[:32]
-    return Path(settings.VAR_DIR) / "drift-embeddings" / f"{digest}.npy"
+def _embedding_cache_path(version: ModelVersion) -> Path:
+    # The dataset version is frozen, so its content hash names its train split's texts; the
+    # embedder's fingerprint is checked on reading (drift_stats reuses only its own).
+    key = f"{version.dataset_version.content_hash}:{version.dataset_version_id}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return Path(settings.VAR_DIR) / "drift-embeddings" / f"{digest}.npz"
 
 
-def reference_embeddings_cached(version: ModelVersion, texts: Sequence[str]) -> np.ndarray | None:
-    embedder = sentence_embedder()
-    path = _embedding_cache_path(version, embedder.fingerprint)
-    if not path.exists():
+def reference_embeddings_cached(version: ModelVersion) -> ReferenceEmbeddings | None:
+    """The reference's embedded sample kept by an earlier report, or None."""
+    path = _embedding_cache_path(version)
+    try:
+        with np.load(path) as stored:
+            return ReferenceEmbeddings(
+                rows=stored["rows"],
+                vectors=stored["vectors"],
+                fingerprint=str(stored["fingerprint"]),
+            )
+    except (OSError, KeyError, ValueError):  # none yet, or unreadable: embed again
         return None
-    found = np.load(path)
-    return found if found.shape[0] == len(texts) else None
 
 
-def reference_embeddings_keep(version: ModelVersion, embeddings: np.ndarray) -> None:
-    path = _embedding_cache_path(version, sentence_embedder().fingerprint)
+def reference_embeddings_keep(version: ModelVersion, embeddings: ReferenceEmbeddings) -> None:
+    path = _embedding_cache_path(version)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written aside and renamed: a worker reading it at the same moment never sees half.
-    partial = path.with_suffix(".partial.npy")
-    np.save(partial, embeddings)
+    partial = path.with_name(path.stem + ".partial.npz")
+    np.savez(
+        partial,
+        rows=embeddings.rows,
+        vectors=embeddings.vectors,
+        fingerprint=np.array(embeddings.fingerprint),
+    )
     partial.replace(path)
 
 
@@ -245,6 +255,7 @@ def drift_report_compute(
         report.save()
         return report
     reader = label_reader(version.dataset_version.answer_contract or {})
+    cached = reference_embeddings_cached(version)
     result = drift_figures(
         DriftSample(
             texts=reference.texts,
@@ -254,19 +265,19 @@ def drift_report_compute(
             texts=window.texts,
             labels=reader.labels_of(window.outputs) if reader else None,
         ),
-        reference_embeddings=reference_embeddings_cached(version, reference.texts),
+        reference_embeddings=cached,
     )
-    if result.reference_embeddings is not None:
+    if result.reference_embeddings is not None and result.reference_embeddings is not cached:
         reference_embeddings_keep(version, result.reference_embeddings)
     report.status = DriftStatus.DRIFTED if result.drifted else DriftStatus.STABLE
     report.figures = _report_figures(result)
     report.drifted_examples = [
         {
-            "request_id": window.request_ids[index],
-            "similarity": round(float(similarity), 4),
-            "text": window.texts[index][:SHOWN_CHARS],
+            "request_id": window.request_ids[example.index],
+            "similarity": round(example.similarity, 4),
+            "text": window.texts[example.index][:SHOWN_CHARS],
         }
-        for index, similarity in result.most_drifted[:DRIFTED_EXAMPLES]
+        for example in result.most_drifted[:DRIFTED_EXAMPLES]
     ]
     report.seconds = time.perf_counter() - started
     report.save()

@@ -26,7 +26,7 @@ class Figure(models.TextChoices):
     SUCCESS_RATE = "success_rate", "Success-event rate"
     CONTRACT_VALIDITY = "contract_validity", "Answers within the contract"
     EMBEDDING_DRIFT_AUC = "embedding_drift_auc", "Input drift: domain classifier ROC AUC"
-    LENGTH_DRIFT = "length_drift", "Input drift: length (Wasserstein, in reference IQRs)"
+    LENGTH_DRIFT = "length_drift", "Input drift: length (Wasserstein, in standard deviations)"
     OOV_SHARE = "oov_share", "Input drift: out-of-vocabulary word share"
     PII_SHARE = "pii_share", "Input drift: share of requests with personal data"
     LANGUAGE_DRIFT = "language_drift", "Input drift: language (PSI)"

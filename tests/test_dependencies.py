@@ -25,6 +25,7 @@ PRODUCT = (
     "registry",
     "serving",
     "costs",
+    "monitoring",
     "providers",
 )
 DEVELOPMENT = ("tests", "bench", "fakes")

@@ -14,7 +14,7 @@ from django.contrib.auth.models import User
 from catalog.models import BaseModel
 from datasets.models import DatasetVersionExample, Split
 from ftportal.models import Project
-from monitoring.drift import drift_report_compute
+from monitoring.drift import drift_report_compute, reference_embeddings_cached
 from monitoring.models import Alert, DriftStatus, Figure
 from monitoring.rules import default_rules_ensure, rules_check
 from registry.models import ModelVersion
@@ -130,7 +130,7 @@ def test_a_shifted_window_raises_the_drift_alerts_and_lists_the_shifted_requests
     assert all(len(example["text"]) <= 300 for example in report.drifted_examples)
 
     rules_check(now=NOW)
-    raised = {alert.rule.figure for alert in Alert.objects.select_related("rule")}
+    raised = {alert.rule.figure for alert in Alert.objects.select_related("rule") if alert.rule}
     assert {
         Figure.EMBEDDING_DRIFT_AUC,
         Figure.LABEL_DRIFT_PSI,
@@ -162,3 +162,19 @@ def test_requests_outside_the_window_or_served_by_another_version_are_left_out(
     ).update(created_at=NOW - dt.timedelta(days=3))
     report = drift_report_compute(registered_model=version.registered_model, now=NOW)
     assert report is not None and report.current_count == 50
+
+
+def test_the_references_embeddings_are_kept_and_reused_by_the_next_report(
+    version: ModelVersion,
+) -> None:
+    rng = random.Random(15)
+    _log(version, [_ticket(rng) for _ in range(120)], seed=7)
+    first = drift_report_compute(registered_model=version.registered_model, now=NOW)
+    kept = reference_embeddings_cached(version)
+    assert kept is not None and kept.vectors.shape[1] == 384
+    assert len(kept.rows) == kept.vectors.shape[0] <= first.reference_count  # type: ignore[union-attr]
+    second = drift_report_compute(registered_model=version.registered_model, now=NOW)
+    assert first is not None and second is not None
+    assert second.figures == first.figures
+    again = reference_embeddings_cached(version)
+    assert again is not None and (again.rows == kept.rows).all()

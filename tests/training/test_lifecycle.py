@@ -49,7 +49,7 @@ def hosted_model(db) -> BaseModel:
     )
     # The seeded endpoint's own end of fine-tuning (OpenAI's, a real date) is tested on its
     # own below; here the model's dates are the test's.
-    Endpoint.objects.filter(pk=model.endpoint_id).update(fine_tuning_ends_at=None)
+    Endpoint.objects.filter(base_models=model).update(fine_tuning_ends_at=None)
     model.refresh_from_db()
     return model
 
