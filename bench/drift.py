@@ -5,7 +5,7 @@ plain per-request baseline in the same run.
 
     python bench/drift.py [--reference 10000] [--current 100000] [--shifted-share 0.2]
                           [--embedding-cap 3000] [--repeats 3] [--baseline-requests 300]
-                          [--tricks] [--stability]
+                          [--tricks] [--stability] [--no-database]
 
 Traffic: generated support tickets (the generator below, which tests/monitoring shares). The
 reference and 80% of the window come from one generator; ``--shifted-share`` of the window
@@ -29,6 +29,14 @@ extrapolated baseline over ``total_s``; it includes the sampling of the embeddin
 ``embed_speedup`` gives the like-for-like part: texts per second embedded batched against one
 at a time.
 
+Then, unless ``--no-database``, the report as the product makes and stores it
+(``monitoring.drift.drift_report_compute``): the reference as a frozen dataset version's train
+split and the window as request log rows in a scratch Postgres database (beside DATABASE_URL's,
+dropped afterwards), read, computed and stored as a ``DriftReport``; timed once with the
+reference's embeddings to compute (``stored_report_s``, the issue's figure: reading the log
+included) and once with them cached by the first (``stored_cached_s``); ``read_s`` is the
+reading of the rows alone.
+
 ``--tricks`` also measures the embedder's texts per second with each speed choice undone in
 turn (on the same 1,000 requests, alternating, median of three); ``--stability`` measures the
 classifier's AUC against the embedding cap (10 seeded draws a cap, against the AUC of the whole
@@ -39,6 +47,7 @@ The last line is key=value.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import random
 import statistics
 import sys
@@ -46,12 +55,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
 
 import numpy as np  # noqa: E402
 
+from bench.databases import in_scratch_django_database  # noqa: E402
 from bench.prepare import time_sides  # noqa: E402
 from monitoring.drift_stats import (  # noqa: E402
     DEFAULT_EMBEDDING_CAP,
@@ -470,6 +481,7 @@ def main() -> None:
     parser.add_argument("--baseline-requests", type=int, default=300)
     parser.add_argument("--tricks", action="store_true")
     parser.add_argument("--stability", action="store_true")
+    parser.add_argument("--no-database", action="store_true")
     args = parser.parse_args()
 
     reference_requests = traffic(args.reference, seed=1)
@@ -587,7 +599,151 @@ def main() -> None:
         "precision": embedder.precision,
         "drifted": ",".join(f.name for f in result.figures if f.drifted) or "none",
     }
+    if not args.no_database:
+        stored: dict[str, object] = {}
+        in_scratch_django_database(
+            "ftportal_bench_drift",
+            lambda: stored.update(stored_report_timing(reference_requests, current_requests)),
+        )
+        figures.update(stored)
+        figures["limit_ok"] = bool(figures["limit_ok"]) and bool(stored["stored_limit_ok"])
     print(" ".join(f"{key}={value}" for key, value in figures.items()))
+
+
+def stored_report_timing(
+    reference_requests: Sequence[Request], current_requests: Sequence[Request]
+) -> dict[str, object]:
+    """The report as the product makes it, from rows in a scratch database (not timed: the
+    migration and the rows)."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from monitoring.drift import drift_report_compute, reference_of, window_of
+
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    version, now = stored_world(reference_requests, current_requests)
+    print(f"stored report: migrated and wrote the rows in {time.perf_counter() - started:.0f} s")
+    started = time.perf_counter()
+    reference_of(version)
+    window_of(version, now - dt.timedelta(hours=24), now)
+    read_s = time.perf_counter() - started
+    timings = []
+    statuses = []
+    for _ in range(2):
+        started = time.perf_counter()
+        stored = drift_report_compute(registered_model=version.registered_model, now=now)
+        timings.append(time.perf_counter() - started)
+        assert stored is not None and stored.current_count == len(current_requests)
+        statuses.append(stored.status)
+    print(
+        f"stored report: {timings[0]:.1f} s ({read_s:.1f} s reading {len(current_requests)} "
+        f"requests and {len(reference_requests)} examples), {timings[1]:.1f} s with the "
+        f"reference's embeddings cached; status {statuses[-1]}"
+    )
+    return {
+        "stored_report_s": round(timings[0], 2),
+        "stored_cached_s": round(timings[1], 2),
+        "read_s": round(read_s, 2),
+        "stored_limit_ok": timings[0] <= LIMIT_S,
+    }
+
+
+def stored_world(
+    reference_requests: Sequence[Request], current_requests: Sequence[Request]
+) -> tuple[Any, dt.datetime]:
+    """A production alias whose version was trained on ``reference_requests`` (a frozen
+    dataset version's train split) and served ``current_requests`` in the last day."""
+    import uuid
+
+    from django.contrib.auth.models import User
+    from django.utils import timezone
+
+    from catalog.models import BaseModel, Provider
+    from datasets.models import Dataset, DatasetVersion, DatasetVersionExample, Split
+    from ftportal.models import Project
+    from registry.models import PRODUCTION_ALIAS, Alias, ModelVersion, RegisteredModel
+    from serving.models import RequestLog, RequestStatus
+    from training.models import JobStatus, TrainingJob
+
+    now = timezone.now()
+    user = User.objects.create_user(username="bench")
+    project = Project.objects.create(name="Drift bench")
+    dataset = Dataset.objects.create(project=project, name="tickets")
+    data = DatasetVersion.objects.create(
+        dataset=dataset,
+        number=1,
+        # Its own hash: the report caches the reference's embeddings by it.
+        content_hash=uuid.uuid4().hex,
+        seed=0,
+        validation_fraction=0.0,
+        example_count=len(reference_requests),
+        train_count=len(reference_requests),
+        validation_count=0,
+        created_by=user,
+    )
+    DatasetVersionExample.objects.bulk_create(
+        (
+            DatasetVersionExample(
+                version=data,
+                position=position,
+                split=Split.TRAIN,
+                messages=[
+                    {"role": "user", "content": request.text},
+                    {"role": "assistant", "content": request.label},
+                ],
+            )
+            for position, request in enumerate(reference_requests)
+        ),
+        batch_size=5000,
+    )
+    base, _ = BaseModel.objects.get_or_create(
+        key="smollm2-135m-instruct",
+        defaults={"display_name": "SmolLM2-135M-Instruct", "provider": Provider.LOCAL},
+    )
+    job = TrainingJob.objects.create(
+        project=project,
+        dataset_version=data,
+        base_model=base,
+        provider=base.provider,
+        hyperparameters={},
+        model_name="triage",
+        created_by=user,
+        status=JobStatus.SUCCEEDED,
+    )
+    model = RegisteredModel.objects.create(project=project, name="triage")
+    version = ModelVersion.objects.create(
+        registered_model=model,
+        number=1,
+        training_job=job,
+        dataset_version=data,
+        dataset_hash=data.content_hash,
+        base_model=base,
+        hyperparameters={},
+        adapter_dir="/nowhere",
+    )
+    Alias.objects.create(registered_model=model, name=PRODUCTION_ALIAS, model_version=version)
+    window = dt.timedelta(hours=23)
+    RequestLog.objects.bulk_create(
+        (
+            RequestLog(
+                project=project,
+                request_id=f"req_{index:032x}",
+                requested_model=f"{project.pk}/triage/production",
+                served_version=version,
+                messages=[{"role": "user", "content": request.text}],
+                output=request.label,
+                status=RequestStatus.OK,
+                latency_ms=100,
+                created_at=now - window * (index / len(current_requests)),
+            )
+            for index, request in enumerate(current_requests)
+        ),
+        batch_size=5000,
+    )
+    return version, now
 
 
 def report(result: DriftResult, current_requests: Sequence[Request]) -> None:

@@ -33,6 +33,7 @@ from serving.models import RequestLog, RequestStatus
 
 from .drift_stats import DriftResult, DriftSample, ReferenceEmbeddings, drift_figures
 from .models import DriftReport, DriftStatus, MonitoringSettings
+from .selectors import production_aliases
 
 logger = logging.getLogger(__name__)
 
@@ -287,8 +288,7 @@ def drift_report_compute(
 def drift_reports_run(*, now: dt.datetime | None = None) -> list[DriftReport]:
     """A report for every production alias; one failing is logged and the others go on."""
     reports = []
-    aliases = Alias.objects.filter(name=PRODUCTION_ALIAS).select_related("registered_model")
-    for alias in aliases:
+    for alias in production_aliases():
         try:
             report = drift_report_compute(
                 registered_model=alias.registered_model, alias=alias.name, now=now

@@ -33,10 +33,11 @@ from django.utils import timezone
 from catalog.lifecycle import LifecycleEvent, LifecycleEventKind, base_model_lifecycle_events
 from catalog.models import Provider
 from catalog.selectors import active_base_models
-from registry.models import PRODUCTION_ALIAS, Alias, ModelVersion
+from registry.models import Alias, ModelVersion
 
 from .alerts import AlertRaise, alert_clear, alert_raise
 from .models import Alert, AlertKind, AlertState, Severity
+from .selectors import production_aliases
 
 HORIZON_DAYS = 180
 # The countdown's steps, in days left; 0 is the day itself and after.
@@ -110,14 +111,6 @@ def local_base_model_names() -> list[str]:
     return [model.display_name for model in active_base_models().filter(provider=Provider.LOCAL)]
 
 
-def _production_aliases() -> list[Alias]:
-    return list(
-        Alias.objects.filter(name=PRODUCTION_ALIAS)
-        .select_related("registered_model", "model_version__base_model__endpoint")
-        .order_by("registered_model__project_id", "registered_model__name")
-    )
-
-
 # --- the check ------------------------------------------------------------------------------
 
 
@@ -133,7 +126,7 @@ def lifecycle_alerts_check(
     done: list[LifecycleAlerted] = []
     due: dict[tuple[int, str], int] = {}  # (project, "<version>:<event>") -> its step now
     in_production: set[int] = set()
-    for alias in _production_aliases():
+    for alias in production_aliases():
         version = alias.model_version
         in_production.add(version.pk)
         for event in binding_events(lifecycle_events_of(version, today)):

@@ -14,7 +14,7 @@ from ftportal.errors import ApplicationError, PermissionDeniedError
 from ftportal.models import Project
 from ftportal.permissions import AnyUser, project_for
 from ftportal.roles import Action, role_allows
-from registry.models import PRODUCTION_ALIAS, Alias, ModelVersion, RegisteredModel
+from registry.models import Alias, ModelVersion, RegisteredModel
 from training.estimates import LaunchEstimate, launch_estimate
 from training.hyperparameters import config_for
 
@@ -72,15 +72,6 @@ def retrain_proposal_in_project(project: Project, proposal_id: int) -> RetrainPr
 
 
 # --- what the checks read ------------------------------------------------------------------------
-
-
-def production_aliases() -> QuerySet[Alias]:
-    """Every registered model's production alias, with its model and served version."""
-    return (
-        Alias.objects.filter(name=PRODUCTION_ALIAS)
-        .select_related("registered_model", "model_version")
-        .order_by("registered_model_id")
-    )
 
 
 def served_version_of(registered_model: RegisteredModel, alias: str) -> ModelVersion | None:

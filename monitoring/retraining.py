@@ -43,10 +43,10 @@ from .retrain_prefill import (
 from .retrain_selectors import (
     examples_not_in,
     open_drift_alerts,
-    production_aliases,
     retrain_min_new_examples,
     served_version_of,
 )
+from .selectors import production_aliases
 
 logger = logging.getLogger(__name__)
 

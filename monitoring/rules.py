@@ -17,10 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
-from registry.models import PRODUCTION_ALIAS, Alias, RegisteredModel
+from registry.models import PRODUCTION_ALIAS, RegisteredModel
 
 from .alerts import AlertRaise, alert_clear, alert_raise
 from .figures import WindowFigures, window_figures
@@ -34,6 +33,7 @@ from .models import (
     Severity,
 )
 from .project_figures import project_figure
+from .selectors import production_aliases
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +117,6 @@ def default_rules_ensure(registered_model: RegisteredModel, alias: str = PRODUCT
             continue
         made += created
     return made
-
-
-def production_aliases() -> QuerySet[Alias]:
-    return Alias.objects.filter(name=PRODUCTION_ALIAS).select_related("registered_model")
 
 
 def default_rules_ensure_everywhere() -> int:
