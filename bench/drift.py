@@ -737,7 +737,8 @@ def stored_world(
                 output=request.label,
                 status=RequestStatus.OK,
                 latency_ms=100,
-                created_at=now - window * (index / len(current_requests)),
+                # Before ``now``: a window leaves out its end.
+                created_at=now - dt.timedelta(seconds=1) - window * (index / len(current_requests)),
             )
             for index, request in enumerate(current_requests)
         ),
