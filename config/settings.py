@@ -199,6 +199,8 @@ CELERY_TASK_ROUTES = {
     # The reaper must not wait behind a long evaluation; exact names win over patterns.
     "evaluation.tasks.reap_abandoned_evaluations": {"queue": "default"},
     "evaluation.tasks.*": {"queue": "inference"},
+    # A drift report embeds thousands of texts: with the model work, not before the reapers.
+    "monitoring.tasks.drift_reports_compute": {"queue": "inference"},
 }
 # A worker that dies holding a message gets it redelivered; redelivery is harmless because a
 # job is claimed under a row lock and runs only from "queued".
@@ -461,6 +463,10 @@ CELERY_BEAT_SCHEDULE["delete-expired-request-logs"] = {
 }
 
 # --- e-mail ------------------------------------------------------------------------------------
+# Where people reach this site, e.g. https://ftportal.example.com: alert e-mails and webhook
+# posts link to their alert with it (without it the link is a path, which a chat tool cannot
+# open).
+FTPORTAL_SITE_URL = os.environ.get("FTPORTAL_SITE_URL", "").rstrip("/")
 # Budget alerts are e-mailed (costs.budget_alerts). In development the messages are printed by
 # the console backend; a deployment names its SMTP server here.
 EMAIL_BACKEND = os.environ.get(

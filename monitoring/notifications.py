@@ -56,8 +56,9 @@ def recipients(project: Project) -> list[str]:
     return sorted(set(addresses))
 
 
-def alert_page_path(alert: Alert) -> str:
-    return f"/projects/{alert.project_id}/alerts/{alert.pk}/"
+def alert_link(alert: Alert) -> str:
+    """Where the alert's page is: absolute with FTPORTAL_SITE_URL, else the site's path."""
+    return f"{settings.FTPORTAL_SITE_URL}/projects/{alert.project_id}/alerts/{alert.pk}/"
 
 
 def email_text(alert: Alert) -> tuple[str, str]:
@@ -66,7 +67,7 @@ def email_text(alert: Alert) -> tuple[str, str]:
     lines = [alert.title]
     if alert.message:
         lines.append(alert.message)
-    lines.append(f"The alert: {alert_page_path(alert)}")
+    lines.append(f"The alert: {alert_link(alert)}")
     return subject, "\n\n".join(lines) + "\n"
 
 
@@ -82,7 +83,7 @@ def webhook_payload(alert: Alert) -> dict[str, object]:
     severity = alert.get_severity_display().upper()
     headline = f"[{severity}] {alert.project.name}: {alert.title}"
     body = headline if not alert.message else f"{headline}\n{alert.message}"
-    body = f"{body}\n{alert_page_path(alert)}"
+    body = f"{body}\n{alert_link(alert)}"
     text = _slack_escaped(body)
     return {
         "text": text,

@@ -248,3 +248,17 @@ def test_the_payload_names_the_severity_and_the_message():
     )
     text = webhook_payload(alert)["text"]
     assert text == "[CRITICAL] P &amp; Q: t\nline &lt;1&gt;\n/projects/7/alerts/3/"
+
+
+def test_notifications_link_to_the_alert_on_the_sites_own_address(
+    project, notified_members, django_capture_on_commit_callbacks, settings
+):
+    settings.FTPORTAL_SITE_URL = "https://ftportal.example.com"
+    with webhook_receiver() as receiver:
+        hook = WebhookDestination.objects.create(name="ops-slack", url=receiver.url)
+        MonitoringSettings.objects.create(project=project, webhook=hook)
+        with django_capture_on_commit_callbacks(execute=True):
+            raised = alert_raise(_found(project), now=T0)
+    link = f"https://ftportal.example.com/projects/{project.pk}/alerts/{raised.alert.pk}/"
+    assert link in mail.outbox[0].body
+    assert receiver.received[0]["text"].endswith(link)

@@ -12,90 +12,35 @@ import pytest
 from django.contrib.auth.models import User
 
 from catalog.models import BaseModel
-from datasets.models import DatasetVersionExample, Split
 from ftportal.models import Project
 from monitoring.drift import drift_report_compute, reference_embeddings_cached
 from monitoring.models import Alert, DriftStatus, Figure
 from monitoring.rules import default_rules_ensure, rules_check
 from registry.models import ModelVersion
-from serving.models import RequestLog, RequestStatus
-from tests.monitoring.traffic_builders import alias_to, request_id, served_version
+from serving.models import RequestLog
+from tests.monitoring.drift_builders import (
+    NEW_TOPIC,
+    NOW,
+    logged,
+    sentence,
+    ticket,
+    trained_version,
+)
+from tests.monitoring.traffic_builders import served_version
 
 pytestmark = pytest.mark.django_db
-
-NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
-LABELS = ["billing", "shipping", "account"]
-TOPICS = {
-    "billing": ["charged", "invoice", "refund", "payment", "card", "price", "bill"],
-    "shipping": ["parcel", "delivery", "courier", "tracking", "package", "arrived", "late"],
-    "account": ["password", "login", "email", "profile", "username", "reset", "locked"],
-}
-FILLER = ["my", "the", "was", "is", "please", "help", "why", "not", "again", "today", "order"]
-# What the shifted window asks about: nothing in training looks like it.
-NEW_TOPIC = ["recipe", "oven", "tomato", "basil", "simmer", "garlic", "pasta", "sauce", "bake"]
-
-
-def _sentence(rng: random.Random, topic_words: list[str], length: int) -> str:
-    words = [rng.choice(topic_words if rng.random() < 0.5 else FILLER) for _ in range(length)]
-    return " ".join(words).capitalize() + "?"
-
-
-def _ticket(rng: random.Random) -> tuple[str, str]:
-    label = rng.choice(LABELS)
-    return _sentence(rng, TOPICS[label], rng.randint(6, 14)), label
 
 
 @pytest.fixture
 def version(project: Project, lead: User, base_model: BaseModel) -> ModelVersion:
-    contract = {"kind": "label_set", "labels": [*LABELS, "bug", "refund_fraud"]}
-    version = served_version(project, lead, base_model, contract=contract)
-    rng = random.Random(7)
-    start = DatasetVersionExample.objects.filter(version=version.dataset_version).count()
-    DatasetVersionExample.objects.bulk_create(
-        DatasetVersionExample(
-            version=version.dataset_version,
-            position=start + i,
-            split=Split.TRAIN,
-            messages=[
-                {"role": "system", "content": "Classify the ticket."},
-                {"role": "user", "content": text},
-                {"role": "assistant", "content": label},
-            ],
-        )
-        for i, (text, label) in enumerate(_ticket(rng) for _ in range(600))
-    )
-    alias_to(version)
+    version = trained_version(project, lead, base_model)
     default_rules_ensure(version.registered_model)
     return version
 
 
-def _log(version: ModelVersion, requests: list[tuple[str, str]], *, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    project = version.registered_model.project
-    rows = [
-        RequestLog(
-            project=project,
-            request_id=request_id(),
-            requested_model=f"{project.pk}/triage/production",
-            served_version=version,
-            messages=[
-                {"role": "system", "content": "Classify the ticket."},
-                {"role": "user", "content": text},
-            ],
-            output=label,
-            status=RequestStatus.OK,
-            latency_ms=100,
-            created_at=NOW - dt.timedelta(minutes=rng.randint(1, 600)),
-        )
-        for text, label in requests
-    ]
-    RequestLog.objects.bulk_create(rows)
-    return [row.request_id for row in rows]
-
-
 def test_a_window_like_the_training_data_raises_no_drift(version: ModelVersion) -> None:
     rng = random.Random(11)
-    _log(version, [_ticket(rng) for _ in range(400)], seed=1)
+    logged(version, [ticket(rng) for _ in range(400)], seed=1)
 
     report = drift_report_compute(registered_model=version.registered_model, now=NOW)
 
@@ -110,10 +55,10 @@ def test_a_shifted_window_raises_the_drift_alerts_and_lists_the_shifted_requests
     version: ModelVersion,
 ) -> None:
     rng = random.Random(12)
-    usual = [_ticket(rng) for _ in range(300)]
-    shifted = [(_sentence(rng, NEW_TOPIC, rng.randint(30, 50)), "refund_fraud") for _ in range(150)]
-    _log(version, usual, seed=2)
-    shifted_ids = set(_log(version, shifted, seed=3))
+    usual = [ticket(rng) for _ in range(300)]
+    shifted = [(sentence(rng, NEW_TOPIC, rng.randint(30, 50)), "refund_fraud") for _ in range(150)]
+    logged(version, usual, seed=2)
+    shifted_ids = set(logged(version, shifted, seed=3))
 
     report = drift_report_compute(registered_model=version.registered_model, now=NOW)
 
@@ -140,7 +85,7 @@ def test_a_shifted_window_raises_the_drift_alerts_and_lists_the_shifted_requests
 
 def test_too_few_requests_make_a_report_that_says_so(version: ModelVersion) -> None:
     rng = random.Random(13)
-    _log(version, [_ticket(rng) for _ in range(10)], seed=4)
+    logged(version, [ticket(rng) for _ in range(10)], seed=4)
     report = drift_report_compute(registered_model=version.registered_model, now=NOW)
     assert report is not None and report.status == DriftStatus.TOO_FEW
     assert report.figures == {} and report.current_count == 10
@@ -150,9 +95,9 @@ def test_requests_outside_the_window_or_served_by_another_version_are_left_out(
     version: ModelVersion, project: Project, lead: User, base_model: BaseModel
 ) -> None:
     rng = random.Random(14)
-    _log(version, [_ticket(rng) for _ in range(60)], seed=5)
+    logged(version, [ticket(rng) for _ in range(60)], seed=5)
     other = served_version(project, lead, base_model, model_name="other")
-    _log(other, [_ticket(rng) for _ in range(80)], seed=6)
+    logged(other, [ticket(rng) for _ in range(80)], seed=6)
     RequestLog.objects.filter(served_version=version).filter(
         request_id__in=list(
             RequestLog.objects.filter(served_version=version).values_list("request_id", flat=True)[
@@ -168,7 +113,7 @@ def test_the_references_embeddings_are_kept_and_reused_by_the_next_report(
     version: ModelVersion,
 ) -> None:
     rng = random.Random(15)
-    _log(version, [_ticket(rng) for _ in range(120)], seed=7)
+    logged(version, [ticket(rng) for _ in range(120)], seed=7)
     first = drift_report_compute(registered_model=version.registered_model, now=NOW)
     kept = reference_embeddings_cached(version)
     assert kept is not None and kept.vectors.shape[1] == 384
