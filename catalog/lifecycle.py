@@ -115,7 +115,6 @@ def event_words(
     """What an event of ``base_model`` means, before its day or from it (lower case first)."""
     name, on = base_model.display_name, day.isoformat()
     if kind == LifecycleEventKind.RETIRES:
-        # The launch form's wording (training.estimates.end_of_life_warnings).
         if passed:
             return (
                 f"{name} shut down on {on}, and every model fine-tuned from it stopped serving "

@@ -73,15 +73,12 @@ def _base_endings(base: BaseModel, today: dt.date) -> list[LifecycleEvent]:
 
 
 def takes_new_jobs(base: BaseModel, today: dt.date) -> bool:
-    """Whether a job may start on ``base`` today: enabled here, not shut down or deprecated,
-    and its endpoint (a hosted model's) enabled and still taking fine-tuning jobs."""
+    """Whether a job may start on ``base`` today: enabled here, at no end of its life
+    (training's own check, its endpoint's end of fine-tuning included), and its endpoint (a
+    hosted model's) enabled."""
     if not base.is_active or end_of_life_problem(base, today):
         return False
-    endpoint = base.endpoint
-    if endpoint is None:
-        return True
-    ends = endpoint.fine_tuning_ends_at
-    return endpoint.enabled and (ends is None or ends > today)
+    return base.endpoint is None or base.endpoint.enabled
 
 
 # --- the proposed job ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from catalog.lifecycle import LifecycleEventKind, base_model_lifecycle_events
 from catalog.models import BaseModel, Provider
 from datasets.models import DatasetVersion, Split
 from datasets.quality.services import counter_or_estimate, version_tokens_per_epoch
@@ -77,59 +78,35 @@ class LaunchEstimate:
         }
 
 
-def fine_tuning_end(base_model: BaseModel) -> datetime.date | None:
-    """The day the model's endpoint stops taking new fine-tuning jobs, if one was entered."""
-    endpoint = base_model.endpoint
-    return endpoint.fine_tuning_ends_at if endpoint is not None else None
+# The launch warning of each end of a base model (``catalog.lifecycle``, which words them);
+# all but the end of fine-tuned inference also refuse a new job once passed.
+END_OF_LIFE_CODES = {
+    LifecycleEventKind.RETIRES: "base_model_retiring",
+    LifecycleEventKind.INFERENCE_ENDS: "fine_tuned_inference_ending",
+    LifecycleEventKind.DEPRECATED: "base_model_deprecating",
+    LifecycleEventKind.FINE_TUNING_ENDS: "fine_tuning_ending",
+}
+
+
+def _sentence(words: str) -> str:
+    return words[:1].upper() + words[1:] + "."
 
 
 def end_of_life_problem(base_model: BaseModel, today: datetime.date) -> str:
     """Why no job may start on this model any more, or ""."""
-    if base_model.retires_at and base_model.retires_at <= today:
-        return f"{base_model.display_name} was shut down on {base_model.retires_at}."
-    if base_model.deprecated_at and base_model.deprecated_at <= today:
-        return (
-            f"{base_model.display_name} takes no new fine-tuning jobs since "
-            f"{base_model.deprecated_at}."
-        )
-    ends = fine_tuning_end(base_model)
-    if ends and ends <= today:
-        return (
-            f"The {base_model.endpoint} endpoint takes no new fine-tuning jobs since {ends}; "
-            "the local LoRA trainer still does."
-        )
+    for event in base_model_lifecycle_events(base_model, today=today):
+        if event.passed and event.kind != LifecycleEventKind.INFERENCE_ENDS:
+            return _sentence(event.words)
     return ""
 
 
 def end_of_life_warnings(base_model: BaseModel, today: datetime.date) -> list[LaunchWarning]:
-    horizon = today + datetime.timedelta(days=END_OF_LIFE_WARNING_DAYS)
-    warnings = []
-    if base_model.deprecated_at and today < base_model.deprecated_at <= horizon:
-        warnings.append(
-            LaunchWarning(
-                "base_model_deprecating",
-                f"{base_model.display_name} takes no new fine-tuning jobs from "
-                f"{base_model.deprecated_at}: retraining after that needs another base model.",
-            )
-        )
-    ends = fine_tuning_end(base_model)
-    if ends and today < ends <= horizon:
-        warnings.append(
-            LaunchWarning(
-                "fine_tuning_ending",
-                f"The {base_model.endpoint} endpoint takes no new fine-tuning jobs from {ends}: "
-                "retraining after that needs the local LoRA trainer or another provider.",
-            )
-        )
-    if base_model.retires_at and today < base_model.retires_at <= horizon:
-        warnings.append(
-            LaunchWarning(
-                "base_model_retiring",
-                f"{base_model.display_name} shuts down on {base_model.retires_at}, and every "
-                "model fine-tuned from it stops working with it.",
-            )
-        )
-    return warnings
+    """The ends of the model within END_OF_LIFE_WARNING_DAYS, soonest first."""
+    return [
+        LaunchWarning(END_OF_LIFE_CODES[event.kind], _sentence(event.words))
+        for event in base_model_lifecycle_events(base_model, today=today)
+        if 0 < event.days_left <= END_OF_LIFE_WARNING_DAYS
+    ]
 
 
 def data_warnings(*, examples: int, validation: int, epochs: int) -> list[LaunchWarning]:

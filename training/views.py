@@ -55,7 +55,10 @@ def _launchable_models() -> list[BaseModel]:
     """Enabled here and still taking fine-tuning jobs today."""
     today = timezone.localdate()
     models = [
-        m for m in BaseModel.objects.filter(is_active=True) if not end_of_life_problem(m, today)
+        m
+        # With its endpoint: the check reads the endpoint's end of fine-tuning.
+        for m in BaseModel.objects.filter(is_active=True).select_related("endpoint")
+        if not end_of_life_problem(m, today)
     ]
     if not models:
         raise ApplicationError("No base model is enabled for training.")
@@ -208,7 +211,9 @@ def base_model_catalog(request: AppRequest, project_id: int) -> HttpResponse:
     context = {
         "project": project,
         "role": role,
-        "base_models": [(m, end_of_life_problem(m, today)) for m in BaseModel.objects.all()],
+        "base_models": [
+            (m, end_of_life_problem(m, today)) for m in BaseModel.objects.select_related("endpoint")
+        ],
         # Versions are the registry's, a layer above; it answers through training's hook.
         "endangered": model_version_keeper().versions_losing_their_base(project, today=today),
         "horizon_days": END_OF_LIFE_WARNING_DAYS,

@@ -356,13 +356,13 @@ def test_an_endpoint_whose_fine_tuning_ends_warns_and_then_refuses_new_jobs(
     hosted_model.refresh_from_db()
     estimate = launch_estimate(version=version, base_model=hosted_model, hyperparameters=stored)
     [ending] = [w for w in estimate.warnings if w.code == "fine_tuning_ending"]
-    assert "hosted-ft endpoint takes no new fine-tuning jobs from" in ending.message
-    assert "local LoRA trainer" in ending.message
+    assert ending.message.startswith("The endpoint hosted-ft (OpenAI API) accepts no new")
+    assert "a local base model" in ending.message
 
     endpoint.fine_tuning_ends_at = timezone.localdate()
     endpoint.save()
     hosted_model.refresh_from_db()
-    with pytest.raises(ApplicationError, match="takes no new fine-tuning jobs since") as error:
+    with pytest.raises(ApplicationError, match="accepts no new fine-tuning jobs since") as error:
         training_job_create(
             project=project, dataset_version=version, base_model=hosted_model, user=lead
         )
