@@ -34,13 +34,13 @@ from .alerts import (
     alerts_in_state,
 )
 from .models import AlertRule, Comparison, Figure, MonitoringSettings
+from .selectors import monitoring_settings_of
 from .services import (
     MAX_COOLDOWN_MINUTES,
     MAX_DRIFT_WINDOW_HOURS,
     MAX_MIN_VOLUME,
     MAX_RETRAIN_MIN_NEW_EXAMPLES,
     MAX_WINDOW_MINUTES,
-    monitoring_settings_of,
     monitoring_settings_set,
     rule_create,
     rule_delete,
@@ -300,7 +300,7 @@ class MonitoringSettingsApi(APIView):
         project, _ = project_for(
             user=request.user, project_id=project_id, action=Action.READ_MONITORING
         )
-        return Response(_settings_output(monitoring_settings_of(project)))
+        return Response(_settings_output(monitoring_settings_of(project.pk)))
 
     @extend_schema(
         operation_id="monitoring_settings_set",

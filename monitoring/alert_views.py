@@ -26,8 +26,8 @@ from .alerts import (
     alerts_in_state,
 )
 from .models import AlertRule, Comparison, Figure
+from .selectors import monitoring_settings_of
 from .services import (
-    monitoring_settings_of,
     monitoring_settings_set,
     rule_create,
     rule_delete,
@@ -218,7 +218,7 @@ def _settings_page(
     context = {
         "project": project,
         "can": role_flags(role),
-        "settings": monitoring_settings_of(project),
+        "settings": monitoring_settings_of(project.pk),
         "webhooks": webhook_destinations(),
         "error": error,
     }

@@ -32,8 +32,8 @@ from registry.models import PRODUCTION_ALIAS, Alias, ModelVersion, RegisteredMod
 from serving.models import RequestLog, RequestStatus
 
 from .drift_stats import DriftResult, DriftSample, ReferenceEmbeddings, drift_figures
-from .models import DriftReport, DriftStatus, MonitoringSettings
-from .selectors import production_aliases
+from .models import DriftReport, DriftStatus
+from .selectors import monitoring_settings_of, production_aliases
 
 logger = logging.getLogger(__name__)
 
@@ -209,11 +209,6 @@ def reference_embeddings_keep(version: ModelVersion, embeddings: ReferenceEmbedd
 # --- the report -------------------------------------------------------------------------------
 
 
-def drift_settings_of(project_id: int) -> MonitoringSettings:
-    found = MonitoringSettings.objects.filter(project_id=project_id).first()
-    return found or MonitoringSettings(project_id=project_id)
-
-
 def _report_figures(result: DriftResult) -> dict[str, Any]:
     return {figure.name: figure.as_json() for figure in result.figures}
 
@@ -235,7 +230,7 @@ def drift_report_compute(
     if found is None:
         return None
     version = found.model_version
-    choices = drift_settings_of(registered_model.project_id)
+    choices = monitoring_settings_of(registered_model.project_id)
     since = now - dt.timedelta(hours=choices.drift_window_hours)
     started = time.perf_counter()
     reference = reference_of(version)

@@ -18,7 +18,8 @@ from django.core.mail import send_mail
 from ftportal.models import Membership, Project
 from ftportal.roles import Role
 
-from .models import Alert, MonitoringSettings, WebhookDestination
+from .models import Alert, WebhookDestination
+from .selectors import monitoring_settings_of
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,7 @@ def _webhook(alert: Alert, destination: WebhookDestination | None) -> str:
 def alert_deliver(alert: Alert, *, email: bool = True) -> Delivery:
     """Send the alert through the project's channels (``email`` False: the webhook only);
     where it reached."""
-    choices = MonitoringSettings.objects.filter(project_id=alert.project_id).first()
-    emails_on = choices is None or choices.email_enabled
-    emailed = _email(alert) if email and emails_on else ()
-    webhook = _webhook(alert, choices.webhook if choices else None)
+    choices = monitoring_settings_of(alert.project_id)
+    emailed = _email(alert) if email and choices.email_enabled else ()
+    webhook = _webhook(alert, choices.webhook)
     return Delivery(emailed=emailed, webhook=webhook)

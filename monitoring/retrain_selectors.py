@@ -23,10 +23,10 @@ from .models import (
     Alert,
     AlertKind,
     AlertState,
-    MonitoringSettings,
     ProposalState,
     RetrainProposal,
 )
+from .selectors import monitoring_settings_of
 
 
 def project_for_retrain_decision(*, user: AnyUser, project_id: int) -> tuple[Project, str]:
@@ -122,15 +122,7 @@ def open_drift_alerts(registered_model: RegisteredModel, alias: str) -> QuerySet
 def retrain_min_new_examples(project: Project) -> int:
     """How many new approved examples make a retrain worth proposing: the project's setting,
     else the setting's default."""
-    found = (
-        MonitoringSettings.objects.filter(project=project)
-        .values_list("retrain_min_new_examples", flat=True)
-        .first()
-    )
-    if found is not None:
-        return int(found)
-    default = MonitoringSettings._meta.get_field("retrain_min_new_examples").default
-    return int(default)
+    return monitoring_settings_of(project.pk).retrain_min_new_examples
 
 
 # --- what the proposed job would cost ------------------------------------------------------------

@@ -6,6 +6,17 @@ from django.db.models import QuerySet
 
 from registry.models import PRODUCTION_ALIAS, Alias
 
+from .models import MonitoringSettings
+
+
+def monitoring_settings_of(project_id: int) -> MonitoringSettings:
+    """The project's monitoring settings, with its webhook; the defaults (unsaved) when a lead
+    never set them."""
+    found = (
+        MonitoringSettings.objects.filter(project_id=project_id).select_related("webhook").first()
+    )
+    return found or MonitoringSettings(project_id=project_id)
+
 
 def production_aliases() -> QuerySet[Alias]:
     """Every registered model's production alias, with its model and the version it serves

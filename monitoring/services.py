@@ -171,12 +171,6 @@ def rule_delete(*, rule: AlertRule) -> None:
 # --- settings ---------------------------------------------------------------------------------
 
 
-def monitoring_settings_of(project: Project) -> MonitoringSettings:
-    """The project's settings (the defaults, unsaved, when a lead never set them)."""
-    found = MonitoringSettings.objects.filter(project=project).select_related("webhook").first()
-    return found or MonitoringSettings(project=project)
-
-
 def webhook_destinations() -> list[WebhookDestination]:
     """The destinations an admin registered that a project may pick (names only are shown)."""
     return list(WebhookDestination.objects.filter(enabled=True))
