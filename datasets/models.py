@@ -40,6 +40,10 @@ class Dataset(models.Model):
     # What a right answer looks like (a label set, a JSON Schema or a regular expression; see
     # datasets/contracts.py); {} means any answer is accepted.
     answer_contract = models.JSONField(default=dict, blank=True)
+    # The score (0 to 1, on the metric an evaluation decides on) a model must reach to be good
+    # enough for this task, set by a lead; the advisor says "neither option is good enough" when
+    # the best candidate stays below it. None: no target.
+    quality_target = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -318,6 +322,8 @@ class Finding(models.Model):
 class Split(models.TextChoices):
     TRAIN = "train", "Train"
     VALIDATION = "validation", "Validation"
+    # Every item of a held-out test set version: never trained on, never split.
+    TEST = "test", "Test"
 
 
 class DatasetVersion(models.Model):
@@ -352,6 +358,12 @@ class DatasetVersion(models.Model):
     # Set when the lead froze approved examples that break the contract anyway:
     # {"reason": ..., "examples": [{"example": id, "message": ...}, ...]}.
     contract_override = models.JSONField(default=dict, blank=True)
+    # A held-out test set: frozen without a split (every item is Split.TEST), evaluated whole,
+    # and refused as training data.
+    is_test_set = models.BooleanField(default=False)
+    # A test set's overlap with the project's training versions, as last checked:
+    # {"checked_at": ..., "versions": [{"version": id, "exact": n, "near": n, "pairs": [...]}]}.
+    test_overlaps = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
     created_at = models.DateTimeField(auto_now_add=True)
 

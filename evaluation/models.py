@@ -193,6 +193,15 @@ class Candidate(models.Model):
     # Local candidates only: decoding is constrained to the evaluated version's answer contract
     # (providers.constrained), so every answer is one the contract allows.
     constrained = models.BooleanField(default=False)
+    # Local candidates with a label-set contract only: instead of generating, every label is
+    # ranked by the model's log-probability of it after the prompt; the answer is the likeliest
+    # label and its probability among the labels is the result's confidence.
+    label_scoring = models.BooleanField(default=False)
+    # With label scoring: answers whose confidence is below this abstain (scored apart).
+    abstain_below = models.FloatField(null=True, blank=True)
+    # What the candidate was actually sent, recorded when it starts answering: its system
+    # prompt and template, and the few-shot examples drawn with their source version.
+    prompt_record = models.JSONField(default=dict, blank=True)
     # Summary of the candidate's results, written when it finishes (see evaluation.scoring).
     metrics = models.JSONField(default=dict, blank=True)
     example_count = models.PositiveIntegerField(default=0)
@@ -223,6 +232,8 @@ class EvalResult(models.Model):
     latency_seconds = models.FloatField(null=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
+    # Label scoring only: the answer's probability among the contract's labels.
+    confidence = models.FloatField(null=True, blank=True)
     scores = models.JSONField(default=dict)
     tags = models.JSONField(default=list, blank=True)
     sent_to_review = models.ForeignKey(

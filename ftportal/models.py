@@ -9,6 +9,8 @@ from .roles import Role
 class Project(models.Model):
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
+    # Put in front of imported examples that bring no system prompt of their own.
+    default_system_prompt = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
