@@ -30,6 +30,7 @@ from ftportal.api import (
     acting_user,
     page_serializer,
     paginated_response,
+    refuse_any_input,
 )
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
@@ -47,6 +48,7 @@ from .imports.services import (
 )
 from .models import (
     Dataset,
+    DatasetVersion,
     Example,
     ExampleStatus,
     ReviewAction,
@@ -92,9 +94,11 @@ from .services import (
     assistant_answer,
     dataset_contract_set,
     dataset_create,
+    dataset_quality_target_set,
     dataset_version_freeze,
     example_move_to_training,
 )
+from .test_sets import overlapping_test_sets, overlaps_check
 
 JSONL_CONTENT_TYPE = "application/jsonl"
 MAX_SEED = 2**31 - 1  # the seed column is a 32-bit integer
@@ -127,6 +131,10 @@ class DatasetOutput(serializers.Serializer[Any]):
     answer_contract = serializers.JSONField(
         help_text="What a right answer looks like: {} (none), a label set, a JSON Schema or a "
         "regular expression."
+    )
+    quality_target = serializers.FloatField(
+        allow_null=True,
+        help_text="The score a model must reach to be good enough (set at quality-target/).",
     )
     created_at = serializers.DateTimeField()
 
@@ -226,6 +234,13 @@ class ImportApi(APIView):
         metadata_columns = serializers.ListField(
             child=serializers.CharField(), required=False, default=list
         )
+        default_system_prompt = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            help_text="Put in front of every example that brings no system message of its own "
+            "(for CSV: no system column and no system_prompt). Left out: the project's default "
+            "system prompt; empty: none.",
+        )
 
     @extend_schema(
         operation_id="datasets_imports_create",
@@ -263,7 +278,10 @@ class ImportApi(APIView):
                 metadata_columns=tuple(data["metadata_columns"]),
             )
         import_request = ImportRequest(
-            format=data["format"], valid_lines_only=data["valid_lines_only"], csv_mapping=mapping
+            format=data["format"],
+            valid_lines_only=data["valid_lines_only"],
+            csv_mapping=mapping,
+            default_system_prompt=data.get("default_system_prompt"),
         )
         submission = import_submit(
             dataset=dataset, upload=upload, user=acting_user(request), request=import_request
@@ -461,8 +479,46 @@ class VersionOutput(serializers.Serializer[Any]):
     contract_override = serializers.JSONField(
         help_text="When approved examples broke the contract: the lead's reason and the examples."
     )
+    per_label = serializers.JSONField(
+        source="readiness.per_label",
+        allow_null=True,
+        help_text="Under a label-set contract, the split per label as frozen: each label's "
+        "train and validation counts, the labels with a single example (kept in training), "
+        "those without a validation or training example, and those under the readiness "
+        "threshold of training examples (see the readiness report). Null otherwise.",
+    )
+    is_test_set = serializers.BooleanField(
+        help_text="A held-out test set: never split (every item is a test item), refused as "
+        "training data, evaluated whole."
+    )
+    test_overlaps = serializers.JSONField(
+        help_text="A test set's inputs shared with each training version of the project, as "
+        'last checked: {"checked_at": ..., "versions": [{"version": id, "exact": n, "near": n, '
+        '"test_items": n, "pair_count": n, "pairs": [...]}]} (the first 200 pairs listed per '
+        "version); {} for a training version."
+    )
     created_by = serializers.CharField(source="created_by.get_username")
     created_at = serializers.DateTimeField()
+
+
+class OverlappingTestSetOutput(serializers.Serializer[Any]):
+    test_set = serializers.IntegerField(source="test_set.pk")
+    test_set_name = serializers.CharField(source="test_set.__str__")
+    exact = serializers.IntegerField()
+    near = serializers.IntegerField()
+    test_items = serializers.IntegerField(help_text="Test items sharing an input with it.")
+
+
+class VersionDetailOutput(VersionOutput):
+    overlapping_test_sets = serializers.SerializerMethodField(
+        help_text="For a training version: the project's test sets that share inputs with it."
+    )
+
+    @extend_schema_field(OverlappingTestSetOutput(many=True))
+    def get_overlapping_test_sets(self, version: DatasetVersion) -> list[dict[str, Any]]:
+        if version.is_test_set:
+            return []
+        return list(OverlappingTestSetOutput(overlapping_test_sets(version), many=True).data)
 
 
 class DatasetVersionCollectionApi(APIView):
@@ -494,6 +550,13 @@ class DatasetVersionCollectionApi(APIView):
             help_text="Freeze even though approved examples break the answer contract, and why "
             "(recorded on the version).",
         )
+        test_set = serializers.BooleanField(
+            required=False,
+            default=False,
+            help_text="Freeze as a held-out test set: not split (validation_fraction, resplit "
+            "and overlap_override_reason do not apply), never trained on, evaluated whole; "
+            "its overlap with every training version of the project is checked and stored.",
+        )
 
     @extend_schema(
         operation_id="datasets_versions_list",
@@ -512,7 +575,8 @@ class DatasetVersionCollectionApi(APIView):
         operation_id="datasets_versions_freeze",
         summary="Freeze the approved examples into a new immutable version",
         request=FreezeInput,
-        responses={201: VersionOutput},
+        # The detail: a new training version may already share inputs with a test set.
+        responses={201: VersionDetailOutput},
     )
     def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.FREEZE)
@@ -522,7 +586,7 @@ class DatasetVersionCollectionApi(APIView):
         version = dataset_version_freeze(
             dataset=dataset, user=acting_user(request), **payload.validated_data
         )
-        return Response(VersionOutput(version).data, status=status.HTTP_201_CREATED)
+        return Response(VersionDetailOutput(version).data, status=status.HTTP_201_CREATED)
 
 
 class MoveToTrainingApi(APIView):
@@ -561,10 +625,24 @@ class MoveToTrainingApi(APIView):
 
 
 class DatasetVersionDetailApi(APIView):
-    @extend_schema(operation_id="dataset_versions_retrieve", responses=VersionOutput)
+    @extend_schema(operation_id="dataset_versions_retrieve", responses=VersionDetailOutput)
     def get(self, request: Request, project_id: int, version_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        return Response(VersionOutput(dataset_version_in_project(project, version_id)).data)
+        return Response(VersionDetailOutput(dataset_version_in_project(project, version_id)).data)
+
+
+class TestOverlapsCheckApi(APIView):
+    @extend_schema(
+        operation_id="dataset_versions_test_overlaps_check",
+        summary="Check a test set against every training version of the project again",
+        request=None,
+        responses=VersionDetailOutput,
+    )
+    def post(self, request: Request, project_id: int, version_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.FREEZE)
+        version = dataset_version_in_project(project, version_id)
+        refuse_any_input(request)
+        return Response(VersionDetailOutput(overlaps_check(test_set=version)).data)
 
 
 class VersionDiffApi(APIView):
@@ -915,6 +993,56 @@ class DatasetContractApi(APIView):
             dataset=dataset, contract=payload.validated_data["answer_contract"]
         )
         return Response(ContractOutput(_contract_output(dataset)).data)
+
+
+class QualityTargetOutput(serializers.Serializer[Any]):
+    quality_target = serializers.FloatField(
+        allow_null=True,
+        help_text="The score (above 0, at most 1) a model must reach on the metric an "
+        "evaluation decides on to be good enough for this task; null: no target.",
+    )
+
+
+class ScoreInputField(serializers.FloatField):
+    """A JSON number; true and false are refused, although Python would read them as 1 and 0
+    (``{"quality_target": true}`` must not set a target of 100 %)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return float(super().to_internal_value(data))
+
+
+class DatasetQualityTargetApi(APIView):
+    class QualityTargetInput(InputSerializer):
+        # Any number gets through, so the range is the service's to refuse, in its words.
+        quality_target = ScoreInputField(
+            allow_null=True, help_text="Above 0 and at most 1 (0.8 for 80 %); null clears it."
+        )
+
+    @extend_schema(operation_id="datasets_quality_target", responses=QualityTargetOutput)
+    def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return Response(QualityTargetOutput(dataset_in_project(project, dataset_id)).data)
+
+    @extend_schema(
+        operation_id="datasets_quality_target_update",
+        summary="Set or clear the score a model must reach to be good enough (the advisor's)",
+        request=QualityTargetInput,
+        responses=QualityTargetOutput,
+    )
+    def post(self, request: Request, project_id: int, dataset_id: int) -> Response:
+        # Set by whoever sets the answer contract: both say what a good answer is.
+        project, _ = project_for(
+            user=request.user, project_id=project_id, action=Action.SET_CONTRACT
+        )
+        dataset = dataset_in_project(project, dataset_id)
+        payload = self.QualityTargetInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        dataset = dataset_quality_target_set(
+            dataset=dataset, quality_target=payload.validated_data["quality_target"]
+        )
+        return Response(QualityTargetOutput(dataset).data)
 
 
 class DerivedLabelsApi(APIView):

@@ -169,6 +169,13 @@ def _label_set(labels: tuple[str, ...]) -> frozenset[str]:
     return frozenset(labels)
 
 
+def label_form(answer: str) -> str:
+    """The form in which an answer is compared with a label set's labels (the labels are
+    stored in it): without surrounding whitespace. Evaluation maps answers to labels through
+    it, so a label it counts as answered is one this check accepts."""
+    return answer.strip()
+
+
 def _label_list(labels: list[str]) -> str:
     shown = ", ".join(labels[:LABELS_SHOWN])
     more = len(labels) - LABELS_SHOWN
@@ -210,7 +217,7 @@ def contract_violation(contract: Mapping[str, Any], answer: str) -> str | None:
         return None
     if kind == LABEL_SET:
         labels = list(contract.get("labels") or [])
-        if answer.strip() in _label_set(tuple(labels)):
+        if label_form(answer) in _label_set(tuple(labels)):
             return None
         return (
             f"The answer {_quote(answer.strip())} is not one of the {len(labels)} labels: "

@@ -664,6 +664,19 @@ class StreamParser:
         self.rows = line
 
 
+def with_default_system_prompt(example: ParsedExample, prompt: str) -> ParsedExample:
+    """``example`` with ``prompt`` as its system message when it brings no system message of
+    its own; a blank ``prompt`` changes nothing. Per-message weights move with their messages."""
+    if not prompt.strip() or any(m.get("role") == "system" for m in example.messages):
+        return example
+    return ParsedExample(
+        example.line,
+        [{"role": "system", "content": prompt}, *example.messages],
+        {index + 1: weight for index, weight in example.weights.items()},
+        example.metadata,
+    )
+
+
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored; remove it"
 
 

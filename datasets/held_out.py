@@ -27,6 +27,8 @@ from .quality.overlap import Overlap, input_text, overlaps
 # the full one.
 MAX_LISTED_OVERLAPS = 200
 INPUT_PREVIEW_CHARS = 200
+# Where an origin's copies may not be trained on.
+HELD_OUT_SPLITS = (Split.VALIDATION, Split.TEST)
 
 
 @dataclass(frozen=True)
@@ -71,8 +73,9 @@ def follow_origins(
     - Any other derived example takes its origin's side when the origin is in this version
       (following chains: a copy of a copy ends where the first origin is).
     - When the origin is not in this version (rejected since, or in another dataset), the
-      derived example goes to validation if the origin was last frozen there, and otherwise
-      keeps the side it was drawn into.
+      derived example goes to validation if the origin was last frozen there or in a test
+      set (a copy of a test item is never trained on), and otherwise keeps the side it was
+      drawn into.
     """
     side = {example.pk: split for example, split in zip(approved, splits, strict=True)}
     origin_of = {e.pk: e.derived_from_id for e in approved if e.derived_from_id is not None}
@@ -89,7 +92,7 @@ def follow_origins(
             result = side[pk]
         elif origin in side:
             result = followed(origin)
-        elif origin not in retired.origins and outside.get(origin) == Split.VALIDATION:
+        elif origin not in retired.origins and outside.get(origin) in HELD_OUT_SPLITS:
             result = Split.VALIDATION
         else:
             result = side[pk]
@@ -97,6 +100,20 @@ def follow_origins(
         return result
 
     return [followed(example.pk) for example in approved]
+
+
+def sides_free(approved: Sequence[Example], *, retired: Retirements) -> list[bool]:
+    """Which examples :func:`follow_origins` leaves on the side they were drawn into, and may
+    move without moving another: neither derived nor retired, and with no copy among
+    ``approved`` (a copy follows its origin wherever it goes)."""
+    origins = {e.derived_from_id for e in approved if e.derived_from_id is not None}
+    return [
+        example.derived_from_id is None
+        and example.pk not in retired.origins
+        and example.pk not in retired.moved
+        and example.pk not in origins
+        for example in approved
+    ]
 
 
 def newly_retired(
@@ -251,7 +268,7 @@ def example_origin(example: Example) -> ExampleOrigin | None:
             .order_by("-version_id")
             .first()
         )
-        if latest is not None and latest.split == Split.VALIDATION:
+        if latest is not None and latest.split in HELD_OUT_SPLITS:
             held_out_in = latest.version
     return ExampleOrigin(
         origin_id=example.derived_from_id,

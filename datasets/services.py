@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from typing import Any
 
@@ -18,11 +19,13 @@ from ftportal.state import state_change, state_set
 from .contracts import ContractCheck, clean_contract, derived_label_set
 from .held_out import (
     MAX_LISTED_OVERLAPS,
+    Retirements,
     ValidationShrink,
     cross_split_overlaps,
     follow_origins,
     newly_retired,
     retirements_for,
+    sides_free,
     validation_shrink,
 )
 from .models import (
@@ -39,6 +42,15 @@ from .models import (
     ValidationRetirement,
 )
 from .quality.overlap import EXACT
+from .quality.stats import label_readiness
+from .splits import (
+    answer_labels,
+    label_stratified_assignment,
+    labels_on_both_sides,
+    seeded_rank,
+    validation_target,
+)
+from .test_sets import overlaps_after_freeze
 
 MIN_VALIDATION_FRACTION = 0.10
 MAX_VALIDATION_FRACTION = 0.20
@@ -71,6 +83,27 @@ def dataset_contract_set(*, dataset: Dataset, contract: object) -> Dataset:
     """
     dataset.answer_contract = clean_contract(contract)
     dataset.save(update_fields=["answer_contract"])
+    return dataset
+
+
+def dataset_quality_target_set(*, dataset: Dataset, quality_target: float | None) -> Dataset:
+    """Set (or with None clear) the score a model must reach on the metric an evaluation
+    decides on to be good enough for this dataset's task at all, from above 0 to 1 (0.8 is
+    80 % exact match, say). The advisor checks the best candidate against it, so it can say
+    that neither fine-tuning nor prompting is good enough."""
+    if quality_target is not None and (
+        isinstance(quality_target, bool)
+        or not isinstance(quality_target, int | float)
+        or not math.isfinite(quality_target)
+        or not 0 < quality_target <= 1
+    ):
+        raise ApplicationError(
+            f"quality_target: a score above 0 and at most 1 (0.8 for 80 %), or none to clear "
+            f"it; got {quality_target!r}.",
+            extra={"field": "quality_target"},
+        )
+    dataset.quality_target = None if quality_target is None else float(quality_target)
+    dataset.save(update_fields=["quality_target"])
     return dataset
 
 
@@ -188,10 +221,6 @@ def content_hash(message_lists: list[list[dict[str, str]]]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-def validation_target(count: int, validation_fraction: float) -> int:
-    return max(1, round(count * validation_fraction))
-
-
 def split_assignment(count: int, *, seed: int, validation_fraction: float) -> list[Split]:
     """Seeded split: the same count, seed and fraction always give the same assignment."""
     indices = list(range(count))
@@ -200,27 +229,33 @@ def split_assignment(count: int, *, seed: int, validation_fraction: float) -> li
     return [Split.VALIDATION if i in validation else Split.TRAIN for i in range(count)]
 
 
-def _seeded_rank(seed: int, example_id: int) -> str:
-    # A per-example draw that does not depend on which other examples are present.
-    return hashlib.sha256(f"{seed}:{example_id}".encode()).hexdigest()
-
-
 def carried_split_assignment(
     example_ids: list[int],
     *,
     previous: dict[int, str],
     seed: int,
     validation_fraction: float,
+    labels: list[str] | None = None,
 ) -> list[Split]:
     """Keep each example on the side of the split it had before; place only new examples.
 
     New examples go to validation, in a seeded order, until validation reaches its target share
     of the whole version, so the held-out set never leaks into training from one version to the
-    next (which would make the next evaluation look better than it is).
+    next (which would make the next evaluation look better than it is). With ``labels`` (one
+    per example, under a label-set contract) the new examples are placed per label, labels
+    missing from either side first (splits.label_stratified_assignment).
     """
+    if labels is not None:
+        return label_stratified_assignment(
+            example_ids,
+            labels,
+            previous=previous,
+            seed=seed,
+            validation_fraction=validation_fraction,
+        )
     kept_validation = sum(1 for i in example_ids if previous.get(i) == Split.VALIDATION)
     new_ids = sorted(
-        (i for i in example_ids if i not in previous), key=lambda i: _seeded_rank(seed, i)
+        (i for i in example_ids if i not in previous), key=lambda i: seeded_rank(seed, i)
     )
     wanted = validation_target(len(example_ids), validation_fraction) - kept_validation
     new_validation = set(new_ids[: max(0, wanted)])
@@ -238,18 +273,55 @@ def _splits_for(
     approved: list[Example],
     previous: DatasetVersion | None,
     *,
+    contract: dict[str, Any],
+    retired: Retirements,
     seed: int,
     validation_fraction: float,
 ) -> list[Split]:
-    if previous is None:
-        return split_assignment(len(approved), seed=seed, validation_fraction=validation_fraction)
-    earlier = dict(previous.items.filter(example__isnull=False).values_list("example_id", "split"))
-    return carried_split_assignment(
-        [e.pk for e in approved],
-        previous=earlier,
-        seed=seed,
-        validation_fraction=validation_fraction,
+    """The split of a training freeze: the seeded draw (per label under a label-set contract,
+    keeping the sides of ``previous`` when given), then derived examples joining their origins
+    (held_out.follow_origins), then each label that lost a side there given one back where an
+    example is free to move."""
+    labels = answer_labels(contract, (assistant_answer(e.messages) for e in approved))
+    earlier: dict[int, str] = (
+        {}
+        if previous is None
+        else dict(previous.items.filter(example__isnull=False).values_list("example_id", "split"))
     )
+    if previous is None and labels is None:
+        drawn = split_assignment(len(approved), seed=seed, validation_fraction=validation_fraction)
+    else:
+        drawn = carried_split_assignment(
+            [e.pk for e in approved],
+            previous=earlier,
+            seed=seed,
+            validation_fraction=validation_fraction,
+            labels=labels,
+        )
+    if labels is not None and Split.VALIDATION not in drawn and previous is None:
+        raise ApplicationError(
+            f"Each of the {len(set(labels))} labels has a single approved example, and a "
+            "label with one example stays in training, so nothing is left to validate on; "
+            "approve a second example of some labels first.",
+            extra={"field": "validation_fraction"},
+        )
+    followed = follow_origins(approved, drawn, retired=retired)
+    if labels is None:
+        return followed
+    free = sides_free(approved, retired=retired)
+    movable = [is_free and e.pk not in earlier for e, is_free in zip(approved, free, strict=True)]
+    return labels_on_both_sides(labels, followed, movable=movable)
+
+
+def split_readiness(
+    approved: list[Example], splits: list[Split], contract: dict[str, Any]
+) -> dict[str, Any]:
+    """What a freeze stores as the start of its version's readiness report: each label's
+    training and validation examples under a label-set contract (quality.stats), else
+    nothing. The full report is computed from the frozen items when first asked for."""
+    labels = answer_labels(contract, (assistant_answer(e.messages) for e in approved))
+    per_label = label_readiness(labels, splits) if labels is not None else None
+    return {"per_label": per_label} if per_label is not None else {}
 
 
 def _check_both_sides(splits: list[Split], previous: DatasetVersion | None) -> None:
@@ -348,6 +420,7 @@ def dataset_version_freeze(
     resplit: bool = False,
     overlap_override_reason: str = "",
     contract_override_reason: str = "",
+    test_set: bool = False,
 ) -> DatasetVersion:
     """Freeze the approved examples into an immutable, hashed, split version.
 
@@ -357,9 +430,17 @@ def dataset_version_freeze(
     ``overlap_override_reason`` says why that is acceptable (recorded on the version).
     Approved examples that break the dataset's answer contract are refused unless
     ``contract_override_reason`` says why they go in anyway (recorded on the version).
+
+    With ``test_set`` the version is a held-out test set: never split (every item is
+    Split.TEST; no seeded draw, no carried split, no train/validation overlap check, and
+    ``validation_fraction``, ``resplit`` and ``overlap_override_reason`` do not apply), never
+    trained on, evaluated whole. Its overlap with the project's training versions is checked
+    here, and each later training freeze checks itself against every test set (test_sets.py).
     """
     override_reason = overlap_override_reason.strip()
-    if not MIN_VALIDATION_FRACTION <= validation_fraction <= MAX_VALIDATION_FRACTION:
+    if test_set:
+        validation_fraction = 0.0
+    elif not MIN_VALIDATION_FRACTION <= validation_fraction <= MAX_VALIDATION_FRACTION:
         raise ApplicationError(
             f"validation_fraction must be between {MIN_VALIDATION_FRACTION} and "
             f"{MAX_VALIDATION_FRACTION} (the guide holds out 10 to 20 %); "
@@ -377,7 +458,12 @@ def dataset_version_freeze(
         approved = list(
             Example.objects.filter(dataset=dataset, status=ExampleStatus.APPROVED).order_by("id")
         )
-        if len(approved) < 2:
+        if test_set and not approved:
+            raise ApplicationError(
+                "No approved examples; a test set needs at least one.",
+                extra={"field": "test_set"},
+            )
+        if not test_set and len(approved) < 2:
             raise ApplicationError(
                 f"Only {len(approved)} approved example(s); a version needs at least 2 "
                 "so that both train and validation splits have one."
@@ -385,14 +471,28 @@ def dataset_version_freeze(
         override = contract_override_record(
             contract_violations(approved, contract), reason=contract_override_reason
         )
-        latest = dataset.versions.order_by("-number").first()
-        previous = None if resplit else latest
-        drawn = _splits_for(approved, previous, seed=seed, validation_fraction=validation_fraction)
-        retired = retirements_for(dataset)
-        splits = follow_origins(approved, drawn, retired=retired)
-        _check_both_sides(splits, previous)
-        overlaps = cross_split_overlaps(approved, splits)
-        _check_split_overlaps(overlaps, override_reason=override_reason)
+        # A test set's items are all Split.TEST: a split is carried from training versions only.
+        latest = dataset.versions.filter(is_test_set=False).order_by("-number").first()
+        previous: DatasetVersion | None = None
+        retired_now: list[int] = []
+        overlaps: list[dict[str, Any]] = []
+        if test_set:
+            splits = [Split.TEST] * len(approved)
+        else:
+            previous = None if resplit else latest
+            retired = retirements_for(dataset)
+            splits = _splits_for(
+                approved,
+                previous,
+                contract=contract,
+                retired=retired,
+                seed=seed,
+                validation_fraction=validation_fraction,
+            )
+            _check_both_sides(splits, previous)
+            overlaps = cross_split_overlaps(approved, splits)
+            _check_split_overlaps(overlaps, override_reason=override_reason)
+            retired_now = newly_retired(approved, splits, retired=retired, latest=latest)
         last = dataset.versions.aggregate(last=Max("number"))["last"] or 0
         version = DatasetVersion.objects.create(
             dataset=dataset,
@@ -405,12 +505,14 @@ def dataset_version_freeze(
             train_count=splits.count(Split.TRAIN),
             validation_count=splits.count(Split.VALIDATION),
             note=note,
-            retired_from_validation=newly_retired(approved, splits, retired=retired, latest=latest),
+            retired_from_validation=retired_now,
             overlap_override_reason=override_reason if overlaps else "",
             overlap_count=len(overlaps),
             overlap_pairs=overlaps[:MAX_LISTED_OVERLAPS],
             answer_contract=contract,
             contract_override=override,
+            readiness={} if test_set else split_readiness(approved, splits, contract),
+            is_test_set=test_set,
             created_by=user,
         )
         DatasetVersionExample.objects.bulk_create(
@@ -424,6 +526,8 @@ def dataset_version_freeze(
             )
             for i, (example, split) in enumerate(zip(approved, splits, strict=True))
         )
+        # In the freeze's transaction, so a version is never seen without its overlap check.
+        overlaps_after_freeze(version)
     return version
 
 

@@ -33,6 +33,11 @@ page_patterns: list[URLPattern] = [
         name="dataset_contract",
     ),
     path(
+        "projects/<int:project_id>/datasets/<int:dataset_id>/quality-target/",
+        views.dataset_quality_target,
+        name="dataset_quality_target",
+    ),
+    path(
         "projects/<int:project_id>/datasets/<int:dataset_id>/review/",
         review_views.review_queue,
         name="review_queue",
@@ -61,6 +66,11 @@ page_patterns: list[URLPattern] = [
         "projects/<int:project_id>/dataset-versions/<int:version_id>/export/",
         views.version_export,
         name="version_export",
+    ),
+    path(
+        "projects/<int:project_id>/dataset-versions/<int:version_id>/test-overlaps/",
+        views.test_overlaps_check_page,
+        name="test_overlaps_check",
     ),
     path(
         "projects/<int:project_id>/imports/<int:batch_id>/",
@@ -147,6 +157,11 @@ project_api_patterns: list[URLPattern] = [
         name="dataset_contract",
     ),
     path(
+        "datasets/<int:dataset_id>/quality-target/",
+        api.DatasetQualityTargetApi.as_view(),
+        name="dataset_quality_target",
+    ),
+    path(
         "datasets/<int:dataset_id>/contract/derived-labels/",
         api.DerivedLabelsApi.as_view(),
         name="dataset_contract_derived_labels",
@@ -185,6 +200,11 @@ project_api_patterns: list[URLPattern] = [
         "dataset-versions/<int:version_id>/export/",
         api.DatasetVersionExportApi.as_view(),
         name="dataset_version_export",
+    ),
+    path(
+        "dataset-versions/<int:version_id>/test-overlaps/",
+        api.TestOverlapsCheckApi.as_view(),
+        name="dataset_version_test_overlaps",
     ),
     path(
         "imports/<int:batch_id>/",

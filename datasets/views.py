@@ -1,6 +1,7 @@
 """Pages of one dataset and its frozen versions: the dataset page with its answer contract form,
 synchronous or worker-run imports started from it, freezing a version (with its overlap and
-contract checks), a version's page, its comparison with another version, its export, and moving
+contract checks) or a held-out test set, a version's page (a test set's overlap with the training
+versions, checked again on request), its comparison with another version, its export, and moving
 a held-out example into training. Import progress pages are in imports/views.py, review pages in
 review/views.py, quality pages in quality/views.py."""
 
@@ -13,6 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_http_methods, require_POST
 
 from ftportal.errors import ApplicationError
@@ -30,7 +32,7 @@ from .imports.services import (
     import_format_check,
     import_submit,
 )
-from .models import Dataset
+from .models import Dataset, DatasetVersion, Split
 from .selectors import (
     dataset_in_project,
     dataset_version_in_project,
@@ -49,8 +51,15 @@ from .services import (
     SplitOverlapError,
     approved_label_counts,
     dataset_contract_set,
+    dataset_quality_target_set,
     dataset_version_freeze,
     example_move_to_training,
+)
+from .test_sets import (
+    overlapping_test_sets,
+    overlaps_check,
+    stored_overlaps,
+    unchecked_training_versions,
 )
 
 # The guide: start with 100 to 500 high-quality examples.
@@ -175,6 +184,46 @@ def dataset_contract(request: AppRequest, project_id: int, dataset_id: int) -> H
     return redirect("dataset_detail", project_id, dataset_id)
 
 
+def quality_target_from_form(text: str) -> float | None:
+    """The target a lead typed: a score from above 0 to 1; empty clears it."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ApplicationError(
+            f"quality_target: {text!r} is not a number; type a score such as 0.8 (80 %), or "
+            "nothing to clear the target.",
+            extra={"field": "quality_target"},
+        ) from None
+
+
+@login_required
+@require_POST
+def dataset_quality_target(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    """Set or clear the score a model must reach to be good enough (the advisor checks it)."""
+    context = _dataset_context(request, project_id, dataset_id, Action.SET_CONTRACT)
+    dataset = context["dataset"]
+    assert isinstance(dataset, Dataset)
+    text = request.POST.get("quality_target", "")
+    try:
+        dataset_quality_target_set(dataset=dataset, quality_target=quality_target_from_form(text))
+    except ApplicationError as error:
+        dataset.refresh_from_db()
+        context["quality_target_error"] = error.message
+        context["quality_target_text"] = text
+        return _render_dataset(request, context, status=error.status_code)
+    target = dataset.quality_target
+    messages.success(
+        request,
+        "Quality target cleared."
+        if target is None
+        else f"Quality target saved: {target:g} ({target * 100:g} %).",
+    )
+    return redirect("dataset_detail", project_id, dataset_id)
+
+
 @login_required
 @require_POST
 def dataset_import(request: AppRequest, project_id: int, dataset_id: int) -> HttpResponse:
@@ -191,6 +240,8 @@ def dataset_import(request: AppRequest, project_id: int, dataset_id: int) -> Htt
         requested = ImportRequest(
             format=import_format_check(request.POST.get("format") or AUTO),
             valid_lines_only=request.POST.get("valid_lines_only") == "on",
+            # The form offers the project's default; a form without the field gets it too.
+            default_system_prompt=request.POST.get("default_system_prompt"),
         )
         submission = import_submit(
             dataset=dataset, upload=upload, user=request.user, request=requested
@@ -239,6 +290,7 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
         "note": request.POST.get("note", ""),
         "resplit": request.POST.get("resplit") == "on",
         "contract_override_reason": request.POST.get("contract_override_reason", ""),
+        "test_set": request.POST.get("test_set") == "on",
     }
     try:
         version = dataset_version_freeze(
@@ -250,6 +302,7 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
             resplit=request.POST.get("resplit") == "on",
             overlap_override_reason=request.POST.get("overlap_override_reason", ""),
             contract_override_reason=request.POST.get("contract_override_reason", ""),
+            test_set=request.POST.get("test_set") == "on",
         )
     except SplitOverlapError as refused:
         context["freeze_error"] = refused.message
@@ -260,8 +313,26 @@ def dataset_freeze(request: AppRequest, project_id: int, dataset_id: int) -> Htt
         context["freeze_error"] = error.message
         context["contract_violations"] = error.extra.get("contract_violations", [])
         return _render_dataset(request, context, status=400)
-    messages.success(request, f"Froze {version} ({version.example_count} examples).")
+    messages.success(
+        request, f"Froze {version} ({version.example_count} examples){_label_gaps(version)}."
+    )
     return redirect("version_detail", project_id, version.pk)
+
+
+def _label_gaps(version: DatasetVersion) -> str:
+    """What the freeze message adds under a label-set contract: the labels the split could
+    not put on both sides (the version page names them)."""
+    per_label = version.readiness.get("per_label") or {}
+    gaps = [
+        f"{len(per_label[key])} {words}"
+        for key, words in (
+            ("single_example", "label(s) with a single example stay in training"),
+            ("without_validation", "label(s) have no validation example"),
+            ("without_training", "label(s) have no training example"),
+        )
+        if per_label.get(key)
+    ]
+    return f"; {', '.join(gaps)}" if gaps else ""
 
 
 @login_required
@@ -280,8 +351,38 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         "previous": previous,
         "changes": version_diff(previous, version) if previous else None,
         "export_formats": [(fmt, EXPORT_LABELS[fmt]) for fmt in EXPORT_FORMATS],
+        **_test_set_context(version),
     }
     return render(request, "datasets/version_detail.html", context)
+
+
+def _test_set_context(version: DatasetVersion) -> dict[str, object]:
+    """What a version page says about test sets: a test set's overlap with each training
+    version, or the test sets a training version shares inputs with."""
+    if not version.is_test_set:
+        return {"overlapping_test_sets": overlapping_test_sets(version)}
+    rows = stored_overlaps(version)
+    return {
+        "test_overlaps": rows,
+        "test_overlap_total": sum(row.total for row in rows),
+        "test_overlaps_checked_at": parse_datetime(version.test_overlaps.get("checked_at", "")),
+        "unchecked_training_versions": unchecked_training_versions(version),
+    }
+
+
+@login_required
+@require_POST
+def test_overlaps_check_page(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
+    """Check a test set against every training version again (the version page's button)."""
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.FREEZE)
+    version = overlaps_check(test_set=dataset_version_in_project(project, version_id))
+    total = sum(row.total for row in stored_overlaps(version))
+    messages.success(
+        request,
+        f"Checked {version} against {len(version.test_overlaps['versions'])} training "
+        f"version(s): {total} shared input pair(s).",
+    )
+    return redirect("version_detail", project_id, version_id)
 
 
 @login_required
@@ -304,8 +405,10 @@ def version_export(request: AppRequest, project_id: int, version_id: int) -> Str
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
     version = dataset_version_in_project(project, version_id)
     split = request.GET.get("split") or None
-    if split not in (None, "train", "validation"):
-        raise ApplicationError("split must be 'train' or 'validation'.")
+    if split not in (None, *Split.values):
+        raise ApplicationError(
+            f"split must be one of {', '.join(Split.values)}.", extra={"field": "split"}
+        )
     fmt = request.GET.get("format") or OPENAI_CHAT
     version_export_check(version, split=split, fmt=fmt)
     # Streamed so a large version is never held in memory as one string.

@@ -4,10 +4,13 @@ shape, the training cost, and the dataset's version history."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from statistics import fmean, variance
 
-from datasets.models import DatasetVersion
+from datasets.models import Dataset, DatasetVersion
+from datasets.quality.services import version_label_readiness
 from datasets.selectors import version_diff
 from registry.models import ModelVersion
 from training.models import TrainingJob
@@ -32,11 +35,17 @@ from .scoring import (
     paired_test,
     stored_decision,
 )
-from .statistics import Decision, decide, paired_bootstrap
+from .statistics import Decision, decide, mean_interval, paired_bootstrap, wilson_interval
 
 FINE_TUNED_KINDS = (CandidateKind.MODEL_VERSION, CandidateKind.CHECKPOINT)
 # Versions looked at for "requirements change often"; the advisor's window is the last 30 days.
 VERSION_HISTORY_LIMIT = 12
+# The advisor's questions, on its page and in the API alike: the requests expected a month
+# and the months over which training has to pay for itself, their defaults and their bounds.
+DEFAULT_MONTHLY_REQUESTS = 100_000
+MAX_MONTHLY_REQUESTS = 10**10
+DEFAULT_HORIZON_MONTHS = 12
+MAX_HORIZON_MONTHS = 120
 
 
 class NoAdvice(Exception):
@@ -48,10 +57,17 @@ class RunAdvice:
     advice: Advice
     fine_tuned: Candidate
     metric: str
+    # The dataset whose quality target the advice checked (the fine-tuned model's training
+    # data, else the evaluated data), or the training data's dataset when neither sets one.
+    target_dataset: Dataset
 
     @property
     def metric_label(self) -> str:
         return METRICS[self.metric].label
+
+    @property
+    def points(self) -> bool:
+        return METRICS[self.metric].points
 
 
 def _kind_of(candidate: Candidate) -> OptionKind:
@@ -121,6 +137,37 @@ def version_history(version: DatasetVersion) -> list[DatasetVersionChange]:
     return history
 
 
+def quality_interval(scores: Iterable[float], *, binary: bool) -> tuple[float, float] | None:
+    """The 95 % interval of a candidate's mean score over its answers: Wilson's for a rate of
+    0/1 scores, the normal one of a mean otherwise; None without scores."""
+    values = list(scores)
+    if not values:
+        return None
+    if binary:
+        return wilson_interval(round(sum(values)), len(values))
+    spread = variance(values) if len(values) > 1 else 0.0
+    return mean_interval(len(values), fmean(values), spread)
+
+
+def training_label_counts(version: DatasetVersion) -> dict[str, int] | None:
+    """Each label's training examples in the version; None unless it was frozen under a
+    label-set contract."""
+    per_label = version_label_readiness(version)
+    if per_label is None:
+        return None
+    return {row["label"]: row["train"] for row in per_label["counts"]}
+
+
+def _target_dataset(training_data: DatasetVersion, evaluated: DatasetVersion) -> Dataset:
+    # The task is what the model was trained for; a separate test set's dataset may say it too.
+    if (
+        training_data.dataset.quality_target is None
+        and evaluated.dataset.quality_target is not None
+    ):
+        return evaluated.dataset
+    return training_data.dataset
+
+
 def _reported(run: EvalRun, a: int, b: int, metric: str) -> Decision | None:
     """The rule's verdict on the run's stored comparison of a with b, when the report has it:
     the bootstrap over a large run takes seconds, too long to redo on every page view."""
@@ -183,10 +230,15 @@ def run_advice(
                 ),
                 vs_fine_tuned=comparison,
                 one_off_usd=_training_cost(job) if candidate.pk == fine_tuned.pk else Decimal(0),
+                quality_interval=quality_interval(
+                    (s[metric] for s in table[candidate.pk].values() if metric in s),
+                    binary=METRICS[metric].binary,
+                ),
             )
         )
     version: ModelVersion | None = fine_tuned.model_version
     training_data = job.dataset_version if job is not None else run.dataset_version
+    target_dataset = _target_dataset(training_data, run.dataset_version)
     advice = advise(
         options,
         monthly_requests=monthly_requests,
@@ -197,8 +249,12 @@ def run_advice(
         version_history=version_history(training_data),
         metric_label=METRICS[metric].label,
         points=METRICS[metric].points,
+        training_label_counts=training_label_counts(training_data),
+        quality_target=target_dataset.quality_target,
     )
-    return RunAdvice(advice=advice, fine_tuned=fine_tuned, metric=metric)
+    return RunAdvice(
+        advice=advice, fine_tuned=fine_tuned, metric=metric, target_dataset=target_dataset
+    )
 
 
 def _checkpoint_loss(candidate: Candidate, which: str) -> float | None:

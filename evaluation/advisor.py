@@ -12,11 +12,13 @@ Quality is a task metric where higher is better (accuracy, F1, a judge's score i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
+
+from datasets.quality.stats import MIN_TRAINING_EXAMPLES_PER_LABEL
 
 from .statistics import RULE, Decision, VerdictOutcome
 
@@ -38,6 +40,10 @@ TOKENS_PER_PRICED_UNIT = Decimal(1_000_000)  # prices are quoted per million tok
 # examples, results may disappoint". Below the bottom of that range we call the data insufficient.
 MIN_TRAINING_EXAMPLES = 100
 RECOMMENDED_TRAINING_EXAMPLES = (100, 500)
+# Under a label-set contract the same pitfall applies to each label (the readiness report's
+# threshold, datasets.quality.stats): the explanation names this many of the labels under it,
+# and the pitfall's details list them all with their counts.
+LABELS_NAMED = 10
 
 # Validation loss at least this many times the training loss. Train and validation come from
 # the same data (the guide holds out 10 to 20 percent), so in a healthy run they stay close;
@@ -138,7 +144,8 @@ class RequestShape:
 class Option:
     """One way to do the task: the fine-tuned model, or a prompt to a base or larger model.
 
-    ``quality`` is the mean task metric on the evaluation set. ``vs_fine_tuned`` is the decision
+    ``quality`` is the mean task metric on the evaluation set, ``quality_interval`` its 95 %
+    confidence interval when the caller has one. ``vs_fine_tuned`` is the decision
     rule's verdict (:func:`evaluation.statistics.decide`) on the paired comparison on the same
     examples with the fine-tuned model as ``a`` and this option as ``b``, so its difference and
     interval are fine-tuned minus this option; None for the fine-tuned option itself, or when
@@ -153,6 +160,7 @@ class Option:
     request_shape: RequestShape
     vs_fine_tuned: Decision | None = None
     one_off_usd: Decimal = Decimal(0)
+    quality_interval: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in OPTION_KINDS:
@@ -164,6 +172,10 @@ class Option:
             raise ValueError("the fine-tuned option is not compared with itself")
         if not self.is_fine_tuned and self.one_off_usd:
             raise ValueError(f"only the fine-tuned option has a one-off cost, {self.name} has one")
+        if self.quality_interval is not None:
+            low, high = self.quality_interval
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"quality_interval must be finite, low <= high, got {low}, {high}")
 
     @property
     def is_fine_tuned(self) -> bool:
@@ -322,6 +334,9 @@ class Pitfall:
     code: PitfallCode
     title: str
     explanation: str
+    # What the pitfall counts, item by item, when there are more than a sentence names (the
+    # labels under the per-label threshold, with their training examples).
+    details: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -379,21 +394,50 @@ def prompting_is_enough(
     )
 
 
-def insufficient_data(training_examples: int) -> Pitfall | None:
-    """Flags fewer than 100 training examples (the bottom of the guide's 100 to 500 to start)."""
+def insufficient_data(
+    training_examples: int, label_counts: Mapping[str, int] | None = None
+) -> Pitfall | None:
+    """Flags fewer than 100 training examples (the bottom of the guide's 100 to 500 to start)
+    and, given each label's training examples (``label_counts``, under a label-set contract),
+    any label with fewer than :data:`MIN_TRAINING_EXAMPLES_PER_LABEL`, whatever the total:
+    500 examples over 60 labels is 8 a label, each label learned from a handful."""
     if training_examples < 0:
         raise ValueError(f"training_examples must be at least 0, got {training_examples}")
-    if training_examples >= MIN_TRAINING_EXAMPLES:
-        return None
     low, high = RECOMMENDED_TRAINING_EXAMPLES
+    reasons = []
+    if training_examples < MIN_TRAINING_EXAMPLES:
+        reasons.append(f"Only {training_examples:,} training examples, fewer than {low}.")
+    under: list[tuple[str, int]] = []
+    if label_counts:
+        under = sorted(
+            (
+                (label, count)
+                for label, count in label_counts.items()
+                if count < MIN_TRAINING_EXAMPLES_PER_LABEL
+            ),
+            key=lambda pair: (pair[1], pair[0]),
+        )
+    if under:
+        mean = sum(label_counts.values()) / len(label_counts) if label_counts else 0.0
+        named = ", ".join(f"{label!r} ({count})" for label, count in under[:LABELS_NAMED])
+        more = len(under) - LABELS_NAMED
+        reasons.append(
+            f"{len(under)} of {len(label_counts or {})} labels have fewer than "
+            f"{MIN_TRAINING_EXAMPLES_PER_LABEL} training examples ({mean:.1f} a label on "
+            f"average): {named}{f' and {more} more' if more > 0 else ''}. The guide's advice "
+            "holds for each label: a label learned from a handful of examples is memorised."
+        )
+    if not reasons:
+        return None
     return Pitfall(
         code="insufficient_data",
-        title="Insufficient data",
+        title="Insufficient data" + (" per label" if under else ""),
         explanation=(
-            f"Only {training_examples:,} training examples, fewer than {low}. The guide "
-            f"recommends starting with {low} to {high} high-quality examples: with too few, the "
-            "model memorises its examples instead of generalising to new inputs."
+            f"{' '.join(reasons)} The guide recommends starting with {low} to {high} "
+            "high-quality examples: with too few, the model memorises its examples instead of "
+            "generalising to new inputs."
         ),
+        details=tuple(under),
     )
 
 
@@ -573,6 +617,45 @@ class AdviceRow:
 
 
 @dataclass(frozen=True)
+class TargetCheck:
+    """The best option's quality against the quality target a lead set for the task: the
+    score a model must reach to be good enough at all, on the metric the advice weighs."""
+
+    target: float
+    best: str
+    best_quality: float
+    best_interval: tuple[float, float] | None
+
+    @property
+    def met(self) -> bool:
+        return _at_least(self.best_quality, self.target)
+
+    @property
+    def interval_reaches_target(self) -> bool:
+        """Whether the best option's interval reaches the target although its score does not:
+        a larger evaluation set could still find it good enough."""
+        return self.best_interval is not None and _at_least(self.best_interval[1], self.target)
+
+
+def target_check(options: Sequence[Option], quality_target: float | None) -> TargetCheck | None:
+    """The best of ``options`` (highest quality; the first of equals) against the target; None
+    without a target. The target is a score in (0, 1], as the dataset stores it."""
+    if quality_target is None:
+        return None
+    if not math.isfinite(quality_target) or not 0 < quality_target <= 1:
+        raise ValueError(f"quality_target must be in (0, 1], got {quality_target}")
+    if not options:
+        raise ValueError("a target is checked against at least one option")
+    best = max(options, key=lambda option: option.quality)
+    return TargetCheck(
+        target=quality_target,
+        best=best.name,
+        best_quality=best.quality,
+        best_interval=best.quality_interval,
+    )
+
+
+@dataclass(frozen=True)
 class Advice:
     rows: tuple[AdviceRow, ...]
     pitfalls: tuple[Pitfall, ...]
@@ -580,6 +663,7 @@ class Advice:
     monthly_requests: int
     horizon_months: int
     rule: str = RULE
+    target: TargetCheck | None = None
 
     @property
     def pitfall_codes(self) -> tuple[PitfallCode, ...]:
@@ -729,6 +813,31 @@ class _Context:
     def verdict(self, fine_tuned: str, alternative: str, decision: Decision) -> str:
         return decision.sentence(fine_tuned, alternative, self.metric_label, self.points)
 
+    def score(self, value: float) -> str:
+        # As the evaluation pages show a mean: fractions in points, with one decimal.
+        return f"{value * 100:.1f} %" if self.points else f"{value:.3g}"
+
+
+def _neither_good_enough(check: TargetCheck, context: _Context) -> str:
+    # Checked before any comparison: whichever option wins, it would be wrong too often to
+    # ship, and recommending it (fine-tuned or prompted) would hide that.
+    interval = ""
+    if check.best_interval is not None:
+        low, high = check.best_interval
+        reaches = (
+            ", which reaches the target: a larger evaluation set may yet show it good enough"
+            if check.interval_reaches_target
+            else ""
+        )
+        interval = f" (95 % CI {context.score(low)} to {context.score(high)}{reaches})"
+    return (
+        f"Neither option is good enough: the best, {check.best}, scores "
+        f"{context.score(check.best_quality)} {context.metric_label}{interval}, below the "
+        f"target of {context.score(check.target)} set for this task. Neither fine-tuning as "
+        "trained nor prompting reaches it; improve the data (see the pitfalls) or the "
+        "training and evaluate again before deploying either."
+    )
+
 
 def _recommend(
     fine_tuned: AdviceRow,
@@ -776,6 +885,8 @@ def advise(
     now: datetime | None = None,
     metric_label: str = "quality",
     points: bool = True,
+    training_label_counts: Mapping[str, int] | None = None,
+    quality_target: float | None = None,
 ) -> Advice:
     """The side-by-side table, the pitfalls that apply, and one recommendation sentence.
 
@@ -783,6 +894,8 @@ def advise(
     and any number of prompting options, each with its paired comparison against it. The
     recommendation, in order:
 
+    * "Neither option is good enough" when a ``quality_target`` is given and even the best
+      option's quality is below it (before any of the rest: no comparison makes it good);
     * "Not enough evidence yet" when no option was compared on the same examples;
     Verdicts follow the one decision rule (:func:`evaluation.statistics.decide`), quality
     first:
@@ -808,7 +921,7 @@ def advise(
         prompting_is_enough(fine_tuned, row.option, metric_label=metric_label, points=points)
         for row in alternatives
     ]
-    found.append(insufficient_data(training_examples))
+    found.append(insufficient_data(training_examples, training_label_counts))
     found.append(overfitting(train_loss=train_loss, val_loss=val_loss))
     found.append(
         requirements_change_often(
@@ -818,12 +931,17 @@ def advise(
         )
     )
     pitfalls = tuple(pitfall for pitfall in found if pitfall is not None)
+    context = _Context(metric_label, points, horizon_months)
+    target = target_check(options, quality_target)
     return Advice(
         rows=rows,
         pitfalls=pitfalls,
-        recommendation=_recommend(
-            fine_tuned_row, alternatives, pitfalls, _Context(metric_label, points, horizon_months)
+        recommendation=(
+            _neither_good_enough(target, context)
+            if target is not None and not target.met
+            else _recommend(fine_tuned_row, alternatives, pitfalls, context)
         ),
         monthly_requests=monthly_requests,
         horizon_months=horizon_months,
+        target=target,
     )

@@ -1,11 +1,19 @@
 """API for evaluation: queue runs with any mix of candidates, sweep a job's checkpoints, read
-reports and per-item results, tag failures and send them back to review."""
+reports and per-item results, tag failures and send them back to review, and ask the advisor
+whether to fine-tune or prompt."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import fields
+from decimal import Decimal
+from enum import Enum
 from typing import Any, ClassVar
 
+from django.db.models import Model
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -40,12 +48,23 @@ from registry.selectors import model_versions_of
 from training.models import Checkpoint
 from training.selectors import checkpoints_of, training_job_in_project
 
+from .advice import (
+    DEFAULT_HORIZON_MONTHS,
+    DEFAULT_MONTHLY_REQUESTS,
+    FINE_TUNED_KINDS,
+    MAX_HORIZON_MONTHS,
+    MAX_MONTHLY_REQUESTS,
+    NoAdvice,
+    run_advice,
+)
 from .contamination import run_contamination
 from .judge import DEFAULT_JUDGE_MAX_NEW_TOKENS
 from .models import CandidateKind, EvalResult, EvalRun, EvalSplit, Prompting
 from .runner import progress
 from .scoring import METRICS
 from .selectors import (
+    OUTCOMES,
+    RESULT_ORDERS,
     ResultFilter,
     eval_result_in_run,
     eval_run_in_project,
@@ -164,6 +183,19 @@ class CandidateInput(_NamesNoSecret):
         help_text="Local models only: constrain decoding to the evaluated version's answer "
         "contract (label set, JSON Schema or regular expression).",
     )
+    label_scoring = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Local models only, with a label-set contract: answer by ranking every label "
+        "by the model's likelihood of it instead of generating; each answer gets a confidence.",
+    )
+    abstain_below = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="With label_scoring: answers whose confidence is below this (0 to 1) abstain "
+        "and are reported apart.",
+    )
 
 
 def candidate_spec(project: Project, data: dict[str, Any], field: str) -> CandidateSpec:
@@ -193,6 +225,8 @@ def candidate_spec(project: Project, data: dict[str, Any], field: str) -> Candid
         output_usd_per_million_tokens=data.get("output_usd_per_million_tokens"),
         label=data["label"],
         constrained=data["constrained"],
+        label_scoring=data["label_scoring"],
+        abstain_below=data["abstain_below"],
     )
 
 
@@ -215,6 +249,25 @@ class JudgeInput(_NamesNoSecret):
     )
 
 
+METRICS_HELP = (
+    "The candidate's summary once it has answered: examples, failed, means (each per-item "
+    "score), latency, tokens and cost. Label metrics in 'labels' whenever the run's answer "
+    "contract is a label set (whatever the number or length of its labels), or without one "
+    "when the expected answers look like labels: source ('contract' or 'expected_answers'), "
+    "accuracy, macro_f1 (the mean per-label F1 over the labels expected or answered; "
+    "averaged_over says how many), invalid and invalid_rate (answers that are none of the "
+    "labels, the contract's check deciding), per_label (label, precision, recall, f1, support, "
+    "answered; precision null when nothing was answered with the label, recall null when no "
+    "item expected it), confusion (labels; matrix, rows expected and columns answered, with a "
+    "last column named by invalid_column for the invalid answers), and with a contract "
+    "labels_in_contract and expected_outside_contract. When label metrics are left out, "
+    "'labels_left_out' gives the reason. When the answers carry confidences (label scoring): "
+    "'abstention' (threshold, the candidate's abstain_below; answered, abstained, "
+    "accuracy_answered, items) and 'calibration' (expected_calibration_error over 10 equal "
+    "confidence bins; bins with low, high, count, confidence and accuracy)."
+)
+
+
 class CandidateOutput(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     position = serializers.IntegerField()
@@ -229,16 +282,26 @@ class CandidateOutput(serializers.Serializer[Any]):
     few_shot_k = serializers.IntegerField()
     few_shot_seed = serializers.IntegerField()
     constrained = serializers.BooleanField()
+    label_scoring = serializers.BooleanField()
+    abstain_below = serializers.FloatField(allow_null=True)
     input_usd_per_million_tokens = serializers.DecimalField(
         max_digits=10, decimal_places=4, allow_null=True
     )
     output_usd_per_million_tokens = serializers.DecimalField(
         max_digits=10, decimal_places=4, allow_null=True
     )
-    metrics = serializers.JSONField(help_text="Means, label metrics, latency and cost.")
+    metrics = serializers.JSONField(help_text=METRICS_HELP)
     example_count = serializers.IntegerField()
     failed_count = serializers.IntegerField()
     generation_seconds = serializers.FloatField(allow_null=True)
+    prompt_record = serializers.JSONField(
+        help_text="What the candidate was sent, recorded when it started answering (empty "
+        "before): prompting; system_prompt (source candidate with its text, items with the "
+        "items' own texts kept, or none); user_template; shots, the few-shot examples drawn, "
+        "each with its position in shots_version's training split and its turns as sent; "
+        "shots_version {id, name}; first_item, the first item it answered with its prompt as "
+        "sent; recorded_at."
+    )
 
 
 class EvalRunOutput(serializers.Serializer[Any]):
@@ -321,10 +384,20 @@ class EvalRunCollectionApi(APIView):
         model_version = serializers.IntegerField(
             required=False,
             help_text="Shortcut: this version against its base model zero-shot and 5-shot, on "
-            "its validation split. Leave out to list candidates yourself.",
+            "its validation split (or on test_set). Leave out to list candidates yourself.",
+        )
+        test_set = serializers.IntegerField(
+            required=False,
+            help_text="With model_version: evaluate on this held-out test set of the project, "
+            "whole, instead of the version's validation split.",
         )
         dataset_version = serializers.IntegerField(required=False)
-        split = serializers.ChoiceField(choices=EvalSplit.choices, default=EvalSplit.VALIDATION)
+        split = serializers.ChoiceField(
+            choices=EvalSplit.choices,
+            default=EvalSplit.VALIDATION,
+            help_text="A held-out test set is always evaluated whole: asked for its validation "
+            "split, the run scores every item (split all).",
+        )
         candidates = CandidateInput(many=True, required=False)
         # Bounds are the service's to enforce.
         max_new_tokens = serializers.IntegerField(required=False, default=64)
@@ -376,6 +449,9 @@ class EvalRunCollectionApi(APIView):
                 model_version=_model_version(project, data["model_version"], "model_version"),
                 user=acting_user(request),
                 max_new_tokens=data["max_new_tokens"],
+                test_set=_dataset_version(project, data["test_set"], "test_set")
+                if "test_set" in data
+                else None,
             )
         else:
             if "dataset_version" not in data:
@@ -538,14 +614,47 @@ class ResultOutput(serializers.Serializer[Any]):
 
 class EvalResultListApi(APIView):
     class ResultQuery(ListQueryInput):
-        """The failure browser's parameters; ResultFilter.from_query checks their values."""
+        """The failure browser's parameters, every one the list reads, declared with its type
+        so the schema documents them; ResultFilter.from_query then checks them against the
+        run (a candidate id must be one of its candidates)."""
 
-        a = serializers.CharField(required=False, help_text="Candidate id (default: first).")
-        b = serializers.CharField(required=False, help_text="Candidate id to compare with.")
-        outcome = serializers.CharField(required=False)
-        metric = serializers.CharField(required=False)
-        threshold = serializers.CharField(required=False)
-        tag = serializers.CharField(required=False, allow_blank=True)
+        a = IdField(
+            required=False,
+            help_text="The candidate whose answers are listed: a candidate id of this run "
+            "(the candidates of GET evaluations/{run_id}/). Default: the run's first.",
+        )
+        b = IdField(
+            required=False,
+            help_text="A second candidate to compare with, for the outcomes that name B: a "
+            "candidate id of this run. Default: the run's second.",
+        )
+        outcome = serializers.ChoiceField(
+            choices=list(OUTCOMES.items()),
+            required=False,
+            help_text="Which items: "
+            + "; ".join(f"{key}: {label}" for key, label in OUTCOMES.items())
+            + ". Default: all.",
+        )
+        metric = serializers.ChoiceField(
+            choices=list(METRICS),
+            required=False,
+            help_text="The score that decides right and wrong. Default: the run's primary metric.",
+        )
+        threshold = serializers.FloatField(
+            required=False,
+            min_value=0.0,
+            max_value=1.0,
+            help_text="An answer is right when its score reaches this. Default: 1.",
+        )
+        tag = serializers.CharField(
+            required=False, allow_blank=True, help_text="Only answers tagged so (any case)."
+        )
+        order = serializers.ChoiceField(
+            choices=list(RESULT_ORDERS),
+            required=False,
+            help_text="item: in item order (the default); or A's answers by their confidence "
+            "(label scoring), answers without one last.",
+        )
 
     @extend_schema(
         operation_id="evaluations_results",
@@ -620,3 +729,217 @@ class SendToReviewApi(APIView):
             self.SendOutput({"created": [example.pk for example in created]}).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+# --- the advisor ------------------------------------------------------------------------------
+
+
+def plain_data(value: object) -> Any:
+    """The advisor's answer as JSON, whatever its dataclasses hold: each dataclass becomes an
+    object of its fields and its properties (a field or property added to the advisor later
+    appears with no change here), money (Decimal) a string so no cent is lost to a float, a
+    number that is not finite null, a table row (a model) its id and name."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, Enum):
+        return plain_data(value.value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return str(value) if value.is_finite() else None
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    if isinstance(value, Model):
+        return {"id": value.pk, "name": str(value)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        data = {field.name: plain_data(getattr(value, field.name)) for field in fields(value)}
+        for name in _public_properties(type(value)):
+            data.setdefault(name, plain_data(getattr(value, name)))
+        return data
+    if isinstance(value, Mapping):
+        return {str(key): plain_data(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain_data(item) for item in value]
+    return str(value)
+
+
+def _public_properties(cls: type) -> list[str]:
+    """The public properties a class and its bases define, each once, in definition order."""
+    names: dict[str, None] = {}
+    for klass in reversed(cls.__mro__):
+        for name, attribute in vars(klass).items():
+            if isinstance(attribute, property) and not name.startswith("_"):
+                names[name] = None
+    return list(names)
+
+
+MONEY_HELP = "US dollars as a decimal string, unrounded (round for display only)."
+
+
+def _money(what: str = "") -> serializers.CharField:
+    return serializers.CharField(help_text=f"{what} {MONEY_HELP}".strip())
+
+
+class BreakEvenOutput(serializers.Serializer[Any]):
+    alternative = serializers.CharField(
+        help_text="The prompted option the fine-tune is weighed against."
+    )
+    status = serializers.ChoiceField(
+        choices=["cheaper_from_first_request", "pays_back", "never_pays_back"]
+    )
+    savings_per_request = _money()
+    fixed_monthly_savings = _money()
+    training_cost = _money()
+    horizon_months = serializers.IntegerField()
+    monthly_requests = serializers.IntegerField()
+    monthly_savings = _money()
+    payback_months = serializers.CharField(
+        allow_null=True, help_text="Months to repay the training (decimal); null: never."
+    )
+    min_monthly_requests = serializers.CharField(
+        allow_null=True,
+        help_text="The volume from which training pays back within the horizon; null: none.",
+    )
+    max_monthly_requests = serializers.CharField(
+        allow_null=True, help_text="The volume up to which it does; null: no upper limit."
+    )
+    pays_back_within_horizon = serializers.BooleanField()
+    pays_back_at_volume = serializers.BooleanField()
+
+
+class AdviceOptionOutput(serializers.Serializer[Any]):
+    name = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["fine_tuned", "few_shot", "zero_shot", "larger_model"])
+    kind_label = serializers.CharField()
+    is_fine_tuned = serializers.BooleanField()
+    quality = serializers.FloatField(help_text="Mean of the metric on the evaluated items.")
+    pricing = serializers.JSONField(
+        help_text="usd_per_million_input, usd_per_million_output, usd_per_request, "
+        "usd_per_hosting_hour and monthly_fixed_usd, as decimal strings."
+    )
+    request_shape = serializers.JSONField(
+        help_text="mean_prompt_tokens and mean_completion_tokens of one request."
+    )
+    vs_fine_tuned = serializers.JSONField(
+        allow_null=True,
+        help_text="The decision rule's verdict on the fine-tuned model against this option on "
+        "the same items (outcome, comparison with its interval, test, rule); null for the "
+        "fine-tuned option itself.",
+    )
+    one_off_usd = _money()
+
+
+class AdviceRowOutput(serializers.Serializer[Any]):
+    option = AdviceOptionOutput()
+    cost_per_request = _money()
+    monthly_cost = _money()
+    horizon_cost = _money("The one-off cost plus the monthly cost over the horizon.")
+    break_even = BreakEvenOutput(allow_null=True, help_text="Null for the fine-tuned row.")
+    name = serializers.CharField()
+    quality = serializers.FloatField()
+    payback = serializers.CharField(help_text="The break-even in words; empty for the fine-tune.")
+
+
+class PitfallOutput(serializers.Serializer[Any]):
+    code = serializers.CharField(
+        help_text="prompting_is_enough, insufficient_data, overfitting or "
+        "requirements_change_often."
+    )
+    title = serializers.CharField()
+    explanation = serializers.CharField()
+
+
+class AdviceOutput(serializers.Serializer[Any]):
+    rows = AdviceRowOutput(many=True, help_text="The side-by-side table, one row per option.")
+    pitfalls = PitfallOutput(many=True, help_text="The guide's pitfalls that apply.")
+    pitfall_codes = serializers.ListField(child=serializers.CharField())
+    recommendation = serializers.CharField()
+    monthly_requests = serializers.IntegerField()
+    horizon_months = serializers.IntegerField()
+    rule = serializers.CharField(help_text="The decision rule the verdicts follow.")
+
+
+class RunAdviceOutput(serializers.Serializer[Any]):
+    """What the advisor's page shows, for programs. Each object also carries whatever else the
+    advisor computes (every field and property of its dataclasses): a client reads the keys it
+    knows."""
+
+    run = serializers.IntegerField()
+    available = serializers.BooleanField(
+        help_text="False when the run cannot answer (no fine-tuned candidate, not scored yet); "
+        "reason says why and the rest is null."
+    )
+    reason = serializers.CharField()
+    monthly_requests = serializers.IntegerField()
+    horizon_months = serializers.IntegerField()
+    metric = serializers.CharField(allow_null=True, help_text="The metric the advice weighs.")
+    metric_label = serializers.CharField(allow_null=True)
+    fine_tuned = serializers.JSONField(
+        allow_null=True, help_text="The fine-tuned candidate weighed: its id and name."
+    )
+    advice = AdviceOutput(allow_null=True)
+
+
+class EvalRunAdviceApi(APIView):
+    class AdviceQuery(InputSerializer):
+        monthly_requests = serializers.IntegerField(
+            required=False,
+            default=DEFAULT_MONTHLY_REQUESTS,
+            min_value=1,
+            max_value=MAX_MONTHLY_REQUESTS,
+            help_text="Requests expected a month.",
+        )
+        horizon_months = serializers.IntegerField(
+            required=False,
+            default=DEFAULT_HORIZON_MONTHS,
+            min_value=1,
+            max_value=MAX_HORIZON_MONTHS,
+            help_text="Months within which training must pay for itself.",
+        )
+        fine_tuned = IdField(
+            required=False,
+            help_text="The fine-tuned candidate to weigh (a candidate id of this run). "
+            "Default: the run's first fine-tuned candidate.",
+        )
+
+    @extend_schema(
+        operation_id="evaluations_advice",
+        summary="Fine-tune or prompt? The advisor's table, break-even, pitfalls and "
+        "recommendation for this run, at the volume and horizon asked",
+        parameters=[AdviceQuery],
+        responses=RunAdviceOutput,
+    )
+    def get(self, request: Request, project_id: int, run_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        run = eval_run_in_project(project, run_id)
+        query = self.AdviceQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        asked = query.validated_data
+        fine_tuned = asked.get("fine_tuned")
+        if (
+            fine_tuned is not None
+            and not run.candidates.filter(pk=fine_tuned, kind__in=FINE_TUNED_KINDS).exists()
+        ):
+            raise serializers.ValidationError(
+                {"fine_tuned": [f"No fine-tuned candidate {fine_tuned} in this evaluation."]}
+            )
+        body: dict[str, Any] = {
+            "run": run.pk,
+            "monthly_requests": asked["monthly_requests"],
+            "horizon_months": asked["horizon_months"],
+        }
+        try:
+            result = run_advice(
+                run,
+                monthly_requests=asked["monthly_requests"],
+                horizon_months=asked["horizon_months"],
+                fine_tuned_id=fine_tuned,
+            )
+        except NoAdvice as reason:
+            empty = {"metric": None, "metric_label": None, "fine_tuned": None, "advice": None}
+            return Response({**body, "available": False, "reason": str(reason), **empty})
+        # Not through RunAdviceOutput, which would keep only the keys it declares: the schema
+        # documents the shape, and plain_data carries everything the advisor computed.
+        return Response({**body, "available": True, "reason": "", **plain_data(result)})

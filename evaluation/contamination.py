@@ -1,6 +1,8 @@
 """Contamination: test items of an evaluation that also appear, exactly or nearly, in the
 training split a fine-tuned candidate learned from. A score on such items measures memory, not
-skill, so the evaluation page and API warn with the count and the pairs."""
+skill, so the evaluation page and API warn with the count and the pairs. The test items are the
+run's: a version's validation split, or every item of a held-out version (a test set's included,
+evaluated whole), so a test set is checked like any held-out set."""
 
 from __future__ import annotations
 

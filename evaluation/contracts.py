@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from datasets.contracts import LABEL_SET
 from datasets.models import DatasetVersion
-from providers.base import AnswerConstraint
+from providers.base import AnswerConstraint, ProviderError
 
 from .models import Candidate, EvalRun
 
@@ -26,3 +27,17 @@ def constraint_for(candidate: Candidate) -> AnswerConstraint | None:
     if not candidate.constrained:
         return None
     return AnswerConstraint.from_contract(contract_for_run(candidate.run))
+
+
+def scored_labels(candidate: Candidate) -> list[str] | None:
+    """The labels a label-scoring candidate ranks: its run's label-set contract's; None for a
+    candidate that generates."""
+    if not candidate.label_scoring:
+        return None
+    contract = contract_for_run(candidate.run)
+    if contract.get("kind") != LABEL_SET:
+        raise ProviderError(
+            f"{candidate.label}: label scoring needs a label-set answer contract on "
+            f"{candidate.run.dataset_version}"
+        )
+    return list(contract["labels"])

@@ -38,7 +38,13 @@ from .services import FAILURE_TAG_MAX_LENGTH, eval_result_tag, eval_results_send
 TAGS_PARTIAL = "evaluation/failures.html#result-tags"
 # The URL parameters that make up a view of the browser; POSTs carry them so that the person
 # lands back on the same filtered page, and nothing else from the query is echoed back.
-FILTER_PARAMS = ("a", "b", "outcome", "metric", "threshold", "tag")
+FILTER_PARAMS = ("a", "b", "outcome", "metric", "threshold", "tag", "order")
+# The browser's orders, in the words of its Order menu.
+ORDER_LABELS = {
+    "item": "item order",
+    "least_confident": "least confident first",
+    "most_confident": "most confident first",
+}
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,8 @@ def eval_failures(request: AppRequest, project_id: int, run_id: int) -> HttpResp
         "metric_label": metric.label,
         "metric_points": metric.points,
         "known_tags": known_tags,
+        "orders": list(ORDER_LABELS.items()),
+        "confidences": a_results.exclude(confidence=None).exists(),
         "page": page,
         "rows": rows,
         "matching": len(matching),

@@ -73,11 +73,28 @@ def _model_versions(project: Project, data: QueryDict) -> list[CandidateSpec]:
     missing = [pk for pk in ids if pk not in found]
     if missing:
         raise _bad("model_versions", f"no model version {missing[0]} in this project")
-    specs = [CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=found[pk]) for pk in ids]
+    plain = [CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=found[pk]) for pk in ids]
+    specs = list(plain)
     if data.get("versions_constrained"):
         # Each version again, constrained: the pair shows what the contract changes.
-        specs += [dataclasses.replace(spec, constrained=True) for spec in specs]
+        specs += [dataclasses.replace(spec, constrained=True) for spec in plain]
+    if data.get("versions_label_scoring"):
+        # And ranking the labels by likelihood, with the confidence to abstain below.
+        abstain = _abstain_below(data)
+        specs += [
+            dataclasses.replace(spec, label_scoring=True, abstain_below=abstain) for spec in plain
+        ]
     return specs
+
+
+def _abstain_below(data: QueryDict) -> float | None:
+    raw = (data.get("abstain_below") or "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise _bad("abstain_below", f"a confidence between 0 and 1, not {raw!r}") from None
 
 
 def _as_id(raw: str, field: str) -> int:
@@ -87,7 +104,20 @@ def _as_id(raw: str, field: str) -> int:
         raise _bad(field, f"not an id: {raw!r}") from None
 
 
-def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
+def _shots_version(project: Project, data: QueryDict) -> DatasetVersion | None:
+    """Where few-shot examples are drawn from: a training version's train split; blank is the
+    evaluated version's own (refused by the service when that is a held-out test set)."""
+    raw = (data.get("shots_version") or "").strip()
+    if not raw:
+        return None
+    version_id = _as_id(raw, "shots_version")
+    version = dataset_versions_of(project).filter(pk=version_id, is_test_set=False).first()
+    if version is None:
+        raise _bad("shots_version", f"no training dataset version {version_id} in this project")
+    return version
+
+
+def _base_candidates(project: Project, data: QueryDict) -> list[CandidateSpec]:
     key = (data.get("base_model") or "").strip()
     if not key:
         return []
@@ -99,6 +129,8 @@ def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
         specs.append(CandidateSpec(kind=CandidateKind.BASE, base_model=base))
     if data.get("base_constrained"):
         specs.append(CandidateSpec(kind=CandidateKind.BASE, base_model=base, constrained=True))
+    if data.get("base_label_scoring"):
+        specs.append(CandidateSpec(kind=CandidateKind.BASE, base_model=base, label_scoring=True))
     shots = whole_number(data, "few_shot_k", default=0)
     if shots:
         specs.append(
@@ -108,6 +140,7 @@ def _base_candidates(data: QueryDict) -> list[CandidateSpec]:
                 prompting=Prompting.FEW_SHOT,
                 few_shot_k=shots,
                 few_shot_seed=whole_number(data, "few_shot_seed", default=0),
+                shots_version=_shots_version(project, data),
             )
         )
     return specs
@@ -124,7 +157,7 @@ def _endpoint(data: QueryDict, field: str) -> Endpoint | None:
     return endpoint
 
 
-def _external_candidate(data: QueryDict) -> list[CandidateSpec]:
+def _external_candidate(project: Project, data: QueryDict) -> list[CandidateSpec]:
     endpoint = _endpoint(data, "external_endpoint")
     if endpoint is None:
         return []
@@ -138,6 +171,7 @@ def _external_candidate(data: QueryDict) -> list[CandidateSpec]:
             user_template=data.get("external_user_template") or "{input}",
             prompting=Prompting.FEW_SHOT if shots else Prompting.ZERO_SHOT,
             few_shot_k=shots,
+            shots_version=_shots_version(project, data) if shots else None,
             input_usd_per_million_tokens=_price(data, "external_input_price"),
             output_usd_per_million_tokens=_price(data, "external_output_price"),
         )
@@ -185,8 +219,8 @@ def new_evaluation_from(project: Project, data: QueryDict) -> NewEvaluation:
         split=EvalSplit(split),
         candidates=[
             *_model_versions(project, data),
-            *_base_candidates(data),
-            *_external_candidate(data),
+            *_base_candidates(project, data),
+            *_external_candidate(project, data),
         ],
         max_new_tokens=whole_number(data, "max_new_tokens", default=64),
         primary_metric=data.get("primary_metric") or "exact_match",

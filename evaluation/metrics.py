@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
+from statistics import fmean
 from typing import Any
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -247,31 +248,50 @@ def json_field_accuracy(prediction: str, reference: str) -> float | None:
 # Label answers (classification)
 # ---------------------------------------------------------------------------
 
-# A reference is label-like when it is one short line; a set of references are labels when
-# they repeat (few distinct values), which tells classification apart from short-answer QA.
-LABEL_MAX_CHARACTERS = 40
-LABEL_MAX_DISTINCT = 20
+# The answered-column of the confusion matrix for answers that are none of the labels.
+INVALID_LABEL = "(invalid)"
 
 
-def answers_are_labels(
-    references: Sequence[str],
-    *,
-    max_characters: int = LABEL_MAX_CHARACTERS,
-    max_distinct: int = LABEL_MAX_DISTINCT,
-) -> bool:
-    """Whether the expected answers look like class labels, so label metrics make sense.
+def labels_left_out(
+    references: Sequence[str], *, max_labels: int, max_label_characters: int
+) -> str | None:
+    """Why expected answers without a label-set contract are not read as labels, in words; None
+    when they are.
 
-    True when every reference is non-empty, on one line and at most ``max_characters`` long
-    (after trimming), there are at most ``max_distinct`` distinct references, and labels repeat:
-    at most half as many distinct values as references (two examples may use two labels).
+    They are labels when every one is a non-empty single line of at most
+    ``max_label_characters`` (after trimming), there are at most ``max_labels`` distinct ones,
+    and they repeat: at most half as many distinct values as references (two references may
+    use two labels), which tells classification apart from short-answer QA. Distinct values are
+    counted as exact match compares answers (:func:`normalise_answer`). The limits are the
+    label-set contract's, so whatever a contract could declare is read as labels here too.
     """
+    if not references:
+        return "there are no expected answers"
     trimmed = [reference.strip() for reference in references]
-    if not trimmed:
-        return False
-    if any(not label or "\n" in label or len(label) > max_characters for label in trimmed):
-        return False
-    distinct = len(set(trimmed))
-    return distinct <= max_distinct and distinct <= max(2, len(trimmed) // 2)
+    empty = sum(not label for label in trimmed)
+    if empty:
+        return f"{empty} expected answer(s) are empty"
+    if any("\n" in label for label in trimmed):
+        return "an expected answer spans several lines"
+    longest = max(len(label) for label in trimmed)
+    if longest > max_label_characters:
+        return (
+            f"an expected answer has {longest} characters, over the {max_label_characters} "
+            "a label may have"
+        )
+    distinct = len({normalise_answer(label) for label in trimmed})
+    if distinct > max_labels:
+        return (
+            f"the expected answers have {distinct} distinct values, over the {max_labels} "
+            "labels a label set may have"
+        )
+    most = max(2, len(trimmed) // 2)
+    if distinct > most:
+        return (
+            f"the expected answers have {distinct} distinct values among {len(trimmed)} "
+            f"items: labels repeat, and these mostly do not (at most {most} would)"
+        )
+    return None
 
 
 def _check_paired(
@@ -299,47 +319,207 @@ def accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
 
 
 @dataclass(frozen=True)
-class ConfusionMatrix:
-    """Counts of (reference, prediction) pairs: ``matrix[i][j]`` = reference ``labels[i]``
-    predicted as ``labels[j]``. Rows are references, columns predictions."""
+class LabelScores:
+    """One label's scores. ``precision`` is None when nothing was answered with the label,
+    ``recall`` None when no item expected it; F1 is then 0 (it has no true positive)."""
 
-    labels: list[str]
-    matrix: list[list[int]]
-
-
-def confusion_matrix(predictions: Sequence[str], references: Sequence[str]) -> ConfusionMatrix:
-    """Confusion matrix over the sorted union of reference and predicted labels."""
-    _check_paired(predictions, references)
-    labels = sorted(set(references) | set(predictions))
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = [[0] * len(labels) for _ in labels]
-    for predicted, expected in zip(predictions, references, strict=True):
-        matrix[index[expected]][index[predicted]] += 1
-    return ConfusionMatrix(labels=labels, matrix=matrix)
+    label: str
+    precision: float | None
+    recall: float | None
+    f1: float
+    support: int  # items whose expected label it is
+    answered: int  # items answered with it
 
 
-def per_label_f1(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """F1 of each label in the union of references and predictions (0 when it is never right)."""
-    table = confusion_matrix(predictions, references)
-    scores: dict[str, float] = {}
-    for i, label in enumerate(table.labels):
-        true_positives = table.matrix[i][i]
-        predicted_as_label = sum(row[i] for row in table.matrix)
-        actually_label = sum(table.matrix[i])
-        # F1 = 2TP / (2TP + FP + FN) = 2TP / (predicted + actual); 0 when TP = 0.
-        scores[label] = 2 * true_positives / (predicted_as_label + actually_label)
+def label_scores(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> list[LabelScores]:
+    """Precision, recall, F1 and support of each label from a confusion matrix: row i is the
+    items expected as ``labels[i]``, column j < len(labels) the items answered ``labels[j]``;
+    any further column (answers that are no label) counts against the row's recall only."""
+    count = len(labels)
+    if len(matrix) != count or any(len(row) < count for row in matrix):
+        raise ValueError(f"a confusion matrix of {count} labels needs {count} rows of {count}+")
+    answered_as = [sum(row[j] for row in matrix) for j in range(count)]
+    scores = []
+    for i, label in enumerate(labels):
+        hits, support, answered = matrix[i][i], sum(matrix[i]), answered_as[i]
+        scores.append(
+            LabelScores(
+                label=label,
+                precision=hits / answered if answered else None,
+                recall=hits / support if support else None,
+                # F1 = 2TP / (2TP + FP + FN) = 2TP / (answered + support): the harmonic mean
+                # of precision and recall, and 0 without a true positive.
+                f1=2 * hits / (answered + support) if answered + support else 0.0,
+                support=support,
+                answered=answered,
+            )
+        )
     return scores
 
 
-def macro_f1(predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Unweighted mean of per-label F1, so rare labels count as much as common ones.
+@dataclass(frozen=True)
+class LabelReport:
+    """Label metrics of one candidate's answers.
 
-    Labels are the union of references and predictions. A label the model invents (never in
-    the references) has F1 0 and is part of the average, so inventing labels lowers the score;
-    a reference label the model never predicts also has F1 0.
+    ``labels`` are the rows of ``matrix`` and its first columns; ``matrix[i][j]`` counts the
+    items expected as ``labels[i]`` and answered ``labels[j]``, and the last column
+    (``matrix[i][len(labels)]``, :data:`INVALID_LABEL`) those answered with something that is
+    no label. ``macro_f1`` is the unweighted mean of ``per_label`` F1 over ``labels``.
     """
-    scores = per_label_f1(predictions, references)
-    return sum(scores.values()) / len(scores)
+
+    labels: list[str]
+    matrix: list[list[int]]
+    accuracy: float
+    macro_f1: float
+    invalid: int
+    per_label: list[LabelScores]
+
+    @property
+    def items(self) -> int:
+        return sum(sum(row) for row in self.matrix)
+
+    @property
+    def invalid_rate(self) -> float:
+        return self.invalid / self.items
+
+
+def label_report(
+    answered: Sequence[str | None], expected: Sequence[str], *, order: Sequence[str] = ()
+) -> LabelReport:
+    """Accuracy, macro-F1, per-label scores, invalid answers and the confusion matrix.
+
+    ``answered[i]`` is the label item i was answered with, or None when the answer is no label
+    (invalid: its own outcome, the matrix's last column); ``expected[i]`` is its expected label.
+
+    Macro-F1 averages over the labels that occur among the expected labels or the answered
+    ones, the usual definition (scikit-learn's macro average over the labels present): a label
+    of the set that nobody expected and nobody answered has no F1 to speak of and is left out.
+    An invalid answer is a miss for its expected label (lower recall) and a false positive for
+    no label, so a model that invents labels loses recall rather than gaining a label that
+    scores 0. Accuracy counts an invalid answer as wrong.
+
+    The labels are ordered as in ``order`` (the contract's order), any others after them in
+    sorted order.
+    """
+    _check_paired(answered, expected, ("answers", "expected labels"))
+    present = set(expected) | {label for label in answered if label is not None}
+    rank = {label: position for position, label in enumerate(order)}
+    labels = sorted(present, key=lambda label: (rank.get(label, len(rank)), label))
+    index = {label: position for position, label in enumerate(labels)}
+    invalid_column = len(labels)
+    matrix = [[0] * (len(labels) + 1) for _ in labels]
+    for answer, truth in zip(answered, expected, strict=True):
+        matrix[index[truth]][invalid_column if answer is None else index[answer]] += 1
+    per_label = label_scores(labels, matrix)
+    hits = sum(matrix[i][i] for i in range(len(labels)))
+    return LabelReport(
+        labels=labels,
+        matrix=matrix,
+        accuracy=hits / len(expected),
+        macro_f1=sum(scores.f1 for scores in per_label) / len(per_label),
+        invalid=sum(row[invalid_column] for row in matrix),
+        per_label=per_label,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Confidence: abstention and calibration
+# ---------------------------------------------------------------------------
+
+CALIBRATION_BINS = 10
+# Probabilities summed in floating point may stray this far outside [0, 1].
+_PROBABILITY_SLACK = 1e-6
+
+
+def _probabilities(confidences: Sequence[float]) -> list[float]:
+    for value in confidences:
+        if not -_PROBABILITY_SLACK <= value <= 1 + _PROBABILITY_SLACK:
+            raise ValueError(f"a confidence is a probability in [0, 1], got {value}")
+    return [min(1.0, max(0.0, value)) for value in confidences]
+
+
+@dataclass(frozen=True)
+class Abstention:
+    """Answers whose confidence is below ``threshold`` abstain; the rest are answered.
+    ``accuracy_answered`` is None when every answer abstained."""
+
+    threshold: float | None
+    answered: int
+    abstained: int
+    accuracy_answered: float | None
+
+
+def abstention(
+    confidences: Sequence[float], correct: Sequence[bool], *, threshold: float | None
+) -> Abstention:
+    """How many answers abstain below ``threshold`` (None: none do) and how often the others
+    are right."""
+    _check_paired(confidences, correct, ("confidences", "outcomes"))
+    kept = [
+        right
+        for confidence, right in zip(_probabilities(confidences), correct, strict=True)
+        if threshold is None or confidence >= threshold
+    ]
+    return Abstention(
+        threshold=threshold,
+        answered=len(kept),
+        abstained=len(correct) - len(kept),
+        accuracy_answered=sum(kept) / len(kept) if kept else None,
+    )
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """Answers whose confidence lies in [low, high) (the last bin includes 1): how many,
+    their mean confidence and how many of them were right (None for an empty bin)."""
+
+    low: float
+    high: float
+    count: int
+    confidence: float | None
+    accuracy: float | None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    expected_error: float
+    bins: list[CalibrationBin]
+
+
+def calibration(
+    confidences: Sequence[float], correct: Sequence[bool], *, bins: int = CALIBRATION_BINS
+) -> Calibration:
+    """Expected calibration error over ``bins`` equal-width confidence bins (Naeini et al.
+    2015; Guo et al. 2017), and the bins a reliability chart draws.
+
+    ECE = sum over bins of (answers in the bin / all answers) x |accuracy in the bin - mean
+    confidence in the bin|: 0 when the model is right exactly as often as it says, up to 1.
+    ``confidences[i]`` is the probability the model gave answer i, ``correct[i]`` whether it
+    was right.
+    """
+    _check_paired(confidences, correct, ("confidences", "outcomes"))
+    if bins < 1:
+        raise ValueError(f"calibration needs at least one bin, got {bins}")
+    members: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for confidence, right in zip(_probabilities(confidences), correct, strict=True):
+        members[min(int(confidence * bins), bins - 1)].append((confidence, right))
+    error = 0.0
+    table = []
+    for position, inside in enumerate(members):
+        mean_confidence = fmean(c for c, _ in inside) if inside else None
+        hit_rate = fmean(r for _, r in inside) if inside else None
+        if mean_confidence is not None and hit_rate is not None:
+            error += len(inside) / len(correct) * abs(hit_rate - mean_confidence)
+        table.append(
+            CalibrationBin(
+                low=position / bins,
+                high=(position + 1) / bins,
+                count=len(inside),
+                confidence=mean_confidence,
+                accuracy=hit_rate,
+            )
+        )
+    return Calibration(expected_error=error, bins=table)
 
 
 # ---------------------------------------------------------------------------

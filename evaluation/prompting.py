@@ -73,19 +73,22 @@ def _key(conversation: Sequence[Message]) -> tuple[tuple[str, str], ...]:
     return tuple((m.get("role", ""), m.get("content", "")) for m in conversation)
 
 
+def shot_turns(shot: Sequence[Message]) -> Conversation:
+    """A few-shot example as it is sent: its last user message and its ideal answer (its own
+    system message and earlier turns are left out)."""
+    return [
+        {"role": "user", "content": prompt_of(shot)[-1]["content"]},
+        {"role": "assistant", "content": answer_of(shot)},
+    ]
+
+
 def few_shot_prompt(item: Sequence[Message], shots: Sequence[Conversation]) -> Conversation:
     """The item's system message(s), then each shot as a user turn and its ideal answer, then
     the item's own turns."""
     prompt = prompt_of(item)
     system = [m for m in prompt if m.get("role") == "system"]
     turns = [m for m in prompt if m.get("role") != "system"]
-    worked: Conversation = []
-    for shot in shots:
-        question = prompt_of(shot)[-1]["content"]
-        worked += [
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": answer_of(shot)},
-        ]
+    worked = [turn for shot in shots for turn in shot_turns(shot)]
     return [*system, *worked, *turns]
 
 

@@ -14,6 +14,7 @@ from django.conf import settings
 from catalog.models import Provider
 from ftportal.spending import SpendKind, SpentQuery, ledger_spent
 
+from .contracts import contract_for_run
 from .judge import JudgeSummary, Outcome, PairVerdict, Verdict, summarise
 from .models import Candidate, CandidateKind, EvalKind, EvalResult, EvalRun, JudgeVerdict
 from .prompting import answer_of
@@ -58,6 +59,7 @@ def candidate_summary_of(candidate: Candidate) -> dict[str, Any]:
             prompt_tokens=row.prompt_tokens,
             completion_tokens=row.completion_tokens,
             failed=bool(row.error),
+            confidence=row.confidence,
         )
         for row in rows
     ]
@@ -66,6 +68,9 @@ def candidate_summary_of(candidate: Candidate) -> dict[str, Any]:
         input_usd_per_million=candidate.input_usd_per_million_tokens,
         output_usd_per_million=candidate.output_usd_per_million_tokens,
         local_usd_per_hour=local_usd_per_hour() if generates_locally(candidate) else None,
+        # Label metrics follow the run's contract; abstention the candidate's threshold.
+        contract=contract_for_run(candidate.run),
+        abstain_below=candidate.abstain_below,
     )
 
 

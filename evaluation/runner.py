@@ -35,9 +35,16 @@ from datasets.models import DatasetVersionExample, Split
 from ftportal.collector import existing_objects_frozen
 from ftportal.errors import ApplicationError
 from ftportal.ownership import attempt_claim, heartbeat_for
-from providers.base import ChatItemError, ChatModel, ChatResult, Conversation, ProviderError
+from providers.base import (
+    ChatItemError,
+    ChatModel,
+    ChatResult,
+    Conversation,
+    LabelScorer,
+    ProviderError,
+)
 
-from .contracts import constraint_for, contract_for_run
+from .contracts import constraint_for, contract_for_run, scored_labels
 from .judge import DEFAULT_RUBRIC, JudgeItem, PairVerdict, judge_pairwise
 from .models import (
     Candidate,
@@ -55,6 +62,7 @@ from .prompting import (
     few_shot_prompt,
     pick_shots,
     prompt_of,
+    shot_turns,
     templated_prompt,
 )
 from .report import candidate_summary_of, run_report
@@ -67,6 +75,9 @@ logger = logging.getLogger(__name__)
 # Local candidates and judges answer this many items per batch; a candidate's answers are saved
 # after each, so this is also the most work a crash can lose.
 LOCAL_BATCH_SIZE = 32
+# Prompts per label-scoring pass: each carries every label's tokens (a few hundred positions for
+# 60 labels), so a pass of 8 is already as large as a generation batch of 32.
+LABEL_SCORING_BATCH_SIZE = 8
 MAX_REFUSALS_IN_A_ROW = 3
 FLUSH_ROWS = 50
 FLUSH_SECONDS = 0.5
@@ -168,18 +179,30 @@ def _finish(run_id: int, attempt: int, target: EvalStatus, **changes: object) ->
 # --- prompts ------------------------------------------------------------------------------
 
 
-def _shots_for(candidate: Candidate, items: Sequence[DatasetVersionExample]) -> list[Conversation]:
+def _drawn_shots(
+    candidate: Candidate, items: Sequence[DatasetVersionExample]
+) -> list[DatasetVersionExample]:
+    """The few-shot examples drawn for the candidate, as items of their source version's
+    training split (so the record of what was sent can name their positions)."""
     source = candidate.shots_version or candidate.run.dataset_version
-    pool = [item.messages for item in source.items.filter(split=Split.TRAIN).order_by("position")]
+    pool = list(source.items.filter(split=Split.TRAIN).order_by("position"))
     try:
-        return pick_shots(
-            pool,
+        drawn = pick_shots(
+            [item.messages for item in pool],
             k=candidate.few_shot_k,
             seed=candidate.few_shot_seed,
             exclude=[item.messages for item in items],
         )
     except ValueError as error:
         raise ApplicationError(f"{candidate.label}: {error}") from error
+    # pick_shots hands back the pool's own conversations, so each one's item is found by
+    # identity (two items with the same messages stay two).
+    by_identity = {id(item.messages): item for item in pool}
+    return [by_identity[id(shot)] for shot in drawn]
+
+
+def _shots_for(candidate: Candidate, items: Sequence[DatasetVersionExample]) -> list[Conversation]:
+    return [shot.messages for shot in _drawn_shots(candidate, items)]
 
 
 def candidate_prompts(
@@ -197,6 +220,79 @@ def candidate_prompts(
         prompt = few_shot_prompt(item.messages, shots) if shots else prompt_of(item.messages)
         prompts.append(templated_prompt(prompt, template) if templated else prompt)
     return prompts
+
+
+# --- what each candidate is sent ---------------------------------------------------------
+
+# Distinct system prompts of the items a record quotes when the items keep their own.
+RECORDED_ITEM_SYSTEM_PROMPTS = 3
+
+
+def _system_prompt_record(
+    candidate: Candidate, items: Sequence[DatasetVersionExample]
+) -> dict[str, object]:
+    """Which system prompt the candidate's prompts carry: its own (which replaces the items'),
+    or the items' own, kept as they are (quoted up to a few distinct ones), or none."""
+    if candidate.system_prompt:
+        return {"source": "candidate", "text": candidate.system_prompt}
+    distinct: dict[str, None] = {}
+    for item in items:
+        system = "\n\n".join(
+            str(m.get("content", "")) for m in prompt_of(item.messages) if m.get("role") == "system"
+        )
+        if system:
+            distinct[system] = None
+    if not distinct:
+        return {"source": "none"}
+    texts = list(distinct)
+    return {
+        "source": "items",
+        "texts": texts[:RECORDED_ITEM_SYSTEM_PROMPTS],
+        "distinct": len(texts),
+    }
+
+
+def prompt_record_of(
+    candidate: Candidate,
+    items: Sequence[DatasetVersionExample],
+    first: tuple[DatasetVersionExample, Conversation],
+) -> dict[str, object]:
+    """What the candidate is sent, for its page and the API: the system prompt, the user
+    template, the few-shot examples drawn (their turns as sent, their positions and their
+    source version), and ``first``, the first item it answers with its prompt as sent."""
+    few_shot = candidate.prompting == Prompting.FEW_SHOT
+    shots = _drawn_shots(candidate, items) if few_shot else []
+    source = candidate.shots_version or candidate.run.dataset_version
+    item, prompt = first
+    return {
+        "recorded_at": timezone.now().isoformat(),
+        "prompting": candidate.prompting,
+        "system_prompt": _system_prompt_record(candidate, items),
+        "user_template": candidate.user_template,
+        "shots": [
+            {"position": shot.position, "messages": shot_turns(shot.messages)} for shot in shots
+        ],
+        "shots_version": {"id": source.pk, "name": str(source)} if few_shot else None,
+        "first_item": {"position": item.position, "messages": prompt},
+    }
+
+
+def _prompt_record_write(
+    run: EvalRun,
+    attempt: int,
+    candidate: Candidate,
+    items: Sequence[DatasetVersionExample],
+    first: tuple[DatasetVersionExample, Conversation],
+) -> None:
+    """Record what the candidate is sent as it starts answering, once: a resumed run asks the
+    same (the shots are drawn by seed), so the first record stands. Written only while this
+    attempt owns the run."""
+    if candidate.prompt_record:
+        return
+    record = prompt_record_of(candidate, items, first)
+    Candidate.objects.filter(
+        pk=candidate.pk, run__attempts=attempt, run__status=EvalStatus.RUNNING, run_id=run.pk
+    ).update(prompt_record=record)
 
 
 # --- models -------------------------------------------------------------------------------
@@ -247,6 +343,7 @@ class Answer:
     completion_tokens: int
     latency_seconds: float | None
     error: str = ""
+    confidence: float | None = None
 
 
 def _save(
@@ -267,6 +364,7 @@ def _save(
             latency_seconds=answer.latency_seconds,
             prompt_tokens=answer.prompt_tokens,
             completion_tokens=answer.completion_tokens,
+            confidence=answer.confidence,
             scores=score_answer(answer.text, answer_of(item.messages), checks),
         )
         for item, answer in answered
@@ -301,6 +399,7 @@ def _answer_all(
             contract=contract_for_run(run),
         )
         prompts = candidate_prompts(candidate, todo, items)
+        _prompt_record_write(run, attempt, candidate, items, (todo[0], prompts[0]))
         chat = chat_for(candidate)
         started = time.monotonic()
         try:
@@ -321,7 +420,14 @@ def _answer(generation: ChatResult) -> Answer:
         generation.prompt_tokens,
         generation.completion_tokens,
         generation.latency_seconds,
+        confidence=generation.confidence,
     )
+
+
+def _label_scorer(chat: ChatModel, candidate: Candidate) -> LabelScorer:
+    if not isinstance(chat, LabelScorer):
+        raise ProviderError(f"{candidate.label}: this model cannot rank labels by likelihood.")
+    return chat
 
 
 class _WrittenInBatches(Generic[Row]):
@@ -371,6 +477,7 @@ def _answer_each(
         lambda answered: _save(run, attempt, candidate, answered, checks)
     )
     constraint = constraint_for(candidate)
+    labels = scored_labels(candidate)
 
     def before_batch() -> None:
         stored.flush()
@@ -389,14 +496,23 @@ def _answer_each(
             refused_in_a_row = 0
 
         try:
-            chat.generate_many(
-                [prompts[i] for i in pending],
-                max_new_tokens=run.max_new_tokens,
-                batch_size=LOCAL_BATCH_SIZE,
-                constraint=constraint,
-                before_batch=before_batch,
-                on_result=store,
-            )
+            if labels is not None:
+                _label_scorer(chat, candidate).score_labels_many(
+                    [prompts[i] for i in pending],
+                    labels,
+                    batch_size=LABEL_SCORING_BATCH_SIZE,
+                    before_batch=before_batch,
+                    on_result=store,
+                )
+            else:
+                chat.generate_many(
+                    [prompts[i] for i in pending],
+                    max_new_tokens=run.max_new_tokens,
+                    batch_size=LOCAL_BATCH_SIZE,
+                    constraint=constraint,
+                    before_batch=before_batch,
+                    on_result=store,
+                )
         except ChatItemError as error:
             refused_in_a_row += 1
             # One refused item is that item's problem; several in a row with no answer between

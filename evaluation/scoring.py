@@ -8,25 +8,33 @@ the pages and the API read it back unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from statistics import fmean
 from typing import Any
 
-from datasets.contracts import contract_violation
+from datasets.contracts import (
+    LABEL_SET,
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    contract_violation,
+    label_form,
+)
 
 from .metrics import (
+    INVALID_LABEL,
+    abstention,
     answer_length,
-    answers_are_labels,
+    calibration,
     chrf,
-    confusion_matrix,
     contains,
     cost_per_1000_requests,
     exact_match_normalised,
     json_field_accuracy,
     json_valid,
+    label_report,
+    labels_left_out,
     latency_summary,
-    macro_f1,
     normalise_answer,
     parse_json_answer,
     regex_match,
@@ -144,6 +152,8 @@ class ScoredAnswer:
     prompt_tokens: int
     completion_tokens: int
     failed: bool
+    # With label scoring: the answer's probability among the labels (EvalResult.confidence).
+    confidence: float | None = None
 
 
 def _mean_of(answers: Sequence[ScoredAnswer], key: str) -> float | None:
@@ -169,9 +179,14 @@ def candidate_summary(
     input_usd_per_million: Decimal | None,
     output_usd_per_million: Decimal | None,
     local_usd_per_hour: Decimal | None = None,
+    contract: Mapping[str, Any] | None = None,
+    abstain_below: float | None = None,
 ) -> dict[str, Any]:
-    """Means of every per-item score, label metrics when the references are labels, latency
-    and the cost of 1,000 requests like these.
+    """Means of every per-item score, label metrics (:func:`label_summary`), latency, the cost
+    of 1,000 requests like these and, when the answers carry confidences, abstention and
+    calibration (:func:`confidence_summary`).
+
+    ``contract`` is the run's answer contract; ``abstain_below`` the candidate's threshold.
 
     ``local_usd_per_hour`` is given for a model this machine generates in batches: its latency
     is then the batch average per request (no percentiles: they would only repeat the
@@ -221,22 +236,131 @@ def candidate_summary(
             "items": len(answers) - json_scored,
             "reason": "the expected answer is not a JSON object",
         }
-    references = [a.reference for a in answers]
-    if answers_are_labels(references):
-        summary["labels"] = _label_metrics([a.output for a in answers], references)
+    reading = read_labels(answers, contract or {})
+    if isinstance(reading, str):
+        # Said, not silent: the page and the API show why there are no label metrics.
+        summary["labels_left_out"] = {"reason": reading}
+        correct = [answer.scores.get("exact_match") == 1.0 for answer in answers]
+    else:
+        summary["labels"] = label_summary(reading)
+        correct = [a == e for a, e in zip(reading.answered, reading.expected, strict=True)]
+    summary.update(confidence_summary(answers, correct, abstain_below=abstain_below))
     return summary
 
 
-def _label_metrics(outputs: Sequence[str], references: Sequence[str]) -> dict[str, Any]:
-    # Labels are compared in their normalised form, the same one exact match uses, so the
-    # label accuracy equals the exact-match rate and "Billing." counts as "billing".
-    predicted = [normalise_answer(output) for output in outputs]
-    expected = [normalise_answer(reference) for reference in references]
-    table = confusion_matrix(predicted, expected)
+LABELS_FROM_CONTRACT = "contract"
+LABELS_FROM_ANSWERS = "expected_answers"
+
+
+@dataclass(frozen=True)
+class LabelReading:
+    """The answers read as labels: ``answered[i]`` is the label answer i gave (None: it is no
+    label), ``expected[i]`` its expected label, ``order`` the order to show labels in."""
+
+    source: str
+    answered: list[str | None]
+    expected: list[str]
+    order: list[str]
+    labels_in_contract: int | None = None
+    expected_outside_contract: int = 0
+
+
+def read_labels(answers: Sequence[ScoredAnswer], contract: Mapping[str, Any]) -> LabelReading | str:
+    """The answers as labels, or why they are not read as labels.
+
+    A label-set contract decides, whatever the number or length of its labels: an answer is
+    the label it matches in the form the contract check compares (``label_form``), and is
+    invalid when it matches none (exactly the answers ``contract_violation`` refuses). An
+    expected answer outside the contract (a test set frozen under an older contract) keeps its
+    own text as its label, counted in ``expected_outside_contract``.
+
+    Without one, expected answers that look like labels (:func:`labels_left_out`, with the
+    contract's limits) are the labels, compared as exact match compares answers
+    (``normalise_answer``), so "Billing." counts as billing; an answer that is none of them is
+    invalid."""
+    if contract.get("kind") == LABEL_SET:
+        labels = [str(label) for label in contract.get("labels") or []]
+        by_form = {label_form(label): label for label in labels}
+        answered = [by_form.get(label_form(answer.output)) for answer in answers]
+        expected = [by_form.get(label_form(answer.reference)) for answer in answers]
+        return LabelReading(
+            source=LABELS_FROM_CONTRACT,
+            answered=answered,
+            expected=[
+                label if label is not None else answer.reference.strip()
+                for label, answer in zip(expected, answers, strict=True)
+            ],
+            order=labels,
+            labels_in_contract=len(labels),
+            expected_outside_contract=sum(label is None for label in expected),
+        )
+    references = [answer.reference for answer in answers]
+    reason = labels_left_out(
+        references, max_labels=MAX_LABELS, max_label_characters=MAX_LABEL_CHARS
+    )
+    if reason is not None:
+        return reason
+    # Each label is shown as its first expected spelling.
+    spelling: dict[str, str] = {}
+    for reference in references:
+        spelling.setdefault(normalise_answer(reference), reference.strip())
+    return LabelReading(
+        source=LABELS_FROM_ANSWERS,
+        answered=[spelling.get(normalise_answer(answer.output)) for answer in answers],
+        expected=[spelling[normalise_answer(reference)] for reference in references],
+        order=[],
+    )
+
+
+def label_summary(reading: LabelReading) -> dict[str, Any]:
+    """The stored label metrics: their size grows with the labels (an L x (L + 1) matrix and
+    L per-label rows), never with the items, so a run of thousands of answers stores no more
+    than one of a hundred."""
+    report = label_report(reading.answered, reading.expected, order=reading.order)
+    summary: dict[str, Any] = {
+        "source": reading.source,
+        "accuracy": report.accuracy,
+        "macro_f1": report.macro_f1,
+        # Macro-F1 averages over the labels expected or answered (the matrix's rows).
+        "averaged_over": len(report.labels),
+        "invalid": report.invalid,
+        "invalid_rate": report.invalid_rate,
+        "per_label": [asdict(scores) for scores in report.per_label],
+        "confusion": {
+            "labels": report.labels,
+            "invalid_column": INVALID_LABEL,
+            "matrix": report.matrix,
+        },
+    }
+    if reading.labels_in_contract is not None:
+        summary["labels_in_contract"] = reading.labels_in_contract
+        summary["expected_outside_contract"] = reading.expected_outside_contract
+    return summary
+
+
+def confidence_summary(
+    answers: Sequence[ScoredAnswer], correct: Sequence[bool], *, abstain_below: float | None
+) -> dict[str, Any]:
+    """Abstention at ``abstain_below`` and calibration, over the answers that carry a
+    confidence (label scoring gives one to each answer); nothing when none does.
+    ``correct[i]`` says whether answer i was right."""
+    scored = [
+        (answer.confidence, right)
+        for answer, right in zip(answers, correct, strict=True)
+        if answer.confidence is not None
+    ]
+    if not scored:
+        return {}
+    confidences = [confidence for confidence, _ in scored]
+    outcomes = [right for _, right in scored]
+    kept = abstention(confidences, outcomes, threshold=abstain_below)
+    calibrated = calibration(confidences, outcomes)
     return {
-        "accuracy": fmean(p == e for p, e in zip(predicted, expected, strict=True)),
-        "macro_f1": macro_f1(predicted, expected),
-        "confusion": {"labels": table.labels, "matrix": table.matrix},
+        "abstention": asdict(kept) | {"items": len(scored)},
+        "calibration": {
+            "expected_calibration_error": calibrated.expected_error,
+            "bins": [asdict(row) for row in calibrated.bins],
+        },
     }
 
 

@@ -8,15 +8,16 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.shortcuts import get_object_or_404
 
 from datasets.review.selectors import DiffSegment, answer_diff
-from ftportal.charts import Axis, Chart, Point, Series
+from ftportal.charts import Axis, Chart, HeatCell, HeatGroup, HeatMap, Point, Series
 from ftportal.models import Project
 from training.selectors import LOSS_AXIS_TITLE
 
 from .judge import Agreement, human_agreement
+from .metrics import INVALID_LABEL, LabelScores, label_scores
 from .models import Candidate, EvalKind, EvalResult, EvalRun, HumanPreference, JudgeVerdict
 from .prompting import answer_of
 from .report import generates_locally, local_usd_per_hour
@@ -69,6 +70,10 @@ class ResultFilter:
     metric: str = "exact_match"
     threshold: float = 1.0
     tag: str = ""
+    # "item" (item order), or A's answers by confidence (label scoring): "least_confident" first
+    # (where a lead looks for what the model was unsure of), "most_confident" first (confident
+    # mistakes: often a wrong expected answer).
+    order: str = "item"
 
     @classmethod
     def from_query(cls, run: EvalRun, params: Mapping[str, str]) -> ResultFilter:
@@ -93,7 +98,11 @@ class ResultFilter:
             raise ValueError("threshold: a number between 0 and 1") from None
         if not 0 <= threshold <= 1:
             raise ValueError("threshold: a number between 0 and 1")
-        return cls(a, b, outcome, metric, threshold, (params.get("tag") or "").strip().lower())
+        order = params.get("order") or "item"
+        if order not in RESULT_ORDERS:
+            raise ValueError(f"order: one of {', '.join(RESULT_ORDERS)}")
+        tag = (params.get("tag") or "").strip().lower()
+        return cls(a, b, outcome, metric, threshold, tag, order)
 
 
 def _candidate_param(
@@ -155,15 +164,20 @@ def _results_by_item(
     return {r.item_id: r for r in results}
 
 
+# How the failure browser may order A's answers; answers without a confidence come last.
+RESULT_ORDERS: dict[str, tuple[Any, ...]] = {
+    "item": ("item__position",),
+    "least_confident": (F("confidence").asc(nulls_last=True), "item__position"),
+    "most_confident": (F("confidence").desc(nulls_last=True), "item__position"),
+}
+
+
 def filtered_results(run: EvalRun, chosen: ResultFilter) -> list[EvalResult]:
-    """A's answers that match the filter, in item order."""
+    """A's answers that match the filter, in the filter's order."""
     others = _results_by_item(chosen.other)
     rows = EvalResult.objects.filter(candidate_id=chosen.candidate, candidate__run=run)
-    return [
-        result
-        for result in rows.select_related("item").order_by("item__position")
-        if _keeps(chosen, result, others.get(result.item_id))
-    ]
+    ordered = rows.select_related("item").order_by(*RESULT_ORDERS[chosen.order])
+    return [result for result in ordered if _keeps(chosen, result, others.get(result.item_id))]
 
 
 @dataclass(frozen=True)
@@ -309,33 +323,176 @@ def comparisons_for_page(run: EvalRun) -> list[dict[str, Any]]:
     return rows
 
 
+# --- Label metrics on the run's page: confused pairs, per-label scores, heat map, calibration ---
+
+# The page lists this many confused pairs, most frequent first; the heat map shows them all.
+CONFUSED_PAIRS_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class ConfusedPair:
+    """Items expected as ``expected`` and answered ``answered`` (:data:`INVALID_LABEL` for an
+    answer that is no label); ``share`` is their part of the expected label's items."""
+
+    expected: str
+    answered: str
+    count: int
+    share: float
+    invalid: bool
+
+
+@dataclass(frozen=True)
+class LabelView:
+    """One candidate's stored label metrics as the page shows them. ``invalid`` and
+    ``invalid_rate`` are None for a summary stored before invalid answers were counted apart,
+    as is ``source``."""
+
+    summary: Mapping[str, Any]
+    pairs: list[ConfusedPair]
+    pair_count: int
+    worst_first: list[LabelScores]
+    heat_map: HeatMap
+
+
 @dataclass(frozen=True)
 class Confusion:
+    """What the page shows of one candidate's labels: its label metrics, or why there are
+    none; abstention and calibration when its answers carry confidences."""
+
     candidate: Candidate
-    accuracy: float
-    macro_f1: float
-    labels: list[str]
-    rows: list[tuple[str, list[int]]]
+    labels: LabelView | None
+    left_out: str | None
+    abstention: Mapping[str, Any] | None
+    calibration: Mapping[str, Any] | None
+    reliability_chart: Chart | None
 
 
-def confusions(run: EvalRun) -> list[Confusion]:
-    """Confusion matrices of the candidates whose references read as labels."""
-    tables = []
+@dataclass(frozen=True)
+class LabelSection:
+    """The page's label section: a row per candidate with label metrics or confidences, and
+    each reason label metrics were left out with the candidates it applies to."""
+
+    candidates: list[Confusion]
+    left_out: list[tuple[str, list[str]]]
+
+    @property
+    def shown(self) -> list[Confusion]:
+        return [c for c in self.candidates if c.labels or c.abstention or c.calibration]
+
+
+def _confused_pairs(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> list[ConfusedPair]:
+    """Every off-diagonal cell with a count, most frequent first (then the larger share of its
+    expected label, then by name, so the order is stable)."""
+    pairs = []
+    for i, row in enumerate(matrix):
+        support = sum(row)
+        for j, count in enumerate(row):
+            if count and j != i:
+                invalid = j >= len(labels)
+                pairs.append(
+                    ConfusedPair(
+                        expected=labels[i],
+                        answered=INVALID_LABEL if invalid else labels[j],
+                        count=count,
+                        share=count / support,
+                        invalid=invalid,
+                    )
+                )
+    return sorted(pairs, key=lambda p: (-p.count, -p.share, p.expected, p.answered))
+
+
+def _confusion_heat_map(
+    candidate: Candidate, labels: Sequence[str], matrix: Sequence[Sequence[int]]
+) -> HeatMap:
+    """The matrix as a heat map, its non-zero cells only, each shaded by its share of the
+    expected label (so a rare label's confusions show as plainly as a common one's)."""
+    right: list[HeatCell] = []
+    confused: list[HeatCell] = []
+    invalid: list[HeatCell] = []
+    for i, row in enumerate(matrix):
+        support = sum(row)
+        for j, count in enumerate(row):
+            if not count:
+                continue
+            cell = HeatCell(column=j, row=i, count=count, shade=count / support)
+            (right if i == j else invalid if j >= len(labels) else confused).append(cell)
+    columns = list(labels) + ([INVALID_LABEL] if len(matrix[0]) > len(labels) else [])
+    return HeatMap(
+        element_id=f"confusion-heatmap-{candidate.pk}",
+        description=(
+            f"Confusion matrix of {candidate.label}: expected labels down, answered labels "
+            "across, each cell shaded by its share of the expected label's items."
+        ),
+        x=Axis(title="Answered", labels=tuple(columns)),
+        y=Axis(title="Expected", labels=tuple(labels)),
+        groups=[
+            HeatGroup("Right", right),
+            HeatGroup("Another label", confused),
+            HeatGroup(f"No label {INVALID_LABEL}", invalid),
+        ],
+        shade_title="of the expected label's items",
+        count_title="answers",
+    )
+
+
+def _label_view(candidate: Candidate, stored: Mapping[str, Any]) -> LabelView:
+    labels = list(stored["confusion"]["labels"])
+    matrix = stored["confusion"]["matrix"]
+    # Summaries stored before per-label scores were kept: the same scores from their matrix.
+    per_label = (
+        [LabelScores(**row) for row in stored["per_label"]]
+        if "per_label" in stored
+        else label_scores(labels, matrix)
+    )
+    pairs = _confused_pairs(labels, matrix)
+    return LabelView(
+        summary=stored,
+        pairs=pairs[:CONFUSED_PAIRS_SHOWN],
+        pair_count=len(pairs),
+        worst_first=sorted(per_label, key=lambda s: (s.f1, -s.support, s.label)),
+        heat_map=_confusion_heat_map(candidate, labels, matrix),
+    )
+
+
+def _reliability_chart(candidate: Candidate, stored: Mapping[str, Any]) -> Chart:
+    points: list[Point] = [
+        (row["confidence"], row["accuracy"]) for row in stored["bins"] if row["count"]
+    ]
+    return Chart(
+        element_id=f"reliability-{candidate.pk}",
+        description=(
+            f"Reliability of {candidate.label}'s confidences: per confidence bin, the share of "
+            "answers that were right against their mean confidence; on the diagonal, "
+            "confidence and accuracy agree."
+        ),
+        x=Axis(title="Confidence (mean of the bin)", format="percent", min=0.0, max=1.0),
+        y=Axis(title="Right", format="percent", min=0.0, max=1.0),
+        series=[Series(candidate.label, points), Series("Calibrated", [(0.0, 0.0), (1.0, 1.0)])],
+    )
+
+
+def confusions(run: EvalRun) -> LabelSection:
+    """Each candidate's label metrics (most confused pairs, per-label scores worst F1 first,
+    the heat map), abstention and calibration, and why label metrics were left out."""
+    rows: list[Confusion] = []
+    reasons: dict[str, list[str]] = {}
     for candidate in run.candidates.all():
-        labels = candidate.metrics.get("labels")
-        if not labels:
-            continue
-        names = labels["confusion"]["labels"]
-        tables.append(
+        metrics = candidate.metrics
+        left_out = metrics.get("labels_left_out", {}).get("reason")
+        if left_out:
+            reasons.setdefault(left_out, []).append(candidate.label)
+        calibrated = metrics.get("calibration")
+        rows.append(
             Confusion(
                 candidate=candidate,
-                accuracy=labels["accuracy"],
-                macro_f1=labels["macro_f1"],
-                labels=names,
-                rows=list(zip(names, labels["confusion"]["matrix"], strict=True)),
+                labels=_label_view(candidate, metrics["labels"]) if "labels" in metrics else None,
+                left_out=left_out,
+                abstention=metrics.get("abstention"),
+                calibration=calibrated,
+                reliability_chart=_reliability_chart(candidate, calibrated) if calibrated else None,
             )
         )
-    return tables
+    return LabelSection(candidates=rows, left_out=list(reasons.items()))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ review. The worker side (scoring every item, resuming) is in runner.py."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from django.contrib.auth.models import User
@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from catalog.secrets import endpoint_refusal, model_refusal
+from datasets.contracts import LABEL_SET
 from datasets.models import DatasetVersion, Example, OriginKind, Split
 from datasets.services import example_derive
 from ftportal.errors import ApplicationError, ConflictError
@@ -114,6 +115,10 @@ class CandidateSpec:
     label: str = ""
     # Constrain a local model's decoding to the evaluated version's answer contract.
     constrained: bool = False
+    # A local model answers by ranking the version's label set by likelihood (no generation).
+    label_scoring: bool = False
+    # With label scoring: answers less likely than this (0 to 1) abstain.
+    abstain_below: float | None = None
 
 
 def _invalid(field: str, message: str) -> ApplicationError:
@@ -224,6 +229,41 @@ def _check_constrained(spec: CandidateSpec, field: str, dataset_version: Dataset
         raise _invalid(f"{field}.constrained", str(error)) from error
 
 
+def _check_label_scoring(spec: CandidateSpec, field: str, dataset_version: DatasetVersion) -> None:
+    if spec.abstain_below is not None:
+        if not spec.label_scoring:
+            raise _invalid(
+                f"{field}.abstain_below",
+                "Abstaining needs label scoring: only a ranked label has a confidence.",
+            )
+        if not 0 < spec.abstain_below < 1:
+            raise _invalid(
+                f"{field}.abstain_below",
+                f"A confidence between 0 and 1 (exclusive), not {spec.abstain_below}.",
+            )
+    if not spec.label_scoring:
+        return
+    base = _base_model_of(spec)
+    if spec.kind in HOSTED_KINDS or base is None or base.provider != Provider.LOCAL:
+        raise _invalid(
+            f"{field}.label_scoring",
+            "Only local models (the base model or its fine-tuned versions) can rank labels by "
+            "likelihood; hosted APIs do not return the probability of a given answer.",
+        )
+    if spec.constrained:
+        raise _invalid(
+            f"{field}.label_scoring",
+            "Label scoring answers with a label by construction; ask for it or for constrained "
+            "decoding, not both.",
+        )
+    if contract_of(dataset_version).get("kind") != LABEL_SET:
+        raise _invalid(
+            f"{field}.label_scoring",
+            f"{dataset_version} has no label-set answer contract to rank; declare the labels on "
+            "the dataset and freeze a new version.",
+        )
+
+
 def _check_shots(
     spec: CandidateSpec,
     field: str,
@@ -234,6 +274,13 @@ def _check_shots(
     source = spec.shots_version or dataset_version
     if source.dataset.project_id != project.pk:
         raise _invalid(f"{field}.shots_version", "The dataset version belongs to another project.")
+    if source.is_test_set:
+        # A test set is never shown to a model as examples, as it is never trained on.
+        raise _invalid(
+            f"{field}.shots_version",
+            f"{source} is a held-out test set: few-shot examples are drawn from the train split "
+            "of a training version; choose one to draw them from (shots_version).",
+        )
     if split == EvalSplit.ALL and source.pk == dataset_version.pk:
         # Every item of the version is a test item: shots from it would give answers away.
         raise _invalid(
@@ -295,6 +342,8 @@ def candidate_label(spec: CandidateSpec) -> str:
     """The name the evaluation page shows: the user's label or one made from the model and its
     prompting, and whether its decoding was constrained (which changes what it can answer)."""
     label = spec.label.strip() or default_label(spec)
+    if spec.label_scoring:
+        return f"{label}, ranking labels by likelihood"
     return f"{label}, constrained to contract" if spec.constrained else label
 
 
@@ -308,6 +357,13 @@ def default_label(spec: CandidateSpec) -> str:
         return f"{spec.base_model.display_name} ({prompting})"
     provider = "Anthropic" if spec.kind == CandidateKind.ANTHROPIC else "OpenAI-compatible"
     return f"{spec.api_model} via {provider} ({prompting})"
+
+
+def evaluated_split(dataset_version: DatasetVersion, split: EvalSplit) -> EvalSplit:
+    """The split a run scores: a held-out test set has no validation split and is evaluated
+    whole, so a request for its validation split (the API's and the form's default) is made
+    ALL rather than refused."""
+    return EvalSplit.ALL if dataset_version.is_test_set else split
 
 
 def _check_test_set(dataset_version: DatasetVersion, split: EvalSplit) -> None:
@@ -351,6 +407,7 @@ def eval_run_create(
         Checks(regex=regex_check, contains=contains_check).validate()
     except ValueError as error:
         raise _invalid("regex_check", str(error)) from error
+    split = evaluated_split(dataset_version, split)
     _check_test_set(dataset_version, split)
     if judge is not None:
         _check_judge(judge)
@@ -359,6 +416,7 @@ def eval_run_create(
     for index, spec in enumerate(candidates):
         _check_spec(spec, f"candidates[{index}]", project)
         _check_constrained(spec, f"candidates[{index}]", dataset_version)
+        _check_label_scoring(spec, f"candidates[{index}]", dataset_version)
     for index, spec in enumerate(candidates):
         if spec.prompting == Prompting.FEW_SHOT:
             _check_shots(spec, f"candidates[{index}]", project, dataset_version, split)
@@ -411,6 +469,8 @@ def eval_run_create(
                 input_usd_per_million_tokens=price_in,
                 output_usd_per_million_tokens=price_out,
                 constrained=spec.constrained,
+                label_scoring=spec.label_scoring,
+                abstain_below=spec.abstain_below,
             )
         same = _same_request_active(run)
         if same is not None:
@@ -440,7 +500,15 @@ _RUN_OUTCOME_FIELDS = frozenset(
     }
 )
 _CANDIDATE_OUTCOME_FIELDS = frozenset(
-    {"id", "run", "metrics", "example_count", "failed_count", "generation_seconds"}
+    {
+        "id",
+        "run",
+        "metrics",
+        "example_count",
+        "failed_count",
+        "generation_seconds",
+        "prompt_record",
+    }
 )
 
 
@@ -577,15 +645,36 @@ def comparison_specs_for(version: ModelVersion) -> list[CandidateSpec]:
 
 
 def eval_run_for_version(
-    *, project: Project, model_version: ModelVersion, user: User, max_new_tokens: int = 64
+    *,
+    project: Project,
+    model_version: ModelVersion,
+    user: User,
+    max_new_tokens: int = 64,
+    test_set: DatasetVersion | None = None,
 ) -> EvalRun:
-    """The guide's evaluation of a fine-tuned version, on its own validation split."""
+    """The guide's evaluation of a fine-tuned version: on its own validation split, or on a
+    held-out ``test_set`` of the project, whole (the few-shot candidate's examples then come
+    from the train split the version learned from)."""
     if model_version.registered_model.project_id != project.pk:
         raise _invalid("model_version", "The model version belongs to another project.")
+    specs = comparison_specs_for(model_version)
+    if test_set is None:
+        evaluated = model_version.dataset_version
+    else:
+        if test_set.dataset.project_id != project.pk or not test_set.is_test_set:
+            raise _invalid("test_set", f"{test_set} is not a held-out test set of this project.")
+        evaluated = test_set
+        specs = [
+            replace(spec, shots_version=model_version.dataset_version)
+            if spec.prompting == Prompting.FEW_SHOT
+            else spec
+            for spec in specs
+        ]
     return eval_run_create(
         project=project,
-        dataset_version=model_version.dataset_version,
-        candidates=comparison_specs_for(model_version),
+        dataset_version=evaluated,
+        split=EvalSplit.ALL if test_set is not None else EvalSplit.VALIDATION,
+        candidates=specs,
         user=user,
         max_new_tokens=max_new_tokens,
     )

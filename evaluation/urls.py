@@ -1,5 +1,5 @@
 """The evaluation app's pages and its API under /api/projects/<project_id>/: evaluation runs,
-their results and failures, checkpoint sweeps."""
+their results and failures, the advisor, checkpoint sweeps."""
 
 from __future__ import annotations
 
@@ -95,6 +95,11 @@ project_api_patterns: list[URLPattern] = [
         "evaluations/<int:run_id>/results/",
         api.EvalResultListApi.as_view(),
         name="evaluation_results",
+    ),
+    path(
+        "evaluations/<int:run_id>/advice/",
+        api.EvalRunAdviceApi.as_view(),
+        name="evaluation_advice",
     ),
     path(
         "evaluations/<int:run_id>/results/<int:result_id>/tags/",

@@ -12,9 +12,10 @@ from django.views.decorators.http import require_POST
 
 from catalog.models import BaseModel
 from catalog.selectors import enabled_endpoints
+from datasets.models import DatasetVersion
 from datasets.selectors import dataset_versions_of
 from ftportal.errors import ApplicationError
-from ftportal.http import AppRequest
+from ftportal.http import AppRequest, parse_id
 from ftportal.models import Project
 from ftportal.permissions import project_for
 from ftportal.roles import Action, role_flags
@@ -22,7 +23,15 @@ from ftportal.spending import ledger_spent
 from registry.selectors import model_version_in_project, model_versions_of
 from training.selectors import training_job_in_project
 
-from .advice import FINE_TUNED_KINDS, NoAdvice, run_advice
+from .advice import (
+    DEFAULT_HORIZON_MONTHS,
+    DEFAULT_MONTHLY_REQUESTS,
+    FINE_TUNED_KINDS,
+    MAX_HORIZON_MONTHS,
+    MAX_MONTHLY_REQUESTS,
+    NoAdvice,
+    run_advice,
+)
 from .contamination import run_contamination
 from .dashboard import project_dashboards
 from .forms import new_evaluation_from, whole_number
@@ -61,8 +70,32 @@ SIDE_BY_SIDE_ITEMS = 20
 def eval_create(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     project, _ = project_for(user=request.user, project_id=project_id, action=Action.EVALUATE)
     version = model_version_in_project(project, version_id)
-    run = eval_run_for_version(project=project, model_version=version, user=request.user)
+    run = eval_run_for_version(
+        project=project,
+        model_version=version,
+        user=request.user,
+        test_set=_chosen_test_set(project, request.POST.get("test_set", "")),
+    )
     return redirect("eval_detail", project_id, run.pk)
+
+
+def _chosen_test_set(project: Project, raw: str) -> DatasetVersion | None:
+    """The job page's choice of where to evaluate: a held-out test set's id, or empty for the
+    version's own validation split; anything else is a 400 naming the field."""
+    if not raw.strip():
+        return None
+    test_set_id = parse_id(raw.strip())
+    found = (
+        dataset_versions_of(project).filter(pk=test_set_id, is_test_set=True).first()
+        if test_set_id
+        else None
+    )
+    if found is None:
+        raise ApplicationError(
+            f"test_set: no held-out test set {raw.strip()[:40]!r} in this project.",
+            extra={"field": "test_set"},
+        )
+    return found
 
 
 @login_required
@@ -134,10 +167,6 @@ def eval_detail(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
     return render(request, "evaluation/eval_detail.html", context)
 
 
-DEFAULT_MONTHLY_REQUESTS = 100_000
-DEFAULT_HORIZON_MONTHS = 12
-
-
 @login_required
 def eval_advice(request: AppRequest, project_id: int, run_id: int) -> HttpResponse:
     """Fine-tune or prompt? The run's candidates side by side with what each costs at the
@@ -145,9 +174,11 @@ def eval_advice(request: AppRequest, project_id: int, run_id: int) -> HttpRespon
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
     run = eval_run_in_project(project, run_id)
     monthly = whole_number(
-        request.GET, "monthly_requests", default=DEFAULT_MONTHLY_REQUESTS, most=10**10
+        request.GET, "monthly_requests", default=DEFAULT_MONTHLY_REQUESTS, most=MAX_MONTHLY_REQUESTS
     )
-    horizon = whole_number(request.GET, "horizon_months", default=DEFAULT_HORIZON_MONTHS, most=120)
+    horizon = whole_number(
+        request.GET, "horizon_months", default=DEFAULT_HORIZON_MONTHS, most=MAX_HORIZON_MONTHS
+    )
     context: dict[str, object] = {
         "project": project,
         "role": role,
@@ -183,6 +214,10 @@ def _new_form_context(project: Project, data: QueryDict | None) -> dict[str, obj
     return {
         "project": project,
         "dataset_versions": dataset_versions_of(project).order_by("dataset__name", "-number"),
+        # Few-shot examples come from a training version's train split, never a test set.
+        "shots_versions": dataset_versions_of(project)
+        .filter(is_test_set=False)
+        .order_by("dataset__name", "-number"),
         "model_versions": model_versions_of(project).order_by("registered_model__name", "-number"),
         "base_models": BaseModel.objects.filter(is_active=True).order_by("display_name"),
         "metrics": [(key, spec.label) for key, spec in METRICS.items()],

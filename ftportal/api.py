@@ -22,12 +22,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import http
-from .models import Membership
+from .models import Membership, Project
 from .pagination import DEFAULT_PAGE_SIZE, MAX_OFFSET, MAX_PAGE_SIZE, ListPagination
-from .permissions import project_for
+from .permissions import project_for, refuse_unless_may_create_projects
 from .roles import Action, Role
 from .selectors import audit_entries, project_member, project_members
-from .services import member_add, member_create, member_remove, member_role_change
+from .services import (
+    MemberSpec,
+    member_add,
+    member_create,
+    member_remove,
+    member_role_change,
+    project_create,
+    project_update,
+)
 
 PAGINATION_PARAMETERS = [
     OpenApiParameter(
@@ -184,6 +192,48 @@ def page_serializer(name: str, item: type[serializers.Serializer[Any]]) -> type[
     return type(name, (serializers.Serializer,), fields)
 
 
+class MemberOutput(serializers.Serializer[Any]):
+    user = serializers.IntegerField(source="user_id")
+    username = serializers.CharField(source="user.username")
+    role = serializers.ChoiceField(choices=Role.choices)
+    role_label = serializers.CharField(source="get_role_display")
+
+
+class ProjectDetailOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    default_system_prompt = serializers.CharField(
+        help_text="Put in front of imported examples that bring no system prompt of their own, "
+        "unless the upload names another; empty for none."
+    )
+    created_at = serializers.DateTimeField()
+    role = serializers.CharField(help_text="Your role in the project.")
+
+
+def project_detail_data(project: Project, role: str) -> dict[str, Any]:
+    return ProjectDetailOutput(
+        {
+            "id": project.pk,
+            "name": project.name,
+            "description": project.description,
+            "default_system_prompt": project.default_system_prompt,
+            "created_at": project.created_at,
+            "role": role,
+        }
+    ).data
+
+
+class ProjectMemberInput(InputSerializer):
+    """One member of a new project: an existing user, by username or by id, and a role."""
+
+    username = serializers.CharField(
+        required=False, max_length=150, help_text="The user's name; or give user."
+    )
+    user = IdField(required=False, help_text="The user's id; or give username.")
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
 class ProjectListApi(APIView):
     class ProjectOutput(serializers.Serializer[Any]):
         id = serializers.IntegerField(source="project.id")
@@ -191,6 +241,28 @@ class ProjectListApi(APIView):
         description = serializers.CharField(source="project.description")
         created_at = serializers.DateTimeField(source="project.created_at")
         role = serializers.CharField()
+
+    class ProjectCreateInput(InputSerializer):
+        name = serializers.CharField(
+            max_length=200, help_text="Unique among the site's projects, case aside."
+        )
+        description = serializers.CharField(required=False, allow_blank=True, default="")
+        default_system_prompt = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            help_text="Put in front of imported examples that bring no system prompt of their "
+            "own; empty for none.",
+        )
+        members = ProjectMemberInput(
+            many=True,
+            required=False,
+            help_text="Existing users and their roles, each with username or user; you "
+            "become the project's admin.",
+        )
+
+    class ProjectCreatedOutput(ProjectDetailOutput):
+        members = MemberOutput(many=True)
 
     @extend_schema(
         operation_id="projects_list",
@@ -208,36 +280,74 @@ class ProjectListApi(APIView):
             serializer_class=self.ProjectOutput,
         )
 
+    @extend_schema(
+        operation_id="projects_create",
+        summary="Create a project with its members and default system prompt; you become its "
+        "admin (site staff and users with the add-project permission only; 403 for others)",
+        request=ProjectCreateInput,
+        responses={201: ProjectCreatedOutput},
+    )
+    def post(self, request: Request) -> Response:
+        creator = acting_user(request)
+        # First, as project_for is in project views: who may not create learns nothing more.
+        refuse_unless_may_create_projects(creator)
+        payload = self.ProjectCreateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        project = project_create(
+            creator=creator,
+            name=data["name"],
+            description=data["description"],
+            default_system_prompt=data["default_system_prompt"],
+            members=[
+                MemberSpec(
+                    role=member["role"],
+                    username=member.get("username", ""),
+                    user_id=member.get("user"),
+                )
+                for member in data.get("members", [])
+            ],
+        )
+        body = {
+            **project_detail_data(project, Role.ADMIN.value),
+            "members": MemberOutput(project_members(project), many=True).data,
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
+
 
 class ProjectDetailApi(APIView):
-    class ProjectDetailOutput(serializers.Serializer[Any]):
-        id = serializers.IntegerField()
-        name = serializers.CharField()
-        description = serializers.CharField()
-        created_at = serializers.DateTimeField()
-        role = serializers.CharField()
+    class ProjectUpdateInput(InputSerializer):
+        name = serializers.CharField(required=False, max_length=200)
+        description = serializers.CharField(required=False, allow_blank=True)
+        default_system_prompt = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            help_text="Put in front of examples imported from now on that bring no system "
+            "prompt of their own; empty for none. Examples imported before keep theirs.",
+        )
 
     @extend_schema(operation_id="projects_retrieve", responses=ProjectDetailOutput)
     def get(self, request: Request, project_id: int) -> Response:
         project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
-        data = {
-            "id": project.pk,
-            "name": project.name,
-            "description": project.description,
-            "created_at": project.created_at,
-            "role": role,
-        }
-        return Response(self.ProjectDetailOutput(data).data)
+        return Response(project_detail_data(project, role))
+
+    @extend_schema(
+        operation_id="projects_update",
+        summary="Change the project's name, description or default system prompt (admins only)",
+        request=ProjectUpdateInput,
+        responses=ProjectDetailOutput,
+    )
+    def patch(self, request: Request, project_id: int) -> Response:
+        project, role = project_for(
+            user=request.user, project_id=project_id, action=Action.EDIT_PROJECT
+        )
+        payload = self.ProjectUpdateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        project = project_update(project=project, **payload.validated_data)
+        return Response(project_detail_data(project, role))
 
 
 # --- members ----------------------------------------------------------------------------------
-
-
-class MemberOutput(serializers.Serializer[Any]):
-    user = serializers.IntegerField(source="user_id")
-    username = serializers.CharField(source="user.username")
-    role = serializers.ChoiceField(choices=Role.choices)
-    role_label = serializers.CharField(source="get_role_display")
 
 
 class NewMemberOutput(MemberOutput):

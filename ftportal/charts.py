@@ -100,3 +100,67 @@ class Chart:
             ],
             "markers": [marker.as_json() for marker in self.markers],
         }
+
+
+@dataclass(frozen=True)
+class HeatCell:
+    """One cell of a heat map: ``column`` and ``row`` index the axes' labels, ``count`` is
+    what the cell holds and ``shade`` (0 to 1) how strongly it is coloured."""
+
+    column: int
+    row: int
+    count: int
+    shade: float
+
+
+@dataclass(frozen=True)
+class HeatGroup:
+    """Cells drawn in one colour, named in the legend (right answers, confusions, ...)."""
+
+    name: str
+    cells: Sequence[HeatCell]
+
+
+@dataclass(frozen=True)
+class HeatMap:
+    """A matrix of counts drawn as coloured squares: ``x`` and ``y`` are category axes (their
+    ``labels``), ``groups`` hold the cells, only those worth drawing (a confusion matrix of a
+    hundred labels is mostly zeros, and the page carries its non-zero cells only).
+    ``shade_title`` says what the shade measures, after a percentage: "of the expected
+    label's items".
+    Rendered like a ``Chart`` (templates/ftportal/chart.html); charts.js tells them apart by
+    ``kind``."""
+
+    element_id: str
+    description: str
+    x: Axis
+    y: Axis
+    groups: list[HeatGroup]
+    shade_title: str
+    count_title: str
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(group.cells for group in self.groups)
+
+    @property
+    def data(self) -> dict[str, JsonValue]:
+        """What json_script writes into the page and charts.js reads; cells as
+        [column, row, count, shade] to keep the page small."""
+        return {
+            "kind": "heatmap",
+            "x": self.x.as_json(),
+            "y": self.y.as_json(),
+            "shade": {"title": self.shade_title, "format": "percent"},
+            "count_title": self.count_title,
+            "groups": [
+                {
+                    "name": group.name,
+                    "cells": [
+                        [cell.column, cell.row, cell.count, round(cell.shade, 4)]
+                        for cell in group.cells
+                    ],
+                }
+                for group in self.groups
+            ],
+        }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin
 from django.http import Http404
 
 from .errors import PermissionDeniedError
@@ -10,6 +10,8 @@ from .models import Membership, Project
 from .roles import Action, role_allows
 
 AnyUser = AbstractBaseUser | AnonymousUser
+# Django's model permission for creating projects ("Can add project"), granted in its admin.
+ADD_PROJECT_PERMISSION = "ftportal.add_project"
 
 
 def project_for(*, user: AnyUser, project_id: int, action: Action) -> tuple[Project, str]:
@@ -33,3 +35,24 @@ def project_for(*, user: AnyUser, project_id: int, action: Action) -> tuple[Proj
             f"Your role '{role}' in project '{project.name}' does not allow you to {action.label}."
         )
     return project, role
+
+
+def may_create_projects(user: AnyUser) -> bool:
+    """Whether ``user`` may create projects: a right over the whole site, not a role in a
+    project (nobody has a role in a project that does not exist yet). Site staff, who run the
+    site and its Django admin, may; so may anyone granted Django's ``ftportal.add_project``
+    permission, directly or through a group (a superuser holds every permission). Everyone
+    else asks one of them; the creator becomes the new project's admin."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return bool(getattr(user, "is_staff", False)) or (
+        isinstance(user, PermissionsMixin) and user.has_perm(ADD_PROJECT_PERMISSION)
+    )
+
+
+def refuse_unless_may_create_projects(user: AnyUser) -> None:
+    if not may_create_projects(user):
+        raise PermissionDeniedError(
+            "Creating projects is for site staff and users granted the permission to add "
+            "projects; ask one of them to create it, or to grant you the permission."
+        )

@@ -34,6 +34,9 @@ class Action(models.TextChoices):
     # Promoting without the evaluation the promotion gate asks for, with a reason on record.
     OVERRIDE_PROMOTION_GATE = "override_promotion_gate", "promote without passing the gate"
     MANAGE_MEMBERS = "manage_members", "manage members"
+    # The project's own settings: its name, description and the default system prompt put in
+    # front of imported examples that bring none (issue 18); an admin's, like its members.
+    EDIT_PROJECT = "edit_project", "edit the project's settings"
     # Application keys let programs call the project's production models through the gateway:
     # creating or revoking one is a lead's call (issue 15: "leads manage keys, routes and
     # experiments; managers read"). Every member may read the list, which shows no secret.
@@ -85,6 +88,7 @@ ALLOWED_ROLES: dict[Action, frozenset[Role]] = {
     Action.PROMOTE: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.OVERRIDE_PROMOTION_GATE: frozenset({Role.ADMIN}),
     Action.MANAGE_MEMBERS: frozenset({Role.ADMIN}),
+    Action.EDIT_PROJECT: frozenset({Role.ADMIN}),
     Action.MANAGE_APP_KEYS: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.MANAGE_ROUTES: frozenset({Role.ML_LEAD, Role.ADMIN}),
     Action.READ_TRAFFIC: _ALL,
@@ -123,6 +127,7 @@ class RoleFlags:
     promote: bool
     override_promotion_gate: bool
     manage_members: bool
+    edit_project: bool
     manage_app_keys: bool
     manage_routes: bool
     read_traffic: bool

@@ -86,6 +86,24 @@ def queues_attendance(*, now: datetime.datetime | None = None) -> dict[str, Queu
     }
 
 
+def queue_machines(queue: str, *, now: datetime.datetime | None = None) -> list[str]:
+    """The machines (host names) whose live workers consume ``queue``, else, while none is
+    live, those that last did: where work sent to it will run, for figures measured per
+    machine. A worker's node name is "name@host"; a job's ``worker`` is "host:pid"."""
+    now = now or timezone.now()
+    live_since = now - datetime.timedelta(seconds=settings.FTPORTAL_WORKER_STALE_SECONDS)
+    live: set[str] = set()
+    known: set[str] = set()
+    for row in WorkerPresence.objects.only("hostname", "queues", "last_seen", "stopped_at"):
+        if queue not in row.queues:
+            continue
+        machine = row.hostname.rpartition("@")[2]
+        known.add(machine)
+        if row.stopped_at is None and row.last_seen >= live_since:
+            live.add(machine)
+    return sorted(live or known)
+
+
 def queue_attendance(queue: str, *, now: datetime.datetime | None = None) -> QueueAttendance:
     """Whether any worker listens on ``queue``, and since when none has been seen."""
     return queues_attendance(now=now).get(

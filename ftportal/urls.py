@@ -1,6 +1,6 @@
-"""The core's pages (the project list, a project's members) and API: under /api/, the
-sign-in token and the project list; under /api/projects/<project_id>/, the project and its
-members."""
+"""The core's pages (the project list, a new project, a project's settings and members) and
+API: under /api/, the sign-in token, the project list and creating a project; under
+/api/projects/<project_id>/, the project (read, and changed by its admins) and its members."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from . import api, auth_api, views
 
 page_patterns: list[URLPattern] = [
     path("", views.project_list, name="project_list"),
+    path("projects/new/", views.project_new, name="project_new"),
+    path("projects/<int:project_id>/settings/", views.project_settings, name="project_settings"),
     path("projects/<int:project_id>/members/", views.members, name="members"),
 ]
 

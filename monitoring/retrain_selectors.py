@@ -98,8 +98,11 @@ def examples_not_in(version: DatasetVersion) -> QuerySet[Example]:
 
 
 def latest_dataset_version(version: DatasetVersion) -> DatasetVersion:
-    """The newest frozen version of ``version``'s dataset (``version`` itself when newest)."""
-    latest = DatasetVersion.objects.filter(dataset_id=version.dataset_id).order_by("-number")
+    """The newest frozen training version of ``version``'s dataset (``version`` itself when
+    newest): a held-out test set frozen from the same dataset is never proposed for training."""
+    latest = DatasetVersion.objects.filter(
+        dataset_id=version.dataset_id, is_test_set=False
+    ).order_by("-number")
     return latest.first() or version
 
 

@@ -29,8 +29,8 @@ from ftportal.permissions import project_for
 from ftportal.roles import Action
 
 from .estimates import launch_estimate
-from .hyperparameters import config_for
 from .models import Checkpoint, TrainingJob
+from .recipes import job_hyperparameters
 from .selectors import (
     artifact_name,
     job_overfitting,
@@ -310,9 +310,10 @@ class TrainingJobEstimateApi(APIView):
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
         base_model = _referenced_base_model(data["base_model"])
+        version = _referenced_version(project, data["dataset_version"])
         estimate = launch_estimate(
-            version=_referenced_version(project, data["dataset_version"]),
+            version=version,
             base_model=base_model,
-            hyperparameters=config_for(base_model.provider, data["hyperparameters"]),
+            hyperparameters=job_hyperparameters(version, base_model, data["hyperparameters"]),
         )
         return Response(estimate.as_dict())

@@ -1,16 +1,26 @@
 """Before launch: how many tokens a job trains on, what it costs, how long a local job takes,
 and the guide's warnings (too little data, no validation split, too many epochs, a base model
-near its end)."""
+near its end).
+
+A local job's time is its parts (``providers.base.LocalCosts``): the optimizer steps over its
+training tokens, its validation passes (forward only, over the validation split, as many as its
+interval makes), its checkpoint saves and loading the model. Each part's cost is the median of
+what the last finished jobs of the same base model measured on the machines that serve the
+training queue (``JobSpeeds``, recorded by the runner as a job event), else a first guess; the
+range comes from those jobs' spread, or a documented factor with one job or none.
+"""
 
 from __future__ import annotations
 
 import datetime
+import re
 import statistics
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from catalog.lifecycle import LifecycleEventKind, base_model_lifecycle_events
@@ -19,10 +29,20 @@ from datasets.models import DatasetVersion, Split
 from datasets.quality.services import counter_or_estimate, version_tokens_per_epoch
 from datasets.quality.stats import INSUFFICIENT_BELOW, TOKENS_PER_EPOCH_MEANS
 from datasets.quality.tokens import count_conversations
-from providers.base import step_plan
+from ftportal.selectors import queue_for_task, queue_machines
+from providers.base import (
+    CHECKPOINT_SHARE,
+    MEASURED_CPU_COSTS,
+    VALIDATION_SHARE,
+    LocalCosts,
+    StepPlan,
+    TrainingConfig,
+    default_intervals,
+    step_plan,
+)
 
 from .hyperparameters import HOSTED_PROVIDERS, early_stopping_text, training_config_from
-from .models import JobStatus, TrainingJob
+from .models import JobEvent, JobStatus, TrainingJob
 
 # The guide: "3 to 5 epochs".
 GUIDE_MAX_EPOCHS = 5
@@ -31,12 +51,65 @@ END_OF_LIFE_WARNING_DAYS = 60
 # Local jobs whose measured speed informs the time estimate.
 SPEED_SAMPLE_JOBS = 5
 MILLION = Decimal(1_000_000)
+# The task that runs local jobs: the machines serving its queue are those whose speeds count.
+LOCAL_TRAINING_TASK = "training.tasks.run_training_job"
+# The job event in which the runner records what a finished local job measured: one per job
+# (a provider event id is unique per job), found without reading any other event.
+SPEEDS_EVENT_ID = "local-speeds"
+# The hyperparameters default_intervals chooses when the lead leaves them unset.
+INTERVAL_FIELDS = ("eval_every_steps", "checkpoint_every_steps")
+# The range of a local time estimate, as factors of the estimate. With no job measured on the
+# machine, the speed is FTPORTAL_LOCAL_TOKENS_PER_SECOND, a guess for hardware nobody has
+# timed: a factor of 2 either way. With measured jobs, at least MEASURED_RANGE, widened to the
+# estimates each measured job's own speeds would give: bench/estimate.py's actual / estimated
+# seconds were 1.05 and 0.94 on the shared 2-core machine (the old estimate's 2.15 and 1.21).
+GUESSED_RANGE = (0.5, 2.0)
+MEASURED_RANGE = (0.8, 1.25)
 
 
 @dataclass(frozen=True)
 class LaunchWarning:
     code: str
     message: str
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """How long a local job takes on the machines of the training queue: the point estimate,
+    its range, its parts and what they rest on."""
+
+    seconds: float
+    low_seconds: float
+    high_seconds: float
+    training_seconds: float
+    validation_seconds: float
+    checkpoint_seconds: float
+    load_seconds: float
+    validation_passes: int
+    checkpoint_saves: int  # the job's checkpoints and its final adapter
+    basis: str  # the speeds, in words
+    measured: bool  # from finished jobs on the queue's machines, not the first guess
+
+    @property
+    def speed_source(self) -> str:
+        return "measured" if self.measured else "first_guess"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "low_seconds": self.low_seconds,
+            "high_seconds": self.high_seconds,
+            "parts": {
+                "training_seconds": self.training_seconds,
+                "validation_seconds": self.validation_seconds,
+                "checkpoint_seconds": self.checkpoint_seconds,
+                "load_seconds": self.load_seconds,
+            },
+            "validation_passes": self.validation_passes,
+            "checkpoint_saves": self.checkpoint_saves,
+            "basis": self.basis,
+            "speed_source": self.speed_source,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,6 +130,22 @@ class LaunchEstimate:
     capped_by_max_steps: bool = False
     early_stopping: str = ""  # early_stopping_text; "" where the provider has none
     tokens_per_epoch_means: str = TOKENS_PER_EPOCH_MEANS
+    # Local jobs: the parts of the time estimate, and the validation and checkpoint intervals
+    # it counts with, which the launch stores on the job; whether the lead left them unset.
+    time: TimeEstimate | None = None
+    intervals: dict[str, int] = field(default_factory=dict)
+    intervals_scaled: bool = False
+
+    @property
+    def intervals_rule(self) -> str:
+        """How default_intervals scaled the intervals the lead left unset, in words; "" when
+        the lead set both (or the job is hosted)."""
+        if not self.intervals_scaled:
+            return ""
+        return (
+            f"scaled to the data: validation at most {VALIDATION_SHARE:.0%} of the training "
+            f"time, checkpoint saves at most {CHECKPOINT_SHARE:.0%}"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -74,6 +163,10 @@ class LaunchEstimate:
             "steps": self.steps,
             "capped_by_max_steps": self.capped_by_max_steps,
             "early_stopping": self.early_stopping,
+            "time": self.time.as_dict() if self.time is not None else None,
+            "intervals": self.intervals,
+            "intervals_scaled": self.intervals_scaled,
+            "intervals_rule": self.intervals_rule,
             "warnings": [{"code": w.code, "message": w.message} for w in self.warnings],
         }
 
@@ -138,24 +231,231 @@ def data_warnings(*, examples: int, validation: int, epochs: int) -> list[Launch
     return warnings
 
 
-def local_tokens_per_second(base_model: BaseModel) -> tuple[float, str]:
-    """Median speed of the latest finished local jobs on this base model, on this hardware."""
-    measured = list(
+@dataclass(frozen=True)
+class JobSpeeds:
+    """What one finished local job measured on its worker; None where it did none of it."""
+
+    training_tokens_per_second: float
+    validation_tokens_per_second: float | None = None
+    validation_passes: int = 0
+    save_seconds: float | None = None  # a checkpoint save's mean
+    saves: int = 0
+    load_seconds: float | None = None
+
+    @staticmethod
+    def from_metrics(metrics: dict[str, float]) -> JobSpeeds:
+        """From a local TrainingResult's metrics."""
+        passes = int(metrics.get("validation_passes", 0))
+        validation_seconds = metrics.get("validation_seconds", 0.0)
+        saves = int(metrics.get("checkpoint_saves", 0))
+        return JobSpeeds(
+            training_tokens_per_second=metrics.get("tokens_per_second", 0.0),
+            validation_tokens_per_second=(
+                metrics.get("validation_tokens", 0.0) * passes / validation_seconds
+                if passes and validation_seconds > 0
+                else None
+            ),
+            validation_passes=passes,
+            save_seconds=metrics.get("checkpoint_seconds", 0.0) / saves if saves else None,
+            saves=saves,
+            load_seconds=metrics.get("load_seconds"),
+        )
+
+    def text(self) -> str:
+        """The job event's words; ``from_text`` reads them back."""
+        parts = [f"Measured speeds: training {self.training_tokens_per_second:.1f} tokens/s"]
+        if self.validation_tokens_per_second is not None:
+            parts.append(
+                f"validation {self.validation_tokens_per_second:.1f} tokens/s "
+                f"({self.validation_passes} passes)"
+            )
+        if self.save_seconds is not None:
+            parts.append(f"checkpoint saves {self.save_seconds:.3f} s each ({self.saves})")
+        if self.load_seconds is not None:
+            parts.append(f"loading {self.load_seconds:.2f} s")
+        return "; ".join(parts)
+
+    @staticmethod
+    def from_text(text: str) -> JobSpeeds | None:
+        training = _SPEED_PATTERNS["training"].search(text)
+        if training is None:
+            return None
+        validation = _SPEED_PATTERNS["validation"].search(text)
+        save = _SPEED_PATTERNS["save"].search(text)
+        load = _SPEED_PATTERNS["load"].search(text)
+        return JobSpeeds(
+            training_tokens_per_second=float(training[1]),
+            validation_tokens_per_second=float(validation[1]) if validation else None,
+            validation_passes=int(validation[2]) if validation else 0,
+            save_seconds=float(save[1]) if save else None,
+            saves=int(save[2]) if save else 0,
+            load_seconds=float(load[1]) if load else None,
+        )
+
+
+_NUMBER = r"(\d+(?:\.\d+)?)"
+_SPEED_PATTERNS = {
+    "training": re.compile(rf"training {_NUMBER} tokens/s"),
+    "validation": re.compile(rf"validation {_NUMBER} tokens/s \((\d+) passes\)"),
+    "save": re.compile(rf"checkpoint saves {_NUMBER} s each \((\d+)\)"),
+    "load": re.compile(rf"loading {_NUMBER} s"),
+}
+
+
+@dataclass(frozen=True)
+class CostBasis:
+    """The costs a local estimate counts with: ``costs`` the medians, ``samples`` each
+    measured job's own (none when guessed), and what they rest on, in words."""
+
+    costs: LocalCosts
+    samples: list[LocalCosts]
+    text: str
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.samples)
+
+
+def _median_or(values: list[float], default: float) -> float:
+    return statistics.median(values) if values else default
+
+
+def local_cost_basis(base_model: BaseModel) -> CostBasis:
+    """The median costs of the last finished local jobs of ``base_model`` on the machines that
+    serve the training queue (validation, saves and loading where those jobs recorded them,
+    else the measured constants), else FTPORTAL_LOCAL_TOKENS_PER_SECOND as a first guess."""
+    machines = queue_machines(queue_for_task(LOCAL_TRAINING_TASK))
+    on_machines = Q(pk__in=[])
+    for machine in machines:
+        on_machines |= Q(worker__startswith=f"{machine}:")
+    finished = (
         TrainingJob.objects.filter(
+            on_machines,
             base_model=base_model,
             provider=Provider.LOCAL,
             status=JobStatus.SUCCEEDED,
             tokens_per_second__gt=0,
-            tokens_per_second__isnull=False,
         )
         .order_by("-finished_at")
-        .values_list("tokens_per_second", flat=True)[:SPEED_SAMPLE_JOBS]
+        .values_list("pk", "tokens_per_second")[:SPEED_SAMPLE_JOBS]
     )
-    speeds = [speed for speed in measured if speed is not None]
-    if speeds:
-        return statistics.median(speeds), f"median speed of the last {len(speeds)} local jobs"
-    default = float(settings.FTPORTAL_LOCAL_TOKENS_PER_SECOND)
-    return default, "FTPORTAL_LOCAL_TOKENS_PER_SECOND (no finished local job yet)"
+    rows = [(pk, float(speed)) for pk, speed in finished if speed]
+    if not rows:
+        guess = 1 / float(settings.FTPORTAL_LOCAL_TOKENS_PER_SECOND)
+        ratio = MEASURED_CPU_COSTS.validation_cost_ratio
+        costs = LocalCosts(
+            training_token_seconds=guess,
+            validation_token_seconds=guess * ratio,
+            save_seconds=MEASURED_CPU_COSTS.save_seconds,
+            load_seconds=MEASURED_CPU_COSTS.load_seconds,
+        )
+        where = ", ".join(machines) or "no machine yet"
+        return CostBasis(
+            costs,
+            [],
+            f"{1 / guess:,.0f} tokens/s from FTPORTAL_LOCAL_TOKENS_PER_SECOND, a first guess: "
+            f"no finished job of this model on the training queue's machines ({where})",
+        )
+    recorded = dict(
+        JobEvent.objects.filter(
+            job_id__in=[pk for pk, _ in rows], provider_event_id=SPEEDS_EVENT_ID
+        ).values_list("job_id", "message")
+    )
+    measured = {pk: JobSpeeds.from_text(recorded.get(pk, "")) for pk, _ in rows}
+    ratios = [
+        speeds.training_tokens_per_second / speeds.validation_tokens_per_second
+        for speeds in measured.values()
+        if speeds is not None and speeds.validation_tokens_per_second
+    ]
+    ratio = _median_or(ratios, MEASURED_CPU_COSTS.validation_cost_ratio)
+    save = _median_or(
+        [s.save_seconds for s in measured.values() if s and s.save_seconds is not None],
+        MEASURED_CPU_COSTS.save_seconds,
+    )
+    load = _median_or(
+        [s.load_seconds for s in measured.values() if s and s.load_seconds is not None],
+        MEASURED_CPU_COSTS.load_seconds,
+    )
+
+    def costs_of(tokens_per_second: float, speeds: JobSpeeds | None) -> LocalCosts:
+        own_ratio = ratio
+        if speeds is not None and speeds.validation_tokens_per_second:
+            own_ratio = speeds.training_tokens_per_second / speeds.validation_tokens_per_second
+        return LocalCosts(
+            training_token_seconds=1 / tokens_per_second,
+            validation_token_seconds=own_ratio / tokens_per_second,
+            save_seconds=speeds.save_seconds if speeds and speeds.save_seconds else save,
+            load_seconds=speeds.load_seconds if speeds and speeds.load_seconds else load,
+        )
+
+    speed = statistics.median(tokens_per_second for _, tokens_per_second in rows)
+    parts = "validation, saves and loading measured" if ratios else "validation estimated"
+    return CostBasis(
+        costs_of(speed, None),
+        [costs_of(tokens_per_second, measured[pk]) for pk, tokens_per_second in rows],
+        f"{speed:,.0f} tokens/s measured: the median of the last {len(rows)} jobs of this "
+        f"model on {', '.join(machines)} ({parts})",
+    )
+
+
+def job_seconds(
+    costs: LocalCosts,
+    *,
+    training_tokens: int,
+    validation_tokens: int,
+    validation_passes: int,
+    saves: int,
+) -> tuple[float, float, float, float]:
+    """(training, validation, checkpoint, loading) seconds of a local job at ``costs``."""
+    return (
+        training_tokens * costs.training_token_seconds,
+        validation_passes * validation_tokens * costs.validation_token_seconds,
+        saves * costs.save_seconds,
+        costs.load_seconds,
+    )
+
+
+def local_time_estimate(
+    basis: CostBasis,
+    *,
+    plan: StepPlan,
+    config: TrainingConfig,
+    training_tokens: int,
+    validation_tokens: int,
+) -> TimeEstimate:
+    """The time of a local job whose intervals are set (``default_intervals``), with its
+    range: every validation pass and checkpoint of the whole plan (early stopping may end it
+    sooner), and the final adapter's save."""
+    eval_every = config.eval_every_steps or plan.total_steps or 1
+    passes = plan.evaluations_after(0, eval_every) if validation_tokens else 0
+    saves = plan.checkpoints(config.checkpoint_every_steps or 0) + 1
+
+    def seconds_at(costs: LocalCosts) -> tuple[float, float, float, float]:
+        return job_seconds(
+            costs,
+            training_tokens=training_tokens,
+            validation_tokens=validation_tokens,
+            validation_passes=passes,
+            saves=saves,
+        )
+
+    parts = seconds_at(basis.costs)
+    total = sum(parts)
+    low_factor, high_factor = MEASURED_RANGE if basis.measured else GUESSED_RANGE
+    each_job = [sum(seconds_at(costs)) for costs in basis.samples]
+    return TimeEstimate(
+        seconds=total,
+        low_seconds=min([total * low_factor, *each_job]),
+        high_seconds=max([total * high_factor, *each_job]),
+        training_seconds=parts[0],
+        validation_seconds=parts[1],
+        checkpoint_seconds=parts[2],
+        load_seconds=parts[3],
+        validation_passes=passes,
+        checkpoint_saves=saves,
+        basis=basis.text,
+        measured=basis.measured,
+    )
 
 
 def local_cost(seconds: float) -> tuple[Decimal, str]:
@@ -188,8 +488,10 @@ def launch_estimate(
     steps: int | None = None
     capped_by_max_steps = False
     training_tokens = tokens_per_epoch * epochs
-    if base_model.provider not in HOSTED_PROVIDERS and train:
-        plan = step_plan(len(train), training_config_from(hyperparameters))
+    local = base_model.provider not in HOSTED_PROVIDERS
+    config = training_config_from(hyperparameters) if local else None
+    plan = step_plan(len(train), config) if config is not None else None
+    if plan is not None and train:
         steps = plan.total_steps
         if plan.capped:
             # Steps take batches of equal size, so the steps run take their share of the tokens.
@@ -207,15 +509,33 @@ def launch_estimate(
                 "tokens and will be cut off.",
             )
         )
-    seconds: float | None = None
-    seconds_basis = ""
-    if base_model.provider in HOSTED_PROVIDERS:
+    time: TimeEstimate | None = None
+    intervals: dict[str, int] = {}
+    if config is None or plan is None:
         cost, cost_basis = hosted_cost(base_model, training_tokens)
     else:
-        speed, speed_basis = local_tokens_per_second(base_model)
-        seconds = training_tokens / speed
-        seconds_basis = f"{speed:,.0f} tokens/s: {speed_basis}"
-        cost, cost_basis = local_cost(seconds)
+        validation = version.items.filter(split=Split.VALIDATION).values_list("messages", flat=True)
+        validation_tokens = int(count_conversations(list(validation), counter).total.sum())
+        basis = local_cost_basis(base_model)
+        config = default_intervals(
+            config,
+            train_examples=len(train),
+            train_tokens_per_epoch=tokens_per_epoch,
+            validation_tokens=validation_tokens,
+            costs=basis.costs,
+        )
+        intervals = {
+            "eval_every_steps": config.eval_every_steps or 1,
+            "checkpoint_every_steps": config.checkpoint_every_steps or 0,
+        }
+        time = local_time_estimate(
+            basis,
+            plan=plan,
+            config=config,
+            training_tokens=training_tokens,
+            validation_tokens=validation_tokens,
+        )
+        cost, cost_basis = local_cost(time.seconds)
     return LaunchEstimate(
         train_examples=len(train),
         validation_examples=validation_count,
@@ -224,8 +544,8 @@ def launch_estimate(
         training_tokens=training_tokens,
         cost_usd=cost,
         cost_basis=cost_basis,
-        seconds=seconds,
-        seconds_basis=seconds_basis,
+        seconds=time.seconds if time is not None else None,
+        seconds_basis=time.basis if time is not None else "",
         truncated_examples=truncated,
         warnings=warnings,
         steps=steps,
@@ -235,4 +555,8 @@ def launch_estimate(
             if base_model.provider in HOSTED_PROVIDERS
             else early_stopping_text(hyperparameters.get("early_stopping_patience"))
         ),
+        time=time,
+        intervals=intervals,
+        intervals_scaled=local
+        and any(hyperparameters.get(name) is None for name in INTERVAL_FIELDS),
     )

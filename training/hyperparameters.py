@@ -154,7 +154,13 @@ EARLY_STOPPING_OFF = "off"
 # What an unset value means: hosted providers choose their own; a local max_steps of None
 # trains every epoch.
 PROVIDER_CHOOSES = "chosen by the provider"
-UNSET_LOCAL = {"early_stopping_patience": EARLY_STOPPING_OFF, "max_steps": "no limit"}
+# The intervals left empty are scaled to the data at launch (providers.base.default_intervals).
+UNSET_LOCAL = {
+    "early_stopping_patience": EARLY_STOPPING_OFF,
+    "max_steps": "no limit",
+    "eval_every_steps": "scaled to the data",
+    "checkpoint_every_steps": "scaled to the data",
+}
 
 
 def early_stopping_text(patience: int | None) -> str:

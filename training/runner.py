@@ -21,6 +21,7 @@ from catalog.adapters import fine_tuner_for
 from datasets.models import Split
 from datasets.quality.findings import ERROR
 from datasets.quality.validation import validate_conversations
+from datasets.test_sets import training_refusal
 from ftportal.ownership import attempt_claim, heartbeat_for
 from providers.base import (
     CheckpointSaved,
@@ -30,7 +31,7 @@ from providers.base import (
     TrainingResult,
 )
 
-from .estimates import local_cost
+from .estimates import SPEEDS_EVENT_ID, JobSpeeds, local_cost
 from .hooks import TrainedModel, model_version_keeper
 from .hyperparameters import local_config
 from .models import ACTIVE_STATUSES, Checkpoint, EventLevel, JobStatus, TrainingJob
@@ -79,7 +80,12 @@ def _conversations(job: TrainingJob, split: Split) -> list[list[dict[str, str]]]
 
 
 def data_problems(job: TrainingJob) -> list[str]:
-    """Errors that make examples unusable for training, each naming the item and field."""
+    """Errors that make examples unusable for training, each naming the item and field; a
+    held-out test set is refused whole (the launch refuses it; this holds for any job that
+    reached a worker anyway, local or hosted)."""
+    refusal = training_refusal(job.dataset_version)
+    if refusal:
+        return [refusal]
     rows = list(
         job.dataset_version.items.order_by("position").values_list("position", "split", "messages")
     )
@@ -263,6 +269,10 @@ def _succeed(
             trained_tokens=result.trained_tokens,
             compute_seconds=job.compute_seconds,
         )
+        # What later jobs' launch estimates on this machine learn from (training.estimates).
+        speeds = JobSpeeds.from_metrics(result.metrics)
+        if speeds.training_tokens_per_second > 0:
+            job_event(job, speeds.text(), provider_event_id=SPEEDS_EVENT_ID)
         local_attempt_spend_record(job, attempt=attempt, seconds=seconds)
         cost_record(job, _local_basis(job))
         # In the same transaction: the job succeeds with its model version or not at all.

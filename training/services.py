@@ -17,6 +17,7 @@ from django.utils import timezone
 from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from datasets.quality.stats import tokens_per_epoch_text
+from datasets.test_sets import training_refusal
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.idempotency import Once, once_per_key, request_fingerprint
 from ftportal.models import Project
@@ -24,7 +25,7 @@ from ftportal.spending import SpentQuery, ledger_spent, new_spending_check
 from ftportal.state import state_change
 
 from .estimates import LaunchEstimate, end_of_life_problem, launch_estimate
-from .hyperparameters import HOSTED_PROVIDERS, config_for
+from .hyperparameters import HOSTED_PROVIDERS
 from .models import (
     JOB_TRANSITIONS,
     Checkpoint,
@@ -34,6 +35,7 @@ from .models import (
     TrainingJob,
     TrainingMetric,
 )
+from .recipes import job_hyperparameters
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,11 @@ def training_job_create(
 ) -> TrainingJob:
     if dataset_version.dataset.project_id != project.pk:
         raise ApplicationError("The dataset version belongs to another project.")
+    # Here rather than in the launch only: every way of starting a job (the form, the API,
+    # a retraining proposal, the demo command) meets it; the runners refuse it again.
+    refusal = training_refusal(dataset_version)
+    if refusal:
+        raise ApplicationError(refusal, extra={"field": "dataset_version"})
     if not base_model.is_active:
         raise ApplicationError(
             f"Base model '{base_model.key}' is not enabled for training in this installation."
@@ -135,7 +142,7 @@ def training_job_create(
     ended = end_of_life_problem(base_model, timezone.localdate())
     if ended:
         raise ApplicationError(ended, extra={"field": "base_model"})
-    stored = config_for(base_model.provider, hyperparameters or {})
+    stored = job_hyperparameters(dataset_version, base_model, hyperparameters or {})
     estimate = launch_estimate(
         version=dataset_version, base_model=base_model, hyperparameters=stored
     )
@@ -151,7 +158,9 @@ def training_job_create(
         dataset_version=dataset_version,
         base_model=base_model,
         provider=base_model.provider,
-        hyperparameters=stored,
+        # A local job keeps the validation and checkpoint intervals its estimate counted with:
+        # the lead's own, or those scaled to the data (providers.base.default_intervals).
+        hyperparameters={**stored, **estimate.intervals},
         model_name=model_name.strip() or f"{dataset_version.dataset.name}-ft",
         created_by=user,
         estimated_cost_usd=estimate.cost_usd,
@@ -172,8 +181,13 @@ def _estimate_line(estimate: LaunchEstimate) -> str:
     ]
     if estimate.cost_usd is not None:
         parts.append(f"${estimate.cost_usd} ({estimate.cost_basis})")
-    if estimate.seconds is not None:
-        parts.append(f"about {estimate.seconds / 60:.1f} min")
+    if estimate.time is not None:
+        time = estimate.time
+        parts.append(
+            f"about {time.seconds / 60:.1f} min ({time.low_seconds / 60:.1f} to "
+            f"{time.high_seconds / 60:.1f}; {time.validation_passes} validation passes, "
+            f"{time.checkpoint_saves} saves; {time.basis})"
+        )
     return ", ".join(parts)
 
 

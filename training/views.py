@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from datasets.selectors import dataset_version_in_project
+from datasets.test_sets import project_test_sets, training_refusal
 from ftportal.errors import ApplicationError, ConflictError
 from ftportal.http import AppRequest
 from ftportal.idempotency import IDEMPOTENCY_FORM_FIELD, checked_key
@@ -27,7 +28,8 @@ from providers.base import HostedTrainingConfig, TrainingConfig
 
 from .estimates import END_OF_LIFE_WARNING_DAYS, end_of_life_problem, launch_estimate
 from .hooks import model_version_keeper
-from .hyperparameters import HOSTED_PROVIDERS, HYPERPARAMETER_LABELS, config_for, unset_text
+from .hyperparameters import HOSTED_PROVIDERS, HYPERPARAMETER_LABELS, unset_text
+from .recipes import job_hyperparameters, recipe_for
 from .selectors import checkpoint_rows, job_curves, job_overfitting, training_job_in_project
 from .services import training_job_cancel, training_job_launch
 
@@ -80,12 +82,14 @@ FormField = tuple[str, str, str, str]  # name, label, value shown, placeholder
 
 
 def _form_fields(
-    base_model: BaseModel, query: QueryDict
+    version: DatasetVersion, base_model: BaseModel, query: QueryDict
 ) -> tuple[list[FormField], list[FormField]]:
-    """Each field with what the user typed, else its default; an empty one's placeholder says
-    what leaving it empty means, in the words the job page uses."""
+    """Each field with what the user typed, else its default (the task's recipe's, then the
+    provider's); an empty one's placeholder says what leaving it empty means, in the words the
+    job page uses."""
     hosted = base_model.provider in HOSTED_PROVIDERS
     defaults: dict[str, Any] = asdict(HostedTrainingConfig() if hosted else TrainingConfig())
+    defaults.update(recipe_for(version, base_model).defaults)
     if "target_modules" in defaults:
         defaults["target_modules"] = ", ".join(defaults["target_modules"])
 
@@ -103,12 +107,13 @@ def _estimate_context(
     version: DatasetVersion, query: QueryDict, models: list[BaseModel]
 ) -> dict[str, Any]:
     base_model = _chosen_base_model(query, models)
+    chosen = {"base_model": base_model, "recipe": recipe_for(version, base_model)}
     try:
-        stored = config_for(base_model.provider, _raw_hyperparameters(query, base_model))
+        stored = job_hyperparameters(version, base_model, _raw_hyperparameters(query, base_model))
     except ApplicationError as error:
-        return {"base_model": base_model, "estimate": None, "input_error": error.message}
+        return chosen | {"estimate": None, "input_error": error.message}
     estimate = launch_estimate(version=version, base_model=base_model, hyperparameters=stored)
-    return {"base_model": base_model, "estimate": estimate, "input_error": ""}
+    return chosen | {"estimate": estimate, "input_error": ""}
 
 
 def _version_for(
@@ -118,13 +123,23 @@ def _version_for(
     return project, dataset_version_in_project(project, version_id)
 
 
+def _offered(version: DatasetVersion) -> DatasetVersion:
+    """The launch form is never offered for a held-out test set (its start would be refused
+    by training_job_create, with the same words)."""
+    refusal = training_refusal(version)
+    if refusal:
+        raise ApplicationError(refusal, extra={"field": "dataset_version"})
+    return version
+
+
 @login_required
 def job_launch(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     """The launch form with defaults, advanced fields and the estimate; htmx swaps it in."""
     project, version = _version_for(request, project_id, version_id)
+    _offered(version)
     models = _launchable_models()
     context = _estimate_context(version, request.GET, models)
-    basic, advanced = _form_fields(context["base_model"], request.GET)
+    basic, advanced = _form_fields(version, context["base_model"], request.GET)
     context.update(
         {
             "project": project,
@@ -145,6 +160,7 @@ def job_launch(request: AppRequest, project_id: int, version_id: int) -> HttpRes
 @login_required
 def job_estimate(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
     _, version = _version_for(request, project_id, version_id)
+    _offered(version)
     return render(
         request,
         "training/launch.html#launch-estimate",
@@ -175,6 +191,7 @@ def job_create(request: AppRequest, project_id: int, version_id: int) -> HttpRes
 def job_detail(request: AppRequest, project_id: int, job_id: int) -> HttpResponse:
     project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
     job = training_job_in_project(project, job_id)
+    model_versions = list(job.model_versions.select_related("registered_model"))
     context = {
         "project": project,
         "role": role,
@@ -184,7 +201,9 @@ def job_detail(request: AppRequest, project_id: int, job_id: int) -> HttpRespons
         "checkpoints": checkpoint_rows(job),
         "latest_sweep": job.eval_runs.order_by("-created_at", "-pk").first(),
         "events": list(job.events.order_by("-id")[:100]),
-        "model_versions": list(job.model_versions.select_related("registered_model")),
+        "model_versions": model_versions,
+        # The evaluate shortcut offers the project's held-out test sets, the newest first.
+        "test_sets": list(project_test_sets(project.pk)) if model_versions else [],
         "can": role_flags(role),
     }
     template = "training/job_detail.html#job-status" if request.htmx else "training/job_detail.html"

@@ -53,6 +53,7 @@ from ..formats import (
     csv_preview,
     is_compressed,
     is_spreadsheet,
+    with_default_system_prompt,
 )
 from ..jsonl import ErrorCollector, LineError, ParsedExample
 from ..models import IMPORT_TRANSITIONS, Dataset, Example, ImportBatch, ImportStatus
@@ -79,11 +80,19 @@ ProgressSink = Callable[[int, int, int, int], None]
 
 @dataclass(frozen=True)
 class ImportRequest:
-    """What the user asked for, as stored in ``ImportBatch.options``."""
+    """What the user asked for, as stored in ``ImportBatch.options``.
+
+    ``default_system_prompt`` goes in front of every imported example that brings no system
+    message of its own (a CSV row without a system column or fixed prompt, a JSONL line
+    without one); empty for none. None, as an upload leaves it when it names none, is the
+    project's default, which ``import_submit`` puts in before anything is stored, so an
+    import keeps the default it started with.
+    """
 
     format: str = AUTO
     valid_lines_only: bool = False
     csv_mapping: CsvMapping | None = None
+    default_system_prompt: str | None = None
 
     def as_options(self) -> dict[str, object]:
         options: dict[str, object] = {
@@ -92,6 +101,8 @@ class ImportRequest:
         }
         if self.csv_mapping is not None:
             options["csv"] = self.csv_mapping.as_options()
+        if self.default_system_prompt:
+            options["default_system_prompt"] = self.default_system_prompt
         return options
 
     @classmethod
@@ -101,6 +112,7 @@ class ImportRequest:
             format=str(options.get("format") or AUTO),
             valid_lines_only=bool(options.get("valid_lines_only")),
             csv_mapping=CsvMapping.from_options(mapping) if isinstance(mapping, dict) else None,
+            default_system_prompt=str(options.get("default_system_prompt") or ""),
         )
 
 
@@ -222,6 +234,7 @@ def _import_into(batch: ImportBatch, raw: IO[bytes], progress: ProgressSink | No
                 counts.bad_lines += 1
                 counts.last_bad_line = event.line
         else:
+            event = with_default_system_prompt(event, request.default_system_prompt or "")
             counts.valid += 1
             # Once a line is bad an all-or-nothing import will be refused: keep reading to
             # report every error, but stop writing rows that would be deleted anyway.
@@ -596,6 +609,18 @@ class ImportSubmission:
     route: ImportRoute
 
 
+def _with_the_default_system_prompt(request: ImportRequest, dataset: Dataset) -> ImportRequest:
+    """The upload's own default system prompt, checked, or the project's when it names none."""
+    if request.default_system_prompt is None:
+        return replace(request, default_system_prompt=dataset.project.default_system_prompt)
+    if "\x00" in request.default_system_prompt:
+        raise ApplicationError(
+            "default_system_prompt: contains a NUL character, which cannot be stored; remove it.",
+            extra={"field": "default_system_prompt"},
+        )
+    return replace(request, default_system_prompt=request.default_system_prompt.strip())
+
+
 def import_submit(
     *,
     dataset: Dataset,
@@ -603,13 +628,15 @@ def import_submit(
     user: User,
     request: ImportRequest,
 ) -> ImportSubmission:
-    """The one entry for a new upload, from the page or the API.
+    """The one entry for a new upload, from the page or the API. An upload that names no
+    default system prompt gets the project's (``ImportRequest.default_system_prompt``).
 
     A spreadsheet without chosen columns is stored and waits for them; a small plain upload is
     imported inside the request (``upload_needs_worker``); anything else is stored, its batch
     recorded, and the worker's task enqueued once that commits.
     """
     filename = upload.name or "upload.jsonl"
+    request = _with_the_default_system_prompt(request, dataset)
     if request.csv_mapping is None and needs_column_mapping(
         filename=filename, requested_format=request.format
     ):

@@ -143,7 +143,12 @@ class DuplicateFixApi(APIView):
 
 class ReadinessOutput(serializers.Serializer[Any]):
     examples = serializers.IntegerField()
-    band = serializers.ChoiceField(choices=["insufficient", "recommended_start", "fine"])
+    band = serializers.ChoiceField(
+        choices=["insufficient", "recommended_start", "fine", "incomplete_split"],
+        help_text="Under a label-set contract never better than insufficient while a label has "
+        "fewer training examples than per_label.threshold, nor than incomplete_split while a "
+        "label lacks a side of the split.",
+    )
     # Shadows Field.label only for the type checker: DRF's metaclass moves declared fields off
     # the class, as ImportOutput.errors does in api.py.
     label = serializers.CharField(  # type: ignore[assignment]
@@ -163,6 +168,13 @@ class ReadinessOutput(serializers.Serializer[Any]):
     contract_override = serializers.JSONField(
         required=False,
         help_text="When approved examples broke the contract at freeze: reason and examples.",
+    )
+    per_label = serializers.JSONField(
+        allow_null=True,
+        help_text="Under a label-set contract: labels, threshold, mean_training_examples, "
+        "validation_share, counts (label, train, validation; fewest training examples first), "
+        "below_threshold, single_example (kept in training), without_validation, "
+        "without_training. Null for any other contract.",
     )
     examples_with_errors = serializers.IntegerField()
     examples_with_findings = serializers.IntegerField()

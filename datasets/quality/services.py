@@ -41,9 +41,10 @@ from ..models import (
 )
 from ..services import assistant_answer, example_transition
 from ..spending import analysis_spend_record
+from ..splits import answer_labels
 from .findings import EXACT_DUPLICATE
 from .report import AnalysisResult, analyze_conversations
-from .stats import TOKENS_PER_EPOCH_MEANS, epoch_totals, readiness_band
+from .stats import TOKENS_PER_EPOCH_MEANS, epoch_totals, label_readiness, readiness_verdict
 from .tokens import (
     TokenCounter,
     TokenizerUnavailable,
@@ -338,6 +339,26 @@ def readiness_base_model(dataset_id: int) -> BaseModel | None:
     return BaseModel.objects.filter(is_active=True).order_by("parameter_count", "key").first()
 
 
+def version_label_readiness(
+    version: DatasetVersion, *, items: Sequence[tuple[Any, str]] | None = None
+) -> dict[str, Any] | None:
+    """Each label's training and validation examples in the version (stats.label_readiness),
+    None unless it was frozen under a label-set contract: as the freeze or the readiness
+    report stored it, else counted from the frozen items (``items``: their (messages, split)
+    pairs, when the caller has them already)."""
+    if items is None:
+        if "per_label" in version.readiness:
+            stored: dict[str, Any] | None = version.readiness["per_label"]
+            return stored
+        items = list(version.items.values_list("messages", "split"))
+    labels = answer_labels(
+        version.answer_contract, (assistant_answer(messages) for messages, _ in items)
+    )
+    if labels is None:
+        return None
+    return label_readiness(labels, [split for _, split in items])
+
+
 def dataset_version_readiness(*, version: DatasetVersion) -> dict[str, Any]:
     """The version's readiness report, computed from its frozen items on first use and kept.
 
@@ -345,27 +366,31 @@ def dataset_version_readiness(*, version: DatasetVersion) -> dict[str, Any]:
     stored before tokens per epoch meant the training split alone is computed again.
     """
     stored_means = version.readiness.get("tokens", {}).get("tokens_per_epoch_means")
-    if stored_means == TOKENS_PER_EPOCH_MEANS:
+    if stored_means == TOKENS_PER_EPOCH_MEANS and "per_label" in version.readiness:
         return version.readiness
     items = list(
-        version.items.order_by("position").values_list("position", "example_id", "messages")
+        version.items.order_by("position").values_list(
+            "position", "example_id", "messages", "split"
+        )
     )
     base_model = readiness_base_model(version.dataset_id)
     price = base_model.training_usd_per_million_tokens if base_model else None
     counter, tokenizer_source = counter_or_estimate(base_model)
     result = analyze_conversations(
-        [messages for _, _, messages in items],
+        [messages for _, _, messages, _ in items],
         counter=counter,
         context_window=base_model.context_window if base_model else None,
         strict_alternation=bool(base_model and base_model.provider in ALTERNATING_PROVIDERS),
-        names=[f"example {pk}" if pk else f"item {pos}" for pos, pk, _ in items],
+        names=[f"example {pk}" if pk else f"item {pos}" for pos, pk, _, _ in items],
         usd_per_million_tokens=price,
         contract=version.answer_contract,
     )
     stats = result.stats
+    per_label = version_label_readiness(version, items=[(m, split) for _, _, m, split in items])
     report: dict[str, Any] = {
         "examples": version.example_count,
-        **readiness_band(version.example_count),
+        **readiness_verdict(version.example_count, per_label),
+        "per_label": per_label,
         "validation_split": {
             "present": version.validation_count > 0,
             "train": version.train_count,

@@ -14,3 +14,9 @@ def tokens_per_epoch(value: int) -> str:
     """``{{ n|tokens_per_epoch }}``: "14,976 tokens per epoch (training split, prompt and
     answer)", the same words on the readiness report, the launch estimate and the job page."""
     return tokens_per_epoch_text(int(value))
+
+
+@register.filter
+def percent(value: float | None) -> str:
+    """``{{ share|percent }}``: a fraction as a percentage with one decimal, "17.2 %"."""
+    return "–" if value is None else f"{float(value) * 100:.1f} %"

@@ -28,6 +28,7 @@ from providers.constrained import TokenGuide
 
 from .cpu_matmul import onednn_linear
 from .encoding import render_chat, token_ids
+from .label_scoring import LabelTrie, label_log_probs, label_sequences
 from .loading import load_base_model, load_tokenizer, pick_device
 
 MODEL_CACHE_SIZE = 2
@@ -153,6 +154,53 @@ class LocalChatModel:
                     completion_tokens=generation.completion_tokens,
                     latency_seconds=share,
                     attempts=1,
+                )
+                results.append(result)
+                if on_result is not None:
+                    on_result(start + offset, result)
+        return results
+
+    def score_labels_many(
+        self,
+        conversations: Sequence[Conversation],
+        labels: Sequence[str],
+        *,
+        batch_size: int = 8,
+        before_batch: Callable[[], None] | None = None,
+        on_result: OnResult | None = None,
+    ) -> list[ChatResult]:
+        """The LabelScorer protocol: each conversation answered with the likeliest label (see
+        providers.local.label_scoring), ``batch_size`` conversations a pass."""
+        if batch_size < 1:
+            raise ProviderError("batch_size must be at least 1")
+        if not labels:
+            raise ProviderError("label scoring needs at least one label")
+        model, tokenizer = self.model_and_tokenizer()
+        stop_ids = _stoptoken_ids(model, tokenizer, self.device).tolist()
+        sequences = label_sequences(tokenizer, labels, stop_ids)
+        trie = LabelTrie.of(sequences)
+        results: list[ChatResult] = []
+        for start in range(0, len(conversations), batch_size):
+            if before_batch is not None:
+                before_batch()
+            prompts = [
+                token_ids(tokenizer, render_chat(tokenizer, list(c), add_generation_prompt=True))
+                for c in conversations[start : start + batch_size]
+            ]
+            began = time.monotonic()
+            with onednn_linear():
+                scores = label_log_probs(model, prompts, trie, self.device)
+            probabilities = torch.softmax(scores, dim=-1)
+            best = probabilities.argmax(dim=-1).tolist()
+            share = (time.monotonic() - began) / len(prompts)
+            for offset, (prompt, choice) in enumerate(zip(prompts, best, strict=True)):
+                result = ChatResult(
+                    text=labels[choice],
+                    prompt_tokens=len(prompt),
+                    completion_tokens=len(sequences[choice]),
+                    latency_seconds=share,
+                    attempts=1,
+                    confidence=float(probabilities[offset, choice]),
                 )
                 results.append(result)
                 if on_result is not None:

@@ -27,6 +27,7 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import PreTrainedTokenizerBase
 
 from providers.base import (
+    MEASURED_CPU_COSTS,
     CheckpointSaved,
     Conversation,
     ProviderError,
@@ -34,6 +35,7 @@ from providers.base import (
     TrainingConfig,
     TrainingProgress,
     TrainingResult,
+    default_intervals,
     step_plan,
 )
 
@@ -66,15 +68,6 @@ MAX_GRAD_NORM = 1.0
 WEIGHT_DECAY = 0.01
 
 # --- time estimates -----------------------------------------------------------------------------
-
-
-def evaluations_after(step: int, total_steps: int, eval_every_steps: int) -> int:
-    """How many validation evaluations remain after ``step``: every eval_every_steps, plus one at
-    the last step when it is not a multiple."""
-    if step >= total_steps:
-        return 0
-    regular = total_steps // eval_every_steps - step // eval_every_steps
-    return regular + (1 if total_steps % eval_every_steps else 0)
 
 
 def estimate_seconds_left(
@@ -133,6 +126,14 @@ class LocalLoRAFineTuner:
         checkpoint = read_checkpoint(resume_from) if resume_from is not None else None
         tokenizer = load_tokenizer(self.base_model_dir)
         data = _encode(tokenizer, train, validation, config)
+        # A job launched through the product has its intervals chosen already; a config that
+        # leaves one unset gets it here, by the same rule.
+        config = default_intervals(
+            config,
+            train_examples=len(data.train),
+            train_tokens_per_epoch=input_tokens(data.train),
+            validation_tokens=input_tokens(data.validation),
+        )
         if checkpoint is not None:
             check_resumable(checkpoint, config, data.fingerprint)
         run = _TrainingRun(
@@ -146,6 +147,7 @@ class LocalLoRAFineTuner:
         if checkpoint is not None:
             run.restore(checkpoint)
         remove_unfinished_checkpoints(output_dir)
+        load_seconds = time.monotonic() - started
         run.train(on_progress, should_stop, on_checkpoint or _ignore_checkpoint)
 
         run.save_result_adapter(output_dir)
@@ -168,6 +170,17 @@ class LocalLoRAFineTuner:
                 "validation_examples": float(len(data.validation)),
                 "trained_tokens": float(state.trained_tokens),
                 "tokens_per_second": run.tokens_per_second() or 0.0,
+                # What the launch estimate of later jobs on this worker learns from
+                # (training.estimates): validation passes over the whole job, resumed or not,
+                # and this attempt's checkpoint saves and loading.
+                "validation_passes": float(state.evaluations),
+                "validation_seconds": state.evaluation_seconds,
+                "validation_tokens": float(input_tokens(data.validation)),
+                "checkpoint_saves": float(run.saves),
+                "checkpoint_seconds": run.save_seconds,
+                "load_seconds": load_seconds,
+                "eval_every_steps": float(config.eval_every_steps or 0),
+                "checkpoint_every_steps": float(config.checkpoint_every_steps or 0),
             },
             best_step=state.stopping.best_step if keeps_best else state.step,
             stopped_early=run.stopped_early,
@@ -276,6 +289,9 @@ class _TrainingRun:
         # stopping will hand them back as the result.
         self.best_adapter: dict[str, torch.Tensor] | None = None
         self.stopped_early = False
+        # This attempt's checkpoint saves and their seconds (the estimate's save cost).
+        self.saves = 0
+        self.save_seconds = 0.0
 
     def restore(self, checkpoint: Checkpoint) -> None:
         loaded = set_peft_model_state_dict(self.model, checkpoint.adapter_weights)
@@ -339,9 +355,15 @@ class _TrainingRun:
         state.trained_tokens += state.step_tokens
         return learning_rate
 
+    @property
+    def eval_every(self) -> int:
+        # default_intervals set it before the run was built.
+        assert self.config.eval_every_steps is not None
+        return self.config.eval_every_steps
+
     def _evaluation_due(self) -> bool:
         step = self.state.step
-        return step % self.config.eval_every_steps == 0 or step == self.plan.total_steps
+        return step % self.eval_every == 0 or step == self.plan.total_steps
 
     def _evaluate_if_due(self) -> tuple[float | None, bool]:
         """The validation loss when one is due this step, and whether it is a new best."""
@@ -395,9 +417,7 @@ class _TrainingRun:
         state = self.state
         evaluations_left = 0
         if self.data.validation:
-            evaluations_left = evaluations_after(
-                state.step, self.plan.total_steps, self.config.eval_every_steps
-            )
+            evaluations_left = self.plan.evaluations_after(state.step, self.eval_every)
         return estimate_seconds_left(
             steps_left=self.plan.total_steps - state.step,
             seconds_per_step=state.training_seconds / state.step,
@@ -409,15 +429,15 @@ class _TrainingRun:
         state = self.state
         if state.evaluations:
             return state.evaluation_seconds / state.evaluations
-        # Not measured yet: guess from the training rate. An evaluation is a forward pass, about
-        # half of a LoRA step's compute (the backward pass computes activation gradients only,
-        # about as costly as the forward), hence the factor 2.
+        # Not measured yet: guess from the training rate. An evaluation is a forward pass, cheaper
+        # a token than a training step by the ratio measured for the launch estimate.
         rate = self.tokens_per_second()
-        return input_tokens(self.data.validation) / rate / 2 if rate else 0.0
+        ratio = MEASURED_CPU_COSTS.validation_cost_ratio
+        return input_tokens(self.data.validation) / rate * ratio if rate else 0.0
 
     def _checkpoint_due(self, new_best: bool) -> bool:
         every = self.config.checkpoint_every_steps
-        if every == 0:
+        if not every:
             return False
         last = self.state.step == self.plan.total_steps or self.stopped_early
         # With early stopping, each new best is saved too, so that the adapter kept as the
@@ -427,8 +447,11 @@ class _TrainingRun:
 
     def _save_checkpoint(self) -> CheckpointSaved:
         state = self.state
+        began = time.perf_counter()
         directory = checkpoint_dir(self.output_dir, state.step)
         write_atomically(directory, self._write_checkpoint)
+        self.saves += 1
+        self.save_seconds += time.perf_counter() - began
         return CheckpointSaved(
             step=state.step, path=directory, train_loss=state.train_loss, val_loss=state.val_loss
         )
@@ -486,12 +509,16 @@ def validation_loss(
 
 
 def _check_config(config: TrainingConfig) -> None:
-    for name in ("epochs", "batch_size", "eval_every_steps", "max_seq_len", "lora_r"):
+    for name in ("epochs", "batch_size", "max_seq_len", "lora_r"):
         if getattr(config, name) < 1:
             raise ProviderError(f"{name} must be at least 1, not {getattr(config, name)}")
+    if config.eval_every_steps is not None and config.eval_every_steps < 1:
+        raise ProviderError(
+            f"eval_every_steps must be at least 1 when set, not {config.eval_every_steps}"
+        )
     if config.max_steps is not None and config.max_steps < 1:
         raise ProviderError(f"max_steps must be at least 1 when set, not {config.max_steps}")
-    if config.checkpoint_every_steps < 0:
+    if config.checkpoint_every_steps is not None and config.checkpoint_every_steps < 0:
         raise ProviderError(
             f"checkpoint_every_steps must be 0 (final adapter only) or more, "
             f"not {config.checkpoint_every_steps}"

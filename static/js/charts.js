@@ -165,12 +165,123 @@
     };
   }
 
+  // --- Heat maps (ftportal.charts.HeatMap: a confusion matrix) -----------------------------
+  //
+  // Drawn as a core scatter chart of square points, one per non-zero cell, rather than with
+  // the chartjs-chart-matrix plugin: nothing more to vendor and keep in step with Chart.js,
+  // and a confusion matrix of a hundred labels, mostly zeros, costs one point per non-zero
+  // cell instead of L x (L + 1) rectangles. Each point's size follows the plot's cell size,
+  // so the squares tile the plot at any width. Labels (up to 200 characters) are cut short
+  // on the axes and written in full in the tooltip; all of it is canvas text, never markup.
+
+  var HEAT_TICK_CHARACTERS = 28;
+  var HEAT_CELL_MIN = 8;  // pixels
+  var HEAT_CELL_MAX = 28;
+  var HEAT_MAX_HEIGHT = 2400;  // a thousand labels still fit a scrollable page
+  var HEAT_AXIS_ROOM = 170;  // the answered axis: its rotated labels, its title, the legend
+  var HEAT_LABEL_ROOM = 200;  // the expected axis's labels, left of the plot
+
+  // Cut in the middle: labels that share a long opening ("card payment declined at ...")
+  // still differ at their ends.
+  function shortLabel(text) {
+    if (text.length <= HEAT_TICK_CHARACTERS) { return text; }
+    var head = Math.ceil((HEAT_TICK_CHARACTERS - 1) / 2);
+    return text.slice(0, head) + "…" + text.slice(text.length - (HEAT_TICK_CHARACTERS - 1 - head));
+  }
+
+  function shaded(hex, shade) {
+    var value = parseInt(hex.slice(1), 16);
+    // Even a cell of one answer in a large label stays visible.
+    var alpha = 0.15 + 0.85 * Math.max(0, Math.min(1, shade));
+    return "rgba(" + (value >> 16) + "," + ((value >> 8) & 255) + "," + (value & 255) + "," + alpha + ")";
+  }
+
+  function heatAxis(axis, cellPixels, horizontal) {
+    return {
+      type: "category",
+      labels: axis.labels,
+      offset: true,
+      title: { display: true, text: axis.title },
+      grid: { display: false },
+      ticks: {
+        autoSkip: cellPixels < 12,
+        maxRotation: horizontal ? 90 : 0,
+        minRotation: horizontal ? 90 : 0,
+        font: { size: Math.max(9, Math.min(12, cellPixels - 2)) },
+        callback: function (value) { return shortLabel(String(this.getLabelForValue(value))); },
+      },
+    };
+  }
+
+  function heatMapConfig(canvas, spec) {
+    var columns = Math.max(1, spec.x.labels.length);
+    var rows = Math.max(1, spec.y.labels.length);
+    var box = canvas.parentNode;
+    box.classList.add("heatmap");
+    // The box grows with the labels, so each row stays readable (CSSOM, allowed by the CSP).
+    // A box inside a closed <details> has no width yet: size it for the page's width.
+    var width = box.clientWidth || document.documentElement.clientWidth;
+    var cell = Math.max(HEAT_CELL_MIN, Math.min(HEAT_CELL_MAX, (width - HEAT_LABEL_ROOM) / columns));
+    box.style.height = Math.min(HEAT_MAX_HEIGHT, rows * cell + HEAT_AXIS_ROOM) + "px";
+    function radius(context) {
+      var area = context.chart.chartArea;
+      if (!area) { return 2; }
+      // A "rect" point is a square of side radius x sqrt(2); a hair less leaves a gap.
+      var side = Math.min(area.width / columns, area.height / rows);
+      return Math.max(1, side * 0.92 / Math.SQRT2);
+    }
+    return {
+      type: "scatter",
+      data: {
+        datasets: spec.groups.map(function (group, index) {
+          var colour = COLOURS[index % COLOURS.length];
+          return {
+            label: group.name,
+            data: group.cells.map(function (c) { return { x: c[0], y: c[1], count: c[2], shade: c[3] }; }),
+            pointStyle: "rect",
+            pointRadius: radius,
+            pointHoverRadius: radius,
+            borderWidth: 0,
+            backgroundColor: function (context) {
+              return context.raw ? shaded(colour, context.raw.shade) : colour;
+            },
+          };
+        }),
+      },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: false,
+        parsing: false,  // cells are {x: column, y: row} indices already
+        interaction: { mode: "point", intersect: true },
+        scales: { x: heatAxis(spec.x, cell, true), y: heatAxis(spec.y, cell, false) },
+        plugins: {
+          legend: { display: true, position: "bottom", labels: { usePointStyle: true } },
+          tooltip: {
+            callbacks: {
+              title: function (items) {
+                if (!items.length) { return ""; }
+                var raw = items[0].raw;
+                return [spec.y.title + ": " + spec.y.labels[raw.y], spec.x.title + ": " + spec.x.labels[raw.x]];
+              },
+              label: function (item) {
+                return item.raw.count + " " + spec.count_title + " (" + FORMATS.percent(item.raw.shade) +
+                  " " + spec.shade.title + ")";
+              },
+            },
+          },
+        },
+      },
+    };
+  }
+
   function drawCharts() {
     document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
       if (window.Chart.getChart(canvas)) { return; }
       var source = document.getElementById(canvas.getAttribute("data-chart"));
       if (!source) { return; }
-      new window.Chart(canvas, config(JSON.parse(source.textContent)));
+      var spec = JSON.parse(source.textContent);
+      new window.Chart(canvas, spec.kind === "heatmap" ? heatMapConfig(canvas, spec) : config(spec));
     });
   }
 

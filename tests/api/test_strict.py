@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
@@ -120,8 +120,11 @@ def concrete(path: str, ids: dict[str, int | str]) -> str:
 
 @pytest.fixture
 def admin(make_member: Callable[..., User]) -> APIClient:
-    """May do everything, so what answers is the input check, not the role check."""
-    return token_client(make_member(Role.ADMIN))
+    """May do everything, so what answers is the input check, not the role check: creating
+    projects included, a right of the site's (ftportal.permissions.may_create_projects)."""
+    user = make_member(Role.ADMIN)
+    user.user_permissions.add(Permission.objects.get(codename="add_project"))
+    return token_client(user)
 
 
 def test_the_walk_finds_the_endpoints_it_is_meant_to_check() -> None:

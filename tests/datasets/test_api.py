@@ -268,7 +268,7 @@ def test_the_export_is_chat_jsonl_whose_lines_parse_and_match_the_counts(
 def test_an_unknown_export_split_is_refused(client: APIClient, project: Project) -> None:
     version = frozen_version(client, project)
     response = client.get(
-        api(project, f"dataset-versions/{version['id']}/export/"), {"split": "test"}
+        api(project, f"dataset-versions/{version['id']}/export/"), {"split": "holdout"}
     )
     assert response.status_code == 400
     assert "split" in response.json()["error"]["fields"]

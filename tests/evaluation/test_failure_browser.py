@@ -178,6 +178,27 @@ def test_a_lower_threshold_on_another_metric_changes_what_counts_as_right(
     assert '<option value="token_f1" selected>token F1</option>' in lenient.content.decode()
 
 
+def test_answers_with_confidences_can_be_read_least_or_most_confident_first(
+    client: Client, failures: Failures, lead: User
+) -> None:
+    confidences = {0: 0.9, 1: 0.2, 2: 0.55, 3: None, 4: 0.95}
+    for position, confidence in confidences.items():
+        failures.results[position].confidence = confidence
+        failures.results[position].save(update_fields=["confidence"])
+    client.force_login(lead)
+
+    least = client.get(failures.url, {"order": "least_confident"})
+    most = client.get(failures.url, {"order": "most_confident", "outcome": "wrong"})
+    bad = client.get(failures.url, {"order": "random"})
+
+    # An answer without a confidence comes last either way.
+    assert positions(least) == [1, 2, 0, 4, 3]
+    assert positions(most) == [4, 0, 2]  # A is wrong on 0, 2 and 4 (a failed request)
+    assert "confidence 0.55" in page_text(least)
+    assert bad.status_code == 400
+    assert "order: one of item, least_confident, most_confident" in page_text(bad)
+
+
 @pytest.mark.parametrize(
     ("params", "named"),
     [

@@ -58,7 +58,12 @@ def test_label_answers_get_accuracy_macro_f1_and_a_confusion_matrix() -> None:
 
     labels = summary["labels"]
     assert labels["accuracy"] == 0.75  # "Billing." reads as the label billing
-    assert labels["confusion"] == {"labels": ["billing", "bug"], "matrix": [[1, 1], [0, 2]]}
+    # Rows expected, columns answered, the last column answers that are no label.
+    assert labels["confusion"] == {
+        "labels": ["billing", "bug"],
+        "invalid_column": "(invalid)",
+        "matrix": [[1, 1, 0], [0, 2, 0]],
+    }
     # F1 billing = 2*1/(1+2) = 2/3, bug = 2*2/(3+2) = 4/5; the mean is 11/15.
     assert labels["macro_f1"] == pytest.approx(11 / 15)
     # 1,000 requests of 1,000 tokens in at $0.30/M and 10 out at $1.20/M: $0.312.
@@ -71,6 +76,7 @@ def test_free_text_answers_get_no_label_metrics() -> None:
     answers = [answer(f"a long answer number {i}", f"reference text {i}") for i in range(4)]
     summary = candidate_summary(answers, input_usd_per_million=None, output_usd_per_million=None)
     assert "labels" not in summary and "cost_per_1000_usd" not in summary
+    assert "4 distinct values among 4 items" in summary["labels_left_out"]["reason"]
 
 
 def test_pass_fail_metrics_use_mcnemar_and_graded_ones_the_sign_test() -> None:

@@ -13,11 +13,12 @@ from providers.base import (
     CheckpointSaved,
     Conversation,
     ProviderError,
+    StepPlan,
     TrainingConfig,
     TrainingProgress,
 )
 from providers.local.checkpoints import EarlyStopping, checkpoint_dir
-from providers.local.training import LocalLoRAFineTuner, estimate_seconds_left, evaluations_after
+from providers.local.training import LocalLoRAFineTuner, estimate_seconds_left
 from providers.local.weights import ensure_base_model
 
 SYSTEM = "Classify the support ticket as billing, bug, feature or account. Answer with one word."
@@ -76,11 +77,12 @@ def test_patience_is_exhausted_after_that_many_evaluations_without_a_new_best() 
 
 
 def test_evaluations_left_count_every_nth_step_and_the_last() -> None:
-    assert evaluations_after(0, total_steps=10, eval_every_steps=5) == 2  # 5, 10
-    assert evaluations_after(0, total_steps=12, eval_every_steps=5) == 3  # 5, 10, 12
-    assert evaluations_after(5, total_steps=12, eval_every_steps=5) == 2  # 10, 12
-    assert evaluations_after(10, total_steps=12, eval_every_steps=5) == 1  # 12
-    assert evaluations_after(12, total_steps=12, eval_every_steps=5) == 0
+    ten, twelve = StepPlan(10, 10, 1), StepPlan(12, 12, 1)
+    assert ten.evaluations_after(0, 5) == 2  # 5, 10
+    assert twelve.evaluations_after(0, 5) == 3  # 5, 10, 12
+    assert twelve.evaluations_after(5, 5) == 2  # 10, 12
+    assert twelve.evaluations_after(10, 5) == 1  # 12
+    assert twelve.evaluations_after(12, 5) == 0
 
 
 def test_seconds_left_add_remaining_steps_and_evaluations() -> None:

@@ -13,6 +13,7 @@ from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from datasets.models import DatasetVersionExample, Split
 from datasets.quality.tokens import count_conversations, tiktoken_counter
 from ftportal.errors import ApplicationError, ConflictError
+from ftportal.heartbeat import worker_presence_record
 from ftportal.roles import Role
 from registry.selectors import versions_losing_their_base
 from registry.services import model_version_register, model_version_register_checkpoint
@@ -145,10 +146,20 @@ def test_local_time_estimates_use_the_median_speed_of_finished_local_jobs(
             tokens_per_second=speed,
             finished_at=timezone.now(),
         )
+    # Measured on the machine that serves the training queue (training.estimates).
+    TrainingJob.objects.update(worker="trainer-host:41")
+    worker_presence_record(
+        name="celery@trainer-host:40",
+        hostname="celery@trainer-host",
+        pid=40,
+        queues=["training"],
+        now=timezone.now(),
+    )
     stored = config_for(base_model.provider, {})
     estimate = launch_estimate(version=version, base_model=base_model, hyperparameters=stored)
-    assert estimate.seconds == pytest.approx(estimate.training_tokens / 200.0)
-    assert "median speed of the last 3 local jobs" in estimate.seconds_basis
+    assert estimate.time is not None
+    assert estimate.time.training_seconds == pytest.approx(estimate.training_tokens / 200.0)
+    assert "the median of the last 3 jobs of this model" in estimate.seconds_basis
     assert estimate.cost_usd is not None and estimate.cost_usd > 0
 
 
