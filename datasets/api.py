@@ -54,6 +54,7 @@ from .models import (
     ReviewAction,
     Split,
 )
+from .quality.stats import MIN_TRAINING_EXAMPLES_PER_LABEL
 from .review.selectors import (
     STATUS_CHOICES,
     QueueFilter,
@@ -82,6 +83,7 @@ from .selectors import (
     export_content_type,
     export_filename,
     import_batch_in_project,
+    label_tally,
     status_counts,
     version_compared_with,
     version_diff,
@@ -175,15 +177,41 @@ class DatasetCollectionApi(APIView):
         return Response(DatasetOutput(dataset).data, status=status.HTTP_201_CREATED)
 
 
+class LabelCountOutput(serializers.Serializer[Any]):
+    # Shadows Field.label only for the type checker; DRF moves declared fields off the class.
+    label = serializers.CharField()  # type: ignore[assignment]
+    approved = serializers.IntegerField()
+    pending = serializers.IntegerField()
+
+
+class LabelTallyOutput(serializers.Serializer[Any]):
+    labels = LabelCountOutput(many=True, help_text="Every label, fewest approved first.")
+    outside_approved = serializers.IntegerField(help_text="Approved answers that are no label.")
+    outside_pending = serializers.IntegerField()
+    thin = serializers.ListField(
+        child=serializers.CharField(), help_text="Labels under the threshold of approved examples."
+    )
+    threshold = serializers.IntegerField()
+
+
 class DatasetDetailApi(APIView):
     class DatasetDetailOutput(DatasetOutput):
         status_counts = serializers.DictField(child=serializers.IntegerField())
+        label_tally = LabelTallyOutput(
+            allow_null=True,
+            help_text="With a label-set contract, the approved and pending examples of each "
+            "label; null otherwise.",
+        )
 
     @extend_schema(operation_id="datasets_retrieve", responses=DatasetDetailOutput)
     def get(self, request: Request, project_id: int, dataset_id: int) -> Response:
         project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
         dataset = dataset_in_project(project, dataset_id)
-        data = {**DatasetOutput(dataset).data, "status_counts": status_counts(dataset)}
+        data = {
+            **DatasetOutput(dataset).data,
+            "status_counts": status_counts(dataset),
+            "label_tally": label_tally(dataset, threshold=MIN_TRAINING_EXAMPLES_PER_LABEL),
+        }
         return Response(self.DatasetDetailOutput(data).data)
 
 

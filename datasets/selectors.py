@@ -13,6 +13,7 @@ from django.shortcuts import get_object_or_404
 from ftportal.errors import ApplicationError
 from ftportal.models import Project
 
+from .contracts import LABEL_SET, label_form
 from .formats import (
     CSV,
     CSV_EXPORT_HEADER,
@@ -248,3 +249,52 @@ def version_compared_with(newer: DatasetVersion, against_id: int | None) -> Data
             DatasetVersion.objects.filter(dataset_id=newer.dataset_id), pk=against_id
         )
     return previous_version(newer) or newer
+
+
+@dataclass(frozen=True)
+class LabelCount:
+    label: str
+    approved: int
+    pending: int
+
+
+@dataclass(frozen=True)
+class LabelTally:
+    """How the approved and pending answers of a dataset with a label-set contract fall on its
+    labels: every label (those with no example too), fewest approved first, and the answers
+    that are none of them."""
+
+    labels: list[LabelCount]
+    outside_approved: int
+    outside_pending: int
+    # Labels with fewer approved examples than the readiness threshold a label.
+    thin: list[str]
+    threshold: int
+
+
+def label_tally(dataset: Dataset, *, threshold: int) -> LabelTally | None:
+    """The tally of ``dataset``'s label set; None when its contract is not a label set. One
+    query, reading each example's answer (the answers are in a JSON list of messages)."""
+    contract = dataset.answer_contract or {}
+    if contract.get("kind") != LABEL_SET:
+        return None
+    labels = list(contract.get("labels") or [])
+    counted: dict[str, int] = {ExampleStatus.APPROVED: 0, ExampleStatus.PENDING: 0}
+    counts = {label: dict(counted) for label in labels}
+    outside = dict(counted)
+    rows = dataset.examples.filter(status__in=list(outside)).values_list("status", "messages")
+    for status, messages in rows.iterator(chunk_size=2000):
+        answer = label_form(messages[-1]["content"]) if messages else ""
+        counts.get(answer, outside)[status] += 1
+    tally = [
+        LabelCount(label, c[ExampleStatus.APPROVED], c[ExampleStatus.PENDING])
+        for label, c in counts.items()
+    ]
+    tally.sort(key=lambda count: (count.approved, count.label))
+    return LabelTally(
+        labels=tally,
+        outside_approved=outside[ExampleStatus.APPROVED],
+        outside_pending=outside[ExampleStatus.PENDING],
+        thin=[count.label for count in tally if count.approved < threshold],
+        threshold=threshold,
+    )

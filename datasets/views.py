@@ -33,12 +33,14 @@ from .imports.services import (
     import_submit,
 )
 from .models import Dataset, DatasetVersion, Split
+from .quality.stats import MIN_TRAINING_EXAMPLES_PER_LABEL
 from .selectors import (
     dataset_in_project,
     dataset_version_in_project,
     example_in_project,
     export_content_type,
     export_filename,
+    label_tally,
     previous_version,
     status_counts,
     version_compared_with,
@@ -89,6 +91,7 @@ def _render_dataset(
             "recent_examples": dataset.examples.order_by("-updated_at")[:20],
             "can": role_flags(role),
             "contract_description": describe_contract(dataset.answer_contract),
+            "label_tally": label_tally(dataset, threshold=MIN_TRAINING_EXAMPLES_PER_LABEL),
             "contract_kinds": list(KIND_LABELS.items()),
             "default_validation_fraction": DEFAULT_VALIDATION_FRACTION,
             "few_approved": counts["approved"] < RECOMMENDED_MIN_EXAMPLES,

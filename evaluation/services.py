@@ -644,6 +644,11 @@ def comparison_specs_for(version: ModelVersion) -> list[CandidateSpec]:
     return specs
 
 
+def _local(spec: CandidateSpec) -> bool:
+    base = _base_model_of(spec)
+    return spec.kind not in HOSTED_KINDS and base is not None and base.provider == Provider.LOCAL
+
+
 def eval_run_for_version(
     *,
     project: Project,
@@ -654,7 +659,8 @@ def eval_run_for_version(
 ) -> EvalRun:
     """The guide's evaluation of a fine-tuned version: on its own validation split, or on a
     held-out ``test_set`` of the project, whole (the few-shot candidate's examples then come
-    from the train split the version learned from)."""
+    from the train split the version learned from). On a label-set contract every local
+    candidate answers constrained to the labels."""
     if model_version.registered_model.project_id != project.pk:
         raise _invalid("model_version", "The model version belongs to another project.")
     specs = comparison_specs_for(model_version)
@@ -670,6 +676,10 @@ def eval_run_for_version(
             else spec
             for spec in specs
         ]
+    if contract_of(evaluated).get("kind") == LABEL_SET:
+        # Local models answer within the label set (every answer a label), so the comparison
+        # is between the labels they choose, not between their ways of writing them.
+        specs = [replace(spec, constrained=True) if _local(spec) else spec for spec in specs]
     return eval_run_create(
         project=project,
         dataset_version=evaluated,

@@ -3,6 +3,7 @@ Registering a checkpoint as a model version is the registry's (registry.api)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
@@ -30,7 +31,7 @@ from ftportal.roles import Action
 
 from .estimates import launch_estimate
 from .models import Checkpoint, TrainingJob
-from .recipes import job_hyperparameters
+from .recipes import job_hyperparameters, recipe_for
 from .selectors import (
     artifact_name,
     job_overfitting,
@@ -316,4 +317,6 @@ class TrainingJobEstimateApi(APIView):
             base_model=base_model,
             hyperparameters=job_hyperparameters(version, base_model, data["hyperparameters"]),
         )
-        return Response(estimate.as_dict())
+        # Which defaults the job would start from, and why (what the launch page says).
+        recipe = recipe_for(version, base_model)
+        return Response(estimate.as_dict() | {"recipe": asdict(recipe)})

@@ -383,3 +383,31 @@ def test_a_constrained_candidate_is_named_so_on_the_evaluation_page(
     ]
     page = client.get(response["Location"]).content.decode()
     assert "SmolLM2-135M-Instruct (zero-shot), constrained to contract" in page
+
+
+def test_the_form_asks_for_label_ranking_with_an_abstention_threshold(
+    client: Client, project: Project, lead: User, version: DatasetVersion, tuned: ModelVersion
+) -> None:
+    version.answer_contract = {"kind": "label_set", "labels": ["billing", "bug"]}
+    version.save(update_fields=["answer_contract"])
+    client.force_login(lead)
+    url = reverse("eval_new", args=[project.pk])
+
+    bad = client.post(url, new_form(version, tuned, versions_label_scoring="1", abstain_below="x"))
+    response = client.post(
+        url,
+        new_form(
+            version, tuned, versions_label_scoring="1", abstain_below="0.4", base_label_scoring="1"
+        ),
+    )
+
+    assert bad.status_code == 400
+    assert "abstain_below" in bad.content.decode()
+    assert response.status_code == 302
+    ranked = EvalRun.objects.get().candidates.filter(label_scoring=True).order_by("position")
+    assert [(c.kind, c.abstain_below) for c in ranked] == [
+        (CandidateKind.MODEL_VERSION, 0.4),
+        (CandidateKind.BASE, None),
+    ]
+    page = client.get(response["Location"]).content.decode()
+    assert "SmolLM2-135M-Instruct (zero-shot), ranking labels by likelihood" in page

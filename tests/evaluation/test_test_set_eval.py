@@ -136,6 +136,26 @@ def test_the_version_shortcut_evaluates_on_a_test_set_with_shots_from_its_traini
     assert refused.value.extra["field"] == "test_set"
 
 
+def test_on_a_label_set_the_shortcut_constrains_every_local_candidate(
+    project: Project, lead: User, world: HeldOutWorld, fine_tuned: ModelVersion
+) -> None:
+    plain = eval_run_for_version(
+        project=project, model_version=fine_tuned, user=lead, test_set=world.test_set
+    )
+    answers = {item.messages[-1]["content"] for item in world.test_set.items.all()}
+    world.test_set.answer_contract = {"kind": "label_set", "labels": sorted(answers)}
+    world.test_set.save(update_fields=["answer_contract"])
+
+    labelled = eval_run_for_version(
+        project=project, model_version=fine_tuned, user=lead, test_set=world.test_set
+    )
+
+    assert not any(c.constrained for c in plain.candidates.all())
+    candidates = list(labelled.candidates.order_by("position"))
+    assert len(candidates) >= 3
+    assert all(c.constrained for c in candidates), [c.label for c in candidates]
+
+
 def test_the_job_page_offers_the_test_sets_with_the_newest_chosen(
     project: Project, lead: User, world: HeldOutWorld, fine_tuned: ModelVersion
 ) -> None:
