@@ -38,9 +38,12 @@ GENERAL_RECIPE = Recipe(
 LABEL_SET_RECIPE = Recipe(
     key="label_set",
     name="Short labels",
+    # bench/classification.py, 60 labels, ten examples each, 300 held-out test messages, the
+    # same machine and run settings: 82.3 % label accuracy constrained (86.0 % ranking the
+    # labels) against 66.3 % (77.3 %) for the general recipe, in 18.0 against 16.1 minutes.
     why=(
         "The answer is one label of a set: LoRA on every linear layer at rank 16, which "
-        "learned many labels from ten examples each far better than the general recipe "
+        "learned 60 labels from ten examples each 16 points better than the general recipe "
         "(bench/classification.py)."
     ),
     defaults={
