@@ -7,13 +7,22 @@ from collections.abc import Sequence
 
 from django.contrib.auth.models import User
 
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion
-from evaluation.models import EvalKind, EvalResult, EvalRun, EvalStatus
+from evaluation.models import (
+    CandidateKind,
+    EvalKind,
+    EvalResult,
+    EvalRun,
+    EvalStatus,
+    Prompting,
+)
 from evaluation.prompting import answer_of
 from evaluation.report import run_report
 from evaluation.runner import _summarise, test_items
 from evaluation.scoring import Checks, score_answer
 from evaluation.services import CandidateSpec, eval_run_create
+from tests.api.builders import register_model_version
 from training.models import TrainingJob
 
 
@@ -57,3 +66,33 @@ def finished_run(
     run.report = run_report(run)
     run.save()
     return run
+
+
+def fine_tuned_against_five_shot(
+    version: DatasetVersion, lead: User, base_model: BaseModel, tuned: int, shot: int
+) -> EvalRun:
+    """A finished run of a registered version answering ``tuned`` of the validation items
+    right against its base model 5-shot answering ``shot`` right."""
+    model_version = register_model_version(
+        version=version, base_model=base_model, user=lead, model_name="triage"
+    )
+    items = version.validation_count
+    return finished_run(
+        version=version,
+        user=lead,
+        answers=[
+            (
+                CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=model_version),
+                [i < tuned for i in range(items)],
+            ),
+            (
+                CandidateSpec(
+                    kind=CandidateKind.BASE,
+                    base_model=base_model,
+                    prompting=Prompting.FEW_SHOT,
+                    few_shot_k=5,
+                ),
+                [i < shot for i in range(items)],
+            ),
+        ],
+    )

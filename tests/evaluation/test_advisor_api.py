@@ -22,12 +22,12 @@ from catalog.models import BaseModel
 from datasets.models import DatasetVersion
 from evaluation.advice import run_advice
 from evaluation.advisor import Advice, AdviceRow, BreakEven
-from evaluation.models import CandidateKind, EvalRun, Prompting
+from evaluation.models import CandidateKind, EvalRun
 from evaluation.services import CandidateSpec
 from ftportal.models import Project
 from ftportal.roles import Role
-from tests.api.builders import api, register_model_version, token_client
-from tests.evaluation.finished_runs import finished_run
+from tests.api.builders import api, token_client
+from tests.evaluation.finished_runs import fine_tuned_against_five_shot, finished_run
 from tests.factories import frozen_version
 
 pytestmark = pytest.mark.django_db
@@ -43,34 +43,6 @@ def lead(make_member: Callable[[Role], User]) -> User:
 @pytest.fixture
 def big_version(project: Project, lead: User) -> DatasetVersion:
     return frozen_version(project, lead, count=130)  # 104 training examples, 26 validation
-
-
-def fine_tuned_against_five_shot(
-    version: DatasetVersion, lead: User, base_model: BaseModel, tuned: int, shot: int
-) -> EvalRun:
-    model_version = register_model_version(
-        version=version, base_model=base_model, user=lead, model_name="triage"
-    )
-    items = version.validation_count
-    return finished_run(
-        version=version,
-        user=lead,
-        answers=[
-            (
-                CandidateSpec(kind=CandidateKind.MODEL_VERSION, model_version=model_version),
-                [i < tuned for i in range(items)],
-            ),
-            (
-                CandidateSpec(
-                    kind=CandidateKind.BASE,
-                    base_model=base_model,
-                    prompting=Prompting.FEW_SHOT,
-                    few_shot_k=5,
-                ),
-                [i < shot for i in range(items)],
-            ),
-        ],
-    )
 
 
 @pytest.fixture
