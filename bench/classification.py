@@ -67,9 +67,7 @@ def _csv_upload(examples: list[IntentExample], name: str) -> Any:
     return SimpleUploadedFile(name, text.getvalue().encode(), content_type="text/csv")
 
 
-def _imported_and_approved(
-    project: Any, user: Any, name: str, examples: list[IntentExample]
-) -> Any:
+def imported_and_approved(project: Any, user: Any, name: str, examples: list[IntentExample]) -> Any:
     """A dataset of ``examples`` imported as CSV, bulk approved, with the derived label set as
     its answer contract: the steps a lead clicks through."""
     from datasets.formats import CsvMapping
@@ -153,15 +151,15 @@ def run(args: argparse.Namespace) -> None:
     train, test = intent_task(
         train_per_label=args.per_label, test_per_label=args.test_per_label, labels=args.labels
     )
-    training_data = _imported_and_approved(project, lead, "intents", train)
-    test_data = _imported_and_approved(project, lead, "intents-test", test)
+    training_data = imported_and_approved(project, lead, "intents", train)
+    test_data = imported_and_approved(project, lead, "intents-test", test)
     # Messages generated from shared phrasings are near duplicates by design.
     reason = "bench: generated from shared phrasings"
     version = dataset_version_freeze(
         dataset=training_data, user=lead, overlap_override_reason=reason
     )
     test_set = dataset_version_freeze(dataset=test_data, user=lead, test_set=True)
-    exact, near = _overlap(test_set)
+    exact, near = overlap_counts(test_set)
     print(
         f"frozen: {version.train_count} train, {version.validation_count} validation; test set "
         f"{test_set.example_count} items, overlap with training {exact} exact, {near} near; "
@@ -225,7 +223,7 @@ def _typed_in(recipe: str) -> dict[str, Any]:
     return {name: general[name] for name in names}
 
 
-def _overlap(test_set: Any) -> tuple[int, int]:
+def overlap_counts(test_set: Any) -> tuple[int, int]:
     test_set.refresh_from_db()
     versions = test_set.test_overlaps.get("versions", [])
     return sum(v.get("exact", 0) for v in versions), sum(v.get("near", 0) for v in versions)

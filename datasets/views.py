@@ -350,6 +350,7 @@ def version_detail(request: AppRequest, project_id: int, version_id: int) -> Htt
         "contract_description": describe_contract(version.answer_contract),
         "items": version.items.all()[:50],
         "jobs": version.training_jobs.select_related("base_model"),
+        "searches": version.training_searches.order_by("-created_at"),
         "can": role_flags(role),
         "previous": previous,
         "changes": version_diff(previous, version) if previous else None,

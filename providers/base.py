@@ -18,6 +18,9 @@ Conversation = list[Message]
 # The kinds of a dataset's answer contract that generation can be constrained to.
 ConstraintKind = Literal["label_set", "json_schema", "regex"]
 CONSTRAINT_KINDS: tuple[ConstraintKind, ...] = ("label_set", "json_schema", "regex")
+# What a local trainer's validation passes measure (TrainingConfig.validation_metric).
+ValidationMetric = Literal["loss", "label_accuracy"]
+VALIDATION_METRICS: tuple[ValidationMetric, ...] = ("loss", "label_accuracy")
 
 
 class ProviderError(Exception):
@@ -80,6 +83,14 @@ class TrainingConfig:
     # Stop after this many validation evaluations in a row without a new best validation loss,
     # and keep the best checkpoint as the result; None trains to the end.
     early_stopping_patience: int | None = None
+    # What a validation pass measures besides the loss. "label_accuracy": the share of
+    # validation conversations answered with their label when the reply is constrained to
+    # validation_labels (a label-set task); the best evaluation, which early stopping keeps,
+    # is then the one of highest accuracy, a lower loss breaking ties.
+    validation_metric: ValidationMetric = "loss"
+    # The label set for "label_accuracy": the dataset version's, filled in by the worker
+    # (not a setting a lead types).
+    validation_labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,8 @@ class TrainingProgress:
     epoch: float
     train_loss: float | None = None
     val_loss: float | None = None
+    # The validation label accuracy, at a validation pass that measures one.
+    val_accuracy: float | None = None
     learning_rate: float | None = None
     # Non-padding tokens processed in this step, and the rate over the run so far.
     step_tokens: int = 0
@@ -264,6 +277,8 @@ class TrainingResult:
     best_step: int | None = None
     stopped_early: bool = False
     trained_tokens: int = 0
+    # The validation label accuracy of the adapter in adapter_dir, when the run measured one.
+    val_accuracy: float | None = None
 
 
 @dataclass(frozen=True)

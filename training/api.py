@@ -1,4 +1,5 @@
-"""API for training: the base-model catalog, launching, watching and cancelling jobs.
+"""API for training: the base-model catalog, launching, watching and cancelling jobs, and
+searches over training settings (a few trials within a time budget, the best registered).
 Registering a checkpoint as a model version is the registry's (registry.api)."""
 
 from __future__ import annotations
@@ -30,13 +31,26 @@ from ftportal.permissions import project_for
 from ftportal.roles import Action
 
 from .estimates import launch_estimate
-from .models import Checkpoint, TrainingJob
+from .models import Checkpoint, TrainingJob, TrainingSearch
 from .recipes import job_hyperparameters, recipe_for
+from .searches import (
+    DEFAULT_TRIALS,
+    MAX_BUDGET_MINUTES,
+    MAX_TRIALS,
+    MIN_TRIALS,
+    SEARCHED_SETTINGS,
+    training_search_cancel,
+    training_search_launch,
+)
 from .selectors import (
+    TrialRow,
     artifact_name,
     job_overfitting,
+    search_trial_rows,
     training_job_in_project,
     training_jobs_of,
+    training_search_in_project,
+    training_searches_of,
 )
 from .services import training_job_cancel, training_job_launch
 
@@ -125,7 +139,16 @@ class JobOutput(serializers.Serializer[Any]):
         "is longer than its heartbeat (or a hosted job's polling) allows; null while on time.",
     )
     best_step = serializers.IntegerField(allow_null=True)
+    val_accuracy = serializers.FloatField(
+        allow_null=True,
+        help_text="Validation label accuracy at the kept step, when validation measured one.",
+    )
     stopped_early = serializers.BooleanField()
+    search = serializers.IntegerField(
+        source="search_id",
+        allow_null=True,
+        help_text="The training search this job is a trial of; null for a plain job.",
+    )
     estimated_cost_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
     actual_cost_usd = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
     cost_basis = serializers.CharField()
@@ -152,6 +175,7 @@ class MetricOutput(serializers.Serializer[Any]):
     epoch = serializers.FloatField()
     train_loss = serializers.FloatField(allow_null=True)
     val_loss = serializers.FloatField(allow_null=True)
+    val_accuracy = serializers.FloatField(allow_null=True)
     learning_rate = serializers.FloatField(allow_null=True)
     tokens_per_second = serializers.FloatField(allow_null=True)
     seconds_left = serializers.FloatField(allow_null=True)
@@ -320,3 +344,186 @@ class TrainingJobEstimateApi(APIView):
         # Which defaults the job would start from, and why (what the launch page says).
         recipe = recipe_for(version, base_model)
         return Response(estimate.as_dict() | {"recipe": asdict(recipe)})
+
+
+# --- searches ------------------------------------------------------------------------------------
+
+
+class TrialOutput(serializers.Serializer[Any]):
+    number = serializers.IntegerField()
+    changes = serializers.CharField(help_text="What this trial changes of the shared settings.")
+    learning_rate = serializers.FloatField()
+    lora_r = serializers.IntegerField()
+    job = serializers.SerializerMethodField(help_text="The trial's job; null until it starts.")
+    status = serializers.SerializerMethodField(
+        help_text="The job's status, or 'planned' until it starts."
+    )
+    val_accuracy = serializers.FloatField(allow_null=True)
+    val_loss = serializers.FloatField(allow_null=True)
+    best_step = serializers.SerializerMethodField()
+    stopped_early = serializers.SerializerMethodField()
+    minutes = serializers.FloatField(allow_null=True, help_text="Worker minutes it took so far.")
+    is_best = serializers.BooleanField()
+
+    def get_job(self, row: TrialRow) -> int | None:
+        return row.job.pk if row.job is not None else None
+
+    def get_status(self, row: TrialRow) -> str:
+        return str(row.job.status) if row.job is not None else "planned"
+
+    def get_best_step(self, row: TrialRow) -> int | None:
+        return row.job.best_step if row.job is not None else None
+
+    def get_stopped_early(self, row: TrialRow) -> bool:
+        return row.job is not None and row.job.stopped_early
+
+
+class SearchOutput(serializers.Serializer[Any]):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    dataset_version = serializers.IntegerField(source="dataset_version_id")
+    dataset_version_number = serializers.IntegerField(source="dataset_version.number")
+    dataset = serializers.IntegerField(source="dataset_version.dataset_id")
+    dataset_name = serializers.CharField(source="dataset_version.dataset.name")
+    base_model = serializers.CharField(source="base_model.key")
+    model_name = serializers.CharField()
+    budget_minutes = serializers.IntegerField()
+    hyperparameters = serializers.DictField(help_text="The settings every trial shares.")
+    trial_settings = serializers.ListField(
+        child=serializers.DictField(), help_text="What each trial changes, in order."
+    )
+    cancel_requested = serializers.BooleanField()
+    best_job = serializers.IntegerField(
+        source="best_job_id",
+        allow_null=True,
+        help_text="The trial registered as the search's result, once the search has ended.",
+    )
+    best_model_versions = serializers.SerializerMethodField()
+    outcome = serializers.CharField(help_text="Why the search ended where it did.")
+    spent_minutes = serializers.SerializerMethodField(
+        help_text="Worker minutes the trials took, of the budget."
+    )
+    created_by = serializers.CharField(source="created_by.get_username")
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    trials = serializers.SerializerMethodField(help_text="Every planned trial, started or not.")
+
+    def get_best_model_versions(self, search: TrainingSearch) -> list[int]:
+        if search.best_job is None:
+            return []
+        return [version.pk for version in search.best_job.model_versions.all()]
+
+    def get_spent_minutes(self, search: TrainingSearch) -> float:
+        return sum(trial.compute_seconds for trial in search.trials.all()) / 60
+
+    @extend_schema_field(TrialOutput(many=True))
+    def get_trials(self, search: TrainingSearch) -> list[dict[str, Any]]:
+        return list(TrialOutput(search_trial_rows(search), many=True).data)
+
+
+class TrainingSearchCollectionApi(APIView):
+    class SearchCreateInput(InputSerializer):
+        dataset_version = serializers.IntegerField(help_text="Id of a frozen dataset version.")
+        base_model = serializers.CharField(help_text="Catalog key of a local base model.")
+        budget_minutes = serializers.IntegerField(
+            min_value=1,
+            max_value=MAX_BUDGET_MINUTES,
+            help_text="Worker minutes all trials may take; a trial starts only if its "
+            "estimate fits in what is left.",
+        )
+        trial_count = serializers.IntegerField(
+            required=False,
+            default=DEFAULT_TRIALS,
+            min_value=MIN_TRIALS,
+            max_value=MAX_TRIALS,
+            help_text="How many trials the search plans itself, when `trials` is not given.",
+        )
+        # Checked by the service, which owns the searched settings and their bounds.
+        trials = serializers.ListField(
+            child=serializers.DictField(),
+            required=False,
+            help_text="What each trial changes, in order (only "
+            f"{', '.join(SEARCHED_SETTINGS)}); the first usually nothing ({{}}).",
+        )
+        hyperparameters = serializers.DictField(
+            required=False, default=dict, help_text="Settings every trial shares."
+        )
+        model_name = serializers.CharField(
+            required=False, allow_blank=True, default="", max_length=200
+        )
+
+    @extend_schema(
+        operation_id="training_searches_list",
+        parameters=PAGINATION_PARAMETERS,
+        responses=page_serializer("SearchPage", SearchOutput),
+    )
+    def get(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return paginated_response(
+            request=request,
+            view=self,
+            queryset=training_searches_of(project),
+            serializer_class=SearchOutput,
+        )
+
+    @extend_schema(
+        operation_id="training_searches_create",
+        summary="Start a search over a few training settings within a time budget (once per "
+        "Idempotency-Key)",
+        request=SearchCreateInput,
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+        responses={
+            201: SearchOutput,
+            200: OpenApiResponse(
+                SearchOutput,
+                description="The search an earlier request with this key started.",
+            ),
+            409: OpenApiResponse(
+                description="This Idempotency-Key was used for a different request."
+            ),
+        },
+    )
+    def post(self, request: Request, project_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+        payload = self.SearchCreateInput(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        launch = training_search_launch(
+            project=project,
+            dataset_version=_referenced_version(project, data["dataset_version"]),
+            base_model=_referenced_base_model(data["base_model"]),
+            user=acting_user(request),
+            idempotency_key=idempotency_key_of(request),
+            budget_minutes=data["budget_minutes"],
+            trial_count=data["trial_count"],
+            trials=data.get("trials"),
+            hyperparameters=data["hyperparameters"],
+            model_name=data["model_name"],
+        )
+        return Response(
+            SearchOutput(training_search_in_project(project, launch.obj.pk)).data,
+            status=status.HTTP_201_CREATED if launch.created else status.HTTP_200_OK,
+        )
+
+
+class TrainingSearchDetailApi(APIView):
+    @extend_schema(operation_id="training_searches_retrieve", responses=SearchOutput)
+    def get(self, request: Request, project_id: int, search_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+        return Response(SearchOutput(training_search_in_project(project, search_id)).data)
+
+
+class TrainingSearchCancelApi(APIView):
+    @extend_schema(
+        operation_id="training_searches_cancel",
+        summary="Start no more trials and cancel the one running; the best finished trial is "
+        "still registered",
+        request=None,
+        responses=SearchOutput,
+    )
+    def post(self, request: Request, project_id: int, search_id: int) -> Response:
+        project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+        search = training_search_in_project(project, search_id)
+        refuse_any_input(request)
+        search = training_search_cancel(search=search)
+        return Response(SearchOutput(training_search_in_project(project, search.pk)).data)

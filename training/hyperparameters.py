@@ -12,7 +12,7 @@ from typing import Any
 
 from catalog.models import Provider
 from ftportal.errors import ApplicationError
-from providers.base import HostedTrainingConfig, TrainingConfig
+from providers.base import VALIDATION_METRICS, HostedTrainingConfig, TrainingConfig
 
 # Bounds that catch typos without second-guessing the user; the guide says 3 to 5 epochs.
 NUMBER_BOUNDS: dict[str, tuple[float, float]] = {
@@ -34,6 +34,8 @@ FLOAT_FIELDS = frozenset({"learning_rate", "learning_rate_multiplier", "lora_dro
 # Module names as peft matches them: a suffix of the module's dotted path.
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 HOSTED_PROVIDERS = frozenset({Provider.OPENAI})
+# Filled in by the worker from the dataset version's label set, never typed by a lead.
+WORKER_FILLED = frozenset({"validation_labels"})
 
 
 def _as_number(value: Any) -> float | None:
@@ -82,6 +84,16 @@ def _target_modules(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))  # keeps the order, drops repeats
 
 
+def _validation_metric(value: Any) -> str:
+    field = "hyperparameters.validation_metric"
+    if value not in VALIDATION_METRICS:
+        raise ApplicationError(
+            f"{field}: expected one of {', '.join(VALIDATION_METRICS)}, got {value!r}.",
+            extra={"field": field},
+        )
+    return str(value)
+
+
 def _checked(raw: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -94,13 +106,19 @@ def _checked(raw: dict[str, Any], allowed: set[str]) -> dict[str, Any]:
     for name, value in raw.items():
         if value is None or value == "":
             continue
-        values[name] = _target_modules(value) if name == "target_modules" else _number(name, value)
+        if name == "target_modules":
+            values[name] = _target_modules(value)
+        elif name == "validation_metric":
+            values[name] = _validation_metric(value)
+        else:
+            values[name] = _number(name, value)
     return values
 
 
 def training_config_from(raw: dict[str, Any]) -> TrainingConfig:
     """A local job's config from user input, defaults filled in."""
-    return TrainingConfig(**_checked(raw, {f.name for f in fields(TrainingConfig)}))
+    allowed = {f.name for f in fields(TrainingConfig)} - WORKER_FILLED
+    return TrainingConfig(**_checked(raw, allowed))
 
 
 def hosted_config_from(raw: dict[str, Any]) -> HostedTrainingConfig:
@@ -114,6 +132,8 @@ def config_for(provider: str, raw: dict[str, Any]) -> dict[str, Any]:
     config = hosted_config_from(raw) if provider in HOSTED_PROVIDERS else training_config_from(raw)
     stored = asdict(config)
     stored.pop("suffix", None)
+    for name in WORKER_FILLED:
+        stored.pop(name, None)
     if "target_modules" in stored:
         stored["target_modules"] = list(stored["target_modules"])  # JSON has no tuples
     return stored
@@ -148,6 +168,7 @@ HYPERPARAMETER_LABELS = {
     "eval_every_steps": "Validate every N steps",
     "checkpoint_every_steps": "Checkpoint every N steps",
     "early_stopping_patience": "Early stopping",
+    "validation_metric": "Validation metric",
     "max_steps": "Max steps",
 }
 EARLY_STOPPING_OFF = "off"
@@ -176,9 +197,18 @@ def unset_text(name: str, *, hosted: bool) -> str:
     return PROVIDER_CHOOSES if hosted else UNSET_LOCAL.get(name, "default")
 
 
+# How each validation metric reads on pages.
+VALIDATION_METRIC_TEXT = {
+    "loss": "loss",
+    "label_accuracy": "loss and label accuracy (answers constrained to the label set)",
+}
+
+
 def hyperparameter_text(name: str, value: Any, *, hosted: bool) -> str:
     if name == "early_stopping_patience":
         return early_stopping_text(value)
+    if name == "validation_metric":
+        return VALIDATION_METRIC_TEXT.get(value, str(value))
     if value is None:
         return unset_text(name, hosted=hosted)
     if isinstance(value, list | tuple):

@@ -76,7 +76,13 @@ class TrainingJob(models.Model):
     tokens_per_second = models.FloatField(null=True, blank=True)
     seconds_left = models.FloatField(null=True, blank=True)
     best_step = models.PositiveIntegerField(null=True, blank=True)
+    # The validation label accuracy of the result (its best step), when validation measured one.
+    val_accuracy = models.FloatField(null=True, blank=True)
     stopped_early = models.BooleanField(default=False)
+    # The search this job is a trial of; its result is registered only if the search picks it.
+    search = models.ForeignKey(
+        "TrainingSearch", on_delete=models.PROTECT, null=True, blank=True, related_name="trials"
+    )
     estimated_cost_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     actual_cost_usd = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
     cost_basis = models.CharField(max_length=300, blank=True)
@@ -125,6 +131,7 @@ class TrainingMetric(models.Model):
     epoch = models.FloatField()
     train_loss = models.FloatField(null=True)
     val_loss = models.FloatField(null=True)
+    val_accuracy = models.FloatField(null=True)
     learning_rate = models.FloatField(null=True)
     tokens_per_second = models.FloatField(null=True)
     seconds_left = models.FloatField(null=True)
@@ -184,3 +191,58 @@ class JobEvent(models.Model):
                 name="provider_event_once_per_job",
             )
         ]
+
+
+class SearchStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+SEARCH_TRANSITIONS: dict[str, frozenset[str]] = {
+    SearchStatus.RUNNING: frozenset(
+        {SearchStatus.SUCCEEDED, SearchStatus.FAILED, SearchStatus.CANCELLED}
+    ),
+}
+
+
+class TrainingSearch(models.Model):
+    """A small search over training settings: a few local jobs (its trials) on one dataset
+    version, each changing a setting or two of the same recipe, run one after another while
+    the lead's time budget lasts, each stopped early on the validation metric. The best trial
+    by that metric is registered as a model version; every trial stays visible as a job."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_searches")
+    dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.PROTECT, related_name="training_searches"
+    )
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="searches")
+    model_name = models.CharField(max_length=200)
+    # Worker minutes the trials may take in all; a trial starts only when its estimate fits.
+    budget_minutes = models.PositiveIntegerField()
+    # The lead's settings, which every trial shares, and what each trial changes, in order.
+    hyperparameters = models.JSONField(default=dict)
+    trial_settings = models.JSONField()
+    status = models.CharField(
+        max_length=20, choices=SearchStatus.choices, default=SearchStatus.RUNNING
+    )
+    cancel_requested = models.BooleanField(default=False)
+    best_job = models.ForeignKey(
+        TrainingJob, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    # Why the search ended where it did, in a sentence (the budget, a cancellation).
+    outcome = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Training search {self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status != SearchStatus.RUNNING

@@ -15,6 +15,7 @@ from typing import Any
 from catalog.models import BaseModel
 from datasets.contracts import LABEL_SET
 from datasets.models import DatasetVersion
+from ftportal.errors import ApplicationError
 
 from .hyperparameters import HOSTED_PROVIDERS, config_for
 
@@ -52,6 +53,9 @@ LABEL_SET_RECIPE = Recipe(
         "lora_alpha": 32,
         "learning_rate": 5e-4,
         "epochs": 3,
+        # Validation passes say what share of labels the model gets right, the figure the
+        # lead is shown, and early stopping and a search keep the best by it.
+        "validation_metric": "label_accuracy",
     },
 )
 
@@ -71,4 +75,13 @@ def job_hyperparameters(
     """The complete, checked hyperparameters of a job: the lead's, then the recipe's, then the
     provider's defaults. The one way launches, estimates and the form fill them in."""
     given = {name: value for name, value in raw.items() if value is not None and value != ""}
-    return config_for(base_model.provider, recipe_for(version, base_model).defaults | given)
+    stored = config_for(base_model.provider, recipe_for(version, base_model).defaults | given)
+    is_label_set = (version.answer_contract or {}).get("kind") == LABEL_SET
+    if stored.get("validation_metric") == "label_accuracy" and not is_label_set:
+        field = "hyperparameters.validation_metric"
+        raise ApplicationError(
+            f"{field}: label accuracy needs a label-set answer contract, and {version} has "
+            "none; validate on the loss.",
+            extra={"field": field},
+        )
+    return stored

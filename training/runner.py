@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from django.conf import settings
@@ -24,9 +25,11 @@ from datasets.quality.validation import validate_conversations
 from datasets.test_sets import training_refusal
 from ftportal.ownership import attempt_claim, heartbeat_for
 from providers.base import (
+    AnswerConstraint,
     CheckpointSaved,
     ProviderError,
     TrainingCancelled,
+    TrainingConfig,
     TrainingProgress,
     TrainingResult,
 )
@@ -182,13 +185,24 @@ def _train(job: TrainingJob, attempt: int, resume: Checkpoint | None) -> Trainin
     return fine_tuner.train(
         train=_conversations(job, Split.TRAIN),
         validation=_conversations(job, Split.VALIDATION),
-        config=local_config(job.hyperparameters),
+        config=_config(job),
         output_dir=output_dir,
         on_progress=on_progress,
         should_stop=should_stop,
         on_checkpoint=on_checkpoint,
         resume_from=Path(resume.path) if resume is not None else None,
     )
+
+
+def _config(job: TrainingJob) -> TrainingConfig:
+    """The job's stored settings, with the label set that label accuracy is measured against
+    (the dataset version's, which the lead does not type)."""
+    config = local_config(job.hyperparameters)
+    if config.validation_metric != "label_accuracy":
+        return config
+    constraint = AnswerConstraint.from_contract(job.dataset_version.answer_contract or {})
+    labels = constraint.labels if constraint is not None else ()
+    return replace(config, validation_labels=labels)
 
 
 def _require_ownership(job_id: int, attempt: int) -> None:
@@ -212,6 +226,7 @@ def _record_progress(job: TrainingJob, attempt: int, progress: TrainingProgress)
         epoch=progress.epoch,
         train_loss=progress.train_loss,
         val_loss=progress.val_loss,
+        val_accuracy=progress.val_accuracy,
         learning_rate=progress.learning_rate,
         tokens_per_second=progress.tokens_per_second,
         seconds_left=progress.seconds_left,
@@ -251,9 +266,10 @@ def _succeed(
         best_step = result.best_step if result.best_step is not None else result.steps
         checkpoint = job.checkpoints.filter(step=best_step).first()
         if result.stopped_early:
+            watched = "label accuracy" if result.val_accuracy is not None else "loss"
             job_event(
                 job,
-                f"Stopped early at step {result.steps}: validation loss stopped improving; "
+                f"Stopped early at step {result.steps}: validation {watched} stopped improving; "
                 f"kept the best checkpoint, step {best_step}",
                 level=EventLevel.WARNING,
             )
@@ -268,6 +284,7 @@ def _succeed(
             stopped_early=result.stopped_early,
             trained_tokens=result.trained_tokens,
             compute_seconds=job.compute_seconds,
+            val_accuracy=result.val_accuracy,
         )
         # What later jobs' launch estimates on this machine learn from (training.estimates).
         speeds = JobSpeeds.from_metrics(result.metrics)
@@ -275,14 +292,16 @@ def _succeed(
             job_event(job, speeds.text(), provider_event_id=SPEEDS_EVENT_ID)
         local_attempt_spend_record(job, attempt=attempt, seconds=seconds)
         cost_record(job, _local_basis(job))
-        # In the same transaction: the job succeeds with its model version or not at all.
-        model_version_keeper().job_succeeded(
-            TrainedModel(
-                job=job,
-                checkpoint=checkpoint,
-                adapter_dir=str(result.adapter_dir),
-                train_loss=result.train_loss,
-                val_loss=result.val_loss,
+        # A search's trial is registered only if the search picks it (training.searches).
+        if job.search_id is None:
+            # In the same transaction: the job succeeds with its model version or not at all.
+            model_version_keeper().job_succeeded(
+                TrainedModel(
+                    job=job,
+                    checkpoint=checkpoint,
+                    adapter_dir=str(result.adapter_dir),
+                    train_loss=result.train_loss,
+                    val_loss=result.val_loss,
+                )
             )
-        )
     return job

@@ -1,12 +1,14 @@
-"""Reads for training: a project's jobs and checkpoints, the curves as chart data, the
-overfitting signal, checkpoints."""
+"""Reads for training: a project's jobs, searches and checkpoints, the curves as chart data,
+the overfitting signal, checkpoints, a search's trials."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
+from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -15,12 +17,14 @@ from django.shortcuts import get_object_or_404
 from ftportal.charts import Axis, Chart, Point, Series
 from ftportal.models import Project
 
-from .models import Checkpoint, TrainingJob
+from .models import Checkpoint, JobStatus, TrainingJob, TrainingMetric, TrainingSearch
+from .recipes import job_hyperparameters
 
 # "Several evaluations": validation loss rising this many times in a row.
 OVERFITTING_RISES = 3
 # A loss value is the mean cross-entropy per predicted token, as the trainers report it.
 LOSS_AXIS_TITLE = "Loss (cross-entropy per token)"
+ACCURACY_AXIS_TITLE = "Label accuracy (share of validation answers)"
 
 MetricRow = tuple[int, float | None, float | None]  # step, train loss, validation loss
 
@@ -44,6 +48,19 @@ def training_job_in_project(project: Project, job_id: int) -> TrainingJob:
     return get_object_or_404(training_jobs_of(project), pk=job_id)
 
 
+def training_searches_of(project: Project) -> QuerySet[TrainingSearch]:
+    """The project's searches, newest first, with what their pages and the API show."""
+    return (
+        TrainingSearch.objects.filter(project=project)
+        .select_related("dataset_version__dataset", "base_model", "created_by", "best_job")
+        .order_by("-created_at", "-id")
+    )
+
+
+def training_search_in_project(project: Project, search_id: int) -> TrainingSearch:
+    return get_object_or_404(training_searches_of(project), pk=search_id)
+
+
 def checkpoints_of(project: Project) -> QuerySet[Checkpoint]:
     return Checkpoint.objects.filter(job__project=project).select_related("job")
 
@@ -55,6 +72,8 @@ class JobCurves:
     loss: Chart
     learning_rate: Chart
     speed: Chart
+    # Validation label accuracy, for a job whose validation passes measure it.
+    accuracy: Chart
 
     @property
     def train_loss(self) -> Series:
@@ -76,7 +95,7 @@ def job_curves(job: TrainingJob) -> JobCurves:
     """Every stored metric point of the job, by step, as chart data."""
     rows = list(
         job.metrics.order_by("step").values_list(
-            "step", "train_loss", "val_loss", "learning_rate", "tokens_per_second"
+            "step", "train_loss", "val_loss", "learning_rate", "tokens_per_second", "val_accuracy"
         )
     )
     steps = _step_axis(job, [row[0] for row in rows])
@@ -105,6 +124,13 @@ def job_curves(job: TrainingJob) -> JobCurves:
             x=steps,
             y=Axis(title="Tokens per second", format="integer", min=0),
             series=[Series("Tokens per second", points(4))],
+        ),
+        accuracy=Chart(
+            element_id="accuracy-chart-data",
+            description="Validation label accuracy by step",
+            x=steps,
+            y=Axis(title=ACCURACY_AXIS_TITLE, format="percent", min=0, max=1),
+            series=[Series("Validation label accuracy", points(5))],
         ),
     )
 
@@ -187,11 +213,21 @@ class CheckpointRow:
 
 
 def checkpoint_rows(job: TrainingJob) -> list[CheckpointRow]:
-    """The job's checkpoints, the best by validation loss marked (else the job's best step)."""
+    """The job's checkpoints, the best marked: by validation label accuracy where the job
+    measures it (a lower loss breaking ties, as the trainer keeps its best), else by
+    validation loss, else the job's best step."""
     checkpoints = list(job.checkpoints.select_related("model_version"))
+    accuracy: dict[int, float] = {
+        step: value
+        for step, value in job.metrics.values_list("step", "val_accuracy")
+        if value is not None
+    }
     measured = [c for c in checkpoints if c.val_loss is not None]
+    with_accuracy = [c for c in measured if c.step in accuracy]
     best: Checkpoint | None
-    if measured:
+    if with_accuracy:
+        best = min(with_accuracy, key=lambda c: (-accuracy[c.step], c.val_loss, c.step))
+    elif measured:
         best = min(measured, key=lambda c: (c.val_loss, c.step))
     else:
         best = next((c for c in checkpoints if c.step == job.best_step), None)
@@ -203,3 +239,139 @@ def checkpoint_rows(job: TrainingJob) -> list[CheckpointRow]:
         )
         for c in checkpoints
     ]
+
+
+# --- searches ------------------------------------------------------------------------------------
+
+
+def variation_text(variation: dict[str, Any]) -> str:
+    """What a trial changes, as the search page says it."""
+    if not variation:
+        return "the recipe as it is"
+    words = {"learning_rate": "learning rate", "lora_r": "LoRA rank", "lora_alpha": "alpha"}
+    return ", ".join(f"{words.get(name, name)} {value:g}" for name, value in variation.items())
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """A finished trial's figures at its kept step: what trials are compared on."""
+
+    job: TrainingJob
+    val_accuracy: float | None
+    val_loss: float | None
+    train_loss: float | None
+
+    @property
+    def rank_key(self) -> tuple[float, float]:
+        """Higher is better: the label accuracy, then the lower loss."""
+        accuracy = self.val_accuracy if self.val_accuracy is not None else -1.0
+        loss = self.val_loss if self.val_loss is not None else math.inf
+        return (accuracy, -loss)
+
+
+def trial_result(job: TrainingJob) -> TrialResult:
+    """The figures of a succeeded trial at the step it kept (its best under early stopping)."""
+    step = job.best_step if job.best_step is not None else job.step
+    checkpoint = job.checkpoints.filter(step=step).first()
+    metric = TrainingMetric.objects.filter(job=job, step=step).first()
+    val_loss = checkpoint.val_loss if checkpoint is not None else None
+    train_loss = checkpoint.train_loss if checkpoint is not None else None
+    if metric is not None:
+        val_loss = val_loss if val_loss is not None else metric.val_loss
+        train_loss = train_loss if train_loss is not None else metric.train_loss
+    return TrialResult(job, job.val_accuracy, val_loss, train_loss)
+
+
+def best_trial(trials: Sequence[TrainingJob]) -> TrialResult | None:
+    """The succeeded trial of the best validation metric; the earlier one on a tie."""
+    results = [trial_result(trial) for trial in trials if trial.status == JobStatus.SUCCEEDED]
+    if not results:
+        return None
+    # max keeps the first of equal ones: the earlier trial.
+    return max(results, key=lambda result: result.rank_key)
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One planned trial of a search: what it changes, and its job once it started."""
+
+    number: int
+    changes: str
+    learning_rate: float
+    lora_r: int
+    job: TrainingJob | None
+    val_accuracy: float | None
+    val_loss: float | None
+    is_best: bool
+
+    @property
+    def minutes(self) -> float | None:
+        return self.job.compute_seconds / 60 if self.job is not None else None
+
+
+def search_trial_rows(search: TrainingSearch) -> list[TrialRow]:
+    """Every trial the search planned, in order, started or not."""
+    jobs = list(search.trials.order_by("id"))
+    rows: list[TrialRow] = []
+    for index, variation in enumerate(search.trial_settings):
+        job = jobs[index] if index < len(jobs) else None
+        if job is not None:
+            settings_used = job.hyperparameters
+        else:
+            settings_used = job_hyperparameters(
+                search.dataset_version,
+                search.base_model,
+                dict(search.hyperparameters) | variation,
+            )
+        succeeded = job is not None and job.status == JobStatus.SUCCEEDED
+        result = trial_result(job) if job is not None and succeeded else None
+        rows.append(
+            TrialRow(
+                number=index + 1,
+                changes=variation_text(variation),
+                learning_rate=float(settings_used["learning_rate"]),
+                lora_r=int(settings_used["lora_r"]),
+                job=job,
+                val_accuracy=result.val_accuracy if result else None,
+                val_loss=result.val_loss if result else None,
+                is_best=job is not None and job.pk == search.best_job_id,
+            )
+        )
+    return rows
+
+
+def search_curves(search: TrainingSearch) -> Chart:
+    """Each started trial's validation curve on one chart: label accuracy where the trials
+    measure it, else the validation loss."""
+    jobs = list(search.trials.order_by("id"))
+    points = {
+        job.pk: list(
+            job.metrics.filter(val_loss__isnull=False)
+            .order_by("step")
+            .values_list("step", "val_loss", "val_accuracy")
+        )
+        for job in jobs
+    }
+    by_accuracy = any(row[2] is not None for rows in points.values() for row in rows)
+    column = 2 if by_accuracy else 1
+    series = [
+        Series(
+            f"Trial {number}",
+            [(row[0], value) for row in points[job.pk] if (value := row[column]) is not None],
+        )
+        for number, job in enumerate(jobs, start=1)
+    ]
+    last_step = max((job.total_steps for job in jobs), default=0)
+    return Chart(
+        element_id="search-chart-data",
+        description=(
+            "Validation label accuracy by step, one line per trial"
+            if by_accuracy
+            else "Validation loss by step, one line per trial"
+        ),
+        x=Axis(title="Step", format="integer", min=0, max=last_step),
+        y=Axis(title=ACCURACY_AXIS_TITLE, format="percent", min=0, max=1)
+        if by_accuracy
+        else Axis(title=LOSS_AXIS_TITLE),
+        series=series,
+    )

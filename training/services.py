@@ -27,6 +27,7 @@ from ftportal.state import state_change
 from .estimates import LaunchEstimate, end_of_life_problem, launch_estimate
 from .hyperparameters import HOSTED_PROVIDERS
 from .models import (
+    FINISHED_JOB_STATUSES,
     JOB_TRANSITIONS,
     Checkpoint,
     EventLevel,
@@ -34,6 +35,7 @@ from .models import (
     JobStatus,
     TrainingJob,
     TrainingMetric,
+    TrainingSearch,
 )
 from .recipes import job_hyperparameters
 
@@ -79,6 +81,13 @@ def transition(job: TrainingJob, target: JobStatus, **changes: Any) -> None:
     level = EventLevel.ERROR if target == JobStatus.FAILED else EventLevel.INFO
     detail = f": {job.error}" if target == JobStatus.FAILED and job.error else ""
     job_event(job, f"{target.label}{detail}", level=level)
+    if job.search_id is not None and target in FINISHED_JOB_STATUSES:
+        search_id = job.search_id
+        # Deferred: training.tasks imports this module to do the work it queues.
+        from .tasks import advance_training_search
+
+        # Once the trial's end is committed, its search starts the next trial or ends.
+        transaction.on_commit(lambda: advance_training_search.delay(search_id))
 
 
 def training_job_launch(
@@ -127,7 +136,9 @@ def training_job_create(
     user: User,
     hyperparameters: dict[str, Any] | None = None,
     model_name: str = "",
+    search: TrainingSearch | None = None,
 ) -> TrainingJob:
+    """A queued job; with ``search``, a trial of that search (training.searches)."""
     if dataset_version.dataset.project_id != project.pk:
         raise ApplicationError("The dataset version belongs to another project.")
     # Here rather than in the launch only: every way of starting a job (the form, the API,
@@ -164,6 +175,7 @@ def training_job_create(
         model_name=model_name.strip() or f"{dataset_version.dataset.name}-ft",
         created_by=user,
         estimated_cost_usd=estimate.cost_usd,
+        search=search,
     )
     job_event(job, f"Queued by {user.get_username()}; estimate: {_estimate_line(estimate)}")
     for warning in estimate.warnings:
@@ -230,6 +242,7 @@ def metric_record(
     epoch: float,
     train_loss: float | None = None,
     val_loss: float | None = None,
+    val_accuracy: float | None = None,
     learning_rate: float | None = None,
     tokens_per_second: float | None = None,
     seconds_left: float | None = None,
@@ -243,6 +256,7 @@ def metric_record(
             "epoch": epoch,
             "train_loss": train_loss,
             "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
             "learning_rate": learning_rate,
             "tokens_per_second": tokens_per_second,
             "seconds_left": seconds_left,

@@ -9,6 +9,7 @@ from celery import shared_task
 from .hosted import training_job_poll, training_job_submit
 from .reaper import abandoned_jobs_reap
 from .runner import training_job_run
+from .searches import training_search_advance
 
 
 @shared_task(acks_late=True)
@@ -34,6 +35,12 @@ def poll_hosted_job(job_id: int, tries: int = 0) -> None:
         poll_hosted_job.apply_async((job_id, tries + 1), countdown=outcome.retry_in)
     elif outcome.poll_in is not None:
         poll_hosted_job.apply_async((job_id,), countdown=outcome.poll_in)
+
+
+@shared_task(acks_late=True)
+def advance_training_search(search_id: int) -> None:
+    """After a search's trial ended: start its next trial, or end it and register the best."""
+    training_search_advance(search_id=search_id)
 
 
 @shared_task

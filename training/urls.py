@@ -1,5 +1,5 @@
 """The training app's pages and its API under /api/projects/<project_id>/: base models,
-training jobs, their estimates and checkpoints."""
+training jobs, their estimates and checkpoints, searches over training settings."""
 
 from __future__ import annotations
 
@@ -38,6 +38,21 @@ page_patterns: list[URLPattern] = [
         views.job_cancel,
         name="job_cancel",
     ),
+    path(
+        "projects/<int:project_id>/dataset-versions/<int:version_id>/search/",
+        views.search_create,
+        name="search_create",
+    ),
+    path(
+        "projects/<int:project_id>/training-searches/<int:search_id>/",
+        views.search_detail,
+        name="search_detail",
+    ),
+    path(
+        "projects/<int:project_id>/training-searches/<int:search_id>/cancel/",
+        views.search_cancel,
+        name="search_cancel",
+    ),
 ]
 
 project_api_patterns: list[URLPattern] = [
@@ -61,5 +76,20 @@ project_api_patterns: list[URLPattern] = [
         "training-jobs/<int:job_id>/cancel/",
         api.TrainingJobCancelApi.as_view(),
         name="training_job_cancel",
+    ),
+    path(
+        "training-searches/",
+        api.TrainingSearchCollectionApi.as_view(),
+        name="training_search_list",
+    ),
+    path(
+        "training-searches/<int:search_id>/",
+        api.TrainingSearchDetailApi.as_view(),
+        name="training_search_detail",
+    ),
+    path(
+        "training-searches/<int:search_id>/cancel/",
+        api.TrainingSearchCancelApi.as_view(),
+        name="training_search_cancel",
     ),
 ]

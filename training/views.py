@@ -1,10 +1,12 @@
-"""Pages of training: the launch form with its live cost and time estimate, starting a job,
-a job's page (polled while it runs), cancelling it, and the catalog of base models a project can
-train. Registering a checkpoint as a model version is the registry's (registry.views)."""
+"""Pages of training: the launch form with its live cost and time estimate, starting a job or
+a search over training settings, a job's and a search's pages (polled while they run),
+cancelling them, and the catalog of base models a project can train. Registering a checkpoint
+as a model version is the registry's (registry.views)."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from dataclasses import asdict
 from typing import Any
@@ -30,7 +32,23 @@ from .estimates import END_OF_LIFE_WARNING_DAYS, end_of_life_problem, launch_est
 from .hooks import model_version_keeper
 from .hyperparameters import HOSTED_PROVIDERS, HYPERPARAMETER_LABELS, unset_text
 from .recipes import job_hyperparameters, recipe_for
-from .selectors import checkpoint_rows, job_curves, job_overfitting, training_job_in_project
+from .searches import (
+    DEFAULT_TRIALS,
+    MAX_TRIALS,
+    MIN_TRIALS,
+    TRIAL_PATIENCE,
+    training_search_cancel,
+    training_search_launch,
+)
+from .selectors import (
+    checkpoint_rows,
+    job_curves,
+    job_overfitting,
+    search_curves,
+    search_trial_rows,
+    training_job_in_project,
+    training_search_in_project,
+)
 from .services import training_job_cancel, training_job_launch
 
 # Form fields per provider; the first ones show, the rest sit under "Advanced".
@@ -47,6 +65,7 @@ LOCAL_ADVANCED = (
     "eval_every_steps",
     "checkpoint_every_steps",
     "early_stopping_patience",
+    "validation_metric",
     "max_steps",
 )
 HOSTED_BASIC = ("epochs",)
@@ -148,6 +167,13 @@ def job_launch(request: AppRequest, project_id: int, version_id: int) -> HttpRes
             "basic_fields": basic,
             "advanced_fields": advanced,
             "model_name": request.GET.get("model_name") or f"{version.dataset.name}-ft",
+            "search": {
+                "trials": DEFAULT_TRIALS,
+                "min_trials": MIN_TRIALS,
+                "max_trials": MAX_TRIALS,
+                "patience": TRIAL_PATIENCE,
+                "budget_minutes": _suggested_budget(context.get("estimate"), DEFAULT_TRIALS),
+            },
             # A fresh key each time the form is drawn: posting this form twice (a double click,
             # a resubmit) queues one job.
             "idempotency_key": uuid.uuid4(),
@@ -155,6 +181,81 @@ def job_launch(request: AppRequest, project_id: int, version_id: int) -> HttpRes
     )
     template = "training/launch.html#launch-form" if request.htmx else "training/launch.html"
     return render(request, template, context)
+
+
+def _suggested_budget(estimate: Any, trials: int) -> int:
+    """Room for ``trials`` trials as long as the estimate's high end, in whole minutes."""
+    time = getattr(estimate, "time", None)
+    if time is None:
+        return 60
+    return max(1, math.ceil(time.high_seconds * trials / 60))
+
+
+def _whole_number(value: str, *, field: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ApplicationError(
+            f"{field}: expected a whole number of {field.split('_')[-1]}, got {value!r}.",
+            extra={"field": field},
+        ) from None
+
+
+@login_required
+@require_POST
+def search_create(request: AppRequest, project_id: int, version_id: int) -> HttpResponse:
+    """The launch form's second button: the same settings, tried in a few variations."""
+    project, version = _version_for(request, project_id, version_id)
+    base_model = get_object_or_404(BaseModel, key=request.POST.get("base_model", ""))
+    launch = training_search_launch(
+        project=project,
+        dataset_version=version,
+        base_model=base_model,
+        user=request.user,
+        idempotency_key=checked_key(
+            request.POST.get(IDEMPOTENCY_FORM_FIELD, ""), field=IDEMPOTENCY_FORM_FIELD
+        ),
+        budget_minutes=_whole_number(
+            request.POST.get("budget_minutes", ""), field="budget_minutes"
+        ),
+        trial_count=_whole_number(request.POST.get("trial_count", ""), field="trial_count"),
+        hyperparameters=_raw_hyperparameters(request.POST, base_model),
+        model_name=request.POST.get("model_name", ""),
+    )
+    return redirect("search_detail", project_id, launch.obj.pk)
+
+
+@login_required
+def search_detail(request: AppRequest, project_id: int, search_id: int) -> HttpResponse:
+    project, role = project_for(user=request.user, project_id=project_id, action=Action.VIEW)
+    search = training_search_in_project(project, search_id)
+    best = search.best_job
+    context = {
+        "project": project,
+        "search": search,
+        "trials": search_trial_rows(search),
+        "chart": search_curves(search),
+        "spent_minutes": sum(trial.compute_seconds for trial in search.trials.all()) / 60,
+        "best_versions": list(best.model_versions.all()) if best is not None else [],
+        "can": role_flags(role),
+    }
+    template = (
+        "training/search_detail.html#search-status"
+        if request.htmx
+        else "training/search_detail.html"
+    )
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def search_cancel(request: AppRequest, project_id: int, search_id: int) -> HttpResponse:
+    project, _ = project_for(user=request.user, project_id=project_id, action=Action.TRAIN)
+    search = training_search_in_project(project, search_id)
+    # A search that ended in the meantime cannot be cancelled; the page shows how it ended.
+    with contextlib.suppress(ConflictError):
+        training_search_cancel(search=search)
+    return redirect("search_detail", project_id, search.pk)
 
 
 @login_required

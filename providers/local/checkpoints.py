@@ -30,16 +30,30 @@ CHECKPOINTS_DIR = "checkpoints"
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    """The best validation loss so far, its step, and evaluations since without a better one."""
+    """The best validation evaluation so far (its loss, its label accuracy when the run
+    measures one, its step) and the evaluations since without a better one."""
 
     best_val_loss: float | None = None
     best_step: int | None = None
     evaluations_since_best: int = 0
+    best_accuracy: float | None = None
 
-    def after_evaluation(self, step: int, val_loss: float) -> EarlyStopping:
-        if self.best_val_loss is None or val_loss < self.best_val_loss:
-            return EarlyStopping(val_loss, step, 0)
+    def after_evaluation(
+        self, step: int, val_loss: float, accuracy: float | None = None
+    ) -> EarlyStopping:
+        if self._improved_by(val_loss, accuracy):
+            return EarlyStopping(val_loss, step, 0, accuracy)
         return dataclasses.replace(self, evaluations_since_best=self.evaluations_since_best + 1)
+
+    def _improved_by(self, val_loss: float, accuracy: float | None) -> bool:
+        """A higher accuracy is better whatever the loss (it is what the lead is shown); at
+        equal accuracy, or with none measured, a lower loss is."""
+        if self.best_val_loss is None:
+            return True
+        best_accuracy = self.best_accuracy
+        if accuracy is not None and best_accuracy is not None and accuracy != best_accuracy:
+            return accuracy > best_accuracy
+        return val_loss < self.best_val_loss
 
     def patience_exhausted(self, patience: int | None) -> bool:
         return patience is not None and self.evaluations_since_best >= patience
@@ -68,6 +82,7 @@ class RunState:
     position: DataPosition
     train_loss: float | None = None
     val_loss: float | None = None
+    val_accuracy: float | None = None
     stopping: EarlyStopping = EarlyStopping()
     # The training loss of the step with the best validation loss, reported with its adapter.
     best_train_loss: float | None = None
@@ -91,6 +106,8 @@ class RunState:
             position=DataPosition(**record["position"]),
             train_loss=record["train_loss"],
             val_loss=record["val_loss"],
+            # Checkpoints written before label accuracy was measured have none.
+            val_accuracy=record.get("val_accuracy"),
             stopping=EarlyStopping(**record["stopping"]),
             best_train_loss=record["best_train_loss"],
             step_tokens=int(record["step_tokens"]),

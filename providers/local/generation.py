@@ -91,7 +91,7 @@ class LocalChatModel:
             token_ids(tokenizer, render_chat(tokenizer, list(c), add_generation_prompt=True))
             for c in conversations
         ]
-        stop_ids = _stoptoken_ids(model, tokenizer, self.device)
+        stop_ids = stop_token_ids(model, tokenizer, self.device)
         guide = None
         if constraint is not None:
             guide = TokenGuide(
@@ -176,7 +176,7 @@ class LocalChatModel:
         if not labels:
             raise ProviderError("label scoring needs at least one label")
         model, tokenizer = self.model_and_tokenizer()
-        stop_ids = _stoptoken_ids(model, tokenizer, self.device).tolist()
+        stop_ids = stop_token_ids(model, tokenizer, self.device).tolist()
         sequences = label_sequences(tokenizer, labels, stop_ids)
         trie = LabelTrie.of(sequences)
         results: list[ChatResult] = []
@@ -211,7 +211,7 @@ class LocalChatModel:
         """Nothing to release: the loaded model stays cached for the next one."""
 
 
-def _stoptoken_ids(
+def stop_token_ids(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: str
 ) -> torch.Tensor:
     # The tokens generate() stops at: the generation config's (one id or several), else the

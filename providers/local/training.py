@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 
 from providers.base import (
     MEASURED_CPU_COSTS,
+    VALIDATION_METRICS,
     CheckpointSaved,
     Conversation,
     ProviderError,
@@ -60,6 +61,7 @@ from .encoding import (
     input_tokens,
     training_set_fingerprint,
 )
+from .label_accuracy import LabelAccuracy, label_questions
 from .loading import load_base_model, load_tokenizer, pick_device
 from .loss import TokenLoss, packing_is_exact, token_loss_for
 
@@ -136,8 +138,10 @@ class LocalLoRAFineTuner:
         )
         if checkpoint is not None:
             check_resumable(checkpoint, config, data.fingerprint)
+        model = self._build_peft_model(config)
         run = _TrainingRun(
-            model=self._build_peft_model(config),
+            model=model,
+            label_accuracy=_label_accuracy(model, tokenizer, validation, config, self.device),
             data=data,
             config=config,
             device=self.device,
@@ -185,6 +189,7 @@ class LocalLoRAFineTuner:
             best_step=state.stopping.best_step if keeps_best else state.step,
             stopped_early=run.stopped_early,
             trained_tokens=state.trained_tokens,
+            val_accuracy=state.stopping.best_accuracy if keeps_best else state.val_accuracy,
         )
 
     def _build_peft_model(self, config: TrainingConfig) -> PeftModel:
@@ -213,6 +218,22 @@ class LocalLoRAFineTuner:
 
 def _ignore_checkpoint(_saved: CheckpointSaved) -> None:
     pass
+
+
+def _label_accuracy(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    validation: Sequence[Conversation],
+    config: TrainingConfig,
+    device: str,
+) -> LabelAccuracy | None:
+    """What measures the validation label accuracy when the config asks for it; None when it
+    does not, or when there is no validation set (no pass runs then)."""
+    if config.validation_metric != "label_accuracy" or not validation:
+        return None
+    return LabelAccuracy(
+        model, tokenizer, config.validation_labels, label_questions(tokenizer, validation), device
+    )
 
 
 def _encode(
@@ -262,6 +283,7 @@ class _TrainingRun:
         self,
         *,
         model: PeftModel,
+        label_accuracy: LabelAccuracy | None,
         data: _Data,
         config: TrainingConfig,
         device: str,
@@ -269,6 +291,7 @@ class _TrainingRun:
         output_dir: Path,
     ) -> None:
         self.model = model
+        self.label_accuracy = label_accuracy
         self.data = data
         self.config = config
         self.device = device
@@ -326,9 +349,9 @@ class _TrainingRun:
             if should_stop():
                 raise TrainingCancelled(f"training stopped by request before step {state.step + 1}")
             learning_rate = self._step()
-            step_val_loss, new_best = self._evaluate_if_due()
+            new_best = self._evaluate_if_due()
             self.stopped_early = state.stopping.patience_exhausted(config.early_stopping_patience)
-            on_progress(self._progress(learning_rate, step_val_loss))
+            on_progress(self._progress(learning_rate, evaluated=self._evaluation_due()))
             if self._checkpoint_due(new_best):
                 on_checkpoint(self._save_checkpoint())
 
@@ -365,11 +388,11 @@ class _TrainingRun:
         step = self.state.step
         return step % self.eval_every == 0 or step == self.plan.total_steps
 
-    def _evaluate_if_due(self) -> tuple[float | None, bool]:
-        """The validation loss when one is due this step, and whether it is a new best."""
+    def _evaluate_if_due(self) -> bool:
+        """Validates when a pass is due this step; whether it found a new best."""
         state = self.state
         if not self._evaluation_due() or not self.data.validation:
-            return None, False
+            return False
         began = time.perf_counter()
         val_loss = validation_loss(
             self.model,
@@ -380,27 +403,34 @@ class _TrainingRun:
             self.pad_token_id,
             self.device,
         )
+        accuracy = None
+        if val_loss is not None and self.label_accuracy is not None:
+            accuracy = self.label_accuracy.measure(self.model)
         state.evaluation_seconds += time.perf_counter() - began
         state.evaluations += 1
         if val_loss is None:
-            return None, False
+            return False
         state.val_loss = val_loss
-        state.stopping = state.stopping.after_evaluation(state.step, val_loss)
+        state.val_accuracy = accuracy
+        state.stopping = state.stopping.after_evaluation(state.step, val_loss, accuracy)
         new_best = state.stopping.best_step == state.step
         if new_best:
             state.best_train_loss = state.train_loss
             if self.config.early_stopping_patience is not None:
                 self.best_adapter = _adapter_weights_on_cpu(self.model)
-        return val_loss, new_best
+        return new_best
 
-    def _progress(self, learning_rate: float, val_loss: float | None) -> TrainingProgress:
+    def _progress(self, learning_rate: float, *, evaluated: bool) -> TrainingProgress:
+        """This step's progress, with the validation figures when it validated."""
         state = self.state
+        validated = evaluated and bool(self.data.validation)
         return TrainingProgress(
             step=state.step,
             total_steps=self.plan.total_steps,
             epoch=state.step / self.plan.steps_per_epoch,
             train_loss=state.train_loss,
-            val_loss=val_loss,
+            val_loss=state.val_loss if validated else None,
+            val_accuracy=state.val_accuracy if validated else None,
             learning_rate=learning_rate,
             step_tokens=state.step_tokens,
             tokens_per_second=self.tokens_per_second(),
@@ -534,3 +564,12 @@ def _check_config(config: TrainingConfig) -> None:
         raise ProviderError(f"lora_dropout must be in [0, 1), not {config.lora_dropout}")
     if not config.target_modules:
         raise ProviderError("target_modules must name at least one module to put LoRA on")
+    if config.validation_metric not in VALIDATION_METRICS:
+        raise ProviderError(
+            f"validation_metric must be one of {', '.join(VALIDATION_METRICS)}, "
+            f"not {config.validation_metric!r}"
+        )
+    if config.validation_metric == "label_accuracy" and not config.validation_labels:
+        raise ProviderError(
+            "validation_metric label_accuracy needs the label set (validation_labels); it is empty"
+        )

@@ -33,6 +33,7 @@ from schemathesis.specs.openapi.checks import (
 
 from datasets.models import ImportBatch
 from serving.services import ArmSpec, application_key_create, experiment_create
+from training.models import TrainingSearch
 
 from .builders import (
     World,
@@ -118,6 +119,18 @@ def path_ids(world: World, path: str) -> dict[str, Any]:
         ids["alias"] = "production"
     if "{proposal_id}" in path:
         ids["proposal_id"] = world_retrain_proposal(world).pk
+    if "{search_id}" in path:
+        # A running search of the project with no trial started, made when first named.
+        search = world.project.training_searches.first() or TrainingSearch.objects.create(
+            project=world.project,
+            dataset_version=world.version,
+            base_model=world.queued_job.base_model,
+            model_name="fuzzed",
+            budget_minutes=30,
+            trial_settings=[{}, {"learning_rate": 1e-4}],
+            created_by=world.owner,
+        )
+        ids["search_id"] = search.pk
     return {name: value for name, value in ids.items() if "{" + name + "}" in path}
 
 

@@ -19,6 +19,7 @@ from rest_framework.test import APIClient
 from datasets.models import AnalysisRun, Example, ExampleStatus
 from ftportal.roles import Role
 from serving.services import ArmSpec, application_key_create, experiment_create
+from training.models import TrainingSearch
 
 from .builders import (
     World,
@@ -75,6 +76,16 @@ def ids(world: World, make_member: Callable[..., User]) -> dict[str, int | str]:
         "evaluations/run_id": world.eval_run.pk,
         "results/result_id": world.eval_result.pk,
         "training-jobs/job_id": world.queued_job.pk,
+        # A running search with no trial started yet: enough to read and cancel, no training.
+        "training-searches/search_id": TrainingSearch.objects.create(
+            project=world.project,
+            dataset_version=world.version,
+            base_model=world.queued_job.base_model,
+            model_name="strict",
+            budget_minutes=30,
+            trial_settings=[{}, {"learning_rate": 1e-4}],
+            created_by=world.owner,
+        ).pk,
         "checkpoints/step": 2,
         "models/model_id": world.registered_model.pk,
         "members/user_id": make_member(Role.REVIEWER).pk,

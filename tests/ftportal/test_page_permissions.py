@@ -18,7 +18,7 @@ from ftportal.roles import Action, Role
 from registry.models import Alias, AliasChange, ModelVersion
 from tests.pages.builders import World, jsonl_line, page_text, upload
 from tests.pages.fixtures import page_world_fixture  # noqa: F401
-from training.models import TrainingJob
+from training.models import TrainingJob, TrainingSearch
 
 # Each page action as (method, url, form data), built for a given world.
 PageAction = Callable[[World], tuple[str, str, dict[str, object]]]
@@ -58,6 +58,14 @@ PAGE_ACTIONS: dict[str, tuple[Action, PageAction]] = {
             "post",
             reverse("job_create", args=[w.project.pk, w.version.pk]),
             {"base_model": w.base_model.key, "epochs": "1", "max_steps": "3"},
+        ),
+    ),
+    "search": (
+        Action.TRAIN,
+        lambda w: (
+            "post",
+            reverse("search_create", args=[w.project.pk, w.version.pk]),
+            {"base_model": w.base_model.key, "budget_minutes": "600", "trial_count": "2"},
         ),
     ),
     "cancel": (
@@ -116,6 +124,7 @@ FORBIDDEN = {
     Role.REVIEWER: [
         "freeze",
         "train",
+        "search",
         "cancel",
         "open the launch form",
         "estimate",
@@ -131,6 +140,7 @@ FORBIDDEN = {
         "review",
         "freeze",
         "train",
+        "search",
         "cancel",
         "open the launch form",
         "estimate",
@@ -163,6 +173,7 @@ def db_state() -> dict[str, object]:
         "decisions": ReviewDecision.objects.count(),
         "versions": DatasetVersion.objects.count(),
         "jobs": sorted(TrainingJob.objects.values_list("id", "status", "cancel_requested")),
+        "searches": TrainingSearch.objects.count(),
         "evals": sorted(EvalRun.objects.values_list("id", "status")),
         "models": ModelVersion.objects.count(),
         "aliases": sorted(Alias.objects.values_list("registered_model", "name", "model_version")),

@@ -76,6 +76,29 @@ def test_patience_is_exhausted_after_that_many_evaluations_without_a_new_best() 
     assert not evaluate([2.0, 3.0, 4.0, 5.0]).patience_exhausted(None)
 
 
+def evaluate_with_accuracy(figures: list[tuple[float, float]]) -> EarlyStopping:
+    stopping = EarlyStopping()
+    for step, (loss, accuracy) in enumerate(figures, start=1):
+        stopping = stopping.after_evaluation(step, loss, accuracy)
+    return stopping
+
+
+def test_with_label_accuracy_a_higher_accuracy_wins_even_at_a_higher_loss() -> None:
+    stopping = evaluate_with_accuracy([(1.0, 0.5), (1.2, 0.75)])
+    assert stopping == EarlyStopping(1.2, 2, 0, best_accuracy=0.75)
+
+
+def test_with_label_accuracy_a_lower_accuracy_is_no_improvement_at_a_lower_loss() -> None:
+    stopping = evaluate_with_accuracy([(1.0, 0.75), (0.5, 0.5), (0.4, 0.5)])
+    assert stopping == EarlyStopping(1.0, 1, 2, best_accuracy=0.75)
+    assert stopping.patience_exhausted(2)
+
+
+def test_at_equal_label_accuracy_the_lower_loss_wins() -> None:
+    assert evaluate_with_accuracy([(1.0, 0.5), (0.9, 0.5)]).best_step == 2
+    assert evaluate_with_accuracy([(1.0, 0.5), (1.1, 0.5)]).best_step == 1
+
+
 def test_evaluations_left_count_every_nth_step_and_the_last() -> None:
     ten, twelve = StepPlan(10, 10, 1), StepPlan(12, 12, 1)
     assert ten.evaluations_after(0, 5) == 2  # 5, 10
@@ -158,3 +181,62 @@ def test_rising_validation_loss_stops_training_and_keeps_the_best_adapter(
     last_checkpoint = load_file(str(saved[-1].path / "adapter_model.safetensors"))
     assert all(torch.equal(kept[name], best_checkpoint[name]) for name in kept)
     assert not all(torch.equal(kept[name], last_checkpoint[name]) for name in kept)
+
+
+LABELS = ("billing", "bug", "feature", "account")
+
+
+def test_label_accuracy_is_measured_at_each_pass_and_early_stopping_keeps_its_best(
+    base_model_dir: Path, tmp_path: Path
+) -> None:
+    """Trained on the wrong labels, the model answers fewer right labels as it learns them,
+    so the best pass by label accuracy comes early and patience ends the run."""
+    events: list[TrainingProgress] = []
+    config = TrainingConfig(
+        epochs=10,
+        batch_size=4,
+        learning_rate=1e-2,
+        max_steps=12,
+        eval_every_steps=2,
+        checkpoint_every_steps=100,
+        early_stopping_patience=2,
+        validation_metric="label_accuracy",
+        validation_labels=LABELS,
+    )
+
+    result = LocalLoRAFineTuner(base_model_dir).train(
+        train=[conversation(ticket, WRONG_LABEL[label]) for ticket, label in TICKETS],
+        validation=[conversation(ticket, label) for ticket, label in TICKETS],
+        config=config,
+        output_dir=tmp_path / "job",
+        on_progress=events.append,
+        should_stop=lambda: False,
+    )
+
+    passes = [event for event in events if event.val_loss is not None]
+    assert [event.step for event in passes] == list(range(2, result.steps + 1, 2))
+    accuracies = [event.val_accuracy or 0.0 for event in passes]
+    assert all(event.val_accuracy is not None for event in passes)
+    assert all(0 <= accuracy <= 1 for accuracy in accuracies)
+    assert all(event.val_accuracy is None for event in events if event.val_loss is None)
+    # Each accuracy is a share of the 8 validation tickets.
+    assert all(round(accuracy * 8) == accuracy * 8 for accuracy in accuracies)
+    best = max(passes, key=lambda event: (event.val_accuracy or 0, -(event.val_loss or 0)))
+    assert result.best_step == best.step
+    assert result.val_accuracy == best.val_accuracy
+    assert result.stopped_early
+    assert min(accuracies) < max(accuracies)  # the wrong labels were learned
+
+
+def test_label_accuracy_without_the_label_set_is_refused(
+    base_model_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(ProviderError, match="needs the label set"):
+        LocalLoRAFineTuner(base_model_dir).train(
+            train=[conversation(ticket, label) for ticket, label in TICKETS],
+            validation=[conversation(ticket, label) for ticket, label in TICKETS],
+            config=TrainingConfig(validation_metric="label_accuracy"),
+            output_dir=tmp_path / "job",
+            on_progress=lambda _: None,
+            should_stop=lambda: False,
+        )

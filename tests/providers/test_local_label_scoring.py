@@ -19,7 +19,7 @@ import torch
 
 from providers.base import ChatResult, Conversation, LabelScorer, ProviderError
 from providers.local.encoding import render_chat, token_ids
-from providers.local.generation import LocalChatModel, _stoptoken_ids
+from providers.local.generation import LocalChatModel, stop_token_ids
 from providers.local.label_scoring import LabelTrie, label_log_probs, label_sequences
 from providers.local.weights import ensure_base_model
 
@@ -35,7 +35,7 @@ def chat(tmp_path_factory: pytest.TempPathFactory) -> LocalChatModel:
 
 def _sequences(chat: LocalChatModel, labels: list[str]) -> list[list[int]]:
     model, tokenizer = chat.model_and_tokenizer()
-    return label_sequences(tokenizer, labels, _stoptoken_ids(model, tokenizer, "cpu").tolist())
+    return label_sequences(tokenizer, labels, stop_token_ids(model, tokenizer, "cpu").tolist())
 
 
 def _prompt(chat: LocalChatModel, conversation: Conversation) -> list[int]:

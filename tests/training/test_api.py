@@ -105,7 +105,12 @@ def test_the_job_detail_carries_its_loss_curve(
 
     detail = client.get(api(project, f"training-jobs/{job.pk}/")).json()
 
-    empty = {"learning_rate": None, "tokens_per_second": None, "seconds_left": None}
+    empty = {
+        "learning_rate": None,
+        "tokens_per_second": None,
+        "seconds_left": None,
+        "val_accuracy": None,
+    }
     assert detail["metrics"] == [
         {
             **empty,
