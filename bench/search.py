@@ -2,7 +2,7 @@
 the recipe's own settings trained alone, on the many-label task of bench/classification.py.
 
     python bench/search.py [--labels 60] [--per-label 10] [--test-per-label 5]
-                           [--trials 3] [--budget 75]
+                           [--trials 3] [--budget 90]
 
 The data goes in as a lead's would (bench/classification.py steps 1: CSV import with the
 project's system prompt, bulk approve, the label set as the contract, a split per label, the
@@ -222,7 +222,7 @@ def main() -> None:
     parser.add_argument("--per-label", type=int, default=10)
     parser.add_argument("--test-per-label", type=int, default=5)
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--budget", type=int, default=75, help="minutes of worker time")
+    parser.add_argument("--budget", type=int, default=90, help="minutes of worker time")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as artifacts:
         # The trials' adapters and checkpoints go away with the run.
