@@ -18,7 +18,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
-from datasets.quality.stats import MIN_TRAINING_EXAMPLES_PER_LABEL
+from datasets.quality.stats import (
+    INSUFFICIENT_BELOW,
+    MIN_TRAINING_EXAMPLES_PER_LABEL,
+    RECOMMENDED_MAX,
+)
 
 from .statistics import RULE, Decision, VerdictOutcome
 
@@ -37,9 +41,9 @@ HOURS_PER_MONTH = Decimal(730)
 TOKENS_PER_PRICED_UNIT = Decimal(1_000_000)  # prices are quoted per million tokens
 
 # The guide: "Start with 100 to 500 high-quality examples" and "Without hundreds of good
-# examples, results may disappoint". Below the bottom of that range we call the data insufficient.
-MIN_TRAINING_EXAMPLES = 100
-RECOMMENDED_TRAINING_EXAMPLES = (100, 500)
+# examples, results may disappoint". Below the bottom of that range the data is insufficient:
+# the readiness report's thresholds (datasets.quality.stats), so both say the same.
+RECOMMENDED_TRAINING_EXAMPLES = (INSUFFICIENT_BELOW, RECOMMENDED_MAX)
 # Under a label-set contract the same pitfall applies to each label (the readiness report's
 # threshold, datasets.quality.stats): the explanation names this many of the labels under it,
 # and the pitfall's details list them all with their counts.
@@ -405,7 +409,7 @@ def insufficient_data(
         raise ValueError(f"training_examples must be at least 0, got {training_examples}")
     low, high = RECOMMENDED_TRAINING_EXAMPLES
     reasons = []
-    if training_examples < MIN_TRAINING_EXAMPLES:
+    if training_examples < low:
         reasons.append(f"Only {training_examples:,} training examples, fewer than {low}.")
     under: list[tuple[str, int]] = []
     if label_counts:
