@@ -199,6 +199,10 @@ def test_a_search_queues_its_first_trial_with_the_recipe_and_early_stopping(
     assert first.hyperparameters["learning_rate"] == LABEL_SET_RECIPE.defaults["learning_rate"]
     assert first.hyperparameters["early_stopping_patience"] == TRIAL_PATIENCE
     assert first.hyperparameters["validation_metric"] == "label_accuracy"
+    # TRIAL_VALIDATION_PASSES over the whole trial, at the same steps in every trial.
+    assert labelled.train_count == 32
+    assert first.hyperparameters["eval_every_steps"] == 2  # 12 steps: 4 a epoch, 3 epochs
+    assert search.hyperparameters["eval_every_steps"] == 2
     rows = search_trial_rows(search)
     assert [(row.number, row.learning_rate, row.job) for row in rows] == [
         (1, 5e-4, first),
@@ -260,6 +264,13 @@ def test_a_trial_starts_only_when_its_estimate_fits_in_what_is_left_of_the_budge
     assert search.outcome.startswith("Stopped before trial 2: 0.1 minutes of the budget")
     assert search.best_job == first
     assert [trained.job for trained in keeper.succeeded] == [first]
+
+
+def test_an_interval_the_lead_set_is_kept(
+    project: Project, lead: User, labelled: DatasetVersion, base_model: BaseModel
+) -> None:
+    search = search_of(project, lead, labelled, base_model, hyperparameters={"eval_every_steps": 5})
+    assert search.trials.get().hyperparameters["eval_every_steps"] == 5
 
 
 def test_a_budget_smaller_than_the_first_trial_is_refused_up_front(
