@@ -46,6 +46,7 @@ from .selectors import (
     TrialRow,
     artifact_name,
     job_overfitting,
+    search_spent_minutes,
     search_trial_rows,
     training_job_in_project,
     training_jobs_of,
@@ -414,7 +415,7 @@ class SearchOutput(serializers.Serializer[Any]):
         return [version.pk for version in search.best_job.model_versions.all()]
 
     def get_spent_minutes(self, search: TrainingSearch) -> float:
-        return sum(trial.compute_seconds for trial in search.trials.all()) / 60
+        return search_spent_minutes(search)
 
     @extend_schema_field(TrialOutput(many=True))
     def get_trials(self, search: TrainingSearch) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ from .models import (
     TrainingSearch,
 )
 from .recipes import job_hyperparameters
-from .selectors import best_trial
+from .selectors import best_trial, search_spent_minutes
 from .services import training_job_cancel, training_job_create
 
 MIN_TRIALS = 2
@@ -287,7 +287,7 @@ def training_search_advance(*, search_id: int) -> TrainingSearch:
         if any(not trial.is_finished for trial in trials):
             return search
         next_index = len(trials)
-        outcome = _why_no_next_trial(search, trials, next_index)
+        outcome = _why_no_next_trial(search, next_index)
         if not outcome:
             try:
                 _trial_start(search, next_index)
@@ -298,13 +298,7 @@ def training_search_advance(*, search_id: int) -> TrainingSearch:
     return search
 
 
-def _spent_seconds(trials: Sequence[TrainingJob]) -> float:
-    return sum(trial.compute_seconds for trial in trials)
-
-
-def _why_no_next_trial(
-    search: TrainingSearch, trials: Sequence[TrainingJob], next_index: int
-) -> str:
+def _why_no_next_trial(search: TrainingSearch, next_index: int) -> str:
     """Why the search starts no further trial, or "" when it starts trial ``next_index``."""
     if search.cancel_requested:
         return "Cancelled by request."
@@ -319,7 +313,7 @@ def _why_no_next_trial(
         version=search.dataset_version, base_model=search.base_model, hyperparameters=settings
     )
     needed = estimate.time.seconds if estimate.time is not None else 0.0
-    left = search.budget_minutes * 60 - _spent_seconds(trials)
+    left = (search.budget_minutes - search_spent_minutes(search)) * 60
     if needed > left:
         return (
             f"Stopped before trial {next_index + 1}: {max(left, 0) / 60:.1f} minutes of the "

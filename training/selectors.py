@@ -340,6 +340,11 @@ def search_trial_rows(search: TrainingSearch) -> list[TrialRow]:
     return rows
 
 
+def search_spent_minutes(search: TrainingSearch) -> float:
+    """Worker minutes the search's trials took so far: what its budget is counted against."""
+    return sum(trial.compute_seconds for trial in search.trials.all()) / 60
+
+
 def search_curves(search: TrainingSearch) -> Chart:
     """Each started trial's validation curve on one chart: label accuracy where the trials
     measure it, else the validation loss."""

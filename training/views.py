@@ -45,6 +45,7 @@ from .selectors import (
     job_curves,
     job_overfitting,
     search_curves,
+    search_spent_minutes,
     search_trial_rows,
     training_job_in_project,
     training_search_in_project,
@@ -235,7 +236,7 @@ def search_detail(request: AppRequest, project_id: int, search_id: int) -> HttpR
         "search": search,
         "trials": search_trial_rows(search),
         "chart": search_curves(search),
-        "spent_minutes": sum(trial.compute_seconds for trial in search.trials.all()) / 60,
+        "spent_minutes": search_spent_minutes(search),
         "best_versions": list(best.model_versions.all()) if best is not None else [],
         "can": role_flags(role),
     }
