@@ -265,14 +265,16 @@ def _succeed(
             return None
         best_step = result.best_step if result.best_step is not None else result.steps
         checkpoint = job.checkpoints.filter(step=best_step).first()
+        watched = "label accuracy" if result.val_accuracy is not None else "loss"
         if result.stopped_early:
-            watched = "label accuracy" if result.val_accuracy is not None else "loss"
             job_event(
                 job,
                 f"Stopped early at step {result.steps}: validation {watched} stopped improving; "
                 f"kept the best checkpoint, step {best_step}",
                 level=EventLevel.WARNING,
             )
+        elif best_step != result.steps:
+            job_event(job, f"Kept the best checkpoint by validation {watched}, step {best_step}")
         job.compute_seconds += seconds
         transition(
             job,

@@ -329,9 +329,7 @@ class _TrainingRun:
         self.scheduler.load_state_dict(tensors["scheduler"])
         self.best_adapter = tensors.get("best_adapter")
         self.state = checkpoint.state
-        self.stopped_early = self.state.stopping.patience_exhausted(
-            self.config.early_stopping_patience
-        )
+        self.stopped_early = self._patience_ended_it()
         # Last, so that building the model above draws nothing from the restored streams.
         torch.set_rng_state(tensors["torch_rng"])
         if tensors["cuda_rng"] is not None and torch.cuda.is_available():
@@ -344,16 +342,22 @@ class _TrainingRun:
         should_stop: Callable[[], bool],
         on_checkpoint: Callable[[CheckpointSaved], None],
     ) -> None:
-        config, state = self.config, self.state
+        state = self.state
         while state.step < self.plan.total_steps and not self.stopped_early:
             if should_stop():
                 raise TrainingCancelled(f"training stopped by request before step {state.step + 1}")
             learning_rate = self._step()
             new_best = self._evaluate_if_due()
-            self.stopped_early = state.stopping.patience_exhausted(config.early_stopping_patience)
+            self.stopped_early = self._patience_ended_it()
             on_progress(self._progress(learning_rate, evaluated=self._evaluation_due()))
             if self._checkpoint_due(new_best):
                 on_checkpoint(self._save_checkpoint())
+
+    def _patience_ended_it(self) -> bool:
+        """Whether early stopping ends the run before its last step (patience running out at
+        the last step saves nothing: the run keeps its best step all the same)."""
+        exhausted = self.state.stopping.patience_exhausted(self.config.early_stopping_patience)
+        return exhausted and self.state.step < self.plan.total_steps
 
     def _step(self) -> float:
         """One optimizer update on the next batch; returns the learning rate it used."""

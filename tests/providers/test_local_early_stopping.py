@@ -199,7 +199,7 @@ def test_label_accuracy_is_measured_at_each_pass_and_early_stopping_keeps_its_be
         max_steps=12,
         eval_every_steps=2,
         checkpoint_every_steps=100,
-        early_stopping_patience=2,
+        early_stopping_patience=1,
         validation_metric="label_accuracy",
         validation_labels=LABELS,
     )
@@ -224,7 +224,8 @@ def test_label_accuracy_is_measured_at_each_pass_and_early_stopping_keeps_its_be
     best = max(passes, key=lambda event: (event.val_accuracy or 0, -(event.val_loss or 0)))
     assert result.best_step == best.step
     assert result.val_accuracy == best.val_accuracy
-    assert result.stopped_early
+    assert result.stopped_early and result.steps < 12
+    assert result.steps == best.step + 2  # one pass without a better accuracy
     assert min(accuracies) < max(accuracies)  # the wrong labels were learned
 
 
@@ -240,3 +241,34 @@ def test_label_accuracy_without_the_label_set_is_refused(
             on_progress=lambda _: None,
             should_stop=lambda: False,
         )
+
+
+def test_patience_running_out_at_the_last_step_is_not_stopping_early(
+    base_model_dir: Path, tmp_path: Path
+) -> None:
+    """The run keeps its best step, but it did not end any sooner: no "stopped early"."""
+    events: list[TrainingProgress] = []
+    result = LocalLoRAFineTuner(base_model_dir).train(
+        train=[conversation(ticket, WRONG_LABEL[label]) for ticket, label in TICKETS],
+        validation=[conversation(ticket, label) for ticket, label in TICKETS],
+        config=TrainingConfig(
+            epochs=10,
+            batch_size=4,
+            learning_rate=1e-2,
+            max_steps=4,
+            eval_every_steps=3,  # passes at steps 3 and 4, the last
+            checkpoint_every_steps=0,
+            early_stopping_patience=1,
+        ),
+        output_dir=tmp_path / "job",
+        on_progress=events.append,
+        should_stop=lambda: False,
+    )
+
+    (third, third_loss), (last, last_loss) = [
+        (event.step, event.val_loss or 0.0) for event in events if event.val_loss is not None
+    ]
+    assert (third, last) == (3, 4)
+    assert last_loss > third_loss  # so the patience of 1 ran out at the last step
+    assert (result.steps, result.best_step, result.val_loss) == (4, 3, third_loss)
+    assert not result.stopped_early
