@@ -41,6 +41,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,23 +124,27 @@ def _candidates(version: Any, train_version: Any, base_model: Any, labels: list[
     ]
 
 
-def run(args: argparse.Namespace) -> None:
-    import django
+@dataclass(frozen=True)
+class PreparedTask:
+    """The task as a lead's data: the project, its lead, the frozen training version and the
+    held-out test set, and the local base model to train."""
 
-    django.setup()
-    from unittest import mock
+    project: Any
+    lead: Any
+    version: Any
+    test_set: Any
+    base_model: Any
 
+
+def prepared_task(args: argparse.Namespace) -> PreparedTask:
+    """Step 1 of the run (the module's docstring), shared with bench/search.py."""
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
     from bench.prepare import prepared_base_model
     from catalog.models import BaseModel, Provider
     from datasets.services import dataset_version_freeze
-    from evaluation import runner as eval_runner
-    from evaluation import services as eval_services
-    from evaluation.models import EvalSplit
     from ftportal.services import project_create
-    from training import runner, services
 
     started = time.perf_counter()
     call_command("migrate", verbosity=0)
@@ -166,8 +171,24 @@ def run(args: argparse.Namespace) -> None:
         f"prepared in {time.perf_counter() - started:.0f} s; load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
-
     base_model = BaseModel.objects.get(provider=Provider.LOCAL, key="smollm2-135m-instruct")
+    return PreparedTask(project, lead, version, test_set, base_model)
+
+
+def run(args: argparse.Namespace) -> None:
+    import django
+
+    django.setup()
+    from unittest import mock
+
+    from evaluation import runner as eval_runner
+    from evaluation import services as eval_services
+    from evaluation.models import EvalSplit
+    from training import runner, services
+
+    task = prepared_task(args)
+    project, lead, version, test_set = task.project, task.lead, task.version, task.test_set
+    base_model = task.base_model
     # The bench is the worker: nothing is sent to one listening on the broker.
     with mock.patch.object(services, "dispatch"):
         job = services.training_job_launch(

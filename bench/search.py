@@ -28,7 +28,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script, Python puts bench/ on sys.path, not the root
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.classification import SYSTEM, imported_and_approved, overlap_counts  # noqa: E402
+from bench.classification import prepared_task  # noqa: E402
 from bench.databases import in_scratch_django_database  # noqa: E402
-from bench.intent_task import intent_task  # noqa: E402
 
 MAX_ROUNDS = 10
 
@@ -49,46 +47,16 @@ def run(args: argparse.Namespace) -> None:
     django.setup()
     from unittest import mock
 
-    from django.contrib.auth.models import User
-    from django.core.management import call_command
-
-    from bench.prepare import prepared_base_model
-    from catalog.models import BaseModel, Provider
-    from datasets.services import dataset_version_freeze
-    from ftportal.services import project_create
     from training import runner, searches
     from training.models import JobStatus
 
-    started = time.perf_counter()
-    call_command("migrate", verbosity=0)
-    prepared_base_model()
-    lead = User.objects.create_user(username="lead", is_staff=True)
-    project = project_create(
-        creator=lead, name="intents", description="bench", default_system_prompt=SYSTEM
-    )
-    train, test = intent_task(
-        train_per_label=args.per_label, test_per_label=args.test_per_label, labels=args.labels
-    )
-    training_data = imported_and_approved(project, lead, "intents", train)
-    test_data = imported_and_approved(project, lead, "intents-test", test)
-    reason = "bench: generated from shared phrasings"
-    version = dataset_version_freeze(
-        dataset=training_data, user=lead, overlap_override_reason=reason
-    )
-    test_set = dataset_version_freeze(dataset=test_data, user=lead, test_set=True)
-    exact, near = overlap_counts(test_set)
-    print(
-        f"frozen: {version.train_count} train, {version.validation_count} validation; test set "
-        f"{test_set.example_count} items ({exact} exact, {near} near overlaps with training); "
-        f"prepared in {time.perf_counter() - started:.0f} s; load {os.getloadavg()[0]:.1f}",
-        flush=True,
-    )
-    base_model = BaseModel.objects.get(provider=Provider.LOCAL, key="smollm2-135m-instruct")
+    task = prepared_task(args)
+    project, lead, test_set, base_model = task.project, task.lead, task.test_set, task.base_model
     # The bench is the worker: nothing is sent to one listening on the broker.
     with mock.patch("celery.app.task.Task.apply_async"):
         search = searches.training_search_create(
             project=project,
-            dataset_version=version,
+            dataset_version=task.version,
             base_model=base_model,
             user=lead,
             budget_minutes=args.budget,
