@@ -92,6 +92,15 @@ def frozen_version(project: Project, user: User, count: int = len(TICKETS)) -> D
     return dataset_version_freeze(dataset=dataset, user=user, validation_fraction=0.2)
 
 
+def label_set_version(project: Project, user: User, count: int) -> DatasetVersion:
+    """A frozen version of ``count`` tickets whose contract is the label set of its answers."""
+    version = frozen_version(project, user, count=count)
+    answers = {item.messages[-1]["content"] for item in version.items.all()}
+    version.answer_contract = {"kind": "label_set", "labels": sorted(answers)}
+    version.save(update_fields=["answer_contract"])
+    return version
+
+
 def import_bytes(
     *, dataset: Dataset, data: bytes, user: User, valid_lines_only: bool = False
 ) -> ImportBatch:

@@ -10,7 +10,7 @@ from django.urls import reverse
 from playwright.sync_api import Page, expect
 
 from ftportal.roles import Role
-from tests.factories import frozen_version
+from tests.factories import label_set_version
 from training.models import TrainingSearch
 
 from .conftest import login
@@ -23,10 +23,7 @@ def test_a_lead_starts_a_search_from_the_launch_form_and_cancels_it(
     live_server, page: Page, project, make_member, base_model
 ) -> None:
     lead = make_member(Role.ML_LEAD)
-    version = frozen_version(project, lead, count=40)
-    answers = {item.messages[-1]["content"] for item in version.items.all()}
-    version.answer_contract = {"kind": "label_set", "labels": sorted(answers)}
-    version.save(update_fields=["answer_contract"])
+    version = label_set_version(project, lead, count=40)
     login(page, live_server, lead.username)
     page.goto(live_server.url + reverse("job_launch", args=[project.pk, version.pk]))
     page.wait_for_function(HTMX_PROCESSED_JS, arg="#train-form")

@@ -17,7 +17,7 @@ from datasets.models import DatasetVersion
 from ftportal.models import Project
 from providers.base import TrainingConfig
 from tests.api.builders import api, token_client
-from tests.factories import frozen_version
+from tests.factories import frozen_version, label_set_version
 from training.recipes import ALL_LINEAR_LAYERS, GENERAL_RECIPE, LABEL_SET_RECIPE, recipe_for
 from training.services import training_job_create
 
@@ -26,10 +26,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def labelled(project: Project, lead: User) -> DatasetVersion:
-    version = frozen_version(project, lead, count=40)
-    answers = {item.messages[-1]["content"] for item in version.items.all()}
-    version.answer_contract = {"kind": "label_set", "labels": sorted(answers)}
-    version.save(update_fields=["answer_contract"])
+    version = label_set_version(project, lead, count=40)
     return version
 
 

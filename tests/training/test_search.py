@@ -24,7 +24,7 @@ from providers.base import (
     TrainingProgress,
     TrainingResult,
 )
-from tests.factories import frozen_version
+from tests.factories import frozen_version, label_set_version
 from training import runner
 from training.hooks import (
     ModelVersionKeeper,
@@ -119,10 +119,7 @@ def lead(make_member: Callable[[Role], User]) -> User:
 
 @pytest.fixture
 def labelled(project: Project, lead: User) -> DatasetVersion:
-    version = frozen_version(project, lead, count=40)
-    answers = {item.messages[-1]["content"] for item in version.items.all()}
-    version.answer_contract = {"kind": "label_set", "labels": sorted(answers)}
-    version.save(update_fields=["answer_contract"])
+    version = label_set_version(project, lead, count=40)
     return version
 
 

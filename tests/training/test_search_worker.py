@@ -14,7 +14,7 @@ from ftportal.models import Project
 from ftportal.roles import Role
 from registry.models import ModelVersion
 from tests.conftest import wait_until
-from tests.factories import frozen_version
+from tests.factories import label_set_version
 from training.models import JobStatus, SearchStatus, TrainingSearch
 from training.searches import training_search_create
 from training.selectors import trial_result
@@ -30,10 +30,7 @@ def test_a_search_trains_each_trial_and_registers_the_best(
     base_model: BaseModel,
 ) -> None:
     lead = make_member(Role.ML_LEAD)
-    version = frozen_version(project, lead, count=24)
-    answers = {item.messages[-1]["content"] for item in version.items.all()}
-    version.answer_contract = {"kind": "label_set", "labels": sorted(answers)}
-    version.save(update_fields=["answer_contract"])
+    version = label_set_version(project, lead, count=24)
 
     search = training_search_create(
         project=project,
