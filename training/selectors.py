@@ -53,6 +53,8 @@ def training_searches_of(project: Project) -> QuerySet[TrainingSearch]:
     return (
         TrainingSearch.objects.filter(project=project)
         .select_related("dataset_version__dataset", "base_model", "created_by", "best_job")
+        # A list of searches shows each one's trials and best version: two queries in all.
+        .prefetch_related("trials", "best_job__model_versions")
         .order_by("-created_at", "-id")
     )
 
@@ -311,7 +313,7 @@ class TrialRow:
 
 def search_trial_rows(search: TrainingSearch) -> list[TrialRow]:
     """Every trial the search planned, in order, started or not."""
-    jobs = list(search.trials.order_by("id"))
+    jobs = search_trials(search)
     rows: list[TrialRow] = []
     for index, variation in enumerate(search.trial_settings):
         job = jobs[index] if index < len(jobs) else None
@@ -340,6 +342,12 @@ def search_trial_rows(search: TrainingSearch) -> list[TrialRow]:
     return rows
 
 
+def search_trials(search: TrainingSearch) -> list[TrainingJob]:
+    """The search's trials in the order they started (from the prefetched ones when
+    training_searches_of fetched the search)."""
+    return sorted(search.trials.all(), key=lambda trial: trial.pk)
+
+
 def search_spent_minutes(search: TrainingSearch) -> float:
     """Worker minutes the search's trials took so far: what its budget is counted against."""
     return sum(trial.compute_seconds for trial in search.trials.all()) / 60
@@ -348,7 +356,7 @@ def search_spent_minutes(search: TrainingSearch) -> float:
 def search_curves(search: TrainingSearch) -> Chart:
     """Each started trial's validation curve on one chart: label accuracy where the trials
     measure it, else the validation loss."""
-    jobs = list(search.trials.order_by("id"))
+    jobs = search_trials(search)
     points = {
         job.pk: list(
             job.metrics.filter(val_loss__isnull=False)
