@@ -11,9 +11,12 @@ model's own generate(max_new_tokens, do_sample=False) under torch.inference_mode
 is LocalChatModel.generate_batch(prompts, batch_size=32). Each side's time covers rendering,
 tokenizing, generating and decoding the replies; loading the model and a warm-up are excluded.
 
-On CPU, generate_batch runs its linear layers through oneDNN (providers/local/cpu_matmul.py). A
-third side, "batched, torch linear", runs generate_batch with that turned off, so that the run
-shows how much of the speedup is batching and how much the faster matrix product.
+On CPU, generate_batch runs its linear layers through oneDNN at the row counts where that was
+measured faster on this host, else through torch's linear (providers/local/cpu_matmul.py); the
+run prints which it chose. Two more sides run generate_batch with each product forced ("batched,
+torch linear" and "batched, oneDNN linear", the latter at every batch of two rows or more), so
+that the run shows how much of the speedup is batching, how much the matrix product, and
+whether the measured choice picked the faster one.
 
 Each repeat times every side, in alternating order; the medians are reported, and each repeat's
 own ratio. Examples per second are prompts over the median time. Other work on the machine slows
@@ -48,6 +51,7 @@ import torch  # noqa: E402
 
 from bench.prepare import prepared_base_model, time_sides  # noqa: E402
 from providers.base import Conversation  # noqa: E402
+from providers.local import cpu_matmul  # noqa: E402
 from providers.local.generation import LocalChatModel  # noqa: E402
 
 TOPICS = [
@@ -123,16 +127,23 @@ def main() -> None:
     # Warm-up: loads the model and pays one-off costs outside the timings, for both sides.
     batched_replies(chat, prompts[:2], 4, 2)
     sequential_replies(chat, prompts[:1], 4)
+    model, _tokenizer = chat.model_and_tokenizer()
+    choice = cpu_matmul.describe_linear_choice(model)
     print(
         f"setup: {time.perf_counter() - started:.1f}s (model in {chat.base_model_dir}, "
-        f"device {chat.device}, {torch.get_num_threads()} torch threads for both sides)"
+        f"device {chat.device}, {torch.get_num_threads()} torch threads for every side); "
+        f"batched products: {choice}"
     )
 
     def run_batched() -> list[str]:
         return batched_replies(chat, prompts, args.max_new_tokens, args.batch_size)
 
     def run_batched_torch_linear() -> list[str]:
-        with mock.patch("providers.local.cpu_matmul.onednn_linear_available", return_value=False):
+        with mock.patch.object(cpu_matmul, "onednn_min_rows", return_value=None):
+            return run_batched()
+
+    def run_batched_onednn() -> list[str]:
+        with mock.patch.object(cpu_matmul, "onednn_min_rows", return_value=2):
             return run_batched()
 
     def run_sequential() -> list[str]:
@@ -141,6 +152,7 @@ def main() -> None:
     sides: list[tuple[str, Callable[[], list[str]]]] = [
         ("batched", run_batched),
         ("batched, torch linear", run_batched_torch_linear),
+        ("batched, oneDNN linear", run_batched_onednn),
         ("sequential", run_sequential),
     ]
     times, replies = time_sides(sides, args.repeats)
@@ -149,14 +161,15 @@ def main() -> None:
 
     same = 0
     for index, sequential in enumerate(replies["sequential"]):
-        batched = [replies["batched"][index], replies["batched, torch linear"][index]]
-        if batched == [sequential, sequential]:
+        batched = [replies[name][index] for name, _ in sides if name != "sequential"]
+        if batched == [sequential] * len(batched):
             same += 1
         else:
             print(f"prompt {index} differs: batched {batched!r} vs sequential {sequential!r}")
 
     batched_s = statistics.median(times["batched"])
     torch_linear_s = statistics.median(times["batched, torch linear"])
+    onednn_s = statistics.median(times["batched, oneDNN linear"])
     sequential_s = statistics.median(times["sequential"])
     speedup = sequential_s / batched_s
     print(
@@ -165,12 +178,13 @@ def main() -> None:
         f"{batched_s:.2f}s = {args.prompts / batched_s:.2f} examples/s, sequential generate() "
         f"{sequential_s:.2f}s = {args.prompts / sequential_s:.2f} examples/s: {speedup:.1f}x "
         f"(target >= 10x; per repeat {', '.join(f'{r:.1f}x' for r in ratios)}); "
-        f"{same}/{args.prompts} replies identical on all three sides"
+        f"{same}/{args.prompts} replies identical on all four sides"
     )
     print(
         f"batched with torch's own linear: {torch_linear_s:.2f}s, "
-        f"{sequential_s / torch_linear_s:.1f}x over sequential; oneDNN's linear makes batched "
-        f"generation {torch_linear_s / batched_s:.2f}x faster"
+        f"{sequential_s / torch_linear_s:.1f}x over sequential; with oneDNN's: {onednn_s:.2f}s, "
+        f"{sequential_s / onednn_s:.1f}x; the measured choice ({choice}) is "
+        f"{min(torch_linear_s, onednn_s) / batched_s:.2f}x the faster forced side"
     )
     figures = {
         "batched_s": f"{batched_s:.3f}",
@@ -181,7 +195,11 @@ def main() -> None:
         "speedup_min": f"{ratios[0]:.2f}",
         "torch_linear_s": f"{torch_linear_s:.3f}",
         "torch_linear_speedup": f"{sequential_s / torch_linear_s:.2f}",
-        "onednn_gain": f"{torch_linear_s / batched_s:.2f}",
+        "onednn_s": f"{onednn_s:.3f}",
+        "onednn_speedup": f"{sequential_s / onednn_s:.2f}",
+        "chosen": "onednn"
+        if cpu_matmul.onednn_min_rows(cpu_matmul.weight_shapes(model))
+        else "torch",
         "batch_size": args.batch_size,
         "prompts": args.prompts,
         "max_new_tokens": args.max_new_tokens,

@@ -6,14 +6,17 @@ Defaults fit about 5 minutes on 2 CPU cores: 40 tickets, 2 repeats. The baseline
 80 tokens/s there, so a few hundred tickets (300 are about 34k tokens) take over 10 minutes a
 repeat; pass --examples 300 for that. On a GPU: 1024 tickets, 3 repeats.
 
-Both sides fine-tune the same base model (SmolLM2-135M-Instruct, fp32 on CPU, bf16 on CUDA) on
-the same generated support tickets with the same hyperparameters: epochs, batch size in examples,
+Both sides fine-tune the same base model (SmolLM2-135M-Instruct) on the same generated support
+tickets with the same hyperparameters: epochs, batch size in examples,
 learning rate with linear decay to 0, AdamW (weight decay 0.01), gradient clipping at 1.0, LoRA
 r=8 / alpha=16 / dropout 0.05 on q, k, v and o projections. Both see every example once per
 epoch, so both run the same number of optimizer steps on the same examples (tokenized by the
 same function, labels on assistant replies only).
 
-The baseline is the Trainer as documented for supervised fine-tuning: a random order,
+Ours trains in the precision and attention kernel its probe measured fastest on this host
+(providers/local/precision.py; the probe runs once, before the timings). The baseline keeps the
+model's default dtype (fp32 on CPU, bf16 on CUDA) and is the Trainer as documented for
+supervised fine-tuning: a random order,
 DataCollatorForSeq2Seq padding each batch to its longest example, the model's own loss; no
 evaluation, no checkpoint saving, no reporting, dataloader defaults.
 
@@ -21,6 +24,10 @@ Tokens are counted the same way on both sides: non-padding input tokens of the e
 trained on. Each side's rate is those tokens over its training loop's seconds (model loading and
 tokenization excluded on both sides). Repeats alternate the two sides so that a machine busy
 with something else slows both alike; the medians are reported.
+
+MFU (model FLOP utilisation) is each side's model FLOPs per second (the same count for both,
+providers/local/utilisation.py) over this host's measured peak rate of a large matrix product
+in that side's precision.
 
 The last line is machine-readable.
 """
@@ -52,12 +59,14 @@ from providers.local.encoding import (  # noqa: E402
     encode_for_training,
     input_tokens,
 )
-from providers.local.loading import load_tokenizer, pick_device, training_dtype  # noqa: E402
+from providers.local.loading import load_tokenizer, pick_device  # noqa: E402
+from providers.local.precision import Precision, peak_matrix_flops  # noqa: E402
 from providers.local.training import (  # noqa: E402
     MAX_GRAD_NORM,
     WEIGHT_DECAY,
     LocalLoRAFineTuner,
 )
+from providers.local.utilisation import ModelFlops  # noqa: E402
 
 # The project's Django app "datasets" shadows Hugging Face's optional package of that name,
 # which the Trainer probes for on every call; with the repository off the path it finds nothing.
@@ -202,7 +211,7 @@ def train_baseline(
     tokenizer.padding_side = "right"
     torch.manual_seed(config.seed)
     base = AutoModelForCausalLM.from_pretrained(
-        base_dir, dtype=training_dtype(device), local_files_only=True
+        base_dir, dtype=BASELINE_DTYPE[baseline_precision(device)], local_files_only=True
     )
     base.config.use_cache = False
     model = get_peft_model(
@@ -253,50 +262,26 @@ def train_baseline(
     return Measurement(input_tokens(examples) * config.epochs, timer.seconds, output.training_loss)
 
 
-def matmul_peak_flops(device: str) -> float:
-    """The best FLOP/s of large square matmuls: fp32 on the CPU, bf16 on a GPU (the dtypes
-    training uses there)."""
-    size = 2048 if device == "cpu" else 8192
-    dtype = training_dtype(device)
-    left = torch.randn(size, size, device=device, dtype=dtype)
-    right = torch.randn(size, size, device=device, dtype=dtype)
-    best = float("inf")
-    for _ in range(8):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        began = time.perf_counter()
-        for _ in range(4):
-            torch.matmul(left, right)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - began) / 4)
-    return 2 * size**3 / best
+BASELINE_DTYPE: dict[Precision, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def baseline_precision(device: str) -> Precision:
+    """The model's default dtype as the Trainer gets it: bf16 on a GPU, fp32 on a CPU."""
+    return "bf16" if device.startswith("cuda") else "fp32"
 
 
 def training_flops(base_dir: Path, examples: Sequence[EncodedExample], epochs: int) -> float:
-    """Model FLOPs the training needs, counted LoRA-aware.
+    """Model FLOPs the training needs (providers/local/utilisation.py), the same count for both
+    sides, so that their FLOP/s differ exactly as their tokens/s do."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
-    Per token, a frozen weight matrix of N parameters costs 2N in the forward pass and 2N in the
-    backward pass (the gradient with respect to its input; no weight gradient is needed), so
-    4N per token; LoRA's own matrices (r=8) add under 1 % and are left out, as are the attention
-    scores (a few percent at these lengths). N is the decoder's linear layers for every input
-    token, plus the output head only for the positions whose next token is labelled: the other
-    positions' logits do not enter the loss, so computing them is waste, like padding. The same
-    count is used for both sides, so their FLOP/s differ exactly as their tokens/s do.
-    """
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(base_dir, local_files_only=True)
-    hidden, layers = config.hidden_size, config.num_hidden_layers
-    head_dim = getattr(config, "head_dim", None) or hidden // config.num_attention_heads
-    attention = 2 * hidden * config.num_attention_heads * head_dim
-    attention += 2 * hidden * config.num_key_value_heads * head_dim
-    mlp = 3 * hidden * config.intermediate_size
-    decoder = layers * (attention + mlp)
-    head = hidden * config.vocab_size
-    tokens = input_tokens(examples)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True)
+    # With LoRA on, so that its trainable matrices are not counted as frozen work.
+    get_peft_model(base, LoraConfig(r=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    counted = ModelFlops.of(base)
     predicted = sum(example.supervised_tokens for example in examples)
-    return epochs * 4.0 * (decoder * tokens + head * predicted)
+    return epochs * counted.of_tokens(input_tokens(examples), predicted)
 
 
 def main() -> None:
@@ -320,6 +305,9 @@ def main() -> None:
         seed=SEED,
     )
     conversations = support_tickets(example_count, SEED)
+    # The probe runs once per worker process before its first job; here, before the timings.
+    choice = LocalLoRAFineTuner(base_dir).host_choice(config)
+    print(choice.describe(), flush=True)
     tokenizer = load_tokenizer(base_dir)
     examples = [encode_for_training(tokenizer, c, config.max_seq_len) for c in conversations]
     lengths = sorted(len(example.input_ids) for example in examples)
@@ -360,13 +348,15 @@ def main() -> None:
     baseline_seconds = statistics.median(m.seconds for m in baseline)
     achieved = flops / ours_seconds
     baseline_achieved = flops / baseline_seconds
-    peak = matmul_peak_flops(device)
+    peak = choice.peak_flops
+    baseline_peak = peak_matrix_flops(baseline_precision(device), device)
     print(
         f"ours_tokens_per_s={ours_rate:.1f} baseline_tokens_per_s={baseline_rate:.1f} "
         f"speedup={ours_rate / baseline_rate:.2f} "
         f"achieved_tflops={achieved / 1e12:.4f} baseline_tflops={baseline_achieved / 1e12:.4f} "
-        f"peak_tflops={peak / 1e12:.4f} mfu={achieved / peak:.3f} "
-        f"baseline_mfu={baseline_achieved / peak:.3f} device={device}"
+        f"peak_tflops={peak / 1e12:.4f} baseline_peak_tflops={baseline_peak / 1e12:.4f} "
+        f"mfu={achieved / peak:.3f} baseline_mfu={baseline_achieved / baseline_peak:.3f} "
+        f"setup={choice.setup.label} device={device}"
     )
 
 

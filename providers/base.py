@@ -279,6 +279,19 @@ class TrainingResult:
     trained_tokens: int = 0
     # The validation label accuracy of the adapter in adapter_dir, when the run measured one.
     val_accuracy: float | None = None
+    # The precision of the frozen base weights ("fp32", "bf16"; empty where not local).
+    precision: str = ""
+    # Model FLOPs of the tokens trained per second of training, over the host's measured peak
+    # rate of a matrix product in that precision; None where not measured.
+    model_flops_utilization: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainingSetupReport:
+    """How a local fine-tuner will train on this host, chosen by measurement, in words."""
+
+    precision: str
+    description: str
 
 
 @dataclass(frozen=True)

@@ -122,6 +122,10 @@ class JobOutput(serializers.Serializer[Any]):
     total_steps = serializers.IntegerField()
     progress_percent = serializers.IntegerField()
     device = serializers.CharField()
+    precision = serializers.CharField(
+        help_text="A local job's precision of the frozen base weights (fp32 or bf16), the "
+        "fastest its worker measured; empty for hosted jobs."
+    )
     # Where the adapter lies inside the artifact store, never the server's path to it.
     adapter_dir = serializers.SerializerMethodField()
     error = serializers.CharField()
@@ -131,6 +135,11 @@ class JobOutput(serializers.Serializer[Any]):
     heartbeat_at = serializers.DateTimeField(allow_null=True)
     trained_tokens = serializers.IntegerField()
     tokens_per_second = serializers.FloatField(allow_null=True)
+    model_flops_utilization = serializers.FloatField(
+        allow_null=True,
+        help_text="Model FLOPs of the tokens trained per second of training, over the worker's "
+        "measured peak matrix-product rate in the job's precision; null until a local job ends.",
+    )
     seconds_left = serializers.SerializerMethodField(
         help_text="The worker's estimate; null when it has none or while the worker is silent."
     )

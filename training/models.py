@@ -55,6 +55,8 @@ class TrainingJob(models.Model):
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     device = models.CharField(max_length=40, blank=True)
+    # A local job's precision of the frozen base weights, as its worker measured fastest.
+    precision = models.CharField(max_length=8, blank=True)
     adapter_dir = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
     # Sent to the provider with the job, so a retried submission finds the job a dead worker
@@ -74,6 +76,9 @@ class TrainingJob(models.Model):
     # Worker time spent on the job over all attempts: what a local job costs.
     compute_seconds = models.FloatField(default=0)
     tokens_per_second = models.FloatField(null=True, blank=True)
+    # Model FLOPs of the tokens trained per second of training, over the worker's measured peak
+    # matrix-product rate in the job's precision (providers.local.utilisation).
+    model_flops_utilization = models.FloatField(null=True, blank=True)
     seconds_left = models.FloatField(null=True, blank=True)
     best_step = models.PositiveIntegerField(null=True, blank=True)
     # The validation label accuracy of the result (its best step), when validation measured one.
@@ -106,6 +111,11 @@ class TrainingJob(models.Model):
         if not self.total_steps:
             return 100 if self.status == JobStatus.SUCCEEDED else 0
         return min(100, round(100 * self.step / self.total_steps))
+
+    @property
+    def mfu_percent(self) -> float | None:
+        utilisation = self.model_flops_utilization
+        return None if utilisation is None else 100 * utilisation
 
     @property
     def worker_silent_seconds(self) -> int | None:

@@ -27,11 +27,13 @@ from ftportal.ownership import attempt_claim, heartbeat_for
 from providers.base import (
     AnswerConstraint,
     CheckpointSaved,
+    FineTuner,
     ProviderError,
     TrainingCancelled,
     TrainingConfig,
     TrainingProgress,
     TrainingResult,
+    TrainingSetupReport,
 )
 
 from .estimates import SPEEDS_EVENT_ID, JobSpeeds, local_cost
@@ -178,20 +180,36 @@ def _train(job: TrainingJob, attempt: int, resume: Checkpoint | None) -> Trainin
         return owned is None or owned  # gone from this attempt, or cancelled
 
     fine_tuner = fine_tuner_for(job.base_model)
+    config = _config(job)
     device = str(getattr(fine_tuner, "device", ""))
     if device:
         _owned(job.pk, attempt).update(device=device)
         job.device = device
+    _record_setup(job, attempt, fine_tuner, config)
     return fine_tuner.train(
         train=_conversations(job, Split.TRAIN),
         validation=_conversations(job, Split.VALIDATION),
-        config=_config(job),
+        config=config,
         output_dir=output_dir,
         on_progress=on_progress,
         should_stop=should_stop,
         on_checkpoint=on_checkpoint,
         resume_from=Path(resume.path) if resume is not None else None,
     )
+
+
+def _record_setup(
+    job: TrainingJob, attempt: int, fine_tuner: FineTuner, config: TrainingConfig
+) -> None:
+    """A local fine-tuner's measured precision and attention kernel, on the job and in its
+    events, before training starts (the first job of a worker process runs the probe here)."""
+    describe = getattr(fine_tuner, "describe_setup", None)
+    if describe is None:
+        return
+    report: TrainingSetupReport = describe(config)
+    _owned(job.pk, attempt).update(precision=report.precision)
+    job.precision = report.precision
+    job_event(job, report.description)
 
 
 def _config(job: TrainingJob) -> TrainingConfig:
@@ -287,6 +305,8 @@ def _succeed(
             trained_tokens=result.trained_tokens,
             compute_seconds=job.compute_seconds,
             val_accuracy=result.val_accuracy,
+            precision=result.precision or job.precision,
+            model_flops_utilization=result.model_flops_utilization,
         )
         # What later jobs' launch estimates on this machine learn from (training.estimates).
         speeds = JobSpeeds.from_metrics(result.metrics)

@@ -12,7 +12,6 @@ from peft import PeftModel
 from transformers import PreTrainedModel
 
 from .encoding import IGNORED_LABEL, Batch
-from .loading import training_dtype
 
 # --- the loss -----------------------------------------------------------------------------------
 
@@ -85,12 +84,18 @@ def token_loss_for(model: PeftModel, device: str) -> TokenLoss:
         full = model(input_ids=probe, use_cache=False).logits[0].float()
         shortcut = head(decoder(input_ids=probe, use_cache=False).last_hidden_state[0]).float()
     model.train(was_training)
-    if not logits_match(shortcut, full, device):
+    if not logits_match(shortcut, full, weights_dtype(model)):
         return plain
     return LabelledPositionLoss(decoder, head)
 
 
-def logits_match(actual: torch.Tensor, expected: torch.Tensor, device: str) -> bool:
+def weights_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of the model's frozen weights (the LoRA weights stay fp32 on a bf16 base)."""
+    frozen = (parameter.dtype for parameter in model.parameters() if not parameter.requires_grad)
+    return next(frozen, torch.float32)
+
+
+def logits_match(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> bool:
     """Equal up to rounding, relative to the logits' scale.
 
     Different kernels (a masked attention against a causal one, a matmul on fewer rows) round
@@ -100,7 +105,7 @@ def logits_match(actual: torch.Tensor, expected: torch.Tensor, device: str) -> b
     """
     if actual.shape != expected.shape:
         return False
-    tolerance = 1e-3 if training_dtype(device) == torch.float32 else 3e-2
+    tolerance = 1e-3 if dtype == torch.float32 else 3e-2
     scale = max(1.0, float(expected.float().abs().max()))
     return float((actual.float() - expected.float()).abs().max()) <= tolerance * scale
 
@@ -124,4 +129,4 @@ def packing_is_exact(model: torch.nn.Module, device: str) -> bool:
             ]
         )
     model.train(was_training)
-    return logits_match(packed, alone, device)
+    return logits_match(packed, alone, weights_dtype(model))

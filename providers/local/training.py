@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from providers.base import (
     MEASURED_CPU_COSTS,
@@ -36,6 +36,7 @@ from providers.base import (
     TrainingConfig,
     TrainingProgress,
     TrainingResult,
+    TrainingSetupReport,
     default_intervals,
     step_plan,
 )
@@ -51,6 +52,7 @@ from .checkpoints import (
     remove_unfinished_checkpoints,
     write_atomically,
 )
+from .dropout import use_half_draw_dropout
 from .encoding import (
     Collate,
     DataPosition,
@@ -64,6 +66,8 @@ from .encoding import (
 from .label_accuracy import LabelAccuracy, label_questions
 from .loading import load_base_model, load_tokenizer, pick_device
 from .loss import TokenLoss, packing_is_exact, token_loss_for
+from .precision import AdapterShape, HostChoice, TrainingSetup, given_choice, host_choice
+from .utilisation import ModelFlops, utilisation
 
 MAX_GRAD_NORM = 1.0
 # torch.optim.AdamW's own default, named so that the benchmark's baseline can use the same.
@@ -107,9 +111,13 @@ class _Data:
 class LocalLoRAFineTuner:
     """Trains a LoRA adapter on a local base model, with checkpoints it can resume from."""
 
-    def __init__(self, base_model_dir: Path, device: str | None = None) -> None:
+    def __init__(
+        self, base_model_dir: Path, device: str | None = None, setup: TrainingSetup | None = None
+    ) -> None:
         self.base_model_dir = base_model_dir
         self.device = pick_device(device)
+        # None measures the fastest setup on this host (precision.py).
+        self.setup = setup
 
     def train(
         self,
@@ -138,6 +146,7 @@ class LocalLoRAFineTuner:
         )
         if checkpoint is not None:
             check_resumable(checkpoint, config, data.fingerprint)
+        choice = self.host_choice(config)
         model = self._build_peft_model(config)
         run = _TrainingRun(
             model=model,
@@ -157,6 +166,7 @@ class LocalLoRAFineTuner:
         run.save_result_adapter(output_dir)
         tokenizer.save_pretrained(output_dir)
         state = run.state
+        mfu = utilisation(run.trained_flops(), state.training_seconds, choice.peak_flops)
         # Under early stopping the result is the best adapter, whether or not it stopped early.
         keeps_best = (
             config.early_stopping_patience is not None and state.stopping.best_step is not None
@@ -185,17 +195,35 @@ class LocalLoRAFineTuner:
                 "load_seconds": load_seconds,
                 "eval_every_steps": float(config.eval_every_steps or 0),
                 "checkpoint_every_steps": float(config.checkpoint_every_steps or 0),
+                "peak_flops": choice.peak_flops,
             },
             best_step=state.stopping.best_step if keeps_best else state.step,
             stopped_early=run.stopped_early,
             trained_tokens=state.trained_tokens,
             val_accuracy=state.stopping.best_accuracy if keeps_best else state.val_accuracy,
+            precision=choice.setup.precision,
+            model_flops_utilization=mfu,
         )
 
+    def host_choice(self, config: TrainingConfig) -> HostChoice:
+        """The precision and attention kernel this config trains with here (precision.py),
+        measured on first use in this process unless the fine-tuner was given one."""
+        if self.setup is not None:
+            return given_choice(self.setup, self.device)
+        adapter = AdapterShape(config.lora_r, tuple(config.target_modules))
+        return host_choice(self.base_model_dir, self.device, adapter)
+
+    def describe_setup(self, config: TrainingConfig) -> TrainingSetupReport:
+        choice = self.host_choice(config)
+        return TrainingSetupReport(choice.setup.precision, choice.describe())
+
     def _build_peft_model(self, config: TrainingConfig) -> PeftModel:
+        setup = self.host_choice(config).setup
         # LoRA's A matrices are initialised randomly; a resumed run overwrites them.
         torch.manual_seed(config.seed)
-        base = load_base_model(self.base_model_dir, self.device)
+        base = load_base_model(
+            self.base_model_dir, self.device, dtype=setup.dtype, attention=setup.attention
+        )
         base.config.use_cache = False  # the KV cache only helps generation
         lora = LoraConfig(
             r=config.lora_r,
@@ -213,6 +241,7 @@ class LocalLoRAFineTuner:
             ) from error
         if not isinstance(model, PeftModel):
             raise ProviderError("peft returned a mixed-adapter model, which training does not use")
+        use_half_draw_dropout(model)
         return model
 
 
@@ -298,6 +327,8 @@ class _TrainingRun:
         self.pad_token_id = pad_token_id
         self.output_dir = output_dir
         self.plan = step_plan(len(data.train), config)
+        base = model.get_base_model()
+        self.flops = ModelFlops.of(base) if isinstance(base, PreTrainedModel) else ModelFlops(0, 0)
         self.token_loss = token_loss_for(model, device)
         self.collate: Collate = collate_packed if packing_is_exact(model, device) else collate
         self.trainable = [p for p in model.parameters() if p.requires_grad]
@@ -440,6 +471,14 @@ class _TrainingRun:
             tokens_per_second=self.tokens_per_second(),
             seconds_left=0.0 if self.stopped_early else self._seconds_left(),
         )
+
+    def trained_flops(self) -> float:
+        """Model FLOPs of the tokens trained so far (utilisation.py), the labelled share of
+        them taken as the training set's."""
+        inputs = input_tokens(self.data.train)
+        labelled = sum(example.supervised_tokens for example in self.data.train)
+        trained = self.state.trained_tokens
+        return self.flops.of_tokens(trained, trained * labelled / inputs if inputs else 0.0)
 
     def tokens_per_second(self) -> float | None:
         # Training tokens over training seconds: time spent on validation and on writing

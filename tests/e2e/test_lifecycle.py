@@ -340,6 +340,16 @@ def test_a_team_takes_ticket_triage_from_a_jsonl_file_to_a_rolled_back_productio
     v1 = ModelVersion.objects.get(training_job=job1)
     assert v1.number == 1 and v1.dataset_hash == version.content_hash
     expect(page.locator("#job-result")).to_contain_text("tickets-ft v1")
+    # The worker's measured setup and how much of its peak the job used.
+    assert job1.precision in ("fp32", "bf16")
+    expect(page.locator("#job-precision")).to_have_text(job1.precision)
+    assert job1.model_flops_utilization is not None and 0 < job1.model_flops_utilization < 1
+    expect(page.locator("#job-speed")).to_contain_text(
+        re.compile(
+            rf"model FLOP utilisation \d+\.\d %\s+of the worker's measured peak in {job1.precision}"
+        )
+    )
+    assert job1.events.filter(message__startswith=f"Training in {job1.precision} with").exists()
     shot(page, tmp_path, "job-succeeded")
 
     # --- evaluate: fine-tuned against its base model on the validation split -------------------

@@ -1,4 +1,5 @@
-"""Linear layers through oneDNN while decoding on the CPU (providers.local.cpu_matmul).
+"""Linear layers through oneDNN while decoding on the CPU (providers.local.cpu_matmul), and the
+measured choice of where to use it.
 
 What is asserted: inside onednn_linear(), exactly the float32, gradient-free CPU products with
 at least two rows go to oneDNN, and they agree with torch's own linear; everything else, and
@@ -145,3 +146,83 @@ def test_a_disagreeing_onednn_is_not_used(monkeypatch: pytest.MonkeyPatch) -> No
         torch.testing.assert_close(actual, inputs @ weight.T)
     finally:
         onednn_linear_available.cache_clear()
+
+
+# --- the measured choice ------------------------------------------------------------------------
+
+
+def test_weight_shapes_are_counted_per_shape() -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.Linear(32, 16), torch.nn.Linear(16, 32)
+    )
+    model.append(torch.nn.Linear(16, 32).to(torch.bfloat16))  # not a product routed
+    assert cpu_matmul.weight_shapes(model) == ((16, 32, 1), (32, 16, 2))
+
+
+@pytest.mark.parametrize(
+    ("onednn_wins_from", "expected"),
+    [(2, 2), (16, 16), (None, None)],
+    ids=["always", "from-16-rows", "never"],
+)
+def test_onednn_is_used_from_the_row_count_where_it_starts_winning(
+    monkeypatch: pytest.MonkeyPatch, onednn_wins_from: int | None, expected: int | None
+) -> None:
+    def onednn(shapes: cpu_matmul.WeightShapes, rows: int) -> float:
+        wins = onednn_wins_from is not None and rows >= onednn_wins_from
+        return 1.0 if wins else 3.0
+
+    monkeypatch.setattr(cpu_matmul, "_onednn_seconds", onednn)
+    monkeypatch.setattr(cpu_matmul, "_torch_seconds", lambda shapes, rows: 2.0)
+    shapes = ((1536, 576, 60),)
+    cpu_matmul.onednn_min_rows.cache_clear()
+    try:
+        assert cpu_matmul.onednn_min_rows(shapes) == expected
+    finally:
+        cpu_matmul.onednn_min_rows.cache_clear()
+
+
+def test_a_win_at_few_rows_that_is_lost_at_more_does_not_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(
+        cpu_matmul, "_onednn_seconds", lambda shapes, rows: 1.0 if rows in (2, 4, 32, 64) else 3.0
+    )
+    monkeypatch.setattr(cpu_matmul, "_torch_seconds", lambda shapes, rows: 2.0)
+    cpu_matmul.onednn_min_rows.cache_clear()
+    try:
+        assert cpu_matmul.onednn_min_rows(((8, 8, 1),)) == 32
+    finally:
+        cpu_matmul.onednn_min_rows.cache_clear()
+
+
+@pytest.mark.parametrize(("min_rows", "routed_rows"), [(8, [16]), (None, [])])
+def test_fastest_linear_routes_only_what_the_measurement_chose(
+    monkeypatch: pytest.MonkeyPatch,
+    routed_calls: list[tuple[int, ...]],
+    min_rows: int | None,
+    routed_rows: list[int],
+) -> None:
+    monkeypatch.setattr(cpu_matmul, "onednn_min_rows", lambda shapes: min_rows)
+    assert onednn_linear_available()  # its own check's product is not one of those counted
+    routed_calls.clear()
+    linear = torch.nn.Linear(64, 32)
+    inputs = [torch.randn(rows, 64) for rows in (4, 16)]
+    with torch.inference_mode():
+        expected = [linear(batch) for batch in inputs]
+        with cpu_matmul.fastest_linear(linear):
+            actual = [linear(batch) for batch in inputs]
+    for got, wanted in zip(actual, expected, strict=True):
+        torch.testing.assert_close(got, wanted, rtol=1e-4, atol=1e-4)
+    assert [shape[0] for shape in routed_calls] == routed_rows
+    described = cpu_matmul.describe_linear_choice(linear)
+    assert described.startswith("oneDNN" if min_rows is not None else "torch")
+
+
+def test_the_real_measurement_gives_a_probed_row_count_or_none() -> None:
+    shapes = ((1536, 576, 2), (576, 1536, 1))
+    cpu_matmul.onednn_min_rows.cache_clear()
+    try:
+        assert cpu_matmul.onednn_min_rows(shapes) in (None, *cpu_matmul.PROBE_ROWS)
+        assert cpu_matmul.onednn_min_rows(()) is None
+    finally:
+        cpu_matmul.onednn_min_rows.cache_clear()

@@ -18,6 +18,7 @@ from providers.base import (
     TrainingProgress,
 )
 from providers.local.checkpoints import EarlyStopping, checkpoint_dir
+from providers.local.precision import TrainingSetup
 from providers.local.training import LocalLoRAFineTuner, estimate_seconds_left
 from providers.local.weights import ensure_base_model
 
@@ -32,6 +33,10 @@ TICKETS = [
     ("Please support SSO with Okta.", "feature"),
     ("I cannot log in after changing my email.", "account"),
 ]
+# The two runs whose trajectories the tests below read (a new best, then passes without one)
+# were read off fp32 runs. A bf16 run learns the wrong labels too, at other steps
+# (tests/providers/test_local_precision.py compares the two precisions).
+TRAJECTORY_SETUP = TrainingSetup("fp32", "sdpa")
 WRONG_LABEL = {"billing": "feature", "bug": "account", "feature": "billing", "account": "bug"}
 
 
@@ -204,7 +209,7 @@ def test_label_accuracy_is_measured_at_each_pass_and_early_stopping_keeps_its_be
         validation_labels=LABELS,
     )
 
-    result = LocalLoRAFineTuner(base_model_dir).train(
+    result = LocalLoRAFineTuner(base_model_dir, setup=TRAJECTORY_SETUP).train(
         train=[conversation(ticket, WRONG_LABEL[label]) for ticket, label in TICKETS],
         validation=[conversation(ticket, label) for ticket, label in TICKETS],
         config=config,
@@ -248,7 +253,7 @@ def test_patience_running_out_at_the_last_step_is_not_stopping_early(
 ) -> None:
     """The run keeps its best step, but it did not end any sooner: no "stopped early"."""
     events: list[TrainingProgress] = []
-    result = LocalLoRAFineTuner(base_model_dir).train(
+    result = LocalLoRAFineTuner(base_model_dir, setup=TRAJECTORY_SETUP).train(
         train=[conversation(ticket, WRONG_LABEL[label]) for ticket, label in TICKETS],
         validation=[conversation(ticket, label) for ticket, label in TICKETS],
         config=TrainingConfig(

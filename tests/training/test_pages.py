@@ -140,3 +140,29 @@ def test_a_finished_job_fragment_stops_polling(client: Client, world: World, lea
     assert "hx-trigger" not in fragment
     assert "hx-trigger" not in full_page
     assert 'id="evaluate-version"' in fragment
+
+
+def test_a_finished_local_job_shows_its_precision_speed_and_utilisation(
+    client: Client, world: World, lead: User
+) -> None:
+    finished = world.v1.training_job
+    finished.precision = "bf16"
+    finished.tokens_per_second = 456.7
+    finished.model_flops_utilization = 0.0784
+    finished.save()
+    running = world.running_job
+    running.precision = "fp32"
+    running.tokens_per_second = 300.0
+    running.save()
+    client.force_login(lead)
+
+    done = client.get(reverse("job_detail", args=[world.project.pk, finished.pk])).content.decode()
+    still = client.get(reverse("job_detail", args=[world.project.pk, running.pk])).content.decode()
+
+    assert '<span id="job-precision">bf16</span>' in done
+    assert "Trained at 457 tokens/s" in done
+    assert "model FLOP utilisation 7.8 %" in done
+    assert "measured peak in bf16" in done
+    assert '<span id="job-precision">fp32</span>' in still
+    # While it runs, the speed is the live one by the step; utilisation comes at the end.
+    assert 'id="job-speed"' not in still

@@ -1,0 +1,287 @@
+"""How local training runs fastest on this host, chosen by measuring it.
+
+A CPU with bf16 matrix units (AMX, AVX-512 bf16) multiplies bf16 matrices several times faster
+than fp32 ones, but a training step is more than its matrix products: elementwise work, casts and
+attention kernels can be slower in bf16, and which attention kernel is fastest differs from one
+CPU to the next. So instead of trusting a capability flag, the probe times a forward and
+backward pass through the first few decoder layers of the base model itself, packed as training
+packs it, in each candidate way (fp32 or bf16 frozen weights; torch's fused attention, the
+plain one, or the fused one computed in fp32 inside a bf16 model), and picks the fastest. LoRA
+weights and the optimizer's state stay in fp32 whatever the choice (peft keeps adapters in fp32
+on a bf16 base).
+
+FTPORTAL_LOCAL_PRECISION forces the precision (fp32 or bf16; auto, the default, measures); the
+attention kernel is still chosen by measurement within it. The choice is made once per process
+and base model, and also gives the host's peak matrix-product rate in that precision, against
+which a job's model FLOP utilisation is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AttentionInterface, AutoModelForCausalLM, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+from transformers.utils import logging as hf_logging
+
+from providers.base import ProviderError
+
+logger = logging.getLogger(__name__)
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
+PRECISION_SETTING = "FTPORTAL_LOCAL_PRECISION"
+# torch's fused attention with its inputs cast to fp32 and its output back: in a bf16 model, the
+# fp32 kernel can beat the bf16 one on CPUs (measured 34 ms against 176 ms a step on this
+# project's machine).
+SDPA_IN_FP32 = "sdpa_fp32"
+TODAYS_ATTENTION = "sdpa"
+
+# The probe: this many decoder layers (each costs the same, so a few predict them all), on rows
+# of this many tokens, each row two examples packed.
+PROBE_LAYERS = 4
+PROBE_ROWS = 4
+PROBE_ROW_TOKENS = 256
+PROBE_PASSES = 2
+PEAK_MATRIX_SIZE = 2048
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The dtype of the frozen base weights and the attention kernel a local job trains with."""
+
+    precision: Precision
+    attention: str
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+
+    @property
+    def label(self) -> str:
+        return f"{self.precision}/{self.attention}"
+
+
+@dataclass(frozen=True)
+class HostChoice:
+    """The setup chosen for a base model on this host and what the choice rests on."""
+
+    setup: TrainingSetup
+    # Median seconds of the probe's pass for each candidate, fastest first; empty when the
+    # model could not be probed.
+    probe_seconds: dict[str, float] = field(default_factory=dict)
+    # The best rate of a large matrix product in setup.precision: what MFU is measured against.
+    peak_flops: float = 0.0
+    # Why the candidates were what they were (a forced precision, no bf16 support).
+    note: str = ""
+
+    def describe(self) -> str:
+        """One line for the worker log and the job page."""
+        setup = self.setup
+        text = f"Training in {setup.precision} with {setup.attention} attention"
+        if len(self.probe_seconds) > 1:
+            timings = ", ".join(
+                f"{label} {seconds * 1000:.0f} ms" for label, seconds in self.probe_seconds.items()
+            )
+            text += f": fastest in a probe pass of {PROBE_LAYERS} layers ({timings})"
+        if self.note:
+            text += f"; {self.note}"
+        if self.peak_flops:
+            text += f"; this host's peak {setup.precision} matrix product: "
+            text += f"{self.peak_flops / 1e9:,.0f} GFLOP/s"
+        return text
+
+
+def _sdpa_in_fp32(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    output, _ = sdpa_attention_forward(
+        module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+    )
+    return output.to(query.dtype), None
+
+
+AttentionInterface.register(SDPA_IN_FP32, _sdpa_in_fp32)
+ALL_MASK_ATTENTION_FUNCTIONS.register(SDPA_IN_FP32, sdpa_mask)
+
+
+def bf16_matrix_support(device: str) -> bool:
+    """Whether the device multiplies bf16 matrices natively (a GPU that supports bf16; a CPU
+    whose oneDNN has bf16 kernels, which needs AVX-512 bf16 or AMX)."""
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check is not None and check())
+
+
+def forced_precision() -> Precision | None:
+    """FTPORTAL_LOCAL_PRECISION: fp32 or bf16, or None for auto (unset, empty or "auto")."""
+    value = os.environ.get(PRECISION_SETTING, "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    if value not in PRECISIONS:
+        raise ProviderError(f"{PRECISION_SETTING} must be auto, fp32 or bf16, not {value!r}")
+    return value
+
+
+def candidate_setups(device: str, forced: Precision | None) -> tuple[list[TrainingSetup], str]:
+    """The setups worth timing here, and a note on why some are missing."""
+    precisions: list[Precision]
+    note = ""
+    if forced is not None:
+        precisions = [forced]
+        note = f"precision forced by {PRECISION_SETTING}"
+    elif bf16_matrix_support(device):
+        precisions = ["fp32", "bf16"]
+    else:
+        precisions = ["fp32"]
+        note = f"no bf16 matrix support on {device}"
+    setups = []
+    for precision in precisions:
+        setups += [TrainingSetup(precision, "sdpa"), TrainingSetup(precision, "eager")]
+        if precision == "bf16":
+            setups.append(TrainingSetup(precision, SDPA_IN_FP32))
+    return setups, note
+
+
+@dataclass(frozen=True)
+class AdapterShape:
+    """What of a job's LoRA settings changes the cost of a step."""
+
+    rank: int
+    target_modules: tuple[str, ...]
+
+
+@functools.cache
+def host_choice(base_model_dir: Path, device: str, adapter: AdapterShape) -> HostChoice:
+    """The fastest setup for training this adapter on this model here; measured once per
+    process."""
+    forced = forced_precision()
+    setups, note = candidate_setups(device, forced)
+    try:
+        seconds = _probe(base_model_dir, device, adapter, setups)
+    except (RuntimeError, ValueError, OSError, AttributeError, TypeError) as error:
+        # An architecture the probe cannot drive trains as before: fp32 unless forced.
+        logger.warning("training probe failed for %s: %s", base_model_dir, error)
+        fallback = TrainingSetup(forced or "fp32", TODAYS_ATTENTION)
+        return HostChoice(
+            fallback, {}, peak_matrix_flops(fallback.precision, device), f"probe failed: {error}"
+        )
+    ranked = dict(sorted(seconds.items(), key=lambda item: item[1]))
+    best = next(setup for setup in setups if setup.label == next(iter(ranked)))
+    choice = HostChoice(best, ranked, peak_matrix_flops(best.precision, device), note)
+    logger.info("%s (%s)", choice.describe(), base_model_dir)
+    return choice
+
+
+def _probe(
+    base_model_dir: Path, device: str, adapter: AdapterShape, setups: list[TrainingSetup]
+) -> dict[str, float]:
+    timers = {setup.label: _probe_pass(base_model_dir, device, adapter, setup) for setup in setups}
+    seconds: dict[str, list[float]] = {label: [] for label in timers}
+    # Passes alternate between the candidates, so that a busy moment slows them alike.
+    for _ in range(PROBE_PASSES):
+        for label, timed_pass in timers.items():
+            seconds[label].append(timed_pass())
+    return {label: statistics.median(values) for label, values in seconds.items()}
+
+
+def _probe_pass(
+    base_model_dir: Path, device: str, adapter: AdapterShape, setup: TrainingSetup
+) -> Callable[[], float]:
+    """A timed forward and backward pass through the model's first PROBE_LAYERS layers with
+    the job's LoRA adapter on them, as a training step makes it; warmed up once."""
+    with _quiet_loading():
+        # Loading a few of the layers leaves the others' weights unused, which is the point.
+        base: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+            base_model_dir,
+            dtype=setup.dtype,
+            attn_implementation=setup.attention,
+            num_hidden_layers=PROBE_LAYERS,
+            local_files_only=True,
+        )
+    base.to(device)  # type: ignore[arg-type]
+    lora = LoraConfig(
+        r=adapter.rank, target_modules=list(adapter.target_modules), task_type="CAUSAL_LM"
+    )
+    model = get_peft_model(base, lora)
+    decoder = base.get_decoder()
+    hidden_size = int(base.config.hidden_size)
+    half = PROBE_ROW_TOKENS // 2
+    positions = torch.arange(half, device=device).repeat(PROBE_ROWS, 2)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def timed_pass() -> float:
+        inputs = torch.randn(
+            PROBE_ROWS, PROBE_ROW_TOKENS, hidden_size, generator=generator, device=device
+        ).to(setup.dtype)
+        _synchronize(device)
+        began = time.perf_counter()
+        hidden = decoder(inputs_embeds=inputs, position_ids=positions, use_cache=False)
+        hidden.last_hidden_state.float().square().mean().backward()
+        model.zero_grad(set_to_none=True)
+        _synchronize(device)
+        return time.perf_counter() - began
+
+    timed_pass()
+    return timed_pass
+
+
+@contextlib.contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """transformers' progress bar and its report of unused weights, off for the probe's loads."""
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def given_choice(setup: TrainingSetup, device: str) -> HostChoice:
+    """A setup its caller chose, unmeasured but for the peak that MFU is measured against."""
+    return HostChoice(setup, {}, peak_matrix_flops(setup.precision, device), "set by its caller")
+
+
+@functools.cache
+def peak_matrix_flops(precision: Precision, device: str) -> float:
+    """The best rate of a large square matrix product in this precision, in FLOP/s."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    size = PEAK_MATRIX_SIZE
+    left = torch.randn(size, size, device=device).to(dtype)
+    right = torch.randn(size, size, device=device).to(dtype)
+    torch.matmul(left, right)
+    best = float("inf")
+    for _ in range(4):
+        _synchronize(device)
+        began = time.perf_counter()
+        torch.matmul(left, right)
+        _synchronize(device)
+        best = min(best, time.perf_counter() - began)
+    return 2 * size**3 / best
