@@ -10,7 +10,8 @@ torch's fused attention, torch's dropout), once with the setup its probe picks o
 (providers/local/precision.py: bf16 where that is faster). Each job's time is its whole train()
 call: loading, training, validation passes, checkpoints. Then the base model and both adapters
 are scored zero-shot on the validation split with the product's own metrics (generation in
-fp32 for all three). The last line is machine-readable.
+fp32 for all three, and each adapter again with generation in bf16, to judge that setting by the
+task's metric). The last line is machine-readable.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from providers.base import (  # noqa: E402
     TrainingResult,
 )
 from providers.local.generation import LocalChatModel  # noqa: E402
+from providers.local.loading import GENERATION_PRECISION_SETTING  # noqa: E402
 from providers.local.precision import TODAYS_ATTENTION, TrainingSetup  # noqa: E402
 from providers.local.training import LocalLoRAFineTuner  # noqa: E402
 
@@ -80,6 +82,8 @@ class Side:
     result: TrainingResult
     exact_match: float
     token_f1: float
+    # The same adapter's exact match with generation in bf16 (FTPORTAL_LOCAL_GENERATION_PRECISION).
+    bf16_generation_exact_match: float
 
 
 def todays_fine_tuner(base_dir: Path) -> LocalLoRAFineTuner:
@@ -112,8 +116,9 @@ def train_and_score(
         train_s = time.perf_counter() - started
         chat = LocalChatModel(fine_tuner.base_model_dir, result.adapter_dir)
         exact_match, f1 = score(chat, validation, max_new_tokens)
-        chat.close()
-    return Side(train_s, result, exact_match, f1)
+        with mock.patch.dict(os.environ, {GENERATION_PRECISION_SETTING: "bf16"}):
+            bf16_exact_match, _ = score(chat, validation, max_new_tokens)
+    return Side(train_s, result, exact_match, f1, bf16_exact_match)
 
 
 def main() -> None:
@@ -155,6 +160,8 @@ def main() -> None:
         "base_exact_match": f"{base_em:.3f}",
         "today_exact_match": f"{today.exact_match:.3f}",
         "tuned_exact_match": f"{chosen.exact_match:.3f}",
+        "tuned_bf16_generation_exact_match": f"{chosen.bf16_generation_exact_match:.3f}",
+        "today_bf16_generation_exact_match": f"{today.bf16_generation_exact_match:.3f}",
         "base_token_f1": f"{base_f1:.3f}",
         "today_token_f1": f"{today.token_f1:.3f}",
         "tuned_token_f1": f"{chosen.token_f1:.3f}",

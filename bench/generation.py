@@ -16,7 +16,9 @@ measured faster on this host, else through torch's linear (providers/local/cpu_m
 run prints which it chose. Two more sides run generate_batch with each product forced ("batched,
 torch linear" and "batched, oneDNN linear", the latter at every batch of two rows or more), so
 that the run shows how much of the speedup is batching, how much the matrix product, and
-whether the measured choice picked the faster one.
+whether the measured choice picked the faster one. A fifth, "batched, bf16", loads the model in
+bf16 (FTPORTAL_LOCAL_GENERATION_PRECISION=bf16): its speed and how many of its replies match
+fp32's are printed apart, since bf16 rounding may change a greedy choice.
 
 Each repeat times every side, in alternating order; the medians are reported, and each repeat's
 own ratio. Examples per second are prompts over the median time. Other work on the machine slows
@@ -53,6 +55,10 @@ from bench.prepare import prepared_base_model, time_sides  # noqa: E402
 from providers.base import Conversation  # noqa: E402
 from providers.local import cpu_matmul  # noqa: E402
 from providers.local.generation import LocalChatModel  # noqa: E402
+from providers.local.loading import GENERATION_PRECISION_SETTING  # noqa: E402
+
+# Sides whose replies may differ from fp32 decoding's by rounding (counted apart).
+INEXACT_SIDES = ("sequential", "batched, bf16")
 
 TOPICS = [
     "invoices",
@@ -146,6 +152,10 @@ def main() -> None:
         with mock.patch.object(cpu_matmul, "onednn_min_rows", return_value=2):
             return run_batched()
 
+    def run_batched_bf16() -> list[str]:
+        with mock.patch.dict(os.environ, {GENERATION_PRECISION_SETTING: "bf16"}):
+            return run_batched()
+
     def run_sequential() -> list[str]:
         return sequential_replies(chat, prompts, args.max_new_tokens)
 
@@ -153,6 +163,7 @@ def main() -> None:
         ("batched", run_batched),
         ("batched, torch linear", run_batched_torch_linear),
         ("batched, oneDNN linear", run_batched_onednn),
+        ("batched, bf16", run_batched_bf16),
         ("sequential", run_sequential),
     ]
     times, replies = time_sides(sides, args.repeats)
@@ -161,13 +172,18 @@ def main() -> None:
 
     same = 0
     for index, sequential in enumerate(replies["sequential"]):
-        batched = [replies[name][index] for name, _ in sides if name != "sequential"]
+        batched = [replies[name][index] for name, _ in sides if name not in INEXACT_SIDES]
         if batched == [sequential] * len(batched):
             same += 1
         else:
             print(f"prompt {index} differs: batched {batched!r} vs sequential {sequential!r}")
 
+    bf16_same = sum(
+        bf16 == sequential
+        for bf16, sequential in zip(replies["batched, bf16"], replies["sequential"], strict=True)
+    )
     batched_s = statistics.median(times["batched"])
+    bf16_s = statistics.median(times["batched, bf16"])
     torch_linear_s = statistics.median(times["batched, torch linear"])
     onednn_s = statistics.median(times["batched, oneDNN linear"])
     sequential_s = statistics.median(times["sequential"])
@@ -178,13 +194,18 @@ def main() -> None:
         f"{batched_s:.2f}s = {args.prompts / batched_s:.2f} examples/s, sequential generate() "
         f"{sequential_s:.2f}s = {args.prompts / sequential_s:.2f} examples/s: {speedup:.1f}x "
         f"(target >= 10x; per repeat {', '.join(f'{r:.1f}x' for r in ratios)}); "
-        f"{same}/{args.prompts} replies identical on all four sides"
+        f"{same}/{args.prompts} replies identical on the four fp32 sides"
     )
     print(
         f"batched with torch's own linear: {torch_linear_s:.2f}s, "
         f"{sequential_s / torch_linear_s:.1f}x over sequential; with oneDNN's: {onednn_s:.2f}s, "
         f"{sequential_s / onednn_s:.1f}x; the measured choice ({choice}) is "
         f"{min(torch_linear_s, onednn_s) / batched_s:.2f}x the faster forced side"
+    )
+    print(
+        f"batched in bf16 ({GENERATION_PRECISION_SETTING}=bf16): {bf16_s:.2f}s, "
+        f"{batched_s / bf16_s:.2f}x the fp32 batched side; {bf16_same}/{args.prompts} replies "
+        "identical to fp32 sequential generate()"
     )
     figures = {
         "batched_s": f"{batched_s:.3f}",
@@ -200,6 +221,9 @@ def main() -> None:
         "chosen": "onednn"
         if cpu_matmul.onednn_min_rows(cpu_matmul.weight_shapes(model))
         else "torch",
+        "bf16_s": f"{bf16_s:.3f}",
+        "bf16_gain": f"{batched_s / bf16_s:.2f}",
+        "bf16_same_outputs": f"{bf16_same}/{args.prompts}",
         "batch_size": args.batch_size,
         "prompts": args.prompts,
         "max_new_tokens": args.max_new_tokens,

@@ -29,7 +29,7 @@ from providers.constrained import TokenGuide
 from .cpu_matmul import fastest_linear
 from .encoding import render_chat, token_ids
 from .label_scoring import LabelTrie, label_log_probs, label_sequences
-from .loading import load_base_model, load_tokenizer, pick_device
+from .loading import generation_dtype, load_base_model, load_tokenizer, pick_device
 
 MODEL_CACHE_SIZE = 2
 
@@ -38,9 +38,9 @@ MODEL_CACHE_SIZE = 2
 
 @functools.lru_cache(maxsize=MODEL_CACHE_SIZE)
 def _load_for_generation(
-    base_model_dir: Path, adapter_dir: Path | None, device: str
+    base_model_dir: Path, adapter_dir: Path | None, device: str, dtype: torch.dtype
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    model = load_base_model(base_model_dir, device)
+    model = load_base_model(base_model_dir, device, dtype=dtype)
     tokenizer = load_tokenizer(base_model_dir)
     if adapter_dir is not None:
         adapted = PeftModel.from_pretrained(model, adapter_dir)
@@ -64,7 +64,9 @@ class LocalChatModel:
 
     def model_and_tokenizer(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The model generate_batch uses (loaded on first use, then kept), and its tokenizer."""
-        return _load_for_generation(self.base_model_dir, self.adapter_dir, self.device)
+        return _load_for_generation(
+            self.base_model_dir, self.adapter_dir, self.device, generation_dtype(self.device)
+        )
 
     def generate_batch(
         self,

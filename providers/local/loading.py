@@ -3,6 +3,7 @@ a base model and its tokenizer from a directory of weights."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -13,6 +14,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from providers.base import ProviderError
+
 
 def pick_device(requested: str | None) -> str:
     if requested is not None:
@@ -20,9 +23,24 @@ def pick_device(requested: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+GENERATION_PRECISION_SETTING = "FTPORTAL_LOCAL_GENERATION_PRECISION"
+
+
 def generation_dtype(device: str) -> torch.dtype:
-    # bf16 halves memory and is fast on GPUs. On CPUs generation stays in fp32, whose greedy
-    # replies match the reference path's; training measures its own choice (precision.py).
+    """bf16 on GPUs, where it halves memory and is fast. On CPUs fp32, whose greedy replies are
+    the same batched or alone; bf16 there decodes about 1.6x faster on a CPU with AMX but gives
+    other replies to some prompts (bench/generation.py), so it is chosen by setting
+    FTPORTAL_LOCAL_GENERATION_PRECISION to bf16 (or fp32 on a GPU). Training measures its own
+    choice (precision.py)."""
+    value = os.environ.get(GENERATION_PRECISION_SETTING, "").strip().lower()
+    if value == "bf16":
+        return torch.bfloat16
+    if value == "fp32":
+        return torch.float32
+    if value not in ("", "default"):
+        raise ProviderError(
+            f"{GENERATION_PRECISION_SETTING} must be default, fp32 or bf16, not {value!r}"
+        )
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 

@@ -23,6 +23,8 @@ from providers.base import (
 )
 from providers.local import precision
 from providers.local.dropout import HalfDrawDropout, use_half_draw_dropout
+from providers.local.generation import LocalChatModel
+from providers.local.loading import GENERATION_PRECISION_SETTING, generation_dtype
 from providers.local.precision import (
     PRECISION_SETTING,
     AdapterShape,
@@ -246,3 +248,41 @@ def test_bf16_training_keeps_lora_in_fp32_and_learns_as_fp32_does(
     assert fp32_curve[-1] < fp32_curve[0] and bf16_curve[-1] < bf16_curve[0]
     assert bf16.val_loss is not None and fp32.val_loss is not None
     assert abs(bf16.val_loss - fp32.val_loss) <= 0.15 * fp32.val_loss
+
+
+# --- generation ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "device", "expected"),
+    [
+        ("", "cpu", torch.float32),
+        ("", "cuda", torch.bfloat16),
+        ("bf16", "cpu", torch.bfloat16),
+        ("FP32", "cuda", torch.float32),
+    ],
+)
+def test_generation_is_fp32_on_cpus_unless_set(
+    monkeypatch: pytest.MonkeyPatch, value: str, device: str, expected: torch.dtype
+) -> None:
+    monkeypatch.setenv(GENERATION_PRECISION_SETTING, value)
+    assert generation_dtype(device) == expected
+
+
+def test_a_wrong_generation_precision_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(GENERATION_PRECISION_SETTING, "int8")
+    with pytest.raises(ProviderError, match=f"{GENERATION_PRECISION_SETTING} must be"):
+        generation_dtype("cpu")
+
+
+def test_bf16_generation_loads_its_own_bf16_model(
+    base_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat = LocalChatModel(base_model_dir, device="cpu")
+    fp32_model, _ = chat.model_and_tokenizer()
+    monkeypatch.setenv(GENERATION_PRECISION_SETTING, "bf16")
+    bf16_model, _ = chat.model_and_tokenizer()
+    assert fp32_model.dtype == torch.float32
+    assert bf16_model.dtype == torch.bfloat16
+    [reply] = chat.generate_batch([[{"role": "user", "content": "Say hello."}]], max_new_tokens=4)
+    assert reply.completion_tokens > 0
