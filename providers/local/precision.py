@@ -49,11 +49,12 @@ PRECISION_SETTING = "FTPORTAL_LOCAL_PRECISION"
 SDPA_IN_FP32 = "sdpa_fp32"
 TODAYS_ATTENTION = "sdpa"
 
-# The probe: this many decoder layers (each costs the same, so a few predict them all), on rows
-# of this many tokens, each row two examples packed.
+# The probe: this many decoder layers (each costs the same, so a few predict them all), on the
+# two kinds of batch training makes: examples of similar length, one a row (a causal mask), and
+# examples packed several to a row (a block mask, which attention kernels handle differently).
+# As (rows, tokens a row, examples a row); each 512 tokens.
 PROBE_LAYERS = 4
-PROBE_ROWS = 4
-PROBE_ROW_TOKENS = 256
+PROBE_BATCHES = ((4, 128, 1), (2, 256, 2))
 PROBE_PASSES = 2
 PEAK_MATRIX_SIZE = 2048
 
@@ -224,14 +225,12 @@ def _probe_pass(
     model = get_peft_model(base, lora)
     decoder = base.get_decoder()
     hidden_size = int(base.config.hidden_size)
-    half = PROBE_ROW_TOKENS // 2
-    positions = torch.arange(half, device=device).repeat(PROBE_ROWS, 2)
     generator = torch.Generator(device=device).manual_seed(0)
 
-    def timed_pass() -> float:
-        inputs = torch.randn(
-            PROBE_ROWS, PROBE_ROW_TOKENS, hidden_size, generator=generator, device=device
-        ).to(setup.dtype)
+    def timed_batch(rows: int, width: int, examples: int) -> float:
+        positions = torch.arange(width // examples, device=device).repeat(rows, examples)
+        inputs = torch.randn(rows, width, hidden_size, generator=generator, device=device)
+        inputs = inputs.to(setup.dtype)
         _synchronize(device)
         began = time.perf_counter()
         hidden = decoder(inputs_embeds=inputs, position_ids=positions, use_cache=False)
@@ -239,6 +238,9 @@ def _probe_pass(
         model.zero_grad(set_to_none=True)
         _synchronize(device)
         return time.perf_counter() - began
+
+    def timed_pass() -> float:
+        return sum(timed_batch(*batch) for batch in PROBE_BATCHES)
 
     timed_pass()
     return timed_pass
