@@ -6,7 +6,10 @@ What makes training fast spends no compute on tokens that teach nothing:
   packed several examples to a row (encoding.collate_packed), so almost no padding goes through
   the model;
 - the output head (a 49k-word vocabulary for SmolLM2, about a fifth of the model's FLOPs per
-  token) and the cross-entropy run only at positions whose next token is labelled (loss.py).
+  token) and the cross-entropy run only at positions whose next token is labelled (loss.py);
+- the frozen weights are in the precision, and attention runs in the kernel, that a probe
+  measured fastest on this host (precision.py), and LoRA's dropout draws half the random
+  numbers torch's would (dropout.py).
 Each gives the plain computation's loss and gradients (tests/providers/test_local_speed.py),
 and each is checked on the loaded model before training relies on it (packing_is_exact,
 token_loss_for), falling back to the plain way for architectures where it would not hold.
