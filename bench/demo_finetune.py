@@ -39,8 +39,8 @@ from providers.base import (  # noqa: E402
     TrainingResult,
 )
 from providers.local.generation import LocalChatModel  # noqa: E402
-from providers.local.loading import GENERATION_PRECISION_SETTING  # noqa: E402
-from providers.local.precision import TODAYS_ATTENTION, TrainingSetup  # noqa: E402
+from providers.local.loading import GENERATION_PRECISION_SETTING, pick_device  # noqa: E402
+from providers.local.precision import TODAYS_ATTENTION, Precision, TrainingSetup  # noqa: E402
 from providers.local.training import LocalLoRAFineTuner  # noqa: E402
 
 DEMO_FILE = REPO / "config" / "demo" / "support_triage.jsonl"
@@ -87,9 +87,11 @@ class Side:
 
 
 def todays_fine_tuner(base_dir: Path) -> LocalLoRAFineTuner:
-    """The trainer as it was before it measured its setup: fp32 weights, torch's fused
-    attention, and torch's dropout (use_half_draw_dropout is turned off around its runs)."""
-    return LocalLoRAFineTuner(base_dir, setup=TrainingSetup("fp32", TODAYS_ATTENTION))
+    """The trainer as it was before it measured its setup: fp32 weights on a CPU (bf16 on a
+    GPU), torch's fused attention, and torch's dropout (use_half_draw_dropout is turned off
+    around its runs)."""
+    precision: Precision = "bf16" if pick_device(None).startswith("cuda") else "fp32"
+    return LocalLoRAFineTuner(base_dir, setup=TrainingSetup(precision, TODAYS_ATTENTION))
 
 
 def train_and_score(
@@ -140,7 +142,7 @@ def main() -> None:
     probe_s = time.perf_counter() - probe_started
     print(f"probe {probe_s:.1f}s: {choice.describe()}")
 
-    print("today's trainer (fp32, torch's attention and dropout):")
+    print("today's trainer (fp32 on a CPU, torch's attention and dropout):")
     with mock.patch("providers.local.training.use_half_draw_dropout", return_value=0):
         today = train_and_score(
             todays_fine_tuner(base_dir), train, validation, config, args.max_new_tokens
