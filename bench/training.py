@@ -60,7 +60,11 @@ from providers.local.encoding import (  # noqa: E402
     input_tokens,
 )
 from providers.local.loading import load_tokenizer, pick_device  # noqa: E402
-from providers.local.precision import Precision, peak_matrix_flops  # noqa: E402
+from providers.local.precision import (  # noqa: E402
+    Precision,
+    peak_matrix_flops,
+    precision_dtype,
+)
 from providers.local.training import (  # noqa: E402
     MAX_GRAD_NORM,
     WEIGHT_DECAY,
@@ -211,7 +215,7 @@ def train_baseline(
     tokenizer.padding_side = "right"
     torch.manual_seed(config.seed)
     base = AutoModelForCausalLM.from_pretrained(
-        base_dir, dtype=BASELINE_DTYPE[baseline_precision(device)], local_files_only=True
+        base_dir, dtype=precision_dtype(baseline_precision(device)), local_files_only=True
     )
     base.config.use_cache = False
     model = get_peft_model(
@@ -260,9 +264,6 @@ def train_baseline(
         )
         output = trainer.train()
     return Measurement(input_tokens(examples) * config.epochs, timer.seconds, output.training_loss)
-
-
-BASELINE_DTYPE: dict[Precision, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def baseline_precision(device: str) -> Precision:

@@ -59,6 +59,10 @@ PROBE_PASSES = 2
 PEAK_MATRIX_SIZE = 2048
 
 
+def precision_dtype(precision: Precision) -> torch.dtype:
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 @dataclass(frozen=True)
 class TrainingSetup:
     """The dtype of the frozen base weights and the attention kernel a local job trains with."""
@@ -68,7 +72,7 @@ class TrainingSetup:
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.precision == "bf16" else torch.float32
+        return precision_dtype(self.precision)
 
     @property
     def label(self) -> str:
@@ -274,7 +278,7 @@ def given_choice(setup: TrainingSetup, device: str) -> HostChoice:
 @functools.cache
 def peak_matrix_flops(precision: Precision, device: str) -> float:
     """The best rate of a large square matrix product in this precision, in FLOP/s."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = precision_dtype(precision)
     size = PEAK_MATRIX_SIZE
     left = torch.randn(size, size, device=device).to(dtype)
     right = torch.randn(size, size, device=device).to(dtype)

@@ -40,7 +40,8 @@ class ModelFlops:
 
 
 def utilisation(flops: float, seconds: float, peak_flops: float) -> float | None:
-    """The share of the peak rate that flops in seconds achieved; None when unmeasured."""
-    if seconds <= 0 or peak_flops <= 0:
+    """The share of the peak rate that flops in seconds achieved; None when unmeasured (or
+    the model's FLOPs could not be counted)."""
+    if flops <= 0 or seconds <= 0 or peak_flops <= 0:
         return None
     return flops / seconds / peak_flops

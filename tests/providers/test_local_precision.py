@@ -201,6 +201,7 @@ def test_utilisation_is_unknown_without_a_measured_time_or_peak() -> None:
     assert utilisation(1e12, 2.0, 1e12) == 0.5
     assert utilisation(1e12, 0.0, 1e12) is None
     assert utilisation(1e12, 2.0, 0.0) is None
+    assert utilisation(0.0, 2.0, 1e12) is None
 
 
 # --- training in each precision -----------------------------------------------------------------
