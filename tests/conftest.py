@@ -164,8 +164,59 @@ def celery_worker_process(
     _flush_broker()
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     process = start_celery_worker(log_path)
+    _session_worker.append(process)
     yield process
+    _session_worker.clear()
     stop_celery_worker(process, log_path)
+
+
+# The session's worker once a test has started it: tests that used it wait, before their
+# teardown truncates the tables, until it has finished what they queued.
+_session_worker: list[subprocess.Popen[bytes]] = []
+WORKER_IDLE_TIMEOUT_S = 180
+WORKER_QUEUES = ("default", "training", "inference")
+
+
+def _worker_is_idle() -> bool:
+    """Nothing waits in the session's queues and the worker says it runs and holds no task.
+    Its pool is solo, so it answers only between tasks: no reply means it is busy."""
+    import redis
+
+    from config.celery import app
+
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+    if any(client.llen(f"{prefix}{queue}") for queue in WORKER_QUEUES):
+        return False
+    inspect = app.control.inspect(timeout=1.0, limit=1)
+    for tasks in (inspect.active(), inspect.reserved()):
+        if not tasks or any(tasks.values()):
+            return False
+    return True
+
+
+def _uses_session_worker(item: pytest.Item) -> bool:
+    return "celery_worker_process" in getattr(item, "fixturenames", ()) or bool(
+        item.get_closest_marker("worker")
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Before fixtures are torn down: a task still running when a transactional test flushes
+    its tables can deadlock with the TRUNCATE ("couldn't be flushed"), and fail a test that
+    had passed. So wait for the worker to go idle; a task that outlives the wait is reported,
+    and the flush goes ahead."""
+    if not _session_worker or _session_worker[0].poll() is not None:
+        return
+    if not _uses_session_worker(item):
+        return
+    deadline = time.monotonic() + WORKER_IDLE_TIMEOUT_S
+    while not _worker_is_idle():
+        if time.monotonic() > deadline:
+            sys.stderr.write(f"\n{item.nodeid}: the worker was still busy after its test\n")
+            return
+        time.sleep(0.2)
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:

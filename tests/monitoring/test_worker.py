@@ -1,6 +1,6 @@
 """The scheduled monitors through the real Celery worker: the drift task (on the inference
-queue) stores a report for every production alias and gives it the default rules; the rule
-check then raises the drift alert its report calls for."""
+queue) stores a report for every production alias, gives it the default rules and raises the
+drift alert its report calls for; the scheduled rule check then raises it again."""
 
 from __future__ import annotations
 
@@ -27,17 +27,19 @@ def test_the_worker_reports_drift_and_the_rule_check_raises_its_alert(
 
     drift_reports_compute.delay()
     wait_until(
-        lambda: DriftReport.objects.filter(registered_model=version.registered_model).exists(),
+        lambda: Alert.objects.filter(rule__figure=Figure.UNSEEN_LABEL_SHARE).exists(),
         timeout=180,
-        what="the drift report",
+        what="the unseen-label alert from the drift task's own rule check",
     )
     report = DriftReport.objects.get(registered_model=version.registered_model)
     assert report.status == DriftStatus.DRIFTED and report.current_count == 80
     assert AlertRule.objects.filter(registered_model=version.registered_model).count() == 7
+    alert = Alert.objects.get(rule__figure=Figure.UNSEEN_LABEL_SHARE)
+    assert alert.times_raised == 1
 
     alert_rules_check.delay()
     wait_until(
-        lambda: Alert.objects.filter(rule__figure=Figure.UNSEEN_LABEL_SHARE).exists(),
+        lambda: Alert.objects.get(pk=alert.pk).times_raised == 2,
         timeout=120,
-        what="the unseen-label alert",
+        what="the scheduled rule check to raise the unseen-label alert again",
     )
