@@ -101,10 +101,14 @@ def training_set_fingerprint(examples: Sequence[EncodedExample]) -> str:
 class Batch:
     input_ids: torch.Tensor
     # Padded batches mark their padding here; packed ones have none and restart position_ids
-    # at 0 for each example instead.
+    # at 0 for each example instead; a batch that shares its prefix gives the additive mask of
+    # what each position sees, shaped (rows, 1, width, width).
     attention_mask: torch.Tensor | None
     labels: torch.Tensor
     position_ids: torch.Tensor | None = None
+    # Tokens of the examples that the model runs (padding left out): fewer than the examples
+    # hold when their shared prefix runs once a row. None: as many as the examples hold.
+    computed_tokens: int | None = None
 
     def model_inputs(self) -> dict[str, Any]:
         # A KV cache would make transformers skip the packed-sequence check (it assumes
@@ -136,10 +140,11 @@ def collate(examples: Sequence[EncodedExample], pad_token_id: int, device: str) 
     return Batch(input_ids.to(device), attention_mask.to(device), labels.to(device))
 
 
-def pack_rows(lengths: Sequence[int]) -> list[list[int]]:
-    """Indices of the examples to put in each row, first-fit by decreasing length, into rows as
-    long as the longest example: never wider than padding would be, and mostly full."""
-    capacity = max(lengths)
+def pack_rows(lengths: Sequence[int], capacity: int | None = None) -> list[list[int]]:
+    """Indices of the examples to put in each row, first-fit by decreasing length, into rows of
+    the given capacity, by default as long as the longest example: never wider than padding
+    would be, and mostly full."""
+    capacity = max(lengths) if capacity is None else capacity
     rows: list[list[int]] = []
     room: list[int] = []
     for index in sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True):
@@ -181,6 +186,84 @@ def collate_packed(examples: Sequence[EncodedExample], pad_token_id: int, device
         position_ids[row, start:] = torch.arange(width - start)
     return Batch(
         input_ids.to(device), None, labels.to(device), position_ids=position_ids.to(device)
+    )
+
+
+# A prefix shorter than this is not worth the wider rows and the explicit mask it costs.
+MIN_SHARED_PREFIX = 8
+# Rows of a batch that shares a prefix hold up to this many of its longest example's remainders:
+# each row computes the prefix once, and attention over a wider row costs more per token.
+SHARED_ROW_EXAMPLES = 4
+
+
+def shared_prefix_length(examples: Sequence[EncodedExample]) -> int:
+    """How many leading tokens every example of the batch has in common and can share: at most
+    up to the token before each example's first labelled token (the token after the prefix is
+    predicted by the prefix's last position, which can stand for all examples only when none
+    learns it), and leaving each example at least one token of its own."""
+    first = examples[0].input_ids
+    limit = min(len(example.input_ids) - 1 for example in examples)
+    for example in examples:
+        labelled = (i for i, label in enumerate(example.labels) if label != IGNORED_LABEL)
+        limit = min(limit, next(labelled, len(example.labels)) - 1)
+    length = 0
+    while length < limit and all(other.input_ids[length] == first[length] for other in examples):
+        length += 1
+    return length
+
+
+def collate_sharing_prefix(
+    examples: Sequence[EncodedExample], pad_token_id: int, device: str, *, dtype: torch.dtype
+) -> Batch:
+    """Packed rows that compute the batch's shared prefix once a row (a system prompt that
+    every example starts with is often a third or more of its tokens).
+
+    A row is the prefix, then the rest of several examples, then padding. Each example's rest
+    attends to the prefix and causally to itself, with the positions it has alone (counting on
+    from the prefix), so its logits are those it gets alone; the loss is the same sum, with the
+    prefix's share of the gradient added up once instead of computed per example. The mask is
+    explicit (additive, in the model's dtype), which transformers passes to attention as it is.
+    Batches with a shorter shared prefix than MIN_SHARED_PREFIX are packed as collate_packed
+    does. prefix_sharing_is_exact checks that a model honours this before training relies on it.
+    """
+    prefix = shared_prefix_length(examples)
+    if len(examples) < 2 or prefix < MIN_SHARED_PREFIX:
+        return collate_packed(examples, pad_token_id, device)
+    rests = [len(example.input_ids) - prefix for example in examples]
+    rows = pack_rows(rests, SHARED_ROW_EXAMPLES * max(rests))
+    width = prefix + max(sum(rests[member] for member in members) for members in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORED_LABEL, dtype=torch.long)
+    allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
+    prefix_ids = torch.tensor(examples[0].input_ids[:prefix])
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    for row, members in enumerate(rows):
+        input_ids[row, :prefix] = prefix_ids
+        position_ids[row, :prefix] = torch.arange(prefix)
+        allowed[row, :prefix, :prefix] = causal[:prefix, :prefix]
+        start = prefix
+        for member in members:
+            example = examples[member]
+            end = start + rests[member]
+            input_ids[row, start:end] = torch.tensor(example.input_ids[prefix:])
+            position_ids[row, start:end] = torch.arange(prefix, prefix + rests[member])
+            labels[row, start:end] = torch.tensor(example.labels[prefix:])
+            # The previous example's last position must not learn to predict this first token.
+            labels[row, start] = IGNORED_LABEL
+            allowed[row, start:end, :prefix] = True
+            allowed[row, start:end, start:end] = causal[: end - start, : end - start]
+            start = end
+        # Padding sees only itself: a row of the mask with nothing allowed would give NaN.
+        padding = torch.arange(start, width)
+        allowed[row, padding, padding] = True
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    return Batch(
+        input_ids.to(device),
+        mask.unsqueeze(1).to(device),
+        labels.to(device),
+        position_ids=position_ids.to(device),
+        computed_tokens=len(rows) * prefix + sum(rests),
     )
 
 

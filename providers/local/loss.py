@@ -11,7 +11,13 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
-from .encoding import IGNORED_LABEL, Batch
+from .encoding import (
+    IGNORED_LABEL,
+    MIN_SHARED_PREFIX,
+    Batch,
+    EncodedExample,
+    collate_sharing_prefix,
+)
 
 # --- the loss -----------------------------------------------------------------------------------
 
@@ -130,3 +136,30 @@ def packing_is_exact(model: torch.nn.Module, device: str) -> bool:
         )
     model.train(was_training)
     return logits_match(packed, alone, weights_dtype(model))
+
+
+def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
+    """Whether the model takes a custom 4D mask and position_ids as given, so that examples
+    sharing their prefix in one row get the logits each gets alone."""
+    prefix = list(range(1, MIN_SHARED_PREFIX + 3))
+    examples = [
+        EncodedExample(prefix + rest, [IGNORED_LABEL] * (len(prefix) + len(rest) - 1) + rest[-1:])
+        for rest in ([20, 21, 22, 23], [30, 31])
+    ]
+    batch = collate_sharing_prefix(examples, 0, device, dtype=weights_dtype(model))
+    if batch.attention_mask is None or batch.input_ids.shape != (1, len(prefix) + 6):
+        return False
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        shared = model(**batch.model_inputs()).logits[0]
+        # pack_rows puts the longer remainder first.
+        alone = [
+            model(
+                input_ids=torch.tensor([example.input_ids], device=device), use_cache=False
+            ).logits[0]
+            for example in examples
+        ]
+    model.train(was_training)
+    expected = torch.cat([alone[0], alone[1][len(prefix) :]])
+    return logits_match(shared, expected, weights_dtype(model))

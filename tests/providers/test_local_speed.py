@@ -24,16 +24,21 @@ from providers.base import Conversation
 from providers.local.encoding import (
     BATCHES_PER_LENGTH_GROUP,
     IGNORED_LABEL,
+    MIN_SHARED_PREFIX,
+    EncodedExample,
     collate,
     collate_packed,
+    collate_sharing_prefix,
     encode_for_training,
     epoch_batch_order,
     pack_rows,
+    shared_prefix_length,
 )
 from providers.local.loss import (
     LabelledPositionLoss,
     packing_is_exact,
     predicting_positions,
+    prefix_sharing_is_exact,
     summed_token_loss,
     token_loss_for,
 )
@@ -188,6 +193,100 @@ def test_packed_rows_give_the_same_loss_and_gradients_as_one_example_per_row(
     for name, parameter in trainable.items():
         assert parameter.grad is not None
         assert_close_relative_to_scale(parameter.grad, plain_grads[name], name)
+
+
+def ticket(text: str, answer: str) -> Conversation:
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": answer},
+    ]
+
+
+def test_the_shared_prefix_stops_before_any_token_an_example_learns() -> None:
+    ignored = [IGNORED_LABEL] * 6
+    same_start = [1, 2, 3, 4, 5, 6]
+    # The same up to their last token, which both learn: the position before it must stay each
+    # example's own, since it predicts a different label in each.
+    twins = [
+        EncodedExample([*same_start, 7], [*ignored, 7]),
+        EncodedExample([*same_start, 8], [*ignored, 8]),
+    ]
+    assert shared_prefix_length(twins) == 5
+    # Where the examples part comes first, the prefix ends there.
+    parting = [
+        EncodedExample([1, 2, 3, 9, 9, 9, 9], [*ignored, 9]),
+        EncodedExample([1, 2, 3, 8, 8, 8, 8], [*ignored, 8]),
+    ]
+    assert shared_prefix_length(parting) == 3
+    # Different from the first token: nothing is shared.
+    assert shared_prefix_length([EncodedExample([0, 1], [IGNORED_LABEL, 1]), twins[0]]) == 0
+    # An example that is the start of another keeps a token of its own.
+    nested = [EncodedExample(same_start[:4], [IGNORED_LABEL] * 4), twins[0]]
+    assert shared_prefix_length(nested) == 3
+
+
+def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padded_rows(
+    base_model_dir: Path,
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True)
+    texts = ["Charged twice.", "The app crashes on the settings page. " * 3, "Cannot log in."]
+    conversations = [ticket(text, '{"label": "other"}') for text in texts * 3]
+    examples = [encode_for_training(tokenizer, c, 512) for c in conversations]
+    pad_token_id = int(tokenizer.pad_token_id)
+    model = lora_model(base_model_dir)
+    model.train()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    shared = collate_sharing_prefix(examples, pad_token_id, "cpu", dtype=torch.float32)
+    prefix = shared_prefix_length(examples)
+    # The system prompt and the chat template around it, run once for each row, not 9 times.
+    assert prefix >= MIN_SHARED_PREFIX
+    rows = shared.input_ids.size(0)
+    assert rows < 9
+    assert shared.computed_tokens == sum(len(e.input_ids) for e in examples) - (9 - rows) * prefix
+
+    plain_loss, plain_count = summed_token_loss(model, collate(examples, pad_token_id, "cpu"))
+    plain_loss.backward()
+    plain_grads = {name: p.grad.clone() for name, p in trainable.items() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    shared_loss, shared_count = token_loss_for(model, "cpu")(shared)
+    shared_loss.backward()
+
+    assert prefix_sharing_is_exact(model, "cpu")
+    assert shared_count == plain_count == sum(example.supervised_tokens for example in examples)
+    assert torch.allclose(shared_loss, plain_loss, rtol=1e-5)
+    for name, parameter in trainable.items():
+        assert parameter.grad is not None
+        assert_close_relative_to_scale(parameter.grad, plain_grads[name], name)
+
+
+def test_a_batch_without_a_long_enough_shared_prefix_is_packed(base_model_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True)
+    # The third conversation has no system prompt: the batch shares only the template's start.
+    examples = [encode_for_training(tokenizer, c, 512) for c in mixed_conversations()]
+    assert shared_prefix_length(examples) < MIN_SHARED_PREFIX
+    shared = collate_sharing_prefix(examples, 0, "cpu", dtype=torch.float32)
+    packed = collate_packed(examples, 0, "cpu")
+    assert shared.attention_mask is None and shared.computed_tokens is None
+    assert torch.equal(shared.input_ids, packed.input_ids)
+
+
+def test_a_model_that_ignores_the_explicit_mask_fails_the_prefix_sharing_check(
+    base_model_dir: Path,
+) -> None:
+    model = lora_model(base_model_dir)
+    assert prefix_sharing_is_exact(model, "cpu")
+    # Without the mask, the examples sharing a row would see each other.
+    original = model.forward
+
+    def ignoring_masks(*args: Any, **kwargs: Any) -> Any:
+        mask = kwargs.pop("attention_mask", None)
+        if mask is not None and mask.dim() == 2:
+            kwargs["attention_mask"] = mask
+        return original(*args, **kwargs)
+
+    model.forward = ignoring_masks  # type: ignore[method-assign]
+    assert not prefix_sharing_is_exact(model, "cpu")
 
 
 def tiny_lora(model: torch.nn.Module) -> PeftModel:
