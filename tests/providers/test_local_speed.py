@@ -25,6 +25,7 @@ from providers.local.encoding import (
     BATCHES_PER_LENGTH_GROUP,
     IGNORED_LABEL,
     MIN_SHARED_PREFIX,
+    Batch,
     EncodedExample,
     collate,
     collate_packed,
@@ -86,6 +87,27 @@ def assert_close_relative_to_scale(actual: torch.Tensor, expected: torch.Tensor,
     scale = float(expected.abs().max())
     assert scale > 0, f"{name} has no gradient to compare"
     assert error <= 1e-4 * scale, f"{name}: off by {error:.3g} at scale {scale:.3g}"
+
+
+def assert_same_loss_and_gradients(
+    model: PeftModel, padded: Batch, candidate: Batch, examples: list[EncodedExample]
+) -> None:
+    """The fast loss on `candidate` gives the plain loss of one padded example a row, with the
+    same count of labelled tokens and the same LoRA gradients up to rounding."""
+    model.train()
+    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    plain_loss, plain_count = summed_token_loss(model, padded)
+    plain_loss.backward()
+    plain_grads = {name: p.grad.clone() for name, p in trainable.items() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    fast_loss, fast_count = token_loss_for(model, "cpu")(candidate)
+    fast_loss.backward()
+
+    assert fast_count == plain_count == sum(example.supervised_tokens for example in examples)
+    assert torch.allclose(fast_loss, plain_loss, rtol=1e-5)
+    for name, parameter in trainable.items():
+        assert parameter.grad is not None
+        assert_close_relative_to_scale(parameter.grad, plain_grads[name], name)
 
 
 def mixed_conversations() -> list[Conversation]:
@@ -176,23 +198,8 @@ def test_packed_rows_give_the_same_loss_and_gradients_as_one_example_per_row(
     packed = collate_packed(examples, pad_token_id, "cpu")
     assert packed.input_ids.size(0) < len(examples)  # some row holds several examples
     model = lora_model(base_model_dir)
-    model.train()
-    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
-
-    plain_loss, plain_count = summed_token_loss(model, padded)
-    plain_loss.backward()
-    plain_grads = {name: p.grad.clone() for name, p in trainable.items() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    fast = token_loss_for(model, "cpu")
-    packed_loss, packed_count = fast(packed)
-    packed_loss.backward()
-
     assert packing_is_exact(model, "cpu")
-    assert packed_count == plain_count == sum(example.supervised_tokens for example in examples)
-    assert torch.allclose(packed_loss, plain_loss, rtol=1e-5)
-    for name, parameter in trainable.items():
-        assert parameter.grad is not None
-        assert_close_relative_to_scale(parameter.grad, plain_grads[name], name)
+    assert_same_loss_and_gradients(model, padded, packed, examples)
 
 
 def ticket(text: str, answer: str) -> Conversation:
@@ -234,9 +241,6 @@ def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padde
     conversations = [ticket(text, '{"label": "other"}') for text in texts * 3]
     examples = [encode_for_training(tokenizer, c, 512) for c in conversations]
     pad_token_id = int(tokenizer.pad_token_id)
-    model = lora_model(base_model_dir)
-    model.train()
-    trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     shared = collate_sharing_prefix(examples, pad_token_id, "cpu", dtype=torch.float32)
     prefix = shared_prefix_length(examples)
     # The system prompt and the chat template around it, run once for each row, not 9 times.
@@ -244,20 +248,9 @@ def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padde
     rows = shared.input_ids.size(0)
     assert rows < 9
     assert shared.computed_tokens == sum(len(e.input_ids) for e in examples) - (9 - rows) * prefix
-
-    plain_loss, plain_count = summed_token_loss(model, collate(examples, pad_token_id, "cpu"))
-    plain_loss.backward()
-    plain_grads = {name: p.grad.clone() for name, p in trainable.items() if p.grad is not None}
-    model.zero_grad(set_to_none=True)
-    shared_loss, shared_count = token_loss_for(model, "cpu")(shared)
-    shared_loss.backward()
-
+    model = lora_model(base_model_dir)
     assert prefix_sharing_is_exact(model, "cpu")
-    assert shared_count == plain_count == sum(example.supervised_tokens for example in examples)
-    assert torch.allclose(shared_loss, plain_loss, rtol=1e-5)
-    for name, parameter in trainable.items():
-        assert parameter.grad is not None
-        assert_close_relative_to_scale(parameter.grad, plain_grads[name], name)
+    assert_same_loss_and_gradients(model, collate(examples, pad_token_id, "cpu"), shared, examples)
 
 
 def test_a_batch_without_a_long_enough_shared_prefix_is_packed(base_model_dir: Path) -> None:
