@@ -23,6 +23,7 @@ from ftportal.roles import Role
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_START_TIMEOUT_S = 90
+WORKER_QUEUES = ("default", "training", "inference")
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def unsent_tasks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     test that wanted none would run there against rows the test's teardown is truncating, and
     the two can deadlock ("couldn't be flushed")."""
     sent: list[str] = []
-    if "celery_worker_process" in request.fixturenames or request.node.get_closest_marker("worker"):
+    if _uses_session_worker(request.node):
         return sent
 
     def record(task: Any, *args: Any, **kwargs: Any) -> None:
@@ -85,12 +86,17 @@ def unsent_tasks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return sent
 
 
-def _flush_broker() -> None:
-    """Drop this run's leftover messages, leaving other runs' keys alone."""
+def _broker() -> tuple[Any, str]:
+    """A Redis client on the session's broker, and the key prefix of this run's messages."""
     import redis
 
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+    return client, str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"])
+
+
+def _flush_broker() -> None:
+    """Drop this run's leftover messages, leaving other runs' keys alone."""
+    client, prefix = _broker()
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
 
@@ -98,7 +104,7 @@ def _flush_broker() -> None:
 def start_celery_worker(
     log_path: Path,
     *,
-    queues: str = "default,training,inference",
+    queues: str = ",".join(WORKER_QUEUES),
     extra_args: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
     private_broker: bool = False,
@@ -174,18 +180,14 @@ def celery_worker_process(
 # teardown truncates the tables, until it has finished what they queued.
 _session_worker: list[subprocess.Popen[bytes]] = []
 WORKER_IDLE_TIMEOUT_S = 180
-WORKER_QUEUES = ("default", "training", "inference")
 
 
 def _worker_is_idle() -> bool:
     """Nothing waits in the session's queues and the worker says it runs and holds no task.
     Its pool is solo, so it answers only between tasks: no reply means it is busy."""
-    import redis
-
     from config.celery import app
 
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-    prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"]
+    client, prefix = _broker()
     if any(client.llen(f"{prefix}{queue}") for queue in WORKER_QUEUES):
         return False
     inspect = app.control.inspect(timeout=1.0, limit=1)

@@ -224,7 +224,8 @@ def collate_sharing_prefix(
     prefix's share of the gradient added up once instead of computed per example. The mask is
     explicit (additive, in the model's dtype), which transformers passes to attention as it is.
     Batches with a shorter shared prefix than MIN_SHARED_PREFIX are packed as collate_packed
-    does. prefix_sharing_is_exact checks that a model honours this before training relies on it.
+    does. prefix_sharing_is_exact (loss.py) checks whether a model honours the mask. The trainer
+    does not use this layout yet: bench/shared_prefix.py measures it against collate_packed.
     """
     prefix = shared_prefix_length(examples)
     if len(examples) < 2 or prefix < MIN_SHARED_PREFIX:
