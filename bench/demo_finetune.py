@@ -6,8 +6,9 @@ setup make it? Three sides in one run.
 Freezes the demo's clean examples with the product's own seeded 15 % split and trains a LoRA
 adapter with the local provider twice (3 epochs, default hyperparameters, as the guide
 recommends): once as the trainer was before it chose its setup by measurement (fp32 weights,
-torch's fused attention, torch's dropout), once with the setup its probe picks on this host
-(providers/local/precision.py: bf16 where that is faster). Each job's time is its whole train()
+torch's fused attention, torch's dropout, every example's tokens run), once as it is now: the
+setup its probe picks on this host (providers/local/precision.py: bf16 where that is faster),
+and each batch's shared prefix run once a row. Each job's time is its whole train()
 call: loading, training, validation passes, checkpoints. Then the base model and both adapters
 are scored zero-shot on the validation split with the product's own metrics (generation in
 fp32 for all three, and each adapter again with generation in bf16, to judge that setting by the
@@ -38,6 +39,7 @@ from providers.base import (  # noqa: E402
     TrainingProgress,
     TrainingResult,
 )
+from providers.local.encoding import collate_packed  # noqa: E402
 from providers.local.generation import LocalChatModel  # noqa: E402
 from providers.local.loading import GENERATION_PRECISION_SETTING, pick_device  # noqa: E402
 from providers.local.precision import TODAYS_ATTENTION, Precision, TrainingSetup  # noqa: E402
@@ -88,8 +90,8 @@ class Side:
 
 def todays_fine_tuner(base_dir: Path) -> LocalLoRAFineTuner:
     """The trainer as it was before it measured its setup: fp32 weights on a CPU (bf16 on a
-    GPU), torch's fused attention, and torch's dropout (use_half_draw_dropout is turned off
-    around its runs)."""
+    GPU), torch's fused attention, torch's dropout and packed rows that run every example's
+    tokens (use_half_draw_dropout and collate_for are patched around its runs)."""
     precision: Precision = "bf16" if pick_device(None).startswith("cuda") else "fp32"
     return LocalLoRAFineTuner(base_dir, setup=TrainingSetup(precision, TODAYS_ATTENTION))
 
@@ -142,8 +144,11 @@ def main() -> None:
     probe_s = time.perf_counter() - probe_started
     print(f"probe {probe_s:.1f}s: {choice.describe()}")
 
-    print("today's trainer (fp32 on a CPU, torch's attention and dropout):")
-    with mock.patch("providers.local.training.use_half_draw_dropout", return_value=0):
+    print("today's trainer (fp32 on a CPU, torch's attention and dropout, packed rows):")
+    with (
+        mock.patch("providers.local.training.use_half_draw_dropout", return_value=0),
+        mock.patch("providers.local.training.collate_for", return_value=collate_packed),
+    ):
         today = train_and_score(
             todays_fine_tuner(base_dir), train, validation, config, args.max_new_tokens
         )

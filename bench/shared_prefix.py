@@ -40,7 +40,7 @@ from providers.local.encoding import (  # noqa: E402
     epoch_batch_order,
     input_tokens,
 )
-from providers.local.loss import token_loss_for  # noqa: E402
+from providers.local.loss import shared_prefix_mask_dtype, token_loss_for  # noqa: E402
 
 DEMO_FILE = REPO / "config" / "demo" / "support_triage.jsonl"
 
@@ -71,7 +71,7 @@ def main() -> None:
     pad_token_id = int(tokenizer.pad_token_id)
     sides: dict[str, Collate] = {
         "packed": collate_packed,
-        "shared": functools.partial(collate_sharing_prefix, dtype=torch.float32),
+        "shared": functools.partial(collate_sharing_prefix, dtype=shared_prefix_mask_dtype(model)),
     }
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     tokens_run = dict.fromkeys(sides, 0)

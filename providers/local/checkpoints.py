@@ -88,6 +88,8 @@ class RunState:
     best_train_loss: float | None = None
     step_tokens: int = 0  # of the last step
     trained_tokens: int = 0
+    # The tokens the model ran for them: fewer where batches ran a shared prefix once a row.
+    computed_tokens: int = 0
     training_seconds: float = 0.0
     evaluations: int = 0
     evaluation_seconds: float = 0.0
@@ -112,6 +114,8 @@ class RunState:
             best_train_loss=record["best_train_loss"],
             step_tokens=int(record["step_tokens"]),
             trained_tokens=int(record["trained_tokens"]),
+            # Checkpoints written before prefixes were shared ran every token they trained.
+            computed_tokens=int(record.get("computed_tokens", record["trained_tokens"])),
             training_seconds=float(record["training_seconds"]),
             evaluations=int(record["evaluations"]),
             evaluation_seconds=float(record["evaluation_seconds"]),

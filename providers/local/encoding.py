@@ -222,10 +222,11 @@ def collate_sharing_prefix(
     attends to the prefix and causally to itself, with the positions it has alone (counting on
     from the prefix), so its logits are those it gets alone; the loss is the same sum, with the
     prefix's share of the gradient added up once instead of computed per example. The mask is
-    explicit (additive, in the model's dtype), which transformers passes to attention as it is.
+    explicit, which transformers passes to attention as it is: boolean (True where a position
+    may look) when dtype is torch.bool, else additive in that dtype.
     Batches with a shorter shared prefix than MIN_SHARED_PREFIX are packed as collate_packed
-    does. prefix_sharing_is_exact (loss.py) checks whether a model honours the mask. The trainer
-    does not use this layout yet: bench/shared_prefix.py measures it against collate_packed.
+    does. prefix_sharing_is_exact (loss.py) checks whether a model honours the mask;
+    bench/shared_prefix.py measures a training step in this layout against collate_packed.
     """
     prefix = shared_prefix_length(examples)
     if len(examples) < 2 or prefix < MIN_SHARED_PREFIX:
@@ -258,7 +259,7 @@ def collate_sharing_prefix(
         # Padding sees only itself: a row of the mask with nothing allowed would give NaN.
         padding = torch.arange(start, width)
         allowed[row, padding, padding] = True
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    mask = allowed if dtype == torch.bool else additive_mask(allowed, dtype)
     return Batch(
         input_ids.to(device),
         mask.unsqueeze(1).to(device),
@@ -266,6 +267,12 @@ def collate_sharing_prefix(
         position_ids=position_ids.to(device),
         computed_tokens=len(rows) * prefix + sum(rests),
     )
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """What eager attention adds to its scores: 0 where a position may look, the dtype's
+    lowest value where it may not."""
+    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def input_tokens(examples: Sequence[EncodedExample]) -> int:

@@ -10,12 +10,16 @@ from collections.abc import Callable
 import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from .encoding import (
     IGNORED_LABEL,
     MIN_SHARED_PREFIX,
     Batch,
+    Collate,
     EncodedExample,
+    collate,
+    collate_packed,
     collate_sharing_prefix,
 )
 
@@ -138,6 +142,20 @@ def packing_is_exact(model: torch.nn.Module, device: str) -> bool:
     return logits_match(packed, alone, weights_dtype(model))
 
 
+def shared_prefix_mask_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The mask a shared-prefix batch gives this model's attention: boolean where its
+    attention takes torch's fused attention's mask (a few percent faster a step than an
+    additive mask, bench/shared_prefix.py), else additive in the weights' dtype, which eager
+    attention adds to its scores."""
+    config = getattr(model, "config", None)
+    implementation = getattr(config, "_attn_implementation", None)
+    takes_boolean = (
+        implementation in ALL_MASK_ATTENTION_FUNCTIONS
+        and ALL_MASK_ATTENTION_FUNCTIONS[implementation] is sdpa_mask
+    )
+    return torch.bool if takes_boolean else weights_dtype(model)
+
+
 def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
     """Whether the model takes a custom 4D mask and position_ids as given, so that examples
     sharing their prefix in one row get the logits each gets alone."""
@@ -146,20 +164,36 @@ def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
         EncodedExample(prefix + rest, [IGNORED_LABEL] * (len(prefix) + len(rest) - 1) + rest[-1:])
         for rest in ([20, 21, 22, 23], [30, 31])
     ]
-    batch = collate_sharing_prefix(examples, 0, device, dtype=weights_dtype(model))
+    batch = collate_sharing_prefix(examples, 0, device, dtype=shared_prefix_mask_dtype(model))
     if batch.attention_mask is None or batch.input_ids.shape != (1, len(prefix) + 6):
         return False
     was_training = model.training
     model.eval()
-    with torch.no_grad():
-        shared = model(**batch.model_inputs()).logits[0]
-        # pack_rows puts the longer remainder first.
-        alone = [
-            model(
-                input_ids=torch.tensor([example.input_ids], device=device), use_cache=False
-            ).logits[0]
-            for example in examples
-        ]
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            shared = model(**batch.model_inputs()).logits[0]
+            # pack_rows puts the longer remainder first.
+            alone = [
+                model(
+                    input_ids=torch.tensor([example.input_ids], device=device), use_cache=False
+                ).logits[0]
+                for example in examples
+            ]
+    except (RuntimeError, ValueError):
+        # An attention that refuses the explicit mask: training packs its rows instead.
+        return False
+    finally:
+        model.train(was_training)
     expected = torch.cat([alone[0], alone[1][len(prefix) :]])
     return logits_match(shared, expected, weights_dtype(model))
+
+
+def collate_for(model: torch.nn.Module, device: str) -> Collate:
+    """The batch layout that runs the fewest tokens while giving this model its own logits:
+    rows that share the batch's prefix, else packed rows, else one padded example a row."""
+    if not packing_is_exact(model, device):
+        return collate
+    # A batch whose prefix is too short to share is packed, so sharing needs packing too.
+    if prefix_sharing_is_exact(model, device):
+        return functools.partial(collate_sharing_prefix, dtype=shared_prefix_mask_dtype(model))
+    return collate_packed

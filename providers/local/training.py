@@ -4,14 +4,16 @@ synchronously in the calling process (a Celery worker), with checkpoints it can 
 What makes training fast spends no compute on tokens that teach nothing:
 - batches group examples of similar length (encoding.epoch_batch_order), and each batch is
   packed several examples to a row (encoding.collate_packed), so almost no padding goes through
-  the model;
+  the model; where the batch's examples start alike (a system prompt, the chat template's
+  header), each row runs that shared start once for all its examples
+  (encoding.collate_sharing_prefix);
 - the output head (a 49k-word vocabulary for SmolLM2, about a fifth of the model's FLOPs per
   token) and the cross-entropy run only at positions whose next token is labelled (loss.py);
 - the frozen weights are in the precision, and attention runs in the kernel, that a probe
   measured fastest on this host (precision.py), and LoRA's dropout draws half the random
   numbers torch's would (dropout.py).
 Each gives the plain computation's loss and gradients (tests/providers/test_local_speed.py),
-and each is checked on the loaded model before training relies on it (packing_is_exact,
+and each is checked on the loaded model before training relies on it (loss.collate_for,
 token_loss_for), falling back to the plain way for architectures where it would not hold.
 """
 
@@ -60,15 +62,13 @@ from .encoding import (
     Collate,
     DataPosition,
     EncodedExample,
-    collate,
-    collate_packed,
     encode_for_training,
     input_tokens,
     training_set_fingerprint,
 )
 from .label_accuracy import LabelAccuracy, label_questions
 from .loading import load_base_model, load_tokenizer, pick_device
-from .loss import TokenLoss, packing_is_exact, token_loss_for
+from .loss import TokenLoss, collate_for, token_loss_for
 from .precision import AdapterShape, HostChoice, TrainingSetup, given_choice, host_choice
 from .utilisation import ModelFlops, utilisation
 
@@ -186,6 +186,8 @@ class LocalLoRAFineTuner:
                 "skipped_train_examples": float(data.skipped_train_examples),
                 "validation_examples": float(len(data.validation)),
                 "trained_tokens": float(state.trained_tokens),
+                # Fewer than trained where batches ran their shared prefix once a row.
+                "computed_tokens": float(state.computed_tokens),
                 "tokens_per_second": run.tokens_per_second() or 0.0,
                 # What the launch estimate of later jobs on this worker learns from
                 # (training.estimates): validation passes over the whole job, resumed or not,
@@ -333,7 +335,7 @@ class _TrainingRun:
         base = model.get_base_model()
         self.flops = ModelFlops.of(base) if isinstance(base, PreTrainedModel) else ModelFlops(0, 0)
         self.token_loss = token_loss_for(model, device)
-        self.collate: Collate = collate_packed if packing_is_exact(model, device) else collate
+        self.collate: Collate = collate_for(model, device)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=config.learning_rate, weight_decay=WEIGHT_DECAY
@@ -414,6 +416,7 @@ class _TrainingRun:
         state.step += 1
         state.step_tokens = input_tokens(examples)
         state.trained_tokens += state.step_tokens
+        state.computed_tokens += batch.computed_tokens or state.step_tokens
         return learning_rate
 
     @property
@@ -476,12 +479,15 @@ class _TrainingRun:
         )
 
     def trained_flops(self) -> float:
-        """Model FLOPs of the tokens trained so far (utilisation.py), the labelled share of
-        them taken as the training set's."""
+        """Model FLOPs of the tokens the model ran so far (utilisation.py): a shared prefix
+        counts once a row, so utilisation measures the work done, not the work saved. The
+        labelled share of the trained tokens is taken as the training set's."""
         inputs = input_tokens(self.data.train)
         labelled = sum(example.supervised_tokens for example in self.data.train)
-        trained = self.state.trained_tokens
-        return self.flops.of_tokens(trained, trained * labelled / inputs if inputs else 0.0)
+        state = self.state
+        return self.flops.of_tokens(
+            state.computed_tokens, state.trained_tokens * labelled / inputs if inputs else 0.0
+        )
 
     def tokens_per_second(self) -> float | None:
         # Training tokens over training seconds: time spent on validation and on writing

@@ -33,6 +33,7 @@ from providers.base import (
 )
 from providers.local.checkpoints import (
     CHECKPOINT_FILES,
+    RunState,
     checkpoint_dir,
     remove_unfinished_checkpoints,
     write_atomically,
@@ -150,6 +151,8 @@ def test_checkpoints_come_every_n_steps_and_at_the_end_each_a_loadable_adapter(
         assert saved.train_loss == event.train_loss
         state = json.loads((saved.path / "trainer_state.json").read_text())
         assert state["step"] == saved.step
+        # Each batch's two tickets start with the same system prompt, which ran once a row.
+        assert 0 < state["computed_tokens"] < state["trained_tokens"]
     assert uninterrupted.checkpoints[1].val_loss == uninterrupted.result.val_loss
     final, third = adapter_weights(expected[1]), adapter_weights(expected[0])
     result_weights = adapter_weights(output_dir)
@@ -205,12 +208,23 @@ def test_a_run_stopped_and_resumed_from_its_checkpoint_ends_like_an_uninterrupte
             assert math.isclose(ours.val_loss, reference.val_loss, rel_tol=1e-6)
     assert resumed.result.steps == 6
     assert resumed.result.trained_tokens == uninterrupted.result.trained_tokens
+    computed = resumed.result.metrics["computed_tokens"]
+    assert 0 < computed == uninterrupted.result.metrics["computed_tokens"]
     assert [saved.step for saved in resumed.checkpoints] == [6]
     ours_weights = adapter_weights(output_dir)
     reference_weights = adapter_weights(uninterrupted.result.adapter_dir)
     assert ours_weights.keys() == reference_weights.keys()
     for name, tensor in ours_weights.items():
         assert torch.allclose(tensor, reference_weights[name], rtol=1e-5, atol=1e-7), name
+
+
+def test_a_checkpoint_from_before_prefix_sharing_counts_its_trained_tokens_as_run(
+    uninterrupted: Run,
+) -> None:
+    record = json.loads((uninterrupted.checkpoints[0].path / "trainer_state.json").read_text())
+    del record["computed_tokens"]
+
+    assert RunState.from_json(record).computed_tokens == record["trained_tokens"]
 
 
 def test_resuming_from_an_incomplete_or_corrupt_checkpoint_names_the_path_and_the_gap(

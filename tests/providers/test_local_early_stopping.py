@@ -34,8 +34,9 @@ TICKETS = [
     ("I cannot log in after changing my email.", "account"),
 ]
 # The two runs whose trajectories the tests below read (a new best, then passes without one)
-# were read off fp32 runs. A bf16 run learns the wrong labels too, at other steps
-# (tests/providers/test_local_precision.py compares the two precisions).
+# were read off fp32 runs whose batches share their prefix (packed rows draw their dropout over
+# other shapes and learn along another path). A bf16 run learns the wrong labels too, at other
+# steps (tests/providers/test_local_precision.py compares the two precisions).
 TRAJECTORY_SETUP = TrainingSetup("fp32", "sdpa")
 WRONG_LABEL = {"billing": "feature", "bug": "account", "feature": "billing", "account": "bug"}
 
@@ -260,8 +261,8 @@ def test_patience_running_out_at_the_last_step_is_not_stopping_early(
             epochs=10,
             batch_size=4,
             learning_rate=1e-2,
-            max_steps=4,
-            eval_every_steps=3,  # passes at steps 3 and 4, the last
+            max_steps=5,
+            eval_every_steps=3,  # passes at steps 3 and 5, the last
             checkpoint_every_steps=0,
             early_stopping_patience=1,
         ),
@@ -273,7 +274,7 @@ def test_patience_running_out_at_the_last_step_is_not_stopping_early(
     (third, third_loss), (last, last_loss) = [
         (event.step, event.val_loss or 0.0) for event in events if event.val_loss is not None
     ]
-    assert (third, last) == (3, 4)
+    assert (third, last) == (3, 5)
     assert last_loss > third_loss  # so the patience of 1 ran out at the last step
-    assert (result.steps, result.best_step, result.val_loss) == (4, 3, third_loss)
+    assert (result.steps, result.best_step, result.val_loss) == (5, 3, third_loss)
     assert not result.stopped_early

@@ -37,6 +37,7 @@ from providers.local.encoding import (
 )
 from providers.local.loss import (
     LabelledPositionLoss,
+    collate_for,
     packing_is_exact,
     predicting_positions,
     prefix_sharing_is_exact,
@@ -55,10 +56,10 @@ def base_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_base_model(cache)
 
 
-def lora_model(base_model_dir: Path) -> PeftModel:
+def lora_model(base_model_dir: Path, attention: str = "sdpa") -> PeftModel:
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(
-        base_model_dir, dtype=torch.float32, local_files_only=True
+        base_model_dir, dtype=torch.float32, local_files_only=True, attn_implementation=attention
     )
     model = get_peft_model(
         base,
@@ -217,23 +218,30 @@ def test_the_shared_prefix_stops_before_any_token_an_example_learns() -> None:
     assert shared_prefix_length(nested) == 3
 
 
+# Fused attention takes a boolean mask; eager attention adds a float one to its scores.
+MASK_DTYPES = {"sdpa": torch.bool, "eager": torch.float32}
+
+
+@pytest.mark.parametrize("attention", sorted(MASK_DTYPES))
 def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padded_rows(
-    base_model_dir: Path,
+    base_model_dir: Path, attention: str
 ) -> None:
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir, local_files_only=True)
     texts = ["Charged twice.", "The app crashes on the settings page. " * 3, "Cannot log in."]
     conversations = [ticket(text, '{"label": "other"}') for text in texts * 3]
     examples = [encode_for_training(tokenizer, c, 512) for c in conversations]
     pad_token_id = int(tokenizer.pad_token_id)
-    shared = collate_sharing_prefix(examples, pad_token_id, "cpu", dtype=torch.float32)
+    model = lora_model(base_model_dir, attention)
+    # The layout the trainer picks for this model.
+    shared = collate_for(model, "cpu")(examples, pad_token_id, "cpu")
+    assert shared.attention_mask is not None
+    assert shared.attention_mask.dtype == MASK_DTYPES[attention]
     prefix = shared_prefix_length(examples)
     # The system prompt and the chat template around it, run once for each row, not 9 times.
     assert prefix >= MIN_SHARED_PREFIX
     rows = shared.input_ids.size(0)
     assert rows < 9
     assert shared.computed_tokens == sum(len(e.input_ids) for e in examples) - (9 - rows) * prefix
-    model = lora_model(base_model_dir)
-    assert prefix_sharing_is_exact(model, "cpu")
     assert_same_loss_and_gradients(model, collate(examples, pad_token_id, "cpu"), shared, examples)
 
 
@@ -264,6 +272,19 @@ def test_a_model_that_ignores_the_explicit_mask_fails_the_prefix_sharing_check(
 
     model.forward = ignoring_masks  # type: ignore[method-assign]
     assert not prefix_sharing_is_exact(model, "cpu")
+    # So the trainer packs its rows for this model.
+    assert collate_for(model, "cpu") is collate_packed
+
+    def refusing_masks(*args: Any, **kwargs: Any) -> Any:
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 4:
+            raise RuntimeError("Expected attn_mask dtype to be bool or float")
+        return original(*args, **kwargs)
+
+    model.forward = refusing_masks  # type: ignore[method-assign]
+    model.train()
+    assert collate_for(model, "cpu") is collate_packed
+    assert model.training  # as it was before the check
 
 
 def tiny_lora(model: torch.nn.Module) -> PeftModel:
