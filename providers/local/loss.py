@@ -188,12 +188,28 @@ def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
     return logits_match(shared, expected, weights_dtype(model))
 
 
-def collate_for(model: torch.nn.Module, device: str) -> Collate:
-    """The batch layout that runs the fewest tokens while giving this model its own logits:
-    rows that share the batch's prefix, else packed rows, else one padded example a row."""
+# The ways a batch can be laid out in rows, from the one that runs the most tokens to the one
+# that runs the fewest.
+BATCH_LAYOUTS = ("padded", "packed", "sharing its prefix")
+
+
+def batch_layout(model: torch.nn.Module, device: str) -> str:
+    """The layout of BATCH_LAYOUTS that runs the fewest tokens while giving this model its own
+    logits: rows that share the batch's prefix, else packed rows, else one padded example a
+    row. Some attention kernels get masked rows wrong (torch's fused CPU attention in bf16
+    did, by a quarter of the logits' scale), so this depends on the kernel as well as on the
+    architecture."""
     if not packing_is_exact(model, device):
-        return collate
+        return "padded"
     # A batch whose prefix is too short to share is packed, so sharing needs packing too.
     if prefix_sharing_is_exact(model, device):
+        return "sharing its prefix"
+    return "packed"
+
+
+def collate_for(model: torch.nn.Module, device: str) -> Collate:
+    """The collate function of this model's batch_layout."""
+    layout = batch_layout(model, device)
+    if layout == "sharing its prefix":
         return functools.partial(collate_sharing_prefix, dtype=shared_prefix_mask_dtype(model))
-    return collate_packed
+    return collate_packed if layout == "packed" else collate

@@ -30,10 +30,12 @@ from providers.local.precision import (
     PRECISION_SETTING,
     PRECISIONS,
     AdapterShape,
+    HostChoice,
     Precision,
     TrainingSetup,
     bf16_matrix_support,
     candidate_setups,
+    fastest_with_the_best_layout,
     forced_precision,
     host_choice,
     peak_matrix_flops,
@@ -153,16 +155,40 @@ def test_without_bf16_matrix_units_only_fp32_is_a_candidate(
 
 
 @pytest.mark.usefixtures("fresh_choice")
-def test_the_fastest_measured_candidate_is_chosen(base_model_dir: Path) -> None:
+def test_the_fastest_measured_candidate_of_the_best_layout_is_chosen(
+    base_model_dir: Path,
+) -> None:
     choice = host_choice(base_model_dir, "cpu", DEFAULT_ADAPTER)
     candidates, _ = candidate_setups("cpu", None)
-    assert set(choice.probe_seconds) == {setup.label for setup in candidates}
-    assert choice.setup.label == min(choice.probe_seconds, key=choice.probe_seconds.__getitem__)
+    labels = {setup.label for setup in candidates}
+    assert set(choice.probe_seconds) == set(choice.layouts) == labels
+    # SmolLM2's attention keeps masked rows apart in fp32 with either kernel.
+    assert choice.layouts["fp32/eager"] == choice.layouts["fp32/sdpa"] == "sharing its prefix"
+    assert choice.layouts[choice.setup.label] == "sharing its prefix"
+    sharing = [label for label in labels if choice.layouts[label] == "sharing its prefix"]
+    assert choice.setup.label == min(sharing, key=choice.probe_seconds.__getitem__)
     assert choice.peak_flops > 1e9
     description = choice.describe()
     assert description.startswith(f"Training in {choice.setup.precision}")
     for label in choice.probe_seconds:
         assert label in description
+
+
+def test_a_faster_kernel_that_cannot_share_prefixes_is_passed_over() -> None:
+    setups = [TrainingSetup("bf16", "sdpa"), TrainingSetup("bf16", "eager")]
+    seconds = {"bf16/sdpa": 0.30, "bf16/eager": 0.40}
+    layouts = {"bf16/sdpa": "padded", "bf16/eager": "sharing its prefix"}
+
+    assert fastest_with_the_best_layout(setups, seconds, layouts) == setups[1]
+    choice = HostChoice(setups[1], seconds, 1e9, "", layouts)
+    assert choice.describe().startswith(
+        "Training in bf16 with eager attention: fastest of those that lay batches out sharing "
+        "its prefix in a probe pass of 4 layers (bf16/sdpa 300 ms, bf16/eager 400 ms); "
+        "the others lay them out bf16/sdpa padded"
+    )
+    # Where no candidate shares, the fastest of those that pack wins.
+    packing = {"bf16/sdpa": "packed", "bf16/eager": "packed"}
+    assert fastest_with_the_best_layout(setups, seconds, packing) == setups[0]
 
 
 @pytest.mark.usefixtures("fresh_choice")
