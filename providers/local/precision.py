@@ -241,16 +241,8 @@ def _probe_pass(
 ) -> Callable[[], float]:
     """A timed forward and backward pass through the model's first PROBE_LAYERS layers with
     the job's LoRA adapter on them, as a training step makes it; warmed up once."""
-    with _quiet_loading():
-        # Loading a few of the layers leaves the others' weights unused, which is the point.
-        base: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
-            base_model_dir,
-            dtype=setup.dtype,
-            attn_implementation=setup.attention,
-            num_hidden_layers=PROBE_LAYERS,
-            local_files_only=True,
-        )
-    base.to(device)  # type: ignore[arg-type]
+    # Loading a few of the layers leaves the others' weights unused, which is the point.
+    base = _load_quietly(base_model_dir, device, setup, num_hidden_layers=PROBE_LAYERS)
     lora = LoraConfig(
         r=adapter.rank, target_modules=list(adapter.target_modules), task_type="CAUSAL_LM"
     )
@@ -283,17 +275,26 @@ def _layout_allowed(base_model_dir: Path, device: str, setup: TrainingSetup) -> 
     few layers: where a kernel handles masked rows a little differently, the difference grows
     with depth (torch's fused CPU attention in bf16 was within rounding after 4 of SmolLM2's
     layers and a quarter of the logits' scale off after all 30)."""
+    model = _load_quietly(base_model_dir, device, setup)
+    # Frozen, as under LoRA: the checks read the frozen weights' dtype.
+    model.requires_grad_(False)
+    return batch_layout(model, device)
+
+
+def _load_quietly(
+    base_model_dir: Path, device: str, setup: TrainingSetup, **config: Any
+) -> PreTrainedModel:
+    """The base model in this setup on the device, config overriding its configuration."""
     with _quiet_loading():
         model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
             base_model_dir,
             dtype=setup.dtype,
             attn_implementation=setup.attention,
             local_files_only=True,
+            **config,
         )
     model.to(device)  # type: ignore[arg-type]
-    # Frozen, as under LoRA: the checks read the frozen weights' dtype.
-    model.requires_grad_(False)
-    return batch_layout(model, device)
+    return model
 
 
 @contextlib.contextmanager
