@@ -272,8 +272,8 @@ def _probe_pass(
 
 def _layout_allowed(base_model_dir: Path, device: str, setup: TrainingSetup) -> str:
     """The batch layout (loss.py) the whole model allows in this setup. Whole, not the probe's
-    few layers: where a kernel handles masked rows a little differently, the difference grows
-    with depth (torch's fused CPU attention in bf16 was within rounding after 4 of SmolLM2's
+    few layers: where a kernel rounds masked rows a little differently, the difference grows
+    with depth (torch's fused CPU attention in bf16 was within tolerance after 4 of SmolLM2's
     layers and a quarter of the logits' scale off after all 30)."""
     model = _load_quietly(base_model_dir, device, setup)
     # Frozen, as under LoRA: the checks read the frozen weights' dtype.
