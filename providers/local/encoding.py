@@ -194,6 +194,10 @@ MIN_SHARED_PREFIX = 8
 # Rows of a batch that shares a prefix hold up to this many of its longest example's remainders:
 # each row computes the prefix once, and attention over a wider row costs more per token.
 SHARED_ROW_EXAMPLES = 4
+# ...and grow no wider than this or the batch's longest example, whichever is longer: attention
+# keeps scores of a row's width squared for the backward pass, so long examples are not put
+# four to a row (their prefix is then shared by fewer, or run once each).
+SHARED_ROW_TOKENS = 512
 
 
 def shared_prefix_length(examples: Sequence[EncodedExample]) -> int:
@@ -232,7 +236,8 @@ def collate_sharing_prefix(
     if len(examples) < 2 or prefix < MIN_SHARED_PREFIX:
         return collate_packed(examples, pad_token_id, device)
     rests = [len(example.input_ids) - prefix for example in examples]
-    rows = pack_rows(rests, SHARED_ROW_EXAMPLES * max(rests))
+    widest = max(SHARED_ROW_TOKENS, prefix + max(rests))
+    rows = pack_rows(rests, min(SHARED_ROW_EXAMPLES * max(rests), widest - prefix))
     width = prefix + max(sum(rests[member] for member in members) for members in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)

@@ -25,6 +25,7 @@ from providers.local.encoding import (
     BATCHES_PER_LENGTH_GROUP,
     IGNORED_LABEL,
     MIN_SHARED_PREFIX,
+    SHARED_ROW_TOKENS,
     Batch,
     EncodedExample,
     collate,
@@ -243,6 +244,27 @@ def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padde
     assert rows < 9
     assert shared.computed_tokens == sum(len(e.input_ids) for e in examples) - (9 - rows) * prefix
     assert_same_loss_and_gradients(model, collate(examples, pad_token_id, "cpu"), shared, examples)
+
+
+def test_rows_sharing_a_prefix_grow_no_wider_than_the_longest_example_beyond_the_bound() -> None:
+    prefix = list(range(1, 21))
+    ignored = [IGNORED_LABEL] * len(prefix)
+
+    def example(length: int, token: int) -> EncodedExample:
+        return EncodedExample(prefix + [token] * length, ignored + [token] * length)
+
+    short = [example(30, token) for token in range(100, 108)]
+    # The prefix's last token predicts each example's first label, so it stays each one's own.
+    assert shared_prefix_length(short) == 19
+    # Short examples go up to SHARED_ROW_EXAMPLES a row: 2 rows of 19 + 4 x 31 tokens.
+    assert collate_sharing_prefix(short, 0, "cpu", dtype=torch.bool).input_ids.shape == (2, 143)
+    long = [example(900, 200), example(700, 201), example(600, 202), example(200, 203)]
+    shared = collate_sharing_prefix(long, 0, "cpu", dtype=torch.bool)
+    # No row wider than the longest example (920 tokens), as packed rows are: the two longest
+    # each have a row of their own.
+    assert shared.input_ids.shape == (3, 920)
+    assert shared.computed_tokens == 3 * 19 + 901 + 701 + 601 + 201
+    assert SHARED_ROW_TOKENS < 920
 
 
 def test_a_batch_without_a_long_enough_shared_prefix_is_packed(base_model_dir: Path) -> None:
