@@ -153,7 +153,10 @@ def test_what_survives_a_full_collection_without_an_import_stays_collectable() -
         in_flight = cycle()
         held = in_flight()
         gc.collect()
-        assert gc.get_freeze_count() == frozen_before  # nothing new frozen
+        # Nothing new frozen: a freeze here would add the survivors, the held cycle among them.
+        # The count may fall (by 4 once in the full suite): a frozen object whose last reference
+        # goes is freed by reference counting all the same.
+        assert gc.get_freeze_count() <= frozen_before
         del held
         gc.collect()
         assert in_flight() is None  # its cycle freed within the server's life
