@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Literal
 
 import torch
 from peft import PeftModel
@@ -188,12 +189,13 @@ def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
     return logits_match(shared, expected, weights_dtype(model))
 
 
+BatchLayout = Literal["padded", "packed", "sharing its prefix"]
 # The ways a batch can be laid out in rows, from the one that runs the most tokens to the one
 # that runs the fewest.
-BATCH_LAYOUTS = ("padded", "packed", "sharing its prefix")
+BATCH_LAYOUTS: tuple[BatchLayout, ...] = ("padded", "packed", "sharing its prefix")
 
 
-def batch_layout(model: torch.nn.Module, device: str) -> str:
+def batch_layout(model: torch.nn.Module, device: str) -> BatchLayout:
     """The layout of BATCH_LAYOUTS that runs the fewest tokens while giving this model its own
     logits: rows that share the batch's prefix, else packed rows, else one padded example a
     row. It depends on the attention kernel as well as on the architecture: in a bf16 model,

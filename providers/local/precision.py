@@ -38,7 +38,7 @@ from transformers.utils import logging as hf_logging
 
 from providers.base import ProviderError
 
-from .loss import BATCH_LAYOUTS, batch_layout
+from .loss import BATCH_LAYOUTS, BatchLayout, batch_layout
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class HostChoice:
     # Why the candidates were what they were (a forced precision, no bf16 support).
     note: str = ""
     # The batch layout (loss.BATCH_LAYOUTS) each probed candidate allows.
-    layouts: dict[str, str] = field(default_factory=dict)
+    layouts: dict[str, BatchLayout] = field(default_factory=dict)
 
     def describe(self) -> str:
         """One line for the worker log and the job page."""
@@ -209,7 +209,7 @@ def host_choice(base_model_dir: Path, device: str, adapter: AdapterShape) -> Hos
 
 
 def fastest_with_the_best_layout(
-    setups: list[TrainingSetup], seconds: dict[str, float], layouts: dict[str, str]
+    setups: list[TrainingSetup], seconds: dict[str, float], layouts: dict[str, BatchLayout]
 ) -> TrainingSetup:
     """The fastest setup among those that allow the best batch layout any of them allows.
 
@@ -224,7 +224,7 @@ def fastest_with_the_best_layout(
 
 def _probe(
     base_model_dir: Path, device: str, adapter: AdapterShape, setups: list[TrainingSetup]
-) -> tuple[dict[str, float], dict[str, str]]:
+) -> tuple[dict[str, float], dict[str, BatchLayout]]:
     """Each candidate's median probe seconds and the batch layout it allows (loss.py)."""
     timers = {setup.label: _probe_pass(base_model_dir, device, adapter, setup) for setup in setups}
     layouts = {setup.label: _layout_allowed(base_model_dir, device, setup) for setup in setups}
@@ -270,7 +270,7 @@ def _probe_pass(
     return timed_pass
 
 
-def _layout_allowed(base_model_dir: Path, device: str, setup: TrainingSetup) -> str:
+def _layout_allowed(base_model_dir: Path, device: str, setup: TrainingSetup) -> BatchLayout:
     """The batch layout (loss.py) the whole model allows in this setup. Whole, not the probe's
     few layers: where a kernel rounds masked rows a little differently, the difference grows
     with depth (torch's fused CPU attention in bf16 was within tolerance after 4 of SmolLM2's

@@ -26,6 +26,7 @@ from providers.local import precision
 from providers.local.dropout import HalfDrawDropout, use_half_draw_dropout
 from providers.local.generation import LocalChatModel
 from providers.local.loading import GENERATION_PRECISION_SETTING, generation_dtype
+from providers.local.loss import BatchLayout
 from providers.local.precision import (
     PRECISION_SETTING,
     PRECISIONS,
@@ -177,7 +178,7 @@ def test_the_fastest_measured_candidate_of_the_best_layout_is_chosen(
 def test_a_faster_kernel_that_cannot_share_prefixes_is_passed_over() -> None:
     setups = [TrainingSetup("bf16", "sdpa"), TrainingSetup("bf16", "eager")]
     seconds = {"bf16/sdpa": 0.30, "bf16/eager": 0.40}
-    layouts = {"bf16/sdpa": "padded", "bf16/eager": "sharing its prefix"}
+    layouts: dict[str, BatchLayout] = {"bf16/sdpa": "padded", "bf16/eager": "sharing its prefix"}
 
     assert fastest_with_the_best_layout(setups, seconds, layouts) == setups[1]
     choice = HostChoice(setups[1], seconds, 1e9, "", layouts)
@@ -187,7 +188,7 @@ def test_a_faster_kernel_that_cannot_share_prefixes_is_passed_over() -> None:
         "the others lay them out bf16/sdpa padded"
     )
     # Where no candidate shares, the fastest of those that pack wins.
-    packing = {"bf16/sdpa": "packed", "bf16/eager": "packed"}
+    packing: dict[str, BatchLayout] = {"bf16/sdpa": "packed", "bf16/eager": "packed"}
     assert fastest_with_the_best_layout(setups, seconds, packing) == setups[0]
 
 
