@@ -147,7 +147,7 @@ def main() -> None:
     print("today's trainer (fp32 on a CPU, torch's attention and dropout, packed rows):")
     with (
         mock.patch("providers.local.training.use_half_draw_dropout", return_value=0),
-        mock.patch("providers.local.training.collate_for", return_value=collate_packed),
+        mock.patch("providers.local.training.collate_for", return_value=("packed", collate_packed)),
     ):
         today = train_and_score(
             todays_fine_tuner(base_dir), train, validation, config, args.max_new_tokens

@@ -31,13 +31,13 @@ from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from bench.prepare import prepared_base_model  # noqa: E402
+from providers.batching import epoch_batch_order  # noqa: E402
 from providers.local.dropout import use_half_draw_dropout  # noqa: E402
 from providers.local.encoding import (  # noqa: E402
     Collate,
     collate_packed,
     collate_sharing_prefix,
     encode_for_training,
-    epoch_batch_order,
     input_tokens,
 )
 from providers.local.loss import shared_prefix_mask_dtype, token_loss_for  # noqa: E402

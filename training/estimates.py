@@ -15,7 +15,8 @@ from __future__ import annotations
 import datetime
 import re
 import statistics
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +29,7 @@ from catalog.models import BaseModel, Provider
 from datasets.models import DatasetVersion, Split
 from datasets.quality.services import counter_or_estimate, version_tokens_per_epoch
 from datasets.quality.stats import INSUFFICIENT_BELOW, TOKENS_PER_EPOCH_MEANS
-from datasets.quality.tokens import count_conversations
+from datasets.quality.tokens import TokenCounter, count_conversations, shared_start_tokens
 from ftportal.selectors import queue_for_task, queue_machines
 from providers.base import (
     CHECKPOINT_SHARE,
@@ -40,6 +41,7 @@ from providers.base import (
     default_intervals,
     step_plan,
 )
+from providers.batching import computed_tokens, epoch_batch_order, length_sorted_batches
 
 from .hyperparameters import HOSTED_PROVIDERS, early_stopping_text, training_config_from
 from .models import JobEvent, JobStatus, TrainingJob
@@ -241,6 +243,11 @@ class JobSpeeds:
     save_seconds: float | None = None  # a checkpoint save's mean
     saves: int = 0
     load_seconds: float | None = None
+    # Whether the worker's batches shared their examples' common start (None: not recorded,
+    # before issue 19), and the share of the tokens its model then ran, training and validation.
+    shares_prefix: bool | None = None
+    training_computed_share: float = 1.0
+    validation_computed_share: float = 1.0
 
     @staticmethod
     def from_metrics(metrics: dict[str, float]) -> JobSpeeds:
@@ -248,6 +255,9 @@ class JobSpeeds:
         passes = int(metrics.get("validation_passes", 0))
         validation_seconds = metrics.get("validation_seconds", 0.0)
         saves = int(metrics.get("checkpoint_saves", 0))
+        trained = metrics.get("trained_tokens", 0.0)
+        validation_tokens = metrics.get("validation_tokens", 0.0)
+        shares = metrics.get("shares_prefix")
         return JobSpeeds(
             training_tokens_per_second=metrics.get("tokens_per_second", 0.0),
             validation_tokens_per_second=(
@@ -259,6 +269,15 @@ class JobSpeeds:
             save_seconds=metrics.get("checkpoint_seconds", 0.0) / saves if saves else None,
             saves=saves,
             load_seconds=metrics.get("load_seconds"),
+            shares_prefix=None if shares is None else bool(shares),
+            training_computed_share=(
+                metrics.get("computed_tokens", trained) / trained if trained else 1.0
+            ),
+            validation_computed_share=(
+                metrics.get("validation_computed_tokens", validation_tokens) / validation_tokens
+                if validation_tokens
+                else 1.0
+            ),
         )
 
     def text(self) -> str:
@@ -273,6 +292,13 @@ class JobSpeeds:
             parts.append(f"checkpoint saves {self.save_seconds:.3f} s each ({self.saves})")
         if self.load_seconds is not None:
             parts.append(f"loading {self.load_seconds:.2f} s")
+        if self.shares_prefix is False:
+            parts.append("batches not sharing their start")
+        elif self.shares_prefix:
+            parts.append(
+                f"batches sharing their start ran {self.training_computed_share:.3f} of the "
+                f"training tokens and {self.validation_computed_share:.3f} of the validation tokens"
+            )
         return "; ".join(parts)
 
     @staticmethod
@@ -283,6 +309,10 @@ class JobSpeeds:
         validation = _SPEED_PATTERNS["validation"].search(text)
         save = _SPEED_PATTERNS["save"].search(text)
         load = _SPEED_PATTERNS["load"].search(text)
+        sharing = _SPEED_PATTERNS["sharing"].search(text)
+        shares: bool | None = True if sharing else None
+        if _SPEED_PATTERNS["not sharing"].search(text):
+            shares = False
         return JobSpeeds(
             training_tokens_per_second=float(training[1]),
             validation_tokens_per_second=float(validation[1]) if validation else None,
@@ -290,7 +320,20 @@ class JobSpeeds:
             save_seconds=float(save[1]) if save else None,
             saves=int(save[2]) if save else 0,
             load_seconds=float(load[1]) if load else None,
+            shares_prefix=shares,
+            training_computed_share=float(sharing[1]) if sharing else 1.0,
+            validation_computed_share=float(sharing[2]) if sharing else 1.0,
         )
+
+    def training_token_seconds(self) -> float:
+        """Seconds per token the model ran through an optimizer step."""
+        return 1 / (self.training_tokens_per_second * self.training_computed_share)
+
+    def validation_token_seconds(self) -> float | None:
+        """Seconds per token the model ran in a validation pass; None where none ran."""
+        if not self.validation_tokens_per_second:
+            return None
+        return 1 / (self.validation_tokens_per_second * self.validation_computed_share)
 
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
@@ -299,21 +342,59 @@ _SPEED_PATTERNS = {
     "validation": re.compile(rf"validation {_NUMBER} tokens/s \((\d+) passes\)"),
     "save": re.compile(rf"checkpoint saves {_NUMBER} s each \((\d+)\)"),
     "load": re.compile(rf"loading {_NUMBER} s"),
+    "sharing": re.compile(
+        rf"batches sharing their start ran {_NUMBER} of the training tokens and {_NUMBER} of "
+        "the validation tokens"
+    ),
+    "not sharing": re.compile("batches not sharing their start"),
 }
 
 
 @dataclass(frozen=True)
 class CostBasis:
     """The costs a local estimate counts with: ``costs`` the medians, ``samples`` each
-    measured job's own (none when guessed), and what they rest on, in words."""
+    measured job's own (none when guessed), and what they rest on, in words.
+
+    Where the latest measured job's worker laid its batches out sharing their examples' common
+    start (``shares_prefix``), the token costs are per token its model ran, and ``for_data``
+    turns them into costs per token of a given dataset."""
 
     costs: LocalCosts
     samples: list[LocalCosts]
     text: str
+    shares_prefix: bool = False
 
     @property
     def measured(self) -> bool:
         return bool(self.samples)
+
+    def for_data(self, shares: ComputedShares) -> CostBasis:
+        """The costs per token of data whose batches run ``shares`` of their tokens."""
+
+        def scaled(costs: LocalCosts) -> LocalCosts:
+            return replace(
+                costs,
+                training_token_seconds=costs.training_token_seconds * shares.training,
+                validation_token_seconds=costs.validation_token_seconds * shares.validation,
+            )
+
+        return CostBasis(
+            scaled(self.costs),
+            [scaled(costs) for costs in self.samples],
+            f"{self.text}; this version's batches share their start, so the model runs "
+            f"{shares.training:.0%} of its training tokens and {shares.validation:.0%} of its "
+            "validation tokens",
+            self.shares_prefix,
+        )
+
+
+@dataclass(frozen=True)
+class ComputedShares:
+    """The share of a dataset's tokens the model runs, training and validation, where its
+    batches run their examples' common start once a row (providers.batching)."""
+
+    training: float
+    validation: float
 
 
 def _median_or(values: list[float], default: float) -> float:
@@ -361,40 +442,87 @@ def local_cost_basis(base_model: BaseModel) -> CostBasis:
             job_id__in=[pk for pk, _ in rows], provider_event_id=SPEEDS_EVENT_ID
         ).values_list("job_id", "message")
     )
-    measured = {pk: JobSpeeds.from_text(recorded.get(pk, "")) for pk, _ in rows}
+    # Jobs that recorded no speeds (before the runner did) measured training alone.
+    measured = [
+        JobSpeeds.from_text(recorded.get(pk, "")) or JobSpeeds(tokens_per_second)
+        for pk, tokens_per_second in rows
+    ]
     ratios = [
-        speeds.training_tokens_per_second / speeds.validation_tokens_per_second
-        for speeds in measured.values()
-        if speeds is not None and speeds.validation_tokens_per_second
+        validation / speeds.training_token_seconds()
+        for speeds in measured
+        if (validation := speeds.validation_token_seconds()) is not None
     ]
     ratio = _median_or(ratios, MEASURED_CPU_COSTS.validation_cost_ratio)
     save = _median_or(
-        [s.save_seconds for s in measured.values() if s and s.save_seconds is not None],
+        [s.save_seconds for s in measured if s.save_seconds is not None],
         MEASURED_CPU_COSTS.save_seconds,
     )
     load = _median_or(
-        [s.load_seconds for s in measured.values() if s and s.load_seconds is not None],
+        [s.load_seconds for s in measured if s.load_seconds is not None],
         MEASURED_CPU_COSTS.load_seconds,
     )
 
-    def costs_of(tokens_per_second: float, speeds: JobSpeeds | None) -> LocalCosts:
-        own_ratio = ratio
-        if speeds is not None and speeds.validation_tokens_per_second:
-            own_ratio = speeds.training_tokens_per_second / speeds.validation_tokens_per_second
+    def costs_of(speeds: JobSpeeds) -> LocalCosts:
+        training = speeds.training_token_seconds()
+        validation = speeds.validation_token_seconds()
         return LocalCosts(
-            training_token_seconds=1 / tokens_per_second,
-            validation_token_seconds=own_ratio / tokens_per_second,
-            save_seconds=speeds.save_seconds if speeds and speeds.save_seconds else save,
-            load_seconds=speeds.load_seconds if speeds and speeds.load_seconds else load,
+            training_token_seconds=training,
+            validation_token_seconds=training * ratio if validation is None else validation,
+            save_seconds=speeds.save_seconds or save,
+            load_seconds=speeds.load_seconds or load,
         )
 
-    speed = statistics.median(tokens_per_second for _, tokens_per_second in rows)
+    samples = [costs_of(speeds) for speeds in measured]
+    training = statistics.median(costs.training_token_seconds for costs in samples)
+    # The latest job that recorded its layout tells how this machine lays batches out.
+    shares_prefix = next((s.shares_prefix for s in measured if s.shares_prefix is not None), False)
     parts = "validation, saves and loading measured" if ratios else "validation estimated"
+    run = " run by the model (a shared start counted once a row)" if shares_prefix else ""
     return CostBasis(
-        costs_of(speed, None),
-        [costs_of(tokens_per_second, measured[pk]) for pk, tokens_per_second in rows],
-        f"{speed:,.0f} tokens/s measured: the median of the last {len(rows)} jobs of this "
-        f"model on {', '.join(machines)} ({parts})",
+        LocalCosts(training, training * ratio, save, load),
+        samples,
+        f"{1 / training:,.0f} tokens/s{run} measured: the median of the last {len(rows)} jobs "
+        f"of this model on {', '.join(machines)} ({parts})",
+        shares_prefix,
+    )
+
+
+def computed_shares(
+    *,
+    train: Sequence[object],
+    validation: Sequence[object],
+    counter: TokenCounter,
+    config: TrainingConfig,
+) -> ComputedShares:
+    """The share of the training and validation tokens the model runs when batches share
+    their examples' common start: the trainer's own batches (its first epoch's order, and the
+    validation pass's) laid out by providers.batching, on the counted tokens."""
+    # Batches mostly share one system prompt: each distinct start is counted once.
+    counted_starts: dict[str, int] = {}
+
+    def share(
+        conversations: Sequence[object], batches: Callable[[list[int]], list[list[int]]]
+    ) -> float:
+        counts = count_conversations(list(conversations), counter).total
+        lengths = [min(int(total), config.max_seq_len) for total in counts]
+        ran = 0
+        for indices in batches(lengths):
+            batch_lengths = [lengths[i] for i in indices]
+            start = shared_start_tokens(
+                [conversations[i] for i in indices], counter, counted=counted_starts
+            )
+            prefix = min(start, min(batch_lengths) - 1)
+            ran += computed_tokens(prefix, batch_lengths)
+        total = sum(lengths)
+        return ran / total if total else 1.0
+
+    return ComputedShares(
+        training=share(
+            train, lambda lengths: epoch_batch_order(lengths, config.batch_size, config.seed, 0)
+        ),
+        validation=share(
+            validation, lambda lengths: length_sorted_batches(lengths, config.batch_size)
+        ),
     )
 
 
@@ -514,9 +642,16 @@ def launch_estimate(
     if config is None or plan is None:
         cost, cost_basis = hosted_cost(base_model, training_tokens)
     else:
-        validation = version.items.filter(split=Split.VALIDATION).values_list("messages", flat=True)
-        validation_tokens = int(count_conversations(list(validation), counter).total.sum())
+        validation = list(
+            version.items.filter(split=Split.VALIDATION).values_list("messages", flat=True)
+        )
+        validation_tokens = int(count_conversations(validation, counter).total.sum())
         basis = local_cost_basis(base_model)
+        if basis.shares_prefix:
+            shares = computed_shares(
+                train=train, validation=validation, counter=counter, config=config
+            )
+            basis = basis.for_data(shares)
         config = default_intervals(
             config,
             train_examples=len(train),

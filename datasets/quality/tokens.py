@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import islice
 from pathlib import Path
@@ -106,6 +107,8 @@ class TemplateCost:
     implicit_system: int = 0
     per_conversation: int = 0
     per_name: int = 0
+    # Of per_message, the tokens before the text (the role's header), where measured.
+    per_header: dict[str, int] = field(default_factory=dict)
 
     def message(self, role: object) -> int:
         if isinstance(role, str) and role in self.per_message:
@@ -263,6 +266,60 @@ def count_conversations(
     return ConversationTokens(prompt=prompt, answer=answer)
 
 
+def shared_start_tokens(
+    conversations: Sequence[object], counter: TokenCounter, *, counted: dict[str, int]
+) -> int:
+    """Tokens every one of ``conversations`` starts with, as count_conversations counts them:
+    the messages before any reply that all of them begin with alike (a system prompt), with the
+    chat format around them; with none alike, the default system prompt a template inserts
+    where no conversation has its own. The format's tokens once a conversation are left out
+    (OpenAI's are the reply's primer, at the end). Where a text ends and the next message's
+    header starts, the tokenizer may share a few more. ``counted`` keeps the counts of the
+    starts seen so far (by their JSON), for calls over many batches of one dataset."""
+    if not conversations or not all(isinstance(c, list) and c for c in conversations):
+        return 0
+    lists = [c for c in conversations if isinstance(c, list)]
+    first = lists[0]
+    alike = 0
+    while (
+        alike < len(first)
+        and type(first[alike]) is dict
+        and first[alike].get("role") != "assistant"
+        and all(len(other) > alike and other[alike] == first[alike] for other in lists[1:])
+    ):
+        alike += 1
+    opening = _shared_opening([c[alike] if len(c) > alike else None for c in lists], counter)
+    if alike:
+        key = json.dumps(first[:alike], sort_keys=True)
+        if key not in counted:
+            start = int(count_conversations([first[:alike]], counter).total[0])
+            counted[key] = start - counter.template.per_conversation
+        return counted[key] + opening
+    implicit = all(not (type(c[0]) is dict and c[0].get("role") == "system") for c in lists)
+    return (counter.template.implicit_system if implicit else 0) + opening
+
+
+def _shared_opening(messages: Sequence[object], counter: TokenCounter) -> int:
+    """Tokens at the start of ``messages`` (each conversation's first message that differs)
+    that are alike in all: the role's header where all have one role, and, before a reply, the
+    whole words their texts begin with alike ("Subject:")."""
+    if not all(type(message) is dict for message in messages):
+        return 0
+    dicts = [message for message in messages if type(message) is dict]
+    roles = {message.get("role") for message in dicts}
+    role = roles.pop() if len(roles) == 1 else None
+    if not isinstance(role, str):
+        return 0
+    header = counter.template.per_header.get(role, 0)
+    contents = [message.get("content") for message in dicts]
+    if role == "assistant" or not all(type(content) is str for content in contents):
+        return header  # a reply's tokens carry labels: they are never shared
+    common = os.path.commonprefix([content for content in contents if type(content) is str])
+    # Up to the last whole word: the tokens of a word cut short are not those of the word.
+    words = common[: max(common.rfind(" "), common.rfind("\n"), 0)].rstrip()
+    return header + (int(counter.lengths([words])[0]) if words else 0)
+
+
 # -- local models: tokenizer.json and the chat template ---------------------------------------
 
 
@@ -344,7 +401,16 @@ def measure_template_cost(template: str, encode_length: Callable[[str], int]) ->
     per_message["system"] = max(0, base - probe_tokens)
     alone = tokens([{"role": "user", "content": probe}])
     implicit_system = max(0, alone - per_message["user"] - probe_tokens)
-    return TemplateCost(per_message=per_message, implicit_system=implicit_system)
+    system_alone = render_chat_template(template, [system])
+    per_header = {}
+    for role in CHAT_ROLES:
+        rendered = render_chat_template(template, [system, {"role": role, "content": probe}])
+        before = rendered[: rendered.rfind(probe)]
+        if before.startswith(system_alone):
+            per_header[role] = max(0, encode_length(before) - encode_length(system_alone))
+    return TemplateCost(
+        per_message=per_message, implicit_system=implicit_system, per_header=per_header
+    )
 
 
 # -- OpenAI models: tiktoken, offline ----------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +15,15 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from providers.base import Conversation, ProviderError, TrainingConfig
+from providers.batching import (
+    computed_tokens,
+    epoch_batch_order,
+    pack_rows,
+    shared_rows,
+    shares_prefix,
+)
 
 IGNORED_LABEL = -100  # cross_entropy's ignore_index: these positions add nothing to the loss
-# Examples are sorted by length within groups of this many batches. Larger groups mean less
-# padding but batches that differ less from epoch to epoch.
-BATCHES_PER_LENGTH_GROUP = 16
 
 
 def render_chat(
@@ -140,24 +143,6 @@ def collate(examples: Sequence[EncodedExample], pad_token_id: int, device: str) 
     return Batch(input_ids.to(device), attention_mask.to(device), labels.to(device))
 
 
-def pack_rows(lengths: Sequence[int], capacity: int | None = None) -> list[list[int]]:
-    """Indices of the examples to put in each row, first-fit by decreasing length, into rows of
-    the given capacity, by default as long as the longest example: never wider than padding
-    would be, and mostly full."""
-    capacity = max(lengths) if capacity is None else capacity
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for index in sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True):
-        fitting = next((row for row, free in enumerate(room) if lengths[index] <= free), None)
-        if fitting is None:
-            rows.append([index])
-            room.append(capacity - lengths[index])
-        else:
-            rows[fitting].append(index)
-            room[fitting] -= lengths[index]
-    return rows
-
-
 def collate_packed(examples: Sequence[EncodedExample], pad_token_id: int, device: str) -> Batch:
     """Several examples per row (see pack_rows), each attending only to itself.
 
@@ -189,17 +174,6 @@ def collate_packed(examples: Sequence[EncodedExample], pad_token_id: int, device
     )
 
 
-# A prefix shorter than this is not worth the wider rows and the explicit mask it costs.
-MIN_SHARED_PREFIX = 8
-# Rows of a batch that shares a prefix hold up to this many of its longest example's remainders:
-# each row computes the prefix once, and attention over a wider row costs more per token.
-SHARED_ROW_EXAMPLES = 4
-# ...and grow no wider than this or the batch's longest example, whichever is longer: attention
-# keeps scores of a row's width squared for the backward pass, so long examples are not put
-# four to a row (their prefix is then shared by fewer, or run once each).
-SHARED_ROW_TOKENS = 512
-
-
 def shared_prefix_length(examples: Sequence[EncodedExample]) -> int:
     """How many leading tokens every example of the batch has in common and can share: at most
     up to the token before each example's first labelled token (the token after the prefix is
@@ -228,16 +202,15 @@ def collate_sharing_prefix(
     prefix's share of the gradient added up once instead of computed per example. The mask is
     explicit, which transformers passes to attention as it is: boolean (True where a position
     may look) when dtype is torch.bool, else additive in that dtype.
-    Batches with a shorter shared prefix than MIN_SHARED_PREFIX are packed as collate_packed
+    Batches that providers.batching.shares_prefix turns down are packed as collate_packed
     does. prefix_sharing_is_exact (loss.py) checks whether a model honours the mask;
     bench/shared_prefix.py measures a training step in this layout against collate_packed.
     """
     prefix = shared_prefix_length(examples)
-    if len(examples) < 2 or prefix < MIN_SHARED_PREFIX:
+    if not shares_prefix(len(examples), prefix):
         return collate_packed(examples, pad_token_id, device)
     rests = [len(example.input_ids) - prefix for example in examples]
-    widest = max(SHARED_ROW_TOKENS, prefix + max(rests))
-    rows = pack_rows(rests, min(SHARED_ROW_EXAMPLES * max(rests), widest - prefix))
+    rows = shared_rows(prefix, rests)
     width = prefix + max(sum(rests[member] for member in members) for members in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
@@ -270,7 +243,7 @@ def collate_sharing_prefix(
         mask.unsqueeze(1).to(device),
         labels.to(device),
         position_ids=position_ids.to(device),
-        computed_tokens=len(rows) * prefix + sum(rests),
+        computed_tokens=computed_tokens(prefix, [len(example.input_ids) for example in examples]),
     )
 
 
@@ -286,29 +259,6 @@ def input_tokens(examples: Sequence[EncodedExample]) -> int:
 
 
 # --- batch order --------------------------------------------------------------------------------
-
-
-def epoch_batch_order(
-    lengths: Sequence[int], batch_size: int, seed: int, epoch: int
-) -> list[list[int]]:
-    """Example indices of each batch of one epoch, grouped by length, seeded by (seed, epoch).
-
-    The examples are shuffled, cut into groups of BATCHES_PER_LENGTH_GROUP batches, sorted by
-    length within each group and cut into batches; then the batches are shuffled. Batches hold
-    examples of similar length, so padding costs little, while the order stays random. Groups
-    are whole batches, so an epoch has ceil(n / batch_size) batches, like a plain shuffle.
-    """
-    rng = random.Random(f"ftportal-batch-order:{seed}:{epoch}")
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    group_size = batch_size * BATCHES_PER_LENGTH_GROUP
-    batches: list[list[int]] = []
-    for start in range(0, len(order), group_size):
-        # sorted() is stable: examples of equal length keep their shuffled order.
-        group = sorted(order[start : start + group_size], key=lambda i: lengths[i], reverse=True)
-        batches += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 @dataclass(frozen=True)

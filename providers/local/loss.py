@@ -13,9 +13,10 @@ from peft import PeftModel
 from transformers import PreTrainedModel
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from providers.batching import MIN_SHARED_PREFIX
+
 from .encoding import (
     IGNORED_LABEL,
-    MIN_SHARED_PREFIX,
     Batch,
     Collate,
     EncodedExample,
@@ -210,9 +211,10 @@ def batch_layout(model: torch.nn.Module, device: str) -> BatchLayout:
     return "packed"
 
 
-def collate_for(model: torch.nn.Module, device: str) -> Collate:
-    """The collate function of this model's batch_layout."""
+def collate_for(model: torch.nn.Module, device: str) -> tuple[BatchLayout, Collate]:
+    """This model's batch_layout and the collate function that lays batches out so."""
     layout = batch_layout(model, device)
     if layout == "sharing its prefix":
-        return functools.partial(collate_sharing_prefix, dtype=shared_prefix_mask_dtype(model))
-    return collate_packed if layout == "packed" else collate
+        dtype = shared_prefix_mask_dtype(model)
+        return layout, functools.partial(collate_sharing_prefix, dtype=dtype)
+    return layout, collate_packed if layout == "packed" else collate

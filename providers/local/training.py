@@ -2,7 +2,7 @@
 synchronously in the calling process (a Celery worker), with checkpoints it can resume from.
 
 What makes training fast spends no compute on tokens that teach nothing:
-- batches group examples of similar length (encoding.epoch_batch_order), and each batch is
+- batches group examples of similar length (providers.batching.epoch_batch_order), and each batch is
   packed several examples to a row (encoding.collate_packed), so almost no padding goes through
   the model; where the batch's examples start alike (a system prompt, the chat template's
   header), each row runs that shared start once for all its examples
@@ -45,6 +45,7 @@ from providers.base import (
     default_intervals,
     step_plan,
 )
+from providers.batching import length_sorted_batches
 
 from .checkpoints import (
     TENSOR_STATE_FILE,
@@ -195,6 +196,14 @@ class LocalLoRAFineTuner:
                 "validation_passes": float(state.evaluations),
                 "validation_seconds": state.evaluation_seconds,
                 "validation_tokens": float(input_tokens(data.validation)),
+                # How the batches were laid out, and the tokens a validation pass ran: what
+                # the estimate of a later job on other data scales its speeds by.
+                "shares_prefix": float(run.layout == "sharing its prefix"),
+                **(
+                    {"validation_computed_tokens": float(run.validation_computed_tokens)}
+                    if run.validation_computed_tokens is not None
+                    else {}
+                ),
                 "checkpoint_saves": float(run.saves),
                 "checkpoint_seconds": run.save_seconds,
                 "load_seconds": load_seconds,
@@ -335,7 +344,7 @@ class _TrainingRun:
         base = model.get_base_model()
         self.flops = ModelFlops.of(base) if isinstance(base, PreTrainedModel) else ModelFlops(0, 0)
         self.token_loss = token_loss_for(model, device)
-        self.collate: Collate = collate_for(model, device)
+        self.layout, self.collate = collate_for(model, device)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=config.learning_rate, weight_decay=WEIGHT_DECAY
@@ -351,6 +360,9 @@ class _TrainingRun:
         # This attempt's checkpoint saves and their seconds (the estimate's save cost).
         self.saves = 0
         self.save_seconds = 0.0
+        # Tokens a validation pass runs (fewer than it holds where batches share a prefix);
+        # None until this attempt has run one.
+        self.validation_computed_tokens: int | None = None
 
     def restore(self, checkpoint: Checkpoint) -> None:
         loaded = set_peft_model_state_dict(self.model, checkpoint.adapter_weights)
@@ -435,7 +447,7 @@ class _TrainingRun:
         if not self._evaluation_due() or not self.data.validation:
             return False
         began = time.perf_counter()
-        val_loss = validation_loss(
+        val_loss, self.validation_computed_tokens = validation_loss(
             self.model,
             self.token_loss,
             self.collate,
@@ -574,20 +586,22 @@ def validation_loss(
     batch_size: int,
     pad_token_id: int,
     device: str,
-) -> float | None:
-    """Mean loss per reply token over the whole validation set; None when it has no reply."""
-    # The loss is a sum over examples, so any order gives it; length order pads least.
-    by_length = sorted(examples, key=lambda example: len(example.input_ids))
+) -> tuple[float | None, int]:
+    """Mean loss per reply token over the whole validation set (None when it has no reply),
+    and how many tokens the model ran for it."""
+    lengths = [len(example.input_ids) for example in examples]
     model.eval()
     total_loss = 0.0
     total_tokens = 0
+    computed = 0
     with torch.no_grad():
-        for start in range(0, len(by_length), batch_size):
-            batch = to_batch(by_length[start : start + batch_size], pad_token_id, device)
+        for indices in length_sorted_batches(lengths, batch_size):
+            batch = to_batch([examples[i] for i in indices], pad_token_id, device)
             loss_sum, token_count = token_loss(batch)
             total_loss += loss_sum.item()
             total_tokens += token_count
-    return total_loss / total_tokens if total_tokens else None
+            computed += batch.computed_tokens or sum(lengths[i] for i in indices)
+    return (total_loss / total_tokens if total_tokens else None), computed
 
 
 def _check_config(config: TrainingConfig) -> None:

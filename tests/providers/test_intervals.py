@@ -210,3 +210,7 @@ def test_the_trainer_chooses_unset_intervals_by_the_same_rule_and_reports_what_i
     assert metrics["checkpoint_seconds"] > 0
     assert 0 < metrics["load_seconds"] < result.seconds
     assert math.isfinite(metrics["tokens_per_second"]) and metrics["tokens_per_second"] > 0
+    # What a later job's estimate scales its speeds by: the batches shared the system prompt.
+    assert metrics["shares_prefix"] == 1.0
+    assert 0 < metrics["computed_tokens"] < metrics["trained_tokens"]
+    assert 0 < metrics["validation_computed_tokens"] < metrics["validation_tokens"]

@@ -21,19 +21,21 @@ from transformers import (
 )
 
 from providers.base import Conversation
-from providers.local.encoding import (
+from providers.batching import (
     BATCHES_PER_LENGTH_GROUP,
-    IGNORED_LABEL,
     MIN_SHARED_PREFIX,
     SHARED_ROW_TOKENS,
+    epoch_batch_order,
+    pack_rows,
+)
+from providers.local.encoding import (
+    IGNORED_LABEL,
     Batch,
     EncodedExample,
     collate,
     collate_packed,
     collate_sharing_prefix,
     encode_for_training,
-    epoch_batch_order,
-    pack_rows,
     shared_prefix_length,
 )
 from providers.local.loss import (
@@ -234,7 +236,9 @@ def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padde
     pad_token_id = int(tokenizer.pad_token_id)
     model = lora_model(base_model_dir, attention)
     # The layout the trainer picks for this model.
-    shared = collate_for(model, "cpu")(examples, pad_token_id, "cpu")
+    layout, collate_shared = collate_for(model, "cpu")
+    assert layout == "sharing its prefix"
+    shared = collate_shared(examples, pad_token_id, "cpu")
     assert shared.attention_mask is not None
     assert shared.attention_mask.dtype == MASK_DTYPES[attention]
     prefix = shared_prefix_length(examples)
@@ -295,7 +299,7 @@ def test_a_model_that_ignores_the_explicit_mask_fails_the_prefix_sharing_check(
     model.forward = ignoring_masks  # type: ignore[method-assign]
     assert not prefix_sharing_is_exact(model, "cpu")
     # So the trainer packs its rows for this model.
-    assert collate_for(model, "cpu") is collate_packed
+    assert collate_for(model, "cpu") == ("packed", collate_packed)
 
     def refusing_masks(*args: Any, **kwargs: Any) -> Any:
         mask = kwargs.get("attention_mask")
@@ -305,7 +309,7 @@ def test_a_model_that_ignores_the_explicit_mask_fails_the_prefix_sharing_check(
 
     model.forward = refusing_masks  # type: ignore[method-assign]
     model.train()
-    assert collate_for(model, "cpu") is collate_packed
+    assert collate_for(model, "cpu") == ("packed", collate_packed)
     assert model.training  # as it was before the check
 
 
