@@ -16,7 +16,6 @@ machine-readable.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import statistics
 import sys
@@ -40,7 +39,7 @@ from providers.local.encoding import (  # noqa: E402
     encode_for_training,
     input_tokens,
 )
-from providers.local.loss import shared_prefix_mask_dtype, token_loss_for  # noqa: E402
+from providers.local.loss import token_loss_for  # noqa: E402
 
 DEMO_FILE = REPO / "config" / "demo" / "support_triage.jsonl"
 
@@ -71,7 +70,7 @@ def main() -> None:
     pad_token_id = int(tokenizer.pad_token_id)
     sides: dict[str, Collate] = {
         "packed": collate_packed,
-        "shared": functools.partial(collate_sharing_prefix, dtype=shared_prefix_mask_dtype(model)),
+        "shared": collate_sharing_prefix,
     }
     seconds: dict[str, list[float]] = {name: [] for name in sides}
     tokens_run = dict.fromkeys(sides, 0)

@@ -13,15 +13,8 @@ from collections.abc import Sequence
 # Examples are sorted by length within groups of this many batches. Larger groups mean less
 # padding but batches that differ less from epoch to epoch.
 BATCHES_PER_LENGTH_GROUP = 16
-# A prefix shorter than this is not worth the wider rows and the explicit mask it costs.
+# A prefix shorter than this is not worth a pass of its own and the explicit mask it costs.
 MIN_SHARED_PREFIX = 8
-# Rows of a batch that shares a prefix hold up to this many of its longest example's remainders:
-# each row computes the prefix once, and attention over a wider row costs more per token.
-SHARED_ROW_EXAMPLES = 4
-# ...and grow no wider than this or the batch's longest example, whichever is longer: attention
-# keeps scores of a row's width squared for the backward pass, so long examples are not put
-# four to a row (their prefix is then shared by fewer, or run once each).
-SHARED_ROW_TOKENS = 512
 
 
 def epoch_batch_order(
@@ -78,17 +71,9 @@ def shares_prefix(examples: int, prefix: int) -> bool:
     return examples >= 2 and prefix >= MIN_SHARED_PREFIX
 
 
-def shared_rows(prefix: int, rests: Sequence[int]) -> list[list[int]]:
-    """The rows of a batch that shares a ``prefix``-token start: indices of the examples whose
-    remainders (``rests``, each example's tokens after the prefix) follow the prefix in each."""
-    widest = max(SHARED_ROW_TOKENS, prefix + max(rests))
-    return pack_rows(rests, min(SHARED_ROW_EXAMPLES * max(rests), widest - prefix))
-
-
 def computed_tokens(prefix: int, lengths: Sequence[int]) -> int:
     """Tokens the model runs for a batch of examples of ``lengths`` tokens whose first
-    ``prefix`` are the same in every one, in the layout that shares the prefix: once a row."""
+    ``prefix`` are the same in every one, in the layout that shares the prefix: once."""
     if not shares_prefix(len(lengths), prefix):
         return sum(lengths)
-    rests = [length - prefix for length in lengths]
-    return len(shared_rows(prefix, rests)) * prefix + sum(rests)
+    return prefix + sum(length - prefix for length in lengths)

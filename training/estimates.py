@@ -391,7 +391,7 @@ class CostBasis:
 @dataclass(frozen=True)
 class ComputedShares:
     """The share of a dataset's tokens the model runs, training and validation, where its
-    batches run their examples' common start once a row (providers.batching)."""
+    batches run their examples' common start once (providers.batching)."""
 
     training: float
     validation: float
@@ -477,7 +477,7 @@ def local_cost_basis(base_model: BaseModel) -> CostBasis:
     # The latest job that recorded its layout tells how this machine lays batches out.
     shares_prefix = next((s.shares_prefix for s in measured if s.shares_prefix is not None), False)
     parts = "validation, saves and loading measured" if ratios else "validation estimated"
-    run = " run by the model (a shared start counted once a row)" if shares_prefix else ""
+    run = " run by the model (a shared start counted once a batch)" if shares_prefix else ""
     return CostBasis(
         LocalCosts(training, training * ratio, save, load),
         samples,

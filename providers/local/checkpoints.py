@@ -88,7 +88,7 @@ class RunState:
     best_train_loss: float | None = None
     step_tokens: int = 0  # of the last step
     trained_tokens: int = 0
-    # The tokens the model ran for them: fewer where batches ran a shared prefix once a row.
+    # The tokens the model ran for them: fewer where batches ran a shared prefix once.
     computed_tokens: int = 0
     training_seconds: float = 0.0
     evaluations: int = 0

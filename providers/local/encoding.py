@@ -19,7 +19,6 @@ from providers.batching import (
     computed_tokens,
     epoch_batch_order,
     pack_rows,
-    shared_rows,
     shares_prefix,
 )
 
@@ -104,14 +103,17 @@ def training_set_fingerprint(examples: Sequence[EncodedExample]) -> str:
 class Batch:
     input_ids: torch.Tensor
     # Padded batches mark their padding here; packed ones have none and restart position_ids
-    # at 0 for each example instead; a batch that shares its prefix gives the additive mask of
-    # what each position sees, shaped (rows, 1, width, width).
+    # at 0 for each example instead, and a batch that shares its prefix has none either: each
+    # row is one example, padded at its end.
     attention_mask: torch.Tensor | None
     labels: torch.Tensor
     position_ids: torch.Tensor | None = None
     # Tokens of the examples that the model runs (padding left out): fewer than the examples
-    # hold when their shared prefix runs once a row. None: as many as the examples hold.
+    # hold when their shared prefix runs once. None: as many as the examples hold.
     computed_tokens: int | None = None
+    # The batch's shared prefix, shaped (1, length), where it runs once before the rows: its
+    # keys and values are copied to every row (loss.batch_forward), and the rows hold the rest.
+    prefix_ids: torch.Tensor | None = None
 
     def model_inputs(self) -> dict[str, Any]:
         # A KV cache would make transformers skip the packed-sequence check (it assumes
@@ -191,66 +193,43 @@ def shared_prefix_length(examples: Sequence[EncodedExample]) -> int:
 
 
 def collate_sharing_prefix(
-    examples: Sequence[EncodedExample], pad_token_id: int, device: str, *, dtype: torch.dtype
+    examples: Sequence[EncodedExample], pad_token_id: int, device: str
 ) -> Batch:
-    """Packed rows that compute the batch's shared prefix once a row (a system prompt that
-    every example starts with is often a third or more of its tokens).
+    """A batch that runs its examples' shared prefix once (a system prompt that every example
+    starts with is often a third or more of its tokens), then each example's rest in a row of
+    its own, continuing from the prefix's keys and values.
 
-    A row is the prefix, then the rest of several examples, then padding. Each example's rest
-    attends to the prefix and causally to itself, with the positions it has alone (counting on
-    from the prefix), so its logits are those it gets alone; the loss is the same sum, with the
-    prefix's share of the gradient added up once instead of computed per example. The mask is
-    explicit, which transformers passes to attention as it is: boolean (True where a position
-    may look) when dtype is torch.bool, else additive in that dtype.
-    Batches that providers.batching.shares_prefix turns down are packed as collate_packed
-    does. prefix_sharing_is_exact (loss.py) checks whether a model honours the mask;
-    bench/shared_prefix.py measures a training step in this layout against collate_packed.
+    ``prefix_ids`` is the prefix; the rows are the rests, right-padded, with the positions
+    each has alone (counting on from the prefix). Each position attends causally to the prefix
+    and its own row, as in generation from a KV cache, so its logits are those it gets alone;
+    the loss is the same sum, with the prefix's share of the gradient added up once instead of
+    computed per example. Batches that providers.batching.shares_prefix turns down are packed
+    as collate_packed does. prefix_sharing_is_exact (loss.py) checks whether a model honours
+    the layout; bench/shared_prefix.py measures a training step in it against collate_packed.
     """
     prefix = shared_prefix_length(examples)
     if not shares_prefix(len(examples), prefix):
         return collate_packed(examples, pad_token_id, device)
     rests = [len(example.input_ids) - prefix for example in examples]
-    rows = shared_rows(prefix, rests)
-    width = prefix + max(sum(rests[member] for member in members) for members in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORED_LABEL, dtype=torch.long)
-    allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
-    prefix_ids = torch.tensor(examples[0].input_ids[:prefix])
-    causal = torch.ones((width, width), dtype=torch.bool).tril()
-    for row, members in enumerate(rows):
-        input_ids[row, :prefix] = prefix_ids
-        position_ids[row, :prefix] = torch.arange(prefix)
-        allowed[row, :prefix, :prefix] = causal[:prefix, :prefix]
-        start = prefix
-        for member in members:
-            example = examples[member]
-            end = start + rests[member]
-            input_ids[row, start:end] = torch.tensor(example.input_ids[prefix:])
-            position_ids[row, start:end] = torch.arange(prefix, prefix + rests[member])
-            labels[row, start:end] = torch.tensor(example.labels[prefix:])
-            # The previous example's last position must not learn to predict this first token.
-            labels[row, start] = IGNORED_LABEL
-            allowed[row, start:end, :prefix] = True
-            allowed[row, start:end, start:end] = causal[: end - start, : end - start]
-            start = end
-        # Padding sees only itself: a row of the mask with nothing allowed would give NaN.
-        padding = torch.arange(start, width)
-        allowed[row, padding, padding] = True
-    mask = allowed if dtype == torch.bool else additive_mask(allowed, dtype)
+    width = max(rests)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORED_LABEL, dtype=torch.long)
+    for row, example in enumerate(examples):
+        input_ids[row, : rests[row]] = torch.tensor(example.input_ids[prefix:])
+        labels[row, : rests[row]] = torch.tensor(example.labels[prefix:])
+    # What predicts a row's first token is the prefix's last position, which no row runs
+    # (shared_prefix_length leaves that token unlabelled).
+    labels[:, 0] = IGNORED_LABEL
+    # Padding at a row's end comes after its example, so no position of the example sees it.
+    position_ids = torch.arange(prefix, prefix + width).repeat(len(examples), 1)
     return Batch(
         input_ids.to(device),
-        mask.unsqueeze(1).to(device),
+        None,
         labels.to(device),
         position_ids=position_ids.to(device),
         computed_tokens=computed_tokens(prefix, [len(example.input_ids) for example in examples]),
+        prefix_ids=torch.tensor([examples[0].input_ids[:prefix]], device=device),
     )
-
-
-def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """What eager attention adds to its scores: 0 where a position may look, the dtype's
-    lowest value where it may not."""
-    return torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
 def input_tokens(examples: Sequence[EncodedExample]) -> int:

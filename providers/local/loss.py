@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from providers.batching import MIN_SHARED_PREFIX
 
@@ -31,9 +30,21 @@ from .encoding import (
 TokenLoss = Callable[[Batch], tuple[torch.Tensor, int]]
 
 
+def batch_forward(module: torch.nn.Module, batch: Batch) -> Any:
+    """``module`` (the model, or its decoder) on the batch. A batch that shares its prefix runs
+    it first, alone, and its keys and values, copied to every row, are the start of each row's
+    attention (their gradients flow back through the copies to the one prefix pass)."""
+    if batch.prefix_ids is None:
+        return module(**batch.model_inputs())
+    prefix = module(input_ids=batch.prefix_ids, use_cache=True)
+    cache = prefix.cache
+    cache.batch_repeat_interleave(batch.input_ids.size(0))
+    return module(**batch.model_inputs(), cache=cache)
+
+
 def summed_token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     """The plain computation: logits at every position, loss where a label follows."""
-    logits = model(**batch.model_inputs()).logits
+    logits = batch_forward(model, batch).logits
     predicted = logits[:, :-1, :].float()
     targets = batch.labels[:, 1:]
     loss = torch.nn.functional.cross_entropy(
@@ -66,7 +77,7 @@ class LabelledPositionLoss:
         self.head = head
 
     def __call__(self, batch: Batch) -> tuple[torch.Tensor, int]:
-        hidden = self.decoder(**batch.model_inputs()).last_hidden_state
+        hidden = batch_forward(self.decoder, batch).last_hidden_state
         positions, targets = predicting_positions(batch.labels)
         selected = hidden.reshape(-1, hidden.size(-1)).index_select(0, positions)
         logits = self.head(selected).float()
@@ -144,50 +155,38 @@ def packing_is_exact(model: torch.nn.Module, device: str) -> bool:
     return logits_match(packed, alone, weights_dtype(model))
 
 
-def shared_prefix_mask_dtype(model: torch.nn.Module) -> torch.dtype:
-    """The mask a shared-prefix batch gives this model's attention: boolean where its
-    attention takes torch's fused attention's mask (a few percent faster a step than an
-    additive mask, bench/shared_prefix.py), else additive in the weights' dtype, which eager
-    attention adds to its scores."""
-    config = getattr(model, "config", None)
-    implementation = getattr(config, "_attn_implementation", None)
-    takes_boolean = (
-        implementation in ALL_MASK_ATTENTION_FUNCTIONS
-        and ALL_MASK_ATTENTION_FUNCTIONS[implementation] is sdpa_mask
-    )
-    return torch.bool if takes_boolean else weights_dtype(model)
-
-
 def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
-    """Whether the model takes a custom 4D mask and position_ids as given, so that examples
-    sharing their prefix in one row get the logits each gets alone."""
+    """Whether the model continues from a KV cache copied to several rows, with position_ids
+    as given, so that examples sharing their prefix get the logits each gets alone."""
     prefix = list(range(1, MIN_SHARED_PREFIX + 3))
+    rests = ([20, 21, 22, 23], [30, 31])
     examples = [
         EncodedExample(prefix + rest, [IGNORED_LABEL] * (len(prefix) + len(rest) - 1) + rest[-1:])
-        for rest in ([20, 21, 22, 23], [30, 31])
+        for rest in rests
     ]
-    batch = collate_sharing_prefix(examples, 0, device, dtype=shared_prefix_mask_dtype(model))
-    if batch.attention_mask is None or batch.input_ids.shape != (1, len(prefix) + 6):
+    batch = collate_sharing_prefix(examples, 0, device)
+    if batch.prefix_ids is None:
         return False
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            shared = model(**batch.model_inputs()).logits[0]
-            # pack_rows puts the longer remainder first.
+            shared = batch_forward(model, batch).logits
             alone = [
                 model(
                     input_ids=torch.tensor([example.input_ids], device=device), use_cache=False
                 ).logits[0]
                 for example in examples
             ]
-    except (RuntimeError, ValueError):
-        # An attention that refuses the explicit mask: training packs its rows instead.
+    except (RuntimeError, ValueError, AttributeError, TypeError):
+        # A model that keeps no cache of this kind, or refuses to continue from one: training
+        # packs its rows instead.
         return False
     finally:
         model.train(was_training)
-    expected = torch.cat([alone[0], alone[1][len(prefix) :]])
-    return logits_match(shared, expected, weights_dtype(model))
+    actual = torch.cat([shared[row, : len(rest)] for row, rest in enumerate(rests)])
+    expected = torch.cat([logits[len(prefix) :] for logits in alone])
+    return logits_match(actual, expected, weights_dtype(model))
 
 
 BatchLayout = Literal["padded", "packed", "sharing its prefix"]
@@ -198,11 +197,11 @@ BATCH_LAYOUTS: tuple[BatchLayout, ...] = ("padded", "packed", "sharing its prefi
 
 def batch_layout(model: torch.nn.Module, device: str) -> BatchLayout:
     """The layout of BATCH_LAYOUTS that runs the fewest tokens while giving this model its own
-    logits: rows that share the batch's prefix, else packed rows, else one padded example a
-    row. It depends on the attention kernel as well as on the architecture: in a bf16 model,
-    torch's fused CPU attention rounds a masked row a bf16 step away from the unmasked one
-    now and then, and 30 layers of SmolLM2 grew that to a quarter of the logits' scale, where
-    eager attention gave the same logits bit for bit."""
+    logits: the batch's shared prefix once with every example continuing from it, else packed
+    rows, else one padded example a row. It depends on the attention kernel as well as on the
+    architecture: in a bf16 model, torch's fused CPU attention rounds a masked row a bf16 step
+    away from the unmasked one now and then, and 30 layers of SmolLM2 grew that to a quarter of
+    the logits' scale, where eager attention gave the same logits bit for bit."""
     if not packing_is_exact(model, device):
         return "padded"
     # A batch whose prefix is too short to share is packed, so sharing needs packing too.
@@ -215,6 +214,5 @@ def collate_for(model: torch.nn.Module, device: str) -> tuple[BatchLayout, Colla
     """This model's batch_layout and the collate function that lays batches out so."""
     layout = batch_layout(model, device)
     if layout == "sharing its prefix":
-        dtype = shared_prefix_mask_dtype(model)
-        return layout, functools.partial(collate_sharing_prefix, dtype=dtype)
+        return layout, collate_sharing_prefix
     return layout, collate_packed if layout == "packed" else collate

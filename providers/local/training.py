@@ -2,11 +2,11 @@
 synchronously in the calling process (a Celery worker), with checkpoints it can resume from.
 
 What makes training fast spends no compute on tokens that teach nothing:
-- batches group examples of similar length (providers.batching.epoch_batch_order), and each batch is
-  packed several examples to a row (encoding.collate_packed), so almost no padding goes through
-  the model; where the batch's examples start alike (a system prompt, the chat template's
-  header), each row runs that shared start once for all its examples
-  (encoding.collate_sharing_prefix);
+- batches group examples of similar length (providers.batching.epoch_batch_order), and each
+  batch is packed several examples to a row (encoding.collate_packed), so almost no padding
+  goes through the model; where the batch's examples start alike (a system prompt, the chat
+  template's header), the batch runs that shared start once, and every example continues from
+  its keys and values (encoding.collate_sharing_prefix);
 - the output head (a 49k-word vocabulary for SmolLM2, about a fifth of the model's FLOPs per
   token) and the cross-entropy run only at positions whose next token is labelled (loss.py);
 - the frozen weights are in the precision, and attention runs in the kernel, that a probe
@@ -187,7 +187,7 @@ class LocalLoRAFineTuner:
                 "skipped_train_examples": float(data.skipped_train_examples),
                 "validation_examples": float(len(data.validation)),
                 "trained_tokens": float(state.trained_tokens),
-                # Fewer than trained where batches ran their shared prefix once a row.
+                # Fewer than trained where batches ran their shared prefix once.
                 "computed_tokens": float(state.computed_tokens),
                 "tokens_per_second": run.tokens_per_second() or 0.0,
                 # What the launch estimate of later jobs on this worker learns from
@@ -492,7 +492,7 @@ class _TrainingRun:
 
     def trained_flops(self) -> float:
         """Model FLOPs of the tokens the model ran so far (utilisation.py): a shared prefix
-        counts once a row, so utilisation measures the work done, not the work saved. The
+        counts once a batch, so utilisation measures the work done, not the work saved. The
         labelled share of the trained tokens is taken as the training set's."""
         inputs = input_tokens(self.data.train)
         labelled = sum(example.supervised_tokens for example in self.data.train)

@@ -24,7 +24,6 @@ from providers.base import Conversation
 from providers.batching import (
     BATCHES_PER_LENGTH_GROUP,
     MIN_SHARED_PREFIX,
-    SHARED_ROW_TOKENS,
     epoch_batch_order,
     pack_rows,
 )
@@ -222,10 +221,7 @@ def test_the_shared_prefix_stops_before_any_token_an_example_learns() -> None:
 
 
 # Fused attention takes a boolean mask; eager attention adds a float one to its scores.
-MASK_DTYPES = {"sdpa": torch.bool, "eager": torch.float32}
-
-
-@pytest.mark.parametrize("attention", sorted(MASK_DTYPES))
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padded_rows(
     base_model_dir: Path, attention: str
 ) -> None:
@@ -239,36 +235,47 @@ def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padde
     layout, collate_shared = collate_for(model, "cpu")
     assert layout == "sharing its prefix"
     shared = collate_shared(examples, pad_token_id, "cpu")
-    assert shared.attention_mask is not None
-    assert shared.attention_mask.dtype == MASK_DTYPES[attention]
     prefix = shared_prefix_length(examples)
-    # The system prompt and the chat template around it, run once for each row, not 9 times.
+    # The system prompt and the chat template around it, run once, not 9 times.
     assert prefix >= MIN_SHARED_PREFIX
-    rows = shared.input_ids.size(0)
-    assert rows < 9
-    assert shared.computed_tokens == sum(len(e.input_ids) for e in examples) - (9 - rows) * prefix
-    assert_same_loss_and_gradients(model, collate(examples, pad_token_id, "cpu"), shared, examples)
+    assert shared.prefix_ids is not None and shared.prefix_ids.shape == (1, prefix)
+    assert shared.input_ids.size(0) == 9
+    assert shared.computed_tokens == sum(len(e.input_ids) for e in examples) - 8 * prefix
+    padded = collate(examples, pad_token_id, "cpu")
+    assert_same_loss_and_gradients(model, padded, shared, examples)
+    # The plain loss (for models whose head the shortcut cannot call) runs the prefix too.
+    model.eval()
+    with torch.no_grad():
+        plain, plain_count = summed_token_loss(model, padded)
+        on_shared, shared_count = summed_token_loss(model, shared)
+    assert shared_count == plain_count
+    assert torch.allclose(on_shared, plain, rtol=1e-5)
 
 
-def test_rows_sharing_a_prefix_grow_no_wider_than_the_longest_example_beyond_the_bound() -> None:
+def test_a_batch_sharing_its_prefix_runs_it_once_and_each_rest_in_a_row_of_its_own() -> None:
     prefix = list(range(1, 21))
     ignored = [IGNORED_LABEL] * len(prefix)
 
     def example(length: int, token: int) -> EncodedExample:
         return EncodedExample(prefix + [token] * length, ignored + [token] * length)
 
-    short = [example(30, token) for token in range(100, 108)]
+    examples = [example(900, 200), example(30, 201), example(600, 202)]
     # The prefix's last token predicts each example's first label, so it stays each one's own.
-    assert shared_prefix_length(short) == 19
-    # Short examples go up to SHARED_ROW_EXAMPLES a row: 2 rows of 19 + 4 x 31 tokens.
-    assert collate_sharing_prefix(short, 0, "cpu", dtype=torch.bool).input_ids.shape == (2, 143)
-    long = [example(900, 200), example(700, 201), example(600, 202), example(200, 203)]
-    shared = collate_sharing_prefix(long, 0, "cpu", dtype=torch.bool)
-    # No row wider than the longest example (920 tokens), as packed rows are: the two longest
-    # each have a row of their own.
-    assert shared.input_ids.shape == (3, 920)
-    assert shared.computed_tokens == 3 * 19 + 901 + 701 + 601 + 201
-    assert SHARED_ROW_TOKENS < 920
+    assert shared_prefix_length(examples) == 19
+    shared = collate_sharing_prefix(examples, 0, "cpu")
+    assert shared.prefix_ids is not None and shared.prefix_ids.tolist() == [prefix[:19]]
+    # Rows as wide as the longest rest, never wider than the longest example.
+    assert shared.input_ids.shape == (3, 901)
+    assert shared.computed_tokens == 19 + 901 + 31 + 601
+    assert shared.attention_mask is None
+    assert shared.position_ids is not None
+    assert shared.position_ids[1, :31].tolist() == list(range(19, 50))
+    assert shared.input_ids[1, :31].tolist() == [20] + [201] * 30
+    assert shared.input_ids[1, 31:].eq(0).all()
+    # A row's first token is predicted by the prefix's last position, which no row runs.
+    assert shared.labels[:, 0].eq(IGNORED_LABEL).all()
+    assert shared.labels[1, 1:31].tolist() == [201] * 30
+    assert shared.labels[1, 31:].eq(IGNORED_LABEL).all()
 
 
 def test_a_batch_without_a_long_enough_shared_prefix_is_packed(base_model_dir: Path) -> None:
@@ -276,38 +283,35 @@ def test_a_batch_without_a_long_enough_shared_prefix_is_packed(base_model_dir: P
     # The third conversation has no system prompt: the batch shares only the template's start.
     examples = [encode_for_training(tokenizer, c, 512) for c in mixed_conversations()]
     assert shared_prefix_length(examples) < MIN_SHARED_PREFIX
-    shared = collate_sharing_prefix(examples, 0, "cpu", dtype=torch.float32)
+    shared = collate_sharing_prefix(examples, 0, "cpu")
     packed = collate_packed(examples, 0, "cpu")
     assert shared.attention_mask is None and shared.computed_tokens is None
     assert torch.equal(shared.input_ids, packed.input_ids)
 
 
-def test_a_model_that_ignores_the_explicit_mask_fails_the_prefix_sharing_check(
+def test_a_model_that_ignores_the_cache_fails_the_prefix_sharing_check(
     base_model_dir: Path,
 ) -> None:
     model = lora_model(base_model_dir)
     assert prefix_sharing_is_exact(model, "cpu")
-    # Without the mask, the examples sharing a row would see each other.
+    # Without the prefix's keys and values, the rows would not see the prefix.
     original = model.forward
 
-    def ignoring_masks(*args: Any, **kwargs: Any) -> Any:
-        mask = kwargs.pop("attention_mask", None)
-        if mask is not None and mask.dim() == 2:
-            kwargs["attention_mask"] = mask
+    def ignoring_caches(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("cache", None)
         return original(*args, **kwargs)
 
-    model.forward = ignoring_masks  # type: ignore[method-assign]
+    model.forward = ignoring_caches  # type: ignore[method-assign]
     assert not prefix_sharing_is_exact(model, "cpu")
     # So the trainer packs its rows for this model.
     assert collate_for(model, "cpu") == ("packed", collate_packed)
 
-    def refusing_masks(*args: Any, **kwargs: Any) -> Any:
-        mask = kwargs.get("attention_mask")
-        if mask is not None and mask.dim() == 4:
-            raise RuntimeError("Expected attn_mask dtype to be bool or float")
+    def refusing_caches(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("cache") is not None:
+            raise ValueError("this model does not continue from a cache in training")
         return original(*args, **kwargs)
 
-    model.forward = refusing_masks  # type: ignore[method-assign]
+    model.forward = refusing_caches  # type: ignore[method-assign]
     model.train()
     assert collate_for(model, "cpu") == ("packed", collate_packed)
     assert model.training  # as it was before the check

@@ -10,7 +10,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from django.contrib.auth.models import User
 from django.utils import timezone
 
@@ -134,7 +133,7 @@ def trainers_shares(
         ran = 0
         for indices in batches:
             batch = [encoded[i] for i in indices]
-            laid_out = collate_sharing_prefix(batch, 0, "cpu", dtype=torch.bool)
+            laid_out = collate_sharing_prefix(batch, 0, "cpu")
             ran += laid_out.computed_tokens or sum(lengths[i] for i in indices)
         return ran / sum(lengths)
 
