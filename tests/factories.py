@@ -8,18 +8,22 @@ import json
 from django.contrib.auth.models import User
 from django.utils import timezone
 
-from catalog.models import BaseModel, Endpoint, EndpointKind
+from catalog.models import BaseModel, Endpoint, EndpointKind, Provider
 from catalog.services import endpoint_register
 from datasets.imports.services import ImportRequest, examples_import_file
 from datasets.models import Dataset, DatasetVersion, Example, ExampleStatus, ImportBatch
 from datasets.services import dataset_version_freeze
 from evaluation.models import Candidate, CandidateKind, EvalResult, EvalRun, EvalSplit, EvalStatus
 from evaluation.report import candidate_summary_of, run_report
+from ftportal.heartbeat import worker_presence_record
 from ftportal.models import Project
 from registry.models import ModelVersion, RegisteredModel
 from registry.selectors import production_version
 from registry.services import model_version_register, rollback_target
+from training.estimates import SPEEDS_EVENT_ID, JobSpeeds
+from training.hyperparameters import config_for
 from training.models import JobStatus, TrainingJob
+from training.services import job_event
 
 SYSTEM = "Triage the ticket. Reply with JSON only."
 TICKETS = [
@@ -204,3 +208,42 @@ def registered_version(
         status=JobStatus.SUCCEEDED,
     )
     return model_version_register(job=job, checkpoint=None, **where)  # type: ignore[arg-type]
+
+
+def serving_the_training_queue(machine: str) -> None:
+    """A worker on ``machine`` that serves the training queue, whose jobs' speeds count."""
+    worker_presence_record(
+        name=f"celery@{machine}:7",
+        hostname=f"celery@{machine}",
+        pid=7,
+        queues=["training"],
+        now=timezone.now(),
+    )
+
+
+def finished_job(
+    version: DatasetVersion,
+    lead: User,
+    base_model: BaseModel,
+    *,
+    machine: str,
+    speeds: JobSpeeds | None,
+    tokens_per_second: float,
+) -> TrainingJob:
+    """A local job that succeeded on ``machine``, with the speeds event its runner records."""
+    job = TrainingJob.objects.create(
+        project=version.dataset.project,
+        dataset_version=version,
+        base_model=base_model,
+        provider=Provider.LOCAL,
+        hyperparameters=config_for(Provider.LOCAL, {}),
+        model_name="triage",
+        created_by=lead,
+        status=JobStatus.SUCCEEDED,
+        worker=f"{machine}:4242",
+        tokens_per_second=tokens_per_second,
+        finished_at=timezone.now(),
+    )
+    if speeds is not None:
+        job_event(job, speeds.text(), provider_event_id=SPEEDS_EVENT_ID)
+    return job

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
-from django.utils import timezone
 
-from catalog.models import BaseModel, Provider
+from catalog.models import BaseModel
 from datasets.models import DatasetVersion, Split
 from datasets.quality.services import counter_or_estimate
 from datasets.quality.tokens import (
@@ -22,21 +21,17 @@ from datasets.quality.tokens import (
     shared_start_tokens,
     tiktoken_counter,
 )
-from ftportal.heartbeat import worker_presence_record
 from ftportal.models import Project
 from providers.base import Conversation, TrainingConfig
 from providers.batching import epoch_batch_order, length_sorted_batches
-from tests.factories import frozen_version
+from tests.factories import finished_job, frozen_version, serving_the_training_queue
 from training.estimates import (
-    SPEEDS_EVENT_ID,
     ComputedShares,
     JobSpeeds,
     computed_shares,
     launch_estimate,
 )
 from training.hyperparameters import config_for, training_config_from
-from training.models import JobStatus, TrainingJob
-from training.services import job_event
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_FILE = REPO / "config" / "demo" / "support_triage.jsonl"
@@ -203,35 +198,6 @@ def test_the_speeds_event_reads_back_how_the_batches_were_laid_out() -> None:
     assert before.shares_prefix is None and JobSpeeds.from_text(before.text()) == before
 
 
-def serving_the_training_queue() -> None:
-    worker_presence_record(
-        name=f"celery@{TRAINING_MACHINE}:7",
-        hostname=f"celery@{TRAINING_MACHINE}",
-        pid=7,
-        queues=["training"],
-        now=timezone.now(),
-    )
-
-
-def finished_job(
-    version: DatasetVersion, lead: User, base_model: BaseModel, speeds: JobSpeeds
-) -> None:
-    job = TrainingJob.objects.create(
-        project=version.dataset.project,
-        dataset_version=version,
-        base_model=base_model,
-        provider=Provider.LOCAL,
-        hyperparameters=config_for(Provider.LOCAL, {}),
-        model_name="triage",
-        created_by=lead,
-        status=JobStatus.SUCCEEDED,
-        worker=f"{TRAINING_MACHINE}:4242",
-        tokens_per_second=speeds.training_tokens_per_second,
-        finished_at=timezone.now(),
-    )
-    job_event(job, speeds.text(), provider_event_id=SPEEDS_EVENT_ID)
-
-
 def restarted_without_shared_start(version: DatasetVersion) -> None:
     """Gives every item a system prompt of its own."""
     for item in version.items.all():
@@ -246,14 +212,12 @@ def restarted_without_shared_start(version: DatasetVersion) -> None:
 def test_an_estimate_after_a_job_that_shared_its_start_counts_the_tokens_this_version_runs(
     project: Project, lead: User, base_model: BaseModel
 ) -> None:
-    serving_the_training_queue()
+    serving_the_training_queue(TRAINING_MACHINE)
     shared = frozen_version(project, lead, count=100)
     # A job that ran half of its 200 tokens a second: its model ran 100 a second.
+    speeds = JobSpeeds(200.0, 400.0, 4, 0.2, 3, 2.0, True, 0.5, 0.6)
     finished_job(
-        shared,
-        lead,
-        base_model,
-        JobSpeeds(200.0, 400.0, 4, 0.2, 3, 2.0, True, 0.5, 0.6),
+        shared, lead, base_model, machine=TRAINING_MACHINE, speeds=speeds, tokens_per_second=200.0
     )
     stored = config_for(base_model.provider, {})
     config = training_config_from(stored)
@@ -295,9 +259,12 @@ def test_an_estimate_after_a_job_that_shared_its_start_counts_the_tokens_this_ve
 def test_a_worker_that_does_not_share_starts_is_estimated_as_before(
     project: Project, lead: User, base_model: BaseModel
 ) -> None:
-    serving_the_training_queue()
+    serving_the_training_queue(TRAINING_MACHINE)
     version = frozen_version(project, lead, count=100)
-    finished_job(version, lead, base_model, JobSpeeds(200.0, 400.0, 4, 0.2, 3, 2.0, False))
+    speeds = JobSpeeds(200.0, 400.0, 4, 0.2, 3, 2.0, False)
+    finished_job(
+        version, lead, base_model, machine=TRAINING_MACHINE, speeds=speeds, tokens_per_second=200.0
+    )
     estimate = launch_estimate(
         version=version,
         base_model=base_model,

@@ -16,13 +16,11 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
 
 from catalog.models import BaseModel, Provider
 from datasets.models import DatasetVersion, Split
 from datasets.quality.services import counter_or_estimate
 from datasets.quality.tokens import count_conversations
-from ftportal.heartbeat import worker_presence_record
 from ftportal.models import Project
 from ftportal.roles import Role
 from providers.base import (
@@ -35,7 +33,7 @@ from providers.base import (
     step_plan,
 )
 from tests.api.builders import api, token_client
-from tests.factories import frozen_version
+from tests.factories import finished_job, frozen_version, serving_the_training_queue
 from training import runner
 from training.estimates import (
     GUESSED_RANGE,
@@ -47,8 +45,8 @@ from training.estimates import (
     launch_estimate,
 )
 from training.hyperparameters import config_for, local_config
-from training.models import JobEvent, JobStatus, TrainingJob
-from training.services import job_event, training_job_create
+from training.models import JobEvent, JobStatus
+from training.services import training_job_create
 
 pytestmark = pytest.mark.django_db
 
@@ -73,43 +71,6 @@ def validation_tokens(version: DatasetVersion, base_model: BaseModel) -> int:
     counter, _ = counter_or_estimate(base_model)
     messages = version.items.filter(split=Split.VALIDATION).values_list("messages", flat=True)
     return int(count_conversations(list(messages), counter).total.sum())
-
-
-def serving_the_training_queue(machine: str) -> None:
-    worker_presence_record(
-        name=f"celery@{machine}:7",
-        hostname=f"celery@{machine}",
-        pid=7,
-        queues=["training"],
-        now=timezone.now(),
-    )
-
-
-def finished_job(
-    version: DatasetVersion,
-    lead: User,
-    base_model: BaseModel,
-    *,
-    machine: str,
-    speeds: JobSpeeds | None,
-    tokens_per_second: float,
-) -> TrainingJob:
-    job = TrainingJob.objects.create(
-        project=version.dataset.project,
-        dataset_version=version,
-        base_model=base_model,
-        provider=Provider.LOCAL,
-        hyperparameters=config_for(Provider.LOCAL, {}),
-        model_name="triage",
-        created_by=lead,
-        status=JobStatus.SUCCEEDED,
-        worker=f"{machine}:4242",
-        tokens_per_second=tokens_per_second,
-        finished_at=timezone.now(),
-    )
-    if speeds is not None:
-        job_event(job, speeds.text(), provider_event_id=SPEEDS_EVENT_ID)
-    return job
 
 
 def seconds_at(estimate: LaunchEstimate, costs: LocalCosts, validation: int) -> float:
