@@ -37,6 +37,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.utils import logging as hf_logging
 
 from providers.base import ProviderError
+from providers.openmp import openmp_waiting
 
 from .loss import BATCH_LAYOUTS, BatchLayout, batch_layout
 
@@ -116,7 +117,8 @@ class HostChoice:
         if self.peak_flops:
             text += f"; this host's peak {setup.precision} matrix product: "
             text += f"{self.peak_flops / 1e9:,.0f} GFLOP/s"
-        return text
+        # How long a thread spins before it sleeps changed a step's time 1.7x (openmp.py).
+        return f"{text}; {openmp_waiting().describe()}"
 
 
 def _sdpa_in_fp32(
