@@ -1,6 +1,6 @@
 """Provider adapters: plain Python, no Django. They take plain data and return plain data."""
 
-from providers.openmp import openmp_waiting
+from providers.openmp import choose_before_torch_loads
 
-# Before torch loads anywhere in this process: how its threads wait is read once, then.
-openmp_waiting()
+# How torch's threads wait is read once, when torch loads; it is chosen then (openmp.py).
+choose_before_torch_loads()

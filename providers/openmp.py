@@ -1,4 +1,4 @@
-"""How torch's OpenMP threads wait for work, chosen by measurement when a process starts.
+"""How torch's OpenMP threads wait for work, chosen by measurement when torch loads.
 
 Between two parallel pieces of work (every matrix product and most elementwise operations),
 libgomp's threads either spin, ready to start at once, or sleep and must be woken. Which is
@@ -9,22 +9,29 @@ bench/openmp_wait.py` (a bf16 training step of the demo, 2 cores):
 - beside one busy process it made a step 1.5x slower (2.14 s against 1.46 s), and longer spins
   were far worse (12.2 s at 30,000, libgomp's default being 300,000).
 
-libgomp reads its setting once, when torch loads, so the choice is made then and holds for the
-process: a process that finds the cores idle spins briefly, one that finds another process
-keeping a core busy sleeps at once. Settings already in the environment (OMP_WAIT_POLICY,
+libgomp reads its setting once, when torch loads, so the choice is made then (a hook that
+importing `providers` installs runs it as `import torch` starts) and holds for the process: a
+process that finds the cores idle then spins briefly, one that finds another process keeping
+a core busy sleeps at once. Settings already in the environment (OMP_WAIT_POLICY,
 GOMP_SPINCOUNT) win. No torch here: this runs before it loads.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.machinery
 import os
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 WAIT_POLICY_SETTING = "OMP_WAIT_POLICY"
 SPIN_COUNT_SETTING = "GOMP_SPINCOUNT"
+SETTING_NAMES = (WAIT_POLICY_SETTING, SPIN_COUNT_SETTING)
 # Spins before a waiting thread sleeps, on idle cores: long enough to cover the Python between
 # two operations of a training step, short enough to waste little where a core is taken after
 # all (1,000 was as fast as 3,000 on idle cores, and the least harmful beside a busy process).
@@ -76,6 +83,7 @@ def busy_cores_of_others(before: CpuSample, after: CpuSample) -> float:
 
 
 GIVEN = "set in the environment"
+TOO_LATE = "torch loaded before they could be chosen"
 
 
 @dataclass(frozen=True)
@@ -93,16 +101,12 @@ class OpenMPWaiting:
 def choose_waiting(environment: dict[str, str], others_busy_cores: float | None) -> OpenMPWaiting:
     """The settings for this process: the environment's own where it has any, else a short
     spin on idle cores and sleeping at once on busy (or unmeasured) ones."""
-    given = {
-        name: environment[name]
-        for name in (WAIT_POLICY_SETTING, SPIN_COUNT_SETTING)
-        if name in environment
-    }
+    given = {name: environment[name] for name in SETTING_NAMES if name in environment}
     if given:
         return OpenMPWaiting(given, GIVEN)
     if others_busy_cores is None:
         return OpenMPWaiting({WAIT_POLICY_SETTING: "PASSIVE"}, "the cores' use could not be read")
-    measured = f"other processes kept {others_busy_cores:.2f} cores busy when it started"
+    measured = f"other processes kept {others_busy_cores:.2f} cores busy as torch loaded"
     if others_busy_cores >= BUSY_CORES:
         return OpenMPWaiting({WAIT_POLICY_SETTING: "PASSIVE"}, measured)
     return OpenMPWaiting({SPIN_COUNT_SETTING: str(SHORT_SPIN)}, measured)
@@ -120,8 +124,11 @@ def measure_others_busy_cores(seconds: float = SAMPLE_SECONDS) -> float | None:
 @functools.cache
 def openmp_waiting() -> OpenMPWaiting:
     """Choose once and put the settings in this process's environment, where torch's libgomp
-    reads them when it loads (so before torch loads: providers/__init__.py calls this)."""
+    reads them when it loads (so before torch loads: see choose_before_torch_loads)."""
     environment = dict(os.environ)
+    if "torch" in sys.modules:
+        current = {name: environment[name] for name in SETTING_NAMES if name in environment}
+        return OpenMPWaiting(current, TOO_LATE)
     for inherited in environment.pop(CHOSEN_SETTING, "").split(","):
         environment.pop(inherited, None)
         os.environ.pop(inherited, None)
@@ -131,3 +138,28 @@ def openmp_waiting() -> OpenMPWaiting:
         os.environ.update(waiting.settings)
         os.environ[CHOSEN_SETTING] = ",".join(waiting.settings)
     return waiting
+
+
+class _ChooseBeforeTorch(importlib.abc.MetaPathFinder):
+    """Chooses as `import torch` starts, then steps aside: it finds no module itself."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname == "torch":
+            sys.meta_path.remove(self)
+            openmp_waiting()
+        return None
+
+
+def choose_before_torch_loads() -> None:
+    """Make the choice when torch first loads in this process: measured then, not when the
+    process starts (a worker loads torch at its first local job), and never in a process that
+    does not load it."""
+    if "torch" in sys.modules:
+        openmp_waiting()
+    elif not any(isinstance(finder, _ChooseBeforeTorch) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ChooseBeforeTorch())

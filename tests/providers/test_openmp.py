@@ -1,4 +1,4 @@
-"""How torch's OpenMP threads wait: chosen from the cores' use when a process starts."""
+"""How torch's OpenMP threads wait: chosen from the cores' use as torch loads."""
 
 from __future__ import annotations
 
@@ -66,9 +66,7 @@ def test_a_busy_process_beside_it_is_measured() -> None:
     assert measured >= BUSY_CORES
 
 
-def _child_waiting(environment: dict[str, str]) -> str:
-    script = "import providers, os; print(os.environ.get('GOMP_SPINCOUNT'), "
-    script += "os.environ.get('OMP_WAIT_POLICY'))"
+def _run_child(script: str, environment: dict[str, str]) -> str:
     completed = subprocess.run(
         [sys.executable, "-c", script],
         cwd=REPO,
@@ -80,19 +78,41 @@ def _child_waiting(environment: dict[str, str]) -> str:
     return completed.stdout.strip()
 
 
+def _without_settings() -> dict[str, str]:
+    names = (WAIT_POLICY_SETTING, SPIN_COUNT_SETTING, CHOSEN_SETTING)
+    return {key: value for key, value in os.environ.items() if key not in names}
+
+
+# As a process of the product loads them: providers, then torch.
+SETTINGS_AFTER_TORCH = (
+    "import os, providers; import torch; "
+    "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+)
+
+
+def test_the_choice_waits_for_torch_to_load() -> None:
+    script = "import os, providers; print(os.environ.get('FTPORTAL_OPENMP_CHOSEN')); "
+    script += "import torch; print(os.environ.get('FTPORTAL_OPENMP_CHOSEN') is not None)"
+    assert _run_child(script, _without_settings()).split() == ["None", "True"]
+
+
+def test_torch_loaded_first_is_reported_not_pretended() -> None:
+    script = "import torch, providers; from providers.openmp import openmp_waiting; "
+    script += "print(openmp_waiting().describe())"
+    described = _run_child(script, _without_settings())
+    assert described.endswith("(torch loaded before they could be chosen)")
+
+
 def test_a_child_measures_again_instead_of_inheriting_the_choice() -> None:
-    environment = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in (WAIT_POLICY_SETTING, SPIN_COUNT_SETTING, CHOSEN_SETTING)
-    }
+    environment = _without_settings()
     # As a parent that chose a spin would leave it: the child, beside a busy process, sleeps.
     inherited = {**environment, SPIN_COUNT_SETTING: "1000", CHOSEN_SETTING: SPIN_COUNT_SETTING}
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        assert _child_waiting(inherited) == "None PASSIVE"
+        assert _run_child(SETTINGS_AFTER_TORCH, inherited) == "None PASSIVE"
     finally:
         hog.kill()
         hog.wait()
     # A setting someone gave is kept.
-    assert _child_waiting({**environment, SPIN_COUNT_SETTING: "7"}) == "7 None"
+    given = {**environment, SPIN_COUNT_SETTING: "7"}
+    assert _run_child(SETTINGS_AFTER_TORCH, given) == "7 None"
