@@ -1,15 +1,15 @@
 """How torch's OpenMP threads should wait: a training step of the demo with each setting, on
 idle cores and beside a busy process, in the same run.
 
-    python bench/openmp_wait.py [--steps 8]
+    python bench/openmp_wait.py [--steps 8] [--precision auto|fp32|bf16]
 
 Each side is a fresh process (libgomp reads its setting once, when torch loads) that runs the
 trainer's forward and backward pass and optimizer step on the demo's first batches (the
 trainer's own batch order, layout, loss and dropout; bf16 with eager attention where the CPU
-multiplies bf16 natively, else fp32): sleeping at once (OMP_WAIT_POLICY=PASSIVE), spinning up
-to 1,000 times (GOMP_SPINCOUNT=1000), libgomp's default spin (300,000), and no setting, so that
-the product chooses (providers/openmp.py). The busy process is a Python loop. The first step
-is a warm-up. The last line is machine-readable.
+multiplies bf16 natively, else fp32, unless --precision says): sleeping at once
+(OMP_WAIT_POLICY=PASSIVE), spinning up to 1,000 times (GOMP_SPINCOUNT=1000), libgomp's default
+spin (300,000), and no setting, so that the product chooses (providers/openmp.py). The busy
+process is a Python loop. The first step is a warm-up. The last line is machine-readable.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SETTINGS: dict[str, dict[str, str]] = {
 SETTING_NAMES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "FTPORTAL_OPENMP_CHOSEN")
 
 
-def run_steps(steps: int) -> None:
+def run_steps(steps: int, wanted: str) -> None:
     """The child: time the steps and print their median and how the threads waited."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from providers.openmp import openmp_waiting
@@ -61,6 +61,8 @@ def run_steps(steps: int) -> None:
     tokenizer = load_tokenizer(base_dir)
     examples = [encode_for_training(tokenizer, c, config.max_seq_len) for c in train]
     precision: Precision = "bf16" if bf16_matrix_support("cpu") else "fp32"
+    if wanted in ("fp32", "bf16"):
+        precision = "bf16" if wanted == "bf16" else "fp32"
     tuner = LocalLoRAFineTuner(base_dir, setup=TrainingSetup(precision, "eager"))
     model = tuner._build_peft_model(config)
     model.train()
@@ -90,11 +92,11 @@ def run_steps(steps: int) -> None:
     )
 
 
-def side(setting: str, steps: int) -> dict[str, object]:
+def side(setting: str, steps: int, precision: str) -> dict[str, object]:
     environment = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     environment.update(SETTINGS[setting])
     completed = subprocess.run(
-        [sys.executable, __file__, "--child", "--steps", str(steps)],
+        [sys.executable, __file__, "--child", "--steps", str(steps), "--precision", precision],
         env=environment,
         capture_output=True,
         text=True,
@@ -107,10 +109,11 @@ def side(setting: str, steps: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_steps(args.steps)
+        run_steps(args.steps, args.precision)
         return
 
     figures: dict[str, str] = {}
@@ -120,7 +123,7 @@ def main() -> None:
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         try:
             for setting in SETTINGS:
-                result = side(setting, args.steps)
+                result = side(setting, args.steps, args.precision)
                 step_seconds = float(str(result["median_s"]))
                 print(f"{scenario} {setting}: {step_seconds:.3f} s a step; {result['waiting']}")
                 figures[f"{scenario}_{setting}_s"] = f"{step_seconds:.3f}"

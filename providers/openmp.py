@@ -7,7 +7,9 @@ bench/openmp_wait.py` (a bf16 training step of the demo, 2 cores):
 - on idle cores, spinning up to 1,000 times before sleeping made a step 1.7x faster than
   sleeping at once (0.84 s against 1.41 s);
 - beside one busy process it made a step 1.5x slower (2.14 s against 1.46 s), and longer spins
-  were far worse (12.2 s at 30,000, libgomp's default being 300,000).
+  were far worse (12.2 s at 30,000, libgomp's default being 300,000). libgomp's default is why
+  every process slept at once before: beside a web server or another worker, 12 tokens of
+  generation took 6.7 s spinning against 1.55 s sleeping.
 
 libgomp reads its setting once, when torch loads, so the choice is made then (a hook that
 importing `providers` installs runs it as `import torch` starts) and holds for the process: a
