@@ -131,7 +131,8 @@ def openmp_waiting() -> OpenMPWaiting:
     if "torch" in sys.modules:
         current = {name: environment[name] for name in SETTING_NAMES if name in environment}
         return OpenMPWaiting(current, TOO_LATE)
-    for inherited in environment.pop(CHOSEN_SETTING, "").split(","):
+    inherited_names = environment.pop(CHOSEN_SETTING, "").split(",")
+    for inherited in set(inherited_names) & set(SETTING_NAMES):
         environment.pop(inherited, None)
         os.environ.pop(inherited, None)
     given = WAIT_POLICY_SETTING in environment or SPIN_COUNT_SETTING in environment
