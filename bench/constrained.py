@@ -38,6 +38,12 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import jsonschema  # noqa: E402
+
+from providers.openmp import choose_before_torch_loads  # noqa: E402
+
+# As in the product: how torch's threads wait is chosen as it loads (providers/openmp.py).
+choose_before_torch_loads()
+
 import torch  # noqa: E402
 
 from bench.prepare import prepared_base_model, time_sides  # noqa: E402

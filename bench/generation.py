@@ -49,6 +49,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from providers.openmp import choose_before_torch_loads, openmp_waiting  # noqa: E402
+
+# As in the product: how torch's threads wait is chosen as it loads (providers/openmp.py).
+choose_before_torch_loads()
+
 import torch  # noqa: E402
 
 from bench.prepare import prepared_base_model, time_sides  # noqa: E402
@@ -138,7 +143,7 @@ def main() -> None:
     print(
         f"setup: {time.perf_counter() - started:.1f}s (model in {chat.base_model_dir}, "
         f"device {chat.device}, {torch.get_num_threads()} torch threads for every side); "
-        f"batched products: {choice}"
+        f"batched products: {choice}; {openmp_waiting().describe()}"
     )
 
     def run_batched() -> list[str]:

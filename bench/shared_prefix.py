@@ -25,6 +25,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from providers.openmp import choose_before_torch_loads  # noqa: E402
+
+# As in the product: how torch's threads wait is chosen as it loads (providers/openmp.py).
+choose_before_torch_loads()
+
 import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
