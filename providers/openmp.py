@@ -100,10 +100,14 @@ class OpenMPWaiting:
         return f"OpenMP threads wait with {chosen or 'libgomp defaults'} ({self.reason})"
 
 
+def settings_in(environment: dict[str, str]) -> dict[str, str]:
+    return {name: environment[name] for name in SETTING_NAMES if name in environment}
+
+
 def choose_waiting(environment: dict[str, str], others_busy_cores: float | None) -> OpenMPWaiting:
     """The settings for this process: the environment's own where it has any, else a short
     spin on idle cores and sleeping at once on busy (or unmeasured) ones."""
-    given = {name: environment[name] for name in SETTING_NAMES if name in environment}
+    given = settings_in(environment)
     if given:
         return OpenMPWaiting(given, GIVEN)
     if others_busy_cores is None:
@@ -129,14 +133,13 @@ def openmp_waiting() -> OpenMPWaiting:
     reads them when it loads (so before torch loads: see choose_before_torch_loads)."""
     environment = dict(os.environ)
     if "torch" in sys.modules:
-        current = {name: environment[name] for name in SETTING_NAMES if name in environment}
-        return OpenMPWaiting(current, TOO_LATE)
+        return OpenMPWaiting(settings_in(environment), TOO_LATE)
     inherited_names = environment.pop(CHOSEN_SETTING, "").split(",")
     for inherited in set(inherited_names) & set(SETTING_NAMES):
         environment.pop(inherited, None)
         os.environ.pop(inherited, None)
-    given = WAIT_POLICY_SETTING in environment or SPIN_COUNT_SETTING in environment
-    waiting = choose_waiting(environment, None if given else measure_others_busy_cores())
+    measured = None if settings_in(environment) else measure_others_busy_cores()
+    waiting = choose_waiting(environment, measured)
     if waiting.reason != GIVEN:
         os.environ.update(waiting.settings)
         os.environ[CHOSEN_SETTING] = ",".join(waiting.settings)

@@ -45,6 +45,7 @@ from providers.local.precision import (
 from providers.local.training import LocalLoRAFineTuner
 from providers.local.utilisation import ModelFlops, utilisation
 from providers.local.weights import ensure_base_model
+from providers.openmp import openmp_waiting
 
 DEMO_FILE = Path(__file__).resolve().parents[2] / "config" / "demo" / "support_triage.jsonl"
 DEFAULT_ADAPTER = AdapterShape(8, ("q_proj", "k_proj", "v_proj", "o_proj"))
@@ -187,6 +188,8 @@ def test_a_faster_kernel_that_cannot_share_prefixes_is_passed_over() -> None:
         "its prefix in a probe pass of 4 layers (bf16/sdpa 300 ms, bf16/eager 400 ms); "
         "the others lay them out bf16/sdpa padded"
     )
+    # How torch's threads wait, chosen as it loaded (providers/openmp.py), ends the line.
+    assert choice.describe().endswith(f"; {openmp_waiting().describe()}")
     # Where no candidate shares, the fastest of those that pack wins.
     packing: dict[str, BatchLayout] = {"bf16/sdpa": "packed", "bf16/eager": "packed"}
     assert fastest_with_the_best_layout(setups, seconds, packing) == setups[0]
