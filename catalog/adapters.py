@@ -32,7 +32,7 @@ from providers.base import (
 from .models import BaseModel, Endpoint, EndpointKind, Provider
 from .rules import adapter_root_refusal
 from .secrets import endpoint_credentials
-from .weights import base_model_dir
+from .weights import base_model_dir, kept_probes_dir
 
 # The local model server asks for no key (it listens on this host only); the OpenAI client
 # still sends one.
@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # imported inside the functions at run time, as every provide
 def fine_tuner_for(base_model: BaseModel) -> FineTuner:
     from providers.local.training import LocalLoRAFineTuner
 
-    return LocalLoRAFineTuner(base_model_dir(base_model))
+    return LocalLoRAFineTuner(base_model_dir(base_model), kept_probes=kept_probes_dir())
 
 
 def hosted_fine_tuner_for(base_model: BaseModel) -> HostedFineTuner:

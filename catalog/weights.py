@@ -39,3 +39,10 @@ def prepared_model_dir(base_model: BaseModel) -> Path:
     if source.is_file():
         return cache / gguf_cache_key(source)
     return source
+
+
+def kept_probes_dir() -> Path:
+    """Where local training keeps its probe's measurements (providers/local/kept_probe.py),
+    filed by the hardware they were taken on, so a cache shared by several hosts keeps each
+    host's own."""
+    return Path(settings.FTPORTAL_MODEL_CACHE) / "training-probes"

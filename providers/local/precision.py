@@ -12,7 +12,7 @@ on a bf16 base).
 
 FTPORTAL_LOCAL_PRECISION forces the precision (fp32 or bf16; auto, the default, measures); the
 attention kernel is still chosen by measurement within it. The choice is made once per process
-and base model, and also gives the host's peak matrix-product rate in that precision, against
+and base model (once per host, where the worker keeps it: kept_probe.py), and also gives the host's peak matrix-product rate in that precision, against
 which a job's model FLOP utilisation is reported.
 """
 
@@ -25,7 +25,8 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,8 +38,9 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.utils import logging as hf_logging
 
 from providers.base import ProviderError
-from providers.openmp import openmp_waiting
+from providers.openmp import BUSY_CORES, busy_cores_of_others, openmp_waiting, read_cpu_sample
 
+from . import kept_probe
 from .loss import BATCH_LAYOUTS, BatchLayout, batch_layout
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,9 @@ class HostChoice:
     note: str = ""
     # The batch layout (loss.BATCH_LAYOUTS) each probed candidate allows.
     layouts: dict[str, BatchLayout] = field(default_factory=dict)
+    # Whether it was measured now or read as kept from an earlier measurement (kept_probe.py),
+    # and when; empty where nothing is kept.
+    provenance: str = ""
 
     def describe(self) -> str:
         """One line for the worker log and the job page."""
@@ -117,6 +122,8 @@ class HostChoice:
         if self.peak_flops:
             text += f"; this host's peak {setup.precision} matrix product: "
             text += f"{self.peak_flops / 1e9:,.0f} GFLOP/s"
+        if self.provenance:
+            text += f"; {self.provenance}"
         # How long a thread spins before it sleeps changed a step's time 1.7x (openmp.py).
         return f"{text}; {openmp_waiting().describe()}"
 
@@ -189,10 +196,54 @@ class AdapterShape:
 
 
 @functools.cache
-def host_choice(base_model_dir: Path, device: str, adapter: AdapterShape) -> HostChoice:
+def host_choice(
+    base_model_dir: Path, device: str, adapter: AdapterShape, kept_in: Path | None = None
+) -> HostChoice:
     """The fastest setup for training this adapter on this model here, among those that lay
-    batches out in the fewest tokens; measured once per process."""
+    batches out in the fewest tokens; measured once per process, and once per host where
+    ``kept_in`` names a directory to keep the result in (kept_probe.py)."""
     forced = forced_precision()
+    if kept_in is None:
+        return _measured_choice(base_model_dir, device, adapter, forced)
+    key = kept_probe.probe_key(
+        base_model_dir=base_model_dir,
+        device=device,
+        adapter=f"r={adapter.rank} on {','.join(adapter.target_modules)}",
+        forced_precision=forced,
+        openmp=" ".join(f"{k}={v}" for k, v in sorted(openmp_waiting().settings.items())),
+    )
+    record = kept_probe.read_kept(kept_in, key)
+    kept = _choice_from_record(record) if record is not None else None
+    if kept is not None:
+        logger.info("%s (%s)", kept.describe(), base_model_dir)
+        return kept
+    before = read_cpu_sample()
+    choice = _measured_choice(base_model_dir, device, adapter, forced)
+    after = read_cpu_sample()
+    if not choice.probe_seconds:
+        return choice
+    # A probe beside other busy processes timed them too: its answer serves this process only.
+    others = busy_cores_of_others(before, after) if before and after else None
+    if others is None:
+        reason = "the cores' use could not be read"
+        return replace(choice, provenance=f"measured now; not kept for later workers, as {reason}")
+    if others >= BUSY_CORES:
+        return replace(
+            choice,
+            provenance=f"measured now, beside other processes that kept {others:.2f} cores busy, "
+            "so not kept for later workers",
+        )
+    measured_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    path = kept_probe.keep(kept_in, key, _choice_record(choice, measured_at))
+    logger.info("kept the training probe's result for this host in %s", path)
+    return replace(
+        choice, provenance=f"measured at {measured_at} and kept for this host's later workers"
+    )
+
+
+def _measured_choice(
+    base_model_dir: Path, device: str, adapter: AdapterShape, forced: Precision | None
+) -> HostChoice:
     setups, note = candidate_setups(device, forced)
     try:
         seconds, layouts = _probe(base_model_dir, device, adapter, setups)
@@ -208,6 +259,39 @@ def host_choice(base_model_dir: Path, device: str, adapter: AdapterShape) -> Hos
     choice = HostChoice(best, ranked, peak_matrix_flops(best.precision, device), note, layouts)
     logger.info("%s (%s)", choice.describe(), base_model_dir)
     return choice
+
+
+def _choice_record(choice: HostChoice, measured_at: str) -> dict[str, Any]:
+    return {
+        "precision": choice.setup.precision,
+        "attention": choice.setup.attention,
+        "probe_seconds": choice.probe_seconds,
+        "peak_flops": choice.peak_flops,
+        "note": choice.note,
+        "layouts": choice.layouts,
+        "measured_at": measured_at,
+    }
+
+
+def _choice_from_record(record: dict[str, Any]) -> HostChoice | None:
+    """The kept choice, or None where the record is not one this version wrote."""
+    try:
+        precision = record["precision"]
+        layouts = {str(label): layout for label, layout in record["layouts"].items()}
+        seconds = {str(label): float(value) for label, value in record["probe_seconds"].items()}
+        if precision not in PRECISIONS or any(v not in BATCH_LAYOUTS for v in layouts.values()):
+            raise ValueError("an unknown precision or layout")
+        return HostChoice(
+            TrainingSetup(precision, str(record["attention"])),
+            seconds,
+            float(record["peak_flops"]),
+            str(record["note"]),
+            layouts,
+            f"kept from a measurement on this host at {record['measured_at']}",
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        logger.warning("measuring again: the kept probe result does not read back: %s", error)
+        return None
 
 
 def fastest_with_the_best_layout(

@@ -116,12 +116,19 @@ class LocalLoRAFineTuner:
     """Trains a LoRA adapter on a local base model, with checkpoints it can resume from."""
 
     def __init__(
-        self, base_model_dir: Path, device: str | None = None, setup: TrainingSetup | None = None
+        self,
+        base_model_dir: Path,
+        device: str | None = None,
+        setup: TrainingSetup | None = None,
+        kept_probes: Path | None = None,
     ) -> None:
         self.base_model_dir = base_model_dir
         self.device = pick_device(device)
         # None measures the fastest setup on this host (precision.py).
         self.setup = setup
+        # Where the measurement is kept for this host's later workers; None measures once
+        # per process (kept_probe.py).
+        self.kept_probes = kept_probes
 
     def train(
         self,
@@ -225,7 +232,7 @@ class LocalLoRAFineTuner:
         if self.setup is not None:
             return given_choice(self.setup, self.device)
         adapter = AdapterShape(config.lora_r, tuple(config.target_modules))
-        return host_choice(self.base_model_dir, self.device, adapter)
+        return host_choice(self.base_model_dir, self.device, adapter, self.kept_probes)
 
     def describe_setup(self, config: TrainingConfig) -> TrainingSetupReport:
         choice = self.host_choice(config)
