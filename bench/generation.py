@@ -130,6 +130,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def chosen_products(model: torch.nn.Module) -> str:
+    """The measured choice as one word: torch, or onednn_from_N_rows."""
+    min_rows = cpu_matmul.onednn_min_rows(cpu_matmul.weight_shapes(model))
+    return "torch" if min_rows is None else f"onednn_from_{min_rows}_rows"
+
+
 def main() -> None:
     args = parse_args()
     started = time.perf_counter()
@@ -223,9 +229,7 @@ def main() -> None:
         "torch_linear_speedup": f"{sequential_s / torch_linear_s:.2f}",
         "onednn_s": f"{onednn_s:.3f}",
         "onednn_speedup": f"{sequential_s / onednn_s:.2f}",
-        "chosen": "onednn"
-        if cpu_matmul.onednn_min_rows(cpu_matmul.weight_shapes(model))
-        else "torch",
+        "chosen": chosen_products(model),
         "bf16_s": f"{bf16_s:.3f}",
         "bf16_gain": f"{batched_s / bf16_s:.2f}",
         "bf16_same_outputs": f"{bf16_same}/{args.prompts}",
