@@ -12,8 +12,9 @@ on a bf16 base).
 
 FTPORTAL_LOCAL_PRECISION forces the precision (fp32 or bf16; auto, the default, measures); the
 attention kernel is still chosen by measurement within it. The choice is made once per process
-and base model (once per host, where the worker keeps it: kept_probe.py), and also gives the host's peak matrix-product rate in that precision, against
-which a job's model FLOP utilisation is reported.
+and base model (once per host, where the worker keeps it: kept_probe.py), and also gives the
+host's peak matrix-product rate in that precision, against which a job's model FLOP utilisation
+is reported.
 """
 
 from __future__ import annotations
