@@ -223,16 +223,23 @@ def host_choice(
     after = read_cpu_sample()
     if not choice.probe_seconds:
         return choice
-    # A probe beside other busy processes timed them too: its answer serves this process only.
     others = busy_cores_of_others(before, after) if before and after else None
-    if others is None:
+    return _kept_if_quiet(choice, others, kept_in, key)
+
+
+def _kept_if_quiet(
+    choice: HostChoice, others_busy_cores: float | None, kept_in: Path, key: dict[str, str]
+) -> HostChoice:
+    """The choice, kept for the host's later workers where no other process kept the cores
+    busy while it was measured (it timed them too otherwise, and serves this process only)."""
+    if others_busy_cores is None:
         reason = "the cores' use could not be read"
         return replace(choice, provenance=f"measured now; not kept for later workers, as {reason}")
-    if others >= BUSY_CORES:
+    if others_busy_cores >= BUSY_CORES:
         return replace(
             choice,
-            provenance=f"measured now, beside other processes that kept {others:.2f} cores busy, "
-            "so not kept for later workers",
+            provenance="measured now, beside other processes that kept "
+            f"{others_busy_cores:.2f} cores busy, so not kept for later workers",
         )
     measured_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     path = kept_probe.keep(kept_in, key, _choice_record(choice, measured_at))
@@ -280,10 +287,13 @@ def _choice_from_record(record: dict[str, Any]) -> HostChoice | None:
         precision = record["precision"]
         layouts = {str(label): layout for label, layout in record["layouts"].items()}
         seconds = {str(label): float(value) for label, value in record["probe_seconds"].items()}
+        setup = TrainingSetup(precision, str(record["attention"]))
         if precision not in PRECISIONS or any(v not in BATCH_LAYOUTS for v in layouts.values()):
             raise ValueError("an unknown precision or layout")
+        if setup.label not in seconds or setup.label not in layouts:
+            raise ValueError(f"{setup.label} is not among the setups it measured")
         return HostChoice(
-            TrainingSetup(precision, str(record["attention"])),
+            setup,
             seconds,
             float(record["peak_flops"]),
             str(record["note"]),

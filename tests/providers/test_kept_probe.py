@@ -183,6 +183,24 @@ def test_a_kept_file_that_does_not_read_back_is_measured_again_and_replaced(
     assert json.loads(kept_file.read_text())["result"]["precision"] == "fp32"
 
 
+def test_a_kept_setup_that_it_did_not_measure_is_measured_again(
+    base_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    quiet_cores(monkeypatch)
+    probe = CountingProbe()
+    monkeypatch.setattr(precision, "_probe", probe)
+    host_choice(base_model_dir, "cpu", DEFAULT_ADAPTER, tmp_path)
+    [kept_file] = tmp_path.glob("*.json")
+    stored = json.loads(kept_file.read_text())
+    stored["result"]["attention"] = "no-such-kernel"
+    kept_file.write_text(json.dumps(stored))
+
+    host_choice.cache_clear()
+    again = host_choice(base_model_dir, "cpu", DEFAULT_ADAPTER, tmp_path)
+    assert probe.calls == 2
+    assert again.setup == TrainingSetup("fp32", "eager")
+
+
 def test_a_probe_beside_a_busy_process_serves_its_process_but_is_not_kept(
     base_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
