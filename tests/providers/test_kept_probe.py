@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,50 +155,40 @@ def test_a_changed_adapter_or_forced_precision_measures_again(
     assert len(list(tmp_path.glob("*.json"))) == 3
 
 
+def _with_result(stored: dict[str, Any], **changes: str) -> str:
+    return json.dumps({"key": stored["key"], "result": stored["result"] | changes})
+
+
 @pytest.mark.parametrize(
-    "kept_text",
+    "spoil",
     [
-        "{not json",
-        json.dumps({"key": {"probe": "0"}, "result": {}}),
-        json.dumps({"key": "replaced below", "result": {"precision": "fp8"}}),
+        lambda stored: "{not json",
+        lambda stored: json.dumps({"key": {"probe": "0"}, "result": stored["result"]}),
+        lambda stored: _with_result(stored, precision="fp8"),
+        lambda stored: _with_result(stored, attention="no-such-kernel"),
+        lambda stored: json.dumps({"key": stored["key"], "result": {"precision": "fp32"}}),
     ],
-    ids=["not json", "another key", "not a result this version wrote"],
+    ids=["not json", "another key", "unknown precision", "a setup not measured", "incomplete"],
 )
 def test_a_kept_file_that_does_not_read_back_is_measured_again_and_replaced(
-    base_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept_text: str
+    base_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spoil: Callable[[dict[str, Any]], str],
 ) -> None:
     quiet_cores(monkeypatch)
     probe = CountingProbe()
     monkeypatch.setattr(precision, "_probe", probe)
     first = host_choice(base_model_dir, "cpu", DEFAULT_ADAPTER, tmp_path)
     [kept_file] = tmp_path.glob("*.json")
-    key = json.loads(kept_file.read_text())["key"]
-    kept_file.write_text(kept_text.replace('"replaced below"', json.dumps(key)))
+    kept_file.write_text(spoil(json.loads(kept_file.read_text())))
 
     host_choice.cache_clear()
     again = host_choice(base_model_dir, "cpu", DEFAULT_ADAPTER, tmp_path)
     assert probe.calls == 2
     assert again.setup == first.setup == TrainingSetup("fp32", "eager")
     assert "measured at" in again.describe()
-    assert json.loads(kept_file.read_text())["result"]["precision"] == "fp32"
-
-
-def test_a_kept_setup_that_it_did_not_measure_is_measured_again(
-    base_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    quiet_cores(monkeypatch)
-    probe = CountingProbe()
-    monkeypatch.setattr(precision, "_probe", probe)
-    host_choice(base_model_dir, "cpu", DEFAULT_ADAPTER, tmp_path)
-    [kept_file] = tmp_path.glob("*.json")
-    stored = json.loads(kept_file.read_text())
-    stored["result"]["attention"] = "no-such-kernel"
-    kept_file.write_text(json.dumps(stored))
-
-    host_choice.cache_clear()
-    again = host_choice(base_model_dir, "cpu", DEFAULT_ADAPTER, tmp_path)
-    assert probe.calls == 2
-    assert again.setup == TrainingSetup("fp32", "eager")
+    assert json.loads(kept_file.read_text())["result"]["attention"] == "eager"
 
 
 def test_a_probe_beside_a_busy_process_serves_its_process_but_is_not_kept(
