@@ -84,7 +84,8 @@ def test_a_worker_that_starts_again_reads_the_kept_result_instead_of_probing(
     monkeypatch.setattr(precision, "_probe", no_probe)
     read = host_choice(base_model_dir, "cpu", DEFAULT_ADAPTER, tmp_path)
     assert read.setup == measured.setup
-    assert read.probe_seconds == measured.probe_seconds
+    # The same timings, fastest first as measured: the setup line lists them in this order.
+    assert list(read.probe_seconds.items()) == list(measured.probe_seconds.items())
     assert read.layouts == measured.layouts
     assert read.peak_flops == measured.peak_flops
     assert read.note == measured.note
