@@ -88,7 +88,7 @@ def _is_routable(inputs: Any, weight: Any, bias: Any, min_rows: int) -> bool:
     )
 
 
-# The fewest rows this thread routes through oneDNN, while inside fastest_linear; None outside.
+# The fewest rows this thread routes through oneDNN, while inside onednn_linear; None outside.
 _routing = threading.local()
 
 
