@@ -103,8 +103,8 @@ def training_set_fingerprint(examples: Sequence[EncodedExample]) -> str:
 class Batch:
     input_ids: torch.Tensor
     # Padded batches mark their padding here; packed ones have none and restart position_ids
-    # at 0 for each example instead, and a batch that shares its prefix has none either: each
-    # row is one example, padded at its end.
+    # at 0 for each example instead, and a batch that shares its prefix has none either (its
+    # mask is made from row_examples when it runs: loss.batch_forward).
     attention_mask: torch.Tensor | None
     labels: torch.Tensor
     position_ids: torch.Tensor | None = None
@@ -114,6 +114,10 @@ class Batch:
     # The batch's shared prefix, shaped (1, length), where it runs once before the rows: its
     # keys and values are copied to every row (loss.batch_forward), and the rows hold the rest.
     prefix_ids: torch.Tensor | None = None
+    # With prefix_ids: which example of its row each position belongs to (0, 1, ...; the
+    # padding at a row's end is a number of its own), so that each sees only its own example
+    # and the prefix.
+    row_examples: torch.Tensor | None = None
 
     def model_inputs(self) -> dict[str, Any]:
         # A KV cache would make transformers skip the packed-sequence check (it assumes
@@ -196,32 +200,48 @@ def collate_sharing_prefix(
     examples: Sequence[EncodedExample], pad_token_id: int, device: str
 ) -> Batch:
     """A batch that runs its examples' shared prefix once (a system prompt that every example
-    starts with is often a third or more of its tokens), then each example's rest in a row of
-    its own, continuing from the prefix's keys and values.
+    starts with is often a third or more of its tokens), then each example's rest, packed
+    several to a row as collate_packed packs whole examples, continuing from the prefix's keys
+    and values.
 
-    ``prefix_ids`` is the prefix; the rows are the rests, right-padded, with the positions
-    each has alone (counting on from the prefix). Each position attends causally to the prefix
-    and its own row, as in generation from a KV cache, so its logits are those it gets alone;
-    the loss is the same sum, with the prefix's share of the gradient added up once instead of
-    computed per example. Batches that providers.batching.shares_prefix turns down are packed
-    as collate_packed does. prefix_sharing_is_exact (loss.py) checks whether a model honours
-    the layout; bench/shared_prefix.py measures a training step in it against collate_packed.
+    ``prefix_ids`` is the prefix; the rows hold the rests, each with the positions it has alone
+    (counting on from the prefix) and its number in the row in ``row_examples``. Each position
+    attends to the prefix and causally to its own example (loss.batch_forward builds that
+    mask), as in generation from a KV cache, so its logits are those it gets alone; the loss is
+    the same sum, with the prefix's share of the gradient added up once instead of computed
+    per example. Packing instead of one rest a row matters when lengths differ: a batch of
+    rests from 150 to 450 tokens padded to the longest ran 1.5 times the tokens it held.
+    Batches that providers.batching.shares_prefix turns down are packed as collate_packed does.
+    prefix_sharing_is_exact (loss.py) checks whether a model honours the layout;
+    bench/shared_prefix.py measures a training step in it against collate_packed.
     """
     prefix = shared_prefix_length(examples)
     if not shares_prefix(len(examples), prefix):
         return collate_packed(examples, pad_token_id, device)
     rests = [len(example.input_ids) - prefix for example in examples]
+    rows = pack_rows(rests)
     width = max(rests)
-    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORED_LABEL, dtype=torch.long)
-    for row, example in enumerate(examples):
-        input_ids[row, : rests[row]] = torch.tensor(example.input_ids[prefix:])
-        labels[row, : rests[row]] = torch.tensor(example.labels[prefix:])
-    # What predicts a row's first token is the prefix's last position, which no row runs
-    # (shared_prefix_length leaves that token unlabelled).
-    labels[:, 0] = IGNORED_LABEL
-    # Padding at a row's end comes after its example, so no position of the example sees it.
-    position_ids = torch.arange(prefix, prefix + width).repeat(len(examples), 1)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORED_LABEL, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    row_examples = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, members in enumerate(rows):
+        start = 0
+        for number, member in enumerate(members):
+            example = examples[member]
+            end = start + rests[member]
+            input_ids[row, start:end] = torch.tensor(example.input_ids[prefix:])
+            labels[row, start:end] = torch.tensor(example.labels[prefix:])
+            # What predicts a rest's first token is the prefix's last position, which no row
+            # runs (shared_prefix_length leaves that token unlabelled), or the end of the
+            # example before it in the row, which must not learn it.
+            labels[row, start] = IGNORED_LABEL
+            position_ids[row, start:end] = torch.arange(prefix, prefix + rests[member])
+            row_examples[row, start:end] = number
+            start = end
+        # The padding at the row's end: a sequence of its own that no example sees.
+        position_ids[row, start:] = torch.arange(prefix, prefix + width - start)
+        row_examples[row, start:] = len(members)
     return Batch(
         input_ids.to(device),
         None,
@@ -229,6 +249,7 @@ def collate_sharing_prefix(
         position_ids=position_ids.to(device),
         computed_tokens=computed_tokens(prefix, [len(example.input_ids) for example in examples]),
         prefix_ids=torch.tensor([examples[0].input_ids[:prefix]], device=device),
+        row_examples=row_examples.to(device),
     )
 
 

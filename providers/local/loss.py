@@ -11,6 +11,7 @@ from typing import Any, Literal
 import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
 from providers.batching import MIN_SHARED_PREFIX
 
@@ -39,7 +40,48 @@ def batch_forward(module: torch.nn.Module, batch: Batch) -> Any:
     prefix = module(input_ids=batch.prefix_ids, use_cache=True)
     cache = prefix.cache
     cache.batch_repeat_interleave(batch.input_ids.size(0))
-    return module(**batch.model_inputs(), cache=cache)
+    inputs = batch.model_inputs()
+    if batch.row_examples is not None:
+        inputs["attention_mask"] = after_the_prefix_mask(
+            module.config, batch.row_examples, batch.prefix_ids.size(1), weights_dtype(module)
+        )
+    return module(**inputs, cache=cache)
+
+
+def after_the_prefix_mask(
+    config: Any, row_examples: torch.Tensor, prefix_length: int, dtype: torch.dtype
+) -> Any:
+    """The attention mask of rows that continue from a shared prefix of ``prefix_length``
+    tokens and hold several examples each (``row_examples`` numbers them within a row): each
+    position sees the whole prefix and, causally, its own example. Made by the mask function of
+    the model's attention kernel, in the form that kernel takes (a boolean mask for fused
+    attention, a float one to add to the scores for eager)."""
+
+    def visible(
+        batch: torch.Tensor, _head: torch.Tensor, query: torch.Tensor, key: torch.Tensor
+    ) -> torch.Tensor:
+        # Indices broadcast over (rows, 1, queries, keys); the rows' positions count on from
+        # the prefix.
+        own = row_examples[batch, query - prefix_length]
+        keys_example = row_examples[batch, (key - prefix_length).clamp(min=0)]
+        return (key < prefix_length) | ((key <= query) & (keys_example == own))
+
+    rows, width = row_examples.shape
+    make_mask = ALL_MASK_ATTENTION_FUNCTIONS[config._attn_implementation]
+    return make_mask(
+        batch_size=rows,
+        q_length=width,
+        kv_length=prefix_length + width,
+        q_offset=prefix_length,
+        kv_offset=0,
+        mask_function=visible,
+        attention_mask=None,
+        allow_is_causal_skip=False,
+        dtype=dtype,
+        config=config,
+        use_vmap=False,
+        device=row_examples.device,
+    )
 
 
 def summed_token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
@@ -157,15 +199,17 @@ def packing_is_exact(model: torch.nn.Module, device: str) -> bool:
 
 def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
     """Whether the model continues from a KV cache copied to several rows, with position_ids
-    as given, so that examples sharing their prefix get the logits each gets alone."""
+    and the attention mask as given, so that examples sharing their prefix, two of them packed
+    in one row, get the logits each gets alone."""
     prefix = list(range(1, MIN_SHARED_PREFIX + 3))
-    rests = ([20, 21, 22, 23], [30, 31])
+    # The longest rest has a row to itself; the other two share one (collate_sharing_prefix).
+    rests = ([20, 21, 22, 23, 24, 25], [30, 31], [40, 41, 42])
     examples = [
         EncodedExample(prefix + rest, [IGNORED_LABEL] * (len(prefix) + len(rest) - 1) + rest[-1:])
         for rest in rests
     ]
     batch = collate_sharing_prefix(examples, 0, device)
-    if batch.prefix_ids is None:
+    if batch.prefix_ids is None or batch.input_ids.size(0) != 2:
         return False
     was_training = model.training
     model.eval()
@@ -178,15 +222,22 @@ def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
                 ).logits[0]
                 for example in examples
             ]
-    except (RuntimeError, ValueError, AttributeError, TypeError):
-        # A model that keeps no cache of this kind, or refuses to continue from one: training
-        # packs its rows instead.
+    except (RuntimeError, ValueError, AttributeError, TypeError, KeyError):
+        # A model that keeps no cache of this kind, or refuses to continue from one or to take
+        # a mask made for it: training packs its rows instead.
         return False
     finally:
         model.train(was_training)
-    actual = torch.cat([shared[row, : len(rest)] for row, rest in enumerate(rests)])
+    actual = torch.cat([_rest_logits(shared, batch.input_ids, rest) for rest in rests])
     expected = torch.cat([logits[len(prefix) :] for logits in alone])
     return logits_match(actual, expected, weights_dtype(model))
+
+
+def _rest_logits(logits: torch.Tensor, input_ids: torch.Tensor, rest: list[int]) -> torch.Tensor:
+    """The logits of the positions where ``rest`` lies in the batch (its first token appears
+    nowhere else)."""
+    row, start = (input_ids == rest[0]).nonzero()[0].tolist()
+    return logits[row, start : start + len(rest)]
 
 
 BatchLayout = Literal["padded", "packed", "sharing its prefix"]

@@ -6,6 +6,7 @@ import math
 import os
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -39,6 +40,7 @@ from providers.local.encoding import (
 )
 from providers.local.loss import (
     LabelledPositionLoss,
+    after_the_prefix_mask,
     collate_for,
     packing_is_exact,
     predicting_positions,
@@ -239,7 +241,8 @@ def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padde
     # The system prompt and the chat template around it, run once, not 9 times.
     assert prefix >= MIN_SHARED_PREFIX
     assert shared.prefix_ids is not None and shared.prefix_ids.shape == (1, prefix)
-    assert shared.input_ids.size(0) == 9
+    # The nine rests packed into fewer rows: the short ones share rows.
+    assert shared.input_ids.size(0) < 9
     assert shared.computed_tokens == sum(len(e.input_ids) for e in examples) - 8 * prefix
     padded = collate(examples, pad_token_id, "cpu")
     assert_same_loss_and_gradients(model, padded, shared, examples)
@@ -252,7 +255,7 @@ def test_a_batch_sharing_its_system_prompt_gives_the_loss_and_gradients_of_padde
     assert torch.allclose(on_shared, plain, rtol=1e-5)
 
 
-def test_a_batch_sharing_its_prefix_runs_it_once_and_each_rest_in_a_row_of_its_own() -> None:
+def test_a_batch_sharing_its_prefix_runs_it_once_and_packs_the_rests_into_rows() -> None:
     prefix = list(range(1, 21))
     ignored = [IGNORED_LABEL] * len(prefix)
 
@@ -264,18 +267,49 @@ def test_a_batch_sharing_its_prefix_runs_it_once_and_each_rest_in_a_row_of_its_o
     assert shared_prefix_length(examples) == 19
     shared = collate_sharing_prefix(examples, 0, "cpu")
     assert shared.prefix_ids is not None and shared.prefix_ids.tolist() == [prefix[:19]]
-    # Rows as wide as the longest rest, never wider than the longest example.
-    assert shared.input_ids.shape == (3, 901)
+    # Rows as wide as the longest rest (never wider than the longest example); the two shorter
+    # rests (601 and 31 tokens) share the second row.
+    assert shared.input_ids.shape == (2, 901)
     assert shared.computed_tokens == 19 + 901 + 31 + 601
     assert shared.attention_mask is None
-    assert shared.position_ids is not None
-    assert shared.position_ids[1, :31].tolist() == list(range(19, 50))
-    assert shared.input_ids[1, :31].tolist() == [20] + [201] * 30
-    assert shared.input_ids[1, 31:].eq(0).all()
-    # A row's first token is predicted by the prefix's last position, which no row runs.
+    assert shared.position_ids is not None and shared.row_examples is not None
+    assert shared.input_ids[0].tolist() == [20] + [200] * 900
+    assert shared.input_ids[1, :601].tolist() == [20] + [202] * 600
+    assert shared.input_ids[1, 601:632].tolist() == [20] + [201] * 30
+    assert shared.input_ids[1, 632:].eq(0).all()
+    # Each rest counts its positions on from the prefix, as it would alone.
+    assert shared.position_ids[0].tolist() == list(range(19, 920))
+    assert shared.position_ids[1, :601].tolist() == list(range(19, 620))
+    assert shared.position_ids[1, 601:632].tolist() == list(range(19, 50))
+    # Numbered within the row, the padding at its end a number of its own.
+    assert shared.row_examples[0].eq(0).all()
+    assert shared.row_examples[1, :601].eq(0).all()
+    assert shared.row_examples[1, 601:632].eq(1).all()
+    assert shared.row_examples[1, 632:].eq(2).all()
+    # A rest's first token is predicted by the prefix's last position, which no row runs, or
+    # by the end of the example before it in the row: neither learns it.
     assert shared.labels[:, 0].eq(IGNORED_LABEL).all()
-    assert shared.labels[1, 1:31].tolist() == [201] * 30
-    assert shared.labels[1, 31:].eq(IGNORED_LABEL).all()
+    assert shared.labels[1, 601] == IGNORED_LABEL
+    assert shared.labels[1, 1:601].tolist() == [202] * 600
+    assert shared.labels[1, 602:632].tolist() == [201] * 30
+    assert shared.labels[1, 632:].eq(IGNORED_LABEL).all()
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_rests_packed_after_a_prefix_see_the_prefix_and_their_own_example(attention: str) -> None:
+    # One row: a prefix of 2, then an example of 2 tokens, one of 1, and a padding position.
+    row_examples = torch.tensor([[0, 0, 1, 2]])
+    config = SimpleNamespace(_attn_implementation=attention)
+    mask = after_the_prefix_mask(config, row_examples, 2, torch.float32)
+    assert mask.shape == (1, 1, 4, 6)
+    seen = mask[0, 0] if attention == "sdpa" else mask[0, 0] == 0
+    assert seen.tolist() == [
+        # prefix      first example  second  padding
+        [True, True, True, False, False, False],
+        [True, True, True, True, False, False],
+        [True, True, False, False, True, False],
+        [True, True, False, False, False, True],
+    ]
 
 
 def test_a_batch_without_a_long_enough_shared_prefix_is_packed(base_model_dir: Path) -> None:
