@@ -6,7 +6,7 @@ What makes training fast spends no compute on tokens that teach nothing:
   batch is packed several examples to a row (encoding.collate_packed), so almost no padding
   goes through the model; where the batch's examples start alike (a system prompt, the chat
   template's header), the batch runs that shared start once, and every example continues from
-  its keys and values (encoding.collate_sharing_prefix);
+  its keys and values, packed several to a row (encoding.collate_sharing_prefix);
 - the output head (a 49k-word vocabulary for SmolLM2, about a fifth of the model's FLOPs per
   token) and the cross-entropy run only at positions whose next token is labelled (loss.py);
 - the frozen weights are in the precision, and attention runs in the kernel, that a probe
