@@ -197,7 +197,7 @@ def shared_prefix_length(examples: Sequence[EncodedExample]) -> int:
 
 
 def collate_sharing_prefix(
-    examples: Sequence[EncodedExample], pad_token_id: int, device: str
+    examples: Sequence[EncodedExample], pad_token_id: int, device: str, *, pack_rests: bool = True
 ) -> Batch:
     """A batch that runs its examples' shared prefix once (a system prompt that every example
     starts with is often a third or more of its tokens), then each example's rest, packed
@@ -212,6 +212,9 @@ def collate_sharing_prefix(
     per example. Packing instead of one rest a row matters when lengths differ: a batch of
     rests from 150 to 450 tokens padded to the longest ran 1.5 times the tokens it held.
     Batches that providers.batching.shares_prefix turns down are packed as collate_packed does.
+    With ``pack_rests`` False, or where no two rests fit a row, each rest has a row of its own
+    and the batch no ``row_examples``: the model makes its own causal mask, which is what
+    models with sliding-window attention need (the mask made here has no window).
     prefix_sharing_is_exact (loss.py) checks whether a model honours the layout;
     bench/shared_prefix.py measures a training step in it against collate_packed.
     """
@@ -219,7 +222,7 @@ def collate_sharing_prefix(
     if not shares_prefix(len(examples), prefix):
         return collate_packed(examples, pad_token_id, device)
     rests = [len(example.input_ids) - prefix for example in examples]
-    rows = pack_rows(rests)
+    rows = pack_rows(rests) if pack_rests else [[member] for member in range(len(examples))]
     width = max(rests)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORED_LABEL, dtype=torch.long)
@@ -249,7 +252,7 @@ def collate_sharing_prefix(
         position_ids=position_ids.to(device),
         computed_tokens=computed_tokens(prefix, [len(example.input_ids) for example in examples]),
         prefix_ids=torch.tensor([examples[0].input_ids[:prefix]], device=device),
-        row_examples=row_examples.to(device),
+        row_examples=row_examples.to(device) if len(rows) < len(examples) else None,
     )
 
 

@@ -200,7 +200,7 @@ def packing_is_exact(model: torch.nn.Module, device: str) -> bool:
 def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
     """Whether the model continues from a KV cache copied to several rows, with position_ids
     and the attention mask as given, so that examples sharing their prefix, two of them packed
-    in one row, get the logits each gets alone."""
+    in one row (one a row for models with sliding windows), get the logits each gets alone."""
     prefix = list(range(1, MIN_SHARED_PREFIX + 3))
     # The longest rest has a row to itself; the other two share one (collate_sharing_prefix).
     rests = ([20, 21, 22, 23, 24, 25], [30, 31], [40, 41, 42])
@@ -208,8 +208,9 @@ def prefix_sharing_is_exact(model: torch.nn.Module, device: str) -> bool:
         EncodedExample(prefix + rest, [IGNORED_LABEL] * (len(prefix) + len(rest) - 1) + rest[-1:])
         for rest in rests
     ]
-    batch = collate_sharing_prefix(examples, 0, device)
-    if batch.prefix_ids is None or batch.input_ids.size(0) != 2:
+    packing = not uses_sliding_windows(model)
+    batch = collate_sharing_prefix(examples, 0, device, pack_rests=packing)
+    if batch.prefix_ids is None or batch.input_ids.size(0) != (2 if packing else 3):
         return False
     was_training = model.training
     model.eval()
@@ -261,9 +262,21 @@ def batch_layout(model: torch.nn.Module, device: str) -> BatchLayout:
     return "packed"
 
 
+def uses_sliding_windows(model: torch.nn.Module) -> bool:
+    """Whether some of the model's attention layers see only a window of recent tokens
+    (Mistral, Gemma 2 and 3, Qwen 2 where enabled). The mask that packs rests after a shared
+    prefix has no window, and the checks run sequences shorter than any window, so they would
+    not notice; such models get one rest a row and make their own masks."""
+    config = getattr(model, "config", None)
+    layer_types = getattr(config, "layer_types", None) or ()
+    return "sliding_attention" in layer_types or bool(getattr(config, "sliding_window", None))
+
+
 def collate_for(model: torch.nn.Module, device: str) -> tuple[BatchLayout, Collate]:
     """This model's batch_layout and the collate function that lays batches out so."""
     layout = batch_layout(model, device)
     if layout == "sharing its prefix":
+        if uses_sliding_windows(model):
+            return layout, functools.partial(collate_sharing_prefix, pack_rests=False)
         return layout, collate_sharing_prefix
     return layout, collate_packed if layout == "packed" else collate

@@ -19,6 +19,8 @@ from transformers import (
     CohereForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
 )
 
 from providers.base import Conversation
@@ -372,6 +374,32 @@ def test_a_model_that_rescales_its_logits_keeps_the_plain_loss() -> None:
 
     assert not isinstance(token_loss_for(cohere, "cpu"), LabelledPositionLoss)
     assert isinstance(token_loss_for(llama, "cpu"), LabelledPositionLoss)
+
+
+@pytest.mark.parametrize(("sliding_window", "packs_rests"), [(16, False), (None, True)])
+def test_a_model_with_sliding_windows_gets_one_rest_a_row(
+    sliding_window: int | None, packs_rests: bool
+) -> None:
+    """The mask that packs rests after a shared prefix has no window; a model whose layers see
+    only recent tokens makes its own mask, one rest a row, and still shares the prefix."""
+    shape: dict[str, Any] = {
+        "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "num_key_value_heads": 2,
+    }  # fmt: skip
+    torch.manual_seed(0)
+    model = tiny_lora(MistralForCausalLM(MistralConfig(sliding_window=sliding_window, **shape)))
+    layout, collate_shared = collate_for(model, "cpu")
+    assert layout == "sharing its prefix"
+    prefix = list(range(1, 13))
+    examples = [
+        EncodedExample(prefix + rest, [IGNORED_LABEL] * len(prefix) + rest)
+        for rest in ([20] * 9, [21] * 3, [22] * 4)
+    ]
+    batch = collate_shared(examples, 0, "cpu")
+    assert batch.prefix_ids is not None
+    # The two short rests fit one row beside each other unless the model has windows.
+    assert batch.input_ids.size(0) == (2 if packs_rests else 3)
+    assert (batch.row_examples is not None) == packs_rests
 
 
 def padding_fraction(batches: list[list[int]], lengths: list[int]) -> float:
