@@ -210,7 +210,7 @@ def collate_sharing_prefix(
     mask), as in generation from a KV cache, so its logits are those it gets alone; the loss is
     the same sum, with the prefix's share of the gradient added up once instead of computed
     per example. Packing instead of one rest a row matters when lengths differ: a batch of
-    rests from 150 to 450 tokens padded to the longest ran 1.5 times the tokens it held.
+    rests from 148 to 451 tokens padded to the longest ran 1.8 times the tokens it held.
     Batches that providers.batching.shares_prefix turns down are packed as collate_packed does.
     With ``pack_rests`` False, or where no two rests fit a row, each rest has a row of its own
     and the batch no ``row_examples``: the model makes its own causal mask, which is what

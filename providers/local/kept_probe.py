@@ -2,9 +2,8 @@
 
 The probe (precision.py) loads the base model once for each candidate setup and times each:
 about ten seconds on 2 CPU cores (9.4 to 10.0 s measured), before a worker's first local job,
-every time a worker process starts. Its
-answer depends only on the host, the software and the model, so it is kept in a file and a
-worker that starts again reads it instead of measuring.
+every time a worker process starts. Its answer depends only on the host, the software and the
+model, so it is kept in a file and a worker that starts again reads it instead of measuring.
 
 A kept result is filed under everything it depends on (``probe_key``): this file's version of
 the probe, the base model's files, the device and its CPU or GPU model with the instruction sets
@@ -32,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 # Raised whenever the probe measures something else or decides differently, so that results
 # kept by an earlier version are measured again.
-KEPT_PROBE_VERSION = 1
+# 2: the layout check (loss.prefix_sharing_is_exact) now packs rests behind a mask.
+KEPT_PROBE_VERSION = 2
 CPU_INFO = Path("/proc/cpuinfo")
 # The CPU flags that decide which matrix kernels oneDNN and torch run.
 MATRIX_FLAGS = frozenset(
